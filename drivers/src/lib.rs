@@ -1,0 +1,2 @@
+//! Placeholder: being written.
+#![cfg_attr(not(test), no_std)]

@@ -1,0 +1,23 @@
+//! `xdv-bench <name>`: benchmarks, run through `cargo xdv bench <name>`.
+//!
+//! Convention: human-readable lines, then as the last line one JSON object with at
+//! least `bench`, `unit`, `ours`, `baseline`, `ratio`.
+
+mod report;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(name) = args.first() else {
+        eprintln!("usage: xdv-bench <name> [args...]");
+        std::process::exit(2);
+    };
+    let rest = &args[1..];
+    let _ = rest;
+    let result: anyhow::Result<()> = match name.as_str() {
+        other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
+    };
+    if let Err(e) = result {
+        eprintln!("xdv-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,2 @@
+//! QEMU harness: build the kernel image, boot it, capture serial, enforce timeouts.
+//! (Being written.)

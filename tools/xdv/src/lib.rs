@@ -1,0 +1,4 @@
+//! Library half of the `xdv` host tool: everything the CLI does, reusable from the
+//! QEMU integration tests (`tests/`) and the benchmarks (`tools/bench`).
+
+pub mod harness;

@@ -1,0 +1,53 @@
+//! `xdv` — the XDV host CLI (`cargo xdv <command>`).
+//!
+//! Each command lives in its own module under `cmd/`; adding a command is one enum
+//! variant here plus its module.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xdv", version, about = "XDV deterministic cluster kernel: host tool")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the kernel image (release by default) and print its path.
+    Build(cmd::build::Args),
+    /// Build and boot one node in QEMU with COM1 on this terminal.
+    Run(cmd::run::Args),
+    /// Write a GRUB (Multiboot2) BIOS-bootable ISO of the kernel.
+    Iso(cmd::iso::Args),
+    /// Run a benchmark and print its comparison (last line is JSON).
+    Bench(cmd::bench::Args),
+    /// Verify, show and prove audit regions (from a node's RAM file).
+    Audit(cmd::audit::Args),
+    /// Deterministic cluster simulation: replay one seed or sweep many.
+    Sim(cmd::sim::Args),
+    /// Sandboxed tasks: validate a module offline.
+    Task(cmd::task::Args),
+    /// Host L2 switch connecting QEMU nodes, with fault injection.
+    Switch(cmd::switch::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Build(a) => cmd::build::run(a),
+        Cmd::Run(a) => cmd::run::run(a),
+        Cmd::Iso(a) => cmd::iso::run(a),
+        Cmd::Bench(a) => cmd::bench::run(a),
+        Cmd::Audit(a) => cmd::audit::run(a),
+        Cmd::Sim(a) => cmd::sim::run(a),
+        Cmd::Task(a) => cmd::task::run(a),
+        Cmd::Switch(a) => cmd::switch::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("xdv: error: {e:#}");
+        std::process::exit(1);
+    }
+}
