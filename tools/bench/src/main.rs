@@ -3,7 +3,12 @@
 //! Convention: human-readable lines, then as the last line one JSON object with at
 //! least `bench`, `unit`, `ours`, `baseline`, `ratio`.
 
+mod audit;
+mod net;
+mod raft;
 mod report;
+mod sched;
+mod tasks;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -12,8 +17,12 @@ fn main() {
         std::process::exit(2);
     };
     let rest = &args[1..];
-    let _ = rest;
     let result: anyhow::Result<()> = match name.as_str() {
+        "sched" => sched::run(rest),
+        "audit" => audit::run(rest),
+        "raft" => raft::run(rest),
+        "tasks" => tasks::run(rest),
+        "net" => net::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
     };
     if let Err(e) = result {
