@@ -1,0 +1,334 @@
+//! The kernel command line: `key=value` words separated by spaces, parsed into typed
+//! [`KernelOptions`]. An unknown key or a bad value never stops boot: it is reported
+//! by name (a [`CmdlineDiag`]) and the default is used.
+
+use core::fmt;
+
+/// Most diagnostics kept for one command line; more are counted, not stored.
+pub const MAX_DIAGS: usize = 8;
+/// Longest test name accepted.
+pub const MAX_TEST_NAME: usize = 32;
+
+/// Log verbosity, as on the `log=` option and the `log` console command.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const NAMES: &'static str = "error|warn|info|debug|trace";
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// An IPv4 address with prefix length, e.g. `ip=10.0.0.2/24`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: [u8; 4],
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = self.addr;
+        write!(f, "{}.{}.{}.{}/{}", a[0], a[1], a[2], a[3], self.prefix)
+    }
+}
+
+/// Default audit region: 4 MiB at physical 64 MiB (documented in docs/audit.md).
+pub const DEFAULT_AUDIT_REGION: (u64, u64) = (0x0400_0000, 0x0040_0000);
+
+/// Typed kernel options with their defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// `node=<u32>`: this node's id. Default 0.
+    pub node: u32,
+    /// `log=<level>`. Default info.
+    pub log: LogLevel,
+    /// `test=<name>`: run an in-kernel test and exit instead of the console.
+    test: Option<([u8; MAX_TEST_NAME], usize)>,
+    /// `audit=<addr>,<size>`: the reserved audit region. Default [`DEFAULT_AUDIT_REGION`].
+    pub audit: (u64, u64),
+    /// `ip=a.b.c.d/n`: static address of the peer NIC; DHCP when absent.
+    pub ip: Option<Ipv4Cidr>,
+    /// `console=off`: skip the interactive console (for benchmarks).
+    pub console: bool,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        KernelOptions {
+            node: 0,
+            log: LogLevel::Info,
+            test: None,
+            audit: DEFAULT_AUDIT_REGION,
+            ip: None,
+            console: true,
+        }
+    }
+}
+
+impl KernelOptions {
+    pub fn test(&self) -> Option<&str> {
+        self.test
+            .as_ref()
+            .map(|(b, n)| core::str::from_utf8(&b[..*n]).unwrap_or(""))
+    }
+}
+
+/// What was wrong with one word of the command line.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CmdlineDiag<'a> {
+    UnknownKey {
+        key: &'a str,
+    },
+    BadValue {
+        key: &'a str,
+        value: &'a str,
+        expected: &'static str,
+    },
+    MissingValue {
+        key: &'a str,
+    },
+}
+
+impl fmt::Display for CmdlineDiag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdlineDiag::UnknownKey { key } => write!(f, "unknown key `{key}`; ignored"),
+            CmdlineDiag::BadValue {
+                key,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "bad value for `{key}`: \"{value}\" (expected {expected}); using default"
+                )
+            }
+            CmdlineDiag::MissingValue { key } => {
+                write!(f, "`{key}` needs a value (`{key}=...`); using default")
+            }
+        }
+    }
+}
+
+/// The parse result: options plus every diagnostic, in command-line order.
+pub struct Parsed<'a> {
+    pub options: KernelOptions,
+    diags: [Option<CmdlineDiag<'a>>; MAX_DIAGS],
+    /// Diagnostics beyond [`MAX_DIAGS`] that were counted but not kept.
+    pub dropped_diags: usize,
+}
+
+impl<'a> Parsed<'a> {
+    pub fn diags(&self) -> impl Iterator<Item = &CmdlineDiag<'a>> {
+        self.diags.iter().flatten()
+    }
+
+    fn push(&mut self, d: CmdlineDiag<'a>) {
+        match self.diags.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(d),
+            None => self.dropped_diags += 1,
+        }
+    }
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1u64 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    parse_u64(num)?.checked_mul(mult)
+}
+
+fn parse_audit(v: &str) -> Option<(u64, u64)> {
+    let (a, s) = v.split_once(',')?;
+    let (addr, size) = (parse_u64(a)?, parse_size(s)?);
+    let page_aligned = addr % 4096 == 0 && size % 4096 == 0;
+    (page_aligned && size >= 64 * 1024 && addr.checked_add(size).is_some()).then_some((addr, size))
+}
+
+fn parse_cidr(v: &str) -> Option<Ipv4Cidr> {
+    let (ip, prefix) = v.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let mut addr = [0u8; 4];
+    let mut parts = ip.split('.');
+    for b in &mut addr {
+        *b = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Cidr { addr, prefix })
+}
+
+/// Parses a command line. Never fails: problems become diagnostics.
+pub fn parse(line: &str) -> Parsed<'_> {
+    let mut p = Parsed {
+        options: KernelOptions::default(),
+        diags: [None; MAX_DIAGS],
+        dropped_diags: 0,
+    };
+    for word in line.split_ascii_whitespace() {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        let known = matches!(key, "node" | "log" | "test" | "audit" | "ip" | "console");
+        if !known {
+            p.push(CmdlineDiag::UnknownKey { key });
+            continue;
+        }
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            p.push(CmdlineDiag::MissingValue { key });
+            continue;
+        };
+        let bad = |expected| CmdlineDiag::BadValue {
+            key,
+            value,
+            expected,
+        };
+        let o = &mut p.options;
+        let diag = match key {
+            "node" => value
+                .parse()
+                .map(|n| o.node = n)
+                .err()
+                .map(|_| bad("an integer 0..=4294967295")),
+            "log" => LogLevel::parse(value)
+                .map(|l| o.log = l)
+                .ok_or(())
+                .err()
+                .map(|_| bad(LogLevel::NAMES)),
+            "test" => {
+                let ok = value.len() <= MAX_TEST_NAME
+                    && value
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+                if ok {
+                    let mut b = [0u8; MAX_TEST_NAME];
+                    b[..value.len()].copy_from_slice(value.as_bytes());
+                    o.test = Some((b, value.len()));
+                    None
+                } else {
+                    Some(bad("a test name of at most 32 [A-Za-z0-9_-]"))
+                }
+            }
+            "audit" => parse_audit(value)
+                .map(|r| o.audit = r)
+                .ok_or(())
+                .err()
+                .map(|_| bad("<addr>,<size>, page-aligned, size >= 64K, e.g. 0x4000000,4M")),
+            "ip" => parse_cidr(value)
+                .map(|c| o.ip = Some(c))
+                .ok_or(())
+                .err()
+                .map(|_| bad("a.b.c.d/prefix")),
+            "console" => match value {
+                "on" => {
+                    o.console = true;
+                    None
+                }
+                "off" => {
+                    o.console = false;
+                    None
+                }
+                _ => Some(bad("on|off")),
+            },
+            _ => None,
+        };
+        if let Some(d) = diag {
+            p.push(d);
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let p = parse("");
+        assert_eq!(p.options, KernelOptions::default());
+        assert_eq!(p.diags().count(), 0);
+    }
+
+    #[test]
+    fn typed_values() {
+        let p = parse("node=7 log=debug test=heap audit=0x8000000,8M ip=10.0.0.3/24 console=off");
+        let o = &p.options;
+        assert_eq!(
+            (o.node, o.log, o.test()),
+            (7, LogLevel::Debug, Some("heap"))
+        );
+        assert_eq!(o.audit, (0x800_0000, 8 << 20));
+        assert_eq!(o.ip.unwrap().to_string(), "10.0.0.3/24");
+        assert!(!o.console);
+        assert_eq!(p.diags().count(), 0);
+    }
+
+    #[test]
+    fn bad_values_reported_by_name_and_default_kept() {
+        let p = parse("log=loud bogus=1 node=abc audit=1,2 ip=300.1.1.1/8 test");
+        let msgs: Vec<String> = p.diags().map(|d| d.to_string()).collect();
+        assert_eq!(msgs.len(), 6, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("bad value for `log`: \"loud\""),
+            "{}",
+            msgs[0]
+        );
+        assert_eq!(msgs[1], "unknown key `bogus`; ignored");
+        assert!(msgs[2].contains("`node`"));
+        assert!(msgs[3].contains("`audit`"));
+        assert!(msgs[4].contains("`ip`"));
+        assert!(msgs[5].contains("`test` needs a value"));
+        assert_eq!(p.options, KernelOptions::default());
+    }
+
+    #[test]
+    fn diag_overflow_is_counted() {
+        let p = parse("a b c d e f g h i j");
+        assert_eq!(p.diags().count(), MAX_DIAGS);
+        assert_eq!(p.dropped_diags, 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn never_panics(s in ".{0,200}") {
+            let _ = parse(&s);
+        }
+    }
+}
