@@ -1,7 +1,7 @@
 //! XDV boot data: the PVH and Multiboot2 boot protocols parsed into one [`BootInfo`],
 //! and the kernel command line parsed into typed [`KernelOptions`].
 //!
-//! The entry assembly (`entry.S`) and the linker script (`linker.ld`) live beside this
+//! The entry assembly (`entry.s`) and the linker script (`linker.ld`) live beside this
 //! crate and are linked into the kernel image by `kernel/image`.
 //!
 //! Invariants:

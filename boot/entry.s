@@ -108,8 +108,7 @@ start32:
     cpuid
     bt $29, %edx
     jnc no_long_mode
-    mov %ebp, %edi
-    mov %ebx, %esi
+    /* cpuid clobbered eax..edx only; edi/esi still hold protocol and info. */
 
     /* PML4[0] -> PDPT; PDPT[0..4] -> boot_pd (4 contiguous PDs); 2 MiB pages. */
     mov $boot_pdpt, %eax

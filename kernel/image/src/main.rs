@@ -1,0 +1,124 @@
+//! The XDV kernel: thin glue that boots the machine, feeds the pure crates inputs
+//! from drivers and performs their outputs. Boot order (docs/boot.md):
+//! serial → boot info → command line → GDT/TSS/IDT → paging refinement → frames →
+//! heap → TSC → ready line → test or console.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod ktest;
+mod mem;
+mod rt;
+mod serial;
+mod smp;
+mod time;
+
+use core::fmt::Write;
+use spin::Once;
+use xdv_boot::{BootError, BootInfo, KernelOptions, PhysRead};
+
+core::arch::global_asm!(include_str!("../../../boot/entry.s"), options(att_syntax));
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+static OPTIONS: Once<KernelOptions> = Once::new();
+
+/// The parsed boot information (set once, before anything else can ask).
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO.get().expect("boot info read before it was parsed")
+}
+
+/// The parsed command-line options.
+pub fn options() -> &'static KernelOptions {
+    OPTIONS.get().expect("options read before they were parsed")
+}
+
+/// Boot data lives in low memory, identity-mapped by the entry code (0..4 GiB).
+struct IdentityMap;
+
+impl PhysRead for IdentityMap {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), BootError> {
+        let out = BootError::OutOfRange { addr, len: buf.len() };
+        let end = addr.checked_add(buf.len() as u64).ok_or(out)?;
+        if addr == 0 || end > (4u64 << 30) {
+            return Err(out);
+        }
+        // SAFETY: [addr, end) lies in the identity-mapped 0..4 GiB window and above the
+        // null pointer; boot structures are plain bytes, read without forming references
+        // to typed data.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+}
+
+/// Entered from `boot/entry.s` in long mode on the boot stack.
+#[unsafe(no_mangle)]
+pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
+    serial::init();
+    let info = match BootInfo::parse(proto, u64::from(info_addr), &IdentityMap) {
+        Ok(info) => info,
+        Err(e) => {
+            serial::emergency_write(format_args!("xdv: boot: bad boot data: {e}; halting\n"));
+            arch::exit_qemu(arch::exit_code::FAIL)
+        }
+    };
+    let info = BOOT_INFO.call_once(|| info);
+    let parsed = xdv_boot::cmdline::parse(info.cmdline());
+    serial::init_logger(parsed.options.log);
+    for d in parsed.diags() {
+        println!("xdv: cmdline: {d}");
+    }
+    if parsed.dropped_diags > 0 {
+        println!("xdv: cmdline: {} more problems not shown", parsed.dropped_diags);
+    }
+    let opts = OPTIONS.call_once(|| parsed.options.clone());
+    log::info!("xdv: booted via {}, cmdline \"{}\"", info.protocol, info.cmdline());
+
+    arch::gdt::init_bsp();
+    arch::idt::init();
+    arch::paging::refine(info);
+    init_memory(info, opts, proto, info_addr);
+    time::init();
+
+    let usable_mib = info.usable_bytes() >> 20;
+    println!("xdv: ready node={} cores={} mem={}MiB", opts.node, smp::online(), usable_mib);
+    if let Some(test) = opts.test() {
+        ktest::run(test);
+    }
+    console::run(|| {})
+}
+
+fn init_memory(info: &BootInfo, opts: &KernelOptions, proto: u32, info_addr: u32) {
+    let mut reserved: [mem::frames::Reserved; xdv_boot::info::MAX_MODULES + 2] =
+        [(0, 0, ""); xdv_boot::info::MAX_MODULES + 2];
+    reserved[0] = (opts.audit.0, opts.audit.1, "audit region");
+    if proto == 2 {
+        // The Multiboot2 info holds the ACPI RSDP copy we read later.
+        let mut size = [0u8; 4];
+        let total = IdentityMap.read(u64::from(info_addr), &mut size).map(|()| u32::from_le_bytes(size));
+        reserved[1] = (u64::from(info_addr), u64::from(total.unwrap_or(4096)), "multiboot2 info");
+    }
+    for (slot, m) in reserved[2..].iter_mut().zip(info.modules()) {
+        *slot = (m.base, m.len, "boot module");
+    }
+    mem::frames::init(info, &reserved);
+    let size = mem::heap::size_for(info.usable_bytes());
+    match mem::heap::init(size) {
+        Ok(base) => log::info!("heap: {} KiB at {base:#x}", size / 1024),
+        Err(e) => {
+            println!("xdv: boot: cannot create the kernel heap: {e}; halting");
+            arch::exit_qemu(arch::exit_code::FAIL)
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut w = serial::Emergency;
+    let _ = writeln!(w, "\nxdv: panic: {} (cpu {})", info, smp::cpu_index());
+    smp::stop_others();
+    arch::exit_qemu(arch::exit_code::FAIL)
+}

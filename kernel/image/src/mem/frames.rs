@@ -1,0 +1,135 @@
+//! Physical frame allocator: a bitmap over the first 4 GiB (one bit per 4 KiB frame,
+//! set = in use). Usable RAM from the boot memory map starts free; the first MiB,
+//! the kernel image, boot modules, the boot information and the reserved regions
+//! (audit, Raft state) are taken out before anything can allocate.
+//!
+//! RAM above 4 GiB is not tracked (reported at boot); test nodes have far less.
+
+use spin::Mutex;
+use xdv_boot::{BootInfo, MemKind};
+
+pub const FRAME_BYTES: u64 = 4096;
+const TRACKED_BYTES: u64 = 4 << 30;
+const FRAMES: usize = (TRACKED_BYTES / FRAME_BYTES) as usize;
+const WORDS: usize = FRAMES / 64;
+
+struct Bitmap {
+    words: [u64; WORDS],
+    free: usize,
+    total: usize,
+    /// Word index where the next search starts (first-fit with a moving hint).
+    hint: usize,
+}
+
+static FRAMES_MAP: Mutex<Bitmap> =
+    Mutex::new(Bitmap { words: [!0; WORDS], free: 0, total: 0, hint: 0 });
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+impl Bitmap {
+    fn set_range(&mut self, first: usize, count: usize, used: bool) {
+        for f in first..(first + count).min(FRAMES) {
+            let (w, b) = (f / 64, f % 64);
+            let was_used = self.words[w] & (1 << b) != 0;
+            if used && !was_used {
+                self.words[w] |= 1 << b;
+                self.free -= 1;
+            } else if !used && was_used {
+                self.words[w] &= !(1 << b);
+                self.free += 1;
+            }
+        }
+    }
+
+    fn is_free(&self, f: usize) -> bool {
+        self.words[f / 64] & (1 << (f % 64)) == 0
+    }
+
+    fn find(&self, count: usize) -> Option<usize> {
+        let start = self.hint * 64;
+        self.find_from(start, count).or_else(|| self.find_from(0, count))
+    }
+
+    fn find_from(&self, start: usize, count: usize) -> Option<usize> {
+        let mut f = start;
+        while f + count <= FRAMES {
+            if self.words[f / 64] == !0 {
+                f = (f / 64 + 1) * 64;
+                continue;
+            }
+            match (f..f + count).find(|&g| !self.is_free(g)) {
+                None => return Some(f),
+                Some(used) => f = used + 1,
+            }
+        }
+        None
+    }
+}
+
+/// Reserved ranges besides the memory map's own: `(base, len, what)`.
+pub type Reserved = (u64, u64, &'static str);
+
+/// Builds the free map from the boot memory map minus `reserved`.
+pub fn init(info: &BootInfo, reserved: &[Reserved]) {
+    let mut m = FRAMES_MAP.lock();
+    for r in info.regions().iter().filter(|r| r.kind == MemKind::Usable) {
+        let first = r.base.div_ceil(FRAME_BYTES);
+        let end = r.end().min(TRACKED_BYTES) / FRAME_BYTES;
+        if end > first {
+            m.set_range(first as usize, (end - first) as usize, false);
+        }
+        if r.end() > TRACKED_BYTES {
+            log::warn!("frames: RAM above 4 GiB ({:#x}..{:#x}) is not used", r.base.max(TRACKED_BYTES), r.end());
+        }
+    }
+    m.total = m.free;
+    let kernel = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
+    let fixed: [Reserved; 2] = [(0, 1 << 20, "low memory"), (kernel.0, kernel.1 - kernel.0, "kernel image")];
+    for &(base, len, what) in fixed.iter().chain(reserved) {
+        let first = base / FRAME_BYTES;
+        let end = base.saturating_add(len).div_ceil(FRAME_BYTES).min(FRAMES as u64);
+        if end > first {
+            m.set_range(first as usize, (end - first) as usize, true);
+            log::debug!("frames: reserved {base:#x}..{:#x} ({what})", base + len);
+        }
+    }
+}
+
+/// Allocates `count` physically contiguous frames; returns the physical address.
+pub fn alloc(count: usize) -> Option<u64> {
+    assert!(count > 0, "frame allocation of zero frames");
+    let mut m = FRAMES_MAP.lock();
+    let f = m.find(count)?;
+    m.set_range(f, count, true);
+    m.hint = (f + count) / 64;
+    Some(f as u64 * FRAME_BYTES)
+}
+
+/// Like [`alloc`], with the frames zeroed.
+pub fn alloc_zeroed(count: usize) -> Option<u64> {
+    let a = alloc(count)?;
+    // SAFETY: the frames were just taken from the free map, so nothing else uses them;
+    // all RAM below 4 GiB is identity-mapped and writable.
+    unsafe { core::ptr::write_bytes(a as *mut u8, 0, count * FRAME_BYTES as usize) };
+    Some(a)
+}
+
+/// Returns frames to the allocator. Freeing a frame twice is a kernel bug: asserted.
+pub fn free(addr: u64, count: usize) {
+    assert!(addr % FRAME_BYTES == 0, "free of unaligned frame {addr:#x}");
+    let mut m = FRAMES_MAP.lock();
+    let first = (addr / FRAME_BYTES) as usize;
+    for f in first..first + count {
+        assert!(!m.is_free(f), "double free of frame {:#x}", f as u64 * FRAME_BYTES);
+    }
+    m.set_range(first, count, false);
+}
+
+/// `(free, total)` frames.
+pub fn stats() -> (usize, usize) {
+    let m = FRAMES_MAP.lock();
+    (m.free, m.total)
+}

@@ -1,0 +1,3 @@
+//! Physical memory: the frame allocator and the kernel heap.
+pub mod frames;
+pub mod heap;

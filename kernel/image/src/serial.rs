@@ -1,0 +1,154 @@
+//! COM1 serial port (`uart_16550`) and the kernel's `log` facade backend.
+//!
+//! All normal output takes the [`COM1`] lock. The panic and exception paths use
+//! [`emergency_write`], which bypasses the lock: the lock may be held by the code that
+//! faulted, and a report must still get out.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
+use spin::Mutex;
+use uart_16550::SerialPort;
+
+const COM1_PORT: u16 = 0x3f8;
+
+pub static COM1: Mutex<Option<SerialPort>> = Mutex::new(None);
+
+/// Initialises COM1 (115200 8N1, FIFO on). Called once, first thing at boot.
+pub fn init() {
+    // SAFETY: 0x3f8 is the standard COM1 I/O base on PC-compatible machines and
+    // nothing else in the kernel drives it.
+    let mut port = unsafe { SerialPort::new(COM1_PORT) };
+    port.init();
+    *COM1.lock() = Some(port);
+}
+
+/// Writer that translates `\n` into `\r\n` (a raw terminal needs both).
+struct CrLf<'a>(&'a mut SerialPort);
+
+impl Write for CrLf<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.0.send(b'\r');
+            }
+            self.0.send(b);
+        }
+        Ok(())
+    }
+}
+
+pub fn _print(args: fmt::Arguments) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if let Some(port) = COM1.lock().as_mut() {
+            let _ = CrLf(port).write_fmt(args);
+        }
+    });
+}
+
+/// Reads one byte if one is waiting (non-blocking).
+pub fn try_read() -> Option<u8> {
+    let mut guard = COM1.lock();
+    let port = guard.as_mut()?;
+    // SAFETY: reading the line status register (base + 5) of the UART we own has no
+    // side effects beyond reporting data-ready (bit 0).
+    let ready = unsafe { x86_64::instructions::port::Port::<u8>::new(COM1_PORT + 5).read() } & 1;
+    (ready != 0).then(|| port.receive())
+}
+
+/// Raw, lock-free writer for panic and exception reports.
+pub struct Emergency;
+
+impl Write for Emergency {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                emergency_byte(b'\r');
+            }
+            emergency_byte(b);
+        }
+        Ok(())
+    }
+}
+
+fn emergency_byte(b: u8) {
+    use x86_64::instructions::port::Port;
+    // SAFETY: polled writes to COM1's LSR/THR; at worst they interleave with a
+    // concurrent locked writer, which only garbles text.
+    unsafe {
+        let mut lsr = Port::<u8>::new(COM1_PORT + 5);
+        for _ in 0..100_000 {
+            if lsr.read() & 0x20 != 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        Port::<u8>::new(COM1_PORT).write(b);
+    }
+}
+
+pub fn emergency_write(args: fmt::Arguments) {
+    let _ = Emergency.write_fmt(args);
+}
+
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::serial::_print(format_args!($($arg)*)) };
+}
+
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::serial::_print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `log` backend: `[LEVEL] message` lines on COM1, filtered by a runtime level.
+struct SerialLogger;
+
+static LEVEL: AtomicU8 = AtomicU8::new(3);
+
+fn level_to_u8(l: xdv_boot::LogLevel) -> u8 {
+    match l {
+        xdv_boot::LogLevel::Error => 1,
+        xdv_boot::LogLevel::Warn => 2,
+        xdv_boot::LogLevel::Info => 3,
+        xdv_boot::LogLevel::Debug => 4,
+        xdv_boot::LogLevel::Trace => 5,
+    }
+}
+
+impl log::Log for SerialLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        (m.level() as u8) <= LEVEL.load(Ordering::Relaxed)
+    }
+
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            crate::println!("[{:<5}] {}", r.level(), r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: SerialLogger = SerialLogger;
+
+pub fn init_logger(level: xdv_boot::LogLevel) {
+    // set_logger fails only if called twice; the kernel calls it once at boot.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Trace);
+    set_level(level);
+}
+
+pub fn set_level(level: xdv_boot::LogLevel) {
+    LEVEL.store(level_to_u8(level), Ordering::Relaxed);
+}
+
+pub fn level() -> xdv_boot::LogLevel {
+    match LEVEL.load(Ordering::Relaxed) {
+        1 => xdv_boot::LogLevel::Error,
+        2 => xdv_boot::LogLevel::Warn,
+        3 => xdv_boot::LogLevel::Info,
+        4 => xdv_boot::LogLevel::Debug,
+        _ => xdv_boot::LogLevel::Trace,
+    }
+}
