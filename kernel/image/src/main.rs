@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod arch;
 mod console;
+mod executor;
 mod ktest;
 mod mem;
 mod rt;
@@ -22,6 +23,7 @@ use spin::Once;
 use xdv_boot::{BootError, BootInfo, KernelOptions, PhysRead};
 
 core::arch::global_asm!(include_str!("../../../boot/entry.s"), options(att_syntax));
+core::arch::global_asm!(include_str!("../../../boot/trampoline.s"), options(att_syntax));
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
 static OPTIONS: Once<KernelOptions> = Once::new();
@@ -82,6 +84,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     arch::paging::refine(info);
     init_memory(info, opts, proto, info_addr);
     time::init();
+    smp::start_aps(0xfee0_0000, &[0, 1, 2, 3]); // TEMP until MADT
 
     let usable_mib = info.usable_bytes() >> 20;
     println!("xdv: ready node={} cores={} mem={}MiB", opts.node, smp::online(), usable_mib);

@@ -200,6 +200,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
             BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
             log::info!("breakpoint at rip={:#018x}; resuming", f.rip);
         }
+        2 if crate::smp::on_nmi() => {}
         v if v == u64::from(VECTOR_IPI_WAKE) => crate::smp::on_ipi(),
         v if v == u64::from(VECTOR_SPURIOUS) => {}
         v if v < 32 => fatal_exception(f),

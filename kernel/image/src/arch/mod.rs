@@ -3,6 +3,7 @@
 
 pub mod gdt;
 pub mod idt;
+pub mod lapic;
 pub mod paging;
 
 use x86_64::instructions::port::Port;

@@ -1,0 +1,84 @@
+//! Local APIC (xAPIC, MMIO): enable, identify, send INIT/SIPI and fixed IPIs.
+//!
+//! The register block is uncached MMIO at the base from ACPI (default 0xFEE0_0000).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+static BASE: AtomicU64 = AtomicU64::new(0xfee0_0000);
+
+/// Register offsets (xAPIC MMIO).
+mod reg {
+    pub const ID: usize = 0x20;
+    pub const EOI: usize = 0xb0;
+    pub const SPURIOUS: usize = 0xf0;
+    pub const ICR_LOW: usize = 0x300;
+    pub const ICR_HIGH: usize = 0x310;
+}
+
+fn read(offset: usize) -> u32 {
+    let p = (BASE.load(Ordering::Relaxed) as usize + offset) as *const u32;
+    // SAFETY: the LAPIC page is mapped uncached (paging::map_mmio in `init`) and
+    // `offset` is one of the architectural 32-bit registers.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+fn write(offset: usize, v: u32) {
+    let p = (BASE.load(Ordering::Relaxed) as usize + offset) as *mut u32;
+    // SAFETY: as in `read`; writes to these registers have only their documented
+    // effect on this CPU's LAPIC.
+    unsafe { core::ptr::write_volatile(p, v) }
+}
+
+/// Maps the LAPIC (BSP, once) and enables it on the calling CPU.
+pub fn init(base: u64) {
+    BASE.store(base, Ordering::Relaxed);
+    crate::arch::paging::map_mmio(base, 4096);
+    enable();
+}
+
+/// Software-enables this CPU's LAPIC with the spurious vector.
+pub fn enable() {
+    write(reg::SPURIOUS, 0x100 | u32::from(super::idt::VECTOR_SPURIOUS));
+}
+
+/// This CPU's APIC id.
+pub fn id() -> u32 {
+    read(reg::ID) >> 24
+}
+
+pub fn eoi() {
+    write(reg::EOI, 0);
+}
+
+fn send_icr(apic_id: u32, low: u32) {
+    write(reg::ICR_HIGH, apic_id << 24);
+    write(reg::ICR_LOW, low);
+    // Wait for delivery status (bit 12) to clear.
+    for _ in 0..1_000_000 {
+        if read(reg::ICR_LOW) & (1 << 12) == 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    log::warn!("lapic: IPI to apic {apic_id} still pending");
+}
+
+/// INIT IPI (assert, level-triggered).
+pub fn send_init(apic_id: u32) {
+    send_icr(apic_id, 0x0000_4500);
+}
+
+/// Startup IPI with the page number of the trampoline.
+pub fn send_sipi(apic_id: u32, page: u8) {
+    send_icr(apic_id, 0x0000_4600 | u32::from(page));
+}
+
+/// Fixed-vector IPI.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    send_icr(apic_id, 0x0000_4000 | u32::from(vector));
+}
+
+/// NMI to every other CPU (used to stop them on a fatal error).
+pub fn send_nmi_all_but_self() {
+    send_icr(0, 0x000c_4400);
+}
