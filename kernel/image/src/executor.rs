@@ -4,8 +4,7 @@ use alloc::string::String;
 /// An AP's main loop: sleep until woken.
 pub fn ap_main(_cpu: usize) -> ! {
     loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::interrupts::enable_and_hlt();
+        crate::arch::wait_for_interrupt();
     }
 }
 

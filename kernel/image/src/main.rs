@@ -79,6 +79,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     let opts = OPTIONS.call_once(|| parsed.options.clone());
     log::info!("xdv: booted via {}, cmdline \"{}\"", info.protocol, info.cmdline());
 
+    arch::disable_legacy_pic();
     arch::gdt::init_bsp();
     arch::idt::init();
     arch::paging::refine(info);

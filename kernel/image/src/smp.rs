@@ -100,6 +100,8 @@ fn delay_us(us: u64) {
 /// Starts every AP in `apic_ids` (the MADT's enabled processors, BSP included).
 pub fn start_aps(lapic_base: u64, apic_ids: &[u32]) {
     lapic::init(lapic_base);
+    lapic::calibrate_timer();
+    lapic::start_timer();
     let bsp = lapic::id();
     APIC_ID[0].store(bsp, Ordering::Relaxed);
     STATE[0].store(CpuState::Online as u8, Ordering::Release);
@@ -163,6 +165,7 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     gdt::init_ap();
     idt::load();
     lapic::enable();
+    lapic::start_timer();
     let cpu = cpu as usize;
     ONLINE.fetch_add(1, Ordering::AcqRel);
     STATE[cpu].store(CpuState::Online as u8, Ordering::Release);

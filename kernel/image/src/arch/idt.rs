@@ -83,6 +83,7 @@ static mut IDT: Idt = Idt([MISSING; 256]);
 
 /// Vector numbers for interrupts XDV uses beyond the exceptions.
 pub const VECTOR_IPI_WAKE: u8 = 0x40;
+pub const VECTOR_TIMER: u8 = 0x41;
 pub const VECTOR_SPURIOUS: u8 = 0xff;
 
 #[unsafe(naked)]
@@ -133,7 +134,7 @@ stubs! {
     v18 = 18 noerr, v19 = 19 noerr, v20 = 20 noerr, v21 = 21 err, v22 = 22 noerr,
     v23 = 23 noerr, v24 = 24 noerr, v25 = 25 noerr, v26 = 26 noerr, v27 = 27 noerr,
     v28 = 28 noerr, v29 = 29 err, v30 = 30 err, v31 = 31 noerr,
-    v_ipi_wake = 0x40 noerr, v_spurious = 0xff noerr,
+    v_ipi_wake = 0x40 noerr, v_timer = 0x41 noerr, v_spurious = 0xff noerr,
 }
 
 fn ist_for(vector: u8) -> u8 {
@@ -202,6 +203,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         }
         2 if crate::smp::on_nmi() => {}
         v if v == u64::from(VECTOR_IPI_WAKE) => crate::smp::on_ipi(),
+        v if v == u64::from(VECTOR_TIMER) => super::lapic::on_timer(),
         v if v == u64::from(VECTOR_SPURIOUS) => {}
         v if v < 32 => fatal_exception(f),
         v => log::warn!("unexpected interrupt vector {v}"),

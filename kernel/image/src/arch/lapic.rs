@@ -13,6 +13,47 @@ mod reg {
     pub const SPURIOUS: usize = 0xf0;
     pub const ICR_LOW: usize = 0x300;
     pub const ICR_HIGH: usize = 0x310;
+    pub const LVT_TIMER: usize = 0x320;
+    pub const TIMER_INITIAL: usize = 0x380;
+    pub const TIMER_CURRENT: usize = 0x390;
+    pub const TIMER_DIVIDE: usize = 0x3e0;
+}
+
+/// LAPIC timer ticks per millisecond (divide-by-16), measured once on the BSP.
+static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+/// Timer interrupts taken, all CPUs.
+pub static TIMER_IRQS: AtomicU64 = AtomicU64::new(0);
+
+/// Timer period: 1 kHz, so an idle CPU notices console input or work within 1 ms.
+pub const TIMER_HZ: u64 = 1000;
+
+/// Measures the LAPIC timer against the TSC (BSP, after `time::init`).
+pub fn calibrate_timer() {
+    write(reg::TIMER_DIVIDE, 0x3);
+    write(reg::LVT_TIMER, 1 << 16); // masked, one-shot
+    write(reg::TIMER_INITIAL, u32::MAX);
+    let start = crate::arch::rdtsc();
+    let window = crate::time::tsc_hz() / 100; // 10 ms
+    while crate::arch::rdtsc() - start < window {
+        core::hint::spin_loop();
+    }
+    let elapsed = u64::from(u32::MAX - read(reg::TIMER_CURRENT));
+    write(reg::TIMER_INITIAL, 0);
+    TICKS_PER_MS.store((elapsed / 10).max(1), Ordering::Relaxed);
+}
+
+/// Starts this CPU's periodic timer at [`TIMER_HZ`]. It only wakes `hlt`.
+pub fn start_timer() {
+    let per_ms = TICKS_PER_MS.load(Ordering::Relaxed).max(1);
+    write(reg::TIMER_DIVIDE, 0x3);
+    write(reg::LVT_TIMER, (1 << 17) | u32::from(super::idt::VECTOR_TIMER));
+    write(reg::TIMER_INITIAL, (per_ms * 1000 / TIMER_HZ).min(u64::from(u32::MAX)) as u32);
+}
+
+/// Timer interrupt: count and acknowledge.
+pub fn on_timer() {
+    TIMER_IRQS.fetch_add(1, Ordering::Relaxed);
+    eoi();
 }
 
 fn read(offset: usize) -> u32 {

@@ -37,6 +37,36 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// Remaps the legacy 8259 PICs to vectors 0x20..0x2f (away from the exceptions) and
+/// masks every line: XDV uses the LAPIC only. Without this the firmware's mapping
+/// delivers the PIT's IRQ0 on vector 8, which looks like a double fault.
+pub fn disable_legacy_pic() {
+    // SAFETY: ports 0x20/0x21/0xa0/0xa1 are the 8259 command/data ports; the ICW
+    // sequence below is the standard initialisation, ending with all lines masked.
+    unsafe {
+        let (mut c1, mut d1) = (Port::<u8>::new(0x20), Port::<u8>::new(0x21));
+        let (mut c2, mut d2) = (Port::<u8>::new(0xa0), Port::<u8>::new(0xa1));
+        c1.write(0x11);
+        c2.write(0x11);
+        d1.write(0x20);
+        d2.write(0x28);
+        d1.write(4);
+        d2.write(2);
+        d1.write(1);
+        d2.write(1);
+        d1.write(0xff);
+        d2.write(0xff);
+    }
+}
+
+/// Sleeps until the next interrupt (timer, IPI). Interrupts are enabled only inside
+/// this call, so handlers never interrupt kernel code elsewhere; `sti; hlt` is atomic
+/// with respect to a pending interrupt, so a wake-up cannot be lost.
+pub fn wait_for_interrupt() {
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
+}
+
 /// The time-stamp counter.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is available on every x86_64 CPU and has no side effects.

@@ -141,7 +141,7 @@ pub fn run(mut idle: impl FnMut()) -> ! {
             }
             None => {
                 idle();
-                core::hint::spin_loop();
+                crate::arch::wait_for_interrupt();
             }
         }
     }
