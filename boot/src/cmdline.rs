@@ -61,6 +61,9 @@ impl fmt::Display for Ipv4Cidr {
 /// Default audit region: 4 MiB at physical 64 MiB (documented in docs/audit.md).
 pub const DEFAULT_AUDIT_REGION: (u64, u64) = (0x0400_0000, 0x0040_0000);
 
+/// Default Raft state region: 8 MiB at physical 80 MiB (docs/cluster.md).
+pub const DEFAULT_RAFT_REGION: (u64, u64) = (0x0500_0000, 0x0080_0000);
+
 /// Typed kernel options with their defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelOptions {
@@ -72,6 +75,8 @@ pub struct KernelOptions {
     test: Option<([u8; MAX_TEST_NAME], usize)>,
     /// `audit=<addr>,<size>`: the reserved audit region. Default [`DEFAULT_AUDIT_REGION`].
     pub audit: (u64, u64),
+    /// `raft=<addr>,<size>`: the reserved Raft state region. Default [`DEFAULT_RAFT_REGION`].
+    pub raft: (u64, u64),
     /// `ip=a.b.c.d/n`: static address of the peer NIC; DHCP when absent.
     pub ip: Option<Ipv4Cidr>,
     /// `console=off`: skip the interactive console (for benchmarks).
@@ -85,6 +90,7 @@ impl Default for KernelOptions {
             log: LogLevel::Info,
             test: None,
             audit: DEFAULT_AUDIT_REGION,
+            raft: DEFAULT_RAFT_REGION,
             ip: None,
             console: true,
         }
@@ -204,7 +210,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
             Some((k, v)) => (k, Some(v)),
             None => (word, None),
         };
-        let known = matches!(key, "node" | "log" | "test" | "audit" | "ip" | "console");
+        let known = matches!(key, "node" | "log" | "test" | "audit" | "raft" | "ip" | "console");
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
             continue;
@@ -249,6 +255,11 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("<addr>,<size>, page-aligned, size >= 64K, e.g. 0x4000000,4M")),
+            "raft" => parse_audit(value)
+                .map(|r| o.raft = r)
+                .ok_or(())
+                .err()
+                .map(|_| bad("<addr>,<size>, page-aligned, size >= 64K, e.g. 0x5000000,8M")),
             "ip" => parse_cidr(value)
                 .map(|c| o.ip = Some(c))
                 .ok_or(())
@@ -287,13 +298,14 @@ mod tests {
 
     #[test]
     fn typed_values() {
-        let p = parse("node=7 log=debug test=heap audit=0x8000000,8M ip=10.0.0.3/24 console=off");
+        let p = parse("node=7 log=debug test=heap audit=0x8000000,8M raft=0x9000000,1M ip=10.0.0.3/24 console=off");
         let o = &p.options;
         assert_eq!(
             (o.node, o.log, o.test()),
             (7, LogLevel::Debug, Some("heap"))
         );
         assert_eq!(o.audit, (0x800_0000, 8 << 20));
+        assert_eq!(o.raft, (0x900_0000, 1 << 20));
         assert_eq!(o.ip.unwrap().to_string(), "10.0.0.3/24");
         assert!(!o.console);
         assert_eq!(p.diags().count(), 0);

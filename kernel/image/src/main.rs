@@ -96,16 +96,21 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
 }
 
 fn init_memory(info: &BootInfo, opts: &KernelOptions, proto: u32, info_addr: u32) {
-    let mut reserved: [mem::frames::Reserved; xdv_boot::info::MAX_MODULES + 2] =
-        [(0, 0, ""); xdv_boot::info::MAX_MODULES + 2];
+    let mut reserved: [mem::frames::Reserved; xdv_boot::info::MAX_MODULES + 3] =
+        [(0, 0, ""); xdv_boot::info::MAX_MODULES + 3];
     reserved[0] = (opts.audit.0, opts.audit.1, "audit region");
+    reserved[2] = (opts.raft.0, opts.raft.1, "raft region");
+    if let Err(e) = mem::regions::disjoint(opts.audit, "audit", opts.raft, "raft") {
+        println!("xdv: boot: {e}; halting");
+        arch::exit_qemu(arch::exit_code::FAIL)
+    }
     if proto == 2 {
         // The Multiboot2 info holds the ACPI RSDP copy we read later.
         let mut size = [0u8; 4];
         let total = IdentityMap.read(u64::from(info_addr), &mut size).map(|()| u32::from_le_bytes(size));
         reserved[1] = (u64::from(info_addr), u64::from(total.unwrap_or(4096)), "multiboot2 info");
     }
-    for (slot, m) in reserved[2..].iter_mut().zip(info.modules()) {
+    for (slot, m) in reserved[3..].iter_mut().zip(info.modules()) {
         *slot = (m.base, m.len, "boot module");
     }
     mem::frames::init(info, &reserved);
