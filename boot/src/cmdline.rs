@@ -210,7 +210,10 @@ pub fn parse(line: &str) -> Parsed<'_> {
             Some((k, v)) => (k, Some(v)),
             None => (word, None),
         };
-        let known = matches!(key, "node" | "log" | "test" | "audit" | "raft" | "ip" | "console");
+        let known = matches!(
+            key,
+            "node" | "log" | "test" | "audit" | "raft" | "ip" | "console"
+        );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
             continue;
@@ -298,7 +301,9 @@ mod tests {
 
     #[test]
     fn typed_values() {
-        let p = parse("node=7 log=debug test=heap audit=0x8000000,8M raft=0x9000000,1M ip=10.0.0.3/24 console=off");
+        let p = parse(
+            "node=7 log=debug test=heap audit=0x8000000,8M raft=0x9000000,1M ip=10.0.0.3/24 console=off",
+        );
         let o = &p.options;
         assert_eq!(
             (o.node, o.log, o.test()),

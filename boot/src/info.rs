@@ -486,12 +486,10 @@ fn parse_mb2_tag(
                 e += u64::from(entry_size);
             }
         }
-        14 | 15 => {
-            // ACPI old/new RSDP: a copy of the RSDP structure follows the tag header.
-            if info.rsdp_copy.is_none() || ty == 15 {
-                info.rsdp_copy = Some(tag + 8);
-            }
-        }
+        // ACPI old (14) / new (15) RSDP: a copy of the RSDP follows the tag header.
+        // Prefer the new one when both are present.
+        15 => info.rsdp_copy = Some(tag + 8),
+        14 if info.rsdp_copy.is_none() => info.rsdp_copy = Some(tag + 8),
         _ => {}
     }
     Ok(())

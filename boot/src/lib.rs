@@ -14,6 +14,7 @@
 
 pub mod cmdline;
 pub mod info;
+pub mod provision;
 
 pub use cmdline::{CmdlineDiag, KernelOptions, LogLevel};
 pub use info::{BootError, BootInfo, BootProtocol, MemKind, MemRegion, Module, PhysRead};
