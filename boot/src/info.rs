@@ -622,7 +622,7 @@ mod tests {
             b.extend_from_slice(&ty.to_le_bytes());
             b.extend_from_slice(&size.to_le_bytes());
             b.extend_from_slice(body);
-            while b.len() % 8 != 0 {
+            while !b.len().is_multiple_of(8) {
                 b.push(0);
             }
         }

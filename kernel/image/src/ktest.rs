@@ -162,13 +162,15 @@ fn breakpoint() -> Result<(), String> {
 }
 
 fn pagefault() -> Result<(), String> {
-    let addr = 0xdead_beef_000u64 as *const u64;
+    let addr = 0x0dea_dbee_f000_u64 as *const u64;
     // SAFETY: deliberately reads an unmapped address; the page-fault handler reports
     // it and ends the run, so the value is never used.
     let v = unsafe { core::ptr::read_volatile(addr) };
     Err(alloc::format!("read of unmapped {addr:p} returned {v:#x} instead of faulting"))
 }
 
+// Unbounded on purpose: the test exists to overflow the stack into its guard page.
+#[allow(unconditional_recursion)]
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
     let pad = [depth; 64];
