@@ -20,7 +20,7 @@ pub struct MaskPlacement;
 impl Placement for MaskPlacement {
     fn place(&self, task: TaskId, cores: u16) -> CoreId {
         assert!(
-            cores >= 1 && cores <= MAX_CORES,
+            (1..=MAX_CORES).contains(&cores),
             "core count {cores} out of range"
         );
         let n = u64::from(cores);

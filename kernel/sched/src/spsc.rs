@@ -162,7 +162,6 @@ impl<T, const N: usize> SpscRing<T, N> {
     }
 }
 
-#[cfg(not(loom))]
 impl<T, const N: usize> Default for SpscRing<T, N> {
     fn default() -> Self {
         Self::new()

@@ -48,4 +48,4 @@ impl<T> UnsafeCell<T> {
 #[repr(align(128))]
 pub(crate) struct CachePadded<T>(pub(crate) T);
 
-const _: () = assert!(core::mem::align_of::<CachePadded<u8>>() % 64 == 0);
+const _: () = assert!(core::mem::align_of::<CachePadded<u8>>().is_multiple_of(64));
