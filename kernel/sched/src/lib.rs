@@ -66,6 +66,7 @@
 
 extern crate alloc;
 
+pub mod demo;
 pub mod mpmc;
 pub mod ordered;
 pub mod placement;
