@@ -1,5 +1,319 @@
-//! (Being written.)
+//! `cargo xdv bench sched`: the scheduler's queues on the host.
+//!
+//! 1. SPSC enqueue+dequeue per item, ours (`xdv_sched::SpscRing`) against
+//!    `crossbeam_queue::ArrayQueue` and `rtrb::RingBuffer`, same capacity, same run:
+//!    two threads (producer / consumer) and one thread (push a batch, pop it).
+//! 2. `OrderedQueue` push+pop per item at 1k and 100k entries, and the growth
+//!    normalised by log2 n (≈ 1.0 or less means O(log n)).
+//!
+//! Options: `--items N` (items per SPSC run, default 2,000,000), `--runs R`
+//! (timed runs per case, median reported, default 7).
+//! Last line: JSON with `ours`/`baseline`/`ratio` = two-thread SPSC ns/item, ours vs
+//! the best baseline.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("this benchmark is not built yet")
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use xdv_sched::{OrderedQueue, SplitMix64, SpscRing};
+use xdv_types::{CoreId, CoreStamp, Timestamp};
+
+use crate::report::{median, print_json, time_runs};
+
+/// Slots in every SPSC queue compared.
+const CAPACITY: usize = 1024;
+/// Items pushed then popped per round in the single-thread case.
+const BATCH: usize = 256;
+/// Push+pop pairs timed per ordered-queue size.
+const ORDERED_OPS: usize = 1_000_000;
+const ORDERED_SIZES: [usize; 2] = [1_000, 100_000];
+
+struct Opts {
+    items: usize,
+    runs: usize,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        items: 2_000_000,
+        runs: 7,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+        let n: usize = v
+            .parse()
+            .with_context(|| format!("{a}: not a number: {v}"))?;
+        match a.as_str() {
+            "--items" if n >= BATCH => o.items = n,
+            "--runs" if (1..=101).contains(&n) => o.runs = n,
+            _ => bail!("bad option {a} {v} (use --items N>={BATCH}, --runs 1..=101)"),
+        }
+    }
+    Ok(o)
+}
+
+/// A queue's two ends as closures, so each case runs the same harness.
+trait Spsc: Send {
+    fn push(&mut self, v: u64) -> bool;
+}
+trait SpscRx {
+    fn pop(&mut self) -> Option<u64>;
+}
+
+impl<const N: usize> Spsc for xdv_sched::Producer<'_, u64, N> {
+    #[inline]
+    fn push(&mut self, v: u64) -> bool {
+        xdv_sched::Producer::push(self, v).is_ok()
+    }
+}
+impl<const N: usize> SpscRx for xdv_sched::Consumer<'_, u64, N> {
+    #[inline]
+    fn pop(&mut self) -> Option<u64> {
+        xdv_sched::Consumer::pop(self)
+    }
+}
+impl Spsc for rtrb::Producer<u64> {
+    #[inline]
+    fn push(&mut self, v: u64) -> bool {
+        rtrb::Producer::push(self, v).is_ok()
+    }
+}
+impl SpscRx for rtrb::Consumer<u64> {
+    #[inline]
+    fn pop(&mut self) -> Option<u64> {
+        rtrb::Consumer::pop(self).ok()
+    }
+}
+impl Spsc for &crossbeam_queue::ArrayQueue<u64> {
+    #[inline]
+    fn push(&mut self, v: u64) -> bool {
+        crossbeam_queue::ArrayQueue::push(self, v).is_ok()
+    }
+}
+impl SpscRx for &crossbeam_queue::ArrayQueue<u64> {
+    #[inline]
+    fn pop(&mut self) -> Option<u64> {
+        crossbeam_queue::ArrayQueue::pop(self)
+    }
+}
+
+/// Spins before yielding when a queue is full or empty: the machines running this
+/// are small and shared, and a waiter that never yields can burn the time slice the
+/// other side needs. Same policy for every queue compared.
+const SPINS_BEFORE_YIELD: u32 = 128;
+
+#[inline]
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < SPINS_BEFORE_YIELD {
+        std::hint::spin_loop();
+    } else {
+        *spins = 0;
+        std::thread::yield_now();
+    }
+}
+
+/// Producer thread pushes 0..items, this thread pops them; checks the sum.
+fn two_threads(items: usize, mut tx: impl Spsc, mut rx: impl SpscRx) -> Duration {
+    let start = Instant::now();
+    let sum = std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut spins = 0;
+            for i in 0..items as u64 {
+                while !tx.push(i) {
+                    backoff(&mut spins);
+                }
+            }
+        });
+        let (mut sum, mut got, mut spins) = (0u64, 0, 0);
+        while got < items {
+            if let Some(v) = rx.pop() {
+                sum = sum.wrapping_add(v);
+                got += 1;
+            } else {
+                backoff(&mut spins);
+            }
+        }
+        sum
+    });
+    let t = start.elapsed();
+    let n = items as u64;
+    assert_eq!(sum, n * (n - 1) / 2, "items lost or duplicated");
+    t
+}
+
+/// Push BATCH, pop BATCH, repeated; one thread.
+fn one_thread(items: usize, tx: &mut impl Spsc, rx: &mut impl SpscRx) -> Duration {
+    let start = Instant::now();
+    let mut sum = 0u64;
+    for round in 0..items / BATCH {
+        let base = (round * BATCH) as u64;
+        for i in 0..BATCH as u64 {
+            assert!(
+                tx.push(black_box(base + i)),
+                "queue full in one-thread case"
+            );
+        }
+        for _ in 0..BATCH {
+            sum = sum.wrapping_add(rx.pop().expect("value pushed above"));
+        }
+    }
+    black_box(sum);
+    start.elapsed()
+}
+
+fn ns_per_item(d: Duration, items: usize) -> f64 {
+    d.as_nanos() as f64 / items as f64
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Ours,
+    Rtrb,
+    Crossbeam,
+}
+const KINDS: [Kind; 3] = [Kind::Ours, Kind::Rtrb, Kind::Crossbeam];
+const NAMES: [&str; 3] = ["xdv SpscRing", "rtrb", "crossbeam ArrayQueue"];
+
+fn run_two(kind: Kind, items: usize) -> Duration {
+    match kind {
+        Kind::Ours => {
+            let ring: Box<SpscRing<u64, CAPACITY>> = Box::new(SpscRing::new());
+            let (tx, rx) = ring.split().expect("fresh ring");
+            two_threads(items, tx, rx)
+        }
+        Kind::Rtrb => {
+            let (tx, rx) = rtrb::RingBuffer::new(CAPACITY);
+            two_threads(items, tx, rx)
+        }
+        Kind::Crossbeam => {
+            let q = crossbeam_queue::ArrayQueue::new(CAPACITY);
+            two_threads(items, &q, &q)
+        }
+    }
+}
+
+fn run_one(kind: Kind, items: usize) -> Duration {
+    match kind {
+        Kind::Ours => {
+            let ring: Box<SpscRing<u64, CAPACITY>> = Box::new(SpscRing::new());
+            let (mut tx, mut rx) = ring.split().expect("fresh ring");
+            one_thread(items, &mut tx, &mut rx)
+        }
+        Kind::Rtrb => {
+            let (mut tx, mut rx) = rtrb::RingBuffer::new(CAPACITY);
+            one_thread(items, &mut tx, &mut rx)
+        }
+        Kind::Crossbeam => {
+            let q = crossbeam_queue::ArrayQueue::new(CAPACITY);
+            one_thread(items, &mut &q, &mut &q)
+        }
+    }
+}
+
+/// Median ns/item per kind; runs are interleaved across kinds so that machine
+/// noise hits all of them alike.
+fn measure(o: &Opts, f: fn(Kind, usize) -> Duration) -> [f64; 3] {
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for k in KINDS {
+        f(k, o.items / 4); // warm-up
+    }
+    for run in 0..o.runs {
+        // Alternate the order so no queue always runs first or last.
+        let order: Vec<usize> = if run % 2 == 0 {
+            vec![0, 1, 2]
+        } else {
+            vec![2, 1, 0]
+        };
+        for i in order {
+            samples[i].push(f(KINDS[i], o.items));
+        }
+    }
+    samples.map(|mut s| {
+        s.sort();
+        ns_per_item(median(&s), o.items)
+    })
+}
+
+/// ns per push+pop pair with the queue holding `size` entries.
+fn ordered_ns(size: usize, runs: usize) -> f64 {
+    let mut rng = SplitMix64(0x5eed);
+    let mut stamp = move || CoreStamp {
+        time: Timestamp(rng.next_u64() >> 16),
+        core: CoreId((rng.next_u64() & 7) as u16),
+    };
+    let mut q = OrderedQueue::new();
+    for i in 0..size {
+        q.push(stamp(), i as u64).expect("under limit");
+    }
+    let d = median(&time_runs(runs, || {
+        for i in 0..ORDERED_OPS {
+            q.push(stamp(), i as u64).expect("under limit");
+            black_box(q.pop());
+        }
+    }));
+    assert_eq!(q.len(), size);
+    ns_per_item(d, ORDERED_OPS)
+}
+
+fn print_case(title: &str, ns: &[f64; 3]) -> (f64, f64) {
+    println!("{title}");
+    for (name, v) in NAMES.iter().zip(ns) {
+        println!("  {name:<22} {v:>8.2} ns/item");
+    }
+    let best = ns[1].min(ns[2]);
+    println!("  ratio ours / best baseline: {:.3}", ns[0] / best);
+    (ns[0], best)
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let o = parse(args)?;
+    println!(
+        "sched bench: SPSC capacity {CAPACITY}, {} items per run, {} runs (median)",
+        o.items, o.runs
+    );
+    let two = measure(&o, run_two);
+    let (two_ours, two_best) = print_case("SPSC enqueue+dequeue, two threads:", &two);
+    let one = measure(&o, run_one);
+    let (one_ours, one_best) = print_case(
+        &format!("SPSC enqueue+dequeue, one thread (batches of {BATCH}):"),
+        &one,
+    );
+
+    let ordered: Vec<f64> = ORDERED_SIZES
+        .iter()
+        .map(|&n| ordered_ns(n, o.runs.min(5)))
+        .collect();
+    println!("OrderedQueue push+pop per item ({ORDERED_OPS} pairs):");
+    for (n, ns) in ORDERED_SIZES.iter().zip(&ordered) {
+        println!(
+            "  {n:>7} entries: {ns:>8.2} ns  ({:.2} ns per log2 n)",
+            ns / (*n as f64).log2()
+        );
+    }
+    let growth = ordered[1] / ordered[0];
+    let log_growth = (ORDERED_SIZES[1] as f64).log2() / (ORDERED_SIZES[0] as f64).log2();
+    let normalised = growth / log_growth;
+    println!(
+        "  growth 1k -> 100k: {growth:.2}x; log2 n grows {log_growth:.2}x; normalised {normalised:.2} (<= 1 is O(log n) or better)"
+    );
+
+    print_json(
+        "sched",
+        "ns/item",
+        two_ours,
+        two_best,
+        serde_json::json!({
+            "case": "spsc_two_threads",
+            "capacity": CAPACITY,
+            "items": o.items,
+            "two_threads_ns": {"ours": two[0], "rtrb": two[1], "crossbeam": two[2]},
+            "one_thread_ns": {"ours": one[0], "rtrb": one[1], "crossbeam": one[2]},
+            "one_thread_ratio": one_ours / one_best,
+            "ordered_ns": {"1000": ordered[0], "100000": ordered[1]},
+            "ordered_growth_per_log2n": normalised,
+        }),
+    );
+    Ok(())
 }
