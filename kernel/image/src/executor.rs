@@ -1,13 +1,297 @@
-//! Per-core executors (filled in with the run queues).
-use alloc::string::String;
+//! Per-core executors: one run queue pinned per core, fed only through lock-free
+//! SPSC rings (xdv-sched's batch protocol, see its crate docs).
+//!
+//! - `INBOX[c]`: BSP → core c, `CoreMsg::Task` then `CoreMsg::Seal` per batch.
+//! - `OUTBOX[c]`: core c → BSP, one `Vec<CoreEvent>` per sealed batch.
+//!
+//! Core c `accept`s every task of a batch into its own `CoreRunner` (ordered by
+//! priority, submit stamp, task id) and runs only at `Seal`, so which task runs next
+//! never depends on thread timing. The BSP (core 0) runs its own queue inline, then
+//! merges every core's stream by (Lamport time, core id) into the node's replay log.
+//! The same task set on the same core count gives the same log as the host's
+//! `DeterministicScheduler`.
 
-/// An AP's main loop: sleep until woken.
-pub fn ap_main(_cpu: usize) -> ! {
-    loop {
-        crate::arch::wait_for_interrupt();
+use crate::smp::{self, MAX_CPUS};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use xdv_sched::demo::DEMO_GRANTS;
+use xdv_sched::{
+    BuiltinWork, Consumer, CoreCounters, CoreEvent, CoreMsg, CoreRunner, MaskPlacement, Producer,
+    ReplayLog, SpscRing, Submitter, TaskSpec, Work, WorkResult,
+};
+use xdv_types::{CoreId, Hash32};
+
+/// Slots per inbound ring (tasks in flight to one core).
+pub const INBOX_SLOTS: usize = 256;
+/// Slots per outbound ring (sealed batches in flight from one core).
+const OUTBOX_SLOTS: usize = 4;
+
+/// What a K-domain task runs.
+#[derive(Clone, Debug)]
+pub enum TaskWork {
+    Builtin(BuiltinWork),
+}
+
+impl Work for TaskWork {
+    fn run(&mut self, budget_ticks: u64) -> WorkResult {
+        match self {
+            TaskWork::Builtin(w) => w.run(budget_ticks),
+        }
     }
 }
 
-pub fn describe(_cpu: usize) -> String {
-    String::new()
+type Msg = CoreMsg<TaskWork>;
+type Batch = Vec<CoreEvent>;
+
+static INBOX: [SpscRing<Msg, INBOX_SLOTS>; MAX_CPUS] = [const { SpscRing::new() }; MAX_CPUS];
+static OUTBOX: [SpscRing<Batch, OUTBOX_SLOTS>; MAX_CPUS] = [const { SpscRing::new() }; MAX_CPUS];
+
+/// A core's ends of its rings, parked here by `init` until the core takes them.
+type CoreEnds = (Consumer<'static, Msg, INBOX_SLOTS>, Producer<'static, Batch, OUTBOX_SLOTS>);
+static CORE_ENDS: [Mutex<Option<CoreEnds>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
+
+/// Per-core counters published after every batch (for `runq` and `cpus`).
+struct Published {
+    enqueued: AtomicU64,
+    tasks_run: AtomicU64,
+    ticks_used: AtomicU64,
+    denied: AtomicU64,
+    budget_exceeded: AtomicU64,
+    trapped: AtomicU64,
+    batches: AtomicU64,
+}
+
+static COUNTERS: [Published; MAX_CPUS] = [const {
+    Published {
+        enqueued: AtomicU64::new(0),
+        tasks_run: AtomicU64::new(0),
+        ticks_used: AtomicU64::new(0),
+        denied: AtomicU64::new(0),
+        budget_exceeded: AtomicU64::new(0),
+        trapped: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+fn publish(cpu: usize, c: &CoreCounters) {
+    let p = &COUNTERS[cpu];
+    // Relaxed: monotonic statistics read by the console; no data depends on them.
+    p.enqueued.store(c.enqueued, Ordering::Relaxed);
+    p.tasks_run.store(c.tasks_run, Ordering::Relaxed);
+    p.ticks_used.store(c.ticks_used, Ordering::Relaxed);
+    p.denied.store(c.denied, Ordering::Relaxed);
+    p.budget_exceeded.store(c.budget_exceeded, Ordering::Relaxed);
+    p.trapped.store(c.trapped, Ordering::Relaxed);
+    p.batches.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The BSP's side: producers of every inbox, consumers of every outbox, its own
+/// runner, the submitter and the node's replay log.
+pub struct Dispatcher {
+    to_core: Vec<Producer<'static, Msg, INBOX_SLOTS>>,
+    from_core: Vec<Consumer<'static, Batch, OUTBOX_SLOTS>>,
+    own_inbox: Consumer<'static, Msg, INBOX_SLOTS>,
+    runner0: CoreRunner<TaskWork>,
+    submitter: Submitter,
+    pub log: ReplayLog,
+}
+
+pub static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
+
+fn new_runner(cpu: usize) -> CoreRunner<TaskWork> {
+    let mut r = CoreRunner::new(CoreId(cpu as u16));
+    for cap in DEMO_GRANTS {
+        // Two grants never exceed the per-core capacity.
+        let _ = r.grant(cap);
+    }
+    r
+}
+
+/// Builds the dispatcher for `cores` online CPUs (after SMP bring-up).
+pub fn init(cores: usize) {
+    let mut to_core = Vec::with_capacity(cores);
+    let mut from_core = Vec::with_capacity(cores);
+    let mut own_inbox = None;
+    for (cpu, (inbox, outbox)) in INBOX.iter().zip(OUTBOX.iter()).enumerate().take(cores) {
+        let (tx, rx) = inbox.split().expect("executor rings split twice");
+        let (otx, orx) = outbox.split().expect("executor rings split twice");
+        to_core.push(tx);
+        from_core.push(orx);
+        if cpu == 0 {
+            own_inbox = Some(rx);
+            drop(otx);
+        } else {
+            *CORE_ENDS[cpu].lock() = Some((rx, otx));
+            smp::wake(cpu);
+        }
+    }
+    let submitter = Submitter::new(cores as u16, MaskPlacement).expect("1..=MAX_CPUS cores");
+    *DISPATCHER.lock() = Some(Dispatcher {
+        to_core,
+        from_core,
+        own_inbox: own_inbox.expect("core 0 exists"),
+        runner0: new_runner(0),
+        submitter,
+        log: ReplayLog::new(),
+    });
+}
+
+/// An AP's main loop: take its ring ends, then serve batches forever.
+pub fn ap_main(cpu: usize) -> ! {
+    let (mut rx, mut tx) = loop {
+        if let Some(ends) = CORE_ENDS[cpu].lock().take() {
+            break ends;
+        }
+        crate::arch::wait_for_interrupt();
+    };
+    let mut runner = new_runner(cpu);
+    let mut batch: Batch = Vec::new();
+    loop {
+        match rx.pop() {
+            Some(msg) => {
+                if let Some(events) = step(&mut runner, &mut batch, msg) {
+                    publish(cpu, &runner.counters());
+                    push_blocking(&mut tx, events);
+                }
+            }
+            None => crate::arch::wait_for_interrupt(),
+        }
+    }
+}
+
+/// Applies one message; at `Seal` returns the finished batch's events.
+fn step(runner: &mut CoreRunner<TaskWork>, batch: &mut Batch, msg: Msg) -> Option<Batch> {
+    match runner.accept(msg) {
+        Ok(Some(ev)) => {
+            batch.push(ev);
+            None
+        }
+        Ok(None) => {
+            batch.extend(runner.run_until_idle());
+            Some(core::mem::take(batch))
+        }
+        Err(e) => {
+            // Rejected at enqueue (full, over-budget, duplicate): reported, not queued.
+            let t = e.into_task();
+            log::warn!("executor: cpu{} refused task {}", runner.core().0, t.id);
+            None
+        }
+    }
+}
+
+fn push_blocking<T, const N: usize>(tx: &mut Producer<'static, T, N>, mut v: T) {
+    loop {
+        match tx.push(v) {
+            Ok(()) => return,
+            Err(full) => {
+                v = full.0;
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// The result of one batch.
+pub struct BatchReport {
+    pub tasks: usize,
+    pub events: usize,
+    pub head: Hash32,
+    pub cycles: u64,
+}
+
+impl Dispatcher {
+    pub fn cores(&self) -> usize {
+        self.to_core.len()
+    }
+
+    /// Runs one batch of tasks across all cores and appends it to the replay log.
+    pub fn run_batch(&mut self, tasks: Vec<TaskSpec<TaskWork>>) -> Result<BatchReport, String> {
+        let start = crate::arch::rdtsc();
+        let n = tasks.len();
+        let cores = self.cores();
+        let mut own: Batch = Vec::new();
+        for task in tasks {
+            let (core, stamp) = self.submitter.assign(task.id);
+            let c = usize::from(core.0);
+            let mut msg = Msg::Task { task, stamp };
+            // A full ring drains as the core accepts; wake it and retry. Core 0 is
+            // this CPU, so its ring is drained inline.
+            loop {
+                match self.to_core[c].push(msg) {
+                    Ok(()) => break,
+                    Err(full) => {
+                        msg = full.0;
+                        if c == 0 {
+                            self.drain_own(&mut own);
+                        } else {
+                            smp::wake(c);
+                        }
+                    }
+                }
+            }
+        }
+        for c in 0..cores {
+            push_blocking(&mut self.to_core[c], Msg::Seal);
+            smp::wake(c);
+        }
+        let mut streams: Vec<Batch> = (0..cores).map(|_| Vec::new()).collect();
+        streams[0] = loop {
+            if let Some(b) = self.drain_own(&mut own) {
+                break b;
+            }
+        };
+        publish(0, &self.runner0.counters());
+        for (c, stream) in streams.iter_mut().enumerate().skip(1) {
+            *stream = loop {
+                if let Some(b) = self.from_core[c].pop() {
+                    break b;
+                }
+                core::hint::spin_loop();
+            };
+        }
+        let events = streams.iter().map(Vec::len).sum();
+        self.submitter.seal(streams, &mut self.log).map_err(|e| format!("replay log: {e:?}"))?;
+        Ok(BatchReport { tasks: n, events, head: self.log.head_hash(), cycles: crate::arch::rdtsc() - start })
+    }
+
+    /// Processes core 0's inbox; returns its batch once `Seal` was seen.
+    fn drain_own(&mut self, own: &mut Batch) -> Option<Batch> {
+        while let Some(msg) = self.own_inbox.pop() {
+            if let Some(done) = step(&mut self.runner0, own, msg) {
+                return Some(done);
+            }
+        }
+        None
+    }
+}
+
+/// One line per core for `runq`.
+pub fn print_runq() {
+    let online = smp::online();
+    crate::println!("core  queued  enqueued  run  ticks  denied  over-budget  trapped  batches");
+    for (cpu, p) in COUNTERS.iter().enumerate().take(online) {
+        crate::println!(
+            "{cpu:>4}  {:>6}  {:>8}  {:>3}  {:>5}  {:>6}  {:>11}  {:>7}  {:>7}",
+            INBOX[cpu].len(),
+            p.enqueued.load(Ordering::Relaxed),
+            p.tasks_run.load(Ordering::Relaxed),
+            p.ticks_used.load(Ordering::Relaxed),
+            p.denied.load(Ordering::Relaxed),
+            p.budget_exceeded.load(Ordering::Relaxed),
+            p.trapped.load(Ordering::Relaxed),
+            p.batches.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Tasks run so far on `cpu`.
+pub fn tasks_run(cpu: usize) -> u64 {
+    COUNTERS[cpu].tasks_run.load(Ordering::Relaxed)
+}
+
+pub fn describe(cpu: usize) -> String {
+    format!("tasks={} ticks={}", tasks_run(cpu), COUNTERS[cpu].ticks_used.load(Ordering::Relaxed))
 }

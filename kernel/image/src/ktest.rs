@@ -19,6 +19,7 @@ static TESTS: &[(&str, TestFn)] = &[
     ("breakpoint", breakpoint),
     ("pagefault", pagefault),
     ("stackoverflow", stackoverflow),
+    ("sched", sched_demo),
 ];
 
 pub fn run(name: &str) -> ! {
@@ -183,4 +184,18 @@ fn stackoverflow() -> Result<(), String> {
     println!("stackoverflow test: recursing on the boot stack {bottom:#x}..{top:#x}, guard page {:#x}", arch::paging::guard_page());
     let r = recurse(0);
     Err(alloc::format!("recursion returned {r} instead of overflowing"))
+}
+
+/// Runs the 64-task demo batch on every core and reports the hashes the host test
+/// compares with `xdv_sched::demo` computed on the host.
+fn sched_demo() -> Result<(), String> {
+    let (head, outcomes, _) = crate::console::sched::run_demo(64).map_err(|e| alloc::format!("{e}"))?;
+    let cores = crate::smp::online();
+    for cpu in 0..cores {
+        let run = crate::executor::tasks_run(cpu);
+        println!("sched test: cpu{cpu} ran {run} tasks");
+        check!(run > 0, "cpu{cpu} ran no tasks");
+    }
+    println!("sched test: cores={cores} head={head} outcomes={outcomes}");
+    Ok(())
 }

@@ -86,6 +86,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     init_memory(info, opts, proto, info_addr);
     time::init();
     smp::start_aps(0xfee0_0000, &[0, 1, 2, 3]); // TEMP until MADT
+    executor::init(smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;
     println!("xdv: ready node={} cores={} mem={}MiB", opts.node, smp::online(), usable_mib);

@@ -13,6 +13,9 @@ pub static COMMANDS: &[Command] = &[
     Command { name: "uptime", args: "", summary: "time since boot", run: uptime },
     Command { name: "reboot", args: "", summary: "warm reboot (reserved regions survive)", run: reboot },
     Command { name: "halt", args: "", summary: "stop the node", run: halt },
+    Command { name: "runq", args: "", summary: "per-core run queues: depth, tasks run, ticks", run: super::sched::runq },
+    Command { name: "replay", args: "", summary: "replay log: events and head hash", run: super::sched::replay },
+    Command { name: "sched", args: "demo <n> | bench", summary: "run n demo tasks on all cores / run-queue benchmark", run: super::sched::sched },
 ];
 
 pub fn find(name: &str) -> Option<&'static Command> {

@@ -5,6 +5,7 @@
 //! `error: ...` line; the prompt always comes back.
 
 pub mod commands;
+pub mod sched;
 
 use alloc::string::String;
 use core::fmt;
