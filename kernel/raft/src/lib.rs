@@ -40,6 +40,9 @@ pub mod node;
 pub mod storage;
 pub mod types;
 
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+
 pub use config::{Config, ConfigError, TICK_MS};
 pub use node::{Persisted, ProposeError, RaftNode, Ready, Role, Status};
 pub use storage::{MemStorage, Storage, StorageError};
@@ -55,3 +58,6 @@ pub trait StateMachine {
     /// Replaces the state from a snapshot image.
     fn restore(&mut self, data: &[u8]);
 }
+
+#[cfg(test)]
+mod tests;

@@ -78,7 +78,10 @@ impl MemStorage {
     /// with an empty configuration when `voters` is empty).
     pub fn new_with_voters(voters: &[crate::NodeId]) -> Self {
         let mut s = MemStorage::default();
-        s.snap.meta.conf = ConfState::with_voters(voters);
+        if !voters.is_empty() {
+            s.install_snapshot(Snapshot::bootstrap(voters));
+            s.dirty_from = None;
+        }
         s
     }
     /// Lowest log index rewritten since the last call (for incremental checks).

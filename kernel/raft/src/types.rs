@@ -120,6 +120,23 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
+/// Index of the bootstrap snapshot (see [`Snapshot::bootstrap`]).
+pub const BOOTSTRAP_INDEX: LogIndex = 1;
+
+impl Snapshot {
+    /// The snapshot every bootstrap voter's storage starts with: index
+    /// [`BOOTSTRAP_INDEX`], term 0, empty data, the initial voters. Nodes that join
+    /// later start with empty storage (no snapshot, no configuration) and receive
+    /// this or a later snapshot from the leader, so they learn the membership the
+    /// log's configuration changes build on.
+    pub fn bootstrap(voters: &[NodeId]) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta { index: BOOTSTRAP_INDEX, term: 0, conf: ConfState::with_voters(voters) },
+            data: Vec::new(),
+        }
+    }
+}
+
 /// A message between nodes. `term` is the sender's term, except in `PreVote` /
 /// granted `PreVoteResp`, where it is the term the pre-candidate would stand in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,39 @@
+use super::*;
+
+#[test]
+fn fault_free_cluster_commits_and_serves_ops() {
+    let mut cfg = SimConfig::new(7, 3, 400);
+    cfg.faults = false;
+    cfg.membership = false;
+    let (r, _) = run_seed(cfg);
+    assert_eq!(r.violation, None);
+    assert!(r.committed > 20, "committed only {}", r.committed);
+    assert!(r.ops_completed > 20, "ops {}", r.ops_completed);
+    assert_eq!(r.elections, 1, "a fault-free run elects exactly once");
+}
+
+#[test]
+fn same_seed_same_run() {
+    let a = run_seed(SimConfig::new(42, 5, 600));
+    let b = run_seed(SimConfig::new(42, 5, 600));
+    assert_eq!(format!("{:?}", a.0), format!("{:?}", b.0));
+}
+
+#[test]
+fn sweep_1000_seeds() {
+    let mut failures = Vec::new();
+    let (mut snaps, mut confs, mut ops) = (0, 0, 0);
+    for seed in 0..1000u64 {
+        let nodes = 3 + (seed % 3) as usize;
+        let (r, _) = run_seed(SimConfig::new(seed, nodes, 1000));
+        snaps += r.snapshots_installed;
+        confs += r.conf_changes;
+        ops += r.ops_completed;
+        if let Some(v) = r.violation {
+            failures.push(format!("seed {seed}: {v}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(snaps > 0 && confs > 0 && ops > 1000, "workload too thin: {snaps} {confs} {ops}");
+}
+

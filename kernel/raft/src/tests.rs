@@ -1,0 +1,226 @@
+//! Node-level tests over a tiny lossless harness (the simulator covers faults).
+
+use crate::*;
+use alloc::vec;
+use alloc::vec::Vec;
+use std::collections::BTreeSet;
+
+struct Cluster {
+    nodes: Vec<Option<RaftNode<MemStorage>>>,
+    down: BTreeSet<NodeId>,
+    /// Drop messages from/to these (a full cut).
+    applied: Vec<Vec<Entry>>,
+    reads: Vec<(NodeId, ReadState)>,
+    rejections: usize,
+}
+
+fn id(i: u32) -> NodeId {
+    NodeId(i)
+}
+
+impl Cluster {
+    fn new(n: u32, spares: u32, cfg: Config) -> Cluster {
+        let voters: Vec<NodeId> = (1..=n).map(id).collect();
+        let mut nodes = Vec::new();
+        for i in 1..=n + spares {
+            let st = if i <= n { MemStorage::new_with_voters(&voters) } else { MemStorage::default() };
+            nodes.push(Some(RaftNode::new(id(i), cfg.clone(), st).unwrap()));
+        }
+        let applied = vec![Vec::new(); (n + spares) as usize];
+        Cluster { nodes, down: BTreeSet::new(), applied, reads: Vec::new(), rejections: 0 }
+    }
+    fn node(&mut self, i: u32) -> &mut RaftNode<MemStorage> {
+        self.nodes[i as usize - 1].as_mut().unwrap()
+    }
+    /// One round: tick everyone, then exchange messages until quiet.
+    fn round(&mut self) {
+        for (k, n) in self.nodes.iter_mut().enumerate() {
+            if !self.down.contains(&id(k as u32 + 1)) {
+                if let Some(n) = n.as_mut() {
+                    n.tick();
+                }
+            }
+        }
+        self.settle();
+    }
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut msgs = Vec::new();
+            for k in 0..self.nodes.len() {
+                if self.down.contains(&id(k as u32 + 1)) {
+                    continue;
+                }
+                let Some(n) = self.nodes[k].as_mut() else { continue };
+                if n.has_ready() {
+                    let rd = n.ready();
+                    msgs.extend(rd.messages);
+                    let me = n.id();
+                    self.reads.extend(rd.read_states.into_iter().map(|r| (me, r)));
+                    self.applied[k].extend(rd.committed);
+                    n.advance();
+                }
+            }
+            if msgs.is_empty() {
+                return;
+            }
+            for m in msgs {
+                if matches!(m.body, MessageBody::AppendResp { success: false, .. }) {
+                    self.rejections += 1;
+                }
+                if self.down.contains(&m.to) || self.down.contains(&m.from) {
+                    continue;
+                }
+                if let Some(Some(n)) = self.nodes.get_mut(m.to.0 as usize - 1) {
+                    n.step(m);
+                }
+            }
+        }
+        panic!("cluster does not settle");
+    }
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !self.down.contains(&id(*k as u32 + 1)))
+            .filter_map(|(_, n)| n.as_ref())
+            .find(|n| n.role() == Role::Leader)
+            .map(|n| n.id())
+    }
+    fn run_until_leader(&mut self, max_rounds: u32) -> NodeId {
+        for _ in 0..max_rounds {
+            self.round();
+            if let Some(l) = self.leader() {
+                return l;
+            }
+        }
+        panic!("no leader after {max_rounds} rounds");
+    }
+}
+
+#[test]
+fn config_validation_rejects_impossible_values() {
+    let ok = Config::default();
+    assert_eq!(ok.validate(), Ok(()));
+    assert_eq!(ok.election_timeout_ticks, 15);
+    assert_eq!(ok.heartbeat_interval_ticks, 5);
+    assert_eq!(ok.max_entries_per_append, 300);
+    let bad = Config { heartbeat_interval_ticks: 15, ..Config::default() };
+    assert_eq!(
+        bad.validate(),
+        Err(ConfigError::HeartbeatNotBelowElection { heartbeat_ticks: 15, election_ticks: 15 })
+    );
+    assert_eq!(Config { election_timeout_ticks: 0, ..ok.clone() }.validate(), Err(ConfigError::ZeroElectionTimeout));
+    assert_eq!(Config { max_entries_per_append: 0, ..ok.clone() }.validate(), Err(ConfigError::BadMaxEntries(0)));
+    assert!(matches!(
+        Config { log_compaction_threshold: 5, ..ok.clone() }.validate(),
+        Err(ConfigError::CompactionBelowSnapshot { .. })
+    ));
+    assert_eq!(Config::from_millis(150, 50, 300, 10_000, 50_000), Ok(Config::default()));
+    assert!(Config::from_millis(100, 100, 300, 10, 10).is_err());
+    assert!(RaftNode::new(NodeId(0), ok, MemStorage::default()).is_err());
+    // Display is specific.
+    let msg = alloc::format!("{}", ConfigError::ZeroHeartbeat);
+    assert!(msg.contains("heartbeat"));
+}
+
+#[test]
+fn election_order_is_deterministic_and_rotates() {
+    let mut c = Cluster::new(3, 0, Config::default());
+    // Term 0: slot = rank, so node 1 (rank 0) stands first.
+    assert_eq!(c.run_until_leader(100), id(1));
+    assert_eq!(c.node(1).term(), 1);
+    // Kill the leader. At term 1 the slots rotate: node 3 (rank 2) has slot 0.
+    c.down.insert(id(1));
+    assert_eq!(c.run_until_leader(200), id(3));
+    assert_eq!(c.node(3).term(), 2);
+}
+
+#[test]
+fn proposals_commit_and_followers_refuse_with_hint() {
+    let mut c = Cluster::new(3, 0, Config::default());
+    let l = c.run_until_leader(100);
+    let f = if l == id(1) { 2 } else { 1 };
+    assert_eq!(c.node(f).propose(vec![1]), Err(ProposeError::NotLeader { leader_hint: Some(l) }));
+    let batch: Vec<Vec<u8>> = (0..700u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    let last = c.node(l.0).propose_batch(batch).unwrap();
+    c.settle();
+    for k in 1..=3 {
+        assert_eq!(c.node(k).commit_index(), last, "node {k}");
+        let normal = c.applied[k as usize - 1].iter().filter(|e| matches!(e.kind, EntryKind::Normal(_))).count();
+        assert_eq!(normal, 700);
+    }
+}
+
+#[test]
+fn read_index_confirms_leadership() {
+    let mut c = Cluster::new(3, 0, Config::default());
+    let l = c.run_until_leader(100).0;
+    let commit = c.node(l).commit_index();
+    c.node(l).read_index(77).unwrap();
+    let rd = c.node(l).ready();
+    assert!(rd.read_states.is_empty(), "a read needs a quorum round first");
+    c.node(l).advance();
+    for m in rd.messages {
+        let to = m.to.0;
+        c.node(to).step(m);
+    }
+    c.settle();
+    assert_eq!(c.reads, vec![(NodeId(l), ReadState { ctx: 77, index: commit })]);
+    // Cut the leader off: a new read is never confirmed.
+    c.down.insert(id(if l == 1 { 2 } else { 1 }));
+    c.down.insert(id(if l == 3 { 2 } else { 3 }));
+    c.node(l).read_index(78).unwrap();
+    c.settle();
+    assert_eq!(c.reads.len(), 1);
+    let f = if l == 1 { 2 } else { 1 };
+    assert_eq!(c.nodes[f as usize - 1].as_mut().unwrap().read_index(1), Err(ProposeError::NotLeader { leader_hint: Some(NodeId(l)) }));
+}
+
+#[test]
+fn joiner_learns_bootstrap_membership_and_is_promoted() {
+    // Regression (simulator seed 568 before the bootstrap snapshot): a learner
+    // that joined believed it was the only voter and elected itself.
+    let mut c = Cluster::new(3, 1, Config { snapshot_threshold: 5, log_compaction_threshold: 5, ..Config::default() });
+    let l = c.run_until_leader(100).0;
+    c.node(l).propose_conf_change(ConfChange::AddLearner(id(4))).unwrap();
+    for _ in 0..20 {
+        c.round();
+    }
+    assert_eq!(c.node(4).status().conf.voters, vec![id(1), id(2), id(3)]);
+    assert_eq!(c.node(4).status().conf.learners, vec![id(4)]);
+    c.node(l).propose_conf_change(ConfChange::PromoteLearner(id(4))).unwrap();
+    c.settle();
+    c.node(l).propose_conf_change(ConfChange::Remove(id(1))).unwrap();
+    for _ in 0..20 {
+        c.round();
+    }
+    assert_eq!(c.node(4).status().conf.voters, vec![id(2), id(3), id(4)]);
+}
+
+#[test]
+fn divergent_follower_backtracks_fast() {
+    let mut c = Cluster::new(3, 0, Config::default());
+    assert_eq!(c.run_until_leader(100), id(1));
+    // Node 1 appends 500 entries that only it holds, then dies.
+    c.down.insert(id(2));
+    c.down.insert(id(3));
+    let batch: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    c.node(1).propose_batch(batch).unwrap();
+    c.settle();
+    c.down.clear();
+    c.down.insert(id(1));
+    let l = c.run_until_leader(200);
+    assert_ne!(l, id(1));
+    let batch: Vec<Vec<u8>> = (0..10u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    let last = c.node(l.0).propose_batch(batch).unwrap();
+    c.settle();
+    // Node 1 returns: one rejection with a term hint skips its whole divergent suffix.
+    c.down.clear();
+    c.rejections = 0;
+    for _ in 0..40 {
+        c.round();
+    }
+    assert!(c.rejections <= 3, "{} rejections for a 500-entry divergence", c.rejections);
+    assert_eq!(c.node(1).commit_index(), last);
+    assert_eq!(c.node(1).storage().last_index(), last);
+}
