@@ -1,2 +1,11 @@
-//! Placeholder: being written.
-#![cfg_attr(not(test), no_std)]
+//! XDV networking: the peer wire protocol and the smoltcp glue.
+//!
+//! Modules:
+//! - [`wire`]: length-prefixed, versioned, checksummed frames carrying a postcard
+//!   [`wire::ClusterMessage`]; a streaming [`wire::FrameDecoder`] that never panics.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub mod wire;
