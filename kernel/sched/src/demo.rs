@@ -50,7 +50,7 @@ pub fn demo_task(id: u64) -> TaskSpec<BuiltinWork> {
         id: TaskId(id),
         tenant: TenantId((id % 4) as u32),
         priority,
-        guards: Guards::new(guards).unwrap_or(Guards::none()),
+        guards: Guards::new(guards).unwrap_or_default(),
         // Some hash chains need more than 300 ticks and are stopped at the budget.
         budget_ticks: 300 + (id % 7) * 50,
         work,
