@@ -47,10 +47,25 @@ impl fmt::Display for TooManyGuards {
 }
 
 /// Up to [`MAX_GUARDS`] capability ids a task needs; checked in the order given.
+/// Encoded as a sequence; decoding rejects more than [`MAX_GUARDS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Vec<CapabilityId>", try_from = "Vec<CapabilityId>")]
 pub struct Guards {
     caps: [CapabilityId; MAX_GUARDS],
     len: u8,
+}
+
+impl TryFrom<Vec<CapabilityId>> for Guards {
+    type Error = TooManyGuards;
+    fn try_from(caps: Vec<CapabilityId>) -> Result<Self, Self::Error> {
+        Guards::new(&caps)
+    }
+}
+
+impl From<Guards> for Vec<CapabilityId> {
+    fn from(g: Guards) -> Self {
+        g.as_slice().to_vec()
+    }
 }
 
 impl Default for Guards {
@@ -81,8 +96,8 @@ impl Guards {
 
     /// The guards, in check order.
     pub fn as_slice(&self) -> &[CapabilityId] {
-        // `len <= MAX_GUARDS` by construction; a deserialised value is clamped.
-        &self.caps[..usize::from(self.len).min(MAX_GUARDS)]
+        // `len <= MAX_GUARDS` by construction (`new` is the only way in).
+        &self.caps[..usize::from(self.len)]
     }
 
     pub fn len(&self) -> usize {
@@ -452,6 +467,10 @@ mod tests {
         assert_eq!(g.len(), 8);
         assert_eq!(g.as_slice()[7], CapabilityId(7));
         assert!(Guards::none().is_empty());
+        let bytes = postcard::to_allocvec(&g).expect("encode");
+        assert_eq!(postcard::from_bytes::<Guards>(&bytes), Ok(g));
+        let nine = postcard::to_allocvec(&caps).expect("encode");
+        assert!(postcard::from_bytes::<Guards>(&nine).is_err());
     }
 
     #[test]

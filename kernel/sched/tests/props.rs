@@ -109,7 +109,7 @@ fn oracle(t: &TaskSpec<BuiltinWork>) -> ReplayEvent {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn same_input_same_log(tasks in task_set(40), ci in 0usize..CORE_COUNTS.len()) {
