@@ -3,8 +3,10 @@
 //! 1. SPSC enqueue+dequeue per item, ours (`xdv_sched::SpscRing`) against
 //!    `crossbeam_queue::ArrayQueue` and `rtrb::RingBuffer`, same capacity, same run:
 //!    two threads (producer / consumer) and one thread (push a batch, pop it).
-//! 2. `OrderedQueue` push+pop per item at 1k and 100k entries, and the growth
-//!    normalised by log2 n (≈ 1.0 or less means O(log n)).
+//! 2. `OrderedQueue` push+pop per item at 1k and 100k entries, for random and for
+//!    increasing (Lamport-like) stamps, and the growth normalised by log2 n
+//!    (<= 1.0 means no worse than O(log n); above 1 at 100k is cache misses, the
+//!    heap then being larger than the L2 cache).
 //!
 //! Options: `--items N` (items per SPSC run, default 2,000,000), `--runs R`
 //! (timed runs per case, median reported, default 7).
@@ -236,12 +238,31 @@ fn measure(o: &Opts, f: fn(Kind, usize) -> Duration) -> [f64; 3] {
     })
 }
 
+/// Stamps for the ordered-queue benchmark.
+#[derive(Clone, Copy)]
+enum StampPattern {
+    /// Uniformly random times: pushes sift up through much of the heap.
+    Random,
+    /// Lamport-like: each stamp a little after the previous (the merge use case).
+    Increasing,
+}
+
 /// ns per push+pop pair with the queue holding `size` entries.
-fn ordered_ns(size: usize, runs: usize) -> f64 {
+fn ordered_ns(size: usize, runs: usize, pattern: StampPattern) -> f64 {
     let mut rng = SplitMix64(0x5eed);
-    let mut stamp = move || CoreStamp {
-        time: Timestamp(rng.next_u64() >> 16),
-        core: CoreId((rng.next_u64() & 7) as u16),
+    let mut now = 0u64;
+    let mut stamp = move || {
+        let time = match pattern {
+            StampPattern::Random => rng.next_u64() >> 16,
+            StampPattern::Increasing => {
+                now += rng.next_u64() & 63;
+                now
+            }
+        };
+        CoreStamp {
+            time: Timestamp(time),
+            core: CoreId((rng.next_u64() & 7) as u16),
+        }
     };
     let mut q = OrderedQueue::new();
     for i in 0..size {
@@ -255,6 +276,28 @@ fn ordered_ns(size: usize, runs: usize) -> f64 {
     }));
     assert_eq!(q.len(), size);
     ns_per_item(d, ORDERED_OPS)
+}
+
+/// Prints one ordered-queue workload; returns (ns at each size, normalised growth).
+fn ordered_case(pattern: StampPattern, name: &str, runs: usize) -> (Vec<f64>, f64) {
+    let ns: Vec<f64> = ORDERED_SIZES
+        .iter()
+        .map(|&n| ordered_ns(n, runs, pattern))
+        .collect();
+    println!("OrderedQueue push+pop per item, {name} stamps ({ORDERED_OPS} pairs):");
+    for (n, v) in ORDERED_SIZES.iter().zip(&ns) {
+        println!(
+            "  {n:>7} entries: {v:>8.2} ns  ({:.2} ns per log2 n)",
+            v / (*n as f64).log2()
+        );
+    }
+    let growth = ns[1] / ns[0];
+    let log_growth = (ORDERED_SIZES[1] as f64).log2() / (ORDERED_SIZES[0] as f64).log2();
+    let normalised = growth / log_growth;
+    println!(
+        "  growth 1k -> 100k: {growth:.2}x; log2 n grows {log_growth:.2}x; normalised {normalised:.2} (<= 1: O(log n) or better)"
+    );
+    (ns, normalised)
 }
 
 fn print_case(title: &str, ns: &[f64; 3]) -> (f64, f64) {
@@ -281,23 +324,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         &one,
     );
 
-    let ordered: Vec<f64> = ORDERED_SIZES
-        .iter()
-        .map(|&n| ordered_ns(n, o.runs.min(5)))
-        .collect();
-    println!("OrderedQueue push+pop per item ({ORDERED_OPS} pairs):");
-    for (n, ns) in ORDERED_SIZES.iter().zip(&ordered) {
-        println!(
-            "  {n:>7} entries: {ns:>8.2} ns  ({:.2} ns per log2 n)",
-            ns / (*n as f64).log2()
-        );
-    }
-    let growth = ordered[1] / ordered[0];
-    let log_growth = (ORDERED_SIZES[1] as f64).log2() / (ORDERED_SIZES[0] as f64).log2();
-    let normalised = growth / log_growth;
-    println!(
-        "  growth 1k -> 100k: {growth:.2}x; log2 n grows {log_growth:.2}x; normalised {normalised:.2} (<= 1 is O(log n) or better)"
-    );
+    let runs = o.runs.min(5);
+    let (random, random_norm) = ordered_case(StampPattern::Random, "random", runs);
+    let (increasing, increasing_norm) = ordered_case(StampPattern::Increasing, "increasing", runs);
 
     print_json(
         "sched",
@@ -311,8 +340,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "two_threads_ns": {"ours": two[0], "rtrb": two[1], "crossbeam": two[2]},
             "one_thread_ns": {"ours": one[0], "rtrb": one[1], "crossbeam": one[2]},
             "one_thread_ratio": one_ours / one_best,
-            "ordered_ns": {"1000": ordered[0], "100000": ordered[1]},
-            "ordered_growth_per_log2n": normalised,
+            "ordered_random_ns": {"1000": random[0], "100000": random[1]},
+            "ordered_random_growth_per_log2n": random_norm,
+            "ordered_increasing_ns": {"1000": increasing[0], "100000": increasing[1]},
+            "ordered_increasing_growth_per_log2n": increasing_norm,
         }),
     );
     Ok(())
