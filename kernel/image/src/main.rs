@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+mod acpi;
 mod arch;
 mod console;
 mod executor;
@@ -85,7 +86,13 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     arch::paging::refine(info);
     init_memory(info, opts, proto, info_addr);
     time::init();
-    smp::start_aps(0xfee0_0000, &[0, 1, 2, 3]); // TEMP until MADT
+    match acpi::read() {
+        Some(a) if !a.apic_ids.is_empty() => smp::start_aps(a.lapic_base, &a.apic_ids),
+        _ => {
+            log::warn!("acpi: no MADT; running on the boot CPU only");
+            smp::start_aps(0xfee0_0000, &[]);
+        }
+    }
     executor::init(smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;
