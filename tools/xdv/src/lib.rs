@@ -2,3 +2,4 @@
 //! QEMU integration tests (`tests/`) and the benchmarks (`tools/bench`).
 
 pub mod harness;
+pub mod switch;
