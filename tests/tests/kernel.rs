@@ -1,0 +1,161 @@
+//! Boots the real kernel in QEMU (TCG) and checks it over its serial port:
+//! foundation (boot via PVH and GRUB, faults, heap, console, command line) and the
+//! per-core run queues (hashes equal to the host's for 1, 2 and 4 cores).
+
+use std::time::Duration;
+use xdv::qemu::{Config, Exit, Vm, make_iso, run_test, temp_dir};
+use xdv_sched::demo::{DEMO_GRANTS, demo_tasks, outcome_digest};
+use xdv_sched::{DeterministicScheduler, MaskPlacement};
+
+const T: Duration = Duration::from_secs(120);
+
+fn ready_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.starts_with("xdv: ready")).collect()
+}
+
+#[test]
+fn boots_via_pvh_to_exactly_one_ready_line() {
+    let log = run_test("boot", 2, Exit::Pass).unwrap();
+    let ready = ready_lines(&log);
+    assert_eq!(ready.len(), 1, "{log}");
+    assert!(ready[0].starts_with("xdv: ready node=0 cores=2 mem="), "{}", ready[0]);
+    assert!(log.contains("booted via PVH"), "{log}");
+    assert!(log.contains("xdv-test: pass boot"));
+}
+
+#[test]
+fn boots_via_grub_multiboot2_iso() {
+    if std::process::Command::new("grub-mkrescue").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "grub-mkrescue missing in CI");
+        eprintln!("SKIPPED: grub-mkrescue not installed (apt-get install -y grub-pc-bin grub-common xorriso mtools)");
+        return;
+    }
+    let dir = temp_dir("iso").unwrap();
+    let iso = dir.join("xdv.iso");
+    make_iso(&xdv::qemu::kernel_image().unwrap(), "test=boot node=5", &iso).unwrap();
+    let mut cfg = Config::kernel("").unwrap();
+    cfg.boot = xdv::qemu::Boot::Cdrom(iso);
+    let mut vm = Vm::spawn(&cfg).unwrap();
+    let log = vm.expect_exit(Exit::Pass, T).unwrap();
+    let ready = ready_lines(&log);
+    assert_eq!(ready.len(), 1, "{log}");
+    assert!(ready[0].starts_with("xdv: ready node=5 cores=1"), "{log}");
+    assert!(log.contains("booted via Multiboot2"), "{log}");
+}
+
+#[test]
+fn heap_and_memory_map_stress_reports_exhaustion() {
+    let log = run_test("heap", 1, Exit::Pass).unwrap();
+    assert!(log.contains("frame allocator ok"), "{log}");
+    assert!(log.contains("heap: out of memory: request of"), "{log}");
+    assert!(log.contains("heap usable again"), "{log}");
+}
+
+#[test]
+fn breakpoint_returns() {
+    let log = run_test("breakpoint", 1, Exit::Pass).unwrap();
+    assert!(log.contains("breakpoint at rip=") && log.contains("int3 returned"), "{log}");
+}
+
+#[test]
+fn page_fault_reports_the_faulting_address() {
+    let log = run_test("pagefault", 1, Exit::Fault).unwrap();
+    let line = log.lines().find(|l| l.starts_with("EXCEPTION: page fault")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("vector=14") && line.contains("cr2=0x00000deadbeef000"), "{line}");
+    assert!(line.contains("rip=0x") && line.contains("error="), "{line}");
+    assert!(log.contains("rax=0x") && log.contains("r15=0x"), "no register dump: {log}");
+}
+
+#[test]
+fn stack_overflow_is_reported_by_the_double_fault_handler() {
+    let log = run_test("stackoverflow", 1, Exit::Fault).unwrap();
+    assert!(log.contains("EXCEPTION: double fault (vector=8)"), "{log}");
+    assert!(!log.contains("EXCEPTION: page fault"), "{log}");
+}
+
+#[test]
+fn console_round_trip() {
+    let mut vm = Vm::spawn(&Config::kernel("").unwrap().smp(2)).unwrap();
+    vm.wait_for("xdv> ", T).unwrap();
+    vm.send_line("help").unwrap();
+    vm.wait_for("halt — stop the node", T).unwrap();
+    for cmd in ["mem —", "cpus —", "runq —", "log <error|warn|info|debug|trace> —"] {
+        assert!(vm.output().contains(cmd), "help lacks {cmd}");
+    }
+    vm.send_line("mem").unwrap();
+    vm.wait_for("heap: used=", T).unwrap();
+    assert!(vm.output().contains("memory map (PVH):"));
+    vm.send_line("cpus").unwrap();
+    vm.wait_for("cpu1 apic=1", T).unwrap();
+    // Line editing: backspace removes the typo before Enter.
+    vm.send_line("versiom\x7fn").unwrap();
+    vm.wait_for("xdv 0.1.0 (kernel", T).unwrap();
+    vm.send_line("frobnicate").unwrap();
+    vm.wait_for("error: unknown command `frobnicate`; try `help`", T).unwrap();
+    vm.send_line("log loud").unwrap();
+    vm.wait_for("error: usage: log <error|warn|info|debug|trace> (got `loud`)", T).unwrap();
+    // The prompt comes back after each of the 6 commands (plus the first one).
+    let deadline = std::time::Instant::now() + T;
+    while vm.count("xdv> ") < 7 {
+        assert!(std::time::Instant::now() < deadline, "prompt not returned: {}", vm.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vm.send_line("halt").unwrap();
+    vm.expect_exit(Exit::Halted, T).unwrap();
+}
+
+#[test]
+fn bad_command_line_values_are_reported_and_defaults_used() {
+    let mut vm = Vm::spawn(&Config::kernel("log=loud bogus=1 node=7").unwrap()).unwrap();
+    vm.wait_for("xdv: ready", T).unwrap();
+    vm.send_line("halt").unwrap();
+    let log = vm.expect_exit(Exit::Halted, T).unwrap();
+    assert!(log.contains("xdv: cmdline: bad value for `log`: \"loud\""), "{log}");
+    assert!(log.contains("xdv: cmdline: unknown key `bogus`; ignored"), "{log}");
+    assert!(ready_lines(&log)[0].starts_with("xdv: ready node=7"), "{log}");
+    // Default level (info) in force: info lines are printed, debug lines are not.
+    assert!(log.contains("[INFO ]") && !log.contains("[DEBUG]"), "{log}");
+}
+
+/// The host's replay log for the demo batch of `n` tasks on `cores` cores.
+fn host_hashes(cores: u16, n: u64) -> (String, String) {
+    let mut s = DeterministicScheduler::new(cores, MaskPlacement).unwrap();
+    for cap in DEMO_GRANTS {
+        s.grant_all(cap).unwrap();
+    }
+    for t in demo_tasks(n) {
+        s.submit(t).unwrap();
+    }
+    let log = s.run_until_idle().unwrap();
+    (log.head_hash().to_string(), outcome_digest(log).to_string())
+}
+
+fn kernel_sched(smp: u32) -> (String, String, String) {
+    let log = run_test("sched", smp, Exit::Pass).unwrap();
+    let line = log.lines().find(|l| l.starts_with("sched test: cores=")).unwrap_or_else(|| panic!("{log}")).to_string();
+    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap().to_string();
+    for cpu in 0..smp {
+        assert!(log.contains(&format!("sched test: cpu{cpu} ran ")), "cpu{cpu} missing: {log}");
+    }
+    (field("head="), field("outcomes="), log)
+}
+
+#[test]
+fn run_queues_match_the_host_on_1_2_and_4_cores() {
+    let (head4, out4, _) = kernel_sched(4);
+    // Three boots of the same node give the same head hash.
+    for _ in 0..2 {
+        assert_eq!(kernel_sched(4).0, head4, "head hash differs between boots");
+    }
+    let (host_head4, host_out4) = host_hashes(4, 64);
+    assert_eq!(head4, host_head4, "kernel (4 cores) and host disagree");
+    assert_eq!(out4, host_out4);
+    for smp in [1u32, 2] {
+        let (head, out, _) = kernel_sched(smp);
+        let (host_head, host_out) = host_hashes(smp as u16, 64);
+        assert_eq!(head, host_head, "{smp} cores: kernel and host disagree");
+        // Per-task outcomes and output hashes are the same as with 4 cores.
+        assert_eq!(out, out4, "{smp} cores: outcomes differ from 4 cores");
+        assert_eq!(out, host_out);
+    }
+}

@@ -1,0 +1,336 @@
+//! QEMU harness: build the kernel image once, boot it with a test command line,
+//! capture COM1, enforce timeouts, and map the `isa-debug-exit` status to a result.
+//! Every error carries the captured serial log, so a failing `cargo test` shows what
+//! the node printed.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Debian package that provides `qemu-system-x86_64`.
+pub const QEMU_PACKAGE: &str = "qemu-system-x86";
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How the VM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// In-kernel test passed (isa-debug-exit 0x10 → status 33).
+    Pass,
+    /// Test failed, panic, or bad boot data (0x11 → 35).
+    Fail,
+    /// An exception was reported (0x12 → 37).
+    Fault,
+    /// `halt` from the console (0x00 → 1).
+    Halted,
+    /// Any other status (or killed by a signal: `None`).
+    Other(Option<i32>),
+}
+
+impl Exit {
+    pub fn from_status(code: Option<i32>) -> Exit {
+        match code {
+            Some(33) => Exit::Pass,
+            Some(35) => Exit::Fail,
+            Some(37) => Exit::Fault,
+            Some(1) => Exit::Halted,
+            other => Exit::Other(other),
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or(here)
+}
+
+/// Builds the kernel (release) once per process and returns the ELF path.
+pub fn kernel_image() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT.get_or_init(|| build_kernel(true).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+}
+
+/// Runs cargo on the kernel workspace; returns the image path.
+pub fn build_kernel(release: bool) -> Result<PathBuf> {
+    let root = repo_root();
+    let target = root.join("target/kernel");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
+        .args(["build", "--manifest-path", "kernel/image/Cargo.toml", "--target-dir"])
+        .arg(&target)
+        // The kernel has its own feature resolution; host RUSTFLAGS (coverage, loom
+        // cfgs) must not leak into it.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().context("running cargo to build the kernel")?;
+    if !out.status.success() {
+        bail!("kernel build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(target.join(if release { "release" } else { "debug" }).join("xdv-kernel"))
+}
+
+/// Checks that QEMU is installed, naming the package if not.
+pub fn check_qemu() -> Result<()> {
+    match Command::new(QEMU).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(s) if s.success() => Ok(()),
+        _ => bail!("`{QEMU}` not found: install it with `sudo apt-get install -y {QEMU_PACKAGE}`"),
+    }
+}
+
+/// What to boot.
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// PVH direct boot of the ELF (`-kernel`).
+    Kernel(PathBuf),
+    /// BIOS boot of a GRUB ISO (`-cdrom`).
+    Cdrom(PathBuf),
+}
+
+/// One VM's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub boot: Boot,
+    pub smp: u32,
+    pub mem_mib: u32,
+    pub cmdline: String,
+    /// Guest RAM backed by this shared file (the host can read the audit region).
+    pub ram_file: Option<PathBuf>,
+    /// Exit instead of resetting on a reboot/triple fault.
+    pub no_reboot: bool,
+    pub extra: Vec<String>,
+}
+
+impl Config {
+    pub fn kernel(cmdline: &str) -> Result<Config> {
+        Ok(Config {
+            boot: Boot::Kernel(kernel_image()?),
+            smp: 1,
+            mem_mib: 256,
+            cmdline: cmdline.into(),
+            ram_file: None,
+            no_reboot: true,
+            extra: Vec::new(),
+        })
+    }
+
+    pub fn smp(mut self, n: u32) -> Config {
+        self.smp = n;
+        self
+    }
+
+    pub fn ram_file(mut self, p: impl Into<PathBuf>) -> Config {
+        self.ram_file = Some(p.into());
+        self
+    }
+
+    /// QEMU arguments (serial on stdio).
+    pub fn args(&self) -> Vec<String> {
+        let mem = format!("{}M", self.mem_mib);
+        let mut a: Vec<String> = Vec::new();
+        match &self.ram_file {
+            Some(f) => {
+                a.extend(["-machine".into(), "q35,memory-backend=ram".into(), "-object".into()]);
+                a.push(format!("memory-backend-file,id=ram,size={mem},mem-path={},share=on", f.display()));
+            }
+            None => a.extend(["-machine".into(), "q35".into()]),
+        }
+        a.extend(["-accel", "tcg", "-cpu", "max", "-m", &mem, "-smp", &self.smp.to_string()].map(String::from));
+        match &self.boot {
+            Boot::Kernel(k) => {
+                a.extend(["-kernel".into(), k.display().to_string(), "-append".into(), self.cmdline.clone()])
+            }
+            Boot::Cdrom(iso) => a.extend(["-cdrom".into(), iso.display().to_string(), "-boot".into(), "d".into()]),
+        }
+        a.extend(["-display", "none", "-monitor", "none", "-serial", "stdio"].map(String::from));
+        a.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from));
+        if self.no_reboot {
+            a.push("-no-reboot".into());
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+}
+
+/// A running VM with its serial output captured.
+pub struct Vm {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    serial: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    exit: Option<Exit>,
+}
+
+impl Vm {
+    pub fn spawn(cfg: &Config) -> Result<Vm> {
+        check_qemu()?;
+        let mut child = Command::new(QEMU)
+            .args(cfg.args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting QEMU")?;
+        let mut out = child.stdout.take().context("QEMU stdout")?;
+        let serial = Arc::new(Mutex::new(Vec::new()));
+        let sink = serial.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&buf[..n]);
+            }
+        });
+        let stdin = child.stdin.take();
+        Ok(Vm { child, stdin, serial, reader: Some(reader), exit: None })
+    }
+
+    /// Everything printed so far, `\r` removed.
+    pub fn output(&self) -> String {
+        let raw = self.serial.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&raw).replace('\r', "")
+    }
+
+    fn fail(&self, what: &str) -> anyhow::Error {
+        anyhow!("{what}\n----- serial log -----\n{}\n----- end of serial log -----", self.output())
+    }
+
+    /// Waits until the serial output contains `needle` (after `from` bytes).
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.output().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                self.exit = Some(Exit::from_status(status.code()));
+                return Err(self.fail(&format!("QEMU exited ({status}) before printing {needle:?}")));
+            }
+            if Instant::now() > end {
+                return Err(self.fail(&format!("timed out after {timeout:?} waiting for {needle:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Number of times `needle` occurs in the output so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.output().matches(needle).count()
+    }
+
+    /// Types a line on the console (CR, as a terminal sends).
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(b"\r")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Waits for QEMU to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Exit> {
+        if let Some(e) = self.exit {
+            return Ok(e);
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                let e = Exit::from_status(status.code());
+                self.exit = Some(e);
+                return Ok(e);
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                return Err(self.fail(&format!("timed out after {timeout:?} waiting for QEMU to exit")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for an exit and checks it is `want`.
+    pub fn expect_exit(&mut self, want: Exit, timeout: Duration) -> Result<String> {
+        let got = self.wait_exit(timeout)?;
+        if got != want {
+            return Err(self.fail(&format!("expected exit {want:?}, got {got:?}")));
+        }
+        Ok(self.output())
+    }
+
+    /// SIGKILLs the VM (crash simulation).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.exit = Some(Exit::Other(None));
+    }
+
+    /// Returns a descriptive error with the serial log.
+    pub fn error(&self, what: &str) -> anyhow::Error {
+        self.fail(what)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Boots `cmdline` with `test=<name>`, waits for the exit, checks it. Returns the log.
+pub fn run_test(name: &str, smp: u32, want: Exit) -> Result<String> {
+    let cfg = Config::kernel(&format!("test={name}"))?.smp(smp);
+    let mut vm = Vm::spawn(&cfg)?;
+    vm.expect_exit(want, Duration::from_secs(120))
+}
+
+/// A unique temporary directory for one test.
+pub fn temp_dir(tag: &str) -> Result<PathBuf> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = repo_root().join("target/xdv/tmp").join(format!("{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Writes a GRUB (Multiboot2) BIOS ISO booting `kernel` with `cmdline`.
+pub fn make_iso(kernel: &Path, cmdline: &str, out: &Path) -> Result<()> {
+    let staging = out.with_extension("isodir");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(staging.join("boot/grub"))?;
+    std::fs::copy(kernel, staging.join("boot/xdv-kernel"))?;
+    std::fs::write(
+        staging.join("boot/grub/grub.cfg"),
+        format!("set timeout=0\nset default=0\nmenuentry \"xdv\" {{\n  multiboot2 /boot/xdv-kernel {cmdline}\n  boot\n}}\n"),
+    )?;
+    let status = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(out)
+        .arg(&staging)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let _ = std::fs::remove_dir_all(&staging);
+    match status {
+        Err(_) => bail!(
+            "`grub-mkrescue` not found: install with `sudo apt-get install -y grub-pc-bin grub-common xorriso mtools`"
+        ),
+        Ok(o) if !o.status.success() => bail!(
+            "grub-mkrescue failed (needs grub-pc-bin, xorriso, mtools):\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Ok(_) => Ok(()),
+    }
+}
