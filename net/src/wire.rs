@@ -823,6 +823,14 @@ impl FrameDecoder {
         self.error.is_some()
     }
 
+    /// Bytes [`FrameDecoder::push`] would accept now (0 when poisoned).
+    pub fn room(&self) -> usize {
+        if self.error.is_some() {
+            return 0;
+        }
+        self.capacity() - self.buffered_len()
+    }
+
     /// Appends as many of `bytes` as fit and returns how many were taken (0 when
     /// poisoned or full: pop frames, then push the rest).
     pub fn push(&mut self, bytes: &[u8]) -> usize {
@@ -922,6 +930,38 @@ impl FrameDecoder {
         self.buf = Vec::new();
         self.start = 0;
         e
+    }
+}
+
+/// Reads from `reader` until `dec` yields one frame (host side, e.g. the management
+/// client). Bytes after that frame stay buffered in `dec` for the next call; nothing
+/// is read beyond what the decoder can hold. Wire errors come back as
+/// `InvalidData` wrapping the [`WireError`] text; end of stream as `UnexpectedEof`.
+#[cfg(any(test, feature = "std"))]
+pub fn read_frame<R: std::io::Read>(
+    reader: &mut R,
+    dec: &mut FrameDecoder,
+) -> std::io::Result<FrameRepr> {
+    use std::io::{Error, ErrorKind};
+    const READ_CHUNK_BYTES: usize = 64 * 1024;
+    let mut buf = alloc::vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        match dec.pop() {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => return Err(Error::new(ErrorKind::InvalidData, e.to_string())),
+        }
+        let want = dec.room().min(READ_CHUNK_BYTES);
+        let n = reader.read(&mut buf[..want])?;
+        if n == 0 {
+            let text = match dec.finish() {
+                Err(e) => e.to_string(),
+                Ok(()) => String::from("connection closed between frames"),
+            };
+            return Err(Error::new(ErrorKind::UnexpectedEof, text));
+        }
+        let taken = dec.push(&buf[..n]);
+        debug_assert_eq!(taken, n);
     }
 }
 

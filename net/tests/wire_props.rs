@@ -496,3 +496,28 @@ fn fuzz_smoke() {
     }
     assert!(start.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn read_frame_from_a_reader() {
+    let mut stream = ping();
+    stream.extend_from_slice(
+        &encode_frame(&header(), &ClusterMessage::Heartbeat(Heartbeat { seq: 2 })).unwrap(),
+    );
+    stream.extend_from_slice(&ping()[..10]);
+    let mut r = std::io::Cursor::new(stream);
+    let mut dec = FrameDecoder::new();
+    assert!(matches!(
+        read_frame(&mut r, &mut dec).unwrap().message,
+        ClusterMessage::Ping(_)
+    ));
+    assert!(matches!(
+        read_frame(&mut r, &mut dec).unwrap().message,
+        ClusterMessage::Heartbeat(_)
+    ));
+    let e = read_frame(&mut r, &mut dec).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert!(e.to_string().contains("truncated"));
+    let mut garbage = std::io::Cursor::new(vec![0xffu8; 100]);
+    let e = read_frame(&mut garbage, &mut FrameDecoder::new()).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+}
