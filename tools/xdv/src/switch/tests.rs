@@ -390,3 +390,12 @@ fn bench_forwarding_delivers_frames() {
     assert!(fps > 1000.0, "{fps}");
     assert!((mbps - fps * 1500.0 / 1e6).abs() < 1e-6);
 }
+
+/// Prints the forwarding limit (run: `cargo test -p xdv --release --lib
+/// switch::tests::bench_forwarding_report -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_forwarding_report() {
+    let (fps, mbps) = super::bench_forwarding(Duration::from_secs(2)).unwrap();
+    println!("switch forwarding: {fps:.0} frames/s, {mbps:.1} MB/s (1500-byte frames)");
+}
