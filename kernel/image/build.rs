@@ -17,5 +17,8 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", ld.display());
     println!("cargo:rerun-if-changed={}", boot.join("entry.s").display());
-    println!("cargo:rerun-if-changed={}", boot.join("trampoline.s").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        boot.join("trampoline.s").display()
+    );
 }

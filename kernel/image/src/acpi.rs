@@ -62,7 +62,10 @@ fn table(addr: u64) -> Option<(&'static [u8; 4], &'static [u8])> {
     }
     let t = bytes(addr, len as usize);
     if !checksum_ok(t) {
-        log::warn!("acpi: table {} at {addr:#x} fails its checksum; ignored", core::str::from_utf8(&t[..4]).unwrap_or("????"));
+        log::warn!(
+            "acpi: table {} at {addr:#x} fails its checksum; ignored",
+            core::str::from_utf8(&t[..4]).unwrap_or("????")
+        );
         return None;
     }
     Some((t[..4].try_into().ok()?, t))
@@ -82,11 +85,18 @@ pub fn read() -> Option<AcpiInfo> {
         (u64::from(u32_at(rsdp, 16)), 4)
     };
     let (_, root_table) = table(root)?;
-    let mut info = AcpiInfo { lapic_base: 0xfee0_0000, ..AcpiInfo::default() };
+    let mut info = AcpiInfo {
+        lapic_base: 0xfee0_0000,
+        ..AcpiInfo::default()
+    };
     let entries = ((root_table.len() - 36) / entry_bytes).min(MAX_TABLES);
     for i in 0..entries {
         let o = 36 + i * entry_bytes;
-        let addr = if entry_bytes == 8 { u64_at(root_table, o) } else { u64::from(u32_at(root_table, o)) };
+        let addr = if entry_bytes == 8 {
+            u64_at(root_table, o)
+        } else {
+            u64::from(u32_at(root_table, o))
+        };
         match table(addr) {
             Some((b"APIC", t)) => parse_madt(t, &mut info),
             Some((b"MCFG", t)) if t.len() >= 44 + 16 => {

@@ -50,7 +50,10 @@ static INBOX: [SpscRing<Msg, INBOX_SLOTS>; MAX_CPUS] = [const { SpscRing::new() 
 static OUTBOX: [SpscRing<Batch, OUTBOX_SLOTS>; MAX_CPUS] = [const { SpscRing::new() }; MAX_CPUS];
 
 /// A core's ends of its rings, parked here by `init` until the core takes them.
-type CoreEnds = (Consumer<'static, Msg, INBOX_SLOTS>, Producer<'static, Batch, OUTBOX_SLOTS>);
+type CoreEnds = (
+    Consumer<'static, Msg, INBOX_SLOTS>,
+    Producer<'static, Batch, OUTBOX_SLOTS>,
+);
 static CORE_ENDS: [Mutex<Option<CoreEnds>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 
 /// Per-core counters published after every batch (for `runq` and `cpus`).
@@ -83,7 +86,8 @@ fn publish(cpu: usize, c: &CoreCounters) {
     p.tasks_run.store(c.tasks_run, Ordering::Relaxed);
     p.ticks_used.store(c.ticks_used, Ordering::Relaxed);
     p.denied.store(c.denied, Ordering::Relaxed);
-    p.budget_exceeded.store(c.budget_exceeded, Ordering::Relaxed);
+    p.budget_exceeded
+        .store(c.budget_exceeded, Ordering::Relaxed);
     p.trapped.store(c.trapped, Ordering::Relaxed);
     p.batches.fetch_add(1, Ordering::Relaxed);
 }
@@ -121,8 +125,9 @@ pub fn init(cores: usize) {
         to_core.push(tx);
         from_core.push(orx);
         if cpu == 0 {
+            // Core 0 is the dispatcher itself: its outbox producer is not needed.
+            let _unused = otx;
             own_inbox = Some(rx);
-            drop(otx);
         } else {
             *CORE_ENDS[cpu].lock() = Some((rx, otx));
             smp::wake(cpu);
@@ -253,8 +258,15 @@ impl Dispatcher {
             };
         }
         let events = streams.iter().map(Vec::len).sum();
-        self.submitter.seal(streams, &mut self.log).map_err(|e| format!("replay log: {e:?}"))?;
-        Ok(BatchReport { tasks: n, events, head: self.log.head_hash(), cycles: crate::arch::rdtsc() - start })
+        self.submitter
+            .seal(streams, &mut self.log)
+            .map_err(|e| format!("replay log: {e:?}"))?;
+        Ok(BatchReport {
+            tasks: n,
+            events,
+            head: self.log.head_hash(),
+            cycles: crate::arch::rdtsc() - start,
+        })
     }
 
     /// Processes core 0's inbox; returns its batch once `Seal` was seen.
@@ -293,5 +305,9 @@ pub fn tasks_run(cpu: usize) -> u64 {
 }
 
 pub fn describe(cpu: usize) -> String {
-    format!("tasks={} ticks={}", tasks_run(cpu), COUNTERS[cpu].ticks_used.load(Ordering::Relaxed))
+    format!(
+        "tasks={} ticks={}",
+        tasks_run(cpu),
+        COUNTERS[cpu].ticks_used.load(Ordering::Relaxed)
+    )
 }

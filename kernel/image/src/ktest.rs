@@ -26,7 +26,10 @@ pub fn run(name: &str) -> ! {
     println!("xdv-test: start {name}");
     let Some((_, f)) = TESTS.iter().find(|(n, _)| *n == name) else {
         let names: Vec<&str> = TESTS.iter().map(|(n, _)| *n).collect();
-        println!("xdv-test: fail {name}: no such test (have: {})", names.join(", "));
+        println!(
+            "xdv-test: fail {name}: no such test (have: {})",
+            names.join(", ")
+        );
         arch::exit_qemu(exit_code::FAIL)
     };
     match f() {
@@ -66,16 +69,28 @@ fn heap_stress() -> Result<(), String> {
     let info = crate::boot_info();
     check!(!info.regions().is_empty(), "empty memory map");
     let (free0, total) = frames::stats();
-    check!(free0 > 0 && free0 <= total, "frame stats free={free0} total={total}");
+    check!(
+        free0 > 0 && free0 <= total,
+        "frame stats free={free0} total={total}"
+    );
     let a = frames::alloc(4).ok_or_else(|| String::from("4 contiguous frames unavailable"))?;
     let b = frames::alloc_zeroed(1).ok_or_else(|| String::from("1 frame unavailable"))?;
-    check!(a % 4096 == 0 && b % 4096 == 0 && (b < a || b >= a + 4 * 4096), "overlapping frames {a:#x} {b:#x}");
+    check!(
+        a % 4096 == 0 && b % 4096 == 0 && (b < a || b >= a + 4 * 4096),
+        "overlapping frames {a:#x} {b:#x}"
+    );
     // SAFETY: `b` is a frame we own, identity-mapped.
-    let zero = unsafe { core::slice::from_raw_parts(b as *const u8, 4096) }.iter().all(|&x| x == 0);
+    let zero = unsafe { core::slice::from_raw_parts(b as *const u8, 4096) }
+        .iter()
+        .all(|&x| x == 0);
     check!(zero, "alloc_zeroed frame not zeroed");
     frames::free(a, 4);
     frames::free(b, 1);
-    check!(frames::stats().0 == free0, "frames leaked: {} != {free0}", frames::stats().0);
+    check!(
+        frames::stats().0 == free0,
+        "frames leaked: {} != {free0}",
+        frames::stats().0
+    );
     println!("heap test: frame allocator ok ({free0} of {total} frames free)");
 
     // Heap: many sizes and alignments, three free patterns, contents verified.
@@ -92,7 +107,10 @@ fn heap_stress() -> Result<(), String> {
         }
         for (i, v) in blocks.iter().enumerate() {
             let fill = (i % 251) as u8;
-            check!(v.iter().all(|&x| x == fill), "block {i} corrupted (pattern {pattern})");
+            check!(
+                v.iter().all(|&x| x == fill),
+                "block {i} corrupted (pattern {pattern})"
+            );
         }
         match pattern {
             0 => drop(blocks), // in allocation order
@@ -110,13 +128,20 @@ fn heap_stress() -> Result<(), String> {
                 drop(keep);
             }
         }
-        check!(heap::usage().0 == used0, "heap leaked after pattern {pattern}: used {} != {used0}", heap::usage().0);
+        check!(
+            heap::usage().0 == used0,
+            "heap leaked after pattern {pattern}: used {} != {used0}",
+            heap::usage().0
+        );
     }
     for align in [8usize, 64, 4096, 65536] {
         let layout = Layout::from_size_align(100, align).map_err(|e| alloc::format!("{e}"))?;
         // SAFETY: valid non-zero layout; freed with the same layout below.
         let p = unsafe { heap::HEAP.alloc(layout) };
-        check!(!p.is_null() && p as usize % align == 0, "aligned alloc {align} gave {p:p}");
+        check!(
+            !p.is_null() && (p as usize).is_multiple_of(align),
+            "aligned alloc {align} gave {p:p}"
+        );
         // SAFETY: `p` came from this allocator with `layout`.
         unsafe { heap::HEAP.dealloc(p, layout) };
     }
@@ -141,13 +166,22 @@ fn heap_stress() -> Result<(), String> {
         }
         // SAFETY: `p` is a fresh 64 KiB block; we record it for freeing.
         hog.push(unsafe { Vec::from_raw_parts(p, 0, 65536) });
-        check!(hog.len() <= size / 65536 + 1, "heap handed out more than its size");
+        check!(
+            hog.len() <= size / 65536 + 1,
+            "heap handed out more than its size"
+        );
     }
     let got = hog.len();
     drop(hog);
-    check!(heap::usage().0 == used0, "heap not restored after exhaustion");
+    check!(
+        heap::usage().0 == used0,
+        "heap not restored after exhaustion"
+    );
     let v: Vec<u64> = (0..1000).collect();
-    check!(v.iter().sum::<u64>() == 499_500, "heap unusable after exhaustion");
+    check!(
+        v.iter().sum::<u64>() == 499_500,
+        "heap unusable after exhaustion"
+    );
     println!("heap test: out of memory reported after {got} x 64 KiB blocks; heap usable again");
     Ok(())
 }
@@ -157,7 +191,11 @@ fn breakpoint() -> Result<(), String> {
     // SAFETY: int3 traps to our breakpoint handler, which logs and returns.
     unsafe { core::arch::asm!("int3") };
     let after = arch::idt::BREAKPOINTS.load(core::sync::atomic::Ordering::SeqCst);
-    check!(after == before + 1, "breakpoint handler ran {} times", after - before);
+    check!(
+        after == before + 1,
+        "breakpoint handler ran {} times",
+        after - before
+    );
     println!("breakpoint test: int3 returned");
     Ok(())
 }
@@ -167,7 +205,9 @@ fn pagefault() -> Result<(), String> {
     // SAFETY: deliberately reads an unmapped address; the page-fault handler reports
     // it and ends the run, so the value is never used.
     let v = unsafe { core::ptr::read_volatile(addr) };
-    Err(alloc::format!("read of unmapped {addr:p} returned {v:#x} instead of faulting"))
+    Err(alloc::format!(
+        "read of unmapped {addr:p} returned {v:#x} instead of faulting"
+    ))
 }
 
 // Unbounded on purpose: the test exists to overflow the stack into its guard page.
@@ -181,15 +221,21 @@ fn recurse(depth: u64) -> u64 {
 
 fn stackoverflow() -> Result<(), String> {
     let (bottom, top) = arch::paging::boot_stack();
-    println!("stackoverflow test: recursing on the boot stack {bottom:#x}..{top:#x}, guard page {:#x}", arch::paging::guard_page());
+    println!(
+        "stackoverflow test: recursing on the boot stack {bottom:#x}..{top:#x}, guard page {:#x}",
+        arch::paging::guard_page()
+    );
     let r = recurse(0);
-    Err(alloc::format!("recursion returned {r} instead of overflowing"))
+    Err(alloc::format!(
+        "recursion returned {r} instead of overflowing"
+    ))
 }
 
 /// Runs the 64-task demo batch on every core and reports the hashes the host test
 /// compares with `xdv_sched::demo` computed on the host.
 fn sched_demo() -> Result<(), String> {
-    let (head, outcomes, _) = crate::console::sched::run_demo(64).map_err(|e| alloc::format!("{e}"))?;
+    let (head, outcomes, _, _) =
+        crate::console::sched::run_demo(64).map_err(|e| alloc::format!("{e}"))?;
     let cores = crate::smp::online();
     for cpu in 0..cores {
         let run = crate::executor::tasks_run(cpu);

@@ -5,6 +5,9 @@
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
+// `&mut *(&raw mut STATIC)` is the edition-2024 way to borrow a `static mut` once,
+// under a documented exclusivity argument; clippy's suggestion would not compile.
+#![allow(clippy::deref_addrof)]
 
 extern crate alloc;
 
@@ -24,14 +27,19 @@ use spin::Once;
 use xdv_boot::{BootError, BootInfo, KernelOptions, PhysRead};
 
 core::arch::global_asm!(include_str!("../../../boot/entry.s"), options(att_syntax));
-core::arch::global_asm!(include_str!("../../../boot/trampoline.s"), options(att_syntax));
+core::arch::global_asm!(
+    include_str!("../../../boot/trampoline.s"),
+    options(att_syntax)
+);
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
 static OPTIONS: Once<KernelOptions> = Once::new();
 
 /// The parsed boot information (set once, before anything else can ask).
 pub fn boot_info() -> &'static BootInfo {
-    BOOT_INFO.get().expect("boot info read before it was parsed")
+    BOOT_INFO
+        .get()
+        .expect("boot info read before it was parsed")
 }
 
 /// The parsed command-line options.
@@ -44,7 +52,10 @@ struct IdentityMap;
 
 impl PhysRead for IdentityMap {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), BootError> {
-        let out = BootError::OutOfRange { addr, len: buf.len() };
+        let out = BootError::OutOfRange {
+            addr,
+            len: buf.len(),
+        };
         let end = addr.checked_add(buf.len() as u64).ok_or(out)?;
         if addr == 0 || end > (4u64 << 30) {
             return Err(out);
@@ -75,10 +86,17 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         println!("xdv: cmdline: {d}");
     }
     if parsed.dropped_diags > 0 {
-        println!("xdv: cmdline: {} more problems not shown", parsed.dropped_diags);
+        println!(
+            "xdv: cmdline: {} more problems not shown",
+            parsed.dropped_diags
+        );
     }
     let opts = OPTIONS.call_once(|| parsed.options.clone());
-    log::info!("xdv: booted via {}, cmdline \"{}\"", info.protocol, info.cmdline());
+    log::info!(
+        "xdv: booted via {}, cmdline \"{}\"",
+        info.protocol,
+        info.cmdline()
+    );
 
     arch::disable_legacy_pic();
     arch::gdt::init_bsp();
@@ -96,7 +114,12 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     executor::init(smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;
-    println!("xdv: ready node={} cores={} mem={}MiB", opts.node, smp::online(), usable_mib);
+    println!(
+        "xdv: ready node={} cores={} mem={}MiB",
+        opts.node,
+        smp::online(),
+        usable_mib
+    );
     if let Some(test) = opts.test() {
         ktest::run(test);
     }
@@ -115,8 +138,14 @@ fn init_memory(info: &BootInfo, opts: &KernelOptions, proto: u32, info_addr: u32
     if proto == 2 {
         // The Multiboot2 info holds the ACPI RSDP copy we read later.
         let mut size = [0u8; 4];
-        let total = IdentityMap.read(u64::from(info_addr), &mut size).map(|()| u32::from_le_bytes(size));
-        reserved[1] = (u64::from(info_addr), u64::from(total.unwrap_or(4096)), "multiboot2 info");
+        let total = IdentityMap
+            .read(u64::from(info_addr), &mut size)
+            .map(|()| u32::from_le_bytes(size));
+        reserved[1] = (
+            u64::from(info_addr),
+            u64::from(total.unwrap_or(4096)),
+            "multiboot2 info",
+        );
     }
     for (slot, m) in reserved[3..].iter_mut().zip(info.modules()) {
         *slot = (m.base, m.len, "boot module");

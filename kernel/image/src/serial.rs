@@ -142,13 +142,3 @@ pub fn init_logger(level: xdv_boot::LogLevel) {
 pub fn set_level(level: xdv_boot::LogLevel) {
     LEVEL.store(level_to_u8(level), Ordering::Relaxed);
 }
-
-pub fn level() -> xdv_boot::LogLevel {
-    match LEVEL.load(Ordering::Relaxed) {
-        1 => xdv_boot::LogLevel::Error,
-        2 => xdv_boot::LogLevel::Warn,
-        3 => xdv_boot::LogLevel::Info,
-        4 => xdv_boot::LogLevel::Debug,
-        _ => xdv_boot::LogLevel::Trace,
-    }
-}

@@ -109,18 +109,20 @@ pub fn start_aps(lapic_base: u64, apic_ids: &[u32]) {
     // SAFETY: 0x8000..0x8000+len lies in the first MiB, which the frame allocator never
     // hands out, is identity-mapped and writable, and no other CPU runs yet.
     unsafe {
-        core::ptr::copy_nonoverlapping(&raw const ap_trampoline_start, TRAMPOLINE_PHYS as *mut u8, len);
+        core::ptr::copy_nonoverlapping(
+            &raw const ap_trampoline_start,
+            TRAMPOLINE_PHYS as *mut u8,
+            len,
+        );
     }
     let data_off = &raw const ap_trampoline_data as u64 - &raw const ap_trampoline_start as u64;
     let data = (TRAMPOLINE_PHYS + data_off) as *mut u64;
-    let mut next = 1;
-    for &id in apic_ids.iter().filter(|&&id| id != bsp) {
+    for (next, &id) in (1..).zip(apic_ids.iter().filter(|&&id| id != bsp)) {
         if next == MAX_CPUS {
             log::warn!("smp: more than {MAX_CPUS} CPUs; apic {id} and later left parked");
             break;
         }
         start_one(next, id, data);
-        next += 1;
     }
     log::info!("smp: {} of {} CPUs online", online(), apic_ids.len().max(1));
 }
@@ -133,13 +135,16 @@ fn start_one(cpu: usize, id: u32, data: *mut u64) {
     let top = stack + (AP_STACK_PAGES as u64) * frames::FRAME_BYTES;
     APIC_ID[cpu].store(id, Ordering::Relaxed);
     STATE[cpu].store(CpuState::Starting as u8, Ordering::Release);
-    let cr3 = x86_64::registers::control::Cr3::read().0.start_address().as_u64();
+    let cr3 = x86_64::registers::control::Cr3::read()
+        .0
+        .start_address()
+        .as_u64();
     // SAFETY: `data` points at the trampoline's four data words (cr3, stack, entry,
     // cpu) in the copy at 0x8000; no AP is running the trampoline while we write.
     unsafe {
         data.write_volatile(cr3);
         data.add(1).write_volatile(top);
-        data.add(2).write_volatile(ap_entry as usize as u64);
+        data.add(2).write_volatile(ap_entry as *const () as u64);
         data.add(3).write_volatile(cpu as u64);
     }
     core::sync::atomic::fence(Ordering::SeqCst);
@@ -181,6 +186,11 @@ pub fn print_cpus() {
             continue;
         }
         let role = if cpu == 0 { "bsp" } else { "ap " };
-        crate::println!("  cpu{cpu} apic={} {role} {:?} {}", apic_id(cpu), s, crate::executor::describe(cpu));
+        crate::println!(
+            "  cpu{cpu} apic={} {role} {:?} {}",
+            apic_id(cpu),
+            s,
+            crate::executor::describe(cpu)
+        );
     }
 }

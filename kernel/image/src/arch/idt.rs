@@ -57,8 +57,15 @@ struct Gate {
 
 const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 
-const MISSING: Gate =
-    Gate { offset_lo: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_hi: 0, reserved: 0 };
+const MISSING: Gate = Gate {
+    offset_lo: 0,
+    selector: 0,
+    ist: 0,
+    type_attr: 0,
+    offset_mid: 0,
+    offset_hi: 0,
+    reserved: 0,
+};
 
 impl Gate {
     /// A present, DPL0, 64-bit interrupt gate (interrupts off on entry).
@@ -172,7 +179,10 @@ pub fn load() {
 
 /// Loads an empty IDT and raises an exception: the CPU triple-faults and resets.
 pub fn force_triple_fault() -> ! {
-    let ptr = DescriptorTablePointer { limit: 0, base: VirtAddr::new(0) };
+    let ptr = DescriptorTablePointer {
+        limit: 0,
+        base: VirtAddr::new(0),
+    };
     // SAFETY: deliberately invalid IDT to reset the machine; nothing runs after.
     unsafe {
         x86_64::instructions::tables::lidt(&ptr);
@@ -182,14 +192,38 @@ pub fn force_triple_fault() -> ! {
 }
 
 const NAMES: [&str; 32] = [
-    "divide error", "debug", "non-maskable interrupt", "breakpoint", "overflow",
-    "bound range exceeded", "invalid opcode", "device not available", "double fault",
-    "coprocessor segment overrun", "invalid TSS", "segment not present",
-    "stack-segment fault", "general protection fault", "page fault", "reserved",
-    "x87 floating-point error", "alignment check", "machine check", "SIMD floating-point error",
-    "virtualization exception", "control protection exception", "reserved", "reserved",
-    "reserved", "reserved", "reserved", "reserved", "hypervisor injection",
-    "VMM communication exception", "security exception", "reserved",
+    "divide error",
+    "debug",
+    "non-maskable interrupt",
+    "breakpoint",
+    "overflow",
+    "bound range exceeded",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor segment overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack-segment fault",
+    "general protection fault",
+    "page fault",
+    "reserved",
+    "x87 floating-point error",
+    "alignment check",
+    "machine check",
+    "SIMD floating-point error",
+    "virtualization exception",
+    "control protection exception",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication exception",
+    "security exception",
+    "reserved",
 ];
 
 /// Breakpoints taken (the `breakpoint` test checks this moves).
@@ -217,26 +251,65 @@ fn fatal_exception(f: &TrapFrame) -> ! {
     let _ = writeln!(
         w,
         "\nEXCEPTION: {name} (vector={}) error={:#x} rip={:#018x} cr2={:#018x} cpu={}",
-        f.vector, f.error, f.rip, cr2, crate::smp::cpu_index()
+        f.vector,
+        f.error,
+        f.rip,
+        cr2,
+        crate::smp::cpu_index()
     );
     if f.vector == 14 {
         let _ = writeln!(
             w,
             "  page fault: {} {} address, {} mode{}",
-            if f.error & 1 != 0 { "protection violation on" } else { "unmapped" },
-            if f.error & 2 != 0 { "write to" } else { "read of" },
+            if f.error & 1 != 0 {
+                "protection violation on"
+            } else {
+                "unmapped"
+            },
+            if f.error & 2 != 0 {
+                "write to"
+            } else {
+                "read of"
+            },
             if f.error & 4 != 0 { "user" } else { "kernel" },
-            if f.error & 16 != 0 { ", instruction fetch" } else { "" },
+            if f.error & 16 != 0 {
+                ", instruction fetch"
+            } else {
+                ""
+            },
         );
     }
     if f.vector == 8 {
-        let _ = writeln!(w, "  double fault: a fault occurred while delivering another (stack overflow into a guard page?)");
+        let _ = writeln!(
+            w,
+            "  double fault: a fault occurred while delivering another (stack overflow into a guard page?)"
+        );
     }
-    let _ = writeln!(w, "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
-    let _ = writeln!(w, "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}", f.rsi, f.rdi, f.rbp, f.rsp);
-    let _ = writeln!(w, "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}", f.r8, f.r9, f.r10, f.r11);
-    let _ = writeln!(w, "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}", f.r12, f.r13, f.r14, f.r15);
-    let _ = writeln!(w, "  rflags={:#010x} cs={:#06x} ss={:#06x}", f.rflags, f.cs, f.ss);
+    let _ = writeln!(
+        w,
+        "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
+        f.rax, f.rbx, f.rcx, f.rdx
+    );
+    let _ = writeln!(
+        w,
+        "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}",
+        f.rsi, f.rdi, f.rbp, f.rsp
+    );
+    let _ = writeln!(
+        w,
+        "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
+        f.r8, f.r9, f.r10, f.r11
+    );
+    let _ = writeln!(
+        w,
+        "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
+        f.r12, f.r13, f.r14, f.r15
+    );
+    let _ = writeln!(
+        w,
+        "  rflags={:#010x} cs={:#06x} ss={:#06x}",
+        f.rflags, f.cs, f.ss
+    );
     crate::smp::stop_others();
     super::exit_qemu(super::exit_code::FAULT)
 }

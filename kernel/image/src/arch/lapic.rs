@@ -46,8 +46,14 @@ pub fn calibrate_timer() {
 pub fn start_timer() {
     let per_ms = TICKS_PER_MS.load(Ordering::Relaxed).max(1);
     write(reg::TIMER_DIVIDE, 0x3);
-    write(reg::LVT_TIMER, (1 << 17) | u32::from(super::idt::VECTOR_TIMER));
-    write(reg::TIMER_INITIAL, (per_ms * 1000 / TIMER_HZ).min(u64::from(u32::MAX)) as u32);
+    write(
+        reg::LVT_TIMER,
+        (1 << 17) | u32::from(super::idt::VECTOR_TIMER),
+    );
+    write(
+        reg::TIMER_INITIAL,
+        (per_ms * 1000 / TIMER_HZ).min(u64::from(u32::MAX)) as u32,
+    );
 }
 
 /// Timer interrupt: count and acknowledge.
@@ -79,7 +85,10 @@ pub fn init(base: u64) {
 
 /// Software-enables this CPU's LAPIC with the spurious vector.
 pub fn enable() {
-    write(reg::SPURIOUS, 0x100 | u32::from(super::idt::VECTOR_SPURIOUS));
+    write(
+        reg::SPURIOUS,
+        0x100 | u32::from(super::idt::VECTOR_SPURIOUS),
+    );
 }
 
 /// This CPU's APIC id.

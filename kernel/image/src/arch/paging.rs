@@ -43,12 +43,18 @@ pub fn guard_page() -> u64 {
 
 /// The boot stack `[bottom, top)`.
 pub fn boot_stack() -> (u64, u64) {
-    (&raw const boot_stack_bottom as u64, &raw const boot_stack_top as u64)
+    (
+        &raw const boot_stack_bottom as u64,
+        &raw const boot_stack_top as u64,
+    )
 }
 
 fn is_ram(info: &BootInfo, base: u64, len: u64) -> bool {
     info.regions().iter().any(|r| {
-        let ram = matches!(r.kind, MemKind::Usable | MemKind::AcpiReclaimable | MemKind::AcpiNvs);
+        let ram = matches!(
+            r.kind,
+            MemKind::Usable | MemKind::AcpiReclaimable | MemKind::AcpiNvs
+        );
         ram && r.base < base + len && base < r.end()
     })
 }
@@ -120,9 +126,8 @@ pub fn map_mmio(phys: u64, len: u64) -> Option<u64> {
                     let pd_phys = crate::mem::frames::alloc_zeroed(1)?;
                     let pd = pd_phys as *mut u64;
                     for i in 0..512u64 {
-                        pd.add(i as usize).write(
-                            (a + i * PAGE_2M) | PRESENT | WRITABLE | HUGE | PCD | PWT,
-                        );
+                        pd.add(i as usize)
+                            .write((a + i * PAGE_2M) | PRESENT | WRITABLE | HUGE | PCD | PWT);
                     }
                     pdpt[idx] = pd_phys | PRESENT | WRITABLE;
                 }

@@ -5,17 +5,72 @@ use crate::{arch, mem, println, serial, smp, time};
 use alloc::format;
 
 pub static COMMANDS: &[Command] = &[
-    Command { name: "help", args: "", summary: "list commands", run: help },
-    Command { name: "version", args: "", summary: "kernel version and build", run: version },
-    Command { name: "mem", args: "", summary: "memory map, frames and heap usage", run: mem_cmd },
-    Command { name: "cpus", args: "", summary: "CPUs and their state", run: cpus },
-    Command { name: "log", args: "<error|warn|info|debug|trace>", summary: "set the log level", run: log_cmd },
-    Command { name: "uptime", args: "", summary: "time since boot", run: uptime },
-    Command { name: "reboot", args: "", summary: "warm reboot (reserved regions survive)", run: reboot },
-    Command { name: "halt", args: "", summary: "stop the node", run: halt },
-    Command { name: "runq", args: "", summary: "per-core run queues: depth, tasks run, ticks", run: super::sched::runq },
-    Command { name: "replay", args: "", summary: "replay log: events and head hash", run: super::sched::replay },
-    Command { name: "sched", args: "demo <n> | bench", summary: "run n demo tasks on all cores / run-queue benchmark", run: super::sched::sched },
+    Command {
+        name: "help",
+        args: "",
+        summary: "list commands",
+        run: help,
+    },
+    Command {
+        name: "version",
+        args: "",
+        summary: "kernel version and build",
+        run: version,
+    },
+    Command {
+        name: "mem",
+        args: "",
+        summary: "memory map, frames and heap usage",
+        run: mem_cmd,
+    },
+    Command {
+        name: "cpus",
+        args: "",
+        summary: "CPUs and their state",
+        run: cpus,
+    },
+    Command {
+        name: "log",
+        args: "<error|warn|info|debug|trace>",
+        summary: "set the log level",
+        run: log_cmd,
+    },
+    Command {
+        name: "uptime",
+        args: "",
+        summary: "time since boot",
+        run: uptime,
+    },
+    Command {
+        name: "reboot",
+        args: "",
+        summary: "warm reboot (reserved regions survive)",
+        run: reboot,
+    },
+    Command {
+        name: "halt",
+        args: "",
+        summary: "stop the node",
+        run: halt,
+    },
+    Command {
+        name: "runq",
+        args: "",
+        summary: "per-core run queues: depth, tasks run, ticks",
+        run: super::sched::runq,
+    },
+    Command {
+        name: "replay",
+        args: "",
+        summary: "replay log: events and head hash",
+        run: super::sched::replay,
+    },
+    Command {
+        name: "sched",
+        args: "demo <n> | bench",
+        summary: "run n demo tasks on all cores / run-queue benchmark",
+        run: super::sched::sched,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Command> {
@@ -23,7 +78,11 @@ pub fn find(name: &str) -> Option<&'static Command> {
 }
 
 fn no_args(name: &str, args: &[&str]) -> Result<(), CmdError> {
-    if args.is_empty() { Ok(()) } else { Err(usage(name)) }
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(usage(name))
+    }
 }
 
 fn help(args: &[&str]) -> Result<(), CmdError> {
@@ -40,7 +99,15 @@ fn help(args: &[&str]) -> Result<(), CmdError> {
 
 fn version(args: &[&str]) -> Result<(), CmdError> {
     no_args("version", args)?;
-    println!("xdv {} (kernel, {} build)", env!("CARGO_PKG_VERSION"), if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!(
+        "xdv {} (kernel, {} build)",
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     Ok(())
 }
 
@@ -49,12 +116,21 @@ fn mem_cmd(args: &[&str]) -> Result<(), CmdError> {
     let info = crate::boot_info();
     println!("memory map ({}):", info.protocol);
     for r in info.regions() {
-        println!("  {:#014x}-{:#014x} {:<12} {} KiB", r.base, r.end(), format!("{}", r.kind), r.len / 1024);
+        println!(
+            "  {:#014x}-{:#014x} {:<12} {} KiB",
+            r.base,
+            r.end(),
+            format!("{}", r.kind),
+            r.len / 1024
+        );
     }
     let (free, total) = mem::frames::stats();
     println!("frames: free={free} total={total} (4 KiB each)");
     let (used, hfree, size) = mem::heap::usage();
-    println!("heap: used={used} free={hfree} bytes (size {size}, failed allocations {})", mem::heap::failures());
+    println!(
+        "heap: used={used} free={hfree} bytes (size {size}, failed allocations {})",
+        mem::heap::failures()
+    );
     Ok(())
 }
 
@@ -65,9 +141,12 @@ fn cpus(args: &[&str]) -> Result<(), CmdError> {
 }
 
 fn log_cmd(args: &[&str]) -> Result<(), CmdError> {
-    let [level] = args else { return Err(usage("log")) };
-    let l = xdv_boot::LogLevel::parse(level)
-        .ok_or_else(|| CmdError::Usage(format!("log <error|warn|info|debug|trace> (got `{level}`)")))?;
+    let [level] = args else {
+        return Err(usage("log"));
+    };
+    let l = xdv_boot::LogLevel::parse(level).ok_or_else(|| {
+        CmdError::Usage(format!("log <error|warn|info|debug|trace> (got `{level}`)"))
+    })?;
     serial::set_level(l);
     println!("log level: {}", l.name());
     Ok(())
@@ -76,7 +155,12 @@ fn log_cmd(args: &[&str]) -> Result<(), CmdError> {
 fn uptime(args: &[&str]) -> Result<(), CmdError> {
     no_args("uptime", args)?;
     let us = time::uptime_us();
-    println!("up {}.{:06} s (tsc {} MHz)", us / 1_000_000, us % 1_000_000, time::tsc_hz() / 1_000_000);
+    println!(
+        "up {}.{:06} s (tsc {} MHz)",
+        us / 1_000_000,
+        us % 1_000_000,
+        time::tsc_hz() / 1_000_000
+    );
     Ok(())
 }
 

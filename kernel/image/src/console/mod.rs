@@ -82,7 +82,11 @@ pub struct LineEditor {
 
 impl LineEditor {
     pub const fn new() -> Self {
-        LineEditor { buf: [0; MAX_LINE_BYTES], len: 0, last_was_cr: false }
+        LineEditor {
+            buf: [0; MAX_LINE_BYTES],
+            len: 0,
+            last_was_cr: false,
+        }
     }
 
     /// Feeds one input byte; returns a complete line when Enter is pressed.

@@ -10,7 +10,11 @@ use xdv_sched::{BuiltinWork, Guards, TaskSpec};
 use xdv_types::{Priority, TaskId, TenantId};
 
 fn no_args(name: &str, args: &[&str]) -> Result<(), CmdError> {
-    if args.is_empty() { Ok(()) } else { Err(usage(name)) }
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(usage(name))
+    }
 }
 
 pub fn runq(args: &[&str]) -> Result<(), CmdError> {
@@ -22,17 +26,24 @@ pub fn runq(args: &[&str]) -> Result<(), CmdError> {
 pub fn replay(args: &[&str]) -> Result<(), CmdError> {
     no_args("replay", args)?;
     let guard = DISPATCHER.lock();
-    let d = guard.as_ref().ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
+    let d = guard
+        .as_ref()
+        .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
     let verified = match d.log.verify() {
         Ok(()) => "verified",
         Err(_) => "BROKEN",
     };
-    println!("replay: events={} head={} outcomes={} ({verified})", d.log.len(), d.log.head_hash(), outcome_digest(&d.log));
+    println!(
+        "replay: events={} head={} outcomes={} ({verified})",
+        d.log.len(),
+        d.log.head_hash(),
+        outcome_digest(&d.log)
+    );
     Ok(())
 }
 
 /// Runs the demo set of `n` tasks as one batch; returns (head, outcome digest).
-pub fn run_demo(n: u64) -> Result<(xdv_types::Hash32, xdv_types::Hash32, u64), CmdError> {
+pub fn run_demo(n: u64) -> Result<(xdv_types::Hash32, xdv_types::Hash32, u64, usize), CmdError> {
     let tasks: Vec<TaskSpec<TaskWork>> = demo_tasks(n)
         .into_iter()
         .map(|t| TaskSpec {
@@ -45,20 +56,26 @@ pub fn run_demo(n: u64) -> Result<(xdv_types::Hash32, xdv_types::Hash32, u64), C
         })
         .collect();
     let mut guard = DISPATCHER.lock();
-    let d = guard.as_mut().ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
+    let d = guard
+        .as_mut()
+        .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
     let r = d.run_batch(tasks).map_err(CmdError::Failed)?;
-    Ok((r.head, outcome_digest(&d.log), r.cycles))
+    Ok((r.head, outcome_digest(&d.log), r.cycles, r.events))
 }
 
 pub fn sched(args: &[&str]) -> Result<(), CmdError> {
     match args {
         ["demo", n] => {
-            let n: u64 = n.parse().ok().filter(|n| (1..=MAX_DEMO_TASKS).contains(n)).ok_or_else(|| {
-                CmdError::Usage(format!("sched demo <1..={MAX_DEMO_TASKS}> (got `{n}`)"))
-            })?;
-            let (head, outcomes, cycles) = run_demo(n)?;
+            let n: u64 = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_DEMO_TASKS).contains(n))
+                .ok_or_else(|| {
+                    CmdError::Usage(format!("sched demo <1..={MAX_DEMO_TASKS}> (got `{n}`)"))
+                })?;
+            let (head, outcomes, cycles, events) = run_demo(n)?;
             println!(
-                "sched demo: {n} tasks on {} cores in {} us; head={head} outcomes={outcomes}",
+                "sched demo: {n} tasks, {events} events on {} cores in {} us; head={head} outcomes={outcomes}",
                 smp::online(),
                 time::cycles_to_ns(cycles) / 1000
             );
@@ -88,7 +105,8 @@ fn bench() -> Result<(), CmdError> {
     let t0 = crate::arch::rdtsc();
     for i in 0..N {
         let stamp = xdv_types::Timestamp(i + 1);
-        r.enqueue(empty_task(i), stamp).map_err(|_| CmdError::Failed("enqueue refused".into()))?;
+        r.enqueue(empty_task(i), stamp)
+            .map_err(|_| CmdError::Failed("enqueue refused".into()))?;
         r.run_cycle();
     }
     let per_task = (crate::arch::rdtsc() - t0) / N;
@@ -96,9 +114,13 @@ fn bench() -> Result<(), CmdError> {
     // All cores through the rings (the dispatcher's batch protocol). Task ids start
     // high so they never collide with demo tasks in the node's log.
     let mut guard = DISPATCHER.lock();
-    let d = guard.as_mut().ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
+    let d = guard
+        .as_mut()
+        .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
     let base = 1u64 << 40;
-    let rep = d.run_batch((0..N).map(|i| empty_task(base + i)).collect()).map_err(CmdError::Failed)?;
+    let rep = d
+        .run_batch((0..N).map(|i| empty_task(base + i)).collect())
+        .map_err(CmdError::Failed)?;
     let ns = time::cycles_to_ns(rep.cycles).max(1);
     println!(
         "sched bench: {} tasks on {} cores in {} us = {} tasks/s",
@@ -107,6 +129,10 @@ fn bench() -> Result<(), CmdError> {
         ns / 1000,
         rep.tasks as u64 * 1_000_000_000 / ns
     );
-    println!("{{\"bench\":\"sched-kernel\",\"cores\":{},\"cycles_per_task\":{per_task},\"tasks_per_s\":{}}}", d.cores(), rep.tasks as u64 * 1_000_000_000 / ns);
+    println!(
+        "{{\"bench\":\"sched-kernel\",\"cores\":{},\"cycles_per_task\":{per_task},\"tasks_per_s\":{}}}",
+        d.cores(),
+        rep.tasks as u64 * 1_000_000_000 / ns
+    );
     Ok(())
 }

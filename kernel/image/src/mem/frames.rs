@@ -21,8 +21,12 @@ struct Bitmap {
     hint: usize,
 }
 
-static FRAMES_MAP: Mutex<Bitmap> =
-    Mutex::new(Bitmap { words: [!0; WORDS], free: 0, total: 0, hint: 0 });
+static FRAMES_MAP: Mutex<Bitmap> = Mutex::new(Bitmap {
+    words: [!0; WORDS],
+    free: 0,
+    total: 0,
+    hint: 0,
+});
 
 unsafe extern "C" {
     static __kernel_start: u8;
@@ -50,7 +54,8 @@ impl Bitmap {
 
     fn find(&self, count: usize) -> Option<usize> {
         let start = self.hint * 64;
-        self.find_from(start, count).or_else(|| self.find_from(0, count))
+        self.find_from(start, count)
+            .or_else(|| self.find_from(0, count))
     }
 
     fn find_from(&self, start: usize, count: usize) -> Option<usize> {
@@ -82,15 +87,28 @@ pub fn init(info: &BootInfo, reserved: &[Reserved]) {
             m.set_range(first as usize, (end - first) as usize, false);
         }
         if r.end() > TRACKED_BYTES {
-            log::warn!("frames: RAM above 4 GiB ({:#x}..{:#x}) is not used", r.base.max(TRACKED_BYTES), r.end());
+            log::warn!(
+                "frames: RAM above 4 GiB ({:#x}..{:#x}) is not used",
+                r.base.max(TRACKED_BYTES),
+                r.end()
+            );
         }
     }
     m.total = m.free;
-    let kernel = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
-    let fixed: [Reserved; 2] = [(0, 1 << 20, "low memory"), (kernel.0, kernel.1 - kernel.0, "kernel image")];
+    let kernel = (
+        &raw const __kernel_start as u64,
+        &raw const __kernel_end as u64,
+    );
+    let fixed: [Reserved; 2] = [
+        (0, 1 << 20, "low memory"),
+        (kernel.0, kernel.1 - kernel.0, "kernel image"),
+    ];
     for &(base, len, what) in fixed.iter().chain(reserved) {
         let first = base / FRAME_BYTES;
-        let end = base.saturating_add(len).div_ceil(FRAME_BYTES).min(FRAMES as u64);
+        let end = base
+            .saturating_add(len)
+            .div_ceil(FRAME_BYTES)
+            .min(FRAMES as u64);
         if end > first {
             m.set_range(first as usize, (end - first) as usize, true);
             log::debug!("frames: reserved {base:#x}..{:#x} ({what})", base + len);
@@ -119,11 +137,18 @@ pub fn alloc_zeroed(count: usize) -> Option<u64> {
 
 /// Returns frames to the allocator. Freeing a frame twice is a kernel bug: asserted.
 pub fn free(addr: u64, count: usize) {
-    assert!(addr % FRAME_BYTES == 0, "free of unaligned frame {addr:#x}");
+    assert!(
+        addr.is_multiple_of(FRAME_BYTES),
+        "free of unaligned frame {addr:#x}"
+    );
     let mut m = FRAMES_MAP.lock();
     let first = (addr / FRAME_BYTES) as usize;
     for f in first..first + count {
-        assert!(!m.is_free(f), "double free of frame {:#x}", f as u64 * FRAME_BYTES);
+        assert!(
+            !m.is_free(f),
+            "double free of frame {:#x}",
+            f as u64 * FRAME_BYTES
+        );
     }
     m.set_range(first, count, false);
 }

@@ -15,7 +15,10 @@ pub struct KernelHeap {
 }
 
 #[global_allocator]
-pub static HEAP: KernelHeap = KernelHeap { heap: Mutex::new(Heap::empty()), failures: AtomicU64::new(0) };
+pub static HEAP: KernelHeap = KernelHeap {
+    heap: Mutex::new(Heap::empty()),
+    failures: AtomicU64::new(0),
+};
 
 /// Heap size: a quarter of usable RAM, between 4 MiB and 256 MiB.
 pub fn size_for(usable_bytes: u64) -> u64 {
