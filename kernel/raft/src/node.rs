@@ -150,6 +150,7 @@ struct IncomingSnapshot {
 }
 
 /// One Raft participant. See the crate docs for the calling contract.
+#[derive(Clone, Debug)]
 pub struct RaftNode<S: Storage> {
     id: NodeId,
     cfg: Config,
