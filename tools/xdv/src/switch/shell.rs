@@ -12,9 +12,9 @@ use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,20 @@ pub fn port_socket_path(dir: &Path, port: Port) -> PathBuf {
 /// Socket node `port`'s QEMU binds (`local.path`); the switch sends there.
 pub fn node_socket_path(dir: &Path, port: Port) -> PathBuf {
     dir.join(format!("node-{port}.sock"))
+}
+
+/// Stream socket the switch listens on for port `port` (QEMU `-netdev stream` client;
+/// frames carry a 4-byte big-endian length prefix). Optional alternative to the dgram pair.
+pub fn stream_socket_path(dir: &Path, port: Port) -> PathBuf {
+    dir.join(format!("sw-{port}.stream"))
+}
+
+/// The `-netdev` argument that attaches node `port`'s QEMU through the stream socket.
+pub fn qemu_stream_netdev_arg(dir: &Path, port: Port, id: &str) -> String {
+    format!(
+        "stream,id={id},server=off,addr.type=unix,addr.path={}",
+        stream_socket_path(dir, port).display()
+    )
 }
 
 /// The control socket (unix stream, one command per connection).
@@ -115,6 +129,7 @@ impl Drop for SwitchHandle {
 fn remove_sockets(dir: &Path, ports: u16) {
     for p in 1..=ports {
         let _ = std::fs::remove_file(port_socket_path(dir, p));
+        let _ = std::fs::remove_file(stream_socket_path(dir, p));
     }
     let _ = std::fs::remove_file(control_socket_path(dir));
 }
@@ -159,9 +174,28 @@ pub fn spawn(config: SwitchConfig) -> Result<SwitchHandle> {
         sock.set_read_timeout(Some(POLL_INTERVAL))?;
         let rx_sock = sock.try_clone()?;
         threads.push(spawn_receiver(port, rx_sock, tx.clone(), stop.clone())?);
+        let stream: StreamSlot = Arc::new(Mutex::new(None));
+        let spath = stream_socket_path(&config.dir, port);
+        let listener =
+            UnixListener::bind(&spath).with_context(|| format!("binding {}", spath.display()))?;
+        listener.set_nonblocking(true)?;
+        threads.push(spawn_stream_port(
+            port,
+            listener,
+            stream.clone(),
+            tx.clone(),
+            stop.clone(),
+        )?);
         let (ptx, prx) = mpsc::sync_channel::<Vec<u8>>(TX_QUEUE_FRAMES);
         let dest = node_socket_path(&config.dir, port);
-        threads.push(spawn_sender(port, sock, dest, prx, tx_errors.clone())?);
+        threads.push(spawn_sender(
+            port,
+            sock,
+            stream,
+            dest,
+            prx,
+            tx_errors.clone(),
+        )?);
         senders.push(Some(ptx));
     }
     let listener =
@@ -224,9 +258,105 @@ fn spawn_receiver(
         })?)
 }
 
+/// The stream connection of one port, if a QEMU `stream` client is attached.
+type StreamSlot = Arc<Mutex<Option<UnixStream>>>;
+
+/// Bytes of the length prefix of the stream framing (QEMU `-netdev stream`).
+const STREAM_PREFIX_LEN: usize = 4;
+
+/// Accepts one stream client at a time on a port; reads its length-prefixed frames into
+/// the main loop until it disconnects, then accepts the next (a restarted QEMU).
+fn spawn_stream_port(
+    port: Port,
+    listener: UnixListener,
+    slot: StreamSlot,
+    tx: SyncSender<Event>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>> {
+    Ok(std::thread::Builder::new()
+        .name(format!("sw-st-{port}"))
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let conn = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("xdv switch: port {port}: stream accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                if let Err(e) = serve_stream(port, conn, &slot, &tx, &stop) {
+                    eprintln!("xdv switch: port {port}: stream client: {e:#}");
+                }
+                if let Ok(mut g) = slot.lock() {
+                    *g = None;
+                }
+            }
+        })?)
+}
+
+/// Reads QEMU stream framing (`[u32 BE length][frame]`) from one client.
+fn serve_stream(
+    port: Port,
+    conn: UnixStream,
+    slot: &StreamSlot,
+    tx: &SyncSender<Event>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(POLL_INTERVAL))?;
+    conn.set_write_timeout(Some(CONTROL_TIMEOUT))?;
+    if let Ok(mut g) = slot.lock() {
+        *g = Some(conn.try_clone()?);
+    }
+    let mut reader = conn;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while buf.len() - at >= STREAM_PREFIX_LEN {
+            let mut len_be = [0u8; STREAM_PREFIX_LEN];
+            len_be.copy_from_slice(&buf[at..at + STREAM_PREFIX_LEN]);
+            let len = u32::from_be_bytes(len_be) as usize;
+            if len > MAX_ETH_FRAME_BYTES {
+                bail!("frame length {len} over {MAX_ETH_FRAME_BYTES}; connection closed");
+            }
+            if buf.len() - at < STREAM_PREFIX_LEN + len {
+                break;
+            }
+            let frame = buf[at + STREAM_PREFIX_LEN..at + STREAM_PREFIX_LEN + len].to_vec();
+            at += STREAM_PREFIX_LEN + len;
+            if tx.send(Event::Frame(port, frame)).is_err() {
+                return Ok(());
+            }
+        }
+        buf.drain(..at);
+    }
+    Ok(())
+}
+
 fn spawn_sender(
     port: Port,
     sock: UnixDatagram,
+    stream: StreamSlot,
     dest: PathBuf,
     rx: Receiver<Vec<u8>>,
     errors: Arc<Vec<AtomicU64>>,
@@ -236,8 +366,20 @@ fn spawn_sender(
         .spawn(move || {
             // Ends when the main loop drops the queue's sender.
             while let Ok(frame) = rx.recv() {
-                // ENOENT / ECONNREFUSED: the node is not attached (yet); counted, not fatal.
-                if sock.send_to(&frame, &dest).is_err() {
+                // A stream client, when attached, takes the port's traffic.
+                let mut guard = stream.lock().ok();
+                let sent = match guard.as_deref_mut().and_then(Option::as_mut) {
+                    Some(conn) => {
+                        let len = (frame.len() as u32).to_be_bytes();
+                        conn.write_all(&len)
+                            .and_then(|_| conn.write_all(&frame))
+                            .is_ok()
+                    }
+                    // ENOENT / ECONNREFUSED: the node is not attached (yet); counted.
+                    None => sock.send_to(&frame, &dest).is_ok(),
+                };
+                drop(guard);
+                if !sent {
                     errors[port as usize].fetch_add(1, Ordering::Relaxed);
                 }
             }

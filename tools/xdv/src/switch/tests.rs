@@ -399,3 +399,52 @@ fn bench_forwarding_report() {
     let (fps, mbps) = super::bench_forwarding(Duration::from_secs(2)).unwrap();
     println!("switch forwarding: {fps:.0} frames/s, {mbps:.1} MB/s (1500-byte frames)");
 }
+
+/// A QEMU-style stream client (`[u32 BE length][frame]`) on port 2 talks to a datagram
+/// node on port 1; after it disconnects, the port falls back to the datagram socket.
+#[test]
+fn stream_client_and_datagram_node() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let dir = temp_dir("stream");
+    let sw = spawn(SwitchConfig {
+        dir: dir.clone(),
+        ports: 2,
+        seed: 1,
+        faults: Faults::default(),
+    })
+    .unwrap();
+    let n1 = UnixDatagram::bind(node_socket_path(&dir, 1)).unwrap();
+    n1.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut s2 = UnixStream::connect(stream_socket_path(&dir, 2)).unwrap();
+    s2.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let f = test_frame(BCAST, B, 1, 300);
+    // Two frames in one write, split oddly: the reader must reassemble them.
+    let mut bytes = Vec::new();
+    for _ in 0..2 {
+        bytes.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&f);
+    }
+    s2.write_all(&bytes[..7]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    s2.write_all(&bytes[7..]).unwrap();
+    assert_eq!(recv_frame(&n1).unwrap(), f);
+    assert_eq!(recv_frame(&n1).unwrap(), f);
+    // The connection was registered before its first frame was read, so the reply
+    // goes out on the stream, not to the (absent) datagram node socket.
+    let reply = test_frame(B, A, 2, 80);
+    n1.send_to(&reply, port_socket_path(&dir, 1)).unwrap();
+    let mut len = [0u8; 4];
+    s2.read_exact(&mut len).unwrap();
+    assert_eq!(u32::from_be_bytes(len) as usize, reply.len());
+    let mut got = vec![0u8; reply.len()];
+    s2.read_exact(&mut got).unwrap();
+    assert_eq!(got, reply);
+    // An oversized length closes the stream connection.
+    s2.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let mut one = [0u8; 1];
+    assert_eq!(s2.read(&mut one).unwrap_or(0), 0);
+    sw.shutdown().unwrap();
+    assert!(!stream_socket_path(&dir, 2).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
