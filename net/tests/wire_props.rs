@@ -396,6 +396,29 @@ fn push_accepts_only_what_fits_and_full_buffer_pops() {
 fn crc32_check_value() {
     assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
     assert_eq!(crc32(&[b"1234", b"56789"]), 0xCBF4_3926);
+    assert_eq!(crc32(&[b""]), 0);
+    // The 8-byte path agrees with a bit-at-a-time reference at every length and split.
+    let data: Vec<u8> = (0..100u32).map(|i| (i * 37 + 11) as u8).collect();
+    let reference = |d: &[u8]| {
+        let mut c = !0u32;
+        for &b in d {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    for len in 0..data.len() {
+        let d = &data[..len];
+        assert_eq!(crc32(&[d]), reference(d), "len {len}");
+        let split = len / 3;
+        assert_eq!(crc32(&[&d[..split], &d[split..]]), reference(d));
+    }
 }
 
 #[test]
@@ -520,4 +543,28 @@ fn read_frame_from_a_reader() {
     let mut garbage = std::io::Cursor::new(vec![0xffu8; 100]);
     let e = read_frame(&mut garbage, &mut FrameDecoder::new()).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn byte_fields_encode_like_plain_postcard_vecs() {
+    // Opaque payloads are written as serde bytes for speed; in postcard that is the same
+    // encoding as a Vec<u8> sequence, so any postcard peer can produce or read them.
+    let payload: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    let f = encode_frame(&header(), &ClusterMessage::Raft(payload.clone())).unwrap();
+    assert_eq!(
+        Frame::new_checked(&f[..]).unwrap().body(),
+        &postcard::to_allocvec(&payload).unwrap()[..]
+    );
+    #[derive(serde::Serialize)]
+    struct PlainPing {
+        seq: u64,
+        payload: Vec<u8>,
+    }
+    let plain = postcard::to_allocvec(&PlainPing {
+        seq: 300,
+        payload: payload.clone(),
+    })
+    .unwrap();
+    let f = encode_frame(&header(), &ClusterMessage::Ping(Ping { seq: 300, payload })).unwrap();
+    assert_eq!(Frame::new_checked(&f[..]).unwrap().body(), &plain[..]);
 }
