@@ -20,5 +20,5 @@ pub use bench::{BENCH_FRAME_BYTES, bench_forwarding};
 pub use core::{Command, Delivery, Faults, Port, PortStats, SplitMix64, SwitchCore, SwitchError};
 pub use shell::{
     SwitchConfig, SwitchHandle, control, control_socket_path, node_socket_path, port_socket_path,
-    qemu_netdev_arg, qemu_stream_netdev_arg, run, spawn, stream_socket_path,
+    qemu_netdev_arg, qemu_stream_netdev_arg, run, spawn, stream_socket_path, wait_ready,
 };

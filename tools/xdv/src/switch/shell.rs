@@ -502,6 +502,24 @@ fn send_all(core: &mut SwitchCore, senders: &[Option<SyncSender<Vec<u8>>>], out:
     }
 }
 
+/// Waits until a switch answers on `dir`'s control socket (e.g. after starting
+/// `xdv switch` as a child process), polling every 20 ms up to `timeout`.
+pub fn wait_ready(dir: &Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match control(dir, "faults") {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!(
+                    "switch in {} not ready after {timeout:?}",
+                    dir.display()
+                )));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Sends one command line to the switch whose sockets are in `dir` and returns its
 /// reply. A reply starting with `error:` becomes an `Err`.
 pub fn control(dir: &Path, command: &str) -> Result<String> {

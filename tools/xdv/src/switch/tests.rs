@@ -275,6 +275,7 @@ fn recv_frame(sock: &UnixDatagram) -> Option<Vec<u8>> {
 fn sockets_end_to_end() {
     let started = Instant::now();
     let dir = temp_dir("e2e");
+    assert!(wait_ready(&dir, Duration::from_millis(50)).is_err());
     let sw = spawn(SwitchConfig {
         dir: dir.clone(),
         ports: 2,
@@ -292,10 +293,11 @@ fn sockets_end_to_end() {
         })
         .is_err()
     );
+    wait_ready(&dir, Duration::from_secs(5)).unwrap();
     let n1 = UnixDatagram::bind(node_socket_path(&dir, 1)).unwrap();
     let n2 = UnixDatagram::bind(node_socket_path(&dir, 2)).unwrap();
     for n in [&n1, &n2] {
-        n.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        n.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     }
     let (sw1, sw2) = (port_socket_path(&dir, 1), port_socket_path(&dir, 2));
 
@@ -315,7 +317,7 @@ fn sockets_end_to_end() {
         .unwrap();
     assert!(recv_frame(&n2).is_none());
     assert_eq!(control(&dir, "heal").unwrap(), "ok: healed");
-    n2.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    n2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     n1.send_to(&test_frame(B, A, 101, 60), &sw1).unwrap();
     assert_eq!(recv_frame(&n2).unwrap(), test_frame(B, A, 101, 60));
 
