@@ -1,0 +1,495 @@
+//! PCI / PCIe configuration space: enumeration, BAR decoding and sizing, capability
+//! walks, enabling a device. Configuration access is a trait with two register-level
+//! implementations: ECAM (PCIe, base from the ACPI MCFG table) and the legacy
+//! 0xCF8/0xCFC ports (fallback for the `pc` machine).
+
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Most functions enumerated (a limit on work and memory at boot).
+pub const MAX_FUNCTIONS: usize = 256;
+/// Most capabilities followed per function (the list could loop).
+pub const MAX_CAPS: usize = 48;
+
+/// Bus / device / function.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bdf {
+    pub bus: u8,
+    pub dev: u8,
+    pub func: u8,
+}
+
+impl fmt::Display for Bdf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.dev, self.func)
+    }
+}
+
+/// 32-bit configuration access.
+pub trait ConfigSpace {
+    fn read32(&self, bdf: Bdf, offset: u16) -> u32;
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32);
+
+    fn read16(&self, bdf: Bdf, offset: u16) -> u16 {
+        (self.read32(bdf, offset & !3) >> ((offset & 2) * 8)) as u16
+    }
+    fn read8(&self, bdf: Bdf, offset: u16) -> u8 {
+        (self.read32(bdf, offset & !3) >> ((offset & 3) * 8)) as u8
+    }
+}
+
+/// PCIe enhanced configuration access (memory-mapped).
+pub struct Ecam {
+    base: usize,
+    pub start_bus: u8,
+    pub end_bus: u8,
+}
+
+impl Ecam {
+    /// # Safety
+    /// `base` must be the virtual address of the ECAM window for buses
+    /// `start_bus..=end_bus`, mapped uncached, valid for the kernel's lifetime.
+    pub unsafe fn new(base: usize, start_bus: u8, end_bus: u8) -> Ecam {
+        Ecam {
+            base,
+            start_bus,
+            end_bus,
+        }
+    }
+
+    fn addr(&self, bdf: Bdf, offset: u16) -> Option<usize> {
+        if bdf.bus < self.start_bus
+            || bdf.bus > self.end_bus
+            || bdf.dev > 31
+            || bdf.func > 7
+            || offset > 0xffc
+        {
+            return None;
+        }
+        let rel = (usize::from(bdf.bus - self.start_bus) << 20)
+            | (usize::from(bdf.dev) << 15)
+            | (usize::from(bdf.func) << 12)
+            | usize::from(offset & !3);
+        Some(self.base + rel)
+    }
+}
+
+impl ConfigSpace for Ecam {
+    fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
+        match self.addr(bdf, offset) {
+            // SAFETY: `addr` is inside the ECAM window (checked bounds), which `new`'s
+            // contract says is mapped uncached; config reads have no side effects.
+            Some(a) => unsafe { core::ptr::read_volatile(a as *const u32) },
+            None => u32::MAX,
+        }
+    }
+
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
+        if let Some(a) = self.addr(bdf, offset) {
+            // SAFETY: as in `read32`; the caller chose the register to write.
+            unsafe { core::ptr::write_volatile(a as *mut u32, value) }
+        }
+    }
+}
+
+/// Legacy configuration mechanism #1 (ports 0xCF8/0xCFC), 256 bytes per function.
+pub struct PortIo;
+
+impl PortIo {
+    fn select(bdf: Bdf, offset: u16) -> Option<u32> {
+        (offset < 256 && bdf.dev < 32 && bdf.func < 8).then(|| {
+            0x8000_0000
+                | (u32::from(bdf.bus) << 16)
+                | (u32::from(bdf.dev) << 11)
+                | (u32::from(bdf.func) << 8)
+                | u32::from(offset & 0xfc)
+        })
+    }
+}
+
+impl ConfigSpace for PortIo {
+    fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
+        let Some(sel) = Self::select(bdf, offset) else {
+            return u32::MAX;
+        };
+        // SAFETY: 0xCF8/0xCFC are the PCI configuration ports; the kernel accesses them
+        // only through this type, from one CPU at boot or under the console lock.
+        unsafe {
+            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(sel);
+            x86_64::instructions::port::Port::<u32>::new(0xcfc).read()
+        }
+    }
+
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
+        let Some(sel) = Self::select(bdf, offset) else {
+            return;
+        };
+        // SAFETY: as in `read32`.
+        unsafe {
+            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(sel);
+            x86_64::instructions::port::Port::<u32>::new(0xcfc).write(value);
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BarKind {
+    Mem32,
+    Mem64,
+    Io,
+}
+
+/// A decoded, sized base address register.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Bar {
+    pub index: u8,
+    pub kind: BarKind,
+    pub addr: u64,
+    pub size: u64,
+    pub prefetchable: bool,
+}
+
+/// A capability: its id and where it sits in configuration space.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Capability {
+    pub id: u8,
+    pub offset: u8,
+}
+
+impl Capability {
+    pub fn name(&self) -> &'static str {
+        match self.id {
+            0x01 => "pm",
+            0x05 => "msi",
+            0x09 => "vendor",
+            0x10 => "pcie",
+            0x11 => "msix",
+            _ => "other",
+        }
+    }
+}
+
+/// One PCI function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciDevice {
+    pub bdf: Bdf,
+    pub vendor: u16,
+    pub device: u16,
+    pub class: u8,
+    pub subclass: u8,
+    pub prog_if: u8,
+    pub header_type: u8,
+    pub bars: Vec<Bar>,
+    pub caps: Vec<Capability>,
+}
+
+impl PciDevice {
+    pub fn bar(&self, index: u8) -> Option<&Bar> {
+        self.bars.iter().find(|b| b.index == index)
+    }
+
+    pub fn caps_with_id(&self, id: u8) -> impl Iterator<Item = &Capability> {
+        self.caps.iter().filter(move |c| c.id == id)
+    }
+}
+
+fn size_label(f: &mut fmt::Formatter<'_>, size: u64) -> fmt::Result {
+    match size {
+        s if s >= 1 << 30 => write!(f, "{}G", s >> 30),
+        s if s >= 1 << 20 => write!(f, "{}M", s >> 20),
+        s if s >= 1 << 10 => write!(f, "{}K", s >> 10),
+        s => write!(f, "{s}"),
+    }
+}
+
+impl fmt::Display for PciDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {:04x}:{:04x} class {:02x}.{:02x}.{:02x}",
+            self.bdf, self.vendor, self.device, self.class, self.subclass, self.prog_if
+        )?;
+        for b in &self.bars {
+            let kind = match b.kind {
+                BarKind::Mem32 => "mem32",
+                BarKind::Mem64 => "mem64",
+                BarKind::Io => "io",
+            };
+            write!(
+                f,
+                " bar{}={kind}{}@{:#x}/",
+                b.index,
+                if b.prefetchable { ",pf" } else { "" },
+                b.addr
+            )?;
+            size_label(f, b.size)?;
+        }
+        if !self.caps.is_empty() {
+            f.write_str(" caps=")?;
+            for (i, c) in self.caps.iter().enumerate() {
+                write!(
+                    f,
+                    "{}{}@{:#x}",
+                    if i > 0 { "," } else { "" },
+                    c.name(),
+                    c.offset
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const COMMAND: u16 = 0x04;
+const CMD_IO: u32 = 1;
+const CMD_MEM: u32 = 1 << 1;
+const CMD_BUS_MASTER: u32 = 1 << 2;
+
+/// Decodes and sizes the BARs of a type-0 function (decoding disabled meanwhile).
+fn read_bars(cfg: &dyn ConfigSpace, bdf: Bdf, count: u8) -> Vec<Bar> {
+    let cmd = cfg.read32(bdf, COMMAND);
+    cfg.write32(bdf, COMMAND, cmd & !(CMD_IO | CMD_MEM));
+    let mut bars = Vec::new();
+    let mut i = 0u8;
+    while i < count {
+        let off = 0x10 + u16::from(i) * 4;
+        let orig = cfg.read32(bdf, off);
+        cfg.write32(bdf, off, u32::MAX);
+        let probe = cfg.read32(bdf, off);
+        cfg.write32(bdf, off, orig);
+        if orig & 1 == 1 {
+            let mask = probe & !0x3;
+            if mask != 0 {
+                let size = u64::from((!mask).wrapping_add(1) & 0xffff);
+                bars.push(Bar {
+                    index: i,
+                    kind: BarKind::Io,
+                    addr: u64::from(orig & !0x3),
+                    size,
+                    prefetchable: false,
+                });
+            }
+            i += 1;
+            continue;
+        }
+        let prefetchable = orig & 0x8 != 0;
+        if (orig >> 1) & 0x3 == 0x2 && i + 1 < count {
+            let hi_off = off + 4;
+            let orig_hi = cfg.read32(bdf, hi_off);
+            cfg.write32(bdf, hi_off, u32::MAX);
+            let probe_hi = cfg.read32(bdf, hi_off);
+            cfg.write32(bdf, hi_off, orig_hi);
+            let mask = (u64::from(probe_hi) << 32) | u64::from(probe & !0xf);
+            if mask != 0 {
+                let addr = (u64::from(orig_hi) << 32) | u64::from(orig & !0xf);
+                bars.push(Bar {
+                    index: i,
+                    kind: BarKind::Mem64,
+                    addr,
+                    size: (!mask).wrapping_add(1),
+                    prefetchable,
+                });
+            }
+            i += 2;
+        } else {
+            let mask = probe & !0xf;
+            if mask != 0 {
+                let size = u64::from((!mask).wrapping_add(1));
+                bars.push(Bar {
+                    index: i,
+                    kind: BarKind::Mem32,
+                    addr: u64::from(orig & !0xf),
+                    size,
+                    prefetchable,
+                });
+            }
+            i += 1;
+        }
+    }
+    cfg.write32(bdf, COMMAND, cmd);
+    bars
+}
+
+fn read_caps(cfg: &dyn ConfigSpace, bdf: Bdf) -> Vec<Capability> {
+    let mut caps = Vec::new();
+    let status = cfg.read16(bdf, 0x06);
+    if status & (1 << 4) == 0 {
+        return caps;
+    }
+    let mut ptr = cfg.read8(bdf, 0x34) & !3;
+    while ptr >= 0x40 && caps.len() < MAX_CAPS {
+        let id = cfg.read8(bdf, u16::from(ptr));
+        caps.push(Capability { id, offset: ptr });
+        ptr = cfg.read8(bdf, u16::from(ptr) + 1) & !3;
+    }
+    caps
+}
+
+fn probe(cfg: &dyn ConfigSpace, bdf: Bdf) -> Option<PciDevice> {
+    let id = cfg.read32(bdf, 0);
+    let vendor = id as u16;
+    if vendor == 0xffff || vendor == 0 {
+        return None;
+    }
+    let class = cfg.read32(bdf, 0x08);
+    let header_type = cfg.read8(bdf, 0x0e);
+    let bar_count = match header_type & 0x7f {
+        0 => 6,
+        1 => 2,
+        _ => 0,
+    };
+    Some(PciDevice {
+        bdf,
+        vendor,
+        device: (id >> 16) as u16,
+        class: (class >> 24) as u8,
+        subclass: (class >> 16) as u8,
+        prog_if: (class >> 8) as u8,
+        header_type,
+        bars: read_bars(cfg, bdf, bar_count),
+        caps: read_caps(cfg, bdf),
+    })
+}
+
+/// Enumerates every function on buses `first..=last` (brute force; cheap on QEMU).
+pub fn enumerate(cfg: &dyn ConfigSpace, first: u8, last: u8) -> Vec<PciDevice> {
+    let mut out = Vec::new();
+    for bus in first..=last {
+        for dev in 0..32 {
+            let Some(f0) = probe(cfg, Bdf { bus, dev, func: 0 }) else {
+                continue;
+            };
+            let multi = f0.header_type & 0x80 != 0;
+            out.push(f0);
+            if multi {
+                for func in 1..8 {
+                    if let Some(d) = probe(cfg, Bdf { bus, dev, func }) {
+                        out.push(d);
+                    }
+                }
+            }
+            if out.len() >= MAX_FUNCTIONS {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// Enables memory decoding and, if asked, bus mastering (DMA).
+pub fn enable(cfg: &dyn ConfigSpace, dev: &PciDevice, bus_master: bool) {
+    let cmd = cfg.read32(dev.bdf, COMMAND) & 0xffff;
+    let want = cmd | CMD_MEM | CMD_IO | if bus_master { CMD_BUS_MASTER } else { 0 };
+    cfg.write32(dev.bdf, COMMAND, want);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    /// A fake configuration space with BAR sizing masks.
+    struct Fake {
+        regs: RefCell<BTreeMap<(Bdf, u16), u32>>,
+        masks: BTreeMap<(Bdf, u16), u32>,
+    }
+
+    impl ConfigSpace for Fake {
+        fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
+            *self
+                .regs
+                .borrow()
+                .get(&(bdf, offset))
+                .unwrap_or(&if offset == 0 { u32::MAX } else { 0 })
+        }
+        fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
+            let v = match self.masks.get(&(bdf, offset)) {
+                Some(m) => (value & m) | (self.read32(bdf, offset) & !m & 0xf),
+                None => value,
+            };
+            self.regs.borrow_mut().insert((bdf, offset), v);
+        }
+    }
+
+    fn fake() -> Fake {
+        let d = Bdf {
+            bus: 0,
+            dev: 2,
+            func: 0,
+        };
+        let mut regs = BTreeMap::new();
+        regs.insert((d, 0), 0x1041_1af4);
+        regs.insert((d, 0x08), 0x0200_0001);
+        regs.insert((d, 0x0c), 0);
+        regs.insert((d, 0x04), 0x0010_0000); // status: capability list
+        regs.insert((d, 0x10), 0xfebd_1000); // BAR0 mem32 4K
+        regs.insert((d, 0x20), 0xfe00_000c); // BAR4 mem64 prefetchable 16K
+        regs.insert((d, 0x24), 0);
+        regs.insert((d, 0x34), 0x40);
+        regs.insert((d, 0x40), 0x0000_5011); // msix, next 0x50
+        regs.insert((d, 0x50), 0x0000_0009); // vendor, end
+        let mut masks = BTreeMap::new();
+        masks.insert((d, 0x10), 0xffff_f000);
+        masks.insert((d, 0x20), 0xffff_c000);
+        masks.insert((d, 0x24), 0xffff_ffff);
+        masks.insert((d, 0x14), 0);
+        masks.insert((d, 0x18), 0);
+        masks.insert((d, 0x1c), 0);
+        Fake {
+            regs: RefCell::new(regs),
+            masks,
+        }
+    }
+
+    #[test]
+    fn enumerates_sizes_bars_and_walks_caps() {
+        let f = fake();
+        let devs = enumerate(&f, 0, 0);
+        assert_eq!(devs.len(), 1);
+        let d = &devs[0];
+        assert_eq!((d.vendor, d.device, d.class), (0x1af4, 0x1041, 0x02));
+        assert_eq!(d.bars.len(), 2, "{:?}", d.bars);
+        assert_eq!(
+            d.bars[0],
+            Bar {
+                index: 0,
+                kind: BarKind::Mem32,
+                addr: 0xfebd_1000,
+                size: 4096,
+                prefetchable: false
+            }
+        );
+        assert_eq!(d.bars[1].kind, BarKind::Mem64);
+        assert_eq!(
+            (d.bars[1].addr, d.bars[1].size, d.bars[1].prefetchable),
+            (0xfe00_0000, 16 << 10, true)
+        );
+        assert_eq!(
+            d.caps.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            ["msix", "vendor"]
+        );
+        // Sizing restored the original BAR values.
+        assert_eq!(f.read32(d.bdf, 0x10), 0xfebd_1000);
+        let text = d.to_string();
+        assert!(
+            text.contains("1af4:1041") && text.contains("bar4=mem64,pf@0xfe000000/16K"),
+            "{text}"
+        );
+        enable(&f, d, true);
+        assert_eq!(f.read32(d.bdf, 0x04) & 0x7, 0x7);
+    }
+
+    #[test]
+    fn looping_capability_list_is_bounded() {
+        let f = fake();
+        let d = Bdf {
+            bus: 0,
+            dev: 2,
+            func: 0,
+        };
+        f.regs.borrow_mut().insert((d, 0x50), 0x0000_4009); // points back to 0x40
+        let devs = enumerate(&f, 0, 0);
+        assert_eq!(devs[0].caps.len(), MAX_CAPS);
+    }
+}
