@@ -1047,6 +1047,132 @@ pub fn read_frame<R: std::io::Read>(
     }
 }
 
+/// One malformed input for robustness tests, and the error kind a decoder must report.
+#[derive(Clone, Debug)]
+pub struct BadSample {
+    pub name: &'static str,
+    /// Bytes to send on a fresh connection (then close the sending side).
+    pub bytes: Vec<u8>,
+    /// [`WireError::kind_index`] of the error the receiving decoder reports.
+    pub kind_index: usize,
+}
+
+/// One sample per receive-side [`WireError`] kind (plus pure garbage), for tests that
+/// throw bad input at a node's peer or management port and expect the matching counter
+/// to rise while the node keeps serving.
+pub fn bad_frame_samples() -> Vec<BadSample> {
+    let header = FrameHeader {
+        source: HOST_NODE,
+        target: NodeId(1),
+        timestamp: Timestamp(1),
+        message_id: 1,
+    };
+    let msg = ClusterMessage::Ping(Ping {
+        seq: 1,
+        payload: alloc::vec![0xAB; 16],
+    });
+    // `encode_frame` cannot fail for this small, valid message; an empty frame would
+    // only make the samples below fail their own test.
+    let good = encode_frame(&header, &msg).unwrap_or_default();
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.clone();
+        if b.len() >= FRAME_OVERHEAD_BYTES {
+            f(&mut b);
+        }
+        b
+    };
+    let refill = |b: &mut Vec<u8>| Frame::new_unchecked(&mut b[..]).fill_checksum();
+    let sample = |name, bytes, e: WireError| BadSample {
+        name,
+        bytes,
+        kind_index: e.kind_index(),
+    };
+    let any_len = WireError::LengthMismatch {
+        length: 0,
+        body_len: 0,
+    };
+    alloc::vec![
+        sample(
+            "oversized",
+            with(&|b| b[0..4].copy_from_slice(&(MAX_FRAME_BYTES as u32 + 1).to_le_bytes())),
+            WireError::LengthOverLimit {
+                length: 0,
+                limit: 0
+            },
+        ),
+        sample(
+            "garbage",
+            alloc::vec![0x47; 64],
+            WireError::LengthOverLimit {
+                length: 0,
+                limit: 0
+            }
+        ),
+        sample(
+            "short_length",
+            with(&|b| b[0..4].copy_from_slice(&8u32.to_le_bytes())),
+            any_len.clone()
+        ),
+        sample(
+            "body_len_mismatch",
+            with(&|b| Frame::new_unchecked(&mut b[..]).set_body_len(3)),
+            any_len,
+        ),
+        sample(
+            "bad_magic",
+            with(&|b| b[4] = b'Z'),
+            WireError::BadMagic([0; 4])
+        ),
+        sample(
+            "unknown_version",
+            with(&|b| {
+                Frame::new_unchecked(&mut b[..]).set_version(PROTOCOL_VERSION + 1);
+                refill(b);
+            }),
+            WireError::UnknownVersion(0),
+        ),
+        sample(
+            "unknown_type",
+            with(&|b| {
+                Frame::new_unchecked(&mut b[..]).set_msg_type(0x7777);
+                refill(b);
+            }),
+            WireError::UnknownType(0),
+        ),
+        sample(
+            "truncated",
+            good[..good.len().saturating_sub(5)].to_vec(),
+            WireError::Truncated {
+                needed: 0,
+                available: 0
+            },
+        ),
+        sample(
+            "bad_checksum",
+            with(&|b| {
+                let last = b.len() - 1;
+                b[last] ^= 1;
+            }),
+            WireError::BadChecksum {
+                expected: 0,
+                actual: 0
+            },
+        ),
+        sample(
+            "bad_body",
+            with(&|b| {
+                // A Ping body declared as an Auth: postcard cannot decode it as one.
+                Frame::new_unchecked(&mut b[..]).set_msg_type(MessageType::Auth as u16);
+                refill(b);
+            }),
+            WireError::BadBody {
+                msg_type: 0,
+                reason: ""
+            },
+        ),
+    ]
+}
+
 /// The fuzz target's body (also run by a bounded smoke test): decodes `data` as a
 /// stream in chunks chosen by the data itself, checks the decoder's contract and that
 /// every decoded frame re-encodes to a frame that decodes to the same value. Panics only

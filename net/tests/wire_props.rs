@@ -568,3 +568,17 @@ fn byte_fields_encode_like_plain_postcard_vecs() {
     let f = encode_frame(&header(), &ClusterMessage::Ping(Ping { seq: 300, payload })).unwrap();
     assert_eq!(Frame::new_checked(&f[..]).unwrap().body(), &plain[..]);
 }
+
+#[test]
+fn bad_frame_samples_produce_their_error() {
+    let samples = bad_frame_samples();
+    assert_eq!(samples.len(), 10);
+    let mut kinds = std::collections::BTreeSet::new();
+    for s in &samples {
+        let e = first_error(&s.bytes);
+        assert_eq!(e.kind_index(), s.kind_index, "{}: got {e}", s.name);
+        kinds.insert(s.kind_index);
+    }
+    // Every receive-side kind is covered (all but BufferTooSmall).
+    assert_eq!(kinds.len(), WireError::KINDS - 1);
+}
