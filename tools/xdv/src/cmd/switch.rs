@@ -21,7 +21,7 @@ pub struct Args {
     /// Number of ports; port N is node N (1..=N).
     #[arg(long, default_value_t = 3)]
     ports: u16,
-    /// Directory for the sockets (sw-N.sock, node-N.sock, ctl.sock).
+    /// Directory for the sockets (sw-N.sock, sw-N.stream, node-N.sock, ctl.sock).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
     /// Seed of the fault generator (same seed, same faults).
