@@ -17,6 +17,7 @@ mod console;
 mod executor;
 mod ktest;
 mod mem;
+mod net;
 mod rt;
 mod serial;
 mod smp;
@@ -104,13 +105,15 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     arch::paging::refine(info);
     init_memory(info, opts, proto, info_addr);
     time::init();
-    match acpi::read() {
+    let acpi = acpi::read();
+    match &acpi {
         Some(a) if !a.apic_ids.is_empty() => smp::start_aps(a.lapic_base, &a.apic_ids),
         _ => {
             log::warn!("acpi: no MADT; running on the boot CPU only");
             smp::start_aps(0xfee0_0000, &[]);
         }
     }
+    net::init(acpi.as_ref().and_then(|a| a.ecam));
     executor::init(smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;
@@ -123,7 +126,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     if let Some(test) = opts.test() {
         ktest::run(test);
     }
-    console::run(|| {})
+    console::run(net::poll)
 }
 
 fn init_memory(info: &BootInfo, opts: &KernelOptions, proto: u32, info_addr: u32) {

@@ -54,6 +54,24 @@ pub static COMMANDS: &[Command] = &[
         run: halt,
     },
     Command {
+        name: "pci",
+        args: "",
+        summary: "PCI functions: ids, class, BARs, capabilities",
+        run: pci_cmd,
+    },
+    Command {
+        name: "net",
+        args: "",
+        summary: "NICs: MAC, IP, link, counters",
+        run: net_cmd,
+    },
+    Command {
+        name: "ping",
+        args: "<ip> [count]",
+        summary: "ICMP echo over the peer NIC with round-trip times",
+        run: ping_cmd,
+    },
+    Command {
         name: "runq",
         args: "",
         summary: "per-core run queues: depth, tasks run, ticks",
@@ -175,4 +193,33 @@ fn halt(args: &[&str]) -> Result<(), CmdError> {
     println!("xdv: halted");
     smp::stop_others();
     arch::exit_qemu(arch::exit_code::HALT)
+}
+
+fn pci_cmd(args: &[&str]) -> Result<(), CmdError> {
+    no_args("pci", args)?;
+    crate::net::print_pci();
+    Ok(())
+}
+
+fn net_cmd(args: &[&str]) -> Result<(), CmdError> {
+    no_args("net", args)?;
+    crate::net::print_net();
+    Ok(())
+}
+
+fn ping_cmd(args: &[&str]) -> Result<(), CmdError> {
+    let (ip, count) = match args {
+        [ip] => (ip, "4"),
+        [ip, n] => (ip, *n),
+        _ => return Err(usage("ping")),
+    };
+    let addr: core::net::Ipv4Addr = ip
+        .parse()
+        .map_err(|_| CmdError::Usage(format!("ping <ip> [count] (bad address `{ip}`)")))?;
+    let count: u32 = count
+        .parse()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| CmdError::Usage(format!("ping <ip> [1..=1000] (got `{count}`)")))?;
+    crate::net::ping(addr, count).map_err(CmdError::Failed)
 }
