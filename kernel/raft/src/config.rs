@@ -100,10 +100,14 @@ impl Config {
                 election_ticks: self.election_timeout_ticks,
             });
         }
-        if self.election_spacing_ticks == 0 || self.election_spacing_ticks > self.election_timeout_ticks {
+        if self.election_spacing_ticks == 0
+            || self.election_spacing_ticks > self.election_timeout_ticks
+        {
             return Err(BadElectionSpacing(self.election_spacing_ticks));
         }
-        if self.max_entries_per_append == 0 || self.max_entries_per_append > MAX_ENTRIES_PER_APPEND_LIMIT {
+        if self.max_entries_per_append == 0
+            || self.max_entries_per_append > MAX_ENTRIES_PER_APPEND_LIMIT
+        {
             return Err(BadMaxEntries(self.max_entries_per_append));
         }
         if self.max_inflight_appends == 0 || self.max_inflight_appends > MAX_INFLIGHT_LIMIT {
@@ -134,12 +138,18 @@ pub enum ConfigError {
     ZeroElectionTimeout,
     ElectionTimeoutTooLarge(u32),
     ZeroHeartbeat,
-    HeartbeatNotBelowElection { heartbeat_ticks: u32, election_ticks: u32 },
+    HeartbeatNotBelowElection {
+        heartbeat_ticks: u32,
+        election_ticks: u32,
+    },
     BadElectionSpacing(u32),
     BadMaxEntries(usize),
     BadInflight(usize),
     ZeroSnapshotThreshold,
-    CompactionBelowSnapshot { compaction: u64, snapshot: u64 },
+    CompactionBelowSnapshot {
+        compaction: u64,
+        snapshot: u64,
+    },
     BadChunkSize(usize),
     ZeroApplyBatch,
     /// Node id 0 is reserved ("no node").
@@ -152,27 +162,48 @@ impl fmt::Display for ConfigError {
         match self {
             ZeroElectionTimeout => write!(f, "election timeout must be at least 1 tick"),
             ElectionTimeoutTooLarge(t) => {
-                write!(f, "election timeout {t} ticks exceeds {MAX_ELECTION_TIMEOUT_TICKS}")
+                write!(
+                    f,
+                    "election timeout {t} ticks exceeds {MAX_ELECTION_TIMEOUT_TICKS}"
+                )
             }
             ZeroHeartbeat => write!(f, "heartbeat interval must be at least 1 tick"),
-            HeartbeatNotBelowElection { heartbeat_ticks, election_ticks } => write!(
+            HeartbeatNotBelowElection {
+                heartbeat_ticks,
+                election_ticks,
+            } => write!(
                 f,
                 "heartbeat interval ({heartbeat_ticks} ticks) must be below the election timeout ({election_ticks} ticks)"
             ),
             BadElectionSpacing(s) => {
-                write!(f, "election spacing {s} ticks must be in 1..=election timeout")
+                write!(
+                    f,
+                    "election spacing {s} ticks must be in 1..=election timeout"
+                )
             }
             BadMaxEntries(n) => {
-                write!(f, "max entries per append {n} must be in 1..={MAX_ENTRIES_PER_APPEND_LIMIT}")
+                write!(
+                    f,
+                    "max entries per append {n} must be in 1..={MAX_ENTRIES_PER_APPEND_LIMIT}"
+                )
             }
-            BadInflight(n) => write!(f, "max inflight appends {n} must be in 1..={MAX_INFLIGHT_LIMIT}"),
+            BadInflight(n) => write!(
+                f,
+                "max inflight appends {n} must be in 1..={MAX_INFLIGHT_LIMIT}"
+            ),
             ZeroSnapshotThreshold => write!(f, "snapshot threshold must be at least 1 entry"),
-            CompactionBelowSnapshot { compaction, snapshot } => write!(
+            CompactionBelowSnapshot {
+                compaction,
+                snapshot,
+            } => write!(
                 f,
                 "log compaction threshold {compaction} must be >= snapshot threshold {snapshot}"
             ),
             BadChunkSize(n) => {
-                write!(f, "snapshot chunk size {n} must be in 1..={MAX_SNAPSHOT_CHUNK_BYTES}")
+                write!(
+                    f,
+                    "snapshot chunk size {n} must be in 1..={MAX_SNAPSHOT_CHUNK_BYTES}"
+                )
             }
             ZeroApplyBatch => write!(f, "max committed entries per ready must be at least 1"),
             ZeroNodeId => write!(f, "node id 0 is reserved"),

@@ -44,11 +44,19 @@ pub enum ProposeError {
 impl fmt::Display for ProposeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProposeError::NotLeader { leader_hint: Some(l) } => write!(f, "not the leader (leader is {l})"),
-            ProposeError::NotLeader { leader_hint: None } => write!(f, "not the leader (leader unknown)"),
+            ProposeError::NotLeader {
+                leader_hint: Some(l),
+            } => write!(f, "not the leader (leader is {l})"),
+            ProposeError::NotLeader { leader_hint: None } => {
+                write!(f, "not the leader (leader unknown)")
+            }
             ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
-            ProposeError::NotReady => write!(f, "leader has not committed an entry of its term yet"),
-            ProposeError::ConfChangePending => write!(f, "a membership change is still uncommitted"),
+            ProposeError::NotReady => {
+                write!(f, "leader has not committed an entry of its term yet")
+            }
+            ProposeError::ConfChangePending => {
+                write!(f, "a membership change is still uncommitted")
+            }
             ProposeError::InvalidConfChange => write!(f, "membership change does not apply"),
             ProposeError::LearnerNotCaughtUp => write!(f, "learner has not caught up"),
             ProposeError::TooManyReads => write!(f, "too many pending reads"),
@@ -99,7 +107,11 @@ pub struct Ready {
 enum ProgressState {
     Probe,
     Replicate,
-    Snapshot { index: LogIndex, offset: u64, acked: bool },
+    Snapshot {
+        index: LogIndex,
+        offset: u64,
+        acked: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -311,7 +323,12 @@ impl<S: Storage> RaftNode<S> {
     /// node cannot stay first.
     pub fn election_timeout_ticks(&self) -> u32 {
         let n = self.conf.voters.len().max(1) as u64;
-        let rank = self.conf.voters.iter().position(|v| *v == self.id).unwrap_or(0) as u64;
+        let rank = self
+            .conf
+            .voters
+            .iter()
+            .position(|v| *v == self.id)
+            .unwrap_or(0) as u64;
         let slot = ((rank + self.term) % n) as u32;
         self.cfg.election_timeout_ticks + slot * self.cfg.election_spacing_ticks
     }
@@ -328,11 +345,20 @@ impl<S: Storage> RaftNode<S> {
         self.send_term(to, self.term, body);
     }
     fn send_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        self.msgs.push(Message { from: self.id, to, term, body });
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
     }
 
     fn write_hard_state(&mut self) {
-        let hs = HardState { term: self.term, vote: self.vote, commit: self.commit };
+        let hs = HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.commit,
+        };
         if hs != self.hs_written {
             self.storage.set_hard_state(hs);
             self.hs_written = hs;
@@ -341,10 +367,20 @@ impl<S: Storage> RaftNode<S> {
     }
 
     fn append_local(&mut self, entries: &[Entry]) {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };
-        assert!(first.index > self.commit, "truncating committed entry {}", first.index);
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        assert!(
+            first.index > self.commit,
+            "truncating committed entry {}",
+            first.index
+        );
         // Drop membership recorded for entries being replaced.
-        let stale: Vec<LogIndex> = self.conf_history.range(first.index..).map(|(i, _)| *i).collect();
+        let stale: Vec<LogIndex> = self
+            .conf_history
+            .range(first.index..)
+            .map(|(i, _)| *i)
+            .collect();
         let conf_reverted = !stale.is_empty();
         for i in stale {
             self.conf_history.remove(&i);
@@ -380,8 +416,13 @@ impl<S: Storage> RaftNode<S> {
             return;
         }
         let next = self.storage.last_index() + 1;
-        let members: Vec<NodeId> =
-            self.conf.voters.iter().chain(self.conf.learners.iter()).copied().collect();
+        let members: Vec<NodeId> = self
+            .conf
+            .voters
+            .iter()
+            .chain(self.conf.learners.iter())
+            .copied()
+            .collect();
         for id in &members {
             if *id != self.id && !self.progress.contains_key(id) {
                 self.progress.insert(*id, Progress::new(next));
@@ -445,7 +486,11 @@ impl<S: Storage> RaftNode<S> {
         // A leader may not propose a membership change before it commits an entry
         // of its term (Ongaro's single-server-change fix): the no-op provides it.
         self.pending_conf_index = last + 1;
-        let noop = Entry { term, index: last + 1, kind: EntryKind::Noop };
+        let noop = Entry {
+            term,
+            index: last + 1,
+            kind: EntryKind::Noop,
+        };
         self.append_local(&[noop]);
         self.maybe_commit();
         self.need_bcast = true;
@@ -469,23 +514,53 @@ impl<S: Storage> RaftNode<S> {
             return;
         }
         let (li, lt) = (self.storage.last_index(), self.last_term());
-        let voters: Vec<NodeId> = self.conf.voters.iter().copied().filter(|v| *v != self.id).collect();
+        let voters: Vec<NodeId> = self
+            .conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id)
+            .collect();
         for v in voters {
             if pre {
-                self.send_term(v, self.term + 1, MessageBody::PreVote { last_index: li, last_term: lt });
+                self.send_term(
+                    v,
+                    self.term + 1,
+                    MessageBody::PreVote {
+                        last_index: li,
+                        last_term: lt,
+                    },
+                );
             } else {
-                self.send(v, MessageBody::Vote { last_index: li, last_term: lt, transfer });
+                self.send(
+                    v,
+                    MessageBody::Vote {
+                        last_index: li,
+                        last_term: lt,
+                        transfer,
+                    },
+                );
             }
         }
     }
 
     /// True once a majority of voters granted.
     fn tally(&self) -> bool {
-        let granted = self.conf.voters.iter().filter(|v| self.votes.get(v) == Some(&true)).count();
+        let granted = self
+            .conf
+            .voters
+            .iter()
+            .filter(|v| self.votes.get(v) == Some(&true))
+            .count();
         granted >= self.conf.quorum()
     }
     fn lost(&self) -> bool {
-        let rejected = self.conf.voters.iter().filter(|v| self.votes.get(v) == Some(&false)).count();
+        let rejected = self
+            .conf
+            .voters
+            .iter()
+            .filter(|v| self.votes.get(v) == Some(&false))
+            .count();
         rejected > self.conf.voters.len() - self.conf.quorum()
     }
 
@@ -550,7 +625,11 @@ impl<S: Storage> RaftNode<S> {
             .into_iter()
             .map(|d| {
                 index += 1;
-                Entry { term, index, kind: EntryKind::Normal(d) }
+                Entry {
+                    term,
+                    index,
+                    kind: EntryKind::Normal(d),
+                }
             })
             .collect();
         self.append_local(&entries);
@@ -561,7 +640,9 @@ impl<S: Storage> RaftNode<S> {
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader_hint: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            });
         }
         if self.transfer.is_some() {
             return Err(ProposeError::TransferInProgress);
@@ -571,7 +652,11 @@ impl<S: Storage> RaftNode<S> {
 
     fn append_new(&mut self, kind: EntryKind) -> LogIndex {
         let index = self.storage.last_index() + 1;
-        let e = Entry { term: self.term, index, kind };
+        let e = Entry {
+            term: self.term,
+            index,
+            kind,
+        };
         self.append_local(core::slice::from_ref(&e));
         self.maybe_commit();
         self.need_bcast = true;
@@ -582,7 +667,11 @@ impl<S: Storage> RaftNode<S> {
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<LogIndex, ProposeError> {
         self.check_can_propose()?;
         if self.pending_conf_index > self.commit {
-            return Err(if self.term_committed() { ProposeError::ConfChangePending } else { ProposeError::NotReady });
+            return Err(if self.term_committed() {
+                ProposeError::ConfChangePending
+            } else {
+                ProposeError::NotReady
+            });
         }
         match cc {
             ConfChange::AddLearner(id) if self.conf.contains(id) || id.0 == 0 => {
@@ -592,14 +681,19 @@ impl<S: Storage> RaftNode<S> {
                 if !self.conf.is_learner(id) {
                     return Err(ProposeError::InvalidConfChange);
                 }
-                if self.progress.get(&id).is_none_or(|p| p.matched < self.commit) {
+                if self
+                    .progress
+                    .get(&id)
+                    .is_none_or(|p| p.matched < self.commit)
+                {
                     return Err(ProposeError::LearnerNotCaughtUp);
                 }
             }
-            ConfChange::Remove(id) => {
-                if !self.conf.contains(id) || (self.conf.is_voter(id) && self.conf.voters.len() == 1) {
-                    return Err(ProposeError::InvalidConfChange);
-                }
+            ConfChange::Remove(id)
+                if (!self.conf.contains(id)
+                    || (self.conf.is_voter(id) && self.conf.voters.len() == 1)) =>
+            {
+                return Err(ProposeError::InvalidConfChange);
             }
             _ => {}
         }
@@ -623,7 +717,11 @@ impl<S: Storage> RaftNode<S> {
             return Err(ProposeError::TooManyReads);
         }
         self.read_seq += 1;
-        self.reads.push_back(PendingRead { ctx, index: self.commit, seq: self.read_seq });
+        self.reads.push_back(PendingRead {
+            ctx,
+            index: self.commit,
+            seq: self.read_seq,
+        });
         self.bcast_heartbeat();
         self.release_reads();
         Ok(())
@@ -638,7 +736,11 @@ impl<S: Storage> RaftNode<S> {
         }
         self.transfer = Some((target, 0));
         let last = self.storage.last_index();
-        if self.progress.get(&target).is_some_and(|p| p.matched == last) {
+        if self
+            .progress
+            .get(&target)
+            .is_some_and(|p| p.matched == last)
+        {
             self.send(target, MessageBody::TimeoutNow);
         } else {
             self.send_append(target, true);
@@ -666,7 +768,10 @@ impl<S: Storage> RaftNode<S> {
             .next_back()
             .map(|(_, c)| c.clone())
             .unwrap_or_else(|| self.storage.snapshot().meta.conf.clone());
-        self.storage.save_snapshot(Snapshot { meta: SnapshotMeta { index, term, conf }, data });
+        self.storage.save_snapshot(Snapshot {
+            meta: SnapshotMeta { index, term, conf },
+            data,
+        });
         let held = self.storage.last_index() + 1 - self.storage.first_index();
         if held > self.cfg.log_compaction_threshold {
             self.storage.compact(index);
@@ -684,7 +789,8 @@ impl<S: Storage> RaftNode<S> {
             return;
         }
         if m.term > self.term {
-            let lease = self.leader.is_some() && self.election_elapsed < self.cfg.election_timeout_ticks;
+            let lease =
+                self.leader.is_some() && self.election_elapsed < self.cfg.election_timeout_ticks;
             match &m.body {
                 MessageBody::PreVote { .. } => {}
                 MessageBody::PreVoteResp { granted: true } => {}
@@ -702,11 +808,23 @@ impl<S: Storage> RaftNode<S> {
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => {
                     // Tell the stale leader about the newer term.
-                    self.send(m.from, MessageBody::AppendResp { success: false, index: 0, hint_term: None, hint_index: 0 });
+                    self.send(
+                        m.from,
+                        MessageBody::AppendResp {
+                            success: false,
+                            index: 0,
+                            hint_term: None,
+                            hint_index: 0,
+                        },
+                    );
                 }
-                MessageBody::PreVote { .. } => self.send(m.from, MessageBody::PreVoteResp { granted: false }),
+                MessageBody::PreVote { .. } => {
+                    self.send(m.from, MessageBody::PreVoteResp { granted: false })
+                }
                 _ => {}
             }
             return;
@@ -722,14 +840,23 @@ impl<S: Storage> RaftNode<S> {
     fn step_same_term(&mut self, m: Message) {
         let from = m.from;
         match m.body {
-            MessageBody::PreVote { last_index, last_term } => {
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            } => {
                 let lease = self.role == Role::Leader
-                    || (self.leader.is_some() && self.election_elapsed < self.cfg.election_timeout_ticks);
-                let granted = m.term > self.term && !lease && self.log_up_to_date(last_index, last_term);
+                    || (self.leader.is_some()
+                        && self.election_elapsed < self.cfg.election_timeout_ticks);
+                let granted =
+                    m.term > self.term && !lease && self.log_up_to_date(last_index, last_term);
                 let t = if granted { m.term } else { self.term };
                 self.send_term(from, t, MessageBody::PreVoteResp { granted });
             }
-            MessageBody::Vote { last_index, last_term, .. } => {
+            MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => {
                 let can = self.vote.is_none_or(|v| v == from) && self.leader.is_none();
                 let granted = can && self.log_up_to_date(last_index, last_term);
                 if granted {
@@ -761,7 +888,12 @@ impl<S: Storage> RaftNode<S> {
                     }
                 }
             }
-            MessageBody::Append { prev_index, prev_term, entries, commit } => {
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
                 self.follow(from);
                 self.handle_append(from, prev_index, prev_term, entries, commit);
             }
@@ -772,7 +904,12 @@ impl<S: Storage> RaftNode<S> {
                 }
                 self.send(from, MessageBody::HeartbeatResp { read_seq });
             }
-            MessageBody::Snapshot { meta, offset, total_len, data } => {
+            MessageBody::Snapshot {
+                meta,
+                offset,
+                total_len,
+                data,
+            } => {
                 self.follow(from);
                 self.handle_snapshot(from, meta, offset, total_len, data);
             }
@@ -781,7 +918,12 @@ impl<S: Storage> RaftNode<S> {
                     self.campaign(false, true);
                 }
             }
-            MessageBody::AppendResp { success, index, hint_term, hint_index } => {
+            MessageBody::AppendResp {
+                success,
+                index,
+                hint_term,
+                hint_index,
+            } => {
                 if self.role == Role::Leader {
                     self.handle_append_resp(from, success, index, hint_term, hint_index);
                 }
@@ -791,7 +933,11 @@ impl<S: Storage> RaftNode<S> {
                     self.handle_heartbeat_resp(from, read_seq);
                 }
             }
-            MessageBody::SnapshotResp { index, next_offset, done } => {
+            MessageBody::SnapshotResp {
+                index,
+                next_offset,
+                done,
+            } => {
                 if self.role == Role::Leader {
                     self.handle_snapshot_resp(from, index, next_offset, done);
                 }
@@ -804,7 +950,11 @@ impl<S: Storage> RaftNode<S> {
             let t = self.term;
             self.become_follower(t, Some(leader));
         }
-        assert!(self.role == Role::Follower, "two leaders in term {}", self.term);
+        assert!(
+            self.role == Role::Follower,
+            "two leaders in term {}",
+            self.term
+        );
         self.leader = Some(leader);
         self.election_elapsed = 0;
     }
@@ -816,16 +966,30 @@ impl<S: Storage> RaftNode<S> {
         }
     }
 
-    fn handle_append(&mut self, from: NodeId, prev_index: LogIndex, prev_term: Term, entries: Vec<Entry>, commit: LogIndex) {
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+    ) {
         let compact_point = self.storage.first_index() - 1;
         let (mut prev_index, mut prev_term, mut entries) = (prev_index, prev_term, entries);
         if prev_index < compact_point {
             // The prefix through the compaction point is committed and matches.
-            let skip = entries.iter().take_while(|e| e.index <= compact_point).count();
+            let skip = entries
+                .iter()
+                .take_while(|e| e.index <= compact_point)
+                .count();
             entries.drain(..skip);
             prev_index = compact_point;
             prev_term = self.storage.term(compact_point).unwrap_or(0);
-            if skip == 0 && entries.first().is_some_and(|e| e.index != compact_point + 1) {
+            if skip == 0
+                && entries
+                    .first()
+                    .is_some_and(|e| e.index != compact_point + 1)
+            {
                 return;
             }
         }
@@ -833,12 +997,28 @@ impl<S: Storage> RaftNode<S> {
             Ok(t) if t == prev_term => {}
             Ok(t) => {
                 let hint_index = self.first_index_of_term(t, prev_index);
-                self.send(from, MessageBody::AppendResp { success: false, index: prev_index, hint_term: Some(t), hint_index });
+                self.send(
+                    from,
+                    MessageBody::AppendResp {
+                        success: false,
+                        index: prev_index,
+                        hint_term: Some(t),
+                        hint_index,
+                    },
+                );
                 return;
             }
             Err(_) => {
                 let hint_index = self.storage.last_index() + 1;
-                self.send(from, MessageBody::AppendResp { success: false, index: prev_index, hint_term: None, hint_index });
+                self.send(
+                    from,
+                    MessageBody::AppendResp {
+                        success: false,
+                        index: prev_index,
+                        hint_term: None,
+                        hint_index,
+                    },
+                );
                 return;
             }
         }
@@ -847,7 +1027,7 @@ impl<S: Storage> RaftNode<S> {
         let last = self.storage.last_index();
         let mut start = entries.len();
         for (k, e) in entries.iter().enumerate() {
-            if e.index > last || self.storage.term(e.index).map_or(true, |t| t != e.term) {
+            if e.index > last || (self.storage.term(e.index) != Ok(e.term)) {
                 start = k;
                 break;
             }
@@ -859,7 +1039,15 @@ impl<S: Storage> RaftNode<S> {
         if new_commit > self.commit {
             self.set_commit(new_commit);
         }
-        self.send(from, MessageBody::AppendResp { success: true, index: verified, hint_term: None, hint_index: 0 });
+        self.send(
+            from,
+            MessageBody::AppendResp {
+                success: true,
+                index: verified,
+                hint_term: None,
+                hint_index: 0,
+            },
+        );
     }
 
     /// First index of term `t` at or below `hi` (terms are non-decreasing in a log).
@@ -895,32 +1083,74 @@ impl<S: Storage> RaftNode<S> {
         self.storage.term(lo).ok().map(|x| (lo, x))
     }
 
-    fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, total_len: u64, data: Vec<u8>) {
+    fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total_len: u64,
+        data: Vec<u8>,
+    ) {
         if meta.index <= self.commit {
             self.incoming = None;
-            self.send(from, MessageBody::SnapshotResp { index: meta.index, next_offset: total_len, done: true });
+            self.send(
+                from,
+                MessageBody::SnapshotResp {
+                    index: meta.index,
+                    next_offset: total_len,
+                    done: true,
+                },
+            );
             return;
         }
         if total_len > MAX_SNAPSHOT_BYTES {
             return;
         }
-        let same = self.incoming.as_ref().is_some_and(|s| s.meta == meta && s.total_len == total_len);
+        let same = self
+            .incoming
+            .as_ref()
+            .is_some_and(|s| s.meta == meta && s.total_len == total_len);
         if !same {
-            self.incoming = Some(IncomingSnapshot { meta: meta.clone(), total_len, data: Vec::new() });
+            self.incoming = Some(IncomingSnapshot {
+                meta: meta.clone(),
+                total_len,
+                data: Vec::new(),
+            });
         }
-        let Some(inc) = self.incoming.as_mut() else { return };
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
         if offset == inc.data.len() as u64 && offset + data.len() as u64 <= total_len {
             inc.data.extend_from_slice(&data);
         }
         let have = inc.data.len() as u64;
         if have < total_len {
-            self.send(from, MessageBody::SnapshotResp { index: meta.index, next_offset: have, done: false });
+            self.send(
+                from,
+                MessageBody::SnapshotResp {
+                    index: meta.index,
+                    next_offset: have,
+                    done: false,
+                },
+            );
             return;
         }
-        let Some(inc) = self.incoming.take() else { return };
-        let snap = Snapshot { meta: inc.meta, data: inc.data };
+        let Some(inc) = self.incoming.take() else {
+            return;
+        };
+        let snap = Snapshot {
+            meta: inc.meta,
+            data: inc.data,
+        };
         self.install_snapshot(snap);
-        self.send(from, MessageBody::SnapshotResp { index: meta.index, next_offset: total_len, done: true });
+        self.send(
+            from,
+            MessageBody::SnapshotResp {
+                index: meta.index,
+                next_offset: total_len,
+                done: true,
+            },
+        );
     }
 
     fn install_snapshot(&mut self, snap: Snapshot) {
@@ -948,7 +1178,13 @@ impl<S: Storage> RaftNode<S> {
             .conf
             .voters
             .iter()
-            .map(|v| if *v == self.id { last } else { self.progress.get(v).map_or(0, |p| p.matched) })
+            .map(|v| {
+                if *v == self.id {
+                    last
+                } else {
+                    self.progress.get(v).map_or(0, |p| p.matched)
+                }
+            })
             .collect();
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matches[self.conf.quorum() - 1];
@@ -973,21 +1209,32 @@ impl<S: Storage> RaftNode<S> {
     }
 
     fn bcast_heartbeat(&mut self) {
-        let peers: Vec<(NodeId, LogIndex)> = self.progress.iter().map(|(id, p)| (*id, p.matched)).collect();
+        let peers: Vec<(NodeId, LogIndex)> = self
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
         for (p, matched) in peers {
             let commit = self.commit.min(matched);
-            self.send(p, MessageBody::Heartbeat { commit, read_seq: self.read_seq });
-            if let Some(pr) = self.progress.get_mut(&p) {
-                if let ProgressState::Snapshot { acked, .. } = &mut pr.state {
-                    // Resume a stalled transfer from the last acknowledged offset.
-                    if !*acked {
-                        self.send_snapshot_chunk(p);
-                    } else if let Some(pr) = self.progress.get_mut(&p) {
-                        if let ProgressState::Snapshot { acked, .. } = &mut pr.state {
-                            *acked = false;
-                        }
-                    }
+            self.send(
+                p,
+                MessageBody::Heartbeat {
+                    commit,
+                    read_seq: self.read_seq,
+                },
+            );
+            // A snapshot transfer that saw no acknowledgement since the last
+            // heartbeat resumes from the last acknowledged offset.
+            let resend = match self.progress.get_mut(&p).map(|pr| &mut pr.state) {
+                Some(ProgressState::Snapshot { acked, .. }) => {
+                    let stalled = !*acked;
+                    *acked = false;
+                    stalled
                 }
+                _ => false,
+            };
+            if resend {
+                self.send_snapshot_chunk(p);
             }
         }
     }
@@ -999,7 +1246,9 @@ impl<S: Storage> RaftNode<S> {
         let commit = self.commit;
         let max = self.cfg.max_entries_per_append;
         let max_inflight = self.cfg.max_inflight_appends;
-        let Some(pr) = self.progress.get(&to) else { return };
+        let Some(pr) = self.progress.get(&to) else {
+            return;
+        };
         match pr.state {
             ProgressState::Snapshot { .. } => return,
             ProgressState::Probe if pr.probe_sent && !force => return,
@@ -1028,7 +1277,9 @@ impl<S: Storage> RaftNode<S> {
             Err(_) => return self.start_snapshot(to),
         };
         let sent_last = prev + entries.len() as u64;
-        let Some(pr) = self.progress.get_mut(&to) else { return };
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return;
+        };
         match pr.state {
             ProgressState::Replicate => {
                 if !entries.is_empty() {
@@ -1039,21 +1290,37 @@ impl<S: Storage> RaftNode<S> {
             _ => pr.probe_sent = true,
         }
         pr.sent_commit = commit;
-        self.send(to, MessageBody::Append { prev_index: prev, prev_term, entries, commit });
+        self.send(
+            to,
+            MessageBody::Append {
+                prev_index: prev,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
     }
 
     fn start_snapshot(&mut self, to: NodeId) {
         let index = self.storage.snapshot().meta.index;
         if let Some(pr) = self.progress.get_mut(&to) {
-            pr.state = ProgressState::Snapshot { index, offset: 0, acked: true };
+            pr.state = ProgressState::Snapshot {
+                index,
+                offset: 0,
+                acked: true,
+            };
             pr.inflight.clear();
         }
         self.send_snapshot_chunk(to);
     }
 
     fn send_snapshot_chunk(&mut self, to: NodeId) {
-        let Some(pr) = self.progress.get(&to) else { return };
-        let ProgressState::Snapshot { index, offset, .. } = pr.state else { return };
+        let Some(pr) = self.progress.get(&to) else {
+            return;
+        };
+        let ProgressState::Snapshot { index, offset, .. } = pr.state else {
+            return;
+        };
         let snap = self.storage.snapshot();
         if snap.meta.index != index {
             // The snapshot was replaced: start over with the current one.
@@ -1062,14 +1329,29 @@ impl<S: Storage> RaftNode<S> {
         let total = snap.data.len() as u64;
         let lo = offset.min(total) as usize;
         let hi = (lo + self.cfg.snapshot_chunk_bytes).min(snap.data.len());
-        let body = MessageBody::Snapshot { meta: snap.meta.clone(), offset: lo as u64, total_len: total, data: snap.data[lo..hi].to_vec() };
+        let body = MessageBody::Snapshot {
+            meta: snap.meta.clone(),
+            offset: lo as u64,
+            total_len: total,
+            data: snap.data[lo..hi].to_vec(),
+        };
         self.send(to, body);
     }
 
-    fn handle_snapshot_resp(&mut self, from: NodeId, index: LogIndex, next_offset: u64, done: bool) {
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+    fn handle_snapshot_resp(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) {
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
-        let ProgressState::Snapshot { index: si, .. } = pr.state else { return };
+        let ProgressState::Snapshot { index: si, .. } = pr.state else {
+            return;
+        };
         if index != si {
             return;
         }
@@ -1080,14 +1362,20 @@ impl<S: Storage> RaftNode<S> {
             self.maybe_commit();
             self.send_append(from, true);
         } else {
-            pr.state = ProgressState::Snapshot { index, offset: next_offset, acked: true };
+            pr.state = ProgressState::Snapshot {
+                index,
+                offset: next_offset,
+                acked: true,
+            };
             self.send_snapshot_chunk(from);
         }
     }
 
     fn handle_heartbeat_resp(&mut self, from: NodeId, read_seq: u64) {
         let last = self.storage.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         pr.read_ack = pr.read_ack.max(read_seq);
         pr.probe_sent = false;
@@ -1104,19 +1392,33 @@ impl<S: Storage> RaftNode<S> {
                 .conf
                 .voters
                 .iter()
-                .filter(|v| **v == self.id || self.progress.get(v).is_some_and(|p| p.read_ack >= r.seq))
+                .filter(|v| {
+                    **v == self.id || self.progress.get(v).is_some_and(|p| p.read_ack >= r.seq)
+                })
                 .count();
             if acks < self.conf.quorum() {
                 break;
             }
-            self.read_states.push(ReadState { ctx: r.ctx, index: r.index });
+            self.read_states.push(ReadState {
+                ctx: r.ctx,
+                index: r.index,
+            });
             self.reads.pop_front();
         }
     }
 
-    fn handle_append_resp(&mut self, from: NodeId, success: bool, index: LogIndex, hint_term: Option<Term>, hint_index: LogIndex) {
+    fn handle_append_resp(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: LogIndex,
+        hint_term: Option<Term>,
+        hint_index: LogIndex,
+    ) {
         let last = self.storage.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         if success {
             if index > pr.matched {
@@ -1198,7 +1500,10 @@ impl<S: Storage> RaftNode<S> {
         if self.commit > self.handed {
             let hi = self.commit + 1;
             let max = self.cfg.max_committed_per_ready;
-            committed = self.storage.entries(self.handed + 1, hi, max).unwrap_or_default();
+            committed = self
+                .storage
+                .entries(self.handed + 1, hi, max)
+                .unwrap_or_default();
             if let Some(e) = committed.last() {
                 self.handed = e.index;
             }

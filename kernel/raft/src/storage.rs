@@ -145,7 +145,10 @@ impl Storage for MemStorage {
     }
     fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
-        assert!(first.index > self.prev_index, "append below the compaction point");
+        assert!(
+            first.index > self.prev_index,
+            "append below the compaction point"
+        );
         assert!(first.index <= self.last_index() + 1, "append leaves a gap");
         let keep = (first.index - self.prev_index - 1) as usize;
         self.log.truncate(keep);
@@ -163,11 +166,17 @@ impl Storage for MemStorage {
         self.snap = snap;
     }
     fn save_snapshot(&mut self, snap: Snapshot) {
-        assert!(snap.meta.index <= self.last_index(), "snapshot beyond the log");
+        assert!(
+            snap.meta.index <= self.last_index(),
+            "snapshot beyond the log"
+        );
         self.snap = snap;
     }
     fn compact(&mut self, index: LogIndex) {
-        assert!(index <= self.snap.meta.index, "compaction past the snapshot");
+        assert!(
+            index <= self.snap.meta.index,
+            "compaction past the snapshot"
+        );
         if index <= self.prev_index {
             return;
         }

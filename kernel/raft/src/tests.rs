@@ -23,11 +23,21 @@ impl Cluster {
         let voters: Vec<NodeId> = (1..=n).map(id).collect();
         let mut nodes = Vec::new();
         for i in 1..=n + spares {
-            let st = if i <= n { MemStorage::new_with_voters(&voters) } else { MemStorage::default() };
+            let st = if i <= n {
+                MemStorage::new_with_voters(&voters)
+            } else {
+                MemStorage::default()
+            };
             nodes.push(Some(RaftNode::new(id(i), cfg.clone(), st).unwrap()));
         }
         let applied = vec![Vec::new(); (n + spares) as usize];
-        Cluster { nodes, down: BTreeSet::new(), applied, reads: Vec::new(), rejections: 0 }
+        Cluster {
+            nodes,
+            down: BTreeSet::new(),
+            applied,
+            reads: Vec::new(),
+            rejections: 0,
+        }
     }
     fn node(&mut self, i: u32) -> &mut RaftNode<MemStorage> {
         self.nodes[i as usize - 1].as_mut().unwrap()
@@ -35,10 +45,10 @@ impl Cluster {
     /// One round: tick everyone, then exchange messages until quiet.
     fn round(&mut self) {
         for (k, n) in self.nodes.iter_mut().enumerate() {
-            if !self.down.contains(&id(k as u32 + 1)) {
-                if let Some(n) = n.as_mut() {
-                    n.tick();
-                }
+            if !self.down.contains(&id(k as u32 + 1))
+                && let Some(n) = n.as_mut()
+            {
+                n.tick();
             }
         }
         self.settle();
@@ -50,12 +60,15 @@ impl Cluster {
                 if self.down.contains(&id(k as u32 + 1)) {
                     continue;
                 }
-                let Some(n) = self.nodes[k].as_mut() else { continue };
+                let Some(n) = self.nodes[k].as_mut() else {
+                    continue;
+                };
                 if n.has_ready() {
                     let rd = n.ready();
                     msgs.extend(rd.messages);
                     let me = n.id();
-                    self.reads.extend(rd.read_states.into_iter().map(|r| (me, r)));
+                    self.reads
+                        .extend(rd.read_states.into_iter().map(|r| (me, r)));
                     self.applied[k].extend(rd.committed);
                     n.advance();
                 }
@@ -104,18 +117,45 @@ fn config_validation_rejects_impossible_values() {
     assert_eq!(ok.election_timeout_ticks, 15);
     assert_eq!(ok.heartbeat_interval_ticks, 5);
     assert_eq!(ok.max_entries_per_append, 300);
-    let bad = Config { heartbeat_interval_ticks: 15, ..Config::default() };
+    let bad = Config {
+        heartbeat_interval_ticks: 15,
+        ..Config::default()
+    };
     assert_eq!(
         bad.validate(),
-        Err(ConfigError::HeartbeatNotBelowElection { heartbeat_ticks: 15, election_ticks: 15 })
+        Err(ConfigError::HeartbeatNotBelowElection {
+            heartbeat_ticks: 15,
+            election_ticks: 15
+        })
     );
-    assert_eq!(Config { election_timeout_ticks: 0, ..ok.clone() }.validate(), Err(ConfigError::ZeroElectionTimeout));
-    assert_eq!(Config { max_entries_per_append: 0, ..ok.clone() }.validate(), Err(ConfigError::BadMaxEntries(0)));
+    assert_eq!(
+        Config {
+            election_timeout_ticks: 0,
+            ..ok.clone()
+        }
+        .validate(),
+        Err(ConfigError::ZeroElectionTimeout)
+    );
+    assert_eq!(
+        Config {
+            max_entries_per_append: 0,
+            ..ok.clone()
+        }
+        .validate(),
+        Err(ConfigError::BadMaxEntries(0))
+    );
     assert!(matches!(
-        Config { log_compaction_threshold: 5, ..ok.clone() }.validate(),
+        Config {
+            log_compaction_threshold: 5,
+            ..ok.clone()
+        }
+        .validate(),
         Err(ConfigError::CompactionBelowSnapshot { .. })
     ));
-    assert_eq!(Config::from_millis(150, 50, 300, 10_000, 50_000), Ok(Config::default()));
+    assert_eq!(
+        Config::from_millis(150, 50, 300, 10_000, 50_000),
+        Ok(Config::default())
+    );
     assert!(Config::from_millis(100, 100, 300, 10, 10).is_err());
     assert!(RaftNode::new(NodeId(0), ok, MemStorage::default()).is_err());
     // Display is specific.
@@ -140,13 +180,21 @@ fn proposals_commit_and_followers_refuse_with_hint() {
     let mut c = Cluster::new(3, 0, Config::default());
     let l = c.run_until_leader(100);
     let f = if l == id(1) { 2 } else { 1 };
-    assert_eq!(c.node(f).propose(vec![1]), Err(ProposeError::NotLeader { leader_hint: Some(l) }));
+    assert_eq!(
+        c.node(f).propose(vec![1]),
+        Err(ProposeError::NotLeader {
+            leader_hint: Some(l)
+        })
+    );
     let batch: Vec<Vec<u8>> = (0..700u32).map(|i| i.to_le_bytes().to_vec()).collect();
     let last = c.node(l.0).propose_batch(batch).unwrap();
     c.settle();
     for k in 1..=3 {
         assert_eq!(c.node(k).commit_index(), last, "node {k}");
-        let normal = c.applied[k as usize - 1].iter().filter(|e| matches!(e.kind, EntryKind::Normal(_))).count();
+        let normal = c.applied[k as usize - 1]
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::Normal(_)))
+            .count();
         assert_eq!(normal, 700);
     }
 }
@@ -158,14 +206,26 @@ fn read_index_confirms_leadership() {
     let commit = c.node(l).commit_index();
     c.node(l).read_index(77).unwrap();
     let rd = c.node(l).ready();
-    assert!(rd.read_states.is_empty(), "a read needs a quorum round first");
+    assert!(
+        rd.read_states.is_empty(),
+        "a read needs a quorum round first"
+    );
     c.node(l).advance();
     for m in rd.messages {
         let to = m.to.0;
         c.node(to).step(m);
     }
     c.settle();
-    assert_eq!(c.reads, vec![(NodeId(l), ReadState { ctx: 77, index: commit })]);
+    assert_eq!(
+        c.reads,
+        vec![(
+            NodeId(l),
+            ReadState {
+                ctx: 77,
+                index: commit
+            }
+        )]
+    );
     // Cut the leader off: a new read is never confirmed.
     c.down.insert(id(if l == 1 { 2 } else { 1 }));
     c.down.insert(id(if l == 3 { 2 } else { 3 }));
@@ -173,24 +233,43 @@ fn read_index_confirms_leadership() {
     c.settle();
     assert_eq!(c.reads.len(), 1);
     let f = if l == 1 { 2 } else { 1 };
-    assert_eq!(c.nodes[f as usize - 1].as_mut().unwrap().read_index(1), Err(ProposeError::NotLeader { leader_hint: Some(NodeId(l)) }));
+    assert_eq!(
+        c.nodes[f as usize - 1].as_mut().unwrap().read_index(1),
+        Err(ProposeError::NotLeader {
+            leader_hint: Some(NodeId(l))
+        })
+    );
 }
 
 #[test]
 fn joiner_learns_bootstrap_membership_and_is_promoted() {
     // Regression (simulator seed 568 before the bootstrap snapshot): a learner
     // that joined believed it was the only voter and elected itself.
-    let mut c = Cluster::new(3, 1, Config { snapshot_threshold: 5, log_compaction_threshold: 5, ..Config::default() });
+    let mut c = Cluster::new(
+        3,
+        1,
+        Config {
+            snapshot_threshold: 5,
+            log_compaction_threshold: 5,
+            ..Config::default()
+        },
+    );
     let l = c.run_until_leader(100).0;
-    c.node(l).propose_conf_change(ConfChange::AddLearner(id(4))).unwrap();
+    c.node(l)
+        .propose_conf_change(ConfChange::AddLearner(id(4)))
+        .unwrap();
     for _ in 0..20 {
         c.round();
     }
     assert_eq!(c.node(4).status().conf.voters, vec![id(1), id(2), id(3)]);
     assert_eq!(c.node(4).status().conf.learners, vec![id(4)]);
-    c.node(l).propose_conf_change(ConfChange::PromoteLearner(id(4))).unwrap();
+    c.node(l)
+        .propose_conf_change(ConfChange::PromoteLearner(id(4)))
+        .unwrap();
     c.settle();
-    c.node(l).propose_conf_change(ConfChange::Remove(id(1))).unwrap();
+    c.node(l)
+        .propose_conf_change(ConfChange::Remove(id(1)))
+        .unwrap();
     for _ in 0..20 {
         c.round();
     }
@@ -220,7 +299,11 @@ fn divergent_follower_backtracks_fast() {
     for _ in 0..40 {
         c.round();
     }
-    assert!(c.rejections <= 3, "{} rejections for a 500-entry divergence", c.rejections);
+    assert!(
+        c.rejections <= 3,
+        "{} rejections for a 500-entry divergence",
+        c.rejections
+    );
     assert_eq!(c.node(1).commit_index(), last);
     assert_eq!(c.node(1).storage().last_index(), last);
 }

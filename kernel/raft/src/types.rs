@@ -61,7 +61,10 @@ impl ConfState {
         let mut v = voters.to_vec();
         v.sort();
         v.dedup();
-        ConfState { voters: v, learners: Vec::new() }
+        ConfState {
+            voters: v,
+            learners: Vec::new(),
+        }
     }
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.binary_search(&id).is_ok()
@@ -131,7 +134,11 @@ impl Snapshot {
     /// log's configuration changes build on.
     pub fn bootstrap(voters: &[NodeId]) -> Snapshot {
         Snapshot {
-            meta: SnapshotMeta { index: BOOTSTRAP_INDEX, term: 0, conf: ConfState::with_voters(voters) },
+            meta: SnapshotMeta {
+                index: BOOTSTRAP_INDEX,
+                term: 0,
+                conf: ConfState::with_voters(voters),
+            },
             data: Vec::new(),
         }
     }
@@ -149,24 +156,59 @@ pub struct Message {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
-    PreVote { last_index: LogIndex, last_term: Term },
-    PreVoteResp { granted: bool },
+    PreVote {
+        last_index: LogIndex,
+        last_term: Term,
+    },
+    PreVoteResp {
+        granted: bool,
+    },
     /// `transfer`: sent after TimeoutNow; bypasses the leader-lease check.
-    Vote { last_index: LogIndex, last_term: Term, transfer: bool },
-    VoteResp { granted: bool },
-    Append { prev_index: LogIndex, prev_term: Term, entries: Vec<Entry>, commit: LogIndex },
+    Vote {
+        last_index: LogIndex,
+        last_term: Term,
+        transfer: bool,
+    },
+    VoteResp {
+        granted: bool,
+    },
+    Append {
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+    },
     /// On success `index` is the last index the message verified; on rejection it is
     /// the rejected `prev_index` and the hint says where the follower's log diverges:
     /// `hint_term` is the follower's term at `prev_index` (None if its log is shorter)
     /// and `hint_index` the first index of that term (or its last index + 1).
-    AppendResp { success: bool, index: LogIndex, hint_term: Option<Term>, hint_index: LogIndex },
-    Heartbeat { commit: LogIndex, read_seq: u64 },
-    HeartbeatResp { read_seq: u64 },
+    AppendResp {
+        success: bool,
+        index: LogIndex,
+        hint_term: Option<Term>,
+        hint_index: LogIndex,
+    },
+    Heartbeat {
+        commit: LogIndex,
+        read_seq: u64,
+    },
+    HeartbeatResp {
+        read_seq: u64,
+    },
     /// One chunk of a snapshot: `data` starts at byte `offset` of the `total_len` bytes.
-    Snapshot { meta: SnapshotMeta, offset: u64, total_len: u64, data: Vec<u8> },
+    Snapshot {
+        meta: SnapshotMeta,
+        offset: u64,
+        total_len: u64,
+        data: Vec<u8>,
+    },
     /// `next_offset` is where the follower wants the next chunk (the resume point);
     /// `done` means the snapshot at `index` is installed (or already covered).
-    SnapshotResp { index: LogIndex, next_offset: u64, done: bool },
+    SnapshotResp {
+        index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    },
     /// Leadership transfer: start an election now.
     TimeoutNow,
 }

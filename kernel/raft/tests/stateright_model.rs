@@ -7,7 +7,9 @@
 
 use stateright::{Checker, Model, Property};
 use std::hash::{Hash, Hasher};
-use xdv_raft::{Config, Entry, EntryKind, MemStorage, Message, NodeId, RaftNode, Role, Storage, Term};
+use xdv_raft::{
+    Config, Entry, EntryKind, MemStorage, Message, NodeId, RaftNode, Role, Storage, Term,
+};
 
 const NODES: u32 = 3;
 /// Most messages in flight (bounds the state space).
@@ -30,7 +32,17 @@ struct State {
 
 impl State {
     fn key(&self) -> String {
-        format!("{:?}", (&self.nodes, &self.net, &self.elected, &self.applied, self.proposals, self.ticks))
+        format!(
+            "{:?}",
+            (
+                &self.nodes,
+                &self.net,
+                &self.elected,
+                &self.applied,
+                self.proposals,
+                self.ticks
+            )
+        )
     }
 }
 impl Hash for State {
@@ -88,9 +100,19 @@ impl Model for RaftModel {
         let voters: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
         let nodes = voters
             .iter()
-            .map(|id| RaftNode::new(*id, config(), MemStorage::new_with_voters(&voters)).expect("valid config"))
+            .map(|id| {
+                RaftNode::new(*id, config(), MemStorage::new_with_voters(&voters))
+                    .expect("valid config")
+            })
             .collect();
-        let mut s = State { nodes, net: Vec::new(), elected: Vec::new(), applied: vec![Vec::new(); NODES as usize], proposals: 0, ticks: 0 };
+        let mut s = State {
+            nodes,
+            net: Vec::new(),
+            elected: Vec::new(),
+            applied: vec![Vec::new(); NODES as usize],
+            proposals: 0,
+            ticks: 0,
+        };
         for i in 0..NODES as usize {
             drain(&mut s, i);
         }
@@ -175,11 +197,15 @@ impl Model for RaftModel {
             }),
             Property::always("state-machine safety", |_, s: &State| {
                 s.applied.iter().all(|a| {
-                    s.applied.iter().all(|b| a.iter().zip(b.iter()).all(|(x, y)| x == y))
+                    s.applied
+                        .iter()
+                        .all(|b| a.iter().zip(b.iter()).all(|(x, y)| x == y))
                 })
             }),
             Property::sometimes("a proposal commits", |_, s: &State| {
-                s.applied.iter().any(|a| a.iter().any(|e| matches!(e.kind, EntryKind::Normal(_))))
+                s.applied
+                    .iter()
+                    .any(|a| a.iter().any(|e| matches!(e.kind, EntryKind::Normal(_))))
             }),
         ]
     }
@@ -187,7 +213,15 @@ impl Model for RaftModel {
 
 #[test]
 fn model_check_three_nodes() {
-    let checker = RaftModel.checker().target_max_depth(DEPTH).spawn_bfs().join();
-    eprintln!("states: {} unique: {}", checker.state_count(), checker.unique_state_count());
+    let checker = RaftModel
+        .checker()
+        .target_max_depth(DEPTH)
+        .spawn_bfs()
+        .join();
+    eprintln!(
+        "states: {} unique: {}",
+        checker.state_count(),
+        checker.unique_state_count()
+    );
     checker.assert_properties();
 }

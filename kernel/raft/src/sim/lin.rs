@@ -114,7 +114,10 @@ mod tests {
     }
     #[test]
     fn sequential_ok() {
-        let h = [op(OpKind::Put(1), 0, Some(1)), op(OpKind::Get(1), 2, Some(3))];
+        let h = [
+            op(OpKind::Put(1), 0, Some(1)),
+            op(OpKind::Get(1), 2, Some(3)),
+        ];
         assert_eq!(check(&h), LinResult::Ok);
     }
     #[test]
@@ -128,18 +131,34 @@ mod tests {
     }
     #[test]
     fn concurrent_read_may_see_either() {
-        let h = [op(OpKind::Put(1), 0, Some(10)), op(OpKind::Get(0), 1, Some(2)), op(OpKind::Get(1), 3, Some(4))];
+        let h = [
+            op(OpKind::Put(1), 0, Some(10)),
+            op(OpKind::Get(0), 1, Some(2)),
+            op(OpKind::Get(1), 3, Some(4)),
+        ];
         assert_eq!(check(&h), LinResult::Ok);
-        let bad = [op(OpKind::Put(1), 0, Some(10)), op(OpKind::Get(1), 1, Some(2)), op(OpKind::Get(0), 3, Some(4))];
+        let bad = [
+            op(OpKind::Put(1), 0, Some(10)),
+            op(OpKind::Get(1), 1, Some(2)),
+            op(OpKind::Get(0), 3, Some(4)),
+        ];
         assert_eq!(check(&bad), LinResult::Violation);
     }
     #[test]
     fn unknown_write_may_or_may_not_apply() {
-        let h = [op(OpKind::Put(1), 0, None), op(OpKind::Get(0), 5, Some(6)), op(OpKind::Get(1), 7, Some(8))];
+        let h = [
+            op(OpKind::Put(1), 0, None),
+            op(OpKind::Get(0), 5, Some(6)),
+            op(OpKind::Get(1), 7, Some(8)),
+        ];
         assert_eq!(check(&h), LinResult::Ok);
         let never = [op(OpKind::Put(1), 0, None), op(OpKind::Get(0), 5, Some(6))];
         assert_eq!(check(&never), LinResult::Ok);
-        let bad = [op(OpKind::Put(1), 0, None), op(OpKind::Get(1), 5, Some(6)), op(OpKind::Get(0), 7, Some(8))];
+        let bad = [
+            op(OpKind::Put(1), 0, None),
+            op(OpKind::Get(1), 5, Some(6)),
+            op(OpKind::Get(0), 7, Some(8)),
+        ];
         assert_eq!(check(&bad), LinResult::Violation);
     }
 }

@@ -21,8 +21,8 @@ pub mod lin;
 pub mod rng;
 
 use crate::{
-    Config, ConfChange, Entry, EntryKind, LogIndex, MemStorage, Message, NodeId,
-    RaftNode, Role, StateMachine, Storage, Term,
+    ConfChange, Config, Entry, EntryKind, LogIndex, MemStorage, Message, NodeId, RaftNode, Role,
+    StateMachine, Storage, Term,
 };
 use lin::{LinOp, LinResult, OpKind};
 use rng::SplitMix64;
@@ -67,7 +67,7 @@ pub fn sim_raft_config() -> Config {
         max_inflight_appends: 8,
         snapshot_threshold: 30,
         log_compaction_threshold: 45,
-        snapshot_chunk_bytes: 48,
+        snapshot_chunk_bytes: 8,
         max_committed_per_ready: 64,
     }
 }
@@ -190,8 +190,21 @@ struct SimNode {
 
 #[derive(Clone, Debug)]
 enum Pending {
-    Put { node: NodeId, index: LogIndex, op: u64, key: u8, hist: usize },
-    Get { node: NodeId, key: u8, ctx: u64, read_index: Option<LogIndex>, term: Term, invoke: u64 },
+    Put {
+        node: NodeId,
+        index: LogIndex,
+        op: u64,
+        key: u8,
+        hist: usize,
+    },
+    Get {
+        node: NodeId,
+        key: u8,
+        ctx: u64,
+        read_index: Option<LogIndex>,
+        term: Term,
+        invoke: u64,
+    },
 }
 
 struct InFlight {
@@ -215,6 +228,9 @@ pub struct SimReport {
     pub transfers: u64,
     pub lin_inconclusive: u64,
     pub messages: u64,
+    /// Snapshot chunks sent, and how many of them the network lost (torn transfers).
+    pub snapshot_chunks: u64,
+    pub snapshot_chunks_lost: u64,
 }
 
 /// The simulator.
@@ -247,14 +263,31 @@ pub struct Sim {
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let n = cfg.nodes.max(1);
-        let voters_n = if n >= 5 { n - 2 } else if n >= 4 { n - 1 } else { n };
+        let voters_n = if n >= 5 {
+            n - 2
+        } else if n >= 4 {
+            n - 1
+        } else {
+            n
+        };
         let voters: Vec<NodeId> = (1..=voters_n as u32).map(NodeId).collect();
         let mut nodes = Vec::new();
         for i in 1..=n as u32 {
             let id = NodeId(i);
-            let st = if (i as usize) <= voters_n { MemStorage::new_with_voters(&voters) } else { MemStorage::new_with_voters(&[]) };
+            let st = if (i as usize) <= voters_n {
+                MemStorage::new_with_voters(&voters)
+            } else {
+                MemStorage::new_with_voters(&[])
+            };
             let node = RaftNode::new(id, cfg.raft.clone(), st).expect("simulator config is valid");
-            nodes.push(SimNode { id, node: Some(node), parked: None, kv: Kv::default(), applied: 0, retired: false });
+            nodes.push(SimNode {
+                id,
+                node: Some(node),
+                parked: None,
+                kv: Kv::default(),
+                applied: 0,
+                retired: false,
+            });
         }
         let seed = cfg.seed;
         Sim {
@@ -276,7 +309,10 @@ impl Sim {
             unresolved: Vec::new(),
             dirty_keys: BTreeSet::new(),
             next_op: 1,
-            report: SimReport { seed, ..SimReport::default() },
+            report: SimReport {
+                seed,
+                ..SimReport::default()
+            },
             trace: Vec::new(),
         }
     }
@@ -360,19 +396,36 @@ impl Sim {
         if self.net.len() >= MAX_IN_FLIGHT || self.blocked.contains(&(m.from, m.to)) {
             return;
         }
+        let is_chunk = matches!(m.body, crate::MessageBody::Snapshot { .. });
+        self.report.snapshot_chunks += u64::from(is_chunk);
         if self.cfg.faults && self.rng.chance(30) {
+            self.report.snapshot_chunks_lost += u64::from(is_chunk);
             return; // lost
         }
-        let delay = if self.cfg.faults { self.rng.below(MAX_DELAY + 1) } else { 0 };
+        let delay = if self.cfg.faults {
+            self.rng.below(MAX_DELAY + 1)
+        } else {
+            0
+        };
         if self.cfg.faults && self.rng.chance(15) {
             let d2 = self.rng.below(MAX_DELAY + 1);
-            self.net.push(InFlight { at: self.now + 1 + d2, msg: m.clone() });
+            self.net.push(InFlight {
+                at: self.now + 1 + d2,
+                msg: m.clone(),
+            });
         }
-        self.net.push(InFlight { at: self.now + 1 + delay, msg: m });
+        self.net.push(InFlight {
+            at: self.now + 1 + delay,
+            msg: m,
+        });
     }
 
     fn live_ids(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|n| n.node.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.node.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     fn inject_faults(&mut self) {
@@ -409,8 +462,12 @@ impl Sim {
             }
         }
         if self.rng.chance(60) {
-            let down: Vec<NodeId> =
-                self.nodes.iter().filter(|s| s.node.is_none() && !s.retired).map(|s| s.id).collect();
+            let down: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|s| s.node.is_none() && !s.retired)
+                .map(|s| s.id)
+                .collect();
             if !down.is_empty() {
                 let id = down[self.rng.below(down.len() as u64) as usize];
                 self.restart(id);
@@ -489,11 +546,18 @@ impl Sim {
             return;
         }
         let Some(lid) = self.leader() else { return };
-        let conf = self.nodes[Self::idx(lid)].node.as_ref().map(|n| n.status().conf).unwrap_or_default();
+        let conf = self.nodes[Self::idx(lid)]
+            .node
+            .as_ref()
+            .map(|n| n.status().conf)
+            .unwrap_or_default();
         let choice = self.rng.below(4);
         let cc = match choice {
             0 => {
-                let spare = self.nodes.iter().find(|s| !s.retired && s.node.is_some() && !conf.contains(s.id));
+                let spare = self
+                    .nodes
+                    .iter()
+                    .find(|s| !s.retired && s.node.is_some() && !conf.contains(s.id));
                 match spare {
                     Some(s) => ConfChange::AddLearner(s.id),
                     None => return,
@@ -509,21 +573,24 @@ impl Sim {
             }
             _ => {
                 // Leadership transfer to a random other voter.
-                let others: Vec<NodeId> = conf.voters.iter().copied().filter(|v| *v != lid).collect();
+                let others: Vec<NodeId> =
+                    conf.voters.iter().copied().filter(|v| *v != lid).collect();
                 if others.is_empty() {
                     return;
                 }
                 let t = others[self.rng.below(others.len() as u64) as usize];
-                if let Some(n) = self.nodes[Self::idx(lid)].node.as_mut() {
-                    if n.transfer_leader(t).is_ok() {
-                        self.report.transfers += 1;
-                        self.event(|| format!("transfer {lid}->{t}"));
-                    }
+                if let Some(n) = self.nodes[Self::idx(lid)].node.as_mut()
+                    && n.transfer_leader(t).is_ok()
+                {
+                    self.report.transfers += 1;
+                    self.event(|| format!("transfer {lid}->{t}"));
                 }
                 return;
             }
         };
-        let Some(n) = self.nodes[Self::idx(lid)].node.as_mut() else { return };
+        let Some(n) = self.nodes[Self::idx(lid)].node.as_mut() else {
+            return;
+        };
         let res = n.propose_conf_change(cc.clone());
         if let Ok(i) = res {
             self.report.conf_changes += 1;
@@ -541,21 +608,40 @@ impl Sim {
             let op = self.next_op;
             let is_put = self.rng.chance(500);
             let now = self.history_clock();
-            let Some(n) = self.nodes[Self::idx(lid)].node.as_mut() else { return };
+            let Some(n) = self.nodes[Self::idx(lid)].node.as_mut() else {
+                return;
+            };
             if is_put {
                 let value = op; // unique, non-zero
                 if let Ok(index) = n.propose(encode_put(op, key, value)) {
                     self.next_op += 1;
                     let h = self.history.entry(key).or_default();
-                    h.push(Some(LinOp { kind: OpKind::Put(value), invoke: now, ret: None }));
+                    h.push(Some(LinOp {
+                        kind: OpKind::Put(value),
+                        invoke: now,
+                        ret: None,
+                    }));
                     let hist = h.len() - 1;
-                    self.clients[c] = Some(Pending::Put { node: lid, index, op, key, hist });
+                    self.clients[c] = Some(Pending::Put {
+                        node: lid,
+                        index,
+                        op,
+                        key,
+                        hist,
+                    });
                 }
             } else {
                 let term = n.term();
                 if n.read_index(op).is_ok() {
                     self.next_op += 1;
-                    self.clients[c] = Some(Pending::Get { node: lid, key, ctx: op, read_index: None, term, invoke: now });
+                    self.clients[c] = Some(Pending::Get {
+                        node: lid,
+                        key,
+                        ctx: op,
+                        read_index: None,
+                        term,
+                        invoke: now,
+                    });
                 }
             }
         }
@@ -564,7 +650,14 @@ impl Sim {
     /// The client gives up waiting: a put stays in the history with an unknown
     /// outcome (resolved later from the committed log); a get is dropped.
     fn abandon(&mut self, c: usize) {
-        if let Some(Pending::Put { index, op, key, hist, .. }) = self.clients[c].take() {
+        if let Some(Pending::Put {
+            index,
+            op,
+            key,
+            hist,
+            ..
+        }) = self.clients[c].take()
+        {
             self.unresolved.push((index, op, key, hist));
         }
     }
@@ -573,7 +666,9 @@ impl Sim {
         let mut guard = 0;
         loop {
             let s = &mut self.nodes[i];
-            let Some(node) = s.node.as_mut() else { return Ok(()) };
+            let Some(node) = s.node.as_mut() else {
+                return Ok(());
+            };
             if !node.has_ready() {
                 break;
             }
@@ -589,10 +684,12 @@ impl Sim {
                 let (index, kvh) = (snap.meta.index, s.kv.hash());
                 self.report.snapshots_installed += 1;
                 self.event(|| format!("{id} restores snapshot at {index}"));
-                if let Some((_, h)) = self.applied.get(&index) {
-                    if *h != kvh {
-                        return Err(format!("{id}: snapshot at {index} has KV hash {kvh:x}, applied state had {h:x}"));
-                    }
+                if let Some((_, h)) = self.applied.get(&index)
+                    && *h != kvh
+                {
+                    return Err(format!(
+                        "{id}: snapshot at {index} has KV hash {kvh:x}, applied state had {h:x}"
+                    ));
                 }
             }
             for m in rd.messages {
@@ -603,15 +700,23 @@ impl Sim {
             }
             for rs in rd.read_states {
                 for c in self.clients.iter_mut().flatten() {
-                    if let Pending::Get { node, ctx, read_index, .. } = c {
-                        if *node == id && *ctx == rs.ctx {
-                            *read_index = Some(rs.index);
-                        }
+                    if let Pending::Get {
+                        node,
+                        ctx,
+                        read_index,
+                        ..
+                    } = c
+                        && *node == id
+                        && *ctx == rs.ctx
+                    {
+                        *read_index = Some(rs.index);
                     }
                 }
             }
             let s = &mut self.nodes[i];
-            let Some(node) = s.node.as_mut() else { return Ok(()) };
+            let Some(node) = s.node.as_mut() else {
+                return Ok(());
+            };
             node.advance();
             if node.snapshot_due() {
                 node.create_snapshot(s.kv.snapshot());
@@ -634,13 +739,23 @@ impl Sim {
         let (h, kvh) = (entry_hash(e), s.kv.hash());
         match self.applied.get(&e.index) {
             Some((h0, k0)) if *h0 != h || *k0 != kvh => {
-                return Err(format!("state-machine safety: {id} applied a different entry/state at {}", e.index));
+                return Err(format!(
+                    "state-machine safety: {id} applied a different entry/state at {}",
+                    e.index
+                ));
             }
             Some(_) => {}
             None => {
                 self.applied.insert(e.index, (h, kvh));
                 self.applied_entries.insert(e.index, e.clone());
-                let bound = self.nodes.iter().filter_map(|s| s.node.as_ref()).map(|n| n.term()).max().unwrap_or(0).max(self.report.max_term);
+                let bound = self
+                    .nodes
+                    .iter()
+                    .filter_map(|s| s.node.as_ref())
+                    .map(|n| n.term())
+                    .max()
+                    .unwrap_or(0)
+                    .max(self.report.max_term);
                 self.commit_term.insert(e.index, bound);
                 self.max_committed = self.max_committed.max(e.index);
                 if let EntryKind::ConfigChange(cc) = &e.kind {
@@ -655,12 +770,19 @@ impl Sim {
         }
         // Resolve a client's put waiting on this node and index.
         for c in 0..self.clients.len() {
-            if let Some(Pending::Put { node, index, op, key, hist }) = self.clients[c].clone() {
-                if node == id && index == e.index {
-                    self.clients[c] = None;
-                    let ours = matches!(&e.kind, EntryKind::Normal(d) if decode_put(d).is_some_and(|p| p.0 == op));
-                    self.finish_put(key, hist, ours);
-                }
+            if let Some(Pending::Put {
+                node,
+                index,
+                op,
+                key,
+                hist,
+            }) = self.clients[c].clone()
+                && node == id
+                && index == e.index
+            {
+                self.clients[c] = None;
+                let ours = matches!(&e.kind, EntryKind::Normal(d) if decode_put(d).is_some_and(|p| p.0 == op));
+                self.finish_put(key, hist, ours);
             }
         }
         Ok(())
@@ -697,24 +819,42 @@ impl Sim {
         let applied = self.nodes[i].applied;
         let now = self.history_clock();
         for c in 0..self.clients.len() {
-            let Some(Pending::Get { node, key, read_index: Some(ri), invoke, .. }) = self.clients[c].clone() else { continue };
+            let Some(Pending::Get {
+                node,
+                key,
+                read_index: Some(ri),
+                invoke,
+                ..
+            }) = self.clients[c].clone()
+            else {
+                continue;
+            };
             if node != id || applied < ri {
                 continue;
             }
             let v = self.nodes[i].kv.get(key);
             self.clients[c] = None;
-            self.history.entry(key).or_default().push(Some(LinOp { kind: OpKind::Get(v), invoke, ret: Some(now) }));
+            self.history.entry(key).or_default().push(Some(LinOp {
+                kind: OpKind::Get(v),
+                invoke,
+                ret: Some(now),
+            }));
             self.report.ops_completed += 1;
             self.dirty_keys.insert(key);
         }
         // A get whose node lost leadership before confirming its read is dropped.
         for c in 0..self.clients.len() {
-            if let Some(Pending::Get { node, read_index: None, term, .. }) = &self.clients[c] {
-                if *node == id {
-                    let n = self.nodes[i].node.as_ref();
-                    if n.is_none_or(|n| n.term() != *term || n.role() != Role::Leader) {
-                        self.clients[c] = None;
-                    }
+            if let Some(Pending::Get {
+                node,
+                read_index: None,
+                term,
+                ..
+            }) = &self.clients[c]
+                && *node == id
+            {
+                let n = self.nodes[i].node.as_ref();
+                if n.is_none_or(|n| n.term() != *term || n.role() != Role::Leader) {
+                    self.clients[c] = None;
                 }
             }
         }
@@ -740,7 +880,12 @@ impl Sim {
             }
             match self.leaders.get(&n.term()) {
                 Some(l) if *l != s.id => {
-                    return Err(format!("election safety: {} and {} both lead term {}", l, s.id, n.term()));
+                    return Err(format!(
+                        "election safety: {} and {} both lead term {}",
+                        l,
+                        s.id,
+                        n.term()
+                    ));
                 }
                 Some(_) => {}
                 None => new_leaders.push((n.term(), s.id)),
@@ -749,10 +894,16 @@ impl Sim {
         for (t, id) in new_leaders {
             self.leaders.insert(t, id);
             self.report.elections += 1;
-            let n = self.nodes[Self::idx(id)].node.as_ref().expect("leader is live");
+            let n = self.nodes[Self::idx(id)]
+                .node
+                .as_ref()
+                .expect("leader is live");
             let (voters, last) = (n.status().conf.voters, n.storage().last_index());
             self.event(|| format!("{id} leads term {t} (voters {voters:?}, last {last})"));
-            let n = self.nodes[Self::idx(id)].node.as_ref().expect("leader is live");
+            let n = self.nodes[Self::idx(id)]
+                .node
+                .as_ref()
+                .expect("leader is live");
             let st = n.storage();
             let lo = st.first_index();
             // Leader completeness: every entry committed by a leader of an earlier
@@ -764,7 +915,11 @@ impl Sim {
                 }
                 match st.entry(*i) {
                     Some(x) if x == e => {}
-                    _ => return Err(format!("leader completeness: {id} (term {t}) lacks committed entry {i}")),
+                    _ => {
+                        return Err(format!(
+                            "leader completeness: {id} (term {t}) lacks committed entry {i}"
+                        ));
+                    }
                 }
             }
         }
@@ -774,8 +929,12 @@ impl Sim {
     fn check_logs(&mut self) -> Result<(), String> {
         for k in 0..self.nodes.len() {
             let id = self.nodes[k].id;
-            let Some(n) = self.nodes[k].node.as_mut() else { continue };
-            let Some(from) = n.storage_mut().take_dirty_from() else { continue };
+            let Some(n) = self.nodes[k].node.as_mut() else {
+                continue;
+            };
+            let Some(from) = n.storage_mut().take_dirty_from() else {
+                continue;
+            };
             let st = n.storage();
             let lo = from.max(st.first_index());
             for i in lo..=st.last_index() {
@@ -785,7 +944,10 @@ impl Sim {
                 let val = (entry_hash(e), prev_term);
                 match self.log_ids.get(&key) {
                     Some(v) if *v != val => {
-                        return Err(format!("log matching: {id} has a different entry at ({i}, term {})", e.term));
+                        return Err(format!(
+                            "log matching: {id} has a different entry at ({i}, term {})",
+                            e.term
+                        ));
                     }
                     Some(_) => {}
                     None => {
@@ -819,7 +981,11 @@ impl Sim {
 
     fn check_linearizable(&mut self) -> Result<(), String> {
         for key in std::mem::take(&mut self.dirty_keys) {
-            let ops: Vec<LinOp> = self.history.get(&key).map(|h| h.iter().flatten().copied().collect()).unwrap_or_default();
+            let ops: Vec<LinOp> = self
+                .history
+                .get(&key)
+                .map(|h| h.iter().flatten().copied().collect())
+                .unwrap_or_default();
             match lin::check(&ops) {
                 LinResult::Ok => {}
                 LinResult::Inconclusive => self.report.lin_inconclusive += 1,

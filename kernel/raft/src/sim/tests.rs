@@ -22,18 +22,21 @@ fn same_seed_same_run() {
 #[test]
 fn sweep_1000_seeds() {
     let mut failures = Vec::new();
-    let (mut snaps, mut confs, mut ops) = (0, 0, 0);
+    let (mut snaps, mut confs, mut ops, mut torn) = (0, 0, 0, 0);
     for seed in 0..1000u64 {
         let nodes = 3 + (seed % 3) as usize;
         let (r, _) = run_seed(SimConfig::new(seed, nodes, 1000));
         snaps += r.snapshots_installed;
         confs += r.conf_changes;
         ops += r.ops_completed;
+        torn += r.snapshot_chunks_lost;
         if let Some(v) = r.violation {
             failures.push(format!("seed {seed}: {v}"));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    assert!(snaps > 0 && confs > 0 && ops > 1000, "workload too thin: {snaps} {confs} {ops}");
+    assert!(
+        snaps > 0 && confs > 0 && ops > 1000 && torn > 0,
+        "workload too thin: {snaps} {confs} {ops}"
+    );
 }
-

@@ -63,7 +63,7 @@ fn config(args: &Args, seed: u64, default_nodes: usize) -> anyhow::Result<SimCon
 
 fn summary(r: &SimReport) -> String {
     format!(
-        "seed {} steps {} elections {} max_term {} committed {} ops {} crashes {} snapshots_installed {} conf_changes {} transfers {} messages {} lin_inconclusive {}",
+        "seed {} steps {} elections {} max_term {} committed {} ops {} crashes {} snapshots_installed {} conf_changes {} transfers {} messages {} snapshot_chunks {} (lost {}) lin_inconclusive {}",
         r.seed,
         r.steps,
         r.elections,
@@ -75,6 +75,8 @@ fn summary(r: &SimReport) -> String {
         r.conf_changes,
         r.transfers,
         r.messages,
+        r.snapshot_chunks,
+        r.snapshot_chunks_lost,
         r.lin_inconclusive
     )
 }
@@ -89,7 +91,11 @@ fn run_one(cfg: SimConfig) -> (SimReport, Vec<String>) {
                 .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
-            let r = SimReport { seed, violation: Some(format!("panic: {msg}")), ..SimReport::default() };
+            let r = SimReport {
+                seed,
+                violation: Some(format!("panic: {msg}")),
+                ..SimReport::default()
+            };
             (r, Vec::new())
         }
     }
@@ -109,7 +115,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let Some(range) = args.seeds.as_deref() else { bail!("give --seed S or --seeds A..B") };
+    let Some(range) = args.seeds.as_deref() else {
+        bail!("give --seed S or --seeds A..B")
+    };
     let (a, b) = parse_range(range)?;
     let total = b - a;
     let mut failures = Vec::new();
@@ -139,7 +147,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         failures.len()
     );
     for (seed, nodes, v) in &failures {
-        println!("FAIL seed {seed}: {v}\n  replay: cargo xdv sim --seed {seed} --nodes {nodes} --steps {}", args.steps);
+        println!(
+            "FAIL seed {seed}: {v}\n  replay: cargo xdv sim --seed {seed} --nodes {nodes} --steps {}",
+            args.steps
+        );
     }
     if !failures.is_empty() {
         bail!("{} of {total} seeds failed", failures.len());
