@@ -578,10 +578,11 @@ impl<S: Storage> RaftNode<S> {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
-        if let Some((target, t)) = self.transfer.as_mut() {
+        // A transfer that has not completed within an election timeout is abandoned
+        // and proposals are accepted again.
+        if let Some((_, t)) = self.transfer.as_mut() {
             *t += 1;
             if *t >= self.cfg.election_timeout_ticks {
-                let _ = target;
                 self.transfer = None;
             }
         }
@@ -1379,10 +1380,22 @@ impl<S: Storage> RaftNode<S> {
         pr.recent_active = true;
         pr.read_ack = pr.read_ack.max(read_seq);
         pr.probe_sent = false;
-        let lagging = pr.matched < last || pr.sent_commit < self.commit;
+        let behind = pr.matched < last;
+        let lagging = behind || pr.sent_commit < self.commit;
+        if behind
+            && pr.state == ProgressState::Replicate
+            && pr.inflight.len() >= self.cfg.max_inflight_appends
+        {
+            // A full window at a heartbeat means appends were probably lost:
+            // fall back to probing from the last confirmed index.
+            let m = pr.matched;
+            pr.become_probe(m + 1);
+        }
         self.release_reads();
         if lagging {
-            self.send_append(from, false);
+            // `force` when behind: if the optimistic appends were lost, the (possibly
+            // empty) append at `next - 1` draws a rejection that restarts probing.
+            self.send_append(from, behind);
         }
     }
 
@@ -1520,7 +1533,5 @@ impl<S: Storage> RaftNode<S> {
     /// Acknowledges that everything from the last `ready()` was applied.
     pub fn advance(&mut self) {
         self.applied = self.handed;
-        // Drop membership history the snapshot base already covers... but keep the
-        // newest at or below `applied` for `create_snapshot`.
     }
 }

@@ -12,6 +12,8 @@ struct Cluster {
     applied: Vec<Vec<Entry>>,
     reads: Vec<(NodeId, ReadState)>,
     rejections: usize,
+    /// Lose the first snapshot chunk sent at this offset (a torn transfer).
+    lose_chunk_at: Option<u64>,
 }
 
 fn id(i: u32) -> NodeId {
@@ -37,6 +39,7 @@ impl Cluster {
             applied,
             reads: Vec::new(),
             rejections: 0,
+            lose_chunk_at: None,
         }
     }
     fn node(&mut self, i: u32) -> &mut RaftNode<MemStorage> {
@@ -79,6 +82,12 @@ impl Cluster {
             for m in msgs {
                 if matches!(m.body, MessageBody::AppendResp { success: false, .. }) {
                     self.rejections += 1;
+                }
+                if let MessageBody::Snapshot { offset, .. } = m.body
+                    && Some(offset) == self.lose_chunk_at
+                {
+                    self.lose_chunk_at = None;
+                    continue;
                 }
                 if self.down.contains(&m.to) || self.down.contains(&m.from) {
                     continue;
@@ -306,4 +315,50 @@ fn divergent_follower_backtracks_fast() {
     );
     assert_eq!(c.node(1).commit_index(), last);
     assert_eq!(c.node(1).storage().last_index(), last);
+}
+
+#[test]
+fn torn_snapshot_transfer_resumes() {
+    let cfg = Config {
+        snapshot_threshold: 10,
+        log_compaction_threshold: 10,
+        snapshot_chunk_bytes: 16,
+        ..Config::default()
+    };
+    let mut c = Cluster::new(3, 0, cfg);
+    assert_eq!(c.run_until_leader(100), id(1));
+    c.down.insert(id(3));
+    for round in 0..5u8 {
+        let batch: Vec<Vec<u8>> = (0..10u8).map(|i| vec![round, i]).collect();
+        c.node(1).propose_batch(batch).unwrap();
+        c.settle();
+        for k in 1..=2 {
+            let n = c.node(k);
+            if n.snapshot_due() {
+                // A 100-byte image: 7 chunks of 16 bytes.
+                let image = vec![n.commit_index() as u8; 100];
+                n.create_snapshot(image);
+            }
+        }
+    }
+    assert!(
+        c.node(1).storage().first_index() > 2,
+        "leader log must be compacted"
+    );
+    // Node 3 returns; the network loses the second chunk once.
+    c.down.clear();
+    c.lose_chunk_at = Some(16);
+    for _ in 0..30 {
+        c.round();
+    }
+    assert_eq!(
+        c.lose_chunk_at, None,
+        "the chunk at offset 16 was lost once"
+    );
+    let snap_index = c.node(1).storage().snapshot().meta.index;
+    assert!(c.node(3).storage().snapshot().meta.index >= snap_index.min(c.node(3).commit_index()));
+    assert_eq!(c.node(3).storage().snapshot().data.len(), 100);
+    let last = c.node(1).storage().last_index();
+    assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
+    assert_eq!(c.node(3).storage().last_index(), last);
 }

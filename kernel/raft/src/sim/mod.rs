@@ -76,6 +76,10 @@ pub fn sim_raft_config() -> Config {
 const CLIENTS: usize = 3;
 /// Keys of the KV workload.
 const KEYS: u8 = 4;
+/// Runs at least this long end with a calm phase and a liveness check.
+const LIVENESS_MIN_STEPS: u64 = 300;
+/// Steps before the end at which the liveness target is sampled.
+const LIVENESS_WINDOW: u64 = 30;
 /// Maximum message delay (ticks).
 const MAX_DELAY: u64 = 3;
 /// Most messages in flight; beyond it new ones are dropped (a full switch).
@@ -239,6 +243,7 @@ pub struct Sim {
     rng: SplitMix64,
     now: u64,
     clock: u64,
+    calm: bool,
     nodes: Vec<SimNode>,
     net: Vec<InFlight>,
     blocked: BTreeSet<(NodeId, NodeId)>,
@@ -295,6 +300,7 @@ impl Sim {
             cfg,
             now: 0,
             clock: 0,
+            calm: false,
             nodes,
             net: Vec::new(),
             blocked: BTreeSet::new(),
@@ -326,16 +332,80 @@ impl Sim {
 
     /// Runs all steps; stops at the first violation.
     pub fn run(mut self) -> (SimReport, Vec<String>) {
-        for _ in 0..self.cfg.steps {
+        let steps = self.cfg.steps;
+        let liveness = steps >= LIVENESS_MIN_STEPS;
+        let calm_from = steps - steps / 5;
+        let mut checkpoint = None;
+        for _ in 0..steps {
+            if liveness && self.now == calm_from {
+                self.calm_down();
+            }
+            if liveness && self.now == steps - LIVENESS_WINDOW {
+                checkpoint = self
+                    .leader()
+                    .and_then(|l| self.nodes[Self::idx(l)].node.as_ref())
+                    .map(|n| n.commit_index());
+            }
             if let Err(v) = self.step() {
                 self.event(|| format!("VIOLATION {v}"));
                 self.report.violation = Some(format!("step {}: {v}", self.now));
                 break;
             }
         }
+        if liveness
+            && self.report.violation.is_none()
+            && let Err(v) = self.check_liveness(checkpoint)
+        {
+            self.event(|| format!("VIOLATION {v}"));
+            self.report.violation = Some(format!("step {}: {v}", self.now));
+        }
         self.report.steps = self.now;
         self.report.committed = self.max_committed;
         (self.report, self.trace)
+    }
+
+    /// The last fifth of a run: heal partitions, restart crashed nodes, stop loss
+    /// and membership changes, so the liveness check can expect convergence.
+    fn calm_down(&mut self) {
+        self.calm = true;
+        self.blocked.clear();
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|s| s.node.is_none() && !s.retired)
+            .map(|s| s.id)
+            .collect();
+        for id in down {
+            self.restart(id);
+        }
+        self.event(|| "calm: faults off, all nodes up".to_string());
+    }
+
+    /// After the calm phase: a leader exists, and every live member has committed
+    /// at least what the leader had committed `LIVENESS_WINDOW` steps before the end.
+    fn check_liveness(&self, checkpoint: Option<LogIndex>) -> Result<(), String> {
+        let Some(l) = self.leader() else {
+            return Err("liveness: no leader after the calm phase".into());
+        };
+        // No leader yet at the checkpoint (a slow election after the calm began):
+        // only the final leader is required.
+        let want = checkpoint.unwrap_or(0);
+        let conf = self.nodes[Self::idx(l)]
+            .node
+            .as_ref()
+            .map(|n| n.status().conf)
+            .unwrap_or_default();
+        for s in &self.nodes {
+            let Some(n) = s.node.as_ref() else { continue };
+            if conf.contains(s.id) && n.commit_index() < want {
+                return Err(format!(
+                    "liveness: {} committed {} < {want} (leader {l})",
+                    s.id,
+                    n.commit_index()
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn idx(id: NodeId) -> usize {
@@ -351,10 +421,10 @@ impl Sim {
             }
         }
         self.deliver();
-        if self.cfg.faults {
+        if self.cfg.faults && !self.calm {
             self.inject_faults();
         }
-        if self.cfg.membership {
+        if self.cfg.membership && !self.calm {
             self.membership_ops();
         }
         self.client_ops();
@@ -398,7 +468,7 @@ impl Sim {
         }
         let is_chunk = matches!(m.body, crate::MessageBody::Snapshot { .. });
         self.report.snapshot_chunks += u64::from(is_chunk);
-        if self.cfg.faults && self.rng.chance(30) {
+        if self.cfg.faults && !self.calm && self.rng.chance(30) {
             self.report.snapshot_chunks_lost += u64::from(is_chunk);
             return; // lost
         }
@@ -407,7 +477,7 @@ impl Sim {
         } else {
             0
         };
-        if self.cfg.faults && self.rng.chance(15) {
+        if self.cfg.faults && !self.calm && self.rng.chance(15) {
             let d2 = self.rng.below(MAX_DELAY + 1);
             self.net.push(InFlight {
                 at: self.now + 1 + d2,

@@ -40,3 +40,15 @@ fn sweep_1000_seeds() {
         "workload too thin: {snaps} {confs} {ops}"
     );
 }
+
+/// Regression: seeds 5, 23, 31, … (1000 steps) once ended with a follower stuck
+/// far behind: its optimistic appends were lost while the leader's pipelining
+/// window was full, and heartbeats never restarted probing. Found by the
+/// liveness check of the calm phase; fixed in `handle_heartbeat_resp`.
+#[test]
+fn regression_lost_pipeline_recovers() {
+    for seed in [5u64, 23, 31, 33] {
+        let (r, _) = run_seed(SimConfig::new(seed, 3 + (seed % 3) as usize, 1000));
+        assert_eq!(r.violation, None, "seed {seed}");
+    }
+}
