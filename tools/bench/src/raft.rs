@@ -66,7 +66,10 @@ fn measure<H: Harness>(nodes: u64, batch: usize, entries: u64) -> anyhow::Result
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    Ok(Result_ { entries_per_s: entries as f64 / secs, latency_steps: lat_sum as f64 / lat_n.max(1) as f64 })
+    Ok(Result_ {
+        entries_per_s: entries as f64 / secs,
+        latency_steps: lat_sum as f64 / lat_n.max(1) as f64,
+    })
 }
 
 // ----- ours -------------------------------------------------------------------
@@ -98,9 +101,16 @@ mod ours {
             let voters: Vec<NodeId> = (1..=n as u32).map(NodeId).collect();
             let nodes = voters
                 .iter()
-                .map(|id| RaftNode::new(*id, Config::default(), MemStorage::new_with_voters(&voters)).expect("default config"))
+                .map(|id| {
+                    RaftNode::new(*id, Config::default(), MemStorage::new_with_voters(&voters))
+                        .expect("default config")
+                })
                 .collect();
-            let mut h = Ours { nodes, net: Vec::new(), applied: 0 };
+            let mut h = Ours {
+                nodes,
+                net: Vec::new(),
+                applied: 0,
+            };
             // Deterministic election: node 1 stands first at term 0.
             while h.nodes[0].role() != Role::Leader {
                 for n in &mut h.nodes {
@@ -194,11 +204,16 @@ mod raftrs {
                         max_inflight_msgs: 256,
                         ..Default::default()
                     };
-                    let store = MemStorage::new_with_conf_state(ConfState::from((voters.clone(), vec![])));
+                    let store =
+                        MemStorage::new_with_conf_state(ConfState::from((voters.clone(), vec![])));
                     RawNode::new(&cfg, store, &logger).expect("raft-rs node")
                 })
                 .collect();
-            let mut h = RaftRs { nodes, net: Vec::new(), applied: 0 };
+            let mut h = RaftRs {
+                nodes,
+                net: Vec::new(),
+                applied: 0,
+            };
             h.nodes[0].campaign().expect("campaign");
             while h.nodes[0].raft.state != raft::StateRole::Leader {
                 h.step();
@@ -234,8 +249,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--entries" => {
-                entries = it.next().ok_or_else(|| anyhow::anyhow!("--entries needs a value"))?.parse()?;
-                anyhow::ensure!((1..=100_000_000).contains(&entries), "--entries must be in 1..=100000000");
+                entries = it
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--entries needs a value"))?
+                    .parse()?;
+                anyhow::ensure!(
+                    (1..=100_000_000).contains(&entries),
+                    "--entries must be in 1..=100000000"
+                );
             }
             other => anyhow::bail!("unknown argument `{other}` (usage: raft [--entries N])"),
         }
@@ -249,7 +270,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     for nodes in [3u64, 5] {
         for batch in [1usize, 64] {
             // Batch 1 takes one step per entry: use fewer entries.
-            let n = if batch == 1 { (entries / 10).max(1) } else { entries };
+            let n = if batch == 1 {
+                (entries / 10).max(1)
+            } else {
+                entries
+            };
             let o = measure::<ours::Ours>(nodes, batch, n)?;
             let b = measure::<raftrs::RaftRs>(nodes, batch, n)?;
             let ratio = o.entries_per_s / b.entries_per_s;
