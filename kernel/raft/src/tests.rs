@@ -362,3 +362,56 @@ fn torn_snapshot_transfer_resumes() {
     assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
     assert_eq!(c.node(3).storage().last_index(), last);
 }
+
+#[test]
+fn messages_round_trip_through_postcard_and_garbage_is_an_error() {
+    let m = Message {
+        from: id(1),
+        to: id(2),
+        term: 7,
+        body: MessageBody::Append {
+            prev_index: 3,
+            prev_term: 2,
+            entries: vec![
+                Entry {
+                    term: 7,
+                    index: 4,
+                    kind: EntryKind::Normal(vec![1, 2, 3]),
+                },
+                Entry {
+                    term: 7,
+                    index: 5,
+                    kind: EntryKind::ConfigChange(ConfChange::AddLearner(id(4))),
+                },
+                Entry {
+                    term: 7,
+                    index: 6,
+                    kind: EntryKind::Noop,
+                },
+            ],
+            commit: 3,
+        },
+    };
+    let bytes = postcard::to_allocvec(&m).unwrap();
+    let back: Message = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, m);
+    // Truncated frames and garbage decode to errors, never panics.
+    for cut in 0..bytes.len() {
+        assert!(
+            postcard::from_bytes::<Message>(&bytes[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    let mut x: u64 = 0x1234_5678;
+    for _ in 0..2000 {
+        let junk: Vec<u8> = (0..32)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = postcard::from_bytes::<Message>(&junk);
+    }
+}
