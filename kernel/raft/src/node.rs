@@ -947,15 +947,18 @@ impl<S: Storage> RaftNode<S> {
     }
 
     fn follow(&mut self, leader: NodeId) {
+        // Election safety: a leader never hears from another leader of its own term.
+        assert!(
+            self.role != Role::Leader,
+            "election safety: {} and {} both lead term {}",
+            self.id,
+            leader,
+            self.term
+        );
         if self.role != Role::Follower {
             let t = self.term;
             self.become_follower(t, Some(leader));
         }
-        assert!(
-            self.role == Role::Follower,
-            "two leaders in term {}",
-            self.term
-        );
         self.leader = Some(leader);
         self.election_elapsed = 0;
     }
