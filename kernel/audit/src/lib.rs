@@ -1,2 +1,30 @@
-//! Placeholder: being written.
+//! The XDV audit log: hash-chained records in a reserved memory region, Merkle
+//! proofs over them (RFC 6962 / RFC 9162 hashing) and the federated audit root.
+//!
+//! Invariants owned here:
+//! - A record is fully written (and fenced) before a superblock points past it, so
+//!   a crash at any point leaves a valid prefix of the chain.
+//! - Every record's hash covers its header, payload and the previous record's hash;
+//!   the chain starts at a genesis hash bound to the node id.
+//! - When the region fills up a final `RegionFull` record always fits (room for it
+//!   is reserved); after it, appends fail. History is never overwritten.
+//! - Parsing a region never panics, whatever its bytes are.
+//!
+//! The byte layout is documented in `docs/audit.md` and in [`format`].
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod body;
+pub mod format;
+pub mod log;
+pub mod merkle;
+
+pub use body::RecordBody;
+pub use format::{
+    DEFAULT_REGION_PHYS, DEFAULT_REGION_SIZE, Damage, RecordHeader, RecordView, Records,
+    VerifyError, VerifyReport, find_region, genesis_hash, verify_region,
+};
+pub use log::{AuditError, AuditLog, OpenReport, RegionError};
+pub use merkle::{FederatedAuditRoot, FederationError, MerkleAccumulator, ProofError};

@@ -1,0 +1,217 @@
+//! What a record says: the [`RecordBody`] enum, its kind numbers and field limits.
+//!
+//! The payload of a record is `postcard(RecordBody)`. The record's `kind` field is
+//! the variant's index ([`RecordBody::kind`]); a verifier checks the two agree.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+use xdv_types::{CapabilityId, CoreId, Hash32, TaskId};
+
+/// Longest `Trapped::reason`, in bytes.
+pub const MAX_TRAP_REASON_BYTES: usize = 128;
+/// Longest `ConsoleCommand::line`, in bytes.
+pub const MAX_CONSOLE_LINE_BYTES: usize = 256;
+/// Longest `RequestRefused::reason`, in bytes.
+pub const MAX_REFUSAL_REASON_BYTES: usize = 256;
+/// Longest `Custom::bytes`.
+pub const MAX_CUSTOM_BYTES: usize = 1024;
+
+/// One audited decision or event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordBody {
+    /// The node booted; `count` is the boot count stored in the superblock.
+    Boot {
+        count: u64,
+    },
+    /// The chain had a torn or damaged tail of `dropped_bytes` that was cut at open.
+    Recovered {
+        dropped_bytes: u64,
+    },
+    /// The region is full: the last record; `records`/`bytes` count what is stored
+    /// (before this record).
+    RegionFull {
+        records: u64,
+        bytes: u64,
+    },
+    TaskEnqueued {
+        task: TaskId,
+        core: CoreId,
+    },
+    TaskExecuted {
+        task: TaskId,
+        ticks: u64,
+        output_hash: Hash32,
+    },
+    BudgetExceeded {
+        task: TaskId,
+        ticks: u64,
+    },
+    GuardDenied {
+        task: TaskId,
+        capability: CapabilityId,
+    },
+    /// `reason` is at most [`MAX_TRAP_REASON_BYTES`].
+    Trapped {
+        task: TaskId,
+        ticks: u64,
+        reason: String,
+    },
+    /// A state-changing console command; `line` is at most [`MAX_CONSOLE_LINE_BYTES`].
+    ConsoleCommand {
+        line: String,
+    },
+    /// Ties the run queue's replay log to the audit chain: the replay log had `len`
+    /// entries and head hash `head_hash` at this point.
+    ReplayHead {
+        len: u64,
+        head_hash: Hash32,
+    },
+    RaftApplied {
+        index: u64,
+        term: u64,
+        entry_hash: Hash32,
+    },
+    MerkleRootPublished {
+        size: u64,
+        root: Hash32,
+    },
+    /// `reason` is at most [`MAX_REFUSAL_REASON_BYTES`].
+    RequestRefused {
+        reason: String,
+    },
+    /// Anything else; `bytes` is at most [`MAX_CUSTOM_BYTES`].
+    Custom {
+        tag: u16,
+        #[serde(with = "raw_bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+/// A field is longer than its limit.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FieldTooLong {
+    pub field: &'static str,
+    pub len: usize,
+    pub max: usize,
+}
+
+impl fmt::Display for FieldTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "field `{}` is {} bytes, limit {}",
+            self.field, self.len, self.max
+        )
+    }
+}
+
+impl RecordBody {
+    /// Number of variants; kinds are `0..KIND_COUNT`.
+    pub const KIND_COUNT: u16 = 14;
+
+    /// The record kind: the variant's index in declaration order (= its postcard tag).
+    pub fn kind(&self) -> u16 {
+        match self {
+            RecordBody::Boot { .. } => 0,
+            RecordBody::Recovered { .. } => 1,
+            RecordBody::RegionFull { .. } => 2,
+            RecordBody::TaskEnqueued { .. } => 3,
+            RecordBody::TaskExecuted { .. } => 4,
+            RecordBody::BudgetExceeded { .. } => 5,
+            RecordBody::GuardDenied { .. } => 6,
+            RecordBody::Trapped { .. } => 7,
+            RecordBody::ConsoleCommand { .. } => 8,
+            RecordBody::ReplayHead { .. } => 9,
+            RecordBody::RaftApplied { .. } => 10,
+            RecordBody::MerkleRootPublished { .. } => 11,
+            RecordBody::RequestRefused { .. } => 12,
+            RecordBody::Custom { .. } => 13,
+        }
+    }
+
+    /// A short name of the kind, for displays.
+    pub fn kind_name(kind: u16) -> &'static str {
+        const NAMES: [&str; RecordBody::KIND_COUNT as usize] = [
+            "Boot",
+            "Recovered",
+            "RegionFull",
+            "TaskEnqueued",
+            "TaskExecuted",
+            "BudgetExceeded",
+            "GuardDenied",
+            "Trapped",
+            "ConsoleCommand",
+            "ReplayHead",
+            "RaftApplied",
+            "MerkleRootPublished",
+            "RequestRefused",
+            "Custom",
+        ];
+        NAMES.get(usize::from(kind)).copied().unwrap_or("Unknown")
+    }
+
+    /// Checks the length limits of variable-size fields.
+    pub fn check_limits(&self) -> Result<(), FieldTooLong> {
+        let (field, len, max) = match self {
+            RecordBody::Trapped { reason, .. } => ("reason", reason.len(), MAX_TRAP_REASON_BYTES),
+            RecordBody::ConsoleCommand { line } => ("line", line.len(), MAX_CONSOLE_LINE_BYTES),
+            RecordBody::RequestRefused { reason } => {
+                ("reason", reason.len(), MAX_REFUSAL_REASON_BYTES)
+            }
+            RecordBody::Custom { bytes, .. } => ("bytes", bytes.len(), MAX_CUSTOM_BYTES),
+            _ => return Ok(()),
+        };
+        if len > max {
+            Err(FieldTooLong { field, len, max })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Serialises a byte vector as serde bytes (one copy instead of one call per byte).
+/// The postcard encoding is identical to a sequence of `u8` (varint length, raw bytes).
+mod raw_bytes {
+    use alloc::vec::Vec;
+    use core::fmt;
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_bytes(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string of at most 1024 bytes")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            if v.len() > super::MAX_CUSTOM_BYTES {
+                return Err(E::invalid_length(v.len(), &self));
+            }
+            Ok(v.to_vec())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                if out.len() >= super::MAX_CUSTOM_BYTES {
+                    return Err(A::Error::invalid_length(out.len() + 1, &self));
+                }
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}

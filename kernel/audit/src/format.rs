@@ -1,0 +1,564 @@
+//! The byte layout of an audit region and the code that reads it.
+//!
+//! ```text
+//! region:     [superblock copy A @ 0][copy B @ 2048][records from 4096 ...][zero]
+//! superblock: magic "XDVAUDIT" 8 | version u16 | reserved u16 | node u32 |
+//!             region size u64 | boot count u64 | end offset u64 | record count u64 |
+//!             head hash 32 | generation u64 | checksum u64 (FNV-1a 64 over bytes 0..88)
+//! record:     version u8 | seq u64 | kind u16 | timestamp u64 | node u32 | core u16 |
+//!             payload len u32 | payload | prev hash 32 | hash 32
+//!             hash = SHA-256(every byte of the record before `hash`)
+//! ```
+//! All integers little-endian; records are packed (no padding). The end of the chain
+//! is the first offset whose 29 header bytes are all zero.
+//!
+//! Readers never panic: every offset is checked against the slice before use.
+
+use core::fmt;
+use sha2::{Digest, Sha256};
+use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
+
+use crate::body::RecordBody;
+use crate::merkle::MerkleAccumulator;
+
+/// Default physical address of the region (RAM file offset on QEMU q35, ≤ 2 GiB RAM).
+pub const DEFAULT_REGION_PHYS: u64 = 0x0400_0000;
+/// Default region size in bytes (4 MiB).
+pub const DEFAULT_REGION_SIZE: u64 = 0x0040_0000;
+
+/// Superblock magic.
+pub const MAGIC: [u8; 8] = *b"XDVAUDIT";
+/// Format version of superblock and records.
+pub const FORMAT_VERSION: u8 = 1;
+/// Offsets of the two superblock copies.
+pub const SUPERBLOCK_OFFSETS: [usize; 2] = [0, 2048];
+/// Bytes of one superblock copy.
+pub const SUPERBLOCK_BYTES: usize = 96;
+/// Offset of the first record.
+pub const DATA_START: usize = 4096;
+/// Bytes of a record header (before the payload).
+pub const HEADER_BYTES: usize = 29;
+/// Bytes after the payload: previous hash and own hash.
+pub const TRAILER_BYTES: usize = 64;
+/// Largest payload accepted (the largest body, `Custom` with 1024 bytes, is < 1040).
+pub const MAX_PAYLOAD_BYTES: usize = 2048;
+/// Smallest region accepted: superblocks, room for some records and the reserve.
+pub const MIN_REGION_BYTES: usize = 2 * DATA_START;
+/// Largest region accepted (1 GiB).
+pub const MAX_REGION_BYTES: usize = 1 << 30;
+/// Alignment at which [`find_region`] looks for a superblock.
+pub const FIND_ALIGN: usize = 4096;
+
+const GENESIS_DOMAIN: &[u8] = b"xdv-audit-genesis-v1";
+const SB_CHECKSUM_AT: usize = 88;
+
+const _: () = assert!(SUPERBLOCK_OFFSETS[1] + SUPERBLOCK_BYTES <= DATA_START);
+const _: () = assert!(SB_CHECKSUM_AT + 8 == SUPERBLOCK_BYTES);
+const _: () = assert!(DEFAULT_REGION_SIZE as usize >= MIN_REGION_BYTES);
+
+/// The first `prev` hash of node `node`'s chain: SHA-256("xdv-audit-genesis-v1" || node LE).
+pub fn genesis_hash(node: NodeId) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(GENESIS_DOMAIN);
+    h.update(node.0.to_le_bytes());
+    Hash32(h.finalize().into())
+}
+
+/// One decoded superblock copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    pub node: NodeId,
+    pub region_bytes: u64,
+    pub boot_count: u64,
+    /// Offset just past the last record covered by this copy.
+    pub end_offset: u64,
+    pub record_count: u64,
+    pub head_hash: Hash32,
+    pub generation: u64,
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn le_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+fn hash_at(b: &[u8], at: usize) -> Option<Hash32> {
+    Some(Hash32(b.get(at..at + 32)?.try_into().ok()?))
+}
+
+impl Superblock {
+    /// Encodes this copy, checksum included.
+    pub fn encode(&self) -> [u8; SUPERBLOCK_BYTES] {
+        let mut b = [0u8; SUPERBLOCK_BYTES];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&u16::from(FORMAT_VERSION).to_le_bytes());
+        b[12..16].copy_from_slice(&self.node.0.to_le_bytes());
+        b[16..24].copy_from_slice(&self.region_bytes.to_le_bytes());
+        b[24..32].copy_from_slice(&self.boot_count.to_le_bytes());
+        b[32..40].copy_from_slice(&self.end_offset.to_le_bytes());
+        b[40..48].copy_from_slice(&self.record_count.to_le_bytes());
+        b[48..80].copy_from_slice(&self.head_hash.0);
+        b[80..88].copy_from_slice(&self.generation.to_le_bytes());
+        let sum = fnv1a64(&b[..SB_CHECKSUM_AT]);
+        b[SB_CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Decodes one copy at `at`; `None` if magic, version or checksum are wrong.
+    pub fn decode(region: &[u8], at: usize) -> Option<Superblock> {
+        let b = region.get(at..at.checked_add(SUPERBLOCK_BYTES)?)?;
+        if b[0..8] != MAGIC || le_u16(b, 8)? != u16::from(FORMAT_VERSION) {
+            return None;
+        }
+        if le_u64(b, SB_CHECKSUM_AT)? != fnv1a64(&b[..SB_CHECKSUM_AT]) {
+            return None;
+        }
+        Some(Superblock {
+            node: NodeId(le_u32(b, 12)?),
+            region_bytes: le_u64(b, 16)?,
+            boot_count: le_u64(b, 24)?,
+            end_offset: le_u64(b, 32)?,
+            record_count: le_u64(b, 40)?,
+            head_hash: hash_at(b, 48)?,
+            generation: le_u64(b, 80)?,
+        })
+    }
+
+    /// Both copies, decoded (`None` where invalid).
+    pub fn read_both(region: &[u8]) -> [Option<Superblock>; 2] {
+        SUPERBLOCK_OFFSETS.map(|at| Superblock::decode(region, at))
+    }
+
+    /// The copy in force: the valid one with the higher generation, and its index.
+    pub fn current(copies: &[Option<Superblock>; 2]) -> Option<(usize, Superblock)> {
+        match copies {
+            [Some(a), Some(b)] if b.generation > a.generation => Some((1, b.clone())),
+            [Some(a), _] => Some((0, a.clone())),
+            [None, Some(b)] => Some((1, b.clone())),
+            [None, None] => None,
+        }
+    }
+}
+
+/// The fixed-size header of a record.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub version: u8,
+    pub seq: u64,
+    pub kind: u16,
+    pub stamp: Timestamp,
+    pub node: NodeId,
+    pub core: CoreId,
+    pub payload_bytes: u32,
+}
+
+impl RecordHeader {
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut b = [0u8; HEADER_BYTES];
+        b[0] = self.version;
+        b[1..9].copy_from_slice(&self.seq.to_le_bytes());
+        b[9..11].copy_from_slice(&self.kind.to_le_bytes());
+        b[11..19].copy_from_slice(&self.stamp.0.to_le_bytes());
+        b[19..23].copy_from_slice(&self.node.0.to_le_bytes());
+        b[23..25].copy_from_slice(&self.core.0.to_le_bytes());
+        b[25..29].copy_from_slice(&self.payload_bytes.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<RecordHeader> {
+        Some(RecordHeader {
+            version: *b.first()?,
+            seq: le_u64(b, 1)?,
+            kind: le_u16(b, 9)?,
+            stamp: Timestamp(le_u64(b, 11)?),
+            node: NodeId(le_u32(b, 19)?),
+            core: CoreId(le_u16(b, 23)?),
+            payload_bytes: le_u32(b, 25)?,
+        })
+    }
+
+    /// Total bytes of the record this header starts.
+    pub fn record_bytes(&self) -> usize {
+        HEADER_BYTES + self.payload_bytes as usize + TRAILER_BYTES
+    }
+}
+
+/// One verified record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordView {
+    /// Offset of the record in the region.
+    pub offset: u64,
+    pub header: RecordHeader,
+    pub body: RecordBody,
+    pub prev_hash: Hash32,
+    pub hash: Hash32,
+}
+
+/// What is wrong with a record or region.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Neither superblock copy is valid (magic, version, checksum).
+    NoSuperblock,
+    /// The superblock's region size is not usable with these bytes.
+    BadRegionSize {
+        claimed: u64,
+        available: u64,
+    },
+    /// The record's bytes run past the end of the region (or of a truncated file).
+    Truncated,
+    BadVersion {
+        found: u8,
+    },
+    SeqMismatch {
+        found: u64,
+    },
+    NodeMismatch {
+        found: NodeId,
+    },
+    PayloadTooLong {
+        len: u32,
+    },
+    HashMismatch,
+    PrevHashMismatch,
+    /// The payload does not decode as a `RecordBody` (or has trailing bytes).
+    BadPayload,
+    KindMismatch {
+        found: u16,
+        payload: u16,
+    },
+    /// A variable-size field is over its limit.
+    FieldTooLong,
+    /// The chain ends here but the superblock says `expected` records are durable.
+    MissingRecords {
+        expected: u64,
+    },
+    /// The last durable record's hash differs from the superblock's head hash.
+    HeadMismatch,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::NoSuperblock => write!(f, "no valid superblock copy"),
+            Damage::BadRegionSize { claimed, available } => {
+                write!(
+                    f,
+                    "superblock region size {claimed} unusable ({available} bytes available)"
+                )
+            }
+            Damage::Truncated => write!(f, "record runs past the end of the region"),
+            Damage::BadVersion { found } => write!(f, "bad record version {found}"),
+            Damage::SeqMismatch { found } => write!(f, "sequence number {found} out of order"),
+            Damage::NodeMismatch { found } => write!(f, "record names node {found}"),
+            Damage::PayloadTooLong { len } => write!(f, "payload length {len} over limit"),
+            Damage::HashMismatch => write!(f, "record hash does not match its bytes"),
+            Damage::PrevHashMismatch => write!(f, "previous-hash link broken"),
+            Damage::BadPayload => write!(f, "payload does not decode"),
+            Damage::KindMismatch { found, payload } => {
+                write!(f, "kind {found} but payload is kind {payload}")
+            }
+            Damage::FieldTooLong => write!(f, "payload field over its limit"),
+            Damage::MissingRecords { expected } => {
+                write!(f, "chain ends early: superblock says {expected} records")
+            }
+            Damage::HeadMismatch => write!(f, "last record hash differs from superblock head"),
+        }
+    }
+}
+
+/// The first bad record: its expected sequence number, its offset and what failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct VerifyError {
+    pub seq: u64,
+    pub offset: u64,
+    pub what: Damage,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "record seq {} at offset {:#x}: {}",
+            self.seq, self.offset, self.what
+        )
+    }
+}
+
+/// A verified region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub head_hash: Hash32,
+    pub merkle_root: Hash32,
+    /// Offset just past the last record.
+    pub bytes_used: u64,
+    pub region_bytes: u64,
+    pub boot_count: u64,
+    pub node: NodeId,
+    /// Valid superblock copies (2 normally; 1 after a torn superblock write).
+    pub superblock_copies_valid: u8,
+    /// Non-zero bytes after the last valid record (a torn append in progress/crashed).
+    pub torn_tail_bytes: u64,
+}
+
+/// Iterates over the records of a region from [`DATA_START`], verifying each: yields
+/// `Err` once at the first bad record, then stops. Stops with `None` at the first
+/// all-zero header or when no header fits any more.
+pub struct Records<'r> {
+    region: &'r [u8],
+    node: NodeId,
+    offset: usize,
+    seq: u64,
+    prev: Hash32,
+    done: bool,
+}
+
+impl<'r> Records<'r> {
+    /// Records of `region` (already cut to the region size) for chain of `node`.
+    pub fn new(region: &'r [u8], node: NodeId) -> Records<'r> {
+        Records {
+            region,
+            node,
+            offset: DATA_START,
+            seq: 0,
+            prev: genesis_hash(node),
+            done: false,
+        }
+    }
+
+    /// Offset just past the last record yielded.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+    /// Records yielded so far.
+    pub fn records_seen(&self) -> u64 {
+        self.seq
+    }
+    /// Hash of the last record yielded (genesis if none).
+    pub fn head(&self) -> Hash32 {
+        self.prev
+    }
+
+    fn at_end(&self) -> bool {
+        match self.region.get(self.offset..self.offset + HEADER_BYTES) {
+            Some(h) => h.iter().all(|&b| b == 0),
+            // Fewer than a header's bytes left: only an end if they are all zero.
+            None => self
+                .region
+                .get(self.offset..)
+                .is_none_or(|t| t.iter().all(|&b| b == 0)),
+        }
+    }
+
+    fn check(&self) -> Result<RecordView, Damage> {
+        let r = self.region;
+        let off = self.offset;
+        let hb = r.get(off..off + HEADER_BYTES).ok_or(Damage::Truncated)?;
+        let header = RecordHeader::decode(hb).ok_or(Damage::Truncated)?;
+        if header.version != FORMAT_VERSION {
+            return Err(Damage::BadVersion {
+                found: header.version,
+            });
+        }
+        if header.seq != self.seq {
+            return Err(Damage::SeqMismatch { found: header.seq });
+        }
+        if header.node != self.node {
+            return Err(Damage::NodeMismatch { found: header.node });
+        }
+        if header.payload_bytes as usize > MAX_PAYLOAD_BYTES {
+            return Err(Damage::PayloadTooLong {
+                len: header.payload_bytes,
+            });
+        }
+        let total = header.record_bytes();
+        let rec = r.get(off..off + total).ok_or(Damage::Truncated)?;
+        let hashed = total - 32;
+        let stored = hash_at(rec, hashed).ok_or(Damage::Truncated)?;
+        if Hash32(Sha256::digest(&rec[..hashed]).into()) != stored {
+            return Err(Damage::HashMismatch);
+        }
+        let prev = hash_at(rec, hashed - 32).ok_or(Damage::Truncated)?;
+        if prev != self.prev {
+            return Err(Damage::PrevHashMismatch);
+        }
+        let payload = &rec[HEADER_BYTES..HEADER_BYTES + header.payload_bytes as usize];
+        let body = match postcard::take_from_bytes::<RecordBody>(payload) {
+            Ok((body, [])) => body,
+            _ => return Err(Damage::BadPayload),
+        };
+        if body.kind() != header.kind {
+            return Err(Damage::KindMismatch {
+                found: header.kind,
+                payload: body.kind(),
+            });
+        }
+        body.check_limits().map_err(|_| Damage::FieldTooLong)?;
+        Ok(RecordView {
+            offset: off as u64,
+            header,
+            body,
+            prev_hash: prev,
+            hash: stored,
+        })
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<RecordView, VerifyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.at_end() {
+            self.done = true;
+            return None;
+        }
+        match self.check() {
+            Ok(view) => {
+                self.offset += view.header.record_bytes();
+                self.seq += 1;
+                self.prev = view.hash;
+                Some(Ok(view))
+            }
+            Err(what) => {
+                self.done = true;
+                Some(Err(VerifyError {
+                    seq: self.seq,
+                    offset: self.offset as u64,
+                    what,
+                }))
+            }
+        }
+    }
+}
+
+/// The longest valid prefix of a region's chain.
+pub(crate) struct Walk {
+    pub records: u64,
+    pub end: usize,
+    pub head: Hash32,
+    pub first_error: Option<VerifyError>,
+    pub merkle: MerkleAccumulator,
+    pub last_kind: Option<u16>,
+}
+
+pub(crate) fn walk(region: &[u8], node: NodeId) -> Walk {
+    let mut it = Records::new(region, node);
+    let mut merkle = MerkleAccumulator::new();
+    let mut first_error = None;
+    let mut last_kind = None;
+    for item in it.by_ref() {
+        match item {
+            Ok(v) => {
+                merkle.push(&v.hash);
+                last_kind = Some(v.header.kind);
+            }
+            Err(e) => first_error = Some(e),
+        }
+    }
+    Walk {
+        records: it.records_seen(),
+        end: it.offset(),
+        head: it.head(),
+        first_error,
+        merkle,
+        last_kind,
+    }
+}
+
+/// Bytes from `from` to the last non-zero byte of `region` (0 if all zero).
+pub(crate) fn nonzero_tail(region: &[u8], from: usize) -> usize {
+    let tail = region.get(from..).unwrap_or(&[]);
+    tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// Verifies a whole region (starting at byte 0 of `bytes`): the superblock, every
+/// record, and that the chain reaches what the superblock says is durable. Records
+/// after the superblock's end that verify are accepted (written, superblock update
+/// not yet done); non-zero bytes after the last valid record are reported as a torn
+/// tail, not an error.
+pub fn verify_region(bytes: &[u8]) -> Result<VerifyReport, VerifyError> {
+    let err = |seq, offset, what| VerifyError { seq, offset, what };
+    let copies = Superblock::read_both(bytes);
+    let (_, sb) = Superblock::current(&copies).ok_or(err(0, 0, Damage::NoSuperblock))?;
+    let claimed = sb.region_bytes;
+    let avail = bytes.len() as u64;
+    if claimed < MIN_REGION_BYTES as u64 || claimed > MAX_REGION_BYTES as u64 {
+        return Err(err(
+            0,
+            0,
+            Damage::BadRegionSize {
+                claimed,
+                available: avail,
+            },
+        ));
+    }
+    let region = &bytes[..bytes.len().min(claimed as usize)];
+    let w = walk(region, sb.node);
+    if w.records < sb.record_count || (w.end as u64) < sb.end_offset {
+        let e = w.first_error.unwrap_or(err(
+            w.records,
+            w.end as u64,
+            Damage::MissingRecords {
+                expected: sb.record_count,
+            },
+        ));
+        return Err(e);
+    }
+    if sb.record_count > 0 {
+        // The record at seq record_count-1 must be the superblock's head.
+        let head = Records::new(region, sb.node)
+            .nth((sb.record_count - 1) as usize)
+            .and_then(Result::ok);
+        match head {
+            Some(v) if v.hash == sb.head_hash => {}
+            Some(v) => return Err(err(v.header.seq, v.offset, Damage::HeadMismatch)),
+            None => {
+                return Err(err(
+                    sb.record_count - 1,
+                    sb.end_offset,
+                    Damage::HeadMismatch,
+                ));
+            }
+        }
+    }
+    if avail < claimed {
+        return Err(err(w.records, avail, Damage::Truncated));
+    }
+    let torn = nonzero_tail(region, w.end) as u64;
+    Ok(VerifyReport {
+        records: w.records,
+        head_hash: w.head,
+        merkle_root: w.merkle.root(),
+        bytes_used: w.end as u64,
+        region_bytes: claimed,
+        boot_count: sb.boot_count,
+        node: sb.node,
+        superblock_copies_valid: copies.iter().filter(|c| c.is_some()).count() as u8,
+        torn_tail_bytes: torn,
+    })
+}
+
+/// Finds an audit region in a RAM image: the first [`FIND_ALIGN`]-aligned offset with
+/// a valid superblock copy whose region fits inside `ram`.
+pub fn find_region(ram: &[u8]) -> Option<usize> {
+    (0..ram.len()).step_by(FIND_ALIGN).find(|&at| {
+        let region = &ram[at..];
+        let copies = Superblock::read_both(region);
+        Superblock::current(&copies).is_some_and(|(_, sb)| {
+            sb.region_bytes >= MIN_REGION_BYTES as u64 && sb.region_bytes <= region.len() as u64
+        })
+    })
+}

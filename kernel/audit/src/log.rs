@@ -1,0 +1,389 @@
+//! [`AuditLog`]: appends records to a region the kernel owns, crash-consistently.
+//!
+//! Append protocol: (1) write the whole record (header, payload, previous hash,
+//! own hash) into free space after the chain; (2) `fence(SeqCst)`; (3) write the
+//! *older* superblock copy with the new end offset, count, head hash and
+//! generation + 1. A crash before (3) leaves a valid prefix (the record is either
+//! complete, and found by the walk at the next open, or torn, and cut); a crash
+//! during (3) tears at most the older copy, and the newer copy is still valid.
+//! The record is durable when `append` returns.
+//!
+//! Full-region policy: STOP. [`REGIONFULL_RESERVE_BYTES`] at the end of the region
+//! are kept for one final `RegionFull` record; when a record does not fit before
+//! the reserve, `RegionFull` is written instead and every later append fails with
+//! [`AuditError::Full`]. Nothing is ever overwritten.
+
+use core::fmt;
+use core::sync::atomic::{Ordering, fence};
+use sha2::{Digest, Sha256};
+use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
+
+use crate::body::{FieldTooLong, RecordBody};
+use crate::format::{
+    DATA_START, FORMAT_VERSION, HEADER_BYTES, MAX_PAYLOAD_BYTES, MAX_REGION_BYTES,
+    MIN_REGION_BYTES, RecordHeader, RecordView, Records, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS,
+    Superblock, TRAILER_BYTES, VerifyError, VerifyReport, genesis_hash, nonzero_tail, walk,
+};
+use crate::merkle::MerkleAccumulator;
+
+/// Bytes kept free for the final `RegionFull` record (its postcard payload is at
+/// most 1 + 10 + 10 bytes).
+pub const REGIONFULL_RESERVE_BYTES: usize = HEADER_BYTES + 21 + TRAILER_BYTES;
+
+const REGION_FULL_KIND: u16 = 2;
+
+/// The region cannot be used at all.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RegionError {
+    /// Size outside `MIN_REGION_BYTES..=MAX_REGION_BYTES`.
+    BadSize { bytes: usize },
+    /// The region holds a valid chain of another node; it is not overwritten.
+    ForeignNode { found: NodeId },
+    /// The superblock records a different region size; not overwritten.
+    SizeMismatch { recorded: u64, actual: u64 },
+}
+
+impl fmt::Display for RegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionError::BadSize { bytes } => write!(
+                f,
+                "audit region of {bytes} bytes (must be {MIN_REGION_BYTES}..={MAX_REGION_BYTES})"
+            ),
+            RegionError::ForeignNode { found } => {
+                write!(
+                    f,
+                    "audit region belongs to node {found}; refusing to overwrite"
+                )
+            }
+            RegionError::SizeMismatch { recorded, actual } => write!(
+                f,
+                "audit region recorded as {recorded} bytes but is {actual}; refusing to overwrite"
+            ),
+        }
+    }
+}
+
+/// An append failed; nothing was written (except the final `RegionFull` record).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AuditError {
+    /// The region is full. `sealed_now`: this call wrote the `RegionFull` record
+    /// (say so on the console); `false`: it was already full.
+    Full {
+        sealed_now: bool,
+    },
+    FieldTooLong(FieldTooLong),
+    /// The body did not encode (cannot happen for valid bodies; kept specific).
+    Encode,
+}
+
+impl fmt::Display for AuditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditError::Full { sealed_now: true } => {
+                write!(
+                    f,
+                    "audit region full: sealed with a RegionFull record, appends stop"
+                )
+            }
+            AuditError::Full { sealed_now: false } => write!(f, "audit region full"),
+            AuditError::FieldTooLong(e) => write!(f, "audit record: {e}"),
+            AuditError::Encode => write!(f, "audit record body does not encode"),
+        }
+    }
+}
+
+/// What `open` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The region was blank or foreign and has been formatted.
+    pub formatted: bool,
+    /// The boot count after this open (1 on the first boot).
+    pub boot_count: u64,
+    /// Records kept.
+    pub records: u64,
+    /// Bytes after the valid prefix that were cut (zeroed). If non-zero, append
+    /// `Recovered { dropped_bytes }`.
+    pub dropped_bytes: u64,
+    /// Records the superblock said were durable but did not verify (damage, not a
+    /// torn append; 0 normally).
+    pub lost_durable_records: u64,
+    /// The first bad record found after the valid prefix, if any.
+    pub first_error: Option<VerifyError>,
+    /// Valid superblock copies found (2 normally, 1 after a torn superblock write).
+    pub superblock_copies_valid: u8,
+}
+
+/// An open audit log over a region.
+pub struct AuditLog<'a> {
+    region: &'a mut [u8],
+    node: NodeId,
+    boot_count: u64,
+    end: usize,
+    records: u64,
+    head: Hash32,
+    generation: u64,
+    /// The copy holding the newest superblock; the next write goes to the other.
+    newest_copy: usize,
+    full: bool,
+    /// Merkle accumulator, folded forward lazily by `merkle_root`.
+    merkle: MerkleAccumulator,
+    merkle_end: usize,
+}
+
+impl<'a> AuditLog<'a> {
+    /// Opens `region` for `node`: formats it if blank/foreign, else keeps the
+    /// longest valid prefix of its chain, zeroes what follows, and bumps the boot
+    /// count. The caller then appends `Recovered` (if `dropped_bytes > 0`) and `Boot`.
+    pub fn open(
+        region: &'a mut [u8],
+        node: NodeId,
+    ) -> Result<(AuditLog<'a>, OpenReport), RegionError> {
+        let len = region.len();
+        if !(MIN_REGION_BYTES..=MAX_REGION_BYTES).contains(&len) {
+            return Err(RegionError::BadSize { bytes: len });
+        }
+        let copies = Superblock::read_both(region);
+        let valid = copies.iter().filter(|c| c.is_some()).count() as u8;
+        let Some((newest, sb)) = Superblock::current(&copies) else {
+            return Ok(Self::format(region, node));
+        };
+        if sb.node != node {
+            return Err(RegionError::ForeignNode { found: sb.node });
+        }
+        if sb.region_bytes != len as u64 {
+            return Err(RegionError::SizeMismatch {
+                recorded: sb.region_bytes,
+                actual: len as u64,
+            });
+        }
+        let w = walk(region, node);
+        let dropped = nonzero_tail(region, w.end);
+        region[w.end..w.end + dropped].fill(0);
+        let mut log = AuditLog {
+            node,
+            boot_count: sb.boot_count.saturating_add(1),
+            end: w.end,
+            records: w.records,
+            head: w.head,
+            generation: sb.generation,
+            newest_copy: newest,
+            full: w.last_kind == Some(REGION_FULL_KIND),
+            merkle: w.merkle,
+            merkle_end: w.end,
+            region,
+        };
+        log.write_superblock();
+        let report = OpenReport {
+            formatted: false,
+            boot_count: log.boot_count,
+            records: log.records,
+            dropped_bytes: dropped as u64,
+            lost_durable_records: sb.record_count.saturating_sub(w.records),
+            first_error: w.first_error,
+            superblock_copies_valid: valid,
+        };
+        Ok((log, report))
+    }
+
+    fn format(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
+        region.fill(0);
+        let mut log = AuditLog {
+            node,
+            boot_count: 1,
+            end: DATA_START,
+            records: 0,
+            head: genesis_hash(node),
+            generation: 0,
+            newest_copy: 1,
+            full: false,
+            merkle: MerkleAccumulator::new(),
+            merkle_end: DATA_START,
+            region,
+        };
+        // Write both copies so either alone describes the empty chain.
+        log.write_superblock();
+        log.write_superblock();
+        let report = OpenReport {
+            formatted: true,
+            boot_count: 1,
+            records: 0,
+            dropped_bytes: 0,
+            lost_durable_records: 0,
+            first_error: None,
+            superblock_copies_valid: 0,
+        };
+        (log, report)
+    }
+
+    fn write_superblock(&mut self) {
+        self.generation += 1;
+        let target = 1 - self.newest_copy;
+        let sb = Superblock {
+            node: self.node,
+            region_bytes: self.region.len() as u64,
+            boot_count: self.boot_count,
+            end_offset: self.end as u64,
+            record_count: self.records,
+            head_hash: self.head,
+            generation: self.generation,
+        };
+        let at = SUPERBLOCK_OFFSETS[target];
+        self.region[at..at + SUPERBLOCK_BYTES].copy_from_slice(&sb.encode());
+        fence(Ordering::SeqCst);
+        self.newest_copy = target;
+    }
+
+    /// Appends one record and returns its sequence number. The record is durable
+    /// (in the region, superblock updated) when this returns `Ok`.
+    pub fn append(
+        &mut self,
+        stamp: Timestamp,
+        core: CoreId,
+        body: &RecordBody,
+    ) -> Result<u64, AuditError> {
+        if self.full {
+            return Err(AuditError::Full { sealed_now: false });
+        }
+        body.check_limits().map_err(AuditError::FieldTooLong)?;
+        let limit = self.region.len() - REGIONFULL_RESERVE_BYTES;
+        match self.write_record(stamp, core, body, limit) {
+            Some(seq) => Ok(seq),
+            None => {
+                // Does not fit before the reserve: seal with RegionFull.
+                let seal = RecordBody::RegionFull {
+                    records: self.records,
+                    bytes: (self.end - DATA_START) as u64,
+                };
+                let len = self.region.len();
+                self.region[self.end..len].fill(0);
+                // Always fits for regions we wrote (the reserve); a crafted region
+                // whose chain already reaches into the reserve just stops.
+                let sealed = self.write_record(stamp, core, &seal, len).is_some();
+                self.full = true;
+                Err(AuditError::Full { sealed_now: sealed })
+            }
+        }
+    }
+
+    /// Writes a record ending at or before `limit`; `None` if it does not fit.
+    fn write_record(
+        &mut self,
+        stamp: Timestamp,
+        core: CoreId,
+        body: &RecordBody,
+        limit: usize,
+    ) -> Option<u64> {
+        let off = self.end;
+        let payload_start = off + HEADER_BYTES;
+        let payload_limit = limit
+            .checked_sub(TRAILER_BYTES)?
+            .min(payload_start + MAX_PAYLOAD_BYTES);
+        let slot = self.region.get_mut(payload_start..payload_limit)?;
+        let payload_bytes = postcard::to_slice(body, slot).ok()?.len();
+        let header = RecordHeader {
+            version: FORMAT_VERSION,
+            seq: self.records,
+            kind: body.kind(),
+            stamp,
+            node: self.node,
+            core,
+            payload_bytes: payload_bytes as u32,
+        };
+        let total = header.record_bytes();
+        let rec = &mut self.region[off..off + total];
+        rec[..HEADER_BYTES].copy_from_slice(&header.encode());
+        let hashed = total - 32;
+        rec[hashed - 32..hashed].copy_from_slice(&self.head.0);
+        let hash: [u8; 32] = Sha256::digest(&rec[..hashed]).into();
+        rec[hashed..].copy_from_slice(&hash);
+        fence(Ordering::SeqCst);
+        let seq = self.records;
+        self.end += total;
+        self.records += 1;
+        self.head = Hash32(hash);
+        self.write_superblock();
+        Some(seq)
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+    /// Hash of the last record (the genesis hash if there is none).
+    pub fn head_hash(&self) -> Hash32 {
+        self.head
+    }
+    /// Number of records.
+    pub fn len(&self) -> u64 {
+        self.records
+    }
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+    /// Offset just past the last record (superblocks included).
+    pub fn bytes_used(&self) -> u64 {
+        self.end as u64
+    }
+    /// Bytes left for ordinary records (the `RegionFull` reserve excluded).
+    pub fn bytes_free(&self) -> u64 {
+        (self.region.len() - REGIONFULL_RESERVE_BYTES).saturating_sub(self.end) as u64
+    }
+    pub fn region_bytes(&self) -> u64 {
+        self.region.len() as u64
+    }
+    pub fn boot_count(&self) -> u64 {
+        self.boot_count
+    }
+    /// The region was sealed with `RegionFull`; appends fail.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// RFC 6962 root over all record hashes. Folds in records appended since the
+    /// last call (O(new records)); state is O(log n).
+    pub fn merkle_root(&mut self) -> Hash32 {
+        let mut off = self.merkle_end;
+        while off < self.end {
+            // Records before `end` were written by us or verified at open.
+            let Some(h) = read_record_extent(self.region, off) else {
+                break;
+            };
+            self.merkle.push(&h.1);
+            off += h.0;
+        }
+        self.merkle_end = off;
+        self.merkle.root()
+    }
+
+    /// The records, verified as they are read.
+    pub fn records(&self) -> Records<'_> {
+        Records::new(&self.region[..self.end], self.node)
+    }
+
+    /// The last `n` records (oldest first).
+    pub fn tail(&self, n: usize) -> alloc::vec::Vec<RecordView> {
+        let skip = self.records.saturating_sub(n as u64);
+        self.records()
+            .skip(skip as usize)
+            .filter_map(Result::ok)
+            .collect()
+    }
+
+    /// Verifies the whole region in place (as the host verifier would).
+    pub fn verify_in_place(&self) -> Result<VerifyReport, VerifyError> {
+        crate::format::verify_region(self.region)
+    }
+
+    /// The whole region's bytes (for the host tools and tests).
+    pub fn region(&self) -> &[u8] {
+        self.region
+    }
+}
+
+/// (record length, stored hash) of the record at `off`, without verifying it.
+fn read_record_extent(region: &[u8], off: usize) -> Option<(usize, Hash32)> {
+    let b = region.get(off + 25..off + 29)?;
+    let len = HEADER_BYTES + u32::from_le_bytes(b.try_into().ok()?) as usize + TRAILER_BYTES;
+    let h = region.get(off + len - 32..off + len)?;
+    Some((len, Hash32(h.try_into().ok()?)))
+}

@@ -1,0 +1,289 @@
+//! Region format: damage detection and location, crash recovery, the full-region
+//! policy, and a fuzz smoke test that region parsing never panics.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use xdv_audit::format::{DATA_START, MIN_REGION_BYTES, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS};
+use xdv_audit::{AuditError, AuditLog, Damage, RecordBody, find_region, verify_region};
+use xdv_types::{CoreId, NodeId, Timestamp};
+
+const RECORDS: u64 = 24;
+
+fn record_containing(ext: &[(usize, usize)], byte: usize) -> (u64, usize) {
+    let i = ext
+        .iter()
+        .position(|&(o, l)| byte >= o && byte < o + l)
+        .unwrap();
+    (i as u64, ext[i].0)
+}
+
+#[test]
+fn clean_region_verifies_and_reopens() {
+    let mut region = small_region(RECORDS);
+    let rep = verify_region(&region).unwrap();
+    assert_eq!(rep.records, RECORDS);
+    assert_eq!(rep.boot_count, 1);
+    assert_eq!(rep.superblock_copies_valid, 2);
+    assert_eq!(rep.torn_tail_bytes, 0);
+    let (mut log, open) = AuditLog::open(&mut region, NODE).unwrap();
+    assert!(!open.formatted);
+    assert_eq!(open.boot_count, 2);
+    assert_eq!(open.records, RECORDS);
+    assert_eq!(open.dropped_bytes, 0);
+    assert_eq!(log.head_hash(), rep.head_hash);
+    assert_eq!(log.merkle_root(), rep.merkle_root);
+    log.append(Timestamp(100), CoreId(1), &RecordBody::Boot { count: 2 })
+        .unwrap();
+    let rep2 = verify_region(log.region()).unwrap();
+    assert_eq!(rep2.records, RECORDS + 1);
+    assert_eq!(rep2.boot_count, 2);
+    assert_eq!(log.merkle_root(), rep2.merkle_root);
+    assert_eq!(log.tail(2).len(), 2);
+    assert_eq!(log.tail(2)[1].body, RecordBody::Boot { count: 2 });
+    assert_eq!(log.verify_in_place().unwrap(), rep2);
+}
+
+#[test]
+fn foreign_node_is_refused_and_find_region_works() {
+    let mut region = small_region(3);
+    assert!(AuditLog::open(&mut region, NodeId(8)).is_err());
+    let mut ram = vec![0u8; 5 * 4096];
+    ram.extend_from_slice(&region);
+    ram.extend_from_slice(&[0u8; 4096]);
+    assert_eq!(find_region(&ram), Some(5 * 4096));
+    assert_eq!(find_region(&[0u8; 65536]), None);
+}
+
+#[test]
+fn body_limits_are_enforced() {
+    let mut region = vec![0u8; MIN_REGION_BYTES];
+    let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
+    let long = RecordBody::ConsoleCommand {
+        line: "x".repeat(257),
+    };
+    assert!(matches!(
+        log.append(Timestamp(1), CoreId(0), &long),
+        Err(AuditError::FieldTooLong(_))
+    ));
+    assert_eq!(log.len(), 0);
+}
+
+#[test]
+fn full_region_stops_with_a_final_record() {
+    let mut region = vec![0u8; MIN_REGION_BYTES];
+    let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
+    let mut i = 0;
+    let sealed = loop {
+        match log.append(Timestamp(i), CoreId(0), &body(i)) {
+            Ok(_) => i += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(sealed, AuditError::Full { sealed_now: true });
+    assert!(log.is_full());
+    let n = log.len();
+    assert_eq!(
+        log.append(Timestamp(i), CoreId(0), &body(0)),
+        Err(AuditError::Full { sealed_now: false })
+    );
+    assert_eq!(log.len(), n);
+    assert!(
+        matches!(log.tail(1)[0].body, RecordBody::RegionFull { records, .. } if records == n - 1)
+    );
+    let rep = verify_region(log.region()).unwrap();
+    assert_eq!(rep.records, n);
+    drop(log);
+    let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
+    assert!(log.is_full());
+    assert_eq!(
+        log.append(Timestamp(0), CoreId(0), &body(1)),
+        Err(AuditError::Full { sealed_now: false })
+    );
+}
+
+#[test]
+fn torn_append_keeps_every_earlier_record() {
+    let size = 2 * MIN_REGION_BYTES;
+    let mut rng = SplitMix64(11);
+    for k in 0..RECORDS {
+        let before = region_with(k, size);
+        let after = region_with(k + 1, size);
+        let ext = extents(&after);
+        let (off, len) = ext[k as usize];
+        // Every possible prefix length of the new record's bytes (record written
+        // in order), plus random byte subsets; the superblock is not yet updated.
+        for cut in (0..=len).step_by(7).chain([len]) {
+            let mut torn = before.clone();
+            torn[off..off + cut].copy_from_slice(&after[off..off + cut]);
+            check_recovery(&mut torn, k, cut == len);
+        }
+        for _ in 0..4 {
+            let mut torn = before.clone();
+            for b in off..off + len {
+                if rng.below(2) == 0 {
+                    torn[b] = after[b];
+                }
+            }
+            let complete = torn[off..off + len] == after[off..off + len];
+            check_recovery(&mut torn, k, complete);
+        }
+    }
+}
+
+fn check_recovery(torn: &mut [u8], k: u64, complete: bool) {
+    let expect = if complete { k + 1 } else { k };
+    let (mut log, rep) = AuditLog::open(torn, NODE).unwrap();
+    assert_eq!(rep.records, expect);
+    assert_eq!(rep.lost_durable_records, 0);
+    if rep.dropped_bytes > 0 {
+        log.append(
+            Timestamp(1),
+            CoreId(0),
+            &RecordBody::Recovered {
+                dropped_bytes: rep.dropped_bytes,
+            },
+        )
+        .unwrap();
+    }
+    log.append(
+        Timestamp(2),
+        CoreId(0),
+        &RecordBody::Boot {
+            count: rep.boot_count,
+        },
+    )
+    .unwrap();
+    let v = verify_region(log.region()).unwrap();
+    assert_eq!(v.torn_tail_bytes, 0);
+    let kept: Vec<_> = log.records().map(|r| r.unwrap().body).collect();
+    for i in 0..expect {
+        assert_eq!(kept[i as usize], body(i));
+    }
+}
+
+#[test]
+fn torn_superblock_write_is_survivable() {
+    let mut rng = SplitMix64(5);
+    for n in 1..RECORDS {
+        let prev = small_region(n - 1);
+        let cur = small_region(n);
+        // The newest copy is the one that differs between the two states.
+        let newest = SUPERBLOCK_OFFSETS
+            .into_iter()
+            .find(|&at| prev[at..at + SUPERBLOCK_BYTES] != cur[at..at + SUPERBLOCK_BYTES])
+            .unwrap();
+        let mut torn = cur.clone();
+        for b in newest..newest + SUPERBLOCK_BYTES {
+            if rng.below(2) == 0 {
+                torn[b] = prev[b];
+            }
+        }
+        torn[newest + rng.below(SUPERBLOCK_BYTES as u64) as usize] ^= 0x40;
+        let v = verify_region(&torn).unwrap();
+        assert_eq!(v.records, n);
+        let (_, rep) = AuditLog::open(&mut torn, NODE).unwrap();
+        assert_eq!(rep.records, n);
+        assert!(!rep.formatted);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_byte_flip_is_located(pos in 0usize..1_000_000, xor in 1u8..=255) {
+        let region = small_region(RECORDS);
+        let ext = extents(&region);
+        let used = ext.last().map(|&(o, l)| o + l).unwrap();
+        let byte = DATA_START + pos % (used - DATA_START);
+        let mut bad = region.clone();
+        bad[byte] ^= xor;
+        let e = verify_region(&bad).unwrap_err();
+        let (seq, off) = record_containing(&ext, byte);
+        prop_assert_eq!((e.seq, e.offset as usize), (seq, off), "{}", e);
+        let (_, rep) = AuditLog::open(&mut bad, NODE).unwrap();
+        prop_assert_eq!(rep.records, seq);
+        prop_assert!(rep.lost_durable_records > 0);
+    }
+
+    #[test]
+    fn any_truncation_is_detected(cut in 0usize..(2 * MIN_REGION_BYTES)) {
+        let region = small_region(RECORDS);
+        let ext = extents(&region);
+        let e = verify_region(&region[..cut]).unwrap_err();
+        if cut >= DATA_START {
+            match ext.iter().position(|&(o, l)| o + l > cut) {
+                Some(i) => prop_assert_eq!((e.seq, e.offset as usize), (i as u64, ext[i].0)),
+                None => prop_assert_eq!((e.seq, e.what), (RECORDS, Damage::Truncated)),
+            }
+        }
+    }
+
+    #[test]
+    fn any_swap_or_deletion_is_located(i in 0usize..RECORDS as usize, j in 0usize..RECORDS as usize, delete in any::<bool>()) {
+        let region = small_region(RECORDS);
+        let ext = extents(&region);
+        let used = ext.last().map(|&(o, l)| o + l).unwrap();
+        let recs: Vec<&[u8]> = ext.iter().map(|&(o, l)| &region[o..o + l]).collect();
+        let mut order: Vec<usize> = (0..recs.len()).collect();
+        let first = if delete {
+            order.remove(i);
+            i
+        } else {
+            prop_assume!(i != j);
+            order.swap(i, j);
+            i.min(j)
+        };
+        let mut bad = region[..DATA_START].to_vec();
+        for k in order {
+            bad.extend_from_slice(recs[k]);
+        }
+        bad.resize(region.len(), 0);
+        prop_assert!(bad.len() == region.len() && used <= region.len());
+        let e = verify_region(&bad).unwrap_err();
+        prop_assert_eq!((e.seq, e.offset as usize), (first as u64, ext[first].0), "{}", e);
+    }
+}
+
+/// 20k random and mutated regions through `open` and `verify_region`: no panics,
+/// and whatever `open` accepts then verifies.
+#[test]
+fn fuzz_smoke_never_panics() {
+    let mut rng = SplitMix64(0xa0d1);
+    let base = region_with(12, MIN_REGION_BYTES);
+    let ext = extents(&base);
+    for round in 0..20_000u32 {
+        let mut r = if round % 4 == 0 {
+            (0..MIN_REGION_BYTES)
+                .map(|_| rng.next_u64() as u8)
+                .collect()
+        } else {
+            base.clone()
+        };
+        let flips = 1 + rng.below(6);
+        for _ in 0..flips {
+            let at = match rng.below(3) {
+                0 => rng.below(SUPERBLOCK_BYTES as u64) as usize,
+                1 => {
+                    let (o, _) = ext[rng.below(ext.len() as u64) as usize];
+                    o + rng.below(29) as usize
+                }
+                _ => rng.below(r.len() as u64) as usize,
+            };
+            r[at] = rng.next_u64() as u8;
+        }
+        let cut = if rng.below(8) == 0 {
+            rng.below(r.len() as u64) as usize
+        } else {
+            r.len()
+        };
+        let _ = verify_region(&r[..cut]);
+        let _ = find_region(&r[..cut]);
+        if let Ok((mut log, _)) = AuditLog::open(&mut r, NODE) {
+            let _ = log.append(Timestamp(1), CoreId(0), &RecordBody::Boot { count: 1 });
+            assert!(log.verify_in_place().is_ok(), "round {round}");
+        }
+    }
+}
