@@ -81,7 +81,13 @@ pub struct KernelOptions {
     pub ip: Option<Ipv4Cidr>,
     /// `console=off`: skip the interactive console (for benchmarks).
     pub console: bool,
+    /// `peers=2,3`: node ids of the peers (peer k is at 10.0.0.k). At most [`MAX_PEERS`].
+    peers: [u32; MAX_PEERS],
+    peer_count: usize,
 }
+
+/// Most peers on the command line.
+pub const MAX_PEERS: usize = 15;
 
 impl Default for KernelOptions {
     fn default() -> Self {
@@ -93,11 +99,17 @@ impl Default for KernelOptions {
             raft: DEFAULT_RAFT_REGION,
             ip: None,
             console: true,
+            peers: [0; MAX_PEERS],
+            peer_count: 0,
         }
     }
 }
 
 impl KernelOptions {
+    pub fn peers(&self) -> &[u32] {
+        &self.peers[..self.peer_count]
+    }
+
     pub fn test(&self) -> Option<&str> {
         self.test
             .as_ref()
@@ -198,6 +210,20 @@ fn parse_cidr(v: &str) -> Option<Ipv4Cidr> {
     parts.next().is_none().then_some(Ipv4Cidr { addr, prefix })
 }
 
+fn parse_peers(v: &str) -> Option<([u32; MAX_PEERS], usize)> {
+    let mut out = [0u32; MAX_PEERS];
+    let mut n = 0;
+    for part in v.split(',') {
+        let id: u32 = part.parse().ok().filter(|id| (1..=254).contains(id))?;
+        if n == MAX_PEERS || out[..n].contains(&id) {
+            return None;
+        }
+        out[n] = id;
+        n += 1;
+    }
+    Some((out, n))
+}
+
 /// Parses a command line. Never fails: problems become diagnostics.
 pub fn parse(line: &str) -> Parsed<'_> {
     let mut p = Parsed {
@@ -212,7 +238,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
         };
         let known = matches!(
             key,
-            "node" | "log" | "test" | "audit" | "raft" | "ip" | "console"
+            "node" | "log" | "test" | "audit" | "raft" | "ip" | "console" | "peers"
         );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
@@ -268,6 +294,14 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("a.b.c.d/prefix")),
+            "peers" => parse_peers(value)
+                .map(|(p, n)| {
+                    o.peers = p;
+                    o.peer_count = n;
+                })
+                .ok_or(())
+                .err()
+                .map(|_| bad("a comma-separated list of up to 15 node ids 1..=254")),
             "console" => match value {
                 "on" => {
                     o.console = true;
@@ -302,7 +336,7 @@ mod tests {
     #[test]
     fn typed_values() {
         let p = parse(
-            "node=7 log=debug test=heap audit=0x8000000,8M raft=0x9000000,1M ip=10.0.0.3/24 console=off",
+            "node=7 log=debug test=heap audit=0x8000000,8M raft=0x9000000,1M ip=10.0.0.3/24 console=off peers=1,2,3",
         );
         let o = &p.options;
         assert_eq!(
@@ -313,6 +347,12 @@ mod tests {
         assert_eq!(o.raft, (0x900_0000, 1 << 20));
         assert_eq!(o.ip.unwrap().to_string(), "10.0.0.3/24");
         assert!(!o.console);
+        assert_eq!(o.peers(), [1, 2, 3]);
+        assert!(
+            parse("peers=1,1").diags().count() == 1,
+            "duplicate peer accepted"
+        );
+        assert!(parse("peers=0").diags().count() == 1, "peer 0 accepted");
         assert_eq!(p.diags().count(), 0);
     }
 

@@ -22,6 +22,7 @@ mod rt;
 mod serial;
 mod smp;
 mod time;
+mod transport;
 
 use core::fmt::Write;
 use spin::Once;
@@ -114,6 +115,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         }
     }
     net::init(acpi.as_ref().and_then(|a| a.ecam));
+    transport::init(opts.node, opts.peers());
     executor::init(smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;

@@ -218,6 +218,7 @@ pub fn poll() {
             i.poll();
         }
     }
+    crate::transport::poll();
 }
 
 pub fn print_pci() {

@@ -71,6 +71,8 @@ pub static COMMANDS: &[Command] = &[
         summary: "ICMP echo over the peer NIC with round-trip times",
         run: ping_cmd,
     },
+    Command { name: "peers", args: "", summary: "peer connections, their state, bad-frame counters", run: peers_cmd },
+    Command { name: "bulk", args: "<node> <bytes>", summary: "send a TCP stream to a peer's sink and print its hash", run: bulk_cmd },
     Command {
         name: "runq",
         args: "",
@@ -222,4 +224,17 @@ fn ping_cmd(args: &[&str]) -> Result<(), CmdError> {
         .filter(|n| (1..=1000).contains(n))
         .ok_or_else(|| CmdError::Usage(format!("ping <ip> [1..=1000] (got `{count}`)")))?;
     crate::net::ping(addr, count).map_err(CmdError::Failed)
+}
+
+fn peers_cmd(args: &[&str]) -> Result<(), CmdError> {
+    no_args("peers", args)?;
+    crate::transport::print_peers();
+    Ok(())
+}
+
+fn bulk_cmd(args: &[&str]) -> Result<(), CmdError> {
+    let [node, bytes] = args else { return Err(usage("bulk")) };
+    let node: u32 = node.parse().ok().filter(|n| (1..=254).contains(n)).ok_or_else(|| usage("bulk"))?;
+    let bytes: u64 = bytes.parse().ok().filter(|b| (1..=(256u64 << 20)).contains(b)).ok_or_else(|| usage("bulk"))?;
+    crate::transport::bulk_send(node, bytes).map_err(CmdError::Failed)
 }

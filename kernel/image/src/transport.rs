@@ -1,0 +1,437 @@
+//! Peer transport: TCP connections between nodes carrying wire frames
+//! (`xdv_net::wire`), plus the management listener and a bulk-transfer sink.
+//!
+//! - Peer `k` lives at 10.0.0.k on the peer network (`ip=` / provisioning). This node
+//!   connects to every listed peer with a higher id and accepts connections from
+//!   the others on [`PEER_TCP_PORT`]; the first frame each way is `Hello`.
+//! - Every established connection sends `Ping` each [`HEARTBEAT_MS`]; a peer is up
+//!   while it answered within [`PEER_TIMEOUT_MS`]. A closed connection is retried
+//!   by its connecting side after [`RECONNECT_MS`].
+//! - Bad input (length over limit, unknown version or type, truncated or
+//!   undecodable body, bad checksum) increments the counter of its kind, logs one
+//!   line, and closes that connection. Nothing panics.
+//! - The management listener ([`MGMT_TCP_PORT`], management NIC) answers `Ping` and
+//!   reports `MgmtRequest` as not served by this build with an `Error` frame.
+//! - The bulk sink ([`BULK_PORT`]) hashes whatever it receives (the TCP integrity test).
+
+use crate::net::{Iface, NET};
+use crate::{print, println, time};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use smoltcp::wire::{IpAddress, Ipv4Address};
+use spin::Mutex;
+use xdv_net::wire::{
+    self, ClusterMessage, ErrorReport, FrameDecoder, FrameHeader, Hello, MGMT_TCP_PORT, PEER_TCP_PORT, Ping,
+    WireErrorCounters,
+};
+use xdv_types::{NodeId, Timestamp};
+
+pub const BULK_PORT: u16 = 7300;
+pub const HEARTBEAT_MS: u64 = 500;
+pub const PEER_TIMEOUT_MS: u64 = 3000;
+pub const RECONNECT_MS: u64 = 1000;
+/// Most peers a node keeps connections to.
+pub const MAX_PEERS: usize = 15;
+const MGMT_SLOTS: usize = 4;
+const PEER_BUF_BYTES: usize = 64 * 1024;
+const BULK_BUF_BYTES: usize = 128 * 1024;
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Role {
+    Connect,
+    Accept,
+    Mgmt,
+}
+
+struct Conn {
+    handle: SocketHandle,
+    role: Role,
+    /// The peer node, once known (configured for Connect, from Hello for Accept).
+    peer: Option<NodeId>,
+    decoder: FrameDecoder,
+    hello_sent: bool,
+    hello_seen: bool,
+    last_heard_ms: u64,
+    last_ping_ms: u64,
+    ping_sent_us: u64,
+    rtt_us: u64,
+    frames_in: u64,
+    frames_out: u64,
+    retry_at_ms: u64,
+    target: Option<(Ipv4Address, u16)>,
+}
+
+pub struct Transport {
+    node: NodeId,
+    clock: u64,
+    next_msg: u64,
+    conns: Vec<Conn>,
+    pub errors: WireErrorCounters,
+    bulk: SocketHandle,
+    bulk_hash: Sha256,
+    bulk_bytes: u64,
+    bulk_last: Option<(u64, String)>,
+}
+
+pub static TRANSPORT: Mutex<Option<Transport>> = Mutex::new(None);
+
+fn now_ms() -> u64 {
+    time::uptime_us() / 1000
+}
+
+fn tcp_socket(bytes: usize) -> tcp::Socket<'static> {
+    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; bytes]), tcp::SocketBuffer::new(vec![0; bytes]))
+}
+
+fn new_conn(handle: SocketHandle, role: Role, peer: Option<NodeId>, target: Option<(Ipv4Address, u16)>) -> Conn {
+    Conn {
+        handle,
+        role,
+        peer,
+        decoder: FrameDecoder::new(),
+        hello_sent: false,
+        hello_seen: false,
+        last_heard_ms: 0,
+        last_ping_ms: 0,
+        ping_sent_us: 0,
+        rtt_us: 0,
+        frames_in: 0,
+        frames_out: 0,
+        retry_at_ms: 0,
+        target,
+    }
+}
+
+/// Peer node ids from the command line (`peers=2,3`); their addresses follow the
+/// 10.0.0.<id> rule.
+pub fn init(node: u32, peers: &[u32]) {
+    let mut guard = NET.lock();
+    let Some(net) = guard.as_mut() else { return };
+    let mut conns = Vec::new();
+    let Some(peer_if) = net.peer.as_mut() else {
+        log::warn!("transport: no peer NIC; peer transport off");
+        return;
+    };
+    for &p in peers.iter().filter(|&&p| p != node).take(MAX_PEERS) {
+        let h = peer_if.sockets.add(tcp_socket(PEER_BUF_BYTES));
+        let (role, target) = if p > node {
+            (Role::Connect, Some((Ipv4Address::new(10, 0, 0, p as u8), PEER_TCP_PORT)))
+        } else {
+            (Role::Accept, None)
+        };
+        conns.push(new_conn(h, role, (role == Role::Connect).then_some(NodeId(p)), target));
+    }
+    let bulk = peer_if.sockets.add(tcp_socket(BULK_BUF_BYTES));
+    if let Some(m) = net.mgmt.as_mut() {
+        for _ in 0..MGMT_SLOTS {
+            let h = m.sockets.add(tcp_socket(PEER_BUF_BYTES));
+            conns.push(new_conn(h, Role::Mgmt, None, None));
+        }
+    }
+    *TRANSPORT.lock() = Some(Transport {
+        node: NodeId(node),
+        clock: 0,
+        next_msg: 1,
+        conns,
+        errors: WireErrorCounters::default(),
+        bulk,
+        bulk_hash: Sha256::new(),
+        bulk_bytes: 0,
+        bulk_last: None,
+    });
+}
+
+impl Transport {
+    fn header(&mut self, target: NodeId) -> FrameHeader {
+        self.clock += 1;
+        self.next_msg += 1;
+        FrameHeader { source: self.node, target, timestamp: Timestamp(self.clock), message_id: self.next_msg }
+    }
+
+    fn send(&mut self, iface: &mut Iface, i: usize, msg: &ClusterMessage) -> bool {
+        let target = self.conns[i].peer.unwrap_or(wire::HOST_NODE);
+        let hdr = self.header(target);
+        let Ok(bytes) = wire::encode_frame(&hdr, msg) else { return false };
+        let s = iface.sockets.get_mut::<tcp::Socket>(self.conns[i].handle);
+        if s.send_capacity() - s.send_queue() < bytes.len() {
+            return false;
+        }
+        let ok = s.send_slice(&bytes).map(|n| n == bytes.len()).unwrap_or(false);
+        if ok {
+            self.conns[i].frames_out += 1;
+        }
+        ok
+    }
+
+    /// Drives one connection: (re)open, hello, receive frames, heartbeat.
+    fn service(&mut self, iface: &mut Iface, i: usize, now: u64) {
+        let handle = self.conns[i].handle;
+        let role = self.conns[i].role;
+        let state = iface.sockets.get::<tcp::Socket>(handle).state();
+        if state == tcp::State::Closed {
+            self.reopen(iface, i, now);
+            return;
+        }
+        let remote_closed = matches!(state, tcp::State::CloseWait | tcp::State::LastAck | tcp::State::TimeWait | tcp::State::Closing);
+        if remote_closed {
+            iface.sockets.get_mut::<tcp::Socket>(handle).abort();
+            return;
+        }
+        if state != tcp::State::Established {
+            return;
+        }
+        if !self.conns[i].hello_sent && role != Role::Mgmt {
+            let mut nonce = [0u8; wire::NONCE_BYTES];
+            nonce[..8].copy_from_slice(&now.to_le_bytes());
+            let hello = ClusterMessage::Hello(Hello { node: self.node, nonce });
+            self.conns[i].hello_sent = self.send(iface, i, &hello);
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let room = self.conns[i].decoder.room().min(buf.len());
+            if room == 0 {
+                break;
+            }
+            let n = iface.sockets.get_mut::<tcp::Socket>(handle).recv_slice(&mut buf[..room]).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.conns[i].decoder.push(&buf[..n]);
+            if !self.drain_frames(iface, i, now) {
+                return;
+            }
+        }
+        if !self.drain_frames(iface, i, now) {
+            return;
+        }
+        let c = &self.conns[i];
+        if role != Role::Mgmt && c.hello_seen && now - c.last_ping_ms >= HEARTBEAT_MS {
+            self.conns[i].last_ping_ms = now;
+            self.conns[i].ping_sent_us = time::uptime_us();
+            let seq = now;
+            self.send(iface, i, &ClusterMessage::Ping(Ping { seq, payload: Vec::new() }));
+        }
+    }
+
+    /// Pops and handles decoded frames; false if the connection was closed.
+    fn drain_frames(&mut self, iface: &mut Iface, i: usize, now: u64) -> bool {
+        loop {
+            match self.conns[i].decoder.pop() {
+                Ok(None) => return true,
+                Ok(Some(frame)) => {
+                    self.conns[i].frames_in += 1;
+                    self.conns[i].last_heard_ms = now;
+                    self.clock = self.clock.max(frame.header.timestamp.0) + 1;
+                    self.handle(iface, i, frame.header, frame.message);
+                }
+                Err(e) => {
+                    self.errors.record(&e);
+                    let who = match self.conns[i].peer {
+                        Some(p) => alloc::format!("peer {p}"),
+                        None => alloc::format!("{:?} connection", self.conns[i].role),
+                    };
+                    log::warn!("transport: bad frame from {who}: {e}; closing the connection");
+                    iface.sockets.get_mut::<tcp::Socket>(self.conns[i].handle).abort();
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, iface: &mut Iface, i: usize, hdr: FrameHeader, msg: ClusterMessage) {
+        match msg {
+            ClusterMessage::Hello(h) => {
+                let c = &mut self.conns[i];
+                if c.role == Role::Connect && c.peer != Some(h.node) {
+                    log::warn!("transport: expected node {:?} but {} answered; closing", c.peer, h.node);
+                    iface.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+                    return;
+                }
+                c.peer = Some(h.node);
+                c.hello_seen = true;
+                log::info!("transport: peer {} connected ({:?})", h.node, c.role);
+            }
+            ClusterMessage::Ping(p) => {
+                self.send(iface, i, &ClusterMessage::Pong(p));
+            }
+            ClusterMessage::Pong(_) => {
+                let c = &mut self.conns[i];
+                c.rtt_us = time::uptime_us().saturating_sub(c.ping_sent_us);
+            }
+            ClusterMessage::MgmtRequest(_) => {
+                let e = ErrorReport {
+                    code: wire::error_code::BAD_REQUEST,
+                    text: String::from("management requests are not served by this build (no cluster service)"),
+                };
+                self.send(iface, i, &ClusterMessage::Error(e));
+            }
+            other => log::debug!("transport: {:?} from {} ignored", other.msg_type(), hdr.source),
+        }
+    }
+
+    fn reopen(&mut self, iface: &mut Iface, i: usize, now: u64) {
+        let c = &mut self.conns[i];
+        if c.hello_seen {
+            log::info!("transport: connection to {:?} closed", c.peer);
+        }
+        c.decoder = FrameDecoder::new();
+        c.hello_sent = false;
+        c.hello_seen = false;
+        if c.role != Role::Connect {
+            if c.role == Role::Accept {
+                c.peer = None;
+            }
+            let port = if c.role == Role::Mgmt { MGMT_TCP_PORT } else { PEER_TCP_PORT };
+            let _ = iface.sockets.get_mut::<tcp::Socket>(c.handle).listen(port);
+            return;
+        }
+        if now < c.retry_at_ms {
+            return;
+        }
+        c.retry_at_ms = now + RECONNECT_MS;
+        let Some((addr, port)) = c.target else { return };
+        let local = 49152 + (now % 16000) as u16;
+        let s = iface.sockets.get_mut::<tcp::Socket>(c.handle);
+        let _ = s.connect(iface.iface.context(), (IpAddress::Ipv4(addr), port), local);
+    }
+
+    fn service_bulk(&mut self, iface: &mut Iface) {
+        let s = iface.sockets.get_mut::<tcp::Socket>(self.bulk);
+        match s.state() {
+            tcp::State::Closed => {
+                let _ = s.listen(BULK_PORT);
+            }
+            _ => {
+                while let Ok(n) = s.recv(|b| {
+                    self.bulk_hash.update(&*b);
+                    (b.len(), b.len())
+                }) {
+                    if n == 0 {
+                        break;
+                    }
+                    self.bulk_bytes += n as u64;
+                }
+                // The sender's FIN ends a transfer (not a handshake still in progress).
+                let finished = matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::TimeWait | tcp::State::Closing);
+                if finished && !s.may_recv() {
+                    let hash = core::mem::take(&mut self.bulk_hash).finalize();
+                    let hex: String = hash.iter().map(|b| alloc::format!("{b:02x}")).collect();
+                    println!("bulk: received {} bytes sha256={hex}", self.bulk_bytes);
+                    self.bulk_last = Some((self.bulk_bytes, hex));
+                    self.bulk_bytes = 0;
+                    s.close();
+                    s.abort();
+                }
+            }
+        }
+    }
+}
+
+/// Services every connection. Called from the network poll.
+pub fn poll() {
+    let mut tguard = TRANSPORT.lock();
+    let Some(t) = tguard.as_mut() else { return };
+    let mut nguard = NET.lock();
+    let Some(net) = nguard.as_mut() else { return };
+    let now = now_ms();
+    for i in 0..t.conns.len() {
+        let iface = if t.conns[i].role == Role::Mgmt { net.mgmt.as_mut() } else { net.peer.as_mut() };
+        if let Some(iface) = iface {
+            t.service(iface, i, now);
+        }
+    }
+    if let Some(p) = net.peer.as_mut() {
+        t.service_bulk(p);
+    }
+}
+
+/// `peers`.
+pub fn print_peers() {
+    let guard = TRANSPORT.lock();
+    let Some(t) = guard.as_ref() else {
+        println!("peers: transport off (no peer NIC or no peers= list)");
+        return;
+    };
+    let now = now_ms();
+    println!("node {}: peers (port {PEER_TCP_PORT})", t.node);
+    for c in t.conns.iter().filter(|c| c.role != Role::Mgmt) {
+        let up = c.hello_seen && now.saturating_sub(c.last_heard_ms) < PEER_TIMEOUT_MS;
+        let who = c.peer.map(|p| alloc::format!("{p}")).unwrap_or_else(|| String::from("(any)"));
+        println!(
+            "  {who:<6} {:<7} {:<4} in {} out {} frames, last heard {} ms ago, rtt {} us",
+            if c.role == Role::Connect { "connect" } else { "accept" },
+            if up { "up" } else { "down" },
+            c.frames_in,
+            c.frames_out,
+            if c.hello_seen { now.saturating_sub(c.last_heard_ms) } else { 0 },
+            c.rtt_us
+        );
+    }
+    let mgmt = t.conns.iter().filter(|c| c.role == Role::Mgmt).map(|c| c.frames_in).sum::<u64>();
+    println!("mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}");
+    print!("bad frames:");
+    for (name, n) in t.errors.iter() {
+        print!(" {name}={n}");
+    }
+    println!(" total={}", t.errors.total());
+}
+
+/// Sends `bytes` of a deterministic pattern to node `peer`'s bulk sink; prints the hash.
+pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
+    let handle = {
+        let mut guard = NET.lock();
+        let i = guard.as_mut().and_then(|n| n.peer.as_mut()).ok_or("no peer interface")?;
+        let h = i.sockets.add(tcp_socket(BULK_BUF_BYTES));
+        let dst = (IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, peer as u8)), BULK_PORT);
+        let local = 40000 + (now_ms() % 9000) as u16;
+        let ctx = i.iface.context();
+        i.sockets.get_mut::<tcp::Socket>(h).connect(ctx, dst, local).map_err(|e| alloc::format!("connect: {e}"))?;
+        h
+    };
+    let start = time::uptime_us();
+    let (mut sent, mut hash) = (0u64, Sha256::new());
+    let mut chunk = vec![0u8; 8192];
+    let deadline_ms = now_ms() + 120_000;
+    loop {
+        crate::net::poll();
+        let mut guard = NET.lock();
+        let i = guard.as_mut().and_then(|n| n.peer.as_mut()).ok_or("no peer interface")?;
+        let s = i.sockets.get_mut::<tcp::Socket>(handle);
+        if sent == bytes && s.send_queue() == 0 {
+            s.close();
+            break;
+        }
+        if !s.is_open() || now_ms() > deadline_ms {
+            i.sockets.remove(handle);
+            return Err(alloc::format!("connection lost after {sent} bytes"));
+        }
+        while s.can_send() && sent < bytes {
+            let n = (bytes - sent).min(chunk.len() as u64) as usize;
+            for (k, b) in chunk[..n].iter_mut().enumerate() {
+                *b = ((sent + k as u64) * 31 % 251) as u8;
+            }
+            let took = s.send_slice(&chunk[..n]).unwrap_or(0);
+            hash.update(&chunk[..took]);
+            sent += took as u64;
+            if took < n {
+                break;
+            }
+        }
+    }
+    let us = (time::uptime_us() - start).max(1);
+    let hex: String = hash.finalize().iter().map(|b| alloc::format!("{b:02x}")).collect();
+    println!("bulk: sent {sent} bytes sha256={hex} in {} ms = {} KB/s", us / 1000, sent * 1_000_000 / us / 1024);
+    // Keep polling briefly so the FIN goes out, then free the socket.
+    let until = now_ms() + 500;
+    while now_ms() < until {
+        crate::net::poll();
+    }
+    if let Some(i) = NET.lock().as_mut().and_then(|n| n.peer.as_mut()) {
+        i.sockets.remove(handle);
+    }
+    Ok(())
+}
