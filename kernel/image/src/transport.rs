@@ -396,7 +396,12 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
     let (mut sent, mut hash) = (0u64, Sha256::new());
     let mut chunk = vec![0u8; 8192];
     let deadline_ms = now_ms() + 120_000;
+    let mut progress_ms = now_ms() + 1000;
     loop {
+        if now_ms() >= progress_ms {
+            progress_ms += 1000;
+            println!("bulk: {sent} of {bytes} bytes sent");
+        }
         crate::net::poll();
         let mut guard = NET.lock();
         let i = guard.as_mut().and_then(|n| n.peer.as_mut()).ok_or("no peer interface")?;
