@@ -229,8 +229,12 @@ impl<'a> AuditLog<'a> {
             generation: self.generation,
         };
         let at = SUPERBLOCK_OFFSETS[target];
+        // No fence after this store: the next record's bytes may become visible
+        // before it, which is harmless (the walk at open accepts complete records
+        // past the superblock's end); the fence in `write_record` orders each
+        // record before the superblock that covers it, and this store before the
+        // next superblock store.
         self.region[at..at + SUPERBLOCK_BYTES].copy_from_slice(&sb.encode());
-        fence(Ordering::SeqCst);
         self.newest_copy = target;
     }
 
