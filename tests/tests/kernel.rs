@@ -10,7 +10,9 @@ use xdv_sched::{DeterministicScheduler, MaskPlacement};
 const T: Duration = Duration::from_secs(120);
 
 fn ready_lines(log: &str) -> Vec<&str> {
-    log.lines().filter(|l| l.starts_with("xdv: ready")).collect()
+    log.lines()
+        .filter(|l| l.starts_with("xdv: ready"))
+        .collect()
 }
 
 #[test]
@@ -18,21 +20,39 @@ fn boots_via_pvh_to_exactly_one_ready_line() {
     let log = run_test("boot", 2, Exit::Pass).unwrap();
     let ready = ready_lines(&log);
     assert_eq!(ready.len(), 1, "{log}");
-    assert!(ready[0].starts_with("xdv: ready node=0 cores=2 mem="), "{}", ready[0]);
+    assert!(
+        ready[0].starts_with("xdv: ready node=0 cores=2 mem="),
+        "{}",
+        ready[0]
+    );
     assert!(log.contains("booted via PVH"), "{log}");
     assert!(log.contains("xdv-test: pass boot"));
 }
 
 #[test]
 fn boots_via_grub_multiboot2_iso() {
-    if std::process::Command::new("grub-mkrescue").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "grub-mkrescue missing in CI");
-        eprintln!("SKIPPED: grub-mkrescue not installed (apt-get install -y grub-pc-bin grub-common xorriso mtools)");
+    if std::process::Command::new("grub-mkrescue")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "grub-mkrescue missing in CI"
+        );
+        eprintln!(
+            "SKIPPED: grub-mkrescue not installed (apt-get install -y grub-pc-bin grub-common xorriso mtools)"
+        );
         return;
     }
     let dir = temp_dir("iso").unwrap();
     let iso = dir.join("xdv.iso");
-    make_iso(&xdv::qemu::kernel_image().unwrap(), "test=boot node=5", &iso).unwrap();
+    make_iso(
+        &xdv::qemu::kernel_image().unwrap(),
+        "test=boot node=5",
+        &iso,
+    )
+    .unwrap();
     let mut cfg = Config::kernel("").unwrap();
     cfg.boot = xdv::qemu::Boot::Cdrom(iso);
     let mut vm = Vm::spawn(&cfg).unwrap();
@@ -54,16 +74,28 @@ fn heap_and_memory_map_stress_reports_exhaustion() {
 #[test]
 fn breakpoint_returns() {
     let log = run_test("breakpoint", 1, Exit::Pass).unwrap();
-    assert!(log.contains("breakpoint at rip=") && log.contains("int3 returned"), "{log}");
+    assert!(
+        log.contains("breakpoint at rip=") && log.contains("int3 returned"),
+        "{log}"
+    );
 }
 
 #[test]
 fn page_fault_reports_the_faulting_address() {
     let log = run_test("pagefault", 1, Exit::Fault).unwrap();
-    let line = log.lines().find(|l| l.starts_with("EXCEPTION: page fault")).unwrap_or_else(|| panic!("{log}"));
-    assert!(line.contains("vector=14") && line.contains("cr2=0x00000deadbeef000"), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("EXCEPTION: page fault"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("vector=14") && line.contains("cr2=0x00000deadbeef000"),
+        "{line}"
+    );
     assert!(line.contains("rip=0x") && line.contains("error="), "{line}");
-    assert!(log.contains("rax=0x") && log.contains("r15=0x"), "no register dump: {log}");
+    assert!(
+        log.contains("rax=0x") && log.contains("r15=0x"),
+        "no register dump: {log}"
+    );
 }
 
 #[test]
@@ -79,7 +111,12 @@ fn console_round_trip() {
     vm.wait_for("xdv> ", T).unwrap();
     vm.send_line("help").unwrap();
     vm.wait_for("halt — stop the node", T).unwrap();
-    for cmd in ["mem —", "cpus —", "runq —", "log <error|warn|info|debug|trace> —"] {
+    for cmd in [
+        "mem —",
+        "cpus —",
+        "runq —",
+        "log <error|warn|info|debug|trace> —",
+    ] {
         assert!(vm.output().contains(cmd), "help lacks {cmd}");
     }
     vm.send_line("mem").unwrap();
@@ -91,13 +128,22 @@ fn console_round_trip() {
     vm.send_line("versiom\x7fn").unwrap();
     vm.wait_for("xdv 0.1.0 (kernel", T).unwrap();
     vm.send_line("frobnicate").unwrap();
-    vm.wait_for("error: unknown command `frobnicate`; try `help`", T).unwrap();
+    vm.wait_for("error: unknown command `frobnicate`; try `help`", T)
+        .unwrap();
     vm.send_line("log loud").unwrap();
-    vm.wait_for("error: usage: log <error|warn|info|debug|trace> (got `loud`)", T).unwrap();
+    vm.wait_for(
+        "error: usage: log <error|warn|info|debug|trace> (got `loud`)",
+        T,
+    )
+    .unwrap();
     // The prompt comes back after each of the 6 commands (plus the first one).
     let deadline = std::time::Instant::now() + T;
     while vm.count("xdv> ") < 7 {
-        assert!(std::time::Instant::now() < deadline, "prompt not returned: {}", vm.output());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prompt not returned: {}",
+            vm.output()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     vm.send_line("halt").unwrap();
@@ -110,9 +156,18 @@ fn bad_command_line_values_are_reported_and_defaults_used() {
     vm.wait_for("xdv: ready", T).unwrap();
     vm.send_line("halt").unwrap();
     let log = vm.expect_exit(Exit::Halted, T).unwrap();
-    assert!(log.contains("xdv: cmdline: bad value for `log`: \"loud\""), "{log}");
-    assert!(log.contains("xdv: cmdline: unknown key `bogus`; ignored"), "{log}");
-    assert!(ready_lines(&log)[0].starts_with("xdv: ready node=7"), "{log}");
+    assert!(
+        log.contains("xdv: cmdline: bad value for `log`: \"loud\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("xdv: cmdline: unknown key `bogus`; ignored"),
+        "{log}"
+    );
+    assert!(
+        ready_lines(&log)[0].starts_with("xdv: ready node=7"),
+        "{log}"
+    );
     // Default level (info) in force: info lines are printed, debug lines are not.
     assert!(log.contains("[INFO ]") && !log.contains("[DEBUG]"), "{log}");
 }
@@ -132,10 +187,22 @@ fn host_hashes(cores: u16, n: u64) -> (String, String) {
 
 fn kernel_sched(smp: u32) -> (String, String, String) {
     let log = run_test("sched", smp, Exit::Pass).unwrap();
-    let line = log.lines().find(|l| l.starts_with("sched test: cores=")).unwrap_or_else(|| panic!("{log}")).to_string();
-    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap().to_string();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("sched test: cores="))
+        .unwrap_or_else(|| panic!("{log}"))
+        .to_string();
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap()
+            .to_string()
+    };
     for cpu in 0..smp {
-        assert!(log.contains(&format!("sched test: cpu{cpu} ran ")), "cpu{cpu} missing: {log}");
+        assert!(
+            log.contains(&format!("sched test: cpu{cpu} ran ")),
+            "cpu{cpu} missing: {log}"
+        );
     }
     (field("head="), field("outcomes="), log)
 }

@@ -4,6 +4,7 @@
 //! least `bench`, `unit`, `ours`, `baseline`, `ratio`.
 
 mod audit;
+mod boot;
 mod net;
 mod raft;
 mod report;
@@ -18,6 +19,7 @@ fn main() {
     };
     let rest = &args[1..];
     let result: anyhow::Result<()> = match name.as_str() {
+        "boot" => boot::run(rest),
         "sched" => sched::run(rest),
         "audit" => audit::run(rest),
         "raft" => raft::run(rest),

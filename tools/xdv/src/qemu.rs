@@ -44,13 +44,19 @@ impl Exit {
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or(here)
+    here.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or(here)
 }
 
 /// Builds the kernel (release) once per process and returns the ELF path.
 pub fn kernel_image() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(|| build_kernel(true).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+    BUILT
+        .get_or_init(|| build_kernel(true).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
 }
 
 /// Runs cargo on the kernel workspace; returns the image path.
@@ -59,7 +65,12 @@ pub fn build_kernel(release: bool) -> Result<PathBuf> {
     let target = root.join("target/kernel");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&root)
-        .args(["build", "--manifest-path", "kernel/image/Cargo.toml", "--target-dir"])
+        .args([
+            "build",
+            "--manifest-path",
+            "kernel/image/Cargo.toml",
+            "--target-dir",
+        ])
         .arg(&target)
         // The kernel has its own feature resolution; host RUSTFLAGS (coverage, loom
         // cfgs) must not leak into it.
@@ -70,14 +81,24 @@ pub fn build_kernel(release: bool) -> Result<PathBuf> {
     }
     let out = cmd.output().context("running cargo to build the kernel")?;
     if !out.status.success() {
-        bail!("kernel build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "kernel build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(target.join(if release { "release" } else { "debug" }).join("xdv-kernel"))
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("xdv-kernel"))
 }
 
 /// Checks that QEMU is installed, naming the package if not.
 pub fn check_qemu() -> Result<()> {
-    match Command::new(QEMU).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+    match Command::new(QEMU)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
         Ok(s) if s.success() => Ok(()),
         _ => bail!("`{QEMU}` not found: install it with `sudo apt-get install -y {QEMU_PACKAGE}`"),
     }
@@ -108,15 +129,20 @@ pub struct Config {
 
 impl Config {
     pub fn kernel(cmdline: &str) -> Result<Config> {
-        Ok(Config {
-            boot: Boot::Kernel(kernel_image()?),
+        Ok(Config::kernel_at(kernel_image()?, cmdline))
+    }
+
+    /// A configuration booting `image` (already built) with `cmdline`.
+    pub fn kernel_at(image: PathBuf, cmdline: &str) -> Config {
+        Config {
+            boot: Boot::Kernel(image),
             smp: 1,
             mem_mib: 256,
             cmdline: cmdline.into(),
             ram_file: None,
             no_reboot: true,
             extra: Vec::new(),
-        })
+        }
     }
 
     pub fn smp(mut self, n: u32) -> Config {
@@ -135,17 +161,44 @@ impl Config {
         let mut a: Vec<String> = Vec::new();
         match &self.ram_file {
             Some(f) => {
-                a.extend(["-machine".into(), "q35,memory-backend=ram".into(), "-object".into()]);
-                a.push(format!("memory-backend-file,id=ram,size={mem},mem-path={},share=on", f.display()));
+                a.extend([
+                    "-machine".into(),
+                    "q35,memory-backend=ram".into(),
+                    "-object".into(),
+                ]);
+                a.push(format!(
+                    "memory-backend-file,id=ram,size={mem},mem-path={},share=on",
+                    f.display()
+                ));
             }
             None => a.extend(["-machine".into(), "q35".into()]),
         }
-        a.extend(["-accel", "tcg", "-cpu", "max", "-m", &mem, "-smp", &self.smp.to_string()].map(String::from));
+        a.extend(
+            [
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+                "-m",
+                &mem,
+                "-smp",
+                &self.smp.to_string(),
+            ]
+            .map(String::from),
+        );
         match &self.boot {
-            Boot::Kernel(k) => {
-                a.extend(["-kernel".into(), k.display().to_string(), "-append".into(), self.cmdline.clone()])
-            }
-            Boot::Cdrom(iso) => a.extend(["-cdrom".into(), iso.display().to_string(), "-boot".into(), "d".into()]),
+            Boot::Kernel(k) => a.extend([
+                "-kernel".into(),
+                k.display().to_string(),
+                "-append".into(),
+                self.cmdline.clone(),
+            ]),
+            Boot::Cdrom(iso) => a.extend([
+                "-cdrom".into(),
+                iso.display().to_string(),
+                "-boot".into(),
+                "d".into(),
+            ]),
         }
         a.extend(["-display", "none", "-monitor", "none", "-serial", "stdio"].map(String::from));
         a.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from));
@@ -185,21 +238,36 @@ impl Vm {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&buf[..n]);
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&buf[..n]);
             }
         });
         let stdin = child.stdin.take();
-        Ok(Vm { child, stdin, serial, reader: Some(reader), exit: None })
+        Ok(Vm {
+            child,
+            stdin,
+            serial,
+            reader: Some(reader),
+            exit: None,
+        })
     }
 
     /// Everything printed so far, `\r` removed.
     pub fn output(&self) -> String {
-        let raw = self.serial.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let raw = self
+            .serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         String::from_utf8_lossy(&raw).replace('\r', "")
     }
 
     fn fail(&self, what: &str) -> anyhow::Error {
-        anyhow!("{what}\n----- serial log -----\n{}\n----- end of serial log -----", self.output())
+        anyhow!(
+            "{what}\n----- serial log -----\n{}\n----- end of serial log -----",
+            self.output()
+        )
     }
 
     /// Waits until the serial output contains `needle` (after `from` bytes).
@@ -211,10 +279,14 @@ impl Vm {
             }
             if let Some(status) = self.child.try_wait()? {
                 self.exit = Some(Exit::from_status(status.code()));
-                return Err(self.fail(&format!("QEMU exited ({status}) before printing {needle:?}")));
+                return Err(self.fail(&format!(
+                    "QEMU exited ({status}) before printing {needle:?}"
+                )));
             }
             if Instant::now() > end {
-                return Err(self.fail(&format!("timed out after {timeout:?} waiting for {needle:?}")));
+                return Err(self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {needle:?}"
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -251,7 +323,9 @@ impl Vm {
             }
             if Instant::now() > end {
                 let _ = self.child.kill();
-                return Err(self.fail(&format!("timed out after {timeout:?} waiting for QEMU to exit")));
+                return Err(self.fail(&format!(
+                    "timed out after {timeout:?} waiting for QEMU to exit"
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -299,7 +373,9 @@ pub fn run_test(name: &str, smp: u32, want: Exit) -> Result<String> {
 pub fn temp_dir(tag: &str) -> Result<PathBuf> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = repo_root().join("target/xdv/tmp").join(format!("{tag}-{}-{n}", std::process::id()));
+    let d = repo_root()
+        .join("target/xdv/tmp")
+        .join(format!("{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d)?;
     Ok(d)
@@ -313,7 +389,9 @@ pub fn make_iso(kernel: &Path, cmdline: &str, out: &Path) -> Result<()> {
     std::fs::copy(kernel, staging.join("boot/xdv-kernel"))?;
     std::fs::write(
         staging.join("boot/grub/grub.cfg"),
-        format!("set timeout=0\nset default=0\nmenuentry \"xdv\" {{\n  multiboot2 /boot/xdv-kernel {cmdline}\n  boot\n}}\n"),
+        format!(
+            "set timeout=0\nset default=0\nmenuentry \"xdv\" {{\n  multiboot2 /boot/xdv-kernel {cmdline}\n  boot\n}}\n"
+        ),
     )?;
     let status = Command::new("grub-mkrescue")
         .arg("-o")

@@ -1,8 +1,31 @@
-//! (Being written.)
+//! `cargo xdv iso`: write a GRUB (Multiboot2) BIOS-bootable ISO of the kernel.
+
+use std::path::PathBuf;
+use xdv::qemu;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Output file (default target/xdv/xdv.iso).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Kernel command line baked into grub.cfg, after `--`.
+    #[arg(last = true)]
+    cmdline: Vec<String>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this command is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let image = qemu::build_kernel(true)?;
+    let out = args
+        .output
+        .unwrap_or_else(|| qemu::repo_root().join("target/xdv/xdv.iso"));
+    if let Some(d) = out.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    qemu::make_iso(&image, &args.cmdline.join(" "), &out)?;
+    println!("{}", out.display());
+    eprintln!(
+        "boot it with: qemu-system-x86_64 -machine q35 -cdrom {} -serial stdio -display none",
+        out.display()
+    );
+    Ok(())
 }

@@ -1,0 +1,127 @@
+//! `cargo xdv bench boot [--runs N]`: wall time from starting QEMU to the kernel's
+//! ready line, against an empty PVH image that stops QEMU at its first instruction,
+//! interleaved in the same run. The ratio of medians says what the kernel adds to
+//! QEMU's own start-up.
+
+use crate::report::{median, print_json};
+use anyhow::{Context, Result, bail};
+use std::time::{Duration, Instant};
+use xdv::qemu::{Config, Exit, Vm, kernel_image, temp_dir};
+
+/// A minimal ELF64 with a PVH note whose 32-bit entry is
+/// `mov al, 0x10; out 0xf4, al; hlt`: QEMU exits (status 33) as soon as it runs.
+pub fn empty_pvh_image() -> Vec<u8> {
+    const BASE: u64 = 0x10_0000;
+    const NOTE_OFF: usize = 64 + 2 * 56;
+    const CODE_OFF: usize = NOTE_OFF + 20 + 4;
+    let code: [u8; 7] = [0xb0, 0x10, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd];
+    let total = CODE_OFF + code.len();
+    let entry = BASE + CODE_OFF as u64;
+    let mut b = Vec::with_capacity(total);
+    b.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    b.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&entry.to_le_bytes());
+    b.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    b.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    b.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for v in [64u16, 56, 2, 64, 0, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    let phdr = |b: &mut Vec<u8>, ty: u32, flags: u32, off: u64, size: u64, align: u64| {
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&off.to_le_bytes());
+        b.extend_from_slice(&(BASE + off).to_le_bytes());
+        b.extend_from_slice(&(BASE + off).to_le_bytes());
+        b.extend_from_slice(&size.to_le_bytes());
+        b.extend_from_slice(&size.to_le_bytes());
+        b.extend_from_slice(&align.to_le_bytes());
+    };
+    phdr(&mut b, 1, 5, 0, total as u64, 0x1000); // PT_LOAD, R+X
+    phdr(&mut b, 4, 4, NOTE_OFF as u64, 20, 4); // PT_NOTE
+    b.extend_from_slice(&4u32.to_le_bytes());
+    b.extend_from_slice(&4u32.to_le_bytes());
+    b.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
+    b.extend_from_slice(b"Xen\0");
+    b.extend_from_slice(&(entry as u32).to_le_bytes());
+    b.resize(CODE_OFF, 0);
+    b.extend_from_slice(&code);
+    assert_eq!(b.len(), total);
+    b
+}
+
+fn time_kernel() -> Result<Duration> {
+    let cfg = Config::kernel("test=boot")?;
+    let start = Instant::now();
+    let mut vm = Vm::spawn(&cfg)?;
+    vm.wait_for("xdv: ready", Duration::from_secs(60))?;
+    let t = start.elapsed();
+    vm.expect_exit(Exit::Pass, Duration::from_secs(60))?;
+    Ok(t)
+}
+
+fn time_empty(path: &std::path::Path) -> Result<Duration> {
+    let cfg = Config::kernel_at(path.to_path_buf(), "");
+    let start = Instant::now();
+    let mut vm = Vm::spawn(&cfg)?;
+    let exit = vm.wait_exit(Duration::from_secs(60))?;
+    let t = start.elapsed();
+    if exit != Exit::Pass {
+        bail!("the empty image did not exit through isa-debug-exit: {exit:?}");
+    }
+    Ok(t)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let runs = match args {
+        [] => 10,
+        [flag, n] if flag == "--runs" => n.parse().context("--runs takes a number")?,
+        _ => bail!("usage: bench boot [--runs N]"),
+    };
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    kernel_image()?;
+    let empty = temp_dir("bench-boot")?.join("empty.elf");
+    std::fs::write(&empty, empty_pvh_image())?;
+    let (mut k, mut e) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        // Interleaved so machine load affects both alike.
+        e.push(time_empty(&empty)?);
+        k.push(time_kernel()?);
+        eprintln!(
+            "boot bench: run {}/{runs}: kernel {:.1} ms, empty {:.1} ms",
+            i + 1,
+            ms(k[i]),
+            ms(e[i])
+        );
+    }
+    k.sort();
+    e.sort();
+    let (km, em) = (ms(median(&k)), ms(median(&e)));
+    println!(
+        "kernel to ready line: min {:.1} median {km:.1} max {:.1} ms",
+        ms(k[0]),
+        ms(k[runs - 1])
+    );
+    println!(
+        "empty image (halts at first instruction): min {:.1} median {em:.1} max {:.1} ms",
+        ms(e[0]),
+        ms(e[runs - 1])
+    );
+    println!("ratio kernel/empty (medians): {:.2} (goal <= 1.5)", km / em);
+    print_json(
+        "boot",
+        "ms",
+        km,
+        em,
+        serde_json::json!({ "runs": runs, "goal": 1.5 }),
+    );
+    Ok(())
+}
