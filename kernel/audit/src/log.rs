@@ -146,7 +146,7 @@ impl<'a> AuditLog<'a> {
         let copies = Superblock::read_both(region);
         let valid = copies.iter().filter(|c| c.is_some()).count() as u8;
         let Some((newest, sb)) = Superblock::current(&copies) else {
-            return Ok(Self::format(region, node));
+            return Ok(Self::format_checked(region, node));
         };
         if sb.node != node {
             return Err(RegionError::ForeignNode { found: sb.node });
@@ -186,7 +186,21 @@ impl<'a> AuditLog<'a> {
         Ok((log, report))
     }
 
-    fn format(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
+    /// Formats `region` for `node` unconditionally (zeroes it, boot count 1): for an
+    /// operator who decided to discard a region `open` refused (`ForeignNode`,
+    /// `SizeMismatch`). `open` calls this itself for blank or non-XDV regions.
+    pub fn format(
+        region: &'a mut [u8],
+        node: NodeId,
+    ) -> Result<(AuditLog<'a>, OpenReport), RegionError> {
+        let len = region.len();
+        if !(MIN_REGION_BYTES..=MAX_REGION_BYTES).contains(&len) {
+            return Err(RegionError::BadSize { bytes: len });
+        }
+        Ok(Self::format_checked(region, node))
+    }
+
+    fn format_checked(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
         region.fill(0);
         let mut log = AuditLog {
             node,

@@ -48,7 +48,22 @@ fn clean_region_verifies_and_reopens() {
 #[test]
 fn foreign_node_is_refused_and_find_region_works() {
     let mut region = small_region(3);
-    assert!(AuditLog::open(&mut region, NodeId(8)).is_err());
+    let before = region.clone();
+    assert!(matches!(
+        AuditLog::open(&mut region, NodeId(8)),
+        Err(xdv_audit::RegionError::ForeignNode { found: NODE })
+    ));
+    assert_eq!(region, before, "a refused region is left untouched");
+    {
+        let mut other = region.clone();
+        let (log, rep) = AuditLog::format(&mut other, NodeId(8)).unwrap();
+        assert!(rep.formatted && log.is_empty() && log.boot_count() == 1);
+    }
+    let mut shorter = region[..region.len() - 4096].to_vec();
+    assert!(matches!(
+        AuditLog::open(&mut shorter, NODE),
+        Err(xdv_audit::RegionError::SizeMismatch { .. })
+    ));
     let mut ram = vec![0u8; 5 * 4096];
     ram.extend_from_slice(&region);
     ram.extend_from_slice(&[0u8; 4096]);
