@@ -277,6 +277,14 @@ fn fuzz_smoke_never_panics() {
         } else {
             base.clone()
         };
+        if round % 4 == 1 {
+            // Valid superblocks over garbage records: exercises the record walk.
+            let from = DATA_START + rng.below((r.len() - DATA_START) as u64) as usize;
+            let upto = (from + 1 + rng.below(600) as usize).min(r.len());
+            for b in &mut r[from..upto] {
+                *b = rng.next_u64() as u8;
+            }
+        }
         let flips = 1 + rng.below(6);
         for _ in 0..flips {
             let at = match rng.below(3) {
