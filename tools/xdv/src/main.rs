@@ -8,7 +8,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xdv", version, about = "XDV deterministic cluster kernel: host tool")]
+#[command(
+    name = "xdv",
+    version,
+    about = "XDV deterministic cluster kernel: host tool"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,6 +36,18 @@ enum Cmd {
     Task(cmd::task::Args),
     /// Host L2 switch connecting QEMU nodes, with fault injection.
     Switch(cmd::switch::Args),
+    /// Boot N nodes and the switch between them; live status until all are ready.
+    Up(cmd::cluster::UpArgs),
+    /// Stop every node (RAM files kept) and the switch.
+    Down(cmd::cluster::DirArgs),
+    /// One line per node: state, addresses, log file.
+    Status(cmd::cluster::DirArgs),
+    /// Attach this terminal to a node's serial console (Ctrl-] detaches).
+    Console(cmd::cluster::NodeArgs),
+    /// SIGKILL one node (crash); its RAM file stays.
+    Kill(cmd::cluster::NodeArgs),
+    /// Start a stopped node again on its RAM file.
+    Start(cmd::cluster::NodeArgs),
 }
 
 fn main() {
@@ -45,6 +61,12 @@ fn main() {
         Cmd::Sim(a) => cmd::sim::run(a),
         Cmd::Task(a) => cmd::task::run(a),
         Cmd::Switch(a) => cmd::switch::run(a),
+        Cmd::Up(a) => cmd::cluster::up(a),
+        Cmd::Down(a) => cmd::cluster::down(a),
+        Cmd::Status(a) => cmd::cluster::status(a),
+        Cmd::Console(a) => cmd::cluster::console(a),
+        Cmd::Kill(a) => cmd::cluster::kill(a),
+        Cmd::Start(a) => cmd::cluster::start(a),
     };
     if let Err(e) = result {
         eprintln!("xdv: error: {e:#}");

@@ -2,6 +2,7 @@
 pub mod audit;
 pub mod bench;
 pub mod build;
+pub mod cluster;
 pub mod iso;
 pub mod run;
 pub mod sim;
