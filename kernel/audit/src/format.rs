@@ -83,11 +83,17 @@ pub struct Superblock {
 /// a torn write (a mix of two versions) is caught with probability 1 - 2^-64.
 fn checksum64(bytes: &[u8]) -> u64 {
     debug_assert!(bytes.len().is_multiple_of(8));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for w in bytes.chunks_exact(8) {
+    checksum_words(bytes.chunks_exact(8).map(|w| {
         let mut word = [0u8; 8];
         word.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
+        u64::from_le_bytes(word)
+    }))
+}
+
+fn checksum_words(words: impl Iterator<Item = u64>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in words {
+        h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
     }
     h ^ (h >> 32)
 }
@@ -106,20 +112,34 @@ fn hash_at(b: &[u8], at: usize) -> Option<Hash32> {
 }
 
 impl Superblock {
-    /// Encodes this copy, checksum included.
+    /// Encodes this copy, checksum included. Works on the 11 words directly (the
+    /// checksum is defined over their LE bytes, which are these words).
     pub fn encode(&self) -> [u8; SUPERBLOCK_BYTES] {
+        let h = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.head_hash.0[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        let words: [u64; 11] = [
+            u64::from_le_bytes(MAGIC),
+            u64::from(FORMAT_VERSION) | (u64::from(self.node.0) << 32),
+            self.region_bytes,
+            self.boot_count,
+            self.end_offset,
+            self.record_count,
+            h(0),
+            h(1),
+            h(2),
+            h(3),
+            self.generation,
+        ];
         let mut b = [0u8; SUPERBLOCK_BYTES];
-        b[0..8].copy_from_slice(&MAGIC);
-        b[8..10].copy_from_slice(&u16::from(FORMAT_VERSION).to_le_bytes());
-        b[12..16].copy_from_slice(&self.node.0.to_le_bytes());
-        b[16..24].copy_from_slice(&self.region_bytes.to_le_bytes());
-        b[24..32].copy_from_slice(&self.boot_count.to_le_bytes());
-        b[32..40].copy_from_slice(&self.end_offset.to_le_bytes());
-        b[40..48].copy_from_slice(&self.record_count.to_le_bytes());
-        b[48..80].copy_from_slice(&self.head_hash.0);
-        b[80..88].copy_from_slice(&self.generation.to_le_bytes());
-        let sum = checksum64(&b[..SB_CHECKSUM_AT]);
+        for (chunk, w) in b.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let sum = checksum_words(words.into_iter());
         b[SB_CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        debug_assert_eq!(sum, checksum64(&b[..SB_CHECKSUM_AT]));
         b
     }
 
