@@ -258,9 +258,12 @@ impl Dispatcher {
             };
         }
         let events = streams.iter().map(Vec::len).sum();
+        let before = self.log.len();
         self.submitter
             .seal(streams, &mut self.log)
             .map_err(|e| format!("replay log: {e:?}"))?;
+        let new = self.log.entries()[before..].iter().map(|e| &e.event);
+        crate::audit::scheduler_batch(new, self.log.len() as u64, self.log.head_hash());
         Ok(BatchReport {
             tasks: n,
             events,

@@ -13,6 +13,7 @@ extern crate alloc;
 
 mod acpi;
 mod arch;
+mod audit;
 mod console;
 mod executor;
 mod ktest;
@@ -106,6 +107,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     arch::paging::refine(info);
     init_memory(info, opts, proto, info_addr);
     time::init();
+    audit::init(opts.node);
     let acpi = acpi::read();
     match &acpi {
         Some(a) if !a.apic_ids.is_empty() => smp::start_aps(a.lapic_base, &a.apic_ids),

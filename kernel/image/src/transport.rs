@@ -25,8 +25,8 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Address};
 use spin::Mutex;
 use xdv_net::wire::{
-    self, ClusterMessage, ErrorReport, FrameDecoder, FrameHeader, Hello, MGMT_TCP_PORT, PEER_TCP_PORT, Ping,
-    WireErrorCounters,
+    self, ClusterMessage, ErrorReport, FrameDecoder, FrameHeader, Hello, MGMT_TCP_PORT,
+    PEER_TCP_PORT, Ping, WireErrorCounters,
 };
 use xdv_types::{NodeId, Timestamp};
 
@@ -84,10 +84,18 @@ fn now_ms() -> u64 {
 }
 
 fn tcp_socket(bytes: usize) -> tcp::Socket<'static> {
-    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; bytes]), tcp::SocketBuffer::new(vec![0; bytes]))
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; bytes]),
+        tcp::SocketBuffer::new(vec![0; bytes]),
+    )
 }
 
-fn new_conn(handle: SocketHandle, role: Role, peer: Option<NodeId>, target: Option<(Ipv4Address, u16)>) -> Conn {
+fn new_conn(
+    handle: SocketHandle,
+    role: Role,
+    peer: Option<NodeId>,
+    target: Option<(Ipv4Address, u16)>,
+) -> Conn {
     Conn {
         handle,
         role,
@@ -119,11 +127,19 @@ pub fn init(node: u32, peers: &[u32]) {
     for &p in peers.iter().filter(|&&p| p != node).take(MAX_PEERS) {
         let h = peer_if.sockets.add(tcp_socket(PEER_BUF_BYTES));
         let (role, target) = if p > node {
-            (Role::Connect, Some((Ipv4Address::new(10, 0, 0, p as u8), PEER_TCP_PORT)))
+            (
+                Role::Connect,
+                Some((Ipv4Address::new(10, 0, 0, p as u8), PEER_TCP_PORT)),
+            )
         } else {
             (Role::Accept, None)
         };
-        conns.push(new_conn(h, role, (role == Role::Connect).then_some(NodeId(p)), target));
+        conns.push(new_conn(
+            h,
+            role,
+            (role == Role::Connect).then_some(NodeId(p)),
+            target,
+        ));
     }
     let bulk = peer_if.sockets.add(tcp_socket(BULK_BUF_BYTES));
     if let Some(m) = net.mgmt.as_mut() {
@@ -149,18 +165,28 @@ impl Transport {
     fn header(&mut self, target: NodeId) -> FrameHeader {
         self.clock += 1;
         self.next_msg += 1;
-        FrameHeader { source: self.node, target, timestamp: Timestamp(self.clock), message_id: self.next_msg }
+        FrameHeader {
+            source: self.node,
+            target,
+            timestamp: Timestamp(self.clock),
+            message_id: self.next_msg,
+        }
     }
 
     fn send(&mut self, iface: &mut Iface, i: usize, msg: &ClusterMessage) -> bool {
         let target = self.conns[i].peer.unwrap_or(wire::HOST_NODE);
         let hdr = self.header(target);
-        let Ok(bytes) = wire::encode_frame(&hdr, msg) else { return false };
+        let Ok(bytes) = wire::encode_frame(&hdr, msg) else {
+            return false;
+        };
         let s = iface.sockets.get_mut::<tcp::Socket>(self.conns[i].handle);
         if s.send_capacity() - s.send_queue() < bytes.len() {
             return false;
         }
-        let ok = s.send_slice(&bytes).map(|n| n == bytes.len()).unwrap_or(false);
+        let ok = s
+            .send_slice(&bytes)
+            .map(|n| n == bytes.len())
+            .unwrap_or(false);
         if ok {
             self.conns[i].frames_out += 1;
         }
@@ -176,7 +202,13 @@ impl Transport {
             self.reopen(iface, i, now);
             return;
         }
-        let remote_closed = matches!(state, tcp::State::CloseWait | tcp::State::LastAck | tcp::State::TimeWait | tcp::State::Closing);
+        let remote_closed = matches!(
+            state,
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::TimeWait
+                | tcp::State::Closing
+        );
         if remote_closed {
             iface.sockets.get_mut::<tcp::Socket>(handle).abort();
             return;
@@ -187,7 +219,10 @@ impl Transport {
         if !self.conns[i].hello_sent && role != Role::Mgmt {
             let mut nonce = [0u8; wire::NONCE_BYTES];
             nonce[..8].copy_from_slice(&now.to_le_bytes());
-            let hello = ClusterMessage::Hello(Hello { node: self.node, nonce });
+            let hello = ClusterMessage::Hello(Hello {
+                node: self.node,
+                nonce,
+            });
             self.conns[i].hello_sent = self.send(iface, i, &hello);
         }
         let mut buf = [0u8; 4096];
@@ -196,7 +231,11 @@ impl Transport {
             if room == 0 {
                 break;
             }
-            let n = iface.sockets.get_mut::<tcp::Socket>(handle).recv_slice(&mut buf[..room]).unwrap_or(0);
+            let n = iface
+                .sockets
+                .get_mut::<tcp::Socket>(handle)
+                .recv_slice(&mut buf[..room])
+                .unwrap_or(0);
             if n == 0 {
                 break;
             }
@@ -213,7 +252,14 @@ impl Transport {
             self.conns[i].last_ping_ms = now;
             self.conns[i].ping_sent_us = time::uptime_us();
             let seq = now;
-            self.send(iface, i, &ClusterMessage::Ping(Ping { seq, payload: Vec::new() }));
+            self.send(
+                iface,
+                i,
+                &ClusterMessage::Ping(Ping {
+                    seq,
+                    payload: Vec::new(),
+                }),
+            );
         }
     }
 
@@ -235,7 +281,10 @@ impl Transport {
                         None => alloc::format!("{:?} connection", self.conns[i].role),
                     };
                     log::warn!("transport: bad frame from {who}: {e}; closing the connection");
-                    iface.sockets.get_mut::<tcp::Socket>(self.conns[i].handle).abort();
+                    iface
+                        .sockets
+                        .get_mut::<tcp::Socket>(self.conns[i].handle)
+                        .abort();
                     return false;
                 }
             }
@@ -247,7 +296,11 @@ impl Transport {
             ClusterMessage::Hello(h) => {
                 let c = &mut self.conns[i];
                 if c.role == Role::Connect && c.peer != Some(h.node) {
-                    log::warn!("transport: expected node {:?} but {} answered; closing", c.peer, h.node);
+                    log::warn!(
+                        "transport: expected node {:?} but {} answered; closing",
+                        c.peer,
+                        h.node
+                    );
                     iface.sockets.get_mut::<tcp::Socket>(c.handle).abort();
                     return;
                 }
@@ -265,11 +318,17 @@ impl Transport {
             ClusterMessage::MgmtRequest(_) => {
                 let e = ErrorReport {
                     code: wire::error_code::BAD_REQUEST,
-                    text: String::from("management requests are not served by this build (no cluster service)"),
+                    text: String::from(
+                        "management requests are not served by this build (no cluster service)",
+                    ),
                 };
                 self.send(iface, i, &ClusterMessage::Error(e));
             }
-            other => log::debug!("transport: {:?} from {} ignored", other.msg_type(), hdr.source),
+            other => log::debug!(
+                "transport: {:?} from {} ignored",
+                other.msg_type(),
+                hdr.source
+            ),
         }
     }
 
@@ -285,7 +344,11 @@ impl Transport {
             if c.role == Role::Accept {
                 c.peer = None;
             }
-            let port = if c.role == Role::Mgmt { MGMT_TCP_PORT } else { PEER_TCP_PORT };
+            let port = if c.role == Role::Mgmt {
+                MGMT_TCP_PORT
+            } else {
+                PEER_TCP_PORT
+            };
             let _ = iface.sockets.get_mut::<tcp::Socket>(c.handle).listen(port);
             return;
         }
@@ -316,7 +379,13 @@ impl Transport {
                     self.bulk_bytes += n as u64;
                 }
                 // The sender's FIN ends a transfer (not a handshake still in progress).
-                let finished = matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::TimeWait | tcp::State::Closing);
+                let finished = matches!(
+                    s.state(),
+                    tcp::State::CloseWait
+                        | tcp::State::LastAck
+                        | tcp::State::TimeWait
+                        | tcp::State::Closing
+                );
                 if finished && !s.may_recv() {
                     let hash = core::mem::take(&mut self.bulk_hash).finalize();
                     let hex: String = hash.iter().map(|b| alloc::format!("{b:02x}")).collect();
@@ -339,7 +408,11 @@ pub fn poll() {
     let Some(net) = nguard.as_mut() else { return };
     let now = now_ms();
     for i in 0..t.conns.len() {
-        let iface = if t.conns[i].role == Role::Mgmt { net.mgmt.as_mut() } else { net.peer.as_mut() };
+        let iface = if t.conns[i].role == Role::Mgmt {
+            net.mgmt.as_mut()
+        } else {
+            net.peer.as_mut()
+        };
         if let Some(iface) = iface {
             t.service(iface, i, now);
         }
@@ -360,18 +433,34 @@ pub fn print_peers() {
     println!("node {}: peers (port {PEER_TCP_PORT})", t.node);
     for c in t.conns.iter().filter(|c| c.role != Role::Mgmt) {
         let up = c.hello_seen && now.saturating_sub(c.last_heard_ms) < PEER_TIMEOUT_MS;
-        let who = c.peer.map(|p| alloc::format!("{p}")).unwrap_or_else(|| String::from("(any)"));
+        let who = c
+            .peer
+            .map(|p| alloc::format!("{p}"))
+            .unwrap_or_else(|| String::from("(any)"));
         println!(
             "  {who:<6} {:<7} {:<4} in {} out {} frames, last heard {} ms ago, rtt {} us",
-            if c.role == Role::Connect { "connect" } else { "accept" },
+            if c.role == Role::Connect {
+                "connect"
+            } else {
+                "accept"
+            },
             if up { "up" } else { "down" },
             c.frames_in,
             c.frames_out,
-            if c.hello_seen { now.saturating_sub(c.last_heard_ms) } else { 0 },
+            if c.hello_seen {
+                now.saturating_sub(c.last_heard_ms)
+            } else {
+                0
+            },
             c.rtt_us
         );
     }
-    let mgmt = t.conns.iter().filter(|c| c.role == Role::Mgmt).map(|c| c.frames_in).sum::<u64>();
+    let mgmt = t
+        .conns
+        .iter()
+        .filter(|c| c.role == Role::Mgmt)
+        .map(|c| c.frames_in)
+        .sum::<u64>();
     println!("mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}");
     print!("bad frames:");
     for (name, n) in t.errors.iter() {
@@ -384,12 +473,21 @@ pub fn print_peers() {
 pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
     let handle = {
         let mut guard = NET.lock();
-        let i = guard.as_mut().and_then(|n| n.peer.as_mut()).ok_or("no peer interface")?;
+        let i = guard
+            .as_mut()
+            .and_then(|n| n.peer.as_mut())
+            .ok_or("no peer interface")?;
         let h = i.sockets.add(tcp_socket(BULK_BUF_BYTES));
-        let dst = (IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, peer as u8)), BULK_PORT);
+        let dst = (
+            IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, peer as u8)),
+            BULK_PORT,
+        );
         let local = 40000 + (now_ms() % 9000) as u16;
         let ctx = i.iface.context();
-        i.sockets.get_mut::<tcp::Socket>(h).connect(ctx, dst, local).map_err(|e| alloc::format!("connect: {e}"))?;
+        i.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(ctx, dst, local)
+            .map_err(|e| alloc::format!("connect: {e}"))?;
         h
     };
     let start = time::uptime_us();
@@ -404,7 +502,10 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
         }
         crate::net::poll();
         let mut guard = NET.lock();
-        let i = guard.as_mut().and_then(|n| n.peer.as_mut()).ok_or("no peer interface")?;
+        let i = guard
+            .as_mut()
+            .and_then(|n| n.peer.as_mut())
+            .ok_or("no peer interface")?;
         let s = i.sockets.get_mut::<tcp::Socket>(handle);
         if sent == bytes && s.send_queue() == 0 {
             s.close();
@@ -428,8 +529,16 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
         }
     }
     let us = (time::uptime_us() - start).max(1);
-    let hex: String = hash.finalize().iter().map(|b| alloc::format!("{b:02x}")).collect();
-    println!("bulk: sent {sent} bytes sha256={hex} in {} ms = {} KB/s", us / 1000, sent * 1_000_000 / us / 1024);
+    let hex: String = hash
+        .finalize()
+        .iter()
+        .map(|b| alloc::format!("{b:02x}"))
+        .collect();
+    println!(
+        "bulk: sent {sent} bytes sha256={hex} in {} ms = {} KB/s",
+        us / 1000,
+        sent * 1_000_000 / us / 1024
+    );
     // Keep polling briefly so the FIN goes out, then free the socket.
     let until = now_ms() + 500;
     while now_ms() < until {

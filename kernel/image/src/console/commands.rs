@@ -71,8 +71,24 @@ pub static COMMANDS: &[Command] = &[
         summary: "ICMP echo over the peer NIC with round-trip times",
         run: ping_cmd,
     },
-    Command { name: "peers", args: "", summary: "peer connections, their state, bad-frame counters", run: peers_cmd },
-    Command { name: "bulk", args: "<node> <bytes>", summary: "send a TCP stream to a peer's sink and print its hash", run: bulk_cmd },
+    Command {
+        name: "peers",
+        args: "",
+        summary: "peer connections, their state, bad-frame counters",
+        run: peers_cmd,
+    },
+    Command {
+        name: "bulk",
+        args: "<node> <bytes>",
+        summary: "send a TCP stream to a peer's sink and print its hash",
+        run: bulk_cmd,
+    },
+    Command {
+        name: "audit",
+        args: "[tail [n] | verify | stress <n> | bench]",
+        summary: "audit chain: records, bytes, head hash, Merkle root; verify in place",
+        run: super::audit::audit,
+    },
     Command {
         name: "runq",
         args: "",
@@ -233,8 +249,18 @@ fn peers_cmd(args: &[&str]) -> Result<(), CmdError> {
 }
 
 fn bulk_cmd(args: &[&str]) -> Result<(), CmdError> {
-    let [node, bytes] = args else { return Err(usage("bulk")) };
-    let node: u32 = node.parse().ok().filter(|n| (1..=254).contains(n)).ok_or_else(|| usage("bulk"))?;
-    let bytes: u64 = bytes.parse().ok().filter(|b| (1..=(256u64 << 20)).contains(b)).ok_or_else(|| usage("bulk"))?;
+    let [node, bytes] = args else {
+        return Err(usage("bulk"));
+    };
+    let node: u32 = node
+        .parse()
+        .ok()
+        .filter(|n| (1..=254).contains(n))
+        .ok_or_else(|| usage("bulk"))?;
+    let bytes: u64 = bytes
+        .parse()
+        .ok()
+        .filter(|b| (1..=(256u64 << 20)).contains(b))
+        .ok_or_else(|| usage("bulk"))?;
     crate::transport::bulk_send(node, bytes).map_err(CmdError::Failed)
 }

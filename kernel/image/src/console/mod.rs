@@ -4,6 +4,7 @@
 //! arguments split on whitespace and returns `Ok` or a [`CmdError`], which becomes one
 //! `error: ...` line; the prompt always comes back.
 
+pub mod audit;
 pub mod commands;
 pub mod sched;
 
@@ -40,6 +41,19 @@ impl fmt::Display for CmdError {
     }
 }
 
+/// Commands that change node state; each is recorded in the audit chain before it
+/// runs (so `reboot` and `halt` are recorded too).
+const STATE_CHANGING: &[&str] = &[
+    "log ",
+    "sched ",
+    "reboot",
+    "halt",
+    "bulk ",
+    "task ",
+    "audit stress",
+    "audit bench",
+];
+
 /// Builds a usage error naming the command's synopsis.
 pub fn usage(cmd: &str) -> CmdError {
     match commands::find(cmd) {
@@ -62,6 +76,12 @@ pub fn execute(line: &str) {
     }
     if n == 0 {
         return;
+    }
+    if STATE_CHANGING
+        .iter()
+        .any(|p| line.trim_start().starts_with(p))
+    {
+        crate::audit::console_command(line.trim());
     }
     match commands::find(words[0]) {
         None => crate::println!("error: unknown command `{}`; try `help`", words[0]),
