@@ -183,14 +183,32 @@ mod tests {
 
     #[test]
     fn stamps_order_by_time_then_ids() {
-        let a = GlobalStamp { time: Timestamp(5), node: NodeId(2), core: CoreId(0) };
-        let b = GlobalStamp { time: Timestamp(5), node: NodeId(1), core: CoreId(3) };
-        let c = GlobalStamp { time: Timestamp(4), node: NodeId(9), core: CoreId(9) };
+        let a = GlobalStamp {
+            time: Timestamp(5),
+            node: NodeId(2),
+            core: CoreId(0),
+        };
+        let b = GlobalStamp {
+            time: Timestamp(5),
+            node: NodeId(1),
+            core: CoreId(3),
+        };
+        let c = GlobalStamp {
+            time: Timestamp(4),
+            node: NodeId(9),
+            core: CoreId(9),
+        };
         let mut v = [a, b, c];
         v.sort();
         assert_eq!(v, [c, b, a]);
-        let x = CoreStamp { time: Timestamp(1), core: CoreId(1) };
-        let y = CoreStamp { time: Timestamp(1), core: CoreId(0) };
+        let x = CoreStamp {
+            time: Timestamp(1),
+            core: CoreId(1),
+        };
+        let y = CoreStamp {
+            time: Timestamp(1),
+            core: CoreId(0),
+        };
         assert!(y < x);
     }
 

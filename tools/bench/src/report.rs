@@ -24,7 +24,11 @@ pub fn median(sorted: &[Duration]) -> Duration {
 
 /// Prints the closing JSON line every benchmark ends with.
 pub fn print_json(bench: &str, unit: &str, ours: f64, baseline: f64, extra: serde_json::Value) {
-    let ratio = if baseline == 0.0 { f64::NAN } else { ours / baseline };
+    let ratio = if baseline == 0.0 {
+        f64::NAN
+    } else {
+        ours / baseline
+    };
     let mut obj = serde_json::json!({
         "bench": bench, "unit": unit, "ours": ours, "baseline": baseline, "ratio": ratio,
     });

@@ -3,5 +3,5 @@
 
 pub mod cluster;
 pub mod harness;
-pub mod switch;
 pub mod qemu;
+pub mod switch;
