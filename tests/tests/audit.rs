@@ -34,8 +34,7 @@ fn run(vm: &mut Vm, cmd: &str, needle: &str) -> String {
 fn field(out: &str, marker: &str, key: &str) -> String {
     let line = out
         .lines()
-        .filter(|l| l.contains(marker))
-        .last()
+        .rfind(|l| l.contains(marker))
         .unwrap_or_else(|| panic!("no {marker}: {out}"));
     let at = line
         .find(&format!("{key}="))

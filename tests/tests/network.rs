@@ -68,7 +68,7 @@ fn last_hash(out: &str, prefix: &str) -> String {
     let line = out
         .lines()
         .filter_map(|l| l.find(prefix).map(|at| &l[at..]))
-        .last();
+        .next_back();
     let line = line.unwrap_or_else(|| panic!("no {prefix}: {out}"));
     line.split("sha256=")
         .nth(1)
@@ -143,8 +143,7 @@ fn two_nodes_through_the_switch() {
         let out = run(&mut n2, "peers", "bad frames:", T);
         let total: u64 = out
             .lines()
-            .filter(|l| l.starts_with("bad frames:"))
-            .last()
+            .rfind(|l| l.starts_with("bad frames:"))
             .unwrap()
             .rsplit("total=")
             .next()

@@ -58,13 +58,13 @@ pub fn up(a: UpArgs) -> Result<()> {
         );
     }
     let dir = dir(a.dir);
-    if let Ok(old) = ClusterState::load(&dir) {
-        if old.nodes.iter().any(|n| n.pid.is_some_and(cluster::alive)) {
-            bail!(
-                "a cluster is already running in {} (stop it with `cargo xdv down`)",
-                dir.display()
-            );
-        }
+    if let Ok(old) = ClusterState::load(&dir)
+        && old.nodes.iter().any(|n| n.pid.is_some_and(cluster::alive))
+    {
+        bail!(
+            "a cluster is already running in {} (stop it with `cargo xdv down`)",
+            dir.display()
+        );
     }
     std::fs::create_dir_all(&dir)?;
     eprintln!("xdv: building the kernel...");
