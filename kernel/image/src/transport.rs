@@ -539,10 +539,25 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
         us / 1000,
         sent * 1_000_000 / us / 1024
     );
-    // Keep polling briefly so the FIN goes out, then free the socket.
-    let until = now_ms() + 500;
-    while now_ms() < until {
+    // Keep the socket until our FIN is acknowledged (it may need retransmitting on
+    // a lossy network), at most 30 s, then free it.
+    let until = now_ms() + 30_000;
+    loop {
         crate::net::poll();
+        let done = NET
+            .lock()
+            .as_mut()
+            .and_then(|n| n.peer.as_mut())
+            .is_none_or(|i| {
+                matches!(
+                    i.sockets.get::<tcp::Socket>(handle).state(),
+                    tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2
+                )
+            });
+        if done || now_ms() > until {
+            break;
+        }
+        crate::arch::wait_for_interrupt();
     }
     if let Some(i) = NET.lock().as_mut().and_then(|n| n.peer.as_mut()) {
         i.sockets.remove(handle);
