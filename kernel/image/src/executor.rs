@@ -201,7 +201,6 @@ fn push_blocking<T, const N: usize>(tx: &mut Producer<'static, T, N>, mut v: T) 
 
 /// The result of one batch.
 pub struct BatchReport {
-    pub tasks: usize,
     pub events: usize,
     pub head: Hash32,
     pub cycles: u64,
@@ -215,11 +214,53 @@ impl Dispatcher {
     /// Runs one batch of tasks across all cores and appends it to the replay log.
     pub fn run_batch(&mut self, tasks: Vec<TaskSpec<TaskWork>>) -> Result<BatchReport, String> {
         let start = crate::arch::rdtsc();
-        let n = tasks.len();
         let cores = self.cores();
+        let mut submitter = core::mem::replace(
+            &mut self.submitter,
+            Submitter::new(1, MaskPlacement).expect("1 core"),
+        );
+        let streams = self.dispatch(&mut submitter, cores, tasks);
+        let events = streams.iter().map(Vec::len).sum();
+        let before = self.log.len();
+        let sealed = submitter.seal(streams, &mut self.log);
+        self.submitter = submitter;
+        sealed.map_err(|e| format!("replay log: {e:?}"))?;
+        let new = self.log.entries()[before..].iter().map(|e| &e.event);
+        crate::audit::scheduler_batch(new, self.log.len() as u64, self.log.head_hash());
+        Ok(BatchReport {
+            events,
+            head: self.log.head_hash(),
+            cycles: crate::arch::rdtsc() - start,
+        })
+    }
+
+    /// Runs a batch on the first `cores` cores only, outside the node's replay log
+    /// (benchmarks). Returns the cycles it took.
+    pub fn run_unlogged(
+        &mut self,
+        cores: usize,
+        tasks: Vec<TaskSpec<TaskWork>>,
+    ) -> Result<u64, String> {
+        let cores = cores.clamp(1, self.cores());
+        let start = crate::arch::rdtsc();
+        let mut submitter =
+            Submitter::new(cores as u16, MaskPlacement).map_err(|e| format!("{e:?}"))?;
+        let streams = self.dispatch(&mut submitter, cores, tasks);
+        drop(streams);
+        Ok(crate::arch::rdtsc() - start)
+    }
+
+    /// Pushes every task to its core's ring, seals cores `0..cores`, and collects
+    /// each core's event stream (core 0 runs inline on this CPU).
+    fn dispatch(
+        &mut self,
+        submitter: &mut Submitter,
+        cores: usize,
+        tasks: Vec<TaskSpec<TaskWork>>,
+    ) -> Vec<Batch> {
         let mut own: Batch = Vec::new();
         for task in tasks {
-            let (core, stamp) = self.submitter.assign(task.id);
+            let (core, stamp) = submitter.assign(task.id);
             let c = usize::from(core.0);
             let mut msg = Msg::Task { task, stamp };
             // A full ring drains as the core accepts; wake it and retry. Core 0 is
@@ -257,19 +298,7 @@ impl Dispatcher {
                 core::hint::spin_loop();
             };
         }
-        let events = streams.iter().map(Vec::len).sum();
-        let before = self.log.len();
-        self.submitter
-            .seal(streams, &mut self.log)
-            .map_err(|e| format!("replay log: {e:?}"))?;
-        let new = self.log.entries()[before..].iter().map(|e| &e.event);
-        crate::audit::scheduler_batch(new, self.log.len() as u64, self.log.head_hash());
-        Ok(BatchReport {
-            tasks: n,
-            events,
-            head: self.log.head_hash(),
-            cycles: crate::arch::rdtsc() - start,
-        })
+        streams
     }
 
     /// Processes core 0's inbox; returns its batch once `Seal` was seen.

@@ -111,28 +111,37 @@ fn bench() -> Result<(), CmdError> {
     }
     let per_task = (crate::arch::rdtsc() - t0) / N;
     println!("sched bench: enqueue+run_cycle of an empty task: {per_task} cycles");
-    // All cores through the rings (the dispatcher's batch protocol). Task ids start
-    // high so they never collide with demo tasks in the node's log.
+    // Through the rings (the batch protocol) on 1, 2, 4, ... cores: how throughput
+    // scales. Task ids start high so they never collide with demo tasks.
     let mut guard = DISPATCHER.lock();
     let d = guard
         .as_mut()
         .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
-    let base = 1u64 << 40;
-    let rep = d
-        .run_batch((0..N).map(|i| empty_task(base + i)).collect())
-        .map_err(CmdError::Failed)?;
-    let ns = time::cycles_to_ns(rep.cycles).max(1);
+    let mut json = alloc::string::String::new();
+    let mut k = 1;
+    let mut base = 1u64 << 40;
+    while k <= d.cores() {
+        let tasks = (0..N).map(|i| empty_task(base + i)).collect();
+        base += N;
+        let cycles = d.run_unlogged(k, tasks).map_err(CmdError::Failed)?;
+        let ns = time::cycles_to_ns(cycles).max(1);
+        let tps = N * 1_000_000_000 / ns;
+        println!(
+            "sched bench: {N} empty tasks on {k} cores in {} us = {tps} tasks/s",
+            ns / 1000
+        );
+        json.push_str(&format!(
+            "{}\"{k}\":{tps}",
+            if json.is_empty() { "" } else { "," }
+        ));
+        k = if k * 2 > d.cores() && k < d.cores() {
+            d.cores()
+        } else {
+            k * 2
+        };
+    }
     println!(
-        "sched bench: {} tasks on {} cores in {} us = {} tasks/s",
-        rep.tasks,
-        d.cores(),
-        ns / 1000,
-        rep.tasks as u64 * 1_000_000_000 / ns
-    );
-    println!(
-        "{{\"bench\":\"sched-kernel\",\"cores\":{},\"cycles_per_task\":{per_task},\"tasks_per_s\":{}}}",
-        d.cores(),
-        rep.tasks as u64 * 1_000_000_000 / ns
+        "{{\"bench\":\"sched-kernel\",\"cycles_per_task\":{per_task},\"tasks_per_s_by_cores\":{{{json}}}}}"
     );
     Ok(())
 }
