@@ -108,9 +108,10 @@ impl Iface {
         self.iface
             .ip_addrs()
             .iter()
-            .find_map(|c| match c.address() {
-                IpAddress::Ipv4(a) => Some(a),
+            .map(|c| match c.address() {
+                IpAddress::Ipv4(a) => a,
             })
+            .next()
     }
 }
 
@@ -301,10 +302,9 @@ pub fn ping(dst: Ipv4Address, count: u32) -> Result<(), String> {
                 let pkt = Icmpv4Packet::new_checked(payload).ok();
                 if let Some(Ok(Icmpv4Repr::EchoReply { seq_no, .. })) =
                     pkt.map(|p| Icmpv4Repr::parse(&p, &caps.checksum))
+                    && seq_no == seq
                 {
-                    if seq_no == seq {
-                        replied = Some(time::uptime_us() - sent_us);
-                    }
+                    replied = Some(time::uptime_us() - sent_us);
                 }
             }
             drop(guard);
