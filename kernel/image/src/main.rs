@@ -19,6 +19,7 @@ mod executor;
 mod ktest;
 mod mem;
 mod net;
+mod raft;
 mod rt;
 mod serial;
 mod smp;
@@ -118,6 +119,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     }
     net::init(acpi.as_ref().and_then(|a| a.ecam));
     transport::init(opts.node, opts.peers());
+    raft::init(opts.node, opts.peers());
     executor::init(smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;

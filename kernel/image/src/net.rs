@@ -220,6 +220,7 @@ pub fn poll() {
         }
     }
     crate::transport::poll();
+    crate::raft::poll();
 }
 
 pub fn print_pci() {

@@ -315,6 +315,13 @@ impl Transport {
                 let c = &mut self.conns[i];
                 c.rtt_us = time::uptime_us().saturating_sub(c.ping_sent_us);
             }
+            ClusterMessage::Raft(bytes) => match self.conns[i].peer {
+                // Raft traffic only from a peer that identified itself with Hello.
+                Some(p) if self.conns[i].hello_seen && self.conns[i].role != Role::Mgmt => {
+                    crate::raft::deliver(p, &bytes)
+                }
+                _ => log::warn!("transport: Raft frame before Hello dropped"),
+            },
             ClusterMessage::MgmtRequest(_) => {
                 let e = ErrorReport {
                     code: wire::error_code::BAD_REQUEST,
@@ -563,4 +570,25 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
         i.sockets.remove(handle);
     }
     Ok(())
+}
+
+/// Sends one Raft message to `to` over its established connection; false if there is
+/// none (Raft retransmits).
+pub fn send_raft(to: NodeId, bytes: Vec<u8>) -> bool {
+    let mut tguard = TRANSPORT.lock();
+    let Some(t) = tguard.as_mut() else {
+        return false;
+    };
+    let mut nguard = NET.lock();
+    let Some(iface) = nguard.as_mut().and_then(|n| n.peer.as_mut()) else {
+        return false;
+    };
+    let Some(i) = t
+        .conns
+        .iter()
+        .position(|c| c.role != Role::Mgmt && c.hello_seen && c.peer == Some(to))
+    else {
+        return false;
+    };
+    t.send(iface, i, &ClusterMessage::Raft(bytes))
 }

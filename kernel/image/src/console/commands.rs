@@ -90,6 +90,12 @@ pub static COMMANDS: &[Command] = &[
         run: super::audit::audit,
     },
     Command {
+        name: "raft",
+        args: "[propose <text>]",
+        summary: "consensus: role, term, leader, commit; propose an entry",
+        run: raft_cmd,
+    },
+    Command {
         name: "runq",
         args: "",
         summary: "per-core run queues: depth, tasks run, ticks",
@@ -263,4 +269,20 @@ fn bulk_cmd(args: &[&str]) -> Result<(), CmdError> {
         .filter(|b| (1..=(256u64 << 20)).contains(b))
         .ok_or_else(|| usage("bulk"))?;
     crate::transport::bulk_send(node, bytes).map_err(CmdError::Failed)
+}
+
+fn raft_cmd(args: &[&str]) -> Result<(), CmdError> {
+    match args {
+        [] => {
+            crate::raft::print();
+            Ok(())
+        }
+        ["propose", rest @ ..] if !rest.is_empty() => {
+            let text = rest.join(" ");
+            let index = crate::raft::propose(text.into_bytes()).map_err(CmdError::Failed)?;
+            println!("raft: proposed at index {index}");
+            Ok(())
+        }
+        _ => Err(usage("raft")),
+    }
 }

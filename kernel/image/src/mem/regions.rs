@@ -71,6 +71,7 @@ pub fn disjoint(
 }
 
 static AUDIT_TAKEN: AtomicBool = AtomicBool::new(false);
+static RAFT_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// Hands out a validated region exactly once.
 // The returned `&mut` comes from a physical range, not from `flag`; the flag only
@@ -100,4 +101,12 @@ pub fn audit() -> Result<&'static mut [u8], RegionError> {
     validate(crate::boot_info(), base, len)?;
     // SAFETY: validated just above and reserved by `init_memory` before any allocation.
     unsafe { take(&AUDIT_TAKEN, "audit", base, len) }
+}
+
+/// The Raft state region (once).
+pub fn raft() -> Result<&'static mut [u8], RegionError> {
+    let (base, len) = crate::options().raft;
+    validate(crate::boot_info(), base, len)?;
+    // SAFETY: validated just above and reserved by `init_memory` before any allocation.
+    unsafe { take(&RAFT_TAKEN, "raft", base, len) }
 }

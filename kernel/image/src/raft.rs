@@ -1,0 +1,352 @@
+//! Consensus on the node: the sans-IO `xdv_raft::RaftNode` driven by the network
+//! poll, its messages carried as `ClusterMessage::Raft` frames over the peer
+//! transport, its durable state in the reserved Raft region.
+//!
+//! Durable state: after every write through `Storage` the whole state (hard state,
+//! snapshot, log) is encoded with postcard into the older of two slots of the region,
+//! each `[magic "XDVRAFT1"][generation u64][length u32][SHA-256 of payload][payload]`;
+//! the valid slot with the higher generation is loaded at boot. A torn write leaves
+//! the other slot intact, so a node killed at any point restarts with its last
+//! durable state. The write returns only when the slot is complete, and the Raft core
+//! sends nothing that depends on a write before the write returns.
+
+use crate::{audit, println, time};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+use spin::Mutex;
+use xdv_audit::RecordBody;
+use xdv_raft::{
+    ConfState, Config, Entry, HardState, LogIndex, MemStorage, Message, RaftNode, Snapshot,
+    Storage, StorageError, Term,
+};
+use xdv_types::{CoreId, Hash32, NodeId};
+
+const MAGIC: &[u8; 8] = b"XDVRAFT1";
+const SLOT_HEADER_BYTES: usize = 8 + 8 + 4 + 32;
+/// Most queued inbound Raft messages (beyond: dropped, Raft retries).
+const MAX_INBOX: usize = 1024;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Image {
+    hs: HardState,
+    snap: Snapshot,
+    log: Vec<Entry>,
+}
+
+/// `MemStorage` mirrored into the region after every write.
+pub struct RegionStorage {
+    mem: MemStorage,
+    region: &'static mut [u8],
+    generation: u64,
+    pub writes: u64,
+    pub failed_writes: u64,
+}
+
+impl RegionStorage {
+    fn slot(&self, i: usize) -> core::ops::Range<usize> {
+        let half = self.region.len() / 2;
+        i * half..(i + 1) * half
+    }
+
+    fn read_slot(region: &[u8]) -> Option<(u64, Image)> {
+        if region.len() < SLOT_HEADER_BYTES || &region[..8] != MAGIC {
+            return None;
+        }
+        let generation = u64::from_le_bytes(region[8..16].try_into().ok()?);
+        let len = u32::from_le_bytes(region[16..20].try_into().ok()?) as usize;
+        let payload = region.get(SLOT_HEADER_BYTES..SLOT_HEADER_BYTES.checked_add(len)?)?;
+        if Sha256::digest(payload).as_slice() != &region[20..52] {
+            return None;
+        }
+        Some((generation, postcard::from_bytes(payload).ok()?))
+    }
+
+    /// Loads the newest valid slot, or bootstraps `voters` on a blank region.
+    pub fn open(region: &'static mut [u8], voters: &[NodeId]) -> (RegionStorage, bool) {
+        let half = region.len() / 2;
+        let a = Self::read_slot(&region[..half]);
+        let b = Self::read_slot(&region[half..]);
+        let newest = match (a, b) {
+            (Some(x), Some(y)) => Some(if x.0 >= y.0 { x } else { y }),
+            (x, y) => x.or(y),
+        };
+        match newest {
+            Some((generation, img)) => {
+                let mut mem = MemStorage::default();
+                mem.install_snapshot(img.snap);
+                mem.append(&img.log);
+                mem.set_hard_state(img.hs);
+                (
+                    RegionStorage {
+                        mem,
+                        region,
+                        generation,
+                        writes: 0,
+                        failed_writes: 0,
+                    },
+                    true,
+                )
+            }
+            None => {
+                let mut s = RegionStorage {
+                    mem: MemStorage::new_with_voters(voters),
+                    region,
+                    generation: 0,
+                    writes: 0,
+                    failed_writes: 0,
+                };
+                s.persist();
+                (s, false)
+            }
+        }
+    }
+
+    fn persist(&mut self) {
+        let first = self.mem.first_index();
+        let last = self.mem.last_index();
+        let log = if last >= first {
+            self.mem
+                .entries(first, last + 1, usize::MAX)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let img = Image {
+            hs: self.mem.hard_state(),
+            snap: self.mem.snapshot().clone(),
+            log,
+        };
+        let Ok(payload) = postcard::to_allocvec(&img) else {
+            self.failed_writes += 1;
+            return;
+        };
+        self.generation += 1;
+        let slot = self.slot((self.generation % 2) as usize);
+        let dst = &mut self.region[slot];
+        if payload.len() + SLOT_HEADER_BYTES > dst.len() {
+            self.failed_writes += 1;
+            log::error!(
+                "raft: state of {} bytes does not fit its region slot; not durable",
+                payload.len()
+            );
+            return;
+        }
+        // Invalidate the slot first, write the body, then the header: a crash in
+        // between leaves this slot invalid and the other one intact.
+        dst[..8].fill(0);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        dst[SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + payload.len()].copy_from_slice(&payload);
+        dst[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        dst[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        dst[20..52].copy_from_slice(&Sha256::digest(&payload));
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        dst[..8].copy_from_slice(MAGIC);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        self.writes += 1;
+    }
+}
+
+impl Storage for RegionStorage {
+    fn hard_state(&self) -> HardState {
+        self.mem.hard_state()
+    }
+    fn set_hard_state(&mut self, hs: HardState) {
+        self.mem.set_hard_state(hs);
+        self.persist();
+    }
+    fn first_index(&self) -> LogIndex {
+        self.mem.first_index()
+    }
+    fn last_index(&self) -> LogIndex {
+        self.mem.last_index()
+    }
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        self.mem.term(index)
+    }
+    fn entries(&self, lo: LogIndex, hi: LogIndex, max: usize) -> Result<Vec<Entry>, StorageError> {
+        self.mem.entries(lo, hi, max)
+    }
+    fn append(&mut self, entries: &[Entry]) {
+        self.mem.append(entries);
+        self.persist();
+    }
+    fn snapshot(&self) -> &Snapshot {
+        self.mem.snapshot()
+    }
+    fn install_snapshot(&mut self, snap: Snapshot) {
+        self.mem.install_snapshot(snap);
+        self.persist();
+    }
+    fn save_snapshot(&mut self, snap: Snapshot) {
+        self.mem.save_snapshot(snap);
+        self.persist();
+    }
+    fn compact(&mut self, index: LogIndex) {
+        self.mem.compact(index);
+        self.persist();
+    }
+    fn initial_conf(&self) -> ConfState {
+        self.mem.initial_conf()
+    }
+}
+
+pub struct Consensus {
+    pub node: RaftNode<RegionStorage>,
+    inbox: VecDeque<Message>,
+    last_tick_us: u64,
+    pub applied: u64,
+    pub dropped_in: u64,
+    pub undeliverable: u64,
+    pub bad_messages: u64,
+}
+
+pub static RAFT: Mutex<Option<Consensus>> = Mutex::new(None);
+
+/// Starts consensus among `voters` (this node included) if there are any peers.
+pub fn init(node: u32, voters: &[u32]) {
+    if voters.len() < 2 {
+        return;
+    }
+    let region = match crate::mem::regions::raft() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("raft: region unusable: {e}; consensus disabled");
+            return;
+        }
+    };
+    let ids: Vec<NodeId> = voters.iter().map(|&v| NodeId(v)).collect();
+    let (storage, restored) = RegionStorage::open(region, &ids);
+    match RaftNode::new(NodeId(node), Config::default(), storage) {
+        Ok(r) => {
+            let st = r.status();
+            println!(
+                "raft: node {node} {} term {} last index {} (voters {:?})",
+                if restored {
+                    "restored from its region at"
+                } else {
+                    "bootstrapped at"
+                },
+                st.term,
+                st.last_index,
+                voters
+            );
+            *RAFT.lock() = Some(Consensus {
+                node: r,
+                inbox: VecDeque::new(),
+                last_tick_us: time::uptime_us(),
+                applied: 0,
+                dropped_in: 0,
+                undeliverable: 0,
+                bad_messages: 0,
+            });
+        }
+        Err(e) => println!("raft: cannot start: {e:?}"),
+    }
+}
+
+/// A `Raft` frame arrived from a peer.
+pub fn deliver(from: NodeId, bytes: &[u8]) {
+    let mut guard = RAFT.lock();
+    let Some(c) = guard.as_mut() else { return };
+    match postcard::from_bytes::<Message>(bytes) {
+        Ok(m) if m.from == from => {
+            if c.inbox.len() < MAX_INBOX {
+                c.inbox.push_back(m);
+            } else {
+                c.dropped_in += 1;
+            }
+        }
+        Ok(_) | Err(_) => c.bad_messages += 1,
+    }
+}
+
+/// Ticks (one per `TICK_MS` of uptime), steps queued messages, sends and applies.
+pub fn poll() {
+    let mut out: Vec<(NodeId, Vec<u8>)> = Vec::new();
+    {
+        let mut guard = RAFT.lock();
+        let Some(c) = guard.as_mut() else { return };
+        let now = time::uptime_us();
+        let tick_us = xdv_raft::TICK_MS * 1000;
+        // Bounded catch-up so a long pause does not fire a burst of elections.
+        let mut ticks = 0;
+        while now - c.last_tick_us >= tick_us && ticks < 5 {
+            c.last_tick_us += tick_us;
+            c.node.tick();
+            ticks += 1;
+        }
+        if now - c.last_tick_us >= tick_us {
+            c.last_tick_us = now;
+        }
+        while let Some(m) = c.inbox.pop_front() {
+            c.node.step(m);
+        }
+        if c.node.has_ready() {
+            let rd = c.node.ready();
+            for m in rd.messages {
+                if let Ok(b) = postcard::to_allocvec(&m) {
+                    out.push((m.to, b));
+                }
+            }
+            for e in &rd.committed {
+                c.applied = e.index;
+                let bytes = postcard::to_allocvec(e).unwrap_or_default();
+                let entry_hash = Hash32(Sha256::digest(&bytes).into());
+                audit::record(
+                    CoreId(0),
+                    &RecordBody::RaftApplied {
+                        index: e.index,
+                        term: e.term,
+                        entry_hash,
+                    },
+                );
+            }
+            c.node.advance();
+        }
+    }
+    for (to, bytes) in out {
+        if !crate::transport::send_raft(to, bytes)
+            && let Some(c) = RAFT.lock().as_mut()
+        {
+            c.undeliverable += 1;
+        }
+    }
+}
+
+/// Proposes an opaque entry (leader only).
+pub fn propose(data: Vec<u8>) -> Result<u64, alloc::string::String> {
+    let mut guard = RAFT.lock();
+    let c = guard
+        .as_mut()
+        .ok_or("consensus is not running (no peers= list)")?;
+    c.node.propose(data).map_err(|e| alloc::format!("{e:?}"))
+}
+
+/// `raft` console command.
+pub fn print() {
+    let guard = RAFT.lock();
+    let Some(c) = guard.as_ref() else {
+        println!("raft: not running (no peers= list)");
+        return;
+    };
+    let s = c.node.status();
+    println!(
+        "raft: node {} role {:?} term {} leader {} commit {} applied {} last {} voters {:?}",
+        s.id,
+        s.role,
+        s.term,
+        s.leader
+            .map(|l| alloc::format!("{l}"))
+            .unwrap_or_else(|| "none".into()),
+        s.commit,
+        c.applied,
+        s.last_index,
+        s.conf.voters
+    );
+    let st = c.node.storage();
+    println!(
+        "raft: durable writes {} (failed {}), inbound dropped {}, bad messages {}, undeliverable {}",
+        st.writes, st.failed_writes, c.dropped_in, c.bad_messages, c.undeliverable
+    );
+}
