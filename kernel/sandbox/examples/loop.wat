@@ -1,0 +1,4 @@
+;; Never ends: stopped by its tick budget.
+(module
+  (func (export "run")
+    (loop $forever (br $forever))))

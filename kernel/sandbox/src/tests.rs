@@ -1,0 +1,237 @@
+use super::*;
+use alloc::vec;
+
+fn task(
+    wat: &str,
+    budget: u64,
+    guards: Vec<CapabilityId>,
+) -> Result<ValidatedTask, ValidationError> {
+    validate(&TaskModule {
+        tenant: TenantId(1),
+        module: wat::parse_str(wat).unwrap(),
+        input: b"abc".to_vec(),
+        budget_ticks: budget,
+        priority: Priority::Normal,
+        guards,
+    })
+}
+
+fn trap_of(wat: &str) -> String {
+    let t = task(wat, 1000, vec![]).unwrap();
+    match run(&t, 1000, 0).outcome {
+        WorkOutcome::Trapped { reason } => String::from(reason.as_str()),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[test]
+fn builtins_are_deterministic_over_100_runs() {
+    for b in BUILTINS {
+        let t = builtin_task(b, None, vec![]).unwrap();
+        let first = run(&t, t.budget_ticks, 7);
+        for _ in 0..100 {
+            assert_eq!(
+                run(&t, t.budget_ticks, 7),
+                first,
+                "{} differs between runs",
+                b.name
+            );
+        }
+        std::println!(
+            "builtin {}: ticks={} outcome={:?}",
+            b.name,
+            first.ticks_used,
+            first.outcome
+        );
+    }
+}
+
+#[test]
+fn builtin_outputs_are_correct() {
+    let hash = builtin_task(builtin("hash").unwrap(), None, vec![]).unwrap();
+    let r = run(&hash, 100, 0);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in builtin("hash").unwrap().default_input {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    assert_eq!(r.output, h.to_le_bytes(), "{r:?}");
+    let sort = builtin_task(builtin("sort").unwrap(), None, vec![]).unwrap();
+    let r = run(&sort, 1000, 0);
+    let mut want = builtin("sort").unwrap().default_input.to_vec();
+    want.sort_unstable();
+    assert_eq!(r.output, want, "{r:?}");
+    assert!(matches!(r.outcome, WorkOutcome::Completed { .. }));
+}
+
+#[test]
+fn infinite_loop_stops_at_exactly_its_budget() {
+    let t = builtin_task(builtin("loop").unwrap(), Some(777), vec![]).unwrap();
+    for budget in [1, 2, 777, 5000] {
+        let r = run(&t, budget, 0);
+        assert_eq!(r.outcome, WorkOutcome::BudgetExceeded);
+        assert_eq!(r.ticks_used, budget);
+    }
+}
+
+#[test]
+fn grow_bomb_is_refused_at_the_limit() {
+    let t = builtin_task(builtin("grow").unwrap(), None, vec![]).unwrap();
+    let r = run(&t, 1000, 0);
+    assert!(matches!(r.outcome, WorkOutcome::Completed { .. }), "{r:?}");
+    assert_eq!(
+        r.output,
+        (MAX_MEMORY_PAGES as u32).to_le_bytes(),
+        "pages reached"
+    );
+}
+
+#[test]
+fn every_trap_kind_is_reported_with_its_reason() {
+    assert_eq!(
+        trap_of(r#"(module (func (export "run") unreachable))"#),
+        "unreachable executed"
+    );
+    assert_eq!(
+        trap_of(r#"(module (func (export "run") (drop (i32.div_u (i32.const 1) (i32.const 0)))))"#),
+        "integer division by zero"
+    );
+    assert_eq!(
+        trap_of(r#"(module (memory 1) (func (export "run") (drop (i32.load (i32.const 70000)))))"#),
+        "memory access out of bounds"
+    );
+    assert_eq!(
+        trap_of(r#"(module (func $f (call $f)) (func (export "run") (call $f)))"#),
+        "call stack exhausted"
+    );
+    assert_eq!(
+        trap_of(
+            r#"(module (type $t (func (result i32))) (table 1 funcref) (elem (i32.const 0) $g)
+               (func $g) (func (export "run") (drop (call_indirect (type $t) (i32.const 0)))))"#
+        ),
+        "indirect call type mismatch"
+    );
+    assert_eq!(
+        trap_of(
+            r#"(module (func (export "run") (drop (i32.div_s (i32.const -2147483648) (i32.const -1)))))"#
+        ),
+        "integer overflow"
+    );
+}
+
+#[test]
+fn a_trap_does_not_disturb_the_next_task() {
+    let bad = task(r#"(module (func (export "run") unreachable))"#, 10, vec![]).unwrap();
+    let good = builtin_task(builtin("hash").unwrap(), None, vec![]).unwrap();
+    let before = run(&good, 100, 0);
+    let _ = run(&bad, 10, 0);
+    assert_eq!(run(&good, 100, 0), before);
+}
+
+#[test]
+fn validation_errors_are_specific() {
+    let ok = r#"(module (func (export "run")))"#;
+    assert_eq!(
+        task(ok, 0, vec![]).unwrap_err(),
+        ValidationError::ZeroBudget
+    );
+    assert!(matches!(
+        task(ok, MAX_BUDGET_TICKS + 1, vec![]),
+        Err(ValidationError::BudgetTooLarge { .. })
+    ));
+    assert!(matches!(
+        task(ok, 1, vec![CapabilityId(1); 9]),
+        Err(ValidationError::TooManyGuards { .. })
+    ));
+    assert!(matches!(
+        task(
+            r#"(module (import "env" "clock" (func)) (func (export "run")))"#,
+            1,
+            vec![]
+        ),
+        Err(ValidationError::ImportNotOffered { .. })
+    ));
+    assert!(matches!(
+        task(
+            r#"(module (import "xdv" "input_len" (func (result i64))) (func (export "run")))"#,
+            1,
+            vec![]
+        ),
+        Err(ValidationError::ImportSignatureMismatch { .. })
+    ));
+    assert_eq!(
+        task(r#"(module (func (export "go")))"#, 1, vec![]).unwrap_err(),
+        ValidationError::NoEntryPoint
+    );
+    assert_eq!(
+        task(r#"(module (import "xdv" "log" (func (param i32 i32) (result i32))) (memory 1) (func (export "run")))"#, 1, vec![])
+            .unwrap_err(),
+        ValidationError::NoMemoryExport
+    );
+    let bad = TaskModule {
+        tenant: TenantId(1),
+        module: vec![0, 1, 2, 3],
+        input: vec![],
+        budget_ticks: 1,
+        priority: Priority::Low,
+        guards: vec![],
+    };
+    assert!(matches!(validate(&bad), Err(ValidationError::Malformed(_))));
+    let big = TaskModule {
+        module: vec![0; MAX_MODULE_BYTES + 1],
+        ..bad.clone()
+    };
+    assert!(matches!(
+        validate(&big),
+        Err(ValidationError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn services_check_the_tasks_guards() {
+    let wat = r#"(module (import "xdv" "call_service" (func $s (param i32 i32 i32) (result i32)))
+        (import "xdv" "output_write" (func $o (param i32 i32) (result i32))) (memory (export "memory") 1)
+        (func (export "run") (i32.store (i32.const 0) (call $s (i32.const 1) (i32.const 0) (i32.const 42)))
+          (drop (call $o (i32.const 0) (i32.const 4)))))"#;
+    let granted = task(wat, 100, vec![CAP_ECHO_LEN]).unwrap();
+    assert_eq!(run(&granted, 100, 0).output, 42i32.to_le_bytes());
+    let denied = task(wat, 100, vec![]).unwrap();
+    assert_eq!(run(&denied, 100, 0).output, (-1i32).to_le_bytes());
+}
+
+#[test]
+fn fuzz_smoke_never_panics() {
+    let mut x: u64 = 0x1234_5678_9abc_def0;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let seeds: Vec<&[u8]> = BUILTINS.iter().map(|b| b.wasm).collect();
+    for i in 0..3000 {
+        let mut bytes = if i % 2 == 0 {
+            let len = (next() % 200) as usize;
+            (0..len).map(|_| next() as u8).collect::<Vec<u8>>()
+        } else {
+            seeds[i % seeds.len()].to_vec()
+        };
+        if i % 2 == 1 {
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+        }
+        let t = TaskModule {
+            tenant: TenantId(1),
+            module: bytes,
+            input: vec![1, 2, 3],
+            budget_ticks: 20,
+            priority: Priority::Low,
+            guards: vec![],
+        };
+        if let Ok(v) = validate(&t) {
+            let r = run(&v, 20, 0);
+            assert!(r.ticks_used <= 20);
+        }
+    }
+}
