@@ -33,14 +33,47 @@ const OUTBOX_SLOTS: usize = 4;
 #[derive(Clone, Debug)]
 pub enum TaskWork {
     Builtin(BuiltinWork),
+    /// A validated WebAssembly module; its output bytes are kept for the submitter.
+    Wasm {
+        task: xdv_types::TaskId,
+        work: alloc::boxed::Box<xdv_sandbox::SandboxWork>,
+    },
 }
 
 impl Work for TaskWork {
     fn run(&mut self, budget_ticks: u64) -> WorkResult {
         match self {
             TaskWork::Builtin(w) => w.run(budget_ticks),
+            TaskWork::Wasm { task, work } => {
+                let r = work.run(budget_ticks);
+                keep_output(*task, core::mem::take(&mut work.output));
+                r
+            }
         }
     }
+}
+
+/// Outputs of the most recent sandbox tasks, for the submitter (bounded).
+const MAX_KEPT_OUTPUTS: usize = 256;
+static OUTPUTS: Mutex<alloc::collections::VecDeque<(xdv_types::TaskId, Vec<u8>)>> =
+    Mutex::new(alloc::collections::VecDeque::new());
+
+fn keep_output(task: xdv_types::TaskId, output: Vec<u8>) {
+    let mut o = OUTPUTS.lock();
+    if o.len() == MAX_KEPT_OUTPUTS {
+        o.pop_front();
+    }
+    o.push_back((task, output));
+}
+
+/// The kept output of `task`, if still held.
+pub fn output_of(task: xdv_types::TaskId) -> Option<Vec<u8>> {
+    OUTPUTS
+        .lock()
+        .iter()
+        .rev()
+        .find(|(t, _)| *t == task)
+        .map(|(_, o)| o.clone())
 }
 
 type Msg = CoreMsg<TaskWork>;
@@ -112,6 +145,15 @@ fn new_runner(cpu: usize) -> CoreRunner<TaskWork> {
         let _ = r.grant(cap);
     }
     r
+}
+
+/// The replay-log events of `task` (outcome last), from the node's log.
+pub fn events_of(log: &ReplayLog, task: xdv_types::TaskId) -> Vec<CoreEvent> {
+    log.entries()
+        .iter()
+        .filter(|e| e.event.event.task() == Some(task))
+        .map(|e| e.event.clone())
+        .collect()
 }
 
 /// Builds the dispatcher for `cores` online CPUs (after SMP bring-up).

@@ -20,6 +20,7 @@ static TESTS: &[(&str, TestFn)] = &[
     ("pagefault", pagefault),
     ("stackoverflow", stackoverflow),
     ("sched", sched_demo),
+    ("tasks", sandbox_tasks),
 ];
 
 pub fn run(name: &str) -> ! {
@@ -243,5 +244,19 @@ fn sched_demo() -> Result<(), String> {
         check!(run > 0, "cpu{cpu} ran no tasks");
     }
     println!("sched test: cores={cores} head={head} outcomes={outcomes}");
+    Ok(())
+}
+
+/// Runs every bundled WebAssembly module once per core (ids chosen so the placement
+/// rule puts one copy on each core) and prints each result for the host to compare.
+fn sandbox_tasks() -> Result<(), String> {
+    let cores = crate::smp::online() as u64;
+    for b in xdv_sandbox::BUILTINS {
+        let lines = crate::console::task::run_builtin(b.name, None, cores)
+            .map_err(|e| alloc::format!("{e}"))?;
+        for l in lines {
+            println!("task-test: {l}");
+        }
+    }
     Ok(())
 }

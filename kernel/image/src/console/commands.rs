@@ -96,6 +96,18 @@ pub static COMMANDS: &[Command] = &[
         run: raft_cmd,
     },
     Command {
+        name: "task",
+        args: "run <loop|grow|hash|sort> [budget]",
+        summary: "run a bundled WebAssembly task: outcome, ticks, output hash",
+        run: super::task::task,
+    },
+    Command {
+        name: "tasks",
+        args: "",
+        summary: "recent task outcomes",
+        run: super::task::tasks,
+    },
+    Command {
         name: "runq",
         args: "",
         summary: "per-core run queues: depth, tasks run, ticks",

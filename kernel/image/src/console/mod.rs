@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod commands;
 pub mod sched;
+pub mod task;
 
 use alloc::string::String;
 use core::fmt;
