@@ -1,5 +1,109 @@
-//! (Being written.)
+//! `cargo xdv bench tasks`: the cost of fuel metering and of validation.
+//! - A compute-bound module (FNV-1a over 32 KiB, 200 rounds) with fuel metering on vs
+//!   off, same wasmi engine otherwise (goal: ratio <= 1.25).
+//! - Trivial-task throughput including instantiation: a cached, pre-validated module
+//!   vs validating the module for every task.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("this benchmark is not built yet")
+use crate::report::{median, print_json, time_runs};
+use anyhow::{Result, bail};
+use wasmi::{CompilationMode, Config, Engine, Linker, Module, Store};
+use xdv_sandbox::{TaskModule, validate};
+use xdv_types::{Priority, TenantId};
+
+const COMPUTE_WAT: &str = r#"(module
+  (memory 1)
+  (func (export "run")
+    (local $round i32) (local $i i32) (local $h i64)
+    (local.set $h (i64.const 0xcbf29ce484222325))
+    (block $done (loop $rounds
+      (br_if $done (i32.ge_u (local.get $round) (i32.const 200)))
+      (local.set $i (i32.const 0))
+      (block $end (loop $bytes
+        (br_if $end (i32.ge_u (local.get $i) (i32.const 32768)))
+        (local.set $h (i64.mul (i64.xor (local.get $h) (i64.load8_u (local.get $i))) (i64.const 0x100000001b3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $bytes)))
+      (local.set $round (i32.add (local.get $round) (i32.const 1)))
+      (br $rounds)))
+    (i64.store (i32.const 0) (local.get $h))))"#;
+
+fn run_plain(bytes: &[u8], fuel: bool) -> Result<()> {
+    let mut config = Config::default();
+    config.consume_fuel(fuel);
+    config.compilation_mode(CompilationMode::Eager);
+    let engine = Engine::new(&config);
+    let module = Module::new(&engine, bytes)?;
+    let mut store = Store::new(&engine, ());
+    if fuel {
+        store.set_fuel(u64::MAX / 2)?;
+    }
+    let instance = Linker::<()>::new(&engine).instantiate_and_start(&mut store, &module)?;
+    instance
+        .get_typed_func::<(), ()>(&store, "run")?
+        .call(&mut store, ())?;
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    if !args.is_empty() {
+        bail!("usage: bench tasks");
+    }
+    let bytes = wat::parse_str(COMPUTE_WAT)?;
+    let mut err = None;
+    let mut on_off = Vec::new();
+    for fuel in [true, false] {
+        let t = time_runs(9, || {
+            if let Err(e) = run_plain(&bytes, fuel) {
+                err = Some(e);
+            }
+        });
+        on_off.push(median(&t));
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let (on, off) = (on_off[0].as_secs_f64() * 1e3, on_off[1].as_secs_f64() * 1e3);
+    println!(
+        "compute-bound module (FNV-1a, 200 x 32 KiB): fuel on {on:.2} ms, fuel off {off:.2} ms, ratio {:.3} (goal <= 1.25)",
+        on / off
+    );
+
+    let trivial = TaskModule {
+        tenant: TenantId(0),
+        module: wat::parse_str(r#"(module (func (export "run")))"#)?,
+        input: Vec::new(),
+        budget_ticks: 10,
+        priority: Priority::Normal,
+        guards: Vec::new(),
+    };
+    let cached = validate(&trivial).map_err(|e| anyhow::anyhow!("{e}"))?;
+    const N: usize = 2000;
+    let t_cached = median(&time_runs(5, || {
+        for _ in 0..N {
+            std::hint::black_box(xdv_sandbox::run(&cached, 10, 0));
+        }
+    }));
+    let t_validate = median(&time_runs(5, || {
+        for _ in 0..N {
+            if let Ok(v) = validate(&trivial) {
+                std::hint::black_box(xdv_sandbox::run(&v, 10, 0));
+            }
+        }
+    }));
+    let (cached_tps, validate_tps) = (
+        N as f64 / t_cached.as_secs_f64(),
+        N as f64 / t_validate.as_secs_f64(),
+    );
+    println!(
+        "trivial task incl. instantiation: cached module {cached_tps:.0} tasks/s, validate every time {validate_tps:.0} tasks/s (cached is {:.2}x)",
+        cached_tps / validate_tps
+    );
+    print_json(
+        "tasks",
+        "ms",
+        on,
+        off,
+        serde_json::json!({ "goal": 1.25, "trivial_cached_tasks_per_s": cached_tps, "trivial_validate_each_tasks_per_s": validate_tps }),
+    );
+    Ok(())
 }
