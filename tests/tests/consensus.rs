@@ -144,7 +144,7 @@ fn three_nodes_elect_replicate_fail_over_and_recover() {
     wait_commit(&mut vms, base2 + 3);
 
     // Restart the killed node on its RAM file: it restores its log and catches up.
-    let mut back = node(&dir, leader as u16);
+    let back = node(&dir, leader as u16);
     assert!(
         back.output().contains("restored from its region"),
         "{}",
