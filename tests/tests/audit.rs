@@ -16,18 +16,7 @@ fn node(ram: &std::path::Path) -> Vm {
 }
 
 fn run(vm: &mut Vm, cmd: &str, needle: &str) -> String {
-    let before = vm.count(needle);
-    vm.send_line(cmd).unwrap();
-    let end = Instant::now() + T;
-    while vm.count(needle) <= before {
-        assert!(
-            Instant::now() < end,
-            "`{cmd}`: no {needle:?}\n{}",
-            vm.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    vm.output()
+    vm.command(cmd, needle, T).unwrap()
 }
 
 /// `key=value` from the last line containing `marker`.

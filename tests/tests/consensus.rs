@@ -4,20 +4,15 @@
 
 use std::time::{Duration, Instant};
 use xdv::qemu::{Config, Vm, temp_dir};
-use xdv::switch::{Faults, SwitchConfig, qemu_netdev_arg};
+use xdv::switch::{Faults, SwitchConfig};
 
 const T: Duration = Duration::from_secs(120);
 
 fn node(dir: &std::path::Path, id: u16) -> Vm {
-    let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2,3"))
+    let cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2,3"))
         .unwrap()
-        .ram_file(dir.join(format!("node{id}.ram")));
-    cfg.extra = vec![
-        "-netdev".into(),
-        qemu_netdev_arg(dir, id, "peer"),
-        "-device".into(),
-        format!("virtio-net-pci,netdev=peer,mac=52:54:00:00:00:{id:02x},disable-legacy=on"),
-    ];
+        .ram_file(dir.join(format!("node{id}.ram")))
+        .with_nics(dir, id, None);
     let mut vm = Vm::spawn(&cfg).unwrap();
     vm.wait_for("xdv> ", T).unwrap();
     vm
@@ -83,13 +78,12 @@ fn agreed_leader(vms: &mut [Option<Vm>], not: Option<usize>) -> (usize, u64) {
 }
 
 fn propose(vm: &mut Vm, text: &str) {
-    let before = vm.count("raft: proposed at index");
-    vm.send_line(&format!("raft propose {text}")).unwrap();
-    let end = Instant::now() + T;
-    while vm.count("raft: proposed at index") <= before {
-        assert!(Instant::now() < end, "proposal refused:\n{}", vm.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    vm.command(
+        &format!("raft propose {text}"),
+        "raft: proposed at index",
+        T,
+    )
+    .unwrap();
 }
 
 fn wait_commit(vms: &mut [Option<Vm>], at_least: u64) {

@@ -5,22 +5,14 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 use xdv::qemu::{Config, Exit, Vm, temp_dir};
-use xdv::switch::{Faults, SwitchConfig, qemu_netdev_arg};
+use xdv::switch::{Faults, SwitchConfig};
 
 const T: Duration = Duration::from_secs(120);
 
 fn node(dir: &std::path::Path, id: u16, mgmt_port: u16) -> Vm {
-    let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2")).unwrap();
-    cfg.extra = vec![
-        "-netdev".into(),
-        qemu_netdev_arg(dir, id, "peer"),
-        "-device".into(),
-        format!("virtio-net-pci,netdev=peer,mac=52:54:00:00:00:{id:02x},disable-legacy=on"),
-        "-netdev".into(),
-        format!("user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{mgmt_port}-10.0.2.15:7200"),
-        "-device".into(),
-        format!("virtio-net-pci,netdev=mgmt,mac=52:54:00:00:01:{id:02x},disable-legacy=on"),
-    ];
+    let cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2"))
+        .unwrap()
+        .with_nics(dir, id, Some(mgmt_port));
     let mut vm = Vm::spawn(&cfg).unwrap();
     vm.wait_for("xdv> ", T).unwrap();
     vm
@@ -28,18 +20,7 @@ fn node(dir: &std::path::Path, id: u16, mgmt_port: u16) -> Vm {
 
 /// Sends `cmd` and waits for `needle` to appear more times than before.
 fn run(vm: &mut Vm, cmd: &str, needle: &str, timeout: Duration) -> String {
-    let before = vm.count(needle);
-    vm.send_line(cmd).unwrap();
-    let end = Instant::now() + timeout;
-    while vm.count(needle) <= before {
-        assert!(
-            Instant::now() < end,
-            "`{cmd}`: no {needle:?}\n{}",
-            vm.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    vm.output()
+    vm.command(cmd, needle, timeout).unwrap()
 }
 
 fn wait_peer_state(vm: &mut Vm, state: &str) {

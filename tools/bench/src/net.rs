@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use xdv::qemu::{Config, Vm, temp_dir};
-use xdv::switch::{Faults, SwitchConfig, qemu_netdev_arg};
+use xdv::switch::{Faults, SwitchConfig};
 use xdv_net::wire::{ClusterMessage, FrameDecoder, FrameHeader, Ping, encode_frame, read_frame};
 use xdv_types::{NodeId, Timestamp};
 
@@ -18,33 +18,18 @@ const BULK_BYTES: u64 = 8 << 20;
 const RTT_SAMPLES: usize = 200;
 
 fn node(dir: &std::path::Path, id: u16, mgmt_port: u16) -> Result<Vm> {
-    let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2"))?;
-    cfg.extra = vec![
-        "-netdev".into(),
-        qemu_netdev_arg(dir, id, "peer"),
-        "-device".into(),
-        format!("virtio-net-pci,netdev=peer,mac=52:54:00:00:00:{id:02x},disable-legacy=on"),
-        "-netdev".into(),
-        format!("user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{mgmt_port}-10.0.2.15:7200"),
-        "-device".into(),
-        format!("virtio-net-pci,netdev=mgmt,mac=52:54:00:00:01:{id:02x},disable-legacy=on"),
-    ];
+    let cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2"))?.with_nics(
+        dir,
+        id,
+        Some(mgmt_port),
+    );
     let mut vm = Vm::spawn(&cfg)?;
     vm.wait_for("xdv> ", T)?;
     Ok(vm)
 }
 
 fn command(vm: &mut Vm, cmd: &str, needle: &str) -> Result<String> {
-    let before = vm.count(needle);
-    vm.send_line(cmd)?;
-    let end = Instant::now() + T;
-    while vm.count(needle) <= before {
-        if Instant::now() > end {
-            return Err(vm.error(&format!("`{cmd}` gave no {needle:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(vm.output())
+    vm.command(cmd, needle, T)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

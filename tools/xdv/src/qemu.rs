@@ -155,6 +155,27 @@ impl Config {
         self
     }
 
+    /// Adds the peer NIC on switch port `id` (switch sockets in `switch_dir`) and, with
+    /// `mgmt_port`, the management NIC forwarded from 127.0.0.1:`mgmt_port` to the
+    /// guest's management listener. MACs follow the role rule in docs/devices.md.
+    pub fn with_nics(mut self, switch_dir: &Path, id: u16, mgmt_port: Option<u16>) -> Config {
+        self.extra.extend([
+            "-netdev".into(),
+            crate::switch::qemu_netdev_arg(switch_dir, id, "peer"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=peer,mac=52:54:00:00:00:{id:02x},disable-legacy=on"),
+        ]);
+        if let Some(port) = mgmt_port {
+            self.extra.extend([
+                "-netdev".into(),
+                format!("user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:7200"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=mgmt,mac=52:54:00:00:01:{id:02x},disable-legacy=on"),
+            ]);
+        }
+        self
+    }
+
     /// QEMU arguments (serial on stdio).
     pub fn args(&self) -> Vec<String> {
         let mem = format!("{}M", self.mem_mib);
@@ -295,6 +316,21 @@ impl Vm {
     /// Number of times `needle` occurs in the output so far.
     pub fn count(&self, needle: &str) -> usize {
         self.output().matches(needle).count()
+    }
+
+    /// Types `cmd` and waits until `needle` appears once more than before; returns
+    /// the whole output so far.
+    pub fn command(&mut self, cmd: &str, needle: &str, timeout: Duration) -> Result<String> {
+        let before = self.count(needle);
+        self.send_line(cmd)?;
+        let end = Instant::now() + timeout;
+        while self.count(needle) <= before {
+            if Instant::now() > end {
+                return Err(self.fail(&format!("`{cmd}`: no {needle:?} within {timeout:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(self.output())
     }
 
     /// Types a line on the console (CR, as a terminal sends).
