@@ -18,7 +18,6 @@ extern crate alloc;
 
 pub mod body;
 pub mod format;
-pub mod fuzz;
 pub mod log;
 pub mod merkle;
 
@@ -27,6 +26,5 @@ pub use format::{
     DEFAULT_REGION_PHYS, DEFAULT_REGION_SIZE, Damage, RecordHeader, RecordView, Records,
     VerifyError, VerifyReport, find_region, genesis_hash, verify_region,
 };
-pub use fuzz::fuzz_check;
 pub use log::{AuditError, AuditLog, OpenReport, RegionError};
 pub use merkle::{FederatedAuditRoot, FederationError, MerkleAccumulator, ProofError};
