@@ -1,2 +1,34 @@
-//! Placeholder: being written.
+//! `xdv-cluster`: the replicated cluster state machine (`no_std` + `alloc`, sans-IO).
+//!
+//! Every node applies the same committed Raft entries to a [`ClusterState`] and so holds
+//! the same membership, placements, contracts, shards and quotas, and computes the same
+//! [`ClusterState::hash`]. The crate takes no time, randomness or iteration order from
+//! the environment: logical time comes in each entry ([`GlobalTime`]), collections are
+//! B-trees, and the placement policy is a pure plug-in ([`PlacementPolicy`]).
+//!
+//! See `docs/cluster.md` for the commands, the placement rule, the contract conflict
+//! rule, the recovery policy and the canonical state encoding.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod command;
+pub mod contract;
+pub mod placement;
+pub mod shard;
+pub mod state;
+pub mod types;
+
+pub use command::{Command, DecodeError, MAX_ENTRY_BYTES, Proposal};
+pub use contract::{Contract, ContractRecord, ContractState, SignedContract, public_key};
+pub use placement::{Candidate, FirstFit, LeastLoaded, PlacementPolicy};
+pub use shard::{ShardAssignment, ShardMap, shard_of};
+pub use state::{
+    Applied, ClusterState, Config, ConfigError, Event, IgnoredReason, NodeRecord, StateData,
+    TaskRecord, TaskStatus, TenantRecord,
+};
+pub use types::*;
+
+#[cfg(test)]
+mod tests;

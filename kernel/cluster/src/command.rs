@@ -1,0 +1,144 @@
+//! The commands of the replicated log and their envelope. A Raft `Normal` entry holds
+//! one [`Proposal`]: the proposer's global logical time and one [`Command`], postcard
+//! encoded behind a version byte. Decoding never panics; an entry that does not decode
+//! is applied as a recorded no-op so every node still agrees on the state.
+
+use crate::contract::SignedContract;
+use crate::types::{Completion, GlobalTime, HeartbeatInfo, Quota, TaskSpec, WorkerInfo};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+use xdv_types::{Hash32, NodeId, TenantId};
+
+/// Version byte in front of every encoded proposal.
+pub const ENTRY_VERSION: u8 = 1;
+/// Largest encoded proposal (a module plus input fits; Raft frames allow 1 MiB).
+pub const MAX_ENTRY_BYTES: usize = 128 * 1024;
+
+/// Seed 002's commands plus contracts, liveness, quotas and audit publication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A tenant's task: validated, quota-checked and placed when applied.
+    AssignTask(TaskSpec),
+    /// The placed node reports how the task ended.
+    TaskCompleted(Completion),
+    /// A worker's resources, replicated for placement.
+    Heartbeat(HeartbeatInfo),
+    AddWorker(WorkerInfo),
+    RemoveWorker {
+        node: NodeId,
+    },
+    /// Snapshot boundary marker (seed 002): recorded, changes nothing else.
+    Snapshot {
+        snapshot_id: u64,
+    },
+    ProposeContract(SignedContract),
+    ReleaseContract {
+        contract_id: u64,
+        by: NodeId,
+    },
+    SuspendContracts {
+        node: NodeId,
+    },
+    /// The leader's failure detector declared `node` down: contracts suspended, its
+    /// tasks re-placed, its shards migrated.
+    NodeDown {
+        node: NodeId,
+    },
+    NodeUp {
+        node: NodeId,
+    },
+    SetQuota {
+        tenant: TenantId,
+        quota: Option<Quota>,
+    },
+    /// A tenant allowed to submit (management requests are checked against this set).
+    RegisterTenant {
+        tenant: TenantId,
+        public_key: [u8; 32],
+    },
+    /// A node's audit Merkle root over its first `records` records.
+    PublishAuditRoot {
+        node: NodeId,
+        records: u64,
+        root: Hash32,
+    },
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::AssignTask(_) => "AssignTask",
+            Command::TaskCompleted(_) => "TaskCompleted",
+            Command::Heartbeat(_) => "Heartbeat",
+            Command::AddWorker(_) => "AddWorker",
+            Command::RemoveWorker { .. } => "RemoveWorker",
+            Command::Snapshot { .. } => "Snapshot",
+            Command::ProposeContract(_) => "ProposeContract",
+            Command::ReleaseContract { .. } => "ReleaseContract",
+            Command::SuspendContracts { .. } => "SuspendContracts",
+            Command::NodeDown { .. } => "NodeDown",
+            Command::NodeUp { .. } => "NodeUp",
+            Command::SetQuota { .. } => "SetQuota",
+            Command::RegisterTenant { .. } => "RegisterTenant",
+            Command::PublishAuditRoot { .. } => "PublishAuditRoot",
+        }
+    }
+}
+
+/// One log entry's payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The proposer's `L_global` when it proposed.
+    pub time: GlobalTime,
+    pub command: Command,
+}
+
+/// Why an entry's bytes are not a proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecodeError {
+    Empty,
+    UnknownVersion(u8),
+    TooLarge(usize),
+    Malformed,
+    TrailingBytes(usize),
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::Empty => write!(f, "empty entry"),
+            DecodeError::UnknownVersion(v) => write!(f, "unknown entry version {v}"),
+            DecodeError::TooLarge(n) => write!(f, "entry of {n} bytes (limit {MAX_ENTRY_BYTES})"),
+            DecodeError::Malformed => write!(f, "entry does not decode as a proposal"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} bytes after the proposal"),
+        }
+    }
+}
+
+impl Proposal {
+    pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+        let mut out = alloc::vec![ENTRY_VERSION];
+        let body = postcard::to_allocvec(self).map_err(|_| DecodeError::Malformed)?;
+        out.extend_from_slice(&body);
+        if out.len() > MAX_ENTRY_BYTES {
+            return Err(DecodeError::TooLarge(out.len()));
+        }
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+        let (&v, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if v != ENTRY_VERSION {
+            return Err(DecodeError::UnknownVersion(v));
+        }
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let (p, rest) =
+            postcard::take_from_bytes::<Proposal>(body).map_err(|_| DecodeError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes(rest.len()));
+        }
+        Ok(p)
+    }
+}

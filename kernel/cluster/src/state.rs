@@ -1,0 +1,1289 @@
+//! The cluster state machine: applied identically on every node, entry by entry, from
+//! the Raft log. It owns the membership and liveness view, every task from submission to
+//! completion, the contracts in force, the shard table, tenant quotas and the published
+//! audit roots.
+//!
+//! Invariants (asserted after every entry in debug builds, see [`ClusterState::check`]):
+//! - a task is in exactly one status; `Pending` tasks are exactly the `pending` list;
+//! - a node's `assigned` count equals the tasks `Assigned` to it; a tenant's
+//!   `in_flight` equals its `Pending` + `Assigned` tasks;
+//! - no two contracts in force on one target and domain share a resource;
+//! - `time` only grows; `applied_index` only grows.
+//!
+//! Determinism: only `BTreeMap`/`BTreeSet`/`Vec` are iterated; nothing reads a clock; the
+//! hash is SHA-256 over the canonical encoding (postcard of [`StateData`], fields in
+//! declaration order, maps in key order), so equal histories give equal hashes.
+
+use crate::command::{Command, DecodeError, Proposal};
+use crate::contract::{ContractRecord, ContractState, SignedContract};
+use crate::placement::{Candidate, LeastLoaded, PlacementPolicy};
+use crate::shard::{Migration, ShardMap, shard_of};
+use crate::types::*;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use xdv_audit::FederatedAuditRoot;
+use xdv_types::{Hash32, NodeId, TaskId, TenantId};
+
+/// Domain tag in front of the canonical encoding when hashing the state.
+pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v1\0";
+/// Version byte in front of a snapshot image.
+pub const SNAPSHOT_VERSION: u8 = 1;
+/// Most contracts in force at once.
+pub const MAX_CONTRACTS: usize = 1024;
+/// Most tasks waiting for a node.
+pub const MAX_PENDING: usize = 4096;
+/// Most registered tenants.
+pub const MAX_TENANTS: usize = 1024;
+
+/// State-machine parameters; identical on every node (part of the hashed state).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub shard_count: u32,
+    /// Tasks one available core may hold assigned at once.
+    pub tasks_per_core: u32,
+    /// Finished tasks kept for status queries; older ones are dropped, oldest first.
+    pub max_retained_tasks: usize,
+    pub max_nodes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shard_count: 16,
+            tasks_per_core: 64,
+            max_retained_tasks: 4096,
+            max_nodes: 64,
+        }
+    }
+}
+
+/// An impossible configuration value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    ShardCount(u32),
+    TasksPerCore(u32),
+    MaxRetained(usize),
+    MaxNodes(usize),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::ShardCount(n) => write!(
+                f,
+                "shard_count {n} must be 1..={}",
+                crate::shard::MAX_SHARDS
+            ),
+            ConfigError::TasksPerCore(n) => write!(f, "tasks_per_core {n} must be 1..=4096"),
+            ConfigError::MaxRetained(n) => write!(f, "max_retained_tasks {n} must be 1..=1000000"),
+            ConfigError::MaxNodes(n) => write!(f, "max_nodes {n} must be 1..=1024"),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.shard_count == 0 || self.shard_count > crate::shard::MAX_SHARDS {
+            return Err(ConfigError::ShardCount(self.shard_count));
+        }
+        if self.tasks_per_core == 0 || self.tasks_per_core > 4096 {
+            return Err(ConfigError::TasksPerCore(self.tasks_per_core));
+        }
+        if self.max_retained_tasks == 0 || self.max_retained_tasks > 1_000_000 {
+            return Err(ConfigError::MaxRetained(self.max_retained_tasks));
+        }
+        if self.max_nodes == 0 || self.max_nodes > 1024 {
+            return Err(ConfigError::MaxNodes(self.max_nodes));
+        }
+        Ok(())
+    }
+}
+
+/// A member as the state machine sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub info: WorkerInfo,
+    pub up: bool,
+    pub available_cores: u16,
+    pub local_load: u32,
+    /// Tasks assigned to it and not completed.
+    pub assigned: u32,
+    pub completed: u64,
+    pub last_heartbeat: Option<GlobalTime>,
+    /// Its latest published audit root: (records covered, Merkle root).
+    pub audit: Option<(u64, Hash32)>,
+}
+
+impl NodeRecord {
+    fn capacity(&self, cfg: &Config, d: Domain) -> u32 {
+        let units = match d {
+            Domain::K => self.available_cores,
+            other => self.info.resources.capacity(other),
+        };
+        u32::from(units).saturating_mul(cfg.tasks_per_core)
+    }
+}
+
+/// Where a task stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskStatus {
+    /// Accepted, waiting for an eligible node.
+    Pending,
+    Assigned {
+        node: NodeId,
+        attempt: u32,
+    },
+    Completed {
+        node: NodeId,
+        attempt: u32,
+        outcome: Outcome,
+        ticks: u64,
+        output_hash: Hash32,
+        output: Vec<u8>,
+    },
+    Rejected(Refusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
+    pub shard: u32,
+    pub submitted: GlobalTime,
+    /// Nodes it was taken from by recovery, in order.
+    pub replaced_from: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub public_key: [u8; 32],
+    pub quota: Option<Quota>,
+    /// Highest request sequence accepted; older new requests are stale.
+    pub last_seq: u64,
+    pub in_flight: u32,
+    pub budget_used_ticks: u64,
+    pub submitted: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub entries: u64,
+    pub invalid_entries: u64,
+    pub tasks_refused: u64,
+    pub contracts_refused: u64,
+    pub stale_completions: u64,
+    pub last_snapshot_id: Option<u64>,
+}
+
+/// Everything replicated; its canonical encoding is what [`ClusterState::hash`] hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateData {
+    pub config: Config,
+    pub applied_index: u64,
+    pub time: GlobalTime,
+    pub next_task: u64,
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    pub tasks: BTreeMap<TaskId, TaskRecord>,
+    pub requests: BTreeMap<(TenantId, u64), TaskId>,
+    pub pending: Vec<TaskId>,
+    pub finished: BTreeSet<TaskId>,
+    pub tenants: BTreeMap<TenantId, TenantRecord>,
+    pub contracts: BTreeMap<u64, ContractRecord>,
+    pub shards: ShardMap,
+    pub counters: Counters,
+}
+
+/// What applying one entry did, for the audit log and the node's own actions (a node
+/// runs the tasks assigned to it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    TaskAssigned {
+        task: TaskId,
+        tenant: TenantId,
+        node: NodeId,
+        attempt: u32,
+    },
+    TaskQueued {
+        task: TaskId,
+    },
+    TaskRejected {
+        task: TaskId,
+        reason: Refusal,
+    },
+    DuplicateRequest {
+        task: TaskId,
+    },
+    TaskCompleted {
+        task: TaskId,
+        node: NodeId,
+        outcome: Outcome,
+        ticks: u64,
+        output_hash: Hash32,
+    },
+    StaleCompletion {
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+    },
+    TaskReplaced {
+        task: TaskId,
+        from: NodeId,
+        to: Option<NodeId>,
+        attempt: u32,
+    },
+    WorkerAdded {
+        node: NodeId,
+    },
+    WorkerRefused {
+        node: NodeId,
+        reason: Refusal,
+    },
+    WorkerRemoved {
+        node: NodeId,
+    },
+    Heartbeat {
+        node: NodeId,
+    },
+    NodeDown {
+        node: NodeId,
+    },
+    NodeUp {
+        node: NodeId,
+    },
+    ShardMigrated(Migration),
+    ContractAccepted {
+        id: u64,
+    },
+    ContractRejected {
+        id: u64,
+        reason: Refusal,
+    },
+    ContractPreempted {
+        id: u64,
+        by: u64,
+    },
+    ContractReleased {
+        id: u64,
+    },
+    ContractExpired {
+        id: u64,
+    },
+    ContractSuspended {
+        id: u64,
+    },
+    ContractResumed {
+        id: u64,
+    },
+    ContractReallocated {
+        id: u64,
+        from: NodeId,
+        to: NodeId,
+    },
+    QuotaSet {
+        tenant: TenantId,
+    },
+    TenantRegistered {
+        tenant: TenantId,
+    },
+    RootPublished {
+        node: NodeId,
+        records: u64,
+    },
+    SnapshotMarked {
+        id: u64,
+    },
+    Invalid(DecodeError),
+    Ignored(IgnoredReason),
+}
+
+/// Why an otherwise valid command changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IgnoredReason {
+    AlreadyApplied,
+    UnknownNode,
+    UnknownTenant,
+    UnknownContract,
+    NotAParty,
+    AlreadyInThatState,
+    OutputTooLarge,
+    OlderRoot,
+}
+
+/// The result of applying one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub time: GlobalTime,
+    pub command: Option<&'static str>,
+    pub events: Vec<Event>,
+}
+
+/// The replicated state plus the (unreplicated, identical everywhere) placement policy.
+pub struct ClusterState {
+    data: StateData,
+    policy: Box<dyn PlacementPolicy + Send + Sync>,
+    /// Snapshot images that did not decode (kept out of the hashed state).
+    pub restore_errors: u64,
+}
+
+impl ClusterState {
+    pub fn new(config: Config) -> Result<ClusterState, ConfigError> {
+        Self::with_policy(config, Box::new(LeastLoaded))
+    }
+
+    pub fn with_policy(
+        config: Config,
+        policy: Box<dyn PlacementPolicy + Send + Sync>,
+    ) -> Result<ClusterState, ConfigError> {
+        config.validate()?;
+        let shards = ShardMap::new(config.shard_count);
+        Ok(ClusterState {
+            data: StateData {
+                config,
+                applied_index: 0,
+                time: GlobalTime::default(),
+                next_task: 1,
+                nodes: BTreeMap::new(),
+                tasks: BTreeMap::new(),
+                requests: BTreeMap::new(),
+                pending: Vec::new(),
+                finished: BTreeSet::new(),
+                tenants: BTreeMap::new(),
+                contracts: BTreeMap::new(),
+                shards,
+                counters: Counters::default(),
+            },
+            policy,
+            restore_errors: 0,
+        })
+    }
+
+    /// The genesis state every node of a provisioned cluster starts from: the same
+    /// workers and tenants in the same order give the same state everywhere.
+    pub fn genesis(
+        config: Config,
+        workers: &[WorkerInfo],
+        tenants: &[(TenantId, [u8; 32])],
+    ) -> Result<ClusterState, ConfigError> {
+        let mut s = Self::new(config)?;
+        for w in workers {
+            let mut ev = Vec::new();
+            s.add_worker(w.clone(), &mut ev);
+        }
+        for (t, k) in tenants {
+            let mut ev = Vec::new();
+            s.register_tenant(*t, *k, &mut ev);
+        }
+        Ok(s)
+    }
+
+    pub fn data(&self) -> &StateData {
+        &self.data
+    }
+
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+
+    /// SHA-256 over the domain tag and the canonical encoding of the state.
+    pub fn hash(&self) -> Hash32 {
+        let mut h = Sha256::new();
+        h.update(STATE_HASH_DOMAIN);
+        h.update(postcard::to_allocvec(&self.data).unwrap_or_default());
+        Hash32(h.finalize().into())
+    }
+
+    /// The snapshot image: version byte + canonical encoding.
+    pub fn snapshot_image(&self) -> Vec<u8> {
+        let mut out = alloc::vec![SNAPSHOT_VERSION];
+        out.extend_from_slice(&postcard::to_allocvec(&self.data).unwrap_or_default());
+        out
+    }
+
+    /// Replaces the state from a snapshot image; on any error the state is unchanged.
+    pub fn restore_image(&mut self, image: &[u8]) -> Result<(), DecodeError> {
+        let (&v, body) = image.split_first().ok_or(DecodeError::Empty)?;
+        if v != SNAPSHOT_VERSION {
+            return Err(DecodeError::UnknownVersion(v));
+        }
+        let data: StateData = postcard::from_bytes(body).map_err(|_| DecodeError::Malformed)?;
+        if data.config.validate().is_err() || data.shards.count() != data.config.shard_count {
+            return Err(DecodeError::Malformed);
+        }
+        self.data = data;
+        self.check();
+        Ok(())
+    }
+
+    pub fn task(&self, id: TaskId) -> Option<&TaskRecord> {
+        self.data.tasks.get(&id)
+    }
+
+    /// The task a tenant's request became, if it was applied.
+    pub fn task_for_request(&self, tenant: TenantId, seq: u64) -> Option<TaskId> {
+        self.data.requests.get(&(tenant, seq)).copied()
+    }
+
+    pub fn tenant_key(&self, tenant: TenantId) -> Option<[u8; 32]> {
+        self.data.tenants.get(&tenant).map(|t| t.public_key)
+    }
+
+    /// Tasks assigned to `node` and not completed, in task-id order.
+    pub fn assigned_to(&self, node: NodeId) -> impl Iterator<Item = (&TaskRecord, u32)> {
+        self.data
+            .tasks
+            .values()
+            .filter_map(move |t| match t.status {
+                TaskStatus::Assigned { node: n, attempt } if n == node => Some((t, attempt)),
+                _ => None,
+            })
+    }
+
+    /// Members that are up, in id order.
+    pub fn up_nodes(&self) -> Vec<NodeId> {
+        self.data
+            .nodes
+            .iter()
+            .filter(|(_, r)| r.up)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The federated audit root over every member's latest published root, in node-id
+    /// order (audit issue's format); `None` until some member has published.
+    pub fn federated_root(&self) -> Option<FederatedAuditRoot> {
+        let roots: Vec<(NodeId, Hash32)> = self
+            .data
+            .nodes
+            .iter()
+            .filter_map(|(n, r)| r.audit.map(|(_, root)| (*n, root)))
+            .collect();
+        if roots.is_empty() {
+            return None;
+        }
+        FederatedAuditRoot::new(roots).ok()
+    }
+
+    /// Applies the Raft entry at `index` (its `Normal` payload bytes).
+    pub fn apply(&mut self, index: u64, bytes: &[u8]) -> Applied {
+        let mut events = Vec::new();
+        if index <= self.data.applied_index {
+            events.push(Event::Ignored(IgnoredReason::AlreadyApplied));
+            return Applied {
+                index,
+                time: self.data.time,
+                command: None,
+                events,
+            };
+        }
+        self.data.applied_index = index;
+        self.data.counters.entries += 1;
+        let command = match Proposal::decode(bytes) {
+            Err(e) => {
+                self.data.counters.invalid_entries += 1;
+                events.push(Event::Invalid(e));
+                None
+            }
+            Ok(p) => {
+                self.advance_time(p.time);
+                self.expire_contracts(&mut events);
+                let name = p.command.name();
+                self.dispatch(p.command, &mut events);
+                Some(name)
+            }
+        };
+        self.check();
+        Applied {
+            index,
+            time: self.data.time,
+            command,
+            events,
+        }
+    }
+
+    /// `time` only grows: an entry stamped at or before the current time is applied at
+    /// `(current lamport + 1, its node)`. A pure function of the log.
+    fn advance_time(&mut self, t: GlobalTime) {
+        let prev = self.data.time;
+        self.data.time = if t > prev {
+            t
+        } else {
+            GlobalTime {
+                lamport: prev.lamport + 1,
+                node: t.node,
+            }
+        };
+        assert!(self.data.time > prev, "global time must grow");
+    }
+
+    fn dispatch(&mut self, c: Command, ev: &mut Vec<Event>) {
+        match c {
+            Command::AssignTask(spec) => self.assign_task(spec, ev),
+            Command::TaskCompleted(c) => self.task_completed(c, ev),
+            Command::Heartbeat(h) => self.heartbeat(h, ev),
+            Command::AddWorker(w) => self.add_worker(w, ev),
+            Command::RemoveWorker { node } => self.remove_worker(node, ev),
+            Command::Snapshot { snapshot_id } => {
+                self.data.counters.last_snapshot_id = Some(snapshot_id);
+                ev.push(Event::SnapshotMarked { id: snapshot_id });
+            }
+            Command::ProposeContract(sc) => self.propose_contract(sc, ev),
+            Command::ReleaseContract { contract_id, by } => self.release(contract_id, by, ev),
+            Command::SuspendContracts { node } => self.suspend_contracts_of(node, ev),
+            Command::NodeDown { node } => self.node_down(node, ev),
+            Command::NodeUp { node } => self.node_up(node, ev),
+            Command::SetQuota { tenant, quota } => match self.data.tenants.get_mut(&tenant) {
+                Some(t) => {
+                    t.quota = quota;
+                    ev.push(Event::QuotaSet { tenant });
+                }
+                None => ev.push(Event::Ignored(IgnoredReason::UnknownTenant)),
+            },
+            Command::RegisterTenant { tenant, public_key } => {
+                self.register_tenant(tenant, public_key, ev)
+            }
+            Command::PublishAuditRoot {
+                node,
+                records,
+                root,
+            } => self.publish_root(node, records, root, ev),
+        }
+    }
+
+    fn register_tenant(&mut self, tenant: TenantId, public_key: [u8; 32], ev: &mut Vec<Event>) {
+        if let Some(t) = self.data.tenants.get_mut(&tenant) {
+            t.public_key = public_key;
+        } else if self.data.tenants.len() < MAX_TENANTS {
+            self.data.tenants.insert(
+                tenant,
+                TenantRecord {
+                    public_key,
+                    quota: None,
+                    last_seq: 0,
+                    in_flight: 0,
+                    budget_used_ticks: 0,
+                    submitted: 0,
+                },
+            );
+        } else {
+            ev.push(Event::Ignored(IgnoredReason::UnknownTenant));
+            return;
+        }
+        ev.push(Event::TenantRegistered { tenant });
+    }
+
+    fn publish_root(&mut self, node: NodeId, records: u64, root: Hash32, ev: &mut Vec<Event>) {
+        let Some(r) = self.data.nodes.get_mut(&node) else {
+            ev.push(Event::Ignored(IgnoredReason::UnknownNode));
+            return;
+        };
+        // A restarted node may publish an older size only if its region was reset; a
+        // root over fewer records than already published is not an advance.
+        if r.audit.is_some_and(|(n, _)| records < n) {
+            ev.push(Event::Ignored(IgnoredReason::OlderRoot));
+            return;
+        }
+        r.audit = Some((records, root));
+        ev.push(Event::RootPublished { node, records });
+    }
+
+    // ----- tasks -----
+
+    fn validate_spec(&self, s: &TaskSpec) -> Result<(), Refusal> {
+        if s.budget_ticks == 0 {
+            return Err(Refusal::ZeroBudget);
+        }
+        if s.budget_ticks > MAX_BUDGET_TICKS {
+            return Err(Refusal::BudgetOverLimit {
+                budget_ticks: s.budget_ticks,
+            });
+        }
+        if s.guards.len() > MAX_GUARDS {
+            return Err(Refusal::TooManyGuards(s.guards.len()));
+        }
+        if s.needs.len() > MAX_NEEDS {
+            return Err(Refusal::TooManyNeeds(s.needs.len()));
+        }
+        if s.input.len() > MAX_INPUT_BYTES {
+            return Err(Refusal::InputTooLarge(s.input.len()));
+        }
+        match &s.work {
+            Work::Wasm(m) if m.len() > MAX_MODULE_BYTES => {
+                return Err(Refusal::ModuleTooLarge(m.len()));
+            }
+            Work::Builtin(n) if n.is_empty() || n.len() > MAX_BUILTIN_NAME_BYTES => {
+                return Err(Refusal::BadBuiltinName);
+            }
+            Work::Dropped(_) => return Err(Refusal::BadBuiltinName),
+            _ => {}
+        }
+        let t = self
+            .data
+            .tenants
+            .get(&s.tenant)
+            .ok_or(Refusal::UnknownTenant(s.tenant))?;
+        if s.request_seq <= t.last_seq {
+            return Err(Refusal::StaleRequest {
+                seq: s.request_seq,
+                last: t.last_seq,
+            });
+        }
+        if let Some(q) = t.quota {
+            if t.in_flight >= q.max_in_flight {
+                return Err(Refusal::QuotaInFlight {
+                    limit: q.max_in_flight,
+                });
+            }
+            if t.budget_used_ticks.saturating_add(s.budget_ticks) > q.max_budget_ticks {
+                return Err(Refusal::QuotaBudget {
+                    limit_ticks: q.max_budget_ticks,
+                    used_ticks: t.budget_used_ticks,
+                });
+            }
+        }
+        if let Some(p) = s.pin
+            && !self.data.nodes.contains_key(&p)
+        {
+            return Err(Refusal::PinnedNodeIneligible(p));
+        }
+        Ok(())
+    }
+
+    fn assign_task(&mut self, spec: TaskSpec, ev: &mut Vec<Event>) {
+        if let Some(&task) = self.data.requests.get(&(spec.tenant, spec.request_seq)) {
+            ev.push(Event::DuplicateRequest { task });
+            return;
+        }
+        let id = TaskId(self.data.next_task);
+        self.data.next_task += 1;
+        let shard = shard_of(spec.tenant, self.data.config.shard_count);
+        let verdict = self.validate_spec(&spec);
+        let tenant = spec.tenant;
+        let seq = spec.request_seq;
+        let mut rec = TaskRecord {
+            id,
+            spec,
+            status: TaskStatus::Pending,
+            shard,
+            submitted: self.data.time,
+            replaced_from: Vec::new(),
+        };
+        if let Err(reason) = verdict {
+            self.data.counters.tasks_refused += 1;
+            rec.status = TaskStatus::Rejected(reason.clone());
+            rec.spec.work = drop_work(&rec.spec.work);
+            ev.push(Event::TaskRejected { task: id, reason });
+            // A refused request still takes its sequence number if the tenant exists,
+            // so a retry gets the same answer and not a second task.
+            if let Some(t) = self.data.tenants.get_mut(&tenant)
+                && seq > t.last_seq
+            {
+                t.last_seq = seq;
+                self.data.requests.insert((tenant, seq), id);
+            }
+            self.data.tasks.insert(id, rec);
+            self.finish(id);
+            return;
+        }
+        let t = self.data.tenants.get_mut(&tenant).expect("validated");
+        t.last_seq = seq;
+        t.in_flight += 1;
+        t.budget_used_ticks = t.budget_used_ticks.saturating_add(rec.spec.budget_ticks);
+        t.submitted += 1;
+        self.data.requests.insert((tenant, seq), id);
+        self.data.tasks.insert(id, rec);
+        self.place_or_queue(id, 1, None, ev);
+    }
+
+    /// Eligible nodes for a task, sorted by node id.
+    fn candidates(&self, spec: &TaskSpec, shard: u32, exclude: Option<NodeId>) -> Vec<Candidate> {
+        let cfg = &self.data.config;
+        self.data
+            .nodes
+            .iter()
+            .filter(|(n, r)| {
+                r.up && Some(**n) != exclude
+                    && spec.pin.is_none_or(|p| p == **n)
+                    && spec.needs.iter().all(|c| r.info.capabilities.contains(c))
+                    && r.assigned.saturating_add(r.local_load) < r.capacity(cfg, spec.domain)
+            })
+            .map(|(n, r)| Candidate {
+                node: *n,
+                load: r.assigned.saturating_add(r.local_load),
+                capacity: r.capacity(cfg, spec.domain),
+                shard_rank: self.data.shards.rank(shard, *n),
+            })
+            .collect()
+    }
+
+    /// Places task `id` (currently Pending, not in the pending list) or queues it.
+    fn place_or_queue(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        exclude: Option<NodeId>,
+        ev: &mut Vec<Event>,
+    ) -> Option<NodeId> {
+        let rec = &self.data.tasks[&id];
+        debug_assert!(matches!(rec.status, TaskStatus::Pending));
+        let cands = self.candidates(&rec.spec, rec.shard, exclude);
+        let choice = if cands.is_empty() {
+            None
+        } else {
+            self.policy.place(&rec.spec, &cands)
+        };
+        if let Some(node) = choice {
+            assert!(
+                cands.iter().any(|c| c.node == node),
+                "placement policy {} chose a node that is not a candidate",
+                self.policy.name()
+            );
+            let tenant = rec.spec.tenant;
+            self.data.tasks.get_mut(&id).expect("exists").status =
+                TaskStatus::Assigned { node, attempt };
+            self.data.nodes.get_mut(&node).expect("candidate").assigned += 1;
+            ev.push(Event::TaskAssigned {
+                task: id,
+                tenant,
+                node,
+                attempt,
+            });
+            return Some(node);
+        }
+        if self.data.pending.len() >= MAX_PENDING {
+            self.refuse_in_flight(id, Refusal::NoEligibleNode, ev);
+            return None;
+        }
+        self.data.pending.push(id);
+        ev.push(Event::TaskQueued { task: id });
+        None
+    }
+
+    /// Refuses a task that had been accepted (counts it out of its tenant).
+    fn refuse_in_flight(&mut self, id: TaskId, reason: Refusal, ev: &mut Vec<Event>) {
+        let rec = self.data.tasks.get_mut(&id).expect("exists");
+        rec.status = TaskStatus::Rejected(reason.clone());
+        rec.spec.work = drop_work(&rec.spec.work);
+        let tenant = rec.spec.tenant;
+        if let Some(t) = self.data.tenants.get_mut(&tenant) {
+            t.in_flight -= 1;
+        }
+        self.data.counters.tasks_refused += 1;
+        ev.push(Event::TaskRejected { task: id, reason });
+        self.finish(id);
+    }
+
+    /// Retries every pending task in id order (after capacity or membership grew).
+    fn place_pending(&mut self, ev: &mut Vec<Event>) {
+        let waiting = core::mem::take(&mut self.data.pending);
+        for id in waiting {
+            let attempt = self.data.tasks[&id].replaced_from.len() as u32 + 1;
+            self.place_or_queue(id, attempt, None, ev);
+        }
+    }
+
+    fn task_completed(&mut self, c: Completion, ev: &mut Vec<Event>) {
+        if c.output.len() > MAX_OUTPUT_BYTES {
+            ev.push(Event::Ignored(IgnoredReason::OutputTooLarge));
+            return;
+        }
+        let current = self.data.tasks.get(&c.task).map(|t| &t.status);
+        if !matches!(current, Some(TaskStatus::Assigned { node, attempt })
+            if *node == c.node && *attempt == c.attempt)
+        {
+            self.data.counters.stale_completions += 1;
+            ev.push(Event::StaleCompletion {
+                task: c.task,
+                node: c.node,
+                attempt: c.attempt,
+            });
+            return;
+        }
+        let rec = self.data.tasks.get_mut(&c.task).expect("matched");
+        rec.spec.work = drop_work(&rec.spec.work);
+        rec.status = TaskStatus::Completed {
+            node: c.node,
+            attempt: c.attempt,
+            outcome: c.outcome.clone(),
+            ticks: c.ticks,
+            output_hash: c.output_hash,
+            output: c.output,
+        };
+        let tenant = rec.spec.tenant;
+        let n = self
+            .data
+            .nodes
+            .get_mut(&c.node)
+            .expect("assigned nodes are members");
+        n.assigned -= 1;
+        n.completed += 1;
+        if let Some(t) = self.data.tenants.get_mut(&tenant) {
+            t.in_flight -= 1;
+        }
+        ev.push(Event::TaskCompleted {
+            task: c.task,
+            node: c.node,
+            outcome: c.outcome,
+            ticks: c.ticks,
+            output_hash: c.output_hash,
+        });
+        self.finish(c.task);
+        self.place_pending(ev);
+    }
+
+    /// Marks a task finished and drops the oldest finished tasks over the retention limit.
+    fn finish(&mut self, id: TaskId) {
+        self.data.finished.insert(id);
+        while self.data.finished.len() > self.data.config.max_retained_tasks {
+            let Some(old) = self.data.finished.pop_first() else {
+                break;
+            };
+            if let Some(rec) = self.data.tasks.remove(&old) {
+                self.data
+                    .requests
+                    .remove(&(rec.spec.tenant, rec.spec.request_seq));
+            }
+        }
+    }
+
+    // ----- membership and liveness -----
+
+    fn add_worker(&mut self, w: WorkerInfo, ev: &mut Vec<Event>) {
+        let node = w.node;
+        if let Err(reason) = w.validate() {
+            ev.push(Event::WorkerRefused { node, reason });
+            return;
+        }
+        let exists = self.data.nodes.contains_key(&node);
+        if !exists && self.data.nodes.len() >= self.data.config.max_nodes {
+            ev.push(Event::WorkerRefused {
+                node,
+                reason: Refusal::TooManyNodes,
+            });
+            return;
+        }
+        let cores = w.resources.k_cores;
+        match self.data.nodes.get_mut(&node) {
+            Some(r) => {
+                r.info = w;
+                r.available_cores = r.available_cores.min(cores);
+            }
+            None => {
+                self.data.nodes.insert(
+                    node,
+                    NodeRecord {
+                        info: w,
+                        up: true,
+                        available_cores: cores,
+                        local_load: 0,
+                        assigned: 0,
+                        completed: 0,
+                        last_heartbeat: None,
+                        audit: None,
+                    },
+                );
+            }
+        }
+        ev.push(Event::WorkerAdded { node });
+        let up = self.up_nodes();
+        self.data.shards.rebalance(&up);
+        self.place_pending(ev);
+    }
+
+    fn remove_worker(&mut self, node: NodeId, ev: &mut Vec<Event>) {
+        if !self.data.nodes.contains_key(&node) {
+            ev.push(Event::Ignored(IgnoredReason::UnknownNode));
+            return;
+        }
+        self.take_down(node, ev);
+        let ids: Vec<u64> = self.contracts_of(node);
+        for id in ids {
+            self.data.contracts.remove(&id);
+            ev.push(Event::ContractReleased { id });
+        }
+        self.data.nodes.remove(&node);
+        ev.push(Event::WorkerRemoved { node });
+        let up = self.up_nodes();
+        self.data.shards.rebalance(&up);
+    }
+
+    fn heartbeat(&mut self, h: HeartbeatInfo, ev: &mut Vec<Event>) {
+        let time = self.data.time;
+        let Some(r) = self.data.nodes.get_mut(&h.node) else {
+            ev.push(Event::Ignored(IgnoredReason::UnknownNode));
+            return;
+        };
+        r.available_cores = h.available_cores.min(r.info.resources.k_cores);
+        r.local_load = h.local_load;
+        r.last_heartbeat = Some(time);
+        ev.push(Event::Heartbeat { node: h.node });
+        if r.up {
+            self.place_pending(ev);
+        }
+    }
+
+    fn node_down(&mut self, node: NodeId, ev: &mut Vec<Event>) {
+        match self.data.nodes.get(&node) {
+            None => ev.push(Event::Ignored(IgnoredReason::UnknownNode)),
+            Some(r) if !r.up => ev.push(Event::Ignored(IgnoredReason::AlreadyInThatState)),
+            Some(_) => {
+                self.take_down(node, ev);
+                ev.push(Event::NodeDown { node });
+            }
+        }
+    }
+
+    /// Seed 000 §6.3: suspend its contracts (reallocating K contracts it was the target
+    /// of where another node has the same slots free), migrate its shards, re-place its
+    /// tasks (task-id order, attempt + 1) away from it.
+    fn take_down(&mut self, node: NodeId, ev: &mut Vec<Event>) {
+        if let Some(r) = self.data.nodes.get_mut(&node) {
+            r.up = false;
+        }
+        self.suspend_contracts_of(node, ev);
+        let up = self.up_nodes();
+        for m in self.data.shards.repair(&up) {
+            ev.push(Event::ShardMigrated(m));
+        }
+        let orphans: Vec<(TaskId, u32)> = self
+            .assigned_to(node)
+            .map(|(t, attempt)| (t.id, attempt))
+            .collect();
+        for (id, attempt) in orphans {
+            self.data.nodes.get_mut(&node).expect("member").assigned -= 1;
+            let rec = self.data.tasks.get_mut(&id).expect("exists");
+            rec.status = TaskStatus::Pending;
+            rec.replaced_from.push(node);
+            let to = self.place_or_queue(id, attempt + 1, Some(node), ev);
+            ev.push(Event::TaskReplaced {
+                task: id,
+                from: node,
+                to,
+                attempt: attempt + 1,
+            });
+        }
+    }
+
+    fn node_up(&mut self, node: NodeId, ev: &mut Vec<Event>) {
+        match self.data.nodes.get_mut(&node) {
+            None => ev.push(Event::Ignored(IgnoredReason::UnknownNode)),
+            Some(r) if r.up => ev.push(Event::Ignored(IgnoredReason::AlreadyInThatState)),
+            Some(r) => {
+                r.up = true;
+                ev.push(Event::NodeUp { node });
+                self.resume_contracts(ev);
+                let up = self.up_nodes();
+                // Fills in missing secondaries; live primaries stay where they moved.
+                for m in self.data.shards.repair(&up) {
+                    ev.push(Event::ShardMigrated(m));
+                }
+                self.place_pending(ev);
+            }
+        }
+    }
+
+    // ----- contracts -----
+
+    fn contracts_of(&self, node: NodeId) -> Vec<u64> {
+        self.data
+            .contracts
+            .iter()
+            .filter(|(_, c)| c.contract.requesting_node == node || c.contract.target_node == node)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn validate_contract(&self, sc: &SignedContract) -> Result<(), Refusal> {
+        let c = &sc.contract;
+        let req = self
+            .data
+            .nodes
+            .get(&c.requesting_node)
+            .ok_or(Refusal::UnknownNode(c.requesting_node))?;
+        if !sc.verify(&req.info.public_key) {
+            return Err(Refusal::BadSignature);
+        }
+        if !req.info.capabilities.contains(&c.capability) {
+            return Err(Refusal::CapabilityNotHeld(c.capability));
+        }
+        if self.data.contracts.contains_key(&c.contract_id) {
+            return Err(Refusal::DuplicateContract(c.contract_id));
+        }
+        if !req.up {
+            return Err(Refusal::NodeNotUp(c.requesting_node));
+        }
+        let target = self
+            .data
+            .nodes
+            .get(&c.target_node)
+            .ok_or(Refusal::UnknownNode(c.target_node))?;
+        if !target.up {
+            return Err(Refusal::NodeNotUp(c.target_node));
+        }
+        if c.duration_ticks == 0 || c.expires_at() <= self.data.time.lamport {
+            return Err(Refusal::ZeroDuration);
+        }
+        let capacity = target.info.resources.capacity(c.domain);
+        if capacity == 0 {
+            return Err(Refusal::DomainNotOffered {
+                node: c.target_node,
+                domain: c.domain,
+            });
+        }
+        check_resource_set(&c.resource_set, capacity)
+    }
+
+    /// Contracts in force on `node`/`domain` sharing a resource with `set`, in id order.
+    fn holders(&self, node: NodeId, domain: Domain, set: &[u16], skip: u64) -> Vec<u64> {
+        self.data
+            .contracts
+            .iter()
+            .filter(|(id, r)| {
+                **id != skip
+                    && r.contract.target_node == node
+                    && r.contract.domain == domain
+                    && r.contract.resource_set.iter().any(|x| set.contains(x))
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Seed 000 §5.3: validate (signature, capability), then policy priority — a request
+    /// preempts holders only if every one of them has strictly lower priority — then the
+    /// deterministic tie-break (equal priority: the holder, earlier in the log, wins),
+    /// allocate, record.
+    fn propose_contract(&mut self, sc: SignedContract, ev: &mut Vec<Event>) {
+        let id = sc.contract.contract_id;
+        let verdict = self.validate_contract(&sc).and_then(|()| {
+            if self.data.contracts.len() >= MAX_CONTRACTS {
+                return Err(Refusal::Conflict { holder: id });
+            }
+            let c = &sc.contract;
+            let holders = self.holders(c.target_node, c.domain, &c.resource_set, id);
+            match holders
+                .iter()
+                .find(|h| self.data.contracts[h].contract.priority <= c.priority)
+            {
+                Some(&blocking) => Err(Refusal::Conflict { holder: blocking }),
+                None => Ok(holders),
+            }
+        });
+        match verdict {
+            Err(reason) => {
+                self.data.counters.contracts_refused += 1;
+                ev.push(Event::ContractRejected { id, reason });
+            }
+            Ok(preempted) => {
+                for p in preempted {
+                    self.data.contracts.remove(&p);
+                    ev.push(Event::ContractPreempted { id: p, by: id });
+                }
+                self.data.contracts.insert(
+                    id,
+                    ContractRecord {
+                        contract: sc.contract,
+                        state: ContractState::Active,
+                        accepted_at: self.data.time,
+                    },
+                );
+                ev.push(Event::ContractAccepted { id });
+            }
+        }
+    }
+
+    fn release(&mut self, id: u64, by: NodeId, ev: &mut Vec<Event>) {
+        match self.data.contracts.get(&id) {
+            None => ev.push(Event::Ignored(IgnoredReason::UnknownContract)),
+            Some(r) if r.contract.requesting_node != by && r.contract.target_node != by => {
+                ev.push(Event::Ignored(IgnoredReason::NotAParty))
+            }
+            Some(_) => {
+                self.data.contracts.remove(&id);
+                ev.push(Event::ContractReleased { id });
+            }
+        }
+    }
+
+    fn expire_contracts(&mut self, ev: &mut Vec<Event>) {
+        let now = self.data.time.lamport;
+        let expired: Vec<u64> = self
+            .data
+            .contracts
+            .iter()
+            .filter(|(_, r)| r.contract.expires_at() <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.data.contracts.remove(&id);
+            ev.push(Event::ContractExpired { id });
+        }
+    }
+
+    /// Suspends every active contract `node` is a party to; a K contract whose target is
+    /// `node` moves instead to the lowest-id up node where its slots are free.
+    fn suspend_contracts_of(&mut self, node: NodeId, ev: &mut Vec<Event>) {
+        if !self.data.nodes.contains_key(&node) {
+            ev.push(Event::Ignored(IgnoredReason::UnknownNode));
+            return;
+        }
+        for id in self.contracts_of(node) {
+            let c = self.data.contracts[&id].contract.clone();
+            if self.data.contracts[&id].state != ContractState::Active {
+                continue;
+            }
+            if c.domain == Domain::K
+                && c.target_node == node
+                && c.requesting_node != node
+                && let Some(to) = self.reallocation_target(&c, id)
+            {
+                self.data
+                    .contracts
+                    .get_mut(&id)
+                    .expect("exists")
+                    .contract
+                    .target_node = to;
+                ev.push(Event::ContractReallocated { id, from: node, to });
+                continue;
+            }
+            self.data.contracts.get_mut(&id).expect("exists").state = ContractState::Suspended;
+            ev.push(Event::ContractSuspended { id });
+        }
+    }
+
+    fn reallocation_target(&self, c: &crate::contract::Contract, id: u64) -> Option<NodeId> {
+        self.data
+            .nodes
+            .iter()
+            .filter(|(n, r)| {
+                r.up && **n != c.target_node
+                    && **n != c.requesting_node
+                    && check_resource_set(&c.resource_set, r.info.resources.k_cores).is_ok()
+            })
+            .map(|(n, _)| *n)
+            .find(|n| self.holders(*n, Domain::K, &c.resource_set, id).is_empty())
+    }
+
+    /// Resumes suspended contracts whose two ends are up again, in id order; one whose
+    /// slots were taken meanwhile is released.
+    fn resume_contracts(&mut self, ev: &mut Vec<Event>) {
+        let suspended: Vec<u64> = self
+            .data
+            .contracts
+            .iter()
+            .filter(|(_, r)| r.state == ContractState::Suspended)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in suspended {
+            let c = self.data.contracts[&id].contract.clone();
+            let up = |n: NodeId| self.data.nodes.get(&n).is_some_and(|r| r.up);
+            if !(up(c.requesting_node) && up(c.target_node)) {
+                continue;
+            }
+            let clash = self
+                .holders(c.target_node, c.domain, &c.resource_set, id)
+                .into_iter()
+                .any(|h| self.data.contracts[&h].state == ContractState::Active);
+            if clash {
+                self.data.contracts.remove(&id);
+                ev.push(Event::ContractReleased { id });
+            } else {
+                self.data.contracts.get_mut(&id).expect("exists").state = ContractState::Active;
+                ev.push(Event::ContractResumed { id });
+            }
+        }
+    }
+
+    /// Checks the invariants listed in the module doc (debug builds and tests).
+    pub fn check(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let d = &self.data;
+        let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+        let mut per_tenant: BTreeMap<TenantId, u32> = BTreeMap::new();
+        let mut pending = 0;
+        for t in d.tasks.values() {
+            match t.status {
+                TaskStatus::Assigned { node, .. } => {
+                    *per_node.entry(node).or_default() += 1;
+                    *per_tenant.entry(t.spec.tenant).or_default() += 1;
+                }
+                TaskStatus::Pending => {
+                    pending += 1;
+                    assert!(
+                        d.pending.contains(&t.id),
+                        "pending task {} not queued",
+                        t.id
+                    );
+                    *per_tenant.entry(t.spec.tenant).or_default() += 1;
+                }
+                _ => assert!(
+                    d.finished.contains(&t.id),
+                    "finished task {} untracked",
+                    t.id
+                ),
+            }
+        }
+        assert_eq!(pending, d.pending.len(), "pending list out of step");
+        for (n, r) in &d.nodes {
+            assert_eq!(
+                r.assigned,
+                per_node.get(n).copied().unwrap_or(0),
+                "{n} assigned"
+            );
+        }
+        for (t, r) in &d.tenants {
+            assert_eq!(
+                r.in_flight,
+                per_tenant.get(t).copied().unwrap_or(0),
+                "{t} in flight"
+            );
+        }
+        for (id, r) in &d.contracts {
+            let c = &r.contract;
+            let others = self.holders(c.target_node, c.domain, &c.resource_set, *id);
+            assert!(others.is_empty(), "contract {id} overlaps {others:?}");
+        }
+    }
+}
+
+fn check_resource_set(set: &[u16], capacity: u16) -> Result<(), Refusal> {
+    if set.is_empty() {
+        return Err(Refusal::EmptyResourceSet);
+    }
+    if set.len() > crate::contract::MAX_RESOURCES || !set.windows(2).all(|w| w[0] < w[1]) {
+        return Err(Refusal::ResourcesNotSorted);
+    }
+    match set.iter().find(|&&r| r >= capacity) {
+        Some(&resource) => Err(Refusal::ResourceOutOfRange { resource, capacity }),
+        None => Ok(()),
+    }
+}
+
+/// A finished task keeps only its module's hash.
+fn drop_work(w: &Work) -> Work {
+    match w {
+        Work::Wasm(m) => Work::Dropped(Hash32(Sha256::digest(m).into())),
+        other => other.clone(),
+    }
+}
+
+impl xdv_raft::StateMachine for ClusterState {
+    fn apply(&mut self, index: xdv_raft::LogIndex, data: &[u8]) {
+        ClusterState::apply(self, index, data);
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.snapshot_image()
+    }
+
+    fn restore(&mut self, data: &[u8]) {
+        if self.restore_image(data).is_err() {
+            self.restore_errors += 1;
+        }
+    }
+}

@@ -1,0 +1,750 @@
+//! Unit tests of the cluster state machine: placement, quotas, exactly-once completion,
+//! recovery, contracts, shards, snapshots, and determinism of the state hash.
+
+use crate::*;
+use alloc::vec;
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+use xdv_types::{CapabilityId, Hash32, NodeId, Priority, TaskId, TenantId};
+
+pub(crate) fn seed(n: u32) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..4].copy_from_slice(&n.to_le_bytes());
+    s[31] = 0x5a;
+    s
+}
+
+pub(crate) fn worker(n: u32, cores: u16, caps: &[u32]) -> WorkerInfo {
+    WorkerInfo {
+        node: NodeId(n),
+        public_key: public_key(&seed(n)),
+        resources: Resources {
+            k_cores: cores,
+            q_units: if n == 2 { 2 } else { 0 },
+            phi_windows: 0,
+        },
+        capabilities: caps.iter().map(|&c| CapabilityId(c)).collect(),
+    }
+}
+
+pub(crate) fn cluster() -> ClusterState {
+    let workers = [
+        worker(1, 2, &[1]),
+        worker(2, 2, &[1, 7]),
+        worker(3, 2, &[1]),
+    ];
+    let tenants = [(TenantId(10), [1; 32]), (TenantId(11), [2; 32])];
+    ClusterState::genesis(Config::default(), &workers, &tenants).unwrap()
+}
+
+pub(crate) fn spec(tenant: u32, seq: u64) -> TaskSpec {
+    TaskSpec {
+        tenant: TenantId(tenant),
+        request_seq: seq,
+        work: Work::Builtin("hash".into()),
+        input: vec![seq as u8],
+        budget_ticks: 100,
+        priority: Priority::Normal,
+        guards: vec![],
+        needs: vec![],
+        domain: Domain::K,
+        pin: None,
+    }
+}
+
+/// A tiny log driver: entries get increasing indices and Lamport stamps from node 1.
+pub(crate) struct Log {
+    pub index: u64,
+    pub entries: Vec<Vec<u8>>,
+}
+
+impl Log {
+    pub fn new() -> Log {
+        Log {
+            index: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, s: &mut ClusterState, c: Command) -> Applied {
+        self.index += 1;
+        let bytes = Proposal {
+            time: GlobalTime {
+                lamport: self.index * 10,
+                node: NodeId(1),
+            },
+            command: c,
+        }
+        .encode()
+        .unwrap();
+        self.entries.push(bytes.clone());
+        s.apply(self.index, &bytes)
+    }
+}
+
+fn assigned(a: &Applied) -> Vec<(TaskId, NodeId, u32)> {
+    a.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskAssigned {
+                task,
+                node,
+                attempt,
+                ..
+            } => Some((*task, *node, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn complete(task: TaskId, node: NodeId, attempt: u32) -> Command {
+    Command::TaskCompleted(Completion {
+        task,
+        node,
+        attempt,
+        outcome: Outcome::Executed,
+        ticks: 42,
+        output_hash: Hash32([task.0 as u8; 32]),
+        output: vec![1, 2, 3],
+    })
+}
+
+#[test]
+fn config_rejects_impossible_values() {
+    let bad = Config {
+        shard_count: 0,
+        ..Config::default()
+    };
+    assert_eq!(bad.validate(), Err(ConfigError::ShardCount(0)));
+    let bad = Config {
+        tasks_per_core: 0,
+        ..Config::default()
+    };
+    assert!(ClusterState::new(bad).is_err());
+    assert!(Config::default().validate().is_ok());
+}
+
+#[test]
+fn shard_formula_matches_the_seed() {
+    for t in [0u32, 1, 7, 42, 1000, u32::MAX] {
+        let text = alloc::format!("{t}");
+        let hex: alloc::string::String = Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| alloc::format!("{b:02x}"))
+            .collect();
+        let want = u32::from_str_radix(&hex[..8], 16).unwrap() % 16;
+        assert_eq!(shard_of(TenantId(t), 16), want, "tenant {t}");
+    }
+}
+
+#[test]
+fn placement_spreads_by_load_then_shard_then_id() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let mut per_node = [0u32; 4];
+    for seq in 1..=30 {
+        let a = log.push(&mut s, Command::AssignTask(spec(10, seq)));
+        let got = assigned(&a);
+        assert_eq!(got.len(), 1, "{:?}", a.events);
+        per_node[got[0].1.0 as usize] += 1;
+    }
+    assert_eq!(
+        &per_node[1..],
+        &[10, 10, 10],
+        "equal capacity => equal share"
+    );
+    // The first task goes to the tenant's shard primary (all loads equal then).
+    let first = s.task(TaskId(1)).unwrap();
+    let primary = s.data().shards.shards[first.shard as usize]
+        .primary
+        .unwrap();
+    assert!(
+        matches!(first.status, TaskStatus::Assigned { node, .. } if node == primary),
+        "first placement ignores the shard primary"
+    );
+}
+
+#[test]
+fn capabilities_and_pins_restrict_placement() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let mut t = spec(10, 1);
+    t.needs = vec![CapabilityId(7)];
+    let a = log.push(&mut s, Command::AssignTask(t));
+    assert_eq!(assigned(&a)[0].1, NodeId(2), "only node 2 offers cap 7");
+    let mut t = spec(10, 2);
+    t.pin = Some(NodeId(3));
+    let a = log.push(&mut s, Command::AssignTask(t));
+    assert_eq!(assigned(&a)[0].1, NodeId(3));
+    let mut t = spec(10, 3);
+    t.needs = vec![CapabilityId(99)];
+    let a = log.push(&mut s, Command::AssignTask(t));
+    assert!(a.events.contains(&Event::TaskQueued { task: TaskId(3) }));
+    let mut t = spec(10, 4);
+    t.pin = Some(NodeId(9));
+    let a = log.push(&mut s, Command::AssignTask(t));
+    assert!(matches!(
+        &a.events[0],
+        Event::TaskRejected {
+            reason: Refusal::PinnedNodeIneligible(NodeId(9)),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_policy_plug_in_changes_placement() {
+    let workers = [worker(1, 2, &[]), worker(2, 2, &[]), worker(3, 2, &[])];
+    let tenants = [(TenantId(10), [1; 32])];
+    let mut s = ClusterState::genesis(Config::default(), &workers, &tenants).unwrap();
+    s = ClusterState::with_policy(Config::default(), alloc::boxed::Box::new(FirstFit))
+        .map(|mut f| {
+            f.restore_image(&s.snapshot_image()).unwrap();
+            f
+        })
+        .unwrap();
+    assert_eq!(s.policy_name(), "first-fit");
+    let mut log = Log::new();
+    for seq in 1..=5 {
+        let a = log.push(&mut s, Command::AssignTask(spec(10, seq)));
+        assert_eq!(assigned(&a)[0].1, NodeId(1));
+    }
+}
+
+#[test]
+fn bad_specs_are_refused_with_a_reason_and_keep_their_sequence() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let cases: Vec<(TaskSpec, Refusal)> = vec![
+        (
+            TaskSpec {
+                budget_ticks: 0,
+                ..spec(10, 1)
+            },
+            Refusal::ZeroBudget,
+        ),
+        (
+            TaskSpec {
+                guards: (0..9).map(CapabilityId).collect(),
+                ..spec(10, 2)
+            },
+            Refusal::TooManyGuards(9),
+        ),
+        (
+            TaskSpec {
+                work: Work::Wasm(vec![0; MAX_MODULE_BYTES + 1]),
+                ..spec(10, 3)
+            },
+            Refusal::ModuleTooLarge(MAX_MODULE_BYTES + 1),
+        ),
+        (spec(99, 1), Refusal::UnknownTenant(TenantId(99))),
+        (
+            TaskSpec {
+                work: Work::Builtin("".into()),
+                ..spec(10, 4)
+            },
+            Refusal::BadBuiltinName,
+        ),
+    ];
+    for (t, want) in cases {
+        let a = log.push(&mut s, Command::AssignTask(t));
+        match &a.events[..] {
+            [Event::TaskRejected { reason, .. }] => assert_eq!(reason, &want),
+            other => panic!("{want:?}: got {other:?}"),
+        }
+    }
+    // A retry of a refused request gets the same task, not a second chance.
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 1)));
+    assert_eq!(a.events, vec![Event::DuplicateRequest { task: TaskId(1) }]);
+    // An older sequence than the last is stale.
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 5)));
+    assert_eq!(assigned(&a).len(), 1);
+    let a = log.push(&mut s, Command::AssignTask(spec(11, 3)));
+    assert_eq!(assigned(&a).len(), 1);
+    let a = log.push(&mut s, Command::AssignTask(spec(11, 2)));
+    assert!(matches!(
+        &a.events[0],
+        Event::TaskRejected {
+            reason: Refusal::StaleRequest { seq: 2, last: 3 },
+            ..
+        }
+    ));
+    assert_eq!(s.data().counters.tasks_refused, 6);
+}
+
+#[test]
+fn quotas_refuse_over_limit_requests() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let q = Quota {
+        max_in_flight: 2,
+        max_budget_ticks: 250,
+    };
+    log.push(
+        &mut s,
+        Command::SetQuota {
+            tenant: TenantId(10),
+            quota: Some(q),
+        },
+    );
+    assert_eq!(
+        assigned(&log.push(&mut s, Command::AssignTask(spec(10, 1)))).len(),
+        1
+    );
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 2)));
+    let (t2, n2, _) = assigned(&a)[0];
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 3)));
+    assert!(matches!(
+        &a.events[0],
+        Event::TaskRejected {
+            reason: Refusal::QuotaInFlight { limit: 2 },
+            ..
+        }
+    ));
+    log.push(&mut s, complete(t2, n2, 1));
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 4)));
+    assert!(matches!(
+        &a.events[0],
+        Event::TaskRejected {
+            reason: Refusal::QuotaBudget {
+                limit_ticks: 250,
+                used_ticks: 200
+            },
+            ..
+        }
+    ));
+    // Another tenant is not affected.
+    assert_eq!(
+        assigned(&log.push(&mut s, Command::AssignTask(spec(11, 1)))).len(),
+        1
+    );
+}
+
+#[test]
+fn completion_is_exactly_once_and_only_from_the_assignee() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let (t, n, att) = assigned(&log.push(&mut s, Command::AssignTask(spec(10, 1))))[0];
+    let other = NodeId(if n.0 == 1 { 2 } else { 1 });
+    let a = log.push(&mut s, complete(t, other, att));
+    assert!(matches!(a.events[0], Event::StaleCompletion { .. }));
+    let a = log.push(&mut s, complete(t, n, att));
+    assert!(matches!(a.events[0], Event::TaskCompleted { .. }));
+    let a = log.push(&mut s, complete(t, n, att));
+    assert!(
+        matches!(a.events[0], Event::StaleCompletion { .. }),
+        "second report"
+    );
+    assert_eq!(s.data().counters.stale_completions, 2);
+    match &s.task(t).unwrap().status {
+        TaskStatus::Completed { output, ticks, .. } => {
+            assert_eq!(output, &vec![1, 2, 3]);
+            assert_eq!(*ticks, 42);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.data().nodes[&n].completed, 1);
+    assert_eq!(s.data().tenants[&TenantId(10)].in_flight, 0);
+}
+
+#[test]
+fn node_down_replaces_tasks_migrates_shards_and_fences_stale_reports() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let mut on2 = Vec::new();
+    for seq in 1..=9 {
+        for (t, n, att) in assigned(&log.push(&mut s, Command::AssignTask(spec(10, seq)))) {
+            if n == NodeId(2) {
+                on2.push((t, att));
+            }
+        }
+    }
+    assert_eq!(on2.len(), 3);
+    let primaries_on_2: Vec<usize> = (0..16)
+        .filter(|&i| s.data().shards.shards[i].primary == Some(NodeId(2)))
+        .collect();
+    assert!(!primaries_on_2.is_empty());
+    let a = log.push(&mut s, Command::NodeDown { node: NodeId(2) });
+    let replaced: Vec<_> = a
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskReplaced {
+                task, to, attempt, ..
+            } => Some((*task, *to, *attempt)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replaced.len(), 3, "{:?}", a.events);
+    for (task, to, attempt) in &replaced {
+        assert!(on2.iter().any(|(t, _)| t == task));
+        assert!(matches!(to, Some(n) if *n != NodeId(2)));
+        assert_eq!(*attempt, 2);
+    }
+    let migrated = a
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::ShardMigrated(_)))
+        .count();
+    assert_eq!(migrated, primaries_on_2.len());
+    for a in &s.data().shards.shards {
+        assert_ne!(a.primary, Some(NodeId(2)));
+        assert_ne!(a.secondary, Some(NodeId(2)));
+    }
+    // The old assignee's late report is fenced off by the attempt number.
+    let (t, att) = on2[0];
+    let a = log.push(&mut s, complete(t, NodeId(2), att));
+    assert!(matches!(a.events[0], Event::StaleCompletion { .. }));
+    // Nothing is placed on a down node; it comes back with NodeUp.
+    for (_, n, _) in assigned(&log.push(&mut s, Command::AssignTask(spec(10, 20)))) {
+        assert_ne!(n, NodeId(2));
+    }
+    let a = log.push(&mut s, Command::NodeUp { node: NodeId(2) });
+    assert!(a.events.contains(&Event::NodeUp { node: NodeId(2) }));
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 21)));
+    assert_eq!(assigned(&a)[0].1, NodeId(2), "least loaded after recovery");
+}
+
+#[test]
+fn tasks_wait_when_no_node_is_up_and_run_when_one_returns() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    for n in 1..=3 {
+        log.push(&mut s, Command::NodeDown { node: NodeId(n) });
+    }
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 1)));
+    assert_eq!(a.events, vec![Event::TaskQueued { task: TaskId(1) }]);
+    let a = log.push(&mut s, Command::NodeUp { node: NodeId(3) });
+    assert_eq!(assigned(&a), vec![(TaskId(1), NodeId(3), 1)]);
+}
+
+fn contract(id: u64, from: u32, to: u32, domain: Domain, set: &[u16], prio: Priority) -> Contract {
+    Contract {
+        contract_id: id,
+        requesting_node: NodeId(from),
+        target_node: NodeId(to),
+        domain,
+        resource_set: set.to_vec(),
+        duration_ticks: 1000,
+        capability: CapabilityId(1),
+        logical_timestamp: 0,
+        priority: prio,
+    }
+}
+
+fn rejected(a: &Applied) -> Option<Refusal> {
+    a.events.iter().find_map(|e| match e {
+        Event::ContractRejected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn contracts_are_verified_then_resolved_by_priority_then_log_order() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    // Forged: signed with node 3's key but claims node 1.
+    let forged = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal).sign(&seed(3));
+    let a = log.push(&mut s, Command::ProposeContract(forged));
+    assert_eq!(rejected(&a), Some(Refusal::BadSignature));
+    // A tampered field after signing.
+    let mut tampered = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal).sign(&seed(1));
+    tampered.contract.resource_set = vec![1];
+    let a = log.push(&mut s, Command::ProposeContract(tampered));
+    assert_eq!(rejected(&a), Some(Refusal::BadSignature));
+    // Capability not held.
+    let mut c = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal);
+    c.capability = CapabilityId(7);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(
+        rejected(&a),
+        Some(Refusal::CapabilityNotHeld(CapabilityId(7)))
+    );
+    // Domain not offered, out of range.
+    let c = contract(1, 1, 3, Domain::Q, &[0], Priority::Normal);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert!(matches!(
+        rejected(&a),
+        Some(Refusal::DomainNotOffered { .. })
+    ));
+    let c = contract(1, 1, 2, Domain::Q, &[5], Priority::Normal);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert!(matches!(
+        rejected(&a),
+        Some(Refusal::ResourceOutOfRange { .. })
+    ));
+    // Valid.
+    let c = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(a.events, vec![Event::ContractAccepted { id: 1 }]);
+    // Same resource, equal priority: the earlier one holds.
+    let c = contract(2, 3, 2, Domain::Q, &[0, 1], Priority::Normal);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(3))));
+    assert_eq!(rejected(&a), Some(Refusal::Conflict { holder: 1 }));
+    // Higher priority preempts.
+    let c = contract(3, 3, 2, Domain::Q, &[0, 1], Priority::High);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(3))));
+    assert_eq!(
+        a.events,
+        vec![
+            Event::ContractPreempted { id: 1, by: 3 },
+            Event::ContractAccepted { id: 3 }
+        ]
+    );
+    // Only a party may release.
+    let a = log.push(
+        &mut s,
+        Command::ReleaseContract {
+            contract_id: 3,
+            by: NodeId(1),
+        },
+    );
+    assert_eq!(a.events, vec![Event::Ignored(IgnoredReason::NotAParty)]);
+    let a = log.push(
+        &mut s,
+        Command::ReleaseContract {
+            contract_id: 3,
+            by: NodeId(2),
+        },
+    );
+    assert_eq!(a.events, vec![Event::ContractReleased { id: 3 }]);
+    assert_eq!(s.data().counters.contracts_refused, 6);
+}
+
+#[test]
+fn contracts_expire_by_logical_time() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let mut c = contract(1, 1, 2, Domain::K, &[0], Priority::Normal);
+    c.duration_ticks = 25; // log stamps advance 10 per entry
+    log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert!(s.data().contracts.contains_key(&1));
+    let a = log.push(&mut s, Command::Snapshot { snapshot_id: 1 });
+    assert!(
+        !a.events.contains(&Event::ContractExpired { id: 1 }),
+        "20 < 25"
+    );
+    let a = log.push(&mut s, Command::Snapshot { snapshot_id: 2 });
+    assert!(
+        a.events.contains(&Event::ContractExpired { id: 1 }),
+        "30 >= 25"
+    );
+    assert!(s.data().contracts.is_empty());
+}
+
+#[test]
+fn node_failure_suspends_contracts_and_moves_k_contracts() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let k = contract(1, 1, 2, Domain::K, &[1], Priority::Normal);
+    let q = contract(2, 1, 2, Domain::Q, &[0], Priority::Normal);
+    log.push(&mut s, Command::ProposeContract(k.sign(&seed(1))));
+    log.push(&mut s, Command::ProposeContract(q.sign(&seed(1))));
+    let a = log.push(&mut s, Command::NodeDown { node: NodeId(2) });
+    assert!(a.events.contains(&Event::ContractReallocated {
+        id: 1,
+        from: NodeId(2),
+        to: NodeId(3)
+    }));
+    assert!(a.events.contains(&Event::ContractSuspended { id: 2 }));
+    assert_eq!(s.data().contracts[&2].state, ContractState::Suspended);
+    let a = log.push(&mut s, Command::NodeUp { node: NodeId(2) });
+    assert!(a.events.contains(&Event::ContractResumed { id: 2 }));
+    assert_eq!(s.data().contracts[&1].contract.target_node, NodeId(3));
+}
+
+#[test]
+fn federated_root_covers_published_roots_in_node_order() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    assert!(s.federated_root().is_none());
+    for n in [3u32, 1, 2] {
+        log.push(
+            &mut s,
+            Command::PublishAuditRoot {
+                node: NodeId(n),
+                records: 5,
+                root: Hash32([n as u8; 32]),
+            },
+        );
+    }
+    let f = s.federated_root().unwrap();
+    let order: Vec<u32> = f.node_roots.iter().map(|(n, _)| n.0).collect();
+    assert_eq!(order, vec![1, 2, 3]);
+    let a = log.push(
+        &mut s,
+        Command::PublishAuditRoot {
+            node: NodeId(1),
+            records: 4,
+            root: Hash32([9; 32]),
+        },
+    );
+    assert_eq!(a.events, vec![Event::Ignored(IgnoredReason::OlderRoot)]);
+    assert_eq!(s.federated_root().unwrap().global_root, f.global_root);
+}
+
+#[test]
+fn undecodable_entries_are_recorded_no_ops() {
+    let mut a = cluster();
+    let mut b = cluster();
+    for (i, bytes) in [&[][..], &[9, 1, 2][..], &[1, 0xff, 0xff, 0xff][..]]
+        .iter()
+        .enumerate()
+    {
+        let x = a.apply(i as u64 + 1, bytes);
+        b.apply(i as u64 + 1, bytes);
+        assert!(matches!(x.events[0], Event::Invalid(_)), "{:?}", x.events);
+    }
+    assert_eq!(a.data().counters.invalid_entries, 3);
+    assert_eq!(a.hash(), b.hash());
+    // Re-applying an old index changes nothing.
+    let h = a.hash();
+    let x = a.apply(2, &[1]);
+    assert_eq!(
+        x.events,
+        vec![Event::Ignored(IgnoredReason::AlreadyApplied)]
+    );
+    assert_eq!(a.hash(), h);
+}
+
+#[test]
+fn snapshot_restore_round_trips_and_refuses_garbage() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    for seq in 1..=5 {
+        log.push(&mut s, Command::AssignTask(spec(10, seq)));
+    }
+    let img = s.snapshot_image();
+    let mut r = cluster();
+    r.restore_image(&img).unwrap();
+    assert_eq!(r.hash(), s.hash());
+    let h = r.hash();
+    assert!(r.restore_image(&img[..img.len() / 2]).is_err());
+    assert!(r.restore_image(&[2]).is_err());
+    assert_eq!(r.hash(), h, "a refused image leaves the state alone");
+}
+
+#[test]
+fn time_only_grows_even_when_stamps_go_backwards() {
+    let mut s = cluster();
+    let mk = |l: u64, n: u32| {
+        Proposal {
+            time: GlobalTime {
+                lamport: l,
+                node: NodeId(n),
+            },
+            command: Command::Snapshot { snapshot_id: l },
+        }
+        .encode()
+        .unwrap()
+    };
+    let t1 = s.apply(1, &mk(50, 2)).time;
+    let t2 = s.apply(2, &mk(40, 1)).time;
+    let t3 = s.apply(3, &mk(50, 3)).time;
+    assert_eq!(
+        t1,
+        GlobalTime {
+            lamport: 50,
+            node: NodeId(2)
+        }
+    );
+    assert_eq!(
+        t2,
+        GlobalTime {
+            lamport: 51,
+            node: NodeId(1)
+        }
+    );
+    assert_eq!(
+        t3,
+        GlobalTime {
+            lamport: 52,
+            node: NodeId(3)
+        }
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            (10u32..13, 1u64..40, 0u64..300, 0u32..3).prop_map(|(t, seq, budget, pin)| {
+                Command::AssignTask(TaskSpec {
+                    budget_ticks: budget,
+                    pin: (pin > 0).then_some(NodeId(pin)),
+                    ..spec(t, seq)
+                })
+            }),
+            (1u64..40, 1u32..4, 1u32..3).prop_map(|(t, n, att)| complete(
+                TaskId(t),
+                NodeId(n),
+                att
+            )),
+            (1u32..4).prop_map(|n| Command::NodeDown { node: NodeId(n) }),
+            (1u32..4).prop_map(|n| Command::NodeUp { node: NodeId(n) }),
+            (1u32..4, 0u16..3, 0u32..5).prop_map(|(n, c, l)| Command::Heartbeat(HeartbeatInfo {
+                node: NodeId(n),
+                available_cores: c,
+                local_load: l
+            })),
+            (1u64..6, 1u32..4, 1u32..4, 0u16..2, 0u8..3).prop_map(|(id, a, b, r, p)| {
+                let prio = [Priority::High, Priority::Normal, Priority::Low][p as usize];
+                Command::ProposeContract(contract(id, a, b, Domain::K, &[r], prio).sign(&seed(a)))
+            }),
+            (1u64..6, 1u32..4).prop_map(|(id, n)| Command::ReleaseContract {
+                contract_id: id,
+                by: NodeId(n)
+            }),
+            (10u32..12, 0u32..4).prop_map(|(t, n)| Command::SetQuota {
+                tenant: TenantId(t),
+                quota: (n > 0).then_some(Quota {
+                    max_in_flight: n,
+                    max_budget_ticks: 1000
+                })
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Two replicas fed the same log agree after every entry; a replica restored
+        /// from a snapshot taken anywhere continues to the same hash.
+        #[test]
+        fn same_log_same_state(cmds in proptest::collection::vec(command(), 1..80), cut in 0usize..80) {
+            let mut a = cluster();
+            let mut b = cluster();
+            let mut log = Log::new();
+            let mut snap = None;
+            for (i, c) in cmds.into_iter().enumerate() {
+                log.push(&mut a, c);
+                let idx = log.index;
+                b.apply(idx, &log.entries[idx as usize - 1]);
+                prop_assert_eq!(a.hash(), b.hash());
+                if i == cut {
+                    snap = Some((idx, a.snapshot_image()));
+                }
+            }
+            if let Some((idx, img)) = snap {
+                let mut c = cluster();
+                c.restore_image(&img).unwrap();
+                for (i, e) in log.entries.iter().enumerate().skip(idx as usize) {
+                    c.apply(i as u64 + 1, e);
+                }
+                prop_assert_eq!(c.hash(), a.hash());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut s = cluster();
+            let mut e = vec![1u8];
+            e.extend_from_slice(&bytes);
+            s.apply(1, &bytes);
+            s.apply(2, &e);
+            let _ = s.restore_image(&e);
+        }
+    }
+}

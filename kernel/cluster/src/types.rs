@@ -1,0 +1,334 @@
+//! The values the replicated log carries: global logical time, task specifications,
+//! outcomes, worker descriptions, quotas. Every limit a value must respect is a named
+//! constant here and is checked where the value enters the state machine.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+use xdv_types::{CapabilityId, Hash32, NodeId, Priority, TenantId};
+
+/// Most guards a task may carry (the run queue checks them against the core's set).
+pub const MAX_GUARDS: usize = 8;
+/// Most capabilities a task may require of the node it is placed on.
+pub const MAX_NEEDS: usize = 8;
+/// Largest WebAssembly module carried in the log (the sandbox's own limit is lower or equal).
+pub const MAX_MODULE_BYTES: usize = 64 * 1024;
+/// Largest task input carried in the log.
+pub const MAX_INPUT_BYTES: usize = 16 * 1024;
+/// Largest task output kept in the replicated state for the submitter.
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024;
+/// Longest built-in task name.
+pub const MAX_BUILTIN_NAME_BYTES: usize = 32;
+/// Longest reason text in an outcome.
+pub const MAX_REASON_BYTES: usize = 128;
+/// Most capabilities a worker may advertise.
+pub const MAX_WORKER_CAPS: usize = 32;
+/// Most cores a worker may advertise.
+pub const MAX_WORKER_CORES: u16 = 256;
+/// Largest tick budget a task may ask for.
+pub const MAX_BUDGET_TICKS: u64 = 1 << 40;
+
+/// `L_global = (lamport, node_id)` (seed 000 §3.2): the merge function orders by the
+/// Lamport time first and breaks ties by node id, so two events are never equal unless
+/// they are the same event. Every applied entry carries one.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GlobalTime {
+    pub lamport: u64,
+    pub node: NodeId,
+}
+
+impl Default for GlobalTime {
+    fn default() -> Self {
+        GlobalTime {
+            lamport: 0,
+            node: NodeId(0),
+        }
+    }
+}
+
+impl fmt::Display for GlobalTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.lamport, self.node)
+    }
+}
+
+/// The execution domains (brief: K classical, Q quantum, Φ phase coherence).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Domain {
+    K,
+    Q,
+    Phi,
+}
+
+impl Domain {
+    pub const ALL: [Domain; 3] = [Domain::K, Domain::Q, Domain::Phi];
+
+    pub fn index(self) -> usize {
+        match self {
+            Domain::K => 0,
+            Domain::Q => 1,
+            Domain::Phi => 2,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Domain> {
+        match s {
+            "k" | "K" => Some(Domain::K),
+            "q" | "Q" => Some(Domain::Q),
+            "phi" | "Phi" | "PHI" | "Φ" => Some(Domain::Phi),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Domain::K => "K",
+            Domain::Q => "Q",
+            Domain::Phi => "Φ",
+        })
+    }
+}
+
+/// What a task runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Work {
+    /// One of the kernel's bundled modules, by name (`loop`, `grow`, `hash`, `sort`, …).
+    Builtin(String),
+    /// WebAssembly module bytes (binary format), validated by the node that runs it.
+    Wasm(Vec<u8>),
+    /// The module was dropped from the state after the task finished; its SHA-256 stays.
+    Dropped(Hash32),
+}
+
+/// A task as a tenant submitted it. `(tenant, request_seq)` identifies the request:
+/// the state machine assigns the task id and answers a repeated request with the
+/// same task, so a client may retry through a failover without running twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub tenant: TenantId,
+    pub request_seq: u64,
+    pub work: Work,
+    pub input: Vec<u8>,
+    pub budget_ticks: u64,
+    pub priority: Priority,
+    /// Checked by the run queue against the core's granted set before the task runs.
+    pub guards: Vec<CapabilityId>,
+    /// Capabilities the node must offer for the task to be placed there.
+    pub needs: Vec<CapabilityId>,
+    pub domain: Domain,
+    /// Run on this node only (operator placement); still subject to eligibility.
+    pub pin: Option<NodeId>,
+}
+
+/// Why a task, a contract or an entry was refused. Recorded in the state and the log's
+/// events so every node gives the same answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    ZeroBudget,
+    BudgetOverLimit { budget_ticks: u64 },
+    TooManyGuards(usize),
+    TooManyNeeds(usize),
+    ModuleTooLarge(usize),
+    InputTooLarge(usize),
+    BadBuiltinName,
+    UnknownTenant(TenantId),
+    StaleRequest { seq: u64, last: u64 },
+    QuotaInFlight { limit: u32 },
+    QuotaBudget { limit_ticks: u64, used_ticks: u64 },
+    NoEligibleNode,
+    PinnedNodeIneligible(NodeId),
+    UnknownNode(NodeId),
+    BadSignature,
+    CapabilityNotHeld(CapabilityId),
+    DomainNotOffered { node: NodeId, domain: Domain },
+    ResourceOutOfRange { resource: u16, capacity: u16 },
+    EmptyResourceSet,
+    ResourcesNotSorted,
+    ZeroDuration,
+    Conflict { holder: u64 },
+    DuplicateContract(u64),
+    NodeNotUp(NodeId),
+    TooManyNodes,
+    BadWorker(WorkerProblem),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::ZeroBudget => write!(f, "tick budget is zero"),
+            Refusal::BudgetOverLimit { budget_ticks } => {
+                write!(
+                    f,
+                    "budget {budget_ticks} ticks over limit {MAX_BUDGET_TICKS}"
+                )
+            }
+            Refusal::TooManyGuards(n) => write!(f, "{n} guards (limit {MAX_GUARDS})"),
+            Refusal::TooManyNeeds(n) => write!(f, "{n} required capabilities (limit {MAX_NEEDS})"),
+            Refusal::ModuleTooLarge(n) => {
+                write!(f, "module of {n} bytes (limit {MAX_MODULE_BYTES})")
+            }
+            Refusal::InputTooLarge(n) => write!(f, "input of {n} bytes (limit {MAX_INPUT_BYTES})"),
+            Refusal::BadBuiltinName => write!(f, "built-in name empty or too long"),
+            Refusal::UnknownTenant(t) => write!(f, "{t} is not registered"),
+            Refusal::StaleRequest { seq, last } => {
+                write!(
+                    f,
+                    "request seq {seq} is older than the last accepted ({last})"
+                )
+            }
+            Refusal::QuotaInFlight { limit } => write!(f, "over quota: {limit} tasks in flight"),
+            Refusal::QuotaBudget {
+                limit_ticks,
+                used_ticks,
+            } => write!(
+                f,
+                "over quota: budget {used_ticks} of {limit_ticks} ticks used"
+            ),
+            Refusal::NoEligibleNode => write!(
+                f,
+                "no node is up with the capabilities, domain and capacity"
+            ),
+            Refusal::PinnedNodeIneligible(n) => write!(f, "pinned node {n} is not eligible"),
+            Refusal::UnknownNode(n) => write!(f, "{n} is not a member"),
+            Refusal::BadSignature => {
+                write!(f, "signature does not verify with the requester's key")
+            }
+            Refusal::CapabilityNotHeld(c) => write!(f, "requester does not hold {c}"),
+            Refusal::DomainNotOffered { node, domain } => {
+                write!(f, "{node} offers no {domain} resources")
+            }
+            Refusal::ResourceOutOfRange { resource, capacity } => {
+                write!(f, "resource {resource} out of range (capacity {capacity})")
+            }
+            Refusal::EmptyResourceSet => write!(f, "empty resource set"),
+            Refusal::ResourcesNotSorted => write!(f, "resource set not sorted and unique"),
+            Refusal::ZeroDuration => write!(f, "duration is zero"),
+            Refusal::Conflict { holder } => {
+                write!(
+                    f,
+                    "resources held by contract {holder} of equal or higher priority"
+                )
+            }
+            Refusal::DuplicateContract(id) => write!(f, "contract {id} already exists"),
+            Refusal::NodeNotUp(n) => write!(f, "{n} is not up"),
+            Refusal::TooManyNodes => write!(f, "cluster is at its member limit"),
+            Refusal::BadWorker(why) => write!(f, "bad worker description: {why:?}"),
+        }
+    }
+}
+
+/// What is wrong with a [`WorkerInfo`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerProblem {
+    TooManyCapabilities,
+    CapabilitiesNotSortedUnique,
+    CoreCountOutOfRange,
+    HostNodeId,
+}
+
+/// How a task ended on the node that ran it (mirrors the run queue's outcomes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Executed,
+    BudgetExceeded,
+    GuardDenied,
+    Trapped(String),
+    /// The node could not run it at all (module invalid, built-in unknown, …).
+    Refused(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Executed => f.write_str("executed"),
+            Outcome::BudgetExceeded => f.write_str("budget-exceeded"),
+            Outcome::GuardDenied => f.write_str("guard-denied"),
+            Outcome::Trapped(r) => write!(f, "trapped: {r}"),
+            Outcome::Refused(r) => write!(f, "refused: {r}"),
+        }
+    }
+}
+
+/// The report of the node that ran a task (`TaskCompleted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    pub task: xdv_types::TaskId,
+    pub node: NodeId,
+    /// The assignment this report answers; a report for an older attempt is stale.
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub ticks: u64,
+    pub output_hash: Hash32,
+    pub output: Vec<u8>,
+}
+
+/// Resources a worker offers per domain: K cores for cluster work, Q devices, Φ windows.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub k_cores: u16,
+    pub q_units: u16,
+    pub phi_windows: u16,
+}
+
+impl Resources {
+    pub fn capacity(&self, d: Domain) -> u16 {
+        match d {
+            Domain::K => self.k_cores,
+            Domain::Q => self.q_units,
+            Domain::Phi => self.phi_windows,
+        }
+    }
+}
+
+/// A worker node as it joins (`AddWorker`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub node: NodeId,
+    /// Ed25519 public key: contracts this node requests must verify with it.
+    pub public_key: [u8; 32],
+    pub resources: Resources,
+    /// Capabilities the node offers to tasks and holds for contracts, sorted, unique.
+    pub capabilities: Vec<CapabilityId>,
+}
+
+impl WorkerInfo {
+    pub fn validate(&self) -> Result<(), Refusal> {
+        if self.capabilities.len() > MAX_WORKER_CAPS {
+            return Err(Refusal::BadWorker(WorkerProblem::TooManyCapabilities));
+        }
+        if !self.capabilities.windows(2).all(|w| w[0] < w[1]) {
+            return Err(Refusal::BadWorker(
+                WorkerProblem::CapabilitiesNotSortedUnique,
+            ));
+        }
+        if self.resources.k_cores == 0 || self.resources.k_cores > MAX_WORKER_CORES {
+            return Err(Refusal::BadWorker(WorkerProblem::CoreCountOutOfRange));
+        }
+        if self.node.0 == 0 {
+            return Err(Refusal::BadWorker(WorkerProblem::HostNodeId));
+        }
+        Ok(())
+    }
+}
+
+/// A worker's periodic report, replicated so placement sees the same resources everywhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatInfo {
+    pub node: NodeId,
+    /// K cores the node currently grants to cluster work (≤ its advertised cores).
+    pub available_cores: u16,
+    /// Tasks the node is running that the log does not know of (local work).
+    pub local_load: u32,
+}
+
+/// Per-tenant limits enforced at placement (seed 001 §7.1).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Most tasks assigned and not completed at once.
+    pub max_in_flight: u32,
+    /// Most tick budget accepted in total.
+    pub max_budget_ticks: u64,
+}
