@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod command;
 pub mod contract;
+pub mod mgmt;
 pub mod placement;
 pub mod shard;
 pub mod state;

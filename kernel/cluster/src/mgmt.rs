@@ -1,0 +1,329 @@
+//! The management API carried in `MgmtRequest` / `MgmtResponse` wire frames, and who
+//! may do what.
+//!
+//! Every request is signed with Ed25519 by its principal (the operator, or a tenant
+//! registered in the replicated state) over `MGMT_SIGNING_DOMAIN ‖ postcard(cluster,
+//! principal, seq, request)` and carries a sequence number that must grow per
+//! principal. [`authorize`] is the one check every node runs: unknown principal, bad
+//! signature, wrong cluster, a replayed or stale sequence, and a tenant touching another
+//! tenant's task are refused with a specific [`Denied`]. Submissions are deduplicated
+//! by the state machine on `(tenant, seq)`, so a client retrying through a failover
+//! gets the task it already has, never a second one.
+//!
+//! Between nodes the same frame type carries [`PeerForward`]: a follower forwards a
+//! client's signed request (the leader checks it again) or its own commands
+//! (completions, heartbeats, audit roots — only about itself) to the leader.
+
+use crate::command::Proposal;
+use crate::state::{ClusterState, TaskStatus};
+use crate::types::{Domain, TaskSpec, Work};
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+use xdv_types::{CapabilityId, Hash32, NodeId, Priority, TaskId, TenantId};
+
+pub const MGMT_SIGNING_DOMAIN: &[u8] = b"XDV-MGMT-v1\0";
+/// Largest encoded request or response.
+pub const MAX_MGMT_BYTES: usize = 256 * 1024;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Principal {
+    Operator,
+    Tenant(TenantId),
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Operator => f.write_str("operator"),
+            Principal::Tenant(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+/// A task as a tenant submits it (the tenant is the request's principal).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submit {
+    pub work: Work,
+    pub input: Vec<u8>,
+    pub budget_ticks: u64,
+    pub priority: Priority,
+    pub guards: Vec<CapabilityId>,
+    pub needs: Vec<CapabilityId>,
+    pub domain: Domain,
+    pub pin: Option<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Submit(Submit),
+    TaskStatus { task: TaskId },
+    ClusterStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRequest {
+    pub cluster: u32,
+    pub principal: Principal,
+    pub seq: u64,
+    pub request: Request,
+    pub signature: Vec<u8>,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Denied {
+    Malformed(String),
+    UnknownPrincipal(Principal),
+    BadSignature,
+    WrongCluster {
+        expected: u32,
+        got: u32,
+    },
+    Replayed {
+        seq: u64,
+        last: u64,
+    },
+    /// The submission was already accepted as `task`.
+    Duplicate {
+        task: TaskId,
+    },
+    OutOfScope {
+        task: TaskId,
+    },
+    OperatorCannotSubmit,
+    UnknownTask(TaskId),
+    NoLeader,
+    NotReady(String),
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denied::Malformed(why) => write!(f, "malformed request: {why}"),
+            Denied::UnknownPrincipal(p) => write!(f, "{p} is not registered in this cluster"),
+            Denied::BadSignature => write!(f, "signature does not verify"),
+            Denied::WrongCluster { expected, got } => {
+                write!(
+                    f,
+                    "request is for cluster {got}, this is cluster {expected}"
+                )
+            }
+            Denied::Replayed { seq, last } => {
+                write!(f, "replayed request: seq {seq} is not above {last}")
+            }
+            Denied::Duplicate { task } => write!(f, "replayed request: already accepted as {task}"),
+            Denied::OutOfScope { task } => write!(f, "{task} belongs to another tenant"),
+            Denied::OperatorCannotSubmit => write!(f, "only tenants submit tasks"),
+            Denied::UnknownTask(t) => write!(f, "no task {t} (never submitted or expired)"),
+            Denied::NoLeader => write!(f, "no leader at the moment; retry"),
+            Denied::NotReady(why) => write!(f, "not ready: {why}"),
+        }
+    }
+}
+
+/// One member in a [`ClusterView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub node: NodeId,
+    pub up: bool,
+    pub assigned: u32,
+    pub completed: u64,
+    pub audit_records: u64,
+}
+
+/// `cluster status` as one node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub node: NodeId,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit: u64,
+    pub applied: u64,
+    pub state_hash: Hash32,
+    pub federated_root: Option<Hash32>,
+    pub audit_head: Hash32,
+    pub audit_records: u64,
+    pub tasks: u64,
+    pub completed: u64,
+    pub pending: u64,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Submitted {
+        task: TaskId,
+    },
+    Task {
+        task: TaskId,
+        tenant: TenantId,
+        status: TaskStatus,
+    },
+    Cluster(ClusterView),
+    Refused(Denied),
+}
+
+/// What nodes send each other in `MgmtRequest` frames on peer connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerForward {
+    /// A client's request, for the leader to check and propose.
+    Client(SignedRequest),
+    /// A command the sending node proposes about itself.
+    Own(Proposal),
+}
+
+fn signing_bytes(cluster: u32, principal: Principal, seq: u64, request: &Request) -> Vec<u8> {
+    let mut out = Vec::from(MGMT_SIGNING_DOMAIN);
+    // Encoding plain data into a Vec cannot fail.
+    let body = postcard::to_allocvec(&(cluster, principal, seq, request)).unwrap_or_default();
+    out.extend_from_slice(&body);
+    out
+}
+
+impl SignedRequest {
+    pub fn sign(
+        cluster: u32,
+        principal: Principal,
+        seq: u64,
+        request: Request,
+        seed: &[u8; 32],
+    ) -> SignedRequest {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed));
+        let sig = kp
+            .sk
+            .sign(signing_bytes(cluster, principal, seq, &request), None);
+        SignedRequest {
+            cluster,
+            principal,
+            seq,
+            request,
+            signature: sig.to_vec(),
+        }
+    }
+
+    pub fn verify(&self, public_key: &[u8; 32]) -> bool {
+        let Ok(sig) = ed25519_compact::Signature::from_slice(&self.signature) else {
+            return false;
+        };
+        let pk = ed25519_compact::PublicKey::new(*public_key);
+        let msg = signing_bytes(self.cluster, self.principal, self.seq, &self.request);
+        pk.verify(msg, &sig).is_ok()
+    }
+}
+
+/// Postcard with a size limit and no trailing bytes; never panics.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Denied> {
+    if bytes.len() > MAX_MGMT_BYTES {
+        return Err(Denied::Malformed(alloc::format!(
+            "{} bytes (limit {MAX_MGMT_BYTES})",
+            bytes.len()
+        )));
+    }
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(Denied::Malformed(alloc::format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
+        Err(e) => Err(Denied::Malformed(alloc::format!("{e}"))),
+    }
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+/// A node's own view of who may do what: the operator key and the per-principal
+/// high-water mark of query sequence numbers (submissions are checked against the
+/// replicated state instead, so they agree on every node).
+pub struct Gate {
+    pub cluster: u32,
+    pub operator_key: [u8; 32],
+    last_query_seq: BTreeMap<Principal, u64>,
+}
+
+impl Gate {
+    pub fn new(cluster: u32, operator_key: [u8; 32]) -> Gate {
+        Gate {
+            cluster,
+            operator_key,
+            last_query_seq: BTreeMap::new(),
+        }
+    }
+
+    /// Checks `req` against `state`; on success a submission comes back as the
+    /// [`TaskSpec`] to propose.
+    pub fn authorize(
+        &mut self,
+        state: &ClusterState,
+        req: &SignedRequest,
+    ) -> Result<Option<TaskSpec>, Denied> {
+        if req.cluster != self.cluster {
+            return Err(Denied::WrongCluster {
+                expected: self.cluster,
+                got: req.cluster,
+            });
+        }
+        let key = match req.principal {
+            Principal::Operator => Some(self.operator_key),
+            Principal::Tenant(t) => state.tenant_key(t),
+        }
+        .ok_or(Denied::UnknownPrincipal(req.principal))?;
+        if !req.verify(&key) {
+            return Err(Denied::BadSignature);
+        }
+        match &req.request {
+            Request::Submit(s) => {
+                let Principal::Tenant(tenant) = req.principal else {
+                    return Err(Denied::OperatorCannotSubmit);
+                };
+                if let Some(task) = state.task_for_request(tenant, req.seq) {
+                    return Err(Denied::Duplicate { task });
+                }
+                let last = state.data().tenants.get(&tenant).map_or(0, |t| t.last_seq);
+                if req.seq <= last {
+                    return Err(Denied::Replayed { seq: req.seq, last });
+                }
+                Ok(Some(TaskSpec {
+                    tenant,
+                    request_seq: req.seq,
+                    work: s.work.clone(),
+                    input: s.input.clone(),
+                    budget_ticks: s.budget_ticks,
+                    priority: s.priority,
+                    guards: s.guards.clone(),
+                    needs: s.needs.clone(),
+                    domain: s.domain,
+                    pin: s.pin,
+                }))
+            }
+            Request::TaskStatus { task } => {
+                self.check_query_seq(req)?;
+                let rec = state.task(*task).ok_or(Denied::UnknownTask(*task))?;
+                match req.principal {
+                    Principal::Tenant(t) if t != rec.spec.tenant => {
+                        Err(Denied::OutOfScope { task: *task })
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Request::ClusterStatus => self.check_query_seq(req).map(|()| None),
+        }
+    }
+
+    fn check_query_seq(&mut self, req: &SignedRequest) -> Result<(), Denied> {
+        let last = self.last_query_seq.entry(req.principal).or_insert(0);
+        if req.seq <= *last {
+            return Err(Denied::Replayed {
+                seq: req.seq,
+                last: *last,
+            });
+        }
+        *last = req.seq;
+        Ok(())
+    }
+}
