@@ -327,3 +327,47 @@ impl Gate {
         Ok(())
     }
 }
+
+/// Domain tag of the peer handshake signature.
+pub const PEER_AUTH_DOMAIN: &[u8] = b"XDV-PEER-AUTH-v1\0";
+
+fn peer_auth_bytes(cluster: u32, signer: NodeId, verifier: NodeId, nonce: &[u8]) -> Vec<u8> {
+    let mut m = Vec::from(PEER_AUTH_DOMAIN);
+    m.extend_from_slice(&cluster.to_le_bytes());
+    m.extend_from_slice(&signer.0.to_le_bytes());
+    m.extend_from_slice(&verifier.0.to_le_bytes());
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// The `Auth` signature `signer` sends after `verifier`'s `Hello` carried `nonce`: it
+/// proves the signer holds its node key, for this cluster, to this peer, now.
+pub fn sign_peer_auth(
+    seed: &[u8; 32],
+    cluster: u32,
+    signer: NodeId,
+    verifier: NodeId,
+    nonce: &[u8],
+) -> Vec<u8> {
+    let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed));
+    kp.sk
+        .sign(peer_auth_bytes(cluster, signer, verifier, nonce), None)
+        .to_vec()
+}
+
+/// Checks an `Auth` signature made by [`sign_peer_auth`].
+pub fn verify_peer_auth(
+    public_key: &[u8; 32],
+    cluster: u32,
+    signer: NodeId,
+    verifier: NodeId,
+    nonce: &[u8],
+    signature: &[u8],
+) -> bool {
+    let Ok(sig) = ed25519_compact::Signature::from_slice(signature) else {
+        return false;
+    };
+    ed25519_compact::PublicKey::new(*public_key)
+        .verify(peer_auth_bytes(cluster, signer, verifier, nonce), &sig)
+        .is_ok()
+}

@@ -759,6 +759,42 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
     assert!(decode::<SignedRequest>(&[0xff; 7]).is_err());
 }
 
+#[test]
+fn peer_auth_binds_cluster_both_nodes_and_the_nonce() {
+    use crate::mgmt::{sign_peer_auth, verify_peer_auth};
+    let pk = public_key(&seed(2));
+    let sig = sign_peer_auth(&seed(2), 7, NodeId(2), NodeId(1), &[9; 32]);
+    assert!(verify_peer_auth(
+        &pk,
+        7,
+        NodeId(2),
+        NodeId(1),
+        &[9; 32],
+        &sig
+    ));
+    assert!(
+        !verify_peer_auth(&pk, 8, NodeId(2), NodeId(1), &[9; 32], &sig),
+        "cluster"
+    );
+    assert!(
+        !verify_peer_auth(&pk, 7, NodeId(2), NodeId(3), &[9; 32], &sig),
+        "verifier"
+    );
+    assert!(
+        !verify_peer_auth(&pk, 7, NodeId(2), NodeId(1), &[8; 32], &sig),
+        "nonce"
+    );
+    let other = public_key(&seed(3));
+    assert!(
+        !verify_peer_auth(&other, 7, NodeId(2), NodeId(1), &[9; 32], &sig),
+        "key"
+    );
+    assert!(
+        !verify_peer_auth(&pk, 7, NodeId(2), NodeId(1), &[9; 32], &sig[..63]),
+        "short"
+    );
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;

@@ -12,7 +12,7 @@ use alloc::string::String;
 use spin::Mutex;
 use xdv_audit::{AuditLog, RecordBody};
 use xdv_sched::{CoreEvent, ReplayEvent};
-use xdv_types::{CoreId, NodeId, Timestamp};
+use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
 
 pub static AUDIT: Mutex<Option<AuditLog<'static>>> = Mutex::new(None);
 /// Logical time for records not stamped by the scheduler (boot, console).
@@ -183,4 +183,20 @@ pub fn scheduler_batch<'a>(
             head_hash: head,
         },
     );
+}
+
+/// (records, head hash) of the chain, or zeros when the region is unusable.
+pub fn head() -> (u64, Hash32) {
+    AUDIT
+        .lock()
+        .as_ref()
+        .map_or((0, Hash32::ZERO), |l| (l.len(), l.head_hash()))
+}
+
+/// (records, Merkle root over them), for publication through the log.
+pub fn merkle() -> (u64, Hash32) {
+    AUDIT
+        .lock()
+        .as_mut()
+        .map_or((0, Hash32::ZERO), |l| (l.len(), l.merkle_root()))
 }

@@ -14,6 +14,7 @@ extern crate alloc;
 mod acpi;
 mod arch;
 mod audit;
+mod cluster;
 mod console;
 mod executor;
 mod ktest;
@@ -23,6 +24,7 @@ mod raft;
 mod rt;
 mod serial;
 mod smp;
+mod tasks;
 mod time;
 mod transport;
 
@@ -72,6 +74,52 @@ impl PhysRead for IdentityMap {
     }
 }
 
+/// Who this node is: the provisioning module if there is one (refused modules leave
+/// the node out of any cluster, with the reason on the console), else the command line.
+fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> cluster::Identity {
+    let mut module = None;
+    for m in info.modules() {
+        let len = m.len as usize;
+        if !(8..=xdv_boot::provision::MAX_BYTES).contains(&len) {
+            continue;
+        }
+        let mut bytes = alloc::vec![0u8; len];
+        if IdentityMap.read(m.base, &mut bytes).is_ok() && bytes[..8] == xdv_boot::provision::MAGIC
+        {
+            module = Some(bytes);
+            break;
+        }
+    }
+    let given = opts.node != 0;
+    match cluster::identity_from(module.as_deref(), opts.node, given, opts.peers()) {
+        Ok(id) => {
+            if module.is_some() {
+                println!(
+                    "xdv: provision: node {} of cluster {}, {} peers, {} tenants",
+                    id.node,
+                    id.cluster,
+                    id.peers.len(),
+                    id.tenants.len()
+                );
+            } else if !id.peers.is_empty() && opts.peers().len() > 1 {
+                println!("xdv: provision: no module; peers from the command line, no keys");
+            }
+            id
+        }
+        Err(e) => {
+            println!("xdv: provision: module refused: {e}; this node joins no cluster");
+            cluster::Identity {
+                node: opts.node,
+                cluster: 0,
+                seed: None,
+                peers: alloc::vec::Vec::new(),
+                tenants: alloc::vec::Vec::new(),
+                operator_key: [0; 32],
+            }
+        }
+    }
+}
+
 /// Entered from `boot/entry.s` in long mode on the boot stack.
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
@@ -108,7 +156,10 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     arch::paging::refine(info);
     init_memory(info, opts, proto, info_addr);
     time::init();
-    audit::init(opts.node);
+    let ident = identity(info, opts);
+    let node = ident.node;
+    let peers = ident.peer_ids();
+    audit::init(node);
     let acpi = acpi::read();
     match &acpi {
         Some(a) if !a.apic_ids.is_empty() => smp::start_aps(a.lapic_base, &a.apic_ids),
@@ -118,14 +169,15 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         }
     }
     net::init(acpi.as_ref().and_then(|a| a.ecam));
-    transport::init(opts.node, opts.peers());
-    raft::init(opts.node, opts.peers());
+    cluster::init(ident);
+    transport::init(node, &peers);
+    raft::init(node, &peers);
     executor::init(smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;
     println!(
         "xdv: ready node={} cores={} mem={}MiB",
-        opts.node,
+        node,
         smp::online(),
         usable_mib
     );

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use spin::Mutex;
 use xdv_audit::RecordBody;
 use xdv_raft::{
-    ConfState, Config, Entry, HardState, LogIndex, MemStorage, Message, RaftNode, Snapshot,
-    Storage, StorageError, Term,
+    ConfState, Config, Entry, EntryKind, HardState, LogIndex, MemStorage, Message, RaftNode,
+    Snapshot, Storage, StorageError, Term,
 };
 use xdv_types::{CoreId, Hash32, NodeId};
 
@@ -261,9 +261,14 @@ pub fn deliver(from: NodeId, bytes: &[u8]) {
     }
 }
 
-/// Ticks (one per `TICK_MS` of uptime), steps queued messages, sends and applies.
+/// Ticks (one per `TICK_MS` of uptime), steps queued messages, sends, and hands
+/// committed entries to the cluster state machine (after releasing the Raft lock, so
+/// the cluster service may propose while it applies).
 pub fn poll() {
     let mut out: Vec<(NodeId, Vec<u8>)> = Vec::new();
+    let mut committed: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut restore: Option<Vec<u8>> = None;
+    let mut snapshot_due = false;
     {
         let mut guard = RAFT.lock();
         let Some(c) = guard.as_mut() else { return };
@@ -284,14 +289,17 @@ pub fn poll() {
         }
         if c.node.has_ready() {
             let rd = c.node.ready();
+            if let Some(snap) = rd.snapshot {
+                restore = Some(snap.data);
+            }
             for m in rd.messages {
                 if let Ok(b) = postcard::to_allocvec(&m) {
                     out.push((m.to, b));
                 }
             }
-            for e in &rd.committed {
+            for e in rd.committed {
                 c.applied = e.index;
-                let bytes = postcard::to_allocvec(e).unwrap_or_default();
+                let bytes = postcard::to_allocvec(&e).unwrap_or_default();
                 let entry_hash = Hash32(Sha256::digest(&bytes).into());
                 audit::record(
                     CoreId(0),
@@ -301,9 +309,25 @@ pub fn poll() {
                         entry_hash,
                     },
                 );
+                if let EntryKind::Normal(data) = e.kind {
+                    committed.push((e.index, data));
+                }
             }
             c.node.advance();
+            snapshot_due = c.node.snapshot_due();
         }
+    }
+    if let Some(image) = restore {
+        crate::cluster::restore(&image);
+    }
+    if !committed.is_empty() {
+        crate::cluster::apply_committed(committed);
+    }
+    if snapshot_due
+        && let Some(image) = crate::cluster::snapshot_image()
+        && let Some(c) = RAFT.lock().as_mut()
+    {
+        c.node.create_snapshot(image);
     }
     for (to, bytes) in out {
         if !crate::transport::send_raft(to, bytes)
@@ -312,6 +336,23 @@ pub fn poll() {
             c.undeliverable += 1;
         }
     }
+    crate::cluster::poll();
+}
+
+/// (leader as this node knows it, whether this node is the leader).
+pub fn leader() -> (Option<NodeId>, bool) {
+    match RAFT.lock().as_ref() {
+        Some(c) => {
+            let s = c.node.status();
+            (s.leader, s.role == xdv_raft::Role::Leader)
+        }
+        None => (None, false),
+    }
+}
+
+/// The consensus status, if consensus runs.
+pub fn status() -> Option<xdv_raft::Status> {
+    RAFT.lock().as_ref().map(|c| c.node.status())
 }
 
 /// Proposes an opaque entry (leader only).

@@ -3,5 +3,6 @@
 
 pub mod cluster;
 pub mod harness;
+pub mod mgmt;
 pub mod qemu;
 pub mod switch;

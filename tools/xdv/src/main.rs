@@ -48,6 +48,8 @@ enum Cmd {
     Kill(cmd::cluster::NodeArgs),
     /// Start a stopped node again on its RAM file.
     Start(cmd::cluster::NodeArgs),
+    /// Submit a task to the cluster (signed with the tenant's key) and wait for its outcome.
+    Submit(cmd::cluster::SubmitArgs),
 }
 
 fn main() {
@@ -67,6 +69,7 @@ fn main() {
         Cmd::Console(a) => cmd::cluster::console(a),
         Cmd::Kill(a) => cmd::cluster::kill(a),
         Cmd::Start(a) => cmd::cluster::start(a),
+        Cmd::Submit(a) => cmd::cluster::submit(a),
     };
     if let Err(e) = result {
         eprintln!("xdv: error: {e:#}");

@@ -96,8 +96,34 @@ pub static COMMANDS: &[Command] = &[
         run: raft_cmd,
     },
     Command {
+        name: "cluster",
+        args: "[tasks [n]]",
+        summary: "cluster state: role, state hash, federated root, members; recent tasks",
+        run: cluster_cmd,
+    },
+    Command {
+        name: "contracts",
+        args: "",
+        summary: "remote allocation contracts in force",
+        run: |a| {
+            no_args("contracts", a)?;
+            crate::cluster::print_contracts();
+            Ok(())
+        },
+    },
+    Command {
+        name: "shards",
+        args: "",
+        summary: "tenant shards: primary and secondary node of each",
+        run: |a| {
+            no_args("shards", a)?;
+            crate::cluster::print_shards();
+            Ok(())
+        },
+    },
+    Command {
         name: "task",
-        args: "run <loop|grow|hash|sort> [budget]",
+        args: "run <loop|grow|hash|sort> [budget] | bench [n]",
         summary: "run a bundled WebAssembly task: outcome, ticks, output hash",
         run: super::task::task,
     },
@@ -297,4 +323,23 @@ fn raft_cmd(args: &[&str]) -> Result<(), CmdError> {
         }
         _ => Err(usage("raft")),
     }
+}
+
+fn cluster_cmd(args: &[&str]) -> Result<(), CmdError> {
+    match args {
+        [] => crate::cluster::print_cluster(),
+        ["tasks"] => crate::cluster::print_tasks(20),
+        ["tasks", n] => {
+            let n = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    CmdError::Usage(alloc::format!("cluster tasks [1..10000] (got `{n}`)"))
+                })?;
+            crate::cluster::print_tasks(n)
+        }
+        _ => return Err(usage("cluster")),
+    }
+    Ok(())
 }

@@ -1,10 +1,14 @@
-//! Cluster commands: `up`, `down`, `status`, `console`, `kill`, `start`.
+//! Cluster commands: `up`, `down`, `status`, `console`, `kill`, `start`, `submit`.
 
 use anyhow::{Result, bail};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec};
+use xdv::mgmt::{self, Client, Keys};
+use xdv_cluster::mgmt::{ClusterView, Denied, Principal, Request, Response, SignedRequest, Submit};
+use xdv_cluster::{TaskStatus, Work};
+use xdv_types::TaskId;
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -26,6 +30,12 @@ pub struct UpArgs {
     /// Seconds to wait for every node's ready line.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Tenants to register (ids 1..=N), each with its own key.
+    #[arg(long, default_value_t = 2)]
+    tenants: u32,
+    /// Return once every node is ready instead of showing the live table.
+    #[arg(long)]
+    detach: bool,
     /// Extra kernel command-line words for every node, after `--`.
     #[arg(last = true)]
     cmdline: Vec<String>,
@@ -69,23 +79,31 @@ pub fn up(a: UpArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     eprintln!("xdv: building the kernel...");
     let kernel = xdv::qemu::build_kernel(true)?;
-    let peers: Vec<String> = (1..=a.nodes).map(|i| i.to_string()).collect();
     let extra = a.cmdline.join(" ");
-    let nodes = (1..=a.nodes)
-        .map(|id| NodeSpec {
+    let keys = Keys::generate(a.nodes, a.tenants)?;
+    keys.save(&dir)?;
+    let mut nodes = Vec::new();
+    for id in 1..=a.nodes {
+        let prov = dir.join(format!("node{id}.prov"));
+        std::fs::write(&prov, keys.module(id)?)?;
+        nodes.push(NodeSpec {
             id,
             smp: a.smp,
             mem_mib: a.mem_mib,
-            cmdline: format!(
-                "node={id} ip=10.0.0.{id}/24 peers={} {extra}",
-                peers.join(",")
-            )
-            .trim()
-            .to_string(),
-            provision: None,
+            cmdline: format!("node={id} ip=10.0.0.{id}/24 {extra}")
+                .trim()
+                .to_string(),
+            provision: Some(prov),
             pid: None,
-        })
-        .collect();
+        });
+    }
+    eprintln!(
+        "xdv: cluster {} with {} nodes and tenants 1..={}; keys in {}",
+        keys.cluster,
+        a.nodes,
+        a.tenants,
+        Keys::file(&dir).display()
+    );
     let mut st = ClusterState {
         switch_dir: dir.join("net"),
         dir: dir.clone(),
@@ -124,7 +142,11 @@ pub fn up(a: UpArgs) -> Result<()> {
             println!(
                 "xdv: {ready} nodes ready; consoles: `cargo xdv console <n>`; stop with `cargo xdv down`"
             );
-            return Ok(());
+            if a.detach || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Ok(());
+            }
+            eprintln!("xdv: live cluster table (Ctrl-C leaves the cluster running)");
+            return watch(&st);
         }
         if lines.iter().any(|l| l.contains(" stopped ")) {
             bail!(
@@ -170,7 +192,238 @@ pub fn status(a: DirArgs) -> Result<()> {
     for n in &st.nodes {
         println!("{}", cluster::node_line(&st, n));
     }
+    match Keys::load(&st.dir) {
+        Ok(keys) => print!("{}", table(&st, &keys)),
+        Err(e) => println!("(no cluster table: {e:#})"),
+    }
     Ok(())
+}
+
+/// One operator-signed `ClusterStatus` to every running node.
+pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> {
+    st.nodes
+        .iter()
+        .filter(|n| n.pid.is_some_and(cluster::alive))
+        .map(|n| {
+            let v = (|| {
+                let port = cluster::MGMT_HOST_PORT_BASE + n.id as u16;
+                let mut c = Client::connect(port, Duration::from_secs(2))?;
+                let req = mgmt::signed(keys, Principal::Operator, Request::ClusterStatus)?;
+                match c.call(&req, Duration::from_secs(5))? {
+                    Response::Cluster(v) => Ok(v),
+                    Response::Refused(d) => bail!("refused: {d}"),
+                    other => bail!("unexpected response {other:?}"),
+                }
+            })();
+            (n.id, v)
+        })
+        .collect()
+}
+
+fn short(h: &xdv_types::Hash32) -> String {
+    hex::encode(&h.0[..8])
+}
+
+/// The cluster table: node, role, term, commit, applied, tasks, audit head, state hash.
+pub fn table(st: &ClusterState, keys: &Keys) -> String {
+    let mut out = String::from(
+        "node  role       term  commit  applied  tasks  done  audit-recs  audit-head        state-hash\n",
+    );
+    let mut fed = Vec::new();
+    for (id, v) in views(st, keys) {
+        match v {
+            Ok(v) => {
+                out += &format!(
+                    "{id:<5} {:<10} {:<5} {:<7} {:<8} {:<6} {:<5} {:<11} {}  {}\n",
+                    v.role,
+                    v.term,
+                    v.commit,
+                    v.applied,
+                    v.tasks,
+                    v.completed,
+                    v.audit_records,
+                    short(&v.audit_head),
+                    short(&v.state_hash)
+                );
+                fed.push(v.federated_root.map_or("none".into(), |r| short(&r)));
+            }
+            Err(e) => out += &format!("{id:<5} unreachable: {e:#}\n"),
+        }
+    }
+    fed.dedup();
+    out += &format!("federated audit root: {}\n", fed.join(" / "));
+    out
+}
+
+fn watch(st: &ClusterState) -> Result<()> {
+    let keys = Keys::load(&st.dir)?;
+    let mut shown = 0;
+    loop {
+        let t = table(st, &keys);
+        let mut err = std::io::stderr();
+        if shown > 0 {
+            let _ = write!(err, "\x1b[{shown}A");
+        }
+        for l in t.lines() {
+            let _ = writeln!(err, "\x1b[2K{l}");
+        }
+        shown = t.lines().count();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// A bundled module (loop, grow, hash, sort) or a .wasm / .wat file.
+    module: String,
+    /// Tenant id (its key is in the cluster's keys.json).
+    #[arg(long)]
+    tenant: u32,
+    /// Tick budget.
+    #[arg(long, default_value_t = 1000)]
+    budget: u64,
+    /// Input bytes from a file (builtins default to their bundled input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// high, normal or low.
+    #[arg(long, default_value = "normal")]
+    priority: String,
+    /// Node whose management port to use (any node; followers forward to the leader).
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    /// Print the task id and return without waiting for the outcome.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for the outcome.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Cluster directory (default target/xdv/cluster).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub fn submit(a: SubmitArgs) -> Result<()> {
+    let dir = dir(a.dir);
+    let keys = Keys::load(&dir)?;
+    let work = if xdv_sandbox::builtin(&a.module).is_some() {
+        Work::Builtin(a.module.clone())
+    } else {
+        let bytes = std::fs::read(&a.module).map_err(|e| {
+            let names: Vec<&str> = xdv_sandbox::BUILTINS.iter().map(|b| b.name).collect();
+            anyhow::anyhow!(
+                "`{}` is neither a builtin ({}) nor a readable file: {e}",
+                a.module,
+                names.join(", ")
+            )
+        })?;
+        Work::Wasm(wat::parse_bytes(&bytes)?.into_owned())
+    };
+    let input = match &a.input {
+        Some(p) => std::fs::read(p)?,
+        None => Vec::new(),
+    };
+    let priority = xdv_types::Priority::parse(&a.priority)
+        .ok_or_else(|| anyhow::anyhow!("--priority must be high, normal or low"))?;
+    let port = cluster::MGMT_HOST_PORT_BASE + a.node as u16;
+    let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
+    let req = mgmt::signed(
+        &keys,
+        tenant,
+        Request::Submit(Submit {
+            work,
+            input,
+            budget_ticks: a.budget,
+            priority,
+            guards: vec![],
+            needs: vec![],
+            domain: xdv_cluster::Domain::K,
+            pin: None,
+        }),
+    )?;
+    let end = Instant::now() + Duration::from_secs(a.timeout);
+    let task = submit_until_placed(port, &req, end)?;
+    println!("task {}", task.0);
+    if a.no_wait {
+        return Ok(());
+    }
+    let status = wait_task(port, &keys, tenant, task, end)?;
+    println!("{}", describe(&status));
+    Ok(())
+}
+
+/// Sends `req` (again, with the same seq, after a timeout or a lost connection) until
+/// the cluster names its task. Safe to repeat: the state machine never runs a
+/// request twice.
+pub fn submit_until_placed(port: u16, req: &SignedRequest, end: Instant) -> Result<TaskId> {
+    let mut last = String::new();
+    while Instant::now() < end {
+        let r = Client::connect(port, Duration::from_secs(2))
+            .and_then(|mut c| c.call(req, Duration::from_secs(12)));
+        match r {
+            Ok(Response::Submitted { task }) => return Ok(task),
+            Ok(Response::Refused(Denied::Duplicate { task })) => return Ok(task),
+            Ok(Response::Refused(d @ (Denied::NoLeader | Denied::NotReady(_)))) => {
+                last = d.to_string()
+            }
+            Ok(Response::Refused(d)) => bail!("refused: {d}"),
+            Ok(other) => bail!("unexpected response {other:?}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bail!("not accepted in time (last: {last})")
+}
+
+/// Polls the task's status until it completed or was refused.
+pub fn wait_task(
+    port: u16,
+    keys: &Keys,
+    who: Principal,
+    task: TaskId,
+    end: Instant,
+) -> Result<TaskStatus> {
+    let mut last = String::new();
+    while Instant::now() < end {
+        let r = mgmt::signed(keys, who, Request::TaskStatus { task }).and_then(|req| {
+            Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(5))
+        });
+        match r {
+            Ok(Response::Task { status, .. })
+                if matches!(
+                    status,
+                    TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
+                ) =>
+            {
+                return Ok(status);
+            }
+            Ok(Response::Task { status, .. }) => last = format!("{status:?}"),
+            Ok(Response::Refused(d)) => last = d.to_string(),
+            Ok(other) => bail!("unexpected response {other:?}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("task {} did not finish in time (last: {last})", task.0)
+}
+
+pub fn describe(s: &TaskStatus) -> String {
+    match s {
+        TaskStatus::Completed {
+            node,
+            attempt,
+            outcome,
+            ticks,
+            output_hash,
+            output,
+        } => format!(
+            "{outcome} on node {} (attempt {attempt}) ticks={ticks} output_hash={} output={}",
+            node.0,
+            hex::encode(output_hash.0),
+            String::from_utf8(output.clone()).unwrap_or_else(|_| hex::encode(output))
+        ),
+        TaskStatus::Rejected(r) => format!("refused: {r}"),
+        other => format!("{other:?}"),
+    }
 }
 
 pub fn console(a: NodeArgs) -> Result<()> {

@@ -1,0 +1,259 @@
+//! Host side of the management API: cluster keys and provisioning modules (written by
+//! `cargo xdv up`), and a client that sends signed requests to a node's management port.
+//!
+//! `keys.json` in the cluster directory holds the cluster id, the operator's and every
+//! tenant's Ed25519 seed (secret: the directory is the operator's), and every node's
+//! seed; `node<N>.prov` is node N's provisioning module (its own seed, every node's and
+//! tenant's public key). Sequence numbers are microseconds since the Unix epoch, so they
+//! grow across invocations without stored state.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use xdv_boot::provision::{self, Peer, Provision, Tenant};
+use xdv_cluster::mgmt::{self, Principal, Request, Response, SignedRequest};
+use xdv_cluster::public_key;
+use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
+use xdv_types::{NodeId, Timestamp};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Keys {
+    pub cluster: u32,
+    /// Operator seed, hex.
+    pub operator: String,
+    /// (node id, seed)
+    pub nodes: Vec<(u32, String)>,
+    /// (tenant id, seed)
+    pub tenants: Vec<(u32, String)>,
+}
+
+fn random_seed() -> Result<[u8; 32]> {
+    let mut s = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut s))
+        .context("reading /dev/urandom for a key")?;
+    Ok(s)
+}
+
+fn seed_of(hex_seed: &str) -> Result<[u8; 32]> {
+    let v = hex::decode(hex_seed).context("a seed in keys.json is not hex")?;
+    v.try_into()
+        .map_err(|_| anyhow!("a seed in keys.json is not 32 bytes"))
+}
+
+impl Keys {
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join("keys.json")
+    }
+
+    /// Fresh keys for nodes `1..=nodes` and tenants `1..=tenants`.
+    pub fn generate(nodes: u32, tenants: u32) -> Result<Keys> {
+        let mut c = [0u8; 4];
+        c.copy_from_slice(&random_seed()?[..4]);
+        Ok(Keys {
+            cluster: u32::from_le_bytes(c) | 1,
+            operator: hex::encode(random_seed()?),
+            nodes: (1..=nodes)
+                .map(|n| Ok((n, hex::encode(random_seed()?))))
+                .collect::<Result<_>>()?,
+            tenants: (1..=tenants)
+                .map(|t| Ok((t, hex::encode(random_seed()?))))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    pub fn load(dir: &Path) -> Result<Keys> {
+        let f = Self::file(dir);
+        let text = std::fs::read_to_string(&f).with_context(|| {
+            format!(
+                "reading {} (written by `cargo xdv up`; is a cluster set up there?)",
+                f.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", f.display()))
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let f = Self::file(dir);
+        std::fs::write(&f, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", f.display()))
+    }
+
+    pub fn operator_seed(&self) -> Result<[u8; 32]> {
+        seed_of(&self.operator)
+    }
+
+    pub fn tenant_seed(&self, tenant: u32) -> Result<[u8; 32]> {
+        let (_, s) = self
+            .tenants
+            .iter()
+            .find(|(t, _)| *t == tenant)
+            .ok_or_else(|| {
+                let known: Vec<String> = self.tenants.iter().map(|t| t.0.to_string()).collect();
+                anyhow!(
+                    "tenant {tenant} is not registered in this cluster (tenants: {})",
+                    known.join(", ")
+                )
+            })?;
+        seed_of(s)
+    }
+
+    /// The provisioning module of `node`.
+    pub fn module(&self, node: u32) -> Result<Vec<u8>> {
+        let (_, seed) = self
+            .nodes
+            .iter()
+            .find(|(n, _)| *n == node)
+            .ok_or_else(|| anyhow!("node {node} has no key"))?;
+        let operator = public_key(&self.operator_seed()?);
+        let mut p = Provision::new(node, self.cluster, seed_of(seed)?, operator);
+        for (n, s) in &self.nodes {
+            let ok = p.add_peer(Peer {
+                node: *n,
+                ipv4: [10, 0, 0, *n as u8],
+                public_key: public_key(&seed_of(s)?),
+            });
+            if !ok {
+                bail!(
+                    "too many nodes for one module (limit {})",
+                    provision::MAX_PEERS
+                );
+            }
+        }
+        for (t, s) in &self.tenants {
+            if !p.add_tenant(Tenant {
+                tenant: *t,
+                public_key: public_key(&seed_of(s)?),
+            }) {
+                bail!("too many tenants (limit {})", provision::MAX_TENANTS);
+            }
+        }
+        let mut out = vec![0u8; provision::MAX_BYTES];
+        let n = p
+            .encode(&mut out)
+            .ok_or_else(|| anyhow!("provisioning module does not fit"))?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+/// A strictly growing sequence number (µs since the epoch, bumped past the last one).
+pub fn next_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+/// One connection to a node's management port.
+pub struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    msg_id: u64,
+}
+
+impl Client {
+    pub fn connect(port: u16, timeout: Duration) -> Result<Client> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .with_context(|| format!("connecting to the management port 127.0.0.1:{port}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            decoder: FrameDecoder::new(),
+            msg_id: 0,
+        })
+    }
+
+    /// Sends raw bytes (tests send garbage through this).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Sends `req` and waits up to `timeout` for the response.
+    pub fn call(&mut self, req: &SignedRequest, timeout: Duration) -> Result<Response> {
+        self.msg_id += 1;
+        let hdr = FrameHeader {
+            source: HOST_NODE,
+            target: NodeId(0),
+            timestamp: Timestamp(self.msg_id),
+            message_id: self.msg_id,
+        };
+        let frame = wire::encode_frame(&hdr, &ClusterMessage::MgmtRequest(mgmt::encode(req)))
+            .map_err(|e| anyhow!("encoding the request: {e}"))?;
+        self.stream.write_all(&frame)?;
+        self.read_response(timeout)
+    }
+
+    fn read_response(&mut self, timeout: Duration) -> Result<Response> {
+        let end = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        loop {
+            match self.decoder.pop() {
+                Ok(Some(f)) => match f.message {
+                    ClusterMessage::MgmtResponse(b) => {
+                        return mgmt::decode(&b).map_err(|e| anyhow!("bad response: {e}"));
+                    }
+                    ClusterMessage::Error(e) => bail!("node error {}: {}", e.code, e.text),
+                    _ => continue,
+                },
+                Ok(None) => {}
+                Err(e) => bail!("bad frame from the node: {e}"),
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("no response within {} ms", timeout.as_millis());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            let n = match self.stream.read(&mut buf) {
+                Ok(0) => bail!("the node closed the connection"),
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let used = self.decoder.push(rest);
+                rest = &rest[used..];
+                if used == 0 {
+                    bail!("response larger than a frame");
+                }
+            }
+        }
+    }
+}
+
+/// Signs `request` as `principal` with a fresh sequence number.
+pub fn signed(keys: &Keys, principal: Principal, request: Request) -> Result<SignedRequest> {
+    let seed = match principal {
+        Principal::Operator => keys.operator_seed()?,
+        Principal::Tenant(t) => keys.tenant_seed(t.0)?,
+    };
+    Ok(SignedRequest::sign(
+        keys.cluster,
+        principal,
+        next_seq(),
+        request,
+        &seed,
+    ))
+}
