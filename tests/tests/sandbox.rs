@@ -73,3 +73,29 @@ fn node_survives_the_grow_bomb_and_the_infinite_loop() {
     vm.send_line("halt").unwrap();
     vm.expect_exit(Exit::Halted, T).unwrap();
 }
+
+#[test]
+fn task_bench_runs_n_trivial_tasks_on_every_core_with_the_same_outcome() {
+    let mut vm = Vm::spawn(&Config::kernel("").unwrap().smp(2)).unwrap();
+    vm.wait_for("xdv> ", T).unwrap();
+    let out = vm
+        .command("task bench 30", "{\"bench\":\"tasks-kernel\"", T)
+        .unwrap();
+    vm.wait_for("\"tasks_per_s_per_core_by_cores\":{\"1\":", T)
+        .unwrap();
+    // The one reference run completed in one tick with an empty output.
+    assert!(
+        out.contains("executed ticks=1 output_hash=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        "{out}"
+    );
+    // Every core ran exactly its 30 queued copies (the kernel checks its per-core
+    // counters and fails the command otherwise).
+    assert!(out.contains("30 trivial tasks on each of 1 cores"), "{out}");
+    assert!(out.contains("(ran cpu0=30)"), "{out}");
+    assert!(out.contains("(ran cpu0=30 cpu1=30)"), "{out}");
+    vm.send_line("task bench 0").unwrap();
+    vm.wait_for("error: usage: task bench [n 1..=5000] (got `0`)", T)
+        .unwrap();
+    vm.send_line("halt").unwrap();
+    vm.expect_exit(Exit::Halted, T).unwrap();
+}

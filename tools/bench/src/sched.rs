@@ -8,10 +8,16 @@
 //!    (<= 1.0 means no worse than O(log n); above 1 at 100k is cache misses, the
 //!    heap then being larger than the L2 cache).
 //!
+//! 3. In the kernel: builds it, boots it under QEMU (TCG, `-smp 4`) and runs the
+//!    console's `sched bench`: cycles (rdtsc) per enqueue + run_cycle of an empty task
+//!    on one core, and empty tasks/s through the run queues on 1, 2 and 4 cores.
+//!    Under TCG these are emulated-CPU numbers, and 4 vCPUs share the host's cores.
+//!
 //! Options: `--items N` (items per SPSC run, default 2,000,000), `--runs R`
-//! (timed runs per case, median reported, default 7).
+//! (timed runs per case, median reported, default 7), `--smp N` (guest cores,
+//! default 4), `--no-qemu` (skip part 3).
 //! Last line: JSON with `ours`/`baseline`/`ratio` = two-thread SPSC ns/item, ours vs
-//! the best baseline.
+//! the best baseline; the kernel's numbers under `kernel`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -33,26 +39,94 @@ const ORDERED_SIZES: [usize; 2] = [1_000, 100_000];
 struct Opts {
     items: usize,
     runs: usize,
+    /// Cores of the QEMU guest for the in-kernel part; `None` with `--no-qemu`.
+    qemu_smp: Option<u32>,
 }
+
+const USAGE: &str = "use --items N>=256, --runs 1..=101, --smp 1..=8, --no-qemu";
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
     let mut o = Opts {
         items: 2_000_000,
         runs: 7,
+        qemu_smp: Some(4),
     };
+    let mut no_qemu = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+        if a == "--no-qemu" {
+            no_qemu = true;
+            continue;
+        }
+        let v = it
+            .next()
+            .with_context(|| format!("{a} needs a value ({USAGE})"))?;
         let n: usize = v
             .parse()
             .with_context(|| format!("{a}: not a number: {v}"))?;
         match a.as_str() {
             "--items" if n >= BATCH => o.items = n,
             "--runs" if (1..=101).contains(&n) => o.runs = n,
-            _ => bail!("bad option {a} {v} (use --items N>={BATCH}, --runs 1..=101)"),
+            "--smp" if (1..=8).contains(&n) => o.qemu_smp = Some(n as u32),
+            _ => bail!("bad option {a} {v} ({USAGE})"),
         }
     }
+    if no_qemu {
+        o.qemu_smp = None;
+    }
     Ok(o)
+}
+
+/// Console output of one benchmark command run in a QEMU guest.
+pub struct KernelBench {
+    /// The lines the command printed that start with its prefix.
+    pub lines: Vec<String>,
+    /// The command's closing JSON object (`{"bench":"<name>",...}`).
+    pub json: serde_json::Value,
+}
+
+/// Builds the kernel, boots it under QEMU (TCG) with `smp` cores, types `cmd` on its
+/// console and waits for the JSON line `{"bench":"<name>",...}` that ends the
+/// command's output; then halts the guest.
+pub fn kernel_bench(smp: u32, cmd: &str, prefix: &str, name: &str) -> anyhow::Result<KernelBench> {
+    const T: Duration = Duration::from_secs(300);
+    let cfg = xdv::qemu::Config::kernel("")?.smp(smp);
+    let mut vm = xdv::qemu::Vm::spawn(&cfg)?;
+    vm.wait_for("xdv> ", T)?;
+    let needle = format!("{{\"bench\":\"{name}\"");
+    let start = vm.output().len();
+    vm.command(cmd, &needle, T)?;
+    // The needle may arrive before the rest of its line: wait for the line's end.
+    let end = Instant::now() + T;
+    let out = loop {
+        let out = vm.output();
+        let complete = out
+            .rfind(&needle)
+            .is_some_and(|at| out[at..].contains('\n'));
+        if complete {
+            break out;
+        }
+        if Instant::now() > end {
+            return Err(vm.error(&format!("`{cmd}`: JSON line never ended")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Only what this command printed.
+    let printed = out.get(start..).unwrap_or(out.as_str());
+    let lines = printed
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    let json_line = printed
+        .lines()
+        .find(|l| l.starts_with(&needle))
+        .with_context(|| format!("`{cmd}` printed no JSON line"))?;
+    let json = serde_json::from_str(json_line.trim())
+        .with_context(|| format!("`{cmd}`: bad JSON line {json_line:?}"))?;
+    vm.send_line("halt")?;
+    vm.expect_exit(xdv::qemu::Exit::Halted, T)?;
+    Ok(KernelBench { lines, json })
 }
 
 /// A queue's two ends as closures, so each case runs the same harness.
@@ -177,6 +251,15 @@ enum Kind {
 }
 const KINDS: [Kind; 3] = [Kind::Ours, Kind::Rtrb, Kind::Crossbeam];
 const NAMES: [&str; 3] = ["xdv SpscRing", "rtrb", "crossbeam ArrayQueue"];
+/// The six orders of the three queues, cycled through run by run.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+    [1, 0, 2],
+    [0, 2, 1],
+];
 
 fn run_two(kind: Kind, items: usize) -> Duration {
     match kind {
@@ -222,13 +305,9 @@ fn measure(o: &Opts, f: fn(Kind, usize) -> Duration) -> ([f64; 3], [f64; 3]) {
         f(k, o.items / 4); // warm-up
     }
     for run in 0..o.runs {
-        // Alternate the order so no queue always runs first or last.
-        let order: Vec<usize> = if run % 2 == 0 {
-            vec![0, 1, 2]
-        } else {
-            vec![2, 1, 0]
-        };
-        for i in order {
+        // Every permutation in turn, so each queue runs first, middle and last (and
+        // after each other queue) equally often.
+        for i in ORDERS[run % ORDERS.len()] {
             samples[i].push(f(KINDS[i], o.items));
         }
     }
@@ -337,6 +416,37 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let (random, random_norm) = ordered_case(StampPattern::Random, "random", runs);
     let (increasing, increasing_norm) = ordered_case(StampPattern::Increasing, "increasing", runs);
 
+    let kernel = match o.qemu_smp {
+        None => serde_json::Value::Null,
+        Some(smp) => {
+            println!("kernel under QEMU (TCG, -smp {smp}): `sched bench` on the console");
+            let k = kernel_bench(smp, "sched bench", "sched bench:", "sched-kernel")?;
+            for l in &k.lines {
+                println!("  {l}");
+            }
+            let cycles = k.json.get("cycles_per_task").and_then(|v| v.as_u64());
+            let by_cores = k
+                .json
+                .get("tasks_per_s_by_cores")
+                .and_then(|v| v.as_object());
+            let (Some(cycles), Some(by_cores)) = (cycles, by_cores) else {
+                bail!("`sched bench` JSON lacks its fields: {}", k.json);
+            };
+            let one = by_cores.get("1").and_then(|v| v.as_f64()).unwrap_or(0.0);
+            for (cores, tps) in by_cores {
+                if let Some(tps) = tps.as_f64().filter(|_| one > 0.0) {
+                    println!("  {cores} cores: {:.2}x the tasks/s of 1 core", tps / one);
+                }
+            }
+            serde_json::json!({
+                "smp": smp,
+                "accel": "tcg",
+                "cycles_per_enqueue_run_cycle": cycles,
+                "tasks_per_s_by_cores": by_cores,
+            })
+        }
+    };
+
     print_json(
         "sched",
         "ns/item",
@@ -354,6 +464,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "ordered_random_growth_per_log2n": random_norm,
             "ordered_increasing_ns": {"1000": increasing[0], "100000": increasing[1]},
             "ordered_increasing_growth_per_log2n": increasing_norm,
+            "kernel": kernel,
         }),
     );
     Ok(())

@@ -3,9 +3,13 @@
 //!   off, same wasmi engine otherwise (goal: ratio <= 1.25).
 //! - Trivial-task throughput including instantiation: a cached, pre-validated module
 //!   vs validating the module for every task.
+//! - In QEMU (TCG, `-smp 2` unless `--smp N`; `--no-qemu` skips it): the console's
+//!   `task bench`, the same trivial module queued through the run queues, n tasks on
+//!   each core: tasks/s per core next to the host's one-thread cached rate. The kernel
+//!   must report the module hash the host computes for its copy of the module.
 
 use crate::report::{median, print_json, time_runs};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use wasmi::{CompilationMode, Config, Engine, Linker, Module, Store};
 use xdv_sandbox::{TaskModule, validate};
 use xdv_types::{Priority, TenantId};
@@ -44,9 +48,27 @@ fn run_plain(bytes: &[u8], fuel: bool) -> Result<()> {
     Ok(())
 }
 
+const USAGE: &str = "usage: bench tasks [--smp 1..=8] [--tasks 1..=5000] [--no-qemu]";
+
 pub fn run(args: &[String]) -> Result<()> {
-    if !args.is_empty() {
-        bail!("usage: bench tasks");
+    let (mut smp, mut per_core) = (Some(2u32), 500u64);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--no-qemu" => smp = None,
+            "--smp" | "--tasks" => {
+                let n: u64 = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("{a} needs a number; {USAGE}"))?;
+                match a.as_str() {
+                    "--smp" if (1..=8).contains(&n) && smp.is_some() => smp = Some(n as u32),
+                    "--tasks" if (1..=5000).contains(&n) => per_core = n,
+                    _ => bail!("{a} {n} out of range or after --no-qemu; {USAGE}"),
+                }
+            }
+            _ => bail!("{USAGE}"),
+        }
     }
     let bytes = wat::parse_str(COMPUTE_WAT)?;
     let mut err = None;
@@ -98,12 +120,73 @@ pub fn run(args: &[String]) -> Result<()> {
         "trivial task incl. instantiation: cached module {cached_tps:.0} tasks/s, validate every time {validate_tps:.0} tasks/s (cached is {:.2}x)",
         cached_tps / validate_tps
     );
+    let kernel = match smp {
+        None => serde_json::Value::Null,
+        Some(smp) => kernel_tasks(smp, per_core, &cached, cached_tps)?,
+    };
     print_json(
         "tasks",
         "ms",
         on,
         off,
-        serde_json::json!({ "goal": 1.25, "trivial_cached_tasks_per_s": cached_tps, "trivial_validate_each_tasks_per_s": validate_tps }),
+        serde_json::json!({
+            "goal": 1.25,
+            "trivial_cached_tasks_per_s": cached_tps,
+            "trivial_validate_each_tasks_per_s": validate_tps,
+            "kernel": kernel,
+        }),
     );
     Ok(())
+}
+
+/// Boots the kernel, runs `task bench <per_core>`, prints its per-core rates next to
+/// the host's and returns them for the JSON line.
+fn kernel_tasks(
+    smp: u32,
+    per_core: u64,
+    host: &xdv_sandbox::ValidatedTask,
+    host_tps: f64,
+) -> Result<serde_json::Value> {
+    println!(
+        "kernel under QEMU (TCG, -smp {smp}): `task bench {per_core}` (trivial module, {per_core} tasks per core)"
+    );
+    let k = crate::sched::kernel_bench(
+        smp,
+        &format!("task bench {per_core}"),
+        "task bench:",
+        "tasks-kernel",
+    )?;
+    for l in &k.lines {
+        println!("  {l}");
+    }
+    let hash = k.json.get("module_hash").and_then(|v| v.as_str());
+    if hash != Some(host.module_hash.to_string().as_str()) {
+        bail!(
+            "the kernel ran a different trivial module: hash {hash:?}, host {}",
+            host.module_hash
+        );
+    }
+    let Some(by_cores) = k
+        .json
+        .get("tasks_per_s_per_core_by_cores")
+        .and_then(|v| v.as_object())
+    else {
+        bail!("`task bench` JSON lacks its per-core rates: {}", k.json);
+    };
+    for (cores, tps) in by_cores {
+        if let Some(tps) = tps.as_f64() {
+            println!(
+                "  {cores} cores: {tps:.0} tasks/s per core in QEMU vs {host_tps:.0} on the host (one thread): host/QEMU {:.1}x",
+                host_tps / tps.max(1.0)
+            );
+        }
+    }
+    Ok(serde_json::json!({
+        "smp": smp,
+        "accel": "tcg",
+        "tasks_per_core": per_core,
+        "tasks_per_s_per_core_by_cores": by_cores,
+        "tasks_per_s_by_cores": k.json.get("tasks_per_s_by_cores"),
+        "ticks_per_task": k.json.get("ticks_per_task"),
+    }))
 }

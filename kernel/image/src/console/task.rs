@@ -1,4 +1,5 @@
-//! `task run <builtin> [budget]` and `tasks`: WebAssembly tasks through the run queues.
+//! `task run <builtin> [budget]`, `task bench [n]` and `tasks`: WebAssembly tasks
+//! through the run queues.
 
 use super::{CmdError, usage};
 use crate::executor::{self, DISPATCHER, TaskWork};
@@ -9,8 +10,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
-use xdv_sandbox::{BUILTINS, CAP_ECHO_LEN, SandboxWork, builtin, builtin_task};
-use xdv_sched::{Guards, ReplayEvent, TaskSpec};
+use xdv_sandbox::{BUILTINS, CAP_ECHO_LEN, SandboxWork, TaskModule, builtin, builtin_task};
+use xdv_sched::{Guards, ReplayEvent, TaskSpec, WorkOutcome};
 use xdv_types::{Priority, TaskId, TenantId};
 
 /// Task ids of console-submitted sandbox tasks start here (clear of demo ids).
@@ -116,6 +117,17 @@ pub fn task(args: &[&str]) -> Result<(), CmdError> {
                 })?;
             (*name, Some(b))
         }
+        ["bench"] => return bench(BENCH_DEFAULT_TASKS),
+        ["bench", n] => {
+            let n = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=BENCH_MAX_TASKS).contains(n))
+                .ok_or_else(|| {
+                    CmdError::Usage(format!("task bench [n 1..={BENCH_MAX_TASKS}] (got `{n}`)"))
+                })?;
+            return bench(n);
+        }
         _ => return Err(usage("task")),
     };
     for l in run_builtin(name, budget, 1)? {
@@ -137,5 +149,125 @@ pub fn tasks(args: &[&str]) -> Result<(), CmdError> {
     }
     let names: Vec<&str> = BUILTINS.iter().map(|b| b.name).collect();
     println!("builtins: {}", names.join(", "));
+    Ok(())
+}
+
+/// `(module (func (export "run")))`, the trivial module of `cargo xdv bench tasks`
+/// (which checks that the kernel reports the same module hash as the host's copy).
+const TRIVIAL_WASM: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+    0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: one type, () -> ()
+    0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+    0x07, 0x07, 0x01, 0x03, b'r', b'u', b'n', 0x00, 0x00, // export "run" = func 0
+    0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code section: one empty body
+];
+/// Tick budget of each trivial task (the host benchmark uses the same).
+const TRIVIAL_BUDGET: u64 = 10;
+const BENCH_DEFAULT_TASKS: u64 = 500;
+/// Per core; bounds the batch held in memory (`n` x cores tasks).
+const BENCH_MAX_TASKS: u64 = 5000;
+
+/// `task bench [n]`: `n` trivial WebAssembly tasks on each of 1, 2, 4, .. cores (all
+/// online cores last) through the run queues (the batch protocol, outside the replay
+/// log, like `sched bench`). Prints tasks/s in total and per core, and checks from the
+/// per-core counters that every core ran exactly `n`.
+fn bench(n: u64) -> Result<(), CmdError> {
+    let v = xdv_sandbox::validate(&TaskModule {
+        tenant: TenantId(0),
+        module: TRIVIAL_WASM.to_vec(),
+        input: Vec::new(),
+        budget_ticks: TRIVIAL_BUDGET,
+        priority: Priority::Normal,
+        guards: Vec::new(),
+    })
+    .map_err(|e| CmdError::Failed(format!("trivial module: {e}")))?;
+    // One direct run: the outcome every queued copy must have.
+    let reference = xdv_sandbox::run(&v, TRIVIAL_BUDGET, 0);
+    let output_hash = match &reference.outcome {
+        WorkOutcome::Completed { output_hash } => *output_hash,
+        other => {
+            return Err(CmdError::Failed(format!(
+                "trivial module did not complete: {other:?}"
+            )));
+        }
+    };
+    println!(
+        "task bench: trivial module {} executed ticks={} output_hash={output_hash}",
+        v.module_hash, reference.ticks_used
+    );
+    let mut guard = DISPATCHER.lock();
+    let d = guard
+        .as_mut()
+        .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
+    let cores = d.cores();
+    // Consecutive ids: placement is id modulo the core count, so with `count = n x k`
+    // each of the k cores gets exactly n.
+    let batch = |count: u64| -> Vec<TaskSpec<TaskWork>> {
+        let first = NEXT_ID.fetch_add(count, Ordering::Relaxed);
+        (first..first + count)
+            .map(|id| {
+                let id = TaskId(id);
+                TaskSpec {
+                    id,
+                    tenant: TenantId(0),
+                    priority: Priority::Normal,
+                    guards: Guards::none(),
+                    budget_ticks: TRIVIAL_BUDGET,
+                    work: TaskWork::Wasm {
+                        task: id,
+                        work: Box::new(SandboxWork {
+                            task: v.clone(),
+                            logical_time: 0,
+                            output: Vec::new(),
+                        }),
+                    },
+                }
+            })
+            .collect()
+    };
+    // Warm-up on every core (heap growth, first instantiation), not timed.
+    d.run_unlogged(cores, batch(cores as u64 * n.min(50)))
+        .map_err(CmdError::Failed)?;
+    let (mut total_json, mut per_core_json) = (String::new(), String::new());
+    let mut k = 1;
+    loop {
+        let count = n * k as u64;
+        let tasks = batch(count);
+        let before: Vec<u64> = (0..k).map(executor::tasks_run).collect();
+        let cycles = d.run_unlogged(k, tasks).map_err(CmdError::Failed)?;
+        // Each core publishes its counters before handing its batch back, and the
+        // dispatcher has received every batch: the counters are final here.
+        let ran: Vec<u64> = (0..k).map(|c| executor::tasks_run(c) - before[c]).collect();
+        if let Some(c) = ran.iter().position(|&r| r != n) {
+            return Err(CmdError::Failed(format!(
+                "core {c} ran {} of its {n} tasks",
+                ran[c]
+            )));
+        }
+        let ns = crate::time::cycles_to_ns(cycles).max(1);
+        let total = count * 1_000_000_000 / ns;
+        let per_core = n * 1_000_000_000 / ns;
+        let ran: Vec<String> = ran
+            .iter()
+            .enumerate()
+            .map(|(c, r)| format!("cpu{c}={r}"))
+            .collect();
+        println!(
+            "task bench: {n} trivial tasks on each of {k} cores in {} us = {total} tasks/s, {per_core} tasks/s per core (ran {})",
+            ns / 1000,
+            ran.join(" ")
+        );
+        let sep = if total_json.is_empty() { "" } else { "," };
+        total_json.push_str(&format!("{sep}\"{k}\":{total}"));
+        per_core_json.push_str(&format!("{sep}\"{k}\":{per_core}"));
+        if k == cores {
+            break;
+        }
+        k = (k * 2).min(cores);
+    }
+    println!(
+        "{{\"bench\":\"tasks-kernel\",\"tasks_per_core\":{n},\"module_hash\":\"{}\",\"ticks_per_task\":{},\"output_hash\":\"{output_hash}\",\"tasks_per_s_by_cores\":{{{total_json}}},\"tasks_per_s_per_core_by_cores\":{{{per_core_json}}}}}",
+        v.module_hash, reference.ticks_used
+    );
     Ok(())
 }
