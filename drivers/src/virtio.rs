@@ -241,6 +241,16 @@ impl Queue {
         self.free.len()
     }
 
+    /// Descriptors currently owned by the device.
+    pub fn posted_count(&self) -> usize {
+        self.state.iter().filter(|s| **s == Slot::Posted).count()
+    }
+
+    /// Descriptors in the queue.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
     /// Posts descriptor `id` with `len` bytes (device-writable if `write`).
     fn post(&mut self, id: u16, len: u32, write: bool) {
         let i = usize::from(id);
@@ -502,6 +512,17 @@ impl VirtioNet {
     pub fn tx_free(&mut self) -> usize {
         self.reclaim_tx();
         self.tx.free_count()
+    }
+
+    /// Ring occupancy for the console: `(rx posted, rx size, tx posted, tx size)`. The
+    /// receive ring is kept full, so anything below its size is a leaked buffer.
+    pub fn rings(&self) -> (usize, u16, usize, u16) {
+        (
+            self.rx.posted_count(),
+            self.rx.size(),
+            self.tx.posted_count(),
+            self.tx.size(),
+        )
     }
 }
 

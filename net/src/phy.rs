@@ -6,10 +6,49 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
-use smoltcp::time::Instant;
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
 
 /// Largest Ethernet frame handled (no jumbo frames).
 pub const MAX_FRAME_BYTES: usize = 1514;
+
+/// Interval of the window probe on stream sockets (see [`enable_window_probes`]).
+pub const WINDOW_PROBE_MS: u64 = 200;
+
+/// Receive and send buffer of a bulk stream socket: the most data in flight.
+///
+/// smoltcp 0.12 retransmits go-back-N from the first unacknowledged byte, aborts its
+/// RTT sample on every retransmission and doubles its RTT estimate after three
+/// retransmissions without a sample, up to a 10 s RTO. With 10 % loss and a 128 KiB
+/// window (~90 segments in flight) nearly every flight loses a segment, the RTO sits
+/// at 10-20 s and every lost retransmission stalls the stream that long (4 MB took
+/// ~500 s). With ~22 segments in flight enough flights come through clean to keep
+/// the RTO near the real RTT (host test `lossy_stream_*`, sweep in `docs/devices.md`).
+pub const BULK_WINDOW_BYTES: usize = 32 * 1024;
+
+/// Makes a TCP socket probe a closed (zero) receive window.
+///
+/// smoltcp 0.12 has no persist timer: once the peer advertises a zero window and
+/// every byte sent is acknowledged, the sender waits for a window update with no
+/// timer running. The update is one ACK; if the network drops it, both ends wait
+/// forever (the receiver believes it announced the window, the sender believes it is
+/// closed). smoltcp's keep-alive is exactly a window probe — sent only when the
+/// retransmit timer is idle, one byte below the window, answered by the peer with an
+/// ACK that carries its current window — so an interval of [`WINDOW_PROBE_MS`] turns
+/// a lost window update into a delay of at most that long.
+pub fn enable_window_probes(socket: &mut tcp::Socket) {
+    socket.set_keep_alive(Some(Duration::from_millis(WINDOW_PROBE_MS)));
+}
+
+/// A TCP socket for bulk streams: [`BULK_WINDOW_BYTES`] buffers, window probes on.
+pub fn bulk_socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; BULK_WINDOW_BYTES]),
+        tcp::SocketBuffer::new(vec![0; BULK_WINDOW_BYTES]),
+    );
+    enable_window_probes(&mut s);
+    s
+}
 
 /// A network interface card as the glue needs it.
 pub trait Nic {
@@ -179,5 +218,179 @@ mod tests {
             data.len()
         );
         assert!(got == data, "stream corrupted");
+    }
+
+    /// One direction of a faulty cable, like the host switch: each frame is dropped
+    /// with `drop_pct`, or held back with `reorder_pct` and released after the next
+    /// frame (or after 100 ms); the rest arrive after `latency_ms`.
+    struct Lossy {
+        rng: u64,
+        drop_pct: u64,
+        reorder_pct: u64,
+        latency_ms: u64,
+        flight: VecDeque<(u64, Vec<u8>)>,
+        held: Option<(u64, Vec<u8>)>,
+    }
+
+    impl Lossy {
+        fn new(seed: u64, drop_pct: u64, reorder_pct: u64) -> Lossy {
+            Lossy {
+                rng: seed,
+                drop_pct,
+                reorder_pct,
+                latency_ms: 1,
+                flight: VecDeque::new(),
+                held: None,
+            }
+        }
+
+        fn next(&mut self) -> u64 {
+            // SplitMix64, as the switch uses.
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// Moves what `from` sent onto the cable and what is due into `to`.
+        fn carry(&mut self, now: u64, from: &Wire, to: &Wire) {
+            while let Some(f) = from.borrow_mut().pop_front() {
+                let drop = self.next() % 100 < self.drop_pct;
+                let reorder = self.next() % 100 < self.reorder_pct;
+                if drop {
+                    continue;
+                }
+                if reorder && self.held.is_none() {
+                    self.held = Some((now, f));
+                    continue;
+                }
+                self.flight.push_back((now + self.latency_ms, f));
+                if let Some((_, h)) = self.held.take() {
+                    self.flight.push_back((now + self.latency_ms, h));
+                }
+            }
+            if matches!(&self.held, Some((t, _)) if now >= t + 100)
+                && let Some((_, h)) = self.held.take()
+            {
+                self.flight.push_back((now + self.latency_ms, h));
+            }
+            while self.flight.front().is_some_and(|(t, _)| *t <= now) {
+                if let Some((_, f)) = self.flight.pop_front() {
+                    to.borrow_mut().push_back(f);
+                }
+            }
+        }
+    }
+
+    /// Result of [`lossy_stream`]: simulated milliseconds to move the whole stream
+    /// (or `None` if it did not finish in `limit_ms`), the longest time without
+    /// progress, and the bytes that arrived.
+    struct StreamRun {
+        done_ms: Option<u64>,
+        longest_stall_ms: u64,
+        received: usize,
+        intact: bool,
+    }
+
+    /// Streams `total` bytes from A to B through 10 % drop and 10 % reorder in both
+    /// directions, with sockets of `buf` bytes; the receiver reads every millisecond.
+    fn lossy_stream(buf: usize, total: usize, seed: u64, limit_ms: u64) -> StreamRun {
+        let (ab, ba, ab_out, ba_out): (Wire, Wire, Wire, Wire) = Default::default();
+        let (mut da, mut ia) = node([2, 0, 0, 0, 0, 1], [10, 0, 0, 1], ba.clone(), ab.clone());
+        let (mut db, mut ib) = node([2, 0, 0, 0, 0, 2], [10, 0, 0, 2], ab_out.clone(), ba_out.clone());
+        let (mut to_b, mut to_a) = (Lossy::new(seed, 10, 10), Lossy::new(seed ^ 0x5a5a, 10, 10));
+        let mk = || {
+            tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; buf]),
+                tcp::SocketBuffer::new(vec![0; buf]),
+            )
+        };
+        let (mut sa, mut sb) = (SocketSet::new(vec![]), SocketSet::new(vec![]));
+        let ha = sa.add(mk());
+        let hb = sb.add(mk());
+        if let Ok(ms) = std::env::var("KA") {
+            let d = smoltcp::time::Duration::from_millis(ms.parse().unwrap());
+            sa.get_mut::<tcp::Socket>(ha).set_keep_alive(Some(d));
+            sb.get_mut::<tcp::Socket>(hb).set_keep_alive(Some(d));
+        }
+        if std::env::var("NOACKDELAY").is_ok() {
+            sb.get_mut::<tcp::Socket>(hb).set_ack_delay(None);
+        }
+        sb.get_mut::<tcp::Socket>(hb).listen(7300).unwrap();
+        sa.get_mut::<tcp::Socket>(ha)
+            .connect(ia.context(), (IpAddress::v4(10, 0, 0, 2), 7300), 49152)
+            .unwrap();
+        let pattern = |i: usize| (i * 31 % 251) as u8;
+        let (mut sent, mut got, mut intact) = (0usize, 0usize, true);
+        let (mut last_progress, mut longest_stall) = (0u64, 0u64);
+        let mut chunk = vec![0u8; 8192];
+        for t in 0..limit_ms {
+            let now = Instant::from_millis(t as i64);
+            ia.poll(now, &mut da, &mut sa);
+            ib.poll(now, &mut db, &mut sb);
+            to_b.carry(t, &ab, &ab_out);
+            to_a.carry(t, &ba_out, &ba);
+            let a = sa.get_mut::<tcp::Socket>(ha);
+            while a.can_send() && sent < total {
+                let n = (total - sent).min(chunk.len());
+                for (k, b) in chunk[..n].iter_mut().enumerate() {
+                    *b = pattern(sent + k);
+                }
+                let took = a.send_slice(&chunk[..n]).unwrap();
+                sent += took;
+                if took < n {
+                    break;
+                }
+            }
+            let b = sb.get_mut::<tcp::Socket>(hb);
+            while let Ok(n) = b.recv(|buf| {
+                for (k, x) in buf.iter().enumerate() {
+                    intact &= *x == pattern(got + k);
+                }
+                (buf.len(), buf.len())
+            }) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                longest_stall = longest_stall.max(t - last_progress);
+                last_progress = t;
+            }
+            if std::env::var("DUMP").is_ok() && t == last_progress + 20_000 {
+                let dbg = |s: &tcp::Socket| {
+                    let d = std::format!("{s:?}");
+                    d.split(", ").filter(|f| !f.contains("storage") && !f.starts_with("[") && !f.chars().next().is_some_and(|c| c.is_ascii_digit())).collect::<Vec<_>>().join(", ")
+                };
+                std::println!("t={t} A: {}\n\nB: {}", dbg(sa.get::<tcp::Socket>(ha)), dbg(sb.get::<tcp::Socket>(hb)));
+            }
+            if got == total {
+                return StreamRun {
+                    done_ms: Some(t),
+                    longest_stall_ms: longest_stall,
+                    received: got,
+                    intact,
+                };
+            }
+        }
+        StreamRun {
+            done_ms: None,
+            longest_stall_ms: longest_stall.max(limit_ms - last_progress),
+            received: got,
+            intact,
+        }
+    }
+
+    #[test]
+    fn explore_lossy() {
+        for buf in [16384usize, 24576, 32768, 49152] {
+            for seed in [7u64, 8, 9, 10] {
+                let r = lossy_stream(buf, 4_000_000, seed, 600_000);
+                std::println!(
+                    "buf {buf:>6} seed {seed}: done {:?} ms, longest stall {} ms, received {} intact {}",
+                    r.done_ms, r.longest_stall_ms, r.received, r.intact
+                );
+            }
+        }
     }
 }

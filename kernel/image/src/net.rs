@@ -253,9 +253,15 @@ pub fn print_net() {
             "  rx {} frames {} bytes, tx {} frames {} bytes, drops rx {} tx {}, errors {}",
             c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.rx_drops, c.tx_drops, c.errors
         );
+        let (rx_posted, rx_size, tx_posted, tx_size) = i.dev.nic.0.rings();
+        println!("  rings: rx {rx_posted}/{rx_size} posted, tx {tx_posted}/{tx_size} in flight");
     }
     if net.peer.is_none() && net.mgmt.is_none() {
         println!("net: no virtio-net device");
+    }
+    drop(guard);
+    if let Some(line) = crate::transport::bulk_status() {
+        println!("{line}");
     }
 }
 

@@ -10,8 +10,17 @@
 //! - Bad input (length over limit, unknown version or type, truncated or
 //!   undecodable body, bad checksum) increments the counter of its kind, logs one
 //!   line, and closes that connection. Nothing panics.
+//! - Peers authenticate both ends before any Raft traffic: each side's `Hello` carries
+//!   a fresh nonce, the other answers with `Auth`, an Ed25519 signature with its node
+//!   key over (cluster, signer, verifier, nonce) (`xdv_cluster::mgmt::sign_peer_auth`),
+//!   checked against the key in the provisioning module. A peer that is not in the
+//!   module, or whose `Auth` does not verify, is counted and disconnected; Raft and
+//!   forwarded management frames from a connection that is not authenticated are
+//!   dropped and counted. Without a provisioning module there are no keys and peers are
+//!   trusted on `Hello` alone (development; the boot log says so).
 //! - The management listener ([`MGMT_TCP_PORT`], management NIC) answers `Ping` and
-//!   reports `MgmtRequest` as not served by this build with an `Error` frame.
+//!   passes `MgmtRequest` frames to the cluster service (`crate::cluster`), which
+//!   answers with `MgmtResponse` now or when the request has been applied.
 //! - The bulk sink ([`BULK_PORT`]) hashes whatever it receives (the TCP integrity test).
 
 use crate::net::{Iface, NET};
@@ -38,7 +47,6 @@ pub const RECONNECT_MS: u64 = 1000;
 pub const MAX_PEERS: usize = 15;
 const MGMT_SLOTS: usize = 4;
 const PEER_BUF_BYTES: usize = 64 * 1024;
-const BULK_BUF_BYTES: usize = 128 * 1024;
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Role {
@@ -55,6 +63,12 @@ struct Conn {
     decoder: FrameDecoder,
     hello_sent: bool,
     hello_seen: bool,
+    /// The peer proved its node key (or keys are off).
+    authenticated: bool,
+    /// The nonce this side sent in its `Hello` (the peer signs it).
+    nonce: [u8; wire::NONCE_BYTES],
+    /// Bumped whenever the socket is reopened, so a late reply never reaches a new client.
+    generation: u64,
     last_heard_ms: u64,
     last_ping_ms: u64,
     ping_sent_us: u64,
@@ -75,6 +89,12 @@ pub struct Transport {
     bulk_hash: Sha256,
     bulk_bytes: u64,
     bulk_last: Option<(u64, String)>,
+    /// Times the sink found its receive buffer full (a zero window was advertised).
+    bulk_full: u64,
+    /// Handshakes refused (unknown node, bad or missing signature).
+    pub auth_failures: u64,
+    /// Raft or forwarded frames dropped because their connection was not authenticated.
+    pub unauthenticated_dropped: u64,
 }
 
 pub static TRANSPORT: Mutex<Option<Transport>> = Mutex::new(None);
@@ -103,6 +123,9 @@ fn new_conn(
         decoder: FrameDecoder::new(),
         hello_sent: false,
         hello_seen: false,
+        authenticated: false,
+        nonce: [0; wire::NONCE_BYTES],
+        generation: 0,
         last_heard_ms: 0,
         last_ping_ms: 0,
         ping_sent_us: 0,
@@ -141,7 +164,7 @@ pub fn init(node: u32, peers: &[u32]) {
             target,
         ));
     }
-    let bulk = peer_if.sockets.add(tcp_socket(BULK_BUF_BYTES));
+    let bulk = peer_if.sockets.add(xdv_net::phy::bulk_socket());
     if let Some(m) = net.mgmt.as_mut() {
         for _ in 0..MGMT_SLOTS {
             let h = m.sockets.add(tcp_socket(PEER_BUF_BYTES));
@@ -158,6 +181,9 @@ pub fn init(node: u32, peers: &[u32]) {
         bulk_hash: Sha256::new(),
         bulk_bytes: 0,
         bulk_last: None,
+        bulk_full: 0,
+        auth_failures: 0,
+        unauthenticated_dropped: 0,
     });
 }
 
@@ -217,8 +243,8 @@ impl Transport {
             return;
         }
         if !self.conns[i].hello_sent && role != Role::Mgmt {
-            let mut nonce = [0u8; wire::NONCE_BYTES];
-            nonce[..8].copy_from_slice(&now.to_le_bytes());
+            let nonce = fresh_nonce(self.node, i, self.conns[i].generation);
+            self.conns[i].nonce = nonce;
             let hello = ClusterMessage::Hello(Hello {
                 node: self.node,
                 nonce,
@@ -304,9 +330,74 @@ impl Transport {
                     iface.sockets.get_mut::<tcp::Socket>(c.handle).abort();
                     return;
                 }
+                let Some(id) = crate::cluster::IDENTITY.get() else {
+                    return;
+                };
+                if c.role == Role::Mgmt || !id.peers.iter().any(|p| p.0 == h.node.0) {
+                    log::warn!(
+                        "transport: Hello from {} who is not a member; closing",
+                        h.node
+                    );
+                    self.auth_failures += 1;
+                    iface.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+                    return;
+                }
                 c.peer = Some(h.node);
                 c.hello_seen = true;
-                log::info!("transport: peer {} connected ({:?})", h.node, c.role);
+                match id.seed {
+                    None => {
+                        c.authenticated = true;
+                        log::info!(
+                            "transport: peer {} connected ({:?}, no keys)",
+                            h.node,
+                            c.role
+                        );
+                    }
+                    Some(seed) => {
+                        let signature = xdv_cluster::mgmt::sign_peer_auth(
+                            &seed, id.cluster, self.node, h.node, &h.nonce,
+                        );
+                        let auth = ClusterMessage::Auth(wire::Auth {
+                            node: self.node,
+                            signature,
+                        });
+                        self.send(iface, i, &auth);
+                    }
+                }
+            }
+            ClusterMessage::Auth(a) => {
+                let c = &self.conns[i];
+                let id = crate::cluster::IDENTITY.get();
+                let ok = match (c.peer, id.and_then(|id| c.peer.and_then(|p| id.key_of(p)))) {
+                    (Some(p), Some(key)) if p == a.node && c.hello_seen => {
+                        xdv_cluster::mgmt::verify_peer_auth(
+                            &key,
+                            id.map_or(0, |id| id.cluster),
+                            p,
+                            self.node,
+                            &c.nonce,
+                            &a.signature,
+                        )
+                    }
+                    _ => false,
+                };
+                if ok {
+                    let role = c.role;
+                    self.conns[i].authenticated = true;
+                    log::info!("transport: peer {} authenticated ({role:?})", a.node);
+                } else {
+                    self.auth_failures += 1;
+                    log::warn!("transport: Auth from {} does not verify; closing", a.node);
+                    let e = ErrorReport {
+                        code: wire::error_code::AUTH_FAILED,
+                        text: String::from("peer authentication failed"),
+                    };
+                    self.send(iface, i, &ClusterMessage::Error(e));
+                    iface
+                        .sockets
+                        .get_mut::<tcp::Socket>(self.conns[i].handle)
+                        .abort();
+                }
             }
             ClusterMessage::Ping(p) => {
                 self.send(iface, i, &ClusterMessage::Pong(p));
@@ -316,21 +407,27 @@ impl Transport {
                 c.rtt_us = time::uptime_us().saturating_sub(c.ping_sent_us);
             }
             ClusterMessage::Raft(bytes) => match self.conns[i].peer {
-                // Raft traffic only from a peer that identified itself with Hello.
-                Some(p) if self.conns[i].hello_seen && self.conns[i].role != Role::Mgmt => {
+                // Raft traffic only from a peer that proved its node key.
+                Some(p) if self.conns[i].authenticated && self.conns[i].role != Role::Mgmt => {
                     crate::raft::deliver(p, &bytes)
                 }
-                _ => log::warn!("transport: Raft frame before Hello dropped"),
+                _ => {
+                    self.unauthenticated_dropped += 1;
+                    log::debug!("transport: Raft frame from an unauthenticated peer dropped");
+                }
             },
-            ClusterMessage::MgmtRequest(_) => {
-                let e = ErrorReport {
-                    code: wire::error_code::BAD_REQUEST,
-                    text: String::from(
-                        "management requests are not served by this build (no cluster service)",
-                    ),
-                };
-                self.send(iface, i, &ClusterMessage::Error(e));
-            }
+            ClusterMessage::MgmtRequest(bytes) => match (self.conns[i].role, self.conns[i].peer) {
+                (Role::Mgmt, _) => {
+                    let generation = self.conns[i].generation;
+                    if let Some(reply) = crate::cluster::mgmt_request(i, generation, &bytes) {
+                        self.send(iface, i, &ClusterMessage::MgmtResponse(reply));
+                    }
+                }
+                (_, Some(p)) if self.conns[i].authenticated => {
+                    crate::cluster::peer_request(p, &bytes)
+                }
+                _ => self.unauthenticated_dropped += 1,
+            },
             other => log::debug!(
                 "transport: {:?} from {} ignored",
                 other.msg_type(),
@@ -347,6 +444,8 @@ impl Transport {
         c.decoder = FrameDecoder::new();
         c.hello_sent = false;
         c.hello_seen = false;
+        c.authenticated = false;
+        c.generation += 1;
         if c.role != Role::Connect {
             if c.role == Role::Accept {
                 c.peer = None;
@@ -376,6 +475,9 @@ impl Transport {
                 let _ = s.listen(BULK_PORT);
             }
             _ => {
+                if s.recv_queue() == s.recv_capacity() {
+                    self.bulk_full += 1;
+                }
                 while let Ok(n) = s.recv(|b| {
                     self.bulk_hash.update(&*b);
                     (b.len(), b.len())
@@ -427,6 +529,52 @@ pub fn poll() {
     if let Some(p) = net.peer.as_mut() {
         t.service_bulk(p);
     }
+    let (forwards, replies) = crate::cluster::take_outgoing();
+    if let Some(p) = net.peer.as_mut() {
+        for (to, bytes) in forwards {
+            let conn = t
+                .conns
+                .iter()
+                .position(|c| c.role != Role::Mgmt && c.authenticated && c.peer == Some(to));
+            if let Some(i) = conn {
+                t.send(p, i, &ClusterMessage::MgmtRequest(bytes));
+            }
+        }
+    }
+    if let Some(m) = net.mgmt.as_mut() {
+        for (i, generation, bytes) in replies {
+            if t.conns.get(i).is_some_and(|c| c.generation == generation) {
+                t.send(m, i, &ClusterMessage::MgmtResponse(bytes));
+            }
+        }
+    }
+}
+
+/// A nonce for this side's `Hello`: the TSC (an input from the environment that
+/// decides nothing; it only has to differ between handshakes) hashed with who and where.
+fn fresh_nonce(node: NodeId, conn: usize, generation: u64) -> [u8; wire::NONCE_BYTES] {
+    let mut h = Sha256::new();
+    h.update(crate::arch::rdtsc().to_le_bytes());
+    h.update(time::uptime_us().to_le_bytes());
+    h.update(node.0.to_le_bytes());
+    h.update((conn as u64).to_le_bytes());
+    h.update(generation.to_le_bytes());
+    h.finalize().into()
+}
+
+/// Milliseconds since each authenticated peer was last heard (for failure detection);
+/// a peer without an authenticated connection is absent.
+pub fn peer_silence_ms() -> Vec<(NodeId, u64)> {
+    let guard = TRANSPORT.lock();
+    let Some(t) = guard.as_ref() else {
+        return Vec::new();
+    };
+    let now = now_ms();
+    t.conns
+        .iter()
+        .filter(|c| c.role != Role::Mgmt && c.authenticated)
+        .filter_map(|c| Some((c.peer?, now.saturating_sub(c.last_heard_ms))))
+        .collect()
 }
 
 /// `peers`.
@@ -439,7 +587,7 @@ pub fn print_peers() {
     let now = now_ms();
     println!("node {}: peers (port {PEER_TCP_PORT})", t.node);
     for c in t.conns.iter().filter(|c| c.role != Role::Mgmt) {
-        let up = c.hello_seen && now.saturating_sub(c.last_heard_ms) < PEER_TIMEOUT_MS;
+        let up = c.authenticated && now.saturating_sub(c.last_heard_ms) < PEER_TIMEOUT_MS;
         let who = c
             .peer
             .map(|p| alloc::format!("{p}"))
@@ -474,6 +622,28 @@ pub fn print_peers() {
         print!(" {name}={n}");
     }
     println!(" total={}", t.errors.total());
+    println!(
+        "auth: {} handshakes refused, {} frames from unauthenticated peers dropped",
+        t.auth_failures, t.unauthenticated_dropped
+    );
+}
+
+/// The bulk sink's state for `net`: socket state, bytes of the transfer in progress,
+/// bytes waiting in its receive buffer, and how often that buffer was found full.
+pub fn bulk_status() -> Option<String> {
+    let tguard = TRANSPORT.lock();
+    let t = tguard.as_ref()?;
+    let nguard = NET.lock();
+    let iface = nguard.as_ref()?.peer.as_ref()?;
+    let s = iface.sockets.get::<tcp::Socket>(t.bulk);
+    Some(alloc::format!(
+        "bulk sink: {} received {} bytes, queued {} of {}, buffer full {} times",
+        s.state(),
+        t.bulk_bytes,
+        s.recv_queue(),
+        s.recv_capacity(),
+        t.bulk_full
+    ))
 }
 
 /// Sends `bytes` of a deterministic pattern to node `peer`'s bulk sink; prints the hash.
@@ -484,7 +654,7 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
             .as_mut()
             .and_then(|n| n.peer.as_mut())
             .ok_or("no peer interface")?;
-        let h = i.sockets.add(tcp_socket(BULK_BUF_BYTES));
+        let h = i.sockets.add(xdv_net::phy::bulk_socket());
         let dst = (
             IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, peer as u8)),
             BULK_PORT,
@@ -503,10 +673,6 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
     let deadline_ms = now_ms() + 120_000;
     let mut progress_ms = now_ms() + 1000;
     loop {
-        if now_ms() >= progress_ms {
-            progress_ms += 1000;
-            println!("bulk: {sent} of {bytes} bytes sent");
-        }
         crate::net::poll();
         let mut guard = NET.lock();
         let i = guard
@@ -514,6 +680,15 @@ pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
             .and_then(|n| n.peer.as_mut())
             .ok_or("no peer interface")?;
         let s = i.sockets.get_mut::<tcp::Socket>(handle);
+        if now_ms() >= progress_ms {
+            progress_ms += 1000;
+            let (state, queued) = (s.state(), s.send_queue());
+            let c = i.dev.nic.0.counters;
+            println!(
+                "bulk: {sent} of {bytes} bytes sent ({state}, {queued} queued; nic tx {} rx {} frames)",
+                c.tx_frames, c.rx_frames
+            );
+        }
         if sent == bytes && s.send_queue() == 0 {
             s.close();
             break;
@@ -586,7 +761,7 @@ pub fn send_raft(to: NodeId, bytes: Vec<u8>) -> bool {
     let Some(i) = t
         .conns
         .iter()
-        .position(|c| c.role != Role::Mgmt && c.hello_seen && c.peer == Some(to))
+        .position(|c| c.role != Role::Mgmt && c.authenticated && c.peer == Some(to))
     else {
         return false;
     };
