@@ -171,6 +171,122 @@ impl RecordBody {
     }
 }
 
+/// Writes [`RecordBody::encode_into`]'s output: postcard's wire format by hand
+/// (LEB128 varints for integers and lengths, raw bytes for `u8` arrays).
+struct Out<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Out<'_> {
+    #[inline(always)]
+    fn raw(&mut self, b: &[u8]) -> Option<()> {
+        let end = self.pos.checked_add(b.len())?;
+        self.buf.get_mut(self.pos..end)?.copy_from_slice(b);
+        self.pos = end;
+        Some(())
+    }
+
+    /// Unsigned LEB128, as postcard writes `u16`, `u32`, `u64` and lengths.
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) -> Option<()> {
+        loop {
+            let b = self.buf.get_mut(self.pos)?;
+            self.pos += 1;
+            if v < 0x80 {
+                *b = v as u8;
+                return Some(());
+            }
+            *b = (v as u8) | 0x80;
+            v >>= 7;
+        }
+    }
+
+    #[inline(always)]
+    fn hash(&mut self, h: &Hash32) -> Option<()> {
+        self.raw(&h.0)
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) -> Option<()> {
+        self.varint(b.len() as u64)?;
+        self.raw(b)
+    }
+}
+
+impl RecordBody {
+    /// Writes `postcard::to_slice(self)` into `out` without going through serde and
+    /// returns its length; `None` if `out` is too small. The bytes are exactly
+    /// postcard's (a test compares them for every variant); the append path uses
+    /// this because it is several times cheaper than the serde serializer.
+    pub fn encode_into(&self, out: &mut [u8]) -> Option<usize> {
+        let mut o = Out { buf: out, pos: 0 };
+        o.varint(u64::from(self.kind()))?;
+        match self {
+            RecordBody::Boot { count } => o.varint(*count)?,
+            RecordBody::Recovered { dropped_bytes } => o.varint(*dropped_bytes)?,
+            RecordBody::RegionFull { records, bytes } => {
+                o.varint(*records)?;
+                o.varint(*bytes)?;
+            }
+            RecordBody::TaskEnqueued { task, core } => {
+                o.varint(task.0)?;
+                o.varint(u64::from(core.0))?;
+            }
+            RecordBody::TaskExecuted {
+                task,
+                ticks,
+                output_hash,
+            } => {
+                o.varint(task.0)?;
+                o.varint(*ticks)?;
+                o.hash(output_hash)?;
+            }
+            RecordBody::BudgetExceeded { task, ticks } => {
+                o.varint(task.0)?;
+                o.varint(*ticks)?;
+            }
+            RecordBody::GuardDenied { task, capability } => {
+                o.varint(task.0)?;
+                o.varint(u64::from(capability.0))?;
+            }
+            RecordBody::Trapped {
+                task,
+                ticks,
+                reason,
+            } => {
+                o.varint(task.0)?;
+                o.varint(*ticks)?;
+                o.bytes(reason.as_bytes())?;
+            }
+            RecordBody::ConsoleCommand { line } => o.bytes(line.as_bytes())?,
+            RecordBody::ReplayHead { len, head_hash } => {
+                o.varint(*len)?;
+                o.hash(head_hash)?;
+            }
+            RecordBody::RaftApplied {
+                index,
+                term,
+                entry_hash,
+            } => {
+                o.varint(*index)?;
+                o.varint(*term)?;
+                o.hash(entry_hash)?;
+            }
+            RecordBody::MerkleRootPublished { size, root } => {
+                o.varint(*size)?;
+                o.hash(root)?;
+            }
+            RecordBody::RequestRefused { reason } => o.bytes(reason.as_bytes())?,
+            RecordBody::Custom { tag, bytes } => {
+                o.varint(u64::from(*tag))?;
+                o.bytes(bytes)?;
+            }
+        }
+        Some(o.pos)
+    }
+}
+
 /// Serialises a byte vector as serde bytes (one copy instead of one call per byte).
 /// The postcard encoding is identical to a sequence of `u8` (varint length, raw bytes).
 mod raw_bytes {

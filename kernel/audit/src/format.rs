@@ -83,19 +83,77 @@ pub struct Superblock {
 /// a torn write (a mix of two versions) is caught with probability 1 - 2^-64.
 fn checksum64(bytes: &[u8]) -> u64 {
     debug_assert!(bytes.len().is_multiple_of(8));
-    checksum_words(bytes.chunks_exact(8).map(|w| {
+    let h = bytes.chunks_exact(8).fold(CHECKSUM_SEED, |h, w| {
         let mut word = [0u8; 8];
         word.copy_from_slice(w);
-        u64::from_le_bytes(word)
-    }))
+        checksum_step(h, u64::from_le_bytes(word))
+    });
+    checksum_finish(h)
 }
 
-fn checksum_words(words: impl Iterator<Item = u64>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for w in words {
-        h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+const CHECKSUM_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[inline(always)]
+fn checksum_step(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+#[inline(always)]
+fn checksum_finish(h: u64) -> u64 {
     h ^ (h >> 32)
+}
+
+/// Words 0..4 of a superblock (magic, version + node, region size, boot count)
+/// do not change while a log is open; the checksum is a left fold over the words,
+/// so its state after them is computed once and every append only folds in the
+/// last seven words (end offset, record count, head hash, generation).
+#[derive(Clone, Debug)]
+pub(crate) struct SuperblockPrefix {
+    bytes: [u8; 32],
+    state: u64,
+}
+
+impl SuperblockPrefix {
+    pub(crate) fn new(node: NodeId, region_bytes: u64, boot_count: u64) -> SuperblockPrefix {
+        let words = [
+            u64::from_le_bytes(MAGIC),
+            u64::from(FORMAT_VERSION) | (u64::from(node.0) << 32),
+            region_bytes,
+            boot_count,
+        ];
+        let mut bytes = [0u8; 32];
+        for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let state = words.into_iter().fold(CHECKSUM_SEED, checksum_step);
+        SuperblockPrefix { bytes, state }
+    }
+
+    /// Encodes a whole copy into `out`, checksum included.
+    #[inline]
+    pub(crate) fn encode_into(
+        &self,
+        out: &mut [u8; SUPERBLOCK_BYTES],
+        end_offset: u64,
+        record_count: u64,
+        head_hash: &Hash32,
+        generation: u64,
+    ) {
+        let h = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&head_hash.0[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        let words: [u64; 7] = [end_offset, record_count, h(0), h(1), h(2), h(3), generation];
+        out[..32].copy_from_slice(&self.bytes);
+        let mut state = self.state;
+        for (chunk, w) in out[32..SB_CHECKSUM_AT].chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+            state = checksum_step(state, w);
+        }
+        out[SB_CHECKSUM_AT..].copy_from_slice(&checksum_finish(state).to_le_bytes());
+        debug_assert_eq!(checksum_finish(state), checksum64(&out[..SB_CHECKSUM_AT]));
+    }
 }
 
 fn le_u16(b: &[u8], at: usize) -> Option<u16> {
@@ -112,34 +170,16 @@ fn hash_at(b: &[u8], at: usize) -> Option<Hash32> {
 }
 
 impl Superblock {
-    /// Encodes this copy, checksum included. Works on the 11 words directly (the
-    /// checksum is defined over their LE bytes, which are these words).
+    /// Encodes this copy, checksum included.
     pub fn encode(&self) -> [u8; SUPERBLOCK_BYTES] {
-        let h = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&self.head_hash.0[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(w)
-        };
-        let words: [u64; 11] = [
-            u64::from_le_bytes(MAGIC),
-            u64::from(FORMAT_VERSION) | (u64::from(self.node.0) << 32),
-            self.region_bytes,
-            self.boot_count,
+        let mut b = [0u8; SUPERBLOCK_BYTES];
+        SuperblockPrefix::new(self.node, self.region_bytes, self.boot_count).encode_into(
+            &mut b,
             self.end_offset,
             self.record_count,
-            h(0),
-            h(1),
-            h(2),
-            h(3),
+            &self.head_hash,
             self.generation,
-        ];
-        let mut b = [0u8; SUPERBLOCK_BYTES];
-        for (chunk, w) in b.chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&w.to_le_bytes());
-        }
-        let sum = checksum_words(words.into_iter());
-        b[SB_CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
-        debug_assert_eq!(sum, checksum64(&b[..SB_CHECKSUM_AT]));
+        );
         b
     }
 

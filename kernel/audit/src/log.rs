@@ -1,9 +1,14 @@
 //! [`AuditLog`]: appends records to a region the kernel owns, crash-consistently.
 //!
 //! Append protocol: (1) write the whole record (header, payload, previous hash,
-//! own hash) into free space after the chain; (2) `fence(SeqCst)`; (3) write the
+//! own hash) into free space after the chain; (2) `fence(Release)`; (3) write the
 //! *older* superblock copy with the new end offset, count, head hash and
-//! generation + 1. A crash before (3) leaves a valid prefix (the record is either
+//! generation + 1. The protocol needs only store→store order (every record byte
+//! before any byte of the superblock that covers it): a release fence gives that
+//! on every target (no instruction on x86's TSO, `dmb ish` on AArch64, `fence rw,w`
+//! on RISC-V) and keeps the compiler from sinking record stores below it; a
+//! `SeqCst` fence (`mfence`) would add store→load order, which nothing here reads.
+//! A crash before (3) leaves a valid prefix (the record is either
 //! complete, and found by the walk at the next open, or torn, and cut); a crash
 //! during (3) tears at most the older copy, and the newer copy is still valid.
 //! The record is durable when `append` returns.
@@ -22,7 +27,8 @@ use crate::body::{FieldTooLong, RecordBody};
 use crate::format::{
     DATA_START, FORMAT_VERSION, HEADER_BYTES, MAX_PAYLOAD_BYTES, MAX_REGION_BYTES,
     MIN_REGION_BYTES, RecordHeader, RecordView, Records, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS,
-    Superblock, TRAILER_BYTES, VerifyError, VerifyReport, genesis_hash, nonzero_tail, walk,
+    Superblock, SuperblockPrefix, TRAILER_BYTES, VerifyError, VerifyReport, genesis_hash,
+    nonzero_tail, walk,
 };
 use crate::merkle::MerkleAccumulator;
 
@@ -129,6 +135,8 @@ pub struct AuditLog<'a> {
     /// Merkle accumulator, folded forward lazily by `merkle_root`.
     merkle: MerkleAccumulator,
     merkle_end: usize,
+    /// The superblock words fixed while the log is open, and their checksum state.
+    sb_prefix: SuperblockPrefix,
 }
 
 impl<'a> AuditLog<'a> {
@@ -160,9 +168,10 @@ impl<'a> AuditLog<'a> {
         let w = walk(region, node);
         let dropped = nonzero_tail(region, w.end);
         region[w.end..w.end + dropped].fill(0);
+        let boot_count = sb.boot_count.saturating_add(1);
         let mut log = AuditLog {
             node,
-            boot_count: sb.boot_count.saturating_add(1),
+            boot_count,
             end: w.end,
             records: w.records,
             head: w.head,
@@ -171,9 +180,11 @@ impl<'a> AuditLog<'a> {
             full: w.last_kind == Some(REGION_FULL_KIND),
             merkle: w.merkle,
             merkle_end: w.end,
+            sb_prefix: SuperblockPrefix::new(node, len as u64, boot_count),
             region,
         };
-        log.write_superblock();
+        let head = log.head;
+        log.write_superblock(&head);
         let report = OpenReport {
             formatted: false,
             boot_count: log.boot_count,
@@ -213,11 +224,13 @@ impl<'a> AuditLog<'a> {
             full: false,
             merkle: MerkleAccumulator::new(),
             merkle_end: DATA_START,
+            sb_prefix: SuperblockPrefix::new(node, region.len() as u64, 1),
             region,
         };
         // Write both copies so either alone describes the empty chain.
-        log.write_superblock();
-        log.write_superblock();
+        let head = log.head;
+        log.write_superblock(&head);
+        log.write_superblock(&head);
         let report = OpenReport {
             formatted: true,
             boot_count: 1,
@@ -230,25 +243,28 @@ impl<'a> AuditLog<'a> {
         (log, report)
     }
 
-    fn write_superblock(&mut self) {
+    /// Writes the older copy; `head` is `self.head`, passed by value so that the
+    /// append path encodes the words of the hash it just computed (in registers)
+    /// instead of reloading them from `self.head` right after storing them.
+    fn write_superblock(&mut self, head: &Hash32) {
+        debug_assert_eq!(*head, self.head);
         self.generation += 1;
         let target = 1 - self.newest_copy;
-        let sb = Superblock {
-            node: self.node,
-            region_bytes: self.region.len() as u64,
-            boot_count: self.boot_count,
-            end_offset: self.end as u64,
-            record_count: self.records,
-            head_hash: self.head,
-            generation: self.generation,
-        };
         let at = SUPERBLOCK_OFFSETS[target];
         // No fence after this store: the next record's bytes may become visible
         // before it, which is harmless (the walk at open accepts complete records
         // past the superblock's end); the fence in `write_record` orders each
         // record before the superblock that covers it, and this store before the
         // next superblock store.
-        self.region[at..at + SUPERBLOCK_BYTES].copy_from_slice(&sb.encode());
+        let mut sb = [0u8; SUPERBLOCK_BYTES];
+        self.sb_prefix.encode_into(
+            &mut sb,
+            self.end as u64,
+            self.records,
+            head,
+            self.generation,
+        );
+        self.region[at..at + SUPERBLOCK_BYTES].copy_from_slice(&sb);
         self.newest_copy = target;
     }
 
@@ -298,7 +314,7 @@ impl<'a> AuditLog<'a> {
             .checked_sub(TRAILER_BYTES)?
             .min(payload_start + MAX_PAYLOAD_BYTES);
         let slot = self.region.get_mut(payload_start..payload_limit)?;
-        let payload_bytes = postcard::to_slice(body, slot).ok()?.len();
+        let payload_bytes = body.encode_into(slot)?;
         let header = RecordHeader {
             version: FORMAT_VERSION,
             seq: self.records,
@@ -315,12 +331,13 @@ impl<'a> AuditLog<'a> {
         rec[hashed - 32..hashed].copy_from_slice(&self.head.0);
         let hash: [u8; 32] = Sha256::digest(&rec[..hashed]).into();
         rec[hashed..].copy_from_slice(&hash);
-        fence(Ordering::SeqCst);
+        fence(Ordering::Release);
         let seq = self.records;
         self.end += total;
         self.records += 1;
-        self.head = Hash32(hash);
-        self.write_superblock();
+        let hash = Hash32(hash);
+        self.head = hash;
+        self.write_superblock(&hash);
         Some(seq)
     }
 

@@ -1,7 +1,7 @@
 //! `cargo xdv bench audit`: appending 128-byte payloads to an audit region, against
 //! raw SHA-256 over the same record bytes in the same run (the limit: every append
-//! must hash its record once; postcard encoding, the copy and the superblock
-//! update are our overhead). The Merkle accumulator is folded lazily
+//! must hash its record once; encoding the payload into the region, the header and
+//! the superblock update are our overhead, see `docs/audit.md` § Performance). The Merkle accumulator is folded lazily
 //! (`merkle_root`), so its cost is reported on a separate line.
 //!
 //! Usage: `cargo xdv bench audit [runs]` (default 7; median of the runs).
