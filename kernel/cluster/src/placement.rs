@@ -16,6 +16,8 @@ pub struct Candidate {
     pub load: u32,
     /// Tasks it may hold at once (available cores × tasks per core).
     pub capacity: u32,
+    /// Tasks it has been given in its lifetime (completed + assigned).
+    pub lifetime: u64,
     /// 0 if it is the primary of the task's shard, 1 the secondary, 2 otherwise.
     pub shard_rank: u32,
 }
@@ -28,8 +30,9 @@ pub trait PlacementPolicy {
 }
 
 /// The default: least relative load (`load / capacity`, compared exactly by cross
-/// multiplication), then the shard's primary before its secondary before others, then
-/// the lowest node id.
+/// multiplication), then the fewest tasks given in its lifetime (so work submitted one
+/// task at a time still spreads), then the shard's primary before its secondary before
+/// others, then the lowest node id.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct LeastLoaded;
 
@@ -45,6 +48,7 @@ impl PlacementPolicy for LeastLoaded {
                 let la = u64::from(a.load) * u64::from(b.capacity);
                 let lb = u64::from(b.load) * u64::from(a.capacity);
                 la.cmp(&lb)
+                    .then(a.lifetime.cmp(&b.lifetime))
                     .then(a.shard_rank.cmp(&b.shard_rank))
                     .then(a.node.cmp(&b.node))
             })

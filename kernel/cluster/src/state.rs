@@ -715,6 +715,7 @@ impl ClusterState {
                 node: *n,
                 load: r.assigned.saturating_add(r.local_load),
                 capacity: r.capacity(cfg, spec.domain),
+                lifetime: r.completed + u64::from(r.assigned),
                 shard_rank: self.data.shards.rank(shard, *n),
             })
             .collect()

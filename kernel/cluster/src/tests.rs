@@ -165,6 +165,19 @@ fn placement_spreads_by_load_then_shard_then_id() {
 }
 
 #[test]
+fn one_at_a_time_submissions_still_spread() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let mut per_node = [0u32; 4];
+    for seq in 1..=9 {
+        let (t, n, att) = assigned(&log.push(&mut s, Command::AssignTask(spec(10, seq))))[0];
+        per_node[n.0 as usize] += 1;
+        log.push(&mut s, complete(t, n, att));
+    }
+    assert_eq!(&per_node[1..], &[3, 3, 3], "lifetime work breaks load ties");
+}
+
+#[test]
 fn capabilities_and_pins_restrict_placement() {
     let mut s = cluster();
     let mut log = Log::new();

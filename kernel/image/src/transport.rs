@@ -103,11 +103,15 @@ fn now_ms() -> u64 {
     time::uptime_us() / 1000
 }
 
+/// Peer and management sockets; window probes so a lost window update cannot stall a
+/// connection forever (smoltcp 0.12 has no persist timer; docs/devices.md).
 fn tcp_socket(bytes: usize) -> tcp::Socket<'static> {
-    tcp::Socket::new(
+    let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; bytes]),
         tcp::SocketBuffer::new(vec![0; bytes]),
-    )
+    );
+    xdv_net::phy::enable_window_probes(&mut s);
+    s
 }
 
 fn new_conn(

@@ -14,10 +14,11 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xdv_boot::provision::{self, Peer, Provision, Tenant};
-use xdv_cluster::mgmt::{self, Principal, Request, Response, SignedRequest};
+use xdv_cluster::TaskStatus;
+use xdv_cluster::mgmt::{self, ClusterView, Denied, Principal, Request, Response, SignedRequest};
 use xdv_cluster::public_key;
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
-use xdv_types::{NodeId, Timestamp};
+use xdv_types::{NodeId, TaskId, Timestamp};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Keys {
@@ -256,4 +257,90 @@ pub fn signed(keys: &Keys, principal: Principal, request: Request) -> Result<Sig
         request,
         &seed,
     ))
+}
+
+/// The operator's `ClusterStatus` of the node behind `port`.
+pub fn cluster_view(port: u16, keys: &Keys) -> Result<ClusterView> {
+    let mut c = Client::connect(port, Duration::from_secs(2))?;
+    let req = signed(keys, Principal::Operator, Request::ClusterStatus)?;
+    match c.call(&req, Duration::from_secs(5))? {
+        Response::Cluster(v) => Ok(v),
+        Response::Refused(d) => bail!("refused: {d}"),
+        other => bail!("unexpected response {other:?}"),
+    }
+}
+
+/// Sends `req` (again, with the same seq, after a timeout or a lost connection) until
+/// the cluster names its task. Safe to repeat: the state machine never runs a
+/// request twice.
+pub fn submit_until_placed(port: u16, req: &SignedRequest, end: Instant) -> Result<TaskId> {
+    let mut last = String::new();
+    while Instant::now() < end {
+        let r = Client::connect(port, Duration::from_secs(2))
+            .and_then(|mut c| c.call(req, Duration::from_secs(12)));
+        match r {
+            Ok(Response::Submitted { task }) => return Ok(task),
+            Ok(Response::Refused(Denied::Duplicate { task })) => return Ok(task),
+            Ok(Response::Refused(d @ (Denied::NoLeader | Denied::NotReady(_)))) => {
+                last = d.to_string()
+            }
+            Ok(Response::Refused(d)) => bail!("refused: {d}"),
+            Ok(other) => bail!("unexpected response {other:?}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bail!("not accepted in time (last: {last})")
+}
+
+/// Polls the task's status until it completed or was refused.
+pub fn wait_task(
+    port: u16,
+    keys: &Keys,
+    who: Principal,
+    task: TaskId,
+    end: Instant,
+) -> Result<TaskStatus> {
+    let mut last = String::new();
+    while Instant::now() < end {
+        let r = signed(keys, who, Request::TaskStatus { task }).and_then(|req| {
+            Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(5))
+        });
+        match r {
+            Ok(Response::Task { status, .. })
+                if matches!(
+                    status,
+                    TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
+                ) =>
+            {
+                return Ok(status);
+            }
+            Ok(Response::Task { status, .. }) => last = format!("{status:?}"),
+            Ok(Response::Refused(d)) => last = d.to_string(),
+            Ok(other) => bail!("unexpected response {other:?}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("task {} did not finish in time (last: {last})", task.0)
+}
+
+pub fn describe(s: &TaskStatus) -> String {
+    match s {
+        TaskStatus::Completed {
+            node,
+            attempt,
+            outcome,
+            ticks,
+            output_hash,
+            output,
+        } => format!(
+            "{outcome} on node {} (attempt {attempt}) ticks={ticks} output_hash={} output={}",
+            node.0,
+            hex::encode(output_hash.0),
+            String::from_utf8(output.clone()).unwrap_or_else(|_| hex::encode(output))
+        ),
+        TaskStatus::Rejected(r) => format!("refused: {r}"),
+        other => format!("{other:?}"),
+    }
 }

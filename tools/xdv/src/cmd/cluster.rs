@@ -5,10 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec};
-use xdv::mgmt::{self, Client, Keys};
-use xdv_cluster::mgmt::{ClusterView, Denied, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{TaskStatus, Work};
-use xdv_types::TaskId;
+use xdv::mgmt::{self, Keys};
+use xdv_cluster::Work;
+use xdv_cluster::mgmt::{ClusterView, Principal, Request, Submit};
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -205,17 +204,8 @@ pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> 
         .iter()
         .filter(|n| n.pid.is_some_and(cluster::alive))
         .map(|n| {
-            let v = (|| {
-                let port = cluster::MGMT_HOST_PORT_BASE + n.id as u16;
-                let mut c = Client::connect(port, Duration::from_secs(2))?;
-                let req = mgmt::signed(keys, Principal::Operator, Request::ClusterStatus)?;
-                match c.call(&req, Duration::from_secs(5))? {
-                    Response::Cluster(v) => Ok(v),
-                    Response::Refused(d) => bail!("refused: {d}"),
-                    other => bail!("unexpected response {other:?}"),
-                }
-            })();
-            (n.id, v)
+            let port = cluster::MGMT_HOST_PORT_BASE + n.id as u16;
+            (n.id, mgmt::cluster_view(port, keys))
         })
         .collect()
 }
@@ -341,89 +331,14 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
         }),
     )?;
     let end = Instant::now() + Duration::from_secs(a.timeout);
-    let task = submit_until_placed(port, &req, end)?;
+    let task = mgmt::submit_until_placed(port, &req, end)?;
     println!("task {}", task.0);
     if a.no_wait {
         return Ok(());
     }
-    let status = wait_task(port, &keys, tenant, task, end)?;
-    println!("{}", describe(&status));
+    let status = mgmt::wait_task(port, &keys, tenant, task, end)?;
+    println!("{}", mgmt::describe(&status));
     Ok(())
-}
-
-/// Sends `req` (again, with the same seq, after a timeout or a lost connection) until
-/// the cluster names its task. Safe to repeat: the state machine never runs a
-/// request twice.
-pub fn submit_until_placed(port: u16, req: &SignedRequest, end: Instant) -> Result<TaskId> {
-    let mut last = String::new();
-    while Instant::now() < end {
-        let r = Client::connect(port, Duration::from_secs(2))
-            .and_then(|mut c| c.call(req, Duration::from_secs(12)));
-        match r {
-            Ok(Response::Submitted { task }) => return Ok(task),
-            Ok(Response::Refused(Denied::Duplicate { task })) => return Ok(task),
-            Ok(Response::Refused(d @ (Denied::NoLeader | Denied::NotReady(_)))) => {
-                last = d.to_string()
-            }
-            Ok(Response::Refused(d)) => bail!("refused: {d}"),
-            Ok(other) => bail!("unexpected response {other:?}"),
-            Err(e) => last = format!("{e:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    bail!("not accepted in time (last: {last})")
-}
-
-/// Polls the task's status until it completed or was refused.
-pub fn wait_task(
-    port: u16,
-    keys: &Keys,
-    who: Principal,
-    task: TaskId,
-    end: Instant,
-) -> Result<TaskStatus> {
-    let mut last = String::new();
-    while Instant::now() < end {
-        let r = mgmt::signed(keys, who, Request::TaskStatus { task }).and_then(|req| {
-            Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(5))
-        });
-        match r {
-            Ok(Response::Task { status, .. })
-                if matches!(
-                    status,
-                    TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
-                ) =>
-            {
-                return Ok(status);
-            }
-            Ok(Response::Task { status, .. }) => last = format!("{status:?}"),
-            Ok(Response::Refused(d)) => last = d.to_string(),
-            Ok(other) => bail!("unexpected response {other:?}"),
-            Err(e) => last = format!("{e:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("task {} did not finish in time (last: {last})", task.0)
-}
-
-pub fn describe(s: &TaskStatus) -> String {
-    match s {
-        TaskStatus::Completed {
-            node,
-            attempt,
-            outcome,
-            ticks,
-            output_hash,
-            output,
-        } => format!(
-            "{outcome} on node {} (attempt {attempt}) ticks={ticks} output_hash={} output={}",
-            node.0,
-            hex::encode(output_hash.0),
-            String::from_utf8(output.clone()).unwrap_or_else(|_| hex::encode(output))
-        ),
-        TaskStatus::Rejected(r) => format!("refused: {r}"),
-        other => format!("{other:?}"),
-    }
 }
 
 pub fn console(a: NodeArgs) -> Result<()> {
