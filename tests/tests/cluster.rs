@@ -3,171 +3,25 @@
 //! tenant-signed requests through a follower's management port, placed by the log,
 //! run on every node, reported through the log. Then: refused requests (out of scope,
 //! replayed, unsigned, garbage), the leader killed mid-stream (every task completes
-//! exactly once), the killed node restarted on its RAM file (it catches up), a
-//! partition (the minority commits nothing, the majority goes on; healing converges),
-//! and every node's audit chain verified on the host from its RAM file.
+//! exactly once, no committed entry lost), the killed node restarted on its RAM file
+//! (it catches up), a partition (the minority commits nothing, the majority goes on;
+//! healing converges), an impostor node without the cluster's key (no Raft traffic
+//! accepted), every node's audit chain verified on the host from its RAM file; a whole
+//! run through 10 % frame drop; and malformed or mismatched provisioning modules
+//! refused at boot.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-use xdv::mgmt::{self, Client, Keys};
+use xdv::mgmt::{self, Client};
 use xdv::qemu::{Config, Vm, temp_dir};
-use xdv::switch::{Faults, SwitchConfig};
-use xdv_cluster::mgmt::{ClusterView, Denied, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{Domain, TaskStatus, Work};
-use xdv_types::{NodeId, Priority, TaskId, TenantId};
+use xdv::switch::Faults;
+use xdv::testbed::Testbed;
+use xdv_cluster::TaskStatus;
+use xdv_cluster::mgmt::{Denied, Principal, Request, Response, SignedRequest};
+use xdv_types::{NodeId, Priority, TenantId};
 
 const T: Duration = Duration::from_secs(180);
-const NODES: usize = 3;
-
-struct Cluster {
-    dir: PathBuf,
-    keys: Keys,
-    ports: Vec<u16>,
-    vms: Vec<Option<Vm>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn boot(dir: &Path, id: usize, port: u16) -> Vm {
-    let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24"))
-        .unwrap()
-        .ram_file(dir.join(format!("node{id}.ram")))
-        .with_nics(dir, id as u16, Some(port));
-    cfg.extra.extend([
-        "-initrd".into(),
-        dir.join(format!("node{id}.prov")).display().to_string(),
-    ]);
-    let mut vm = Vm::spawn(&cfg).unwrap();
-    vm.wait_for("xdv> ", T).unwrap();
-    assert!(
-        vm.output()
-            .contains(&format!("xdv: provision: node {id} of cluster")),
-        "{}",
-        vm.output()
-    );
-    vm
-}
-
-impl Cluster {
-    fn port(&self, i: usize) -> u16 {
-        self.ports[i - 1]
-    }
-
-    fn view(&self, i: usize) -> anyhow::Result<ClusterView> {
-        mgmt::cluster_view(self.port(i), &self.keys)
-    }
-
-    fn logs(&self) -> String {
-        self.vms
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Some(vm) => format!("--- node {} ---\n{}\n", i + 1, tail(&vm.output())),
-                None => format!("--- node {} --- (stopped)\n", i + 1),
-            })
-            .collect()
-    }
-
-    /// Waits until the running nodes in `among` agree on a leader; returns its id.
-    fn leader(&self, among: &[usize]) -> usize {
-        let end = Instant::now() + T;
-        loop {
-            let views: Vec<_> = among.iter().map(|&i| self.view(i)).collect();
-            if let Ok(vs) = views.into_iter().collect::<anyhow::Result<Vec<_>>>() {
-                let leaders: BTreeSet<_> = vs.iter().map(|v| v.leader).collect();
-                if leaders.len() == 1
-                    && let Some(Some(l)) = leaders.into_iter().next()
-                    && among.contains(&(l.0 as usize))
-                {
-                    return l.0 as usize;
-                }
-            }
-            assert!(Instant::now() < end, "no agreed leader\n{}", self.logs());
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// Waits until `among` have applied the same index with the same state hash and at
-    /// least `completed` tasks completed; returns their views.
-    fn converged(&self, among: &[usize], completed: u64) -> Vec<ClusterView> {
-        let end = Instant::now() + T;
-        loop {
-            let views: anyhow::Result<Vec<_>> = among.iter().map(|&i| self.view(i)).collect();
-            let last = match views {
-                Ok(vs) => {
-                    let same = vs
-                        .iter()
-                        .all(|v| v.applied == vs[0].applied && v.state_hash == vs[0].state_hash);
-                    let rooted = vs.iter().all(|v| v.federated_root.is_some());
-                    if same && rooted && vs.iter().all(|v| v.completed >= completed) {
-                        return vs;
-                    }
-                    vs.iter()
-                        .map(|v| {
-                            format!(
-                                "n{} applied {} done {} hash {:?}",
-                                v.node.0,
-                                v.applied,
-                                v.completed,
-                                &v.state_hash.0[..4]
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                }
-                Err(e) => format!("{e:#}"),
-            };
-            assert!(
-                Instant::now() < end,
-                "no convergence ({last})\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    /// Submits `n` hash tasks as tenant 1 through node `via`; returns their ids.
-    fn submit(&self, via: usize, n: usize, tag: &str) -> Vec<TaskId> {
-        (0..n)
-            .map(|k| {
-                let req = submit_request(&self.keys, 1, format!("{tag} {k}").into_bytes());
-                let end = Instant::now() + T;
-                mgmt::submit_until_placed(self.port(via), &req, end)
-                    .unwrap_or_else(|e| panic!("{tag} {k}: {e:#}\n{}", self.logs()))
-            })
-            .collect()
-    }
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-fn submit_request(keys: &Keys, tenant: u32, input: Vec<u8>) -> SignedRequest {
-    mgmt::signed(
-        keys,
-        Principal::Tenant(TenantId(tenant)),
-        Request::Submit(Submit {
-            work: Work::Builtin("hash".into()),
-            input,
-            budget_ticks: 100,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
-            pin: None,
-        }),
-    )
-    .unwrap()
-}
 
 fn call(port: u16, req: &SignedRequest) -> Response {
     Client::connect(port, Duration::from_secs(5))
@@ -204,41 +58,26 @@ fn verify_ram(ram: &Path) -> xdv_audit::VerifyReport {
 
 #[test]
 fn three_node_cluster_places_fails_over_partitions_and_converges() {
-    let dir = temp_dir("cluster").unwrap();
-    let keys = Keys::generate(NODES as u32, 2).unwrap();
-    keys.save(&dir).unwrap();
-    for id in 1..=NODES as u32 {
-        std::fs::write(dir.join(format!("node{id}.prov")), keys.module(id).unwrap()).unwrap();
+    let mut cl = Testbed::launch("cluster", 3, Faults::default(), 11).unwrap();
+    let all = [1usize, 2, 3];
+    for i in all {
+        let out = cl.vm(i).output();
+        assert!(
+            out.contains(&format!("xdv: provision: node {i} of cluster")),
+            "{out}"
+        );
     }
-    let sw = xdv::switch::spawn(SwitchConfig {
-        dir: dir.clone(),
-        ports: NODES as u16,
-        seed: 11,
-        faults: Faults::default(),
-    })
-    .unwrap();
-    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-    let vms = (1..=NODES)
-        .map(|i| Some(boot(&dir, i, ports[i - 1])))
-        .collect();
-    let mut cl = Cluster {
-        dir: dir.clone(),
-        keys,
-        ports,
-        vms,
-    };
-    let all: Vec<usize> = (1..=NODES).collect();
 
     // 1. A leader; 100 tasks through a follower, all complete, spread over every node.
-    let leader = cl.leader(&all);
+    let leader = cl.leader(&all, T).unwrap();
     let follower = all.iter().copied().find(|&i| i != leader).unwrap();
-    let first = cl.submit(follower, 100, "first");
+    let first = cl.submit(follower, 100, "first", T).unwrap();
     assert_eq!(
         first.iter().collect::<BTreeSet<_>>().len(),
         100,
         "ids unique"
     );
-    let vs = cl.converged(&all, 100);
+    let vs = cl.converged(&all, 100, T).unwrap();
     for m in &vs[0].members {
         assert!(
             m.completed > 0,
@@ -247,10 +86,7 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
             vs[0].members
         );
     }
-    assert!(
-        vs.iter()
-            .all(|v| v.federated_root.is_some() && v.federated_root == vs[0].federated_root)
-    );
+    assert!(vs.iter().all(|v| v.federated_root == vs[0].federated_root));
     // The cluster's result is the host's result for the same module and input.
     let status = mgmt::wait_task(
         cl.port(follower),
@@ -284,7 +120,7 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         call(p, &peek),
         Response::Refused(Denied::OutOfScope { task: first[0] })
     );
-    let once = submit_request(&cl.keys, 1, b"once".to_vec());
+    let once = cl.hash_request(1, b"once".to_vec()).unwrap();
     let task = match call(p, &once) {
         Response::Submitted { task } => task,
         other => panic!("{other:?}"),
@@ -299,7 +135,7 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         call(p, &q),
         Response::Refused(Denied::Replayed { .. })
     ));
-    let mut unsigned = submit_request(&cl.keys, 1, b"unsigned".to_vec());
+    let mut unsigned = cl.hash_request(1, b"unsigned".to_vec()).unwrap();
     unsigned.signature.clear();
     assert_eq!(call(p, &unsigned), Response::Refused(Denied::BadSignature));
     let mut c = Client::connect(p, Duration::from_secs(5)).unwrap();
@@ -309,9 +145,8 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         cl.view(follower).is_ok(),
         "node stopped serving after garbage"
     );
-    let out = cl.vms[follower - 1]
-        .as_mut()
-        .unwrap()
+    let out = cl
+        .vm(follower)
         .command("cluster", "refused-requests", T)
         .unwrap();
     let refused: u64 = out
@@ -321,59 +156,156 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!(refused >= 4, "{out}");
+    let out = cl.vm(follower).command("audit tail 40", "xdv>", T).unwrap();
+    assert!(
+        out.contains("RequestRefused"),
+        "refusals not audited: {out}"
+    );
 
-    // 3. Kill the leader; tasks submitted during and after the failover complete once.
+    // 3. Kill the leader; tasks submitted during and after the failover complete once,
+    //    and nothing committed before the kill is lost.
+    let committed = cl.view(leader).unwrap().commit;
     let killed = leader;
-    cl.vms[killed - 1].take().unwrap().kill();
+    cl.kill(killed);
     let rest: Vec<usize> = all.iter().copied().filter(|&i| i != killed).collect();
-    let second = cl.submit(rest[0], 20, "second");
-    let new_leader = cl.leader(&rest);
+    let second = cl.submit(rest[0], 20, "second", T).unwrap();
+    let new_leader = cl.leader(&rest, T).unwrap();
     assert_ne!(new_leader, killed);
-    let vs = cl.converged(&rest, 121);
+    let vs = cl.converged(&rest, 121, T).unwrap();
     assert_eq!(
         vs[0].tasks, 121,
         "a task ran twice or was lost: {:?}",
         vs[0]
     );
+    assert!(
+        vs.iter().all(|v| v.applied >= committed),
+        "committed entries lost"
+    );
     assert!(second.iter().all(|t| !first.contains(t)));
 
     // 4. The killed node restarts on its RAM file and catches up to the same hash.
-    cl.vms[killed - 1] = Some(boot(&dir, killed, cl.port(killed)));
-    let vs = cl.converged(&all, 121);
+    cl.vms[killed - 1] = Some(cl.boot(killed, &format!("node{killed}.prov")).unwrap());
+    let vs = cl.converged(&all, 121, T).unwrap();
     assert_eq!(vs[0].tasks, 121);
 
     // 5. Partition a follower away: the minority commits nothing, the majority goes on.
-    let leader = cl.leader(&all);
+    let leader = cl.leader(&all, T).unwrap();
     let lonely = all.iter().copied().find(|&i| i != leader).unwrap();
     let majority: Vec<usize> = all.iter().copied().filter(|&i| i != lonely).collect();
-    let groups = format!(
-        "partition {}/{lonely}",
-        majority
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    sw.control(&groups).unwrap();
+    let groups = format!("partition {},{}/{lonely}", majority[0], majority[1]);
+    cl.switch.control(&groups).unwrap();
     let before = cl.view(lonely).unwrap().commit;
-    cl.submit(majority[0], 10, "third");
-    let vs = cl.converged(&majority, 131);
+    cl.submit(majority[0], 10, "third", T).unwrap();
+    let vs = cl.converged(&majority, 131, T).unwrap();
     assert!(vs[0].commit > before);
     std::thread::sleep(Duration::from_secs(2));
-    let minority = cl.view(lonely).unwrap();
-    assert_eq!(minority.commit, before, "the minority committed");
-    sw.control("heal").unwrap();
-    let vs = cl.converged(&all, 131);
+    assert_eq!(
+        cl.view(lonely).unwrap().commit,
+        before,
+        "the minority committed"
+    );
+    cl.switch.control("heal").unwrap();
+    let vs = cl.converged(&all, 131, T).unwrap();
     assert_eq!(vs[0].tasks, 131);
 
-    // 6. Stop every node; every audit chain verifies on the host.
-    for vm in cl.vms.iter_mut().filter_map(Option::take) {
-        let mut vm = vm;
-        vm.kill();
+    // 6. An impostor takes node `lonely`'s place with a key the cluster does not know:
+    //    the others refuse its handshake and accept none of its Raft traffic.
+    cl.kill(lonely);
+    let mut fake = cl.keys.clone();
+    fake.nodes[lonely - 1].1 = "66".repeat(32);
+    std::fs::write(
+        cl.dir.join("impostor.prov"),
+        fake.module(lonely as u32).unwrap(),
+    )
+    .unwrap();
+    let honest_ram = cl.dir.join(format!("node{lonely}.ram"));
+    std::fs::rename(&honest_ram, cl.dir.join("honest.ram")).unwrap();
+    cl.vms[lonely - 1] = Some(cl.boot(lonely, "impostor.prov").unwrap());
+    let end = Instant::now() + T;
+    loop {
+        let out = cl.vm(majority[0]).command("peers", "auth:", T).unwrap();
+        let refused = out
+            .rsplit("auth: ")
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if refused > 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "impostor not refused: {out}");
+        std::thread::sleep(Duration::from_millis(500));
     }
-    for id in 1..=NODES {
+    let imp = cl.view(lonely).unwrap();
+    // Only its own bootstrap entry: nothing of the cluster's log reached it.
+    assert!(imp.commit <= 1 && imp.applied == 0 && imp.tasks == 0, "{imp:?}");
+    cl.submit(majority[0], 3, "fourth", T).unwrap();
+    cl.converged(&majority, 134, T).unwrap();
+    cl.kill(lonely);
+    std::fs::rename(cl.dir.join("honest.ram"), &honest_ram).unwrap();
+
+    // 7. Stop every node; every audit chain verifies on the host.
+    for i in all {
+        cl.kill(i);
+    }
+    for id in all {
         let r = verify_ram(&cl.dir.join(format!("node{id}.ram")));
         assert_eq!(r.node, NodeId(id as u32));
         assert!(r.records > 100, "node {id}: {} records", r.records);
     }
+}
+
+#[test]
+fn ten_percent_frame_drop_for_the_whole_run() {
+    let faults = Faults {
+        drop_pct: 10,
+        ..Faults::default()
+    };
+    let cl = Testbed::launch("cluster-drop", 3, faults, 5).unwrap();
+    let leader = cl.leader(&[1, 2, 3], T).unwrap();
+    let via = if leader == 1 { 2 } else { 1 };
+    cl.submit(via, 30, "lossy", T).unwrap();
+    let vs = cl.converged(&[1, 2, 3], 30, T).unwrap();
+    assert_eq!(vs[0].tasks, 30);
+    assert!(vs.iter().all(|v| v.federated_root == vs[0].federated_root));
+}
+
+fn boot_with_module(dir: &Path, cmdline: &str, module: &[u8]) -> String {
+    std::fs::write(dir.join("m.prov"), module).unwrap();
+    let mut cfg = Config::kernel(cmdline).unwrap();
+    cfg.extra
+        .extend(["-initrd".into(), dir.join("m.prov").display().to_string()]);
+    let mut vm = Vm::spawn(&cfg).unwrap();
+    vm.wait_for("xdv> ", T).unwrap();
+    vm.output()
+}
+
+#[test]
+fn bad_provisioning_modules_are_refused_at_boot() {
+    let dir = temp_dir("prov").unwrap();
+    let keys = xdv::mgmt::Keys::generate(3, 1).unwrap();
+    let good = keys.module(2).unwrap();
+    let out = boot_with_module(&dir, "node=2", &good);
+    assert!(out.contains("xdv: provision: node 2 of cluster"), "{out}");
+    // A flipped byte breaks the checksum.
+    let mut bad = good.clone();
+    bad[30] ^= 1;
+    let out = boot_with_module(&dir, "node=2", &bad);
+    assert!(
+        out.contains("xdv: provision: module refused: SHA-256 checksum does not match"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cluster: node 2 of cluster 0 with 0 members"),
+        "{out}"
+    );
+    // The module is for node 2, the command line says node 3.
+    let out = boot_with_module(&dir, "node=3", &good);
+    assert!(
+        out.contains("module refused: command line says node=3 but the module is for node 2"),
+        "{out}"
+    );
+    // Truncated.
+    let out = boot_with_module(&dir, "", &good[..good.len() - 9]);
+    assert!(out.contains("module refused: module is"), "{out}");
 }

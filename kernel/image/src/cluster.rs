@@ -98,7 +98,7 @@ pub fn identity_from(
             operator_key: [0; 32],
         });
     };
-    let p = Provision::parse(bytes).map_err(|e| alloc::format!("{e:?}"))?;
+    let p = Provision::parse(bytes).map_err(|e| alloc::format!("{e}"))?;
     if xdv_cluster::public_key(&p.secret_seed) != p.me().public_key {
         return Err(alloc::format!(
             "the secret key does not match node {}'s public key in the peer list",

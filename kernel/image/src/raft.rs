@@ -203,9 +203,14 @@ pub struct Consensus {
 
 pub static RAFT: Mutex<Option<Consensus>> = Mutex::new(None);
 
-/// Starts consensus among `voters` (this node included) if there are any peers.
+/// Starts consensus among `voters` (this node included).
 pub fn init(node: u32, voters: &[u32]) {
-    if voters.len() < 2 {
+    // A provisioned node runs consensus even alone (a one-node cluster); without a
+    // module it needs peers on the command line.
+    let provisioned = crate::cluster::IDENTITY
+        .get()
+        .is_some_and(|i| i.seed.is_some());
+    if voters.is_empty() || (voters.len() < 2 && !provisioned) {
         return;
     }
     let region = match crate::mem::regions::raft() {

@@ -6,3 +6,4 @@ pub mod harness;
 pub mod mgmt;
 pub mod qemu;
 pub mod switch;
+pub mod testbed;

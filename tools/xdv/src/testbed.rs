@@ -1,0 +1,230 @@
+//! A provisioned local cluster inside one process, for the QEMU tests and benchmarks:
+//! fresh keys and modules, the switch in this process, N nodes booted with `-initrd`
+//! and a management port each, and helpers to wait for a leader or for convergence.
+//! (`cargo xdv up` does the same with detached processes for people.)
+
+use crate::mgmt::{self, Keys};
+use crate::qemu::{Config, Vm, temp_dir};
+use crate::switch::{Faults, SwitchConfig, SwitchHandle};
+use anyhow::{Result, bail};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xdv_cluster::mgmt::{ClusterView, Principal, Request, SignedRequest, Submit};
+use xdv_cluster::{Domain, Work};
+use xdv_types::{Priority, TaskId, TenantId};
+
+/// Boot and wait limit for one node.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub struct Testbed {
+    pub dir: PathBuf,
+    pub keys: Keys,
+    pub ports: Vec<u16>,
+    pub vms: Vec<Option<Vm>>,
+    pub switch: SwitchHandle,
+}
+
+/// A free TCP port on 127.0.0.1 (for a node's management forward).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+impl Testbed {
+    /// Keys, modules, the switch and `nodes` booted nodes (ids 1..=nodes), two tenants.
+    pub fn launch(tag: &str, nodes: usize, faults: Faults, seed: u64) -> Result<Testbed> {
+        let dir = temp_dir(tag)?;
+        let keys = Keys::generate(nodes as u32, 2)?;
+        keys.save(&dir)?;
+        for id in 1..=nodes as u32 {
+            std::fs::write(dir.join(format!("node{id}.prov")), keys.module(id)?)?;
+        }
+        let switch = crate::switch::spawn(SwitchConfig {
+            dir: dir.clone(),
+            ports: nodes as u16,
+            seed,
+            faults,
+        })?;
+        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let mut tb = Testbed {
+            dir,
+            keys,
+            ports,
+            vms: (0..nodes).map(|_| None).collect(),
+            switch,
+        };
+        for id in 1..=nodes {
+            tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov"))?);
+        }
+        Ok(tb)
+    }
+
+    /// Boots node `id` on its RAM file with the provisioning module file `module`.
+    pub fn boot(&self, id: usize, module: &str) -> Result<Vm> {
+        let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24"))?
+            .ram_file(self.dir.join(format!("node{id}.ram")))
+            .with_nics(&self.dir, id as u16, Some(self.port(id)));
+        cfg.extra.extend([
+            "-initrd".into(),
+            self.dir.join(module).display().to_string(),
+        ]);
+        let mut vm = Vm::spawn(&cfg)?;
+        vm.wait_for("xdv> ", BOOT_TIMEOUT)?;
+        Ok(vm)
+    }
+
+    pub fn port(&self, id: usize) -> u16 {
+        self.ports[id - 1]
+    }
+
+    pub fn view(&self, id: usize) -> Result<ClusterView> {
+        mgmt::cluster_view(self.port(id), &self.keys)
+    }
+
+    pub fn vm(&mut self, id: usize) -> &mut Vm {
+        self.vms[id - 1].as_mut().expect("node is running")
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut vm) = self.vms[id - 1].take() {
+            vm.kill();
+        }
+    }
+
+    /// The last lines of every running node's serial log (for failure messages).
+    pub fn logs(&self) -> String {
+        self.vms
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Some(vm) => {
+                    let out = vm.output();
+                    let lines: Vec<&str> = out.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+                    format!("--- node {} ---\n{tail}\n", i + 1)
+                }
+                None => format!("--- node {} --- (stopped)\n", i + 1),
+            })
+            .collect()
+    }
+
+    /// Waits until the nodes in `among` agree on a leader among them; returns its id.
+    pub fn leader(&self, among: &[usize], timeout: Duration) -> Result<usize> {
+        let end = Instant::now() + timeout;
+        loop {
+            let views: Result<Vec<_>> = among.iter().map(|&i| self.view(i)).collect();
+            if let Ok(vs) = views {
+                let leaders: BTreeSet<_> = vs.iter().map(|v| v.leader).collect();
+                if leaders.len() == 1
+                    && let Some(Some(l)) = leaders.into_iter().next()
+                    && among.contains(&(l.0 as usize))
+                {
+                    return Ok(l.0 as usize);
+                }
+            }
+            if Instant::now() > end {
+                bail!("no agreed leader among {among:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Waits until `among` applied the same index with the same state hash, every one
+    /// has a federated root and at least `completed` tasks completed.
+    pub fn converged(
+        &self,
+        among: &[usize],
+        completed: u64,
+        timeout: Duration,
+    ) -> Result<Vec<ClusterView>> {
+        let end = Instant::now() + timeout;
+        loop {
+            let views: Result<Vec<_>> = among.iter().map(|&i| self.view(i)).collect();
+            let last = match views {
+                Ok(vs) => {
+                    let same = vs
+                        .iter()
+                        .all(|v| v.applied == vs[0].applied && v.state_hash == vs[0].state_hash);
+                    let rooted = vs.iter().all(|v| v.federated_root.is_some());
+                    if same && rooted && vs.iter().all(|v| v.completed >= completed) {
+                        return Ok(vs);
+                    }
+                    vs.iter()
+                        .map(|v| {
+                            format!(
+                                "n{} applied {} done {} hash {}",
+                                v.node.0,
+                                v.applied,
+                                v.completed,
+                                hex::encode(&v.state_hash.0[..4])
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() > end {
+                bail!("no convergence ({last})\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// A signed submission of built-in `hash` on `input` by `tenant`.
+    pub fn hash_request(&self, tenant: u32, input: Vec<u8>) -> Result<SignedRequest> {
+        self.request(tenant, Work::Builtin("hash".into()), input, 100)
+    }
+
+    pub fn request(
+        &self,
+        tenant: u32,
+        work: Work,
+        input: Vec<u8>,
+        budget_ticks: u64,
+    ) -> Result<SignedRequest> {
+        mgmt::signed(
+            &self.keys,
+            Principal::Tenant(TenantId(tenant)),
+            Request::Submit(Submit {
+                work,
+                input,
+                budget_ticks,
+                priority: Priority::Normal,
+                guards: vec![],
+                needs: vec![],
+                domain: Domain::K,
+                pin: None,
+            }),
+        )
+    }
+
+    /// Submits `n` hash tasks as tenant 1 through node `via` (retrying through failovers).
+    pub fn submit(
+        &self,
+        via: usize,
+        n: usize,
+        tag: &str,
+        timeout: Duration,
+    ) -> Result<Vec<TaskId>> {
+        (0..n)
+            .map(|k| {
+                let req = self.hash_request(1, format!("{tag} {k}").into_bytes())?;
+                mgmt::submit_until_placed(self.port(via), &req, Instant::now() + timeout)
+                    .map_err(|e| anyhow::anyhow!("{tag} {k}: {e:#}\n{}", self.logs()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for vm in self.vms.iter_mut().filter_map(Option::take) {
+            let mut vm = vm;
+            vm.kill();
+        }
+    }
+}
