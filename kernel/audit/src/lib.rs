@@ -18,6 +18,7 @@ extern crate alloc;
 
 pub mod body;
 pub mod format;
+pub mod fuzz;
 pub mod log;
 pub mod merkle;
 
@@ -26,5 +27,6 @@ pub use format::{
     DEFAULT_REGION_PHYS, DEFAULT_REGION_SIZE, Damage, RecordHeader, RecordView, Records,
     VerifyError, VerifyReport, find_region, genesis_hash, verify_region,
 };
+pub use fuzz::fuzz_check;
 pub use log::{AuditError, AuditLog, OpenReport, RegionError};
 pub use merkle::{FederatedAuditRoot, FederationError, MerkleAccumulator, ProofError};
