@@ -573,5 +573,7 @@ pub fn reference_results() -> Vec<(&'static str, u64, WorkOutcome)> {
         .collect()
 }
 
+#[cfg(any(test, feature = "std"))]
+pub mod fuzz;
 #[cfg(test)]
 mod tests;
