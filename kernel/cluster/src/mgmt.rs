@@ -3,8 +3,8 @@
 //!
 //! Every request is signed with Ed25519 by its principal (the operator, or a tenant
 //! registered in the replicated state) over `MGMT_SIGNING_DOMAIN ‖ postcard(cluster,
-//! principal, seq, request)` and carries a sequence number that must grow per
-//! principal. [`authorize`] is the one check every node runs: unknown principal, bad
+//! principal, seq, request)` and carries a sequence number taken at most once per
+//! principal (an anti-replay window: concurrent clients may arrive out of order). [`authorize`] is the one check every node runs: unknown principal, bad
 //! signature, wrong cluster, a replayed or stale sequence, and a tenant touching another
 //! tenant's task are refused with a specific [`Denied`]. Submissions are deduplicated
 //! by the state machine on `(tenant, seq)`, so a client retrying through a failover
@@ -16,7 +16,7 @@
 
 use crate::command::Proposal;
 use crate::state::{ClusterState, TaskStatus};
-use crate::types::{Domain, TaskSpec, Work};
+use crate::types::{Domain, ReplayWindow, TaskSpec, Work};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -151,6 +151,8 @@ pub struct ClusterView {
     pub completed: u64,
     pub pending: u64,
     pub members: Vec<MemberView>,
+    /// Propose-to-apply latency of this node's own proposals: p50, p99 (µs), samples.
+    pub commit_latency_us: (u64, u64, u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,13 +239,13 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap_or_default()
 }
 
-/// A node's own view of who may do what: the operator key and the per-principal
-/// high-water mark of query sequence numbers (submissions are checked against the
-/// replicated state instead, so they agree on every node).
+/// A node's own view of who may do what: the operator key and each principal's
+/// anti-replay window of query sequence numbers (submissions are checked against the
+/// replicated window instead, so they agree on every node).
 pub struct Gate {
     pub cluster: u32,
     pub operator_key: [u8; 32],
-    last_query_seq: BTreeMap<Principal, u64>,
+    queries: BTreeMap<Principal, ReplayWindow>,
 }
 
 impl Gate {
@@ -251,7 +253,7 @@ impl Gate {
         Gate {
             cluster,
             operator_key,
-            last_query_seq: BTreeMap::new(),
+            queries: BTreeMap::new(),
         }
     }
 
@@ -284,8 +286,9 @@ impl Gate {
                 if let Some(task) = state.task_for_request(tenant, req.seq) {
                     return Err(Denied::Duplicate { task });
                 }
-                let last = state.data().tenants.get(&tenant).map_or(0, |t| t.last_seq);
-                if req.seq <= last {
+                if let Some(t) = state.data().tenants.get(&tenant)
+                    && let Err(last) = t.seqs.check(req.seq)
+                {
                     return Err(Denied::Replayed { seq: req.seq, last });
                 }
                 Ok(Some(TaskSpec {
@@ -316,14 +319,10 @@ impl Gate {
     }
 
     fn check_query_seq(&mut self, req: &SignedRequest) -> Result<(), Denied> {
-        let last = self.last_query_seq.entry(req.principal).or_insert(0);
-        if req.seq <= *last {
-            return Err(Denied::Replayed {
-                seq: req.seq,
-                last: *last,
-            });
-        }
-        *last = req.seq;
+        let w = self.queries.entry(req.principal).or_default();
+        w.check(req.seq)
+            .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
+        w.accept(req.seq);
         Ok(())
     }
 }

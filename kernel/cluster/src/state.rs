@@ -162,8 +162,8 @@ pub struct TaskRecord {
 pub struct TenantRecord {
     pub public_key: [u8; 32],
     pub quota: Option<Quota>,
-    /// Highest request sequence accepted; older new requests are stale.
-    pub last_seq: u64,
+    /// Request sequence numbers taken (accepted or refused): each at most once.
+    pub seqs: ReplayWindow,
     pub in_flight: u32,
     pub budget_used_ticks: u64,
     pub submitted: u64,
@@ -563,7 +563,7 @@ impl ClusterState {
                 TenantRecord {
                     public_key,
                     quota: None,
-                    last_seq: 0,
+                    seqs: ReplayWindow::default(),
                     in_flight: 0,
                     budget_used_ticks: 0,
                     submitted: 0,
@@ -626,10 +626,10 @@ impl ClusterState {
             .tenants
             .get(&s.tenant)
             .ok_or(Refusal::UnknownTenant(s.tenant))?;
-        if s.request_seq <= t.last_seq {
+        if let Err(last) = t.seqs.check(s.request_seq) {
             return Err(Refusal::StaleRequest {
                 seq: s.request_seq,
-                last: t.last_seq,
+                last,
             });
         }
         if let Some(q) = t.quota {
@@ -680,9 +680,9 @@ impl ClusterState {
             // A refused request still takes its sequence number if the tenant exists,
             // so a retry gets the same answer and not a second task.
             if let Some(t) = self.data.tenants.get_mut(&tenant)
-                && seq > t.last_seq
+                && t.seqs.check(seq).is_ok()
             {
-                t.last_seq = seq;
+                t.seqs.accept(seq);
                 self.data.requests.insert((tenant, seq), id);
             }
             self.data.tasks.insert(id, rec);
@@ -690,7 +690,7 @@ impl ClusterState {
             return;
         }
         let t = self.data.tenants.get_mut(&tenant).expect("validated");
-        t.last_seq = seq;
+        t.seqs.accept(seq);
         t.in_flight += 1;
         t.budget_used_ticks = t.budget_used_ticks.saturating_add(rec.spec.budget_ticks);
         t.submitted += 1;

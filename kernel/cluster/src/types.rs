@@ -332,3 +332,46 @@ pub struct Quota {
     /// Most tick budget accepted in total.
     pub max_budget_ticks: u64,
 }
+
+/// Sequence numbers a window of which may arrive out of order (concurrent clients of one
+/// principal), each accepted at most once (IPsec-style anti-replay): a sequence number is
+/// fresh if it is above the floor and not seen. The floor trails the highest accepted by
+/// [`SEQ_WINDOW`] and rises further if more than [`MAX_WINDOW_SEQS`] are remembered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayWindow {
+    pub highest: u64,
+    pub floor: u64,
+    seen: alloc::collections::BTreeSet<u64>,
+}
+
+/// Width of the anti-replay window in sequence units (the CLI uses microseconds since
+/// the epoch, so about 67 s).
+pub const SEQ_WINDOW: u64 = 1 << 26;
+/// Most sequence numbers a window remembers.
+pub const MAX_WINDOW_SEQS: usize = 4096;
+
+impl ReplayWindow {
+    /// `Err(floor)` if `seq` is at or below the floor or was already taken.
+    pub fn check(&self, seq: u64) -> Result<(), u64> {
+        if seq <= self.floor || self.seen.contains(&seq) {
+            Err(self.floor)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records `seq` (which [`check`](Self::check) accepted).
+    pub fn accept(&mut self, seq: u64) {
+        debug_assert!(self.check(seq).is_ok());
+        self.seen.insert(seq);
+        self.highest = self.highest.max(seq);
+        self.floor = self.floor.max(self.highest.saturating_sub(SEQ_WINDOW));
+        while self.seen.len() > MAX_WINDOW_SEQS {
+            if let Some(old) = self.seen.pop_first() {
+                self.floor = self.floor.max(old);
+            }
+        }
+        let floor = self.floor;
+        self.seen.retain(|&s| s > floor);
+    }
+}

@@ -416,6 +416,7 @@ impl Service {
                     audit_records: r.audit.map_or(0, |a| a.0),
                 })
                 .collect(),
+            commit_latency_us: crate::raft::commit_latency_us(),
         }
     }
 

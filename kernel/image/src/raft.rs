@@ -199,7 +199,14 @@ pub struct Consensus {
     pub dropped_in: u64,
     pub undeliverable: u64,
     pub bad_messages: u64,
+    /// (index, uptime µs) of this node's proposals not yet applied (bounded).
+    proposed: VecDeque<(u64, u64)>,
+    /// Propose-to-apply latencies of the most recent own proposals, µs (bounded).
+    latencies_us: VecDeque<u64>,
 }
+
+/// Own proposals tracked for commit latency.
+const MAX_TRACKED: usize = 512;
 
 pub static RAFT: Mutex<Option<Consensus>> = Mutex::new(None);
 
@@ -241,6 +248,8 @@ pub fn init(node: u32, voters: &[u32]) {
                 inbox: VecDeque::new(),
                 last_tick_us: time::uptime_us(),
                 applied: 0,
+                proposed: VecDeque::new(),
+                latencies_us: VecDeque::new(),
                 dropped_in: 0,
                 undeliverable: 0,
                 bad_messages: 0,
@@ -302,8 +311,18 @@ pub fn poll() {
                     out.push((m.to, b));
                 }
             }
+            let now_us = time::uptime_us();
             for e in rd.committed {
                 c.applied = e.index;
+                while c.proposed.front().is_some_and(|&(i, _)| i <= e.index) {
+                    let (i, at) = c.proposed.pop_front().expect("checked");
+                    if i == e.index {
+                        if c.latencies_us.len() == MAX_TRACKED {
+                            c.latencies_us.pop_front();
+                        }
+                        c.latencies_us.push_back(now_us.saturating_sub(at));
+                    }
+                }
                 let bytes = postcard::to_allocvec(&e).unwrap_or_default();
                 let entry_hash = Hash32(Sha256::digest(&bytes).into());
                 audit::record(
@@ -366,7 +385,27 @@ pub fn propose(data: Vec<u8>) -> Result<u64, alloc::string::String> {
     let c = guard
         .as_mut()
         .ok_or("consensus is not running (no peers= list)")?;
-    c.node.propose(data).map_err(|e| alloc::format!("{e:?}"))
+    let index = c.node.propose(data).map_err(|e| alloc::format!("{e:?}"))?;
+    if c.proposed.len() == MAX_TRACKED {
+        c.proposed.pop_front();
+    }
+    c.proposed.push_back((index, time::uptime_us()));
+    Ok(index)
+}
+
+/// (p50, p99, samples) of propose-to-apply latency of this node's proposals, µs.
+pub fn commit_latency_us() -> (u64, u64, u64) {
+    let guard = RAFT.lock();
+    let Some(c) = guard.as_ref() else {
+        return (0, 0, 0);
+    };
+    let mut v: Vec<u64> = c.latencies_us.iter().copied().collect();
+    if v.is_empty() {
+        return (0, 0, 0);
+    }
+    v.sort_unstable();
+    let at = |p: usize| v[(v.len() - 1) * p / 100];
+    (at(50), at(99), v.len() as u64)
 }
 
 /// `raft` console command.

@@ -45,7 +45,8 @@ pub const PEER_TIMEOUT_MS: u64 = 3000;
 pub const RECONNECT_MS: u64 = 1000;
 /// Most peers a node keeps connections to.
 pub const MAX_PEERS: usize = 15;
-const MGMT_SLOTS: usize = 4;
+/// Management connections served at once (more are refused by TCP until one closes).
+const MGMT_SLOTS: usize = 8;
 const PEER_BUF_BYTES: usize = 64 * 1024;
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]

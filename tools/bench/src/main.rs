@@ -5,6 +5,7 @@
 
 mod audit;
 mod boot;
+mod cluster;
 mod net;
 mod raft;
 mod report;
@@ -25,6 +26,7 @@ fn main() {
         "raft" => raft::run(rest),
         "tasks" => tasks::run(rest),
         "net" => net::run(rest),
+        "cluster" => cluster::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
     };
     if let Err(e) = result {
