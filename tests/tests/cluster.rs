@@ -238,7 +238,10 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
     }
     let imp = cl.view(lonely).unwrap();
     // Only its own bootstrap entry: nothing of the cluster's log reached it.
-    assert!(imp.commit <= 1 && imp.applied == 0 && imp.tasks == 0, "{imp:?}");
+    assert!(
+        imp.commit <= 1 && imp.applied == 0 && imp.tasks == 0,
+        "{imp:?}"
+    );
     cl.submit(majority[0], 3, "fourth", T).unwrap();
     cl.converged(&majority, 134, T).unwrap();
     cl.kill(lonely);
