@@ -312,3 +312,65 @@ fn bad_provisioning_modules_are_refused_at_boot() {
     let out = boot_with_module(&dir, "", &good[..good.len() - 9]);
     assert!(out.contains("module refused: module is"), "{out}");
 }
+
+/// `snapshot at N, log from M` from a node's `raft` console line.
+fn snapshot_point(vm: &mut Vm) -> (u64, u64) {
+    let out = vm.command("raft", "log from", T).unwrap();
+    let line = out.lines().rfind(|l| l.contains("snapshot at")).unwrap();
+    let num = |key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no `{key}` in {line}"))
+    };
+    (num("snapshot at "), num("log from "))
+}
+
+#[test]
+fn large_modules_compact_the_log_and_a_lagging_node_installs_the_snapshot() {
+    // A 2 MiB Raft region (default 8 MiB) so a dozen large entries fill a quarter of it.
+    let mut cl = Testbed::launch_with(
+        "cluster-snap",
+        3,
+        Faults::default(),
+        3,
+        "raft=0x5000000,0x200000",
+    )
+    .unwrap();
+    let leader = cl.leader(&[1, 2, 3], T).unwrap();
+    let lagging = if leader == 3 { 2 } else { 3 };
+    let live: Vec<usize> = [1, 2, 3].into_iter().filter(|&i| i != lagging).collect();
+    cl.kill(lagging);
+    // ~60 KiB modules: the durable Raft image passes a quarter of the region after
+    // about 9 of them, which forces a snapshot and compaction.
+    let module = wat::parse_str(format!(
+        r#"(module (memory 1) (data (i32.const 0) "{}") (func (export "run")))"#,
+        "\\2a".repeat(60_000)
+    ))
+    .unwrap();
+    for k in 0..16u64 {
+        let req = cl
+            .request(1, xdv_cluster::Work::Wasm(module.clone()), Vec::new(), 50)
+            .unwrap();
+        if k == 0 {
+            assert!(xdv_cluster::mgmt::encode(&req).len() > 60_000);
+        }
+        mgmt::submit_until_placed(cl.port(live[0]), &req, Instant::now() + T)
+            .unwrap_or_else(|e| panic!("task {k}: {e:#}\n{}", cl.logs()));
+    }
+    let vs = cl.converged(&live, 16, T).unwrap();
+    assert_eq!(vs[0].tasks, 16);
+    let (snap, from) = snapshot_point(cl.vm(live[0]));
+    assert!(
+        snap > 1 && from > snap,
+        "no compaction: snapshot {snap} log from {from}"
+    );
+    // The lagging node's log ends before the leader's first entry: it must install
+    // the snapshot (the cluster state image) and then replay the rest.
+    cl.vms[lagging - 1] = Some(cl.boot(lagging, &format!("node{lagging}.prov")).unwrap());
+    let vs = cl.converged(&[1, 2, 3], 16, T).unwrap();
+    assert_eq!(vs[0].tasks, 16);
+    let (snap, _) = snapshot_point(cl.vm(lagging));
+    assert!(snap > 1, "the lagging node did not install a snapshot");
+}

@@ -41,6 +41,16 @@ pub struct RegionStorage {
     generation: u64,
     pub writes: u64,
     pub failed_writes: u64,
+    /// Bytes of the last durable image (header included).
+    pub image_bytes: usize,
+}
+
+impl RegionStorage {
+    /// True once the durable image fills half a slot: compact before it stops fitting
+    /// (large modules in the log fill a slot long before the entry-count threshold).
+    pub fn nearly_full(&self) -> bool {
+        self.image_bytes > self.region.len() / 4
+    }
 }
 
 impl RegionStorage {
@@ -84,6 +94,7 @@ impl RegionStorage {
                         generation,
                         writes: 0,
                         failed_writes: 0,
+                        image_bytes: 0,
                     },
                     true,
                 )
@@ -95,6 +106,7 @@ impl RegionStorage {
                     generation: 0,
                     writes: 0,
                     failed_writes: 0,
+                    image_bytes: 0,
                 };
                 s.persist();
                 (s, false)
@@ -144,6 +156,7 @@ impl RegionStorage {
         dst[..8].copy_from_slice(MAGIC);
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         self.writes += 1;
+        self.image_bytes = payload.len() + SLOT_HEADER_BYTES;
     }
 }
 
@@ -205,6 +218,19 @@ pub struct Consensus {
     latencies_us: VecDeque<u64>,
 }
 
+/// Most entry bytes in one append: with its framing it fits a peer socket's send buffer.
+pub const RAFT_APPEND_BYTES: usize = 128 * 1024;
+// An append holds entries up to this budget, or one entry (at most MAX_ENTRY_BYTES)
+// alone; either, with Raft and frame headers, must fit a peer socket's send buffer.
+const _: () = assert!(
+    (if RAFT_APPEND_BYTES > xdv_cluster::MAX_ENTRY_BYTES {
+        RAFT_APPEND_BYTES
+    } else {
+        xdv_cluster::MAX_ENTRY_BYTES
+    }) + 4096
+        <= crate::transport::PEER_TX_BYTES
+);
+
 /// Own proposals tracked for commit latency.
 const MAX_TRACKED: usize = 512;
 
@@ -229,7 +255,11 @@ pub fn init(node: u32, voters: &[u32]) {
     };
     let ids: Vec<NodeId> = voters.iter().map(|&v| NodeId(v)).collect();
     let (storage, restored) = RegionStorage::open(region, &ids);
-    match RaftNode::new(NodeId(node), Config::default(), storage) {
+    let cfg = Config {
+        max_append_bytes: RAFT_APPEND_BYTES,
+        ..Config::default()
+    };
+    match RaftNode::new(NodeId(node), cfg, storage) {
         Ok(r) => {
             let st = r.status();
             println!(
@@ -283,6 +313,7 @@ pub fn poll() {
     let mut committed: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut restore: Option<Vec<u8>> = None;
     let mut snapshot_due = false;
+    let mut compact = false;
     {
         let mut guard = RAFT.lock();
         let Some(c) = guard.as_mut() else { return };
@@ -338,7 +369,8 @@ pub fn poll() {
                 }
             }
             c.node.advance();
-            snapshot_due = c.node.snapshot_due();
+            compact = c.node.storage().nearly_full();
+            snapshot_due = c.node.snapshot_due() || compact;
         }
     }
     if let Some(image) = restore {
@@ -351,7 +383,11 @@ pub fn poll() {
         && let Some(image) = crate::cluster::snapshot_image()
         && let Some(c) = RAFT.lock().as_mut()
     {
-        c.node.create_snapshot(image);
+        if compact {
+            c.node.create_snapshot_and_compact(image);
+        } else {
+            c.node.create_snapshot(image);
+        }
     }
     for (to, bytes) in out {
         if !crate::transport::send_raft(to, bytes)
@@ -431,7 +467,14 @@ pub fn print() {
     );
     let st = c.node.storage();
     println!(
-        "raft: durable writes {} (failed {}), inbound dropped {}, bad messages {}, undeliverable {}",
-        st.writes, st.failed_writes, c.dropped_in, c.bad_messages, c.undeliverable
+        "raft: durable writes {} (failed {}), image {} bytes, snapshot at {}, log from {}, inbound dropped {}, bad messages {}, undeliverable {}",
+        st.writes,
+        st.failed_writes,
+        st.image_bytes,
+        st.snapshot().meta.index,
+        st.first_index(),
+        c.dropped_in,
+        c.bad_messages,
+        c.undeliverable
     );
 }

@@ -47,7 +47,12 @@ pub const RECONNECT_MS: u64 = 1000;
 pub const MAX_PEERS: usize = 15;
 /// Management connections served at once (more are refused by TCP until one closes).
 const MGMT_SLOTS: usize = 8;
-const PEER_BUF_BYTES: usize = 64 * 1024;
+/// Receive buffer (= advertised window) of peer and management sockets: small enough
+/// that a lossy link does not inflate TCP's retransmit timeout (docs/devices.md).
+const PEER_RX_BYTES: usize = 64 * 1024;
+/// Send buffer: a whole frame must fit (a Raft append carries at most
+/// `RAFT_APPEND_BYTES` of entries; one entry is at most 128 KiB).
+pub const PEER_TX_BYTES: usize = 256 * 1024;
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Role {
@@ -106,10 +111,10 @@ fn now_ms() -> u64 {
 
 /// Peer and management sockets; window probes so a lost window update cannot stall a
 /// connection forever (smoltcp 0.12 has no persist timer; docs/devices.md).
-fn tcp_socket(bytes: usize) -> tcp::Socket<'static> {
+fn tcp_socket() -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; bytes]),
-        tcp::SocketBuffer::new(vec![0; bytes]),
+        tcp::SocketBuffer::new(vec![0; PEER_RX_BYTES]),
+        tcp::SocketBuffer::new(vec![0; PEER_TX_BYTES]),
     );
     xdv_net::phy::enable_window_probes(&mut s);
     s
@@ -153,7 +158,7 @@ pub fn init(node: u32, peers: &[u32]) {
         return;
     };
     for &p in peers.iter().filter(|&&p| p != node).take(MAX_PEERS) {
-        let h = peer_if.sockets.add(tcp_socket(PEER_BUF_BYTES));
+        let h = peer_if.sockets.add(tcp_socket());
         let (role, target) = if p > node {
             (
                 Role::Connect,
@@ -172,7 +177,7 @@ pub fn init(node: u32, peers: &[u32]) {
     let bulk = peer_if.sockets.add(xdv_net::phy::bulk_socket());
     if let Some(m) = net.mgmt.as_mut() {
         for _ in 0..MGMT_SLOTS {
-            let h = m.sockets.add(tcp_socket(PEER_BUF_BYTES));
+            let h = m.sockets.add(tcp_socket());
             conns.push(new_conn(h, Role::Mgmt, None, None));
         }
     }

@@ -41,6 +41,9 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// Most committed entries handed out by one `ready()`.
     pub max_committed_per_ready: usize,
+    /// Most payload bytes in one append (at least one entry is always sent): keeps an
+    /// append inside a transport frame when entries are large (task modules).
+    pub max_append_bytes: usize,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             log_compaction_threshold: 50_000,
             snapshot_chunk_bytes: 64 * 1024,
             max_committed_per_ready: 4096,
+            max_append_bytes: 256 * 1024,
         }
     }
 }
@@ -128,6 +132,9 @@ impl Config {
         if self.max_committed_per_ready == 0 {
             return Err(ZeroApplyBatch);
         }
+        if self.max_append_bytes == 0 {
+            return Err(ZeroAppendBytes);
+        }
         Ok(())
     }
 }
@@ -152,6 +159,7 @@ pub enum ConfigError {
     },
     BadChunkSize(usize),
     ZeroApplyBatch,
+    ZeroAppendBytes,
     /// Node id 0 is reserved ("no node").
     ZeroNodeId,
 }
@@ -206,6 +214,7 @@ impl fmt::Display for ConfigError {
                 )
             }
             ZeroApplyBatch => write!(f, "max committed entries per ready must be at least 1"),
+            ZeroAppendBytes => write!(f, "max append bytes must be at least 1"),
             ZeroNodeId => write!(f, "node id 0 is reserved"),
         }
     }

@@ -758,6 +758,17 @@ impl<S: Storage> RaftNode<S> {
     /// serialized it after `advance()`), then compacts the log if it is longer than
     /// the compaction threshold.
     pub fn create_snapshot(&mut self, data: Vec<u8>) {
+        self.snapshot_and_maybe_compact(data, false);
+    }
+
+    /// As [`create_snapshot`](Self::create_snapshot), and compacts the log through the
+    /// snapshot whatever its length (the durable medium is filling up). Followers that
+    /// still need the dropped entries get the snapshot instead.
+    pub fn create_snapshot_and_compact(&mut self, data: Vec<u8>) {
+        self.snapshot_and_maybe_compact(data, true);
+    }
+
+    fn snapshot_and_maybe_compact(&mut self, data: Vec<u8>, force: bool) {
         let index = self.applied;
         if index <= self.storage.snapshot().meta.index {
             return;
@@ -774,7 +785,7 @@ impl<S: Storage> RaftNode<S> {
             data,
         });
         let held = self.storage.last_index() + 1 - self.storage.first_index();
-        if held > self.cfg.log_compaction_threshold {
+        if force || held > self.cfg.log_compaction_threshold {
             self.storage.compact(index);
             // Keep the last membership at or below the compaction point as base.
             let below: Vec<LogIndex> = self.conf_history.range(..=index).map(|(i, _)| *i).collect();
@@ -1276,10 +1287,11 @@ impl<S: Storage> RaftNode<S> {
                 return self.send_append(to, force);
             }
         };
-        let entries = match self.storage.entries(next, last + 1, max) {
+        let mut entries = match self.storage.entries(next, last + 1, max) {
             Ok(e) => e,
             Err(_) => return self.start_snapshot(to),
         };
+        truncate_to_bytes(&mut entries, self.cfg.max_append_bytes);
         let sent_last = prev + entries.len() as u64;
         let Some(pr) = self.progress.get_mut(&to) else {
             return;
@@ -1536,5 +1548,55 @@ impl<S: Storage> RaftNode<S> {
     /// Acknowledges that everything from the last `ready()` was applied.
     pub fn advance(&mut self) {
         self.applied = self.handed;
+    }
+}
+
+/// Payload bytes an entry adds to an append (its data plus a fixed allowance).
+fn entry_bytes(e: &Entry) -> usize {
+    const OVERHEAD_BYTES: usize = 32;
+    OVERHEAD_BYTES
+        + match &e.kind {
+            EntryKind::Normal(d) => d.len(),
+            _ => 0,
+        }
+}
+
+/// Keeps the longest prefix of `entries` within `max_bytes`, and never less than one.
+fn truncate_to_bytes(entries: &mut Vec<Entry>, max_bytes: usize) {
+    let mut total = 0usize;
+    let keep = entries
+        .iter()
+        .take_while(|e| {
+            total = total.saturating_add(entry_bytes(e));
+            total <= max_bytes
+        })
+        .count()
+        .max(1);
+    entries.truncate(keep);
+}
+
+#[cfg(test)]
+mod append_bytes_tests {
+    use super::*;
+
+    fn entry(i: u64, len: usize) -> Entry {
+        Entry {
+            term: 1,
+            index: i,
+            kind: EntryKind::Normal(alloc::vec![0; len]),
+        }
+    }
+
+    #[test]
+    fn appends_stay_within_their_byte_budget_but_carry_at_least_one_entry() {
+        let mut v: Vec<Entry> = (1..=10).map(|i| entry(i, 1000)).collect();
+        truncate_to_bytes(&mut v, 3 * 1032);
+        assert_eq!(v.len(), 3);
+        let mut big = alloc::vec![entry(1, 1 << 20), entry(2, 10)];
+        truncate_to_bytes(&mut big, 1024);
+        assert_eq!(big.len(), 1, "an entry larger than the budget still goes alone");
+        let mut none: Vec<Entry> = Vec::new();
+        truncate_to_bytes(&mut none, 10);
+        assert!(none.is_empty());
     }
 }

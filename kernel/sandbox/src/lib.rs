@@ -251,7 +251,14 @@ fn log_line(mut c: Caller<'_, Host>, ptr: i32, len: i32) -> i32 {
     let mut buf = alloc::vec![0u8; len.min(MAX_LOG_LINE_BYTES)];
     match memory(&c) {
         Some(m) if m.read(&c, ptr, &mut buf).is_ok() => {
-            let line = String::from_utf8_lossy(&buf).into_owned();
+            // Invalid UTF-8 becomes U+FFFD (3 bytes); cut the converted line back to
+            // the limit at a character boundary so a kept line never exceeds it.
+            let mut line = String::from_utf8_lossy(&buf).into_owned();
+            let mut end = line.len().min(MAX_LOG_LINE_BYTES);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
             c.data_mut().log.push(line);
             0
         }

@@ -235,3 +235,19 @@ fn fuzz_smoke_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_log_line_of_invalid_utf8_is_kept_within_its_byte_limit() {
+    // 300 bytes of 0xff: each becomes U+FFFD (3 bytes) before the cut.
+    let wat = r#"(module
+        (import "xdv" "log" (func $log (param i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
+        (func (export "run")
+            (drop (call $log (i32.const 0) (i32.const 300)))))"#;
+    let t = task(wat, 100, vec![]).unwrap();
+    let r = run(&t, 100, 0);
+    assert_eq!(r.log.len(), 1, "{r:?}");
+    assert!(r.log[0].len() <= MAX_LOG_LINE_BYTES, "{} bytes", r.log[0].len());
+    assert!(r.log[0].starts_with('\u{fffd}'));
+}

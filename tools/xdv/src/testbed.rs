@@ -23,6 +23,8 @@ pub struct Testbed {
     pub ports: Vec<u16>,
     pub vms: Vec<Option<Vm>>,
     pub switch: SwitchHandle,
+    /// Extra kernel command-line words for every node.
+    pub cmdline: String,
 }
 
 /// A free TCP port on 127.0.0.1 (for a node's management forward).
@@ -35,6 +37,17 @@ pub fn free_port() -> u16 {
 impl Testbed {
     /// Keys, modules, the switch and `nodes` booted nodes (ids 1..=nodes), two tenants.
     pub fn launch(tag: &str, nodes: usize, faults: Faults, seed: u64) -> Result<Testbed> {
+        Self::launch_with(tag, nodes, faults, seed, "")
+    }
+
+    /// As [`launch`](Self::launch), with extra kernel command-line words.
+    pub fn launch_with(
+        tag: &str,
+        nodes: usize,
+        faults: Faults,
+        seed: u64,
+        cmdline: &str,
+    ) -> Result<Testbed> {
         let dir = temp_dir(tag)?;
         let keys = Keys::generate(nodes as u32, 2)?;
         keys.save(&dir)?;
@@ -54,6 +67,7 @@ impl Testbed {
             ports,
             vms: (0..nodes).map(|_| None).collect(),
             switch,
+            cmdline: cmdline.to_string(),
         };
         for id in 1..=nodes {
             tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov"))?);
@@ -63,7 +77,7 @@ impl Testbed {
 
     /// Boots node `id` on its RAM file with the provisioning module file `module`.
     pub fn boot(&self, id: usize, module: &str) -> Result<Vm> {
-        let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24"))?
+        let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 {}", self.cmdline))?
             .ram_file(self.dir.join(format!("node{id}.ram")))
             .with_nics(&self.dir, id as u16, Some(self.port(id)));
         cfg.extra.extend([

@@ -69,6 +69,7 @@ pub fn sim_raft_config() -> Config {
         log_compaction_threshold: 45,
         snapshot_chunk_bytes: 8,
         max_committed_per_ready: 64,
+        max_append_bytes: 64 * 1024,
     }
 }
 
