@@ -374,3 +374,99 @@ fn large_modules_compact_the_log_and_a_lagging_node_installs_the_snapshot() {
     let (snap, _) = snapshot_point(cl.vm(lagging));
     assert!(snap > 1, "the lagging node did not install a snapshot");
 }
+
+/// (bad frames total, handshakes refused, unauthenticated frames dropped) from `peers`.
+fn peer_counters(vm: &mut Vm) -> (u64, u64, u64) {
+    let out = vm
+        .command("peers", "frames from unauthenticated peers", T)
+        .unwrap();
+    let after = |key: &str| -> u64 {
+        out.rsplit(key)
+            .next()
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no `{key}` in {out}"))
+    };
+    let auth_line = out.lines().rfind(|l| l.starts_with("auth: ")).unwrap();
+    let words: Vec<&str> = auth_line.split_whitespace().collect();
+    (
+        after(" total="),
+        words[1].parse().unwrap(),
+        words[4].parse().unwrap(),
+    )
+}
+
+fn frame(source: u32, msg: &xdv_net::wire::ClusterMessage) -> Vec<u8> {
+    let hdr = xdv_net::wire::FrameHeader {
+        source: NodeId(source),
+        target: NodeId(3),
+        timestamp: xdv_types::Timestamp(1),
+        message_id: 1,
+    };
+    xdv_net::wire::encode_frame(&hdr, msg).unwrap()
+}
+
+#[test]
+fn garbage_and_unauthenticated_peers_on_the_peer_port_are_refused_and_counted() {
+    use xdv::fakepeer::FakePeer;
+    use xdv_net::wire::{ClusterMessage, Hello, PEER_TCP_PORT};
+    let mut cl = Testbed::prepare("cluster-fake", 3, Faults::default(), 9, "").unwrap();
+    // Node 1 stays off, so node 3 has a free socket accepting peers on 7100.
+    for id in [2, 3] {
+        cl.vms[id - 1] = Some(cl.boot(id, &format!("node{id}.prov")).unwrap());
+    }
+    cl.leader(&[2, 3], T).unwrap();
+    let (bad0, refused0, dropped0) = peer_counters(cl.vm(3));
+    let mut fake = FakePeer::attach(&cl.dir, 4, [10, 0, 0, 9]).unwrap();
+    let n3 = [10, 0, 0, 3];
+    let w = Duration::from_secs(20);
+
+    // Garbage, then an oversized length prefix: counted, connection closed.
+    fake.connect(n3, PEER_TCP_PORT, T).unwrap();
+    fake.send(&[0xab; 700], w).unwrap();
+    assert!(fake.wait_closed(w), "garbage did not close the connection");
+    fake.connect(n3, PEER_TCP_PORT, T).unwrap();
+    let mut huge = u32::MAX.to_le_bytes().to_vec();
+    huge.extend_from_slice(&[0; 64]);
+    fake.send(&huge, w).unwrap();
+    assert!(
+        fake.wait_closed(w),
+        "oversized frame did not close the connection"
+    );
+
+    // A Hello from a node that is not a member: refused.
+    fake.connect(n3, PEER_TCP_PORT, T).unwrap();
+    let hello = |node| {
+        ClusterMessage::Hello(Hello {
+            node: NodeId(node),
+            nonce: [7; 32],
+        })
+    };
+    fake.send(&frame(9, &hello(9)), w).unwrap();
+    assert!(fake.wait_closed(w), "non-member Hello accepted");
+
+    // A Hello claiming to be member 1, without the Auth only node 1's key can make,
+    // followed by Raft traffic: the Raft frames are dropped and counted.
+    fake.connect(n3, PEER_TCP_PORT, T).unwrap();
+    let mut bytes = frame(1, &hello(1));
+    for _ in 0..3 {
+        bytes.extend(frame(1, &ClusterMessage::Raft(vec![1, 2, 3, 4])));
+    }
+    fake.send(&bytes, w).unwrap();
+    fake.run_for(Duration::from_secs(2));
+
+    let (bad, refused, dropped) = peer_counters(cl.vm(3));
+    assert!(bad >= bad0 + 2, "bad frames {bad0} -> {bad}");
+    assert!(
+        refused > refused0,
+        "handshakes refused {refused0} -> {refused}"
+    );
+    assert!(
+        dropped >= dropped0 + 3,
+        "unauthenticated dropped {dropped0} -> {dropped}"
+    );
+    // The node keeps serving and the cluster keeps committing.
+    cl.submit(2, 5, "after-fake", T).unwrap();
+    let vs = cl.converged(&[2, 3], 5, T).unwrap();
+    assert_eq!(vs[0].tasks, 5);
+}

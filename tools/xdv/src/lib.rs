@@ -2,6 +2,7 @@
 //! QEMU integration tests (`tests/`) and the benchmarks (`tools/bench`).
 
 pub mod cluster;
+pub mod fakepeer;
 pub mod harness;
 pub mod mgmt;
 pub mod qemu;

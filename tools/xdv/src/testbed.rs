@@ -48,6 +48,22 @@ impl Testbed {
         seed: u64,
         cmdline: &str,
     ) -> Result<Testbed> {
+        let mut tb = Self::prepare(tag, nodes, faults, seed, cmdline)?;
+        for id in 1..=nodes {
+            tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov"))?);
+        }
+        Ok(tb)
+    }
+
+    /// Keys, modules and the switch — with one spare port, `nodes + 1`, for a test
+    /// peer ([`crate::fakepeer`]) — and no node booted yet.
+    pub fn prepare(
+        tag: &str,
+        nodes: usize,
+        faults: Faults,
+        seed: u64,
+        cmdline: &str,
+    ) -> Result<Testbed> {
         let dir = temp_dir(tag)?;
         let keys = Keys::generate(nodes as u32, 2)?;
         keys.save(&dir)?;
@@ -56,23 +72,19 @@ impl Testbed {
         }
         let switch = crate::switch::spawn(SwitchConfig {
             dir: dir.clone(),
-            ports: nodes as u16,
+            ports: nodes as u16 + 1,
             seed,
             faults,
         })?;
         let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let mut tb = Testbed {
+        Ok(Testbed {
             dir,
             keys,
             ports,
             vms: (0..nodes).map(|_| None).collect(),
             switch,
             cmdline: cmdline.to_string(),
-        };
-        for id in 1..=nodes {
-            tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov"))?);
-        }
-        Ok(tb)
+        })
     }
 
     /// Boots node `id` on its RAM file with the provisioning module file `module`.
