@@ -162,6 +162,48 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         "refusals not audited: {out}"
     );
 
+    // Quotas: the operator limits tenant 2's task memory to 4 pages; its grow bomb now
+    // stops there, tenant 1's still at 16. A tenant may not set quotas.
+    let q = xdv_cluster::Quota {
+        max_in_flight: 50,
+        max_budget_ticks: 1_000_000,
+        memory_pages: 4,
+        table_elements: 100,
+    };
+    let by_tenant = mgmt::signed(
+        &cl.keys,
+        Principal::Tenant(TenantId(2)),
+        Request::SetQuota {
+            tenant: TenantId(2),
+            quota: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(call(p, &by_tenant), Response::Refused(Denied::OperatorOnly));
+    mgmt::set_quota(p, &cl.keys, 2, Some(q)).unwrap();
+    let mut pages = Vec::new();
+    for tenant in [1u32, 2] {
+        let req = cl
+            .request(
+                tenant,
+                xdv_cluster::Work::Builtin("grow".into()),
+                vec![],
+                1000,
+            )
+            .unwrap();
+        let task = mgmt::submit_until_placed(p, &req, Instant::now() + T).unwrap();
+        let who = Principal::Tenant(TenantId(tenant));
+        match mgmt::wait_task(p, &cl.keys, who, task, Instant::now() + T).unwrap() {
+            TaskStatus::Completed { output, .. } => pages.push(output),
+            other => panic!("grow for tenant {tenant}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![16u32.to_le_bytes().to_vec(), 4u32.to_le_bytes().to_vec()]
+    );
+    let done: u64 = 101 + 2;
+
     // 3. Kill the leader; tasks submitted during and after the failover complete once,
     //    and nothing committed before the kill is lost.
     let committed = cl.view(leader).unwrap().commit;
@@ -171,9 +213,10 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
     let second = cl.submit(rest[0], 20, "second", T).unwrap();
     let new_leader = cl.leader(&rest, T).unwrap();
     assert_ne!(new_leader, killed);
-    let vs = cl.converged(&rest, 121, T).unwrap();
+    let vs = cl.converged(&rest, done + 20, T).unwrap();
     assert_eq!(
-        vs[0].tasks, 121,
+        vs[0].tasks,
+        done + 20,
         "a task ran twice or was lost: {:?}",
         vs[0]
     );
@@ -185,8 +228,8 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
 
     // 4. The killed node restarts on its RAM file and catches up to the same hash.
     cl.vms[killed - 1] = Some(cl.boot(killed, &format!("node{killed}.prov")).unwrap());
-    let vs = cl.converged(&all, 121, T).unwrap();
-    assert_eq!(vs[0].tasks, 121);
+    let vs = cl.converged(&all, done + 20, T).unwrap();
+    assert_eq!(vs[0].tasks, done + 20);
 
     // 5. Partition a follower away: the minority commits nothing, the majority goes on.
     let leader = cl.leader(&all, T).unwrap();
@@ -196,7 +239,7 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
     cl.switch.control(&groups).unwrap();
     let before = cl.view(lonely).unwrap().commit;
     cl.submit(majority[0], 10, "third", T).unwrap();
-    let vs = cl.converged(&majority, 131, T).unwrap();
+    let vs = cl.converged(&majority, done + 30, T).unwrap();
     assert!(vs[0].commit > before);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
@@ -205,8 +248,8 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         "the minority committed"
     );
     cl.switch.control("heal").unwrap();
-    let vs = cl.converged(&all, 131, T).unwrap();
-    assert_eq!(vs[0].tasks, 131);
+    let vs = cl.converged(&all, done + 30, T).unwrap();
+    assert_eq!(vs[0].tasks, done + 30);
 
     // 6. An impostor takes node `lonely`'s place with a key the cluster does not know:
     //    the others refuse its handshake and accept none of its Raft traffic.
@@ -243,7 +286,7 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         "{imp:?}"
     );
     cl.submit(majority[0], 3, "fourth", T).unwrap();
-    cl.converged(&majority, 134, T).unwrap();
+    cl.converged(&majority, done + 33, T).unwrap();
     cl.kill(lonely);
     std::fs::rename(cl.dir.join("honest.ram"), &honest_ram).unwrap();
 

@@ -14,9 +14,11 @@
 //! client's signed request (the leader checks it again) or its own commands
 //! (completions, heartbeats, audit roots — only about itself) to the leader.
 
-use crate::command::Proposal;
+use crate::command::{Command, Proposal};
 use crate::state::{ClusterState, TaskStatus};
-use crate::types::{Domain, ReplayWindow, TaskSpec, Work};
+use crate::types::{
+    Domain, MAX_TASK_MEMORY_PAGES, MAX_TASK_TABLE_ELEMENTS, Quota, ReplayWindow, TaskSpec, Work,
+};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -59,8 +61,15 @@ pub struct Submit {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Submit(Submit),
-    TaskStatus { task: TaskId },
+    TaskStatus {
+        task: TaskId,
+    },
     ClusterStatus,
+    /// Operator only: set (or with `None` clear) a tenant's quota.
+    SetQuota {
+        tenant: TenantId,
+        quota: Option<Quota>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +103,7 @@ pub enum Denied {
         task: TaskId,
     },
     OperatorCannotSubmit,
+    OperatorOnly,
     UnknownTask(TaskId),
     NoLeader,
     NotReady(String),
@@ -117,6 +127,7 @@ impl fmt::Display for Denied {
             Denied::Duplicate { task } => write!(f, "replayed request: already accepted as {task}"),
             Denied::OutOfScope { task } => write!(f, "{task} belongs to another tenant"),
             Denied::OperatorCannotSubmit => write!(f, "only tenants submit tasks"),
+            Denied::OperatorOnly => write!(f, "only the operator may do this"),
             Denied::UnknownTask(t) => write!(f, "no task {t} (never submitted or expired)"),
             Denied::NoLeader => write!(f, "no leader at the moment; retry"),
             Denied::NotReady(why) => write!(f, "not ready: {why}"),
@@ -166,6 +177,10 @@ pub enum Response {
         status: TaskStatus,
     },
     Cluster(ClusterView),
+    /// The quota change is applied.
+    QuotaSet {
+        tenant: TenantId,
+    },
     Refused(Denied),
 }
 
@@ -257,13 +272,13 @@ impl Gate {
         }
     }
 
-    /// Checks `req` against `state`; on success a submission comes back as the
-    /// [`TaskSpec`] to propose.
+    /// Checks `req` against `state`; on success a request that changes the cluster
+    /// comes back as the [`Command`] to propose (queries as `None`).
     pub fn authorize(
         &mut self,
         state: &ClusterState,
         req: &SignedRequest,
-    ) -> Result<Option<TaskSpec>, Denied> {
+    ) -> Result<Option<Command>, Denied> {
         if req.cluster != self.cluster {
             return Err(Denied::WrongCluster {
                 expected: self.cluster,
@@ -291,7 +306,7 @@ impl Gate {
                 {
                     return Err(Denied::Replayed { seq: req.seq, last });
                 }
-                Ok(Some(TaskSpec {
+                Ok(Some(Command::AssignTask(TaskSpec {
                     tenant,
                     request_seq: req.seq,
                     work: s.work.clone(),
@@ -302,6 +317,27 @@ impl Gate {
                     needs: s.needs.clone(),
                     domain: s.domain,
                     pin: s.pin,
+                })))
+            }
+            Request::SetQuota { tenant, quota } => {
+                if req.principal != Principal::Operator {
+                    return Err(Denied::OperatorOnly);
+                }
+                self.check_query_seq(req)?;
+                if state.tenant_key(*tenant).is_none() {
+                    return Err(Denied::UnknownPrincipal(Principal::Tenant(*tenant)));
+                }
+                if let Some(q) = quota
+                    && (q.memory_pages > MAX_TASK_MEMORY_PAGES
+                        || q.table_elements > MAX_TASK_TABLE_ELEMENTS)
+                {
+                    return Err(Denied::Malformed(alloc::format!(
+                        "quota limits over the sandbox maxima ({MAX_TASK_MEMORY_PAGES} pages, {MAX_TASK_TABLE_ELEMENTS} table elements)"
+                    )));
+                }
+                Ok(Some(Command::SetQuota {
+                    tenant: *tenant,
+                    quota: *quota,
                 }))
             }
             Request::TaskStatus { task } => {

@@ -311,6 +311,7 @@ pub enum IgnoredReason {
     AlreadyInThatState,
     OutputTooLarge,
     OlderRoot,
+    QuotaOverMaximum,
 }
 
 /// The result of applying one entry.
@@ -536,6 +537,12 @@ impl ClusterState {
             Command::SuspendContracts { node } => self.suspend_contracts_of(node, ev),
             Command::NodeDown { node } => self.node_down(node, ev),
             Command::NodeUp { node } => self.node_up(node, ev),
+            Command::SetQuota { quota: Some(q), .. }
+                if q.memory_pages > MAX_TASK_MEMORY_PAGES
+                    || q.table_elements > MAX_TASK_TABLE_ELEMENTS =>
+            {
+                ev.push(Event::Ignored(IgnoredReason::QuotaOverMaximum))
+            }
             Command::SetQuota { tenant, quota } => match self.data.tenants.get_mut(&tenant) {
                 Some(t) => {
                     t.quota = quota;

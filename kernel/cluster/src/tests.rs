@@ -297,6 +297,8 @@ fn quotas_refuse_over_limit_requests() {
     let q = Quota {
         max_in_flight: 2,
         max_budget_ticks: 250,
+        memory_pages: 4,
+        table_elements: 100,
     };
     log.push(
         &mut s,
@@ -331,6 +333,29 @@ fn quotas_refuse_over_limit_requests() {
             ..
         }
     ));
+    assert_eq!(
+        Quota::task_limits(s.data().tenants[&TenantId(10)].quota.as_ref()),
+        (4, 100)
+    );
+    assert_eq!(
+        Quota::task_limits(s.data().tenants[&TenantId(11)].quota.as_ref()),
+        (MAX_TASK_MEMORY_PAGES, MAX_TASK_TABLE_ELEMENTS)
+    );
+    let over = Quota {
+        memory_pages: MAX_TASK_MEMORY_PAGES + 1,
+        ..q
+    };
+    let a = log.push(
+        &mut s,
+        Command::SetQuota {
+            tenant: TenantId(10),
+            quota: Some(over),
+        },
+    );
+    assert_eq!(
+        a.events,
+        vec![Event::Ignored(IgnoredReason::QuotaOverMaximum)]
+    );
     // Another tenant is not affected.
     assert_eq!(
         assigned(&log.push(&mut s, Command::AssignTask(spec(11, 1)))).len(),
@@ -707,7 +732,9 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
     });
     let t10 = Principal::Tenant(TenantId(10));
     let ok = SignedRequest::sign(5, t10, 1, submit.clone(), &tenant_seed);
-    let spec = gate.authorize(&s, &ok).unwrap().unwrap();
+    let Some(Command::AssignTask(spec)) = gate.authorize(&s, &ok).unwrap() else {
+        panic!("a submission becomes AssignTask");
+    };
     assert_eq!(spec.tenant, TenantId(10));
     // Wrong key, tampered, unsigned, wrong cluster, unknown tenant.
     let forged = SignedRequest::sign(5, t10, 2, submit.clone(), &other_seed);
@@ -769,6 +796,40 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
     assert!(matches!(
         gate.authorize(&s, &op),
         Err(Denied::Replayed { seq: 1, .. })
+    ));
+    // Quotas: the operator only, for registered tenants, within the sandbox maxima.
+    let q = Quota {
+        max_in_flight: 3,
+        max_budget_ticks: 1000,
+        memory_pages: 4,
+        table_elements: 10,
+    };
+    let set = |p, seed: &[u8; 32], seq, tenant, quota| {
+        SignedRequest::sign(5, p, seq, Request::SetQuota { tenant, quota }, seed)
+    };
+    let by_tenant = set(t10, &tenant_seed, 50, TenantId(10), Some(q));
+    assert_eq!(gate.authorize(&s, &by_tenant), Err(Denied::OperatorOnly));
+    let by_op = set(Principal::Operator, &op_seed, 51, TenantId(10), Some(q));
+    assert_eq!(
+        gate.authorize(&s, &by_op),
+        Ok(Some(Command::SetQuota {
+            tenant: TenantId(10),
+            quota: Some(q)
+        }))
+    );
+    let over = Quota {
+        memory_pages: MAX_TASK_MEMORY_PAGES + 1,
+        ..q
+    };
+    let bad = set(Principal::Operator, &op_seed, 52, TenantId(10), Some(over));
+    assert!(matches!(
+        gate.authorize(&s, &bad),
+        Err(Denied::Malformed(_))
+    ));
+    let nobody = set(Principal::Operator, &op_seed, 53, TenantId(99), None);
+    assert!(matches!(
+        gate.authorize(&s, &nobody),
+        Err(Denied::UnknownPrincipal(_))
     ));
     // Wire round trip, and garbage decodes to an error.
     let bytes = encode(&ok);
@@ -850,7 +911,9 @@ mod props {
                 tenant: TenantId(t),
                 quota: (n > 0).then_some(Quota {
                     max_in_flight: n,
-                    max_budget_ticks: 1000
+                    max_budget_ticks: 1000,
+                    memory_pages: n,
+                    table_elements: 10,
                 })
             }),
         ]

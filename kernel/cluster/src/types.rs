@@ -331,6 +331,24 @@ pub struct Quota {
     pub max_in_flight: u32,
     /// Most tick budget accepted in total.
     pub max_budget_ticks: u64,
+    /// Memory one of its tasks may grow to, in 64 KiB pages (≤ [`MAX_TASK_MEMORY_PAGES`]).
+    pub memory_pages: u32,
+    /// Table elements one of its tasks may grow to (≤ [`MAX_TASK_TABLE_ELEMENTS`]).
+    pub table_elements: u32,
+}
+
+/// The sandbox's own maxima (`xdv_sandbox::MAX_MEMORY_PAGES`, `MAX_TABLE_ELEMENTS`;
+/// the kernel asserts they agree): what a tenant without a quota gets.
+pub const MAX_TASK_MEMORY_PAGES: u32 = 16;
+pub const MAX_TASK_TABLE_ELEMENTS: u32 = 1000;
+
+impl Quota {
+    /// Growth limits for a tenant with `quota` (the maxima without one).
+    pub fn task_limits(quota: Option<&Quota>) -> (u32, u32) {
+        quota.map_or((MAX_TASK_MEMORY_PAGES, MAX_TASK_TABLE_ELEMENTS), |q| {
+            (q.memory_pages, q.table_elements)
+        })
+    }
 }
 
 /// Sequence numbers a window of which may arrive out of order (concurrent clients of one

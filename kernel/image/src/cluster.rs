@@ -125,11 +125,21 @@ pub fn identity_from(
     })
 }
 
+/// What a parked request waits for in the applied state.
+enum Wait {
+    /// The submission `(tenant, seq)` became a task.
+    Task { tenant: TenantId, seq: u64 },
+    /// The tenant's quota is the requested one.
+    Quota {
+        tenant: TenantId,
+        quota: Option<xdv_cluster::Quota>,
+    },
+}
+
 struct Parked {
     conn: usize,
     generation: u64,
-    tenant: TenantId,
-    seq: u64,
+    wait: Wait,
     deadline_ms: u64,
 }
 
@@ -276,13 +286,27 @@ impl Service {
         let principal = req.principal;
         match self.gate.authorize(&self.state, &req) {
             Err(d) => Some(self.refuse(Some(principal), d)),
-            Ok(Some(spec)) => {
+            Ok(Some(command)) => {
                 let (leader, is_leader) = crate::raft::leader();
-                let (tenant, seq) = (spec.tenant, spec.request_seq);
+                let wait = match &command {
+                    Command::AssignTask(spec) => Wait::Task {
+                        tenant: spec.tenant,
+                        seq: spec.request_seq,
+                    },
+                    Command::SetQuota { tenant, quota } => Wait::Quota {
+                        tenant: *tenant,
+                        quota: *quota,
+                    },
+                    other => {
+                        let d =
+                            Denied::NotReady(alloc::format!("{} is not a request", other.name()));
+                        return Some(self.refuse(Some(principal), d));
+                    }
+                };
                 if is_leader {
                     let p = Proposal {
                         time: self.stamp(),
-                        command: Command::AssignTask(spec),
+                        command,
                     };
                     match p
                         .encode()
@@ -307,8 +331,7 @@ impl Service {
                 self.parked.push(Parked {
                     conn,
                     generation,
-                    tenant,
-                    seq,
+                    wait,
                     deadline_ms: now_ms() + REPLY_TIMEOUT_MS,
                 });
                 None
@@ -323,7 +346,9 @@ impl Service {
                     None => Response::Refused(Denied::UnknownTask(task)),
                 },
                 Request::ClusterStatus => Response::Cluster(self.view()),
-                Request::Submit(_) => Response::Refused(Denied::NotReady("unreachable".into())),
+                Request::Submit(_) | Request::SetQuota { .. } => {
+                    Response::Refused(Denied::NotReady("unreachable".into()))
+                }
             }),
         }
     }
@@ -351,9 +376,9 @@ impl Service {
         self.forwarded_in += 1;
         let proposal = match f {
             PeerForward::Client(req) => match self.gate.authorize(&self.state, &req) {
-                Ok(Some(spec)) => Proposal {
+                Ok(Some(command)) => Proposal {
                     time: self.stamp(),
-                    command: Command::AssignTask(spec),
+                    command,
                 },
                 _ => {
                     self.forwards_dropped += 1;
@@ -425,8 +450,18 @@ impl Service {
         let now = now_ms();
         let mut keep = Vec::new();
         for p in core::mem::take(&mut self.parked) {
-            let reply = match self.state.task_for_request(p.tenant, p.seq) {
-                Some(task) => Some(Response::Submitted { task }),
+            let done = match &p.wait {
+                Wait::Task { tenant, seq } => self
+                    .state
+                    .task_for_request(*tenant, *seq)
+                    .map(|task| Response::Submitted { task }),
+                Wait::Quota { tenant, quota } => {
+                    let now_set = self.state.data().tenants.get(tenant).map(|t| t.quota);
+                    (now_set == Some(*quota)).then_some(Response::QuotaSet { tenant: *tenant })
+                }
+            };
+            let reply = match done {
+                Some(r) => Some(r),
                 None if now >= p.deadline_ms => Some(Response::Refused(Denied::NotReady(
                     "not committed in time; retry with the same seq".into(),
                 ))),
@@ -512,10 +547,23 @@ pub fn poll() {
         resend_and_publish(s);
         detect_failures(s);
         let n = s.to_run.len().min(MAX_BATCH);
-        let batch: Vec<(TaskId, u32, xdv_cluster::TaskRecord)> = s
+        let batch: Vec<crate::tasks::Placed> = s
             .to_run
             .drain(..n)
-            .filter_map(|(t, a)| s.state.task(t).map(|r| (t, a, r.clone())))
+            .filter_map(|(task, attempt)| {
+                let record = s.state.task(task)?.clone();
+                let quota = s.state.data().tenants.get(&record.spec.tenant)?.quota;
+                let (pages, elements) = xdv_cluster::Quota::task_limits(quota.as_ref());
+                Some(crate::tasks::Placed {
+                    task,
+                    attempt,
+                    record,
+                    limits: xdv_sandbox::Limits {
+                        memory_pages: pages as usize,
+                        table_elements: elements as usize,
+                    },
+                })
+            })
             .collect();
         batch
     };

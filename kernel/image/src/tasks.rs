@@ -9,9 +9,22 @@ use crate::executor::{self, DISPATCHER, TaskWork};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use xdv_cluster::{Completion, Outcome, TaskRecord, Work};
-use xdv_sandbox::{SandboxWork, TaskModule, builtin, validate};
+use xdv_sandbox::{Limits, SandboxWork, TaskModule, builtin, validate_with};
 use xdv_sched::{Guards, ReplayEvent, TaskSpec};
 use xdv_types::{Hash32, NodeId, TaskId};
+
+/// A task the log placed on this node, with its tenant's sandbox limits.
+pub struct Placed {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub record: TaskRecord,
+    pub limits: Limits,
+}
+
+// The cluster's idea of the sandbox maxima is the sandbox's.
+const _: () = assert!(xdv_cluster::MAX_TASK_MEMORY_PAGES as usize == xdv_sandbox::MAX_MEMORY_PAGES);
+const _: () =
+    assert!(xdv_cluster::MAX_TASK_TABLE_ELEMENTS as usize == xdv_sandbox::MAX_TABLE_ELEMENTS);
 
 fn module_of(rec: &TaskRecord) -> Result<TaskModule, alloc::string::String> {
     let (module, input) = match &rec.spec.work {
@@ -37,14 +50,16 @@ fn module_of(rec: &TaskRecord) -> Result<TaskModule, alloc::string::String> {
     })
 }
 
-/// Runs `batch` (task, attempt, record) and returns one completion per task.
-pub fn run_cluster_tasks(batch: &[(TaskId, u32, TaskRecord)]) -> Vec<Completion> {
+/// Runs `batch` and returns one completion per task.
+pub fn run_cluster_tasks(batch: &[Placed]) -> Vec<Completion> {
     let me = NodeId(cluster::IDENTITY.get().map_or(0, |i| i.node));
     let mut done = Vec::new();
     let mut specs = Vec::new();
     let mut ran = Vec::new();
-    for (task, attempt, rec) in batch {
-        let checked = module_of(rec).and_then(|m| validate(&m).map_err(|e| alloc::format!("{e}")));
+    for p in batch {
+        let (task, attempt, rec) = (&p.task, &p.attempt, &p.record);
+        let checked = module_of(rec)
+            .and_then(|m| validate_with(&m, p.limits).map_err(|e| alloc::format!("{e}")));
         let guards = Guards::new(&rec.spec.guards);
         match (checked, guards) {
             (Ok(v), Ok(guards)) => {

@@ -96,6 +96,11 @@ pub enum ValidationError {
     /// The module uses a host function that reads or writes its memory but does not
     /// export that memory as `memory`.
     NoMemoryExport,
+    /// Per-tenant limits above the sandbox-wide maxima.
+    LimitsOverMaximum {
+        memory_pages: usize,
+        table_elements: usize,
+    },
 }
 
 impl fmt::Display for ValidationError {
@@ -107,6 +112,10 @@ impl fmt::Display for ValidationError {
             ValidationError::BudgetTooLarge { ticks, limit } => write!(f, "tick budget {ticks} is over the limit {limit}"),
             ValidationError::TooManyGuards { count, limit } => write!(f, "{count} guards, at most {limit}"),
             ValidationError::Malformed(e) => write!(f, "invalid WebAssembly: {e}"),
+            ValidationError::LimitsOverMaximum { memory_pages, table_elements } => write!(
+                f,
+                "limits of {memory_pages} memory pages / {table_elements} table elements exceed the maxima {MAX_MEMORY_PAGES} / {MAX_TABLE_ELEMENTS}"
+            ),
             ValidationError::ImportNotOffered { module, name } => {
                 write!(f, "import `{module}.{name}` is not offered by the host (see docs/tasks.md)")
             }
@@ -153,6 +162,8 @@ pub struct ValidatedTask {
     pub guards: Vec<CapabilityId>,
     pub module_hash: Hash32,
     pub module_bytes: usize,
+    /// Growth limits of this task's store (its tenant's).
+    pub limits: Limits,
 }
 
 impl fmt::Debug for ValidatedTask {
@@ -281,8 +292,35 @@ fn call_service(c: Caller<'_, Host>, cap: i32, _ptr: i32, len: i32) -> i32 {
     }
 }
 
-/// Validates a task before it may be queued.
+/// Memory and table growth allowed to one task; per tenant (the cluster's quota),
+/// never above [`MAX_MEMORY_PAGES`] / [`MAX_TABLE_ELEMENTS`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_pages: usize,
+    pub table_elements: usize,
+}
+
+impl Limits {
+    /// The sandbox-wide maxima (what a tenant without a quota gets).
+    pub const MAX: Limits = Limits {
+        memory_pages: MAX_MEMORY_PAGES,
+        table_elements: MAX_TABLE_ELEMENTS,
+    };
+}
+
+/// Validates a task before it may be queued, with the sandbox-wide limits.
 pub fn validate(task: &TaskModule) -> Result<ValidatedTask, ValidationError> {
+    validate_with(task, Limits::MAX)
+}
+
+/// Validates a task under a tenant's `limits` (refused if they exceed the maxima).
+pub fn validate_with(task: &TaskModule, limits: Limits) -> Result<ValidatedTask, ValidationError> {
+    if limits.memory_pages > MAX_MEMORY_PAGES || limits.table_elements > MAX_TABLE_ELEMENTS {
+        return Err(ValidationError::LimitsOverMaximum {
+            memory_pages: limits.memory_pages,
+            table_elements: limits.table_elements,
+        });
+    }
     if task.module.len() > MAX_MODULE_BYTES {
         return Err(ValidationError::TooLarge {
             bytes: task.module.len(),
@@ -354,6 +392,7 @@ pub fn validate(task: &TaskModule) -> Result<ValidatedTask, ValidationError> {
         guards: task.guards.clone(),
         module_hash: Hash32(Sha256::digest(&task.module).into()),
         module_bytes: task.module.len(),
+        limits,
     })
 }
 
@@ -387,8 +426,8 @@ pub fn run(task: &ValidatedTask, budget_ticks: u64, logical_time: i64) -> TaskRe
     let budget_ticks = budget_ticks.min(MAX_BUDGET_TICKS);
     let fuel = budget_ticks * FUEL_PER_TICK;
     let limits = StoreLimitsBuilder::new()
-        .memory_size(MAX_MEMORY_PAGES * 65536)
-        .table_elements(MAX_TABLE_ELEMENTS)
+        .memory_size(task.limits.memory_pages * 65536)
+        .table_elements(task.limits.table_elements)
         .build();
     let host = Host {
         input: task.input.clone(),

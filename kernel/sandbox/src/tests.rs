@@ -251,3 +251,32 @@ fn a_log_line_of_invalid_utf8_is_kept_within_its_byte_limit() {
     assert!(r.log[0].len() <= MAX_LOG_LINE_BYTES, "{} bytes", r.log[0].len());
     assert!(r.log[0].starts_with('\u{fffd}'));
 }
+
+#[test]
+fn a_tenants_limits_stop_the_grow_bomb_earlier_and_cannot_exceed_the_maxima() {
+    let b = builtin("grow").unwrap();
+    let module = TaskModule {
+        tenant: TenantId(7),
+        module: b.wasm.to_vec(),
+        input: b.default_input.to_vec(),
+        budget_ticks: b.default_budget,
+        priority: Priority::Normal,
+        guards: vec![],
+    };
+    let small = Limits {
+        memory_pages: 4,
+        table_elements: 10,
+    };
+    let t = validate_with(&module, small).unwrap();
+    let r = run(&t, 1000, 0);
+    assert!(matches!(r.outcome, WorkOutcome::Completed { .. }), "{r:?}");
+    assert_eq!(r.output, 4u32.to_le_bytes(), "pages reached under the tenant limit");
+    let too_big = Limits {
+        memory_pages: MAX_MEMORY_PAGES + 1,
+        table_elements: 10,
+    };
+    assert!(matches!(
+        validate_with(&module, too_big),
+        Err(ValidationError::LimitsOverMaximum { .. })
+    ));
+}

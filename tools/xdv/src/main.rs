@@ -50,6 +50,8 @@ enum Cmd {
     Start(cmd::cluster::NodeArgs),
     /// Submit a task to the cluster (signed with the tenant's key) and wait for its outcome.
     Submit(cmd::cluster::SubmitArgs),
+    /// Set or clear a tenant's quota (operator-signed).
+    Quota(cmd::cluster::QuotaArgs),
 }
 
 fn main() {
@@ -70,6 +72,7 @@ fn main() {
         Cmd::Kill(a) => cmd::cluster::kill(a),
         Cmd::Start(a) => cmd::cluster::start(a),
         Cmd::Submit(a) => cmd::cluster::submit(a),
+        Cmd::Quota(a) => cmd::cluster::quota(a),
     };
     if let Err(e) = result {
         eprintln!("xdv: error: {e:#}");

@@ -344,3 +344,26 @@ pub fn describe(s: &TaskStatus) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Sets (or clears) a tenant's quota as the operator, through the node behind `port`;
+/// returns once the cluster applied it.
+pub fn set_quota(
+    port: u16,
+    keys: &Keys,
+    tenant: u32,
+    quota: Option<xdv_cluster::Quota>,
+) -> Result<()> {
+    let req = signed(
+        keys,
+        Principal::Operator,
+        Request::SetQuota {
+            tenant: xdv_types::TenantId(tenant),
+            quota,
+        },
+    )?;
+    match Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(15))? {
+        Response::QuotaSet { .. } => Ok(()),
+        Response::Refused(d) => bail!("refused: {d}"),
+        other => bail!("unexpected response {other:?}"),
+    }
+}

@@ -366,3 +366,48 @@ pub fn start(a: NodeArgs) -> Result<()> {
     eprintln!("xdv: node {} started on its RAM file (pid {pid})", a.node);
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct QuotaArgs {
+    /// Tenant id.
+    tenant: u32,
+    /// Most tasks pending or running at once.
+    #[arg(long, default_value_t = u32::MAX)]
+    max_in_flight: u32,
+    /// Most tick budget accepted in total.
+    #[arg(long, default_value_t = u64::MAX)]
+    max_budget: u64,
+    /// Memory one task may grow to, in 64 KiB pages (at most 16).
+    #[arg(long, default_value_t = xdv_cluster::MAX_TASK_MEMORY_PAGES)]
+    memory_pages: u32,
+    /// Table elements one task may grow to (at most 1000).
+    #[arg(long, default_value_t = xdv_cluster::MAX_TASK_TABLE_ELEMENTS)]
+    table_elements: u32,
+    /// Remove the tenant's quota instead.
+    #[arg(long)]
+    clear: bool,
+    /// Node whose management port to use.
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    /// Cluster directory (default target/xdv/cluster).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// `cargo xdv quota`: the operator sets or clears a tenant's quota.
+pub fn quota(a: QuotaArgs) -> Result<()> {
+    let keys = Keys::load(&dir(a.dir))?;
+    let quota = (!a.clear).then_some(xdv_cluster::Quota {
+        max_in_flight: a.max_in_flight,
+        max_budget_ticks: a.max_budget,
+        memory_pages: a.memory_pages,
+        table_elements: a.table_elements,
+    });
+    let port = cluster::MGMT_HOST_PORT_BASE + a.node as u16;
+    mgmt::set_quota(port, &keys, a.tenant, quota)?;
+    match quota {
+        Some(q) => println!("tenant {}: quota {q:?}", a.tenant),
+        None => println!("tenant {}: quota cleared", a.tenant),
+    }
+    Ok(())
+}
