@@ -190,11 +190,23 @@ fn backoff(spins: &mut u32) {
     }
 }
 
+/// Pins the calling thread to CPU `i` when the machine has more than one CPU; every
+/// queue gets the same placement (producer on CPU 1, consumer on CPU 0), so the OS
+/// cannot put both ends on one core for one queue and not for another.
+fn pin(i: usize) -> bool {
+    match core_affinity::get_core_ids() {
+        Some(ids) if ids.len() > 1 => core_affinity::set_for_current(ids[i % ids.len()]),
+        _ => false,
+    }
+}
+
 /// Producer thread pushes 0..items, this thread pops them; checks the sum.
 fn two_threads(items: usize, mut tx: impl Spsc, mut rx: impl SpscRx) -> Duration {
+    pin(0);
     let start = Instant::now();
     let sum = std::thread::scope(|s| {
         s.spawn(move || {
+            pin(1);
             let mut spins = 0;
             for i in 0..items as u64 {
                 while !tx.push(i) {
