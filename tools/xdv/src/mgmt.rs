@@ -338,7 +338,7 @@ pub fn describe(s: &TaskStatus) -> String {
             "{outcome} on node {} (attempt {attempt}) ticks={ticks} output_hash={} output={}",
             node.0,
             hex::encode(output_hash.0),
-            String::from_utf8(output.clone()).unwrap_or_else(|_| hex::encode(output))
+            printable(output)
         ),
         TaskStatus::Rejected(r) => format!("refused: {r}"),
         other => format!("{other:?}"),
@@ -365,5 +365,13 @@ pub fn set_quota(
         Response::QuotaSet { .. } => Ok(()),
         Response::Refused(d) => bail!("refused: {d}"),
         other => bail!("unexpected response {other:?}"),
+    }
+}
+
+/// Output as text when it is printable UTF-8, else as hex (`0x…`).
+pub fn printable(output: &[u8]) -> String {
+    match std::str::from_utf8(output) {
+        Ok(t) if t.chars().all(|c| !c.is_control() || c == '\n' || c == '\t') => t.to_string(),
+        _ => format!("0x{}", hex::encode(output)),
     }
 }
