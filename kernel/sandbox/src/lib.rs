@@ -140,13 +140,16 @@ struct Host {
     violation: Option<&'static str>,
 }
 
-/// The engine every task shares: fuel metering on, and **eager** compilation — with
+/// The engine every task shares: fuel metering on, **eager** compilation — with
 /// wasmi's default lazy translation the first run of a function is charged fuel for
-/// translating it, so the same task would use different ticks on its first run.
+/// translating it, so the same task would use different ticks on its first run — and
+/// no floating point: NaN bit patterns are the one place Wasm lets results depend on the
+/// CPU, so modules with `f32`/`f64` types or instructions are refused at validation.
 fn engine() -> Engine {
     let mut config = Config::default();
     config.consume_fuel(true);
     config.compilation_mode(wasmi::CompilationMode::Eager);
+    config.floats(false);
     Engine::new(&config)
 }
 

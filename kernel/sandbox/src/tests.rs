@@ -280,3 +280,16 @@ fn a_tenants_limits_stop_the_grow_bomb_earlier_and_cannot_exceed_the_maxima() {
         Err(ValidationError::LimitsOverMaximum { .. })
     ));
 }
+
+#[test]
+fn floating_point_modules_are_refused_at_validation() {
+    let wat = r#"(module (func (export "run") (drop (f64.add (f64.const 1) (f64.const 2)))))"#;
+    match task(wat, 10, vec![]) {
+        Err(ValidationError::Malformed(e)) => assert!(e.contains("float"), "{e}"),
+        other => panic!("a float module validated: {:?}", other.map(|_| ())),
+    }
+    let wat = r#"(module (func (export "run") (param) (local f32)))"#;
+    assert!(matches!(task(wat, 10, vec![]), Err(ValidationError::Malformed(_))));
+    // Integer-only modules are unaffected.
+    assert!(task(r#"(module (func (export "run")))"#, 10, vec![]).is_ok());
+}
