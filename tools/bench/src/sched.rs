@@ -341,8 +341,48 @@ enum StampPattern {
     Increasing,
 }
 
+/// The baseline for the ordered queue: std's `BinaryHeap` of (stamp, seq) pairs, the
+/// textbook O(log n) structure, fed the same stamps. Its growth shows what the memory
+/// hierarchy adds at 100k entries.
+struct StdHeap(std::collections::BinaryHeap<std::cmp::Reverse<(CoreStamp, u64)>>);
+
+/// The operations both queues are measured with.
+trait Ordered {
+    fn push(&mut self, stamp: CoreStamp, v: u64);
+    fn pop(&mut self) -> Option<u64>;
+    fn len(&self) -> usize;
+}
+
+impl Ordered for OrderedQueue<u64> {
+    fn push(&mut self, stamp: CoreStamp, v: u64) {
+        OrderedQueue::push(self, stamp, v).expect("under limit");
+    }
+    fn pop(&mut self) -> Option<u64> {
+        OrderedQueue::pop(self).map(|(_, v)| v)
+    }
+    fn len(&self) -> usize {
+        OrderedQueue::len(self)
+    }
+}
+
+impl Ordered for StdHeap {
+    fn push(&mut self, stamp: CoreStamp, v: u64) {
+        self.0.push(std::cmp::Reverse((stamp, v)));
+    }
+    fn pop(&mut self) -> Option<u64> {
+        self.0.pop().map(|std::cmp::Reverse((_, v))| v)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// ns per push+pop pair with the queue holding `size` entries.
 fn ordered_ns(size: usize, runs: usize, pattern: StampPattern) -> f64 {
+    ordered_ns_of(OrderedQueue::new(), size, runs, pattern)
+}
+
+fn ordered_ns_of(mut q: impl Ordered, size: usize, runs: usize, pattern: StampPattern) -> f64 {
     let mut rng = SplitMix64(0x5eed);
     let mut now = 0u64;
     let mut stamp = move || {
@@ -358,13 +398,12 @@ fn ordered_ns(size: usize, runs: usize, pattern: StampPattern) -> f64 {
             core: CoreId((rng.next_u64() & 7) as u16),
         }
     };
-    let mut q = OrderedQueue::new();
     for i in 0..size {
-        q.push(stamp(), i as u64).expect("under limit");
+        q.push(stamp(), i as u64);
     }
     let d = median(&time_runs(runs, || {
         for i in 0..ORDERED_OPS {
-            q.push(stamp(), i as u64).expect("under limit");
+            q.push(stamp(), i as u64);
             black_box(q.pop());
         }
     }));
@@ -372,8 +411,9 @@ fn ordered_ns(size: usize, runs: usize, pattern: StampPattern) -> f64 {
     ns_per_item(d, ORDERED_OPS)
 }
 
-/// Prints one ordered-queue workload; returns (ns at each size, normalised growth).
-fn ordered_case(pattern: StampPattern, name: &str, runs: usize) -> (Vec<f64>, f64) {
+/// Prints one ordered-queue workload; returns (ns at each size, normalised growth, the
+/// std `BinaryHeap` baseline's normalised growth).
+fn ordered_case(pattern: StampPattern, name: &str, runs: usize) -> (Vec<f64>, f64, f64) {
     let ns: Vec<f64> = ORDERED_SIZES
         .iter()
         .map(|&n| ordered_ns(n, runs, pattern))
@@ -391,7 +431,21 @@ fn ordered_case(pattern: StampPattern, name: &str, runs: usize) -> (Vec<f64>, f6
     println!(
         "  growth 1k -> 100k: {growth:.2}x; log2 n grows {log_growth:.2}x; normalised {normalised:.2} (<= 1: O(log n) or better)"
     );
-    (ns, normalised)
+    let base: Vec<f64> = ORDERED_SIZES
+        .iter()
+        .map(|&n| {
+            let heap = StdHeap(std::collections::BinaryHeap::new());
+            ordered_ns_of(heap, n, runs, pattern)
+        })
+        .collect();
+    let base_norm = base[1] / base[0] / log_growth;
+    println!(
+        "  baseline std BinaryHeap: {:.2} / {:.2} ns, normalised {base_norm:.2}; ours/baseline growth {:.2}",
+        base[0],
+        base[1],
+        normalised / base_norm
+    );
+    (ns, normalised, base_norm)
 }
 
 /// Prints medians (and fastest runs); returns (ours, best baseline) medians.
@@ -425,8 +479,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     );
 
     let runs = o.runs.min(5);
-    let (random, random_norm) = ordered_case(StampPattern::Random, "random", runs);
-    let (increasing, increasing_norm) = ordered_case(StampPattern::Increasing, "increasing", runs);
+    let (random, random_norm, random_base) = ordered_case(StampPattern::Random, "random", runs);
+    let (increasing, increasing_norm, increasing_base) =
+        ordered_case(StampPattern::Increasing, "increasing", runs);
 
     let kernel = match o.qemu_smp {
         None => serde_json::Value::Null,
@@ -474,6 +529,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "one_thread_ratio": one_ours / one_best,
             "ordered_random_ns": {"1000": random[0], "100000": random[1]},
             "ordered_random_growth_per_log2n": random_norm,
+            "ordered_random_std_binaryheap_growth_per_log2n": random_base,
+            "ordered_increasing_std_binaryheap_growth_per_log2n": increasing_base,
             "ordered_increasing_ns": {"1000": increasing[0], "100000": increasing[1]},
             "ordered_increasing_growth_per_log2n": increasing_norm,
             "kernel": kernel,
