@@ -1594,7 +1594,11 @@ mod append_bytes_tests {
         assert_eq!(v.len(), 3);
         let mut big = alloc::vec![entry(1, 1 << 20), entry(2, 10)];
         truncate_to_bytes(&mut big, 1024);
-        assert_eq!(big.len(), 1, "an entry larger than the budget still goes alone");
+        assert_eq!(
+            big.len(),
+            1,
+            "an entry larger than the budget still goes alone"
+        );
         let mut none: Vec<Entry> = Vec::new();
         truncate_to_bytes(&mut none, 10);
         assert!(none.is_empty());

@@ -248,7 +248,11 @@ fn a_log_line_of_invalid_utf8_is_kept_within_its_byte_limit() {
     let t = task(wat, 100, vec![]).unwrap();
     let r = run(&t, 100, 0);
     assert_eq!(r.log.len(), 1, "{r:?}");
-    assert!(r.log[0].len() <= MAX_LOG_LINE_BYTES, "{} bytes", r.log[0].len());
+    assert!(
+        r.log[0].len() <= MAX_LOG_LINE_BYTES,
+        "{} bytes",
+        r.log[0].len()
+    );
     assert!(r.log[0].starts_with('\u{fffd}'));
 }
 
@@ -270,7 +274,11 @@ fn a_tenants_limits_stop_the_grow_bomb_earlier_and_cannot_exceed_the_maxima() {
     let t = validate_with(&module, small).unwrap();
     let r = run(&t, 1000, 0);
     assert!(matches!(r.outcome, WorkOutcome::Completed { .. }), "{r:?}");
-    assert_eq!(r.output, 4u32.to_le_bytes(), "pages reached under the tenant limit");
+    assert_eq!(
+        r.output,
+        4u32.to_le_bytes(),
+        "pages reached under the tenant limit"
+    );
     let too_big = Limits {
         memory_pages: MAX_MEMORY_PAGES + 1,
         table_elements: 10,
@@ -289,7 +297,10 @@ fn floating_point_modules_are_refused_at_validation() {
         other => panic!("a float module validated: {:?}", other.map(|_| ())),
     }
     let wat = r#"(module (func (export "run") (param) (local f32)))"#;
-    assert!(matches!(task(wat, 10, vec![]), Err(ValidationError::Malformed(_))));
+    assert!(matches!(
+        task(wat, 10, vec![]),
+        Err(ValidationError::Malformed(_))
+    ));
     // Integer-only modules are unaffected.
     assert!(task(r#"(module (func (export "run")))"#, 10, vec![]).is_ok());
 }
