@@ -54,7 +54,7 @@ impl Default for Config {
         Config {
             shard_count: 16,
             tasks_per_core: 64,
-            max_retained_tasks: 4096,
+            max_retained_tasks: 1024,
             max_nodes: 64,
         }
     }

@@ -17,7 +17,7 @@ pub const MAX_MODULE_BYTES: usize = 64 * 1024;
 /// Largest task input carried in the log.
 pub const MAX_INPUT_BYTES: usize = 16 * 1024;
 /// Largest task output kept in the replicated state for the submitter.
-pub const MAX_OUTPUT_BYTES: usize = 4 * 1024;
+pub const MAX_OUTPUT_BYTES: usize = 1024;
 /// Longest built-in task name.
 pub const MAX_BUILTIN_NAME_BYTES: usize = 32;
 /// Longest reason text in an outcome.
