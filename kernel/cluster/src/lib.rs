@@ -15,6 +15,8 @@ extern crate alloc;
 
 pub mod command;
 pub mod contract;
+#[cfg(any(test, feature = "std"))]
+pub mod fuzz;
 pub mod mgmt;
 pub mod placement;
 pub mod shard;

@@ -412,11 +412,10 @@ impl ClusterState {
             return Err(DecodeError::UnknownVersion(v));
         }
         let data: StateData = postcard::from_bytes(body).map_err(|_| DecodeError::Malformed)?;
-        if data.config.validate().is_err() || data.shards.count() != data.config.shard_count {
+        if data.config.validate().is_err() || invariants(&data).is_err() {
             return Err(DecodeError::Malformed);
         }
         self.data = data;
-        self.check();
         Ok(())
     }
 
@@ -1045,19 +1044,8 @@ impl ClusterState {
         check_resource_set(&c.resource_set, capacity)
     }
 
-    /// Contracts in force on `node`/`domain` sharing a resource with `set`, in id order.
     fn holders(&self, node: NodeId, domain: Domain, set: &[u16], skip: u64) -> Vec<u64> {
-        self.data
-            .contracts
-            .iter()
-            .filter(|(id, r)| {
-                **id != skip
-                    && r.contract.target_node == node
-                    && r.contract.domain == domain
-                    && r.contract.resource_set.iter().any(|x| set.contains(x))
-            })
-            .map(|(id, _)| *id)
-            .collect()
+        holders_in(&self.data, node, domain, set, skip)
     }
 
     /// Seed 000 §5.3: validate (signature, capability), then policy priority — a request
@@ -1205,58 +1193,103 @@ impl ClusterState {
         }
     }
 
-    /// Checks the invariants listed in the module doc (debug builds and tests).
+    /// Asserts the invariants listed in the module doc after every entry (debug builds
+    /// and tests; [`restore_image`](Self::restore_image) checks them always).
     pub fn check(&self) {
-        if !cfg!(debug_assertions) {
-            return;
-        }
-        let d = &self.data;
-        let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
-        let mut per_tenant: BTreeMap<TenantId, u32> = BTreeMap::new();
-        let mut pending = 0;
-        for t in d.tasks.values() {
-            match t.status {
-                TaskStatus::Assigned { node, .. } => {
-                    *per_node.entry(node).or_default() += 1;
-                    *per_tenant.entry(t.spec.tenant).or_default() += 1;
-                }
-                TaskStatus::Pending => {
-                    pending += 1;
-                    assert!(
-                        d.pending.contains(&t.id),
-                        "pending task {} not queued",
-                        t.id
-                    );
-                    *per_tenant.entry(t.spec.tenant).or_default() += 1;
-                }
-                _ => assert!(
-                    d.finished.contains(&t.id),
-                    "finished task {} untracked",
-                    t.id
-                ),
-            }
-        }
-        assert_eq!(pending, d.pending.len(), "pending list out of step");
-        for (n, r) in &d.nodes {
-            assert_eq!(
-                r.assigned,
-                per_node.get(n).copied().unwrap_or(0),
-                "{n} assigned"
-            );
-        }
-        for (t, r) in &d.tenants {
-            assert_eq!(
-                r.in_flight,
-                per_tenant.get(t).copied().unwrap_or(0),
-                "{t} in flight"
-            );
-        }
-        for (id, r) in &d.contracts {
-            let c = &r.contract;
-            let others = self.holders(c.target_node, c.domain, &c.resource_set, *id);
-            assert!(others.is_empty(), "contract {id} overlaps {others:?}");
+        if cfg!(debug_assertions)
+            && let Err(e) = invariants(&self.data)
+        {
+            panic!("cluster state invariant broken: {e}");
         }
     }
+}
+
+/// Contracts in force on `node`/`domain` sharing a resource with `set`, in id order.
+fn holders_in(d: &StateData, node: NodeId, domain: Domain, set: &[u16], skip: u64) -> Vec<u64> {
+    d.contracts
+        .iter()
+        .filter(|(id, r)| {
+            **id != skip
+                && r.contract.target_node == node
+                && r.contract.domain == domain
+                && r.contract.resource_set.iter().any(|x| set.contains(x))
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// The invariants of the module doc, as a check that never panics (a snapshot image
+/// from outside is refused when it breaks one).
+fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
+    use alloc::format;
+    let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+    let mut per_tenant: BTreeMap<TenantId, u32> = BTreeMap::new();
+    let queued: BTreeSet<TaskId> = d.pending.iter().copied().collect();
+    if queued.len() != d.pending.len() {
+        return Err("pending list has duplicates".into());
+    }
+    let mut pending = 0;
+    for (id, t) in &d.tasks {
+        if *id != t.id || t.id.0 >= d.next_task {
+            return Err(format!("task {} misfiled or beyond next id", t.id));
+        }
+        match t.status {
+            TaskStatus::Assigned { node, .. } => {
+                if !d.nodes.contains_key(&node) {
+                    return Err(format!("task {} assigned to non-member {node}", t.id));
+                }
+                *per_node.entry(node).or_default() += 1;
+                *per_tenant.entry(t.spec.tenant).or_default() += 1;
+            }
+            TaskStatus::Pending => {
+                pending += 1;
+                if !queued.contains(&t.id) {
+                    return Err(format!("pending task {} not queued", t.id));
+                }
+                *per_tenant.entry(t.spec.tenant).or_default() += 1;
+            }
+            _ if !d.finished.contains(&t.id) => {
+                return Err(format!("finished task {} untracked", t.id));
+            }
+            _ => {}
+        }
+    }
+    if pending != d.pending.len() {
+        return Err(format!(
+            "pending list out of step ({pending} vs {})",
+            d.pending.len()
+        ));
+    }
+    if let Some(t) = d.finished.iter().find(|t| !d.tasks.contains_key(t)) {
+        return Err(format!("finished task {t} unknown"));
+    }
+    for (n, r) in &d.nodes {
+        if r.assigned != per_node.get(n).copied().unwrap_or(0) || r.info.node != *n {
+            return Err(format!("{n} assigned count or id out of step"));
+        }
+    }
+    for (t, r) in &d.tenants {
+        if r.in_flight != per_tenant.get(t).copied().unwrap_or(0) {
+            return Err(format!("{t} in flight out of step"));
+        }
+    }
+    if per_tenant.keys().any(|t| !d.tenants.contains_key(t)) {
+        return Err("task of an unregistered tenant in flight".into());
+    }
+    for (id, r) in &d.contracts {
+        let c = &r.contract;
+        if *id != c.contract_id {
+            return Err(format!("contract {id} misfiled"));
+        }
+        let others = holders_in(d, c.target_node, c.domain, &c.resource_set, *id);
+        if !others.is_empty() {
+            return Err(format!("contract {id} overlaps {others:?}"));
+        }
+    }
+    if d.shards.count() != d.config.shard_count {
+        return Err("shard table size differs from the config".into());
+    }
+    Ok(())
 }
 
 fn check_resource_set(set: &[u16], capacity: u16) -> Result<(), Refusal> {
