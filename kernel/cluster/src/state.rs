@@ -507,17 +507,23 @@ impl ClusterState {
 
     /// `time` only grows: an entry stamped at or before the current time is applied at
     /// `(current lamport + 1, its node)`. A pure function of the log.
+    ///
+    /// A stamp near `u64::MAX` (a faulty proposer) cannot wrap the clock: it saturates,
+    /// and from there time stays at the maximum — never moves backwards, never panics.
     fn advance_time(&mut self, t: GlobalTime) {
         let prev = self.data.time;
         self.data.time = if t > prev {
             t
         } else {
             GlobalTime {
-                lamport: prev.lamport + 1,
+                lamport: prev.lamport.saturating_add(1),
                 node: t.node,
             }
         };
-        assert!(self.data.time > prev, "global time must grow");
+        assert!(
+            self.data.time > prev || prev.lamport == u64::MAX,
+            "global time must grow"
+        );
     }
 
     fn dispatch(&mut self, c: Command, ev: &mut Vec<Event>) {

@@ -684,6 +684,10 @@ fn time_only_grows_even_when_stamps_go_backwards() {
     let t1 = s.apply(1, &mk(50, 2)).time;
     let t2 = s.apply(2, &mk(40, 1)).time;
     let t3 = s.apply(3, &mk(50, 3)).time;
+    // A faulty stamp at the maximum saturates instead of wrapping or panicking.
+    let t4 = s.apply(4, &mk(u64::MAX, 2)).time;
+    let t5 = s.apply(5, &mk(7, 1)).time;
+    assert_eq!((t4.lamport, t5.lamport), (u64::MAX, u64::MAX));
     assert_eq!(
         t1,
         GlobalTime {

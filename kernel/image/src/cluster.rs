@@ -251,7 +251,11 @@ impl Service {
 
     fn apply(&mut self, index: u64, bytes: &[u8]) {
         let applied = self.state.apply(index, bytes);
-        self.clock.recv(xdv_types::Timestamp(applied.time.lamport));
+        // The log's time never reaches u64::MAX from honest leaders (one tick per
+        // proposal); a saturated one must not panic the node's clock.
+        if applied.time.lamport < u64::MAX - 1 {
+            self.clock.recv(xdv_types::Timestamp(applied.time.lamport));
+        }
         let hash = self.state.hash();
         let body = mgmt::encode(&(index, applied.command.unwrap_or("invalid"), hash));
         audit::record(
@@ -398,7 +402,12 @@ impl Service {
                     log::warn!("cluster: {from} forwarded a command not about itself; dropped");
                     return;
                 }
-                p
+                // The leader stamps what it proposes: a follower's stamp is not trusted
+                // to order the log.
+                Proposal {
+                    time: self.stamp(),
+                    command: p.command,
+                }
             }
         };
         if let Ok(b) = proposal.encode() {

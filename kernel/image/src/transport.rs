@@ -307,7 +307,7 @@ impl Transport {
                 Ok(Some(frame)) => {
                     self.conns[i].frames_in += 1;
                     self.conns[i].last_heard_ms = now;
-                    self.clock = self.clock.max(frame.header.timestamp.0) + 1;
+                    self.clock = self.clock.max(frame.header.timestamp.0).saturating_add(1);
                     self.handle(iface, i, frame.header, frame.message);
                 }
                 Err(e) => {
