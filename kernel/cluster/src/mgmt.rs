@@ -193,6 +193,21 @@ pub enum PeerForward {
     Own(Proposal),
 }
 
+impl PeerForward {
+    /// Whether `from` may forward `command` as its own: only reports about itself
+    /// (completions, heartbeats, audit roots); everything else is the leader's to
+    /// propose or comes from a client through [`PeerForward::Client`].
+    pub fn own_is_allowed(from: NodeId, command: &Command) -> bool {
+        let about = match command {
+            Command::TaskCompleted(c) => c.node,
+            Command::Heartbeat(h) => h.node,
+            Command::PublishAuditRoot { node, .. } => *node,
+            _ => return false,
+        };
+        about == from
+    }
+}
+
 fn signing_bytes(cluster: u32, principal: Principal, seq: u64, request: &Request) -> Vec<u8> {
     let mut out = Vec::from(MGMT_SIGNING_DOMAIN);
     // Encoding plain data into a Vec cannot fail.

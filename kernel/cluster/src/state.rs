@@ -1062,7 +1062,7 @@ impl ClusterState {
         let id = sc.contract.contract_id;
         let verdict = self.validate_contract(&sc).and_then(|()| {
             if self.data.contracts.len() >= MAX_CONTRACTS {
-                return Err(Refusal::Conflict { holder: id });
+                return Err(Refusal::TooManyContracts);
             }
             let c = &sc.contract;
             let holders = self.holders(c.target_node, c.domain, &c.resource_set, id);

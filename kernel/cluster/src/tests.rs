@@ -555,6 +555,37 @@ fn contracts_are_verified_then_resolved_by_priority_then_log_order() {
 }
 
 #[test]
+fn the_number_of_contracts_in_force_is_bounded() {
+    let workers: Vec<WorkerInfo> = (1..=5).map(|n| worker(n, 256, &[1])).collect();
+    let mut s = ClusterState::genesis(Config::default(), &workers, &[]).unwrap();
+    let mut log = Log::new();
+    let limit = crate::state::MAX_CONTRACTS as u64;
+    for id in 0..=limit {
+        let target = if id < limit { 2 + (id / 256) as u32 } else { 2 };
+        let mut c = contract(
+            id + 1,
+            1,
+            target,
+            Domain::K,
+            &[(id % 256) as u16],
+            Priority::Normal,
+        );
+        c.duration_ticks = 1 << 40; // outlives the test's log (10 ticks per entry)
+        let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+        if id < limit {
+            assert_eq!(
+                a.events,
+                vec![Event::ContractAccepted { id: id + 1 }],
+                "{id}"
+            );
+        } else {
+            assert_eq!(rejected(&a), Some(Refusal::TooManyContracts));
+        }
+    }
+    assert_eq!(s.data().contracts.len() as u64, limit);
+}
+
+#[test]
 fn contracts_expire_by_logical_time() {
     let mut s = cluster();
     let mut log = Log::new();
@@ -840,6 +871,40 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
     assert_eq!(decode::<SignedRequest>(&bytes).unwrap(), ok);
     assert!(decode::<SignedRequest>(&bytes[..bytes.len() - 1]).is_err());
     assert!(decode::<SignedRequest>(&[0xff; 7]).is_err());
+}
+
+#[test]
+fn a_node_may_forward_only_reports_about_itself() {
+    use crate::mgmt::PeerForward;
+    let mine = complete(TaskId(1), NodeId(2), 1);
+    assert!(PeerForward::own_is_allowed(NodeId(2), &mine));
+    assert!(
+        !PeerForward::own_is_allowed(NodeId(3), &mine),
+        "someone else's report"
+    );
+    let hb = Command::Heartbeat(HeartbeatInfo {
+        node: NodeId(3),
+        available_cores: 1,
+        local_load: 0,
+    });
+    assert!(PeerForward::own_is_allowed(NodeId(3), &hb));
+    let root = Command::PublishAuditRoot {
+        node: NodeId(1),
+        records: 1,
+        root: Hash32::ZERO,
+    };
+    assert!(!PeerForward::own_is_allowed(NodeId(2), &root));
+    // Leader-only and client commands are never a node's own to forward.
+    for c in [
+        Command::NodeDown { node: NodeId(2) },
+        Command::AssignTask(spec(10, 1)),
+        Command::SetQuota {
+            tenant: TenantId(10),
+            quota: None,
+        },
+    ] {
+        assert!(!PeerForward::own_is_allowed(NodeId(2), &c), "{}", c.name());
+    }
 }
 
 #[test]

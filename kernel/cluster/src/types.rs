@@ -150,6 +150,7 @@ pub enum Refusal {
     ZeroDuration,
     Conflict { holder: u64 },
     DuplicateContract(u64),
+    TooManyContracts,
     NodeNotUp(NodeId),
     TooManyNodes,
     BadWorker(WorkerProblem),
@@ -213,6 +214,11 @@ impl fmt::Display for Refusal {
                 )
             }
             Refusal::DuplicateContract(id) => write!(f, "contract {id} already exists"),
+            Refusal::TooManyContracts => write!(
+                f,
+                "{} contracts already in force",
+                crate::state::MAX_CONTRACTS
+            ),
             Refusal::NodeNotUp(n) => write!(f, "{n} is not up"),
             Refusal::TooManyNodes => write!(f, "cluster is at its member limit"),
             Refusal::BadWorker(why) => write!(f, "bad worker description: {why:?}"),

@@ -106,14 +106,11 @@ pub fn record(core: CoreId, body: &RecordBody) -> Option<u64> {
 
 /// Records a state-changing console command.
 pub fn console_command(line: &str) {
-    let mut end = line.len().min(xdv_audit::body::MAX_CONSOLE_LINE_BYTES);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
+    let line = xdv_types::prefix_within(line, xdv_audit::body::MAX_CONSOLE_LINE_BYTES);
     record(
         CoreId(0),
         &RecordBody::ConsoleCommand {
-            line: String::from(&line[..end]),
+            line: String::from(line),
         },
     );
 }

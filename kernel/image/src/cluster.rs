@@ -159,8 +159,7 @@ struct Service {
     parked: Vec<Parked>,
     last_detect_ms: u64,
     last_publish_ms: u64,
-    published_records: u64,
-    heartbeat_sent: Option<u16>,
+    last_heartbeat_ms: u64,
     refused: u64,
     forwarded_in: u64,
     forwards_dropped: u64,
@@ -213,8 +212,7 @@ pub fn init(id: Identity) {
         parked: Vec::new(),
         last_detect_ms: 0,
         last_publish_ms: 0,
-        published_records: 0,
-        heartbeat_sent: None,
+        last_heartbeat_ms: 0,
         refused: 0,
         forwarded_in: 0,
         forwards_dropped: 0,
@@ -235,17 +233,35 @@ impl Service {
 
     /// Proposes `cmd` if this node leads, else forwards it to the leader.
     fn submit_own(&mut self, cmd: Command) {
+        // A lost proposal is not an error here: its sender resends until the log has it.
+        let _ = self.propose_or_forward(cmd, PeerForward::Own);
+    }
+
+    /// Proposes `command` if this node leads; otherwise queues `forward(proposal)` for
+    /// the leader. `Err` when there is no leader or the proposal is refused.
+    fn propose_or_forward(
+        &mut self,
+        command: Command,
+        forward: impl FnOnce(Proposal) -> PeerForward,
+    ) -> Result<(), Denied> {
         let p = Proposal {
             time: self.stamp(),
-            command: cmd,
+            command,
         };
-        let (leader, is_leader) = crate::raft::leader();
-        if is_leader {
-            if let Ok(bytes) = p.encode() {
-                let _ = crate::raft::propose(bytes);
+        match crate::raft::leader() {
+            (_, true) => {
+                let bytes = p
+                    .encode()
+                    .map_err(|e| Denied::NotReady(alloc::format!("{e}")))?;
+                crate::raft::propose(bytes)
+                    .map(|_| ())
+                    .map_err(Denied::NotReady)
             }
-        } else if let Some(l) = leader {
-            self.outgoing.push((l, mgmt::encode(&PeerForward::Own(p))));
+            (Some(l), false) => {
+                self.outgoing.push((l, mgmt::encode(&forward(p))));
+                Ok(())
+            }
+            (None, false) => Err(Denied::NoLeader),
         }
     }
 
@@ -291,7 +307,6 @@ impl Service {
         match self.gate.authorize(&self.state, &req) {
             Err(d) => Some(self.refuse(Some(principal), d)),
             Ok(Some(command)) => {
-                let (leader, is_leader) = crate::raft::leader();
                 let wait = match &command {
                     Command::AssignTask(spec) => Wait::Task {
                         tenant: spec.tenant,
@@ -307,30 +322,13 @@ impl Service {
                         return Some(self.refuse(Some(principal), d));
                     }
                 };
-                if is_leader {
-                    let p = Proposal {
-                        time: self.stamp(),
-                        command,
-                    };
-                    match p
-                        .encode()
-                        .map_err(|e| alloc::format!("{e}"))
-                        .and_then(crate::raft::propose)
-                    {
-                        Ok(_) => {}
-                        Err(e) => return Some(self.refuse(Some(principal), Denied::NotReady(e))),
-                    }
-                } else if let Some(l) = leader {
-                    self.outgoing
-                        .push((l, mgmt::encode(&PeerForward::Client(req))));
-                } else {
-                    return Some(self.refuse(Some(principal), Denied::NoLeader));
-                }
                 if self.parked.len() >= MAX_PARKED {
-                    return Some(self.refuse(
-                        Some(principal),
-                        Denied::NotReady("too many requests waiting".into()),
-                    ));
+                    let d = Denied::NotReady("too many requests waiting".into());
+                    return Some(self.refuse(Some(principal), d));
+                }
+                // A follower forwards the signed request itself: the leader checks it again.
+                if let Err(d) = self.propose_or_forward(command, |_| PeerForward::Client(req)) {
+                    return Some(self.refuse(Some(principal), d));
                 }
                 self.parked.push(Parked {
                     conn,
@@ -390,14 +388,7 @@ impl Service {
                 }
             },
             PeerForward::Own(p) => {
-                // A node may only speak for itself.
-                let about = match &p.command {
-                    Command::TaskCompleted(c) => Some(c.node),
-                    Command::Heartbeat(h) => Some(h.node),
-                    Command::PublishAuditRoot { node, .. } => Some(*node),
-                    _ => None,
-                };
-                if about != Some(from) {
+                if !PeerForward::own_is_allowed(from, &p.command) {
                     self.forwards_dropped += 1;
                     log::warn!("cluster: {from} forwarded a command not about itself; dropped");
                     return;
@@ -608,12 +599,15 @@ fn resend_and_publish(s: &mut Service) {
     for c in due {
         s.submit_own(Command::TaskCompleted(c));
     }
+    // Both go again until the replicated state shows them (a proposal can be lost).
     let cores = crate::smp::online().min(usize::from(GENESIS_CORES)) as u16;
-    let granted = s.state.data().nodes.get(&me).map(|r| r.available_cores);
-    if granted != Some(cores) && s.heartbeat_sent != Some(cores)
-        || now.saturating_sub(s.last_publish_ms) >= PUBLISH_MS && granted != Some(cores)
-    {
-        s.heartbeat_sent = Some(cores);
+    let mine = s.state.data().nodes.get(&me);
+    let (granted, published) = (
+        mine.map(|r| r.available_cores),
+        mine.and_then(|r| r.audit).map_or(0, |a| a.0),
+    );
+    if granted != Some(cores) && now.saturating_sub(s.last_heartbeat_ms) >= RESEND_MS {
+        s.last_heartbeat_ms = now;
         s.submit_own(Command::Heartbeat(HeartbeatInfo {
             node: me,
             available_cores: cores,
@@ -623,8 +617,7 @@ fn resend_and_publish(s: &mut Service) {
     if now.saturating_sub(s.last_publish_ms) >= PUBLISH_MS {
         s.last_publish_ms = now;
         let (records, root) = audit::merkle();
-        if records != s.published_records && crate::raft::leader().0.is_some() {
-            s.published_records = records;
+        if records != published && crate::raft::leader().0.is_some() {
             s.submit_own(Command::PublishAuditRoot {
                 node: me,
                 records,
@@ -718,7 +711,7 @@ pub fn print_cluster() {
         v.leader.map_or("none".into(), |l| alloc::format!("{l}")),
         v.commit,
         v.applied,
-        hex(&v.state_hash)
+        v.state_hash
     );
     println!(
         "cluster: tasks {} completed {} pending {} refused-requests {} forwarded-in {} dropped {} policy {}",
@@ -733,7 +726,7 @@ pub fn print_cluster() {
     match s.state.federated_root() {
         Some(f) => println!(
             "cluster: federated root {} over {} nodes",
-            hex(&f.global_root),
+            f.global_root,
             f.node_roots.len()
         ),
         None => println!("cluster: federated root none (no roots published yet)"),
@@ -830,15 +823,6 @@ pub fn print_shards() {
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
-pub fn clip(mut s: String, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    s
-}
-
-fn hex(h: &Hash32) -> String {
-    h.0.iter().map(|b| alloc::format!("{b:02x}")).collect()
+pub fn clip(s: String, max: usize) -> String {
+    String::from(xdv_types::prefix_within(&s, max))
 }

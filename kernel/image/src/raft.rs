@@ -212,8 +212,8 @@ pub struct Consensus {
     pub dropped_in: u64,
     pub undeliverable: u64,
     pub bad_messages: u64,
-    /// (index, uptime µs) of this node's proposals not yet applied (bounded).
-    proposed: VecDeque<(u64, u64)>,
+    /// (index, term, uptime µs) of this node's proposals not yet applied (bounded).
+    proposed: VecDeque<(u64, Term, u64)>,
     /// Propose-to-apply latencies of the most recent own proposals, µs (bounded).
     latencies_us: VecDeque<u64>,
 }
@@ -345,9 +345,10 @@ pub fn poll() {
             let now_us = time::uptime_us();
             for e in rd.committed {
                 c.applied = e.index;
-                while c.proposed.front().is_some_and(|&(i, _)| i <= e.index) {
-                    let (i, at) = c.proposed.pop_front().expect("checked");
-                    if i == e.index {
+                while c.proposed.front().is_some_and(|&(i, _, _)| i <= e.index) {
+                    let (i, term, at) = c.proposed.pop_front().expect("checked");
+                    // Only our own entry: a later leader may have put another there.
+                    if i == e.index && term == e.term {
                         if c.latencies_us.len() == MAX_TRACKED {
                             c.latencies_us.pop_front();
                         }
@@ -425,7 +426,8 @@ pub fn propose(data: Vec<u8>) -> Result<u64, alloc::string::String> {
     if c.proposed.len() == MAX_TRACKED {
         c.proposed.pop_front();
     }
-    c.proposed.push_back((index, time::uptime_us()));
+    let term = c.node.term();
+    c.proposed.push_back((index, term, time::uptime_us()));
     Ok(index)
 }
 

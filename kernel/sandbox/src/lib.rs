@@ -267,12 +267,8 @@ fn log_line(mut c: Caller<'_, Host>, ptr: i32, len: i32) -> i32 {
         Some(m) if m.read(&c, ptr, &mut buf).is_ok() => {
             // Invalid UTF-8 becomes U+FFFD (3 bytes); cut the converted line back to
             // the limit at a character boundary so a kept line never exceeds it.
-            let mut line = String::from_utf8_lossy(&buf).into_owned();
-            let mut end = line.len().min(MAX_LOG_LINE_BYTES);
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            line.truncate(end);
+            let line = String::from_utf8_lossy(&buf);
+            let line = String::from(xdv_types::prefix_within(&line, MAX_LOG_LINE_BYTES));
             c.data_mut().log.push(line);
             0
         }

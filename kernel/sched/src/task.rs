@@ -201,11 +201,10 @@ impl fmt::Display for TrapReasonTooLong {
 impl TrapReason {
     /// A reason from `text`, truncated at a character boundary to the limit.
     pub fn new(text: &str) -> TrapReason {
-        let mut end = text.len().min(MAX_TRAP_REASON_BYTES);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        TrapReason(String::from(&text[..end]))
+        TrapReason(String::from(xdv_types::prefix_within(
+            text,
+            MAX_TRAP_REASON_BYTES,
+        )))
     }
 
     pub fn as_str(&self) -> &str {

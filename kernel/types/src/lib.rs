@@ -168,9 +168,29 @@ impl fmt::Display for ShortHash<'_> {
     }
 }
 
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character
+/// boundary: how every bounded text field (trap reasons, log lines, audit fields) is cut.
+pub fn prefix_within(text: &str, max_bytes: usize) -> &str {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_within_cuts_at_a_character_boundary() {
+        assert_eq!(prefix_within("abc", 10), "abc");
+        assert_eq!(prefix_within("abc", 2), "ab");
+        // "é" is 2 bytes: a cut inside it backs off to before it.
+        assert_eq!(prefix_within("aé", 2), "a");
+        assert_eq!(prefix_within("\u{fffd}\u{fffd}", 5), "\u{fffd}");
+        assert_eq!(prefix_within("", 0), "");
+    }
 
     #[test]
     fn lamport_tick_and_recv() {

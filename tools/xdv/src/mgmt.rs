@@ -337,7 +337,7 @@ pub fn describe(s: &TaskStatus) -> String {
         } => format!(
             "{outcome} on node {} (attempt {attempt}) ticks={ticks} output_hash={} output={}",
             node.0,
-            hex::encode(output_hash.0),
+            output_hash,
             printable(output)
         ),
         TaskStatus::Rejected(r) => format!("refused: {r}"),

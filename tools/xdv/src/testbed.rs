@@ -185,7 +185,7 @@ impl Testbed {
                                 v.node.0,
                                 v.applied,
                                 v.completed,
-                                hex::encode(&v.state_hash.0[..4])
+                                v.state_hash.short()
                             )
                         })
                         .collect::<Vec<_>>()
@@ -243,14 +243,5 @@ impl Testbed {
                     .map_err(|e| anyhow::anyhow!("{tag} {k}: {e:#}\n{}", self.logs()))
             })
             .collect()
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        for vm in self.vms.iter_mut().filter_map(Option::take) {
-            let mut vm = vm;
-            vm.kill();
-        }
     }
 }

@@ -210,10 +210,6 @@ pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> 
         .collect()
 }
 
-fn short(h: &xdv_types::Hash32) -> String {
-    hex::encode(&h.0[..8])
-}
-
 /// The cluster table: node, role, term, commit, applied, tasks, audit head, state hash.
 pub fn table(st: &ClusterState, keys: &Keys) -> String {
     let mut out = String::from(
@@ -232,10 +228,13 @@ pub fn table(st: &ClusterState, keys: &Keys) -> String {
                     v.tasks,
                     v.completed,
                     v.audit_records,
-                    short(&v.audit_head),
-                    short(&v.state_hash)
+                    v.audit_head.short(),
+                    v.state_hash.short()
                 );
-                fed.push(v.federated_root.map_or("none".into(), |r| short(&r)));
+                fed.push(
+                    v.federated_root
+                        .map_or("none".into(), |r| r.short().to_string()),
+                );
             }
             Err(e) => out += &format!("{id:<5} unreachable: {e:#}\n"),
         }
