@@ -111,10 +111,7 @@ pub enum OpenError {
     /// Neither header copy verifies, and the region is not blank.
     Damaged(String),
     /// A valid header of another cluster or node.
-    Foreign {
-        cluster: u32,
-        node: u32,
-    },
+    Foreign { cluster: u32, node: u32 },
 }
 
 impl fmt::Display for OpenError {
@@ -320,7 +317,8 @@ impl<R: Region> DurableStorage<R> {
         if s.header.prev_index > snap.meta.index {
             return Err(OpenError::Damaged(alloc::format!(
                 "the compaction point {} is past the snapshot at {}",
-                s.header.prev_index, snap.meta.index
+                s.header.prev_index,
+                snap.meta.index
             )));
         }
         // The log may still hold entries the snapshot covers (compaction lags): start
@@ -392,7 +390,9 @@ impl<R: Region> DurableStorage<R> {
             .ok_or_else(|| OpenError::Damaged("the header names a snapshot slot past 1".into()))?;
         let len = r.len as usize;
         if len + SLOT_PREFIX_BYTES > layout.snap_bytes {
-            return Err(OpenError::Damaged("the snapshot length exceeds its slot".into()));
+            return Err(OpenError::Damaged(
+                "the snapshot length exceeds its slot".into(),
+            ));
         }
         let mut b = vec![0u8; SLOT_PREFIX_BYTES + len];
         region.read(at, &mut b);
@@ -579,10 +579,8 @@ impl<R: Region> DurableStorage<R> {
             let mut pos = self.tail;
             if off + need > area {
                 if area - off >= 4 {
-                    self.region.write(
-                        self.layout.log_at + off as usize,
-                        &WRAP_MAGIC.to_le_bytes(),
-                    );
+                    self.region
+                        .write(self.layout.log_at + off as usize, &WRAP_MAGIC.to_le_bytes());
                 }
                 pos += area - off;
             }
@@ -590,10 +588,7 @@ impl<R: Region> DurableStorage<R> {
                 self.fail("the log area is full (the node compacts too late)");
                 return;
             }
-            let prev = self
-                .positions
-                .back()
-                .map_or(self.header.base, |&(_, l)| l);
+            let prev = self.positions.back().map_or(self.header.base, |&(_, l)| l);
             let own = link(&prev, e.index, e.term, &payload);
             let mut b = Vec::with_capacity(need as usize);
             b.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
@@ -646,20 +641,18 @@ impl<R: Region> DurableStorage<R> {
         &self.region
     }
 
+    pub fn region_mut(&mut self) -> &mut R {
+        &mut self.region
+    }
+
     pub fn into_region(self) -> R {
         self.region
     }
 }
 
 enum Step {
-    Record {
-        entry: Entry,
-        link: Link,
-        next: u64,
-    },
-    Wrap {
-        next: u64,
-    },
+    Record { entry: Entry, link: Link, next: u64 },
+    Wrap { next: u64 },
 }
 
 fn record_bytes(payload: usize) -> usize {

@@ -138,7 +138,10 @@ impl core::fmt::Display for Halt {
 }
 
 enum Wait {
-    Task { tenant: TenantId, seq: u64 },
+    Task {
+        tenant: TenantId,
+        seq: u64,
+    },
     Quota {
         tenant: TenantId,
         quota: Option<xdv_cluster::Quota>,
@@ -315,7 +318,8 @@ impl<R: Region> Node<R> {
         if let Some(r) = self.raft.as_mut() {
             let step = self.cfg.tick_ms.max(1);
             let mut fired = 0;
-            while self.now_ms - self.last_tick_ms >= step && fired < self.cfg.timing.max_catch_up_ticks
+            while self.now_ms - self.last_tick_ms >= step
+                && fired < self.cfg.timing.max_catch_up_ticks
             {
                 self.last_tick_ms += step;
                 r.tick();
@@ -708,7 +712,8 @@ impl<R: Region> Node<R> {
             if node == self.me {
                 continue;
             }
-            let silent = now.saturating_sub(self.heard_ms.get(&node).copied().unwrap_or(self.started_ms));
+            let silent =
+                now.saturating_sub(self.heard_ms.get(&node).copied().unwrap_or(self.started_ms));
             let settled = now.saturating_sub(self.started_ms) >= 2 * t.node_down_ms;
             if up && silent >= t.node_down_ms && settled {
                 let _ = self.propose(Command::NodeDown { node });
@@ -730,7 +735,9 @@ impl<R: Region> Node<R> {
 
     fn client_request(&mut self, conn: ClientConn, bytes: &[u8]) -> Option<Response> {
         if let Some(h) = &self.halted {
-            let d = Denied::NotReady(xdv_types::prefix_within(&alloc::format!("node halted: {h}"), 200).into());
+            let d = Denied::NotReady(
+                xdv_types::prefix_within(&alloc::format!("node halted: {h}"), 200).into(),
+            );
             return Some(self.refuse(None, d));
         }
         let req: SignedRequest = match mgmt::decode(bytes) {
@@ -818,7 +825,8 @@ impl<R: Region> Node<R> {
     /// refusals after the first.
     fn flush_refusals(&mut self, force: bool) {
         let l = &mut self.refusals;
-        let over = self.now_ms.saturating_sub(l.window_start_ms) >= self.cfg.timing.refusal_window_ms;
+        let over =
+            self.now_ms.saturating_sub(l.window_start_ms) >= self.cfg.timing.refusal_window_ms;
         if l.in_window == 0 || !(force || over) {
             return;
         }
@@ -960,7 +968,14 @@ impl<R: Region> Node<R> {
     }
     /// Milliseconds since `peer` was last heard, if ever.
     pub fn silence_ms(&self, peer: NodeId) -> Option<u64> {
-        self.heard_ms.get(&peer).map(|&t| self.now_ms.saturating_sub(t))
+        self.heard_ms
+            .get(&peer)
+            .map(|&t| self.now_ms.saturating_sub(t))
+    }
+
+    /// The Raft region (the simulator arms torn writes through it).
+    pub fn region_mut(&mut self) -> Option<&mut R> {
+        self.raft.as_mut().map(|r| r.storage_mut().region_mut())
     }
 
     /// Takes the Raft region back (the simulator's crash: what is in the region is all
@@ -1003,7 +1018,10 @@ impl<R: Region> Node<R> {
         }
         for (key, (c, _)) in &self.unconfirmed {
             if c.task != key.0 || c.attempt != key.1 || c.node != self.me {
-                return Err(alloc::format!("{}: unconfirmed completion mislabelled", self.me));
+                return Err(alloc::format!(
+                    "{}: unconfirmed completion mislabelled",
+                    self.me
+                ));
             }
         }
         Ok(())

@@ -72,7 +72,9 @@ fn fresh() -> DurableStorage<Vec<u8>> {
 }
 
 fn reopen(s: DurableStorage<Vec<u8>>) -> DurableStorage<Vec<u8>> {
-    DurableStorage::open(s.into_region(), 7, 1, &voters()).unwrap().0
+    DurableStorage::open(s.into_region(), 7, 1, &voters())
+        .unwrap()
+        .0
 }
 
 fn all(s: &impl Storage) -> Vec<Entry> {
@@ -140,7 +142,11 @@ fn wraps_around_with_compaction_and_reopens_each_time() {
         let before = all(&s);
         let (first, last) = (s.first_index(), s.last_index());
         s = reopen(s);
-        assert_eq!((s.first_index(), s.last_index()), (first, last), "round {round}");
+        assert_eq!(
+            (s.first_index(), s.last_index()),
+            (first, last),
+            "round {round}"
+        );
         assert_eq!(all(&s), before, "round {round}");
     }
     assert!(s.stats().records_written == 0, "reopen resets counters");
@@ -215,7 +221,8 @@ fn a_torn_write_anywhere_loses_nothing_that_was_durable() {
         }
     }
     let base = {
-        let (s, _) = DurableStorage::open(TearRegion::new(vec![0; REGION]), 7, 1, &voters()).unwrap();
+        let (s, _) =
+            DurableStorage::open(TearRegion::new(vec![0; REGION]), 7, 1, &voters()).unwrap();
         s.into_region().bytes
     };
     let mut total = TearRegion::new(base.clone());
@@ -245,13 +252,19 @@ fn a_torn_write_anywhere_loses_nothing_that_was_durable() {
             // Everything committed by the recovered hard state is present, and the
             // log is one the workload really had at some point.
             let log = all(&back);
-            assert!(back.last_index() >= hs.commit, "tear {tear}: commit past the log");
+            assert!(
+                back.last_index() >= hs.commit,
+                "tear {tear}: commit past the log"
+            );
             let first = back.first_index();
             let matches_a_step = seen.iter().any(|(h, l)| {
                 let held: Vec<&Entry> = l.iter().filter(|e| e.index >= first).collect();
                 *h == hs && log.len() <= held.len() && held.iter().zip(&log).all(|(a, b)| *a == b)
             }) || (log.is_empty() && hs == HardState::default());
-            assert!(matches_a_step, "tear {tear} keep {keep}: log is no prefix of any step");
+            assert!(
+                matches_a_step,
+                "tear {tear} keep {keep}: log is no prefix of any step"
+            );
         }
     }
 }
@@ -277,7 +290,10 @@ fn one_damaged_header_copy_falls_back_to_the_other() {
     bytes[4096 + 60] ^= 1;
     match DurableStorage::open(bytes, 7, 1, &voters()) {
         Err(OpenError::Damaged(why)) => assert!(why.contains("header"), "{why}"),
-        other => panic!("both copies damaged must be refused, got {:?}", other.map(|x| x.1)),
+        other => panic!(
+            "both copies damaged must be refused, got {:?}",
+            other.map(|x| x.1)
+        ),
     }
 }
 
@@ -306,7 +322,10 @@ fn foreign_and_old_regions_are_refused() {
     let bytes = s.into_region();
     assert_eq!(
         DurableStorage::open(bytes.clone(), 8, 1, &voters()).err(),
-        Some(OpenError::Foreign { cluster: 7, node: 1 })
+        Some(OpenError::Foreign {
+            cluster: 7,
+            node: 1
+        })
     );
     let mut old = vec![0u8; REGION];
     old[..8].copy_from_slice(b"XDVRAFT1");
