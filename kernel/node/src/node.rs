@@ -186,8 +186,10 @@ pub struct Node<R: Region> {
     last_detect_ms: u64,
     last_publish_ms: u64,
     last_heartbeat_ms: u64,
-    /// (records, Merkle root) of this node's audit log, from the driver.
+    /// (records, chain head) of this node's audit log, from the driver.
     audit_head: (u64, Hash32),
+    /// (records, Merkle root) to publish, when the driver computed it.
+    audit_root: Option<(u64, Hash32)>,
     /// (index, term, ms) of own proposals not yet applied.
     proposed: VecDeque<(u64, u64, u64)>,
     latencies_ms: VecDeque<u64>,
@@ -250,6 +252,7 @@ impl<R: Region> Node<R> {
             last_publish_ms: now_ms,
             last_heartbeat_ms: 0,
             audit_head: (0, Hash32::ZERO),
+            audit_root: None,
             proposed: VecDeque::new(),
             latencies_ms: VecDeque::new(),
             refusals: RefusalLimiter::default(),
@@ -414,9 +417,34 @@ impl<R: Region> Node<R> {
         self.process();
     }
 
-    /// The driver's audit log now holds `records` records with Merkle root `root`.
-    pub fn set_audit_head(&mut self, records: u64, root: Hash32) {
-        self.audit_head = (records, root);
+    /// The driver's audit log now holds `records` records; `head` is its chain head.
+    pub fn set_audit_head(&mut self, records: u64, head: Hash32) {
+        self.audit_head = (records, head);
+    }
+
+    /// Whether the audit root is due for publication at `now_ms` (the driver then
+    /// computes it and calls [`Node::set_audit_root`]; computing it every iteration
+    /// would cost a Merkle tree each time).
+    pub fn audit_root_due(&self, now_ms: u64) -> bool {
+        self.raft.is_some()
+            && now_ms.saturating_sub(self.last_publish_ms) >= self.cfg.timing.publish_ms
+    }
+
+    /// The audit log's Merkle root over `records` records, for publication.
+    pub fn set_audit_root(&mut self, records: u64, root: Hash32) {
+        self.audit_root = Some((records, root));
+    }
+
+    /// Proposes opaque bytes (the operator's `raft propose`, a diagnostic): the state
+    /// machine records them as an invalid entry on every node alike.
+    pub fn propose_raw(&mut self, data: Vec<u8>) -> Result<u64, String> {
+        let r = self
+            .raft
+            .as_mut()
+            .ok_or_else(|| String::from("consensus is not running"))?;
+        let index = r.propose(data).map_err(|e| alloc::format!("{e:?}"))?;
+        self.process();
+        Ok(index)
     }
 
     /// Everything the node asked for since the last drain.
@@ -680,8 +708,11 @@ impl<R: Region> Node<R> {
         }
         if now.saturating_sub(self.last_publish_ms) >= t.publish_ms {
             self.last_publish_ms = now;
-            let (records, root) = self.audit_head;
-            if records != published && records > 0 && self.leader().is_some() {
+            if let Some((records, root)) = self.audit_root.take()
+                && records != published
+                && records > 0
+                && self.leader().is_some()
+            {
                 self.submit_own(Command::PublishAuditRoot {
                     node: me,
                     records,

@@ -381,6 +381,9 @@ impl Sim {
         }
         let local = now + n.skew_ms;
         node.set_audit_head(n.audit_records, n.audit_head);
+        if node.audit_root_due(local) {
+            node.set_audit_root(n.audit_records, n.audit_head);
+        }
         node.tick(local);
         while let Some((from, msg)) = n.inbox.pop_front() {
             match msg {

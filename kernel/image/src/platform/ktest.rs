@@ -10,23 +10,22 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 
-type TestFn = fn() -> Result<(), String>;
+pub type TestFn = fn() -> Result<(), String>;
 
-/// Registered tests. Other subsystems add theirs here.
+/// The platform's own tests; the services add theirs through `run`'s `more`.
 static TESTS: &[(&str, TestFn)] = &[
     ("boot", || Ok(())),
     ("heap", heap_stress),
     ("breakpoint", breakpoint),
     ("pagefault", pagefault),
     ("stackoverflow", stackoverflow),
-    ("sched", sched_demo),
-    ("tasks", sandbox_tasks),
 ];
 
-pub fn run(name: &str) -> ! {
+pub fn run(name: &str, more: &[(&'static str, TestFn)]) -> ! {
     println!("xdv-test: start {name}");
-    let Some((_, f)) = TESTS.iter().find(|(n, _)| *n == name) else {
-        let names: Vec<&str> = TESTS.iter().map(|(n, _)| *n).collect();
+    let all = || TESTS.iter().chain(more.iter());
+    let Some((_, f)) = all().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = all().map(|(n, _)| *n).collect();
         println!(
             "xdv-test: fail {name}: no such test (have: {})",
             names.join(", ")
@@ -45,6 +44,7 @@ pub fn run(name: &str) -> ! {
     }
 }
 
+#[macro_export]
 macro_rules! check {
     ($cond:expr, $($msg:tt)*) => {
         if !$cond {
@@ -230,33 +230,4 @@ fn stackoverflow() -> Result<(), String> {
     Err(alloc::format!(
         "recursion returned {r} instead of overflowing"
     ))
-}
-
-/// Runs the 64-task demo batch on every core and reports the hashes the host test
-/// compares with `xdv_sched::demo` computed on the host.
-fn sched_demo() -> Result<(), String> {
-    let (head, outcomes, _, _) =
-        crate::console::sched::run_demo(64).map_err(|e| alloc::format!("{e}"))?;
-    let cores = crate::smp::online();
-    for cpu in 0..cores {
-        let run = crate::executor::tasks_run(cpu);
-        println!("sched test: cpu{cpu} ran {run} tasks");
-        check!(run > 0, "cpu{cpu} ran no tasks");
-    }
-    println!("sched test: cores={cores} head={head} outcomes={outcomes}");
-    Ok(())
-}
-
-/// Runs every bundled WebAssembly module once per core (ids chosen so the placement
-/// rule puts one copy on each core) and prints each result for the host to compare.
-fn sandbox_tasks() -> Result<(), String> {
-    let cores = crate::smp::online() as u64;
-    for b in xdv_sandbox::BUILTINS {
-        let lines = crate::console::task::run_builtin(b.name, None, cores)
-            .map_err(|e| alloc::format!("{e}"))?;
-        for l in lines {
-            println!("task-test: {l}");
-        }
-    }
-    Ok(())
 }
