@@ -54,6 +54,8 @@ pub struct SimOptions {
     pub max_task_ms: u64,
     /// 0 = no faults; 1 = network only; 2 = + crashes, torn writes, skew, slow nodes.
     pub faults: u8,
+    /// Trace lines kept (the last ones; a failure prints them).
+    pub trace_lines: usize,
 }
 
 impl SimOptions {
@@ -67,6 +69,7 @@ impl SimOptions {
             clients: 2,
             max_task_ms: 200,
             faults: 2,
+            trace_lines: TRACE_LINES,
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct SimReport {
     pub elections: u64,
     pub snapshots_restored: u64,
     pub final_hash: Option<Hash32>,
+    /// The last `trace_lines` trace lines.
+    pub trace: Vec<String>,
 }
 
 /// A Raft region in memory whose `tear_after`-th next write is torn.
@@ -285,7 +290,7 @@ impl Sim {
     }
 
     fn trace(&mut self, line: String) {
-        if self.trace.len() == TRACE_LINES {
+        if self.trace.len() >= self.opts.trace_lines.max(1) {
             self.trace.pop_front();
         }
         self.trace
@@ -330,6 +335,7 @@ impl Sim {
                 self.report.accepted = self.accepted.len() as u64;
                 self.report.completed = self.completed.len() as u64;
                 self.report.final_hash = self.nodes[0].node.as_ref().map(|n| n.state().hash());
+                self.report.trace = self.trace.iter().cloned().collect();
                 return Ok(self.report);
             }
         }

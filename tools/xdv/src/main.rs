@@ -30,7 +30,7 @@ enum Cmd {
     Bench(cmd::bench::Args),
     /// Verify, show and prove audit regions (from a node's RAM file).
     Audit(cmd::audit::Args),
-    /// Deterministic cluster simulation: replay one seed or sweep many.
+    /// Simulate real nodes (crashes, torn writes, partitions): one seed or a sweep.
     Sim(cmd::sim::Args),
     /// Sandboxed tasks: validate a module offline.
     Task(cmd::task::Args),

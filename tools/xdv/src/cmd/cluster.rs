@@ -14,8 +14,9 @@ pub struct UpArgs {
     /// Number of nodes (ids 1..=N).
     #[arg(long, default_value_t = 3)]
     nodes: u32,
-    /// CPUs per node.
-    #[arg(long, default_value_t = 1)]
+    /// CPUs per node (1..=16): the boot CPU serves the network and consensus, the
+    /// others run cluster tasks, so a node with 1 CPU takes no tasks.
+    #[arg(long, default_value_t = 2)]
     smp: u32,
     /// RAM per node, MiB.
     #[arg(long, default_value_t = 256)]
