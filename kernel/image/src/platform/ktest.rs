@@ -9,6 +9,7 @@ use crate::println;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
+use xdv_types::rng::SplitMix64;
 
 pub type TestFn = fn() -> Result<(), String>;
 
@@ -53,18 +54,6 @@ macro_rules! check {
     };
 }
 
-/// A small deterministic PRNG for test patterns (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 fn heap_stress() -> Result<(), String> {
     // Memory map and frame allocator.
     let info = crate::boot_info();
@@ -96,11 +85,11 @@ fn heap_stress() -> Result<(), String> {
 
     // Heap: many sizes and alignments, three free patterns, contents verified.
     let (used0, _, size) = heap::usage();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = SplitMix64::new(0x9e37_79b9_7f4a_7c15);
     for pattern in 0..3 {
         let mut blocks: Vec<Vec<u8>> = Vec::new();
         for i in 0..600 {
-            let len = 1 + (rng.next() % if i % 50 == 0 { 256 * 1024 } else { 2048 }) as usize;
+            let len = 1 + rng.below(if i % 50 == 0 { 256 * 1024 } else { 2048 }) as usize;
             let fill = (i % 251) as u8;
             let mut v = Vec::with_capacity(len);
             v.resize(len, fill);
