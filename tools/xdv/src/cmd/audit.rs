@@ -30,32 +30,40 @@ enum Sub {
     /// Verify the whole chain; print record count, head hash, Merkle root. Exits
     /// non-zero naming the first bad record (sequence, offset, what failed).
     Verify {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
         #[command(flatten)]
         at: At,
     },
     /// Print the records (one line each, or one JSON object per line).
     Show {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
         #[command(flatten)]
         at: At,
         /// First sequence number to print.
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// One JSON object per record (seq, offset, kind, stamp, node, core, hash, ...).
         #[arg(long)]
         json: bool,
     },
     /// Print and verify an RFC 9162 inclusion proof of record <seq> in the whole log.
     Prove {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
+        /// Sequence number of the record to prove (0-based).
         seq: u64,
         #[command(flatten)]
         at: At,
     },
     /// Print and verify an RFC 9162 consistency proof between two tree sizes.
     Consistency {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
+        /// Size (record count) of the older log.
         old_size: u64,
+        /// Size (record count) of the newer log; at most the records in the region.
         new_size: u64,
         #[command(flatten)]
         at: At,
