@@ -1002,5 +1002,30 @@ fn doctor_lists_prerequisites_and_the_apt_line() {
     );
     assert!(!o.stderr.contains("building the kernel"), "{o:?}");
     assert!(o.secs < 5.0, "{o:?}");
+
+    // .ci/run: the same stop with the line, before any cargo step.
+    let bin = temp("ci-path");
+    for tool in ["id", "dirname", "date", "bash"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let ci = Command::new("/bin/bash")
+        .arg(repo().join(".ci/run"))
+        .env("PATH", &bin)
+        .env("XDV_INSTALL", "never")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&ci.stderr);
+    assert_eq!(ci.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sudo apt-get install -y qemu-system-x86 grub-common"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&ci.stdout).contains("cargo fmt"));
     let _ = std::fs::remove_dir_all(empty);
+    let _ = std::fs::remove_dir_all(bin);
 }
