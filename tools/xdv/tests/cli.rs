@@ -363,6 +363,35 @@ fn fresh_wipes_only_the_cluster_files() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn status_ignores_ready_lines_of_an_earlier_boot() {
+    let dir = temp("log-offset");
+    fake_cluster(&dir, &[(1, me(), closed_port())]);
+    let mut st = ClusterState::load(&dir).unwrap();
+    let log = st.path(1, "log");
+    std::fs::write(&log, "xdv: ready node=1 cores=1 mem=200MiB\r\n").unwrap();
+    let n = st.nodes[0].clone();
+    assert!(matches!(
+        xdv::cluster::NodeState::of(&st, &n),
+        xdv::cluster::NodeState::Ready(_)
+    ));
+    // A new boot starts at the current end of the log.
+    st.nodes[0].log_offset = std::fs::metadata(&log).unwrap().len();
+    let n = st.nodes[0].clone();
+    assert_eq!(
+        xdv::cluster::NodeState::of(&st, &n),
+        xdv::cluster::NodeState::Booting
+    );
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"xdv: ready node=1 cores=2 mem=200MiB\r\n")
+        .unwrap();
+    assert_eq!(
+        xdv::cluster::NodeState::of(&st, &n),
+        xdv::cluster::NodeState::Ready("node=1 cores=2 mem=200MiB".into())
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ----- run: a RAM file per node id -----
 
 #[test]

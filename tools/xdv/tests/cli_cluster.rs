@@ -1,5 +1,6 @@
 //! The README's cluster commands on a real one-node cluster in QEMU: `up`, `submit`
-//! (exit codes 0 and 4), `status --json`, `down`, then `up` refusing the directory,
+//! (exit codes 0 and 4), `status --json`, `down`, `start` (the switch comes back too),
+//! then `up` refusing the directory,
 //! `up --resume` keeping keys and history, `up --fresh` starting a new cluster.
 //! Boots QEMU (and builds the kernel on first use): run it on its own,
 //! `cargo test -p xdv --test cli_cluster`.
@@ -104,6 +105,27 @@ fn up_submit_down_resume_fresh() {
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("node 1 stopped (QMP quit)"), "{o:?}");
 
+    // `start` after `down` brings the switch back too; the node rejoins on its RAM file.
+    let o = xdv(&["start", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains("the switch was not running; started it"),
+        "{o:?}"
+    );
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while status(d)["nodes"][0]["state"] != "ready" {
+        assert!(std::time::Instant::now() < end, "not ready again");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let o = xdv(&["submit", hello, "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.starts_with("task 3 executed"),
+        "ids continue: {o:?}"
+    );
+    let o = xdv(&["down", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+
     let o = up(&[]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(
@@ -113,7 +135,7 @@ fn up_submit_down_resume_fresh() {
     let o = up(&["--resume", "--nodes", "2"]);
     assert_eq!(o.code, 1, "{o:?}");
 
-    // Resume: same keys, the two tasks are still there, new ones continue after them.
+    // Resume: same keys, the three tasks are still there, new ones continue after them.
     let o = up(&["--resume"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(Keys::load(Path::new(d)).unwrap().cluster, cluster);
@@ -121,8 +143,9 @@ fn up_submit_down_resume_fresh() {
     assert_eq!(o.code, 0, "{o:?}");
     let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
     assert_eq!(v["output_text"], "hello from xdv", "{v}");
+    assert_eq!(v["task"], 4, "{v}");
     let v = status(d);
-    assert_eq!(v["nodes"][0]["view"]["tasks"], 3, "history kept: {v}");
+    assert_eq!(v["nodes"][0]["view"]["tasks"], 4, "history kept: {v}");
     let o = xdv(&["down", "--dir", d]);
     assert_eq!(o.code, 0, "{o:?}");
 
