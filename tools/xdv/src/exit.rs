@@ -24,3 +24,8 @@ pub const HELP: &str = "Exit codes: 0 accepted and executed (with --no-wait: acc
 1 error (no cluster, node not running or not a member, no answer in time); \
 2 usage error; 3 refused, never ran (invalid module or input, quota, limits); \
 4 ran and failed (trapped, budget exceeded, guard denied).";
+
+/// The exit-code summary under `cargo xdv --help`.
+pub const TOP_HELP: &str = "Exit codes: 0 success; 1 error; 2 usage error; `submit` also \
+3 refused (never ran) and 4 failed (ran: trapped, budget exceeded, guard denied); see \
+`cargo xdv submit --help`.";

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
     name = "xdv",
     version,
     about = "XDV deterministic cluster kernel: host tool",
-    after_help = xdv::exit::HELP
+    after_help = xdv::exit::TOP_HELP
 )]
 struct Cli {
     #[command(subcommand)]

@@ -177,7 +177,11 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
     let still = missing(needs);
     if !still.is_empty() {
         let names: Vec<&str> = still.iter().map(|p| p.name()).collect();
-        bail!("apt-get finished but {} is still missing", names.join(", "));
+        bail!(
+            "apt-get finished but {} is still missing (is the package broken? try `apt-get install --reinstall {}`)",
+            names.join(", "),
+            pkgs.join(" ")
+        );
     }
     eprintln!("xdv: installed {}", pkgs.join(" "));
     Ok(())
