@@ -204,6 +204,18 @@ impl ClusterState {
             .collect()
     }
 
+    /// Ids of the running nodes whose process is really their QEMU (not a reused pid).
+    pub fn own_running(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.pid
+                    .is_some_and(|p| alive(p) && runs_with(p, &self.path(n.id, "ram")))
+            })
+            .map(|n| n.id)
+            .collect()
+    }
+
     pub fn switch_running(&self) -> bool {
         self.switch_pid.is_some_and(alive)
     }
@@ -370,6 +382,19 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Does process `pid` run with `needle` among its arguments? (A pid in a state file can
+/// be reused by another program after the node exited or the host rebooted: it is
+/// never signalled unless it is ours.)
+pub fn runs_with(pid: u32, needle: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let needle = needle.as_os_str().as_encoded_bytes();
+    cmdline
+        .split(|&b| b == 0)
+        .any(|arg| arg.windows(needle.len()).any(|w| w == needle))
+}
+
 /// Waits until none of `pids` is alive or `deadline`; calls `done` for each one that
 /// exits, in the order they exit.
 fn wait_exits(pids: &mut Vec<(u32, u32)>, deadline: Instant, done: &mut dyn FnMut(u32)) {
@@ -401,7 +426,13 @@ pub fn stop_nodes(
     let mut pids = Vec::new();
     for &id in ids {
         match st.node(id)?.pid.filter(|&p| alive(p)) {
-            Some(pid) => pids.push((id, pid)),
+            Some(pid) if runs_with(pid, &st.path(id, "ram")) => pids.push((id, pid)),
+            Some(pid) => {
+                eprintln!(
+                    "xdv: pid {pid} is no longer node {id}'s QEMU (reused by another program); not signalled"
+                );
+                progress(id, Stopped::NotRunning, Duration::ZERO)
+            }
             None => progress(id, Stopped::NotRunning, Duration::ZERO),
         }
     }
@@ -579,7 +610,11 @@ pub fn ensure_switch(st: &mut ClusterState) -> Result<Option<u32>> {
 
 /// Stops the switch process.
 pub fn stop_switch(st: &mut ClusterState) {
-    if let Some(pid) = st.switch_pid.take() {
+    if let Some(pid) = st
+        .switch_pid
+        .take()
+        .filter(|&p| runs_with(p, &st.switch_dir))
+    {
         let _ = crate::switch::control(&st.switch_dir, "shutdown");
         let end = Instant::now() + Duration::from_secs(3);
         while alive(pid) && Instant::now() < end {

@@ -844,17 +844,24 @@ fn fake_qmp(sock: PathBuf, pid: u32) {
     });
 }
 
-fn sleeper() -> Child {
-    Command::new("sleep").arg("60").spawn().unwrap()
+/// A stand-in for node `id`'s QEMU: a process with the node's RAM file among its
+/// arguments (`down` signals nothing else).
+fn sleeper(dir: &Path, id: u32) -> Child {
+    Command::new("bash")
+        .args(["-c", "while :; do sleep 0.2; done"])
+        .arg(dir.join(format!("node{id}.ram")))
+        .spawn()
+        .unwrap()
 }
 
 #[test]
 fn down_stops_nodes_quickly_with_progress() {
     let dir = temp("down");
-    let (mut a, mut b) = (sleeper(), sleeper());
+    let (mut a, mut b) = (sleeper(&dir, 1), sleeper(&dir, 2));
+    // Node 3's pid is another program's (this test's): it is never signalled.
     fake_cluster(
         &dir,
-        &[(1, Some(a.id()), 0), (2, Some(b.id()), 0), (3, None, 0)],
+        &[(1, Some(a.id()), 0), (2, Some(b.id()), 0), (3, me(), 0)],
     );
     fake_qmp(dir.join("node1.qmp"), a.id());
     // Node 2 has no QMP socket: it gets SIGTERM after the grace period.
@@ -867,6 +874,9 @@ fn down_stops_nodes_quickly_with_progress() {
     );
     assert!(o.stderr.contains("node 2 stopped (SIGTERM"), "{o:?}");
     assert!(o.stderr.contains("cluster down in"), "{o:?}");
+    let reused = format!("pid {} is no longer node 3's QEMU", std::process::id());
+    assert!(o.stderr.contains(&reused), "{o:?}");
+    assert!(o.stderr.contains("is no longer node 3's QEMU"), "{o:?}");
     assert!(o.secs < 8.0, "{o:?}");
     let _ = (a.wait(), b.wait());
     let st = ClusterState::load(&dir).unwrap();

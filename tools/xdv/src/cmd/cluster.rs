@@ -358,20 +358,22 @@ fn wait_ready(st: &ClusterState, timeout: Duration) -> Result<()> {
 pub fn down(a: DirArgs) -> Result<()> {
     let mut st = ClusterState::load(&dir(a.dir))?;
     let ids = st.running();
+    let ours = st.own_running().len();
     let t0 = Instant::now();
-    if ids.is_empty() {
+    if ours == 0 {
         eprintln!("xdv: no node is running");
     } else {
         eprintln!(
-            "xdv: stopping {} node{} (QMP quit; SIGTERM after {} s, SIGKILL after {} s more)...",
-            ids.len(),
-            if ids.len() == 1 { "" } else { "s" },
+            "xdv: stopping {ours} node{} (QMP quit; SIGTERM after {} s, SIGKILL after {} s more)...",
+            if ours == 1 { "" } else { "s" },
             cluster::STOP_QUIT_GRACE.as_secs(),
             cluster::STOP_TERM_GRACE.as_secs()
         );
     }
     cluster::stop_nodes(&mut st, &ids, false, &mut |id, how, t| {
-        eprintln!("xdv: node {id} {how} after {:.1} s", t.as_secs_f64());
+        if how != cluster::Stopped::NotRunning {
+            eprintln!("xdv: node {id} {how} after {:.1} s", t.as_secs_f64());
+        }
     })?;
     if st.switch_running() {
         cluster::stop_switch(&mut st);
