@@ -38,7 +38,7 @@ fn ram_file(name: &str) -> (PathBuf, Vec<u8>) {
     drop(log);
     let mut ram = vec![0u8; RAM_PREFIX_BYTES];
     ram.extend_from_slice(&region);
-    let dir = std::env::temp_dir().join(format!("xdv-audit-cli-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("xdv-audit-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, &ram).unwrap();
@@ -103,5 +103,37 @@ fn verify_show_prove_consistency_and_damage() {
     assert!(out.contains("seq 9"), "{out}");
     assert!(out.contains(&format!("{:#x}", r9.offset)), "{out}");
 
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn show_prints_fields_not_rust_debug_text() {
+    let (path, _) = ram_file("show.bin");
+    let o = xdv(&["audit", "show", path.to_str().unwrap(), "--from", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("task=3 ticks=3 output_hash=0000000000000000"),
+        "{out}"
+    );
+    for bad in ["TaskId(", "Hash32(", "TaskExecuted {"] {
+        assert!(!out.contains(bad), "{bad}: {out}");
+    }
+    let o = xdv(&[
+        "audit",
+        "show",
+        path.to_str().unwrap(),
+        "--from",
+        "19",
+        "--json",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(v["body"]["task"], 19);
+    assert_eq!(v["body"]["ticks"], 19);
+    assert_eq!(
+        v["text"],
+        format!("task=19 ticks=19 output_hash={}", "0".repeat(16))
+    );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
