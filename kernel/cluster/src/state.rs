@@ -176,6 +176,8 @@ pub struct Counters {
     pub tasks_refused: u64,
     pub contracts_refused: u64,
     pub stale_completions: u64,
+    /// Tasks ended `Failed` after `MAX_ATTEMPTS` attempts.
+    pub tasks_failed: u64,
     pub last_snapshot_id: Option<u64>,
 }
 
@@ -614,6 +616,14 @@ impl ClusterState {
                 budget_ticks: s.budget_ticks,
             });
         }
+        // A tenant without a quota gets the default per-task ceiling.
+        let quota = self.data.tenants.get(&s.tenant).and_then(|t| t.quota);
+        if quota.is_none() && s.budget_ticks > DEFAULT_TASK_BUDGET_CEILING_TICKS {
+            return Err(Refusal::BudgetOverCeiling {
+                budget_ticks: s.budget_ticks,
+                ceiling_ticks: DEFAULT_TASK_BUDGET_CEILING_TICKS,
+            });
+        }
         if s.guards.len() > MAX_GUARDS {
             return Err(Refusal::TooManyGuards(s.guards.len()));
         }
@@ -848,6 +858,38 @@ impl ClusterState {
         self.place_pending(ev);
     }
 
+    /// Ends task `id` (assigned to `node`, already uncounted there) as `Failed` after
+    /// `attempt` attempts whose nodes all went down.
+    fn fail_task(&mut self, id: TaskId, node: NodeId, attempt: u32, ev: &mut Vec<Event>) {
+        let rec = self.data.tasks.get_mut(&id).expect("exists");
+        rec.spec.work = drop_work(&rec.spec.work);
+        rec.replaced_from.push(node);
+        let outcome = Outcome::Failed(alloc::format!(
+            "{attempt} attempts; every node running it went down"
+        ));
+        rec.status = TaskStatus::Completed {
+            node,
+            attempt,
+            outcome: outcome.clone(),
+            ticks: 0,
+            output_hash: Hash32::ZERO,
+            output: Vec::new(),
+        };
+        let tenant = rec.spec.tenant;
+        if let Some(t) = self.data.tenants.get_mut(&tenant) {
+            t.in_flight -= 1;
+        }
+        self.data.counters.tasks_failed += 1;
+        ev.push(Event::TaskCompleted {
+            task: id,
+            node,
+            outcome,
+            ticks: 0,
+            output_hash: Hash32::ZERO,
+        });
+        self.finish(id);
+    }
+
     /// Marks a task finished and drops the oldest finished tasks over the retention limit.
     fn finish(&mut self, id: TaskId) {
         self.data.finished.insert(id);
@@ -968,6 +1010,12 @@ impl ClusterState {
             .collect();
         for (id, attempt) in orphans {
             self.data.nodes.get_mut(&node).expect("member").assigned -= 1;
+            if attempt >= MAX_ATTEMPTS {
+                // Every node that ran it went down: it may be what brings them down.
+                // It ends `Failed` instead of being re-placed forever.
+                self.fail_task(id, node, attempt, ev);
+                continue;
+            }
             let rec = self.data.tasks.get_mut(&id).expect("exists");
             rec.status = TaskStatus::Pending;
             rec.replaced_from.push(node);

@@ -1053,3 +1053,70 @@ mod props {
         }
     }
 }
+
+/// Hardening case 1: a task whose nodes keep going down is not re-placed forever.
+#[test]
+fn a_task_that_keeps_failing_its_nodes_ends_failed_after_max_attempts() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let a = log.push(&mut s, Command::AssignTask(spec(10, 1)));
+    let (task, mut node, mut attempt) = assigned(&a)[0];
+    let mut downs = Vec::new();
+    loop {
+        let a = log.push(&mut s, Command::NodeDown { node });
+        downs.push(node);
+        match &s.task(task).unwrap().status {
+            TaskStatus::Assigned {
+                node: n,
+                attempt: at,
+            } => {
+                assert_eq!(*at, attempt + 1);
+                assert!(!downs.contains(n));
+                (node, attempt) = (*n, *at);
+            }
+            TaskStatus::Completed { outcome, .. } => {
+                assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+                assert!(
+                    a.events
+                        .iter()
+                        .any(|e| matches!(e, Event::TaskCompleted { .. }))
+                );
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(attempt, MAX_ATTEMPTS);
+    assert_eq!(s.data().counters.tasks_failed, 1);
+    assert_eq!(
+        s.data().tenants[&TenantId(10)].in_flight,
+        0,
+        "quota released"
+    );
+    s.check();
+}
+
+/// Hardening case 1: a tenant without a quota cannot submit a near-endless budget.
+#[test]
+fn tenants_without_a_quota_get_the_default_budget_ceiling() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let mut big = spec(10, 1);
+    big.budget_ticks = DEFAULT_TASK_BUDGET_CEILING_TICKS + 1;
+    let a = log.push(&mut s, Command::AssignTask(big));
+    let refusal = a.events.iter().find_map(|e| match e {
+        Event::TaskRejected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(refusal, Some(Refusal::BudgetOverCeiling { .. })),
+        "{:?}",
+        a.events
+    );
+    let mut ok = spec(10, 2);
+    ok.budget_ticks = DEFAULT_TASK_BUDGET_CEILING_TICKS;
+    assert_eq!(
+        assigned(&log.push(&mut s, Command::AssignTask(ok))).len(),
+        1
+    );
+}

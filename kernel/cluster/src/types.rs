@@ -28,6 +28,13 @@ pub const MAX_WORKER_CAPS: usize = 32;
 pub const MAX_WORKER_CORES: u16 = 256;
 /// Largest tick budget a task may ask for.
 pub const MAX_BUDGET_TICKS: u64 = 1 << 40;
+/// Largest budget of one task of a tenant without a quota (a tenant with a quota is
+/// bounded by its quota's total instead): a default tenant cannot occupy a core for
+/// hours with one request.
+pub const DEFAULT_TASK_BUDGET_CEILING_TICKS: u64 = 1 << 28;
+/// Attempts a task gets: when the node of its last attempt goes down it ends
+/// `Failed` instead of being re-placed again.
+pub const MAX_ATTEMPTS: u32 = 3;
 
 /// `L_global = (lamport, node_id)` (seed 000 §3.2): the merge function orders by the
 /// Lamport time first and breaks ties by node id, so two events are never equal unless
@@ -128,27 +135,49 @@ pub struct TaskSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
     ZeroBudget,
-    BudgetOverLimit { budget_ticks: u64 },
+    BudgetOverLimit {
+        budget_ticks: u64,
+    },
+    BudgetOverCeiling {
+        budget_ticks: u64,
+        ceiling_ticks: u64,
+    },
     TooManyGuards(usize),
     TooManyNeeds(usize),
     ModuleTooLarge(usize),
     InputTooLarge(usize),
     BadBuiltinName,
     UnknownTenant(TenantId),
-    StaleRequest { seq: u64, last: u64 },
-    QuotaInFlight { limit: u32 },
-    QuotaBudget { limit_ticks: u64, used_ticks: u64 },
+    StaleRequest {
+        seq: u64,
+        last: u64,
+    },
+    QuotaInFlight {
+        limit: u32,
+    },
+    QuotaBudget {
+        limit_ticks: u64,
+        used_ticks: u64,
+    },
     NoEligibleNode,
     PinnedNodeIneligible(NodeId),
     UnknownNode(NodeId),
     BadSignature,
     CapabilityNotHeld(CapabilityId),
-    DomainNotOffered { node: NodeId, domain: Domain },
-    ResourceOutOfRange { resource: u16, capacity: u16 },
+    DomainNotOffered {
+        node: NodeId,
+        domain: Domain,
+    },
+    ResourceOutOfRange {
+        resource: u16,
+        capacity: u16,
+    },
     EmptyResourceSet,
     ResourcesNotSorted,
     ZeroDuration,
-    Conflict { holder: u64 },
+    Conflict {
+        holder: u64,
+    },
     DuplicateContract(u64),
     TooManyContracts,
     NodeNotUp(NodeId),
@@ -160,6 +189,13 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::ZeroBudget => write!(f, "tick budget is zero"),
+            Refusal::BudgetOverCeiling {
+                budget_ticks,
+                ceiling_ticks,
+            } => write!(
+                f,
+                "budget {budget_ticks} ticks over the default per-task ceiling {ceiling_ticks} (tenants without a quota)"
+            ),
             Refusal::BudgetOverLimit { budget_ticks } => {
                 write!(
                     f,
@@ -244,6 +280,8 @@ pub enum Outcome {
     Trapped(String),
     /// The node could not run it at all (module invalid, built-in unknown, …).
     Refused(String),
+    /// The cluster gave up on it (every node that ran it went down).
+    Failed(String),
 }
 
 impl fmt::Display for Outcome {
@@ -254,6 +292,7 @@ impl fmt::Display for Outcome {
             Outcome::GuardDenied => f.write_str("guard-denied"),
             Outcome::Trapped(r) => write!(f, "trapped: {r}"),
             Outcome::Refused(r) => write!(f, "refused: {r}"),
+            Outcome::Failed(r) => write!(f, "failed: {r}"),
         }
     }
 }

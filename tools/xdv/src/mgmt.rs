@@ -419,6 +419,7 @@ pub fn describe(s: &TaskStatus) -> String {
                 }
                 Outcome::Trapped(r) => format!("failed {at}: trapped after {ticks} ticks: {r}"),
                 Outcome::Refused(r) => format!("refused by node {}: {r}", node.0),
+                Outcome::Failed(r) => format!("failed {at}: {r}"),
             }
         }
         TaskStatus::Rejected(r) => format!("refused by the cluster: {r}"),

@@ -359,13 +359,20 @@ impl Vm {
         self.output().matches(needle).count()
     }
 
-    /// Types `cmd` and waits until `needle` appears once more than before; returns
-    /// the whole output so far.
+    /// Types `cmd` and waits until `needle` appears after the console's echo of the
+    /// line (so a prompt still being printed for the previous command never counts);
+    /// returns the whole output so far.
     pub fn command(&mut self, cmd: &str, needle: &str, timeout: Duration) -> Result<String> {
-        let before = self.count(needle);
+        let start = self.output().len();
         self.send_line(cmd)?;
         let end = Instant::now() + timeout;
-        while self.count(needle) <= before {
+        let echo = format!("{cmd}\n");
+        let seen = |out: &str| -> bool {
+            let tail = out.get(start..).unwrap_or("");
+            tail.find(&echo)
+                .is_some_and(|at| tail[at + echo.len()..].contains(needle))
+        };
+        while !seen(&self.output()) {
             if Instant::now() > end {
                 return Err(self.fail(&format!("`{cmd}`: no {needle:?} within {timeout:?}")));
             }

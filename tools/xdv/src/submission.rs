@@ -253,6 +253,7 @@ impl Report {
                     Outcome::GuardDenied => ("guard-denied", None),
                     Outcome::Trapped(r) => ("trapped", Some(r.clone())),
                     Outcome::Refused(r) => ("refused", Some(r.clone())),
+                    Outcome::Failed(r) => ("failed", Some(r.clone())),
                 };
                 v["outcome"] = json!(word);
                 v["reason"] = json!(reason);

@@ -82,7 +82,8 @@ fn summary(seed: u64, r: &SimReport) -> String {
         r.partitions,
         r.elections,
         r.snapshots_restored,
-        r.final_hash.map_or_else(|| "-".to_string(), |h| h.short().to_string())
+        r.final_hash
+            .map_or_else(|| "-".to_string(), |h| h.short().to_string())
     )
 }
 
