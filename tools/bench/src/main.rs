@@ -7,6 +7,7 @@ mod audit;
 mod boot;
 mod cluster;
 mod net;
+mod node;
 mod raft;
 mod report;
 mod sched;
@@ -27,6 +28,7 @@ fn main() {
         "tasks" => tasks::run(rest),
         "net" => net::run(rest),
         "cluster" => cluster::run(rest),
+        "node" => node::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
     };
     if let Err(e) = result {

@@ -1,20 +1,22 @@
 //! `cargo xdv bench <name>`: runs a benchmark from `tools/bench` (release build) and
 //! passes its output and exit status through. Names: boot, sched, audit, raft, tasks,
-//! net, cluster. Each prints human-readable lines, then one JSON line.
+//! net, cluster, node. Each prints human-readable lines, then one JSON line.
 
 use anyhow::Context;
 use std::process::Command;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Benchmark name: boot | sched | audit | raft | tasks | net | cluster.
+    /// Benchmark name: boot | sched | audit | raft | tasks | net | cluster | node.
     name: String,
     /// Arguments for the benchmark.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     rest: Vec<String>,
 }
 
-const NAMES: &[&str] = &["boot", "sched", "audit", "raft", "tasks", "net", "cluster"];
+const NAMES: &[&str] = &[
+    "boot", "sched", "audit", "raft", "tasks", "net", "cluster", "node",
+];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !NAMES.contains(&args.name.as_str()) {
