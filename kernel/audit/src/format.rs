@@ -453,7 +453,9 @@ impl Iterator for Records<'_> {
 /// than 29 bytes are left and they are all zero).
 pub(crate) fn header_is_blank(region: &[u8], at: usize) -> bool {
     let end = at.saturating_add(HEADER_BYTES).min(region.len());
-    region.get(at..end).is_none_or(|h| h.iter().all(|&b| b == 0))
+    region
+        .get(at..end)
+        .is_none_or(|h| h.iter().all(|&b| b == 0))
 }
 
 /// Checks the record at `off` on its own — version, `node` (any node if `None`),

@@ -165,7 +165,10 @@ fn write_region(region: &mut [u8], node: NodeId, records: u8, sels: &[u8]) -> Wr
             Ok(seq) => assert_eq!(seq + 1, log.next_seq(), "sequence numbers are dense"),
             Err(AuditError::AboveHighWater { .. }) => {
                 assert!(body_for(i, sel).is_bulk(), "only bulk records are refused");
-                assert!(log.len() <= before + 1, "a refusal writes at most the alarm");
+                assert!(
+                    log.len() <= before + 1,
+                    "a refusal writes at most the alarm"
+                );
             }
             Err(AuditError::Full { .. }) => break,
             Err(e) => panic!("append of a valid body failed: {e}"),
@@ -240,7 +243,11 @@ fn reopen_damaged(clean: &[u8], region: &mut [u8], node: NodeId, written: &Writt
     if let Err(e) = log.verify_in_place() {
         panic!("recovered region does not verify: {e}; {report:?}");
     }
-    let appended = log.append(Timestamp(u64::MAX), CoreId(0), &RecordBody::Boot { count: 0 });
+    let appended = log.append(
+        Timestamp(u64::MAX),
+        CoreId(0),
+        &RecordBody::Boot { count: 0 },
+    );
     if appended.is_ok() && verify_region(log.region()).is_err() {
         panic!("an append after recovery does not verify; {report:?}");
     }

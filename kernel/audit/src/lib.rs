@@ -38,8 +38,8 @@ pub use fuzz::fuzz_check;
 pub use log::{
     AuditError, AuditLog, BULK_HIGH_WATER_PERCENT, FillLevel, FillState, OpenReport, RegionError,
 };
-pub use scan::{
-    DamagedRange, Inspection, RegionScan, Scanned, Scanner, Segment, VerifyReport,
-    inspect_region, region_node, scan_region, verify_region,
-};
 pub use merkle::{FederatedAuditRoot, FederationError, MerkleAccumulator, ProofError};
+pub use scan::{
+    DamagedRange, Inspection, RegionScan, Scanned, Scanner, Segment, VerifyReport, inspect_region,
+    region_node, scan_region, verify_region,
+};

@@ -111,10 +111,14 @@ impl fmt::Display for RegionError {
 pub enum AuditError {
     /// The region is full. `sealed_now`: this call wrote the `RegionFull` record
     /// (say so on the console); `false`: it was already full.
-    Full { sealed_now: bool },
+    Full {
+        sealed_now: bool,
+    },
     /// A bulk record does not fit below the high-water mark: refused and counted
     /// (`refused`: bulk records refused since open).
-    AboveHighWater { refused: u64 },
+    AboveHighWater {
+        refused: u64,
+    },
     FieldTooLong(FieldTooLong),
     /// The body did not encode (cannot happen for valid bodies; kept specific).
     Encode,
@@ -565,7 +569,9 @@ impl<'a> AuditLog<'a> {
         body.check_limits().map_err(AuditError::FieldTooLong)?;
         if body.is_bulk() {
             if self.fits(body, self.high_water) {
-                return self.write_record(stamp, core, body).ok_or(AuditError::Encode);
+                return self
+                    .write_record(stamp, core, body)
+                    .ok_or(AuditError::Encode);
             }
             self.bulk_refused += 1;
             self.bulk_unsummarised += 1;
@@ -629,7 +635,9 @@ impl<'a> AuditLog<'a> {
         }
         let limit = self.region.len() - REGIONFULL_RESERVE_BYTES;
         if self.fits(body, limit) {
-            return self.write_record(stamp, core, body).ok_or(AuditError::Encode);
+            return self
+                .write_record(stamp, core, body)
+                .ok_or(AuditError::Encode);
         }
         let seal = RecordBody::RegionFull {
             records: self.records,
@@ -637,8 +645,8 @@ impl<'a> AuditLog<'a> {
         };
         // Always fits for regions we wrote (the reserve); a region whose kept
         // damage reaches into the reserve just stops.
-        let sealed = self.fits(&seal, self.region.len())
-            && self.write_record(stamp, core, &seal).is_some();
+        let sealed =
+            self.fits(&seal, self.region.len()) && self.write_record(stamp, core, &seal).is_some();
         self.full = true;
         Err(AuditError::Full { sealed_now: sealed })
     }

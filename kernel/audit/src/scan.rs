@@ -66,7 +66,9 @@ impl DamagedRange {
             offset: self.offset,
             bytes: self.bytes,
             last_good_seq: self.last_good.map(|(s, _)| s),
-            last_good_hash: self.last_good.map_or_else(|| genesis_hash(node), |(_, h)| h),
+            last_good_hash: self
+                .last_good
+                .map_or_else(|| genesis_hash(node), |(_, h)| h),
             resumed_seq: self.resumed_seq,
         }
     }
@@ -81,7 +83,10 @@ impl DamagedRange {
 pub enum Scanned {
     /// A readable record; `new_segment`: it starts a segment (the first record, or
     /// the first after a damaged range).
-    Record { view: RecordView, new_segment: bool },
+    Record {
+        view: RecordView,
+        new_segment: bool,
+    },
     Damaged(DamagedRange),
 }
 

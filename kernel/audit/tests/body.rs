@@ -91,15 +91,17 @@ fn body() -> impl Strategy<Value = RecordBody> {
             hash(),
             proptest::option::of(int())
         )
-            .prop_map(|(offset, bytes, last_good_seq, last_good_hash, resumed_seq)| {
-                RecordBody::Damaged {
-                    offset,
-                    bytes,
-                    last_good_seq,
-                    last_good_hash,
-                    resumed_seq,
+            .prop_map(
+                |(offset, bytes, last_good_seq, last_good_hash, resumed_seq)| {
+                    RecordBody::Damaged {
+                        offset,
+                        bytes,
+                        last_good_seq,
+                        last_good_hash,
+                        resumed_seq,
+                    }
                 }
-            }),
+            ),
         (int(), int()).prop_map(|(records, end_offset)| RecordBody::SuperblocksRebuilt {
             records,
             end_offset
