@@ -10,7 +10,11 @@
 //!             hash = SHA-256(every byte of the record before `hash`)
 //! ```
 //! All integers little-endian; records are packed (no padding). The end of the chain
-//! is the first offset whose 29 header bytes are all zero.
+//! is the first offset whose 29 header bytes are all zero and after which the region
+//! is all zero. A damaged region also holds damaged ranges between records; reading
+//! across them is `scan.rs`'s job ([`check_record`] and [`find_record`] here are the
+//! two checks it is built from). The superblock's "record count" word is the next
+//! sequence number (the record count unless damage destroyed records).
 //!
 //! Readers never panic: every offset is checked against the slice before use.
 
@@ -85,6 +89,7 @@ pub struct Superblock {
     pub boot_count: u64,
     /// Offset just past the last record covered by this copy.
     pub end_offset: u64,
+    /// The next sequence number: the record count, unless damage destroyed records.
     pub record_count: u64,
     pub head_hash: Hash32,
     pub generation: u64,

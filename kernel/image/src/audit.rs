@@ -73,10 +73,11 @@ pub fn init(node: u32) {
     if let Some(fill) = fill_state() {
         announce(&fill);
     }
-    if alarm().is_some() || report.damaged.len() as u64 + report.damage_unrecorded > 0 {
-        if let Some(line) = status_line() {
-            println!("{line}");
-        }
+    let found_damage = report.damaged.len() as u64 + report.damage_unrecorded > 0;
+    if (alarm().is_some() || found_damage)
+        && let Some(line) = status_line()
+    {
+        println!("{line}");
     }
 }
 
