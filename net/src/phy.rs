@@ -131,6 +131,7 @@ mod tests {
     use smoltcp::iface::{Config, Interface, SocketSet};
     use smoltcp::socket::tcp;
     use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+    use xdv_testkit::{NetFaults, PacketSim};
 
     type Wire = Rc<RefCell<VecDeque<Vec<u8>>>>;
 
@@ -220,66 +221,40 @@ mod tests {
         assert!(got == data, "stream corrupted");
     }
 
-    /// One direction of a faulty cable, like the host switch: each frame is dropped
-    /// with `drop_pct`, or held back with `reorder_pct` and released after the next
-    /// frame (or after 100 ms); the rest arrive after `latency_ms`.
-    struct Lossy {
-        rng: u64,
-        drop_pct: u64,
-        reorder_pct: u64,
-        latency_ms: u64,
-        flight: VecDeque<(u64, Vec<u8>)>,
-        held: Option<(u64, Vec<u8>)>,
+    /// The faulty cable between A (node 1) and B (node 2): the testkit's one network
+    /// model, with 10 % loss each way and a 1-3 ms one-way delay whose spread reorders
+    /// frames (the QEMU test's switch drops 10 % and reorders 10 %).
+    fn lossy_cable(seed: u64) -> PacketSim<Vec<u8>> {
+        PacketSim::new(
+            seed,
+            NetFaults {
+                loss_ppm: 100_000,
+                dup_ppm: 0,
+                min_delay_ms: 1,
+                max_delay_ms: 3,
+                max_in_flight: 4096,
+            },
+        )
     }
 
-    impl Lossy {
-        fn new(seed: u64, drop_pct: u64, reorder_pct: u64) -> Lossy {
-            Lossy {
-                rng: seed,
-                drop_pct,
-                reorder_pct,
-                latency_ms: 1,
-                flight: VecDeque::new(),
-                held: None,
-            }
+    /// Moves what A and B sent onto the cable and what is due off it.
+    fn carry(
+        net: &mut PacketSim<Vec<u8>>,
+        now: u64,
+        a_tx: &Wire,
+        a_rx: &Wire,
+        b_tx: &Wire,
+        b_rx: &Wire,
+    ) {
+        while let Some(f) = a_tx.borrow_mut().pop_front() {
+            net.send(now, 1, 2, f);
         }
-
-        fn next(&mut self) -> u64 {
-            // SplitMix64, as the switch uses.
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+        while let Some(f) = b_tx.borrow_mut().pop_front() {
+            net.send(now, 2, 1, f);
         }
-
-        /// Moves what `from` sent onto the cable and what is due into `to`.
-        fn carry(&mut self, now: u64, from: &Wire, to: &Wire) {
-            while let Some(f) = from.borrow_mut().pop_front() {
-                let drop = self.next() % 100 < self.drop_pct;
-                let reorder = self.next() % 100 < self.reorder_pct;
-                if drop {
-                    continue;
-                }
-                if reorder && self.held.is_none() {
-                    self.held = Some((now, f));
-                    continue;
-                }
-                self.flight.push_back((now + self.latency_ms, f));
-                if let Some((_, h)) = self.held.take() {
-                    self.flight.push_back((now + self.latency_ms, h));
-                }
-            }
-            if matches!(&self.held, Some((t, _)) if now >= t + 100)
-                && let Some((_, h)) = self.held.take()
-            {
-                self.flight.push_back((now + self.latency_ms, h));
-            }
-            while self.flight.front().is_some_and(|(t, _)| *t <= now) {
-                if let Some((_, f)) = self.flight.pop_front() {
-                    to.borrow_mut().push_back(f);
-                }
-            }
+        for d in net.deliver(now) {
+            let rx = if d.to == 2 { b_rx } else { a_rx };
+            rx.borrow_mut().push_back(d.msg);
         }
     }
 
@@ -293,9 +268,9 @@ mod tests {
         intact: bool,
     }
 
-    /// Streams `total` bytes from A to B through 10 % drop and 10 % reorder in both
-    /// directions, with sockets made by `socket`; one poll per simulated millisecond,
-    /// the receiver reads everything after each.
+    /// Streams `total` bytes from A to B through the [`lossy_cable`] (10 % loss and
+    /// reordering in both directions), with sockets made by `socket`; one poll per
+    /// simulated millisecond, the receiver reads everything after each.
     fn lossy_stream(
         socket: fn() -> tcp::Socket<'static>,
         total: usize,
@@ -310,7 +285,7 @@ mod tests {
             ab_out.clone(),
             ba_out.clone(),
         );
-        let (mut to_b, mut to_a) = (Lossy::new(seed, 10, 10), Lossy::new(seed ^ 0x5a5a, 10, 10));
+        let mut cable = lossy_cable(seed);
         let (mut sa, mut sb) = (SocketSet::new(vec![]), SocketSet::new(vec![]));
         let ha = sa.add(socket());
         let hb = sb.add(socket());
@@ -326,8 +301,7 @@ mod tests {
             let now = Instant::from_millis(t as i64);
             ia.poll(now, &mut da, &mut sa);
             ib.poll(now, &mut db, &mut sb);
-            to_b.carry(t, &ab, &ab_out);
-            to_a.carry(t, &ba_out, &ba);
+            carry(&mut cable, t, &ab, &ba, &ba_out, &ab_out);
             let a = sa.get_mut::<tcp::Socket>(ha);
             while a.can_send() && sent < total {
                 let n = (total - sent).min(chunk.len());
@@ -371,8 +345,8 @@ mod tests {
         }
     }
 
-    /// The bulk configuration moves 4 MB through 10 % drop and 10 % reorder each way
-    /// (the QEMU test's faults) intact, without a long stall, for several fault
+    /// The bulk configuration moves 4 MB through 10 % loss and reordering each way
+    /// (about the QEMU test's faults) intact, without a long stall, for several fault
     /// sequences. With the former 128 KiB window and no window probes the same
     /// streams took 480-570 simulated seconds with 20-35 s stalls, and an 8-32 KiB
     /// window without probes deadlocked on a lost window update.

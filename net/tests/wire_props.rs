@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use xdv_net::wire::*;
+use xdv_types::rng::SplitMix64;
 use xdv_types::{NodeId, Timestamp};
 
 fn arb_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -450,18 +451,6 @@ fn golden_frame_layout() {
     assert_eq!(bytes[44], 5);
 }
 
-/// SplitMix64, for the seeded fuzz smoke test.
-struct SplitMix64(u64);
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// A stable, bounded stand-in for the libFuzzer target: the same `fuzz_check` body over
 /// seeded random inputs (pure garbage, valid streams, and mutated valid streams).
 #[test]
@@ -500,17 +489,19 @@ fn fuzz_smoke() {
         let mut data: Vec<u8> = Vec::new();
         match i % 3 {
             0 => {
-                let n = (rng.next() % 300) as usize;
-                data.extend((0..n).map(|_| rng.next() as u8));
+                let n = (rng.next_u64() % 300) as usize;
+                data.extend((0..n).map(|_| rng.next_u64() as u8));
             }
             _ => {
-                for _ in 0..1 + rng.next() % 4 {
-                    data.extend_from_slice(&samples[(rng.next() % samples.len() as u64) as usize]);
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    data.extend_from_slice(
+                        &samples[(rng.next_u64() % samples.len() as u64) as usize],
+                    );
                 }
                 if i % 3 == 2 {
-                    for _ in 0..1 + rng.next() % 3 {
-                        let pos = (rng.next() % data.len() as u64) as usize;
-                        data[pos] = rng.next() as u8;
+                    for _ in 0..1 + rng.next_u64() % 3 {
+                        let pos = (rng.next_u64() % data.len() as u64) as usize;
+                        data[pos] = rng.next_u64() as u8;
                     }
                 }
             }

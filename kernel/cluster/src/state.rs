@@ -1199,6 +1199,12 @@ impl ClusterState {
         }
     }
 
+    /// The invariants listed in the module doc, as a check that never panics (the node
+    /// simulator runs it after every step).
+    pub fn invariants(&self) -> Result<(), alloc::string::String> {
+        invariants(&self.data)
+    }
+
     /// Asserts the invariants listed in the module doc after every entry (debug builds
     /// and tests; [`restore_image`](Self::restore_image) checks them always).
     pub fn check(&self) {

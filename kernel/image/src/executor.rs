@@ -19,8 +19,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use xdv_sched::demo::DEMO_GRANTS;
 use xdv_sched::{
-    BuiltinWork, Consumer, CoreCounters, CoreEvent, CoreMsg, CoreRunner, MaskPlacement, Producer,
-    ReplayLog, SpscRing, Submitter, TaskSpec, Work, WorkResult,
+    BuiltinWork, Consumer, CoreCounters, CoreEvent, CoreMsg, CoreRunner, MaskPlacement, Placement,
+    Producer, ReplayLog, SpscRing, Submitter, TaskSpec, Work, WorkResult,
 };
 use xdv_types::{CoreId, Hash32};
 
@@ -125,6 +125,33 @@ fn publish(cpu: usize, c: &CoreCounters) {
     p.batches.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Placement of the kernel's submitter: the seed's rule over every core, or — for
+/// cluster tasks, which must never run on the core that serves the network and
+/// consensus — the same rule over the application processors only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelPlacement;
+
+/// Set by the BSP around `start_async` only (one thread reads and writes it).
+static APS_ONLY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+impl Placement for KernelPlacement {
+    fn place(&self, task: xdv_types::TaskId, cores: u16) -> CoreId {
+        if APS_ONLY.load(Ordering::Relaxed) && cores > 1 {
+            CoreId(1 + (task.0 % u64::from(cores - 1)) as u16)
+        } else {
+            MaskPlacement.place(task, cores)
+        }
+    }
+}
+
+/// Most tasks in one background batch (each AP's inbox holds `INBOX_SLOTS`).
+pub const MAX_ASYNC_BATCH: usize = 128;
+
+/// A batch running on the application processors while the BSP serves the node.
+struct InFlight {
+    streams: Vec<Option<Batch>>,
+}
+
 /// The BSP's side: producers of every inbox, consumers of every outbox, its own
 /// runner, the submitter and the node's replay log.
 pub struct Dispatcher {
@@ -132,8 +159,11 @@ pub struct Dispatcher {
     from_core: Vec<Consumer<'static, Batch, OUTBOX_SLOTS>>,
     own_inbox: Consumer<'static, Msg, INBOX_SLOTS>,
     runner0: CoreRunner<TaskWork>,
-    submitter: Submitter,
+    submitter: Submitter<KernelPlacement>,
     pub log: ReplayLog,
+    in_flight: Option<InFlight>,
+    /// A background batch finished while a foreground batch waited for it.
+    finished: Option<Vec<CoreEvent>>,
 }
 
 pub static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
@@ -175,7 +205,7 @@ pub fn init(cores: usize) {
             smp::wake(cpu);
         }
     }
-    let submitter = Submitter::new(cores as u16, MaskPlacement).expect("1..=MAX_CPUS cores");
+    let submitter = Submitter::new(cores as u16, KernelPlacement).expect("1..=MAX_CPUS cores");
     *DISPATCHER.lock() = Some(Dispatcher {
         to_core,
         from_core,
@@ -183,7 +213,10 @@ pub fn init(cores: usize) {
         runner0: new_runner(0),
         submitter,
         log: ReplayLog::new(),
+        in_flight: None,
+        finished: None,
     });
+    smp::set_describe(describe);
 }
 
 /// An AP's main loop: take its ring ends, then serve batches forever.
@@ -253,13 +286,90 @@ impl Dispatcher {
         self.to_core.len()
     }
 
+    /// Starts `tasks` on the application processors and returns at once; the BSP
+    /// keeps serving the node. `Err` gives the tasks back: no AP, or a batch is
+    /// still running (at most one at a time, at most [`MAX_ASYNC_BATCH`] tasks).
+    pub fn start_async(
+        &mut self,
+        tasks: Vec<TaskSpec<TaskWork>>,
+    ) -> Result<(), Vec<TaskSpec<TaskWork>>> {
+        let cores = self.cores();
+        if cores < 2 || self.in_flight.is_some() || tasks.len() > MAX_ASYNC_BATCH {
+            return Err(tasks);
+        }
+        APS_ONLY.store(true, Ordering::Relaxed);
+        for task in tasks {
+            let (core, stamp) = self.submitter.assign(task.id);
+            let c = usize::from(core.0);
+            debug_assert!(c != 0, "background tasks never go to the BSP");
+            push_blocking(&mut self.to_core[c], Msg::Task { task, stamp });
+            smp::wake(c);
+        }
+        APS_ONLY.store(false, Ordering::Relaxed);
+        for c in 1..cores {
+            push_blocking(&mut self.to_core[c], Msg::Seal);
+            smp::wake(c);
+        }
+        let mut streams: Vec<Option<Batch>> = (0..cores).map(|_| None).collect();
+        streams[0] = Some(Vec::new());
+        self.in_flight = Some(InFlight { streams });
+        Ok(())
+    }
+
+    /// Whether a background batch is running.
+    pub fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The events of the background batch once every AP has finished it (merged into
+    /// the replay log and audited); `None` while it runs.
+    pub fn poll_async(&mut self) -> Option<Vec<CoreEvent>> {
+        if let Some(done) = self.finished.take() {
+            return Some(done);
+        }
+        let f = self.in_flight.as_mut()?;
+        for (c, s) in f.streams.iter_mut().enumerate().skip(1) {
+            if s.is_none() {
+                *s = self.from_core[c].pop();
+            }
+        }
+        if f.streams.iter().any(Option::is_none) {
+            return None;
+        }
+        let streams: Vec<Batch> = self
+            .in_flight
+            .take()
+            .expect("checked")
+            .streams
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let before = self.log.len();
+        if let Err(e) = self.submitter.seal(streams, &mut self.log) {
+            log::error!("executor: background batch not logged: {e:?}");
+        }
+        let new: Vec<CoreEvent> = self.log.entries()[before..]
+            .iter()
+            .map(|e| e.event.clone())
+            .collect();
+        crate::audit::scheduler_batch(new.iter(), self.log.len() as u64, self.log.head_hash());
+        Some(new)
+    }
+
     /// Runs one batch of tasks across all cores and appends it to the replay log.
     pub fn run_batch(&mut self, tasks: Vec<TaskSpec<TaskWork>>) -> Result<BatchReport, String> {
+        // The rings carry one batch at a time: let a background batch finish first.
+        while self.in_flight.is_some() {
+            if let Some(done) = self.poll_async() {
+                self.finished = Some(done);
+            }
+            core::hint::spin_loop();
+        }
         let start = crate::arch::rdtsc();
         let cores = self.cores();
         let mut submitter = core::mem::replace(
             &mut self.submitter,
-            Submitter::new(1, MaskPlacement).expect("1 core"),
+            Submitter::new(1, KernelPlacement).expect("1 core"),
         );
         let streams = self.dispatch(&mut submitter, cores, tasks);
         let events = streams.iter().map(Vec::len).sum();
@@ -285,6 +395,12 @@ impl Dispatcher {
     ) -> Result<u64, String> {
         let cores = cores.clamp(1, self.cores());
         let start = crate::arch::rdtsc();
+        while self.in_flight.is_some() {
+            if let Some(done) = self.poll_async() {
+                self.finished = Some(done);
+            }
+            core::hint::spin_loop();
+        }
         let mut submitter =
             Submitter::new(cores as u16, MaskPlacement).map_err(|e| format!("{e:?}"))?;
         let streams = self.dispatch(&mut submitter, cores, tasks);
@@ -294,9 +410,9 @@ impl Dispatcher {
 
     /// Pushes every task to its core's ring, seals cores `0..cores`, and collects
     /// each core's event stream (core 0 runs inline on this CPU).
-    fn dispatch(
+    fn dispatch<P: Placement>(
         &mut self,
-        submitter: &mut Submitter,
+        submitter: &mut Submitter<P>,
         cores: usize,
         tasks: Vec<TaskSpec<TaskWork>>,
     ) -> Vec<Batch> {

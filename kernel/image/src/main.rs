@@ -11,22 +11,19 @@
 
 extern crate alloc;
 
-mod acpi;
-mod arch;
 mod audit;
-mod cluster;
 mod console;
+mod devices;
 mod executor;
-mod ktest;
-mod mem;
 mod net;
-mod raft;
-mod rt;
-mod serial;
-mod smp;
+mod platform;
+mod selftest;
+mod service;
 mod tasks;
-mod time;
 mod transport;
+
+// The platform's modules by their short names (`crate::arch`, `crate::mem`, ...).
+pub use platform::{acpi, arch, ktest, mem, rt, serial, smp, time};
 
 use core::fmt::Write;
 use spin::Once;
@@ -76,7 +73,7 @@ impl PhysRead for IdentityMap {
 
 /// Who this node is: the provisioning module if there is one (refused modules leave
 /// the node out of any cluster, with the reason on the console), else the command line.
-fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> cluster::Identity {
+fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> xdv_node::Identity {
     let mut module = None;
     for m in info.modules() {
         let len = m.len as usize;
@@ -91,7 +88,7 @@ fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> cluster
         }
     }
     let given = opts.node != 0;
-    match cluster::identity_from(module.as_deref(), opts.node, given, opts.peers()) {
+    match service::identity_from(module.as_deref(), opts.node, given, opts.peers()) {
         Ok(id) => {
             if module.is_some() {
                 println!(
@@ -108,7 +105,7 @@ fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> cluster
         }
         Err(e) => {
             println!("xdv: provision: module refused: {e}; this node joins no cluster");
-            cluster::Identity {
+            xdv_node::Identity {
                 node: opts.node,
                 cluster: 0,
                 seed: None,
@@ -158,21 +155,24 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     time::init();
     let ident = identity(info, opts);
     let node = ident.node;
-    let peers = ident.peer_ids();
     audit::init(node);
     let acpi = acpi::read();
     match &acpi {
-        Some(a) if !a.apic_ids.is_empty() => smp::start_aps(a.lapic_base, &a.apic_ids),
+        Some(a) if !a.apic_ids.is_empty() => {
+            smp::start_aps(a.lapic_base, &a.apic_ids, executor::ap_main)
+        }
         _ => {
             log::warn!("acpi: no MADT; running on the boot CPU only");
-            smp::start_aps(0xfee0_0000, &[]);
+            smp::start_aps(0xfee0_0000, &[], executor::ap_main);
         }
     }
-    net::init(acpi.as_ref().and_then(|a| a.ecam));
-    cluster::init(ident);
-    transport::init(node, &peers);
-    raft::init(node, &peers);
+    let (devices, nics) = devices::discover(acpi.as_ref().and_then(|a| a.ecam));
+    let peer_ip = opts
+        .ip
+        .map(|c| (smoltcp::wire::Ipv4Address::from(c.addr), c.prefix));
+    let net = net::Net::new(nics, peer_ip);
     executor::init(smp::online());
+    let mut services = service::Services::new(ident, devices, net, smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;
     println!(
@@ -182,9 +182,16 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         usable_mib
     );
     if let Some(test) = opts.test() {
-        ktest::run(test);
+        ktest::run(test, selftest::TESTS);
     }
-    console::run(net::poll)
+    // The node's loop: serve the network and consensus, run the console's input,
+    // sleep until the next interrupt (the 1 kHz timer, a NIC, the serial port).
+    let mut console = console::Console::new();
+    loop {
+        services.poll(true);
+        console.poll(&mut services);
+        arch::wait_for_interrupt();
+    }
 }
 
 fn init_memory(info: &BootInfo, opts: &KernelOptions, proto: u32, info_addr: u32) {

@@ -1,106 +1,166 @@
-//! Cluster tasks on this node's run queues: a task the log placed here is validated by
-//! the sandbox (the same check `cargo xdv task check` runs), run as one batch across
-//! the cores with every other task placed here, and turned into the `Completion` the
-//! node reports through the log. A module that fails validation is reported as
-//! `Refused` with the validation error, so the submitter learns why.
+//! Cluster tasks on this node's run queues. The node ([`xdv_node::Node`]) says which
+//! (task, attempt) to run; this module validates the module with the sandbox (the same
+//! check `cargo xdv task check` runs), starts batches on the application processors
+//! only — never on the boot CPU, which serves the network and consensus — and turns
+//! each outcome into the `Completion` the node reports through the log. A module that
+//! fails validation is reported as `Refused` with the validation error.
+#![deny(unsafe_code)]
 
-use crate::cluster;
-use crate::executor::{self, DISPATCHER, TaskWork};
+use crate::executor::{self, DISPATCHER, MAX_ASYNC_BATCH, TaskWork};
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::vec::Vec;
-use xdv_cluster::{Completion, Outcome, TaskRecord, Work};
+use xdv_cluster::{Completion, Outcome, Work};
+use xdv_node::RunTask;
 use xdv_sandbox::{Limits, SandboxWork, TaskModule, builtin, validate_with};
-use xdv_sched::{Guards, ReplayEvent, TaskSpec};
+use xdv_sched::{CoreEvent, Guards, ReplayEvent, TaskSpec};
 use xdv_types::{Hash32, NodeId, TaskId};
 
-/// A task the log placed on this node, with its tenant's sandbox limits.
-pub struct Placed {
-    pub task: TaskId,
-    pub attempt: u32,
-    pub record: TaskRecord,
-    pub limits: Limits,
-}
+/// Local run-queue ids of cluster tasks: bit 62 set, attempt in bits 40..62.
+const LOCAL_ID_BASE: u64 = 1 << 62;
 
 // The cluster's idea of the sandbox maxima is the sandbox's.
 const _: () = assert!(xdv_cluster::MAX_TASK_MEMORY_PAGES as usize == xdv_sandbox::MAX_MEMORY_PAGES);
 const _: () =
     assert!(xdv_cluster::MAX_TASK_TABLE_ELEMENTS as usize == xdv_sandbox::MAX_TABLE_ELEMENTS);
 
-fn module_of(rec: &TaskRecord) -> Result<TaskModule, alloc::string::String> {
-    let (module, input) = match &rec.spec.work {
+/// The run-queue id of attempt `attempt` of cluster task `task`.
+pub fn local_id(task: TaskId, attempt: u32) -> TaskId {
+    TaskId(LOCAL_ID_BASE | (u64::from(attempt & 0x3f_ffff) << 40) | (task.0 & 0xff_ffff_ffff))
+}
+
+/// Cluster tasks waiting for the APs and running on them.
+pub struct Tasks {
+    me: NodeId,
+    queued: VecDeque<RunTask>,
+    /// (task, attempt, local id) of the batch on the APs.
+    running: Vec<(TaskId, u32, TaskId)>,
+    pub started: u64,
+    pub finished: u64,
+}
+
+fn module_of(run: &RunTask) -> Result<TaskModule, String> {
+    let spec = &run.spec;
+    let (module, input) = match &spec.work {
         Work::Builtin(name) => {
             let b = builtin(name).ok_or_else(|| alloc::format!("no builtin `{name}`"))?;
-            let input = if rec.spec.input.is_empty() {
+            let input = if spec.input.is_empty() {
                 b.default_input.to_vec()
             } else {
-                rec.spec.input.clone()
+                spec.input.clone()
             };
             (b.wasm.to_vec(), input)
         }
-        Work::Wasm(m) => (m.clone(), rec.spec.input.clone()),
+        Work::Wasm(m) => (m.clone(), spec.input.clone()),
         Work::Dropped(_) => return Err("module no longer held".into()),
     };
     Ok(TaskModule {
-        tenant: rec.spec.tenant,
+        tenant: spec.tenant,
         module,
         input,
-        budget_ticks: rec.spec.budget_ticks,
-        priority: rec.spec.priority,
-        guards: rec.spec.guards.clone(),
+        budget_ticks: spec.budget_ticks,
+        priority: spec.priority,
+        guards: spec.guards.clone(),
     })
 }
 
-/// Runs `batch` and returns one completion per task.
-pub fn run_cluster_tasks(batch: &[Placed]) -> Vec<Completion> {
-    let me = NodeId(cluster::IDENTITY.get().map_or(0, |i| i.node));
-    let mut done = Vec::new();
-    let mut specs = Vec::new();
-    let mut ran = Vec::new();
-    for p in batch {
-        let (task, attempt, rec) = (&p.task, &p.attempt, &p.record);
-        let checked = module_of(rec)
-            .and_then(|m| validate_with(&m, p.limits).map_err(|e| alloc::format!("{e}")));
-        let guards = Guards::new(&rec.spec.guards);
-        match (checked, guards) {
-            (Ok(v), Ok(guards)) => {
-                let id = cluster::local_id(*task, *attempt);
-                specs.push(TaskSpec {
-                    id,
-                    tenant: rec.spec.tenant,
-                    priority: rec.spec.priority,
-                    guards,
-                    budget_ticks: v.budget_ticks,
-                    work: TaskWork::Wasm {
-                        task: id,
-                        work: Box::new(SandboxWork {
-                            task: v,
-                            logical_time: rec.submitted.lamport as i64,
-                            output: Vec::new(),
-                        }),
-                    },
-                });
-                ran.push((*task, *attempt, id));
+impl Tasks {
+    pub fn new(me: NodeId) -> Tasks {
+        Tasks {
+            me,
+            queued: VecDeque::new(),
+            running: Vec::new(),
+            started: 0,
+            finished: 0,
+        }
+    }
+
+    /// Queues a task the node dispatched.
+    pub fn start(&mut self, run: RunTask) {
+        self.queued.push_back(run);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.len()
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Collects a finished batch and starts the next; returns completions to report.
+    pub fn poll(&mut self) -> Vec<Completion> {
+        let mut done = Vec::new();
+        let mut guard = DISPATCHER.lock();
+        let Some(d) = guard.as_mut() else {
+            for run in self.queued.drain(..) {
+                done.push(refused(&run, self.me, "run queues not started".into()));
             }
-            (Err(e), _) => done.push(refused(*task, me, *attempt, e)),
-            (_, Err(e)) => done.push(refused(*task, me, *attempt, alloc::format!("{e:?}"))),
+            return done;
+        };
+        if let Some(events) = d.poll_async() {
+            for (task, attempt, id) in core::mem::take(&mut self.running) {
+                done.push(self.completion_of(task, attempt, id, &events));
+            }
         }
-    }
-    if specs.is_empty() {
-        return done;
-    }
-    let mut guard = DISPATCHER.lock();
-    let Some(d) = guard.as_mut() else {
-        for (task, attempt, _) in ran {
-            done.push(refused(task, me, attempt, "run queues not started".into()));
+        if d.busy() || self.queued.is_empty() {
+            return done;
         }
-        return done;
-    };
-    if let Err(e) = d.run_batch(specs) {
-        log::error!("cluster: batch failed: {e}");
+        if d.cores() < 2 {
+            for run in self.queued.drain(..) {
+                let why = "this node has no application processor for cluster tasks".into();
+                done.push(refused(&run, self.me, why));
+            }
+            return done;
+        }
+        let mut specs = Vec::new();
+        while specs.len() < MAX_ASYNC_BATCH
+            && let Some(run) = self.queued.pop_front()
+        {
+            match spec_of(&run) {
+                Ok(spec) => {
+                    self.running.push((run.task, run.attempt, spec.id));
+                    specs.push(spec);
+                }
+                Err(why) => done.push(refused(&run, self.me, why)),
+            }
+        }
+        if specs.is_empty() {
+            return done;
+        }
+        self.started += specs.len() as u64;
+        if let Err(back) = d.start_async(specs) {
+            // Cannot happen (checked not busy, batch bounded): report, never lose.
+            for s in back {
+                if let Some(i) = self.running.iter().position(|r| r.2 == s.id) {
+                    let (task, attempt, _) = self.running.remove(i);
+                    done.push(completion(
+                        task,
+                        self.me,
+                        attempt,
+                        Outcome::Refused("the run queues refused the batch".into()),
+                        0,
+                        Hash32::ZERO,
+                    ));
+                }
+            }
+        }
+        done
     }
-    for (task, attempt, id) in ran {
-        let events = executor::events_of(&d.log, id);
-        let outcome = events.iter().rev().find(|e| e.event.is_outcome());
+
+    fn completion_of(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        id: TaskId,
+        events: &[CoreEvent],
+    ) -> Completion {
+        self.finished += 1;
+        let outcome = events
+            .iter()
+            .rev()
+            .find(|e| e.event.task() == Some(id) && e.event.is_outcome());
         let (outcome, ticks, hash) = match outcome.map(|e| &e.event) {
             Some(ReplayEvent::TaskExecuted {
                 ticks, output_hash, ..
@@ -120,23 +180,69 @@ pub fn run_cluster_tasks(batch: &[Placed]) -> Vec<Completion> {
                 Hash32::ZERO,
             ),
         };
-        let output = executor::output_of(id).unwrap_or_default();
-        done.push(cluster::completion(
-            task, me, attempt, outcome, ticks, hash, output,
-        ));
+        let mut c = completion(task, self.me, attempt, outcome, ticks, hash);
+        c.output = executor::output_of(id).unwrap_or_default();
+        c.output.truncate(xdv_cluster::MAX_OUTPUT_BYTES);
+        c
     }
-    done
 }
 
-fn refused(task: TaskId, me: NodeId, attempt: u32, why: alloc::string::String) -> Completion {
-    let why = cluster::clip(why, xdv_cluster::MAX_REASON_BYTES);
-    cluster::completion(
+fn spec_of(run: &RunTask) -> Result<TaskSpec<TaskWork>, String> {
+    let limits = Limits {
+        memory_pages: run.memory_pages as usize,
+        table_elements: run.table_elements as usize,
+    };
+    let v = module_of(run)
+        .and_then(|m| validate_with(&m, limits).map_err(|e| alloc::format!("{e}")))?;
+    let guards = Guards::new(&run.spec.guards).map_err(|e| alloc::format!("{e:?}"))?;
+    let id = local_id(run.task, run.attempt);
+    Ok(TaskSpec {
+        id,
+        tenant: run.spec.tenant,
+        priority: run.spec.priority,
+        guards,
+        budget_ticks: v.budget_ticks,
+        work: TaskWork::Wasm {
+            task: id,
+            work: Box::new(SandboxWork {
+                task: v,
+                logical_time: run.submitted_lamport as i64,
+                output: Vec::new(),
+            }),
+        },
+    })
+}
+
+fn completion(
+    task: TaskId,
+    node: NodeId,
+    attempt: u32,
+    outcome: Outcome,
+    ticks: u64,
+    output_hash: Hash32,
+) -> Completion {
+    Completion {
         task,
-        me,
+        node,
         attempt,
+        outcome,
+        ticks,
+        output_hash,
+        output: Vec::new(),
+    }
+}
+
+fn refused(run: &RunTask, me: NodeId, why: String) -> Completion {
+    let why = String::from(xdv_types::prefix_within(
+        &why,
+        xdv_cluster::MAX_REASON_BYTES,
+    ));
+    completion(
+        run.task,
+        me,
+        run.attempt,
         Outcome::Refused(why),
         0,
         Hash32::ZERO,
-        Vec::new(),
     )
 }

@@ -19,11 +19,15 @@
 //!   dropped and counted. Without a provisioning module there are no keys and peers are
 //!   trusted on `Hello` alone (development; the boot log says so).
 //! - The management listener ([`MGMT_TCP_PORT`], management NIC) answers `Ping` and
-//!   passes `MgmtRequest` frames to the cluster service (`crate::cluster`), which
-//!   answers with `MgmtResponse` now or when the request has been applied.
+//!   hands `MgmtRequest` frames to its caller as [`Event::Client`]; replies come back
+//!   through [`Transport::reply`].
+//! - The transport knows nothing about consensus or the cluster: it turns frames into
+//!   [`Event`]s for the node and sends what the node's outbox holds.
 //! - The bulk sink ([`BULK_PORT`]) hashes whatever it receives (the TCP integrity test).
 
-use crate::net::{Iface, NET};
+#![deny(unsafe_code)]
+
+use crate::net::{Iface, Net};
 use crate::{print, println, time};
 use alloc::string::String;
 use alloc::vec;
@@ -32,12 +36,24 @@ use sha2::{Digest, Sha256};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Address};
-use spin::Mutex;
 use xdv_net::wire::{
     self, ClusterMessage, ErrorReport, FrameDecoder, FrameHeader, Hello, MGMT_TCP_PORT,
     PEER_TCP_PORT, Ping, WireErrorCounters,
 };
+use xdv_node::{ClientConn, Identity};
 use xdv_types::{NodeId, Timestamp};
+
+/// What the transport hands the node.
+pub enum Event {
+    /// A Raft message from an authenticated peer.
+    Raft { from: NodeId, bytes: Vec<u8> },
+    /// A management frame (`PeerForward`) from an authenticated peer.
+    Forward { from: NodeId, bytes: Vec<u8> },
+    /// Any frame from an authenticated peer (liveness).
+    Heard(NodeId),
+    /// A management request from a client connection.
+    Client { conn: ClientConn, bytes: Vec<u8> },
+}
 
 pub const BULK_PORT: u16 = 7300;
 pub const HEARTBEAT_MS: u64 = 500;
@@ -101,9 +117,13 @@ pub struct Transport {
     pub auth_failures: u64,
     /// Raft or forwarded frames dropped because their connection was not authenticated.
     pub unauthenticated_dropped: u64,
+    /// Who this node is and whom it trusts (the provisioning module).
+    ident: Identity,
+    /// Events for the node, taken by `poll`.
+    events: Vec<Event>,
+    /// Outbound frames refused by a full socket.
+    pub send_failures: u64,
 }
-
-pub static TRANSPORT: Mutex<Option<Transport>> = Mutex::new(None);
 
 fn now_ms() -> u64 {
     time::uptime_us() / 1000
@@ -147,54 +167,63 @@ fn new_conn(
     }
 }
 
-/// Peer node ids from the command line (`peers=2,3`); their addresses follow the
-/// 10.0.0.<id> rule.
-pub fn init(node: u32, peers: &[u32]) {
-    let mut guard = NET.lock();
-    let Some(net) = guard.as_mut() else { return };
-    let mut conns = Vec::new();
-    let Some(peer_if) = net.peer.as_mut() else {
-        log::warn!("transport: no peer NIC; peer transport off");
-        return;
-    };
-    for &p in peers.iter().filter(|&&p| p != node).take(MAX_PEERS) {
-        let h = peer_if.sockets.add(tcp_socket());
-        let (role, target) = if p > node {
-            (
-                Role::Connect,
-                Some((Ipv4Address::new(10, 0, 0, p as u8), PEER_TCP_PORT)),
-            )
-        } else {
-            (Role::Accept, None)
+impl Transport {
+    /// Sockets for every member with an address rule (peer `k` at 10.0.0.k) and the
+    /// management slots. `None` without a peer NIC.
+    pub fn new(ident: &Identity, net: &mut Net) -> Option<Transport> {
+        let node = ident.node;
+        let mut conns = Vec::new();
+        let Some(peer_if) = net.peer.as_mut() else {
+            log::warn!("transport: no peer NIC; peer transport off");
+            return None;
         };
-        conns.push(new_conn(
-            h,
-            role,
-            (role == Role::Connect).then_some(NodeId(p)),
-            target,
-        ));
-    }
-    let bulk = peer_if.sockets.add(xdv_net::phy::bulk_socket());
-    if let Some(m) = net.mgmt.as_mut() {
-        for _ in 0..MGMT_SLOTS {
-            let h = m.sockets.add(tcp_socket());
-            conns.push(new_conn(h, Role::Mgmt, None, None));
+        for p in ident
+            .peer_ids()
+            .into_iter()
+            .filter(|&p| p != node)
+            .take(MAX_PEERS)
+        {
+            let h = peer_if.sockets.add(tcp_socket());
+            let (role, target) = if p > node {
+                (
+                    Role::Connect,
+                    Some((Ipv4Address::new(10, 0, 0, p as u8), PEER_TCP_PORT)),
+                )
+            } else {
+                (Role::Accept, None)
+            };
+            conns.push(new_conn(
+                h,
+                role,
+                (role == Role::Connect).then_some(NodeId(p)),
+                target,
+            ));
         }
+        let bulk = peer_if.sockets.add(xdv_net::phy::bulk_socket());
+        if let Some(m) = net.mgmt.as_mut() {
+            for _ in 0..MGMT_SLOTS {
+                let h = m.sockets.add(tcp_socket());
+                conns.push(new_conn(h, Role::Mgmt, None, None));
+            }
+        }
+        Some(Transport {
+            node: NodeId(node),
+            clock: 0,
+            next_msg: 1,
+            conns,
+            errors: WireErrorCounters::default(),
+            bulk,
+            bulk_hash: Sha256::new(),
+            bulk_bytes: 0,
+            bulk_last: None,
+            bulk_full: 0,
+            auth_failures: 0,
+            unauthenticated_dropped: 0,
+            ident: ident.clone(),
+            events: Vec::new(),
+            send_failures: 0,
+        })
     }
-    *TRANSPORT.lock() = Some(Transport {
-        node: NodeId(node),
-        clock: 0,
-        next_msg: 1,
-        conns,
-        errors: WireErrorCounters::default(),
-        bulk,
-        bulk_hash: Sha256::new(),
-        bulk_bytes: 0,
-        bulk_last: None,
-        bulk_full: 0,
-        auth_failures: 0,
-        unauthenticated_dropped: 0,
-    });
 }
 
 impl Transport {
@@ -307,6 +336,13 @@ impl Transport {
                 Ok(Some(frame)) => {
                     self.conns[i].frames_in += 1;
                     self.conns[i].last_heard_ms = now;
+                    if let (Some(p), true, false) = (
+                        self.conns[i].peer,
+                        self.conns[i].authenticated,
+                        self.conns[i].role == Role::Mgmt,
+                    ) {
+                        self.events.push(Event::Heard(p));
+                    }
                     self.clock = self.clock.max(frame.header.timestamp.0).saturating_add(1);
                     self.handle(iface, i, frame.header, frame.message);
                 }
@@ -340,10 +376,8 @@ impl Transport {
                     iface.sockets.get_mut::<tcp::Socket>(c.handle).abort();
                     return;
                 }
-                let Some(id) = crate::cluster::IDENTITY.get() else {
-                    return;
-                };
-                if c.role == Role::Mgmt || !id.peers.iter().any(|p| p.0 == h.node.0) {
+                let id = &self.ident;
+                if c.role == Role::Mgmt || !id.is_member(h.node) {
                     log::warn!(
                         "transport: Hello from {} who is not a member; closing",
                         h.node
@@ -377,12 +411,12 @@ impl Transport {
             }
             ClusterMessage::Auth(a) => {
                 let c = &self.conns[i];
-                let id = crate::cluster::IDENTITY.get();
-                let ok = match (c.peer, id.and_then(|id| c.peer.and_then(|p| id.key_of(p)))) {
+                let id = &self.ident;
+                let ok = match (c.peer, c.peer.and_then(|p| id.key_of(p))) {
                     (Some(p), Some(key)) if p == a.node && c.hello_seen => {
                         xdv_cluster::mgmt::verify_peer_auth(
                             &key,
-                            id.map_or(0, |id| id.cluster),
+                            id.cluster,
                             p,
                             self.node,
                             &c.nonce,
@@ -418,8 +452,8 @@ impl Transport {
             }
             ClusterMessage::Raft(bytes) => match self.conns[i].peer {
                 // Raft traffic only from a peer that proved its node key.
-                Some(p) if self.conns[i].authenticated && self.conns[i].role != Role::Mgmt => {
-                    crate::raft::deliver(p, &bytes)
+                Some(from) if self.conns[i].authenticated && self.conns[i].role != Role::Mgmt => {
+                    self.events.push(Event::Raft { from, bytes })
                 }
                 _ => {
                     self.unauthenticated_dropped += 1;
@@ -428,13 +462,14 @@ impl Transport {
             },
             ClusterMessage::MgmtRequest(bytes) => match (self.conns[i].role, self.conns[i].peer) {
                 (Role::Mgmt, _) => {
-                    let generation = self.conns[i].generation;
-                    if let Some(reply) = crate::cluster::mgmt_request(i, generation, &bytes) {
-                        self.send(iface, i, &ClusterMessage::MgmtResponse(reply));
-                    }
+                    let conn = ClientConn {
+                        slot: i as u32,
+                        generation: self.conns[i].generation,
+                    };
+                    self.events.push(Event::Client { conn, bytes })
                 }
-                (_, Some(p)) if self.conns[i].authenticated => {
-                    crate::cluster::peer_request(p, &bytes)
+                (_, Some(from)) if self.conns[i].authenticated => {
+                    self.events.push(Event::Forward { from, bytes })
                 }
                 _ => self.unauthenticated_dropped += 1,
             },
@@ -519,43 +554,65 @@ impl Transport {
     }
 }
 
-/// Services every connection. Called from the network poll.
-pub fn poll() {
-    let mut tguard = TRANSPORT.lock();
-    let Some(t) = tguard.as_mut() else { return };
-    let mut nguard = NET.lock();
-    let Some(net) = nguard.as_mut() else { return };
-    let now = now_ms();
-    for i in 0..t.conns.len() {
-        let iface = if t.conns[i].role == Role::Mgmt {
-            net.mgmt.as_mut()
-        } else {
-            net.peer.as_mut()
+impl Transport {
+    /// Services every connection; returns what arrived for the node.
+    pub fn poll(&mut self, net: &mut Net) -> Vec<Event> {
+        let now = now_ms();
+        for i in 0..self.conns.len() {
+            let iface = if self.conns[i].role == Role::Mgmt {
+                net.mgmt.as_mut()
+            } else {
+                net.peer.as_mut()
+            };
+            if let Some(iface) = iface {
+                self.service(iface, i, now);
+            }
+        }
+        if let Some(p) = net.peer.as_mut() {
+            self.service_bulk(p);
+        }
+        core::mem::take(&mut self.events)
+    }
+
+    fn peer_conn(&self, to: NodeId) -> Option<usize> {
+        self.conns
+            .iter()
+            .position(|c| c.role != Role::Mgmt && c.authenticated && c.peer == Some(to))
+    }
+
+    /// Sends a Raft message to `to`; false if there is no authenticated connection
+    /// or no room (Raft retransmits).
+    pub fn send_raft(&mut self, net: &mut Net, to: NodeId, bytes: Vec<u8>) -> bool {
+        self.send_peer(net, to, ClusterMessage::Raft(bytes))
+    }
+
+    /// Sends a `PeerForward` to `to` (the leader).
+    pub fn send_forward(&mut self, net: &mut Net, to: NodeId, bytes: Vec<u8>) -> bool {
+        self.send_peer(net, to, ClusterMessage::MgmtRequest(bytes))
+    }
+
+    fn send_peer(&mut self, net: &mut Net, to: NodeId, msg: ClusterMessage) -> bool {
+        let (Some(iface), Some(i)) = (net.peer.as_mut(), self.peer_conn(to)) else {
+            return false;
         };
-        if let Some(iface) = iface {
-            t.service(iface, i, now);
+        let ok = self.send(iface, i, &msg);
+        if !ok {
+            self.send_failures += 1;
         }
+        ok
     }
-    if let Some(p) = net.peer.as_mut() {
-        t.service_bulk(p);
-    }
-    let (forwards, replies) = crate::cluster::take_outgoing();
-    if let Some(p) = net.peer.as_mut() {
-        for (to, bytes) in forwards {
-            let conn = t
-                .conns
-                .iter()
-                .position(|c| c.role != Role::Mgmt && c.authenticated && c.peer == Some(to));
-            if let Some(i) = conn {
-                t.send(p, i, &ClusterMessage::MgmtRequest(bytes));
-            }
-        }
-    }
-    if let Some(m) = net.mgmt.as_mut() {
-        for (i, generation, bytes) in replies {
-            if t.conns.get(i).is_some_and(|c| c.generation == generation) {
-                t.send(m, i, &ClusterMessage::MgmtResponse(bytes));
-            }
+
+    /// Answers client connection `conn` unless its slot was reused meanwhile.
+    pub fn reply(&mut self, net: &mut Net, conn: ClientConn, bytes: Vec<u8>) {
+        let i = conn.slot as usize;
+        let live = self
+            .conns
+            .get(i)
+            .is_some_and(|c| c.role == Role::Mgmt && c.generation == conn.generation);
+        if let (true, Some(m)) = (live, net.mgmt.as_mut())
+            && !self.send(m, i, &ClusterMessage::MgmtResponse(bytes))
+        {
+            self.send_failures += 1;
         }
     }
 }
@@ -572,208 +629,67 @@ fn fresh_nonce(node: NodeId, conn: usize, generation: u64) -> [u8; wire::NONCE_B
     h.finalize().into()
 }
 
-/// Milliseconds since each authenticated peer was last heard (for failure detection);
-/// a peer without an authenticated connection is absent.
-pub fn peer_silence_ms() -> Vec<(NodeId, u64)> {
-    let guard = TRANSPORT.lock();
-    let Some(t) = guard.as_ref() else {
-        return Vec::new();
-    };
-    let now = now_ms();
-    t.conns
-        .iter()
-        .filter(|c| c.role != Role::Mgmt && c.authenticated)
-        .filter_map(|c| Some((c.peer?, now.saturating_sub(c.last_heard_ms))))
-        .collect()
-}
-
-/// `peers`.
-pub fn print_peers() {
-    let guard = TRANSPORT.lock();
-    let Some(t) = guard.as_ref() else {
-        println!("peers: transport off (no peer NIC or no peers= list)");
-        return;
-    };
-    let now = now_ms();
-    println!("node {}: peers (port {PEER_TCP_PORT})", t.node);
-    for c in t.conns.iter().filter(|c| c.role != Role::Mgmt) {
-        let up = c.authenticated && now.saturating_sub(c.last_heard_ms) < PEER_TIMEOUT_MS;
-        let who = c
-            .peer
-            .map(|p| alloc::format!("{p}"))
-            .unwrap_or_else(|| String::from("(any)"));
-        println!(
-            "  {who:<6} {:<7} {:<4} in {} out {} frames, last heard {} ms ago, rtt {} us",
-            if c.role == Role::Connect {
-                "connect"
-            } else {
-                "accept"
-            },
-            if up { "up" } else { "down" },
-            c.frames_in,
-            c.frames_out,
-            if c.hello_seen {
-                now.saturating_sub(c.last_heard_ms)
-            } else {
-                0
-            },
-            c.rtt_us
-        );
-    }
-    let mgmt = t
-        .conns
-        .iter()
-        .filter(|c| c.role == Role::Mgmt)
-        .map(|c| c.frames_in)
-        .sum::<u64>();
-    println!("mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}");
-    print!("bad frames:");
-    for (name, n) in t.errors.iter() {
-        print!(" {name}={n}");
-    }
-    println!(" total={}", t.errors.total());
-    println!(
-        "auth: {} handshakes refused, {} frames from unauthenticated peers dropped",
-        t.auth_failures, t.unauthenticated_dropped
-    );
-}
-
-/// The bulk sink's state for `net`: socket state, bytes of the transfer in progress,
-/// bytes waiting in its receive buffer, and how often that buffer was found full.
-pub fn bulk_status() -> Option<String> {
-    let tguard = TRANSPORT.lock();
-    let t = tguard.as_ref()?;
-    let nguard = NET.lock();
-    let iface = nguard.as_ref()?.peer.as_ref()?;
-    let s = iface.sockets.get::<tcp::Socket>(t.bulk);
-    Some(alloc::format!(
-        "bulk sink: {} received {} bytes, queued {} of {}, buffer full {} times",
-        s.state(),
-        t.bulk_bytes,
-        s.recv_queue(),
-        s.recv_capacity(),
-        t.bulk_full
-    ))
-}
-
-/// Sends `bytes` of a deterministic pattern to node `peer`'s bulk sink; prints the hash.
-pub fn bulk_send(peer: u32, bytes: u64) -> Result<(), String> {
-    let handle = {
-        let mut guard = NET.lock();
-        let i = guard
-            .as_mut()
-            .and_then(|n| n.peer.as_mut())
-            .ok_or("no peer interface")?;
-        let h = i.sockets.add(xdv_net::phy::bulk_socket());
-        let dst = (
-            IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, peer as u8)),
-            BULK_PORT,
-        );
-        let local = 40000 + (now_ms() % 9000) as u16;
-        let ctx = i.iface.context();
-        i.sockets
-            .get_mut::<tcp::Socket>(h)
-            .connect(ctx, dst, local)
-            .map_err(|e| alloc::format!("connect: {e}"))?;
-        h
-    };
-    let start = time::uptime_us();
-    let (mut sent, mut hash) = (0u64, Sha256::new());
-    let mut chunk = vec![0u8; 8192];
-    let deadline_ms = now_ms() + 120_000;
-    let mut progress_ms = now_ms() + 1000;
-    loop {
-        crate::net::poll();
-        let mut guard = NET.lock();
-        let i = guard
-            .as_mut()
-            .and_then(|n| n.peer.as_mut())
-            .ok_or("no peer interface")?;
-        let s = i.sockets.get_mut::<tcp::Socket>(handle);
-        if now_ms() >= progress_ms {
-            progress_ms += 1000;
-            let (state, queued) = (s.state(), s.send_queue());
-            let c = i.dev.nic.0.counters;
+impl Transport {
+    /// `peers`.
+    pub fn print_peers(&self) {
+        let t = self;
+        let now = now_ms();
+        println!("node {}: peers (port {PEER_TCP_PORT})", t.node);
+        for c in t.conns.iter().filter(|c| c.role != Role::Mgmt) {
+            let up = c.authenticated && now.saturating_sub(c.last_heard_ms) < PEER_TIMEOUT_MS;
+            let who = c
+                .peer
+                .map(|p| alloc::format!("{p}"))
+                .unwrap_or_else(|| String::from("(any)"));
             println!(
-                "bulk: {sent} of {bytes} bytes sent ({state}, {queued} queued; nic tx {} rx {} frames)",
-                c.tx_frames, c.rx_frames
+                "  {who:<6} {:<7} {:<4} in {} out {} frames, last heard {} ms ago, rtt {} us",
+                if c.role == Role::Connect {
+                    "connect"
+                } else {
+                    "accept"
+                },
+                if up { "up" } else { "down" },
+                c.frames_in,
+                c.frames_out,
+                if c.hello_seen {
+                    now.saturating_sub(c.last_heard_ms)
+                } else {
+                    0
+                },
+                c.rtt_us
             );
         }
-        if sent == bytes && s.send_queue() == 0 {
-            s.close();
-            break;
+        let mgmt = t
+            .conns
+            .iter()
+            .filter(|c| c.role == Role::Mgmt)
+            .map(|c| c.frames_in)
+            .sum::<u64>();
+        println!("mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}");
+        print!("bad frames:");
+        for (name, n) in t.errors.iter() {
+            print!(" {name}={n}");
         }
-        if !s.is_open() || now_ms() > deadline_ms {
-            i.sockets.remove(handle);
-            return Err(alloc::format!("connection lost after {sent} bytes"));
-        }
-        while s.can_send() && sent < bytes {
-            let n = (bytes - sent).min(chunk.len() as u64) as usize;
-            for (k, b) in chunk[..n].iter_mut().enumerate() {
-                *b = ((sent + k as u64) * 31 % 251) as u8;
-            }
-            let took = s.send_slice(&chunk[..n]).unwrap_or(0);
-            hash.update(&chunk[..took]);
-            sent += took as u64;
-            if took < n {
-                break;
-            }
-        }
+        println!(" total={}", t.errors.total());
+        println!(
+            "auth: {} handshakes refused, {} frames from unauthenticated peers dropped",
+            t.auth_failures, t.unauthenticated_dropped
+        );
     }
-    let us = (time::uptime_us() - start).max(1);
-    let hex: String = hash
-        .finalize()
-        .iter()
-        .map(|b| alloc::format!("{b:02x}"))
-        .collect();
-    println!(
-        "bulk: sent {sent} bytes sha256={hex} in {} ms = {} KB/s",
-        us / 1000,
-        sent * 1_000_000 / us / 1024
-    );
-    // Keep the socket until our FIN is acknowledged (it may need retransmitting on
-    // a lossy network), at most 30 s, then free it.
-    let until = now_ms() + 30_000;
-    loop {
-        crate::net::poll();
-        let done = NET
-            .lock()
-            .as_mut()
-            .and_then(|n| n.peer.as_mut())
-            .is_none_or(|i| {
-                matches!(
-                    i.sockets.get::<tcp::Socket>(handle).state(),
-                    tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2
-                )
-            });
-        if done || now_ms() > until {
-            break;
-        }
-        crate::arch::wait_for_interrupt();
-    }
-    if let Some(i) = NET.lock().as_mut().and_then(|n| n.peer.as_mut()) {
-        i.sockets.remove(handle);
-    }
-    Ok(())
-}
 
-/// Sends one Raft message to `to` over its established connection; false if there is
-/// none (Raft retransmits).
-pub fn send_raft(to: NodeId, bytes: Vec<u8>) -> bool {
-    let mut tguard = TRANSPORT.lock();
-    let Some(t) = tguard.as_mut() else {
-        return false;
-    };
-    let mut nguard = NET.lock();
-    let Some(iface) = nguard.as_mut().and_then(|n| n.peer.as_mut()) else {
-        return false;
-    };
-    let Some(i) = t
-        .conns
-        .iter()
-        .position(|c| c.role != Role::Mgmt && c.authenticated && c.peer == Some(to))
-    else {
-        return false;
-    };
-    t.send(iface, i, &ClusterMessage::Raft(bytes))
+    /// The bulk sink's state for `net`: socket state, bytes of the transfer in progress,
+    /// bytes waiting in its receive buffer, and how often that buffer was found full.
+    pub fn bulk_status(&self, net: &Net) -> Option<String> {
+        let t = self;
+        let iface = net.peer.as_ref()?;
+        let s = iface.sockets.get::<tcp::Socket>(t.bulk);
+        Some(alloc::format!(
+            "bulk sink: {} received {} bytes, queued {} of {}, buffer full {} times",
+            s.state(),
+            t.bulk_bytes,
+            s.recv_queue(),
+            s.recv_capacity(),
+            t.bulk_full
+        ))
+    }
 }

@@ -335,19 +335,9 @@ fn hash_chain(steps: u64, budget_ticks: u64) -> WorkResult {
     }
 }
 
-/// SplitMix64: the seeded generator for built-in inputs and tests.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// The seeded generator for built-in inputs and tests: the project's one PRNG,
+/// re-exported under its old path (built-in outputs depend on its exact stream).
+pub use xdv_types::rng::SplitMix64;
 
 fn sort_work(n: u32, seed: u64, budget_ticks: u64) -> WorkResult {
     if n > MAX_SORT_LEN {

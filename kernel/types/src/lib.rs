@@ -3,10 +3,13 @@
 //! Invariants owned here:
 //! - Logical time never comes from a clock: a [`LamportClock`] only advances by
 //!   [`LamportClock::tick`] and [`LamportClock::recv`].
+//! - Randomness comes only from the seeded [`rng::SplitMix64`], the project's one PRNG.
 //! - Event order is total and environment-independent: [`CoreStamp`] orders by
 //!   (timestamp, core id) and [`GlobalStamp`] by (timestamp, node id, core id).
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
+
+pub mod rng;
 
 use core::fmt;
 use serde::{Deserialize, Serialize};

@@ -34,6 +34,25 @@ pub struct NodeSpec {
     pub cmdline: String,
     pub provision: Option<PathBuf>,
     pub pid: Option<u32>,
+    /// Host port forwarded to the node's management listener; 0 (older state files)
+    /// means `MGMT_HOST_PORT_BASE + id`.
+    #[serde(default)]
+    pub mgmt_port: u16,
+    /// Length of `node<n>.log` when this boot started: status reads only what this boot
+    /// printed, never a ready line of the previous boot.
+    #[serde(default)]
+    pub log_offset: u64,
+}
+
+impl NodeSpec {
+    /// The host port of this node's management API.
+    pub fn mgmt_port(&self) -> u16 {
+        if self.mgmt_port != 0 {
+            self.mgmt_port
+        } else {
+            MGMT_HOST_PORT_BASE.saturating_add(self.id as u16)
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +62,17 @@ pub struct ClusterState {
     pub nodes: Vec<NodeSpec>,
     pub switch_pid: Option<u32>,
     pub switch_dir: PathBuf,
+    /// Seed of the switch's fault generator (kept so `start` and `up --resume` restart
+    /// the same switch).
+    #[serde(default = "one")]
+    pub seed: u64,
+    /// Extra kernel command-line words `up` gave every node.
+    #[serde(default)]
+    pub extra_cmdline: String,
+}
+
+fn one() -> u64 {
+    1
 }
 
 pub fn default_dir() -> PathBuf {
@@ -56,6 +86,61 @@ pub fn workspace_root() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or(here)
+}
+
+/// File-name suffixes of the per-node files in a cluster directory.
+const NODE_FILE_EXTS: &[&str] = &["ram", "log", "sock", "qmp", "prov", "qemu.err"];
+/// Other files `up` writes into a cluster directory.
+const CLUSTER_FILES: &[&str] = &[
+    "cluster.json",
+    "cluster.json.tmp",
+    "keys.json",
+    "quotas.json",
+    "quotas.json.tmp",
+    "switch.log",
+];
+
+/// Every file of a cluster in `dir` (state, keys, RAM files, logs, sockets, the switch
+/// directory `net`), sorted. Empty when `dir` holds no cluster. Files XDV did not write
+/// are never listed, so [`wipe`] cannot remove them.
+pub fn cluster_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            CLUSTER_FILES.contains(&name.as_str())
+                || name == "net"
+                || name.strip_prefix("node").is_some_and(|rest| {
+                    NODE_FILE_EXTS.iter().any(|ext| {
+                        rest.strip_suffix(ext)
+                            .and_then(|r| r.strip_suffix('.'))
+                            .is_some_and(|id| {
+                                !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())
+                            })
+                    })
+                })
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes every file [`cluster_files`] lists; returns how many.
+pub fn wipe(dir: &Path) -> Result<usize> {
+    let files = cluster_files(dir);
+    for f in &files {
+        let r = if f.is_dir() {
+            std::fs::remove_dir_all(f)
+        } else {
+            std::fs::remove_file(f)
+        };
+        r.with_context(|| format!("removing {}", f.display()))?;
+    }
+    Ok(files.len())
 }
 
 impl ClusterState {
@@ -83,11 +168,20 @@ impl ClusterState {
         Ok(())
     }
 
+    /// Node `id`, or an error naming the members.
     pub fn node(&self, id: u32) -> Result<&NodeSpec> {
         self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
-            let ids: Vec<String> = self.nodes.iter().map(|n| n.id.to_string()).collect();
-            anyhow!("no node {id} in this cluster (nodes: {})", ids.join(", "))
+            anyhow!(
+                "node {id} is not a member of this cluster (members: {})",
+                self.member_list()
+            )
         })
+    }
+
+    /// "1, 2, 3".
+    pub fn member_list(&self) -> String {
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.to_string()).collect();
+        ids.join(", ")
     }
 
     fn node_mut(&mut self, id: u32) -> Result<&mut NodeSpec> {
@@ -99,6 +193,48 @@ impl ClusterState {
 
     pub fn path(&self, id: u32, ext: &str) -> PathBuf {
         self.dir.join(format!("node{id}.{ext}"))
+    }
+
+    /// Ids of the nodes whose QEMU is running.
+    pub fn running(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.pid.is_some_and(alive))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Ids of the running nodes whose process is really their QEMU (not a reused pid).
+    pub fn own_running(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.pid
+                    .is_some_and(|p| alive(p) && runs_with(p, &self.path(n.id, "ram")))
+            })
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub fn switch_running(&self) -> bool {
+        self.switch_pid.is_some_and(alive)
+    }
+
+    /// Node `id`'s management port if it is a member and its QEMU runs; otherwise an
+    /// error saying which (at once: nothing is retried).
+    pub fn running_node_port(&self, id: u32) -> Result<u16> {
+        let n = self.node(id)?;
+        if !n.pid.is_some_and(alive) {
+            let up = self.running();
+            let hint = if up.is_empty() {
+                "no node is running; start the cluster with `cargo xdv up --resume`".to_string()
+            } else {
+                let ids: Vec<String> = up.iter().map(u32::to_string).collect();
+                format!("running: {}", ids.join(", "))
+            };
+            bail!("node {id} is not running (start it with `cargo xdv start {id}`; {hint})");
+        }
+        Ok(n.mgmt_port())
     }
 }
 
@@ -112,21 +248,6 @@ pub fn alive(pid: u32) -> bool {
             .trim_start()
             .starts_with('Z'),
         Err(_) => false,
-    }
-}
-
-fn qemu_binary() -> Result<&'static str> {
-    let bin = "qemu-system-x86_64";
-    match Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(_) => Ok(bin),
-        Err(_) => {
-            bail!("`{bin}` not found: install it with `sudo apt-get install -y qemu-system-x86`")
-        }
     }
 }
 
@@ -182,7 +303,7 @@ pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Vec<String> {
         "-netdev".into(),
         format!(
             "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{}-10.0.2.15:{GUEST_MGMT_PORT}",
-            MGMT_HOST_PORT_BASE + id as u16
+            n.mgmt_port()
         ),
         "-device".into(),
         format!("virtio-net-pci,netdev=mgmt,mac=52:54:00:00:01:{id:02x},disable-legacy=on"),
@@ -193,9 +314,10 @@ pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Vec<String> {
     a
 }
 
-/// Starts node `id` (detached, own process group) on its existing RAM file.
+/// Starts node `id` (detached, own process group) on its existing RAM file. The switch
+/// must be running ([`ensure_switch`]).
 pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
-    let qemu = qemu_binary()?;
+    crate::prereq::ensure(&[crate::prereq::Need::Qemu])?;
     let n = st.node(id)?.clone();
     if let Some(pid) = n.pid.filter(|&p| alive(p)) {
         bail!("node {id} is already running (pid {pid})");
@@ -203,9 +325,10 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
     for ext in ["sock", "qmp"] {
         let _ = std::fs::remove_file(st.path(id, ext));
     }
+    let log_offset = std::fs::metadata(st.path(id, "log")).map_or(0, |m| m.len());
     let args = qemu_args(st, &n);
     let err = std::fs::File::create(st.path(id, "qemu.err"))?;
-    let child = Command::new(qemu)
+    let child = Command::new(crate::qemu::QEMU)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -216,55 +339,175 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
     let pid = child.id();
     // The child is detached on purpose: `down`/`kill` stop it by pid.
     std::mem::forget(child);
-    st.node_mut(id)?.pid = Some(pid);
+    let spec = st.node_mut(id)?;
+    spec.pid = Some(pid);
+    spec.log_offset = log_offset;
     st.save()?;
     Ok(pid)
 }
 
-/// Stops node `id`: `quit` over QMP, SIGKILL after `grace`. With `hard`, SIGKILL at once.
-pub fn stop_node(st: &mut ClusterState, id: u32, hard: bool, grace: Duration) -> Result<bool> {
-    let Some(pid) = st.node(id)?.pid else {
-        return Ok(false);
-    };
-    if !alive(pid) {
-        st.node_mut(id)?.pid = None;
-        st.save()?;
-        return Ok(false);
-    }
-    if !hard {
-        let _ = qmp_quit(&st.path(id, "qmp"));
-        let end = Instant::now() + grace;
-        while alive(pid) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    if alive(pid) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        let end = Instant::now() + Duration::from_secs(5);
-        while alive(pid) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    st.node_mut(id)?.pid = None;
-    st.save()?;
-    Ok(true)
+/// How long `down` waits for QEMU to quit after the QMP `quit` before SIGTERM.
+pub const STOP_QUIT_GRACE: Duration = Duration::from_secs(3);
+/// How long after SIGTERM before SIGKILL.
+pub const STOP_TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How a node was stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was not running.
+    NotRunning,
+    /// QEMU quit on the QMP `quit` command.
+    Quit,
+    /// QEMU ignored `quit` (or QMP was unreachable) and exited on SIGTERM.
+    Terminated,
+    /// It was killed with SIGKILL (`kill`, or it ignored SIGTERM too).
+    Killed,
 }
 
-fn qmp_quit(sock: &Path) -> Result<()> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut greeting = [0u8; 4096];
-    let _ = s.read(&mut greeting)?;
-    s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n")?;
-    let _ = s.read(&mut greeting);
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stopped::NotRunning => "was not running",
+            Stopped::Quit => "stopped (QMP quit)",
+            Stopped::Terminated => "stopped (SIGTERM: QMP quit was not answered)",
+            Stopped::Killed => "killed (SIGKILL)",
+        })
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Does process `pid` run with `needle` among its arguments? (A pid in a state file can
+/// be reused by another program after the node exited or the host rebooted: it is
+/// never signalled unless it is ours.)
+pub fn runs_with(pid: u32, needle: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let needle = needle.as_os_str().as_encoded_bytes();
+    cmdline
+        .split(|&b| b == 0)
+        .any(|arg| arg.windows(needle.len()).any(|w| w == needle))
+}
+
+/// Waits until none of `pids` is alive or `deadline`; calls `done` for each one that
+/// exits, in the order they exit.
+fn wait_exits(pids: &mut Vec<(u32, u32)>, deadline: Instant, done: &mut dyn FnMut(u32)) {
+    loop {
+        pids.retain(|&(id, pid)| {
+            let gone = !alive(pid);
+            if gone {
+                done(id);
+            }
+            !gone
+        });
+        if pids.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Stops nodes `ids` together: QMP `quit` to all of them, SIGTERM to those still
+/// running after [`STOP_QUIT_GRACE`], SIGKILL after [`STOP_TERM_GRACE`]. Calls
+/// `progress(id, how, elapsed)` as each node stops. With `hard`, SIGKILL at once.
+pub fn stop_nodes(
+    st: &mut ClusterState,
+    ids: &[u32],
+    hard: bool,
+    progress: &mut dyn FnMut(u32, Stopped, Duration),
+) -> Result<()> {
+    let t0 = Instant::now();
+    let mut pids = Vec::new();
+    for &id in ids {
+        match st.node(id)?.pid.filter(|&p| alive(p)) {
+            Some(pid) if runs_with(pid, &st.path(id, "ram")) => pids.push((id, pid)),
+            Some(pid) => {
+                eprintln!(
+                    "xdv: pid {pid} is no longer node {id}'s QEMU (reused by another program); not signalled"
+                );
+                progress(id, Stopped::NotRunning, Duration::ZERO)
+            }
+            None => progress(id, Stopped::NotRunning, Duration::ZERO),
+        }
+    }
+    let stages: &[(Stopped, Option<&str>, Duration)] = if hard {
+        &[(Stopped::Killed, Some("-KILL"), Duration::from_secs(5))]
+    } else {
+        &[
+            (Stopped::Quit, None, STOP_QUIT_GRACE),
+            (Stopped::Terminated, Some("-TERM"), STOP_TERM_GRACE),
+            (Stopped::Killed, Some("-KILL"), Duration::from_secs(5)),
+        ]
+    };
+    for &(how, sig, grace) in stages {
+        if pids.is_empty() {
+            break;
+        }
+        for &(id, pid) in &pids {
+            match sig {
+                None => {
+                    // A node whose QMP does not answer gets SIGTERM in the next stage.
+                    let _ = qmp_quit(&st.path(id, "qmp"));
+                }
+                Some(sig) => signal(pid, sig),
+            }
+        }
+        wait_exits(&mut pids, Instant::now() + grace, &mut |id| {
+            progress(id, how, t0.elapsed())
+        });
+    }
+    for &id in ids {
+        st.node_mut(id)?.pid = None;
+    }
+    st.save()?;
+    if let Some(&(id, pid)) = pids.first() {
+        bail!("node {id} (pid {pid}) survived SIGKILL");
+    }
     Ok(())
 }
 
-/// The last line of node `id`'s serial log that starts with `prefix`.
+/// Stops node `id` (see [`stop_nodes`]); false if it was not running.
+pub fn stop_node(st: &mut ClusterState, id: u32, hard: bool) -> Result<bool> {
+    let mut was = false;
+    stop_nodes(st, &[id], hard, &mut |_, how, _| {
+        was = how != Stopped::NotRunning
+    })?;
+    Ok(was)
+}
+
+/// QMP handshake, then `quit`; returns once QEMU answered `quit` or closed the socket.
+/// Each step waits at most 1 s: a QEMU that does not answer is left to SIGTERM.
+fn qmp_quit(sock: &Path) -> Result<()> {
+    let s = std::os::unix::net::UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    s.set_write_timeout(Some(Duration::from_secs(1)))?;
+    let mut rd = std::io::BufReader::new(s.try_clone()?);
+    let mut w = s;
+    let mut line = String::new();
+    rd.read_line(&mut line)?; // greeting {"QMP": ...}
+    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+    line.clear();
+    rd.read_line(&mut line)?; // {"return": {}}
+    w.write_all(b"{\"execute\":\"quit\"}\n")?;
+    // The answer, a SHUTDOWN event, or EOF as QEMU exits: any of them means it got it.
+    line.clear();
+    let _ = rd.read_line(&mut line);
+    Ok(())
+}
+
+/// The last line that node `id` printed in its current boot (after the log offset the
+/// boot started at) that starts with `prefix`.
 pub fn last_line_with(st: &ClusterState, id: u32, prefix: &str) -> Option<String> {
-    let f = std::fs::File::open(st.path(id, "log")).ok()?;
+    use std::io::Seek;
+    let offset = st.node(id).map_or(0, |n| n.log_offset);
+    let mut f = std::fs::File::open(st.path(id, "log")).ok()?;
+    f.seek(std::io::SeekFrom::Start(offset)).ok()?;
     std::io::BufReader::new(f)
         .lines()
         .map_while(|l| l.ok())
@@ -314,18 +557,21 @@ pub fn attach_console(st: &ClusterState, id: u32) -> Result<()> {
     Ok(())
 }
 
-/// Starts the switch for `ports` nodes as a detached `xdv switch` process.
-pub fn start_switch(st: &mut ClusterState, ports: u32, seed: u64) -> Result<u32> {
+/// Starts the switch (one port per node, the cluster's seed) as a detached
+/// `xdv switch` process.
+pub fn start_switch(st: &mut ClusterState) -> Result<u32> {
     std::fs::create_dir_all(&st.switch_dir)?;
+    let ports = st.nodes.iter().map(|n| n.id).max().unwrap_or(0);
     let exe = std::env::current_exe().context("locating the xdv binary")?;
     let log = std::fs::File::create(st.dir.join("switch.log"))?;
+    let _ = std::fs::remove_file(crate::switch::control_socket_path(&st.switch_dir));
     let child = Command::new(exe)
         .args([
             "switch",
             "--ports",
             &ports.to_string(),
             "--seed",
-            &seed.to_string(),
+            &st.seed.to_string(),
             "--dir",
         ])
         .arg(&st.switch_dir)
@@ -354,38 +600,75 @@ pub fn start_switch(st: &mut ClusterState, ports: u32, seed: u64) -> Result<u32>
     Ok(pid)
 }
 
+/// Starts the switch unless it is running; returns its pid if it was started.
+pub fn ensure_switch(st: &mut ClusterState) -> Result<Option<u32>> {
+    if st.switch_running() {
+        return Ok(None);
+    }
+    start_switch(st).map(Some)
+}
+
 /// Stops the switch process.
 pub fn stop_switch(st: &mut ClusterState) {
-    if let Some(pid) = st.switch_pid.take() {
+    if let Some(pid) = st
+        .switch_pid
+        .take()
+        .filter(|&p| runs_with(p, &st.switch_dir))
+    {
         let _ = crate::switch::control(&st.switch_dir, "shutdown");
         let end = Instant::now() + Duration::from_secs(3);
         while alive(pid) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(50));
         }
         if alive(pid) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            signal(pid, "-KILL");
         }
     }
     let _ = st.save();
 }
 
+/// A node's process state, from its pid and the current boot's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Stopped,
+    Booting,
+    /// Ready, with the rest of its ready line.
+    Ready(String),
+}
+
+impl NodeState {
+    pub fn of(st: &ClusterState, n: &NodeSpec) -> NodeState {
+        if !n.pid.is_some_and(alive) {
+            return NodeState::Stopped;
+        }
+        match last_line_with(st, n.id, "xdv: ready") {
+            None => NodeState::Booting,
+            Some(l) => NodeState::Ready(l.trim_start_matches("xdv: ready").trim().to_string()),
+        }
+    }
+
+    /// `stopped`, `booting` or `ready`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            NodeState::Stopped => "stopped",
+            NodeState::Booting => "booting",
+            NodeState::Ready(_) => "ready",
+        }
+    }
+}
+
 /// One status line for node `id`: process state and its ready line.
 pub fn node_line(st: &ClusterState, n: &NodeSpec) -> String {
-    let running = n.pid.is_some_and(alive);
-    let ready = last_line_with(st, n.id, "xdv: ready");
-    let state = match (running, &ready) {
-        (false, _) => "stopped".to_string(),
-        (true, None) => "booting".to_string(),
-        (true, Some(l)) => format!("ready ({})", l.trim_start_matches("xdv: ready ")),
+    let state = match NodeState::of(st, n) {
+        NodeState::Ready(l) => format!("ready ({l})"),
+        s => s.word().to_string(),
     };
     format!(
         "node {:<2} {:<44} peer 10.0.0.{:<3} mgmt 127.0.0.1:{} log {}",
         n.id,
         state,
         n.id,
-        MGMT_HOST_PORT_BASE + n.id as u16,
+        n.mgmt_port(),
         st.path(n.id, "log").display()
     )
 }

@@ -2,9 +2,12 @@
 //! QEMU integration tests (`tests/`) and the benchmarks (`tools/bench`).
 
 pub mod cluster;
+pub mod exit;
 pub mod fakepeer;
 pub mod harness;
 pub mod mgmt;
+pub mod prereq;
 pub mod qemu;
+pub mod submission;
 pub mod switch;
 pub mod testbed;

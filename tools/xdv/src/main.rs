@@ -1,7 +1,7 @@
 //! `xdv` — the XDV host CLI (`cargo xdv <command>`).
 //!
 //! Each command lives in its own module under `cmd/`; adding a command is one enum
-//! variant here plus its module.
+//! variant here plus its module. Exit codes are in `xdv::exit`.
 
 mod cmd;
 
@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "xdv",
     version,
-    about = "XDV deterministic cluster kernel: host tool"
+    about = "XDV deterministic cluster kernel: host tool",
+    after_help = xdv::exit::TOP_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// List the host prerequisites (QEMU, GRUB, ...) present or missing, with the apt-get line.
+    Doctor(cmd::doctor::Args),
     /// Build the kernel image (release by default) and print its path.
     Build(cmd::build::Args),
     /// Build and boot one node in QEMU with COM1 on this terminal.
@@ -30,52 +33,94 @@ enum Cmd {
     Bench(cmd::bench::Args),
     /// Verify, show and prove audit regions (from a node's RAM file).
     Audit(cmd::audit::Args),
-    /// Deterministic cluster simulation: replay one seed or sweep many.
+    /// Simulate real nodes (crashes, torn writes, partitions): one seed or a sweep.
     Sim(cmd::sim::Args),
     /// Sandboxed tasks: validate a module offline.
     Task(cmd::task::Args),
     /// Host L2 switch connecting QEMU nodes, with fault injection.
     Switch(cmd::switch::Args),
-    /// Boot N nodes and the switch between them; live status until all are ready.
+    /// Boot N nodes and the switch between them (new with --fresh, again with --resume).
     Up(cmd::cluster::UpArgs),
     /// Stop every node (RAM files kept) and the switch.
     Down(cmd::cluster::DirArgs),
-    /// One line per node: state, addresses, log file.
-    Status(cmd::cluster::DirArgs),
+    /// One line per node, the cluster table and a health line (--json for scripts).
+    Status(cmd::cluster::StatusArgs),
     /// Attach this terminal to a node's serial console (Ctrl-] detaches).
     Console(cmd::cluster::NodeArgs),
     /// SIGKILL one node (crash); its RAM file stays.
     Kill(cmd::cluster::NodeArgs),
-    /// Start a stopped node again on its RAM file.
+    /// Start a stopped node again on its RAM file (and the switch if it is stopped).
     Start(cmd::cluster::NodeArgs),
-    /// Submit a task to the cluster (signed with the tenant's key) and wait for its outcome.
-    Submit(cmd::cluster::SubmitArgs),
-    /// Set or clear a tenant's quota (operator-signed).
-    Quota(cmd::cluster::QuotaArgs),
+    /// Submit a task (signed with the tenant's key) and wait for its outcome; exit code
+    /// 0 succeeded, 3 refused, 4 failed.
+    Submit(cmd::submit::SubmitArgs),
+    /// Set, show or clear a tenant's quota (operator-signed).
+    Quota(cmd::quota::QuotaArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    let ok = |r: anyhow::Result<()>| r.map(|()| xdv::exit::OK);
     let result = match cli.cmd {
-        Cmd::Build(a) => cmd::build::run(a),
-        Cmd::Run(a) => cmd::run::run(a),
-        Cmd::Iso(a) => cmd::iso::run(a),
-        Cmd::Bench(a) => cmd::bench::run(a),
-        Cmd::Audit(a) => cmd::audit::run(a),
-        Cmd::Sim(a) => cmd::sim::run(a),
-        Cmd::Task(a) => cmd::task::run(a),
-        Cmd::Switch(a) => cmd::switch::run(a),
-        Cmd::Up(a) => cmd::cluster::up(a),
-        Cmd::Down(a) => cmd::cluster::down(a),
-        Cmd::Status(a) => cmd::cluster::status(a),
-        Cmd::Console(a) => cmd::cluster::console(a),
-        Cmd::Kill(a) => cmd::cluster::kill(a),
-        Cmd::Start(a) => cmd::cluster::start(a),
-        Cmd::Submit(a) => cmd::cluster::submit(a),
-        Cmd::Quota(a) => cmd::cluster::quota(a),
+        Cmd::Doctor(a) => cmd::doctor::run(a),
+        Cmd::Build(a) => ok(cmd::build::run(a)),
+        Cmd::Run(a) => ok(cmd::run::run(a)),
+        Cmd::Iso(a) => ok(cmd::iso::run(a)),
+        Cmd::Bench(a) => ok(cmd::bench::run(a)),
+        Cmd::Audit(a) => ok(cmd::audit::run(a)),
+        Cmd::Sim(a) => ok(cmd::sim::run(a)),
+        Cmd::Task(a) => ok(cmd::task::run(a)),
+        Cmd::Switch(a) => ok(cmd::switch::run(a)),
+        Cmd::Up(a) => ok(cmd::cluster::up(a)),
+        Cmd::Down(a) => ok(cmd::cluster::down(a)),
+        Cmd::Status(a) => ok(cmd::cluster::status(a)),
+        Cmd::Console(a) => ok(cmd::cluster::console(a)),
+        Cmd::Kill(a) => ok(cmd::cluster::kill(a)),
+        Cmd::Start(a) => ok(cmd::cluster::start(a)),
+        Cmd::Submit(a) => cmd::submit::submit(a),
+        Cmd::Quota(a) => ok(cmd::quota::quota(a)),
     };
-    if let Err(e) = result {
-        eprintln!("xdv: error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xdv: error: {e:#}");
+            std::process::exit(xdv::exit::ERROR);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument of every command has a `--help` description.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() {
+                    missing.push(format!("{path} {} (command)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "xdv", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -14,9 +14,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xdv_boot::provision::{self, Peer, Provision, Tenant};
-use xdv_cluster::TaskStatus;
 use xdv_cluster::mgmt::{self, ClusterView, Denied, Principal, Request, Response, SignedRequest};
 use xdv_cluster::public_key;
+use xdv_cluster::{Outcome, TaskStatus};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
 use xdv_types::{NodeId, TaskId, Timestamp};
 
@@ -266,27 +266,91 @@ pub fn cluster_view(port: u16, keys: &Keys) -> Result<ClusterView> {
     match c.call(&req, Duration::from_secs(5))? {
         Response::Cluster(v) => Ok(v),
         Response::Refused(d) => bail!("refused: {d}"),
-        other => bail!("unexpected response {other:?}"),
+        other => bail!("unexpected answer: {}", response_kind(&other)),
     }
+}
+
+/// A response's kind in words (never its Rust `Debug` text).
+pub fn response_kind(r: &Response) -> &'static str {
+    match r {
+        Response::Submitted { .. } => "task submitted",
+        Response::Task { .. } => "task status",
+        Response::Cluster(_) => "cluster status",
+        Response::QuotaSet { .. } => "quota set",
+        Response::Refused(_) => "refused",
+    }
+}
+
+/// A Raft role as the kernel reports it (`Leader`, `PreCandidate`, …) in lower-case
+/// words: `leader`, `follower`, `candidate`, `pre-candidate`, `none`.
+pub fn role_name(role: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in role.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Is this error a refused TCP connection (nothing listens: the node is not running)?
+pub fn connection_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// How handing a submission to the cluster ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The cluster took it as this task.
+    Task(TaskId),
+    /// The cluster refused it without giving it a task id.
+    Refused(Denied),
 }
 
 /// Sends `req` (again, with the same seq, after a timeout or a lost connection) until
 /// the cluster names its task. Safe to repeat: the state machine never runs a
 /// request twice.
 pub fn submit_until_placed(port: u16, req: &SignedRequest, end: Instant) -> Result<TaskId> {
+    match submit_placed(port, req, end, false, &mut |_| {})? {
+        Placement::Task(t) => Ok(t),
+        Placement::Refused(d) => bail!("refused: {d}"),
+    }
+}
+
+/// As [`submit_until_placed`], returning a refusal as a value. With `fail_fast`, a
+/// refused connection (no process behind the port) fails at once instead of being
+/// retried. `progress` hears each new reason for retrying, once.
+pub fn submit_placed(
+    port: u16,
+    req: &SignedRequest,
+    end: Instant,
+    fail_fast: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Placement> {
     let mut last = String::new();
     while Instant::now() < end {
         let r = Client::connect(port, Duration::from_secs(2))
             .and_then(|mut c| c.call(req, Duration::from_secs(12)));
-        match r {
-            Ok(Response::Submitted { task }) => return Ok(task),
-            Ok(Response::Refused(Denied::Duplicate { task })) => return Ok(task),
-            Ok(Response::Refused(d @ (Denied::NoLeader | Denied::NotReady(_)))) => {
-                last = d.to_string()
+        let why = match r {
+            Ok(Response::Submitted { task }) => return Ok(Placement::Task(task)),
+            Ok(Response::Refused(Denied::Duplicate { task })) => return Ok(Placement::Task(task)),
+            Ok(Response::Refused(d @ (Denied::NoLeader | Denied::NotReady(_)))) => d.to_string(),
+            Ok(Response::Refused(d)) => return Ok(Placement::Refused(d)),
+            Ok(other) => bail!("unexpected answer: {}", response_kind(&other)),
+            Err(e) if fail_fast && connection_refused(&e) => {
+                bail!(
+                    "nothing listens on the management port 127.0.0.1:{port}: the node is not running"
+                )
             }
-            Ok(Response::Refused(d)) => bail!("refused: {d}"),
-            Ok(other) => bail!("unexpected response {other:?}"),
-            Err(e) => last = format!("{e:#}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if why != last {
+            progress(&why);
+            last = why;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -315,9 +379,9 @@ pub fn wait_task(
             {
                 return Ok(status);
             }
-            Ok(Response::Task { status, .. }) => last = format!("{status:?}"),
+            Ok(Response::Task { status, .. }) => last = describe(&status),
             Ok(Response::Refused(d)) => last = d.to_string(),
-            Ok(other) => bail!("unexpected response {other:?}"),
+            Ok(other) => bail!("unexpected answer: {}", response_kind(&other)),
             Err(e) => last = format!("{e:#}"),
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -325,8 +389,13 @@ pub fn wait_task(
     bail!("task {} did not finish in time (last: {last})", task.0)
 }
 
+/// A task status as one line of words: the state, where and how it ran, its output.
 pub fn describe(s: &TaskStatus) -> String {
     match s {
+        TaskStatus::Pending => "pending (waiting for an eligible node)".into(),
+        TaskStatus::Assigned { node, attempt } => {
+            format!("running on node {} (attempt {attempt})", node.0)
+        }
         TaskStatus::Completed {
             node,
             attempt,
@@ -334,14 +403,37 @@ pub fn describe(s: &TaskStatus) -> String {
             ticks,
             output_hash,
             output,
-        } => format!(
-            "{outcome} on node {} (attempt {attempt}) ticks={ticks} output_hash={} output={}",
-            node.0,
-            output_hash,
-            printable(output)
-        ),
-        TaskStatus::Rejected(r) => format!("refused: {r}"),
-        other => format!("{other:?}"),
+        } => {
+            let at = format!("on node {} (attempt {attempt})", node.0);
+            match outcome {
+                Outcome::Executed => format!(
+                    "executed {at}: {ticks} ticks, output {} (sha256 {})",
+                    quoted_output(output),
+                    output_hash.short()
+                ),
+                Outcome::BudgetExceeded => {
+                    format!("failed {at}: tick budget exceeded after {ticks} ticks")
+                }
+                Outcome::GuardDenied => {
+                    format!("failed {at}: guard denied (a required capability is not held)")
+                }
+                Outcome::Trapped(r) => format!("failed {at}: trapped after {ticks} ticks: {r}"),
+                Outcome::Refused(r) => format!("refused by node {}: {r}", node.0),
+            }
+        }
+        TaskStatus::Rejected(r) => format!("refused by the cluster: {r}"),
+    }
+}
+
+/// Output for one line: `"text"` (escaped) when it is UTF-8 text, `0x…` otherwise,
+/// `(none)` when empty.
+pub fn quoted_output(output: &[u8]) -> String {
+    if output.is_empty() {
+        return "(none)".into();
+    }
+    match std::str::from_utf8(output) {
+        Ok(t) => format!("\"{}\"", t.escape_debug()),
+        Err(_) => format!("0x{}", hex::encode(output)),
     }
 }
 
@@ -364,7 +456,7 @@ pub fn set_quota(
     match Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(15))? {
         Response::QuotaSet { .. } => Ok(()),
         Response::Refused(d) => bail!("refused: {d}"),
-        other => bail!("unexpected response {other:?}"),
+        other => bail!("unexpected answer: {}", response_kind(&other)),
     }
 }
 

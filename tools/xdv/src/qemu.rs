@@ -29,6 +29,20 @@ pub enum Exit {
     Other(Option<i32>),
 }
 
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Pass => f.write_str("test passed (isa-debug-exit 0x10)"),
+            Exit::Fail => f.write_str("test failed or panic (isa-debug-exit 0x11)"),
+            Exit::Fault => f.write_str("CPU exception (isa-debug-exit 0x12)"),
+            Exit::Halted => f.write_str("halted"),
+            Exit::Other(Some(0)) => f.write_str("quit (status 0)"),
+            Exit::Other(Some(c)) => write!(f, "exit status {c}"),
+            Exit::Other(None) => f.write_str("killed by a signal"),
+        }
+    }
+}
+
 impl Exit {
     pub fn from_status(code: Option<i32>) -> Exit {
         match code {
@@ -59,8 +73,15 @@ pub fn kernel_image() -> Result<PathBuf> {
         .map_err(|e| anyhow!(e))
 }
 
-/// Runs cargo on the kernel workspace; returns the image path.
+/// Runs cargo on the kernel workspace; returns the image path. Cargo's output is
+/// captured and shown only on failure (tests, benchmarks).
 pub fn build_kernel(release: bool) -> Result<PathBuf> {
+    build_kernel_with(release, false)
+}
+
+/// As [`build_kernel`]; with `progress`, says so first and lets cargo's progress
+/// through to this terminal (the first build takes minutes).
+pub fn build_kernel_with(release: bool, progress: bool) -> Result<PathBuf> {
     let root = repo_root();
     let target = root.join("target/kernel");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -79,29 +100,49 @@ pub fn build_kernel(release: bool) -> Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
-    let out = cmd.output().context("running cargo to build the kernel")?;
-    if !out.status.success() {
-        bail!(
-            "kernel build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+    if progress {
+        eprintln!(
+            "xdv: building the kernel ({}; the first build takes a few minutes)...",
+            if release { "release" } else { "debug" }
         );
+        let status = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .context("running cargo to build the kernel")?;
+        if !status.success() {
+            bail!("kernel build failed ({status}); cargo's errors are above");
+        }
+    } else {
+        let out = cmd.output().context("running cargo to build the kernel")?;
+        if !out.status.success() {
+            bail!(
+                "kernel build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
-    Ok(target
-        .join(if release { "release" } else { "debug" })
-        .join("xdv-kernel"))
+    Ok(kernel_path(release))
 }
 
-/// Checks that QEMU is installed, naming the package if not.
+/// Where the kernel build puts the image.
+pub fn kernel_path(release: bool) -> PathBuf {
+    repo_root()
+        .join("target/kernel")
+        .join(if release { "release" } else { "debug" })
+        .join("xdv-kernel")
+}
+
+/// Checks that QEMU is installed: installs it as root (once per process), otherwise
+/// fails at once with the `apt-get` line (`crate::prereq`).
 pub fn check_qemu() -> Result<()> {
-    match Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => Ok(()),
-        _ => bail!("`{QEMU}` not found: install it with `sudo apt-get install -y {QEMU_PACKAGE}`"),
-    }
+    static CHECKED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            crate::prereq::ensure(&[crate::prereq::Need::Qemu]).map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
 }
 
 /// What to boot.
@@ -419,6 +460,7 @@ pub fn temp_dir(tag: &str) -> Result<PathBuf> {
 
 /// Writes a GRUB (Multiboot2) BIOS ISO booting `kernel` with `cmdline`.
 pub fn make_iso(kernel: &Path, cmdline: &str, out: &Path) -> Result<()> {
+    crate::prereq::ensure(&[crate::prereq::Need::Grub])?;
     let staging = out.with_extension("isodir");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(staging.join("boot/grub"))?;
@@ -439,7 +481,8 @@ pub fn make_iso(kernel: &Path, cmdline: &str, out: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&staging);
     match status {
         Err(_) => bail!(
-            "`grub-mkrescue` not found: install with `sudo apt-get install -y grub-pc-bin grub-common xorriso mtools`"
+            "`grub-mkrescue` not found: install with `{}`",
+            crate::prereq::apt_line(&["grub-pc-bin", "grub-common", "xorriso", "mtools"])
         ),
         Ok(o) if !o.status.success() => bail!(
             "grub-mkrescue failed (needs grub-pc-bin, xorriso, mtools):\n{}",

@@ -89,7 +89,9 @@ impl Testbed {
 
     /// Boots node `id` on its RAM file with the provisioning module file `module`.
     pub fn boot(&self, id: usize, module: &str) -> Result<Vm> {
+        // Two CPUs: the boot CPU serves the network and consensus, the AP runs tasks.
         let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 {}", self.cmdline))?
+            .smp(2)
             .ram_file(self.dir.join(format!("node{id}.ram")))
             .with_nics(&self.dir, id as u16, Some(self.port(id)));
         cfg.extra.extend([

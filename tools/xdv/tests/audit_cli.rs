@@ -172,3 +172,35 @@ fn verify_reads_a_region_with_damaged_superblocks_and_records() {
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn show_prints_fields_not_rust_debug_text() {
+    let (path, _) = ram_file("show.bin");
+    let o = xdv(&["audit", "show", path.to_str().unwrap(), "--from", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("task=3 ticks=3 output_hash=0000000000000000"),
+        "{out}"
+    );
+    for bad in ["TaskId(", "Hash32(", "TaskExecuted {"] {
+        assert!(!out.contains(bad), "{bad}: {out}");
+    }
+    let o = xdv(&[
+        "audit",
+        "show",
+        path.to_str().unwrap(),
+        "--from",
+        "19",
+        "--json",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(v["body"]["task"], 19);
+    assert_eq!(v["body"]["ticks"], 19);
+    assert_eq!(
+        v["text"],
+        format!("task=19 ticks=19 output_hash={}", "0".repeat(16))
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

@@ -1,4 +1,4 @@
-//! Shared helpers for the audit tests: a seeded PRNG and region builders.
+//! Shared helpers for the audit tests: the seeded PRNG (re-exported) and region builders.
 #![allow(dead_code)]
 
 use xdv_audit::format::MIN_REGION_BYTES;
@@ -7,21 +7,8 @@ use xdv_types::{CapabilityId, CoreId, Hash32, NodeId, TaskId, Timestamp};
 
 pub const NODE: NodeId = NodeId(7);
 
-/// SplitMix64: the tests' only randomness, always from an explicit seed.
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The tests' only randomness, always from an explicit seed: the project's one PRNG.
+pub use xdv_types::rng::SplitMix64;
 
 /// A deterministic body of every kind, chosen by `i`.
 pub fn body(i: u64) -> RecordBody {

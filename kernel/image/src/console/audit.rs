@@ -2,6 +2,7 @@
 
 use super::{CmdError, usage};
 use crate::audit::{AUDIT, record};
+use crate::service::Services;
 use crate::{println, time};
 use alloc::format;
 use xdv_audit::RecordBody;
@@ -10,7 +11,7 @@ use xdv_types::CoreId;
 const MAX_TAIL: usize = 100;
 const MAX_STRESS: u64 = 1_000_000;
 
-pub fn audit(args: &[&str]) -> Result<(), CmdError> {
+pub fn audit(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     match args {
         [] => summary(),
         ["tail"] => tail(10),
@@ -24,6 +25,7 @@ pub fn audit(args: &[&str]) -> Result<(), CmdError> {
         ),
         ["verify"] => verify(),
         ["stress", n] => stress(
+            _s,
             n.parse()
                 .ok()
                 .filter(|n| (1..=MAX_STRESS).contains(n))
@@ -31,7 +33,7 @@ pub fn audit(args: &[&str]) -> Result<(), CmdError> {
                     CmdError::Usage(format!("audit stress <1..={MAX_STRESS}> (got `{n}`)"))
                 })?,
         ),
-        ["bench"] => bench(),
+        ["bench"] => bench(_s),
         _ => Err(usage("audit")),
     }
 }
@@ -90,8 +92,12 @@ fn verify() -> Result<(), CmdError> {
 }
 
 /// Appends `n` records as fast as possible, reporting what is durable every 100.
-fn stress(n: u64) -> Result<(), CmdError> {
+fn stress(s: &mut Services, n: u64) -> Result<(), CmdError> {
     for i in 0..n {
+        // Serve the node between slices: a long stress never stops consensus.
+        if i % 256 == 255 {
+            s.poll(false);
+        }
         let seq = record(
             CoreId(0),
             &RecordBody::Custom {
@@ -112,8 +118,9 @@ fn stress(n: u64) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn bench() -> Result<(), CmdError> {
+fn bench(s: &mut Services) -> Result<(), CmdError> {
     const N: u64 = 2000;
+    s.poll(false);
     let start = crate::arch::rdtsc();
     for i in 0..N {
         let payload = alloc::vec![(i % 251) as u8; 128];

@@ -1,6 +1,7 @@
 //! The console's command table. Add a command here: one entry, one function.
 
 use super::{CmdError, Command, usage};
+use crate::service::Services;
 use crate::{arch, mem, println, serial, smp, time};
 use alloc::format;
 
@@ -105,9 +106,9 @@ pub static COMMANDS: &[Command] = &[
         name: "contracts",
         args: "",
         summary: "remote allocation contracts in force",
-        run: |a| {
+        run: |s, a| {
             no_args("contracts", a)?;
-            crate::cluster::print_contracts();
+            super::cluster::print_contracts(s);
             Ok(())
         },
     },
@@ -115,9 +116,9 @@ pub static COMMANDS: &[Command] = &[
         name: "shards",
         args: "",
         summary: "tenant shards: primary and secondary node of each",
-        run: |a| {
+        run: |s, a| {
             no_args("shards", a)?;
-            crate::cluster::print_shards();
+            super::cluster::print_shards(s);
             Ok(())
         },
     },
@@ -165,7 +166,7 @@ fn no_args(name: &str, args: &[&str]) -> Result<(), CmdError> {
     }
 }
 
-fn help(args: &[&str]) -> Result<(), CmdError> {
+fn help(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("help", args)?;
     for c in COMMANDS {
         if c.args.is_empty() {
@@ -177,7 +178,7 @@ fn help(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn version(args: &[&str]) -> Result<(), CmdError> {
+fn version(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("version", args)?;
     println!(
         "xdv {} (kernel, {} build)",
@@ -191,7 +192,7 @@ fn version(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn mem_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn mem_cmd(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("mem", args)?;
     let info = crate::boot_info();
     println!("memory map ({}):", info.protocol);
@@ -214,13 +215,13 @@ fn mem_cmd(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn cpus(args: &[&str]) -> Result<(), CmdError> {
+fn cpus(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("cpus", args)?;
     smp::print_cpus();
     Ok(())
 }
 
-fn log_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn log_cmd(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     let [level] = args else {
         return Err(usage("log"));
     };
@@ -232,7 +233,7 @@ fn log_cmd(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn uptime(args: &[&str]) -> Result<(), CmdError> {
+fn uptime(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("uptime", args)?;
     let us = time::uptime_us();
     println!(
@@ -244,32 +245,35 @@ fn uptime(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn reboot(args: &[&str]) -> Result<(), CmdError> {
+fn reboot(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("reboot", args)?;
     println!("xdv: rebooting");
     arch::reboot()
 }
 
-fn halt(args: &[&str]) -> Result<(), CmdError> {
+fn halt(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("halt", args)?;
     println!("xdv: halted");
     smp::stop_others();
     arch::exit_qemu(arch::exit_code::HALT)
 }
 
-fn pci_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn pci_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("pci", args)?;
-    crate::net::print_pci();
+    s.devices.print();
     Ok(())
 }
 
-fn net_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn net_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("net", args)?;
-    crate::net::print_net();
+    s.net.print();
+    if let Some(line) = s.transport.as_ref().and_then(|t| t.bulk_status(&s.net)) {
+        println!("{line}");
+    }
     Ok(())
 }
 
-fn ping_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn ping_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     let (ip, count) = match args {
         [ip] => (ip, "4"),
         [ip, n] => (ip, *n),
@@ -283,16 +287,19 @@ fn ping_cmd(args: &[&str]) -> Result<(), CmdError> {
         .ok()
         .filter(|n| (1..=1000).contains(n))
         .ok_or_else(|| CmdError::Usage(format!("ping <ip> [1..=1000] (got `{count}`)")))?;
-    crate::net::ping(addr, count).map_err(CmdError::Failed)
+    super::net::ping(s, addr, count).map_err(CmdError::Failed)
 }
 
-fn peers_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn peers_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("peers", args)?;
-    crate::transport::print_peers();
+    match s.transport.as_ref() {
+        Some(t) => t.print_peers(),
+        None => println!("peers: transport off (no peer NIC or no peers= list)"),
+    }
     Ok(())
 }
 
-fn bulk_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn bulk_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     let [node, bytes] = args else {
         return Err(usage("bulk"));
     };
@@ -306,18 +313,21 @@ fn bulk_cmd(args: &[&str]) -> Result<(), CmdError> {
         .ok()
         .filter(|b| (1..=(256u64 << 20)).contains(b))
         .ok_or_else(|| usage("bulk"))?;
-    crate::transport::bulk_send(node, bytes).map_err(CmdError::Failed)
+    super::net::bulk_send(s, node, bytes).map_err(CmdError::Failed)
 }
 
-fn raft_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn raft_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     match args {
         [] => {
-            crate::raft::print();
+            super::cluster::print_raft(s);
             Ok(())
         }
         ["propose", rest @ ..] if !rest.is_empty() => {
             let text = rest.join(" ");
-            let index = crate::raft::propose(text.into_bytes()).map_err(CmdError::Failed)?;
+            let index = s
+                .node
+                .propose_raw(text.into_bytes())
+                .map_err(CmdError::Failed)?;
             println!("raft: proposed at index {index}");
             Ok(())
         }
@@ -325,10 +335,10 @@ fn raft_cmd(args: &[&str]) -> Result<(), CmdError> {
     }
 }
 
-fn cluster_cmd(args: &[&str]) -> Result<(), CmdError> {
+fn cluster_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     match args {
-        [] => crate::cluster::print_cluster(),
-        ["tasks"] => crate::cluster::print_tasks(20),
+        [] => super::cluster::print_cluster(s),
+        ["tasks"] => super::cluster::print_tasks(s, 20),
         ["tasks", n] => {
             let n = n
                 .parse()
@@ -337,7 +347,7 @@ fn cluster_cmd(args: &[&str]) -> Result<(), CmdError> {
                 .ok_or_else(|| {
                     CmdError::Usage(alloc::format!("cluster tasks [1..10000] (got `{n}`)"))
                 })?;
-            crate::cluster::print_tasks(n)
+            super::cluster::print_tasks(s, n)
         }
         _ => return Err(usage("cluster")),
     }

@@ -1,14 +1,19 @@
-//! Serial debug console: a line editor on COM1 and a table of commands.
+//! Serial debug console: a line editor on COM1 and a table of commands; one input
+//! of the kernel's main loop, not its owner.
+#![deny(unsafe_code)]
 //!
 //! Adding a command is one entry in [`commands::COMMANDS`]. Every command gets its
 //! arguments split on whitespace and returns `Ok` or a [`CmdError`], which becomes one
 //! `error: ...` line; the prompt always comes back.
 
 pub mod audit;
+pub mod cluster;
 pub mod commands;
+pub mod net;
 pub mod sched;
 pub mod task;
 
+use crate::service::Services;
 use alloc::string::String;
 use core::fmt;
 
@@ -22,7 +27,7 @@ pub struct Command {
     /// Argument synopsis shown by `help`, e.g. `<level>`.
     pub args: &'static str,
     pub summary: &'static str,
-    pub run: fn(&[&str]) -> Result<(), CmdError>,
+    pub run: fn(&mut Services, &[&str]) -> Result<(), CmdError>,
 }
 
 /// Why a command did not run.
@@ -64,7 +69,7 @@ pub fn usage(cmd: &str) -> CmdError {
 }
 
 /// Runs one input line.
-pub fn execute(line: &str) {
+pub fn execute(s: &mut Services, line: &str) {
     let mut words = [""; 16];
     let mut n = 0;
     for w in line.split_ascii_whitespace() {
@@ -87,7 +92,7 @@ pub fn execute(line: &str) {
     match commands::find(words[0]) {
         None => crate::println!("error: unknown command `{}`; try `help`", words[0]),
         Some(c) => {
-            if let Err(e) = (c.run)(&words[1..n]) {
+            if let Err(e) = (c.run)(s, &words[1..n]) {
                 crate::println!("error: {e}");
             }
         }
@@ -149,25 +154,31 @@ impl LineEditor {
     }
 }
 
-/// The console loop: reads COM1, runs commands, and calls `idle` between bytes so
-/// the rest of the node (network, run queues) keeps moving.
-pub fn run(mut idle: impl FnMut()) -> ! {
-    let mut ed = LineEditor::new();
-    crate::print!("{PROMPT}");
-    loop {
-        match crate::serial::try_read() {
-            Some(b) => {
-                if let Some(line) = ed.feed(b) {
-                    let mut copy = [0u8; MAX_LINE_BYTES];
-                    let n = line.len();
-                    copy[..n].copy_from_slice(line.as_bytes());
-                    execute(core::str::from_utf8(&copy[..n]).unwrap_or(""));
-                    crate::print!("{PROMPT}");
-                }
-            }
-            None => {
-                idle();
-                crate::arch::wait_for_interrupt();
+/// The console as one input of the node's loop: it reads what COM1 has (never
+/// waits) and runs a command when a line is complete. Long commands keep the node
+/// serving by calling `Services::poll` between their slices.
+pub struct Console {
+    ed: LineEditor,
+}
+
+impl Console {
+    pub fn new() -> Console {
+        crate::print!("{PROMPT}");
+        Console {
+            ed: LineEditor::new(),
+        }
+    }
+
+    /// Handles every byte that has arrived; runs at most one command.
+    pub fn poll(&mut self, s: &mut Services) {
+        while let Some(b) = crate::serial::try_read() {
+            if let Some(line) = self.ed.feed(b) {
+                let mut copy = [0u8; MAX_LINE_BYTES];
+                let n = line.len();
+                copy[..n].copy_from_slice(line.as_bytes());
+                execute(s, core::str::from_utf8(&copy[..n]).unwrap_or(""));
+                crate::print!("{PROMPT}");
+                return;
             }
         }
     }

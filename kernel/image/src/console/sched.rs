@@ -2,6 +2,7 @@
 
 use super::{CmdError, usage};
 use crate::executor::{self, DISPATCHER, TaskWork};
+use crate::service::Services;
 use crate::{println, smp, time};
 use alloc::format;
 use alloc::vec::Vec;
@@ -17,13 +18,13 @@ fn no_args(name: &str, args: &[&str]) -> Result<(), CmdError> {
     }
 }
 
-pub fn runq(args: &[&str]) -> Result<(), CmdError> {
+pub fn runq(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("runq", args)?;
     executor::print_runq();
     Ok(())
 }
 
-pub fn replay(args: &[&str]) -> Result<(), CmdError> {
+pub fn replay(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("replay", args)?;
     let guard = DISPATCHER.lock();
     let d = guard
@@ -63,7 +64,7 @@ pub fn run_demo(n: u64) -> Result<(xdv_types::Hash32, xdv_types::Hash32, u64, us
     Ok((r.head, outcome_digest(&d.log), r.cycles, r.events))
 }
 
-pub fn sched(args: &[&str]) -> Result<(), CmdError> {
+pub fn sched(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     match args {
         ["demo", n] => {
             let n: u64 = n
@@ -81,7 +82,7 @@ pub fn sched(args: &[&str]) -> Result<(), CmdError> {
             );
             Ok(())
         }
-        ["bench"] => bench(),
+        ["bench"] => bench(_s),
         _ => Err(usage("sched")),
     }
 }
@@ -98,7 +99,7 @@ fn empty_task(id: u64) -> TaskSpec<TaskWork> {
 }
 
 /// Cycles per enqueue + run_cycle on one core, and tasks/s across all cores.
-fn bench() -> Result<(), CmdError> {
+fn bench(s: &mut Services) -> Result<(), CmdError> {
     const N: u64 = 2000;
     // One core, no rings: the cost of the run queue itself.
     let mut r = xdv_sched::CoreRunner::<TaskWork>::new(xdv_types::CoreId(0));
@@ -108,22 +109,33 @@ fn bench() -> Result<(), CmdError> {
         r.enqueue(empty_task(i), stamp)
             .map_err(|_| CmdError::Failed("enqueue refused".into()))?;
         r.run_cycle();
+        if i % 256 == 255 {
+            s.poll(false);
+        }
     }
     let per_task = (crate::arch::rdtsc() - t0) / N;
     println!("sched bench: enqueue+run_cycle of an empty task: {per_task} cycles");
     // Through the rings (the batch protocol) on 1, 2, 4, ... cores: how throughput
     // scales. Task ids start high so they never collide with demo tasks.
-    let mut guard = DISPATCHER.lock();
-    let d = guard
-        .as_mut()
+    let cores = DISPATCHER
+        .lock()
+        .as_ref()
+        .map(|d| d.cores())
         .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
     let mut json = alloc::string::String::new();
     let mut k = 1;
     let mut base = 1u64 << 40;
-    while k <= d.cores() {
+    while k <= cores {
         let tasks = (0..N).map(|i| empty_task(base + i)).collect();
         base += N;
-        let cycles = d.run_unlogged(k, tasks).map_err(CmdError::Failed)?;
+        // The dispatcher is taken per step and the node served in between.
+        let cycles = DISPATCHER
+            .lock()
+            .as_mut()
+            .ok_or_else(|| CmdError::Failed("run queues not started".into()))?
+            .run_unlogged(k, tasks)
+            .map_err(CmdError::Failed)?;
+        s.poll(false);
         let ns = time::cycles_to_ns(cycles).max(1);
         let tps = N * 1_000_000_000 / ns;
         println!(
@@ -134,8 +146,8 @@ fn bench() -> Result<(), CmdError> {
             "{}\"{k}\":{tps}",
             if json.is_empty() { "" } else { "," }
         ));
-        k = if k * 2 > d.cores() && k < d.cores() {
-            d.cores()
+        k = if k * 2 > cores && k < cores {
+            cores
         } else {
             k * 2
         };

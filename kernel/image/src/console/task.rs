@@ -4,6 +4,7 @@
 use super::{CmdError, usage};
 use crate::executor::{self, DISPATCHER, TaskWork};
 use crate::println;
+use crate::service::Services;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -104,7 +105,7 @@ pub fn run_builtin(name: &str, budget: Option<u64>, copies: u64) -> Result<Vec<S
     Ok(lines)
 }
 
-pub fn task(args: &[&str]) -> Result<(), CmdError> {
+pub fn task(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     let (name, budget) = match args {
         ["run", name] => (*name, None),
         ["run", name, budget] => {
@@ -117,7 +118,7 @@ pub fn task(args: &[&str]) -> Result<(), CmdError> {
                 })?;
             (*name, Some(b))
         }
-        ["bench"] => return bench(BENCH_DEFAULT_TASKS),
+        ["bench"] => return bench(_s, BENCH_DEFAULT_TASKS),
         ["bench", n] => {
             let n = n
                 .parse()
@@ -126,7 +127,7 @@ pub fn task(args: &[&str]) -> Result<(), CmdError> {
                 .ok_or_else(|| {
                     CmdError::Usage(format!("task bench [n 1..={BENCH_MAX_TASKS}] (got `{n}`)"))
                 })?;
-            return bench(n);
+            return bench(_s, n);
         }
         _ => return Err(usage("task")),
     };
@@ -136,7 +137,7 @@ pub fn task(args: &[&str]) -> Result<(), CmdError> {
     Ok(())
 }
 
-pub fn tasks(args: &[&str]) -> Result<(), CmdError> {
+pub fn tasks(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     if !args.is_empty() {
         return Err(usage("tasks"));
     }
@@ -171,7 +172,7 @@ const BENCH_MAX_TASKS: u64 = 5000;
 /// online cores last) through the run queues (the batch protocol, outside the replay
 /// log, like `sched bench`). Prints tasks/s in total and per core, and checks from the
 /// per-core counters that every core ran exactly `n`.
-fn bench(n: u64) -> Result<(), CmdError> {
+fn bench(s: &mut Services, n: u64) -> Result<(), CmdError> {
     let v = xdv_sandbox::validate(&TaskModule {
         tenant: TenantId(0),
         module: TRIVIAL_WASM.to_vec(),
@@ -195,11 +196,11 @@ fn bench(n: u64) -> Result<(), CmdError> {
         "task bench: trivial module {} executed ticks={} output_hash={output_hash}",
         v.module_hash, reference.ticks_used
     );
-    let mut guard = DISPATCHER.lock();
-    let d = guard
-        .as_mut()
+    let cores = DISPATCHER
+        .lock()
+        .as_ref()
+        .map(|d| d.cores())
         .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
-    let cores = d.cores();
     // Consecutive ids: placement is id modulo the core count, so with `count = n x k`
     // each of the k cores gets exactly n.
     let batch = |count: u64| -> Vec<TaskSpec<TaskWork>> {
@@ -225,16 +226,26 @@ fn bench(n: u64) -> Result<(), CmdError> {
             })
             .collect()
     };
+    // The dispatcher is taken per step and the node served in between, so the
+    // benchmark never stops the node answering peers and clients.
+    let run = |k: usize, tasks: Vec<TaskSpec<TaskWork>>| -> Result<u64, CmdError> {
+        let mut guard = DISPATCHER.lock();
+        let d = guard
+            .as_mut()
+            .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
+        d.run_unlogged(k, tasks).map_err(CmdError::Failed)
+    };
     // Warm-up on every core (heap growth, first instantiation), not timed.
-    d.run_unlogged(cores, batch(cores as u64 * n.min(50)))
-        .map_err(CmdError::Failed)?;
+    run(cores, batch(cores as u64 * n.min(50)))?;
+    s.poll(false);
     let (mut total_json, mut per_core_json) = (String::new(), String::new());
     let mut k = 1;
     loop {
         let count = n * k as u64;
         let tasks = batch(count);
         let before: Vec<u64> = (0..k).map(executor::tasks_run).collect();
-        let cycles = d.run_unlogged(k, tasks).map_err(CmdError::Failed)?;
+        let cycles = run(k, tasks)?;
+        s.poll(false);
         // Each core publishes its counters before handing its batch back, and the
         // dispatcher has received every batch: the counters are final here.
         let ran: Vec<u64> = (0..k).map(|c| executor::tasks_run(c) - before[c]).collect();

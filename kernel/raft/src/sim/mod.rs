@@ -1,9 +1,9 @@
 //! Deterministic simulator: N nodes, a virtual network and clock, faults, a client
 //! workload against a small KV state machine, and safety checks after every step.
 //!
-//! One step = every live node ticks once, due messages are delivered (in an order
-//! the seeded PRNG picks), faults and client operations are injected, every node's
-//! `Ready` is processed, then the checks run:
+//! One step (one simulated millisecond of the network) = every live node ticks once,
+//! due messages are delivered (in an order the seeded PRNG picks), faults and client
+//! operations are injected, every node's `Ready` is processed, then the checks run:
 //! - election safety: at most one leader per term, ever;
 //! - log matching: entries with equal (index, term) have equal payloads and equal
 //!   predecessor terms on every node (checked incrementally on every write);
@@ -13,21 +13,24 @@
 //! - linearizability of the client history, per key (see [`lin`]), whenever an
 //!   operation on that key completes or is resolved.
 //!
+//! The network is the testing kit's [`PacketSim`] (loss, duplication, delay,
+//! partitions incl. one-way cuts, clogging); randomness is the one
+//! [`SplitMix64`], seeded from the config (the network is seeded from its first draw).
+//!
 //! Node ids are 1..=N. The first `voters` nodes bootstrap the cluster; the rest are
 //! spares that membership changes add as learners and promote. Removed nodes are
 //! retired (never restarted), so a node id is never reused with fresh state.
 
 pub mod lin;
-pub mod rng;
 
 use crate::{
     ConfChange, Config, Entry, EntryKind, LogIndex, MemStorage, Message, NodeId, RaftNode, Role,
     StateMachine, Storage, Term,
 };
 use lin::{LinOp, LinResult, OpKind};
-use rng::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use xdv_testkit::{NetFaults, PacketSim, SendOutcome, SplitMix64};
 
 /// Simulation parameters.
 #[derive(Clone, Debug)]
@@ -81,10 +84,28 @@ const KEYS: u8 = 4;
 const LIVENESS_MIN_STEPS: u64 = 300;
 /// Steps before the end at which the liveness target is sampled.
 const LIVENESS_WINDOW: u64 = 30;
-/// Maximum message delay (ticks).
+/// Maximum extra message delay (ticks) on top of the one-tick minimum.
 const MAX_DELAY: u64 = 3;
-/// Most messages in flight; beyond it new ones are dropped (a full switch).
-const MAX_IN_FLIGHT: usize = 20_000;
+/// Most messages in flight per directed link; beyond it new ones are dropped (a
+/// full switch queue).
+const MAX_IN_FLIGHT_PER_LINK: usize = 4096;
+/// Message loss and duplication while faults are on (parts per million).
+const LOSS_PPM: u64 = 30_000;
+const DUP_PPM: u64 = 15_000;
+
+/// The network's settings: with `faults`, delays of 1..=1+MAX_DELAY ticks (which
+/// reorder messages) and, unless `calm`, loss and duplication; without, a perfect
+/// one-tick network.
+fn net_faults(faults: bool, calm: bool) -> NetFaults {
+    let lossy = faults && !calm;
+    NetFaults {
+        loss_ppm: if lossy { LOSS_PPM } else { 0 },
+        dup_ppm: if lossy { DUP_PPM } else { 0 },
+        min_delay_ms: 1,
+        max_delay_ms: if faults { 1 + MAX_DELAY } else { 1 },
+        max_in_flight: MAX_IN_FLIGHT_PER_LINK,
+    }
+}
 
 /// The KV state machine: `key -> value` (0 = absent).
 #[derive(Clone, Debug, Default)]
@@ -212,11 +233,6 @@ enum Pending {
     },
 }
 
-struct InFlight {
-    at: u64,
-    msg: Message,
-}
-
 /// What a finished run reports.
 #[derive(Clone, Debug, Default)]
 pub struct SimReport {
@@ -246,8 +262,7 @@ pub struct Sim {
     clock: u64,
     calm: bool,
     nodes: Vec<SimNode>,
-    net: Vec<InFlight>,
-    blocked: BTreeSet<(NodeId, NodeId)>,
+    net: PacketSim<Message>,
     leaders: BTreeMap<Term, NodeId>,
     /// (index, term) -> (entry hash, predecessor term)
     log_ids: BTreeMap<(LogIndex, Term), (u64, Term)>,
@@ -296,15 +311,16 @@ impl Sim {
             });
         }
         let seed = cfg.seed;
+        let mut rng = SplitMix64::new(seed ^ 0x5851_F42D_4C95_7F2D);
+        let net = PacketSim::new(rng.next_u64(), net_faults(cfg.faults, false));
         Sim {
-            rng: SplitMix64::new(seed ^ 0x5851_F42D_4C95_7F2D),
+            rng,
             cfg,
             now: 0,
             clock: 0,
             calm: false,
             nodes,
-            net: Vec::new(),
-            blocked: BTreeSet::new(),
+            net,
             leaders: BTreeMap::new(),
             log_ids: BTreeMap::new(),
             applied: BTreeMap::new(),
@@ -369,7 +385,8 @@ impl Sim {
     /// and membership changes, so the liveness check can expect convergence.
     fn calm_down(&mut self) {
         self.calm = true;
-        self.blocked.clear();
+        self.net.heal_all();
+        self.net.set_faults(net_faults(self.cfg.faults, true));
         let down: Vec<NodeId> = self
             .nodes
             .iter()
@@ -435,60 +452,35 @@ impl Sim {
         self.check()
     }
 
+    /// Hands every due message to its node. Messages to a crashed node are lost;
+    /// ones still in flight when it restarts reach the restarted node, as on a real
+    /// network (so `PacketSim::drop_all_to` is not used on a crash).
     fn deliver(&mut self) {
-        let now = self.now;
-        let mut due = Vec::new();
-        let mut k = 0;
-        while k < self.net.len() {
-            if self.net[k].at <= now {
-                due.push(self.net.swap_remove(k).msg);
-            } else {
-                k += 1;
-            }
-        }
-        // Deterministic shuffle: delivery order is the seed's choice.
-        for i in (1..due.len()).rev() {
-            let j = self.rng.below(i as u64 + 1) as usize;
-            due.swap(i, j);
-        }
-        for m in due {
-            if self.blocked.contains(&(m.from, m.to)) {
-                continue;
-            }
-            let i = Self::idx(m.to);
+        let mut due = self.net.deliver(self.now);
+        // The network orders by due time, then send order; shuffling what is due in
+        // the same step lets the seed explore more interleavings.
+        self.rng.shuffle(&mut due);
+        for d in due {
+            let i = Self::idx(d.msg.to);
             if let Some(n) = self.nodes.get_mut(i).and_then(|s| s.node.as_mut()) {
-                n.step(m);
+                n.step(d.msg);
             }
         }
     }
 
     fn send(&mut self, m: Message) {
         self.report.messages += 1;
-        if self.net.len() >= MAX_IN_FLIGHT || self.blocked.contains(&(m.from, m.to)) {
-            return;
+        let is_chunk = u64::from(matches!(m.body, crate::MessageBody::Snapshot { .. }));
+        match self.net.send(self.now, m.from.0, m.to.0, m) {
+            SendOutcome::DroppedCut | SendOutcome::DroppedFull => {}
+            SendOutcome::DroppedLoss => {
+                self.report.snapshot_chunks += is_chunk;
+                self.report.snapshot_chunks_lost += is_chunk;
+            }
+            SendOutcome::Queued | SendOutcome::Duplicated => {
+                self.report.snapshot_chunks += is_chunk;
+            }
         }
-        let is_chunk = matches!(m.body, crate::MessageBody::Snapshot { .. });
-        self.report.snapshot_chunks += u64::from(is_chunk);
-        if self.cfg.faults && !self.calm && self.rng.chance(30) {
-            self.report.snapshot_chunks_lost += u64::from(is_chunk);
-            return; // lost
-        }
-        let delay = if self.cfg.faults {
-            self.rng.below(MAX_DELAY + 1)
-        } else {
-            0
-        };
-        if self.cfg.faults && !self.calm && self.rng.chance(15) {
-            let d2 = self.rng.below(MAX_DELAY + 1);
-            self.net.push(InFlight {
-                at: self.now + 1 + d2,
-                msg: m.clone(),
-            });
-        }
-        self.net.push(InFlight {
-            at: self.now + 1 + delay,
-            msg: m,
-        });
     }
 
     fn live_ids(&self) -> Vec<NodeId> {
@@ -501,38 +493,39 @@ impl Sim {
 
     fn inject_faults(&mut self) {
         let n = self.nodes.len() as u64;
-        // Partitions: symmetric split, or one-way cut.
-        if self.blocked.is_empty() && self.rng.chance(8) {
-            let mask = self.rng.below(1 << n);
-            for a in 1..=n as u32 {
-                for b in 1..=n as u32 {
-                    let (ia, ib) = ((mask >> (a - 1)) & 1, (mask >> (b - 1)) & 1);
-                    if a != b && ia != ib {
-                        self.blocked.insert((NodeId(a), NodeId(b)));
-                    }
-                }
-            }
-            self.event(|| format!("partition mask={mask:#b}"));
-        } else if self.blocked.is_empty() && self.rng.chance(5) {
+        // Partitions: symmetric split, or one-way cut; and clogged links.
+        let cut_any = self.net.cuts().next().is_some();
+        if !cut_any && self.rng.chance_ppm(8_000) {
+            let ids: Vec<u32> = (1..=n as u32).collect();
+            let side = self.net.partition_random(&mut self.rng, &ids);
+            self.event(|| format!("partition sides={side:?}"));
+        } else if !cut_any && self.rng.chance_ppm(5_000) {
             let a = NodeId(1 + self.rng.below(n) as u32);
             let b = NodeId(1 + self.rng.below(n) as u32);
             if a != b {
-                self.blocked.insert((a, b));
+                self.net.cut(a.0, b.0);
                 self.event(|| format!("one-way cut {a}->{b}"));
             }
-        } else if !self.blocked.is_empty() && self.rng.chance(30) {
-            self.blocked.clear();
+        } else if cut_any && self.rng.chance_ppm(30_000) {
+            self.net.heal_all();
             self.event(|| "heal".to_string());
         }
+        if self.rng.chance_ppm(3_000) {
+            let a = NodeId(1 + self.rng.below(n) as u32);
+            let b = NodeId(1 + self.rng.below(n) as u32);
+            let extra = self.rng.range(2..2 * MAX_DELAY + 3);
+            self.net.clog(a.0, b.0, self.now + 20, extra);
+            self.event(|| format!("clog {a}->{b} +{extra} for 20"));
+        }
         // Crash one node, restart one node.
-        if self.rng.chance(6) {
+        if self.rng.chance_ppm(6_000) {
             let live = self.live_ids();
             if !live.is_empty() {
                 let id = live[self.rng.below(live.len() as u64) as usize];
                 self.crash(id);
             }
         }
-        if self.rng.chance(60) {
+        if self.rng.chance_ppm(60_000) {
             let down: Vec<NodeId> = self
                 .nodes
                 .iter()
@@ -613,7 +606,7 @@ impl Sim {
     }
 
     fn membership_ops(&mut self) {
-        if !self.rng.chance(15) {
+        if !self.rng.chance_ppm(15_000) {
             return;
         }
         let Some(lid) = self.leader() else { return };
@@ -671,13 +664,13 @@ impl Sim {
 
     fn client_ops(&mut self) {
         for c in 0..self.clients.len() {
-            if self.clients[c].is_some() || !self.rng.chance(300) {
+            if self.clients[c].is_some() || !self.rng.chance_ppm(300_000) {
                 continue;
             }
             let Some(lid) = self.any_leader() else { return };
             let key = self.rng.below(KEYS as u64) as u8;
             let op = self.next_op;
-            let is_put = self.rng.chance(500);
+            let is_put = self.rng.chance_ppm(500_000);
             let now = self.history_clock();
             let Some(n) = self.nodes[Self::idx(lid)].node.as_mut() else {
                 return;

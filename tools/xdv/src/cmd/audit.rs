@@ -41,6 +41,7 @@ enum Sub {
     /// Exits non-zero naming the first damage the node has not recorded (sequence,
     /// offset, what failed), or when no superblock copy is valid.
     Verify {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
         #[command(flatten)]
         at: At,
@@ -48,26 +49,33 @@ enum Sub {
     /// Print the records (one line each, or one JSON object per line), and the
     /// damaged ranges between them.
     Show {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
         #[command(flatten)]
         at: At,
         /// First sequence number to print.
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// One JSON object per record (seq, offset, kind, stamp, node, core, hash, ...).
         #[arg(long)]
         json: bool,
     },
     /// Print and verify an RFC 9162 inclusion proof of record <seq> in the whole log.
     Prove {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
+        /// Sequence number of the record to prove (0-based).
         seq: u64,
         #[command(flatten)]
         at: At,
     },
     /// Print and verify an RFC 9162 consistency proof between two tree sizes.
     Consistency {
+        /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
+        /// Size (record count) of the older log.
         old_size: u64,
+        /// Size (record count) of the newer log; at most the records in the region.
         new_size: u64,
         #[command(flatten)]
         at: At,
@@ -383,13 +391,13 @@ fn show(path: &Path, at: &At, from: u64, json: bool) -> Result<()> {
             Scanned::Record { view: v, .. } if v.header.seq < from => {}
             Scanned::Record { view: v, .. } if json => println!("{}", record_json(&v)),
             Scanned::Record { view: v, .. } => println!(
-                "#{:<6} @{:#08x} t={:<8} {} {:<14} {:?} hash={}",
+                "#{:<6} @{:#08x} t={:<8} {} {:<14} {} hash={}",
                 v.header.seq,
                 v.offset,
                 v.header.stamp.0,
                 v.header.core,
                 RecordBody::kind_name(v.header.kind),
-                v.body,
+                body_text(&v.body),
                 v.hash.short()
             ),
             Scanned::Damaged(d) if json => println!(
@@ -405,6 +413,132 @@ fn show(path: &Path, at: &At, from: u64, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A record body's fields as (name, value) pairs, in declaration order.
+fn body_fields(b: &RecordBody) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    match b {
+        RecordBody::Boot { count } => vec![("count", json!(count))],
+        RecordBody::Recovered { dropped_bytes } => vec![("dropped_bytes", json!(dropped_bytes))],
+        RecordBody::RegionFull { records, bytes } => {
+            vec![("records", json!(records)), ("bytes", json!(bytes))]
+        }
+        RecordBody::TaskEnqueued { task, core } => {
+            vec![("task", json!(task.0)), ("core", json!(core.0))]
+        }
+        RecordBody::TaskExecuted {
+            task,
+            ticks,
+            output_hash,
+        } => vec![
+            ("task", json!(task.0)),
+            ("ticks", json!(ticks)),
+            ("output_hash", json!(output_hash.to_string())),
+        ],
+        RecordBody::BudgetExceeded { task, ticks } => {
+            vec![("task", json!(task.0)), ("ticks", json!(ticks))]
+        }
+        RecordBody::GuardDenied { task, capability } => {
+            vec![("task", json!(task.0)), ("capability", json!(capability.0))]
+        }
+        RecordBody::Trapped {
+            task,
+            ticks,
+            reason,
+        } => vec![
+            ("task", json!(task.0)),
+            ("ticks", json!(ticks)),
+            ("reason", json!(reason)),
+        ],
+        RecordBody::ConsoleCommand { line } => vec![("line", json!(line))],
+        RecordBody::ReplayHead { len, head_hash } => vec![
+            ("len", json!(len)),
+            ("head_hash", json!(head_hash.to_string())),
+        ],
+        RecordBody::RaftApplied {
+            index,
+            term,
+            entry_hash,
+        } => vec![
+            ("index", json!(index)),
+            ("term", json!(term)),
+            ("entry_hash", json!(entry_hash.to_string())),
+        ],
+        RecordBody::MerkleRootPublished { size, root } => {
+            vec![("size", json!(size)), ("root", json!(root.to_string()))]
+        }
+        RecordBody::RequestRefused { reason } => vec![("reason", json!(reason))],
+        RecordBody::Custom { tag, bytes } => {
+            vec![("tag", json!(tag)), ("bytes", json!(hex::encode(bytes)))]
+        }
+        RecordBody::Damaged {
+            offset,
+            bytes,
+            last_good_seq,
+            last_good_hash,
+            resumed_seq,
+        } => vec![
+            ("offset", json!(offset)),
+            ("bytes", json!(bytes)),
+            ("last_good_seq", json!(last_good_seq)),
+            ("last_good_hash", json!(last_good_hash.to_string())),
+            ("resumed_seq", json!(resumed_seq)),
+        ],
+        RecordBody::SuperblocksRebuilt {
+            records,
+            end_offset,
+        } => vec![
+            ("records", json!(records)),
+            ("end_offset", json!(end_offset)),
+        ],
+        RecordBody::Formatted { discarded_bytes } => {
+            vec![("discarded_bytes", json!(discarded_bytes))]
+        }
+        RecordBody::AuditAlarm {
+            used_bytes,
+            high_water_bytes,
+            region_bytes,
+        } => vec![
+            ("used_bytes", json!(used_bytes)),
+            ("high_water_bytes", json!(high_water_bytes)),
+            ("region_bytes", json!(region_bytes)),
+        ],
+        RecordBody::RefusalSummary {
+            refused,
+            first_reason,
+            unrecorded,
+        } => vec![
+            ("refused", json!(refused)),
+            ("first_reason", json!(first_reason)),
+            ("unrecorded", json!(unrecorded)),
+        ],
+    }
+}
+
+/// The body as one JSON object of its fields (hashes and bytes in hex).
+fn body_json(b: &RecordBody) -> serde_json::Value {
+    serde_json::Value::Object(
+        body_fields(b)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// The body as `name=value` words (hashes shortened, text quoted).
+fn body_text(b: &RecordBody) -> String {
+    let words: Vec<String> = body_fields(b)
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(t) if k.ends_with("hash") || k == "root" => {
+                format!("{k}={}", &t[..t.len().min(16)])
+            }
+            serde_json::Value::String(t) => format!("{k}=\"{}\"", t.escape_debug()),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    words.join(" ")
+}
+
 fn record_json(v: &RecordView) -> serde_json::Value {
     serde_json::json!({
         "seq": v.header.seq,
@@ -414,7 +548,8 @@ fn record_json(v: &RecordView) -> serde_json::Value {
         "node": v.header.node.0,
         "core": v.header.core.0,
         "payload_bytes": v.header.payload_bytes,
-        "body": format!("{:?}", v.body),
+        "body": body_json(&v.body),
+        "text": body_text(&v.body),
         "prev_hash": v.prev_hash.to_string(),
         "hash": v.hash.to_string(),
     })

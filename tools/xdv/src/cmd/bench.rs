@@ -25,9 +25,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let root = xdv::qemu::repo_root();
+    eprintln!("xdv: building the benchmarks (release; the first build takes a few minutes)...");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .args(["run", "--quiet", "--release", "-p", "xdv-bench", "--"])
+        .args(["run", "--release", "-p", "xdv-bench", "--"])
         .arg(&args.name)
         .args(&args.rest)
         .status()

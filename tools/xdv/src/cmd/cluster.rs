@@ -1,38 +1,64 @@
-//! Cluster commands: `up`, `down`, `status`, `console`, `kill`, `start`, `submit`.
+//! Cluster lifecycle commands: `up`, `down`, `status`, `console`, `kill`, `start`.
+//! (`submit` and `quota` are in `submit.rs` and `quota.rs`.)
+//!
+//! A cluster directory holds history: each node's RAM file carries its Raft log and
+//! audit chain under the keys in `keys.json`. `up` therefore never reuses a directory
+//! silently: `--resume` boots the same members with the same keys (and refuses if what
+//! was asked differs), `--fresh` wipes the directory and starts a new cluster.
 
 use anyhow::{Result, bail};
-use std::io::Write;
-use std::path::PathBuf;
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec};
+use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec, NodeState};
 use xdv::mgmt::{self, Keys};
-use xdv_cluster::Work;
-use xdv_cluster::mgmt::{ClusterView, Principal, Request, Submit};
+use xdv_cluster::mgmt::ClusterView;
+
+/// Most tenants `up` registers (`xdv_boot::provision::MAX_TENANTS`).
+const MAX_TENANTS: u32 = xdv_boot::provision::MAX_TENANTS as u32;
 
 #[derive(clap::Args)]
 pub struct UpArgs {
-    /// Number of nodes (ids 1..=N).
-    #[arg(long, default_value_t = 3)]
-    nodes: u32,
-    /// CPUs per node.
-    #[arg(long, default_value_t = 1)]
-    smp: u32,
-    /// RAM per node, MiB.
-    #[arg(long, default_value_t = 256)]
-    mem_mib: u32,
-    /// Seed of the switch's fault generator.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Cluster directory (RAM files, logs, sockets).
+    /// Number of nodes, ids 1..=N (1-9) [default: 3; with --resume: the directory's].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_NODES as i64))]
+    nodes: Option<u32>,
+    /// CPUs per node (1-16) [default: 2; with --resume: the directory's]. The boot
+    /// CPU serves the network and consensus, the others run cluster tasks, so a node
+    /// with 1 CPU takes no tasks.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    smp: Option<u32>,
+    /// RAM per node in MiB (128-16384) [default: 256; with --resume: the directory's].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(128..=16384))]
+    mem_mib: Option<u32>,
+    /// Seed of the switch's fault generator [default: 1; with --resume: the directory's].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Tenants to register, ids 1..=N, each with its own key [default: 2; with
+    /// --resume: the directory's].
+    #[arg(long)]
+    tenants: Option<u32>,
+    /// Cluster directory: RAM files, logs, sockets, keys [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Start a new cluster: wipe the cluster files in the directory first (new keys,
+    /// empty RAM files: the old Raft logs and audit chains are gone).
+    #[arg(long, conflicts_with = "resume")]
+    fresh: bool,
+    /// Boot the cluster already in the directory again: same keys, same members, the
+    /// Raft logs and audit chains in its RAM files. Refused if --nodes, --tenants,
+    /// --smp, --mem-mib or the kernel command line differ from the directory's.
+    #[arg(long)]
+    resume: bool,
+    /// Host port of node 1's management API minus 1: node N listens on BASE+N
+    /// [default: 17200].
+    #[arg(long)]
+    mgmt_port_base: Option<u16>,
     /// Seconds to wait for every node's ready line.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-    /// Tenants to register (ids 1..=N), each with its own key.
-    #[arg(long, default_value_t = 2)]
-    tenants: u32,
-    /// Return once every node is ready instead of showing the live table.
+    /// Return once every node is ready instead of showing the live table (also what
+    /// happens when stdout is not a terminal).
     #[arg(long)]
     detach: bool,
     /// Extra kernel command-line words for every node, after `--`.
@@ -42,122 +68,289 @@ pub struct UpArgs {
 
 #[derive(clap::Args)]
 pub struct DirArgs {
-    /// Cluster directory (default target/xdv/cluster).
+    /// Cluster directory [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Cluster directory [default: target/xdv/cluster].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object (fields: dir, switch, nodes[], health) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 pub struct NodeArgs {
-    /// Node id.
+    /// Node id (a member of the cluster: 1..=N).
     node: u32,
-    /// Cluster directory (default target/xdv/cluster).
+    /// Cluster directory [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
 }
 
-fn dir(d: Option<PathBuf>) -> PathBuf {
+pub fn dir(d: Option<PathBuf>) -> PathBuf {
     d.unwrap_or_else(cluster::default_dir)
 }
 
-pub fn up(a: UpArgs) -> Result<()> {
-    if a.nodes == 0 || a.nodes > MAX_NODES {
-        bail!(
-            "--nodes must be 1..={MAX_NODES} (each node is a TCG-emulated VM on a 2-core machine)"
-        );
-    }
-    let dir = dir(a.dir);
-    if let Ok(old) = ClusterState::load(&dir)
-        && old.nodes.iter().any(|n| n.pid.is_some_and(cluster::alive))
+/// Refuses if any process of the cluster in `dir` is running.
+fn refuse_if_running(dir: &Path) -> Result<()> {
+    if let Ok(old) = ClusterState::load(dir)
+        && (!old.running().is_empty() || old.switch_running())
     {
         bail!(
             "a cluster is already running in {} (stop it with `cargo xdv down`)",
             dir.display()
         );
     }
-    std::fs::create_dir_all(&dir)?;
-    eprintln!("xdv: building the kernel...");
-    let kernel = xdv::qemu::build_kernel(true)?;
-    let extra = a.cmdline.join(" ");
-    let keys = Keys::generate(a.nodes, a.tenants)?;
-    keys.save(&dir)?;
-    let mut nodes = Vec::new();
-    for id in 1..=a.nodes {
-        let prov = dir.join(format!("node{id}.prov"));
-        std::fs::write(&prov, keys.module(id)?)?;
-        nodes.push(NodeSpec {
-            id,
-            smp: a.smp,
-            mem_mib: a.mem_mib,
-            cmdline: format!("node={id} ip=10.0.0.{id}/24 {extra}")
-                .trim()
-                .to_string(),
-            provision: Some(prov),
-            pid: None,
-        });
-    }
+    Ok(())
+}
+
+pub fn up(a: UpArgs) -> Result<()> {
+    let dir = dir(a.dir.clone());
+    refuse_if_running(&dir)?;
+    // Decide and check everything before the (possibly long) kernel build; write
+    // nothing until it succeeded.
+    let existing = cluster::cluster_files(&dir);
+    let resumed = match (existing.is_empty(), a.fresh, a.resume) {
+        (true, _, true) => bail!(
+            "nothing to resume: {} holds no cluster (start one with `cargo xdv up`)",
+            dir.display()
+        ),
+        (false, false, false) => bail!("{}", exists_message(&dir)),
+        (false, _, true) => Some(resume_state(&a, &dir)?),
+        (_, _, false) => {
+            check_new(&a)?;
+            None
+        }
+    };
+    let kernel = xdv::qemu::build_kernel_with(true, true)?;
+    let (mut st, keys) = match resumed {
+        Some(r) => r,
+        None => {
+            if !existing.is_empty() {
+                let n = cluster::wipe(&dir)?;
+                eprintln!(
+                    "xdv: --fresh: removed {n} cluster files from {}",
+                    dir.display()
+                );
+            }
+            new_state(&a, &dir)?
+        }
+    };
+    st.kernel = kernel;
     eprintln!(
-        "xdv: cluster {} with {} nodes and tenants 1..={}; keys in {}",
+        "xdv: {} cluster {} with {} nodes and tenants 1..={}; keys in {}",
+        if a.resume { "resuming" } else { "new" },
         keys.cluster,
-        a.nodes,
-        a.tenants,
+        st.nodes.len(),
+        keys.tenants.len(),
         Keys::file(&dir).display()
     );
-    let mut st = ClusterState {
-        switch_dir: dir.join("net"),
-        dir: dir.clone(),
-        kernel,
-        nodes,
-        switch_pid: None,
-    };
-    for n in 1..=a.nodes {
-        let _ = std::fs::remove_file(st.path(n, "log"));
+    for n in &st.nodes {
+        if let Some(p) = &n.provision {
+            std::fs::write(p, keys.module(n.id)?)?;
+        }
     }
     st.save()?;
-    cluster::start_switch(&mut st, a.nodes, a.seed)?;
-    for id in 1..=a.nodes {
+    cluster::start_switch(&mut st)?;
+    let ids: Vec<u32> = st.nodes.iter().map(|n| n.id).collect();
+    for id in ids {
         let pid = cluster::start_node(&mut st, id)?;
         eprintln!("xdv: node {id} started (pid {pid})");
     }
-    // Live status until every node is ready.
-    let end = Instant::now() + Duration::from_secs(a.timeout);
-    let mut shown = 0;
+    wait_ready(&st, Duration::from_secs(a.timeout))?;
+    println!(
+        "xdv: {} nodes ready; consoles: `cargo xdv console <n>`; stop with `cargo xdv down`",
+        st.nodes.len()
+    );
+    if a.detach || !std::io::stdout().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(());
+    }
+    eprintln!("xdv: live cluster table (Ctrl-C leaves the cluster running)");
+    watch(&st)
+}
+
+/// Why `up` will not touch an existing cluster directory without a flag.
+fn exists_message(dir: &Path) -> String {
+    let what = match (ClusterState::load(dir), Keys::load(dir)) {
+        (Ok(st), Ok(k)) => format!(
+            "cluster {} with nodes {} and tenants 1..={}",
+            k.cluster,
+            st.member_list(),
+            k.tenants.len()
+        ),
+        _ => "files of an earlier cluster".to_string(),
+    };
+    format!(
+        "{} already holds {what} (its RAM files carry that cluster's Raft log and audit chain).\n\
+         Boot it again with `cargo xdv up --resume` (same keys and members), or wipe it and start \
+         a new cluster with `cargo xdv up --fresh`.",
+        dir.display()
+    )
+}
+
+/// Refuses arguments a new cluster cannot have.
+fn check_new(a: &UpArgs) -> Result<()> {
+    let nodes = a.nodes.unwrap_or(3);
+    if a.tenants.unwrap_or(2) > MAX_TENANTS {
+        bail!("--tenants must be 0..={MAX_TENANTS}");
+    }
+    let base = a.mgmt_port_base.unwrap_or(cluster::MGMT_HOST_PORT_BASE);
+    if u32::from(base) + nodes > u32::from(u16::MAX) {
+        bail!("--mgmt-port-base {base} + {nodes} nodes is past port 65535");
+    }
+    Ok(())
+}
+
+/// A new cluster in `dir`: fresh keys, node specs, nothing started yet.
+fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
+    let nodes = a.nodes.unwrap_or(3);
+    let tenants = a.tenants.unwrap_or(2);
+    let base = a.mgmt_port_base.unwrap_or(cluster::MGMT_HOST_PORT_BASE);
+    std::fs::create_dir_all(dir)?;
+    let keys = Keys::generate(nodes, tenants)?;
+    keys.save(dir)?;
+    let extra = a.cmdline.join(" ");
+    let specs = (1..=nodes)
+        .map(|id| NodeSpec {
+            id,
+            smp: a.smp.unwrap_or(2),
+            mem_mib: a.mem_mib.unwrap_or(256),
+            cmdline: format!("node={id} ip=10.0.0.{id}/24 {extra}")
+                .trim()
+                .to_string(),
+            provision: Some(dir.join(format!("node{id}.prov"))),
+            pid: None,
+            mgmt_port: base + id as u16,
+            log_offset: 0,
+        })
+        .collect();
+    let st = ClusterState {
+        switch_dir: dir.join("net"),
+        dir: dir.to_path_buf(),
+        kernel: PathBuf::new(),
+        nodes: specs,
+        switch_pid: None,
+        seed: a.seed.unwrap_or(1),
+        extra_cmdline: extra,
+    };
+    Ok((st, keys))
+}
+
+/// The cluster in `dir`, checked against what `a` asks for.
+fn resume_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
+    let st = ClusterState::load(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot resume: {e:#}; start a new cluster with `cargo xdv up --fresh` (wipes {})",
+            dir.display()
+        )
+    })?;
+    let keys = Keys::load(dir)?;
+    let mut differ = Vec::new();
+    let first = st.nodes.first();
+    let mut cmp = |what: &str, asked: Option<String>, has: String| {
+        if let Some(asked) = asked
+            && asked != has
+        {
+            differ.push(format!("{what} {asked} (the directory's: {has})"));
+        }
+    };
+    cmp(
+        "--nodes",
+        a.nodes.map(|n| n.to_string()),
+        st.nodes.len().to_string(),
+    );
+    cmp(
+        "--tenants",
+        a.tenants.map(|n| n.to_string()),
+        keys.tenants.len().to_string(),
+    );
+    cmp(
+        "--smp",
+        a.smp.map(|n| n.to_string()),
+        first.map_or(0, |n| n.smp).to_string(),
+    );
+    cmp(
+        "--mem-mib",
+        a.mem_mib.map(|n| n.to_string()),
+        first.map_or(0, |n| n.mem_mib).to_string(),
+    );
+    cmp("--seed", a.seed.map(|n| n.to_string()), st.seed.to_string());
+    cmp(
+        "kernel command line",
+        (!a.cmdline.is_empty()).then(|| format!("`{}`", a.cmdline.join(" "))),
+        format!("`{}`", st.extra_cmdline),
+    );
+    let base = st.nodes.first().map(|n| n.mgmt_port() - n.id as u16);
+    cmp(
+        "--mgmt-port-base",
+        a.mgmt_port_base.map(|n| n.to_string()),
+        base.unwrap_or(0).to_string(),
+    );
+    let key_ids: Vec<u32> = keys.nodes.iter().map(|(n, _)| *n).collect();
+    let st_ids: Vec<u32> = st.nodes.iter().map(|n| n.id).collect();
+    if key_ids != st_ids {
+        bail!(
+            "cannot resume: keys.json has nodes {key_ids:?} but cluster.json has {st_ids:?}; \
+             start a new cluster with `cargo xdv up --fresh`"
+        );
+    }
+    if !differ.is_empty() {
+        bail!(
+            "cannot resume cluster {} in {}: asked for {}. Resume it as it is with \
+             `cargo xdv up --resume` and no other flags, or wipe it and start a new cluster \
+             with `cargo xdv up --fresh`.",
+            keys.cluster,
+            dir.display(),
+            differ.join(", ")
+        );
+    }
+    Ok((st, keys))
+}
+
+/// Shows the nodes' state until every node is ready: an in-place table on a
+/// terminal, one line per change otherwise.
+fn wait_ready(st: &ClusterState, timeout: Duration) -> Result<()> {
+    let end = Instant::now() + timeout;
+    let ansi = std::io::stderr().is_terminal();
+    let mut shown: Vec<String> = Vec::new();
     loop {
-        let lines: Vec<String> = st
-            .nodes
-            .iter()
-            .map(|n| cluster::node_line(&st, n))
-            .collect();
+        let states: Vec<NodeState> = st.nodes.iter().map(|n| NodeState::of(st, n)).collect();
+        let lines: Vec<String> = st.nodes.iter().map(|n| cluster::node_line(st, n)).collect();
         let mut err = std::io::stderr();
-        if shown > 0 {
-            let _ = write!(err, "\x1b[{shown}A");
-        }
-        for l in &lines {
-            let _ = writeln!(err, "\x1b[2K{l}");
-        }
-        shown = lines.len();
-        let ready = lines.iter().filter(|l| l.contains(" ready (")).count();
-        if ready == lines.len() {
-            println!(
-                "xdv: {ready} nodes ready; consoles: `cargo xdv console <n>`; stop with `cargo xdv down`"
-            );
-            if a.detach || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                return Ok(());
+        if ansi {
+            if !shown.is_empty() {
+                let _ = write!(err, "\x1b[{}A", shown.len());
             }
-            eprintln!("xdv: live cluster table (Ctrl-C leaves the cluster running)");
-            return watch(&st);
+            for l in &lines {
+                let _ = writeln!(err, "\x1b[2K{l}");
+            }
+        } else {
+            for (i, l) in lines.iter().enumerate() {
+                if shown.get(i) != Some(l) {
+                    let _ = writeln!(err, "{l}");
+                }
+            }
         }
-        if lines.iter().any(|l| l.contains(" stopped ")) {
+        shown = lines;
+        if states.iter().all(|s| matches!(s, NodeState::Ready(_))) {
+            return Ok(());
+        }
+        if states.contains(&NodeState::Stopped) {
             bail!(
                 "a node exited during boot; see its log (and node<N>.qemu.err) in {}",
-                dir.display()
+                st.dir.display()
             );
         }
         if Instant::now() > end {
             bail!(
                 "not every node was ready after {} s; see the logs in {}",
-                a.timeout,
-                dir.display()
+                timeout.as_secs(),
+                st.dir.display()
             );
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -166,35 +359,35 @@ pub fn up(a: UpArgs) -> Result<()> {
 
 pub fn down(a: DirArgs) -> Result<()> {
     let mut st = ClusterState::load(&dir(a.dir))?;
-    let ids: Vec<u32> = st.nodes.iter().map(|n| n.id).collect();
-    for id in ids {
-        if cluster::stop_node(&mut st, id, false, Duration::from_secs(5))? {
-            eprintln!(
-                "xdv: node {id} stopped (RAM file kept: {})",
-                st.path(id, "ram").display()
-            );
-        }
-    }
-    cluster::stop_switch(&mut st);
-    eprintln!("xdv: cluster down");
-    Ok(())
-}
-
-pub fn status(a: DirArgs) -> Result<()> {
-    let st = ClusterState::load(&dir(a.dir))?;
-    let sw = if st.switch_pid.is_some_and(cluster::alive) {
-        "running"
+    let ids = st.running();
+    let ours = st.own_running().len();
+    let t0 = Instant::now();
+    if ours == 0 {
+        eprintln!("xdv: no node is running");
     } else {
-        "stopped"
-    };
-    println!("cluster {} (switch {sw})", st.dir.display());
-    for n in &st.nodes {
-        println!("{}", cluster::node_line(&st, n));
+        eprintln!(
+            "xdv: stopping {ours} node{} (QMP quit; SIGTERM after {} s, SIGKILL after {} s more)...",
+            if ours == 1 { "" } else { "s" },
+            cluster::STOP_QUIT_GRACE.as_secs(),
+            cluster::STOP_TERM_GRACE.as_secs()
+        );
     }
-    match Keys::load(&st.dir) {
-        Ok(keys) => print!("{}", table(&st, &keys)),
-        Err(e) => println!("(no cluster table: {e:#})"),
+    cluster::stop_nodes(&mut st, &ids, false, &mut |id, how, t| {
+        if how != cluster::Stopped::NotRunning {
+            eprintln!("xdv: node {id} {how} after {:.1} s", t.as_secs_f64());
+        }
+    })?;
+    if st.switch_running() {
+        cluster::stop_switch(&mut st);
+        eprintln!("xdv: switch stopped");
     }
+    st.switch_pid = None;
+    st.save()?;
+    eprintln!(
+        "xdv: cluster down in {:.1} s; RAM files kept in {} (`cargo xdv up --resume` boots it again)",
+        t0.elapsed().as_secs_f64(),
+        st.dir.display()
+    );
     Ok(())
 }
 
@@ -203,25 +396,22 @@ pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> 
     st.nodes
         .iter()
         .filter(|n| n.pid.is_some_and(cluster::alive))
-        .map(|n| {
-            let port = cluster::MGMT_HOST_PORT_BASE + n.id as u16;
-            (n.id, mgmt::cluster_view(port, keys))
-        })
+        .map(|n| (n.id, mgmt::cluster_view(n.mgmt_port(), keys)))
         .collect()
 }
 
-/// The cluster table: node, role, term, commit, applied, tasks, audit head, state hash.
-pub fn table(st: &ClusterState, keys: &Keys) -> String {
+/// The cluster table: node, role, term, commit, applied, tasks, audit head, state hash;
+/// then the federated root and the health line.
+pub fn table(st: &ClusterState, views: &[(u32, Result<ClusterView>)]) -> String {
     let mut out = String::from(
-        "node  role       term  commit  applied  tasks  done  audit-recs  audit-head        state-hash\n",
+        "node  role           term  commit  applied  tasks  done  audit-recs  audit-head        state-hash\n",
     );
-    let mut fed = Vec::new();
-    for (id, v) in views(st, keys) {
+    for (id, v) in views {
         match v {
             Ok(v) => {
                 out += &format!(
-                    "{id:<5} {:<10} {:<5} {:<7} {:<8} {:<6} {:<5} {:<11} {}  {}\n",
-                    v.role,
+                    "{id:<5} {:<14} {:<5} {:<7} {:<8} {:<6} {:<5} {:<11} {}  {}\n",
+                    mgmt::role_name(&v.role),
                     v.term,
                     v.commit,
                     v.applied,
@@ -230,25 +420,169 @@ pub fn table(st: &ClusterState, keys: &Keys) -> String {
                     v.audit_records,
                     v.audit_head.short(),
                     v.state_hash.short()
-                );
-                fed.push(
-                    v.federated_root
-                        .map_or("none".into(), |r| r.short().to_string()),
-                );
+                )
             }
             Err(e) => out += &format!("{id:<5} unreachable: {e:#}\n"),
         }
     }
+    let mut fed: Vec<String> = views
+        .iter()
+        .filter_map(|(_, v)| v.as_ref().ok())
+        .map(|v| {
+            v.federated_root
+                .map_or("none".into(), |r| r.short().to_string())
+        })
+        .collect();
     fed.dedup();
     out += &format!("federated audit root: {}\n", fed.join(" / "));
+    out += &format!("health: {}\n", health(st, views).1);
     out
+}
+
+/// The health summary: JSON and one line (leader, term, nodes running and answering,
+/// whether the state hashes of nodes at the same applied index agree).
+fn health(st: &ClusterState, views: &[(u32, Result<ClusterView>)]) -> (Value, String) {
+    let ok: Vec<&ClusterView> = views.iter().filter_map(|(_, v)| v.as_ref().ok()).collect();
+    let leader = ok
+        .iter()
+        .filter(|v| mgmt::role_name(&v.role) == "leader")
+        .max_by_key(|v| v.term);
+    let mut agree = true;
+    for a in &ok {
+        for b in &ok {
+            if a.applied == b.applied && a.state_hash != b.state_hash {
+                agree = false;
+            }
+        }
+    }
+    let hashes = match (ok.is_empty(), agree) {
+        (true, _) => "no node answers",
+        (false, true) => "state hashes agree",
+        (false, false) => "STATE HASHES DIFFER at the same applied index",
+    };
+    let line = format!(
+        "{}; {} of {} nodes running, {} answering; {hashes}",
+        leader.map_or("no leader".to_string(), |v| format!(
+            "leader node {} (term {})",
+            v.node.0, v.term
+        )),
+        st.running().len(),
+        st.nodes.len(),
+        ok.len(),
+    );
+    let json = json!({
+        "leader": leader.map(|v| v.node.0),
+        "term": leader.map(|v| v.term),
+        "members": st.nodes.len(),
+        "running": st.running().len(),
+        "answering": ok.len(),
+        "hashes_agree": (!ok.is_empty()).then_some(agree),
+        "line": line,
+    });
+    (json, line)
+}
+
+fn view_json(v: &ClusterView) -> Value {
+    json!({
+        "role": mgmt::role_name(&v.role),
+        "term": v.term,
+        "leader": v.leader.map(|n| n.0),
+        "commit": v.commit,
+        "applied": v.applied,
+        "tasks": v.tasks,
+        "completed": v.completed,
+        "pending": v.pending,
+        "audit_records": v.audit_records,
+        "audit_head": v.audit_head.to_string(),
+        "state_hash": v.state_hash.to_string(),
+        "federated_root": v.federated_root.map(|r| r.to_string()),
+        "members": v.members.iter().map(|m| json!({
+            "node": m.node.0,
+            "up": m.up,
+            "assigned": m.assigned,
+            "completed": m.completed,
+            "audit_records": m.audit_records,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `status --json`: `{dir, switch, nodes: [{id, state, pid, ready, peer_ip, mgmt_port,
+/// log, view, error}], health: {leader, term, members, running, answering,
+/// hashes_agree, line}}`; `view` is null for a node that is not running or does not
+/// answer (then `error` says why).
+fn status_json(
+    st: &ClusterState,
+    views: &[(u32, Result<ClusterView>)],
+    keys_err: Option<String>,
+) -> Value {
+    let nodes: Vec<Value> = st
+        .nodes
+        .iter()
+        .map(|n| {
+            let state = NodeState::of(st, n);
+            let v = views.iter().find(|(id, _)| *id == n.id).map(|(_, v)| v);
+            let error = match (v, &keys_err) {
+                (Some(Err(e)), _) => Some(format!("{e:#}")),
+                (None, Some(k)) if state != NodeState::Stopped => Some(k.clone()),
+                _ => None,
+            };
+            json!({
+                "id": n.id,
+                "state": state.word(),
+                "pid": n.pid.filter(|&p| cluster::alive(p)),
+                "ready": match &state { NodeState::Ready(l) => Some(l.clone()), _ => None },
+                "peer_ip": format!("10.0.0.{}", n.id),
+                "mgmt_port": n.mgmt_port(),
+                "log": st.path(n.id, "log").display().to_string(),
+                "view": v.and_then(|v| v.as_ref().ok()).map(view_json),
+                "error": error,
+            })
+        })
+        .collect();
+    json!({
+        "dir": st.dir.display().to_string(),
+        "switch": if st.switch_running() { "running" } else { "stopped" },
+        "nodes": nodes,
+        "health": health(st, views).0,
+    })
+}
+
+pub fn status(a: StatusArgs) -> Result<()> {
+    let st = ClusterState::load(&dir(a.dir))?;
+    let keys = Keys::load(&st.dir);
+    let views = match &keys {
+        Ok(k) => views(&st, k),
+        Err(_) => Vec::new(),
+    };
+    if a.json {
+        let err = keys.as_ref().err().map(|e| format!("{e:#}"));
+        println!("{}", status_json(&st, &views, err));
+        return Ok(());
+    }
+    let sw = if st.switch_running() {
+        "running"
+    } else {
+        "stopped"
+    };
+    println!("cluster {} (switch {sw})", st.dir.display());
+    for n in &st.nodes {
+        println!("{}", cluster::node_line(&st, n));
+    }
+    match &keys {
+        Ok(_) if st.running().is_empty() => {
+            println!("no node is running (`cargo xdv up --resume` boots the cluster again)")
+        }
+        Ok(_) => print!("{}", table(&st, &views)),
+        Err(e) => println!("(no cluster table: {e:#})"),
+    }
+    Ok(())
 }
 
 fn watch(st: &ClusterState) -> Result<()> {
     let keys = Keys::load(&st.dir)?;
     let mut shown = 0;
     loop {
-        let t = table(st, &keys);
+        let t = table(st, &views(st, &keys));
         let mut err = std::io::stderr();
         if shown > 0 {
             let _ = write!(err, "\x1b[{shown}A");
@@ -261,94 +595,15 @@ fn watch(st: &ClusterState) -> Result<()> {
     }
 }
 
-#[derive(clap::Args)]
-pub struct SubmitArgs {
-    /// A bundled module (loop, grow, hash, sort) or a .wasm / .wat file.
-    module: String,
-    /// Tenant id (its key is in the cluster's keys.json).
-    #[arg(long)]
-    tenant: u32,
-    /// Tick budget.
-    #[arg(long, default_value_t = 1000)]
-    budget: u64,
-    /// Input bytes from a file (builtins default to their bundled input).
-    #[arg(long)]
-    input: Option<PathBuf>,
-    /// high, normal or low.
-    #[arg(long, default_value = "normal")]
-    priority: String,
-    /// Node whose management port to use (any node; followers forward to the leader).
-    #[arg(long, default_value_t = 1)]
-    node: u32,
-    /// Print the task id and return without waiting for the outcome.
-    #[arg(long)]
-    no_wait: bool,
-    /// Seconds to wait for the outcome.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
-    /// Cluster directory (default target/xdv/cluster).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-}
-
-pub fn submit(a: SubmitArgs) -> Result<()> {
-    let dir = dir(a.dir);
-    let keys = Keys::load(&dir)?;
-    let work = if xdv_sandbox::builtin(&a.module).is_some() {
-        Work::Builtin(a.module.clone())
-    } else {
-        let bytes = std::fs::read(&a.module).map_err(|e| {
-            let names: Vec<&str> = xdv_sandbox::BUILTINS.iter().map(|b| b.name).collect();
-            anyhow::anyhow!(
-                "`{}` is neither a builtin ({}) nor a readable file: {e}",
-                a.module,
-                names.join(", ")
-            )
-        })?;
-        Work::Wasm(wat::parse_bytes(&bytes)?.into_owned())
-    };
-    let input = match &a.input {
-        Some(p) => std::fs::read(p)?,
-        None => Vec::new(),
-    };
-    let priority = xdv_types::Priority::parse(&a.priority)
-        .ok_or_else(|| anyhow::anyhow!("--priority must be high, normal or low"))?;
-    let port = cluster::MGMT_HOST_PORT_BASE + a.node as u16;
-    let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
-    let req = mgmt::signed(
-        &keys,
-        tenant,
-        Request::Submit(Submit {
-            work,
-            input,
-            budget_ticks: a.budget,
-            priority,
-            guards: vec![],
-            needs: vec![],
-            domain: xdv_cluster::Domain::K,
-            pin: None,
-        }),
-    )?;
-    let end = Instant::now() + Duration::from_secs(a.timeout);
-    let task = mgmt::submit_until_placed(port, &req, end)?;
-    println!("task {}", task.0);
-    if a.no_wait {
-        return Ok(());
-    }
-    let status = mgmt::wait_task(port, &keys, tenant, task, end)?;
-    println!("{}", mgmt::describe(&status));
-    Ok(())
-}
-
 pub fn console(a: NodeArgs) -> Result<()> {
     let st = ClusterState::load(&dir(a.dir))?;
-    st.node(a.node)?;
+    st.running_node_port(a.node)?;
     cluster::attach_console(&st, a.node)
 }
 
 pub fn kill(a: NodeArgs) -> Result<()> {
     let mut st = ClusterState::load(&dir(a.dir))?;
-    if cluster::stop_node(&mut st, a.node, true, Duration::ZERO)? {
+    if cluster::stop_node(&mut st, a.node, true)? {
         eprintln!(
             "xdv: node {} killed (SIGKILL); restart it with `cargo xdv start {}`",
             a.node, a.node
@@ -361,52 +616,11 @@ pub fn kill(a: NodeArgs) -> Result<()> {
 
 pub fn start(a: NodeArgs) -> Result<()> {
     let mut st = ClusterState::load(&dir(a.dir))?;
+    st.node(a.node)?;
+    if let Some(pid) = cluster::ensure_switch(&mut st)? {
+        eprintln!("xdv: the switch was not running; started it (pid {pid})");
+    }
     let pid = cluster::start_node(&mut st, a.node)?;
     eprintln!("xdv: node {} started on its RAM file (pid {pid})", a.node);
-    Ok(())
-}
-
-#[derive(clap::Args)]
-pub struct QuotaArgs {
-    /// Tenant id.
-    tenant: u32,
-    /// Most tasks pending or running at once.
-    #[arg(long, default_value_t = u32::MAX)]
-    max_in_flight: u32,
-    /// Most tick budget accepted in total.
-    #[arg(long, default_value_t = u64::MAX)]
-    max_budget: u64,
-    /// Memory one task may grow to, in 64 KiB pages (at most 16).
-    #[arg(long, default_value_t = xdv_cluster::MAX_TASK_MEMORY_PAGES)]
-    memory_pages: u32,
-    /// Table elements one task may grow to (at most 1000).
-    #[arg(long, default_value_t = xdv_cluster::MAX_TASK_TABLE_ELEMENTS)]
-    table_elements: u32,
-    /// Remove the tenant's quota instead.
-    #[arg(long)]
-    clear: bool,
-    /// Node whose management port to use.
-    #[arg(long, default_value_t = 1)]
-    node: u32,
-    /// Cluster directory (default target/xdv/cluster).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-}
-
-/// `cargo xdv quota`: the operator sets or clears a tenant's quota.
-pub fn quota(a: QuotaArgs) -> Result<()> {
-    let keys = Keys::load(&dir(a.dir))?;
-    let quota = (!a.clear).then_some(xdv_cluster::Quota {
-        max_in_flight: a.max_in_flight,
-        max_budget_ticks: a.max_budget,
-        memory_pages: a.memory_pages,
-        table_elements: a.table_elements,
-    });
-    let port = cluster::MGMT_HOST_PORT_BASE + a.node as u16;
-    mgmt::set_quota(port, &keys, a.tenant, quota)?;
-    match quota {
-        Some(q) => println!("tenant {}: quota {q:?}", a.tenant),
-        None => println!("tenant {}: quota cleared", a.tenant),
-    }
     Ok(())
 }

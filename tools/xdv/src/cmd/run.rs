@@ -7,19 +7,22 @@ use xdv::qemu;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// CPUs (QEMU -smp).
-    #[arg(long, default_value_t = 2)]
+    /// CPUs (QEMU -smp), 1-16.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     smp: u32,
-    /// Guest RAM, e.g. 256M or 1G.
+    /// Guest RAM, 128M-16G, e.g. 256M or 1G (a number alone is MiB).
     #[arg(long, default_value = "256M")]
     mem: String,
-    /// RAM backing file (the audit region is readable from it); default
-    /// target/xdv/run/node.ram.
+    /// RAM backing file (the audit region is readable from it) [default:
+    /// target/xdv/run/node-N.ram for `node=N` on the command line, node-0.ram without].
     #[arg(long)]
     ram_file: Option<PathBuf>,
     /// Boot the debug build.
     #[arg(long)]
     debug: bool,
+    /// Print the QEMU command line (with the RAM file) and exit: no build, no boot.
+    #[arg(long)]
+    dry_run: bool,
     /// Kernel command line, after `--` (e.g. `-- node=3 log=debug`).
     #[arg(last = true)]
     cmdline: Vec<String>,
@@ -39,18 +42,35 @@ pub fn parse_mem_mib(s: &str) -> anyhow::Result<u32> {
     mib.with_context(|| format!("--mem `{s}` must be between 128M and 16G"))
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    qemu::check_qemu()?;
-    let mem_mib = parse_mem_mib(&args.mem)?;
-    if args.smp == 0 || args.smp > 16 {
-        anyhow::bail!("--smp must be 1..=16 (XDV drives at most 16 CPUs)");
+/// The node id a kernel command line gives (`node=N`; the kernel's default is 0).
+pub fn node_id(cmdline: &[String]) -> anyhow::Result<u32> {
+    // The kernel's parser keeps the last `node=`.
+    let words = cmdline.iter().flat_map(|w| w.split_whitespace());
+    match words.filter_map(|w| w.strip_prefix("node=")).next_back() {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("bad `node={v}` on the kernel command line (want a number)")),
     }
-    eprintln!("xdv: building the kernel...");
-    let image = qemu::build_kernel(!args.debug)?;
-    let ram = args
-        .ram_file
-        .unwrap_or_else(|| qemu::repo_root().join("target/xdv/run/node.ram"));
-    if let Some(d) = ram.parent() {
+}
+
+/// The default RAM file of node `id`: each node id has its own, so a node never
+/// boots on another node's audit region (it would refuse it and run without audit).
+pub fn default_ram_file(id: u32) -> PathBuf {
+    qemu::repo_root().join(format!("target/xdv/run/node-{id}.ram"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mem_mib = parse_mem_mib(&args.mem)?;
+    let node = node_id(&args.cmdline)?;
+    let image = if args.dry_run {
+        qemu::kernel_path(!args.debug)
+    } else {
+        qemu::check_qemu()?;
+        qemu::build_kernel_with(!args.debug, true)?
+    };
+    let ram = args.ram_file.unwrap_or_else(|| default_ram_file(node));
+    if let Some(d) = ram.parent().filter(|_| !args.dry_run) {
         std::fs::create_dir_all(d)?;
     }
     let mut cfg = qemu::Config::kernel_at(image, &args.cmdline.join(" "));
@@ -66,8 +86,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(i) = qargs.iter().position(|a| a == "-monitor") {
         qargs.drain(i..i + 2);
     }
+    if args.dry_run {
+        println!("{} {}", qemu::QEMU, qargs.join(" "));
+        return Ok(());
+    }
     eprintln!(
-        "xdv: guest RAM file (audit region readable here): {}",
+        "xdv: node {node}'s RAM file (audit region readable here): {}",
         ram.display()
     );
     eprintln!(
@@ -81,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .status()
         .context("starting QEMU")?;
     eprintln!(
-        "xdv: QEMU exited: {:?}",
+        "xdv: QEMU exited: {}",
         qemu::Exit::from_status(status.code())
     );
     Ok(())
@@ -90,5 +114,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn image_name(cfg: &qemu::Config) -> String {
     match &cfg.boot {
         qemu::Boot::Kernel(p) | qemu::Boot::Cdrom(p) => p.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn node_id_from_the_command_line() {
+        assert_eq!(node_id(&words("")).unwrap(), 0);
+        assert_eq!(node_id(&words("node=3 log=debug")).unwrap(), 3);
+        assert_eq!(node_id(&["log=debug node=4".to_string()]).unwrap(), 4);
+        assert!(node_id(&words("node=abc")).is_err());
+        assert_ne!(default_ram_file(1), default_ram_file(2));
     }
 }

@@ -1,40 +1,44 @@
-//! `cargo xdv sim`: the deterministic Raft simulator (`xdv_raft::sim`).
+//! `cargo xdv sim`: the deterministic simulator of real nodes (`xdv_node::sim`): the
+//! same `Node` the kernel runs, over a simulated packet network, with crashes, torn
+//! durable writes, partitions, clogging, slow nodes and skew.
 //!
-//! `--seed S` replays one seed and prints its trace (one line per notable event:
-//! elections, crashes, restarts, partitions, membership, snapshots, violations)
-//! and a summary. `--seeds A..B` sweeps seeds A (inclusive) to B (exclusive) with
-//! a progress line and lists every failing seed with the command to replay it.
+//! `--seed S` runs one seed and prints its trace and a summary. `--seeds A..B` sweeps
+//! seeds A (inclusive) to B (exclusive) with a progress line, prints the simulator's
+//! speed (simulated node-seconds per wall second) and, for a failing seed, its trace
+//! and the command to replay it. Exit code 1 when any seed fails.
 
 use anyhow::{Context, bail};
 use std::io::Write;
-use xdv_raft::sim::{SimConfig, SimReport, run_seed};
+use std::time::Instant;
+use xdv_node::sim::{Sim, SimOptions, SimReport};
 
-/// Most node slots the simulator accepts.
-const MAX_NODES: usize = 9;
-/// Most steps per seed.
-const MAX_STEPS: u64 = 10_000_000;
+/// Most nodes the simulator accepts.
+const MAX_NODES: u32 = 9;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Replay one seed and print its trace.
+    /// Run one seed and print its trace.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
     /// Sweep a range of seeds, `A..B` (B exclusive).
     #[arg(long)]
     seeds: Option<String>,
-    /// Node slots (bootstrap voters plus spares for membership changes). Default:
-    /// 3 + seed mod 3 in a sweep, 5 for one seed.
-    #[arg(long)]
-    nodes: Option<usize>,
-    /// Steps (ticks) per seed.
-    #[arg(long, default_value_t = 1000)]
-    steps: u64,
-    /// Disable fault injection (loss, duplication, delay, partitions, crashes).
-    #[arg(long)]
-    no_faults: bool,
-    /// Disable membership changes and leadership transfers.
-    #[arg(long)]
-    no_membership: bool,
+    /// Nodes in the simulated cluster (1..=9).
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Fault level: 0 none, 1 network (loss, duplication, delay, partitions, clogging),
+    /// 2 network + crashes, torn durable writes, slow nodes, clock skew.
+    #[arg(long, default_value_t = 2)]
+    faults: u8,
+    /// Client requests per seed.
+    #[arg(long, default_value_t = 24)]
+    requests: u64,
+    /// Simulated milliseconds with faults on (then healing until converged).
+    #[arg(long, default_value_t = 8_000)]
+    fault_ms: u64,
+    /// Trace lines printed for `--seed` (the last ones).
+    #[arg(long, default_value_t = 200)]
+    trace: usize,
 }
 
 fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -47,113 +51,89 @@ fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
     Ok((a, b))
 }
 
-fn config(args: &Args, seed: u64, default_nodes: usize) -> anyhow::Result<SimConfig> {
-    let nodes = args.nodes.unwrap_or(default_nodes);
-    if !(1..=MAX_NODES).contains(&nodes) {
+fn options(args: &Args, seed: u64) -> anyhow::Result<SimOptions> {
+    if !(1..=MAX_NODES).contains(&args.nodes) {
         bail!("--nodes must be in 1..={MAX_NODES}");
     }
-    if args.steps == 0 || args.steps > MAX_STEPS {
-        bail!("--steps must be in 1..={MAX_STEPS}");
+    if args.faults > 2 {
+        bail!("--faults must be 0, 1 or 2");
     }
-    let mut c = SimConfig::new(seed, nodes, args.steps);
-    c.faults = !args.no_faults;
-    c.membership = !args.no_membership;
-    Ok(c)
+    if args.requests > 10_000 || args.fault_ms > 3_600_000 {
+        bail!("--requests at most 10000, --fault-ms at most 3600000");
+    }
+    let mut o = SimOptions::new(seed);
+    o.nodes = args.nodes;
+    o.faults = args.faults;
+    o.requests = args.requests;
+    o.fault_ms = args.fault_ms;
+    o.trace_lines = args.trace.max(1);
+    Ok(o)
 }
 
-fn summary(r: &SimReport) -> String {
+fn summary(seed: u64, r: &SimReport) -> String {
     format!(
-        "seed {} steps {} elections {} max_term {} committed {} ops {} crashes {} snapshots_installed {} conf_changes {} transfers {} messages {} snapshot_chunks {} (lost {}) lin_inconclusive {}",
-        r.seed,
-        r.steps,
-        r.elections,
-        r.max_term,
-        r.committed,
-        r.ops_completed,
+        "seed {seed}: converged at {} ms; {} requests accepted, {} tasks completed once; crashes {} (torn writes {}), restarts {}, partitions {}, leaders {}, snapshot installs {}, state {}",
+        r.simulated_ms,
+        r.accepted,
+        r.completed,
         r.crashes,
-        r.snapshots_installed,
-        r.conf_changes,
-        r.transfers,
-        r.messages,
-        r.snapshot_chunks,
-        r.snapshot_chunks_lost,
-        r.lin_inconclusive
+        r.torn_writes,
+        r.restarts,
+        r.partitions,
+        r.elections,
+        r.snapshots_restored,
+        r.final_hash.map_or_else(|| "-".to_string(), |h| h.short().to_string())
     )
-}
-
-fn run_one(cfg: SimConfig) -> (SimReport, Vec<String>) {
-    let seed = cfg.seed;
-    match std::panic::catch_unwind(move || run_seed(cfg)) {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
-            let r = SimReport {
-                seed,
-                violation: Some(format!("panic: {msg}")),
-                ..SimReport::default()
-            };
-            (r, Vec::new())
-        }
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
-        let mut cfg = config(&args, seed, 5)?;
-        cfg.trace = true;
-        let (r, trace) = run_one(cfg);
-        for line in &trace {
-            println!("{line}");
+        let opts = options(&args, seed)?;
+        return match Sim::new(opts).run() {
+            Ok(r) => {
+                for l in &r.trace {
+                    println!("{l}");
+                }
+                println!("{}", summary(seed, &r));
+                Ok(())
+            }
+            Err(trace) => {
+                println!("{trace}");
+                bail!("seed {seed} failed")
+            }
+        };
+    }
+    let (a, b) = parse_range(args.seeds.as_deref().unwrap_or("0..100"))?;
+    let start = Instant::now();
+    let (mut simulated_ms, mut failed) = (0u64, Vec::new());
+    let total = b - a;
+    for (k, seed) in (a..b).enumerate() {
+        match Sim::new(options(&args, seed)?).run() {
+            Ok(r) => simulated_ms += r.simulated_ms,
+            Err(trace) => {
+                eprintln!("\n{trace}");
+                failed.push(seed);
+            }
         }
-        println!("{}", summary(&r));
-        if let Some(v) = r.violation {
-            bail!("seed {seed} violates safety: {v}");
+        let k = k as u64 + 1;
+        if k % 10 == 0 || k == total {
+            print!("\rsim: {k}/{total} seeds, {} failed", failed.len());
+            std::io::stdout().flush().ok();
         }
+    }
+    println!();
+    let wall = start.elapsed().as_secs_f64().max(1e-9);
+    let node_s = simulated_ms as f64 / 1000.0 * f64::from(args.nodes);
+    println!(
+        "sim: {total} seeds in {wall:.1} s: {node_s:.0} simulated node-seconds, {:.0} node-s per wall second",
+        node_s / wall
+    );
+    if failed.is_empty() {
+        println!("sim: all seeds passed (safety after every step, liveness after healing)");
         return Ok(());
     }
-    let Some(range) = args.seeds.as_deref() else {
-        bail!("give --seed S or --seeds A..B")
-    };
-    let (a, b) = parse_range(range)?;
-    let total = b - a;
-    let mut failures = Vec::new();
-    let mut committed = 0u64;
-    let mut ops = 0u64;
-    let started = std::time::Instant::now();
-    for seed in a..b {
-        let cfg = config(&args, seed, 3 + (seed % 3) as usize)?;
-        let nodes = cfg.nodes;
-        let (r, _) = run_one(cfg);
-        committed += r.committed;
-        ops += r.ops_completed;
-        if let Some(v) = &r.violation {
-            failures.push((seed, nodes, v.clone()));
-        }
-        let done = seed - a + 1;
-        if done % 50 == 0 || done == total {
-            eprint!("\r{done}/{total} seeds, {} failing", failures.len());
-            let _ = std::io::stderr().flush();
-        }
+    for s in &failed {
+        println!("failed: seed {s} — replay: cargo xdv sim --seed {s}");
     }
-    eprintln!();
-    println!(
-        "{total} seeds x {} steps in {:.1} s: {} failing, {committed} entries committed, {ops} client ops checked",
-        args.steps,
-        started.elapsed().as_secs_f64(),
-        failures.len()
-    );
-    for (seed, nodes, v) in &failures {
-        println!(
-            "FAIL seed {seed}: {v}\n  replay: cargo xdv sim --seed {seed} --nodes {nodes} --steps {}",
-            args.steps
-        );
-    }
-    if !failures.is_empty() {
-        bail!("{} of {total} seeds failed", failures.len());
-    }
-    Ok(())
+    bail!("{} of {total} seeds failed", failed.len())
 }

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! cargo xdv switch --ports 3 --dir /tmp/xdv-net --seed 7 [--drop 10 ...]
-//! cargo xdv switch ctl --dir /tmp/xdv-net partition 1,2/3
-//! cargo xdv switch ctl --dir /tmp/xdv-net stats
+//! cargo xdv switch ctl partition 1,2/3          # the switch of `cargo xdv up`'s cluster
+//! cargo xdv switch ctl --dir /tmp/xdv-net stats  # a switch started by hand
 //! ```
 //! Socket layout and commands: `docs/wire.md`.
 
+use anyhow::Context;
 use std::path::PathBuf;
 use xdv::switch::{self, Faults, SwitchConfig};
 
@@ -50,17 +51,43 @@ enum Sub {
 
 #[derive(clap::Args)]
 struct CtlArgs {
-    /// The running switch's socket directory.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    dir: PathBuf,
+    /// The running switch's socket directory [default: the switch of the cluster in
+    /// --cluster-dir, else /tmp/xdv-net].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Cluster whose switch to talk to when --dir is not given [default:
+    /// target/xdv/cluster].
+    #[arg(long)]
+    cluster_dir: Option<PathBuf>,
     /// The command and its argument.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
+/// The switch directory `ctl` talks to: `--dir`, else the cluster's switch (running or
+/// not: a stopped one gets a clear error), else [`DEFAULT_DIR`].
+fn ctl_dir(dir: Option<PathBuf>, cluster_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = dir {
+        return Ok(d);
+    }
+    let cdir = super::cluster::dir(cluster_dir.clone());
+    match xdv::cluster::ClusterState::load(&cdir) {
+        Ok(st) if st.switch_running() => Ok(st.switch_dir),
+        Ok(_) => anyhow::bail!(
+            "the switch of the cluster in {} is not running (start the cluster with `cargo xdv up --resume`)",
+            cdir.display()
+        ),
+        Err(e) if cluster_dir.is_some() => Err(e),
+        Err(_) => Ok(PathBuf::from(DEFAULT_DIR)),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Sub::Ctl(c)) = args.sub {
-        println!("{}", switch::control(&c.dir, &c.command.join(" "))?);
+        let dir = ctl_dir(c.dir, c.cluster_dir)?;
+        let out = switch::control(&dir, &c.command.join(" "))
+            .with_context(|| format!("the switch in {}", dir.display()))?;
+        println!("{out}");
         return Ok(());
     }
     let faults = Faults {

@@ -8,6 +8,14 @@
 //! Fault order for every (frame, egress port) pair, egress ports in ascending order:
 //! partition check, then exactly three generator draws (drop, duplicate, reorder), so
 //! changing one percentage never shifts the random stream the others see.
+//!
+//! Why this is not `xdv_testkit::PacketSim`, the simulators' network: the switch
+//! forwards real Ethernet frames between QEMU nodes in wall-clock time, per egress
+//! port after MAC learning and flooding, and its fault semantics are the ones the
+//! QEMU tests and the operator's control socket speak (percentages, one fixed delay,
+//! reorder = hold one frame until the next to that port). PacketSim's model (ppm,
+//! per-link uniform delay, addressed node-to-node packets) would change both. What
+//! the two share is the generator: the same `SplitMix64` and the same draws.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -32,31 +40,8 @@ pub const MAX_DELAYED_FRAMES: usize = 65_536;
 /// frame for its port arrives.
 pub const REORDER_HOLD_MAX_MS: u64 = 100;
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for fault dice.
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// One draw; true with probability `pct`/100.
-    pub fn percent(&mut self, pct: u8) -> bool {
-        debug_assert!(pct <= 100);
-        self.next_u64() % 100 < pct as u64
-    }
-}
+/// The project's one PRNG (re-exported for the switch's users).
+pub use xdv_types::rng::SplitMix64;
 
 /// Fault settings, all changeable while the switch runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -473,9 +458,9 @@ impl SwitchCore {
         }
         let f = self.faults;
         let (drop, dup, reorder) = (
-            self.rng.percent(f.drop_pct),
-            self.rng.percent(f.dup_pct),
-            self.rng.percent(f.reorder_pct),
+            self.rng.chance_pct(f.drop_pct.into()),
+            self.rng.chance_pct(f.dup_pct.into()),
+            self.rng.chance_pct(f.reorder_pct.into()),
         );
         let st = &mut self.stats[to as usize];
         if drop {

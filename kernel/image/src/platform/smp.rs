@@ -30,6 +30,21 @@ static STATE: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
 static APIC_ID: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// What an AP runs once online, handed over by `start_aps` (no import of the executor).
+static AP_MAIN: spin::Once<fn(usize) -> !> = spin::Once::new();
+/// Per-CPU description for `cpus`, given by the executor.
+static DESCRIBE: spin::Once<fn(usize) -> alloc::string::String> = spin::Once::new();
+
+fn idle_forever(_cpu: usize) -> ! {
+    loop {
+        crate::arch::wait_for_interrupt();
+    }
+}
+
+/// Sets what `cpus` prints after each CPU's state.
+pub fn set_describe(f: fn(usize) -> alloc::string::String) {
+    DESCRIBE.call_once(|| f);
+}
 
 unsafe extern "C" {
     static ap_trampoline_start: u8;
@@ -98,7 +113,9 @@ fn delay_us(us: u64) {
 }
 
 /// Starts every AP in `apic_ids` (the MADT's enabled processors, BSP included).
-pub fn start_aps(lapic_base: u64, apic_ids: &[u32]) {
+/// Starts the application processors; each runs `entry(cpu)` once online.
+pub fn start_aps(lapic_base: u64, apic_ids: &[u32], entry: fn(usize) -> !) {
+    AP_MAIN.call_once(|| entry);
     lapic::init(lapic_base);
     lapic::calibrate_timer();
     lapic::start_timer();
@@ -174,7 +191,8 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     let cpu = cpu as usize;
     ONLINE.fetch_add(1, Ordering::AcqRel);
     STATE[cpu].store(CpuState::Online as u8, Ordering::Release);
-    crate::executor::ap_main(cpu)
+    let entry = AP_MAIN.get().copied().unwrap_or(idle_forever);
+    entry(cpu)
 }
 
 /// Prints one line per CPU for the `cpus` command.
@@ -190,7 +208,9 @@ pub fn print_cpus() {
             "  cpu{cpu} apic={} {role} {:?} {}",
             apic_id(cpu),
             s,
-            crate::executor::describe(cpu)
+            DESCRIBE
+                .get()
+                .map_or_else(alloc::string::String::new, |d| d(cpu))
         );
     }
 }

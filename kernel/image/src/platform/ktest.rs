@@ -9,24 +9,24 @@ use crate::println;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
+use xdv_types::rng::SplitMix64;
 
-type TestFn = fn() -> Result<(), String>;
+pub type TestFn = fn() -> Result<(), String>;
 
-/// Registered tests. Other subsystems add theirs here.
+/// The platform's own tests; the services add theirs through `run`'s `more`.
 static TESTS: &[(&str, TestFn)] = &[
     ("boot", || Ok(())),
     ("heap", heap_stress),
     ("breakpoint", breakpoint),
     ("pagefault", pagefault),
     ("stackoverflow", stackoverflow),
-    ("sched", sched_demo),
-    ("tasks", sandbox_tasks),
 ];
 
-pub fn run(name: &str) -> ! {
+pub fn run(name: &str, more: &[(&'static str, TestFn)]) -> ! {
     println!("xdv-test: start {name}");
-    let Some((_, f)) = TESTS.iter().find(|(n, _)| *n == name) else {
-        let names: Vec<&str> = TESTS.iter().map(|(n, _)| *n).collect();
+    let all = || TESTS.iter().chain(more.iter());
+    let Some((_, f)) = all().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = all().map(|(n, _)| *n).collect();
         println!(
             "xdv-test: fail {name}: no such test (have: {})",
             names.join(", ")
@@ -45,24 +45,13 @@ pub fn run(name: &str) -> ! {
     }
 }
 
+#[macro_export]
 macro_rules! check {
     ($cond:expr, $($msg:tt)*) => {
         if !$cond {
             return Err(alloc::format!($($msg)*));
         }
     };
-}
-
-/// A small deterministic PRNG for test patterns (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 fn heap_stress() -> Result<(), String> {
@@ -96,11 +85,11 @@ fn heap_stress() -> Result<(), String> {
 
     // Heap: many sizes and alignments, three free patterns, contents verified.
     let (used0, _, size) = heap::usage();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = SplitMix64::new(0x9e37_79b9_7f4a_7c15);
     for pattern in 0..3 {
         let mut blocks: Vec<Vec<u8>> = Vec::new();
         for i in 0..600 {
-            let len = 1 + (rng.next() % if i % 50 == 0 { 256 * 1024 } else { 2048 }) as usize;
+            let len = 1 + rng.below(if i % 50 == 0 { 256 * 1024 } else { 2048 }) as usize;
             let fill = (i % 251) as u8;
             let mut v = Vec::with_capacity(len);
             v.resize(len, fill);
@@ -230,33 +219,4 @@ fn stackoverflow() -> Result<(), String> {
     Err(alloc::format!(
         "recursion returned {r} instead of overflowing"
     ))
-}
-
-/// Runs the 64-task demo batch on every core and reports the hashes the host test
-/// compares with `xdv_sched::demo` computed on the host.
-fn sched_demo() -> Result<(), String> {
-    let (head, outcomes, _, _) =
-        crate::console::sched::run_demo(64).map_err(|e| alloc::format!("{e}"))?;
-    let cores = crate::smp::online();
-    for cpu in 0..cores {
-        let run = crate::executor::tasks_run(cpu);
-        println!("sched test: cpu{cpu} ran {run} tasks");
-        check!(run > 0, "cpu{cpu} ran no tasks");
-    }
-    println!("sched test: cores={cores} head={head} outcomes={outcomes}");
-    Ok(())
-}
-
-/// Runs every bundled WebAssembly module once per core (ids chosen so the placement
-/// rule puts one copy on each core) and prints each result for the host to compare.
-fn sandbox_tasks() -> Result<(), String> {
-    let cores = crate::smp::online() as u64;
-    for b in xdv_sandbox::BUILTINS {
-        let lines = crate::console::task::run_builtin(b.name, None, cores)
-            .map_err(|e| alloc::format!("{e}"))?;
-        for l in lines {
-            println!("task-test: {l}");
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,188 @@
+//! Console views of the node: `raft`, `cluster [tasks [n]]`, `contracts`, `shards`.
+#![deny(unsafe_code)]
+
+use crate::println;
+use crate::service::Services;
+use alloc::string::String;
+use xdv_cluster::{TaskStatus, Work};
+use xdv_raft::Storage;
+use xdv_types::NodeId;
+
+/// A short name of what a task runs (for `cluster tasks`).
+fn work_name(w: &Work) -> String {
+    match w {
+        Work::Builtin(n) => n.clone(),
+        Work::Wasm(m) => alloc::format!("wasm({} bytes)", m.len()),
+        Work::Dropped(h) => alloc::format!("wasm {}", h.short()),
+    }
+}
+
+/// `cluster` console command.
+pub fn print_cluster(svc: &Services) {
+    let node = &svc.node;
+    let v = node.view();
+    let c = node.counters();
+    println!(
+        "cluster: node {} role {} term {} leader {} commit {} applied {} state {}",
+        v.node,
+        v.role,
+        v.term,
+        v.leader.map_or("none".into(), |l| alloc::format!("{l}")),
+        v.commit,
+        v.applied,
+        v.state_hash
+    );
+    println!(
+        "cluster: tasks {} completed {} pending {} refused-requests {} forwarded-in {} dropped {} policy {}",
+        v.tasks,
+        v.completed,
+        v.pending,
+        c.refused_requests,
+        c.forwarded_in,
+        c.forwards_dropped,
+        node.state().policy_name()
+    );
+    if let Some(h) = node.halted() {
+        println!("cluster: halted: {h}");
+    }
+    match node.state().federated_root() {
+        Some(f) => println!(
+            "cluster: federated root {} over {} nodes",
+            f.global_root,
+            f.node_roots.len()
+        ),
+        None => println!("cluster: federated root none (no roots published yet)"),
+    }
+    for m in &v.members {
+        println!(
+            "  {:<5} {:<4} assigned {} completed {} audit records {}",
+            alloc::format!("{}", m.node),
+            if m.up { "up" } else { "down" },
+            m.assigned,
+            m.completed,
+            m.audit_records
+        );
+    }
+}
+
+/// `tasks` console command, cluster part: the most recent cluster tasks.
+pub fn print_tasks(svc: &Services, limit: usize) {
+    let tasks = &svc.node.state().data().tasks;
+    println!("cluster tasks: {} known", tasks.len());
+    for t in tasks.values().rev().take(limit) {
+        let status = match &t.status {
+            TaskStatus::Pending => String::from("pending"),
+            TaskStatus::Assigned { node, attempt } => alloc::format!("assigned {node} #{attempt}"),
+            TaskStatus::Completed {
+                node,
+                outcome,
+                ticks,
+                output_hash,
+                ..
+            } => alloc::format!(
+                "{outcome} on {node} ticks={ticks} output={}",
+                output_hash.short()
+            ),
+            TaskStatus::Rejected(r) => alloc::format!("refused: {r}"),
+        };
+        println!(
+            "  {} {} {} {}",
+            t.id,
+            t.spec.tenant,
+            work_name(&t.spec.work),
+            status
+        );
+    }
+}
+
+/// `contracts` console command.
+pub fn print_contracts(svc: &Services) {
+    let d = svc.node.state().data();
+    println!(
+        "contracts: {} in force, {} refused",
+        d.contracts.len(),
+        d.counters.contracts_refused
+    );
+    for (id, r) in &d.contracts {
+        let c = &r.contract;
+        println!(
+            "  #{id} {}->{} {} {:?} until {} {:?} {:?}",
+            c.requesting_node,
+            c.target_node,
+            c.domain,
+            c.resource_set,
+            c.expires_at(),
+            c.priority,
+            r.state
+        );
+    }
+}
+
+/// `shards` console command.
+pub fn print_shards(svc: &Services) {
+    let sh = &svc.node.state().data().shards;
+    println!("shards: {}", sh.count());
+    for (i, a) in sh.shards.iter().enumerate() {
+        let f = |n: Option<NodeId>| n.map_or("-".into(), |n| alloc::format!("{n}"));
+        println!(
+            "  {i:>3} primary {:<4} secondary {}",
+            f(a.primary),
+            f(a.secondary)
+        );
+    }
+}
+
+/// `raft` console command.
+pub fn print_raft(svc: &Services) {
+    let node = &svc.node;
+    let Some(r) = node.raft() else {
+        match node.halted() {
+            Some(h) => println!("raft: not running: {h}"),
+            None => println!("raft: not running (no peers= list)"),
+        }
+        return;
+    };
+    let s = r.status();
+    println!(
+        "raft: node {} role {:?} term {} leader {} commit {} applied {} last {} voters {:?}",
+        s.id,
+        s.role,
+        s.term,
+        s.leader
+            .map(|l| alloc::format!("{l}"))
+            .unwrap_or_else(|| "none".into()),
+        s.commit,
+        node.state().data().applied_index,
+        s.last_index,
+        s.conf.voters
+    );
+    let st = r.storage();
+    let d = st.stats();
+    let (log_bytes, _) = st.capacity();
+    let c = node.counters();
+    println!(
+        "raft: durable header writes {} records {} ({} bytes), snapshots {} (failed {}), log {} of {} bytes, snapshot at {}, log from {}, bad messages {}, outbox dropped {}",
+        d.header_writes,
+        d.records_written,
+        d.record_bytes_written,
+        d.snapshot_writes,
+        d.failed_writes,
+        st.log_bytes_used(),
+        log_bytes,
+        st.snapshot().meta.index,
+        st.first_index(),
+        c.raft_bad_messages,
+        c.outbox_dropped,
+    );
+    println!(
+        "node: tasks dispatched {} running {} (queued {}, on the APs {}), completions proposed {} unconfirmed {}, parked requests {}, snapshots restored {}",
+        c.tasks_dispatched,
+        node.running(),
+        svc.tasks.queued(),
+        svc.tasks.running(),
+        c.completions_proposed,
+        node.unconfirmed(),
+        node.parked(),
+        c.snapshots_restored
+    );
+}

@@ -1,0 +1,185 @@
+//! The node's services as one value the main loop owns: the network interfaces, the
+//! peer transport, the pure [`xdv_node::Node`] and the cluster tasks on the run queues.
+//! One iteration ([`Services::poll`]): poll the NICs → transport events into the node
+//! → `node.tick(now)` → finished tasks into the node → perform the outbox (send,
+//! reply, audit, dispatch) → poll the NICs again so replies leave at once. Durable Raft
+//! writes happen inside the node's storage, in the reserved region, before anything
+//! that depends on them is in the outbox.
+#![deny(unsafe_code)]
+
+use crate::devices::Devices;
+use crate::net::Net;
+use crate::tasks::Tasks;
+use crate::transport::{Event, Transport};
+use crate::{audit, println, time};
+use alloc::string::String;
+use alloc::vec::Vec;
+use xdv_boot::provision::Provision;
+use xdv_node::{Identity, Node, NodeConfig, Outbox};
+use xdv_types::{CoreId, NodeId, TenantId};
+
+/// The region the node's durable Raft state lives in.
+pub type RaftRegion = &'static mut [u8];
+
+pub struct Services {
+    pub devices: Devices,
+    pub net: Net,
+    pub transport: Option<Transport>,
+    pub node: Node<RaftRegion>,
+    pub tasks: Tasks,
+    /// Loop iterations so far (a console test watches it advance).
+    pub iterations: u64,
+}
+
+/// Who this node is: from a provisioning module, else the command line (no keys).
+/// `Err` is why the module was refused.
+pub fn identity_from(
+    module: Option<&[u8]>,
+    cmd_node: u32,
+    cmd_node_given: bool,
+    cmd_peers: &[u32],
+) -> Result<Identity, String> {
+    let Some(bytes) = module else {
+        let mut peers: Vec<(u32, [u8; 32])> = cmd_peers.iter().map(|&p| (p, [0; 32])).collect();
+        if !peers.iter().any(|p| p.0 == cmd_node) {
+            peers.push((cmd_node, [0; 32]));
+        }
+        peers.sort();
+        return Ok(Identity {
+            node: cmd_node,
+            cluster: 0,
+            seed: None,
+            peers,
+            tenants: Vec::new(),
+            operator_key: [0; 32],
+        });
+    };
+    let p = Provision::parse(bytes).map_err(|e| alloc::format!("{e}"))?;
+    if xdv_cluster::public_key(&p.secret_seed) != p.me().public_key {
+        return Err(alloc::format!(
+            "the secret key does not match node {}'s public key in the peer list",
+            p.node
+        ));
+    }
+    if cmd_node_given && cmd_node != p.node {
+        return Err(alloc::format!(
+            "command line says node={cmd_node} but the module is for node {}",
+            p.node
+        ));
+    }
+    Ok(Identity {
+        node: p.node,
+        cluster: p.cluster,
+        seed: Some(p.secret_seed),
+        peers: p.peers().iter().map(|x| (x.node, x.public_key)).collect(),
+        tenants: p
+            .tenants()
+            .iter()
+            .map(|t| (TenantId(t.tenant), t.public_key))
+            .collect(),
+        operator_key: p.operator_key,
+    })
+}
+
+impl Services {
+    /// Builds the services: the node over the Raft region (or an empty one, which
+    /// halts it with the reason), the transport over the peer NIC.
+    pub fn new(ident: Identity, devices: Devices, mut net: Net, cores_online: usize) -> Services {
+        let region: RaftRegion = match crate::mem::regions::raft() {
+            Ok(r) => r,
+            Err(e) => {
+                println!("raft: region unusable: {e}; consensus disabled");
+                &mut []
+            }
+        };
+        // The boot CPU serves the network and consensus; cluster tasks run on the APs.
+        let cores = cores_online
+            .saturating_sub(1)
+            .min(usize::from(xdv_node::GENESIS_CORES)) as u16;
+        let mut cfg = NodeConfig::new(ident.clone(), cores);
+        cfg.capabilities = alloc::vec![xdv_sandbox::CAP_ECHO_LEN];
+        let me = NodeId(ident.node);
+        let node = Node::new(cfg, region, time::uptime_us() / 1000);
+        println!(
+            "cluster: node {} of cluster {} with {} members, {} tenants, state {}",
+            ident.node,
+            ident.cluster,
+            node.state().data().nodes.len(),
+            ident.tenants.len(),
+            node.state().hash().short()
+        );
+        let transport = Transport::new(&ident, &mut net);
+        let mut s = Services {
+            devices,
+            net,
+            transport,
+            node,
+            tasks: Tasks::new(me),
+            iterations: 0,
+        };
+        let out = s.node.drain();
+        s.perform(out, true);
+        s
+    }
+
+    /// One iteration of the node's loop. `run_tasks` is false while a console command
+    /// uses the run queues itself: dispatched tasks then wait in the queue.
+    pub fn poll(&mut self, run_tasks: bool) {
+        self.iterations += 1;
+        self.net.poll();
+        if let Some(t) = self.transport.as_mut() {
+            for e in t.poll(&mut self.net) {
+                match e {
+                    Event::Raft { from, bytes } => self.node.on_peer_raft(from, &bytes),
+                    Event::Forward { from, bytes } => self.node.on_peer_forward(from, &bytes),
+                    Event::Heard(from) => self.node.on_peer_heard(from),
+                    Event::Client { conn, bytes } => self.node.on_client(conn, &bytes),
+                }
+            }
+        }
+        let now_ms = time::uptime_us() / 1000;
+        let (records, head) = audit::head();
+        self.node.set_audit_head(records, head);
+        if self.node.audit_root_due(now_ms) {
+            let (records, root) = audit::merkle();
+            self.node.set_audit_root(records, root);
+        }
+        self.node.tick(now_ms);
+        if run_tasks {
+            for c in self.tasks.poll() {
+                self.node.on_task_done(c);
+            }
+        }
+        let out = self.node.drain();
+        self.perform(out, run_tasks);
+        self.net.poll();
+    }
+
+    fn perform(&mut self, out: Outbox, run_tasks: bool) {
+        for line in out.notes {
+            println!("{line}");
+        }
+        for body in &out.audit {
+            audit::record(CoreId(0), body);
+        }
+        if let Some(t) = self.transport.as_mut() {
+            for (to, bytes) in out.raft {
+                t.send_raft(&mut self.net, to, bytes);
+            }
+            for (to, bytes) in out.forwards {
+                t.send_forward(&mut self.net, to, bytes);
+            }
+            for (conn, bytes) in out.replies {
+                t.reply(&mut self.net, conn, bytes);
+            }
+        }
+        for run in out.run {
+            self.tasks.start(run);
+        }
+        if run_tasks && self.tasks.queued() > 0 {
+            for c in self.tasks.poll() {
+                self.node.on_task_done(c);
+            }
+        }
+    }
+}

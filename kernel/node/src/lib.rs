@@ -1,0 +1,25 @@
+//! One XDV node as a pure state machine (`docs/architecture.md`).
+//!
+//! [`Node`] owns the Raft node over its durable region ([`durable`]), the replicated
+//! cluster state, the management gate, the Lamport clock, parked client requests,
+//! unconfirmed completions, the failure detector and the node's timers. It has no
+//! globals, no clocks, no I/O and no `unsafe`: inputs are method calls with explicit
+//! time, outputs one drained [`Outbox`]. The kernel's main loop drives it over smoltcp
+//! and the reserved memory region; the simulator ([`sim`], feature `sim`) drives the
+//! same type over a packet simulator and byte vectors that can be torn.
+#![cfg_attr(not(any(test, feature = "sim")), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod config;
+pub mod durable;
+pub mod node;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+
+pub use config::{GENESIS_CORES, Identity, NodeConfig, RAFT_APPEND_BYTES, Timing};
+pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region};
+pub use node::{
+    AUDIT_TAG_APPLIED, AUDIT_TAG_NODE, ClientConn, Halt, Node, NodeCounters, Outbox, RunTask,
+};

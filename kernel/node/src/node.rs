@@ -1,0 +1,1071 @@
+//! The node: consensus, the replicated cluster state, the management gate and the
+//! node's own timers, as one value driven by explicit inputs.
+//!
+//! Inputs are method calls; time enters only through [`Node::tick`]. Every input ends
+//! by handling what Raft made ready (durable writes happen inside the storage, before
+//! any message that depends on them is put in the outbox), applying committed entries
+//! and deriving the node's actions from the applied state. Outputs accumulate in one
+//! [`Outbox`] that the driver drains and performs: the kernel's loop sends frames over
+//! smoltcp, appends audit records and dispatches tasks to its run queues; the
+//! simulator delivers them through its packet network and fake workers.
+//!
+//! Invariants ([`Node::invariants`], checked by the simulator after every step):
+//! - the applied index never exceeds the commit index, which never exceeds the log;
+//! - the cluster state's own invariants hold;
+//! - a task is dispatched at most once per (task, attempt) while it stays assigned
+//!   here, and every task assigned here is dispatched or reported (derived from the
+//!   applied state, not from events: a restart or a snapshot install cannot lose one,
+//!   and a finished task is never run again).
+
+use crate::config::{Identity, NodeConfig};
+use crate::durable::{DurableStorage, Opened, Region};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+use xdv_audit::RecordBody;
+use xdv_cluster::mgmt::{
+    self, ClusterView, Denied, Gate, MemberView, PeerForward, Principal, Request, Response,
+    SignedRequest,
+};
+use xdv_cluster::{
+    ClusterState, Command, Completion, HeartbeatInfo, Proposal, Resources, TaskSpec, TaskStatus,
+    WorkerInfo,
+};
+use xdv_raft::{EntryKind, Message, RaftNode, Role, Storage};
+use xdv_types::{Hash32, LamportClock, NodeId, TaskId, TenantId, Timestamp};
+
+/// Audit `Custom` tag of the per-entry cluster record: postcard (index, command, state hash).
+pub const AUDIT_TAG_APPLIED: u16 = 0xC1;
+/// Audit `Custom` tag of the node's start record: postcard (how the Raft region was found).
+pub const AUDIT_TAG_NODE: u16 = 0xC2;
+/// Most parked client requests.
+pub const MAX_PARKED: usize = 256;
+/// Most queued outbound items of one kind before the driver drains (beyond: dropped
+/// and counted; Raft and clients retry).
+pub const MAX_OUTBOX: usize = 4096;
+/// Own proposals tracked for commit latency.
+const MAX_TRACKED: usize = 512;
+
+/// A management client connection: the driver's slot and its generation (bumped when
+/// the slot is reused, so a late reply never reaches a new client).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClientConn {
+    pub slot: u32,
+    pub generation: u64,
+}
+
+/// A task for the driver to run: the (task, attempt) the log assigned here, what it
+/// runs and the tenant's sandbox limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunTask {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub spec: TaskSpec,
+    /// Lamport time of the submission (the sandbox's logical clock).
+    pub submitted_lamport: u64,
+    pub memory_pages: u32,
+    pub table_elements: u32,
+}
+
+/// What the node asks its driver to do.
+#[derive(Default, Debug)]
+pub struct Outbox {
+    /// Encoded Raft messages for peers.
+    pub raft: Vec<(NodeId, Vec<u8>)>,
+    /// Encoded `PeerForward`s for peers (requests and own commands for the leader).
+    pub forwards: Vec<(NodeId, Vec<u8>)>,
+    /// Encoded `Response`s for management clients.
+    pub replies: Vec<(ClientConn, Vec<u8>)>,
+    /// Tasks to run.
+    pub run: Vec<RunTask>,
+    /// Audit records to append, in order.
+    pub audit: Vec<RecordBody>,
+    /// Lines for the operator (console / log).
+    pub notes: Vec<String>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.raft.is_empty()
+            && self.forwards.is_empty()
+            && self.replies.is_empty()
+            && self.run.is_empty()
+            && self.audit.is_empty()
+            && self.notes.is_empty()
+    }
+}
+
+/// Counters for the console and status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    pub applied_entries: u64,
+    pub refused_requests: u64,
+    /// Refusals folded into summary records instead of one record each.
+    pub refusals_summarised: u64,
+    pub forwarded_in: u64,
+    pub forwards_dropped: u64,
+    pub raft_bad_messages: u64,
+    pub outbox_dropped: u64,
+    pub tasks_dispatched: u64,
+    pub completions_proposed: u64,
+    pub snapshots_restored: u64,
+    pub snapshot_images_refused: u64,
+}
+
+/// Why the node does not take part in consensus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Halt {
+    /// No peers and no provisioning: a development node without a cluster.
+    NoCluster,
+    /// The durable Raft state could not be trusted (or stopped being durable).
+    Storage(String),
+    /// The cluster state machine could not start.
+    State(String),
+}
+
+impl core::fmt::Display for Halt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Halt::NoCluster => f.write_str("no cluster (no provisioning module, no peers= list)"),
+            Halt::Storage(why) => write!(
+                f,
+                "{why}; this node takes no part until an operator wipes its Raft region"
+            ),
+            Halt::State(why) => write!(f, "cluster state unusable: {why}"),
+        }
+    }
+}
+
+enum Wait {
+    Task {
+        tenant: TenantId,
+        seq: u64,
+    },
+    Quota {
+        tenant: TenantId,
+        quota: Option<xdv_cluster::Quota>,
+    },
+}
+
+struct Parked {
+    conn: ClientConn,
+    wait: Wait,
+    deadline_ms: u64,
+}
+
+/// Rate limiter for refusal records: the first refusal of a window is recorded in
+/// full, the rest are counted and summarised in one record when the window ends.
+#[derive(Default)]
+struct RefusalLimiter {
+    window_start_ms: u64,
+    in_window: u64,
+    first: Option<String>,
+}
+
+/// One XDV node. `R` is the byte region its durable Raft state lives in.
+pub struct Node<R: Region> {
+    cfg: NodeConfig,
+    me: NodeId,
+    raft: Option<RaftNode<DurableStorage<R>>>,
+    halted: Option<Halt>,
+    opened: Option<Opened>,
+    state: ClusterState,
+    gate: Gate,
+    clock: LamportClock,
+    now_ms: u64,
+    started_ms: u64,
+    last_tick_ms: u64,
+    /// Dispatched to the driver and not reported yet.
+    running: BTreeSet<(TaskId, u32)>,
+    /// Completions proposed and not yet applied, with when they were last sent.
+    unconfirmed: BTreeMap<(TaskId, u32), (Completion, u64)>,
+    parked: Vec<Parked>,
+    /// When each member was last heard by the transport.
+    heard_ms: BTreeMap<NodeId, u64>,
+    last_detect_ms: u64,
+    last_publish_ms: u64,
+    last_heartbeat_ms: u64,
+    /// (records, chain head) of this node's audit log, from the driver.
+    audit_head: (u64, Hash32),
+    /// (records, Merkle root) to publish, when the driver computed it.
+    audit_root: Option<(u64, Hash32)>,
+    /// (index, term, ms) of own proposals not yet applied.
+    proposed: VecDeque<(u64, u64, u64)>,
+    latencies_ms: VecDeque<u64>,
+    refusals: RefusalLimiter,
+    counters: NodeCounters,
+    out: Outbox,
+}
+
+fn genesis(cfg: &NodeConfig) -> Result<ClusterState, String> {
+    let workers: Vec<WorkerInfo> = cfg
+        .identity
+        .peers
+        .iter()
+        .map(|&(node, key)| WorkerInfo {
+            node: NodeId(node),
+            public_key: key,
+            resources: Resources {
+                k_cores: cfg.genesis_cores,
+                q_units: 0,
+                phi_windows: 0,
+            },
+            capabilities: cfg.capabilities.clone(),
+        })
+        .collect();
+    ClusterState::genesis(cfg.state.clone(), &workers, &cfg.identity.tenants)
+        .map_err(|e| alloc::format!("{e}"))
+}
+
+impl<R: Region> Node<R> {
+    /// Builds the node at time `now_ms` over its Raft region. A node whose region
+    /// cannot be trusted still comes up, halted, and says why ([`Node::halted`]).
+    pub fn new(cfg: NodeConfig, region: R, now_ms: u64) -> Node<R> {
+        let id = &cfg.identity;
+        let me = NodeId(id.node);
+        let voters: Vec<NodeId> = id.peers.iter().map(|p| NodeId(p.0)).collect();
+        let (state, state_error) = match genesis(&cfg) {
+            Ok(s) => (s, None),
+            Err(e) => (
+                ClusterState::new(xdv_cluster::Config::default())
+                    .expect("the default state config is valid"),
+                Some(e),
+            ),
+        };
+        let mut node = Node {
+            me,
+            raft: None,
+            halted: None,
+            opened: None,
+            state,
+            gate: Gate::new(id.cluster, id.operator_key),
+            clock: LamportClock::new(),
+            now_ms,
+            started_ms: now_ms,
+            last_tick_ms: now_ms,
+            running: BTreeSet::new(),
+            unconfirmed: BTreeMap::new(),
+            parked: Vec::new(),
+            heard_ms: BTreeMap::new(),
+            last_detect_ms: now_ms,
+            last_publish_ms: now_ms,
+            last_heartbeat_ms: 0,
+            audit_head: (0, Hash32::ZERO),
+            audit_root: None,
+            proposed: VecDeque::new(),
+            latencies_ms: VecDeque::new(),
+            refusals: RefusalLimiter::default(),
+            counters: NodeCounters::default(),
+            out: Outbox::default(),
+            cfg,
+        };
+        if let Some(e) = state_error {
+            node.halt(Halt::State(e));
+            return node;
+        }
+        let provisioned = node.cfg.identity.seed.is_some();
+        if voters.is_empty() || (voters.len() < 2 && !provisioned) {
+            node.halted = Some(Halt::NoCluster);
+            return node;
+        }
+        let cluster = node.cfg.identity.cluster;
+        match DurableStorage::open(region, cluster, me.0, &voters) {
+            Ok((storage, opened)) => match RaftNode::new(me, node.cfg.raft.clone(), storage) {
+                Ok(r) => {
+                    let st = r.status();
+                    node.note(alloc::format!(
+                        "raft: node {} {} term {} last index {} commit {} (voters {})",
+                        me.0,
+                        match opened {
+                            Opened::Fresh => "bootstrapped at",
+                            Opened::Restored { .. } => "restored from its region at",
+                        },
+                        st.term,
+                        st.last_index,
+                        r.storage().hard_state().commit,
+                        list(&voters)
+                    ));
+                    node.opened = Some(opened);
+                    node.raft = Some(r);
+                }
+                Err(e) => node.halt(Halt::State(alloc::format!("raft config: {e:?}"))),
+            },
+            Err(e) => node.halt(Halt::Storage(alloc::format!("{e}"))),
+        }
+        node
+    }
+
+    fn halt(&mut self, why: Halt) {
+        let line = alloc::format!("node: halted: {why}");
+        self.note(line.clone());
+        self.out.audit.push(RecordBody::Custom {
+            tag: AUDIT_TAG_NODE,
+            bytes: mgmt::encode(&line),
+        });
+        self.raft = None;
+        self.halted = Some(why);
+    }
+
+    fn note(&mut self, line: String) {
+        if self.out.notes.len() < MAX_OUTBOX {
+            self.out.notes.push(line);
+        }
+    }
+
+    // ---- inputs ----------------------------------------------------------------
+
+    /// Time passes: Raft ticks, timers, parked deadlines.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if let Some(r) = self.raft.as_mut() {
+            let step = self.cfg.tick_ms.max(1);
+            let mut fired = 0;
+            while self.now_ms - self.last_tick_ms >= step
+                && fired < self.cfg.timing.max_catch_up_ticks
+            {
+                self.last_tick_ms += step;
+                r.tick();
+                fired += 1;
+            }
+            if self.now_ms - self.last_tick_ms >= step {
+                self.last_tick_ms = self.now_ms;
+            }
+        }
+        self.flush_refusals(false);
+        self.process();
+        self.timers();
+        self.answer_parked();
+    }
+
+    /// A `Raft` frame from authenticated peer `from`.
+    pub fn on_peer_raft(&mut self, from: NodeId, bytes: &[u8]) {
+        let Some(r) = self.raft.as_mut() else { return };
+        match postcard::from_bytes::<Message>(bytes) {
+            Ok(m) if m.from == from && m.to == self.me => r.step(m),
+            _ => self.counters.raft_bad_messages += 1,
+        }
+        self.process();
+    }
+
+    /// The transport heard from authenticated member `peer` (any frame).
+    pub fn on_peer_heard(&mut self, peer: NodeId) {
+        if self.cfg.identity.is_member(peer) {
+            self.heard_ms.insert(peer, self.now_ms);
+        }
+    }
+
+    /// A management frame (`PeerForward`) from authenticated peer `from`.
+    pub fn on_peer_forward(&mut self, from: NodeId, bytes: &[u8]) {
+        if self.raft.is_none() {
+            self.counters.forwards_dropped += 1;
+            return;
+        }
+        let Ok(f) = mgmt::decode::<PeerForward>(bytes) else {
+            self.counters.forwards_dropped += 1;
+            return;
+        };
+        self.counters.forwarded_in += 1;
+        let command = match f {
+            PeerForward::Client(req) => match self.gate.authorize(&self.state, &req) {
+                Ok(Some(command)) => command,
+                _ => {
+                    self.counters.forwards_dropped += 1;
+                    return;
+                }
+            },
+            PeerForward::Own(p) if PeerForward::own_is_allowed(from, &p.command) => p.command,
+            PeerForward::Own(_) => {
+                self.counters.forwards_dropped += 1;
+                self.note(alloc::format!(
+                    "cluster: {from} forwarded a command not about itself; dropped"
+                ));
+                return;
+            }
+        };
+        // The leader stamps what it proposes: a follower's stamp does not order the log.
+        if self.is_leader() {
+            let _ = self.propose(command);
+        } else {
+            self.counters.forwards_dropped += 1;
+        }
+        self.process();
+    }
+
+    /// A management request frame from client connection `conn`. The answer goes to
+    /// the outbox now (refusals, queries) or once the request is applied.
+    pub fn on_client(&mut self, conn: ClientConn, bytes: &[u8]) {
+        if let Some(r) = self.client_request(conn, bytes) {
+            self.reply(conn, &r);
+        }
+        self.process();
+    }
+
+    /// The driver finished running a task dispatched by [`Outbox::run`].
+    pub fn on_task_done(&mut self, mut c: Completion) {
+        let key = (c.task, c.attempt);
+        if !self.running.remove(&key) {
+            return;
+        }
+        c.node = self.me;
+        c.output.truncate(xdv_cluster::MAX_OUTPUT_BYTES);
+        if self.still_mine(c.task, c.attempt) {
+            self.unconfirmed.insert(key, (c.clone(), self.now_ms));
+            self.counters.completions_proposed += 1;
+            self.submit_own(Command::TaskCompleted(c));
+        }
+        self.process();
+    }
+
+    /// The driver's audit log now holds `records` records; `head` is its chain head.
+    pub fn set_audit_head(&mut self, records: u64, head: Hash32) {
+        self.audit_head = (records, head);
+    }
+
+    /// Whether the audit root is due for publication at `now_ms` (the driver then
+    /// computes it and calls [`Node::set_audit_root`]; computing it every iteration
+    /// would cost a Merkle tree each time).
+    pub fn audit_root_due(&self, now_ms: u64) -> bool {
+        self.raft.is_some()
+            && now_ms.saturating_sub(self.last_publish_ms) >= self.cfg.timing.publish_ms
+    }
+
+    /// The audit log's Merkle root over `records` records, for publication.
+    pub fn set_audit_root(&mut self, records: u64, root: Hash32) {
+        self.audit_root = Some((records, root));
+    }
+
+    /// Proposes opaque bytes (the operator's `raft propose`, a diagnostic): the state
+    /// machine records them as an invalid entry on every node alike.
+    pub fn propose_raw(&mut self, data: Vec<u8>) -> Result<u64, String> {
+        let r = self
+            .raft
+            .as_mut()
+            .ok_or_else(|| String::from("consensus is not running"))?;
+        let index = r.propose(data).map_err(|e| alloc::format!("{e:?}"))?;
+        self.process();
+        Ok(index)
+    }
+
+    /// Everything the node asked for since the last drain.
+    pub fn drain(&mut self) -> Outbox {
+        core::mem::take(&mut self.out)
+    }
+
+    // ---- consensus ---------------------------------------------------------------
+
+    fn is_leader(&self) -> bool {
+        self.raft.as_ref().is_some_and(|r| r.role() == Role::Leader)
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.raft.as_ref().and_then(|r| r.leader())
+    }
+
+    fn stamp(&mut self) -> xdv_cluster::GlobalTime {
+        xdv_cluster::GlobalTime {
+            lamport: self.clock.tick().0,
+            node: self.me,
+        }
+    }
+
+    /// Proposes `command` (leader only), stamped now.
+    fn propose(&mut self, command: Command) -> Result<u64, Denied> {
+        let p = Proposal {
+            time: self.stamp(),
+            command,
+        };
+        let bytes = p
+            .encode()
+            .map_err(|e| Denied::NotReady(alloc::format!("{e}")))?;
+        let r = self.raft.as_mut().ok_or(Denied::NoLeader)?;
+        let index = r
+            .propose(bytes)
+            .map_err(|e| Denied::NotReady(alloc::format!("{e:?}")))?;
+        if self.proposed.len() == MAX_TRACKED {
+            self.proposed.pop_front();
+        }
+        let term = r.term();
+        self.proposed.push_back((index, term, self.now_ms));
+        Ok(index)
+    }
+
+    /// Proposes `command` if this node leads; otherwise sends `forward(proposal)` to
+    /// the leader. `Err` when there is no leader or the proposal is refused.
+    fn propose_or_forward(
+        &mut self,
+        command: Command,
+        forward: impl FnOnce(Proposal) -> PeerForward,
+    ) -> Result<(), Denied> {
+        if self.is_leader() {
+            return self.propose(command).map(|_| ());
+        }
+        let Some(l) = self.leader().filter(|&l| l != self.me) else {
+            return Err(Denied::NoLeader);
+        };
+        let p = Proposal {
+            time: self.stamp(),
+            command,
+        };
+        if self.out.forwards.len() < MAX_OUTBOX {
+            self.out.forwards.push((l, mgmt::encode(&forward(p))));
+        } else {
+            self.counters.outbox_dropped += 1;
+        }
+        Ok(())
+    }
+
+    /// Own commands: a lost proposal is resent by its timer until the log has it.
+    fn submit_own(&mut self, cmd: Command) {
+        let _ = self.propose_or_forward(cmd, PeerForward::Own);
+    }
+
+    /// Handles what Raft made ready: messages out, snapshot restore, committed entries
+    /// applied, snapshots taken; then derives the tasks to run.
+    fn process(&mut self) {
+        let mut restored = false;
+        loop {
+            let Some(r) = self.raft.as_mut() else { return };
+            if !r.has_ready() {
+                break;
+            }
+            let rd = r.ready();
+            if let Some(snap) = rd.snapshot {
+                restored |= self.restore(&snap.data);
+            }
+            for m in rd.messages {
+                match postcard::to_allocvec(&m) {
+                    Ok(b) if self.out.raft.len() < MAX_OUTBOX => self.out.raft.push((m.to, b)),
+                    _ => self.counters.outbox_dropped += 1,
+                }
+            }
+            for e in rd.committed {
+                self.applied_entry(&e);
+            }
+            let Some(r) = self.raft.as_mut() else { return };
+            r.advance();
+            let full = r.storage().nearly_full();
+            if r.snapshot_due() || full {
+                let image = self.state.snapshot_image();
+                let r = self.raft.as_mut().expect("checked above");
+                if full {
+                    r.create_snapshot_and_compact(image);
+                } else {
+                    r.create_snapshot(image);
+                }
+            }
+            if let Some(why) = self.raft.as_ref().and_then(|r| r.storage().failure()) {
+                let why = alloc::format!("durable Raft storage stopped: {why}");
+                self.halt(Halt::Storage(why));
+                return;
+            }
+        }
+        if restored {
+            self.counters.snapshots_restored += 1;
+        }
+        self.dispatch();
+    }
+
+    fn restore(&mut self, image: &[u8]) -> bool {
+        // The bootstrap snapshot carries no state-machine image.
+        if image.is_empty() {
+            return false;
+        }
+        match self.state.restore_image(image) {
+            Ok(()) => true,
+            Err(e) => {
+                self.counters.snapshot_images_refused += 1;
+                self.note(alloc::format!(
+                    "cluster: snapshot image refused: {e}; keeping the current state"
+                ));
+                false
+            }
+        }
+    }
+
+    fn applied_entry(&mut self, e: &xdv_raft::Entry) {
+        let bytes = postcard::to_allocvec(e).unwrap_or_default();
+        let entry_hash = Hash32(Sha256::digest(&bytes).into());
+        self.out.audit.push(RecordBody::RaftApplied {
+            index: e.index,
+            term: e.term,
+            entry_hash,
+        });
+        while self.proposed.front().is_some_and(|&(i, _, _)| i <= e.index) {
+            let (i, term, at) = self.proposed.pop_front().expect("checked");
+            // Only our own entry: a later leader may have put another there.
+            if i == e.index && term == e.term {
+                if self.latencies_ms.len() == MAX_TRACKED {
+                    self.latencies_ms.pop_front();
+                }
+                self.latencies_ms.push_back(self.now_ms.saturating_sub(at));
+            }
+        }
+        let EntryKind::Normal(data) = &e.kind else {
+            return;
+        };
+        // Entries the state already covers (a restored snapshot) change nothing.
+        if e.index <= self.state.data().applied_index {
+            return;
+        }
+        let applied = self.state.apply(e.index, data);
+        self.counters.applied_entries += 1;
+        // The log's time never reaches u64::MAX from honest leaders; a saturated one
+        // must not panic the clock.
+        if applied.time.lamport < u64::MAX - 1 {
+            self.clock.recv(Timestamp(applied.time.lamport));
+        }
+        let hash = self.state.hash();
+        let body = mgmt::encode(&(e.index, applied.command.unwrap_or("invalid"), hash));
+        self.out.audit.push(RecordBody::Custom {
+            tag: AUDIT_TAG_APPLIED,
+            bytes: body,
+        });
+    }
+
+    // ---- tasks -------------------------------------------------------------------
+
+    fn still_mine(&self, task: TaskId, attempt: u32) -> bool {
+        matches!(self.state.task(task).map(|t| &t.status),
+            Some(TaskStatus::Assigned { node, attempt: a }) if *node == self.me && *a == attempt)
+    }
+
+    /// Tasks the applied state assigns here that are neither running nor reported are
+    /// dispatched; bookkeeping for tasks no longer assigned here is dropped.
+    fn dispatch(&mut self) {
+        let me = self.me;
+        let assigned: BTreeSet<(TaskId, u32)> = self
+            .state
+            .assigned_to(me)
+            .map(|(t, attempt)| (t.id, attempt))
+            .collect();
+        self.unconfirmed.retain(|k, _| assigned.contains(k));
+        // A running task that was re-placed elsewhere keeps its slot until the driver
+        // reports it (the run queue cannot take it back); its report is then dropped.
+        for key in assigned {
+            if self.running.contains(&key) || self.unconfirmed.contains_key(&key) {
+                continue;
+            }
+            let Some(rec) = self.state.task(key.0) else {
+                continue;
+            };
+            let quota = self
+                .state
+                .data()
+                .tenants
+                .get(&rec.spec.tenant)
+                .and_then(|t| t.quota);
+            let (pages, elements) = xdv_cluster::Quota::task_limits(quota.as_ref());
+            let run = RunTask {
+                task: key.0,
+                attempt: key.1,
+                spec: rec.spec.clone(),
+                submitted_lamport: rec.submitted.lamport,
+                memory_pages: pages,
+                table_elements: elements,
+            };
+            self.running.insert(key);
+            self.counters.tasks_dispatched += 1;
+            self.out.run.push(run);
+        }
+    }
+
+    // ---- timers ------------------------------------------------------------------
+
+    fn timers(&mut self) {
+        if self.raft.is_none() {
+            return;
+        }
+        let now = self.now_ms;
+        let t = self.cfg.timing;
+        // Completions the log has not taken yet (lost in a failover) go again.
+        let due: Vec<Completion> = self
+            .unconfirmed
+            .values_mut()
+            .filter(|(_, at)| now.saturating_sub(*at) >= t.resend_ms)
+            .map(|(c, at)| {
+                *at = now;
+                c.clone()
+            })
+            .collect();
+        for c in due {
+            self.submit_own(Command::TaskCompleted(c));
+        }
+        let me = self.me;
+        let mine = self.state.data().nodes.get(&me);
+        let granted = mine.map(|r| r.available_cores);
+        let published = mine.and_then(|r| r.audit).map_or(0, |a| a.0);
+        if granted.is_some()
+            && granted != Some(self.cfg.cores)
+            && now.saturating_sub(self.last_heartbeat_ms) >= t.resend_ms
+        {
+            self.last_heartbeat_ms = now;
+            self.submit_own(Command::Heartbeat(HeartbeatInfo {
+                node: me,
+                available_cores: self.cfg.cores,
+                local_load: 0,
+            }));
+        }
+        if now.saturating_sub(self.last_publish_ms) >= t.publish_ms {
+            self.last_publish_ms = now;
+            if let Some((records, root)) = self.audit_root.take()
+                && records != published
+                && records > 0
+                && self.leader().is_some()
+            {
+                self.submit_own(Command::PublishAuditRoot {
+                    node: me,
+                    records,
+                    root,
+                });
+            }
+        }
+        self.detect_failures();
+    }
+
+    /// The leader declares a member down after `node_down_ms` without hearing it, and
+    /// up again once it is heard.
+    fn detect_failures(&mut self) {
+        let now = self.now_ms;
+        let t = self.cfg.timing;
+        if now.saturating_sub(self.last_detect_ms) < t.detect_every_ms || !self.is_leader() {
+            return;
+        }
+        self.last_detect_ms = now;
+        let members: Vec<(NodeId, bool)> = self
+            .state
+            .data()
+            .nodes
+            .iter()
+            .map(|(n, r)| (*n, r.up))
+            .collect();
+        for (node, up) in members {
+            if node == self.me {
+                continue;
+            }
+            let silent =
+                now.saturating_sub(self.heard_ms.get(&node).copied().unwrap_or(self.started_ms));
+            let settled = now.saturating_sub(self.started_ms) >= 2 * t.node_down_ms;
+            if up && silent >= t.node_down_ms && settled {
+                let _ = self.propose(Command::NodeDown { node });
+            } else if !up && silent < t.peer_up_ms && self.heard_ms.contains_key(&node) {
+                let _ = self.propose(Command::NodeUp { node });
+            }
+        }
+    }
+
+    // ---- management ----------------------------------------------------------------
+
+    fn reply(&mut self, conn: ClientConn, r: &Response) {
+        if self.out.replies.len() < MAX_OUTBOX {
+            self.out.replies.push((conn, mgmt::encode(r)));
+        } else {
+            self.counters.outbox_dropped += 1;
+        }
+    }
+
+    fn client_request(&mut self, conn: ClientConn, bytes: &[u8]) -> Option<Response> {
+        if let Some(h) = &self.halted {
+            let d = Denied::NotReady(
+                xdv_types::prefix_within(&alloc::format!("node halted: {h}"), 200).into(),
+            );
+            return Some(self.refuse(None, d));
+        }
+        let req: SignedRequest = match mgmt::decode(bytes) {
+            Ok(r) => r,
+            Err(d) => return Some(self.refuse(None, d)),
+        };
+        let principal = req.principal;
+        match self.gate.authorize(&self.state, &req) {
+            Err(d) => Some(self.refuse(Some(principal), d)),
+            Ok(Some(command)) => {
+                let wait = match &command {
+                    Command::AssignTask(spec) => Wait::Task {
+                        tenant: spec.tenant,
+                        seq: spec.request_seq,
+                    },
+                    Command::SetQuota { tenant, quota } => Wait::Quota {
+                        tenant: *tenant,
+                        quota: *quota,
+                    },
+                    other => {
+                        let d =
+                            Denied::NotReady(alloc::format!("{} is not a request", other.name()));
+                        return Some(self.refuse(Some(principal), d));
+                    }
+                };
+                if self.parked.len() >= MAX_PARKED {
+                    let d = Denied::NotReady("too many requests waiting".into());
+                    return Some(self.refuse(Some(principal), d));
+                }
+                // A follower forwards the signed request itself: the leader checks it again.
+                if let Err(d) = self.propose_or_forward(command, |_| PeerForward::Client(req)) {
+                    return Some(self.refuse(Some(principal), d));
+                }
+                self.parked.push(Parked {
+                    conn,
+                    wait,
+                    deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
+                });
+                None
+            }
+            Ok(None) => Some(match req.request {
+                Request::TaskStatus { task } => match self.state.task(task) {
+                    Some(t) => Response::Task {
+                        task,
+                        tenant: t.spec.tenant,
+                        status: t.status.clone(),
+                    },
+                    None => Response::Refused(Denied::UnknownTask(task)),
+                },
+                Request::ClusterStatus => Response::Cluster(self.view()),
+                Request::Submit(_) | Request::SetQuota { .. } => {
+                    Response::Refused(Denied::NotReady("unreachable".into()))
+                }
+            }),
+        }
+    }
+
+    /// Counts a refusal; records it through the rate limiter.
+    fn refuse(&mut self, who: Option<Principal>, d: Denied) -> Response {
+        self.counters.refused_requests += 1;
+        let who = who.map_or_else(|| String::from("unknown"), |p| alloc::format!("{p}"));
+        let reason = alloc::format!("mgmt {who}: {d}");
+        let window = self.cfg.timing.refusal_window_ms;
+        if self.now_ms.saturating_sub(self.refusals.window_start_ms) >= window {
+            self.flush_refusals(true);
+        }
+        if self.refusals.in_window == 0 {
+            self.refusals.window_start_ms = self.now_ms;
+            let reason = String::from(xdv_types::prefix_within(
+                &reason,
+                xdv_audit::body::MAX_REFUSAL_REASON_BYTES,
+            ));
+            self.out.audit.push(RecordBody::RequestRefused {
+                reason: reason.clone(),
+            });
+            self.refusals.first = Some(reason);
+        } else {
+            self.counters.refusals_summarised += 1;
+        }
+        self.refusals.in_window += 1;
+        Response::Refused(d)
+    }
+
+    /// Ends the refusal window if it is over (or `force`): one summary record for the
+    /// refusals after the first.
+    fn flush_refusals(&mut self, force: bool) {
+        let l = &mut self.refusals;
+        let over =
+            self.now_ms.saturating_sub(l.window_start_ms) >= self.cfg.timing.refusal_window_ms;
+        if l.in_window == 0 || !(force || over) {
+            return;
+        }
+        if l.in_window > 1 {
+            let first = l.first.take().unwrap_or_default();
+            let line = alloc::format!(
+                "{} more refusals in {} ms after: {first}",
+                l.in_window - 1,
+                self.now_ms.saturating_sub(l.window_start_ms)
+            );
+            let reason = String::from(xdv_types::prefix_within(
+                &line,
+                xdv_audit::body::MAX_REFUSAL_REASON_BYTES,
+            ));
+            self.out.audit.push(RecordBody::RequestRefused { reason });
+        }
+        *l = RefusalLimiter {
+            window_start_ms: self.now_ms,
+            ..RefusalLimiter::default()
+        };
+    }
+
+    /// Answers parked requests that were applied (or timed out).
+    fn answer_parked(&mut self) {
+        let now = self.now_ms;
+        let mut keep = Vec::new();
+        for p in core::mem::take(&mut self.parked) {
+            let done = match &p.wait {
+                Wait::Task { tenant, seq } => self
+                    .state
+                    .task_for_request(*tenant, *seq)
+                    .map(|task| Response::Submitted { task }),
+                Wait::Quota { tenant, quota } => {
+                    let now_set = self.state.data().tenants.get(tenant).map(|t| t.quota);
+                    (now_set == Some(*quota)).then_some(Response::QuotaSet { tenant: *tenant })
+                }
+            };
+            let reply = match done {
+                Some(r) => Some(r),
+                None if now >= p.deadline_ms => Some(Response::Refused(Denied::NotReady(
+                    "not committed in time; retry with the same seq".into(),
+                ))),
+                None => None,
+            };
+            match reply {
+                Some(r) => self.reply(p.conn, &r),
+                None => keep.push(p),
+            }
+        }
+        self.parked = keep;
+    }
+
+    // ---- views -------------------------------------------------------------------
+
+    /// The status a `ClusterStatus` request answers with.
+    pub fn view(&self) -> ClusterView {
+        let st = self.raft.as_ref().map(|r| r.status());
+        let d = self.state.data();
+        ClusterView {
+            node: self.me,
+            role: match (&st, &self.halted) {
+                (Some(s), _) => alloc::format!("{:?}", s.role),
+                (None, Some(Halt::Storage(_))) => "halted".into(),
+                (None, _) => "none".into(),
+            },
+            term: st.as_ref().map_or(0, |s| s.term),
+            leader: st.as_ref().and_then(|s| s.leader),
+            commit: st.as_ref().map_or(0, |s| s.commit),
+            applied: d.applied_index,
+            state_hash: self.state.hash(),
+            federated_root: self.state.federated_root().map(|f| f.global_root),
+            audit_head: self.audit_head.1,
+            audit_records: self.audit_head.0,
+            tasks: d.tasks.len() as u64,
+            completed: d
+                .tasks
+                .values()
+                .filter(|t| matches!(t.status, TaskStatus::Completed { .. }))
+                .count() as u64,
+            pending: d.pending.len() as u64,
+            members: d
+                .nodes
+                .iter()
+                .map(|(n, r)| MemberView {
+                    node: *n,
+                    up: r.up,
+                    assigned: r.assigned,
+                    completed: r.completed,
+                    audit_records: r.audit.map_or(0, |a| a.0),
+                })
+                .collect(),
+            commit_latency_us: {
+                let (p50, p99, n) = self.commit_latency_ms();
+                (p50 * 1000, p99 * 1000, n)
+            },
+        }
+    }
+
+    /// (p50, p99, samples) of propose-to-apply latency of own proposals, ms.
+    pub fn commit_latency_ms(&self) -> (u64, u64, u64) {
+        let mut v: Vec<u64> = self.latencies_ms.iter().copied().collect();
+        if v.is_empty() {
+            return (0, 0, 0);
+        }
+        v.sort_unstable();
+        let at = |p: usize| v[(v.len() - 1) * p / 100];
+        (at(50), at(99), v.len() as u64)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+    pub fn identity(&self) -> &Identity {
+        &self.cfg.identity
+    }
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+    pub fn raft(&self) -> Option<&RaftNode<DurableStorage<R>>> {
+        self.raft.as_ref()
+    }
+    pub fn halted(&self) -> Option<&Halt> {
+        self.halted.as_ref()
+    }
+    pub fn opened(&self) -> Option<Opened> {
+        self.opened
+    }
+    pub fn counters(&self) -> NodeCounters {
+        self.counters
+    }
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+    pub fn unconfirmed(&self) -> usize {
+        self.unconfirmed.len()
+    }
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+    /// Milliseconds since `peer` was last heard, if ever.
+    pub fn silence_ms(&self, peer: NodeId) -> Option<u64> {
+        self.heard_ms
+            .get(&peer)
+            .map(|&t| self.now_ms.saturating_sub(t))
+    }
+
+    /// The Raft region (the simulator arms torn writes through it).
+    pub fn region_mut(&mut self) -> Option<&mut R> {
+        self.raft.as_mut().map(|r| r.storage_mut().region_mut())
+    }
+
+    /// Takes the Raft region back (the simulator's crash: what is in the region is all
+    /// that survives).
+    pub fn into_region(self) -> Option<R> {
+        self.raft.map(|r| r.into_storage().into_region())
+    }
+
+    /// The node's own invariants (see the module doc); `Err` names the broken one.
+    pub fn invariants(&self) -> Result<(), String> {
+        self.state.invariants()?;
+        if let Some(r) = &self.raft {
+            let st = r.status();
+            if st.commit > st.last_index {
+                return Err(alloc::format!(
+                    "{}: commit {} past the last index {}",
+                    self.me,
+                    st.commit,
+                    st.last_index
+                ));
+            }
+            if self.state.data().applied_index > st.commit {
+                return Err(alloc::format!(
+                    "{}: applied {} past commit {}",
+                    self.me,
+                    self.state.data().applied_index,
+                    st.commit
+                ));
+            }
+        }
+        for key in self.running.iter() {
+            if self.unconfirmed.contains_key(key) {
+                return Err(alloc::format!(
+                    "{}: {} attempt {} both running and reported",
+                    self.me,
+                    key.0,
+                    key.1
+                ));
+            }
+        }
+        for (key, (c, _)) in &self.unconfirmed {
+            if c.task != key.0 || c.attempt != key.1 || c.node != self.me {
+                return Err(alloc::format!(
+                    "{}: unconfirmed completion mislabelled",
+                    self.me
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list(ids: &[NodeId]) -> String {
+    let mut s = String::new();
+    for (i, n) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&alloc::format!("{}", n.0));
+    }
+    s
+}

@@ -1,0 +1,859 @@
+//! The deterministic simulator of real nodes: N [`Node`]s — the type the kernel runs —
+//! over the testing kit's packet network (`xdv_testkit::PacketSim`), each with a real
+//! durable Raft region (a byte vector that can be torn in the middle of a write), with
+//! signed clients that retry, and workers that finish the tasks the nodes dispatch.
+//!
+//! Faults (seeded, one PRNG): crashes at any point, including in the middle of a
+//! durable write (the region keeps a prefix of the torn write and nothing after);
+//! restarts from the region's bytes; partitions (symmetric and one-way); clogged
+//! links; loss, duplication and reordering; slow nodes; clock skew between nodes.
+//!
+//! After every step [`Sim::invariants`]: each node's own invariants, at most one
+//! leader per term, committed entries never change, the same state hash for an index
+//! on every node that applied it, a completed task never changes. After the faults
+//! stop, liveness: every accepted request completed exactly once and every node has
+//! converged on the same state. A failure returns the seed's trace.
+
+use crate::config::{Identity, NodeConfig, Timing};
+use crate::durable::Region;
+use crate::node::{ClientConn, Node, RunTask};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+use xdv_cluster::mgmt::{self, Denied, Principal, Request, Response, SignedRequest, Submit};
+use xdv_cluster::{Completion, Domain, Outcome, TaskStatus, Work};
+use xdv_raft::{NodeId, Role, Storage};
+use xdv_testkit::{NetFaults, PacketSim};
+use xdv_types::rng::SplitMix64;
+use xdv_types::{Hash32, Priority, TaskId, TenantId};
+
+/// Size of each simulated node's Raft region.
+pub const SIM_REGION_BYTES: usize = 512 * 1024;
+/// Simulated clients are network nodes from this id up.
+const CLIENT_BASE: u32 = 1000;
+/// A client resends its request (same seq, possibly another node) after this long.
+const CLIENT_RETRY_MS: u64 = 3_000;
+/// Most trace lines kept for a failure report.
+const TRACE_LINES: usize = 400;
+
+/// What a seed runs.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub nodes: u32,
+    /// Simulated milliseconds with faults on.
+    pub fault_ms: u64,
+    /// Simulated milliseconds allowed, after faults stop, to converge.
+    pub heal_ms: u64,
+    /// Requests the clients submit.
+    pub requests: u64,
+    pub clients: u32,
+    /// Longest task run, ms (tasks take 1..=this).
+    pub max_task_ms: u64,
+    /// 0 = no faults; 1 = network only; 2 = + crashes, torn writes, skew, slow nodes.
+    pub faults: u8,
+    /// Trace lines kept (the last ones; a failure prints them).
+    pub trace_lines: usize,
+}
+
+impl SimOptions {
+    pub fn new(seed: u64) -> SimOptions {
+        SimOptions {
+            seed,
+            nodes: 3,
+            fault_ms: 8_000,
+            heal_ms: 40_000,
+            requests: 24,
+            clients: 2,
+            max_task_ms: 200,
+            faults: 2,
+            trace_lines: TRACE_LINES,
+        }
+    }
+}
+
+/// What a seed did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    pub simulated_ms: u64,
+    pub accepted: u64,
+    pub completed: u64,
+    pub crashes: u64,
+    pub torn_writes: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub elections: u64,
+    pub snapshots_restored: u64,
+    pub final_hash: Option<Hash32>,
+    /// The last `trace_lines` trace lines.
+    pub trace: Vec<String>,
+}
+
+/// A Raft region in memory whose `tear_after`-th next write is torn.
+pub struct SimRegion {
+    pub bytes: Vec<u8>,
+    tear_after: Option<u64>,
+    keep: usize,
+    pub crashed: bool,
+}
+
+impl SimRegion {
+    pub fn blank(len: usize) -> SimRegion {
+        SimRegion {
+            bytes: vec![0; len],
+            tear_after: None,
+            keep: 0,
+            crashed: false,
+        }
+    }
+}
+
+impl Region for SimRegion {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) {
+        buf.copy_from_slice(&self.bytes[offset..offset + buf.len()]);
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        if self.crashed {
+            return;
+        }
+        let n = match self.tear_after.as_mut() {
+            Some(0) => {
+                self.crashed = true;
+                self.keep.min(data.len())
+            }
+            Some(k) => {
+                *k -= 1;
+                data.len()
+            }
+            None => data.len(),
+        };
+        self.bytes[offset..offset + n].copy_from_slice(&data[..n]);
+    }
+    fn barrier(&mut self) {}
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Raft(Vec<u8>),
+    Forward(Vec<u8>),
+    Request { generation: u64, bytes: Vec<u8> },
+    Reply { generation: u64, bytes: Vec<u8> },
+}
+
+struct SimNode {
+    node: Option<Node<SimRegion>>,
+    /// The region of a crashed node, until it restarts.
+    parked: Option<SimRegion>,
+    restart_at_ms: u64,
+    skew_ms: u64,
+    /// Handles inputs only every this many ms (1 = every step).
+    slow_every: u64,
+    inbox: VecDeque<(u32, Msg)>,
+    /// Tasks running on this node's workers: finish time → completion.
+    workers: BTreeMap<(u64, TaskId, u32), Completion>,
+    audit_records: u64,
+    audit_head: Hash32,
+}
+
+struct Client {
+    id: u32,
+    seed: [u8; 32],
+    tenant: TenantId,
+    next_seq: u64,
+    /// The request in flight: (seq, generation, sent at).
+    inflight: Option<(u64, u64, u64)>,
+    generation: u64,
+}
+
+/// The simulator. See the module documentation.
+pub struct Sim {
+    opts: SimOptions,
+    rng: SplitMix64,
+    now_ms: u64,
+    net: PacketSim<Msg>,
+    nodes: Vec<SimNode>,
+    configs: Vec<NodeConfig>,
+    clients: Vec<Client>,
+    cluster: u32,
+    submitted: u64,
+    /// (tenant, seq) → task, as the clients were told.
+    accepted: BTreeMap<(TenantId, u64), TaskId>,
+    leaders: BTreeMap<u64, NodeId>,
+    committed_terms: BTreeMap<u64, u64>,
+    hashes: BTreeMap<u64, Hash32>,
+    completed: BTreeMap<TaskId, (NodeId, u32, Hash32)>,
+    checked_commit: Vec<u64>,
+    trace: VecDeque<String>,
+    report: SimReport,
+}
+
+fn seed_bytes(rng: &mut SplitMix64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    for chunk in s.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    s
+}
+
+/// The Raft and timing parameters of simulated nodes: the kernel's, with snapshots
+/// every 30 entries so restarts and lagging nodes go through snapshot installs.
+fn sim_config(identity: Identity) -> NodeConfig {
+    let mut c = NodeConfig::new(identity, 2);
+    c.raft.snapshot_threshold = 30;
+    c.raft.log_compaction_threshold = 45;
+    c.raft.snapshot_chunk_bytes = 4096;
+    c.state.max_retained_tasks = 256;
+    c.timing = Timing {
+        publish_ms: 2_000,
+        ..Timing::default()
+    };
+    c
+}
+
+impl Sim {
+    pub fn new(opts: SimOptions) -> Sim {
+        let mut rng = SplitMix64(opts.seed);
+        let cluster = 1 + (rng.next_u64() % 1000) as u32;
+        let seeds: Vec<[u8; 32]> = (0..opts.nodes).map(|_| seed_bytes(&mut rng)).collect();
+        let peers: Vec<(u32, [u8; 32])> = seeds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u32 + 1, xdv_cluster::public_key(s)))
+            .collect();
+        let clients: Vec<Client> = (0..opts.clients)
+            .map(|c| Client {
+                id: CLIENT_BASE + c,
+                seed: seed_bytes(&mut rng),
+                tenant: TenantId(c + 1),
+                next_seq: 1,
+                inflight: None,
+                generation: 0,
+            })
+            .collect();
+        let tenants: Vec<(TenantId, [u8; 32])> = clients
+            .iter()
+            .map(|c| (c.tenant, xdv_cluster::public_key(&c.seed)))
+            .collect();
+        let configs: Vec<NodeConfig> = seeds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                sim_config(Identity {
+                    node: i as u32 + 1,
+                    cluster,
+                    seed: Some(*s),
+                    peers: peers.clone(),
+                    tenants: tenants.clone(),
+                    operator_key: [0; 32],
+                })
+            })
+            .collect();
+        let nodes = configs
+            .iter()
+            .map(|c| SimNode {
+                node: Some(Node::new(c.clone(), SimRegion::blank(SIM_REGION_BYTES), 0)),
+                parked: None,
+                restart_at_ms: 0,
+                skew_ms: 0,
+                slow_every: 1,
+                inbox: VecDeque::new(),
+                workers: BTreeMap::new(),
+                audit_records: 0,
+                audit_head: Hash32::ZERO,
+            })
+            .collect();
+        let net_seed = rng.next_u64();
+        Sim {
+            net: PacketSim::new(net_seed, NetFaults::none()),
+            checked_commit: vec![0; opts.nodes as usize],
+            opts,
+            rng,
+            now_ms: 0,
+            nodes,
+            configs,
+            clients,
+            cluster,
+            submitted: 0,
+            accepted: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            committed_terms: BTreeMap::new(),
+            hashes: BTreeMap::new(),
+            completed: BTreeMap::new(),
+            trace: VecDeque::new(),
+            report: SimReport::default(),
+        }
+    }
+
+    fn trace(&mut self, line: String) {
+        if self.trace.len() >= self.opts.trace_lines.max(1) {
+            self.trace.pop_front();
+        }
+        self.trace
+            .push_back(alloc::format!("[{:>6} ms] {line}", self.now_ms));
+    }
+
+    fn fail(&self, why: String) -> String {
+        let mut s = alloc::format!(
+            "seed {} failed at {} ms: {why}\n-- last {} trace lines --\n",
+            self.opts.seed,
+            self.now_ms,
+            self.trace.len()
+        );
+        for l in &self.trace {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Runs the seed: faults, then healing until converged. `Err` is the trace.
+    pub fn run(mut self) -> Result<SimReport, String> {
+        if self.opts.faults > 0 {
+            let f = NetFaults {
+                loss_ppm: 20_000,
+                dup_ppm: 10_000,
+                min_delay_ms: 1,
+                max_delay_ms: 8,
+                ..NetFaults::none()
+            };
+            self.net.set_faults(f);
+        }
+        while self.now_ms < self.opts.fault_ms {
+            self.step(true)?;
+        }
+        self.heal();
+        let deadline = self.now_ms + self.opts.heal_ms;
+        while self.now_ms < deadline {
+            self.step(false)?;
+            if self.now_ms % 100 == 0 && self.converged() {
+                self.report.simulated_ms = self.now_ms;
+                self.report.accepted = self.accepted.len() as u64;
+                self.report.completed = self.completed.len() as u64;
+                self.report.final_hash = self.nodes[0].node.as_ref().map(|n| n.state().hash());
+                self.report.trace = self.trace.iter().cloned().collect();
+                return Ok(self.report);
+            }
+        }
+        let why = self.why_not_converged();
+        Err(self.fail(alloc::format!("no convergence after healing: {why}")))
+    }
+
+    fn heal(&mut self) {
+        self.trace("faults stop: heal the network, restart every node".into());
+        self.net.heal_all();
+        self.net.set_faults(NetFaults::none());
+        for i in 0..self.nodes.len() {
+            self.nodes[i].slow_every = 1;
+            if self.nodes[i].node.is_none() {
+                self.nodes[i].restart_at_ms = self.now_ms;
+            }
+        }
+    }
+
+    /// One simulated millisecond.
+    pub fn step(&mut self, faulty: bool) -> Result<(), String> {
+        self.now_ms += 1;
+        if faulty && self.opts.faults > 0 {
+            self.faults();
+        }
+        self.restarts()?;
+        self.clients_step();
+        for d in self.net.deliver(self.now_ms) {
+            if d.to >= CLIENT_BASE {
+                self.client_reply(d.to, d.msg);
+            } else if let Some(n) = self.nodes.get_mut(d.to as usize - 1)
+                && n.node.is_some()
+            {
+                n.inbox.push_back((d.from, d.msg));
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.node_step(i);
+        }
+        self.invariants().map_err(|e| self.fail(e))
+    }
+
+    fn node_step(&mut self, i: usize) {
+        let now = self.now_ms;
+        let n = &mut self.nodes[i];
+        let Some(node) = n.node.as_mut() else { return };
+        if now % n.slow_every != 0 {
+            return;
+        }
+        let local = now + n.skew_ms;
+        node.set_audit_head(n.audit_records, n.audit_head);
+        if node.audit_root_due(local) {
+            node.set_audit_root(n.audit_records, n.audit_head);
+        }
+        node.tick(local);
+        while let Some((from, msg)) = n.inbox.pop_front() {
+            match msg {
+                Msg::Raft(b) => {
+                    node.on_peer_heard(NodeId(from));
+                    node.on_peer_raft(NodeId(from), &b);
+                }
+                Msg::Forward(b) => {
+                    node.on_peer_heard(NodeId(from));
+                    node.on_peer_forward(NodeId(from), &b);
+                }
+                Msg::Request { generation, bytes } => {
+                    let conn = ClientConn {
+                        slot: from,
+                        generation,
+                    };
+                    node.on_client(conn, &bytes);
+                }
+                Msg::Reply { .. } => {}
+            }
+        }
+        let due: Vec<(u64, TaskId, u32)> = n
+            .workers
+            .range(..(now + 1, TaskId(0), 0))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(c) = n.workers.remove(&k) {
+                node.on_task_done(c);
+            }
+        }
+        self.perform(i);
+    }
+
+    /// Performs node `i`'s outbox, unless a torn write crashed it meanwhile.
+    fn perform(&mut self, i: usize) {
+        let me = i as u32 + 1;
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return;
+        };
+        let out = node.drain();
+        let torn = node.raft().is_some_and(|r| r.storage().region().crashed);
+        if torn {
+            self.report.torn_writes += 1;
+            self.trace(alloc::format!("n{me}: torn durable write, node crashes"));
+            self.crash(i);
+            return;
+        }
+        for line in out.notes {
+            self.trace(alloc::format!("n{me}: {line}"));
+        }
+        for (to, b) in out.raft {
+            self.net.send(self.now_ms, me, to.0, Msg::Raft(b));
+        }
+        for (to, b) in out.forwards {
+            self.net.send(self.now_ms, me, to.0, Msg::Forward(b));
+        }
+        for (conn, bytes) in out.replies {
+            let generation = conn.generation;
+            self.net
+                .send(self.now_ms, me, conn.slot, Msg::Reply { generation, bytes });
+        }
+        for body in out.audit {
+            let n = &mut self.nodes[i];
+            let bytes = postcard::to_allocvec(&body).unwrap_or_default();
+            let mut h = Sha256::new();
+            h.update(n.audit_head.0);
+            h.update(&bytes);
+            n.audit_head = Hash32(h.finalize().into());
+            n.audit_records += 1;
+        }
+        for run in out.run {
+            self.start_task(i, run);
+        }
+    }
+
+    fn start_task(&mut self, i: usize, run: RunTask) {
+        let took = 1 + self.rng.below(self.opts.max_task_ms.max(1));
+        let mut h = Sha256::new();
+        h.update(run.task.0.to_le_bytes());
+        h.update(&run.spec.input);
+        let output_hash = Hash32(h.finalize().into());
+        let c = Completion {
+            task: run.task,
+            node: NodeId(i as u32 + 1),
+            attempt: run.attempt,
+            outcome: Outcome::Executed,
+            ticks: took,
+            output_hash,
+            output: output_hash.0[..8].to_vec(),
+        };
+        self.trace(alloc::format!(
+            "n{}: runs {} #{} for {took} ms",
+            i + 1,
+            run.task,
+            run.attempt
+        ));
+        self.nodes[i]
+            .workers
+            .insert((self.now_ms + took, run.task, run.attempt), c);
+    }
+
+    fn crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let Some(node) = n.node.take() else { return };
+        self.report.crashes += 1;
+        let region = node.into_region();
+        n.parked = region.map(|mut r| {
+            r.tear_after = None;
+            r.crashed = false;
+            r
+        });
+        n.workers.clear();
+        n.inbox.clear();
+        let down = 200 + self.rng.below(3_000);
+        n.restart_at_ms = self.now_ms + down;
+        self.net.drop_all_to(i as u32 + 1);
+        self.trace(alloc::format!("n{}: down for {down} ms", i + 1));
+    }
+
+    fn restarts(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.node.is_some() || self.now_ms < n.restart_at_ms {
+                continue;
+            }
+            let Some(region) = self.nodes[i].parked.take() else {
+                return Err(self.fail(alloc::format!("n{} lost its region", i + 1)));
+            };
+            let skew = if self.opts.faults >= 2 {
+                self.rng.below(50)
+            } else {
+                0
+            };
+            let node = Node::new(self.configs[i].clone(), region, self.now_ms + skew);
+            if let Some(h) = node.halted() {
+                return Err(self.fail(alloc::format!("n{} restarted halted: {h}", i + 1)));
+            }
+            self.report.restarts += 1;
+            self.nodes[i].node = Some(node);
+            self.nodes[i].skew_ms = skew;
+            self.trace(alloc::format!("n{}: restarts from its region", i + 1));
+            self.perform(i);
+        }
+        Ok(())
+    }
+
+    fn faults(&mut self) {
+        let ids: Vec<u32> = (1..=self.opts.nodes).collect();
+        let r = self.rng.below(10_000);
+        match r {
+            0..=9 if self.opts.faults >= 2 => {
+                let i = self.rng.below(u64::from(self.opts.nodes)) as usize;
+                if self.nodes[i].node.is_some() {
+                    if self.rng.chance_pct(50) {
+                        self.trace(alloc::format!("n{}: crash", i + 1));
+                        self.crash(i);
+                    } else {
+                        // Arm a torn write: a prefix of the k-th next write lands.
+                        let k = self.rng.below(12);
+                        let keep = self.rng.below(80) as usize;
+                        self.trace(alloc::format!(
+                            "n{}: write {k} from now tears after {keep} bytes",
+                            i + 1
+                        ));
+                        self.arm_tear(i, k, keep);
+                    }
+                }
+            }
+            10..=14 => {
+                self.report.partitions += 1;
+                if self.rng.chance_pct(50) {
+                    let sides = self.net.partition_random(&mut self.rng, &ids);
+                    self.trace(alloc::format!("partition {sides:?}"));
+                } else {
+                    let a = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+                    let b = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+                    if a != b {
+                        self.net.partition_one_way(&[a], &[b]);
+                        self.trace(alloc::format!("one-way cut {a} -> {b}"));
+                    }
+                }
+            }
+            15..=24 => {
+                self.net.heal_all();
+                self.trace("heal".into());
+            }
+            25..=27 => {
+                let a = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+                let b = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+                let until = self.now_ms + 200 + self.rng.below(1_000);
+                self.net.clog(a, b, until, 100);
+                self.trace(alloc::format!("clog {a} -> {b} until {until}"));
+            }
+            28..=29 if self.opts.faults >= 2 => {
+                let i = self.rng.below(u64::from(self.opts.nodes)) as usize;
+                let every = 1 + self.rng.below(20);
+                self.nodes[i].slow_every = every;
+                self.trace(alloc::format!("n{} slow: every {every} ms", i + 1));
+            }
+            _ => {}
+        }
+    }
+
+    fn arm_tear(&mut self, i: usize, k: u64, keep: usize) {
+        if let Some(r) = self.nodes[i].node.as_mut().and_then(|n| n.region_mut()) {
+            r.tear_after = Some(k);
+            r.keep = keep;
+        }
+    }
+
+    fn clients_step(&mut self) {
+        for c in 0..self.clients.len() {
+            let now = self.now_ms;
+            let retry = match self.clients[c].inflight {
+                Some((_, _, at)) => now.saturating_sub(at) >= CLIENT_RETRY_MS,
+                None => self.submitted < self.opts.requests && self.rng.chance_pct(2),
+            };
+            if !retry {
+                continue;
+            }
+            let cl = &mut self.clients[c];
+            let seq = match cl.inflight {
+                Some((seq, _, _)) => seq,
+                None => {
+                    self.submitted += 1;
+                    let s = cl.next_seq;
+                    cl.next_seq += 1;
+                    s
+                }
+            };
+            cl.generation += 1;
+            let generation = cl.generation;
+            cl.inflight = Some((seq, generation, now));
+            let req = SignedRequest::sign(
+                self.cluster,
+                Principal::Tenant(cl.tenant),
+                seq,
+                Request::Submit(Submit {
+                    work: Work::Builtin("hash".into()),
+                    input: seq.to_le_bytes().to_vec(),
+                    budget_ticks: 1_000,
+                    priority: Priority::Normal,
+                    guards: vec![],
+                    needs: vec![],
+                    domain: Domain::K,
+                    pin: None,
+                }),
+                &cl.seed,
+            );
+            let from = cl.id;
+            let to = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+            let bytes = mgmt::encode(&req);
+            self.net
+                .send(now, from, to, Msg::Request { generation, bytes });
+        }
+    }
+
+    fn client_reply(&mut self, to: u32, msg: Msg) {
+        let Msg::Reply { generation, bytes } = msg else {
+            return;
+        };
+        let c = (to - CLIENT_BASE) as usize;
+        let Some((seq, g, _)) = self.clients[c].inflight else {
+            return;
+        };
+        if g != generation {
+            return;
+        }
+        let tenant = self.clients[c].tenant;
+        let task = match mgmt::decode::<Response>(&bytes) {
+            Ok(Response::Submitted { task }) => Some(task),
+            Ok(Response::Refused(Denied::Duplicate { task })) => Some(task),
+            // No leader yet, not committed in time: retry after the back-off.
+            _ => None,
+        };
+        if let Some(task) = task {
+            if let Some(prev) = self.accepted.insert((tenant, seq), task)
+                && prev != task
+            {
+                self.trace(alloc::format!(
+                    "{tenant} seq {seq}: {prev} and then {task}!"
+                ));
+            }
+            self.trace(alloc::format!("{tenant} seq {seq} accepted as {task}"));
+            self.clients[c].inflight = None;
+        }
+    }
+
+    /// Cross-node safety, checked after every step.
+    pub fn invariants(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let Some(node) = self.nodes[i].node.as_ref() else {
+                continue;
+            };
+            node.invariants()?;
+            let Some(r) = node.raft() else {
+                return Err(alloc::format!("n{} is halted: {:?}", i + 1, node.halted()));
+            };
+            let st = r.status();
+            if st.role == Role::Leader {
+                match self.leaders.get(&st.term) {
+                    Some(l) if *l != st.id => {
+                        return Err(alloc::format!(
+                            "two leaders in term {}: {} and {}",
+                            st.term,
+                            l,
+                            st.id
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.leaders.insert(st.term, st.id);
+                        self.report.elections += 1;
+                    }
+                }
+            }
+            // Committed entries never change (checked from the last checked index).
+            let s = r.storage();
+            let from = self.checked_commit[i].max(s.first_index()).max(1);
+            for idx in from..=st.commit.min(s.last_index()) {
+                let Ok(term) = s.term(idx) else { continue };
+                match self.committed_terms.get(&idx) {
+                    Some(&t) if t != term => {
+                        return Err(alloc::format!(
+                            "n{}: committed index {idx} has term {term}, elsewhere {t}",
+                            i + 1
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.committed_terms.insert(idx, term);
+                    }
+                }
+            }
+            self.checked_commit[i] = st.commit;
+            let state = node.state();
+            let applied = state.data().applied_index;
+            let hash = state.hash();
+            match self.hashes.get(&applied) {
+                Some(h) if *h != hash => {
+                    return Err(alloc::format!(
+                        "n{}: state hash {} at index {applied}, another node had {}",
+                        i + 1,
+                        hash.short(),
+                        h.short()
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.hashes.insert(applied, hash);
+                }
+            }
+            for (id, t) in &state.data().tasks {
+                if let TaskStatus::Completed {
+                    node,
+                    attempt,
+                    output_hash,
+                    ..
+                } = &t.status
+                {
+                    let now = (*node, *attempt, *output_hash);
+                    match self.completed.get(id) {
+                        Some(prev) if *prev != now => {
+                            return Err(alloc::format!(
+                                "{id} completed twice: {prev:?} then {now:?}"
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.completed.insert(*id, now);
+                        }
+                    }
+                }
+            }
+            self.report.snapshots_restored = self
+                .report
+                .snapshots_restored
+                .max(node.counters().snapshots_restored);
+        }
+        self.net.invariants();
+        Ok(())
+    }
+
+    fn converged(&self) -> bool {
+        if self.submitted < self.opts.requests || self.clients.iter().any(|c| c.inflight.is_some())
+        {
+            return false;
+        }
+        let mut hash = None;
+        for n in &self.nodes {
+            let Some(node) = n.node.as_ref() else {
+                return false;
+            };
+            let h = node.state().hash();
+            if *hash.get_or_insert(h) != h {
+                return false;
+            }
+            for task in self.accepted.values() {
+                let done = matches!(
+                    node.state().task(*task).map(|t| &t.status),
+                    Some(TaskStatus::Completed { .. })
+                );
+                if !done {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn why_not_converged(&self) -> String {
+        let mut s = alloc::format!(
+            "{} of {} requests submitted, {} accepted; ",
+            self.submitted,
+            self.opts.requests,
+            self.accepted.len()
+        );
+        for (i, n) in self.nodes.iter().enumerate() {
+            match n.node.as_ref() {
+                None => s.push_str(&alloc::format!("n{} down; ", i + 1)),
+                Some(node) => {
+                    let open: Vec<String> = self
+                        .accepted
+                        .values()
+                        .filter(|t| {
+                            !matches!(
+                                node.state().task(**t).map(|r| &r.status),
+                                Some(TaskStatus::Completed { .. })
+                            )
+                        })
+                        .map(|t| {
+                            alloc::format!("{t}={:?}", node.state().task(*t).map(|r| &r.status))
+                        })
+                        .collect();
+                    let v = node.view();
+                    s.push_str(&alloc::format!(
+                        "n{} {} term {} applied {} hash {} open [{}]; ",
+                        i + 1,
+                        v.role,
+                        v.term,
+                        v.applied,
+                        v.state_hash.short(),
+                        open.join(", ")
+                    ));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Runs seeds `range` with `base` options; the first failure's trace, or the reports.
+pub fn sweep(
+    range: core::ops::Range<u64>,
+    base: &SimOptions,
+) -> Result<Vec<(u64, SimReport)>, String> {
+    let mut out = Vec::new();
+    for seed in range {
+        let opts = SimOptions {
+            seed,
+            ..base.clone()
+        };
+        out.push((seed, Sim::new(opts).run()?));
+    }
+    Ok(out)
+}

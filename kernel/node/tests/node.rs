@@ -1,0 +1,215 @@
+//! One node driven by hand: the glue bugs the node replaces (hardening issue cases 2
+//! and 6, re-runs after restart), refusals, rate-limited refusal records.
+
+use xdv_audit::RecordBody;
+use xdv_cluster::mgmt::{self, Denied, Principal, Request, Response, SignedRequest, Submit};
+use xdv_cluster::{Completion, Domain, Outcome, TaskStatus, Work};
+use xdv_node::{ClientConn, Halt, Identity, Node, NodeConfig, Outbox};
+use xdv_types::{Hash32, NodeId, Priority, TenantId};
+
+const CLUSTER: u32 = 9;
+const TENANT_SEED: [u8; 32] = [7; 32];
+const NODE_SEED: [u8; 32] = [3; 32];
+
+fn config() -> NodeConfig {
+    let mut c = NodeConfig::new(
+        Identity {
+            node: 1,
+            cluster: CLUSTER,
+            seed: Some(NODE_SEED),
+            peers: vec![(1, xdv_cluster::public_key(&NODE_SEED))],
+            tenants: vec![(TenantId(1), xdv_cluster::public_key(&TENANT_SEED))],
+            operator_key: [0; 32],
+        },
+        2,
+    );
+    // Snapshot after every few entries, so a restart goes through a snapshot.
+    c.raft.snapshot_threshold = 3;
+    c.raft.log_compaction_threshold = 4;
+    c
+}
+
+fn submit(seq: u64) -> Vec<u8> {
+    mgmt::encode(&SignedRequest::sign(
+        CLUSTER,
+        Principal::Tenant(TenantId(1)),
+        seq,
+        Request::Submit(Submit {
+            work: Work::Builtin("hash".into()),
+            input: vec![seq as u8],
+            budget_ticks: 100,
+            priority: Priority::Normal,
+            guards: vec![],
+            needs: vec![],
+            domain: Domain::K,
+            pin: None,
+        }),
+        &TENANT_SEED,
+    ))
+}
+
+/// Ticks `node` from `from` ms for `ms` ms, collecting everything it asked for.
+fn run_for(node: &mut Node<Vec<u8>>, from: u64, ms: u64) -> Outbox {
+    let mut all = Outbox::default();
+    for t in from..from + ms {
+        node.tick(t);
+        let o = node.drain();
+        all.raft.extend(o.raft);
+        all.replies.extend(o.replies);
+        all.run.extend(o.run);
+        all.audit.extend(o.audit);
+        all.notes.extend(o.notes);
+    }
+    all
+}
+
+fn leader_node() -> Node<Vec<u8>> {
+    let mut n = Node::new(config(), vec![0u8; 256 * 1024], 0);
+    assert!(n.halted().is_none());
+    run_for(&mut n, 0, 1000);
+    assert_eq!(n.view().role, "Leader");
+    n
+}
+
+fn done(c: &xdv_node::RunTask) -> Completion {
+    Completion {
+        task: c.task,
+        node: NodeId(1),
+        attempt: c.attempt,
+        outcome: Outcome::Executed,
+        ticks: 5,
+        output_hash: Hash32([1; 32]),
+        output: vec![1],
+    }
+}
+
+/// Case 6 and the re-run bug: a task assigned before a snapshot runs after a restart
+/// from that snapshot; a task completed before the restart does not run again.
+#[test]
+fn restart_from_snapshot_runs_assigned_tasks_and_only_those() {
+    let mut n = leader_node();
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    n.on_client(conn, &submit(1));
+    n.on_client(conn, &submit(2));
+    let out = run_for(&mut n, 1000, 100);
+    assert_eq!(out.run.len(), 2, "both tasks dispatched once");
+    let (first, second) = (&out.run[0], &out.run[1]);
+    n.on_task_done(done(first));
+    // More entries: snapshots are taken past the assignments.
+    for seq in 3..9 {
+        n.on_client(conn, &submit(seq));
+    }
+    let out = run_for(&mut n, 1100, 200);
+    let later: Vec<_> = out.run.iter().map(|r| r.task).collect();
+    assert_eq!(later.len(), 6);
+    assert!(matches!(
+        n.state().task(first.task).unwrap().status,
+        TaskStatus::Completed { .. }
+    ));
+    let snap_index = n.raft().unwrap().status().commit;
+    assert!(snap_index > 5);
+    // Crash: only the region survives.
+    let region = n.into_region().expect("running node has a region");
+    let mut back = Node::new(config(), region, 5000);
+    let out = run_for(&mut back, 5000, 1000);
+    let rerun: Vec<_> = out.run.iter().map(|r| r.task).collect();
+    assert!(
+        rerun.contains(&second.task),
+        "the unfinished task runs again"
+    );
+    assert!(
+        !rerun.contains(&first.task),
+        "the finished task does not run again"
+    );
+    assert_eq!(
+        rerun.len(),
+        7,
+        "every unfinished task, once each: {rerun:?}"
+    );
+}
+
+/// Case 2: both header copies damaged — the node halts, says why, refuses clients;
+/// it never starts fresh.
+#[test]
+fn unreadable_raft_state_halts_instead_of_starting_fresh() {
+    let mut n = leader_node();
+    n.on_client(
+        ClientConn {
+            slot: 0,
+            generation: 1,
+        },
+        &submit(1),
+    );
+    run_for(&mut n, 1000, 100);
+    let mut region = n.into_region().unwrap();
+    region[100] ^= 0xff;
+    region[4096 + 100] ^= 0xff;
+    let mut back = Node::new(config(), region, 0);
+    match back.halted() {
+        Some(Halt::Storage(why)) => assert!(why.contains("header"), "{why}"),
+        other => panic!("expected a storage halt, got {other:?}"),
+    }
+    let notes = back.drain();
+    assert!(notes.notes.iter().any(|l| l.contains("halted")));
+    assert!(
+        notes.audit.iter().any(
+            |r| matches!(r, RecordBody::Custom { tag, .. } if *tag == xdv_node::AUDIT_TAG_NODE)
+        )
+    );
+    back.on_client(
+        ClientConn {
+            slot: 1,
+            generation: 1,
+        },
+        &submit(2),
+    );
+    let out = back.drain();
+    let reply: Response = mgmt::decode(&out.replies[0].1).unwrap();
+    match reply {
+        Response::Refused(Denied::NotReady(why)) => assert!(why.contains("halted"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(back.view().role, "halted");
+}
+
+/// Hardening case 3 (node side): a flood of garbage gives a bounded number of audit
+/// records per window, with a summary.
+#[test]
+fn garbage_floods_are_summarised_in_the_audit_log() {
+    let mut n = leader_node();
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    let mut records = 0;
+    for t in 0..3000u64 {
+        n.tick(1000 + t / 10);
+        n.on_client(conn, &[0xde, 0xad, t as u8]);
+        records += n
+            .drain()
+            .audit
+            .iter()
+            .filter(|r| matches!(r, RecordBody::RequestRefused { .. }))
+            .count();
+    }
+    n.tick(2000);
+    let summaries: Vec<String> = n
+        .drain()
+        .audit
+        .into_iter()
+        .filter_map(|r| match r {
+            RecordBody::RequestRefused { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    records += summaries.len();
+    assert!(
+        records <= 2 * 31,
+        "3000 refusals over 300 ms made {records} records"
+    );
+    assert_eq!(n.counters().refused_requests, 3000);
+    assert!(n.counters().refusals_summarised >= 2990);
+}

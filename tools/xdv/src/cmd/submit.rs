@@ -1,0 +1,123 @@
+//! `cargo xdv submit`: check a task locally, send it signed by its tenant, wait for its
+//! outcome, and say what happened in one line (or one JSON object) and in the exit code
+//! (`xdv::exit`: 0 succeeded, 3 refused, 4 failed, 1 error).
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xdv::cluster::ClusterState;
+use xdv::mgmt::{self, Keys, Placement};
+use xdv::submission::{self, Report};
+use xdv_cluster::Work;
+use xdv_cluster::mgmt::{Principal, Request, Submit};
+
+#[derive(clap::Args)]
+#[command(after_help = xdv::exit::HELP)]
+pub struct SubmitArgs {
+    /// A bundled module (loop, grow, hash, sort) or a .wasm / .wat file
+    /// (e.g. examples/hello.wat).
+    module: String,
+    /// Tenant id; the request is signed with its key from the cluster's keys.json.
+    #[arg(long)]
+    tenant: u32,
+    /// Tick budget (1 ..= 2^40; one tick is 1000 units of WebAssembly fuel).
+    #[arg(long, default_value_t = 1000)]
+    budget: u64,
+    /// File whose bytes are the task's input (at most xdv_cluster::MAX_INPUT_BYTES,
+    /// 16 KiB); bundled modules default to their own input.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Priority on the placed node's run queue.
+    #[arg(long, default_value = "normal", value_parser = ["high", "normal", "low"])]
+    priority: String,
+    /// Member node whose management port to use (any member: followers forward to the
+    /// leader).
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    /// Return once the cluster accepted the task (prints its id) without waiting for
+    /// its outcome.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for acceptance and then for the outcome.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Print one JSON object (fields: task, result, exit_code, refused_by, outcome,
+    /// reason, node, attempt, ticks, output_hash, output_text, output_hex, line).
+    #[arg(long)]
+    json: bool,
+    /// Cluster directory [default: target/xdv/cluster].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Prints `r` (a line, or JSON) and returns its exit code.
+fn report(r: &Report, json: bool) -> i32 {
+    if json {
+        println!("{}", r.json());
+    } else {
+        println!("{}", r.line());
+    }
+    r.exit_code()
+}
+
+pub fn submit(a: SubmitArgs) -> Result<i32> {
+    let dir = super::cluster::dir(a.dir.clone());
+    let st = ClusterState::load(&dir)?;
+    let keys = Keys::load(&dir)?;
+    let work = match submission::work_from_arg(&a.module) {
+        Ok(w) => w,
+        // A file that is not WebAssembly text is an invalid module: refused, code 3.
+        Err(e) if std::path::Path::new(&a.module).is_file() => {
+            return Ok(report(&Report::local_refusal(format!("{e:#}")), a.json));
+        }
+        Err(e) => return Err(e),
+    };
+    let input = match &a.input {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let check_input = match (&work, a.input.is_some()) {
+        (Work::Builtin(n), false) => xdv_sandbox::builtin(n).map_or(&[][..], |b| b.default_input),
+        _ => &input[..],
+    };
+    if let Err(why) = submission::check(&work, check_input, a.budget) {
+        return Ok(report(&Report::local_refusal(why), a.json));
+    }
+    keys.tenant_seed(a.tenant)?;
+    let port = st.running_node_port(a.node)?;
+    let priority = xdv_types::Priority::parse(&a.priority).context("--priority")?;
+    let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
+    let req = mgmt::signed(
+        &keys,
+        tenant,
+        Request::Submit(Submit {
+            work,
+            input,
+            budget_ticks: a.budget,
+            priority,
+            guards: vec![],
+            needs: vec![],
+            domain: xdv_cluster::Domain::K,
+            pin: None,
+        }),
+    )?;
+    let end = Instant::now() + Duration::from_secs(a.timeout);
+    let placed = mgmt::submit_placed(port, &req, end, true, &mut |why| {
+        eprintln!(
+            "xdv: node {} not taking it yet ({why}); retrying...",
+            a.node
+        )
+    })?;
+    let task = match placed {
+        Placement::Task(t) => t,
+        Placement::Refused(d) => return Ok(report(&Report::denied(&d), a.json)),
+    };
+    if a.no_wait {
+        return Ok(report(&Report::accepted(task), a.json));
+    }
+    if !a.json {
+        eprintln!("xdv: task {} accepted; waiting for its outcome...", task.0);
+    }
+    let status = mgmt::wait_task(port, &keys, tenant, task, end)?;
+    Ok(report(&Report::finished(task, status), a.json))
+}

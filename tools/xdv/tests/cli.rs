@@ -1,0 +1,1070 @@
+//! The `xdv` command as a user meets it: exit codes and messages, without QEMU.
+//!
+//! Cluster commands run against a cluster directory written here (`cluster.json`,
+//! `keys.json`) whose "nodes" are this process (alive pids), fake management servers
+//! on free ports that answer like a node, fake QMP sockets, or `sleep` processes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use xdv::cluster::{ClusterState, NodeSpec};
+use xdv::mgmt::Keys;
+use xdv_cluster::mgmt::{ClusterView, Denied, Request, Response, SignedRequest};
+use xdv_cluster::{Outcome, Refusal, TaskStatus};
+use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
+use xdv_types::{Hash32, NodeId, TaskId, TenantId, Timestamp};
+
+const REFUSED: i32 = xdv::exit::REFUSED;
+const FAILED: i32 = xdv::exit::FAILED;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    secs: f64,
+}
+
+impl Out {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {} after {:.1} s\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.secs, self.stdout, self.stderr
+        )
+    }
+}
+
+fn xdv_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let t0 = Instant::now();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xdv"));
+    c.args(args).env("XDV_INSTALL", "never");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("run xdv");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+        secs: t0.elapsed().as_secs_f64(),
+    }
+}
+
+fn xdv(args: &[&str]) -> Out {
+    xdv_env(args, &[])
+}
+
+/// Rust `Debug` text and terminal codes that must never reach a user.
+fn assert_clean(o: &Out) {
+    for bad in [
+        "NodeId(",
+        "TaskId(",
+        "Some(",
+        "PreCandidate",
+        "18446744073709551615",
+        "4294967295",
+        "\x1b[",
+        "ticks=0",
+        "output_hash=",
+    ] {
+        assert!(!o.all().contains(bad), "output contains {bad:?}: {o:?}");
+    }
+}
+
+fn temp(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("xdv-cli-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn repo() -> PathBuf {
+    xdv::qemu::repo_root()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A cluster directory with `nodes` (id, pid, management port) and two tenants.
+fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
+    let keys = Keys::generate(nodes.len() as u32, 2).unwrap();
+    keys.save(dir).unwrap();
+    let st = ClusterState {
+        dir: dir.to_path_buf(),
+        kernel: PathBuf::from("/nonexistent/xdv-kernel"),
+        nodes: nodes
+            .iter()
+            .map(|&(id, pid, port)| NodeSpec {
+                id,
+                smp: 1,
+                mem_mib: 256,
+                cmdline: format!("node={id} ip=10.0.0.{id}/24"),
+                provision: None,
+                pid,
+                mgmt_port: port,
+                log_offset: 0,
+            })
+            .collect(),
+        switch_pid: None,
+        switch_dir: dir.join("net"),
+        seed: 1,
+        extra_cmdline: String::new(),
+    };
+    st.save().unwrap();
+    keys
+}
+
+/// A fake node's management port: answers each request with `answer`, records them.
+struct FakeNode {
+    port: u16,
+    seen: Arc<Mutex<Vec<SignedRequest>>>,
+}
+
+impl FakeNode {
+    fn start(answer: impl Fn(&Request) -> Response + Send + Sync + 'static) -> FakeNode {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(answer);
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().map_while(Result::ok) {
+                let (seen, answer) = (seen2.clone(), answer.clone());
+                std::thread::spawn(move || serve(s, &*answer, &seen));
+            }
+        });
+        FakeNode { port, seen }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.request.clone())
+            .collect()
+    }
+}
+
+fn serve(
+    mut s: TcpStream,
+    answer: &dyn Fn(&Request) -> Response,
+    seen: &Mutex<Vec<SignedRequest>>,
+) {
+    let mut dec = FrameDecoder::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let used = dec.push(rest);
+            if used == 0 {
+                return;
+            }
+            rest = &rest[used..];
+        }
+        while let Ok(Some(f)) = dec.pop() {
+            let ClusterMessage::MgmtRequest(b) = f.message else {
+                continue;
+            };
+            let req: SignedRequest = xdv_cluster::mgmt::decode(&b).unwrap();
+            let resp = answer(&req.request);
+            seen.lock().unwrap().push(req);
+            let hdr = FrameHeader {
+                source: NodeId(1),
+                target: HOST_NODE,
+                timestamp: Timestamp(1),
+                message_id: f.header.message_id,
+            };
+            let body = xdv_cluster::mgmt::encode(&resp);
+            let frame = wire::encode_frame(&hdr, &ClusterMessage::MgmtResponse(body)).unwrap();
+            if s.write_all(&frame).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A fake node that accepts every submission as task 7 and reports `status` for it.
+fn node_reporting(status: TaskStatus) -> FakeNode {
+    FakeNode::start(move |r| match r {
+        Request::Submit(_) => Response::Submitted { task: TaskId(7) },
+        Request::TaskStatus { task } => Response::Task {
+            task: *task,
+            tenant: TenantId(1),
+            status: status.clone(),
+        },
+        _ => Response::Refused(Denied::OperatorOnly),
+    })
+}
+
+fn completed(outcome: Outcome, ticks: u64, output: &[u8]) -> TaskStatus {
+    TaskStatus::Completed {
+        node: NodeId(1),
+        attempt: 1,
+        outcome,
+        ticks,
+        output_hash: Hash32([0xab; 32]),
+        output: output.to_vec(),
+    }
+}
+
+fn me() -> Option<u32> {
+    Some(std::process::id())
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+// ----- up: --fresh / --resume -----
+
+#[test]
+fn up_refuses_an_existing_cluster_without_fresh_or_resume() {
+    let dir = temp("up");
+    let keys = fake_cluster(&dir, &[(1, None, 0), (2, None, 0), (3, None, 0)]);
+    let d = s(&dir);
+
+    let o = xdv(&["up", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("--resume") && o.stderr.contains("--fresh"),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr.contains(&format!("cluster {}", keys.cluster)),
+        "{o:?}"
+    );
+    assert!(
+        !o.stderr.contains("building the kernel"),
+        "refused before building: {o:?}"
+    );
+
+    let o = xdv(&["up", "--dir", d, "--resume", "--nodes", "2"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("asked for --nodes 2 (the directory's: 3)"),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("--fresh"), "{o:?}");
+
+    let o = xdv(&["up", "--dir", d, "--resume", "--tenants", "5", "--smp", "2"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("--tenants 5 (the directory's: 2)"),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("--smp 2 (the directory's: 1)"), "{o:?}");
+
+    let o = xdv(&["up", "--dir", d, "--resume", "--", "log=debug"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("kernel command line `log=debug`"),
+        "{o:?}"
+    );
+
+    let o = xdv(&["up", "--dir", d, "--fresh", "--resume"]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+
+    let empty = temp("up-empty");
+    let o = xdv(&["up", "--dir", s(&empty), "--resume"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("nothing to resume"), "{o:?}");
+
+    // Only a RAM file left: still refused, and it cannot be resumed.
+    let ram_only = temp("up-ram");
+    std::fs::write(ram_only.join("node1.ram"), b"old").unwrap();
+    let o = xdv(&["up", "--dir", s(&ram_only)]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("files of an earlier cluster") && o.stderr.contains("--fresh"),
+        "{o:?}"
+    );
+    let o = xdv(&["up", "--dir", s(&ram_only), "--resume"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("cannot resume"), "{o:?}");
+
+    // A running cluster is never touched.
+    let running = temp("up-running");
+    fake_cluster(&running, &[(1, me(), 0)]);
+    let o = xdv(&["up", "--dir", s(&running), "--fresh"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("already running"), "{o:?}");
+    for d in [dir, empty, ram_only, running] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn fresh_wipes_only_the_cluster_files() {
+    let dir = temp("wipe");
+    for f in [
+        "cluster.json",
+        "keys.json",
+        "quotas.json",
+        "node1.ram",
+        "node12.log",
+        "node3.qemu.err",
+        "switch.log",
+        "notes.txt",
+        "node.ram",
+        "nodeX.ram",
+        "node1.ram.bak",
+    ] {
+        std::fs::write(dir.join(f), b"x").unwrap();
+    }
+    std::fs::create_dir_all(dir.join("net")).unwrap();
+    std::fs::write(dir.join("net/ctl.sock"), b"").unwrap();
+    let listed: Vec<String> = xdv::cluster::cluster_files(&dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "cluster.json",
+            "keys.json",
+            "net",
+            "node1.ram",
+            "node12.log",
+            "node3.qemu.err",
+            "quotas.json",
+            "switch.log"
+        ]
+    );
+    assert_eq!(xdv::cluster::wipe(&dir).unwrap(), 8);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["node.ram", "node1.ram.bak", "nodeX.ram", "notes.txt"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn status_ignores_ready_lines_of_an_earlier_boot() {
+    let dir = temp("log-offset");
+    fake_cluster(&dir, &[(1, me(), closed_port())]);
+    let mut st = ClusterState::load(&dir).unwrap();
+    let log = st.path(1, "log");
+    std::fs::write(&log, "xdv: ready node=1 cores=1 mem=200MiB\r\n").unwrap();
+    let n = st.nodes[0].clone();
+    assert!(matches!(
+        xdv::cluster::NodeState::of(&st, &n),
+        xdv::cluster::NodeState::Ready(_)
+    ));
+    // A new boot starts at the current end of the log.
+    st.nodes[0].log_offset = std::fs::metadata(&log).unwrap().len();
+    let n = st.nodes[0].clone();
+    assert_eq!(
+        xdv::cluster::NodeState::of(&st, &n),
+        xdv::cluster::NodeState::Booting
+    );
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"xdv: ready node=1 cores=2 mem=200MiB\r\n")
+        .unwrap();
+    assert_eq!(
+        xdv::cluster::NodeState::of(&st, &n),
+        xdv::cluster::NodeState::Ready("node=1 cores=2 mem=200MiB".into())
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- run: a RAM file per node id -----
+
+#[test]
+fn run_gives_each_node_id_its_own_ram_file() {
+    let o = xdv(&["run", "--dry-run", "--", "node=3", "log=debug"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("target/xdv/run/node-3.ram"), "{o:?}");
+    assert!(o.stdout.contains("node=3 log=debug"), "{o:?}");
+    let o = xdv(&["run", "--dry-run"]);
+    assert!(o.stdout.contains("target/xdv/run/node-0.ram"), "{o:?}");
+    let o = xdv(&[
+        "run",
+        "--dry-run",
+        "--ram-file",
+        "/tmp/x.ram",
+        "--",
+        "node=2",
+    ]);
+    assert!(o.stdout.contains("mem-path=/tmp/x.ram"), "{o:?}");
+    let o = xdv(&["run", "--dry-run", "--", "node=abc"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("bad `node=abc`"), "{o:?}");
+    let o = xdv(&["run", "--smp", "17"]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+}
+
+// ----- submit: exit codes, one line, JSON -----
+
+#[test]
+fn submit_exit_codes_and_one_line_outcomes() {
+    let cases: Vec<(TaskStatus, i32, &str)> = vec![
+        (
+            completed(Outcome::Executed, 12, b"hello"),
+            0,
+            "task 7 executed on node 1 (attempt 1): 12 ticks, output \"hello\" (sha256 abababab",
+        ),
+        (
+            completed(Outcome::Trapped("unreachable executed".into()), 5, b""),
+            FAILED,
+            "task 7 failed on node 1 (attempt 1): trapped after 5 ticks: unreachable executed",
+        ),
+        (
+            completed(Outcome::BudgetExceeded, 100, b""),
+            FAILED,
+            "task 7 failed on node 1 (attempt 1): tick budget exceeded after 100 ticks",
+        ),
+        (
+            completed(Outcome::GuardDenied, 0, b""),
+            FAILED,
+            "task 7 failed on node 1 (attempt 1): guard denied",
+        ),
+        (
+            completed(
+                Outcome::Refused("no exported function `run`".into()),
+                0,
+                b"",
+            ),
+            REFUSED,
+            "task 7 refused by node 1: no exported function `run`",
+        ),
+        (
+            TaskStatus::Rejected(Refusal::QuotaInFlight { limit: 1 }),
+            REFUSED,
+            "task 7 refused by the cluster: ",
+        ),
+    ];
+    for (status, code, line) in cases {
+        let fake = node_reporting(status);
+        let dir = temp("submit");
+        fake_cluster(&dir, &[(1, me(), fake.port)]);
+        let o = xdv(&["submit", "hash", "--tenant", "1", "--dir", s(&dir)]);
+        assert_eq!(o.code, code, "{o:?}");
+        assert_eq!(o.stdout.lines().count(), 1, "one line: {o:?}");
+        assert!(o.stdout.starts_with(line), "want {line:?}: {o:?}");
+        assert_clean(&o);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    // Refused by the management API: no task id.
+    let fake = FakeNode::start(|_| Response::Refused(Denied::BadSignature));
+    let dir = temp("submit-denied");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&["submit", "hash", "--tenant", "1", "--dir", s(&dir)]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert_eq!(
+        o.stdout.trim(),
+        "task refused by the cluster: signature does not verify"
+    );
+
+    // --no-wait: accepted is success.
+    let fake = node_reporting(TaskStatus::Pending);
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--no-wait",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.starts_with("task 7 accepted"), "{o:?}");
+    assert_eq!(fake.requests().len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn submit_json_has_stable_fields() {
+    let fake = node_reporting(completed(Outcome::Executed, 12, b"hello"));
+    let dir = temp("submit-json");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--json",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["task"], 7);
+    assert_eq!(v["result"], "succeeded");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["outcome"], "executed");
+    assert_eq!(v["node"], 1);
+    assert_eq!(v["attempt"], 1);
+    assert_eq!(v["ticks"], 12);
+    assert_eq!(v["output_text"], "hello");
+    assert_eq!(v["output_hex"], "68656c6c6f");
+    assert_eq!(v["output_hash"], "ab".repeat(32));
+    assert!(v["refused_by"].is_null() && v["reason"].is_null());
+
+    let wat = dir.join("clock.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (import "env" "clock" (func)) (func (export "run")))"#,
+    )
+    .unwrap();
+    let o = xdv(&[
+        "submit",
+        s(&wat),
+        "--tenant",
+        "1",
+        "--json",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["result"], "refused");
+    assert_eq!(v["refused_by"], "local");
+    assert!(v["task"].is_null() && v["ticks"].is_null() && v["output_hash"].is_null());
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    for k in [
+        "task",
+        "result",
+        "exit_code",
+        "refused_by",
+        "outcome",
+        "reason",
+        "node",
+        "attempt",
+        "ticks",
+        "output_hash",
+        "output_text",
+        "output_hex",
+        "line",
+    ] {
+        assert!(v.get(k).is_some(), "field {k} missing: {keys:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn submit_checks_the_task_locally_before_sending() {
+    let fake = node_reporting(completed(Outcome::Executed, 1, b"55"));
+    let dir = temp("submit-local");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let sum = repo().join("examples/sum.wat");
+
+    let wat = dir.join("clock.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (import "env" "clock" (func)) (func (export "run")))"#,
+    )
+    .unwrap();
+    let o = xdv(&["submit", s(&wat), "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(
+        o.stdout.starts_with(
+            "task refused (checked locally, nothing sent): import `env.clock` is not offered"
+        ),
+        "{o:?}"
+    );
+
+    let big = dir.join("big.txt");
+    std::fs::write(&big, vec![b'1'; xdv_cluster::MAX_INPUT_BYTES + 1]).unwrap();
+    let o = xdv(&[
+        "submit",
+        s(&sum),
+        "--tenant",
+        "1",
+        "--input",
+        s(&big),
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(
+        o.stdout.contains("input of 16385 bytes (limit 16384)"),
+        "{o:?}"
+    );
+
+    let o = xdv(&[
+        "submit",
+        s(&sum),
+        "--tenant",
+        "1",
+        "--budget",
+        "0",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(o.stdout.contains("tick budget is zero"), "{o:?}");
+
+    let broken = dir.join("broken.wat");
+    std::fs::write(&broken, "(module (func (export \"run\")").unwrap();
+    let o = xdv(&["submit", s(&broken), "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(o.stdout.contains("not valid WebAssembly text"), "{o:?}");
+
+    assert!(fake.requests().is_empty(), "nothing sent for refused tasks");
+
+    // At the limit it goes out.
+    std::fs::write(&big, vec![b'1'; xdv_cluster::MAX_INPUT_BYTES]).unwrap();
+    let o = xdv(&[
+        "submit",
+        s(&sum),
+        "--tenant",
+        "1",
+        "--input",
+        s(&big),
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(fake.requests().len(), 2, "submit + status");
+
+    let o = xdv(&["submit", "nosuch.wat", "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("neither a bundled module"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn submit_to_an_unknown_or_stopped_node_fails_at_once() {
+    let dir = temp("submit-node");
+    fake_cluster(&dir, &[(1, me(), closed_port()), (2, None, 0)]);
+    let d = s(&dir);
+    let o = xdv(&["submit", "hash", "--tenant", "1", "--node", "9", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("node 9 is not a member of this cluster (members: 1, 2)"),
+        "{o:?}"
+    );
+    let o = xdv(&["submit", "hash", "--tenant", "1", "--node", "2", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("node 2 is not running (start it with `cargo xdv start 2`"),
+        "{o:?}"
+    );
+    let o = xdv(&["submit", "hash", "--tenant", "1", "--node", "1", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("the node is not running"), "{o:?}");
+    assert!(o.secs < 10.0, "not retried: {o:?}");
+    let o = xdv(&["submit", "hash", "--tenant", "9", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("tenant 9 is not registered"), "{o:?}");
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--dir",
+        s(&dir.join("none")),
+    ]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("no cluster at"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn submit_help_documents_the_exit_codes() {
+    let o = xdv(&["submit", "--help"]);
+    assert_eq!(o.code, 0);
+    for want in [
+        "Exit codes:",
+        "3 refused",
+        "4 ran and failed",
+        "--json",
+        "--no-wait",
+    ] {
+        assert!(o.stdout.contains(want), "{want}: {o:?}");
+    }
+}
+
+// ----- status -----
+
+fn view(node: u32, role: &str) -> ClusterView {
+    ClusterView {
+        node: NodeId(node),
+        role: role.into(),
+        term: 4,
+        leader: None,
+        commit: 10,
+        applied: 10,
+        state_hash: Hash32([1; 32]),
+        federated_root: None,
+        audit_head: Hash32([2; 32]),
+        audit_records: 33,
+        tasks: 2,
+        completed: 1,
+        pending: 1,
+        members: vec![],
+        commit_latency_us: (0, 0, 0),
+    }
+}
+
+#[test]
+fn status_speaks_words_and_json() {
+    let a = FakeNode::start(|_| Response::Cluster(view(1, "PreCandidate")));
+    let b = FakeNode::start(|_| Response::Cluster(view(2, "Leader")));
+    let dir = temp("status");
+    fake_cluster(&dir, &[(1, me(), a.port), (2, me(), b.port), (3, None, 0)]);
+    let o = xdv(&["status", "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("pre-candidate"), "{o:?}");
+    assert!(
+        o.stdout.contains(
+            "health: leader node 2 (term 4); 2 of 3 nodes running, 2 answering; state hashes agree"
+        ),
+        "{o:?}"
+    );
+    assert_clean(&o);
+
+    let o = xdv(&["status", "--json", "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["switch"], "stopped");
+    assert_eq!(v["nodes"][0]["id"], 1);
+    assert_eq!(v["nodes"][0]["view"]["role"], "pre-candidate");
+    assert_eq!(v["nodes"][1]["view"]["audit_records"], 33);
+    assert_eq!(v["nodes"][2]["state"], "stopped");
+    assert!(v["nodes"][2]["view"].is_null());
+    assert_eq!(v["health"]["leader"], 2);
+    assert_eq!(v["health"]["answering"], 2);
+    assert_eq!(v["health"]["hashes_agree"], true);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- quota -----
+
+#[test]
+fn quota_keeps_the_limits_not_given() {
+    let fake = FakeNode::start(|r| match r {
+        Request::SetQuota { tenant, .. } => Response::QuotaSet { tenant: *tenant },
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    let dir = temp("quota");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let o = xdv(&["quota", "2", "--dir", d]);
+    assert!(o.stdout.contains("tenant 2: no quota"), "{o:?}");
+    let o = xdv(&["quota", "2", "--max-in-flight", "10", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains(
+            "quota set: max-in-flight 10, max-budget unlimited, memory-pages 16 (1024 KiB), table-elements 1000"
+        ),
+        "{o:?}"
+    );
+    assert_clean(&o);
+    let o = xdv(&["quota", "2", "--memory-pages", "4", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout
+            .contains("max-in-flight 10, max-budget unlimited, memory-pages 4"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout
+            .contains("kept from the previous quota: max-in-flight, max-budget, table-elements"),
+        "{o:?}"
+    );
+    let sent: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::SetQuota { quota, .. } => Some(quota),
+            _ => None,
+        })
+        .collect();
+    let last = sent.last().unwrap().unwrap();
+    assert_eq!((last.max_in_flight, last.memory_pages), (10, 4));
+    assert_eq!(last.max_budget_ticks, u64::MAX);
+    let o = xdv(&["quota", "2", "--dir", d]);
+    assert!(
+        o.stdout.contains("tenant 2: quota max-in-flight 10"),
+        "{o:?}"
+    );
+    let o = xdv(&["quota", "2", "--max-in-flight", "unlimited", "--dir", d]);
+    assert!(o.stdout.contains("max-in-flight unlimited"), "{o:?}");
+    let o = xdv(&["quota", "9", "--max-in-flight", "1", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("tenant 9 is not registered"), "{o:?}");
+    let o = xdv(&["quota", "2", "--memory-pages", "17", "--dir", d]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+    let o = xdv(&["quota", "2", "--clear", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("tenant 2: quota cleared"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- down -----
+
+/// Serves one QMP session on `sock`: greeting, capabilities, then on `quit` kills
+/// `pid` (as QEMU exits) and answers.
+fn fake_qmp(sock: PathBuf, pid: u32) {
+    let l = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        w.write_all(b"{\"QMP\": {\"version\": {}}}\n").unwrap();
+        r.read_line(&mut line).unwrap();
+        w.write_all(b"{\"return\": {}}\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("quit"), "{line}");
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let _ = w.write_all(b"{\"return\": {}}\n");
+    });
+}
+
+/// A stand-in for node `id`'s QEMU: a process with the node's RAM file among its
+/// arguments (`down` signals nothing else).
+fn sleeper(dir: &Path, id: u32) -> Child {
+    Command::new("bash")
+        .args(["-c", "while :; do sleep 0.2; done"])
+        .arg(dir.join(format!("node{id}.ram")))
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn down_stops_nodes_quickly_with_progress() {
+    let dir = temp("down");
+    let (mut a, mut b) = (sleeper(&dir, 1), sleeper(&dir, 2));
+    // Node 3's pid is another program's (this test's): it is never signalled.
+    fake_cluster(
+        &dir,
+        &[(1, Some(a.id()), 0), (2, Some(b.id()), 0), (3, me(), 0)],
+    );
+    fake_qmp(dir.join("node1.qmp"), a.id());
+    // Node 2 has no QMP socket: it gets SIGTERM after the grace period.
+    let o = xdv(&["down", "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("stopping 2 nodes"), "{o:?}");
+    assert!(
+        o.stderr.contains("node 1 stopped (QMP quit) after 0."),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("node 2 stopped (SIGTERM"), "{o:?}");
+    assert!(o.stderr.contains("cluster down in"), "{o:?}");
+    let reused = format!("pid {} is no longer node 3's QEMU", std::process::id());
+    assert!(o.stderr.contains(&reused), "{o:?}");
+    assert!(o.stderr.contains("is no longer node 3's QEMU"), "{o:?}");
+    assert!(o.secs < 8.0, "{o:?}");
+    let _ = (a.wait(), b.wait());
+    let st = ClusterState::load(&dir).unwrap();
+    assert!(st.nodes.iter().all(|n| n.pid.is_none()));
+    let o = xdv(&["down", "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("no node is running"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- switch ctl -----
+
+#[test]
+fn switch_ctl_defaults_to_the_cluster_switch() {
+    let dir = temp("switch");
+    fake_cluster(&dir, &[(1, None, 0), (2, None, 0)]);
+    let o = xdv(&["switch", "ctl", "--cluster-dir", s(&dir), "stats"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("is not running"), "{o:?}");
+    let net = dir.join("net");
+    let mut sw = Command::new(env!("CARGO_BIN_EXE_xdv"))
+        .args(["switch", "--ports", "2", "--dir", s(&net)])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ctl = xdv::switch::control_socket_path(&net);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ctl.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut st = ClusterState::load(&dir).unwrap();
+    st.switch_pid = Some(sw.id());
+    st.save().unwrap();
+    let o = xdv(&["switch", "ctl", "--cluster-dir", s(&dir), "stats"]);
+    let _ = sw.kill();
+    let _ = sw.wait();
+    assert_eq!(o.code, 0, "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- task check, examples, limits -----
+
+#[test]
+fn examples_pass_task_check() {
+    let ex = repo().join("examples");
+    let mut wats: Vec<PathBuf> = std::fs::read_dir(&ex)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wat"))
+        .collect();
+    wats.sort();
+    assert!(wats.len() >= 3, "{wats:?}");
+    for w in &wats {
+        let o = xdv(&["task", "check", s(w)]);
+        assert_eq!(o.code, 0, "{}: {o:?}", w.display());
+        assert!(o.stdout.contains(": OK ("), "{o:?}");
+    }
+    let o = xdv(&[
+        "task",
+        "check",
+        s(&ex.join("hello.wat")),
+        "--run-input",
+        "/dev/null",
+    ]);
+    assert!(
+        o.stdout.contains("run: executed") && o.stdout.contains("\"hello from xdv\""),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("log: said hello"), "{o:?}");
+    let o = xdv(&[
+        "task",
+        "check",
+        s(&ex.join("sum.wat")),
+        "--run-input",
+        s(&ex.join("numbers.txt")),
+    ]);
+    assert!(
+        o.stdout.contains("run: executed") && o.stdout.contains("\"55\""),
+        "{o:?}"
+    );
+    let o = xdv(&[
+        "task",
+        "check",
+        s(&ex.join("spin.wat")),
+        "--budget",
+        "100",
+        "--run-input",
+        "/dev/null",
+    ]);
+    assert!(
+        o.stdout.contains("run: budget exceeded, 100 ticks"),
+        "{o:?}"
+    );
+    assert_clean(&o);
+}
+
+#[test]
+fn task_check_uses_the_cluster_limits() {
+    let dir = temp("limits");
+    let sum = repo().join("examples/sum.wat");
+    let input = dir.join("in.txt");
+    std::fs::write(&input, vec![b'1'; xdv_cluster::MAX_INPUT_BYTES + 1]).unwrap();
+    let o = xdv(&["task", "check", s(&sum), "--run-input", s(&input)]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("refused: input of 16385 bytes (limit 16384)"),
+        "{o:?}"
+    );
+    std::fs::write(&input, vec![b'1'; xdv_cluster::MAX_INPUT_BYTES]).unwrap();
+    let o = xdv(&["task", "check", s(&sum), "--run-input", s(&input)]);
+    assert_eq!(o.code, 0, "{o:?}");
+
+    let big = dir.join("big.wat");
+    let data = "a".repeat(xdv_cluster::MAX_MODULE_BYTES);
+    std::fs::write(
+        &big,
+        format!("(module (memory 2) (data (i32.const 0) \"{data}\") (func (export \"run\")))"),
+    )
+    .unwrap();
+    let o = xdv(&["task", "check", s(&big)]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("(limit 65536)"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- prerequisites -----
+
+#[test]
+fn doctor_lists_prerequisites_and_the_apt_line() {
+    let o = xdv(&["doctor"]);
+    for name in [
+        "qemu-system-x86_64",
+        "grub-mkrescue",
+        "xorriso",
+        "mformat",
+        "/usr/share/OVMF",
+    ] {
+        assert!(o.stdout.contains(name), "{name}: {o:?}");
+    }
+    let empty = temp("doctor-path");
+    let path = s(&empty);
+    let o = xdv_env(&["doctor"], &[("PATH", path)]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stdout.contains("qemu-system-x86_64       MISSING"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout
+            .contains("sudo apt-get install -y qemu-system-x86 grub-common"),
+        "{o:?}"
+    );
+
+    // `run` stops at once with the line when it may not install (not root, or
+    // XDV_INSTALL=never): before building anything.
+    let o = xdv_env(&["run"], &[("PATH", path)]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("sudo apt-get install -y qemu-system-x86"),
+        "{o:?}"
+    );
+    assert!(!o.stderr.contains("building the kernel"), "{o:?}");
+    assert!(o.secs < 5.0, "{o:?}");
+
+    // .ci/run: the same stop with the line, before any cargo step.
+    let bin = temp("ci-path");
+    for tool in ["id", "dirname", "date", "bash"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    let ci = Command::new("/bin/bash")
+        .arg(repo().join(".ci/run"))
+        .env("PATH", &bin)
+        .env("XDV_INSTALL", "never")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&ci.stderr);
+    assert_eq!(ci.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sudo apt-get install -y qemu-system-x86 grub-common"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&ci.stdout).contains("cargo fmt"));
+    let _ = std::fs::remove_dir_all(empty);
+    let _ = std::fs::remove_dir_all(bin);
+}
