@@ -151,3 +151,121 @@ fn sigkill_while_appending_loses_no_durable_record() {
     let report = verify_ram(&ram);
     assert!(report.records > last_seq + 1);
 }
+
+/// Issue 13 items 7 and 3 in QEMU. (1) A node halts; on the host one byte is
+/// flipped in a record in the middle of its region and one in each superblock
+/// copy; the node boots again on the same RAM: it rebuilds the superblocks by
+/// scanning, keeps every other record, records the damage, says so on the console,
+/// and the host verifies the region. (Before: the boot formatted the region.)
+/// (2) A node with a 64 KiB region fills it: the high-water alarm and the full
+/// alarm are printed, recorded once, and reported again at the next boot.
+#[test]
+fn damaged_region_is_kept_recorded_and_reported_and_a_full_one_alarms() {
+    use xdv_audit::{RecordBody, Scanned, Scanner};
+    use xdv_types::NodeId;
+    let dir = temp_dir("audit-damage").unwrap();
+    let ram = dir.join("node.ram");
+    let mut vm = node(&ram);
+    run(&mut vm, "sched demo 10", "sched demo: 10 tasks");
+    vm.send_line("halt").unwrap();
+    vm.expect_exit(Exit::Halted, T).unwrap();
+    let mut bytes = std::fs::read(&ram).unwrap();
+    let off = xdv_audit::DEFAULT_REGION_PHYS as usize;
+    let size = xdv_audit::DEFAULT_REGION_SIZE as usize;
+    let region = &mut bytes[off..off + size];
+    let before: Vec<_> = Scanner::new(region, NodeId(4))
+        .map(|s| match s {
+            Scanned::Record { view, .. } => view,
+            Scanned::Damaged(d) => panic!("damaged before the test: {d:?}"),
+        })
+        .collect();
+    assert!(before.len() > 20, "{} records", before.len());
+    let victim = &before[before.len() / 2];
+    region[victim.offset as usize + 35] ^= 0x08;
+    region[40] ^= 0x01;
+    region[2048 + 40] ^= 0x01;
+    std::fs::write(&ram, &bytes).unwrap();
+
+    let mut vm = node(&ram);
+    let out = vm.output();
+    assert!(
+        out.contains("audit: both superblock copies unreadable: rebuilt"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "audit: DAMAGE at region offset {:#x}",
+            victim.offset
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("audit: boot 2 "),
+        "boot count from the chain: {out}"
+    );
+    let out = run(&mut vm, "audit tail 4", "SuperblocksRebuilt");
+    assert!(out.contains("Damaged {"), "{out}");
+    let out = run(&mut vm, "audit verify", "audit verify:");
+    assert!(out.contains("audit verify: ok"), "{out}");
+    vm.send_line("halt").unwrap();
+    vm.expect_exit(Exit::Halted, T).unwrap();
+    let report = verify_ram(&ram);
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(report.damaged[0].offset, victim.offset);
+    let bytes = std::fs::read(&ram).unwrap();
+    let after: Vec<_> = Scanner::new(&bytes[off..off + size], NodeId(4))
+        .filter_map(|s| match s {
+            Scanned::Record { view, .. } => Some((view.offset, view.hash)),
+            Scanned::Damaged(_) => None,
+        })
+        .collect();
+    for r in &before {
+        if r.offset != victim.offset {
+            assert!(
+                after.contains(&(r.offset, r.hash)),
+                "record {} lost",
+                r.header.seq
+            );
+        }
+    }
+
+    // A small region fills up: alarms, not silence.
+    let ram = dir.join("small.ram");
+    let mut cfg = Config::kernel("node=4 audit=0x4000000,0x10000")
+        .unwrap()
+        .smp(2)
+        .ram_file(&ram);
+    cfg.no_reboot = false;
+    let mut vm = Vm::spawn(&cfg).unwrap();
+    vm.wait_for("xdv> ", T).unwrap();
+    vm.send_line("audit stress 2000").unwrap();
+    vm.wait_for("audit: ALARM: region past its 75% high-water mark", T)
+        .unwrap();
+    vm.wait_for("audit: ALARM: region FULL", T).unwrap();
+    vm.wait_for("append refused after", T).unwrap();
+    vm.send_line("reboot").unwrap();
+    vm.wait_for("audit: boot 2 ", T).unwrap();
+    vm.wait_for("xdv> ", T).unwrap();
+    assert_eq!(vm.count("audit: ALARM: region FULL"), 2, "{}", vm.output());
+    vm.send_line("halt").unwrap();
+    vm.expect_exit(Exit::Halted, T).unwrap();
+    let bytes = std::fs::read(&ram).unwrap();
+    let region = &bytes[off..off + 0x10000];
+    let report = xdv_audit::verify_region(region).unwrap();
+    let records: Vec<_> = Scanner::new(region, NodeId(4))
+        .filter_map(|s| match s {
+            Scanned::Record { view, .. } => Some(view.body),
+            Scanned::Damaged(_) => None,
+        })
+        .collect();
+    assert_eq!(records.len() as u64, report.records);
+    let alarms = records
+        .iter()
+        .filter(|b| matches!(b, RecordBody::AuditAlarm { .. }))
+        .count();
+    assert_eq!(alarms, 1, "the alarm is recorded once");
+    assert!(matches!(
+        records.last(),
+        Some(RecordBody::RegionFull { .. })
+    ));
+}

@@ -25,7 +25,8 @@ pub enum RecordBody {
     Boot {
         count: u64,
     },
-    /// The chain had a torn or damaged tail of `dropped_bytes` that was cut at open.
+    /// A torn append of `dropped_bytes` beyond the committed end was cut at open
+    /// (only bytes the superblock proves were never durable; see docs/audit.md).
     Recovered {
         dropped_bytes: u64,
     },
@@ -87,6 +88,46 @@ pub enum RecordBody {
         #[serde(with = "raw_bytes")]
         bytes: Vec<u8>,
     },
+    /// Written at open for each damaged range found: region bytes
+    /// `offset .. offset + bytes` hold no readable record. `last_good_seq` /
+    /// `last_good_hash`: the last readable record before the range (`None` and the
+    /// genesis hash if there is none); `resumed_seq`: the first readable record
+    /// after it (`None` if none follows). The range is kept as it is; this record
+    /// starts the chain segment that continues from `last_good_hash`.
+    Damaged {
+        offset: u64,
+        bytes: u64,
+        last_good_seq: Option<u64>,
+        last_good_hash: Hash32,
+        resumed_seq: Option<u64>,
+    },
+    /// Neither superblock copy was valid at open: the chain was found by scanning
+    /// (`records` readable records, appends resume at `end_offset`) and both copies
+    /// were written again.
+    SuperblocksRebuilt {
+        records: u64,
+        end_offset: u64,
+    },
+    /// The region held no superblock and no recognisable record, only
+    /// `discarded_bytes` non-zero bytes, and was formatted (the first record).
+    Formatted {
+        discarded_bytes: u64,
+    },
+    /// Written once, when the region passes its high-water mark: from here on bulk
+    /// records ([`RecordBody::is_bulk`]) are refused and only counted.
+    AuditAlarm {
+        used_bytes: u64,
+        high_water_bytes: u64,
+        region_bytes: u64,
+    },
+    /// A summary of `refused` requests that were not recorded one by one (rate
+    /// limited); `first_reason` is at most [`MAX_REFUSAL_REASON_BYTES`];
+    /// `unrecorded` bulk records the region refused since the previous summary.
+    RefusalSummary {
+        refused: u64,
+        first_reason: String,
+        unrecorded: u64,
+    },
 }
 
 /// A field is longer than its limit.
@@ -109,7 +150,7 @@ impl fmt::Display for FieldTooLong {
 
 impl RecordBody {
     /// Number of variants; kinds are `0..KIND_COUNT`.
-    pub const KIND_COUNT: u16 = 14;
+    pub const KIND_COUNT: u16 = 19;
 
     /// The record kind: the variant's index in declaration order (= its postcard tag).
     pub fn kind(&self) -> u16 {
@@ -128,7 +169,19 @@ impl RecordBody {
             RecordBody::MerkleRootPublished { .. } => 11,
             RecordBody::RequestRefused { .. } => 12,
             RecordBody::Custom { .. } => 13,
+            RecordBody::Damaged { .. } => 14,
+            RecordBody::SuperblocksRebuilt { .. } => 15,
+            RecordBody::Formatted { .. } => 16,
+            RecordBody::AuditAlarm { .. } => 17,
+            RecordBody::RefusalSummary { .. } => 18,
         }
+    }
+
+    /// Bulk records may use the region only up to its high-water mark (see
+    /// `log::BULK_HIGH_WATER_PERCENT`): what an unauthenticated sender can cause
+    /// to be recorded must not crowd out the node's own decisions.
+    pub fn is_bulk(&self) -> bool {
+        matches!(self, RecordBody::RequestRefused { .. })
     }
 
     /// A short name of the kind, for displays.
@@ -148,6 +201,11 @@ impl RecordBody {
             "MerkleRootPublished",
             "RequestRefused",
             "Custom",
+            "Damaged",
+            "SuperblocksRebuilt",
+            "Formatted",
+            "AuditAlarm",
+            "RefusalSummary",
         ];
         NAMES.get(usize::from(kind)).copied().unwrap_or("Unknown")
     }
@@ -161,6 +219,9 @@ impl RecordBody {
                 ("reason", reason.len(), MAX_REFUSAL_REASON_BYTES)
             }
             RecordBody::Custom { bytes, .. } => ("bytes", bytes.len(), MAX_CUSTOM_BYTES),
+            RecordBody::RefusalSummary { first_reason, .. } => {
+                ("first_reason", first_reason.len(), MAX_REFUSAL_REASON_BYTES)
+            }
             _ => return Ok(()),
         };
         if len > max {
@@ -205,6 +266,18 @@ impl Out<'_> {
     #[inline(always)]
     fn hash(&mut self, h: &Hash32) -> Option<()> {
         self.raw(&h.0)
+    }
+
+    /// postcard's `Option`: 0 for `None`, 1 and the value for `Some`.
+    #[inline(always)]
+    fn opt(&mut self, v: Option<u64>) -> Option<()> {
+        match v {
+            None => self.varint(0),
+            Some(v) => {
+                self.varint(1)?;
+                self.varint(v)
+            }
+        }
     }
 
     #[inline(always)]
@@ -281,6 +354,45 @@ impl RecordBody {
             RecordBody::Custom { tag, bytes } => {
                 o.varint(u64::from(*tag))?;
                 o.bytes(bytes)?;
+            }
+            RecordBody::Damaged {
+                offset,
+                bytes,
+                last_good_seq,
+                last_good_hash,
+                resumed_seq,
+            } => {
+                o.varint(*offset)?;
+                o.varint(*bytes)?;
+                o.opt(*last_good_seq)?;
+                o.hash(last_good_hash)?;
+                o.opt(*resumed_seq)?;
+            }
+            RecordBody::SuperblocksRebuilt {
+                records,
+                end_offset,
+            } => {
+                o.varint(*records)?;
+                o.varint(*end_offset)?;
+            }
+            RecordBody::Formatted { discarded_bytes } => o.varint(*discarded_bytes)?,
+            RecordBody::AuditAlarm {
+                used_bytes,
+                high_water_bytes,
+                region_bytes,
+            } => {
+                o.varint(*used_bytes)?;
+                o.varint(*high_water_bytes)?;
+                o.varint(*region_bytes)?;
+            }
+            RecordBody::RefusalSummary {
+                refused,
+                first_reason,
+                unrecorded,
+            } => {
+                o.varint(*refused)?;
+                o.bytes(first_reason.as_bytes())?;
+                o.varint(*unrecorded)?;
             }
         }
         Some(o.pos)

@@ -10,7 +10,11 @@
 //!             hash = SHA-256(every byte of the record before `hash`)
 //! ```
 //! All integers little-endian; records are packed (no padding). The end of the chain
-//! is the first offset whose 29 header bytes are all zero.
+//! is the first offset whose 29 header bytes are all zero and after which the region
+//! is all zero. A damaged region also holds damaged ranges between records; reading
+//! across them is `scan.rs`'s job ([`check_record`] and [`find_record`] here are the
+//! two checks it is built from). The superblock's "record count" word is the next
+//! sequence number (the record count unless damage destroyed records).
 //!
 //! Readers never panic: every offset is checked against the slice before use.
 
@@ -19,7 +23,6 @@ use sha2::{Digest, Sha256};
 use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
 
 use crate::body::RecordBody;
-use crate::merkle::MerkleAccumulator;
 
 /// Default physical address of the region (RAM file offset on QEMU q35, ≤ 2 GiB RAM).
 pub const DEFAULT_REGION_PHYS: u64 = 0x0400_0000;
@@ -42,6 +45,10 @@ pub const HEADER_BYTES: usize = 29;
 pub const TRAILER_BYTES: usize = 64;
 /// Largest payload accepted (the largest body, `Custom` with 1024 bytes, is < 1040).
 pub const MAX_PAYLOAD_BYTES: usize = 2048;
+/// Largest record: header, the largest payload accepted, trailer.
+pub const MAX_RECORD_BYTES: usize = HEADER_BYTES + MAX_PAYLOAD_BYTES + TRAILER_BYTES;
+/// Smallest record (a payload is at least its one-byte kind tag).
+pub const MIN_RECORD_BYTES: usize = HEADER_BYTES + 1 + TRAILER_BYTES;
 /// Smallest region accepted: superblocks, room for some records and the reserve.
 pub const MIN_REGION_BYTES: usize = 2 * DATA_START;
 /// Largest region accepted (1 GiB).
@@ -55,6 +62,16 @@ const SB_CHECKSUM_AT: usize = 88;
 const _: () = assert!(SUPERBLOCK_OFFSETS[1] + SUPERBLOCK_BYTES <= DATA_START);
 const _: () = assert!(SB_CHECKSUM_AT + 8 == SUPERBLOCK_BYTES);
 const _: () = assert!(DEFAULT_REGION_SIZE as usize >= MIN_REGION_BYTES);
+const _: () = assert!(MIN_REGION_BYTES - DATA_START > MAX_RECORD_BYTES);
+
+/// Highest sequence number a record in the first `region_bytes` of a region can
+/// carry. Sequence numbers are issued densely, one per record written, and a
+/// region is never wrapped, so every number ever issued belongs to a record
+/// written into the region; a record whose number is above this bound was never
+/// written by an `AuditLog` (this also keeps `seq + 1` from overflowing).
+pub fn max_seq(region_bytes: usize) -> u64 {
+    (region_bytes.saturating_sub(DATA_START) / MIN_RECORD_BYTES) as u64
+}
 
 /// The first `prev` hash of node `node`'s chain: SHA-256("xdv-audit-genesis-v1" || node LE).
 pub fn genesis_hash(node: NodeId) -> Hash32 {
@@ -72,6 +89,7 @@ pub struct Superblock {
     pub boot_count: u64,
     /// Offset just past the last record covered by this copy.
     pub end_offset: u64,
+    /// The next sequence number: the record count, unless damage destroyed records.
     pub record_count: u64,
     pub head_hash: Hash32,
     pub generation: u64,
@@ -313,6 +331,9 @@ pub enum Damage {
     },
     /// The last durable record's hash differs from the superblock's head hash.
     HeadMismatch,
+    /// Non-zero bytes where no record starts (the chain had ended, or a header was
+    /// wiped).
+    StrayBytes,
 }
 
 impl fmt::Display for Damage {
@@ -341,6 +362,7 @@ impl fmt::Display for Damage {
                 write!(f, "chain ends early: superblock says {expected} records")
             }
             Damage::HeadMismatch => write!(f, "last record hash differs from superblock head"),
+            Damage::StrayBytes => write!(f, "non-zero bytes where no record starts"),
         }
     }
 }
@@ -363,26 +385,11 @@ impl fmt::Display for VerifyError {
     }
 }
 
-/// A verified region.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub records: u64,
-    pub head_hash: Hash32,
-    pub merkle_root: Hash32,
-    /// Offset just past the last record.
-    pub bytes_used: u64,
-    pub region_bytes: u64,
-    pub boot_count: u64,
-    pub node: NodeId,
-    /// Valid superblock copies (2 normally; 1 after a torn superblock write).
-    pub superblock_copies_valid: u8,
-    /// Non-zero bytes after the last valid record (a torn append in progress/crashed).
-    pub torn_tail_bytes: u64,
-}
-
-/// Iterates over the records of a region from [`DATA_START`], verifying each: yields
-/// `Err` once at the first bad record, then stops. Stops with `None` at the first
-/// all-zero header or when no header fits any more.
+/// Iterates over the records of a region from [`DATA_START`], verifying each as one
+/// unbroken chain from the genesis hash: yields `Err` once at the first bad record,
+/// then stops. Stops with `None` at the first all-zero header or when no header fits
+/// any more. (A region with damaged ranges is read with [`crate::scan::Scanner`],
+/// which continues past them.)
 pub struct Records<'r> {
     region: &'r [u8],
     node: NodeId,
@@ -417,81 +424,18 @@ impl<'r> Records<'r> {
     pub fn head(&self) -> Hash32 {
         self.prev
     }
-
-    fn at_end(&self) -> bool {
-        match self.region.get(self.offset..self.offset + HEADER_BYTES) {
-            Some(h) => h.iter().all(|&b| b == 0),
-            // Fewer than a header's bytes left: only an end if they are all zero.
-            None => self
-                .region
-                .get(self.offset..)
-                .is_none_or(|t| t.iter().all(|&b| b == 0)),
-        }
-    }
-
-    fn check(&self) -> Result<RecordView, Damage> {
-        let r = self.region;
-        let off = self.offset;
-        let hb = r.get(off..off + HEADER_BYTES).ok_or(Damage::Truncated)?;
-        let header = RecordHeader::decode(hb).ok_or(Damage::Truncated)?;
-        if header.version != FORMAT_VERSION {
-            return Err(Damage::BadVersion {
-                found: header.version,
-            });
-        }
-        if header.seq != self.seq {
-            return Err(Damage::SeqMismatch { found: header.seq });
-        }
-        if header.node != self.node {
-            return Err(Damage::NodeMismatch { found: header.node });
-        }
-        if header.payload_bytes as usize > MAX_PAYLOAD_BYTES {
-            return Err(Damage::PayloadTooLong {
-                len: header.payload_bytes,
-            });
-        }
-        let total = header.record_bytes();
-        let rec = r.get(off..off + total).ok_or(Damage::Truncated)?;
-        let hashed = total - 32;
-        let stored = hash_at(rec, hashed).ok_or(Damage::Truncated)?;
-        if Hash32(Sha256::digest(&rec[..hashed]).into()) != stored {
-            return Err(Damage::HashMismatch);
-        }
-        let prev = hash_at(rec, hashed - 32).ok_or(Damage::Truncated)?;
-        if prev != self.prev {
-            return Err(Damage::PrevHashMismatch);
-        }
-        let payload = &rec[HEADER_BYTES..HEADER_BYTES + header.payload_bytes as usize];
-        let body = match postcard::take_from_bytes::<RecordBody>(payload) {
-            Ok((body, [])) => body,
-            _ => return Err(Damage::BadPayload),
-        };
-        if body.kind() != header.kind {
-            return Err(Damage::KindMismatch {
-                found: header.kind,
-                payload: body.kind(),
-            });
-        }
-        body.check_limits().map_err(|_| Damage::FieldTooLong)?;
-        Ok(RecordView {
-            offset: off as u64,
-            header,
-            body,
-            prev_hash: prev,
-            hash: stored,
-        })
-    }
 }
 
 impl Iterator for Records<'_> {
     type Item = Result<RecordView, VerifyError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.at_end() {
+        if self.done || header_is_blank(self.region, self.offset) {
             self.done = true;
             return None;
         }
-        match self.check() {
+        let expect = Some((self.seq, self.prev));
+        match check_record(self.region, self.offset, Some(self.node), expect) {
             Ok(view) => {
                 self.offset += view.header.record_bytes();
                 self.seq += 1;
@@ -510,111 +454,128 @@ impl Iterator for Records<'_> {
     }
 }
 
-/// The longest valid prefix of a region's chain.
-pub(crate) struct Walk {
-    pub records: u64,
-    pub end: usize,
-    pub head: Hash32,
-    pub first_error: Option<VerifyError>,
-    pub merkle: MerkleAccumulator,
-    pub last_kind: Option<u16>,
+/// True when no record starts at `at`: its 29 header bytes are all zero (or fewer
+/// than 29 bytes are left and they are all zero).
+pub(crate) fn header_is_blank(region: &[u8], at: usize) -> bool {
+    let end = at.saturating_add(HEADER_BYTES).min(region.len());
+    region
+        .get(at..end)
+        .is_none_or(|h| h.iter().all(|&b| b == 0))
 }
 
-pub(crate) fn walk(region: &[u8], node: NodeId) -> Walk {
-    let mut it = Records::new(region, node);
-    let mut merkle = MerkleAccumulator::new();
-    let mut first_error = None;
-    let mut last_kind = None;
-    for item in it.by_ref() {
-        match item {
-            Ok(v) => {
-                merkle.push(&v.hash);
-                last_kind = Some(v.header.kind);
-            }
-            Err(e) => first_error = Some(e),
+/// Checks the record at `off` on its own — version, `node` (any node if `None`),
+/// payload length and bounds, own hash, payload, kind and field limits — and, with
+/// `expect = Some((seq, prev))`, that it continues a chain: sequence number `seq`
+/// and previous hash `prev`. Without `expect` the sequence number must be
+/// plausible ([`max_seq`]). Never panics, whatever the bytes.
+pub(crate) fn check_record(
+    region: &[u8],
+    off: usize,
+    node: Option<NodeId>,
+    expect: Option<(u64, Hash32)>,
+) -> Result<RecordView, Damage> {
+    let r = region;
+    let hb = r
+        .get(off..off.saturating_add(HEADER_BYTES))
+        .ok_or(Damage::Truncated)?;
+    let header = RecordHeader::decode(hb).ok_or(Damage::Truncated)?;
+    if header.version != FORMAT_VERSION {
+        return Err(Damage::BadVersion {
+            found: header.version,
+        });
+    }
+    match expect {
+        Some((seq, _)) if header.seq != seq => {
+            return Err(Damage::SeqMismatch { found: header.seq });
         }
-    }
-    Walk {
-        records: it.records_seen(),
-        end: it.offset(),
-        head: it.head(),
-        first_error,
-        merkle,
-        last_kind,
-    }
-}
-
-/// Bytes from `from` to the last non-zero byte of `region` (0 if all zero).
-pub(crate) fn nonzero_tail(region: &[u8], from: usize) -> usize {
-    let tail = region.get(from..).unwrap_or(&[]);
-    tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
-}
-
-/// Verifies a whole region (starting at byte 0 of `bytes`): the superblock, every
-/// record, and that the chain reaches what the superblock says is durable. Records
-/// after the superblock's end that verify are accepted (written, superblock update
-/// not yet done); non-zero bytes after the last valid record are reported as a torn
-/// tail, not an error.
-pub fn verify_region(bytes: &[u8]) -> Result<VerifyReport, VerifyError> {
-    let err = |seq, offset, what| VerifyError { seq, offset, what };
-    let copies = Superblock::read_both(bytes);
-    let (_, sb) = Superblock::current(&copies).ok_or(err(0, 0, Damage::NoSuperblock))?;
-    let claimed = sb.region_bytes;
-    let avail = bytes.len() as u64;
-    if claimed < MIN_REGION_BYTES as u64 || claimed > MAX_REGION_BYTES as u64 {
-        return Err(err(
-            0,
-            0,
-            Damage::BadRegionSize {
-                claimed,
-                available: avail,
-            },
-        ));
-    }
-    let region = &bytes[..bytes.len().min(claimed as usize)];
-    let w = walk(region, sb.node);
-    if w.records < sb.record_count || (w.end as u64) < sb.end_offset {
-        let e = w.first_error.unwrap_or(err(
-            w.records,
-            w.end as u64,
-            Damage::MissingRecords {
-                expected: sb.record_count,
-            },
-        ));
-        return Err(e);
-    }
-    if sb.record_count > 0 {
-        // The record at seq record_count-1 must be the superblock's head.
-        let head = Records::new(region, sb.node)
-            .nth((sb.record_count - 1) as usize)
-            .and_then(Result::ok);
-        match head {
-            Some(v) if v.hash == sb.head_hash => {}
-            Some(v) => return Err(err(v.header.seq, v.offset, Damage::HeadMismatch)),
-            None => {
-                return Err(err(
-                    sb.record_count - 1,
-                    sb.end_offset,
-                    Damage::HeadMismatch,
-                ));
-            }
+        None if header.seq > max_seq(r.len()) => {
+            return Err(Damage::SeqMismatch { found: header.seq });
         }
+        _ => {}
     }
-    if avail < claimed {
-        return Err(err(w.records, avail, Damage::Truncated));
+    if node.is_some_and(|n| header.node != n) {
+        return Err(Damage::NodeMismatch { found: header.node });
     }
-    let torn = nonzero_tail(region, w.end) as u64;
-    Ok(VerifyReport {
-        records: w.records,
-        head_hash: w.head,
-        merkle_root: w.merkle.root(),
-        bytes_used: w.end as u64,
-        region_bytes: claimed,
-        boot_count: sb.boot_count,
-        node: sb.node,
-        superblock_copies_valid: copies.iter().filter(|c| c.is_some()).count() as u8,
-        torn_tail_bytes: torn,
+    if header.payload_bytes as usize > MAX_PAYLOAD_BYTES {
+        return Err(Damage::PayloadTooLong {
+            len: header.payload_bytes,
+        });
+    }
+    let total = header.record_bytes();
+    let rec = r
+        .get(off..off.saturating_add(total))
+        .ok_or(Damage::Truncated)?;
+    let hashed = total - 32;
+    let stored = hash_at(rec, hashed).ok_or(Damage::Truncated)?;
+    if Hash32(Sha256::digest(&rec[..hashed]).into()) != stored {
+        return Err(Damage::HashMismatch);
+    }
+    let prev = hash_at(rec, hashed - 32).ok_or(Damage::Truncated)?;
+    if expect.is_some_and(|(_, p)| p != prev) {
+        return Err(Damage::PrevHashMismatch);
+    }
+    let payload = &rec[HEADER_BYTES..HEADER_BYTES + header.payload_bytes as usize];
+    let body = match postcard::take_from_bytes::<RecordBody>(payload) {
+        Ok((body, [])) => body,
+        _ => return Err(Damage::BadPayload),
+    };
+    if body.kind() != header.kind {
+        return Err(Damage::KindMismatch {
+            found: header.kind,
+            payload: body.kind(),
+        });
+    }
+    body.check_limits().map_err(|_| Damage::FieldTooLong)?;
+    Ok(RecordView {
+        offset: off as u64,
+        header,
+        body,
+        prev_hash: prev,
+        hash: stored,
     })
+}
+
+/// A cheap test (no hashing) that a record of `node` (any if `None`) with a
+/// sequence number of at least `min_seq` could start at `off`.
+fn plausible_start(region: &[u8], off: usize, node: Option<NodeId>, min_seq: u64) -> bool {
+    if region.get(off) != Some(&FORMAT_VERSION) {
+        return false;
+    }
+    let Some(h) = region
+        .get(off..off.saturating_add(HEADER_BYTES))
+        .and_then(RecordHeader::decode)
+    else {
+        return false;
+    };
+    (h.payload_bytes as usize) <= MAX_PAYLOAD_BYTES
+        && h.kind < RecordBody::KIND_COUNT
+        && node.is_none_or(|n| h.node == n)
+        && h.seq >= min_seq
+        && h.seq <= max_seq(region.len())
+        && off.saturating_add(h.record_bytes()) <= region.len()
+}
+
+/// The first record at an offset in `from..to` that verifies on its own
+/// ([`check_record`] without a chain) for `node` (any node if `None`) and has a
+/// sequence number of at least `min_seq`. This is how a reader finds its way back
+/// into a region after a damaged range: records are self-delimiting and carry
+/// their own hash.
+pub fn find_record(
+    region: &[u8],
+    from: usize,
+    to: usize,
+    node: Option<NodeId>,
+    min_seq: u64,
+) -> Option<RecordView> {
+    let to = to.min(region.len());
+    (from..to)
+        .filter(|&off| plausible_start(region, off, node, min_seq))
+        .find_map(|off| check_record(region, off, node, None).ok())
+}
+
+/// Offset just past the last non-zero byte of `region` (0 if all zero).
+pub fn nonzero_end(region: &[u8]) -> usize {
+    region.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
 /// Finds an audit region in a RAM image: the first [`FIND_ALIGN`]-aligned offset with

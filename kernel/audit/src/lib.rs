@@ -8,6 +8,12 @@
 //!   the chain starts at a genesis hash bound to the node id.
 //! - When the region fills up a final `RegionFull` record always fits (room for it
 //!   is reserved); after it, appends fail. History is never overwritten.
+//! - Bulk records (what an unauthenticated sender can cause) stop at the
+//!   high-water mark; the rest of the region is the node's own, and crossing the
+//!   mark is recorded once (`AuditAlarm`).
+//! - Opening a damaged region never destroys a readable record or a damaged byte;
+//!   only a torn tail the superblock proves was never durable is cut. Damage is
+//!   recorded in the chain (`Damaged`), and appends continue after it.
 //! - Parsing a region never panics, whatever its bytes are.
 //!
 //! The byte layout is documented in `docs/audit.md` and in [`format`].
@@ -21,12 +27,19 @@ pub mod format;
 pub mod fuzz;
 pub mod log;
 pub mod merkle;
+pub mod scan;
 
 pub use body::RecordBody;
 pub use format::{
     DEFAULT_REGION_PHYS, DEFAULT_REGION_SIZE, Damage, RecordHeader, RecordView, Records,
-    VerifyError, VerifyReport, find_region, genesis_hash, verify_region,
+    VerifyError, find_region, genesis_hash,
 };
 pub use fuzz::fuzz_check;
-pub use log::{AuditError, AuditLog, OpenReport, RegionError};
+pub use log::{
+    AuditError, AuditLog, BULK_HIGH_WATER_PERCENT, FillLevel, FillState, OpenReport, RegionError,
+};
 pub use merkle::{FederatedAuditRoot, FederationError, MerkleAccumulator, ProofError};
+pub use scan::{
+    DamagedRange, Inspection, RegionScan, Scanned, Scanner, Segment, VerifyReport, inspect_region,
+    region_node, scan_region, verify_region,
+};

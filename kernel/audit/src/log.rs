@@ -1,50 +1,84 @@
-//! [`AuditLog`]: appends records to a region the kernel owns, crash-consistently.
+//! [`AuditLog`]: appends records to a region the kernel owns, crash-consistently,
+//! and reopens a damaged region without losing a readable record.
 //!
 //! Append protocol: (1) write the whole record (header, payload, previous hash,
 //! own hash) into free space after the chain; (2) `fence(Release)`; (3) write the
-//! *older* superblock copy with the new end offset, count, head hash and
-//! generation + 1. The protocol needs only store→store order (every record byte
+//! *older* superblock copy with the new end offset, next sequence number, head hash
+//! and generation + 1. The protocol needs only store→store order (every record byte
 //! before any byte of the superblock that covers it): a release fence gives that
 //! on every target (no instruction on x86's TSO, `dmb ish` on AArch64, `fence rw,w`
 //! on RISC-V) and keeps the compiler from sinking record stores below it; a
 //! `SeqCst` fence (`mfence`) would add store→load order, which nothing here reads.
 //! A crash before (3) leaves a valid prefix (the record is either
-//! complete, and found by the walk at the next open, or torn, and cut); a crash
+//! complete, and found by the scan at the next open, or torn, and cut); a crash
 //! during (3) tears at most the older copy, and the newer copy is still valid.
 //! The record is durable when `append` returns.
 //!
-//! Full-region policy: STOP. [`REGIONFULL_RESERVE_BYTES`] at the end of the region
-//! are kept for one final `RegionFull` record; when a record does not fit before
-//! the reserve, `RegionFull` is written instead and every later append fails with
-//! [`AuditError::Full`]. Nothing is ever overwritten.
+//! Recovery at open (docs/audit.md § Recovery): the region is scanned with
+//! [`crate::scan::Scanner`], which reads every record that verifies, across damaged
+//! ranges. Only a torn tail — bytes the superblock proves lie beyond the last
+//! durable write ([`crate::scan::torn_tail`]) — is cut. Every other damaged range
+//! is kept as it is and recorded by a `Damaged` record; appends continue after the
+//! last readable record or damaged byte, never over either. Unreadable superblocks
+//! are rebuilt from the scan; only a region with no superblock and no recognisable
+//! record is formatted, and a `Formatted` record says what that discarded.
+//!
+//! Space policy: bulk records ([`RecordBody::is_bulk`], what an unauthenticated
+//! sender can cause) may fill the region only up to its high-water mark
+//! ([`BULK_HIGH_WATER_PERCENT`]); past it they are refused with
+//! [`AuditError::AboveHighWater`] and counted, and one `AuditAlarm` record is
+//! written. The node's own records may use the rest; [`REGIONFULL_RESERVE_BYTES`]
+//! at the end are kept for one final `RegionFull` record, after which every append
+//! fails with [`AuditError::Full`]. Nothing is ever overwritten.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{Ordering, fence};
 use sha2::digest::generic_array::GenericArray;
 use sha2::digest::typenum::U64;
 use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
 
-use crate::body::{FieldTooLong, RecordBody};
+use crate::body::{FieldTooLong, MAX_REFUSAL_REASON_BYTES, RecordBody};
 use crate::format::{
-    DATA_START, FORMAT_VERSION, HEADER_BYTES, MAX_PAYLOAD_BYTES, MAX_REGION_BYTES,
-    MIN_REGION_BYTES, RecordHeader, RecordView, Records, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS,
-    Superblock, SuperblockPrefix, TRAILER_BYTES, VerifyError, VerifyReport, genesis_hash,
-    nonzero_tail, walk,
+    DATA_START, Damage, FORMAT_VERSION, HEADER_BYTES, MAX_PAYLOAD_BYTES, MAX_RECORD_BYTES,
+    MAX_REGION_BYTES, MIN_REGION_BYTES, RecordHeader, RecordView, SUPERBLOCK_BYTES,
+    SUPERBLOCK_OFFSETS, Superblock, SuperblockPrefix, TRAILER_BYTES, VerifyError, find_record,
+    genesis_hash, max_seq, nonzero_end,
 };
 use crate::merkle::MerkleAccumulator;
+use crate::scan::{
+    DamagedRange, Inspection, RegionScan, Scanned, Scanner, VerifyReport, inspect_region,
+    scan_region, torn_tail,
+};
 
 /// Bytes kept free for the final `RegionFull` record (its postcard payload is at
 /// most 1 + 10 + 10 bytes).
 pub const REGIONFULL_RESERVE_BYTES: usize = HEADER_BYTES + 21 + TRAILER_BYTES;
 
+/// Bulk records may use the record area up to this percentage; the rest is
+/// reserved for the node's own records.
+pub const BULK_HIGH_WATER_PERCENT: usize = 75;
+
+/// `Damaged` records one open writes at most (a region damaged in many places is
+/// recorded over several boots rather than filled with damage reports at once).
+pub const MAX_DAMAGE_RECORDS_PER_OPEN: usize = 32;
+
 const REGION_FULL_KIND: u16 = 2;
+
+/// The region offset bulk records may not pass in a region of `region_bytes`.
+pub fn high_water_mark(region_bytes: usize) -> usize {
+    let area = region_bytes.saturating_sub(REGIONFULL_RESERVE_BYTES + DATA_START);
+    DATA_START + area / 100 * BULK_HIGH_WATER_PERCENT + area % 100 * BULK_HIGH_WATER_PERCENT / 100
+}
 
 /// The region cannot be used at all.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum RegionError {
     /// Size outside `MIN_REGION_BYTES..=MAX_REGION_BYTES`.
     BadSize { bytes: usize },
-    /// The region holds a valid chain of another node; it is not overwritten.
+    /// The region holds a chain of another node (named by a valid superblock, or
+    /// with none, by its records); it is not overwritten.
     ForeignNode { found: NodeId },
     /// The superblock records a different region size; not overwritten.
     SizeMismatch { recorded: u64, actual: u64 },
@@ -71,13 +105,19 @@ impl fmt::Display for RegionError {
     }
 }
 
-/// An append failed; nothing was written (except the final `RegionFull` record).
+/// An append failed; nothing was written (except, once each, the final
+/// `RegionFull` record and the `AuditAlarm` record).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum AuditError {
     /// The region is full. `sealed_now`: this call wrote the `RegionFull` record
     /// (say so on the console); `false`: it was already full.
     Full {
         sealed_now: bool,
+    },
+    /// A bulk record does not fit below the high-water mark: refused and counted
+    /// (`refused`: bulk records refused since open).
+    AboveHighWater {
+        refused: u64,
     },
     FieldTooLong(FieldTooLong),
     /// The body did not encode (cannot happen for valid bodies; kept specific).
@@ -94,31 +134,165 @@ impl fmt::Display for AuditError {
                 )
             }
             AuditError::Full { sealed_now: false } => write!(f, "audit region full"),
+            AuditError::AboveHighWater { refused } => write!(
+                f,
+                "audit region past its {BULK_HIGH_WATER_PERCENT}% high-water mark: bulk record \
+                 refused ({refused} refused since boot); the node's own records continue"
+            ),
             AuditError::FieldTooLong(e) => write!(f, "audit record: {e}"),
             AuditError::Encode => write!(f, "audit record body does not encode"),
         }
     }
 }
 
-/// What `open` found.
+/// How full the region is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FillLevel {
+    Normal,
+    /// Past the high-water mark (or a bulk record no longer fits below it): bulk
+    /// records are refused and counted; an `AuditAlarm` record says so.
+    AboveHighWater,
+    /// Sealed (or no room even for the seal): every append fails.
+    Full,
+}
+
+/// The region's fill state, for the kernel's alarm and the console.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FillState {
+    pub level: FillLevel,
+    /// Offset just past the last record.
+    pub used_bytes: u64,
+    pub high_water_bytes: u64,
+    pub region_bytes: u64,
+    /// Bulk records refused since open.
+    pub bulk_refused: u64,
+    /// The `AuditAlarm` record is in the chain (or was attempted).
+    pub alarm_recorded: bool,
+}
+
+/// What `open` found and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenReport {
-    /// The region was blank or foreign and has been formatted.
+    /// The region was formatted: blank, or no valid superblock and no recognisable
+    /// record anywhere.
     pub formatted: bool,
+    /// Non-zero bytes that formatting discarded (0 for a blank region; otherwise
+    /// the first record is `Formatted { discarded_bytes }`).
+    pub discarded_bytes: u64,
     /// The boot count after this open (1 on the first boot).
     pub boot_count: u64,
-    /// Records kept.
+    /// Readable records found.
     pub records: u64,
-    /// Bytes after the valid prefix that were cut (zeroed). If non-zero, append
+    /// Chain segments found (1 normally; more after damage).
+    pub segments: u64,
+    /// Bytes of a torn tail cut (zeroed) at `dropped_at`; `open` then appended
     /// `Recovered { dropped_bytes }`.
     pub dropped_bytes: u64,
-    /// Records the superblock said were durable but did not verify (damage, not a
-    /// torn append; 0 normally).
+    pub dropped_at: u64,
+    /// Sequence numbers in the damaged ranges found by this open: records that were
+    /// durable and are no longer readable (0 normally).
     pub lost_durable_records: u64,
-    /// The first bad record found after the valid prefix, if any.
+    /// The first damaged range found by this open, as an error.
     pub first_error: Option<VerifyError>,
     /// Valid superblock copies found (2 normally, 1 after a torn superblock write).
     pub superblock_copies_valid: u8,
+    /// Neither copy was valid: both were rebuilt from the scan and
+    /// `SuperblocksRebuilt` appended.
+    pub superblocks_rebuilt: bool,
+    /// Damaged ranges found by this open (not recorded before), in region order;
+    /// `recorded_by` is the `Damaged` record that now covers each.
+    pub damaged: Vec<DamagedRange>,
+    /// Damaged ranges that could not be recorded (region full, or more than
+    /// [`MAX_DAMAGE_RECORDS_PER_OPEN`] / the scan's list): a later open records them.
+    pub damage_unrecorded: u64,
+    /// Records `open` appended (`SuperblocksRebuilt`, `Damaged`, `Recovered`,
+    /// `Formatted`).
+    pub recovery_records: u64,
+}
+
+impl OpenReport {
+    fn formatted(discarded_bytes: u64) -> OpenReport {
+        OpenReport {
+            formatted: true,
+            discarded_bytes,
+            boot_count: 1,
+            records: 0,
+            segments: 0,
+            dropped_bytes: 0,
+            dropped_at: 0,
+            lost_durable_records: 0,
+            first_error: None,
+            superblock_copies_valid: 0,
+            superblocks_rebuilt: false,
+            damaged: Vec::new(),
+            damage_unrecorded: 0,
+            recovery_records: 0,
+        }
+    }
+}
+
+/// What `open` does about the damage a scan found.
+struct Plan {
+    /// Where appends continue: past the last readable record, the last kept
+    /// damaged byte and the superblock's committed end.
+    append_at: usize,
+    next_seq: u64,
+    /// Damaged ranges to record, in region order.
+    pending: Vec<DamagedRange>,
+    lost: u64,
+}
+
+impl Plan {
+    fn new(scan: &RegionScan, sb: Option<&Superblock>, torn_at: Option<u64>, len: usize) -> Plan {
+        let sb_end = sb
+            .map(|s| s.end_offset)
+            .filter(|&e| e >= DATA_START as u64 && e <= len as u64);
+        let sb_count = sb
+            .map(|s| s.record_count)
+            .filter(|&c| c <= max_seq(len))
+            .unwrap_or(0);
+        let next_seq = scan.next_seq.max(sb_count);
+        let mut pending: Vec<DamagedRange> = scan
+            .damaged
+            .iter()
+            .filter(|d| d.recorded_by.is_none() && Some(d.offset) != torn_at)
+            .cloned()
+            .collect();
+        let mut append_at = scan.end;
+        if let Some(t) = scan.trailing.as_ref().filter(|t| Some(t.offset) != torn_at) {
+            append_at = t.offset + t.bytes;
+        }
+        if let Some(e) = sb_end.filter(|&e| e > append_at) {
+            // Durable up to `e` by the superblock's word: that space stays used.
+            match pending.last_mut() {
+                Some(d) if d.resumed_seq.is_none() && d.offset + d.bytes == append_at => {
+                    d.bytes = e - d.offset;
+                }
+                _ => pending.push(DamagedRange {
+                    offset: append_at,
+                    bytes: e - append_at,
+                    what: Damage::MissingRecords { expected: sb_count },
+                    last_good: (scan.records > 0).then(|| (scan.next_seq - 1, scan.head)),
+                    resumed_seq: None,
+                    recorded_by: None,
+                }),
+            }
+            append_at = e;
+        }
+        let lost = pending
+            .iter()
+            .map(|d| {
+                let from = d.last_good.map_or(0, |(s, _)| s + 1);
+                d.resumed_seq.unwrap_or(next_seq).saturating_sub(from)
+            })
+            .fold(0u64, u64::saturating_add);
+        Plan {
+            append_at: append_at as usize,
+            next_seq,
+            pending,
+            lost,
+        }
+    }
 }
 
 /// An open audit log over a region.
@@ -126,13 +300,23 @@ pub struct AuditLog<'a> {
     region: &'a mut [u8],
     node: NodeId,
     boot_count: u64,
+    /// Offset just past the last record: appends go here.
     end: usize,
+    /// Readable records (the Merkle tree's size).
     records: u64,
+    /// Sequence number of the next record.
+    next_seq: u64,
     head: Hash32,
     generation: u64,
     /// The copy holding the newest superblock; the next write goes to the other.
     newest_copy: usize,
     full: bool,
+    /// Bulk records must end at or before this offset.
+    high_water: usize,
+    alarm_recorded: bool,
+    /// Bulk records refused since open, and since the last refusal summary.
+    bulk_refused: u64,
+    bulk_unsummarised: u64,
     /// Merkle accumulator, folded forward lazily by `merkle_root`.
     merkle: MerkleAccumulator,
     merkle_end: usize,
@@ -141,9 +325,12 @@ pub struct AuditLog<'a> {
 }
 
 impl<'a> AuditLog<'a> {
-    /// Opens `region` for `node`: formats it if blank/foreign, else keeps the
-    /// longest valid prefix of its chain, zeroes what follows, and bumps the boot
-    /// count. The caller then appends `Recovered` (if `dropped_bytes > 0`) and `Boot`.
+    /// Opens `region` for `node` and recovers it (see the module documentation):
+    /// formats it only if it holds neither a valid superblock nor a recognisable
+    /// record; otherwise keeps every readable record and every damaged byte except
+    /// a torn tail, records what it found (`SuperblocksRebuilt`, `Damaged`,
+    /// `Recovered`, `Formatted`), and bumps the boot count. The caller then appends
+    /// `Boot`.
     pub fn open(
         region: &'a mut [u8],
         node: NodeId,
@@ -153,54 +340,135 @@ impl<'a> AuditLog<'a> {
             return Err(RegionError::BadSize { bytes: len });
         }
         let copies = Superblock::read_both(region);
-        let valid = copies.iter().filter(|c| c.is_some()).count() as u8;
-        let Some((newest, sb)) = Superblock::current(&copies) else {
-            return Ok(Self::format_checked(region, node));
+        match Superblock::current(&copies) {
+            Some((_, sb)) if sb.node != node => {
+                return Err(RegionError::ForeignNode { found: sb.node });
+            }
+            Some((_, sb)) if sb.region_bytes != len as u64 => {
+                return Err(RegionError::SizeMismatch {
+                    recorded: sb.region_bytes,
+                    actual: len as u64,
+                });
+            }
+            Some(_) => {}
+            None => match find_record(region, DATA_START, nonzero_end(region), None, 0) {
+                None => return Ok(Self::format_discarding(region, node)),
+                Some(v) if v.header.node != node => {
+                    return Err(RegionError::ForeignNode {
+                        found: v.header.node,
+                    });
+                }
+                Some(_) => {}
+            },
+        }
+        let probe = Superblock::current(&copies).map(|(_, sb)| sb.end_offset);
+        let scan = scan_region(region, node, probe);
+        Ok(Self::recover(region, node, &copies, scan))
+    }
+
+    /// Cuts a torn tail, rebuilds the superblocks and records the damage `scan`
+    /// found; appends continue after everything kept.
+    fn recover(
+        region: &'a mut [u8],
+        node: NodeId,
+        copies: &[Option<Superblock>; 2],
+        scan: RegionScan,
+    ) -> (AuditLog<'a>, OpenReport) {
+        let len = region.len();
+        let current = Superblock::current(copies);
+        let sb = current.as_ref().map(|(_, sb)| sb);
+        let valid = copies.iter().flatten().count() as u8;
+        let torn = torn_tail(copies, &scan).map(|t| (t.offset, t.bytes));
+        if let Some((at, n)) = torn {
+            region[at as usize..(at + n) as usize].fill(0);
+        }
+        let plan = Plan::new(&scan, sb, torn.map(|t| t.0), len);
+        let boot_count = match sb {
+            Some(sb) => sb.boot_count.saturating_add(1),
+            None => scan.last_boot_count.map_or(1, |c| c.saturating_add(1)),
         };
-        if sb.node != node {
-            return Err(RegionError::ForeignNode { found: sb.node });
-        }
-        if sb.region_bytes != len as u64 {
-            return Err(RegionError::SizeMismatch {
-                recorded: sb.region_bytes,
-                actual: len as u64,
-            });
-        }
-        let w = walk(region, node);
-        let dropped = nonzero_tail(region, w.end);
-        region[w.end..w.end + dropped].fill(0);
-        let boot_count = sb.boot_count.saturating_add(1);
         let mut log = AuditLog {
             node,
             boot_count,
-            end: w.end,
-            records: w.records,
-            head: w.head,
-            generation: sb.generation,
-            newest_copy: newest,
-            full: w.last_kind == Some(REGION_FULL_KIND),
-            merkle: w.merkle,
-            merkle_end: w.end,
+            end: plan.append_at,
+            records: scan.records,
+            next_seq: plan.next_seq,
+            head: scan.head,
+            generation: sb.map_or(0, |s| s.generation),
+            newest_copy: current.as_ref().map_or(1, |(i, _)| *i),
+            full: scan.last_kind == Some(REGION_FULL_KIND),
+            high_water: high_water_mark(len),
+            alarm_recorded: scan.alarm_recorded,
+            bulk_refused: 0,
+            bulk_unsummarised: 0,
+            merkle: scan.merkle.clone(),
+            merkle_end: plan.append_at,
             sb_prefix: SuperblockPrefix::new(node, len as u64, boot_count),
             region,
         };
         let head = log.head;
         log.write_superblock(&head);
-        let report = OpenReport {
+        if valid == 0 {
+            log.write_superblock(&head);
+        }
+        let mut report = OpenReport {
             formatted: false,
-            boot_count: log.boot_count,
-            records: log.records,
-            dropped_bytes: dropped as u64,
-            lost_durable_records: sb.record_count.saturating_sub(w.records),
-            first_error: w.first_error,
+            discarded_bytes: 0,
+            boot_count,
+            records: scan.records,
+            segments: scan.segments_total,
+            dropped_bytes: torn.map_or(0, |t| t.1),
+            dropped_at: torn.map_or(0, |t| t.0),
+            lost_durable_records: plan.lost,
+            first_error: plan.pending.first().map(DamagedRange::error),
             superblock_copies_valid: valid,
+            superblocks_rebuilt: valid == 0,
+            damaged: Vec::new(),
+            damage_unrecorded: scan.damaged_total.saturating_sub(scan.damaged.len() as u64),
+            recovery_records: 0,
         };
-        Ok((log, report))
+        log.record_recovery(&scan, plan, &mut report);
+        (log, report)
+    }
+
+    /// Appends the records that say what `open` found (see [`OpenReport`]),
+    /// stamped with the highest timestamp in the region.
+    fn record_recovery(&mut self, scan: &RegionScan, plan: Plan, report: &mut OpenReport) {
+        let stamp = Timestamp(scan.max_stamp);
+        let core = CoreId(0);
+        if report.superblocks_rebuilt {
+            let body = RecordBody::SuperblocksRebuilt {
+                records: scan.records,
+                end_offset: self.end as u64,
+            };
+            if self.append_own(stamp, core, &body).is_ok() {
+                report.recovery_records += 1;
+            }
+        }
+        for (i, mut d) in plan.pending.into_iter().enumerate() {
+            if i < MAX_DAMAGE_RECORDS_PER_OPEN {
+                d.recorded_by = self.append_own(stamp, core, &d.body(self.node)).ok();
+            }
+            match d.recorded_by {
+                Some(_) => report.recovery_records += 1,
+                None => report.damage_unrecorded += 1,
+            }
+            report.damaged.push(d);
+        }
+        if report.dropped_bytes > 0 {
+            let body = RecordBody::Recovered {
+                dropped_bytes: report.dropped_bytes,
+            };
+            if self.append_own(stamp, core, &body).is_ok() {
+                report.recovery_records += 1;
+            }
+        }
     }
 
     /// Formats `region` for `node` unconditionally (zeroes it, boot count 1): for an
     /// operator who decided to discard a region `open` refused (`ForeignNode`,
-    /// `SizeMismatch`). `open` calls this itself for blank or non-XDV regions.
+    /// `SizeMismatch`) or could not use. `open` formats by itself only a region
+    /// without a valid superblock and without any recognisable record.
     pub fn format(
         region: &'a mut [u8],
         node: NodeId,
@@ -212,36 +480,50 @@ impl<'a> AuditLog<'a> {
         Ok(Self::format_checked(region, node))
     }
 
+    /// `open`'s format: counts what it discards and, if that is not nothing, makes
+    /// `Formatted { discarded_bytes }` the first record.
+    fn format_discarding(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
+        let discarded = region.iter().filter(|&&b| b != 0).count() as u64;
+        let (mut log, mut report) = Self::format_checked(region, node);
+        report.discarded_bytes = discarded;
+        if discarded > 0 {
+            let body = RecordBody::Formatted {
+                discarded_bytes: discarded,
+            };
+            if log.append_own(Timestamp(0), CoreId(0), &body).is_ok() {
+                report.recovery_records = 1;
+            }
+        }
+        (log, report)
+    }
+
     fn format_checked(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
         region.fill(0);
+        let len = region.len();
         let mut log = AuditLog {
             node,
             boot_count: 1,
             end: DATA_START,
             records: 0,
+            next_seq: 0,
             head: genesis_hash(node),
             generation: 0,
             newest_copy: 1,
             full: false,
+            high_water: high_water_mark(len),
+            alarm_recorded: false,
+            bulk_refused: 0,
+            bulk_unsummarised: 0,
             merkle: MerkleAccumulator::new(),
             merkle_end: DATA_START,
-            sb_prefix: SuperblockPrefix::new(node, region.len() as u64, 1),
+            sb_prefix: SuperblockPrefix::new(node, len as u64, 1),
             region,
         };
         // Write both copies so either alone describes the empty chain.
         let head = log.head;
         log.write_superblock(&head);
         log.write_superblock(&head);
-        let report = OpenReport {
-            formatted: true,
-            boot_count: 1,
-            records: 0,
-            dropped_bytes: 0,
-            lost_durable_records: 0,
-            first_error: None,
-            superblock_copies_valid: 0,
-        };
-        (log, report)
+        (log, OpenReport::formatted(0))
     }
 
     /// Writes the older copy; `head` is `self.head`, passed by value so that the
@@ -249,11 +531,12 @@ impl<'a> AuditLog<'a> {
     /// instead of reloading them from `self.head` right after storing them.
     fn write_superblock(&mut self, head: &Hash32) {
         debug_assert_eq!(*head, self.head);
-        self.generation += 1;
+        // Saturating: a crafted superblock may carry u64::MAX.
+        self.generation = self.generation.saturating_add(1);
         let target = 1 - self.newest_copy;
         let at = SUPERBLOCK_OFFSETS[target];
         // No fence after this store: the next record's bytes may become visible
-        // before it, which is harmless (the walk at open accepts complete records
+        // before it, which is harmless (the scan at open accepts complete records
         // past the superblock's end); the fence in `write_record` orders each
         // record before the superblock that covers it, and this store before the
         // next superblock store.
@@ -261,7 +544,7 @@ impl<'a> AuditLog<'a> {
         self.sb_prefix.encode_into(
             &mut sb,
             self.end as u64,
-            self.records,
+            self.next_seq,
             head,
             self.generation,
         );
@@ -270,7 +553,10 @@ impl<'a> AuditLog<'a> {
     }
 
     /// Appends one record and returns its sequence number. The record is durable
-    /// (in the region, superblock updated) when this returns `Ok`.
+    /// (in the region, superblock updated) when this returns `Ok`. A bulk record
+    /// that does not fit below the high-water mark is refused
+    /// ([`AuditError::AboveHighWater`]); the node's own record that first passes
+    /// the mark is preceded by the one `AuditAlarm` record.
     pub fn append(
         &mut self,
         stamp: Timestamp,
@@ -281,44 +567,118 @@ impl<'a> AuditLog<'a> {
             return Err(AuditError::Full { sealed_now: false });
         }
         body.check_limits().map_err(AuditError::FieldTooLong)?;
-        let limit = self.region.len() - REGIONFULL_RESERVE_BYTES;
-        match self.write_record(stamp, core, body, limit) {
-            Some(seq) => Ok(seq),
-            None => {
-                // Does not fit before the reserve: seal with RegionFull.
-                let seal = RecordBody::RegionFull {
-                    records: self.records,
-                    bytes: (self.end - DATA_START) as u64,
-                };
-                let len = self.region.len();
-                self.region[self.end..len].fill(0);
-                // Always fits for regions we wrote (the reserve); a crafted region
-                // whose chain already reaches into the reserve just stops.
-                let sealed = self.write_record(stamp, core, &seal, len).is_some();
-                self.full = true;
-                Err(AuditError::Full { sealed_now: sealed })
+        if body.is_bulk() {
+            if self.fits(body, self.high_water) {
+                return self
+                    .write_record(stamp, core, body)
+                    .ok_or(AuditError::Encode);
             }
+            self.bulk_refused += 1;
+            self.bulk_unsummarised += 1;
+            self.raise_alarm(stamp, core)?;
+            return Err(AuditError::AboveHighWater {
+                refused: self.bulk_refused,
+            });
         }
+        if !self.alarm_recorded && !self.fits(body, self.high_water) {
+            self.raise_alarm(stamp, core)?;
+        }
+        self.append_own(stamp, core, body)
     }
 
-    /// Writes a record ending at or before `limit`; `None` if it does not fit.
-    fn write_record(
+    /// Appends `RefusalSummary { refused, first_reason, unrecorded }`, where
+    /// `unrecorded` is the number of bulk records the region refused since the last
+    /// summary (then reset). `first_reason` is cut to its limit at a character
+    /// boundary. A node's own record: it may use the region past the mark.
+    pub fn append_refusal_summary(
+        &mut self,
+        stamp: Timestamp,
+        core: CoreId,
+        refused: u64,
+        first_reason: &str,
+    ) -> Result<u64, AuditError> {
+        let reason = xdv_types::prefix_within(first_reason, MAX_REFUSAL_REASON_BYTES);
+        let body = RecordBody::RefusalSummary {
+            refused,
+            first_reason: String::from(reason),
+            unrecorded: self.bulk_unsummarised,
+        };
+        let seq = self.append(stamp, core, &body)?;
+        self.bulk_unsummarised = 0;
+        Ok(seq)
+    }
+
+    /// Writes the `AuditAlarm` record, once per region.
+    fn raise_alarm(&mut self, stamp: Timestamp, core: CoreId) -> Result<(), AuditError> {
+        if self.alarm_recorded {
+            return Ok(());
+        }
+        self.alarm_recorded = true;
+        let alarm = RecordBody::AuditAlarm {
+            used_bytes: self.end as u64,
+            high_water_bytes: self.high_water as u64,
+            region_bytes: self.region.len() as u64,
+        };
+        self.append_own(stamp, core, &alarm).map(|_| ())
+    }
+
+    /// Appends a record of the node's own (no high-water limit); seals the region
+    /// with `RegionFull` when the record does not fit before the reserve.
+    fn append_own(
         &mut self,
         stamp: Timestamp,
         core: CoreId,
         body: &RecordBody,
-        limit: usize,
-    ) -> Option<u64> {
+    ) -> Result<u64, AuditError> {
+        if self.full {
+            return Err(AuditError::Full { sealed_now: false });
+        }
+        let limit = self.region.len() - REGIONFULL_RESERVE_BYTES;
+        if self.fits(body, limit) {
+            return self
+                .write_record(stamp, core, body)
+                .ok_or(AuditError::Encode);
+        }
+        let seal = RecordBody::RegionFull {
+            records: self.records,
+            bytes: (self.end - DATA_START) as u64,
+        };
+        // Always fits for regions we wrote (the reserve); a region whose kept
+        // damage reaches into the reserve just stops.
+        let sealed =
+            self.fits(&seal, self.region.len()) && self.write_record(stamp, core, &seal).is_some();
+        self.full = true;
+        Err(AuditError::Full { sealed_now: sealed })
+    }
+
+    /// The record for `body` would end at or before `limit`. Costs a compare,
+    /// except within one largest record of `limit`, where the payload is encoded
+    /// into a scratch buffer to learn its size (never into the region: free space
+    /// stays zero).
+    fn fits(&self, body: &RecordBody, limit: usize) -> bool {
+        if self.end + MAX_RECORD_BYTES <= limit {
+            return true;
+        }
+        let mut scratch = [0u8; MAX_PAYLOAD_BYTES];
+        body.encode_into(&mut scratch)
+            .is_some_and(|n| self.end + HEADER_BYTES + n + TRAILER_BYTES <= limit)
+    }
+
+    /// Writes a record at the end of the chain; the caller checked that it fits
+    /// ([`Self::fits`]). `None` only if it does not (nothing useful written).
+    fn write_record(&mut self, stamp: Timestamp, core: CoreId, body: &RecordBody) -> Option<u64> {
         let off = self.end;
         let payload_start = off + HEADER_BYTES;
-        let payload_limit = limit
+        let payload_limit = self
+            .region
+            .len()
             .checked_sub(TRAILER_BYTES)?
             .min(payload_start + MAX_PAYLOAD_BYTES);
         let slot = self.region.get_mut(payload_start..payload_limit)?;
         let payload_bytes = body.encode_into(slot)?;
         let header = RecordHeader {
             version: FORMAT_VERSION,
-            seq: self.records,
+            seq: self.next_seq,
             kind: body.kind(),
             stamp,
             node: self.node,
@@ -333,9 +693,10 @@ impl<'a> AuditLog<'a> {
         let hash = record_hash(&rec[..hashed]);
         rec[hashed..].copy_from_slice(&hash);
         fence(Ordering::Release);
-        let seq = self.records;
+        let seq = self.next_seq;
         self.end += total;
         self.records += 1;
+        self.next_seq += 1;
         let hash = Hash32(hash);
         self.head = hash;
         self.write_superblock(&hash);
@@ -349,12 +710,17 @@ impl<'a> AuditLog<'a> {
     pub fn head_hash(&self) -> Hash32 {
         self.head
     }
-    /// Number of records.
+    /// Number of readable records (the Merkle tree's size; equal to the next
+    /// sequence number unless damage destroyed records).
     pub fn len(&self) -> u64 {
         self.records
     }
     pub fn is_empty(&self) -> bool {
         self.records == 0
+    }
+    /// Sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
     /// Offset just past the last record (superblocks included).
     pub fn bytes_used(&self) -> u64 {
@@ -375,12 +741,31 @@ impl<'a> AuditLog<'a> {
         self.full
     }
 
-    /// RFC 6962 root over all record hashes. Folds in records appended since the
-    /// last call (O(new records)); state is O(log n).
+    /// How full the region is, and whether the alarm was raised.
+    pub fn fill_state(&self) -> FillState {
+        let level = if self.full {
+            FillLevel::Full
+        } else if self.alarm_recorded || self.end > self.high_water {
+            FillLevel::AboveHighWater
+        } else {
+            FillLevel::Normal
+        };
+        FillState {
+            level,
+            used_bytes: self.end as u64,
+            high_water_bytes: self.high_water as u64,
+            region_bytes: self.region.len() as u64,
+            bulk_refused: self.bulk_refused,
+            alarm_recorded: self.alarm_recorded,
+        }
+    }
+
+    /// RFC 6962 root over all readable record hashes, in region order. Folds in
+    /// records appended since the last call (O(new records)); state is O(log n).
     pub fn merkle_root(&mut self) -> Hash32 {
         let mut off = self.merkle_end;
         while off < self.end {
-            // Records before `end` were written by us or verified at open.
+            // Records after `merkle_end` were all written by us, contiguously.
             let Some(h) = read_record_extent(self.region, off) else {
                 break;
             };
@@ -391,13 +776,17 @@ impl<'a> AuditLog<'a> {
         self.merkle.root()
     }
 
-    /// The records, verified as they are read.
-    pub fn records(&self) -> Records<'_> {
-        Records::new(&self.region[..self.end], self.node)
+    /// The readable records in region order (across damaged ranges), verified as
+    /// they are read.
+    pub fn records(&self) -> impl Iterator<Item = Result<RecordView, VerifyError>> + '_ {
+        Scanner::new(&self.region[..self.end], self.node).filter_map(|item| match item {
+            Scanned::Record { view, .. } => Some(Ok(view)),
+            Scanned::Damaged(_) => None,
+        })
     }
 
     /// The last `n` records (oldest first).
-    pub fn tail(&self, n: usize) -> alloc::vec::Vec<RecordView> {
+    pub fn tail(&self, n: usize) -> Vec<RecordView> {
         let skip = self.records.saturating_sub(n as u64);
         self.records()
             .skip(skip as usize)
@@ -407,7 +796,13 @@ impl<'a> AuditLog<'a> {
 
     /// Verifies the whole region in place (as the host verifier would).
     pub fn verify_in_place(&self) -> Result<VerifyReport, VerifyError> {
-        crate::format::verify_region(self.region)
+        crate::scan::verify_region(self.region)
+    }
+
+    /// Segments, damaged ranges and verdict of the whole region (as the host
+    /// verifier reports them).
+    pub fn inspect(&self) -> Inspection {
+        inspect_region(self.region)
     }
 
     /// The whole region's bytes (for the host tools and tests).

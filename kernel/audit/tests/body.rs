@@ -84,6 +84,43 @@ fn body() -> impl Strategy<Value = RecordBody> {
             proptest::collection::vec(any::<u8>(), 0..=MAX_CUSTOM_BYTES)
         )
             .prop_map(|(tag, bytes)| RecordBody::Custom { tag, bytes }),
+        (
+            int(),
+            int(),
+            proptest::option::of(int()),
+            hash(),
+            proptest::option::of(int())
+        )
+            .prop_map(
+                |(offset, bytes, last_good_seq, last_good_hash, resumed_seq)| {
+                    RecordBody::Damaged {
+                        offset,
+                        bytes,
+                        last_good_seq,
+                        last_good_hash,
+                        resumed_seq,
+                    }
+                }
+            ),
+        (int(), int()).prop_map(|(records, end_offset)| RecordBody::SuperblocksRebuilt {
+            records,
+            end_offset
+        }),
+        int().prop_map(|discarded_bytes| RecordBody::Formatted { discarded_bytes }),
+        (int(), int(), int()).prop_map(|(used_bytes, high_water_bytes, region_bytes)| {
+            RecordBody::AuditAlarm {
+                used_bytes,
+                high_water_bytes,
+                region_bytes,
+            }
+        }),
+        (int(), text(MAX_REFUSAL_REASON_BYTES), int()).prop_map(
+            |(refused, first_reason, unrecorded)| RecordBody::RefusalSummary {
+                refused,
+                first_reason,
+                unrecorded,
+            }
+        ),
     ]
 }
 
@@ -163,6 +200,30 @@ fn encode_into_every_kind_matches_postcard_at_limits() {
         RecordBody::Custom {
             tag: u16::MAX,
             bytes: vec![0x5a; MAX_CUSTOM_BYTES],
+        },
+        RecordBody::Damaged {
+            offset: u64::MAX,
+            bytes: 0,
+            last_good_seq: None,
+            last_good_hash: h,
+            resumed_seq: Some(u64::MAX),
+        },
+        RecordBody::SuperblocksRebuilt {
+            records: 1 << 40,
+            end_offset: 4096,
+        },
+        RecordBody::Formatted {
+            discarded_bytes: u64::MAX,
+        },
+        RecordBody::AuditAlarm {
+            used_bytes: 3_000_000,
+            high_water_bytes: 3_145_728,
+            region_bytes: 4 << 20,
+        },
+        RecordBody::RefusalSummary {
+            refused: u64::MAX,
+            first_reason: "z".repeat(MAX_REFUSAL_REASON_BYTES),
+            unrecorded: 0,
         },
     ];
     let mut kinds = Vec::new();

@@ -4,22 +4,33 @@
 //! becomes the audit record of the same name, stamped with the event's Lamport time
 //! and core, in replay-log order; after each batch a `ReplayHead { len, head_hash }`
 //! record pins the replay log's head into the chain. Console commands that change
-//! state are recorded as `ConsoleCommand`. Boot and recovery are recorded at open.
+//! state are recorded as `ConsoleCommand`. Recovery (damage, rebuilt superblocks,
+//! a cut torn tail, a format) is recorded by `AuditLog::open` itself and reported
+//! here on the console; then `Boot` is appended. Space: refused requests
+//! (`RequestRefused`) stop at the region's high-water mark; crossing it, and a
+//! full region, are alarms (`alarm()`, a console line, an `AuditAlarm` record).
 
 use crate::println;
 use alloc::format;
 use alloc::string::String;
 use spin::Mutex;
-use xdv_audit::{AuditLog, RecordBody};
+use xdv_audit::{AuditError, AuditLog, FillLevel, FillState, OpenReport, RecordBody};
 use xdv_sched::{CoreEvent, ReplayEvent};
 use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
 
 pub static AUDIT: Mutex<Option<AuditLog<'static>>> = Mutex::new(None);
 /// Logical time for records not stamped by the scheduler (boot, console).
 static CLOCK: Mutex<u64> = Mutex::new(0);
-static FULL_REPORTED: Mutex<bool> = Mutex::new(false);
+/// The fill level last announced on the console: an alarm line prints when it changes.
+static ANNOUNCED: Mutex<FillLevel> = Mutex::new(FillLevel::Normal);
+/// An append failed for a reason other than space (printed once).
+static OTHER_ERROR_REPORTED: Mutex<bool> = Mutex::new(false);
+/// What this boot's open found: (damaged ranges, of which unrecorded, superblocks
+/// rebuilt, formatted with non-zero bytes discarded).
+static BOOT_FINDINGS: Mutex<(usize, u64, bool, u64)> = Mutex::new((0, 0, false, 0));
 
-/// Opens the region at boot and appends `Recovered` (if a torn tail was cut) and `Boot`.
+/// Opens the region at boot (which recovers it and records what it found: see
+/// `xdv_audit::log`), reports that on the console, and appends `Boot`.
 pub fn init(node: u32) {
     let region = match crate::mem::regions::audit() {
         Ok(r) => r,
@@ -38,26 +49,13 @@ pub fn init(node: u32) {
     };
     *CLOCK.lock() = report.records;
     *AUDIT.lock() = Some(log);
-    if report.formatted {
-        log::info!("audit: formatted a new region for node {node}");
-    }
-    if report.dropped_bytes > 0 {
-        println!(
-            "audit: recovered: cut a torn tail of {} bytes ({} durable records lost){}",
-            report.dropped_bytes,
-            report.lost_durable_records,
-            report
-                .first_error
-                .map(|e| format!("; first bad record: {e}"))
-                .unwrap_or_default()
-        );
-        record(
-            CoreId(0),
-            &RecordBody::Recovered {
-                dropped_bytes: report.dropped_bytes,
-            },
-        );
-    }
+    report_open(node, &report);
+    *BOOT_FINDINGS.lock() = (
+        report.damaged.len(),
+        report.damage_unrecorded,
+        report.superblocks_rebuilt,
+        report.discarded_bytes,
+    );
     record(
         CoreId(0),
         &RecordBody::Boot {
@@ -72,6 +70,93 @@ pub fn init(node: u32) {
             a.head_hash()
         );
     }
+    if let Some(fill) = fill_state() {
+        announce(&fill);
+    }
+    let found_damage = report.damaged.len() as u64 + report.damage_unrecorded > 0;
+    if (alarm().is_some() || found_damage)
+        && let Some(line) = status_line()
+    {
+        println!("{line}");
+    }
+}
+
+/// One console line per thing `open` found and recorded.
+fn report_open(node: u32, r: &OpenReport) {
+    if r.formatted && r.discarded_bytes > 0 {
+        println!(
+            "audit: no superblock and no recognisable record in the region: formatted it \
+             ({} non-zero bytes discarded; recorded as Formatted)",
+            r.discarded_bytes
+        );
+    } else if r.formatted {
+        log::info!("audit: formatted a new region for node {node}");
+    }
+    if r.superblocks_rebuilt {
+        println!(
+            "audit: both superblock copies unreadable: rebuilt from a scan of the records \
+             ({} readable, boot count {}; recorded as SuperblocksRebuilt)",
+            r.records, r.boot_count
+        );
+    }
+    for d in &r.damaged {
+        let last = d.last_good.map_or_else(
+            || String::from("none"),
+            |(s, h)| format!("seq {s} hash {}", h.short()),
+        );
+        let resumed = d.resumed_seq.map_or_else(
+            || String::from("no record after it"),
+            |s| format!("seq {s}"),
+        );
+        let recorded = d.recorded_by.map_or_else(
+            || String::from("NOT recorded (no room)"),
+            |s| format!("recorded as seq {s}"),
+        );
+        println!(
+            "audit: DAMAGE at region offset {:#x} ({} bytes, {}): last good record {last}; \
+             resumed at {resumed}; kept as it is, {recorded}",
+            d.offset, d.bytes, d.what
+        );
+    }
+    if r.damage_unrecorded > 0 {
+        println!(
+            "audit: {} damaged ranges are not recorded yet (region full or too many); \
+             `cargo xdv audit verify` on the RAM file lists every range",
+            r.damage_unrecorded
+        );
+    }
+    if r.dropped_bytes > 0 {
+        println!(
+            "audit: recovered: cut a torn append of {} bytes at {:#x}, beyond the last \
+             durable record (recorded as Recovered)",
+            r.dropped_bytes, r.dropped_at
+        );
+    }
+}
+
+/// Prints an alarm line when the fill level changes.
+fn announce(fill: &FillState) {
+    let mut last = ANNOUNCED.lock();
+    if fill.level == *last {
+        return;
+    }
+    *last = fill.level;
+    match fill.level {
+        FillLevel::Normal => {}
+        FillLevel::AboveHighWater => println!(
+            "audit: ALARM: region past its {}% high-water mark ({} of {} bytes used): \
+             refused requests are now only counted ({} so far); the node's own records continue",
+            xdv_audit::BULK_HIGH_WATER_PERCENT,
+            fill.used_bytes,
+            fill.region_bytes,
+            fill.bulk_refused
+        ),
+        FillLevel::Full => println!(
+            "audit: ALARM: region FULL ({} of {} bytes): sealed, nothing more is recorded; \
+             copy it out (`cargo xdv audit verify`/`show` on the RAM file) and reformat it",
+            fill.used_bytes, fill.region_bytes
+        ),
+    }
 }
 
 fn tick() -> Timestamp {
@@ -80,28 +165,89 @@ fn tick() -> Timestamp {
     Timestamp(*c)
 }
 
-fn append(stamp: Timestamp, core: CoreId, body: &RecordBody) -> Option<u64> {
-    let mut guard = AUDIT.lock();
-    let log = guard.as_mut()?;
-    match log.append(stamp, core, body) {
+/// Runs `f` on the open log, then announces a changed fill level; `None` when
+/// audit is disabled or the append failed (space failures are announced as
+/// alarms, any other failure is printed once).
+fn with_log(f: impl FnOnce(&mut AuditLog<'static>) -> Result<u64, AuditError>) -> Option<u64> {
+    let (result, fill) = {
+        let mut guard = AUDIT.lock();
+        let log = guard.as_mut()?;
+        let result = f(log);
+        (result, log.fill_state())
+    };
+    announce(&fill);
+    match result {
         Ok(seq) => Some(seq),
+        Err(AuditError::AboveHighWater { .. } | AuditError::Full { .. }) => None,
         Err(e) => {
-            let mut reported = FULL_REPORTED.lock();
+            let mut reported = OTHER_ERROR_REPORTED.lock();
             if !*reported {
                 *reported = true;
-                println!(
-                    "audit: cannot append: {e} (the chain stays verifiable; further records are refused)"
-                );
+                println!("audit: cannot append: {e}");
             }
             None
         }
     }
 }
 
-/// Appends a record stamped by the node's audit clock.
+fn append(stamp: Timestamp, core: CoreId, body: &RecordBody) -> Option<u64> {
+    with_log(|log| log.append(stamp, core, body))
+}
+
+/// Appends a record stamped by the node's audit clock. Bulk records
+/// (`RequestRefused`) are refused once the region passes its high-water mark.
 pub fn record(core: CoreId, body: &RecordBody) -> Option<u64> {
     let t = tick();
     append(t, core, body)
+}
+
+/// Records a summary of `count` refused requests that were not recorded one by one
+/// (the node's rate limiter calls this once per interval), with the first one's
+/// reason. It is the node's own record: it is written past the high-water mark
+/// too, and it carries how many refusal records the region itself refused since
+/// the last summary.
+#[allow(
+    dead_code,
+    reason = "the node's rate limiter (issue 13 item 3) calls it"
+)]
+pub fn record_refusal_summary(count: u64, first_reason: &str) -> Option<u64> {
+    let t = tick();
+    with_log(|log| log.append_refusal_summary(t, CoreId(0), count, first_reason))
+}
+
+/// The region's fill state (`None` when audit is disabled).
+pub fn fill_state() -> Option<FillState> {
+    AUDIT.lock().as_ref().map(AuditLog::fill_state)
+}
+
+/// The audit alarm: `Some(level)` when the region is past its high-water mark or
+/// full (bulk records are being refused, or nothing more is recorded).
+pub fn alarm() -> Option<FillLevel> {
+    fill_state()
+        .map(|f| f.level)
+        .filter(|l| *l != FillLevel::Normal)
+}
+
+/// One line on the region's health, for the console's `audit` command: fill,
+/// alarm, and what this boot's recovery found.
+pub fn status_line() -> Option<String> {
+    let fill = fill_state()?;
+    let (damaged, unrecorded, rebuilt, discarded) = *BOOT_FINDINGS.lock();
+    let level = match fill.level {
+        FillLevel::Normal => "ok",
+        FillLevel::AboveHighWater => "ALARM past high-water mark",
+        FillLevel::Full => "ALARM FULL",
+    };
+    Some(format!(
+        "audit: fill {}/{} bytes (mark {}) {level}; bulk refused {}; at boot: {damaged} \
+         damaged ranges ({unrecorded} unrecorded), superblocks rebuilt: {}, formatted \
+         discarding {discarded} bytes",
+        fill.used_bytes,
+        fill.region_bytes,
+        fill.high_water_bytes,
+        fill.bulk_refused,
+        if rebuilt { "yes" } else { "no" },
+    ))
 }
 
 /// Records a state-changing console command.

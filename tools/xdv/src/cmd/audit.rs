@@ -3,17 +3,26 @@
 //! The input is a node's RAM file (QEMU `memory-backend-file`) or a raw region file.
 //! Without `--offset` the region is looked for at the kernel default
 //! (`0x0400_0000`, where the RAM file offset equals the physical address), then at
-//! every 4 KiB-aligned offset of the file. Only the region's bytes are read.
+//! every 4 KiB-aligned offset of the file; when no superblock copy is valid
+//! anywhere, at the default offset and at 0 by its records. Only the region's bytes
+//! are read. A damaged region is still read record by record: every readable
+//! record is checked and every segment and damaged range is listed.
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use xdv_audit::format::{DATA_START, MAX_REGION_BYTES, Superblock};
+use xdv_audit::format::{
+    DATA_START, FIND_ALIGN, FORMAT_VERSION, MAGIC, MAX_REGION_BYTES, MIN_REGION_BYTES,
+    SUPERBLOCK_OFFSETS, Superblock, find_record,
+};
 use xdv_audit::merkle::{
     consistency_proof, inclusion_proof, merkle_root, verify_consistency, verify_inclusion,
 };
-use xdv_audit::{DEFAULT_REGION_PHYS, RecordBody, RecordView, Records, find_region, verify_region};
+use xdv_audit::{
+    DEFAULT_REGION_PHYS, DEFAULT_REGION_SIZE, DamagedRange, Inspection, RecordBody, RecordView,
+    RegionScan, Scanned, Scanner, find_region, inspect_region, region_node,
+};
 use xdv_types::Hash32;
 
 /// Largest file read whole when searching for a region (bigger files: pass --offset).
@@ -27,15 +36,18 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// Verify the whole chain; print record count, head hash, Merkle root. Exits
-    /// non-zero naming the first bad record (sequence, offset, what failed).
+    /// Verify the region: list its superblocks, chain segments and damaged ranges,
+    /// check every readable record; print record count, head hash, Merkle root.
+    /// Exits non-zero naming the first damage the node has not recorded (sequence,
+    /// offset, what failed), or when no superblock copy is valid.
     Verify {
         /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
         #[command(flatten)]
         at: At,
     },
-    /// Print the records (one line each, or one JSON object per line).
+    /// Print the records (one line each, or one JSON object per line), and the
+    /// damaged ranges between them.
     Show {
         /// A node's RAM file (e.g. target/xdv/cluster/node1.ram) or a raw region file.
         file: PathBuf,
@@ -75,6 +87,10 @@ struct At {
     /// Byte offset of the region in the file (decimal or 0x hex).
     #[arg(long, value_parser = parse_offset)]
     offset: Option<u64>,
+    /// Region size in bytes, when no superblock copy says it (default: the kernel's
+    /// 4 MiB, or the whole file for a region file at offset 0).
+    #[arg(long, value_parser = parse_offset)]
+    size: Option<u64>,
 }
 
 fn parse_offset(s: &str) -> Result<u64, String> {
@@ -87,20 +103,20 @@ fn parse_offset(s: &str) -> Result<u64, String> {
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Sub::Verify { file, at } => verify(&file, at.offset),
+        Sub::Verify { file, at } => verify(&file, &at),
         Sub::Show {
             file,
             at,
             from,
             json,
-        } => show(&file, at.offset, from, json),
-        Sub::Prove { file, seq, at } => prove(&file, at.offset, seq),
+        } => show(&file, &at, from, json),
+        Sub::Prove { file, seq, at } => prove(&file, &at, seq),
         Sub::Consistency {
             file,
             old_size,
             new_size,
             at,
-        } => consistency(&file, at.offset, old_size, new_size),
+        } => consistency(&file, &at, old_size, new_size),
     }
 }
 
@@ -108,6 +124,8 @@ pub fn run(args: Args) -> Result<()> {
 struct Loaded {
     offset: u64,
     bytes: Vec<u8>,
+    /// The size was not read from a superblock.
+    size_assumed: bool,
 }
 
 fn read_at(f: &mut File, at: u64, len: usize) -> Result<Vec<u8>> {
@@ -117,50 +135,197 @@ fn read_at(f: &mut File, at: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Region size claimed by a superblock at `at`, if there is a valid one.
+/// Region size claimed by a superblock at `at`, if there is a valid, sane one.
 fn region_size_at(f: &mut File, at: u64) -> Result<Option<u64>> {
     let head = read_at(f, at, DATA_START)?;
     let copies = Superblock::read_both(&head);
-    Ok(Superblock::current(&copies).map(|(_, sb)| sb.region_bytes))
+    Ok(Superblock::current(&copies)
+        .map(|(_, sb)| sb.region_bytes)
+        .filter(|&s| (MIN_REGION_BYTES as u64..=MAX_REGION_BYTES as u64).contains(&s)))
 }
 
-fn load(path: &Path, offset: Option<u64>) -> Result<Loaded> {
+/// The size to read at `offset` without a superblock.
+fn assumed_size(file_len: u64, offset: u64, size: Option<u64>) -> u64 {
+    let size = size.unwrap_or(if offset == 0 {
+        file_len.min(MAX_REGION_BYTES as u64)
+    } else {
+        DEFAULT_REGION_SIZE
+    });
+    size.min(MAX_REGION_BYTES as u64)
+}
+
+/// Where the region is: `--offset`; a valid superblock copy at the default offset,
+/// at 0, or at any 4 KiB-aligned offset; with none valid anywhere, a record that
+/// verifies at `DATA_START` of a 4 KiB-aligned offset, or records in the region at
+/// the default offset.
+fn locate(f: &mut File, path: &Path, file_len: u64, at: &At) -> Result<u64> {
+    if let Some(o) = at.offset {
+        return Ok(o);
+    }
+    for o in [DEFAULT_REGION_PHYS, 0] {
+        if region_size_at(f, o)?.is_some() {
+            return Ok(o);
+        }
+    }
+    if file_len > MAX_SCAN_FILE_BYTES {
+        bail!("{} is {file_len} bytes; pass --offset", path.display());
+    }
+    let all = read_at(f, 0, file_len as usize)?;
+    if let Some(o) = find_region(&all) {
+        return Ok(o as u64);
+    }
+    let by_first_record = (0..all.len())
+        .step_by(FIND_ALIGN)
+        .find(|&o| find_record(&all, o + DATA_START, o + DATA_START + 1, None, 0).is_some());
+    if let Some(o) = by_first_record {
+        return Ok(o as u64);
+    }
+    let o = DEFAULT_REGION_PHYS as usize;
+    let end = o
+        .saturating_add(assumed_size(file_len, DEFAULT_REGION_PHYS, at.size) as usize)
+        .min(all.len());
+    if o < end && region_node(&all[o..end]).is_some() {
+        return Ok(DEFAULT_REGION_PHYS);
+    }
+    bail!(
+        "no audit region (no valid superblock, no record) found in {}",
+        path.display()
+    )
+}
+
+fn load(path: &Path, at: &At) -> Result<Loaded> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let file_len = f.metadata()?.len();
-    let offset = match offset {
-        Some(o) => o,
-        None if region_size_at(&mut f, DEFAULT_REGION_PHYS)?.is_some() => DEFAULT_REGION_PHYS,
-        None if region_size_at(&mut f, 0)?.is_some() => 0,
-        None => {
-            if file_len > MAX_SCAN_FILE_BYTES {
-                bail!("{} is {file_len} bytes; pass --offset", path.display());
-            }
-            let all = read_at(&mut f, 0, file_len as usize)?;
-            find_region(&all).ok_or_else(|| {
-                anyhow!("no audit region (superblock) found in {}", path.display())
-            })? as u64
-        }
+    let offset = locate(&mut f, path, file_len, at)?;
+    let (size, size_assumed) = match region_size_at(&mut f, offset)? {
+        Some(s) => (s, false),
+        None => (assumed_size(file_len, offset, at.size), true),
     };
-    // An unreadable superblock still gets a region-sized read so the verifier
-    // reports it precisely.
-    let size = region_size_at(&mut f, offset)?
-        .filter(|&s| s <= MAX_REGION_BYTES as u64)
-        .unwrap_or(DATA_START as u64);
     let bytes = read_at(&mut f, offset, size as usize)?;
-    Ok(Loaded { offset, bytes })
+    Ok(Loaded {
+        offset,
+        bytes,
+        size_assumed,
+    })
 }
 
-fn verify(path: &Path, offset: Option<u64>) -> Result<()> {
-    let l = load(path, offset)?;
+/// What is wrong with a superblock copy that does not decode.
+fn superblock_problem(bytes: &[u8], at: usize) -> String {
+    let Some(b) = bytes.get(at..at + 10) else {
+        return "missing (file too short)".into();
+    };
+    if b[..8] != MAGIC {
+        return "INVALID (no magic)".into();
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if version != u16::from(FORMAT_VERSION) {
+        return format!(
+            "format version {version}: this verifier reads version {FORMAT_VERSION} only"
+        );
+    }
+    "INVALID (checksum: damaged or torn)".into()
+}
+
+fn print_superblocks(insp: &Inspection, bytes: &[u8]) {
+    for (i, (copy, at)) in insp.superblocks.iter().zip(SUPERBLOCK_OFFSETS).enumerate() {
+        let name = ["A", "B"][i];
+        match copy {
+            Some(sb) => println!(
+                "superblock {name}: valid, generation {}, end {:#x}, next seq {}, boot {}",
+                sb.generation, sb.end_offset, sb.record_count, sb.boot_count
+            ),
+            None => println!("superblock {name}: {}", superblock_problem(bytes, at)),
+        }
+    }
+}
+
+fn damage_line(d: &DamagedRange, torn_at: Option<u64>) -> String {
+    let last = d.last_good.map_or_else(
+        || "none".to_string(),
+        |(s, h)| format!("seq {s} hash {}", h.short()),
+    );
+    let after = d.resumed_seq.map_or_else(
+        || "no record after it".to_string(),
+        |s| format!("resumes at seq {s}"),
+    );
+    let status = match d.recorded_by {
+        Some(s) => format!("recorded by Damaged record seq {s}"),
+        None if torn_at == Some(d.offset) => {
+            "torn append beyond the committed end (cut at the next boot)".into()
+        }
+        None => "NOT RECORDED by the node".into(),
+    };
+    format!(
+        "damaged:   {:#x}..{:#x} ({} bytes): {}; last good record {last}; {after}; {status}",
+        d.offset,
+        d.offset + d.bytes,
+        d.bytes,
+        d.what
+    )
+}
+
+fn print_scan(scan: &RegionScan, torn_at: Option<u64>) {
+    println!("node:        {}", scan.node);
+    for (i, s) in scan.segments.iter().enumerate() {
+        println!(
+            "segment {i}: seq {}..={} ({} records) at {:#x}..{:#x}, {}",
+            s.first_seq,
+            s.last_seq,
+            s.records,
+            s.offset,
+            s.end,
+            if s.linked {
+                "continues the chain"
+            } else {
+                "its first record's predecessor is lost"
+            }
+        );
+    }
+    if scan.segments_total > scan.segments.len() as u64 {
+        println!(
+            "... and {} more segments",
+            scan.segments_total - scan.segments.len() as u64
+        );
+    }
+    for d in &scan.damaged {
+        println!("{}", damage_line(d, torn_at));
+    }
+    if scan.damaged_total > scan.damaged.len() as u64 {
+        println!(
+            "... and {} more damaged ranges",
+            scan.damaged_total - scan.damaged.len() as u64
+        );
+    }
+    println!("records:     {}", scan.records);
+    println!("head hash:   {}", scan.head);
+    println!("merkle root: {}", scan.merkle_root());
+}
+
+fn verify(path: &Path, at: &At) -> Result<()> {
+    let l = load(path, at)?;
     println!("region: {} at offset {:#x}", path.display(), l.offset);
-    match verify_region(&l.bytes) {
+    if l.size_assumed {
+        println!(
+            "note: no valid superblock: region size assumed to be {} bytes (--size)",
+            l.bytes.len()
+        );
+    }
+    let insp = inspect_region(&l.bytes);
+    print_superblocks(&insp, &l.bytes);
+    let torn_at = insp
+        .scan
+        .as_ref()
+        .and_then(|s| s.trailing.as_ref())
+        .filter(|_| insp.torn_tail_bytes > 0)
+        .map(|t| t.offset);
+    match &insp.scan {
+        Some(scan) => print_scan(scan, torn_at),
+        None => println!("no readable record of any node"),
+    }
+    match insp.verdict {
         Ok(r) => {
-            println!("node:        {}", r.node);
-            println!("records:     {}", r.records);
             println!("bytes used:  {} of {}", r.bytes_used, r.region_bytes);
             println!("boot count:  {}", r.boot_count);
-            println!("head hash:   {}", r.head_hash);
-            println!("merkle root: {}", r.merkle_root);
             if r.superblock_copies_valid < 2 {
                 println!("note: one superblock copy is invalid (torn write); the other is used");
             }
@@ -170,7 +335,14 @@ fn verify(path: &Path, offset: Option<u64>) -> Result<()> {
                     r.torn_tail_bytes
                 );
             }
-            println!("OK: chain verifies");
+            if r.damaged.is_empty() {
+                println!("OK: chain verifies");
+            } else {
+                println!(
+                    "OK: every readable record verifies; {} damaged ranges, each recorded by the node",
+                    r.damaged.len()
+                );
+            }
             Ok(())
         }
         Err(e) => {
@@ -182,7 +354,7 @@ fn verify(path: &Path, offset: Option<u64>) -> Result<()> {
                 e.what
             );
             bail!(
-                "audit chain damaged at record seq {} (offset {:#x}): {}",
+                "audit region damaged at record seq {} (offset {:#x}): {}",
                 e.seq,
                 e.offset,
                 e.what
@@ -191,29 +363,34 @@ fn verify(path: &Path, offset: Option<u64>) -> Result<()> {
     }
 }
 
-/// All records of a verified region (fails on damage).
+/// The readable records of a region that verifies (damage the node recorded is
+/// allowed: its records are then the readable ones, in region order).
 fn verified_records(l: &Loaded) -> Result<Vec<RecordView>> {
-    let r = verify_region(&l.bytes).map_err(|e| anyhow!("audit chain damaged: {e}"))?;
+    let insp = inspect_region(&l.bytes);
+    let r = insp
+        .verdict
+        .map_err(|e| anyhow!("audit region damaged: {e}"))?;
     let region = &l.bytes[..r.bytes_used as usize];
-    Records::new(region, r.node)
-        .map(|v| v.map_err(|e| anyhow!("{e}")))
-        .collect()
+    Ok(Scanner::new(region, r.node)
+        .filter_map(|item| match item {
+            Scanned::Record { view, .. } => Some(view),
+            Scanned::Damaged(_) => None,
+        })
+        .collect())
 }
 
-fn show(path: &Path, offset: Option<u64>, from: u64, json: bool) -> Result<()> {
-    let l = load(path, offset)?;
-    let copies = Superblock::read_both(&l.bytes);
-    let (_, sb) = Superblock::current(&copies).ok_or_else(|| anyhow!("no valid superblock"))?;
-    let region = &l.bytes[..l.bytes.len().min(sb.region_bytes as usize)];
-    for item in Records::new(region, sb.node) {
-        let v = item.map_err(|e| anyhow!("audit chain damaged: {e}"))?;
-        if v.header.seq < from {
-            continue;
-        }
-        if json {
-            println!("{}", record_json(&v));
-        } else {
-            println!(
+fn show(path: &Path, at: &At, from: u64, json: bool) -> Result<()> {
+    let l = load(path, at)?;
+    let node = region_node(&l.bytes).ok_or_else(|| anyhow!("no superblock and no record"))?;
+    let region = match Superblock::current(&Superblock::read_both(&l.bytes)) {
+        Some((_, sb)) => &l.bytes[..l.bytes.len().min(sb.region_bytes as usize)],
+        None => &l.bytes[..],
+    };
+    for item in Scanner::new(region, node) {
+        match item {
+            Scanned::Record { view: v, .. } if v.header.seq < from => {}
+            Scanned::Record { view: v, .. } if json => println!("{}", record_json(&v)),
+            Scanned::Record { view: v, .. } => println!(
                 "#{:<6} @{:#08x} t={:<8} {} {:<14} {} hash={}",
                 v.header.seq,
                 v.offset,
@@ -222,7 +399,15 @@ fn show(path: &Path, offset: Option<u64>, from: u64, json: bool) -> Result<()> {
                 RecordBody::kind_name(v.header.kind),
                 body_text(&v.body),
                 v.hash.short()
-            );
+            ),
+            Scanned::Damaged(d) if json => println!(
+                "{}",
+                serde_json::json!({
+                    "damaged": {"offset": d.offset, "bytes": d.bytes, "what": d.what.to_string(),
+                        "last_good_seq": d.last_good.map(|(s, _)| s), "resumed_seq": d.resumed_seq},
+                })
+            ),
+            Scanned::Damaged(d) => println!("!! {}", damage_line(&d, None)),
         }
     }
     Ok(())
@@ -285,6 +470,47 @@ fn body_fields(b: &RecordBody) -> Vec<(&'static str, serde_json::Value)> {
         RecordBody::Custom { tag, bytes } => {
             vec![("tag", json!(tag)), ("bytes", json!(hex::encode(bytes)))]
         }
+        RecordBody::Damaged {
+            offset,
+            bytes,
+            last_good_seq,
+            last_good_hash,
+            resumed_seq,
+        } => vec![
+            ("offset", json!(offset)),
+            ("bytes", json!(bytes)),
+            ("last_good_seq", json!(last_good_seq)),
+            ("last_good_hash", json!(last_good_hash.to_string())),
+            ("resumed_seq", json!(resumed_seq)),
+        ],
+        RecordBody::SuperblocksRebuilt {
+            records,
+            end_offset,
+        } => vec![
+            ("records", json!(records)),
+            ("end_offset", json!(end_offset)),
+        ],
+        RecordBody::Formatted { discarded_bytes } => {
+            vec![("discarded_bytes", json!(discarded_bytes))]
+        }
+        RecordBody::AuditAlarm {
+            used_bytes,
+            high_water_bytes,
+            region_bytes,
+        } => vec![
+            ("used_bytes", json!(used_bytes)),
+            ("high_water_bytes", json!(high_water_bytes)),
+            ("region_bytes", json!(region_bytes)),
+        ],
+        RecordBody::RefusalSummary {
+            refused,
+            first_reason,
+            unrecorded,
+        } => vec![
+            ("refused", json!(refused)),
+            ("first_reason", json!(first_reason)),
+            ("unrecorded", json!(unrecorded)),
+        ],
     }
 }
 
@@ -329,13 +555,19 @@ fn record_json(v: &RecordView) -> serde_json::Value {
     })
 }
 
-fn prove(path: &Path, offset: Option<u64>, seq: u64) -> Result<()> {
-    let recs = verified_records(&load(path, offset)?)?;
+fn prove(path: &Path, at: &At, seq: u64) -> Result<()> {
+    let recs = verified_records(&load(path, at)?)?;
     let entries: Vec<Hash32> = recs.iter().map(|r| r.hash).collect();
     let size = entries.len();
-    let index = usize::try_from(seq)?;
-    if index >= size {
-        bail!("record {seq} does not exist: the log has {size} records");
+    // Tree index = position among readable records (= seq unless damage removed
+    // earlier records).
+    let Some(index) = recs.iter().position(|r| r.header.seq == seq) else {
+        bail!(
+            "record {seq} does not exist or is not readable: the log has {size} readable records"
+        );
+    };
+    if index as u64 != seq {
+        println!("note: record {seq} is leaf {index} (damaged records are not in the tree)");
     }
     let root = merkle_root(&entries, size).map_err(|e| anyhow!("{e}"))?;
     let proof = inclusion_proof(&entries, index, size).map_err(|e| anyhow!("{e}"))?;
@@ -350,14 +582,14 @@ fn prove(path: &Path, offset: Option<u64>, seq: u64) -> Result<()> {
     for h in &proof {
         println!("  {h}");
     }
-    verify_inclusion(&entries[index], seq, size as u64, &proof, &root)
+    verify_inclusion(&entries[index], index as u64, size as u64, &proof, &root)
         .map_err(|e| anyhow!("inclusion proof does not verify: {e}"))?;
     println!("OK: inclusion proof verifies");
     Ok(())
 }
 
-fn consistency(path: &Path, offset: Option<u64>, old: u64, new: u64) -> Result<()> {
-    let recs = verified_records(&load(path, offset)?)?;
+fn consistency(path: &Path, at: &At, old: u64, new: u64) -> Result<()> {
+    let recs = verified_records(&load(path, at)?)?;
     let entries: Vec<Hash32> = recs.iter().map(|r| r.hash).collect();
     let (o, n) = (usize::try_from(old)?, usize::try_from(new)?);
     if o == 0 || o > n || n > entries.len() {

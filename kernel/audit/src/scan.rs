@@ -1,0 +1,542 @@
+//! Reading a region that may be damaged, and judging it.
+//!
+//! [`Scanner`] yields every readable record of a region in region order and, in
+//! between, every damaged range; [`scan_region`] sums a scan up (segments, damaged
+//! ranges and the `Damaged` records that acknowledge them); [`torn_tail`] is the one
+//! rule deciding which bytes `open` may cut; [`inspect_region`] and
+//! [`verify_region`] judge a region for the host verifier and `audit verify`.
+//!
+//! Invariants owned here:
+//! - A record is *readable* when it verifies on its own (version, node, length,
+//!   own hash, payload, limits) and continues the chain of the record before it in
+//!   its segment (sequence number + 1, previous hash). The node at open, the host
+//!   verifier and `AuditLog::records` find readable records with this one scanner.
+//! - Where a record does not verify, the scanner resynchronises at the first later
+//!   offset where a record with a higher sequence number verifies on its own
+//!   ([`find_record`]); the bytes in between are one damaged range and the record
+//!   found starts a new segment. Every byte from `DATA_START` to the last non-zero
+//!   byte lies in a readable record or in a damaged range: nothing is skipped
+//!   silently.
+//! - Scanning never panics, whatever the bytes; it hashes each record at most twice.
+
+use alloc::vec::Vec;
+use xdv_types::{Hash32, NodeId};
+
+use crate::body::RecordBody;
+use crate::format::{
+    DATA_START, Damage, MAX_REGION_BYTES, MIN_REGION_BYTES, RecordView, Superblock, VerifyError,
+    check_record, find_record, genesis_hash, header_is_blank, max_seq, nonzero_end,
+};
+use crate::merkle::MerkleAccumulator;
+
+/// Segments and damaged ranges a [`RegionScan`] lists one by one; beyond this they
+/// are only counted (a bound on memory, whatever the region holds).
+pub const MAX_LISTED: usize = 256;
+
+/// Bytes of a region that hold no readable record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedRange {
+    /// Region offset of the first damaged byte (where a record should have started).
+    pub offset: u64,
+    pub bytes: u64,
+    /// Why the record expected at `offset` is not readable.
+    pub what: Damage,
+    /// The last readable record before the range: (seq, hash).
+    pub last_good: Option<(u64, Hash32)>,
+    /// Sequence number of the readable record right after the range (`None`: no
+    /// readable record follows — a tail).
+    pub resumed_seq: Option<u64>,
+    /// Sequence number of the `Damaged` record that covers this range, if any.
+    pub recorded_by: Option<u64>,
+}
+
+impl DamagedRange {
+    /// The range as a verification error (the sequence number expected there).
+    pub fn error(&self) -> VerifyError {
+        VerifyError {
+            seq: self.last_good.map_or(0, |(s, _)| s.saturating_add(1)),
+            offset: self.offset,
+            what: self.what,
+        }
+    }
+
+    /// The `Damaged` record body that acknowledges this range.
+    pub fn body(&self, node: NodeId) -> RecordBody {
+        RecordBody::Damaged {
+            offset: self.offset,
+            bytes: self.bytes,
+            last_good_seq: self.last_good.map(|(s, _)| s),
+            last_good_hash: self
+                .last_good
+                .map_or_else(|| genesis_hash(node), |(_, h)| h),
+            resumed_seq: self.resumed_seq,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.offset.saturating_add(self.bytes)
+    }
+}
+
+/// One item of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scanned {
+    /// A readable record; `new_segment`: it starts a segment (the first record, or
+    /// the first after a damaged range).
+    Record {
+        view: RecordView,
+        new_segment: bool,
+    },
+    Damaged(DamagedRange),
+}
+
+/// Every readable record and every damaged range of a region, in region order
+/// (see the module documentation).
+pub struct Scanner<'r> {
+    region: &'r [u8],
+    node: NodeId,
+    offset: usize,
+    /// (seq, prev hash) the record at `offset` must have.
+    expect: (u64, Hash32),
+    /// The last readable record: (seq, hash).
+    last: Option<(u64, Hash32)>,
+    new_segment: bool,
+    nonzero_end: Option<usize>,
+    done: bool,
+}
+
+impl<'r> Scanner<'r> {
+    /// Scans `region` (cut to the region size) for the chain of `node`.
+    pub fn new(region: &'r [u8], node: NodeId) -> Scanner<'r> {
+        Scanner {
+            region,
+            node,
+            offset: DATA_START,
+            expect: (0, genesis_hash(node)),
+            last: None,
+            new_segment: true,
+            nonzero_end: None,
+            done: false,
+        }
+    }
+
+    fn nonzero_end(&mut self) -> usize {
+        *self
+            .nonzero_end
+            .get_or_insert_with(|| nonzero_end(self.region))
+    }
+
+    /// The damaged range starting at `w`: up to the next record that verifies on
+    /// its own with a higher sequence number, or to the last non-zero byte.
+    fn resync(&mut self, w: usize, what: Damage) -> DamagedRange {
+        let nz = self.nonzero_end().max(w + 1);
+        let min_seq = self.last.map_or(0, |(s, _)| s + 1);
+        let found = find_record(self.region, w + 1, nz, Some(self.node), min_seq);
+        let mut range = DamagedRange {
+            offset: w as u64,
+            bytes: (nz - w) as u64,
+            what,
+            last_good: self.last,
+            resumed_seq: None,
+            recorded_by: None,
+        };
+        match found {
+            Some(v) => {
+                range.bytes = v.offset - w as u64;
+                range.resumed_seq = Some(v.header.seq);
+                self.offset = v.offset as usize;
+                self.expect = (v.header.seq, v.prev_hash);
+                self.new_segment = true;
+            }
+            None => self.done = true,
+        }
+        range
+    }
+}
+
+impl Iterator for Scanner<'_> {
+    type Item = Scanned;
+
+    fn next(&mut self) -> Option<Scanned> {
+        if self.done {
+            return None;
+        }
+        let w = self.offset;
+        let what = if header_is_blank(self.region, w) {
+            if self.nonzero_end() <= w {
+                self.done = true;
+                return None;
+            }
+            Damage::StrayBytes
+        } else {
+            match check_record(self.region, w, Some(self.node), Some(self.expect)) {
+                Ok(view) => {
+                    self.offset += view.header.record_bytes();
+                    self.last = Some((view.header.seq, view.hash));
+                    // Bounded by max_seq: cannot overflow.
+                    self.expect = (view.header.seq + 1, view.hash);
+                    let new_segment = core::mem::take(&mut self.new_segment);
+                    return Some(Scanned::Record { view, new_segment });
+                }
+                Err(what) => what,
+            }
+        };
+        Some(Scanned::Damaged(self.resync(w, what)))
+    }
+}
+
+/// A run of readable records that chain to each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Region offsets of its first byte and just past its last record.
+    pub offset: u64,
+    pub end: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: u64,
+    /// Its first record's previous hash is the hash of the last readable record
+    /// before it (the genesis hash for the first): the chain continues across the
+    /// damaged range before it. `false` for old records whose predecessor was lost.
+    pub linked: bool,
+}
+
+/// What a scan of a region found.
+#[derive(Clone, Debug)]
+pub struct RegionScan {
+    pub node: NodeId,
+    /// Readable records (the Merkle tree's size).
+    pub records: u64,
+    /// Offset just past the last readable record (`DATA_START` if none).
+    pub end: u64,
+    /// The sequence number after the last readable record's.
+    pub next_seq: u64,
+    /// Hash of the last readable record (the genesis hash if none).
+    pub head: Hash32,
+    /// The first [`MAX_LISTED`] segments, and how many there are.
+    pub segments: Vec<Segment>,
+    pub segments_total: u64,
+    /// The first [`MAX_LISTED`] damaged ranges, and how many there are.
+    pub damaged: Vec<DamagedRange>,
+    pub damaged_total: u64,
+    /// The first damaged range beyond the list (never counted as recorded).
+    pub first_unlisted: Option<DamagedRange>,
+    /// The last damaged range when no readable record follows it.
+    pub trailing: Option<DamagedRange>,
+    pub last_kind: Option<u16>,
+    /// Highest timestamp of a readable record.
+    pub max_stamp: u64,
+    /// `count` of the last readable `Boot` record.
+    pub last_boot_count: Option<u64>,
+    /// A readable `AuditAlarm` record exists.
+    pub alarm_recorded: bool,
+    /// (seq, hash) of the readable record ending exactly at the probe offset.
+    pub probe_hit: Option<(u64, Hash32)>,
+    pub(crate) merkle: MerkleAccumulator,
+}
+
+impl RegionScan {
+    /// RFC 6962 root over the readable records' hashes, in region order.
+    pub fn merkle_root(&self) -> Hash32 {
+        self.merkle.root()
+    }
+
+    /// Damaged ranges no `Damaged` record covers (listed or not).
+    pub fn unrecorded(&self) -> u64 {
+        let listed = self
+            .damaged
+            .iter()
+            .filter(|d| d.recorded_by.is_none())
+            .count() as u64;
+        listed + self.damaged_total.saturating_sub(self.damaged.len() as u64)
+    }
+
+    /// The first damaged range no `Damaged` record covers, except `skip` (the
+    /// offset of a torn tail that is not damage).
+    pub fn first_unrecorded(&self, skip: Option<u64>) -> Option<&DamagedRange> {
+        self.damaged
+            .iter()
+            .chain(self.first_unlisted.as_ref())
+            .find(|d| d.recorded_by.is_none() && Some(d.offset) != skip)
+    }
+
+    fn add_record(&mut self, v: &RecordView, new_segment: bool, probe: Option<u64>) {
+        if new_segment {
+            self.segments_total += 1;
+            if self.segments.len() < MAX_LISTED {
+                self.segments.push(Segment {
+                    offset: v.offset,
+                    end: v.offset,
+                    first_seq: v.header.seq,
+                    last_seq: v.header.seq,
+                    records: 0,
+                    linked: v.prev_hash == self.head,
+                });
+            }
+        }
+        let end = v.offset + v.header.record_bytes() as u64;
+        if self.segments_total == self.segments.len() as u64
+            && let Some(s) = self.segments.last_mut()
+        {
+            s.end = end;
+            s.last_seq = v.header.seq;
+            s.records += 1;
+        }
+        self.records += 1;
+        self.end = end;
+        self.next_seq = v.header.seq + 1;
+        self.head = v.hash;
+        self.merkle.push(&v.hash);
+        self.last_kind = Some(v.header.kind);
+        self.max_stamp = self.max_stamp.max(v.header.stamp.0);
+        if probe == Some(end) {
+            self.probe_hit = Some((v.header.seq, v.hash));
+        }
+        match v.body {
+            RecordBody::Boot { count } => self.last_boot_count = Some(count),
+            RecordBody::AuditAlarm { .. } => self.alarm_recorded = true,
+            RecordBody::Damaged { offset, bytes, .. } => {
+                let ack_end = offset.saturating_add(bytes);
+                for d in &mut self.damaged {
+                    if d.recorded_by.is_none() && d.offset >= offset && d.end() <= ack_end {
+                        d.recorded_by = Some(v.header.seq);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn add_damage(&mut self, d: DamagedRange) {
+        self.damaged_total += 1;
+        if d.resumed_seq.is_none() {
+            self.trailing = Some(d.clone());
+        }
+        if self.damaged.len() < MAX_LISTED {
+            self.damaged.push(d);
+        } else if self.first_unlisted.is_none() {
+            self.first_unlisted = Some(d);
+        }
+    }
+}
+
+/// Scans `region` (cut to the region size) for the chain of `node`; `probe`: an
+/// offset (a superblock's end offset) at which to note the record ending there.
+pub fn scan_region(region: &[u8], node: NodeId, probe: Option<u64>) -> RegionScan {
+    let mut s = RegionScan {
+        node,
+        records: 0,
+        end: DATA_START as u64,
+        next_seq: 0,
+        head: genesis_hash(node),
+        segments: Vec::new(),
+        segments_total: 0,
+        damaged: Vec::new(),
+        damaged_total: 0,
+        first_unlisted: None,
+        trailing: None,
+        last_kind: None,
+        max_stamp: 0,
+        last_boot_count: None,
+        alarm_recorded: false,
+        probe_hit: None,
+        merkle: MerkleAccumulator::new(),
+    };
+    for item in Scanner::new(region, node) {
+        match item {
+            Scanned::Record { view, new_segment } => s.add_record(&view, new_segment, probe),
+            Scanned::Damaged(d) => s.add_damage(d),
+        }
+    }
+    debug_assert!(s.records <= s.next_seq && s.next_seq <= max_seq(region.len()) + 1);
+    s
+}
+
+/// The superblock's committed point is confirmed by the chain: the readable record
+/// ending at its end offset has sequence number `record_count - 1` and its head hash
+/// (or the superblock describes the empty chain).
+pub fn committed_point_confirmed(sb: &Superblock, scan: &RegionScan) -> bool {
+    if sb.node != scan.node {
+        return false;
+    }
+    if sb.record_count == 0 {
+        return sb.end_offset == DATA_START as u64 && sb.head_hash == genesis_hash(sb.node);
+    }
+    scan.probe_hit == Some((sb.record_count - 1, sb.head_hash))
+}
+
+/// The torn-tail rule: the trailing damaged range of `scan` is a torn append (never
+/// durable, may be cut) only when the superblock in force proves it lies beyond
+/// the last durable write:
+/// 1. its committed point (end offset, record count, head hash) is confirmed by a
+///    readable record ending exactly there ([`committed_point_confirmed`]);
+/// 2. the range starts at or after that end offset; and
+/// 3. both superblock copies are valid, or the chain extends past the end offset.
+///    (With one copy invalid, that copy may have been the newer one, covering one
+///    more record; if the chain does not reach past the valid copy's end, that
+///    record may be exactly what is damaged, so it is kept.)
+///
+/// Every append returns only after its record is followed by a superblock write
+/// covering it, so a record whose `append` returned is never beyond the committed
+/// point of the copy in force — except the one record a torn superblock write
+/// may leave uncovered, which rule 3 keeps. Everything else is damage: kept.
+pub fn torn_tail<'s>(
+    copies: &[Option<Superblock>; 2],
+    scan: &'s RegionScan,
+) -> Option<&'s DamagedRange> {
+    let t = scan.trailing.as_ref()?;
+    let (_, sb) = Superblock::current(copies)?;
+    let valid = copies.iter().flatten().count();
+    let proven = committed_point_confirmed(&sb, scan)
+        && t.offset >= sb.end_offset
+        && (valid == 2 || scan.end > sb.end_offset);
+    proven.then_some(t)
+}
+
+/// A verified region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Readable records (the Merkle tree's size; the sequence numbers used, unless
+    /// damage destroyed records).
+    pub records: u64,
+    pub head_hash: Hash32,
+    pub merkle_root: Hash32,
+    /// Offset just past the last record.
+    pub bytes_used: u64,
+    pub region_bytes: u64,
+    pub boot_count: u64,
+    pub node: NodeId,
+    /// Valid superblock copies (2 normally; 1 after a torn superblock write).
+    pub superblock_copies_valid: u8,
+    /// Non-zero bytes after the last valid record, beyond the committed end (a
+    /// torn append in progress or crashed).
+    pub torn_tail_bytes: u64,
+    /// The chain segments (one unless the region was damaged and recovered).
+    pub segments: Vec<Segment>,
+    /// Damaged ranges, each covered by a `Damaged` record (else this is an error).
+    pub damaged: Vec<DamagedRange>,
+}
+
+/// Everything the host verifier reports about a region, even when it is damaged.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    pub superblocks: [Option<Superblock>; 2],
+    /// The scan (`None`: no valid superblock and no record of any node).
+    pub scan: Option<RegionScan>,
+    /// The bytes a torn tail takes (not damage).
+    pub torn_tail_bytes: u64,
+    pub verdict: Result<VerifyReport, VerifyError>,
+}
+
+/// The node a region belongs to: its superblock's, or with no valid copy the node
+/// of the first record that verifies on its own.
+pub fn region_node(bytes: &[u8]) -> Option<NodeId> {
+    let copies = Superblock::read_both(bytes);
+    match Superblock::current(&copies) {
+        Some((_, sb)) => Some(sb.node),
+        None => find_record(bytes, DATA_START, nonzero_end(bytes), None, 0).map(|v| v.header.node),
+    }
+}
+
+/// Scans and judges a region starting at byte 0 of `bytes` (see
+/// [`verify_region`]); reports segments and damaged ranges even when the
+/// superblocks are unreadable.
+pub fn inspect_region(bytes: &[u8]) -> Inspection {
+    let copies = Superblock::read_both(bytes);
+    let current = Superblock::current(&copies).map(|(_, sb)| sb);
+    let len = current
+        .as_ref()
+        .map(|sb| sb.region_bytes)
+        .filter(|&c| (MIN_REGION_BYTES as u64..=MAX_REGION_BYTES as u64).contains(&c))
+        .map_or(bytes.len(), |c| bytes.len().min(c as usize));
+    let region = &bytes[..len];
+    let scan = region_node(bytes)
+        .map(|node| scan_region(region, node, current.as_ref().map(|sb| sb.end_offset)));
+    let torn = scan
+        .as_ref()
+        .and_then(|s| torn_tail(&copies, s))
+        .map(|t| (t.offset, t.bytes));
+    let verdict = judge(bytes.len(), &copies, scan.as_ref(), torn);
+    Inspection {
+        superblocks: copies,
+        scan,
+        torn_tail_bytes: torn.map_or(0, |t| t.1),
+        verdict,
+    }
+}
+
+fn judge(
+    avail: usize,
+    copies: &[Option<Superblock>; 2],
+    scan: Option<&RegionScan>,
+    torn: Option<(u64, u64)>,
+) -> Result<VerifyReport, VerifyError> {
+    let err = |seq, offset, what| VerifyError { seq, offset, what };
+    let (_, sb) = Superblock::current(copies).ok_or(err(0, 0, Damage::NoSuperblock))?;
+    let claimed = sb.region_bytes;
+    let avail = avail as u64;
+    if claimed < MIN_REGION_BYTES as u64 || claimed > MAX_REGION_BYTES as u64 {
+        return Err(err(
+            0,
+            0,
+            Damage::BadRegionSize {
+                claimed,
+                available: avail,
+            },
+        ));
+    }
+    let scan = scan.ok_or(err(0, 0, Damage::NoSuperblock))?;
+    if let Some(d) = scan.first_unrecorded(torn.map(|t| t.0)) {
+        return Err(d.error());
+    }
+    if !committed_point_confirmed(&sb, scan) {
+        let what = if scan.next_seq < sb.record_count || scan.end < sb.end_offset {
+            Damage::MissingRecords {
+                expected: sb.record_count,
+            }
+        } else {
+            Damage::HeadMismatch
+        };
+        return Err(err(scan.next_seq, scan.end, what));
+    }
+    if avail < claimed {
+        return Err(err(scan.next_seq, avail, Damage::Truncated));
+    }
+    Ok(VerifyReport {
+        records: scan.records,
+        head_hash: scan.head,
+        merkle_root: scan.merkle_root(),
+        bytes_used: scan.end,
+        region_bytes: claimed,
+        boot_count: sb.boot_count,
+        node: sb.node,
+        superblock_copies_valid: copies.iter().flatten().count() as u8,
+        torn_tail_bytes: torn.map_or(0, |t| t.1),
+        segments: scan.segments.clone(),
+        damaged: scan
+            .damaged
+            .iter()
+            .filter(|d| Some(d.offset) != torn.map(|t| t.0))
+            .cloned()
+            .collect(),
+    })
+}
+
+/// Verifies a whole region (starting at byte 0 of `bytes`): a valid superblock;
+/// every readable record; every damaged range covered by a later `Damaged` record
+/// (damage the node found and recorded at open — the records around it stay
+/// verifiable, see docs/audit.md); the superblock's committed point (end offset,
+/// record count, head hash) confirmed by the chain. Non-zero bytes after the last
+/// record that the torn-tail rule ([`torn_tail`]) classes as a torn append are
+/// reported in `torn_tail_bytes`, not as an error. On failure, the error names the
+/// first damaged range nobody recorded (or the superblock mismatch).
+pub fn verify_region(bytes: &[u8]) -> Result<VerifyReport, VerifyError> {
+    let copies = Superblock::read_both(bytes);
+    if Superblock::current(&copies).is_none() {
+        return Err(VerifyError {
+            seq: 0,
+            offset: 0,
+            what: Damage::NoSuperblock,
+        });
+    }
+    inspect_region(bytes).verdict
+}
