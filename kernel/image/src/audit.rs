@@ -206,10 +206,6 @@ pub fn record(core: CoreId, body: &RecordBody) -> Option<u64> {
 /// reason. It is the node's own record: it is written past the high-water mark
 /// too, and it carries how many refusal records the region itself refused since
 /// the last summary.
-#[allow(
-    dead_code,
-    reason = "the node's rate limiter (issue 13 item 3) calls it"
-)]
 pub fn record_refusal_summary(count: u64, first_reason: &str) -> Option<u64> {
     let t = tick();
     with_log(|log| log.append_refusal_summary(t, CoreId(0), count, first_reason))

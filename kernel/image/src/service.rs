@@ -14,6 +14,7 @@ use crate::transport::{Event, Transport};
 use crate::{audit, println, time};
 use alloc::string::String;
 use alloc::vec::Vec;
+use xdv_audit::RecordBody;
 use xdv_boot::provision::Provision;
 use xdv_node::{Identity, Node, NodeConfig, Outbox};
 use xdv_types::{CoreId, NodeId, TenantId};
@@ -160,7 +161,16 @@ impl Services {
             println!("{line}");
         }
         for body in &out.audit {
-            audit::record(CoreId(0), body);
+            match body {
+                // The rate limiter's summary is the node's own record (written past
+                // the high-water mark, counting what the region itself refused).
+                RecordBody::RefusalSummary {
+                    refused,
+                    first_reason,
+                    ..
+                } => audit::record_refusal_summary(*refused, first_reason),
+                other => audit::record(CoreId(0), other),
+            };
         }
         if let Some(t) = self.transport.as_mut() {
             for (to, bytes) in out.raft {

@@ -863,16 +863,11 @@ impl<R: Region> Node<R> {
         }
         if l.in_window > 1 {
             let first = l.first.take().unwrap_or_default();
-            let line = alloc::format!(
-                "{} more refusals in {} ms after: {first}",
-                l.in_window - 1,
-                self.now_ms.saturating_sub(l.window_start_ms)
-            );
-            let reason = String::from(xdv_types::prefix_within(
-                &line,
-                xdv_audit::body::MAX_REFUSAL_REASON_BYTES,
-            ));
-            self.out.audit.push(RecordBody::RequestRefused { reason });
+            self.out.audit.push(RecordBody::RefusalSummary {
+                refused: l.in_window - 1,
+                first_reason: first,
+                unrecorded: 0,
+            });
         }
         *l = RefusalLimiter {
             window_start_ms: self.now_ms,

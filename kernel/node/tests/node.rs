@@ -192,7 +192,12 @@ fn garbage_floods_are_summarised_in_the_audit_log() {
             .drain()
             .audit
             .iter()
-            .filter(|r| matches!(r, RecordBody::RequestRefused { .. }))
+            .filter(|r| {
+                matches!(
+                    r,
+                    RecordBody::RequestRefused { .. } | RecordBody::RefusalSummary { .. }
+                )
+            })
             .count();
     }
     n.tick(2000);
@@ -202,6 +207,11 @@ fn garbage_floods_are_summarised_in_the_audit_log() {
         .into_iter()
         .filter_map(|r| match r {
             RecordBody::RequestRefused { reason } => Some(reason),
+            RecordBody::RefusalSummary {
+                refused,
+                first_reason,
+                ..
+            } => Some(format!("{refused} more after {first_reason}")),
             _ => None,
         })
         .collect();

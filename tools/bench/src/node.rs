@@ -80,7 +80,9 @@ fn whole_image_append_ns(held: u64) -> f64 {
     let t = Instant::now();
     for i in next..next + n {
         m.append(&[entry(i)]);
-        let log = m.entries(m.first_index(), m.last_index() + 1, usize::MAX).unwrap();
+        let log = m
+            .entries(m.first_index(), m.last_index() + 1, usize::MAX)
+            .unwrap();
         slot = postcard::to_allocvec(&log).unwrap();
     }
     std::hint::black_box(slot);

@@ -57,6 +57,10 @@ fn summary() -> Result<(), CmdError> {
         root,
         if a.is_full() { " FULL" } else { "" }
     );
+    drop(guard);
+    if let Some(line) = crate::audit::status_line() {
+        println!("{line}");
+    }
     Ok(())
 }
 
