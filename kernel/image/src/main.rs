@@ -186,10 +186,13 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     }
     // The node's loop: serve the network and consensus, run the console's input,
     // sleep until the next interrupt (the 1 kHz timer, a NIC, the serial port).
-    let mut console = console::Console::new();
+    // `console=off` (benchmarks): the node runs without reading the serial port.
+    let mut console = opts.console.then(console::Console::new);
     loop {
         services.poll(true);
-        console.poll(&mut services);
+        if let Some(c) = console.as_mut() {
+            c.poll(&mut services);
+        }
         arch::wait_for_interrupt();
     }
 }
