@@ -1,5 +1,7 @@
-//! XDV device drivers. Hardware access is confined to the register layers
-//! (`pci::Ecam`, `pci::PortIo`, `virtio::Mmio`); the logic above them (enumeration,
+//! XDV device drivers: `platform` (DMA/MMIO services and the register window), `pci`
+//! (enumeration, configuration space), then one module per device (`virtio`).
+//! Hardware access is confined to the register layers (`pci::Ecam`, `pci::PortIo`,
+//! `platform::Mmio`); the logic above them (enumeration,
 //! BAR sizing, capability walks, feature negotiation, ring bookkeeping) is generic
 //! over traits and tested on the host with fake devices.
 #![cfg_attr(not(test), no_std)]
@@ -8,4 +10,5 @@
 extern crate alloc;
 
 pub mod pci;
+pub mod platform;
 pub mod virtio;

@@ -9,6 +9,7 @@
 //! here on the console; then `Boot` is appended. Space: refused requests
 //! (`RequestRefused`) stop at the region's high-water mark; crossing it, and a
 //! full region, are alarms (`alarm()`, a console line, an `AuditAlarm` record).
+#![deny(unsafe_code)]
 
 use crate::println;
 use alloc::format;

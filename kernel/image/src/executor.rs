@@ -10,6 +10,7 @@
 //! merges every core's stream by (Lamport time, core id) into the node's replay log.
 //! The same task set on the same core count gives the same log as the host's
 //! `DeterministicScheduler`.
+#![deny(unsafe_code)]
 
 use crate::smp::{self, MAX_CPUS};
 use alloc::format;
