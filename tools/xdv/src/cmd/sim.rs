@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         let k = k as u64 + 1;
-        if k % 10 == 0 || k == total {
+        if k.is_multiple_of(10) || k == total {
             print!("\rsim: {k}/{total} seeds, {} failed", failed.len());
             std::io::stdout().flush().ok();
         }
