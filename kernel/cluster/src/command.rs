@@ -50,6 +50,10 @@ pub enum Command {
     SetQuota {
         tenant: TenantId,
         quota: Option<Quota>,
+        /// The operator request's sequence number: the operator's anti-replay window
+        /// is replicated, so no request is applied twice by the cluster (a captured
+        /// request replayed after a leader change included).
+        seq: u64,
     },
     /// A tenant allowed to submit (management requests are checked against this set).
     RegisterTenant {

@@ -95,6 +95,11 @@ pub enum Denied {
         seq: u64,
         last: u64,
     },
+    /// The sequence number jumps too far ahead (or past the maximum).
+    SeqOutOfRange {
+        seq: u64,
+        highest: u64,
+    },
     /// The submission was already accepted as `task`.
     Duplicate {
         task: TaskId,
@@ -124,6 +129,12 @@ impl fmt::Display for Denied {
             Denied::Replayed { seq, last } => {
                 write!(f, "replayed request: seq {seq} is not above {last}")
             }
+            Denied::SeqOutOfRange { seq, highest } => write!(
+                f,
+                "sequence number {seq} out of range: at most {} past the highest accepted ({highest}) and below {}",
+                crate::MAX_SEQ_JUMP,
+                crate::MAX_SEQ
+            ),
             Denied::Duplicate { task } => write!(f, "replayed request: already accepted as {task}"),
             Denied::OutOfScope { task } => write!(f, "{task} belongs to another tenant"),
             Denied::OperatorCannotSubmit => write!(f, "only tenants submit tasks"),
@@ -317,6 +328,14 @@ impl Gate {
                     return Err(Denied::Duplicate { task });
                 }
                 if let Some(t) = state.data().tenants.get(&tenant)
+                    && let Err(highest) = t.seqs.check_range(req.seq)
+                {
+                    return Err(Denied::SeqOutOfRange {
+                        seq: req.seq,
+                        highest,
+                    });
+                }
+                if let Some(t) = state.data().tenants.get(&tenant)
                     && let Err(last) = t.seqs.check(req.seq)
                 {
                     return Err(Denied::Replayed { seq: req.seq, last });
@@ -338,6 +357,18 @@ impl Gate {
                 if req.principal != Principal::Operator {
                     return Err(Denied::OperatorOnly);
                 }
+                // The replicated window first (a request applied before a leader
+                // change), then this node's own.
+                let ops = &state.data().operator_seqs;
+                if let Err(highest) = ops.check_range(req.seq) {
+                    return Err(Denied::SeqOutOfRange {
+                        seq: req.seq,
+                        highest,
+                    });
+                }
+                if let Err(last) = ops.check(req.seq) {
+                    return Err(Denied::Replayed { seq: req.seq, last });
+                }
                 self.check_query_seq(req)?;
                 if state.tenant_key(*tenant).is_none() {
                     return Err(Denied::UnknownPrincipal(Principal::Tenant(*tenant)));
@@ -353,6 +384,7 @@ impl Gate {
                 Ok(Some(Command::SetQuota {
                     tenant: *tenant,
                     quota: *quota,
+                    seq: req.seq,
                 }))
             }
             Request::TaskStatus { task } => {
@@ -371,6 +403,11 @@ impl Gate {
 
     fn check_query_seq(&mut self, req: &SignedRequest) -> Result<(), Denied> {
         let w = self.queries.entry(req.principal).or_default();
+        w.check_range(req.seq)
+            .map_err(|highest| Denied::SeqOutOfRange {
+                seq: req.seq,
+                highest,
+            })?;
         w.check(req.seq)
             .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
         w.accept(req.seq);

@@ -197,6 +197,8 @@ pub struct StateData {
     pub contracts: BTreeMap<u64, ContractRecord>,
     pub shards: ShardMap,
     pub counters: Counters,
+    /// The operator's sequence numbers, replicated (hardening case 8).
+    pub operator_seqs: ReplayWindow,
 }
 
 /// What applying one entry did, for the audit log and the node's own actions (a node
@@ -314,6 +316,8 @@ pub enum IgnoredReason {
     OutputTooLarge,
     OlderRoot,
     QuotaOverMaximum,
+    /// An operator request whose sequence number was already applied.
+    Replayed,
 }
 
 /// The result of applying one entry.
@@ -359,6 +363,7 @@ impl ClusterState {
                 contracts: BTreeMap::new(),
                 shards,
                 counters: Counters::default(),
+                operator_seqs: ReplayWindow::default(),
             },
             policy,
             restore_errors: 0,
@@ -544,15 +549,22 @@ impl ClusterState {
             Command::SuspendContracts { node } => self.suspend_contracts_of(node, ev),
             Command::NodeDown { node } => self.node_down(node, ev),
             Command::NodeUp { node } => self.node_up(node, ev),
+            Command::SetQuota { seq, .. }
+                if self.data.operator_seqs.check(seq).is_err()
+                    || self.data.operator_seqs.check_range(seq).is_err() =>
+            {
+                ev.push(Event::Ignored(IgnoredReason::Replayed))
+            }
             Command::SetQuota { quota: Some(q), .. }
                 if q.memory_pages > MAX_TASK_MEMORY_PAGES
                     || q.table_elements > MAX_TASK_TABLE_ELEMENTS =>
             {
                 ev.push(Event::Ignored(IgnoredReason::QuotaOverMaximum))
             }
-            Command::SetQuota { tenant, quota } => match self.data.tenants.get_mut(&tenant) {
+            Command::SetQuota { tenant, quota, seq } => match self.data.tenants.get_mut(&tenant) {
                 Some(t) => {
                     t.quota = quota;
+                    self.data.operator_seqs.accept(seq);
                     ev.push(Event::QuotaSet { tenant });
                 }
                 None => ev.push(Event::Ignored(IgnoredReason::UnknownTenant)),
@@ -648,6 +660,12 @@ impl ClusterState {
             .tenants
             .get(&s.tenant)
             .ok_or(Refusal::UnknownTenant(s.tenant))?;
+        if let Err(highest) = t.seqs.check_range(s.request_seq) {
+            return Err(Refusal::SeqOutOfRange {
+                seq: s.request_seq,
+                highest,
+            });
+        }
         if let Err(last) = t.seqs.check(s.request_seq) {
             return Err(Refusal::StaleRequest {
                 seq: s.request_seq,
@@ -671,6 +689,17 @@ impl ClusterState {
             && !self.data.nodes.contains_key(&p)
         {
             return Err(Refusal::PinnedNodeIneligible(p));
+        }
+        // Hardening case 5: a task no member could ever run (a domain nobody offers,
+        // a capability nobody has) is refused now instead of waiting forever while it
+        // holds the tenant's quota and a pending slot.
+        let runnable = self.data.nodes.values().any(|r| {
+            r.info.resources.capacity(s.domain) > 0
+                && s.needs.iter().all(|c| r.info.capabilities.contains(c))
+                && s.pin.is_none_or(|p| p == r.info.node)
+        });
+        if !runnable {
+            return Err(Refusal::NoMemberCanRun { domain: s.domain });
         }
         Ok(())
     }
@@ -700,9 +729,11 @@ impl ClusterState {
             rec.spec.work = drop_work(&rec.spec.work);
             ev.push(Event::TaskRejected { task: id, reason });
             // A refused request still takes its sequence number if the tenant exists,
-            // so a retry gets the same answer and not a second task.
+            // so a retry gets the same answer and not a second task — unless the number
+            // itself is out of range (taking it would lock the tenant out).
             if let Some(t) = self.data.tenants.get_mut(&tenant)
                 && t.seqs.check(seq).is_ok()
+                && t.seqs.check_range(seq).is_ok()
             {
                 t.seqs.accept(seq);
                 self.data.requests.insert((tenant, seq), id);

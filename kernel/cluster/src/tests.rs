@@ -189,10 +189,17 @@ fn capabilities_and_pins_restrict_placement() {
     t.pin = Some(NodeId(3));
     let a = log.push(&mut s, Command::AssignTask(t));
     assert_eq!(assigned(&a)[0].1, NodeId(3));
+    // No member offers capability 99: refused now, never queued forever (hardening 5).
     let mut t = spec(10, 3);
     t.needs = vec![CapabilityId(99)];
     let a = log.push(&mut s, Command::AssignTask(t));
-    assert!(a.events.contains(&Event::TaskQueued { task: TaskId(3) }));
+    assert!(matches!(
+        &a.events[0],
+        Event::TaskRejected {
+            reason: Refusal::NoMemberCanRun { .. },
+            ..
+        }
+    ));
     let mut t = spec(10, 4);
     t.pin = Some(NodeId(9));
     let a = log.push(&mut s, Command::AssignTask(t));
@@ -305,6 +312,7 @@ fn quotas_refuse_over_limit_requests() {
         Command::SetQuota {
             tenant: TenantId(10),
             quota: Some(q),
+            seq: 1,
         },
     );
     assert_eq!(
@@ -350,6 +358,7 @@ fn quotas_refuse_over_limit_requests() {
         Command::SetQuota {
             tenant: TenantId(10),
             quota: Some(over),
+            seq: 3,
         },
     );
     assert_eq!(
@@ -849,7 +858,8 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
         gate.authorize(&s, &by_op),
         Ok(Some(Command::SetQuota {
             tenant: TenantId(10),
-            quota: Some(q)
+            quota: Some(q),
+            seq: 51,
         }))
     );
     let over = Quota {
@@ -901,6 +911,7 @@ fn a_node_may_forward_only_reports_about_itself() {
         Command::SetQuota {
             tenant: TenantId(10),
             quota: None,
+            seq: 1,
         },
     ] {
         assert!(!PeerForward::own_is_allowed(NodeId(2), &c), "{}", c.name());
@@ -976,7 +987,8 @@ mod props {
                 contract_id: id,
                 by: NodeId(n)
             }),
-            (10u32..12, 0u32..4).prop_map(|(t, n)| Command::SetQuota {
+            (10u32..12, 0u32..4, 1u64..8).prop_map(|(t, n, seq)| Command::SetQuota {
+                seq,
                 tenant: TenantId(t),
                 quota: (n > 0).then_some(Quota {
                     max_in_flight: n,
@@ -1119,4 +1131,105 @@ fn tenants_without_a_quota_get_the_default_budget_ceiling() {
         assigned(&log.push(&mut s, Command::AssignTask(ok))).len(),
         1
     );
+}
+
+/// Hardening case 8: an operator request applied once is refused when replayed, by
+/// the replicated state (not only by one node's memory): a new leader's gate refuses
+/// it and a replayed entry that reaches the log anyway changes nothing.
+#[test]
+fn operator_requests_are_applied_at_most_once_by_the_cluster() {
+    use crate::mgmt::{Denied, Gate, Principal, Request, SignedRequest};
+    let mut s = cluster();
+    let mut log = Log::new();
+    let q = Quota {
+        max_in_flight: 1,
+        max_budget_ticks: 1000,
+        memory_pages: 4,
+        table_elements: 100,
+    };
+    let set = |seq: u64, quota: Option<Quota>| Command::SetQuota {
+        tenant: TenantId(10),
+        quota,
+        seq,
+    };
+    let a = log.push(&mut s, set(100, Some(q)));
+    assert!(a.events.contains(&Event::QuotaSet {
+        tenant: TenantId(10)
+    }));
+    log.push(&mut s, set(101, None));
+    // The captured first request, replayed into the log: ignored, the quota stays cleared.
+    let a = log.push(&mut s, set(100, Some(q)));
+    assert_eq!(a.events, vec![Event::Ignored(IgnoredReason::Replayed)]);
+    assert_eq!(s.data().tenants[&TenantId(10)].quota, None);
+    // A fresh gate (a new leader, empty memory) refuses it too.
+    let op_seed = [42u8; 32];
+    let mut gate = Gate::new(1, crate::public_key(&op_seed));
+    let req = SignedRequest::sign(
+        1,
+        Principal::Operator,
+        100,
+        Request::SetQuota {
+            tenant: TenantId(10),
+            quota: Some(q),
+        },
+        &op_seed,
+    );
+    assert!(matches!(
+        gate.authorize(&s, &req),
+        Err(Denied::Replayed { seq: 100, .. })
+    ));
+}
+
+/// Hardening case 9: one request with a huge sequence number cannot lock its tenant
+/// out (it is refused; the tenant's next ordinary request is accepted).
+#[test]
+fn a_huge_sequence_number_is_refused_and_locks_nobody_out() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    assert_eq!(
+        assigned(&log.push(&mut s, Command::AssignTask(spec(10, 1_000)))).len(),
+        1
+    );
+    for seq in [u64::MAX - 1, 1_000 + MAX_SEQ_JUMP + 1, MAX_SEQ + 1] {
+        let a = log.push(&mut s, Command::AssignTask(spec(10, seq)));
+        let refusal = a.events.iter().find_map(|e| match e {
+            Event::TaskRejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        assert!(
+            matches!(refusal, Some(Refusal::SeqOutOfRange { .. })),
+            "{seq}: {:?}",
+            a.events
+        );
+    }
+    assert_eq!(
+        assigned(&log.push(&mut s, Command::AssignTask(spec(10, 1_001)))).len(),
+        1,
+        "the tenant is not locked out"
+    );
+}
+
+/// Hardening case 5: tasks no member can ever run are refused at submission.
+#[test]
+fn tasks_no_member_can_run_are_refused_at_submission() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let mut q = spec(10, 1);
+    q.domain = Domain::Phi;
+    let mut cap = spec(10, 2);
+    cap.needs = vec![CapabilityId(999)];
+    for sp in [q, cap] {
+        let a = log.push(&mut s, Command::AssignTask(sp));
+        let refusal = a.events.iter().find_map(|e| match e {
+            Event::TaskRejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        assert!(
+            matches!(refusal, Some(Refusal::NoMemberCanRun { .. })),
+            "{:?}",
+            a.events
+        );
+    }
+    assert!(s.data().pending.is_empty());
+    assert_eq!(s.data().tenants[&TenantId(10)].in_flight, 0);
 }

@@ -148,6 +148,15 @@ pub enum Refusal {
     InputTooLarge(usize),
     BadBuiltinName,
     UnknownTenant(TenantId),
+    /// No member offers the task's domain and capabilities (it could never run).
+    NoMemberCanRun {
+        domain: Domain,
+    },
+    /// The sequence number is past the accepted range (see `ReplayWindow::check_range`).
+    SeqOutOfRange {
+        seq: u64,
+        highest: u64,
+    },
     StaleRequest {
         seq: u64,
         last: u64,
@@ -210,6 +219,14 @@ impl fmt::Display for Refusal {
             Refusal::InputTooLarge(n) => write!(f, "input of {n} bytes (limit {MAX_INPUT_BYTES})"),
             Refusal::BadBuiltinName => write!(f, "built-in name empty or too long"),
             Refusal::UnknownTenant(t) => write!(f, "{t} is not registered"),
+            Refusal::NoMemberCanRun { domain } => write!(
+                f,
+                "no member offers the {domain} domain with the capabilities the task needs"
+            ),
+            Refusal::SeqOutOfRange { seq, highest } => write!(
+                f,
+                "sequence number {seq} out of range (highest accepted {highest}; at most {MAX_SEQ_JUMP} ahead, below {MAX_SEQ})"
+            ),
             Refusal::StaleRequest { seq, last } => {
                 write!(
                     f,
@@ -412,12 +429,30 @@ pub struct ReplayWindow {
 pub const SEQ_WINDOW: u64 = 1 << 26;
 /// Most sequence numbers a window remembers.
 pub const MAX_WINDOW_SEQS: usize = 4096;
+/// Largest sequence number accepted at all (µs since the epoch reach it in the year
+/// 148 000).
+pub const MAX_SEQ: u64 = 1 << 62;
+/// Farthest a sequence number may jump past the highest accepted (about 12.7 days in
+/// the CLI's µs): one request with a huge number cannot lock its principal out.
+pub const MAX_SEQ_JUMP: u64 = 1 << 40;
 
 impl ReplayWindow {
     /// `Err(floor)` if `seq` is at or below the floor or was already taken.
     pub fn check(&self, seq: u64) -> Result<(), u64> {
         if seq <= self.floor || self.seen.contains(&seq) {
             Err(self.floor)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `Err(highest)` if `seq` is past [`MAX_SEQ`] or jumps more than
+    /// [`MAX_SEQ_JUMP`] past the highest accepted: such a request would raise the
+    /// floor so far that every later request of the principal is refused.
+    pub fn check_range(&self, seq: u64) -> Result<(), u64> {
+        let too_far = self.highest > 0 && seq > self.highest.saturating_add(MAX_SEQ_JUMP);
+        if seq > MAX_SEQ || too_far {
+            Err(self.highest)
         } else {
             Ok(())
         }

@@ -340,3 +340,18 @@ pub fn merkle() -> (u64, Hash32) {
         .as_mut()
         .map_or((0, Hash32::ZERO), |l| (l.len(), l.merkle_root()))
 }
+
+/// The highest log index a `RaftApplied` record in this node's audit log covers (0 when
+/// none): after a restart the node does not record those entries again.
+pub fn last_raft_applied() -> u64 {
+    AUDIT.lock().as_ref().map_or(0, |l| {
+        l.records()
+            .filter_map(Result::ok)
+            .filter_map(|r| match r.body {
+                RecordBody::RaftApplied { index, .. } => Some(index),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    })
+}

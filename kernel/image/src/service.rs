@@ -99,6 +99,11 @@ impl Services {
             .min(usize::from(xdv_node::GENESIS_CORES)) as u16;
         let mut cfg = NodeConfig::new(ident.clone(), cores);
         cfg.capabilities = alloc::vec![xdv_sandbox::CAP_ECHO_LEN];
+        cfg.builtins = xdv_sandbox::BUILTINS
+            .iter()
+            .map(|b| String::from(b.name))
+            .collect();
+        cfg.audited_through = audit::last_raft_applied();
         let me = NodeId(ident.node);
         let node = Node::new(cfg, region, time::uptime_us() / 1000);
         println!(

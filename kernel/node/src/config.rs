@@ -89,6 +89,12 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Milliseconds per Raft tick.
     pub tick_ms: u64,
+    /// Built-in task names this node's runtime has (empty: not checked). A submission
+    /// naming another is refused at the edge instead of entering the log.
+    pub builtins: Vec<alloc::string::String>,
+    /// Log entries through this index were recorded in the audit log before a
+    /// restart: re-applying them after the restart records nothing again.
+    pub audited_through: u64,
 }
 
 impl NodeConfig {
@@ -106,6 +112,8 @@ impl NodeConfig {
             state: xdv_cluster::Config::default(),
             timing: Timing::default(),
             tick_ms: xdv_raft::TICK_MS,
+            builtins: Vec::new(),
+            audited_through: 0,
         }
     }
 }

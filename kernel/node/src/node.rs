@@ -584,13 +584,18 @@ impl<R: Region> Node<R> {
     }
 
     fn applied_entry(&mut self, e: &xdv_raft::Entry) {
-        let bytes = postcard::to_allocvec(e).unwrap_or_default();
-        let entry_hash = Hash32(Sha256::digest(&bytes).into());
-        self.out.audit.push(RecordBody::RaftApplied {
-            index: e.index,
-            term: e.term,
-            entry_hash,
-        });
+        // After a restart the log is applied again from the snapshot: what the audit
+        // log already holds is not recorded a second time.
+        let audit = e.index > self.cfg.audited_through;
+        if audit {
+            let bytes = postcard::to_allocvec(e).unwrap_or_default();
+            let entry_hash = Hash32(Sha256::digest(&bytes).into());
+            self.out.audit.push(RecordBody::RaftApplied {
+                index: e.index,
+                term: e.term,
+                entry_hash,
+            });
+        }
         while self.proposed.front().is_some_and(|&(i, _, _)| i <= e.index) {
             let (i, term, at) = self.proposed.pop_front().expect("checked");
             // Only our own entry: a later leader may have put another there.
@@ -615,12 +620,14 @@ impl<R: Region> Node<R> {
         if applied.time.lamport < u64::MAX - 1 {
             self.clock.recv(Timestamp(applied.time.lamport));
         }
-        let hash = self.state.hash();
-        let body = mgmt::encode(&(e.index, applied.command.unwrap_or("invalid"), hash));
-        self.out.audit.push(RecordBody::Custom {
-            tag: AUDIT_TAG_APPLIED,
-            bytes: body,
-        });
+        if audit {
+            let hash = self.state.hash();
+            let body = mgmt::encode(&(e.index, applied.command.unwrap_or("invalid"), hash));
+            self.out.audit.push(RecordBody::Custom {
+                tag: AUDIT_TAG_APPLIED,
+                bytes: body,
+            });
+        }
     }
 
     // ---- tasks -------------------------------------------------------------------
@@ -778,13 +785,24 @@ impl<R: Region> Node<R> {
         let principal = req.principal;
         match self.gate.authorize(&self.state, &req) {
             Err(d) => Some(self.refuse(Some(principal), d)),
+            Ok(Some(Command::AssignTask(spec)))
+                if !self.cfg.builtins.is_empty()
+                    && matches!(&spec.work, xdv_cluster::Work::Builtin(n)
+                        if !self.cfg.builtins.iter().any(|b| b == n)) =>
+            {
+                let d = Denied::Malformed(alloc::format!(
+                    "unknown built-in task (this cluster has: {})",
+                    self.cfg.builtins.join(", ")
+                ));
+                Some(self.refuse(Some(principal), d))
+            }
             Ok(Some(command)) => {
                 let wait = match &command {
                     Command::AssignTask(spec) => Wait::Task {
                         tenant: spec.tenant,
                         seq: spec.request_seq,
                     },
-                    Command::SetQuota { tenant, quota } => Wait::Quota {
+                    Command::SetQuota { tenant, quota, .. } => Wait::Quota {
                         tenant: *tenant,
                         quota: *quota,
                     },

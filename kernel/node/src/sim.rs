@@ -86,6 +86,8 @@ pub struct SimReport {
     pub partitions: u64,
     pub elections: u64,
     pub snapshots_restored: u64,
+    /// Members seen marked down in some node's applied state (times, summed).
+    pub node_downs: u64,
     pub final_hash: Option<Hash32>,
     /// The last `trace_lines` trace lines.
     pub trace: Vec<String>,
@@ -765,6 +767,8 @@ impl Sim {
                     }
                 }
             }
+            let down = state.data().nodes.values().filter(|r| !r.up).count() as u64;
+            self.report.node_downs = self.report.node_downs.max(down);
             self.report.snapshots_restored = self
                 .report
                 .snapshots_restored

@@ -223,3 +223,78 @@ fn garbage_floods_are_summarised_in_the_audit_log() {
     assert_eq!(n.counters().refused_requests, 3000);
     assert!(n.counters().refusals_summarised >= 2990);
 }
+
+/// Hardening case 9: a restart does not write the whole log into the audit log again,
+/// and an unknown built-in is refused at the edge instead of entering the log.
+#[test]
+fn restart_does_not_re_audit_and_unknown_builtins_never_enter_the_log() {
+    // No snapshots here: a restart re-applies the whole log.
+    let no_snap = || {
+        let mut c = config();
+        c.raft.snapshot_threshold = 10_000;
+        c.raft.log_compaction_threshold = 10_000;
+        c
+    };
+    let mut n = Node::new(no_snap(), vec![0u8; 256 * 1024], 0);
+    run_for(&mut n, 0, 1000);
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    for seq in 1..4 {
+        n.on_client(conn, &submit(seq));
+    }
+    let out = run_for(&mut n, 1000, 100);
+    let applied = |o: &Outbox, through: u64| {
+        o.audit
+            .iter()
+            .filter(|r| matches!(r, RecordBody::RaftApplied { index, .. } if *index <= through))
+            .count()
+    };
+    assert!(applied(&out, u64::MAX) >= 3);
+    let commit = n.raft().unwrap().status().commit;
+    let region = n.into_region().unwrap();
+    let back_region_copy = region.clone();
+    let mut cfg = no_snap();
+    cfg.audited_through = commit;
+    cfg.builtins = vec!["hash".into()];
+    let mut back = Node::new(cfg, region, 5000);
+    let out = run_for(&mut back, 5000, 1000);
+    assert_eq!(
+        applied(&out, commit),
+        0,
+        "nothing re-audited after the restart"
+    );
+    // Without the audit position the same restart records every entry again.
+    let mut again = Node::new(no_snap(), back_region_copy, 5000);
+    assert!(applied(&run_for(&mut again, 5000, 1000), commit) >= 3);
+    assert_eq!(back.state().data().applied_index, commit);
+    let before = back.raft().unwrap().status().last_index;
+    let bad = mgmt::encode(&SignedRequest::sign(
+        CLUSTER,
+        Principal::Tenant(TenantId(1)),
+        99,
+        Request::Submit(Submit {
+            work: Work::Builtin("no-such-task".into()),
+            input: vec![],
+            budget_ticks: 100,
+            priority: Priority::Normal,
+            guards: vec![],
+            needs: vec![],
+            domain: Domain::K,
+            pin: None,
+        }),
+        &TENANT_SEED,
+    ));
+    back.on_client(conn, &bad);
+    let out = back.drain();
+    match mgmt::decode::<Response>(&out.replies[0].1).unwrap() {
+        Response::Refused(Denied::Malformed(why)) => assert!(why.contains("unknown built-in")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        back.raft().unwrap().status().last_index,
+        before,
+        "nothing proposed"
+    );
+}

@@ -38,3 +38,23 @@ fn the_same_seed_gives_the_same_run() {
     let b = Sim::new(SimOptions::new(7)).run().unwrap();
     assert_eq!(a, b);
 }
+
+/// Hardening case 1 in the simulator: tasks that run far longer than the failure
+/// detector's timeout never make their node look down (workers are not the node's loop),
+/// and every task still completes exactly once.
+#[test]
+fn long_tasks_never_make_a_node_look_down() {
+    for seed in 0..3 {
+        let mut o = SimOptions::new(seed);
+        o.faults = 0;
+        o.requests = 6;
+        o.max_task_ms = 20_000;
+        o.heal_ms = 60_000;
+        let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
+        assert_eq!(
+            r.node_downs, 0,
+            "seed {seed}: a busy node was declared down"
+        );
+        assert_eq!(r.completed, 6);
+    }
+}
