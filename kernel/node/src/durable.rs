@@ -86,6 +86,80 @@ impl Region for Vec<u8> {
     fn barrier(&mut self) {}
 }
 
+/// A region in memory whose writes can be torn: after [`TearRegion::arm`]`(k, keep)`,
+/// the `k`-th next write lands only its first `keep` bytes and every write after it is
+/// lost — a crash in the middle of a durable write. The simulator's and the tests'
+/// region.
+pub struct TearRegion {
+    pub bytes: Vec<u8>,
+    tear_after: Option<u64>,
+    keep: usize,
+    crashed: bool,
+    writes: u64,
+}
+
+impl TearRegion {
+    pub fn new(bytes: Vec<u8>) -> TearRegion {
+        TearRegion {
+            bytes,
+            tear_after: None,
+            keep: 0,
+            crashed: false,
+            writes: 0,
+        }
+    }
+
+    /// Tears the write after `k` more writes, keeping `keep` bytes of it.
+    pub fn arm(&mut self, k: u64, keep: usize) {
+        self.tear_after = Some(k);
+        self.keep = keep;
+    }
+
+    /// Back to a healthy region (the restart after the crash).
+    pub fn disarm(&mut self) {
+        self.tear_after = None;
+        self.crashed = false;
+    }
+
+    /// Whether a torn write happened (the node must be considered crashed).
+    pub fn crashed(&self) -> bool {
+        self.crashed
+    }
+
+    /// Writes made so far (torn and lost ones included).
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+}
+
+impl Region for TearRegion {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) {
+        buf.copy_from_slice(&self.bytes[offset..offset + buf.len()]);
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        self.writes += 1;
+        if self.crashed {
+            return;
+        }
+        let n = match self.tear_after.as_mut() {
+            Some(0) => {
+                self.crashed = true;
+                self.keep.min(data.len())
+            }
+            Some(k) => {
+                *k -= 1;
+                data.len()
+            }
+            None => data.len(),
+        };
+        self.bytes[offset..offset + n].copy_from_slice(&data[..n]);
+    }
+    fn barrier(&mut self) {}
+}
+
 const HEADER_MAGIC: &[u8; 8] = b"XDVRAFT2";
 const OLD_MAGIC: &[u8; 8] = b"XDVRAFT1";
 const SNAP_MAGIC: &[u8; 8] = b"XDVSNAP2";

@@ -15,7 +15,6 @@
 //! converged on the same state. A failure returns the seed's trace.
 
 use crate::config::{Identity, NodeConfig, Timing};
-use crate::durable::Region;
 use crate::node::{ClientConn, Node, RunTask};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
@@ -93,51 +92,8 @@ pub struct SimReport {
     pub trace: Vec<String>,
 }
 
-/// A Raft region in memory whose `tear_after`-th next write is torn.
-pub struct SimRegion {
-    pub bytes: Vec<u8>,
-    tear_after: Option<u64>,
-    keep: usize,
-    pub crashed: bool,
-}
-
-impl SimRegion {
-    pub fn blank(len: usize) -> SimRegion {
-        SimRegion {
-            bytes: vec![0; len],
-            tear_after: None,
-            keep: 0,
-            crashed: false,
-        }
-    }
-}
-
-impl Region for SimRegion {
-    fn len(&self) -> usize {
-        self.bytes.len()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) {
-        buf.copy_from_slice(&self.bytes[offset..offset + buf.len()]);
-    }
-    fn write(&mut self, offset: usize, data: &[u8]) {
-        if self.crashed {
-            return;
-        }
-        let n = match self.tear_after.as_mut() {
-            Some(0) => {
-                self.crashed = true;
-                self.keep.min(data.len())
-            }
-            Some(k) => {
-                *k -= 1;
-                data.len()
-            }
-            None => data.len(),
-        };
-        self.bytes[offset..offset + n].copy_from_slice(&data[..n]);
-    }
-    fn barrier(&mut self) {}
-}
+/// The simulated nodes' Raft region: bytes whose writes can be torn.
+pub type SimRegion = crate::durable::TearRegion;
 
 #[derive(Clone, Debug)]
 enum Msg {
@@ -258,7 +214,11 @@ impl Sim {
         let nodes = configs
             .iter()
             .map(|c| SimNode {
-                node: Some(Node::new(c.clone(), SimRegion::blank(SIM_REGION_BYTES), 0)),
+                node: Some(Node::new(
+                    c.clone(),
+                    SimRegion::new(vec![0; SIM_REGION_BYTES]),
+                    0,
+                )),
                 parked: None,
                 restart_at_ms: 0,
                 skew_ms: 0,
@@ -433,7 +393,7 @@ impl Sim {
             return;
         };
         let out = node.drain();
-        let torn = node.raft().is_some_and(|r| r.storage().region().crashed);
+        let torn = node.raft().is_some_and(|r| r.storage().region().crashed());
         if torn {
             self.report.torn_writes += 1;
             self.trace(alloc::format!("n{me}: torn durable write, node crashes"));
@@ -500,8 +460,7 @@ impl Sim {
         self.report.crashes += 1;
         let region = node.into_region();
         n.parked = region.map(|mut r| {
-            r.tear_after = None;
-            r.crashed = false;
+            r.disarm();
             r
         });
         n.workers.clear();
@@ -598,8 +557,7 @@ impl Sim {
 
     fn arm_tear(&mut self, i: usize, k: u64, keep: usize) {
         if let Some(r) = self.nodes[i].node.as_mut().and_then(|n| n.region_mut()) {
-            r.tear_after = Some(k);
-            r.keep = keep;
+            r.arm(k, keep);
         }
     }
 

@@ -1,55 +1,10 @@
 //! Durable Raft storage: round trips, truncation, wrap-around, torn writes at every
 //! write of a workload, flipped bytes, both header copies damaged, foreign regions.
 
-use xdv_node::{DurableStorage, OpenError, Opened, Region};
+use xdv_node::{DurableStorage, OpenError, Opened, TearRegion};
 use xdv_raft::{Entry, EntryKind, HardState, NodeId, Snapshot, SnapshotMeta, Storage};
 
 const REGION: usize = 256 * 1024;
-
-/// A region that tears its `tear_at`-th write (only `keep` bytes of it land) and drops
-/// every write after it: a crash in the middle of a durable write.
-struct TearRegion {
-    bytes: Vec<u8>,
-    writes: u64,
-    tear_at: Option<u64>,
-    keep: usize,
-    crashed: bool,
-}
-
-impl TearRegion {
-    fn new(bytes: Vec<u8>) -> TearRegion {
-        TearRegion {
-            bytes,
-            writes: 0,
-            tear_at: None,
-            keep: 0,
-            crashed: false,
-        }
-    }
-}
-
-impl Region for TearRegion {
-    fn len(&self) -> usize {
-        self.bytes.len()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) {
-        buf.copy_from_slice(&self.bytes[offset..offset + buf.len()]);
-    }
-    fn write(&mut self, offset: usize, data: &[u8]) {
-        if self.crashed {
-            return;
-        }
-        self.writes += 1;
-        let n = if Some(self.writes) == self.tear_at {
-            self.crashed = true;
-            self.keep.min(data.len())
-        } else {
-            data.len()
-        };
-        self.bytes[offset..offset + n].copy_from_slice(&data[..n]);
-    }
-    fn barrier(&mut self) {}
-}
 
 /// Entry `n` of the log after the bootstrap snapshot (which holds index 1).
 fn entry(n: u64, term: u64, size: usize) -> Entry {
@@ -235,13 +190,12 @@ fn a_torn_write_anywhere_loses_nothing_that_was_durable() {
     .unwrap();
     let mut steps = Vec::new();
     workload(&mut s, &mut steps);
-    let writes = s.into_region().writes;
+    let writes = s.into_region().writes();
     assert!(writes > 40, "the workload writes {writes} times");
     for tear in 1..=writes {
         for keep in [0usize, 5, 60] {
             let mut r = TearRegion::new(base.clone());
-            r.tear_at = Some(tear);
-            r.keep = keep;
+            r.arm(tear - 1, keep);
             let (mut s, _) = DurableStorage::open(r, 7, 1, &voters()).unwrap();
             let mut seen = Vec::new();
             workload(&mut s, &mut seen);
