@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use xdv_types::{CapabilityId, CoreId, Hash32, TaskId};
 
 /// Longest `Trapped::reason`, in bytes.
-pub const MAX_TRAP_REASON_BYTES: usize = 128;
+pub use xdv_types::limits::MAX_TRAP_REASON_BYTES;
 /// Longest `ConsoleCommand::line`, in bytes.
 pub const MAX_CONSOLE_LINE_BYTES: usize = 256;
 /// Longest `RequestRefused::reason`, in bytes.

@@ -9,15 +9,15 @@ use serde::{Deserialize, Serialize};
 use xdv_types::{CapabilityId, Hash32, NodeId, Priority, TenantId};
 
 /// Most guards a task may carry (the run queue checks them against the core's set).
-pub const MAX_GUARDS: usize = 8;
+pub use xdv_types::limits::MAX_GUARDS;
 /// Most capabilities a task may require of the node it is placed on.
 pub const MAX_NEEDS: usize = 8;
-/// Largest WebAssembly module carried in the log (the sandbox's own limit is lower or equal).
-pub const MAX_MODULE_BYTES: usize = 64 * 1024;
 /// Largest task input carried in the log.
-pub const MAX_INPUT_BYTES: usize = 16 * 1024;
+pub use xdv_types::limits::MAX_INPUT_BYTES;
 /// Largest task output kept in the replicated state for the submitter.
-pub const MAX_OUTPUT_BYTES: usize = 1024;
+pub use xdv_types::limits::MAX_KEPT_OUTPUT_BYTES as MAX_OUTPUT_BYTES;
+/// Largest WebAssembly module carried in the log (the sandbox's own limit is lower or equal).
+pub use xdv_types::limits::MAX_MODULE_BYTES;
 /// Longest built-in task name.
 pub const MAX_BUILTIN_NAME_BYTES: usize = 32;
 /// Longest reason text in an outcome.
@@ -27,7 +27,7 @@ pub const MAX_WORKER_CAPS: usize = 32;
 /// Most cores a worker may advertise.
 pub const MAX_WORKER_CORES: u16 = 256;
 /// Largest tick budget a task may ask for.
-pub const MAX_BUDGET_TICKS: u64 = 1 << 40;
+pub use xdv_types::limits::MAX_BUDGET_TICKS;
 /// Largest budget of one task of a tenant without a quota (a tenant with a quota is
 /// bounded by its quota's total instead): a default tenant cannot occupy a core for
 /// hours with one request.

@@ -31,12 +31,12 @@ use xdv_types::{CapabilityId, Hash32, Priority, TenantId};
 
 /// Fuel units per tick of budget.
 pub const FUEL_PER_TICK: u64 = 1000;
-/// Largest module accepted, bytes.
-pub const MAX_MODULE_BYTES: usize = 1 << 20;
 /// Largest input, bytes.
-pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+pub use xdv_types::limits::MAX_INPUT_BYTES;
+/// Largest module accepted, bytes.
+pub use xdv_types::limits::MAX_MODULE_BYTES;
 /// Largest output a task may write, bytes.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+pub use xdv_types::limits::MAX_RUN_OUTPUT_BYTES as MAX_OUTPUT_BYTES;
 /// Most log lines a task may append, and their length.
 pub const MAX_LOG_LINES: usize = 16;
 pub const MAX_LOG_LINE_BYTES: usize = 256;
@@ -45,9 +45,9 @@ pub const MAX_MEMORY_PAGES: usize = 16;
 /// Table size limit per task.
 pub const MAX_TABLE_ELEMENTS: usize = 1000;
 /// Largest budget, ticks (keeps `budget * FUEL_PER_TICK` far from overflow).
-pub const MAX_BUDGET_TICKS: u64 = 1 << 40;
+pub use xdv_types::limits::MAX_BUDGET_TICKS;
 /// Most guards a task may carry.
-pub const MAX_GUARDS: usize = 8;
+pub use xdv_types::limits::MAX_GUARDS;
 /// Host module name of every import.
 pub const HOST_MODULE: &str = "xdv";
 /// The one service capability: returns the length it was given.

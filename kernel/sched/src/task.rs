@@ -20,13 +20,13 @@ use sha2::{Digest, Sha256};
 use xdv_types::{CapabilityId, Hash32, Priority, TaskId, TenantId};
 
 /// Most guards one task may carry.
-pub const MAX_GUARDS: usize = 8;
+pub use xdv_types::limits::MAX_GUARDS;
 /// Most capabilities one core may hold.
 pub const MAX_GRANTED_CAPS: usize = 1024;
 /// Largest tick budget a task may ask for (about 10^12).
-pub const MAX_BUDGET_TICKS: u64 = 1 << 40;
+pub use xdv_types::limits::MAX_BUDGET_TICKS;
 /// Longest trap reason, in bytes (UTF-8).
-pub const MAX_TRAP_REASON_BYTES: usize = 64;
+pub use xdv_types::limits::MAX_TRAP_REASON_BYTES;
 /// Largest input of [`BuiltinWork::Sort`].
 pub const MAX_SORT_LEN: u32 = 1 << 16;
 

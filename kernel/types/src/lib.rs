@@ -9,6 +9,7 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod limits;
 pub mod rng;
 
 use core::fmt;
