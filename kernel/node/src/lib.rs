@@ -14,6 +14,7 @@ extern crate alloc;
 
 pub mod config;
 pub mod durable;
+pub mod fuzz;
 pub mod node;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -338,3 +338,14 @@ proptest::proptest! {
         n.invariants().map_err(proptest::test_runner::TestCaseError::fail)?;
     }
 }
+
+/// The `node_frames` fuzz target's body on a bounded set of seeded inputs (stable).
+#[test]
+fn node_frames_fuzz_smoke() {
+    let mut rng = xdv_types::rng::SplitMix64(0x5eed_0012);
+    for _ in 0..64 {
+        let len = rng.below(600) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        xdv_node::fuzz::fuzz_check(&data);
+    }
+}
