@@ -322,6 +322,20 @@ impl Dispatcher {
         self.in_flight.is_some()
     }
 
+    /// Collects the background batch if the APs finished it (kept for the next
+    /// [`poll_async`](Self::poll_async)); true while it still runs. A console command
+    /// that needs the rings calls this between slices of serving the node instead of
+    /// letting `run_batch`/`run_unlogged` spin for it.
+    pub fn settle(&mut self) -> bool {
+        if self.in_flight.is_some()
+            && self.finished.is_none()
+            && let Some(done) = self.poll_async()
+        {
+            self.finished = Some(done);
+        }
+        self.in_flight.is_some()
+    }
+
     /// The events of the background batch once every AP has finished it (merged into
     /// the replay log and audited); `None` while it runs.
     pub fn poll_async(&mut self) -> Option<Vec<CoreEvent>> {

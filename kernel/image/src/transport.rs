@@ -21,6 +21,26 @@
 //! - The management listener ([`MGMT_TCP_PORT`], management NIC) answers `Ping` and
 //!   hands `MgmtRequest` frames to its caller as [`Event::Client`]; replies come back
 //!   through [`Transport::reply`].
+//! - Slow clients cannot close the management port (hardening issue, case 4). Its
+//!   [`MGMT_SLOTS`] slots are governed by [`xdv_net::admission`] under
+//!   [`MGMT_LIMITS`]: a TCP handshake must finish within 2 s; a started frame must
+//!   complete within 2 s of its first byte (plus 1 s per 32 KiB of it received, so a
+//!   large module still arrives); a connection with nothing in progress and no reply
+//!   owed is closed after 10 s idle; a request unanswered for 30 s closes its
+//!   connection. A source address holding 4 slots may take another only while 2 stay
+//!   free for sources holding fewer, else its own oldest evictable connection makes
+//!   room (or, if it has none, the newcomer is refused): one address holds at most 6
+//!   of the 8 and never locks others out. On QEMU user networking every host client
+//!   is 10.0.2.2, so that rule only caps the host at 6 connections and makes a new
+//!   connection replace the host's oldest idle or incomplete one — it never locks the
+//!   host out. And whenever the last free slot is taken, the oldest evictable
+//!   connection (a handshake, an idle connection or an incomplete frame, never one
+//!   owed a reply) of the source holding the most slots is closed at once, so a
+//!   waiting client always finds a listening slot. Every close is counted by reason
+//!   and shown by `peers`.
+//! - An accepted peer connection that has not authenticated within
+//!   [`PEER_HANDSHAKE_MS`] is closed, so a silent client cannot hold the sockets that
+//!   wait for lower-numbered peers.
 //! - The transport knows nothing about consensus or the cluster: it turns frames into
 //!   [`Event`]s for the node and sends what the node's outbox holds.
 //! - The bulk sink ([`BULK_PORT`]) hashes whatever it receives (the TCP integrity test).
@@ -36,6 +56,7 @@ use sha2::{Digest, Sha256};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Address};
+use xdv_net::admission::{self, Admission, Limits};
 use xdv_net::wire::{
     self, ClusterMessage, ErrorReport, FrameDecoder, FrameHeader, Hello, MGMT_TCP_PORT,
     PEER_TCP_PORT, Ping, WireErrorCounters,
@@ -62,7 +83,11 @@ pub const RECONNECT_MS: u64 = 1000;
 /// Most peers a node keeps connections to.
 pub const MAX_PEERS: usize = 15;
 /// Management connections served at once (more are refused by TCP until one closes).
-const MGMT_SLOTS: usize = 8;
+pub const MGMT_SLOTS: usize = 8;
+/// The management port's slow-client limits (see the module doc).
+pub const MGMT_LIMITS: Limits = xdv_net::admission::MGMT_LIMITS;
+/// An accepted peer connection must authenticate within this long.
+pub const PEER_HANDSHAKE_MS: u64 = 10_000;
 /// Receive buffer (= advertised window) of peer and management sockets: small enough
 /// that a lossy link does not inflate TCP's retransmit timeout (docs/devices.md).
 const PEER_RX_BYTES: usize = 64 * 1024;
@@ -99,6 +124,8 @@ struct Conn {
     frames_out: u64,
     retry_at_ms: u64,
     target: Option<(Ipv4Address, u16)>,
+    /// When the socket left the listening state (accepted connections).
+    opened_ms: Option<u64>,
 }
 
 pub struct Transport {
@@ -123,6 +150,12 @@ pub struct Transport {
     events: Vec<Event>,
     /// Outbound frames refused by a full socket.
     pub send_failures: u64,
+    /// Index of the first management connection in `conns`.
+    mgmt_base: usize,
+    /// Who holds the management slots (deadlines, per-source share, eviction).
+    admission: Admission,
+    /// Accepted peer connections closed for not authenticating in time.
+    pub peer_handshake_timeouts: u64,
 }
 
 fn now_ms() -> u64 {
@@ -164,6 +197,7 @@ fn new_conn(
         frames_out: 0,
         retry_at_ms: 0,
         target,
+        opened_ms: None,
     }
 }
 
@@ -200,6 +234,7 @@ impl Transport {
             ));
         }
         let bulk = peer_if.sockets.add(xdv_net::phy::bulk_socket());
+        let mgmt_base = conns.len();
         if let Some(m) = net.mgmt.as_mut() {
             for _ in 0..MGMT_SLOTS {
                 let h = m.sockets.add(tcp_socket());
@@ -222,6 +257,9 @@ impl Transport {
             ident: ident.clone(),
             events: Vec::new(),
             send_failures: 0,
+            mgmt_base,
+            admission: Admission::new(MGMT_SLOTS, MGMT_LIMITS),
+            peer_handshake_timeouts: 0,
         })
     }
 }
@@ -267,6 +305,31 @@ impl Transport {
             self.reopen(iface, i, now);
             return;
         }
+        if state == tcp::State::Listen {
+            // Back to listening without passing Closed (a reset during the handshake).
+            self.conns[i].opened_ms = None;
+            if role == Role::Mgmt {
+                self.admission.closed(i - self.mgmt_base);
+            }
+            return;
+        }
+        if self.conns[i].opened_ms.is_none() {
+            self.conns[i].opened_ms = Some(now);
+            if role == Role::Mgmt && !self.admit(iface, i, now) {
+                return;
+            }
+        }
+        if role == Role::Accept
+            && !self.conns[i].authenticated
+            && self.conns[i]
+                .opened_ms
+                .is_some_and(|t| now.saturating_sub(t) > PEER_HANDSHAKE_MS)
+        {
+            self.peer_handshake_timeouts += 1;
+            log::warn!("transport: accepted peer connection did not authenticate in time; closing");
+            iface.sockets.get_mut::<tcp::Socket>(handle).abort();
+            return;
+        }
         let remote_closed = matches!(
             state,
             tcp::State::CloseWait
@@ -280,6 +343,9 @@ impl Transport {
         }
         if state != tcp::State::Established {
             return;
+        }
+        if role == Role::Mgmt {
+            self.admission.established(i - self.mgmt_base, now);
         }
         if !self.conns[i].hello_sent && role != Role::Mgmt {
             let nonce = fresh_nonce(self.node, i, self.conns[i].generation);
@@ -305,8 +371,16 @@ impl Transport {
                 break;
             }
             self.conns[i].decoder.push(&buf[..n]);
+            let before = self.conns[i].decoder.frames_decoded();
             if !self.drain_frames(iface, i, now) {
                 return;
+            }
+            if role == Role::Mgmt {
+                let d = &self.conns[i].decoder;
+                let frames = d.frames_decoded() - before;
+                let buffered = d.buffered_len();
+                self.admission
+                    .received(i - self.mgmt_base, n, frames, buffered, now);
             }
         }
         if !self.drain_frames(iface, i, now) {
@@ -344,7 +418,7 @@ impl Transport {
                         self.events.push(Event::Heard(p));
                     }
                     self.clock = self.clock.max(frame.header.timestamp.0).saturating_add(1);
-                    self.handle(iface, i, frame.header, frame.message);
+                    self.handle(iface, i, frame.header, frame.message, now);
                 }
                 Err(e) => {
                     self.errors.record(&e);
@@ -363,7 +437,14 @@ impl Transport {
         }
     }
 
-    fn handle(&mut self, iface: &mut Iface, i: usize, hdr: FrameHeader, msg: ClusterMessage) {
+    fn handle(
+        &mut self,
+        iface: &mut Iface,
+        i: usize,
+        hdr: FrameHeader,
+        msg: ClusterMessage,
+        now: u64,
+    ) {
         match msg {
             ClusterMessage::Hello(h) => {
                 let c = &mut self.conns[i];
@@ -466,6 +547,7 @@ impl Transport {
                         slot: i as u32,
                         generation: self.conns[i].generation,
                     };
+                    self.admission.request(i - self.mgmt_base, now);
                     self.events.push(Event::Client { conn, bytes })
                 }
                 (_, Some(from)) if self.conns[i].authenticated => {
@@ -481,16 +563,45 @@ impl Transport {
         }
     }
 
+    /// A management slot `i` was just taken: its source's share. False if this
+    /// connection itself was refused.
+    fn admit(&mut self, iface: &mut Iface, i: usize, now: u64) -> bool {
+        let s = iface.sockets.get::<tcp::Socket>(self.conns[i].handle);
+        let source = match s.remote_endpoint().map(|e| e.addr) {
+            Some(IpAddress::Ipv4(a)) => u32::from(a),
+            None => 0,
+        };
+        let closes = self.admission.opened(i - self.mgmt_base, source, now);
+        self.close_mgmt(iface, &closes);
+        !closes.iter().any(|&(k, _)| self.mgmt_base + k == i)
+    }
+
+    /// Aborts the management slots the admission policy closed.
+    fn close_mgmt(&mut self, iface: &mut Iface, closes: &[(usize, admission::Reason)]) {
+        for &(k, why) in closes {
+            let i = self.mgmt_base + k;
+            if let Some(c) = self.conns.get(i) {
+                log::debug!("transport: management slot {k} closed: {why:?}");
+                iface.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+            }
+        }
+    }
+
     fn reopen(&mut self, iface: &mut Iface, i: usize, now: u64) {
         let c = &mut self.conns[i];
         if c.hello_seen {
             log::info!("transport: connection to {:?} closed", c.peer);
         }
         c.decoder = FrameDecoder::new();
+        c.opened_ms = None;
         c.hello_sent = false;
         c.hello_seen = false;
         c.authenticated = false;
         c.generation += 1;
+        if c.role == Role::Mgmt {
+            self.admission.closed(i - self.mgmt_base);
+        }
+        let c = &mut self.conns[i];
         if c.role != Role::Connect {
             if c.role == Role::Accept {
                 c.peer = None;
@@ -568,6 +679,10 @@ impl Transport {
                 self.service(iface, i, now);
             }
         }
+        if let Some(m) = net.mgmt.as_mut() {
+            let closes = self.admission.check(now);
+            self.close_mgmt(m, &closes);
+        }
         if let Some(p) = net.peer.as_mut() {
             self.service_bulk(p);
         }
@@ -609,10 +724,11 @@ impl Transport {
             .conns
             .get(i)
             .is_some_and(|c| c.role == Role::Mgmt && c.generation == conn.generation);
-        if let (true, Some(m)) = (live, net.mgmt.as_mut())
-            && !self.send(m, i, &ClusterMessage::MgmtResponse(bytes))
-        {
-            self.send_failures += 1;
+        if let (true, Some(m)) = (live, net.mgmt.as_mut()) {
+            self.admission.replied(i - self.mgmt_base, now_ms());
+            if !self.send(m, i, &ClusterMessage::MgmtResponse(bytes)) {
+                self.send_failures += 1;
+            }
         }
     }
 }
@@ -665,7 +781,18 @@ impl Transport {
             .filter(|c| c.role == Role::Mgmt)
             .map(|c| c.frames_in)
             .sum::<u64>();
-        println!("mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}");
+        let a = &t.admission;
+        let k = a.counters;
+        println!(
+            "mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}, slots busy {}/{MGMT_SLOTS}, closed: handshake {} read-deadline {} idle {} reply-wait {} source-share {} evicted {}",
+            a.busy(),
+            k.handshake,
+            k.read_deadline,
+            k.idle,
+            k.reply_wait,
+            k.source_share,
+            k.evicted
+        );
         print!("bad frames:");
         for (name, n) in t.errors.iter() {
             print!(" {name}={n}");
@@ -675,6 +802,9 @@ impl Transport {
             "auth: {} handshakes refused, {} frames from unauthenticated peers dropped",
             t.auth_failures, t.unauthenticated_dropped
         );
+        if t.peer_handshake_timeouts > 0 {
+            println!("peer handshakes timed out: {}", t.peer_handshake_timeouts);
+        }
     }
 
     /// The bulk sink's state for `net`: socket state, bytes of the transfer in progress,

@@ -18,6 +18,28 @@ use alloc::string::String;
 use core::fmt;
 
 pub const PROMPT: &str = "xdv> ";
+
+/// Waits, serving the node, until no cluster batch runs on the APs: the foreground
+/// batches of `task run`, `task bench` and `sched` would otherwise spin for it (a
+/// long cluster task would freeze the node for its whole run).
+pub fn wait_for_aps(s: &mut Services) {
+    let running = || {
+        crate::executor::DISPATCHER
+            .lock()
+            .as_mut()
+            .is_some_and(|d| d.settle())
+    };
+    let start = crate::time::uptime_us();
+    let mut said = false;
+    while running() {
+        if !said && crate::time::uptime_us() - start > 1_000_000 {
+            crate::println!("waiting for the cluster tasks on the application processors");
+            said = true;
+        }
+        s.poll(false);
+        crate::arch::wait_for_interrupt();
+    }
+}
 /// Longest line accepted; further characters are refused with a bell.
 pub const MAX_LINE_BYTES: usize = 256;
 

@@ -74,6 +74,7 @@ pub fn sched(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
                 .ok_or_else(|| {
                     CmdError::Usage(format!("sched demo <1..={MAX_DEMO_TASKS}> (got `{n}`)"))
                 })?;
+            super::wait_for_aps(_s);
             let (head, outcomes, cycles, events) = run_demo(n)?;
             println!(
                 "sched demo: {n} tasks, {events} events on {} cores in {} us; head={head} outcomes={outcomes}",
@@ -129,6 +130,7 @@ fn bench(s: &mut Services) -> Result<(), CmdError> {
         let tasks = (0..N).map(|i| empty_task(base + i)).collect();
         base += N;
         // The dispatcher is taken per step and the node served in between.
+        super::wait_for_aps(s);
         let cycles = DISPATCHER
             .lock()
             .as_mut()

@@ -131,6 +131,7 @@ pub fn task(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
         }
         _ => return Err(usage("task")),
     };
+    super::wait_for_aps(_s);
     for l in run_builtin(name, budget, 1)? {
         println!("{l}");
     }
@@ -236,6 +237,7 @@ fn bench(s: &mut Services, n: u64) -> Result<(), CmdError> {
         d.run_unlogged(k, tasks).map_err(CmdError::Failed)
     };
     // Warm-up on every core (heap growth, first instantiation), not timed.
+    super::wait_for_aps(s);
     run(cores, batch(cores as u64 * n.min(50)))?;
     s.poll(false);
     let (mut total_json, mut per_core_json) = (String::new(), String::new());
@@ -244,6 +246,7 @@ fn bench(s: &mut Services, n: u64) -> Result<(), CmdError> {
         let count = n * k as u64;
         let tasks = batch(count);
         let before: Vec<u64> = (0..k).map(executor::tasks_run).collect();
+        super::wait_for_aps(s);
         let cycles = run(k, tasks)?;
         s.poll(false);
         // Each core publishes its counters before handing its batch back, and the
