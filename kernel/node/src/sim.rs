@@ -330,7 +330,7 @@ impl Sim {
         let deadline = self.now_ms + self.opts.heal_ms;
         while self.now_ms < deadline {
             self.step(false)?;
-            if self.now_ms % 100 == 0 && self.converged() {
+            if self.now_ms.is_multiple_of(100) && self.converged() {
                 self.report.simulated_ms = self.now_ms;
                 self.report.accepted = self.accepted.len() as u64;
                 self.report.completed = self.completed.len() as u64;
@@ -382,7 +382,7 @@ impl Sim {
         let now = self.now_ms;
         let n = &mut self.nodes[i];
         let Some(node) = n.node.as_mut() else { return };
-        if now % n.slow_every != 0 {
+        if !now.is_multiple_of(n.slow_every) {
             return;
         }
         let local = now + n.skew_ms;
