@@ -275,6 +275,43 @@ fn push_blocking<T, const N: usize>(tx: &mut Producer<'static, T, N>, mut v: T) 
     }
 }
 
+/// What the boot CPU does while it waits for the APs in a foreground batch: spin,
+/// or serve the node (at most every [`SERVE_EVERY_US`]).
+struct Waiter<'a> {
+    serve: Option<&'a mut dyn FnMut()>,
+    last_us: u64,
+}
+
+/// How often a waiting foreground batch serves the node.
+const SERVE_EVERY_US: u64 = 1000;
+
+impl<'a> Waiter<'a> {
+    fn spin() -> Waiter<'a> {
+        Waiter {
+            serve: None,
+            last_us: 0,
+        }
+    }
+
+    fn serving(serve: &'a mut dyn FnMut()) -> Waiter<'a> {
+        Waiter {
+            serve: Some(serve),
+            last_us: crate::time::uptime_us(),
+        }
+    }
+
+    fn idle(&mut self) {
+        core::hint::spin_loop();
+        if let Some(serve) = self.serve.as_mut() {
+            let now = crate::time::uptime_us();
+            if now.saturating_sub(self.last_us) >= SERVE_EVERY_US {
+                serve();
+                self.last_us = crate::time::uptime_us();
+            }
+        }
+    }
+}
+
 /// The result of one batch.
 pub struct BatchReport {
     pub events: usize,
@@ -386,7 +423,7 @@ impl Dispatcher {
             &mut self.submitter,
             Submitter::new(1, KernelPlacement).expect("1 core"),
         );
-        let streams = self.dispatch(&mut submitter, cores, tasks);
+        let streams = self.dispatch(&mut submitter, cores, tasks, &mut Waiter::spin());
         let events = streams.iter().map(Vec::len).sum();
         let before = self.log.len();
         let sealed = submitter.seal(streams, &mut self.log);
@@ -402,11 +439,15 @@ impl Dispatcher {
     }
 
     /// Runs a batch on the first `cores` cores only, outside the node's replay log
-    /// (benchmarks). Returns the cycles it took.
+    /// (benchmarks). Returns the cycles it took. While this CPU waits for the APs
+    /// (a full ring, their results) it calls `serve` every millisecond or so, so a
+    /// benchmark never stops the node for longer than one slice of its own work.
+    /// `serve` must not take [`DISPATCHER`].
     pub fn run_unlogged(
         &mut self,
         cores: usize,
         tasks: Vec<TaskSpec<TaskWork>>,
+        serve: &mut dyn FnMut(),
     ) -> Result<u64, String> {
         let cores = cores.clamp(1, self.cores());
         let start = crate::arch::rdtsc();
@@ -418,7 +459,7 @@ impl Dispatcher {
         }
         let mut submitter =
             Submitter::new(cores as u16, MaskPlacement).map_err(|e| format!("{e:?}"))?;
-        let streams = self.dispatch(&mut submitter, cores, tasks);
+        let streams = self.dispatch(&mut submitter, cores, tasks, &mut Waiter::serving(serve));
         drop(streams);
         Ok(crate::arch::rdtsc() - start)
     }
@@ -430,6 +471,7 @@ impl Dispatcher {
         submitter: &mut Submitter<P>,
         cores: usize,
         tasks: Vec<TaskSpec<TaskWork>>,
+        wait: &mut Waiter<'_>,
     ) -> Vec<Batch> {
         let mut own: Batch = Vec::new();
         for task in tasks {
@@ -447,13 +489,23 @@ impl Dispatcher {
                             self.drain_own(&mut own);
                         } else {
                             smp::wake(c);
+                            wait.idle();
                         }
                     }
                 }
             }
         }
         for c in 0..cores {
-            push_blocking(&mut self.to_core[c], Msg::Seal);
+            let mut msg = Msg::Seal;
+            while let Err(full) = self.to_core[c].push(msg) {
+                msg = full.0;
+                if c == 0 {
+                    self.drain_own(&mut own);
+                } else {
+                    smp::wake(c);
+                    wait.idle();
+                }
+            }
             smp::wake(c);
         }
         let mut streams: Vec<Batch> = (0..cores).map(|_| Vec::new()).collect();
@@ -468,7 +520,7 @@ impl Dispatcher {
                 if let Some(b) = self.from_core[c].pop() {
                     break b;
                 }
-                core::hint::spin_loop();
+                wait.idle();
             };
         }
         streams

@@ -30,6 +30,10 @@ pub struct Services {
     pub tasks: Tasks,
     /// Loop iterations so far (a console test watches it advance).
     pub iterations: u64,
+    /// When the last iteration started (µs of uptime).
+    last_poll_us: u64,
+    /// Longest time between two iterations since [`Services::take_longest_gap_us`].
+    longest_gap_us: u64,
 }
 
 /// Who this node is: from a provisioning module, else the command line (no keys).
@@ -122,6 +126,8 @@ impl Services {
             node,
             tasks: Tasks::new(me),
             iterations: 0,
+            last_poll_us: time::uptime_us(),
+            longest_gap_us: 0,
         };
         let out = s.node.drain();
         s.perform(out, true);
@@ -132,6 +138,11 @@ impl Services {
     /// uses the run queues itself: dispatched tasks then wait in the queue.
     pub fn poll(&mut self, run_tasks: bool) {
         self.iterations += 1;
+        let now_us = time::uptime_us();
+        self.longest_gap_us = self
+            .longest_gap_us
+            .max(now_us.saturating_sub(self.last_poll_us));
+        self.last_poll_us = now_us;
         self.net.poll();
         if let Some(t) = self.transport.as_mut() {
             for e in t.poll(&mut self.net) {
@@ -159,6 +170,12 @@ impl Services {
         let out = self.node.drain();
         self.perform(out, run_tasks);
         self.net.poll();
+    }
+
+    /// The longest time between two iterations of the node's loop since the last
+    /// call (long console commands report how often they served the node).
+    pub fn take_longest_gap_us(&mut self) -> u64 {
+        core::mem::take(&mut self.longest_gap_us)
     }
 
     fn perform(&mut self, out: Outbox, run_tasks: bool) {

@@ -97,6 +97,8 @@ fn verify() -> Result<(), CmdError> {
 
 /// Appends `n` records as fast as possible, reporting what is durable every 100.
 fn stress(s: &mut Services, n: u64) -> Result<(), CmdError> {
+    s.poll(false);
+    s.take_longest_gap_us();
     for i in 0..n {
         // Serve the node between slices: a long stress never stops consensus.
         if i % 256 == 255 {
@@ -119,6 +121,11 @@ fn stress(s: &mut Services, n: u64) -> Result<(), CmdError> {
             println!("audit: durable seq={seq} head={head}");
         }
     }
+    s.poll(false);
+    println!(
+        "audit stress: the node was served at least every {} us",
+        s.take_longest_gap_us()
+    );
     Ok(())
 }
 

@@ -135,7 +135,7 @@ fn bench(s: &mut Services) -> Result<(), CmdError> {
             .lock()
             .as_mut()
             .ok_or_else(|| CmdError::Failed("run queues not started".into()))?
-            .run_unlogged(k, tasks)
+            .run_unlogged(k, tasks, &mut || s.poll(false))
             .map_err(CmdError::Failed)?;
         s.poll(false);
         let ns = time::cycles_to_ns(cycles).max(1);
