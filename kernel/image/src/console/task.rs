@@ -169,7 +169,7 @@ const BENCH_DEFAULT_TASKS: u64 = 500;
 /// Per core; bounds the batch held in memory (`n` x cores tasks).
 const BENCH_MAX_TASKS: u64 = 5000;
 /// Per core and batch: `task bench` serves the node between batches of this many.
-const BENCH_SLICE_TASKS: u64 = 128;
+const BENCH_SLICE_TASKS: u64 = 64;
 
 /// `task bench [n]`: `n` trivial WebAssembly tasks on each of 1, 2, 4, .. cores (all
 /// online cores last) through the run queues (the batch protocol, outside the replay
