@@ -478,6 +478,13 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
     // committed, applied or answered. So no status answer could arrive while a
     // command ran (`inside` below stays 0) and no committed entry could be applied
     // between the first and the last record of `audit stress` (the audit check).
+    // After the refactor, and before this suite's fixes, three things still stopped
+    // the leader for longer than the 150 ms election timeout, and this phase failed
+    // with a new term: `task bench 5000` ran a whole 5000-task step on the boot CPU
+    // (0.3-0.8 s) and spun while the AP finished its share; `task run loop` ran on
+    // the boot CPU when its id fell on core 0 (seconds); and the first audit-root
+    // publication after `audit stress 20000` folded 20 000 records into the Merkle
+    // accumulator in one loop iteration (about 200 ms).
     let stop = Arc::new(AtomicBool::new(false));
     let placed = Arc::new(AtomicU64::new(0));
     // Back to back while `audit stress` runs (it takes well under a second), so
@@ -569,6 +576,15 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
         out.contains("audit: durable seq=") && !out.contains("append refused"),
         "{}",
         &out[out.len().saturating_sub(2000)..]
+    );
+    // A long sandbox run from the console (50 000 ticks of the loop: seconds under TCG).
+    let t0 = Instant::now();
+    let out = vm.command("task run loop 50000", "xdv> ", T).unwrap();
+    windows.push(("task run loop", t0, Instant::now()));
+    assert!(
+        out.contains("loop: core=") && out.contains("budget-exceeded ticks=50000"),
+        "task run loop failed: {}",
+        &out[out.len().saturating_sub(1500)..]
     );
     let console = Instant::now();
     while console.elapsed() < Duration::from_secs(8) || placed.load(Ordering::Relaxed) < 10 {
