@@ -12,9 +12,11 @@
 //!   (3 nodes): case 1 — a budget over the default ceiling is refused with its
 //!   reason; an infinite loop with the ceiling's budget runs on a follower while
 //!   that follower keeps answering, another tenant's task completes and nobody is
-//!   declared down or re-elected; node issue — `audit stress 20000` and `task bench`
-//!   on the leader's console while the cluster keeps committing, the leader keeps
-//!   answering and stays leader.
+//!   declared down or re-elected; node issue — `audit stress 20000`, `task run loop`
+//!   and `task bench 5000` on the leader's console while the cluster keeps
+//!   committing, the leader keeps answering (also while a command runs) and stays
+//!   leader in the same term. The loop is left running: it also shows that a task
+//!   placed behind it is not re-placed (attempt 1 to the end).
 //!
 //! The tests boot QEMU nodes and run one at a time (a lock), so that two clusters
 //! never share the machine's two cores.
