@@ -15,8 +15,8 @@
 //!   declared down or re-elected; node issue — `audit stress 20000`, `task run loop`
 //!   and `task bench 5000` on the leader's console while the cluster keeps
 //!   committing, the leader keeps answering (also while a command runs) and stays
-//!   leader in the same term. The loop is left running: it also shows that a task
-//!   placed behind it is not re-placed (attempt 1 to the end).
+//!   leader in the same term. The loop runs to the end of the test and is never
+//!   re-placed (still attempt 1 on its node).
 //!
 //! The tests boot QEMU nodes and run one at a time (a lock), so that two clusters
 //! never share the machine's two cores.
