@@ -359,18 +359,10 @@ impl Dispatcher {
         self.in_flight.is_some()
     }
 
-    /// Collects the background batch if the APs finished it (kept for the next
-    /// [`poll_async`](Self::poll_async)); true while it still runs. A console command
-    /// that needs the rings calls this between slices of serving the node instead of
-    /// letting `run_batch`/`run_unlogged` spin for it.
-    pub fn settle(&mut self) -> bool {
-        if self.in_flight.is_some()
-            && self.finished.is_none()
-            && let Some(done) = self.poll_async()
-        {
-            self.finished = Some(done);
-        }
-        self.in_flight.is_some()
+    /// No background batch runs on the APs and none waits to be collected: a
+    /// console command may use the rings (see `console::wait_for_aps`).
+    pub fn idle(&self) -> bool {
+        self.in_flight.is_none() && self.finished.is_none()
     }
 
     /// The events of the background batch once every AP has finished it (merged into

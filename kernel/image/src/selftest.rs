@@ -29,7 +29,7 @@ fn sched_demo() -> Result<(), String> {
 fn sandbox_tasks() -> Result<(), String> {
     let cores = crate::smp::online() as u64;
     for b in xdv_sandbox::BUILTINS {
-        let lines = crate::console::task::run_builtin(b.name, None, cores)
+        let lines = crate::console::task::run_builtin(b.name, None, cores, None)
             .map_err(|e| alloc::format!("{e}"))?;
         for l in lines {
             println!("task-test: {l}");

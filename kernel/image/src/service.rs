@@ -172,6 +172,14 @@ impl Services {
         self.net.poll();
     }
 
+    /// Reports a finished batch of cluster tasks to the node without starting the
+    /// next (a console command is about to use the run queues).
+    pub fn collect_tasks(&mut self) {
+        for c in self.tasks.collect() {
+            self.node.on_task_done(c);
+        }
+    }
+
     /// The longest time between two iterations of the node's loop since the last
     /// call (long console commands report how often they served the node).
     pub fn take_longest_gap_us(&mut self) -> u64 {

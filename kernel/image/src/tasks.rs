@@ -89,6 +89,21 @@ impl Tasks {
         self.running.len()
     }
 
+    /// Collects the batch on the APs if it finished (starts nothing); returns the
+    /// completions to report.
+    pub fn collect(&mut self) -> Vec<Completion> {
+        let mut done = Vec::new();
+        let mut guard = DISPATCHER.lock();
+        if let Some(d) = guard.as_mut()
+            && let Some(events) = d.poll_async()
+        {
+            for (task, attempt, id) in core::mem::take(&mut self.running) {
+                done.push(self.completion_of(task, attempt, id, &events));
+            }
+        }
+        done
+    }
+
     /// Collects a finished batch and starts the next; returns completions to report.
     pub fn poll(&mut self) -> Vec<Completion> {
         let mut done = Vec::new();

@@ -19,23 +19,25 @@ use core::fmt;
 
 pub const PROMPT: &str = "xdv> ";
 
-/// Waits, serving the node, until no cluster batch runs on the APs: the foreground
-/// batches of `task run`, `task bench` and `sched` would otherwise spin for it (a
-/// long cluster task would freeze the node for its whole run).
+/// Waits, serving the node, until no cluster batch runs on the APs and its results
+/// went to the node: the foreground batches of `task run`, `task bench` and `sched`
+/// would otherwise spin for it (a long cluster task would freeze the node for its
+/// whole run). Starts no new cluster batch.
 pub fn wait_for_aps(s: &mut Services) {
-    let running = || {
+    let idle = || {
         crate::executor::DISPATCHER
             .lock()
-            .as_mut()
-            .is_some_and(|d| d.settle())
+            .as_ref()
+            .is_none_or(|d| d.idle())
     };
     let start = crate::time::uptime_us();
     let mut said = false;
-    while running() {
+    while !idle() {
         if !said && crate::time::uptime_us() - start > 1_000_000 {
             crate::println!("waiting for the cluster tasks on the application processors");
             said = true;
         }
+        s.collect_tasks();
         s.poll(false);
         crate::arch::wait_for_interrupt();
     }

@@ -50,7 +50,15 @@ fn describe(events: &[xdv_sched::CoreEvent]) -> String {
 }
 
 /// Runs builtin `name` as `copies` tasks in one batch; returns one line per task.
-pub fn run_builtin(name: &str, budget: Option<u64>, copies: u64) -> Result<Vec<String>, CmdError> {
+/// With `serve` (the console's `task run`) and application processors, the batch
+/// runs on the APs only while this CPU serves the node, so `task run loop <budget>`
+/// never stops the node; without (the self-test), on every core including this one.
+pub fn run_builtin(
+    name: &str,
+    budget: Option<u64>,
+    copies: u64,
+    serve: Option<&mut Services>,
+) -> Result<Vec<String>, CmdError> {
     let b = builtin(name).ok_or_else(|| {
         let names: Vec<&str> = BUILTINS.iter().map(|b| b.name).collect();
         CmdError::Usage(format!(
@@ -80,11 +88,39 @@ pub fn run_builtin(name: &str, budget: Option<u64>, copies: u64) -> Result<Vec<S
             },
         })
         .collect();
+    let aps = DISPATCHER.lock().as_ref().is_some_and(|d| d.cores() > 1);
+    let mut tasks = Some(tasks);
+    if let (Some(s), true) = (serve, aps) {
+        super::wait_for_aps(s);
+        let started = DISPATCHER
+            .lock()
+            .as_mut()
+            .map(|d| d.start_async(tasks.take().unwrap_or_default()));
+        match started {
+            Some(Ok(())) => loop {
+                // Nothing else collects the batch: with `poll(false)` the node's
+                // tasks module does not touch the run queues.
+                s.poll(false);
+                if DISPATCHER
+                    .lock()
+                    .as_mut()
+                    .is_some_and(|d| d.poll_async().is_some())
+                {
+                    break;
+                }
+                crate::arch::wait_for_interrupt();
+            },
+            Some(Err(back)) => tasks = Some(back),
+            None => return Err(CmdError::Failed("run queues not started".into())),
+        }
+    }
     let mut guard = DISPATCHER.lock();
     let d = guard
         .as_mut()
         .ok_or_else(|| CmdError::Failed("run queues not started".into()))?;
-    d.run_batch(tasks).map_err(CmdError::Failed)?;
+    if let Some(tasks) = tasks {
+        d.run_batch(tasks).map_err(CmdError::Failed)?;
+    }
     let lines: Vec<String> = ids
         .iter()
         .map(|&id| {
@@ -131,8 +167,7 @@ pub fn task(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
         }
         _ => return Err(usage("task")),
     };
-    super::wait_for_aps(_s);
-    for l in run_builtin(name, budget, 1)? {
+    for l in run_builtin(name, budget, 1, Some(_s))? {
         println!("{l}");
     }
     Ok(())
@@ -169,7 +204,7 @@ const BENCH_DEFAULT_TASKS: u64 = 500;
 /// Per core; bounds the batch held in memory (`n` x cores tasks).
 const BENCH_MAX_TASKS: u64 = 5000;
 /// Per core and batch: `task bench` serves the node between batches of this many.
-const BENCH_SLICE_TASKS: u64 = 128;
+const BENCH_SLICE_TASKS: u64 = 64;
 
 /// `task bench [n]`: `n` trivial WebAssembly tasks on each of 1, 2, 4, .. cores (all
 /// online cores last) through the run queues (the batch protocol, outside the replay
