@@ -311,6 +311,10 @@ impl Sim {
         self.net.set_faults(NetFaults::none());
         for i in 0..self.nodes.len() {
             self.nodes[i].slow_every = 1;
+            // A torn write armed during the faults does not fire after them.
+            if let Some(r) = self.nodes[i].node.as_mut().and_then(|n| n.region_mut()) {
+                r.disarm();
+            }
             if self.nodes[i].node.is_none() {
                 self.nodes[i].restart_at_ms = self.now_ms;
             }

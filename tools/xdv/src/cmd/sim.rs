@@ -8,7 +8,7 @@
 //! and the command to replay it. Exit code 1 when any seed fails.
 
 use anyhow::{Context, bail};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 use xdv_node::sim::{Sim, SimOptions, SimReport};
 
@@ -108,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let (mut simulated_ms, mut failed) = (0u64, Vec::new());
     let total = b - a;
+    let tty = std::io::stdout().is_terminal();
     for (k, seed) in (a..b).enumerate() {
         match Sim::new(options(&args, seed)?).run() {
             Ok(r) => simulated_ms += r.simulated_ms,
@@ -117,12 +118,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         let k = k as u64 + 1;
-        if k.is_multiple_of(10) || k == total {
+        // On a terminal one line updated in place; piped, a line per 100 seeds.
+        if tty && (k.is_multiple_of(10) || k == total) {
             print!("\rsim: {k}/{total} seeds, {} failed", failed.len());
             std::io::stdout().flush().ok();
+        } else if !tty && (k.is_multiple_of(100) || k == total) {
+            println!("sim: {k}/{total} seeds, {} failed", failed.len());
         }
     }
-    println!();
+    if tty {
+        println!();
+    }
     let wall = start.elapsed().as_secs_f64().max(1e-9);
     let node_s = simulated_ms as f64 / 1000.0 * f64::from(args.nodes);
     println!(
