@@ -308,3 +308,26 @@ proptest::proptest! {
         let _ = DurableStorage::open(bytes, 7, 1, &voters());
     }
 }
+
+/// The error path of a log area that fills (the node compacts too late): the write
+/// is refused and reported, nothing half-written is left, and what was durable before
+/// reopens intact.
+#[test]
+fn a_full_log_area_is_reported_and_keeps_what_was_durable() {
+    let (mut s, _) = DurableStorage::open(vec![0u8; 64 * 1024], 7, 1, &voters()).unwrap();
+    let mut n = 1;
+    while s.failure().is_none() {
+        s.append(&[entry(n, 1, 500)]);
+        n += 1;
+        assert!(n < 1000, "a 64 KiB region never filled");
+    }
+    assert!(s.failure().unwrap().contains("full"), "{:?}", s.failure());
+    assert!(s.stats().failed_writes >= 1);
+    let durable = s.stats().records_written;
+    let back = reopen(s);
+    assert_eq!(
+        back.last_index() - 1,
+        durable,
+        "every written record and only those"
+    );
+}
