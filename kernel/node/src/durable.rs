@@ -209,7 +209,7 @@ impl fmt::Display for OpenError {
 pub enum Opened {
     /// Blank: bootstrapped with the given voters.
     Fresh,
-    /// Restored; `torn_tail_bytes` past the last intact record were ignored.
+    /// Restored from the headers and the record chain; `entries` log records were read.
     Restored { entries: u64 },
 }
 
