@@ -1,0 +1,1 @@
+//! Job forms (filled in by the job-forms work).
