@@ -11,4 +11,9 @@
 
 extern crate alloc;
 
+pub mod device;
+pub mod driver;
+pub mod fuzz;
 pub mod job;
+pub mod regs;
+pub mod ring;
