@@ -226,7 +226,7 @@ fn entry(cmd: u32, generation: u16, result_len: u32) -> [u8; CQE_BYTES] {
 fn a_completion_for_a_command_never_sent_fails_the_device() {
     hostile(
         |m, a| post_raw(m, &entry(a + 1000, 0, 0)),
-        |f| *f == Fault::UnknownCommand(1001 + 0),
+        |f| *f == Fault::UnknownCommand(1001),
     );
 }
 
