@@ -33,6 +33,8 @@ pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v1\0";
 pub const SNAPSHOT_VERSION: u8 = 1;
 /// Most contracts in force at once.
 pub const MAX_CONTRACTS: usize = 1024;
+/// Most Q containers or Φ windows one node may offer (its devices together).
+pub const MAX_OFFERED_SLOTS: u16 = 256;
 /// Most tasks waiting for a node.
 pub const MAX_PENDING: usize = 4096;
 /// Most registered tenants.
@@ -115,15 +117,29 @@ pub struct NodeRecord {
     pub last_heartbeat: Option<GlobalTime>,
     /// Its latest published audit root: (records covered, Merkle root).
     pub audit: Option<(u64, Hash32)>,
+    /// Q containers and Φ windows its devices offer, from its latest heartbeat (a
+    /// failed device offers none).
+    pub offered_q: u16,
+    pub offered_phi: u16,
 }
 
 impl NodeRecord {
     fn capacity(&self, cfg: &Config, d: Domain) -> u32 {
-        let units = match d {
-            Domain::K => self.available_cores,
-            other => self.info.resources.capacity(other),
-        };
-        u32::from(units).saturating_mul(cfg.tasks_per_core)
+        match d {
+            Domain::K => u32::from(self.available_cores).saturating_mul(cfg.tasks_per_core),
+            // A container or window runs one job at a time.
+            _ => u32::from(self.offered(d)),
+        }
+    }
+
+    /// Units of domain `d` the node offers: its cores for K, what its devices offer
+    /// now for Q and Φ.
+    pub fn offered(&self, d: Domain) -> u16 {
+        match d {
+            Domain::K => self.info.resources.k_cores,
+            Domain::Q => self.offered_q,
+            Domain::Phi => self.offered_phi,
+        }
     }
 }
 
@@ -645,6 +661,14 @@ impl ClusterState {
         if s.input.len() > MAX_INPUT_BYTES {
             return Err(Refusal::InputTooLarge(s.input.len()));
         }
+        match (&s.work, s.domain) {
+            (Work::Job(_), Domain::K)
+            | (Work::Wasm(_) | Work::Builtin(_), Domain::Q | Domain::Phi) => {
+                return Err(Refusal::WorkNotForDomain { domain: s.domain });
+            }
+            (Work::Job(j), d) => crate::jobs::check(d, j).map_err(Refusal::BadJob)?,
+            _ => {}
+        }
         match &s.work {
             Work::Wasm(m) if m.len() > MAX_MODULE_BYTES => {
                 return Err(Refusal::ModuleTooLarge(m.len()));
@@ -694,7 +718,7 @@ impl ClusterState {
         // a capability nobody has) is refused now instead of waiting forever while it
         // holds the tenant's quota and a pending slot.
         let runnable = self.data.nodes.values().any(|r| {
-            r.info.resources.capacity(s.domain) > 0
+            r.offered(s.domain) > 0
                 && s.needs.iter().all(|c| r.info.capabilities.contains(c))
                 && s.pin.is_none_or(|p| p == r.info.node)
         });
@@ -970,6 +994,8 @@ impl ClusterState {
                         completed: 0,
                         last_heartbeat: None,
                         audit: None,
+                        offered_q: 0,
+                        offered_phi: 0,
                     },
                 );
             }
@@ -1005,6 +1031,8 @@ impl ClusterState {
         };
         r.available_cores = h.available_cores.min(r.info.resources.k_cores);
         r.local_load = h.local_load;
+        r.offered_q = h.q_units.min(MAX_OFFERED_SLOTS);
+        r.offered_phi = h.phi_windows.min(MAX_OFFERED_SLOTS);
         r.last_heartbeat = Some(time);
         ev.push(Event::Heartbeat { node: h.node });
         if r.up {
@@ -1399,7 +1427,7 @@ fn check_resource_set(set: &[u16], capacity: u16) -> Result<(), Refusal> {
 /// A finished task keeps only its module's hash.
 fn drop_work(w: &Work) -> Work {
     match w {
-        Work::Wasm(m) => Work::Dropped(Hash32(Sha256::digest(m).into())),
+        Work::Wasm(m) | Work::Job(m) => Work::Dropped(Hash32(Sha256::digest(m).into())),
         other => other.clone(),
     }
 }

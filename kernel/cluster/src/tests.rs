@@ -896,6 +896,8 @@ fn a_node_may_forward_only_reports_about_itself() {
         node: NodeId(3),
         available_cores: 1,
         local_load: 0,
+        q_units: 0,
+        phi_windows: 0,
     });
     assert!(PeerForward::own_is_allowed(NodeId(3), &hb));
     let root = Command::PublishAuditRoot {
@@ -977,7 +979,9 @@ mod props {
             (1u32..4, 0u16..3, 0u32..5).prop_map(|(n, c, l)| Command::Heartbeat(HeartbeatInfo {
                 node: NodeId(n),
                 available_cores: c,
-                local_load: l
+                local_load: l,
+                q_units: u16::from(n == 2) * c,
+                phi_windows: 0,
             })),
             (1u64..6, 1u32..4, 1u32..4, 0u16..2, 0u8..3).prop_map(|(id, a, b, r, p)| {
                 let prio = [Priority::High, Priority::Normal, Priority::Low][p as usize];
@@ -1216,6 +1220,7 @@ fn tasks_no_member_can_run_are_refused_at_submission() {
     let mut log = Log::new();
     let mut q = spec(10, 1);
     q.domain = Domain::Phi;
+    q.work = Work::Job(vec![1, 2, 3]);
     let mut cap = spec(10, 2);
     cap.needs = vec![CapabilityId(999)];
     for sp in [q, cap] {
@@ -1232,4 +1237,85 @@ fn tasks_no_member_can_run_are_refused_at_submission() {
     }
     assert!(s.data().pending.is_empty());
     assert_eq!(s.data().tenants[&TenantId(10)].in_flight, 0);
+}
+
+fn offer(node: u32, q: u16, phi: u16) -> Command {
+    Command::Heartbeat(HeartbeatInfo {
+        node: NodeId(node),
+        available_cores: 2,
+        local_load: 0,
+        q_units: q,
+        phi_windows: phi,
+    })
+}
+
+fn rejection(a: &Applied) -> Option<Refusal> {
+    a.events.iter().find_map(|e| match e {
+        Event::TaskRejected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn device_tasks_go_where_a_device_offers_slots_and_are_refused_when_none_does() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    let q = |seq| {
+        let mut sp = spec(10, seq);
+        sp.domain = Domain::Q;
+        sp.work = Work::Job(vec![7; 16]);
+        sp
+    };
+    // Node 2 was provisioned with Q resources, but no device has offered any yet.
+    let a = log.push(&mut s, Command::AssignTask(q(1)));
+    assert_eq!(
+        rejection(&a),
+        Some(Refusal::NoMemberCanRun { domain: Domain::Q })
+    );
+    log.push(&mut s, offer(2, 1, 0));
+    let a = log.push(&mut s, Command::AssignTask(q(2)));
+    assert_eq!(rejection(&a), None);
+    let t = s.data().tasks.values().last().unwrap();
+    assert!(
+        matches!(
+            t.status,
+            TaskStatus::Assigned {
+                node: NodeId(2),
+                ..
+            }
+        ),
+        "{:?}",
+        t.status
+    );
+    // One container: a second job waits for it instead of overcommitting the device.
+    log.push(&mut s, Command::AssignTask(q(3)));
+    let t = s.data().tasks.values().last().unwrap();
+    assert_eq!(t.status, TaskStatus::Pending);
+    // The device fails: it offers nothing, and a new Q task is refused at once.
+    log.push(&mut s, offer(2, 0, 0));
+    let a = log.push(&mut s, Command::AssignTask(q(4)));
+    assert_eq!(
+        rejection(&a),
+        Some(Refusal::NoMemberCanRun { domain: Domain::Q })
+    );
+    // Work and domain must match, and the job must be well formed.
+    let mut k_job = q(5);
+    k_job.domain = Domain::K;
+    let a = log.push(&mut s, Command::AssignTask(k_job));
+    assert_eq!(
+        rejection(&a),
+        Some(Refusal::WorkNotForDomain { domain: Domain::K })
+    );
+    let mut q_module = spec(10, 6);
+    q_module.domain = Domain::Q;
+    let a = log.push(&mut s, Command::AssignTask(q_module));
+    assert_eq!(
+        rejection(&a),
+        Some(Refusal::WorkNotForDomain { domain: Domain::Q })
+    );
+    let mut empty = q(7);
+    empty.work = Work::Job(Vec::new());
+    let a = log.push(&mut s, Command::AssignTask(empty));
+    assert!(matches!(rejection(&a), Some(Refusal::BadJob(_))));
+    s.invariants().unwrap();
 }

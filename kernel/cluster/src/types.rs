@@ -106,7 +106,11 @@ pub enum Work {
     Builtin(String),
     /// WebAssembly module bytes (binary format), validated by the node that runs it.
     Wasm(Vec<u8>),
-    /// The module was dropped from the state after the task finished; its SHA-256 stays.
+    /// A Q circuit or a Φ envelope in its wire form (`xdv_accel::job`), run by a
+    /// device of the task's domain.
+    Job(Vec<u8>),
+    /// The module or job was dropped from the state after the task finished; its
+    /// SHA-256 stays.
     Dropped(Hash32),
 }
 
@@ -192,6 +196,12 @@ pub enum Refusal {
     NodeNotUp(NodeId),
     TooManyNodes,
     BadWorker(WorkerProblem),
+    /// The work does not fit the domain (a device job for K, a module for Q or Φ).
+    WorkNotForDomain {
+        domain: Domain,
+    },
+    /// The device job does not decode or validate.
+    BadJob(String),
 }
 
 impl fmt::Display for Refusal {
@@ -275,6 +285,17 @@ impl fmt::Display for Refusal {
             Refusal::NodeNotUp(n) => write!(f, "{n} is not up"),
             Refusal::TooManyNodes => write!(f, "cluster is at its member limit"),
             Refusal::BadWorker(why) => write!(f, "bad worker description: {why:?}"),
+            Refusal::WorkNotForDomain { domain: Domain::K } => {
+                write!(
+                    f,
+                    "a device job (circuit or envelope) needs the Q or Φ domain"
+                )
+            }
+            Refusal::WorkNotForDomain { domain } => write!(
+                f,
+                "the {domain} domain runs device jobs (a circuit or an envelope), not modules"
+            ),
+            Refusal::BadJob(why) => write!(f, "bad device job: {why}"),
         }
     }
 }
@@ -299,6 +320,11 @@ pub enum Outcome {
     Refused(String),
     /// The cluster gave up on it (every node that ran it went down).
     Failed(String),
+    /// The accelerator failed during the job (or was failed when it arrived); the
+    /// job's container or window was aborted.
+    DeviceFailed(String),
+    /// A Φ window's stability fell below its constraint; the envelope is invalid.
+    Unstable(String),
 }
 
 impl fmt::Display for Outcome {
@@ -310,6 +336,8 @@ impl fmt::Display for Outcome {
             Outcome::Trapped(r) => write!(f, "trapped: {r}"),
             Outcome::Refused(r) => write!(f, "refused: {r}"),
             Outcome::Failed(r) => write!(f, "failed: {r}"),
+            Outcome::DeviceFailed(r) => write!(f, "device-failed: {r}"),
+            Outcome::Unstable(r) => write!(f, "unstable: {r}"),
         }
     }
 }
@@ -384,6 +412,9 @@ pub struct HeartbeatInfo {
     pub available_cores: u16,
     /// Tasks the node is running that the log does not know of (local work).
     pub local_load: u32,
+    /// Q containers and Φ windows its devices offer now (0 while a device is failed).
+    pub q_units: u16,
+    pub phi_windows: u16,
 }
 
 /// Per-tenant limits enforced at placement (seed 001 §7.1).

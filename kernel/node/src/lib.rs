@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+pub mod accel;
 pub mod config;
 pub mod durable;
 pub mod fuzz;

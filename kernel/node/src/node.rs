@@ -186,6 +186,8 @@ pub struct Node<R: Region> {
     last_detect_ms: u64,
     last_publish_ms: u64,
     last_heartbeat_ms: u64,
+    /// (Q containers, Φ windows) this node's devices offer now, from the driver.
+    offer: (u16, u16),
     /// (records, chain head) of this node's audit log, from the driver.
     audit_head: (u64, Hash32),
     /// (records, Merkle root) to publish, when the driver computed it.
@@ -251,6 +253,7 @@ impl<R: Region> Node<R> {
             last_detect_ms: now_ms,
             last_publish_ms: now_ms,
             last_heartbeat_ms: 0,
+            offer: (0, 0),
             audit_head: (0, Hash32::ZERO),
             audit_root: None,
             proposed: VecDeque::new(),
@@ -418,6 +421,20 @@ impl<R: Region> Node<R> {
     }
 
     /// The driver's audit log now holds `records` records; `head` is its chain head.
+    /// What this node's devices offer now: Q containers and Φ windows (0 for a kind
+    /// it has no device of, or whose devices have all failed). The node reports a
+    /// change to the cluster in a heartbeat, and again until the log has it.
+    pub fn set_accel_offer(&mut self, q_units: u16, phi_windows: u16) {
+        if self.offer != (q_units, phi_windows) {
+            self.note(alloc::format!(
+                "node: devices offer {q_units} Q containers, {phi_windows} Φ windows"
+            ));
+            self.offer = (q_units, phi_windows);
+            // Report at once, not after the resend interval.
+            self.last_heartbeat_ms = 0;
+        }
+    }
+
     pub fn set_audit_head(&mut self, records: u64, head: Hash32) {
         self.audit_head = (records, head);
     }
@@ -700,17 +717,20 @@ impl<R: Region> Node<R> {
         }
         let me = self.me;
         let mine = self.state.data().nodes.get(&me);
-        let granted = mine.map(|r| r.available_cores);
+        let recorded = mine.map(|r| (r.available_cores, r.offered_q, r.offered_phi));
         let published = mine.and_then(|r| r.audit).map_or(0, |a| a.0);
-        if granted.is_some()
-            && granted != Some(self.cfg.cores)
-            && now.saturating_sub(self.last_heartbeat_ms) >= t.resend_ms
+        let current = (self.cfg.cores, self.offer.0, self.offer.1);
+        if recorded.is_some_and(|r| r != current)
+            && (self.last_heartbeat_ms == 0
+                || now.saturating_sub(self.last_heartbeat_ms) >= t.resend_ms)
         {
-            self.last_heartbeat_ms = now;
+            self.last_heartbeat_ms = now.max(1);
             self.submit_own(Command::Heartbeat(HeartbeatInfo {
                 node: me,
                 available_cores: self.cfg.cores,
                 local_load: 0,
+                q_units: self.offer.0,
+                phi_windows: self.offer.1,
             }));
         }
         if now.saturating_sub(self.last_publish_ms) >= t.publish_ms {

@@ -8,19 +8,30 @@
 //! restarts from the region's bytes; partitions (symmetric and one-way); clogged
 //! links; loss, duplication and reordering; slow nodes; clock skew between nodes.
 //!
+//! Accelerators: node 2 has a Q device and node 3 a Φ device, each the real device
+//! side of the ring protocol (`xdv_accel::device`) over plain memory, driven by the
+//! node's [`AccelPool`] exactly as in the kernel. Device faults: hardware failure
+//! mid-job, hangs (caught by the driver's watchdog), forced instability, recovery.
+//! A quarter of the clients' requests are Q or Φ jobs.
+//!
 //! After every step [`Sim::invariants`]: each node's own invariants, at most one
 //! leader per term, committed entries never change, the same state hash for an index
 //! on every node that applied it, a completed task never changes. After the faults
 //! stop, liveness: every accepted request completed exactly once and every node has
 //! converged on the same state. A failure returns the seed's trace.
 
+use crate::accel::{AccelPool, Port};
 use crate::config::{Identity, NodeConfig, Timing};
 use crate::node::{ClientConn, Node, RunTask};
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
+use xdv_accel::device::{DeviceSide, Taken};
+use xdv_accel::regs::{self, DeviceMemory, Kind, MemWindow};
+use xdv_accel::ring::{CqStatus, Opcode};
 use xdv_cluster::mgmt::{self, Denied, Principal, Request, Response, SignedRequest, Submit};
 use xdv_cluster::{Completion, Domain, Outcome, TaskStatus, Work};
 use xdv_raft::{NodeId, Role, Storage};
@@ -87,6 +98,10 @@ pub struct SimReport {
     pub snapshots_restored: u64,
     /// Members seen marked down in some node's applied state (times, summed).
     pub node_downs: u64,
+    /// Device jobs that ended, by outcome: executed, device-failed, unstable.
+    pub device_executed: u64,
+    pub device_failed: u64,
+    pub device_unstable: u64,
     pub final_hash: Option<Hash32>,
     /// The last `trace_lines` trace lines.
     pub trace: Vec<String>,
@@ -116,6 +131,95 @@ struct SimNode {
     workers: BTreeMap<(u64, TaskId, u32), Completion>,
     audit_records: u64,
     audit_head: Hash32,
+    /// The node's accelerator hardware (outlives the node's crashes) and the node's
+    /// driver pool over it (rebuilt at restart).
+    device: Option<SimDevice>,
+    pool: Option<AccelPool<SimPort>>,
+}
+
+/// A simulated accelerator: the device side of the ring protocol over plain memory.
+struct SimDevice {
+    kind: Kind,
+    mem: Rc<MemWindow>,
+    side: DeviceSide,
+    /// Jobs taken: finish time → job.
+    jobs: BTreeMap<(u64, u32), Taken>,
+    hung: bool,
+    unstable_next: bool,
+}
+
+/// The node's view of a simulated device: the same window; the device looks at its
+/// ring every simulated millisecond, so the doorbell has nothing to do.
+pub struct SimPort(Rc<MemWindow>);
+
+impl Port for SimPort {
+    fn mem(&self) -> &dyn DeviceMemory {
+        &*self.0
+    }
+    fn ring(&self) {}
+}
+
+impl SimDevice {
+    fn new(kind: Kind) -> SimDevice {
+        let mem = Rc::new(MemWindow::new(regs::STD_WINDOW_BYTES));
+        let (units, slots) = match kind {
+            Kind::Q => (16, 2),
+            Kind::Phi => (64, 4),
+        };
+        let side = DeviceSide::new(&*mem, kind, units, slots, units / slots, 0);
+        SimDevice {
+            kind,
+            mem,
+            side,
+            jobs: BTreeMap::new(),
+            hung: false,
+            unstable_next: false,
+        }
+    }
+
+    /// One millisecond of the device: take new commands, finish due jobs with a
+    /// result derived from the job and its seed.
+    fn step(&mut self, now_ms: u64, rng: &mut SplitMix64) {
+        if self.hung {
+            return;
+        }
+        let (taken, _) = self.side.take(&*self.mem);
+        for t in taken {
+            let took = 1 + rng.below(40);
+            self.jobs.insert((now_ms + took, t.sub.cmd), t);
+        }
+        let due: Vec<(u64, u32)> = self
+            .jobs
+            .range(..(now_ms + 1, 0))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            let Some(t) = self.jobs.remove(&k) else {
+                continue;
+            };
+            let mut h = Sha256::new();
+            h.update(&t.job);
+            h.update(t.sub.seed.to_le_bytes());
+            let result = h.finalize()[..12].to_vec();
+            let status = if t.sub.opcode == Opcode::Run && self.unstable_next {
+                self.unstable_next = false;
+                match self.kind {
+                    Kind::Phi => CqStatus::Unstable,
+                    Kind::Q => CqStatus::DeviceFault,
+                }
+            } else {
+                CqStatus::Ok
+            };
+            self.side.complete(
+                &*self.mem,
+                &t.sub,
+                status,
+                &result,
+                0,
+                k.0 - now_ms.min(k.0),
+            );
+        }
+    }
 }
 
 struct Client {
@@ -156,6 +260,13 @@ fn seed_bytes(rng: &mut SplitMix64) -> [u8; 32] {
         chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
     }
     s
+}
+
+/// A device job of `domain` for request `seq`.
+fn sim_job(domain: Domain, seq: u64) -> Vec<u8> {
+    let mut j = vec![domain.index() as u8];
+    j.extend_from_slice(&seq.to_le_bytes());
+    j
 }
 
 /// The Raft and timing parameters of simulated nodes: the kernel's, with snapshots
@@ -211,7 +322,7 @@ impl Sim {
                 })
             })
             .collect();
-        let nodes = configs
+        let nodes: Vec<SimNode> = configs
             .iter()
             .map(|c| SimNode {
                 node: Some(Node::new(
@@ -227,9 +338,25 @@ impl Sim {
                 workers: BTreeMap::new(),
                 audit_records: 0,
                 audit_head: Hash32::ZERO,
+                device: None,
+                pool: None,
             })
             .collect();
         let net_seed = rng.next_u64();
+        let mut nodes = nodes;
+        for (i, kind) in [(1usize, Kind::Q), (2, Kind::Phi)] {
+            if let Some(n) = nodes.get_mut(i) {
+                let dev = SimDevice::new(kind);
+                let mut pool = AccelPool::new(NodeId(i as u32 + 1));
+                pool.add(
+                    alloc::format!("sim-{}", kind.name()),
+                    SimPort(dev.mem.clone()),
+                    0,
+                );
+                n.device = Some(dev);
+                n.pool = Some(pool);
+            }
+        }
         Sim {
             net: PacketSim::new(net_seed, NetFaults::none()),
             checked_commit: vec![0; opts.nodes as usize],
@@ -311,6 +438,10 @@ impl Sim {
         self.net.set_faults(NetFaults::none());
         for i in 0..self.nodes.len() {
             self.nodes[i].slow_every = 1;
+            if let Some(d) = self.nodes[i].device.as_mut() {
+                d.side.recover();
+                d.hung = false;
+            }
             // A torn write armed during the faults does not fire after them.
             if let Some(r) = self.nodes[i].node.as_mut().and_then(|n| n.region_mut()) {
                 r.disarm();
@@ -387,6 +518,16 @@ impl Sim {
                 node.on_task_done(c);
             }
         }
+        if let Some(d) = n.device.as_mut() {
+            d.step(now, &mut self.rng);
+        }
+        if let Some(pool) = n.pool.as_mut() {
+            for c in pool.poll(local) {
+                node.on_task_done(c);
+            }
+            let (q, phi) = pool.offer();
+            node.set_accel_offer(q, phi);
+        }
         self.perform(i);
     }
 
@@ -419,17 +560,49 @@ impl Sim {
                 .send(self.now_ms, me, conn.slot, Msg::Reply { generation, bytes });
         }
         for body in out.audit {
-            let n = &mut self.nodes[i];
-            let bytes = postcard::to_allocvec(&body).unwrap_or_default();
-            let mut h = Sha256::new();
-            h.update(n.audit_head.0);
-            h.update(&bytes);
-            n.audit_head = Hash32(h.finalize().into());
-            n.audit_records += 1;
+            self.append_audit(i, &body);
         }
+        let mut audit = Vec::new();
         for run in out.run {
-            self.start_task(i, run);
+            if run.spec.domain == Domain::K {
+                self.start_task(i, run);
+                continue;
+            }
+            self.trace(alloc::format!(
+                "n{me}: device job {} #{}",
+                run.task,
+                run.attempt
+            ));
+            let n = &mut self.nodes[i];
+            let local = self.now_ms + n.skew_ms;
+            let done = match n.pool.as_mut() {
+                Some(pool) => pool.run(run, local),
+                None => None,
+            };
+            if let (Some(c), Some(node)) = (done, n.node.as_mut()) {
+                node.on_task_done(c);
+            }
         }
+        if let Some(pool) = self.nodes[i].pool.as_mut() {
+            let (records, notes) = pool.drain();
+            audit = records;
+            for line in notes {
+                self.trace(alloc::format!("n{me}: {line}"));
+            }
+        }
+        for body in audit {
+            self.append_audit(i, &body);
+        }
+    }
+
+    fn append_audit(&mut self, i: usize, body: &xdv_audit::RecordBody) {
+        let n = &mut self.nodes[i];
+        let bytes = postcard::to_allocvec(body).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(n.audit_head.0);
+        h.update(&bytes);
+        n.audit_head = Hash32(h.finalize().into());
+        n.audit_records += 1;
     }
 
     fn start_task(&mut self, i: usize, run: RunTask) {
@@ -469,6 +642,7 @@ impl Sim {
         });
         n.workers.clear();
         n.inbox.clear();
+        n.pool = None;
         let down = 200 + self.rng.below(3_000);
         n.restart_at_ms = self.now_ms + down;
         self.net.drop_all_to(i as u32 + 1);
@@ -494,6 +668,12 @@ impl Sim {
                 return Err(self.fail(alloc::format!("n{} restarted halted: {h}", i + 1)));
             }
             self.report.restarts += 1;
+            if let Some(d) = self.nodes[i].device.as_ref() {
+                let mut pool = AccelPool::new(NodeId(i as u32 + 1));
+                let name = alloc::format!("sim-{}", d.kind.name());
+                pool.add(name, SimPort(d.mem.clone()), self.now_ms + skew);
+                self.nodes[i].pool = Some(pool);
+            }
             self.nodes[i].node = Some(node);
             self.nodes[i].skew_ms = skew;
             self.trace(alloc::format!("n{}: restarts from its region", i + 1));
@@ -549,6 +729,7 @@ impl Sim {
                 self.net.clog(a, b, until, 100);
                 self.trace(alloc::format!("clog {a} -> {b} until {until}"));
             }
+            30..=34 if self.opts.faults >= 2 => self.device_fault(),
             28..=29 if self.opts.faults >= 2 => {
                 let i = self.rng.below(u64::from(self.opts.nodes)) as usize;
                 let every = 1 + self.rng.below(20);
@@ -557,6 +738,43 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    /// A fault on one node's device: hardware failure (running jobs abort), a hang
+    /// (the watchdog must notice), a forced instability, or recovery.
+    fn device_fault(&mut self) {
+        let with: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].device.is_some())
+            .collect();
+        if with.is_empty() {
+            return;
+        }
+        let i = with[self.rng.below(with.len() as u64) as usize];
+        let what = self.rng.below(4);
+        let Some(d) = self.nodes[i].device.as_mut() else {
+            return;
+        };
+        let line = match what {
+            0 => {
+                d.jobs.clear();
+                let _ = d.side.break_hardware(&*d.mem);
+                "hardware fails"
+            }
+            1 => {
+                d.hung = true;
+                "hangs"
+            }
+            2 => {
+                d.unstable_next = true;
+                "next job unstable"
+            }
+            _ => {
+                d.side.recover();
+                d.hung = false;
+                "recovers"
+            }
+        };
+        self.trace(alloc::format!("n{}: device {line}", i + 1));
     }
 
     fn arm_tear(&mut self, i: usize, k: u64, keep: usize) {
@@ -588,18 +806,24 @@ impl Sim {
             cl.generation += 1;
             let generation = cl.generation;
             cl.inflight = Some((seq, generation, now));
+            // Every fourth request of a client is a device job, Q and Φ in turn.
+            let (domain, work) = match seq % 8 {
+                3 => (Domain::Q, Work::Job(sim_job(Domain::Q, seq))),
+                7 => (Domain::Phi, Work::Job(sim_job(Domain::Phi, seq))),
+                _ => (Domain::K, Work::Builtin("hash".into())),
+            };
             let req = SignedRequest::sign(
                 self.cluster,
                 Principal::Tenant(cl.tenant),
                 seq,
                 Request::Submit(Submit {
-                    work: Work::Builtin("hash".into()),
+                    work,
                     input: seq.to_le_bytes().to_vec(),
                     budget_ticks: 1_000,
                     priority: Priority::Normal,
                     guards: vec![],
                     needs: vec![],
-                    domain: Domain::K,
+                    domain,
                     pin: None,
                 }),
                 &cl.seed,
@@ -650,6 +874,10 @@ impl Sim {
                 continue;
             };
             node.invariants()?;
+            if let Some(p) = self.nodes[i].pool.as_ref() {
+                p.invariants()
+                    .map_err(|e| alloc::format!("n{}: accel: {e}", i + 1))?;
+            }
             let Some(r) = node.raft() else {
                 return Err(alloc::format!("n{} is halted: {:?}", i + 1, node.halted()));
             };
@@ -712,9 +940,22 @@ impl Sim {
                     node,
                     attempt,
                     output_hash,
+                    outcome,
                     ..
                 } = &t.status
                 {
+                    // Only a node with a device of the task's kind executes a device job.
+                    let device_node = match t.spec.domain {
+                        Domain::K => None,
+                        Domain::Q => Some(NodeId(2)),
+                        Domain::Phi => Some(NodeId(3)),
+                    };
+                    if device_node.is_some_and(|d| d != *node) && *outcome == Outcome::Executed {
+                        return Err(alloc::format!(
+                            "{id} ({}) executed on {node}",
+                            t.spec.domain
+                        ));
+                    }
                     let now = (*node, *attempt, *output_hash);
                     match self.completed.get(id) {
                         Some(prev) if *prev != now => {
@@ -725,6 +966,14 @@ impl Sim {
                         Some(_) => {}
                         None => {
                             self.completed.insert(*id, now);
+                            if t.spec.domain != Domain::K {
+                                match outcome {
+                                    Outcome::Executed => self.report.device_executed += 1,
+                                    Outcome::DeviceFailed(_) => self.report.device_failed += 1,
+                                    Outcome::Unstable(_) => self.report.device_unstable += 1,
+                                    _ => {}
+                                }
+                            }
                         }
                     }
                 }
@@ -757,9 +1006,18 @@ impl Sim {
             for task in self.accepted.values() {
                 let done = matches!(
                     node.state().task(*task).map(|t| &t.status),
-                    Some(TaskStatus::Completed { .. })
+                    Some(TaskStatus::Completed { .. } | TaskStatus::Rejected(_))
                 );
                 if !done {
+                    return false;
+                }
+            }
+            // What the devices offer has reached the log.
+            if let Some(pool) = n.pool.as_ref() {
+                let me = node.id();
+                let rec = node.state().data().nodes.get(&me);
+                let offer = pool.offer();
+                if rec.map(|r| (r.offered_q, r.offered_phi)) != Some(offer) {
                     return false;
                 }
             }

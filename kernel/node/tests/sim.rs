@@ -30,6 +30,15 @@ fn check_sweep(seeds: std::ops::Range<u64>) {
         "snapshot installs really happen: {restored}"
     );
     assert_eq!(accepted, n * SimOptions::new(0).requests);
+    // Device jobs run, and device faults really end some of them.
+    let sum =
+        |f: fn(&xdv_node::sim::SimReport) -> u64| -> u64 { reports.iter().map(|r| f(&r.1)).sum() };
+    let executed = sum(|r| r.device_executed);
+    let failed = sum(|r| r.device_failed);
+    let unstable = sum(|r| r.device_unstable);
+    assert!(executed > n, "device jobs execute: {executed}");
+    assert!(failed > n / 50, "device failures end jobs: {failed}");
+    assert!(unstable > 0, "Φ windows go unstable: {unstable}");
 }
 
 #[test]

@@ -420,6 +420,8 @@ pub fn describe(s: &TaskStatus) -> String {
                 Outcome::Trapped(r) => format!("failed {at}: trapped after {ticks} ticks: {r}"),
                 Outcome::Refused(r) => format!("refused by node {}: {r}", node.0),
                 Outcome::Failed(r) => format!("failed {at}: {r}"),
+                Outcome::DeviceFailed(r) => format!("device failed {at}: {r}"),
+                Outcome::Unstable(r) => format!("unstable {at}: {r}"),
             }
         }
         TaskStatus::Rejected(r) => format!("refused by the cluster: {r}"),

@@ -69,6 +69,7 @@ pub fn check(work: &Work, input: &[u8], budget_ticks: u64) -> Result<ValidatedTa
             None => return Err(format!("no bundled module `{name}`")),
         },
         Work::Dropped(_) => return Err("no module".into()),
+        Work::Job(_) => return Err("a device job is checked as a circuit or an envelope, not a module".into()),
     };
     xdv_sandbox::validate(&TaskModule {
         tenant: TenantId(0),
@@ -254,6 +255,8 @@ impl Report {
                     Outcome::Trapped(r) => ("trapped", Some(r.clone())),
                     Outcome::Refused(r) => ("refused", Some(r.clone())),
                     Outcome::Failed(r) => ("failed", Some(r.clone())),
+                    Outcome::DeviceFailed(r) => ("device-failed", Some(r.clone())),
+                    Outcome::Unstable(r) => ("unstable", Some(r.clone())),
                 };
                 v["outcome"] = json!(word);
                 v["reason"] = json!(reason);
