@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod ivshmem;
 pub mod pci;
 pub mod platform;
 pub mod virtio;

@@ -376,6 +376,12 @@ pub fn enumerate(cfg: &dyn ConfigSpace, first: u8, last: u8) -> Vec<PciDevice> {
     out
 }
 
+/// Turns legacy INTx off (command register bit 10): the function signals by MSI-X.
+pub fn disable_intx(cfg: &dyn ConfigSpace, dev: &PciDevice) {
+    let cmd = cfg.read32(dev.bdf, COMMAND) & 0xffff;
+    cfg.write32(dev.bdf, COMMAND, cmd | (1 << 10));
+}
+
 /// Enables memory decoding and, if asked, bus mastering (DMA).
 pub fn enable(cfg: &dyn ConfigSpace, dev: &PciDevice, bus_master: bool) {
     let cmd = cfg.read32(dev.bdf, COMMAND) & 0xffff;

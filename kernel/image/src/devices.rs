@@ -8,8 +8,21 @@ use crate::println;
 use alloc::string::String;
 use alloc::vec::Vec;
 use smoltcp::wire::EthernetAddress;
+use xdv_drivers::ivshmem::{self, Ivshmem};
 use xdv_drivers::pci::{self, PciDevice};
 use xdv_drivers::virtio::{self, VirtioNet};
+
+/// Accelerators (ivshmem-doorbell functions) the kernel drives, at most this many
+/// (two MSI-X vectors each).
+pub const MAX_ACCELS: usize = crate::arch::idt::DEVICE_VECTORS / 2;
+
+/// An accelerator transport found at boot: its PCI address, the mapped function and
+/// its first MSI-X vector.
+pub struct AccelFn {
+    pub name: String,
+    pub dev: Ivshmem,
+    pub vector_base: u8,
+}
 
 /// What the boot found on the buses.
 pub struct Devices {
@@ -17,14 +30,17 @@ pub struct Devices {
     pub mode: &'static str,
 }
 
-/// Enumerates PCI and claims every virtio-net NIC; returns the list and the NICs.
-pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<VirtioNet>) {
+/// Enumerates PCI and claims every virtio-net NIC and every ivshmem-doorbell function
+/// (accelerators); returns the list, the NICs and the accelerator transports.
+pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<VirtioNet>, Vec<AccelFn>) {
     let cfg = Cfg::new(ecam);
     let (first, last, mode) = cfg.buses();
     let found = pci::enumerate(cfg.space(), first, last);
     log::info!("pci: {} functions via {mode}", found.len());
     let mut nics = Vec::new();
+    let mut accels = Vec::new();
     let mut functions = Vec::new();
+    let apic = crate::arch::lapic::id();
     for d in found {
         let mut claim = None;
         if d.vendor == virtio::VIRTIO_VENDOR && virtio::NET_DEVICE_IDS.contains(&d.device) {
@@ -39,9 +55,33 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<VirtioNet>) {
                 Err(e) => log::error!("net: virtio-net {} refused: {e}", d.bdf),
             }
         }
+        if d.vendor == ivshmem::VENDOR && d.device == ivshmem::DEVICE {
+            claim = Some(claim_accel(&cfg, &d, apic, &mut accels));
+        }
         functions.push((d, claim));
     }
-    (Devices { functions, mode }, nics)
+    (Devices { functions, mode }, nics, accels)
+}
+
+fn claim_accel(cfg: &Cfg, d: &PciDevice, apic: u32, accels: &mut Vec<AccelFn>) -> String {
+    if accels.len() >= MAX_ACCELS {
+        log::warn!("accel: {} ignored: at most {MAX_ACCELS} accelerators", d.bdf);
+        return alloc::format!("ivshmem, ignored (over {MAX_ACCELS} accelerators)");
+    }
+    let base = crate::arch::idt::VECTOR_DEVICE_BASE + 2 * accels.len() as u8;
+    let vectors = [base + xdv_accel::regs::VECTOR_COMPLETION as u8, base + xdv_accel::regs::VECTOR_FAULT as u8];
+    match Ivshmem::new(cfg.space(), d, &KernelPlatform, apic, &vectors) {
+        Ok(dev) => {
+            let name = alloc::format!("{}", d.bdf);
+            log::info!("accel: ivshmem {} peer {} vectors {:#x}+2", d.bdf, dev.own_peer, base);
+            accels.push(AccelFn { name, dev, vector_base: base });
+            alloc::format!("accelerator transport (ivshmem), vectors {base:#x}-{:#x}", base + 1)
+        }
+        Err(e) => {
+            log::error!("accel: ivshmem {} refused: {e}", d.bdf);
+            alloc::format!("ivshmem, refused: {e}")
+        }
+    }
 }
 
 impl Devices {

@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+mod accel;
 mod audit;
 mod console;
 mod devices;
@@ -166,13 +167,13 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
             smp::start_aps(0xfee0_0000, &[], executor::ap_main);
         }
     }
-    let (devices, nics) = devices::discover(acpi.as_ref().and_then(|a| a.ecam));
+    let (devices, nics, accels) = devices::discover(acpi.as_ref().and_then(|a| a.ecam));
     let peer_ip = opts
         .ip
         .map(|c| (smoltcp::wire::Ipv4Address::from(c.addr), c.prefix));
     let net = net::Net::new(nics, peer_ip);
     executor::init(smp::online());
-    let mut services = service::Services::new(ident, devices, net, smp::online());
+    let mut services = service::Services::new(ident, devices, accels, net, smp::online());
 
     let usable_mib = info.usable_bytes() >> 20;
     println!(

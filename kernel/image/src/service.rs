@@ -7,7 +7,8 @@
 //! that depends on them is in the outbox.
 #![deny(unsafe_code)]
 
-use crate::devices::Devices;
+use crate::accel::KernelPort;
+use crate::devices::{AccelFn, Devices};
 use crate::net::Net;
 use crate::tasks::Tasks;
 use crate::transport::{Event, Transport};
@@ -16,6 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_audit::RecordBody;
 use xdv_boot::provision::Provision;
+use xdv_node::accel::AccelPool;
 use xdv_node::{Identity, Node, NodeConfig, Outbox};
 use xdv_types::{CoreId, NodeId, TenantId};
 
@@ -28,6 +30,8 @@ pub struct Services {
     pub transport: Option<Transport>,
     pub node: Node<RaftRegion>,
     pub tasks: Tasks,
+    /// The Q and Φ devices and the device tasks on them.
+    pub accel: AccelPool<KernelPort>,
     /// Loop iterations so far (a console test watches it advance).
     pub iterations: u64,
     /// When the last iteration started (µs of uptime).
@@ -89,7 +93,13 @@ pub fn identity_from(
 impl Services {
     /// Builds the services: the node over the Raft region (or an empty one, which
     /// halts it with the reason), the transport over the peer NIC.
-    pub fn new(ident: Identity, devices: Devices, mut net: Net, cores_online: usize) -> Services {
+    pub fn new(
+        ident: Identity,
+        devices: Devices,
+        accels: Vec<AccelFn>,
+        mut net: Net,
+        cores_online: usize,
+    ) -> Services {
         let region: RaftRegion = match crate::mem::regions::raft() {
             Ok(r) => r,
             Err(e) => {
@@ -125,6 +135,7 @@ impl Services {
             transport,
             node,
             tasks: Tasks::new(me),
+            accel: crate::accel::pool(me, accels, time::uptime_us() / 1000),
             iterations: 0,
             last_poll_us: time::uptime_us(),
             longest_gap_us: 0,
@@ -162,6 +173,7 @@ impl Services {
             self.node.set_audit_root(records, root);
         }
         self.node.tick(now_ms);
+        self.poll_accel(now_ms);
         if run_tasks {
             for c in self.tasks.poll() {
                 self.node.on_task_done(c);
@@ -170,6 +182,27 @@ impl Services {
         let out = self.node.drain();
         self.perform(out, run_tasks);
         self.net.poll();
+    }
+
+    /// Device completions into the node, the devices' offer into its heartbeats,
+    /// the pool's records into the audit log.
+    fn poll_accel(&mut self, now_ms: u64) {
+        for c in self.accel.poll(now_ms) {
+            self.node.on_task_done(c);
+        }
+        let (q, phi) = self.accel.offer();
+        self.node.set_accel_offer(q, phi);
+        self.drain_accel();
+    }
+
+    fn drain_accel(&mut self) {
+        let (records, notes) = self.accel.drain();
+        for line in notes {
+            println!("{line}");
+        }
+        for body in &records {
+            audit::record(CoreId(0), body);
+        }
     }
 
     /// Reports a finished batch of cluster tasks to the node without starting the
@@ -213,9 +246,19 @@ impl Services {
                 t.reply(&mut self.net, conn, bytes);
             }
         }
+        let now_ms = time::uptime_us() / 1000;
         for run in out.run {
-            self.tasks.start(run);
+            if run.spec.domain == xdv_cluster::Domain::K {
+                self.tasks.start(run);
+            } else if let Some(c) = self.accel.run(run, now_ms) {
+                self.node.on_task_done(c);
+            }
         }
+        // Device tasks go to their devices in this same iteration.
+        for c in self.accel.poll(now_ms) {
+            self.node.on_task_done(c);
+        }
+        self.drain_accel();
         if run_tasks && self.tasks.queued() > 0 {
             for c in self.tasks.poll() {
                 self.node.on_task_done(c);

@@ -54,6 +54,7 @@ fn module_of(run: &RunTask) -> Result<TaskModule, String> {
         }
         Work::Wasm(m) => (m.clone(), spec.input.clone()),
         Work::Dropped(_) => return Err("module no longer held".into()),
+        Work::Job(_) => return Err("a device job runs on an accelerator, not a core".into()),
     };
     Ok(TaskModule {
         tenant: spec.tenant,

@@ -13,7 +13,8 @@ fn work_name(w: &Work) -> String {
     match w {
         Work::Builtin(n) => n.clone(),
         Work::Wasm(m) => alloc::format!("wasm({} bytes)", m.len()),
-        Work::Dropped(h) => alloc::format!("wasm {}", h.short()),
+        Work::Job(j) => alloc::format!("device job({} bytes)", j.len()),
+        Work::Dropped(h) => alloc::format!("dropped {}", h.short()),
     }
 }
 

@@ -55,6 +55,12 @@ pub static COMMANDS: &[Command] = &[
         run: halt,
     },
     Command {
+        name: "accel",
+        args: "[test [N]]",
+        summary: "Q/Φ accelerators: state, capacity, counters; `test` times N no-op round trips",
+        run: super::accel::accel_cmd,
+    },
+    Command {
         name: "pci",
         args: "",
         summary: "PCI functions: ids, class, BARs, capabilities",

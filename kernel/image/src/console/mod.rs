@@ -6,6 +6,7 @@
 //! arguments split on whitespace and returns `Ok` or a [`CmdError`], which becomes one
 //! `error: ...` line; the prompt always comes back.
 
+pub mod accel;
 pub mod audit;
 pub mod cluster;
 pub mod commands;

@@ -142,6 +142,8 @@ stubs! {
     v23 = 23 noerr, v24 = 24 noerr, v25 = 25 noerr, v26 = 26 noerr, v27 = 27 noerr,
     v28 = 28 noerr, v29 = 29 err, v30 = 30 err, v31 = 31 noerr,
     v_ipi_wake = 0x40 noerr, v_timer = 0x41 noerr, v_spurious = 0xff noerr,
+    v_dev0 = 0x50 noerr, v_dev1 = 0x51 noerr, v_dev2 = 0x52 noerr, v_dev3 = 0x53 noerr,
+    v_dev4 = 0x54 noerr, v_dev5 = 0x55 noerr, v_dev6 = 0x56 noerr, v_dev7 = 0x57 noerr,
 }
 
 fn ist_for(vector: u8) -> u8 {
@@ -226,6 +228,13 @@ const NAMES: [&str; 32] = [
     "reserved",
 ];
 
+/// MSI-X vectors for devices (accelerators): `VECTOR_DEVICE_BASE + i`.
+pub const VECTOR_DEVICE_BASE: u8 = 0x50;
+pub const DEVICE_VECTORS: usize = 8;
+/// Interrupts taken per device vector; the main loop wakes from `hlt` on each and
+/// polls its devices (the count is for the console).
+pub static DEVICE_IRQS: [AtomicU64; DEVICE_VECTORS] = [const { AtomicU64::new(0) }; DEVICE_VECTORS];
+
 /// Breakpoints taken (the `breakpoint` test checks this moves).
 pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 
@@ -239,6 +248,12 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         v if v == u64::from(VECTOR_IPI_WAKE) => crate::smp::on_ipi(),
         v if v == u64::from(VECTOR_TIMER) => super::lapic::on_timer(),
         v if v == u64::from(VECTOR_SPURIOUS) => {}
+        v if (u64::from(VECTOR_DEVICE_BASE)..u64::from(VECTOR_DEVICE_BASE) + DEVICE_VECTORS as u64)
+            .contains(&v) =>
+        {
+            DEVICE_IRQS[(v - u64::from(VECTOR_DEVICE_BASE)) as usize].fetch_add(1, Ordering::Relaxed);
+            super::lapic::eoi();
+        }
         v if v < 32 => fatal_exception(f),
         v => log::warn!("unexpected interrupt vector {v}"),
     }

@@ -1,0 +1,229 @@
+//! QEMU's inter-VM shared memory device (`ivshmem-doorbell`, 1af4:1110) as the
+//! transport of an XDV accelerator (`docs/accel.md`): BAR0 holds ivshmem's own
+//! registers (interrupt mask and status, this VM's peer id, the doorbell), BAR1 the
+//! MSI-X table, BAR2 the shared memory whose first page is the accelerator's register
+//! block, followed by its rings and data area.
+//!
+//! This module is the register layer: it maps the BARs, programs MSI-X and gives the
+//! shared memory as an [`xdv_accel::regs::DeviceMemory`] through the `volatile`
+//! crate. Everything the device writes there is validated by `xdv_accel::driver`.
+
+use crate::pci::{self, ConfigSpace, PciDevice};
+use crate::platform::{Mmio, Platform};
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{Ordering, fence};
+use volatile::VolatilePtr;
+use xdv_accel::regs::DeviceMemory;
+
+pub const VENDOR: u16 = 0x1af4;
+pub const DEVICE: u16 = 0x1110;
+
+/// ivshmem BAR0 registers.
+const REG_INTR_MASK: usize = 0x00;
+const REG_IV_POSITION: usize = 0x08;
+const REG_DOORBELL: usize = 0x0C;
+
+/// Why an ivshmem function cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IvshmemError {
+    MissingBar(u8),
+    MapFailed(u64),
+    NoMsix,
+    TooFewVectors(u16),
+    BadMsixTable,
+}
+
+impl fmt::Display for IvshmemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IvshmemError::MissingBar(b) => write!(f, "BAR{b} missing"),
+            IvshmemError::MapFailed(a) => write!(f, "cannot map {a:#x}"),
+            IvshmemError::NoMsix => write!(
+                f,
+                "no MSI-X capability (start QEMU with ivshmem-doorbell, not ivshmem-plain)"
+            ),
+            IvshmemError::TooFewVectors(n) => write!(f, "{n} MSI-X vectors, need 2"),
+            IvshmemError::BadMsixTable => write!(f, "MSI-X table outside its BAR"),
+        }
+    }
+}
+
+/// The shared memory window, accessed with volatile reads and writes.
+pub struct Shm {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `Shm` is a handle to device memory; the kernel uses it from its main loop
+// only (one CPU at a time), and every access is volatile.
+unsafe impl Send for Shm {}
+
+impl Shm {
+    /// # Safety
+    /// `[base, base+len)` must be mapped device memory that stays mapped for the
+    /// kernel's lifetime and is referenced by nothing else in Rust.
+    pub unsafe fn new(base: NonNull<u8>, len: usize) -> Shm {
+        Shm { base, len }
+    }
+
+    fn at<T>(&self, off: usize) -> VolatilePtr<'_, T> {
+        assert!(
+            off.checked_add(core::mem::size_of::<T>())
+                .is_some_and(|e| e <= self.len),
+            "shared memory access {off:#x} outside the {:#x}-byte window",
+            self.len
+        );
+        // SAFETY: inside the window (checked); `new`'s contract makes it valid memory.
+        unsafe { VolatilePtr::new(self.base.add(off).cast::<T>()) }
+    }
+}
+
+impl DeviceMemory for Shm {
+    fn window_bytes(&self) -> usize {
+        self.len
+    }
+    fn read32(&self, off: usize) -> u32 {
+        self.at::<u32>(off).read()
+    }
+    fn write32(&self, off: usize, value: u32) {
+        self.at::<u32>(off).write(value)
+    }
+    fn read_bytes(&self, off: usize, out: &mut [u8]) {
+        let mut i = 0;
+        while i + 4 <= out.len() && (off + i).is_multiple_of(4) {
+            out[i..i + 4].copy_from_slice(&self.read32(off + i).to_le_bytes());
+            i += 4;
+        }
+        for (k, b) in out[i..].iter_mut().enumerate() {
+            *b = self.at::<u8>(off + i + k).read();
+        }
+    }
+    fn write_bytes(&self, off: usize, data: &[u8]) {
+        let mut i = 0;
+        while i + 4 <= data.len() && (off + i).is_multiple_of(4) {
+            let w = u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+            self.write32(off + i, w);
+            i += 4;
+        }
+        for (k, b) in data[i..].iter().enumerate() {
+            self.at::<u8>(off + i + k).write(*b);
+        }
+    }
+    fn fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// One ivshmem-doorbell function, mapped, with MSI-X programmed.
+pub struct Ivshmem {
+    regs: Mmio,
+    pub shm: Shm,
+    /// This VM's peer id (IVPosition).
+    pub own_peer: u32,
+}
+
+impl Ivshmem {
+    /// Maps BAR0 and BAR2 and points MSI-X entries `0..vectors.len()` at
+    /// `vectors[i]` on the local APIC `apic_id`.
+    pub fn new(
+        cfg: &dyn ConfigSpace,
+        dev: &PciDevice,
+        platform: &dyn Platform,
+        apic_id: u32,
+        vectors: &[u8],
+    ) -> Result<Ivshmem, IvshmemError> {
+        let map = |i: u8| -> Result<(usize, u64), IvshmemError> {
+            let b = dev.bar(i).ok_or(IvshmemError::MissingBar(i))?;
+            let v = platform
+                .map_mmio(b.addr, b.size)
+                .ok_or(IvshmemError::MapFailed(b.addr))?;
+            Ok((v, b.size))
+        };
+        let (r0, r0_len) = map(0)?;
+        let (shm, shm_len) = map(2)?;
+        // SAFETY: BAR0 was just mapped uncached for the kernel's lifetime.
+        let regs = unsafe { Mmio::new(r0, (r0_len as usize).min(256)) };
+        let base = NonNull::new(shm as *mut u8).ok_or(IvshmemError::MapFailed(0))?;
+        // SAFETY: BAR2 was just mapped for the kernel's lifetime; this handle is the
+        // only Rust reference to it.
+        let shm = unsafe { Shm::new(base, shm_len as usize) };
+        program_msix(cfg, dev, platform, apic_id, vectors)?;
+        regs.write32(REG_INTR_MASK, 0);
+        let own_peer = regs.read32(REG_IV_POSITION);
+        Ok(Ivshmem {
+            regs,
+            shm,
+            own_peer,
+        })
+    }
+
+    /// Rings `vector` of peer `peer` (the device's doorbell eventfd).
+    pub fn ring(&self, peer: u32, vector: u16) {
+        self.regs
+            .write32(REG_DOORBELL, ((peer & 0xffff) << 16) | u32::from(vector));
+    }
+}
+
+/// Where an MSI-X table lives, from the capability.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MsixTable {
+    pub cap: u8,
+    pub entries: u16,
+    pub bar: u8,
+    pub offset: u32,
+}
+
+/// Reads the MSI-X capability of `dev`.
+pub fn msix_table(cfg: &dyn ConfigSpace, dev: &PciDevice) -> Option<MsixTable> {
+    let cap = dev.caps_with_id(0x11).next()?.offset;
+    let ctl = cfg.read16(dev.bdf, u16::from(cap) + 2);
+    let table = cfg.read32(dev.bdf, u16::from(cap) + 4);
+    Some(MsixTable {
+        cap,
+        entries: (ctl & 0x7ff) + 1,
+        bar: (table & 7) as u8,
+        offset: table & !7,
+    })
+}
+
+fn program_msix(
+    cfg: &dyn ConfigSpace,
+    dev: &PciDevice,
+    platform: &dyn Platform,
+    apic_id: u32,
+    vectors: &[u8],
+) -> Result<(), IvshmemError> {
+    let t = msix_table(cfg, dev).ok_or(IvshmemError::NoMsix)?;
+    if usize::from(t.entries) < vectors.len() {
+        return Err(IvshmemError::TooFewVectors(t.entries));
+    }
+    let bar = dev.bar(t.bar).ok_or(IvshmemError::MissingBar(t.bar))?;
+    let need = u64::from(t.offset) + u64::from(t.entries) * 16;
+    if need > bar.size {
+        return Err(IvshmemError::BadMsixTable);
+    }
+    let base = platform
+        .map_mmio(bar.addr, bar.size)
+        .ok_or(IvshmemError::MapFailed(bar.addr))?;
+    // SAFETY: the table lies inside the BAR (checked) that was just mapped uncached.
+    let table = unsafe { Mmio::new(base + t.offset as usize, usize::from(t.entries) * 16) };
+    for (i, &v) in vectors.iter().enumerate() {
+        let e = i * 16;
+        table.write32(e, 0xFEE0_0000 | ((apic_id & 0xff) << 12));
+        table.write32(e + 4, 0);
+        table.write32(e + 8, u32::from(v));
+        table.write32(e + 12, 0); // unmasked
+    }
+    // Enable MSI-X (bit 15), clear the function mask (bit 14); INTx off.
+    let dword = cfg.read32(dev.bdf, u16::from(t.cap));
+    let ctl = ((dword >> 16) as u16 | 0x8000) & !0x4000;
+    cfg.write32(
+        dev.bdf,
+        u16::from(t.cap),
+        (dword & 0xffff) | (u32::from(ctl) << 16),
+    );
+    pci::enable(cfg, dev, false);
+    pci::disable_intx(cfg, dev);
+    Ok(())
+}
