@@ -16,6 +16,10 @@ fn main() -> anyhow::Result<()> {
     let (aer_wall, aer_inner) = bench::aer_times(&qasm::to_qasm(&c), bench::BENCH_RUNS)?;
     println!("ours: {ours:.3} ms (median of {})", bench::BENCH_RUNS);
     println!("aer:  {aer_wall:.3} ms wall run().result(), {aer_inner:.3} ms aer time_taken");
-    println!("ratio ours/aer: {:.2} (wall), {:.2} (aer time_taken)", ours / aer_wall, ours / aer_inner);
+    println!(
+        "ratio ours/aer: {:.2} (wall), {:.2} (aer time_taken)",
+        ours / aer_wall,
+        ours / aer_inner
+    );
     Ok(())
 }

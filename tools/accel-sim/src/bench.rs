@@ -64,7 +64,12 @@ pub fn random_circuit(qubits: u8, depth: u32, seed: u64, full: bool) -> Circuit 
             }
         }
     }
-    Circuit { qubits, clbits: 0, shots: 1, gates }
+    Circuit {
+        qubits,
+        clbits: 0,
+        shots: 1,
+        gates,
+    }
 }
 
 fn one_qubit(rng: &mut SplitMix64, q: u8, full: bool) -> Gate {
@@ -97,7 +102,7 @@ import sys, time, json, statistics
 from qiskit import qasm2
 from qiskit_aer import AerSimulator
 runs = int(sys.argv[1])
-qc = qasm2.loads(sys.stdin.read())
+qc = qasm2.loads(sys.stdin.read(), custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
 qc.save_statevector()
 sim = AerSimulator(method="statevector", max_parallel_threads=1)
 sim.run(qc, shots=1).result()  # warm-up
@@ -127,7 +132,10 @@ pub fn aer_times(src: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
         .write_all(src.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("qiskit-aer run failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "qiskit-aer run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8(out.stdout)?;
     let field = |name: &str| -> anyhow::Result<f64> {

@@ -43,7 +43,11 @@ pub enum EnvelopeError {
     /// Not TOML, or missing/unknown/mistyped fields (with toml's position).
     Toml(String),
     /// A float that does not convert into its fixed-point field.
-    OutOfRange { field: String, value: f64, range: &'static str },
+    OutOfRange {
+        field: String,
+        value: f64,
+        range: &'static str,
+    },
     /// Neither or both of `phases` and `phase_seed`.
     Phases,
     /// The converted envelope fails validation.
@@ -54,7 +58,11 @@ impl std::fmt::Display for EnvelopeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EnvelopeError::Toml(m) => write!(f, "envelope TOML: {m}"),
-            EnvelopeError::OutOfRange { field, value, range } => {
+            EnvelopeError::OutOfRange {
+                field,
+                value,
+                range,
+            } => {
                 write!(f, "envelope field {field} = {value} outside {range}")
             }
             EnvelopeError::Phases => write!(f, "give exactly one of `phases` and `phase_seed`"),
@@ -66,10 +74,21 @@ impl std::fmt::Display for EnvelopeError {
 impl std::error::Error for EnvelopeError {}
 
 /// `value × scale`, rounded, checked against `lo..=hi`.
-fn fixed(field: &str, value: f64, scale: f64, lo: i64, hi: i64, range: &'static str) -> Result<i64, EnvelopeError> {
+fn fixed(
+    field: &str,
+    value: f64,
+    scale: f64,
+    lo: i64,
+    hi: i64,
+    range: &'static str,
+) -> Result<i64, EnvelopeError> {
     let v = (value * scale).round();
     if !v.is_finite() || v < lo as f64 || v > hi as f64 {
-        return Err(EnvelopeError::OutOfRange { field: field.into(), value, range });
+        return Err(EnvelopeError::OutOfRange {
+            field: field.into(),
+            value,
+            range,
+        });
     }
     Ok(v as i64)
 }
@@ -77,12 +96,24 @@ fn fixed(field: &str, value: f64, scale: f64, lo: i64, hi: i64, range: &'static 
 /// Parses a TOML description (see the module doc) into a validated envelope.
 pub fn parse(src: &str) -> Result<Envelope, EnvelopeError> {
     let raw: Raw = toml::from_str(src).map_err(|e| EnvelopeError::Toml(e.to_string()))?;
-    let n = raw.oscillators.unwrap_or(raw.frequencies.len().min(usize::from(u16::MAX)) as u16);
+    let n = raw
+        .oscillators
+        .unwrap_or(raw.frequencies.len().min(usize::from(u16::MAX)) as u16);
     let frequencies_milli = raw
         .frequencies
         .iter()
         .enumerate()
-        .map(|(i, &w)| fixed(&format!("frequencies[{i}]"), w, 1e3, -1_000_000, 1_000_000, "±1000 rad/s").map(|v| v as i32))
+        .map(|(i, &w)| {
+            fixed(
+                &format!("frequencies[{i}]"),
+                w,
+                1e3,
+                -1_000_000,
+                1_000_000,
+                "±1000 rad/s",
+            )
+            .map(|v| v as i32)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let two_pi = std::f64::consts::TAU;
     let phases_milli = match (&raw.phases, raw.phase_seed) {
@@ -92,15 +123,29 @@ pub fn parse(src: &str) -> Result<Envelope, EnvelopeError> {
             .map(|(i, &p)| {
                 let field = format!("phases[{i}]");
                 if !p.is_finite() {
-                    return Err(EnvelopeError::OutOfRange { field, value: p, range: "finite radians" });
+                    return Err(EnvelopeError::OutOfRange {
+                        field,
+                        value: p,
+                        range: "finite radians",
+                    });
                 }
                 // Wrapped into [0, 2π): rounds to at most 6283 milli.
-                fixed(&field, p.rem_euclid(two_pi), 1e3, 0, i64::from(TWO_PI_MILLI) - 1, "[0, 2π)").map(|v| v as i32)
+                fixed(
+                    &field,
+                    p.rem_euclid(two_pi),
+                    1e3,
+                    0,
+                    i64::from(TWO_PI_MILLI) - 1,
+                    "[0, 2π)",
+                )
+                .map(|v| v as i32)
             })
             .collect::<Result<Vec<_>, _>>()?,
         (None, Some(seed)) => {
             let mut rng = SplitMix64::new(seed);
-            (0..n).map(|_| rng.below(TWO_PI_MILLI as u64) as i32).collect()
+            (0..n)
+                .map(|_| rng.below(TWO_PI_MILLI as u64) as i32)
+                .collect()
         }
         _ => return Err(EnvelopeError::Phases),
     };
@@ -113,7 +158,8 @@ pub fn parse(src: &str) -> Result<Envelope, EnvelopeError> {
         steps: raw.steps,
         dt_micros: fixed("dt", raw.dt, 1e6, 1, 100_000, "[1 µs, 0.1 s]")? as u32,
         windows: raw.windows,
-        min_stability_milli: fixed("min_stability", raw.min_stability, 1e3, 0, 1000, "[0, 1]")? as u16,
+        min_stability_milli: fixed("min_stability", raw.min_stability, 1e3, 0, 1000, "[0, 1]")?
+            as u16,
     };
     e.validate().map_err(EnvelopeError::Invalid)?;
     Ok(e)
@@ -148,16 +194,26 @@ min_stability = 0.8
     #[test]
     fn errors_are_specific() {
         let bad = EXAMPLE.replace("coupling = 4.0", "coupling = -1.0");
-        assert!(matches!(parse(&bad), Err(EnvelopeError::OutOfRange { ref field, .. }) if field == "coupling"));
+        assert!(
+            matches!(parse(&bad), Err(EnvelopeError::OutOfRange { ref field, .. }) if field == "coupling")
+        );
         let bad = EXAMPLE.replace("dt = 0.001", "dt = 0.0");
-        assert!(matches!(parse(&bad), Err(EnvelopeError::OutOfRange { ref field, .. }) if field == "dt"));
+        assert!(
+            matches!(parse(&bad), Err(EnvelopeError::OutOfRange { ref field, .. }) if field == "dt")
+        );
         let bad = format!("oscillators = 9\n{EXAMPLE}");
         assert!(matches!(
             parse(&bad),
-            Err(EnvelopeError::Invalid(JobError::FrequencyCountMismatch { expected: 9, got: 8 }))
+            Err(EnvelopeError::Invalid(JobError::FrequencyCountMismatch {
+                expected: 9,
+                got: 8
+            }))
         ));
         let bad = EXAMPLE.replace("steps = 20000", "steps = 20001");
-        assert!(matches!(parse(&bad), Err(EnvelopeError::Invalid(JobError::StepsNotDivisible { .. }))));
+        assert!(matches!(
+            parse(&bad),
+            Err(EnvelopeError::Invalid(JobError::StepsNotDivisible { .. }))
+        ));
         let bad = format!("phase_seed = 3\n{EXAMPLE}");
         assert!(matches!(parse(&bad), Err(EnvelopeError::Phases)));
         let bad = EXAMPLE.replace("windows = 10", "windowz = 10");
@@ -167,10 +223,17 @@ min_stability = 0.8
 
     #[test]
     fn phase_seed_is_deterministic() {
-        let src = EXAMPLE.replace("phases = [0.0, 0.1, 0.2, 0.3, 0.4, 0.3, 0.2, 7.0]", "phase_seed = 42");
+        let src = EXAMPLE.replace(
+            "phases = [0.0, 0.1, 0.2, 0.3, 0.4, 0.3, 0.2, 7.0]",
+            "phase_seed = 42",
+        );
         let a = parse(&src).unwrap();
         assert_eq!(a, parse(&src).unwrap());
-        assert!(a.phases_milli.iter().all(|&p| (0..TWO_PI_MILLI).contains(&p)));
+        assert!(
+            a.phases_milli
+                .iter()
+                .all(|&p| (0..TWO_PI_MILLI).contains(&p))
+        );
         let other = parse(&src.replace("42", "43")).unwrap();
         assert_ne!(a.phases_milli, other.phases_milli);
     }

@@ -41,24 +41,42 @@ fn milli(x: f64) -> u16 {
 pub fn run(e: &Envelope) -> Result<PhiResult, JobError> {
     e.validate()?;
     let n = usize::from(e.oscillators);
-    let omega: Vec<f64> = e.frequencies_milli.iter().map(|&w| f64::from(w) / 1e3).collect();
+    let omega: Vec<f64> = e
+        .frequencies_milli
+        .iter()
+        .map(|&w| f64::from(w) / 1e3)
+        .collect();
     let mut theta: Vec<f64> = e.phases_milli.iter().map(|&p| f64::from(p) / 1e3).collect();
     let k_over_n = f64::from(e.coupling_milli) / 1e3 / n as f64;
     let amp = f64::from(e.amplitude_milli) / 1e3;
     let dt = f64::from(e.dt_micros) / 1e6;
-    let (mut k1, mut k2, mut k3, mut k4, mut tmp) =
-        (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let (mut k1, mut k2, mut k3, mut k4, mut tmp) = (
+        vec![0.0; n],
+        vec![0.0; n],
+        vec![0.0; n],
+        vec![0.0; n],
+        vec![0.0; n],
+    );
     let mut windows = Vec::with_capacity(usize::from(e.windows));
     for w in 0..e.windows {
         let (mut sum, mut min) = (0.0, f64::INFINITY);
         let mut phase = 0.0;
         for _ in 0..e.steps_per_window() {
             derivative(&theta, &omega, k_over_n, &mut k1);
-            tmp.iter_mut().zip(&theta).zip(&k1).for_each(|((t, &x), &k)| *t = x + 0.5 * dt * k);
+            tmp.iter_mut()
+                .zip(&theta)
+                .zip(&k1)
+                .for_each(|((t, &x), &k)| *t = x + 0.5 * dt * k);
             derivative(&tmp, &omega, k_over_n, &mut k2);
-            tmp.iter_mut().zip(&theta).zip(&k2).for_each(|((t, &x), &k)| *t = x + 0.5 * dt * k);
+            tmp.iter_mut()
+                .zip(&theta)
+                .zip(&k2)
+                .for_each(|((t, &x), &k)| *t = x + 0.5 * dt * k);
             derivative(&tmp, &omega, k_over_n, &mut k3);
-            tmp.iter_mut().zip(&theta).zip(&k3).for_each(|((t, &x), &k)| *t = x + dt * k);
+            tmp.iter_mut()
+                .zip(&theta)
+                .zip(&k3)
+                .for_each(|((t, &x), &k)| *t = x + dt * k);
             derivative(&tmp, &omega, k_over_n, &mut k4);
             for i in 0..n {
                 let x = theta[i] + dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]);
@@ -76,12 +94,20 @@ pub fn run(e: &Envelope) -> Result<PhiResult, JobError> {
         };
         windows.push(summary);
         if summary.r_min_milli < e.min_stability_milli {
-            let r = PhiResult { windows, stable: false, unstable_window: Some(w) };
+            let r = PhiResult {
+                windows,
+                stable: false,
+                unstable_window: Some(w),
+            };
             debug_assert!(r.check_against(e).is_ok());
             return Ok(r);
         }
     }
-    let r = PhiResult { windows, stable: true, unstable_window: None };
+    let r = PhiResult {
+        windows,
+        stable: true,
+        unstable_window: None,
+    };
     debug_assert!(r.check_against(e).is_ok());
     Ok(r)
 }
@@ -135,10 +161,17 @@ mod tests {
     #[test]
     fn same_envelope_same_bits_and_amplitude_scales() {
         let e = env(vec![1000, 1500, 500], 2000, vec![0, 1000, 2000]);
-        let e = Envelope { min_stability_milli: 0, ..e };
+        let e = Envelope {
+            min_stability_milli: 0,
+            ..e
+        };
         let a = run(&e).unwrap();
         assert_eq!(a, run(&e).unwrap());
-        let half = run(&Envelope { amplitude_milli: 500, ..e.clone() }).unwrap();
+        let half = run(&Envelope {
+            amplitude_milli: 500,
+            ..e.clone()
+        })
+        .unwrap();
         for (x, y) in a.windows.iter().zip(&half.windows) {
             assert!((i32::from(x.r_mean_milli) - 2 * i32::from(y.r_mean_milli)).abs() <= 1);
             assert_eq!(x.mean_phase_milli, y.mean_phase_milli);
@@ -147,7 +180,10 @@ mod tests {
 
     #[test]
     fn invalid_envelope_is_refused() {
-        let e = Envelope { dt_micros: 0, ..env(vec![0, 0], 0, vec![0, 0]) };
+        let e = Envelope {
+            dt_micros: 0,
+            ..env(vec![0, 0], 0, vec![0, 0])
+        };
         assert_eq!(run(&e), Err(JobError::ZeroStep));
     }
 }

@@ -30,7 +30,11 @@ pub struct QasmError {
 
 impl std::fmt::Display for QasmError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}, column {}: {}", self.line, self.col, self.message)
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.col, self.message
+        )
     }
 }
 
@@ -61,7 +65,11 @@ fn lex(src: &str) -> Result<Vec<Token>, QasmError> {
     let chars: Vec<char> = src.chars().collect();
     let (mut i, mut line, mut col) = (0, 1, 1);
     let mut out = Vec::new();
-    let err = |line, col, m: String| QasmError { line, col, message: m };
+    let err = |line, col, m: String| QasmError {
+        line,
+        col,
+        message: m,
+    };
     while i < chars.len() {
         let c = chars[i];
         let (l0, c0) = (line, col);
@@ -88,9 +96,18 @@ fn lex(src: &str) -> Result<Vec<Token>, QasmError> {
                 .count();
             let s: String = chars[i..i + n].iter().collect();
             advance(n, &mut i);
-            out.push(Token { tok: Tok::Ident(s), line: l0, col: c0 });
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
-            let mut n = chars[i..].iter().take_while(|c| c.is_ascii_digit() || **c == '.').count();
+            out.push(Token {
+                tok: Tok::Ident(s),
+                line: l0,
+                col: c0,
+            });
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            let mut n = chars[i..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit() || **c == '.')
+                .count();
             if matches!(chars.get(i + n), Some('e' | 'E')) {
                 let sign = usize::from(matches!(chars.get(i + n + 1), Some('+' | '-')));
                 let digits = chars[(i + n + 1 + sign).min(chars.len())..]
@@ -104,34 +121,64 @@ fn lex(src: &str) -> Result<Vec<Token>, QasmError> {
             }
             let s: String = chars[i..i + n].iter().collect();
             advance(n, &mut i);
-            out.push(Token { tok: Tok::Num(s), line: l0, col: c0 });
+            out.push(Token {
+                tok: Tok::Num(s),
+                line: l0,
+                col: c0,
+            });
         } else if c == '"' {
-            let n = chars[i + 1..].iter().take_while(|&&c| c != '"' && c != '\n').count();
+            let n = chars[i + 1..]
+                .iter()
+                .take_while(|&&c| c != '"' && c != '\n')
+                .count();
             if chars.get(i + 1 + n) != Some(&'"') {
                 return Err(err(l0, c0, "unterminated string".into()));
             }
             let s: String = chars[i + 1..i + 1 + n].iter().collect();
             advance(n + 2, &mut i);
-            out.push(Token { tok: Tok::Str(s), line: l0, col: c0 });
+            out.push(Token {
+                tok: Tok::Str(s),
+                line: l0,
+                col: c0,
+            });
         } else if let Some(sym) = SYMBOLS.iter().find(|s| {
-            s.chars().enumerate().all(|(k, sc)| chars.get(i + k) == Some(&sc))
+            s.chars()
+                .enumerate()
+                .all(|(k, sc)| chars.get(i + k) == Some(&sc))
         }) {
             advance(sym.len(), &mut i);
-            out.push(Token { tok: Tok::Sym(sym), line: l0, col: c0 });
+            out.push(Token {
+                tok: Tok::Sym(sym),
+                line: l0,
+                col: c0,
+            });
         } else if c == '^' {
-            return Err(err(l0, c0, "'^' has no exact form (angles are exact)".into()));
+            return Err(err(
+                l0,
+                c0,
+                "'^' has no exact form (angles are exact)".into(),
+            ));
         } else {
             return Err(err(l0, c0, format!("unexpected character '{c}'")));
         }
     }
-    out.push(Token { tok: Tok::Eof, line, col });
+    out.push(Token {
+        tok: Tok::Eof,
+        line,
+        col,
+    });
     Ok(out)
 }
 
 /// Converts a decimal literal to an exact angle (`digits · 10^exp`).
 fn number(text: &str) -> Result<Angle, String> {
     let (mantissa, exp) = match text.find(['e', 'E']) {
-        Some(k) => (&text[..k], text[k + 1..].parse::<i32>().map_err(|_| "malformed exponent")?),
+        Some(k) => (
+            &text[..k],
+            text[k + 1..]
+                .parse::<i32>()
+                .map_err(|_| "malformed exponent")?,
+        ),
         None => (text, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -145,7 +192,9 @@ fn number(text: &str) -> Result<Angle, String> {
     if trimmed.is_empty() {
         return Ok(Angle::ZERO);
     }
-    let value: u64 = trimmed.parse().map_err(|_| format!("number '{text}' too long for an exact angle"))?;
+    let value: u64 = trimmed
+        .parse()
+        .map_err(|_| format!("number '{text}' too long for an exact angle"))?;
     Angle::decimal(value, exp10).map_err(|e| format!("number '{text}': {e}"))
 }
 
@@ -204,7 +253,11 @@ impl Parser {
     }
 
     fn err_at<T>(&self, t: &Token, m: impl Into<String>) -> Result<T, QasmError> {
-        Err(QasmError { line: t.line, col: t.col, message: m.into() })
+        Err(QasmError {
+            line: t.line,
+            col: t.col,
+            message: m.into(),
+        })
     }
 
     fn err<T>(&self, m: impl Into<String>) -> Result<T, QasmError> {
@@ -252,7 +305,10 @@ impl Parser {
                 Ok(v) => Ok(v),
                 Err(_) => self.err_at(&t, format!("integer '{s}' too large")),
             },
-            other => self.err_at(&t, format!("expected an integer, found {}", describe(other))),
+            other => self.err_at(
+                &t,
+                format!("expected an integer, found {}", describe(other)),
+            ),
         }
     }
 }
@@ -284,7 +340,12 @@ pub fn parse(src: &str, shots: u32) -> Result<Circuit, QasmError> {
     }
     let end = p.peek().clone();
     let gates = std::mem::take(&mut p.gates);
-    let c = Circuit { qubits: p.qubits, clbits: p.clbits, shots, gates };
+    let c = Circuit {
+        qubits: p.qubits,
+        clbits: p.clbits,
+        shots,
+        gates,
+    };
     c.validate(MAX_QUBITS)
         .or_else(|e: JobError| p.err_at(&end, format!("invalid circuit: {e}")))?;
     Ok(c)
@@ -296,7 +357,10 @@ impl Parser {
             self.pos += 1;
             let t = self.next();
             if t.tok != Tok::Num("2.0".into()) && t.tok != Tok::Num("2".into()) {
-                return self.err_at(&t, format!("unsupported OpenQASM version {}", describe(&t.tok)));
+                return self.err_at(
+                    &t,
+                    format!("unsupported OpenQASM version {}", describe(&t.tok)),
+                );
             }
             self.expect(";")?;
         }
@@ -311,13 +375,24 @@ impl Parser {
                 let t = self.next();
                 match &t.tok {
                     Tok::Str(f) if f == "qelib1.inc" => {}
-                    Tok::Str(f) => return self.err_at(&t, format!("cannot include \"{f}\" (only \"qelib1.inc\")")),
-                    other => return self.err_at(&t, format!("expected a file name, found {}", describe(other))),
+                    Tok::Str(f) => {
+                        return self
+                            .err_at(&t, format!("cannot include \"{f}\" (only \"qelib1.inc\")"));
+                    }
+                    other => {
+                        return self.err_at(
+                            &t,
+                            format!("expected a file name, found {}", describe(other)),
+                        );
+                    }
                 }
                 self.expect(";")
             }
             "qreg" | "creg" => self.declare(name == "qreg", &start),
-            "gate" => self.err_at(&start, "user-defined gate definitions are not supported (use the qelib1.inc gates)"),
+            "gate" => self.err_at(
+                &start,
+                "user-defined gate definitions are not supported (use the qelib1.inc gates)",
+            ),
             "opaque" => self.err_at(&start, "opaque gates are not supported"),
             "if" => self.err_at(&start, "classically controlled 'if' is not supported"),
             "OPENQASM" => self.err_at(&start, "OPENQASM header must be the first statement"),
@@ -339,7 +414,15 @@ impl Parser {
                 let c = self.arg(false)?;
                 self.expect(";")?;
                 let pairs = self.broadcast(&start, &[q, c])?;
-                pairs.into_iter().try_for_each(|v| self.push(&start, Gate::Measure { qubit: v[0], clbit: v[1] }))
+                pairs.into_iter().try_for_each(|v| {
+                    self.push(
+                        &start,
+                        Gate::Measure {
+                            qubit: v[0],
+                            clbit: v[1],
+                        },
+                    )
+                })
             }
             _ => self.gate(name, &start),
         }
@@ -372,9 +455,16 @@ impl Parser {
             return self.err_at(&size_tok, format!("register '{name}' has size 0"));
         }
         if total + size > u32::from(max) {
-            return self.err_at(&size_tok, format!("too many {kind}: {} declared, at most {max}", total + size));
+            return self.err_at(
+                &size_tok,
+                format!("too many {kind}: {} declared, at most {max}", total + size),
+            );
         }
-        let reg = Reg { name, offset: total as u8, size: size as u8 };
+        let reg = Reg {
+            name,
+            offset: total as u8,
+            size: size as u8,
+        };
         if quantum {
             self.qubits += reg.size;
             self.qregs.push(reg);
@@ -401,7 +491,10 @@ impl Parser {
         let index = self.integer()?;
         self.expect("]")?;
         if index >= u32::from(size) {
-            return self.err_at(&it, format!("index {index} out of range for register '{name}' of size {size}"));
+            return self.err_at(
+                &it,
+                format!("index {index} out of range for register '{name}' of size {size}"),
+            );
         }
         Ok(Arg::One(offset + index as u8))
     }
@@ -423,7 +516,10 @@ impl Parser {
                 match n {
                     None => n = Some(v.len()),
                     Some(m) if m != v.len() => {
-                        return self.err_at(at, format!("registers of sizes {m} and {} in one statement", v.len()));
+                        return self.err_at(
+                            at,
+                            format!("registers of sizes {m} and {} in one statement", v.len()),
+                        );
                     }
                     _ => {}
                 }
@@ -456,11 +552,20 @@ impl Parser {
             }
         }
         if params.len() != nparams {
-            return self.err_at(start, format!("gate '{name}' takes {nparams} parameters, got {}", params.len()));
+            return self.err_at(
+                start,
+                format!(
+                    "gate '{name}' takes {nparams} parameters, got {}",
+                    params.len()
+                ),
+            );
         }
         let args = self.args(true)?;
         if args.len() != nqubits {
-            return self.err_at(start, format!("gate '{name}' takes {nqubits} qubits, got {}", args.len()));
+            return self.err_at(
+                start,
+                format!("gate '{name}' takes {nqubits} qubits, got {}", args.len()),
+            );
         }
         self.expect(";")?;
         for qs in self.broadcast(start, &args)? {
@@ -538,7 +643,10 @@ impl Parser {
                 self.expect(")")?;
                 Ok(v)
             }
-            other => self.err_at(&t, format!("expected an expression, found {}", describe(other))),
+            other => self.err_at(
+                &t,
+                format!("expected an expression, found {}", describe(other)),
+            ),
         }
     }
 }
@@ -553,9 +661,16 @@ pub fn to_qasm(c: &Circuit) -> String {
         let _ = writeln!(s, "creg c[{}];", c.clbits);
     }
     for g in &c.gates {
-        let qs: Vec<String> = g.qubits().as_slice().iter().map(|q| format!("q[{q}]")).collect();
+        let qs: Vec<String> = g
+            .qubits()
+            .as_slice()
+            .iter()
+            .map(|q| format!("q[{q}]"))
+            .collect();
         let params: Vec<String> = match g {
-            Gate::Rx(_, a) | Gate::Ry(_, a) | Gate::Rz(_, a) | Gate::U1(_, a) => vec![a.to_string()],
+            Gate::Rx(_, a) | Gate::Ry(_, a) | Gate::Rz(_, a) | Gate::U1(_, a) => {
+                vec![a.to_string()]
+            }
             Gate::U2(_, a, b) => vec![a.to_string(), b.to_string()],
             Gate::U3(_, a, b, d) => vec![a.to_string(), b.to_string(), d.to_string()],
             _ => vec![],

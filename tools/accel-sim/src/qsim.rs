@@ -242,10 +242,19 @@ impl State {
     fn apply_u(&mut self, q: u8, m: &M2) {
         let s = 1usize << q;
         let [(a0, a1), (b0, b1), (c0, c1), (d0, d1)] = *m;
-        for (re, im) in self.re.chunks_exact_mut(2 * s).zip(self.im.chunks_exact_mut(2 * s)) {
+        for (re, im) in self
+            .re
+            .chunks_exact_mut(2 * s)
+            .zip(self.im.chunks_exact_mut(2 * s))
+        {
             let (r0, r1) = re.split_at_mut(s);
             let (i0, i1) = im.split_at_mut(s);
-            for (((x0, x1), y0), y1) in r0.iter_mut().zip(r1.iter_mut()).zip(i0.iter_mut()).zip(i1.iter_mut()) {
+            for (((x0, x1), y0), y1) in r0
+                .iter_mut()
+                .zip(r1.iter_mut())
+                .zip(i0.iter_mut())
+                .zip(i1.iter_mut())
+            {
                 let (ur, ui, vr, vi) = (*x0, *y0, *x1, *y1);
                 *x0 = a0 * ur - a1 * ui + b0 * vr - b1 * vi;
                 *y0 = a0 * ui + a1 * ur + b0 * vi + b1 * vr;
@@ -268,7 +277,11 @@ impl State {
 
     fn apply_diag(&mut self, q: u8, d0: C, d1: C) {
         let s = 1usize << q;
-        for (re, im) in self.re.chunks_exact_mut(2 * s).zip(self.im.chunks_exact_mut(2 * s)) {
+        for (re, im) in self
+            .re
+            .chunks_exact_mut(2 * s)
+            .zip(self.im.chunks_exact_mut(2 * s))
+        {
             let (r0, r1) = re.split_at_mut(s);
             let (i0, i1) = im.split_at_mut(s);
             Self::scale(r0, i0, d0);
@@ -279,34 +292,49 @@ impl State {
     fn apply_cx(&mut self, c: u8, t: u8) {
         let (cs, ts) = (1usize << c, 1usize << t);
         let (re, im) = (&mut self.re, &mut self.im);
-        for_runs2(re.len(), usize::from(c.min(t)), usize::from(c.max(t)), |i, len| {
-            let (a, b) = (i + cs, i + cs + ts);
-            for k in 0..len {
-                re.swap(a + k, b + k);
-                im.swap(a + k, b + k);
-            }
-        });
+        for_runs2(
+            re.len(),
+            usize::from(c.min(t)),
+            usize::from(c.max(t)),
+            |i, len| {
+                let (a, b) = (i + cs, i + cs + ts);
+                for k in 0..len {
+                    re.swap(a + k, b + k);
+                    im.swap(a + k, b + k);
+                }
+            },
+        );
     }
 
     fn apply_cz(&mut self, x: u8, y: u8) {
         let off = (1usize << x) + (1usize << y);
         let (re, im) = (&mut self.re, &mut self.im);
-        for_runs2(re.len(), usize::from(x.min(y)), usize::from(x.max(y)), |i, len| {
-            let s = i + off;
-            re[s..s + len].iter_mut().for_each(|v| *v = -*v);
-            im[s..s + len].iter_mut().for_each(|v| *v = -*v);
-        });
+        for_runs2(
+            re.len(),
+            usize::from(x.min(y)),
+            usize::from(x.max(y)),
+            |i, len| {
+                let s = i + off;
+                re[s..s + len].iter_mut().for_each(|v| *v = -*v);
+                im[s..s + len].iter_mut().for_each(|v| *v = -*v);
+            },
+        );
     }
 
     fn apply_swap(&mut self, x: u8, y: u8) {
         let (xs, ys) = (1usize << x, 1usize << y);
         let (re, im) = (&mut self.re, &mut self.im);
-        for_runs2(re.len(), usize::from(x.min(y)), usize::from(x.max(y)), |i, len| {
-            for k in 0..len {
-                re.swap(i + xs + k, i + ys + k);
-                im.swap(i + xs + k, i + ys + k);
-            }
-        });
+        for_runs2(
+            re.len(),
+            usize::from(x.min(y)),
+            usize::from(x.max(y)),
+            |i, len| {
+                for k in 0..len {
+                    re.swap(i + xs + k, i + ys + k);
+                    im.swap(i + xs + k, i + ys + k);
+                }
+            },
+        );
     }
 
     fn apply_ccx(&mut self, a: u8, b: u8, t: u8) {
@@ -326,7 +354,11 @@ impl State {
         let s = 1usize << q;
         let mut p = 0.0;
         for (re, im) in self.re.chunks_exact(2 * s).zip(self.im.chunks_exact(2 * s)) {
-            p += re[s..].iter().zip(&im[s..]).map(|(x, y)| x * x + y * y).sum::<f64>();
+            p += re[s..]
+                .iter()
+                .zip(&im[s..])
+                .map(|(x, y)| x * x + y * y)
+                .sum::<f64>();
         }
         p
     }
@@ -338,10 +370,18 @@ impl State {
         let keep_p = if one { p1 } else { 1.0 - p1 };
         let norm = 1.0 / keep_p.max(f64::MIN_POSITIVE).sqrt();
         let s = 1usize << q;
-        for (re, im) in self.re.chunks_exact_mut(2 * s).zip(self.im.chunks_exact_mut(2 * s)) {
+        for (re, im) in self
+            .re
+            .chunks_exact_mut(2 * s)
+            .zip(self.im.chunks_exact_mut(2 * s))
+        {
             let (r0, r1) = re.split_at_mut(s);
             let (i0, i1) = im.split_at_mut(s);
-            let (kr, ki, zr, zi) = if one { (r1, i1, r0, i0) } else { (r0, i0, r1, i1) };
+            let (kr, ki, zr, zi) = if one {
+                (r1, i1, r0, i0)
+            } else {
+                (r0, i0, r1, i1)
+            };
             kr.iter_mut().chain(ki.iter_mut()).for_each(|v| *v *= norm);
             zr.iter_mut().chain(zi.iter_mut()).for_each(|v| *v = 0.0);
         }
@@ -349,7 +389,11 @@ impl State {
     }
 
     fn probabilities(&self) -> Vec<f64> {
-        self.re.iter().zip(&self.im).map(|(x, y)| x * x + y * y).collect()
+        self.re
+            .iter()
+            .zip(&self.im)
+            .map(|(x, y)| x * x + y * y)
+            .collect()
     }
 }
 
