@@ -542,14 +542,12 @@ impl Parser {
             return self.err_at(start, format!("unknown gate '{name}'"));
         };
         let mut params = Vec::new();
-        if self.eat("(") {
-            if !self.eat(")") {
+        if self.eat("(") && !self.eat(")") {
+            params.push(self.expr()?);
+            while self.eat(",") {
                 params.push(self.expr()?);
-                while self.eat(",") {
-                    params.push(self.expr()?);
-                }
-                self.expect(")")?;
             }
+            self.expect(")")?;
         }
         if params.len() != nparams {
             return self.err_at(
