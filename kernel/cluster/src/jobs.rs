@@ -5,6 +5,7 @@
 
 use crate::types::Domain;
 use alloc::string::String;
+use xdv_accel::job::{Circuit, Envelope};
 use xdv_types::limits::MAX_MODULE_BYTES;
 
 /// Largest device job carried in the log (the same room as a module).
@@ -23,6 +24,11 @@ pub fn check(domain: Domain, job: &[u8]) -> Result<(), String> {
     }
     match domain {
         Domain::K => Err(String::from("K tasks run modules, not device jobs")),
-        Domain::Q | Domain::Phi => Ok(()),
+        Domain::Q => Circuit::decode(job)
+            .map(|_| ())
+            .map_err(|e| alloc::format!("circuit: {e}")),
+        Domain::Phi => Envelope::decode(job)
+            .map(|_| ())
+            .map_err(|e| alloc::format!("envelope: {e}")),
     }
 }

@@ -1220,7 +1220,7 @@ fn tasks_no_member_can_run_are_refused_at_submission() {
     let mut log = Log::new();
     let mut q = spec(10, 1);
     q.domain = Domain::Phi;
-    q.work = Work::Job(vec![1, 2, 3]);
+    q.work = Work::Job(envelope_job());
     let mut cap = spec(10, 2);
     cap.needs = vec![CapabilityId(999)];
     for sp in [q, cap] {
@@ -1237,6 +1237,32 @@ fn tasks_no_member_can_run_are_refused_at_submission() {
     }
     assert!(s.data().pending.is_empty());
     assert_eq!(s.data().tenants[&TenantId(10)].in_flight, 0);
+}
+
+fn bell_job() -> Vec<u8> {
+    use xdv_accel::job::{Circuit, Gate};
+    Circuit {
+        qubits: 2,
+        clbits: 2,
+        shots: 10,
+        gates: vec![Gate::H(0), Gate::Cx(0, 1)],
+    }
+    .encode()
+}
+
+fn envelope_job() -> Vec<u8> {
+    xdv_accel::job::Envelope {
+        oscillators: 2,
+        frequencies_milli: vec![1000, 1000],
+        coupling_milli: 1000,
+        amplitude_milli: 1000,
+        phases_milli: vec![0, 10],
+        steps: 10,
+        dt_micros: 1000,
+        windows: 1,
+        min_stability_milli: 100,
+    }
+    .encode()
 }
 
 fn offer(node: u32, q: u16, phi: u16) -> Command {
@@ -1263,7 +1289,7 @@ fn device_tasks_go_where_a_device_offers_slots_and_are_refused_when_none_does() 
     let q = |seq| {
         let mut sp = spec(10, seq);
         sp.domain = Domain::Q;
-        sp.work = Work::Job(vec![7; 16]);
+        sp.work = Work::Job(bell_job());
         sp
     };
     // Node 2 was provisioned with Q resources, but no device has offered any yet.
@@ -1316,6 +1342,22 @@ fn device_tasks_go_where_a_device_offers_slots_and_are_refused_when_none_does() 
     let mut empty = q(7);
     empty.work = Work::Job(Vec::new());
     let a = log.push(&mut s, Command::AssignTask(empty));
+    assert!(matches!(rejection(&a), Some(Refusal::BadJob(_))));
+    // A circuit naming a qubit it does not declare is refused with the reason.
+    let mut bad = bell_job();
+    let n = bad.len();
+    bad[n - 1] = 9; // the cx target
+    let mut wrong = q(8);
+    wrong.work = Work::Job(bad);
+    let a = log.push(&mut s, Command::AssignTask(wrong));
+    match rejection(&a) {
+        Some(Refusal::BadJob(why)) => assert!(why.starts_with("circuit:"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // An envelope is not a circuit.
+    let mut env_as_q = q(9);
+    env_as_q.work = Work::Job(envelope_job());
+    let a = log.push(&mut s, Command::AssignTask(env_as_q));
     assert!(matches!(rejection(&a), Some(Refusal::BadJob(_))));
     s.invariants().unwrap();
 }

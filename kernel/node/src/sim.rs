@@ -262,11 +262,36 @@ fn seed_bytes(rng: &mut SplitMix64) -> [u8; 32] {
     s
 }
 
-/// A device job of `domain` for request `seq`.
+/// A device job of `domain` for request `seq`: a Bell circuit or a small envelope,
+/// in their wire forms (the state machine decodes them before accepting the task).
 fn sim_job(domain: Domain, seq: u64) -> Vec<u8> {
-    let mut j = vec![domain.index() as u8];
-    j.extend_from_slice(&seq.to_le_bytes());
-    j
+    use xdv_accel::job::{Circuit, Envelope, Gate};
+    match domain {
+        Domain::Phi => Envelope {
+            oscillators: 4,
+            frequencies_milli: vec![1000, 1010, 990, 1005],
+            coupling_milli: 2000 + (seq % 7) as u32,
+            amplitude_milli: 1000,
+            phases_milli: vec![0, 100, 200, 300],
+            steps: 100,
+            dt_micros: 1000,
+            windows: 4,
+            min_stability_milli: 500,
+        }
+        .encode(),
+        _ => Circuit {
+            qubits: 2,
+            clbits: 2,
+            shots: 100 + (seq % 100) as u32,
+            gates: vec![
+                Gate::H(0),
+                Gate::Cx(0, 1),
+                Gate::Measure { qubit: 0, clbit: 0 },
+                Gate::Measure { qubit: 1, clbit: 1 },
+            ],
+        }
+        .encode(),
+    }
 }
 
 /// The Raft and timing parameters of simulated nodes: the kernel's, with snapshots

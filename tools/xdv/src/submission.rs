@@ -69,7 +69,9 @@ pub fn check(work: &Work, input: &[u8], budget_ticks: u64) -> Result<ValidatedTa
             None => return Err(format!("no bundled module `{name}`")),
         },
         Work::Dropped(_) => return Err("no module".into()),
-        Work::Job(_) => return Err("a device job is checked as a circuit or an envelope, not a module".into()),
+        Work::Job(_) => {
+            return Err("a device job is checked as a circuit or an envelope, not a module".into());
+        }
     };
     xdv_sandbox::validate(&TaskModule {
         tenant: TenantId(0),
