@@ -14,3 +14,4 @@ pub mod envelope;
 pub mod phisim;
 pub mod qasm;
 pub mod qsim;
+pub mod render;

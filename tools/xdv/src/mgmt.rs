@@ -434,6 +434,9 @@ pub fn quoted_output(output: &[u8]) -> String {
     if output.is_empty() {
         return "(none)".into();
     }
+    if let Some(device) = xdv_accel_sim::render::describe(output) {
+        return device;
+    }
     match std::str::from_utf8(output) {
         Ok(t) => format!("\"{}\"", t.escape_debug()),
         Err(_) => format!("0x{}", hex::encode(output)),

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 use std::path::Path;
 use xdv_cluster::mgmt::Denied;
+use xdv_cluster::{Domain, TaskStatus, Work};
 use xdv_cluster::{MAX_BUDGET_TICKS, MAX_INPUT_BYTES, MAX_MODULE_BYTES, Outcome, Refusal};
-use xdv_cluster::{TaskStatus, Work};
 use xdv_sandbox::{TaskModule, ValidatedTask};
 use xdv_types::{Priority, TaskId, TenantId};
 
@@ -29,6 +29,37 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>> {
     wat::parse_bytes(&raw)
         .map(|b| b.into_owned())
         .map_err(|e| anyhow!("{}: not valid WebAssembly text: {e}", path.display()))
+}
+
+/// The domain a task file implies when `--domain` is not given: `.qasm` → Q,
+/// `.toml` → Φ, anything else K.
+pub fn domain_of(arg: &str, given: Option<Domain>) -> Domain {
+    given.unwrap_or_else(
+        || match Path::new(arg).extension().and_then(|e| e.to_str()) {
+            Some("qasm") => Domain::Q,
+            Some("toml") => Domain::Phi,
+            _ => Domain::K,
+        },
+    )
+}
+
+/// A device job from a file: OpenQASM 2 for Q (with `shots`), a TOML envelope for
+/// Φ; parsed here and checked as the cluster will check it. `Err` is the refusal
+/// in words (line and column for QASM).
+pub fn device_job(path: &Path, domain: Domain, shots: u32) -> Result<Work, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let bytes = match domain {
+        Domain::Q => xdv_accel_sim::qasm::parse(&text, shots)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .encode(),
+        Domain::Phi => xdv_accel_sim::envelope::parse(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .encode(),
+        Domain::K => return Err("K tasks run modules, not device jobs".into()),
+    };
+    xdv_cluster::jobs::check(domain, &bytes)?;
+    Ok(Work::Job(bytes))
 }
 
 /// A bundled module by name, or a `.wasm`/`.wat` file.
@@ -268,6 +299,9 @@ impl Report {
                 v["output_hash"] = json!(output_hash.to_string());
                 v["output_text"] = json!(std::str::from_utf8(output).ok());
                 v["output_hex"] = json!(hex::encode(output));
+                if let Some((key, value)) = xdv_accel_sim::render::json(output) {
+                    v[key] = value;
+                }
             }
             Some(TaskStatus::Rejected(r)) => v["reason"] = json!(r.to_string()),
             Some(TaskStatus::Assigned { node, attempt }) => {

@@ -8,15 +8,23 @@ use std::time::{Duration, Instant};
 use xdv::cluster::ClusterState;
 use xdv::mgmt::{self, Keys, Placement};
 use xdv::submission::{self, Report};
-use xdv_cluster::Work;
 use xdv_cluster::mgmt::{Principal, Request, Submit};
+use xdv_cluster::{Domain, Work};
 
 #[derive(clap::Args)]
 #[command(after_help = xdv::exit::HELP)]
 pub struct SubmitArgs {
-    /// A bundled module (loop, grow, hash, sort) or a .wasm / .wat file
-    /// (e.g. examples/hello.wat).
+    /// A bundled module (loop, grow, hash, sort), a .wasm / .wat file
+    /// (e.g. examples/hello.wat), an OpenQASM 2 circuit (.qasm, Q domain) or a TOML
+    /// phase envelope (.toml, Φ domain; e.g. examples/bell.qasm, examples/stable.toml).
     module: String,
+    /// Execution domain: k (WebAssembly on cores), q (circuit on a Q device), phi
+    /// (envelope on a Φ device) [default: from the file's extension].
+    #[arg(long, value_parser = ["k", "q", "phi"])]
+    domain: Option<String>,
+    /// Measurement shots of a Q circuit (1 ..= 1000000).
+    #[arg(long, default_value_t = 1000)]
+    shots: u32,
     /// Tenant id; the request is signed with its key from the cluster's keys.json.
     #[arg(long)]
     tenant: u32,
@@ -64,13 +72,27 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
     let dir = super::cluster::dir(a.dir.clone());
     let st = ClusterState::load(&dir)?;
     let keys = Keys::load(&dir)?;
-    let work = match submission::work_from_arg(&a.module) {
-        Ok(w) => w,
-        // A file that is not WebAssembly text is an invalid module: refused, code 3.
-        Err(e) if std::path::Path::new(&a.module).is_file() => {
-            return Ok(report(&Report::local_refusal(format!("{e:#}")), a.json));
+    let domain = submission::domain_of(&a.module, a.domain.as_deref().and_then(Domain::parse));
+    let work = if domain == Domain::K {
+        match submission::work_from_arg(&a.module) {
+            Ok(w) => w,
+            // A file that is not WebAssembly text is an invalid module: refused, code 3.
+            Err(e) if std::path::Path::new(&a.module).is_file() => {
+                return Ok(report(&Report::local_refusal(format!("{e:#}")), a.json));
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
+    } else {
+        if !std::path::Path::new(&a.module).is_file() {
+            anyhow::bail!(
+                "`{}` is not a file (a {domain} task needs a circuit or an envelope file)",
+                a.module
+            );
+        }
+        match submission::device_job(std::path::Path::new(&a.module), domain, a.shots) {
+            Ok(w) => w,
+            Err(why) => return Ok(report(&Report::local_refusal(why), a.json)),
+        }
     };
     let input = match &a.input {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
@@ -80,7 +102,9 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
         (Work::Builtin(n), false) => xdv_sandbox::builtin(n).map_or(&[][..], |b| b.default_input),
         _ => &input[..],
     };
-    if let Err(why) = submission::check(&work, check_input, a.budget) {
+    if domain == Domain::K
+        && let Err(why) = submission::check(&work, check_input, a.budget)
+    {
         return Ok(report(&Report::local_refusal(why), a.json));
     }
     keys.tenant_seed(a.tenant)?;
@@ -97,7 +121,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
             priority,
             guards: vec![],
             needs: vec![],
-            domain: xdv_cluster::Domain::K,
+            domain,
             pin: None,
         }),
     )?;
