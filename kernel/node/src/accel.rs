@@ -487,6 +487,9 @@ pub fn outcome_of(status: CqStatus, detail: u32) -> Outcome {
         }
         CqStatus::Aborted => Outcome::DeviceFailed(String::from("aborted by a device reset")),
         CqStatus::BadSlot => Outcome::DeviceFailed(String::from("device refused the slot")),
+        CqStatus::BadJob if detail > 0 => Outcome::Refused(alloc::format!(
+            "job larger than the device's container or window ({detail} qubits or oscillators)"
+        )),
         CqStatus::BadJob => Outcome::Refused(String::from("device refused the job's form")),
         CqStatus::ResultTooLarge => {
             Outcome::Refused(String::from("result larger than the device's result room"))

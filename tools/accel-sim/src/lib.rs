@@ -10,6 +10,7 @@
 //! Every result is a function of its inputs and seed alone: no clock, no global state.
 
 pub mod bench;
+pub mod device;
 pub mod envelope;
 pub mod phisim;
 pub mod qasm;
