@@ -115,6 +115,11 @@ const _: () = assert!(RING_ENTRIES.is_power_of_two());
 /// Interrupt cause bits (also the MSI-X vector numbers: bit `1 << v`).
 pub const CAUSE_COMPLETION: u32 = 1 << 0;
 pub const CAUSE_FAULT: u32 = 1 << 1;
+/// Doorbell vectors the driver rings on the device: new submissions, or a raw ping
+/// the device answers at once with a completion interrupt without reading its rings
+/// (the floor of any command's round trip, for measurements).
+pub const DOORBELL_SUBMIT: u16 = 0;
+pub const DOORBELL_PING: u16 = 1;
 /// MSI-X vectors the device raises.
 pub const VECTOR_COMPLETION: u16 = 0;
 pub const VECTOR_FAULT: u16 = 1;

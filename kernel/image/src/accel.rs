@@ -5,7 +5,7 @@
 #![deny(unsafe_code)]
 
 use crate::devices::AccelFn;
-use xdv_accel::regs::{DeviceMemory, VECTOR_COMPLETION, off};
+use xdv_accel::regs::{DOORBELL_PING, DOORBELL_SUBMIT, DeviceMemory, off};
 use xdv_drivers::ivshmem::Ivshmem;
 use xdv_node::accel::{AccelPool, Port};
 
@@ -24,7 +24,16 @@ impl Port for KernelPort {
         // The device names its own peer in its register block (the driver validated
         // the block when it probed it).
         let peer = self.dev.shm.read32(off::PEER);
-        self.dev.ring(peer, VECTOR_COMPLETION);
+        self.dev.ring(peer, DOORBELL_SUBMIT);
+    }
+}
+
+impl KernelPort {
+    /// Rings the device's ping doorbell: it answers with a completion interrupt at
+    /// once, touching no ring.
+    pub fn raw_ping(&self) {
+        let peer = self.dev.shm.read32(off::PEER);
+        self.dev.ring(peer, DOORBELL_PING);
     }
 }
 

@@ -178,9 +178,10 @@ impl<P: Port> AccelPool<P> {
         None
     }
 
-    /// Sends a no-op round trip to the first ready device; its time shows in
+    /// Sends a round trip to the first ready device — a no-op, or with `job` a run
+    /// of that job in a free slot (its result is dropped); its time shows in
     /// [`ping_result`](Self::ping_result).
-    pub fn ping(&mut self, now_ms: u64) -> Result<u64, PingError> {
+    pub fn ping(&mut self, now_ms: u64, job: Option<&[u8]>) -> Result<u64, PingError> {
         let i = self
             .drivers()
             .find(|(_, d)| d.is_ready())
@@ -190,12 +191,20 @@ impl<P: Port> AccelPool<P> {
         self.next_tag += 1;
         let dev = &mut self.devices[i];
         let req = Request {
-            opcode: Opcode::Nop,
-            job: &[],
+            opcode: if job.is_some() {
+                Opcode::Run
+            } else {
+                Opcode::Nop
+            },
+            job: job.unwrap_or(&[]),
             seed: 0,
             budget: 0,
             tag,
-            timeout_ms: NOP_TIMEOUT_MS,
+            timeout_ms: if job.is_some() {
+                JOB_TIMEOUT_MS
+            } else {
+                NOP_TIMEOUT_MS
+            },
         };
         let drv = dev.driver.as_mut().expect("found ready above");
         let port = &dev.port;
@@ -211,6 +220,13 @@ impl<P: Port> AccelPool<P> {
         let r = (*self.pings.get(&tag)?)?;
         self.pings.remove(&tag);
         Some(r)
+    }
+
+    /// The first ready device's kind, if any.
+    pub fn first_ready_kind(&self) -> Option<Kind> {
+        self.drivers()
+            .find(|(_, d)| d.is_ready())
+            .map(|(_, d)| d.info.kind)
     }
 
     /// Is ping `tag` still outstanding?
