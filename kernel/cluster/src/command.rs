@@ -4,10 +4,12 @@
 //! is applied as a recorded no-op so every node still agrees on the state.
 
 use crate::contract::SignedContract;
-use crate::types::{Completion, GlobalTime, HeartbeatInfo, Quota, TaskSpec, WorkerInfo};
+use crate::state::Party;
+use crate::types::{Completion, Domain, GlobalTime, HeartbeatInfo, Quota, TaskSpec, WorkerInfo};
+use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
-use xdv_types::{Hash32, NodeId, TenantId};
+use xdv_types::{Hash32, NodeId, Priority, TenantId};
 
 /// Version byte in front of every encoded proposal.
 pub const ENTRY_VERSION: u8 = 1;
@@ -31,13 +33,29 @@ pub enum Command {
     Snapshot {
         snapshot_id: u64,
     },
+    /// A contract the requesting node built for a tenant's reservation and signed.
     ProposeContract(SignedContract),
+    /// Its tenant or one of its nodes gives a contract up.
     ReleaseContract {
         contract_id: u64,
-        by: NodeId,
+        by: Party,
     },
     SuspendContracts {
         node: NodeId,
+    },
+    /// `node`'s device of `domain` failed: its contracts end aborted (seed 000 §6.1).
+    AbortContracts {
+        node: NodeId,
+        domain: Domain,
+        reason: String,
+    },
+    /// The leader's clock: cluster time advances by `CLOCK_TICK_MS`.
+    ClockTick,
+    /// Operator: a tenant's policy priority for contract conflicts.
+    SetPolicy {
+        tenant: TenantId,
+        priority: Priority,
+        seq: u64,
     },
     /// The leader's failure detector declared `node` down: contracts suspended, its
     /// tasks re-placed, its shards migrated.
@@ -80,6 +98,9 @@ impl Command {
             Command::ProposeContract(_) => "ProposeContract",
             Command::ReleaseContract { .. } => "ReleaseContract",
             Command::SuspendContracts { .. } => "SuspendContracts",
+            Command::AbortContracts { .. } => "AbortContracts",
+            Command::ClockTick => "ClockTick",
+            Command::SetPolicy { .. } => "SetPolicy",
             Command::NodeDown { .. } => "NodeDown",
             Command::NodeUp { .. } => "NodeUp",
             Command::SetQuota { .. } => "SetQuota",

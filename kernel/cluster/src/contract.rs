@@ -7,29 +7,51 @@
 use crate::types::{Domain, GlobalTime};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
-use xdv_types::{CapabilityId, NodeId, Priority};
+use sha2::{Digest, Sha256};
+use xdv_types::{CapabilityId, Hash32, NodeId, TenantId};
 
 /// Domain separation for contract signatures.
 pub const SIGNING_DOMAIN: &[u8] = b"XDV-R-DRC-v1\0";
 /// Most resources one contract may name.
 pub const MAX_RESOURCES: usize = 64;
 
+/// Longest contract: one day of cluster time.
+pub const MAX_CONTRACT_MS: u64 = 24 * 3600 * 1000;
+
 /// R-DRC = (Contract_ID, Requesting_Node, Target_Node, Domain, Resource_Set, Duration,
-/// Capability_ID, Logical_Timestamp), plus the policy priority used to resolve conflicts.
+/// Capability_ID, Logical_Timestamp), plus the tenant that holds it and the request
+/// that asked for it. The priority that resolves conflicts is not here: it is the
+/// tenant's policy, set by the operator through the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contract {
     pub contract_id: u64,
     pub requesting_node: NodeId,
     pub target_node: NodeId,
+    /// The tenant that holds it (its tasks may name it).
+    pub tenant: TenantId,
+    /// The tenant's request sequence number (anti-replay, like a submission's).
+    pub request_seq: u64,
     pub domain: Domain,
-    /// Resource indices on the target within its capacity for `domain`, sorted, unique
-    /// (K: core slots, Q: device units, Φ: coherence windows).
+    /// Resource indices on the target within what it offers for `domain`, sorted,
+    /// unique (K: core slots, Q: device containers, Φ: coherence windows).
     pub resource_set: Vec<u16>,
-    /// Lifetime in Lamport ticks from `logical_timestamp`.
-    pub duration_ticks: u64,
+    /// Lifetime in cluster time (ms, see `StateData::clock_ms`) from acceptance.
+    pub duration_ms: u64,
     pub capability: CapabilityId,
     pub logical_timestamp: u64,
-    pub priority: Priority,
+}
+
+/// The contract id of a tenant's request: the same request always names the same
+/// contract (a retried reservation is a duplicate, not a second contract). Below 2^53
+/// so JSON readers keep it exact; never 0.
+pub fn contract_id_for(tenant: TenantId, request_seq: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"xdv-contract-id\0");
+    h.update(tenant.0.to_le_bytes());
+    h.update(request_seq.to_le_bytes());
+    let d = h.finalize();
+    let v = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    (v & ((1 << 53) - 1)).max(1)
 }
 
 impl Contract {
@@ -42,9 +64,9 @@ impl Contract {
         out
     }
 
-    /// Logical time after which the contract is no longer in force.
-    pub fn expires_at(&self) -> u64 {
-        self.logical_timestamp.saturating_add(self.duration_ticks)
+    /// SHA-256 of the signed bytes: how audit records on both nodes name it.
+    pub fn hash(&self) -> Hash32 {
+        Hash32(Sha256::digest(self.signing_bytes()).into())
     }
 
     /// Signs with a 32-byte Ed25519 seed (host tools and the kernel's node key).
@@ -90,6 +112,8 @@ pub struct ContractRecord {
     pub state: ContractState,
     /// When it was accepted (the applying entry's time).
     pub accepted_at: GlobalTime,
+    /// Cluster time (ms) at which it ends.
+    pub expires_ms: u64,
 }
 
 /// Serde for a 64-byte array (serde derives only go to 32).

@@ -56,10 +56,71 @@ pub struct Submit {
     pub needs: Vec<CapabilityId>,
     pub domain: Domain,
     pub pin: Option<NodeId>,
+    /// Run under this contract (its tenant's own).
+    pub contract: Option<u64>,
+}
+
+/// A tenant's reservation of resources on a target node (seed 000 §4). The node the
+/// request reaches is the requesting node: it builds the contract, signs it with its
+/// node key and proposes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserve {
+    pub domain: Domain,
+    pub target: NodeId,
+    /// Container (Q), window (Φ) or core-slot (K) indices on the target, sorted, unique.
+    pub resources: Vec<u16>,
+    /// Cluster time (ms) it lasts from acceptance.
+    pub duration_ms: u64,
+    /// A capability the requesting node holds.
+    pub capability: CapabilityId,
+}
+
+/// A contract as `cargo xdv contracts` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractView {
+    pub id: u64,
+    pub hash: Hash32,
+    pub tenant: TenantId,
+    pub requester: NodeId,
+    pub target: NodeId,
+    pub domain: Domain,
+    pub resources: Vec<u16>,
+    pub suspended: bool,
+    pub priority: Priority,
+    pub expires_ms: u64,
+}
+
+/// How a reservation or a release ended, as the log decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContractAnswer {
+    Accepted {
+        id: u64,
+    },
+    Rejected {
+        id: u64,
+        reason: crate::types::Refusal,
+    },
+    Released {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
+    /// Tenant: reserve resources on a node.
+    Reserve(Reserve),
+    /// Tenant: give up one of its contracts.
+    Release {
+        contract: u64,
+    },
+    /// The contracts in force (a tenant sees its own, the operator all), and the
+    /// cluster time.
+    Contracts,
+    /// Operator only: a tenant's policy priority for contract conflicts.
+    SetPolicy {
+        tenant: TenantId,
+        priority: Priority,
+    },
     Submit(Submit),
     TaskStatus {
         task: TaskId,
@@ -110,6 +171,8 @@ pub enum Denied {
     OperatorCannotSubmit,
     OperatorOnly,
     UnknownTask(TaskId),
+    UnknownContract(u64),
+    NotYourContract(u64),
     NoLeader,
     NotReady(String),
 }
@@ -140,6 +203,13 @@ impl fmt::Display for Denied {
             Denied::OperatorCannotSubmit => write!(f, "only tenants submit tasks"),
             Denied::OperatorOnly => write!(f, "only the operator may do this"),
             Denied::UnknownTask(t) => write!(f, "no task {t} (never submitted or expired)"),
+            Denied::UnknownContract(c) => {
+                write!(
+                    f,
+                    "no contract {c} in force (never accepted, expired or released)"
+                )
+            }
+            Denied::NotYourContract(c) => write!(f, "contract {c} belongs to another tenant"),
             Denied::NoLeader => write!(f, "no leader at the moment; retry"),
             Denied::NotReady(why) => write!(f, "not ready: {why}"),
         }
@@ -192,6 +262,14 @@ pub enum Response {
     QuotaSet {
         tenant: TenantId,
     },
+    Contract(ContractAnswer),
+    Contracts {
+        clock_ms: u64,
+        contracts: Vec<ContractView>,
+    },
+    PolicySet {
+        tenant: TenantId,
+    },
     Refused(Denied),
 }
 
@@ -213,6 +291,8 @@ impl PeerForward {
             Command::TaskCompleted(c) => c.node,
             Command::Heartbeat(h) => h.node,
             Command::PublishAuditRoot { node, .. } => *node,
+            Command::ProposeContract(sc) => sc.contract.requesting_node,
+            Command::AbortContracts { node, .. } => *node,
             _ => return false,
         };
         about == from
@@ -351,7 +431,84 @@ impl Gate {
                     needs: s.needs.clone(),
                     domain: s.domain,
                     pin: s.pin,
+                    contract: s.contract,
                 })))
+            }
+            Request::Reserve(r) => {
+                let Principal::Tenant(tenant) = req.principal else {
+                    return Err(Denied::OperatorCannotSubmit);
+                };
+                if let Some(t) = state.data().tenants.get(&tenant) {
+                    t.seqs
+                        .check_range(req.seq)
+                        .map_err(|highest| Denied::SeqOutOfRange {
+                            seq: req.seq,
+                            highest,
+                        })?;
+                    t.seqs
+                        .check(req.seq)
+                        .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
+                }
+                // The requesting node fills in itself, the time and its signature.
+                let contract = crate::contract::Contract {
+                    contract_id: crate::contract::contract_id_for(tenant, req.seq),
+                    requesting_node: NodeId(0),
+                    target_node: r.target,
+                    tenant,
+                    request_seq: req.seq,
+                    domain: r.domain,
+                    resource_set: r.resources.clone(),
+                    duration_ms: r.duration_ms,
+                    capability: r.capability,
+                    logical_timestamp: 0,
+                };
+                Ok(Some(Command::ProposeContract(
+                    crate::contract::SignedContract {
+                        contract,
+                        signature: [0; 64],
+                    },
+                )))
+            }
+            Request::Release { contract } => {
+                let Principal::Tenant(tenant) = req.principal else {
+                    return Err(Denied::OperatorCannotSubmit);
+                };
+                self.check_query_seq(req)?;
+                let rec = state
+                    .data()
+                    .contracts
+                    .get(contract)
+                    .ok_or(Denied::UnknownContract(*contract))?;
+                if rec.contract.tenant != tenant {
+                    return Err(Denied::NotYourContract(*contract));
+                }
+                Ok(Some(Command::ReleaseContract {
+                    contract_id: *contract,
+                    by: crate::state::Party::Tenant(tenant),
+                }))
+            }
+            Request::Contracts => self.check_query_seq(req).map(|()| None),
+            Request::SetPolicy { tenant, priority } => {
+                if req.principal != Principal::Operator {
+                    return Err(Denied::OperatorOnly);
+                }
+                let ops = &state.data().operator_seqs;
+                ops.check_range(req.seq)
+                    .map_err(|highest| Denied::SeqOutOfRange {
+                        seq: req.seq,
+                        highest,
+                    })?;
+                ops.check(req.seq)
+                    .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
+                self.check_query_seq(req)?;
+                if state.tenant_key(*tenant).is_none() {
+                    return Err(Denied::UnknownPrincipal(Principal::Tenant(*tenant)));
+                }
+                Ok(Some(Command::SetPolicy {
+                    tenant: *tenant,
+                    priority: *priority,
+                    seq: req.seq,
+                }))
             }
             Request::SetQuota { tenant, quota } => {
                 if req.principal != Principal::Operator {

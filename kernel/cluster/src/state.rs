@@ -21,11 +21,12 @@ use crate::shard::{Migration, ShardMap, shard_of};
 use crate::types::*;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xdv_audit::FederatedAuditRoot;
-use xdv_types::{Hash32, NodeId, TaskId, TenantId};
+use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 
 /// Domain tag in front of the canonical encoding when hashing the state.
 pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v1\0";
@@ -215,6 +216,10 @@ pub struct StateData {
     pub counters: Counters,
     /// The operator's sequence numbers, replicated (hardening case 8).
     pub operator_seqs: ReplayWindow,
+    /// Cluster time in ms: advanced only by the leader's `ClockTick`s.
+    pub clock_ms: u64,
+    /// Per-tenant policy priority (contracts' conflicts); `Normal` when unset.
+    pub policies: BTreeMap<TenantId, Priority>,
 }
 
 /// What applying one entry did, for the audit log and the node's own actions (a node
@@ -275,33 +280,13 @@ pub enum Event {
         node: NodeId,
     },
     ShardMigrated(Migration),
-    ContractAccepted {
-        id: u64,
+    Contract(ContractEvent),
+    PolicySet {
+        tenant: TenantId,
+        priority: Priority,
     },
-    ContractRejected {
-        id: u64,
-        reason: Refusal,
-    },
-    ContractPreempted {
-        id: u64,
-        by: u64,
-    },
-    ContractReleased {
-        id: u64,
-    },
-    ContractExpired {
-        id: u64,
-    },
-    ContractSuspended {
-        id: u64,
-    },
-    ContractResumed {
-        id: u64,
-    },
-    ContractReallocated {
-        id: u64,
-        from: NodeId,
-        to: NodeId,
+    ClockTick {
+        now_ms: u64,
     },
     QuotaSet {
         tenant: TenantId,
@@ -319,6 +304,82 @@ pub enum Event {
     Invalid(DecodeError),
     Ignored(IgnoredReason),
 }
+
+/// Something that happened to a contract, with what both of its nodes need to record it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractEvent {
+    pub id: u64,
+    /// SHA-256 of the contract's signed bytes.
+    pub hash: Hash32,
+    pub tenant: TenantId,
+    pub requester: NodeId,
+    pub target: NodeId,
+    pub domain: Domain,
+    pub change: ContractChange,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContractChange {
+    Accepted,
+    Rejected(Refusal),
+    /// Displaced by a contract of a tenant with a higher policy priority.
+    Preempted {
+        by: u64,
+    },
+    Released,
+    Expired,
+    /// An end is down (seed 000 §6.3).
+    Suspended,
+    Resumed,
+    Reallocated {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// The target's device failed: the container or window was aborted (§6.1).
+    Aborted(String),
+    /// A Φ window went unstable: the envelope is invalid and the window ends (§6.2).
+    Terminated(String),
+}
+
+impl ContractChange {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ContractChange::Accepted => "accepted",
+            ContractChange::Rejected(_) => "rejected",
+            ContractChange::Preempted { .. } => "preempted",
+            ContractChange::Released => "released",
+            ContractChange::Expired => "expired",
+            ContractChange::Suspended => "suspended",
+            ContractChange::Resumed => "resumed",
+            ContractChange::Reallocated { .. } => "reallocated",
+            ContractChange::Aborted(_) => "aborted",
+            ContractChange::Terminated(_) => "terminated",
+        }
+    }
+}
+
+fn contract_event(c: &crate::contract::Contract, change: ContractChange) -> Event {
+    Event::Contract(ContractEvent {
+        id: c.contract_id,
+        hash: c.hash(),
+        tenant: c.tenant,
+        requester: c.requesting_node,
+        target: c.target_node,
+        domain: c.domain,
+        change,
+    })
+}
+
+/// Who releases a contract: its holder (the tenant) or one of its nodes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Party {
+    Tenant(TenantId),
+    Node(NodeId),
+}
+
+/// Cluster time one `ClockTick` adds (the leader proposes one per second of its own
+/// time, however busy the log is: contract durations do not depend on traffic).
+pub const CLOCK_TICK_MS: u64 = 1_000;
 
 /// Why an otherwise valid command changed nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,6 +441,8 @@ impl ClusterState {
                 shards,
                 counters: Counters::default(),
                 operator_seqs: ReplayWindow::default(),
+                clock_ms: 0,
+                policies: BTreeMap::new(),
             },
             policy,
             restore_errors: 0,
@@ -513,7 +576,6 @@ impl ClusterState {
             }
             Ok(p) => {
                 self.advance_time(p.time);
-                self.expire_contracts(&mut events);
                 let name = p.command.name();
                 self.dispatch(p.command, &mut events);
                 Some(name)
@@ -563,6 +625,37 @@ impl ClusterState {
             Command::ProposeContract(sc) => self.propose_contract(sc, ev),
             Command::ReleaseContract { contract_id, by } => self.release(contract_id, by, ev),
             Command::SuspendContracts { node } => self.suspend_contracts_of(node, ev),
+            Command::AbortContracts {
+                node,
+                domain,
+                reason,
+            } => self.abort_contracts(node, domain, reason, ev),
+            Command::ClockTick => {
+                self.data.clock_ms = self.data.clock_ms.saturating_add(CLOCK_TICK_MS);
+                ev.push(Event::ClockTick {
+                    now_ms: self.data.clock_ms,
+                });
+                self.expire_contracts(ev);
+            }
+            Command::SetPolicy { seq, .. }
+                if self.data.operator_seqs.check(seq).is_err()
+                    || self.data.operator_seqs.check_range(seq).is_err() =>
+            {
+                ev.push(Event::Ignored(IgnoredReason::Replayed))
+            }
+            Command::SetPolicy {
+                tenant,
+                priority,
+                seq,
+            } => {
+                if self.data.tenants.contains_key(&tenant) {
+                    self.data.operator_seqs.accept(seq);
+                    self.data.policies.insert(tenant, priority);
+                    ev.push(Event::PolicySet { tenant, priority });
+                } else {
+                    ev.push(Event::Ignored(IgnoredReason::UnknownTenant));
+                }
+            }
             Command::NodeDown { node } => self.node_down(node, ev),
             Command::NodeUp { node } => self.node_up(node, ev),
             Command::SetQuota { seq, .. }
@@ -714,6 +807,9 @@ impl ClusterState {
         {
             return Err(Refusal::PinnedNodeIneligible(p));
         }
+        if let Some(id) = s.contract {
+            return self.check_task_contract(s, id);
+        }
         // Hardening case 5: a task no member could ever run (a domain nobody offers,
         // a capability nobody has) is refused now instead of waiting forever while it
         // holds the tenant's quota and a pending slot.
@@ -726,6 +822,57 @@ impl ClusterState {
             return Err(Refusal::NoMemberCanRun { domain: s.domain });
         }
         Ok(())
+    }
+
+    /// A task under a contract: the contract is in force, its tenant's, of the task's
+    /// domain, and not suspended. It runs on the contract's target only.
+    fn check_task_contract(&self, s: &TaskSpec, id: u64) -> Result<(), Refusal> {
+        let r = self
+            .data
+            .contracts
+            .get(&id)
+            .ok_or(Refusal::UnknownContract(id))?;
+        if r.contract.tenant != s.tenant {
+            return Err(Refusal::NotYourContract(id));
+        }
+        if r.contract.domain != s.domain {
+            return Err(Refusal::ContractDomainMismatch {
+                contract: id,
+                domain: r.contract.domain,
+            });
+        }
+        if r.state != ContractState::Active {
+            return Err(Refusal::ContractSuspended(id));
+        }
+        if s.pin.is_some_and(|p| p != r.contract.target_node) {
+            return Err(Refusal::PinnedNodeIneligible(r.contract.target_node));
+        }
+        Ok(())
+    }
+
+    /// Units of `domain` on `node` held by active contracts.
+    pub fn reserved_on(&self, node: NodeId, domain: Domain) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .data
+            .contracts
+            .values()
+            .filter(|r| r.contract.target_node == node && r.contract.domain == domain)
+            .flat_map(|r| r.contract.resource_set.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Tasks assigned and not completed under contract `id`.
+    fn running_under(&self, id: u64) -> u32 {
+        self.data
+            .tasks
+            .values()
+            .filter(|t| {
+                t.spec.contract == Some(id) && matches!(t.status, TaskStatus::Assigned { .. })
+            })
+            .count() as u32
     }
 
     fn assign_task(&mut self, spec: TaskSpec, ev: &mut Vec<Event>) {
@@ -776,8 +923,34 @@ impl ClusterState {
         self.place_or_queue(id, 1, None, ev);
     }
 
-    /// Eligible nodes for a task, sorted by node id.
+    /// Eligible nodes for a task, sorted by node id. A task under a contract may run
+    /// only on its target, in the contract's units (one task per unit at a time); a
+    /// device task without one only in the target's units no contract holds.
     fn candidates(&self, spec: &TaskSpec, shard: u32, exclude: Option<NodeId>) -> Vec<Candidate> {
+        if let Some(id) = spec.contract {
+            let Some(r) = self.data.contracts.get(&id) else {
+                return Vec::new();
+            };
+            let node = r.contract.target_node;
+            let units = r.contract.resource_set.len() as u32;
+            let load = self.running_under(id);
+            let ok = r.state == ContractState::Active
+                && Some(node) != exclude
+                && load < units
+                && self.data.nodes.get(&node).is_some_and(|n| n.up);
+            return if ok {
+                let n = &self.data.nodes[&node];
+                alloc::vec![Candidate {
+                    node,
+                    load,
+                    capacity: units,
+                    lifetime: n.completed + u64::from(n.assigned),
+                    shard_rank: self.data.shards.rank(shard, node),
+                }]
+            } else {
+                Vec::new()
+            };
+        }
         let cfg = &self.data.config;
         self.data
             .nodes
@@ -786,16 +959,33 @@ impl ClusterState {
                 r.up && Some(**n) != exclude
                     && spec.pin.is_none_or(|p| p == **n)
                     && spec.needs.iter().all(|c| r.info.capabilities.contains(c))
-                    && r.assigned.saturating_add(r.local_load) < r.capacity(cfg, spec.domain)
+                    && r.assigned.saturating_add(r.local_load)
+                        < self.free_capacity(r, cfg, spec.domain)
             })
             .map(|(n, r)| Candidate {
                 node: *n,
                 load: r.assigned.saturating_add(r.local_load),
-                capacity: r.capacity(cfg, spec.domain),
+                capacity: self.free_capacity(r, cfg, spec.domain),
                 lifetime: r.completed + u64::from(r.assigned),
                 shard_rank: self.data.shards.rank(shard, *n),
             })
             .collect()
+    }
+
+    /// Capacity for tasks without a contract: for Q and Φ, the units no contract holds
+    /// (minus the contract tasks running there, which `assigned` also counts).
+    fn free_capacity(&self, r: &NodeRecord, cfg: &Config, d: Domain) -> u32 {
+        let all = r.capacity(cfg, d);
+        if d == Domain::K {
+            return all;
+        }
+        let node = r.info.node;
+        let reserved = self.reserved_on(node, d).len() as u32;
+        let contract_tasks = self
+            .assigned_to(node)
+            .filter(|(t, _)| t.spec.contract.is_some() && t.spec.domain == d)
+            .count() as u32;
+        all.saturating_sub(reserved).saturating_add(contract_tasks)
     }
 
     /// Places task `id` (currently Pending, not in the pending list) or queues it.
@@ -902,13 +1092,28 @@ impl ClusterState {
         if let Some(t) = self.data.tenants.get_mut(&tenant) {
             t.in_flight -= 1;
         }
+        let contract = self.data.tasks[&c.task].spec.contract;
         ev.push(Event::TaskCompleted {
             task: c.task,
             node: c.node,
-            outcome: c.outcome,
+            outcome: c.outcome.clone(),
             ticks: c.ticks,
             output_hash: c.output_hash,
         });
+        // Seed 000 §6: a device failure under a contract aborts it (the container is
+        // gone); an unstable window terminates its contract (the envelope is invalid).
+        // Nothing else — other contracts, other windows — is touched.
+        if let Some(id) = contract {
+            match &c.outcome {
+                Outcome::DeviceFailed(why) => {
+                    self.end_contract(id, ContractChange::Aborted(why.clone()), ev)
+                }
+                Outcome::Unstable(why) => {
+                    self.end_contract(id, ContractChange::Terminated(why.clone()), ev)
+                }
+                _ => {}
+            }
+        }
         self.finish(c.task);
         self.place_pending(ev);
     }
@@ -1014,8 +1219,9 @@ impl ClusterState {
         self.take_down(node, ev);
         let ids: Vec<u64> = self.contracts_of(node);
         for id in ids {
-            self.data.contracts.remove(&id);
-            ev.push(Event::ContractReleased { id });
+            if let Some(r) = self.data.contracts.remove(&id) {
+                ev.push(contract_event(&r.contract, ContractChange::Released));
+            }
         }
         self.data.nodes.remove(&node);
         ev.push(Event::WorkerRemoved { node });
@@ -1133,6 +1339,26 @@ impl ClusterState {
         if self.data.contracts.contains_key(&c.contract_id) {
             return Err(Refusal::DuplicateContract(c.contract_id));
         }
+        let t = self
+            .data
+            .tenants
+            .get(&c.tenant)
+            .ok_or(Refusal::UnknownTenant(c.tenant))?;
+        if let Err(highest) = t.seqs.check_range(c.request_seq) {
+            return Err(Refusal::SeqOutOfRange {
+                seq: c.request_seq,
+                highest,
+            });
+        }
+        if let Err(last) = t.seqs.check(c.request_seq) {
+            return Err(Refusal::StaleRequest {
+                seq: c.request_seq,
+                last,
+            });
+        }
+        if c.contract_id != crate::contract::contract_id_for(c.tenant, c.request_seq) {
+            return Err(Refusal::BadContractId(c.contract_id));
+        }
         if !req.up {
             return Err(Refusal::NodeNotUp(c.requesting_node));
         }
@@ -1144,25 +1370,64 @@ impl ClusterState {
         if !target.up {
             return Err(Refusal::NodeNotUp(c.target_node));
         }
-        if c.duration_ticks == 0 || c.expires_at() <= self.data.time.lamport {
+        if c.duration_ms == 0 || c.duration_ms > crate::contract::MAX_CONTRACT_MS {
             return Err(Refusal::ZeroDuration);
         }
-        let capacity = target.info.resources.capacity(c.domain);
+        let capacity = target.offered(c.domain);
         if capacity == 0 {
             return Err(Refusal::DomainNotOffered {
                 node: c.target_node,
                 domain: c.domain,
             });
         }
-        check_resource_set(&c.resource_set, capacity)
+        check_resource_set(&c.resource_set, capacity)?;
+        self.check_accel_quota(c)
+    }
+
+    /// A tenant's quota bounds the Q containers and Φ windows it holds at once.
+    fn check_accel_quota(&self, c: &crate::contract::Contract) -> Result<(), Refusal> {
+        let Some(q) = self.data.tenants.get(&c.tenant).and_then(|t| t.quota) else {
+            return Ok(());
+        };
+        let limit = match c.domain {
+            Domain::K => return Ok(()),
+            Domain::Q => q.max_q_units,
+            Domain::Phi => q.max_phi_windows,
+        };
+        let held: u32 = self
+            .data
+            .contracts
+            .values()
+            .filter(|r| r.contract.tenant == c.tenant && r.contract.domain == c.domain)
+            .map(|r| r.contract.resource_set.len() as u32)
+            .sum();
+        let want = held.saturating_add(c.resource_set.len() as u32);
+        if want > limit {
+            return Err(Refusal::QuotaUnits {
+                domain: c.domain,
+                limit,
+                wanted: want,
+            });
+        }
+        Ok(())
+    }
+
+    /// A tenant's policy priority (the operator's `SetPolicy`; `Normal` when unset).
+    pub fn policy(&self, tenant: TenantId) -> Priority {
+        self.data
+            .policies
+            .get(&tenant)
+            .copied()
+            .unwrap_or(Priority::Normal)
     }
 
     fn holders(&self, node: NodeId, domain: Domain, set: &[u16], skip: u64) -> Vec<u64> {
         holders_in(&self.data, node, domain, set, skip)
     }
 
-    /// Seed 000 §5.3: validate (signature, capability), then policy priority — a request
-    /// preempts holders only if every one of them has strictly lower priority — then the
+    /// Seed 000 §5.3: validate (signature, capability, tenant, resources), then policy
+    /// priority — the operator's policy for each contract's tenant; a request preempts
+    /// holders only if every one of them has strictly lower priority — then the
     /// deterministic tie-break (equal priority: the holder, earlier in the log, wins),
     /// allocate, record.
     fn propose_contract(&mut self, sc: SignedContract, ev: &mut Vec<Event>) {
@@ -1172,63 +1437,117 @@ impl ClusterState {
                 return Err(Refusal::TooManyContracts);
             }
             let c = &sc.contract;
+            let mine = self.policy(c.tenant);
             let holders = self.holders(c.target_node, c.domain, &c.resource_set, id);
             match holders
                 .iter()
-                .find(|h| self.data.contracts[h].contract.priority <= c.priority)
+                .find(|h| self.policy(self.data.contracts[h].contract.tenant) <= mine)
             {
                 Some(&blocking) => Err(Refusal::Conflict { holder: blocking }),
                 None => Ok(holders),
             }
         });
+        // The request's sequence number is taken either way (a retry gets the same
+        // answer), unless it is out of range or already taken.
+        let (tenant, seq) = (sc.contract.tenant, sc.contract.request_seq);
+        if let Some(t) = self.data.tenants.get_mut(&tenant)
+            && t.seqs.check(seq).is_ok()
+            && t.seqs.check_range(seq).is_ok()
+        {
+            t.seqs.accept(seq);
+        }
         match verdict {
             Err(reason) => {
                 self.data.counters.contracts_refused += 1;
-                ev.push(Event::ContractRejected { id, reason });
+                ev.push(contract_event(
+                    &sc.contract,
+                    ContractChange::Rejected(reason),
+                ));
             }
             Ok(preempted) => {
                 for p in preempted {
-                    self.data.contracts.remove(&p);
-                    ev.push(Event::ContractPreempted { id: p, by: id });
+                    if let Some(r) = self.data.contracts.remove(&p) {
+                        ev.push(contract_event(
+                            &r.contract,
+                            ContractChange::Preempted { by: id },
+                        ));
+                    }
                 }
+                ev.push(contract_event(&sc.contract, ContractChange::Accepted));
+                let expires_ms = self.data.clock_ms.saturating_add(sc.contract.duration_ms);
                 self.data.contracts.insert(
                     id,
                     ContractRecord {
                         contract: sc.contract,
                         state: ContractState::Active,
                         accepted_at: self.data.time,
+                        expires_ms,
                     },
                 );
-                ev.push(Event::ContractAccepted { id });
             }
         }
     }
 
-    fn release(&mut self, id: u64, by: NodeId, ev: &mut Vec<Event>) {
-        match self.data.contracts.get(&id) {
-            None => ev.push(Event::Ignored(IgnoredReason::UnknownContract)),
-            Some(r) if r.contract.requesting_node != by && r.contract.target_node != by => {
-                ev.push(Event::Ignored(IgnoredReason::NotAParty))
-            }
-            Some(_) => {
-                self.data.contracts.remove(&id);
-                ev.push(Event::ContractReleased { id });
-            }
+    fn release(&mut self, id: u64, by: Party, ev: &mut Vec<Event>) {
+        let Some(r) = self.data.contracts.get(&id) else {
+            ev.push(Event::Ignored(IgnoredReason::UnknownContract));
+            return;
+        };
+        let c = &r.contract;
+        let party = match by {
+            Party::Tenant(t) => t == c.tenant,
+            Party::Node(n) => n == c.requesting_node || n == c.target_node,
+        };
+        if !party {
+            ev.push(Event::Ignored(IgnoredReason::NotAParty));
+            return;
+        }
+        if let Some(r) = self.data.contracts.remove(&id) {
+            ev.push(contract_event(&r.contract, ContractChange::Released));
+        }
+    }
+
+    fn end_contract(&mut self, id: u64, change: ContractChange, ev: &mut Vec<Event>) {
+        if let Some(r) = self.data.contracts.remove(&id) {
+            ev.push(contract_event(&r.contract, change));
+        }
+    }
+
+    /// Seed 000 §6.1: `node`'s device of `domain` failed — every contract on it ends
+    /// aborted; contracts elsewhere and of other domains are untouched.
+    fn abort_contracts(
+        &mut self,
+        node: NodeId,
+        domain: Domain,
+        reason: String,
+        ev: &mut Vec<Event>,
+    ) {
+        let ids: Vec<u64> = self
+            .data
+            .contracts
+            .iter()
+            .filter(|(_, r)| r.contract.target_node == node && r.contract.domain == domain)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            ev.push(Event::Ignored(IgnoredReason::UnknownContract));
+        }
+        for id in ids {
+            self.end_contract(id, ContractChange::Aborted(reason.clone()), ev);
         }
     }
 
     fn expire_contracts(&mut self, ev: &mut Vec<Event>) {
-        let now = self.data.time.lamport;
+        let now = self.data.clock_ms;
         let expired: Vec<u64> = self
             .data
             .contracts
             .iter()
-            .filter(|(_, r)| r.contract.expires_at() <= now)
+            .filter(|(_, r)| r.expires_ms <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.data.contracts.remove(&id);
-            ev.push(Event::ContractExpired { id });
+            self.end_contract(id, ContractChange::Expired, ev);
         }
     }
 
@@ -1249,17 +1568,20 @@ impl ClusterState {
                 && c.requesting_node != node
                 && let Some(to) = self.reallocation_target(&c, id)
             {
+                ev.push(contract_event(
+                    &c,
+                    ContractChange::Reallocated { from: node, to },
+                ));
                 self.data
                     .contracts
                     .get_mut(&id)
                     .expect("exists")
                     .contract
                     .target_node = to;
-                ev.push(Event::ContractReallocated { id, from: node, to });
                 continue;
             }
             self.data.contracts.get_mut(&id).expect("exists").state = ContractState::Suspended;
-            ev.push(Event::ContractSuspended { id });
+            ev.push(contract_event(&c, ContractChange::Suspended));
         }
     }
 
@@ -1297,11 +1619,10 @@ impl ClusterState {
                 .into_iter()
                 .any(|h| self.data.contracts[&h].state == ContractState::Active);
             if clash {
-                self.data.contracts.remove(&id);
-                ev.push(Event::ContractReleased { id });
+                self.end_contract(id, ContractChange::Released, ev);
             } else {
                 self.data.contracts.get_mut(&id).expect("exists").state = ContractState::Active;
-                ev.push(Event::ContractResumed { id });
+                ev.push(contract_event(&c, ContractChange::Resumed));
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Unit tests of the cluster state machine: placement, quotas, exactly-once completion,
 //! recovery, contracts, shards, snapshots, and determinism of the state hash.
 
+use crate::contract::contract_id_for;
+use crate::state::{CLOCK_TICK_MS, ContractChange, Party};
 use crate::*;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -49,6 +51,7 @@ pub(crate) fn spec(tenant: u32, seq: u64) -> TaskSpec {
         needs: vec![],
         domain: Domain::K,
         pin: None,
+        contract: None,
     }
 }
 
@@ -306,6 +309,8 @@ fn quotas_refuse_over_limit_requests() {
         max_budget_ticks: 250,
         memory_pages: 4,
         table_elements: 100,
+        max_q_units: 16,
+        max_phi_windows: 16,
     };
     log.push(
         &mut s,
@@ -470,122 +475,157 @@ fn tasks_wait_when_no_node_is_up_and_run_when_one_returns() {
     assert_eq!(assigned(&a), vec![(TaskId(1), NodeId(3), 1)]);
 }
 
-fn contract(id: u64, from: u32, to: u32, domain: Domain, set: &[u16], prio: Priority) -> Contract {
+/// Tenant `tenant`'s reservation number `seq`, requested by `from` on `to`.
+fn contract(seq: u64, from: u32, to: u32, domain: Domain, set: &[u16], tenant: u32) -> Contract {
     Contract {
-        contract_id: id,
+        contract_id: contract_id_for(TenantId(tenant), seq),
         requesting_node: NodeId(from),
         target_node: NodeId(to),
+        tenant: TenantId(tenant),
+        request_seq: seq,
         domain,
         resource_set: set.to_vec(),
-        duration_ticks: 1000,
+        duration_ms: 60_000,
         capability: CapabilityId(1),
         logical_timestamp: 0,
-        priority: prio,
     }
 }
 
+fn cid(tenant: u32, seq: u64) -> u64 {
+    contract_id_for(TenantId(tenant), seq)
+}
+
+/// The contract events of an entry: (id, change).
+fn changes(a: &Applied) -> Vec<(u64, ContractChange)> {
+    a.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Contract(c) => Some((c.id, c.change.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn rejected(a: &Applied) -> Option<Refusal> {
-    a.events.iter().find_map(|e| match e {
-        Event::ContractRejected { reason, .. } => Some(reason.clone()),
+    changes(a).into_iter().find_map(|(_, c)| match c {
+        ContractChange::Rejected(r) => Some(r),
         _ => None,
     })
 }
 
+fn policy(seq: u64, tenant: u32, priority: Priority) -> Command {
+    Command::SetPolicy {
+        tenant: TenantId(tenant),
+        priority,
+        seq,
+    }
+}
+
 #[test]
-fn contracts_are_verified_then_resolved_by_priority_then_log_order() {
+fn contracts_are_verified_then_resolved_by_policy_then_log_order() {
     let mut s = cluster();
     let mut log = Log::new();
+    log.push(&mut s, offer(2, 2, 0));
     // Forged: signed with node 3's key but claims node 1.
-    let forged = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal).sign(&seed(3));
+    let forged = contract(1, 1, 2, Domain::Q, &[0], 10).sign(&seed(3));
     let a = log.push(&mut s, Command::ProposeContract(forged));
     assert_eq!(rejected(&a), Some(Refusal::BadSignature));
     // A tampered field after signing.
-    let mut tampered = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal).sign(&seed(1));
+    let mut tampered = contract(2, 1, 2, Domain::Q, &[0], 10).sign(&seed(1));
     tampered.contract.resource_set = vec![1];
     let a = log.push(&mut s, Command::ProposeContract(tampered));
     assert_eq!(rejected(&a), Some(Refusal::BadSignature));
     // Capability not held.
-    let mut c = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal);
+    let mut c = contract(3, 1, 2, Domain::Q, &[0], 10);
     c.capability = CapabilityId(7);
     let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
     assert_eq!(
         rejected(&a),
         Some(Refusal::CapabilityNotHeld(CapabilityId(7)))
     );
-    // Domain not offered, out of range.
-    let c = contract(1, 1, 3, Domain::Q, &[0], Priority::Normal);
+    // Domain not offered (node 3 has no Q device), out of range, unknown tenant,
+    // an id not derived from the request, a replayed request.
+    let c = contract(4, 1, 3, Domain::Q, &[0], 10);
     let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
     assert!(matches!(
         rejected(&a),
         Some(Refusal::DomainNotOffered { .. })
     ));
-    let c = contract(1, 1, 2, Domain::Q, &[5], Priority::Normal);
+    let c = contract(5, 1, 2, Domain::Q, &[5], 10);
     let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
     assert!(matches!(
         rejected(&a),
         Some(Refusal::ResourceOutOfRange { .. })
     ));
-    // Valid.
-    let c = contract(1, 1, 2, Domain::Q, &[0], Priority::Normal);
+    let c = contract(1, 1, 2, Domain::Q, &[0], 99);
     let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
-    assert_eq!(a.events, vec![Event::ContractAccepted { id: 1 }]);
-    // Same resource, equal priority: the earlier one holds.
-    let c = contract(2, 3, 2, Domain::Q, &[0, 1], Priority::Normal);
+    assert_eq!(rejected(&a), Some(Refusal::UnknownTenant(TenantId(99))));
+    let mut c = contract(6, 1, 2, Domain::Q, &[0], 10);
+    c.contract_id = 12345;
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(rejected(&a), Some(Refusal::BadContractId(12345)));
+    let c = contract(5, 1, 2, Domain::Q, &[0], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert!(
+        matches!(rejected(&a), Some(Refusal::StaleRequest { .. })),
+        "{a:?}"
+    );
+    // Valid.
+    let c = contract(7, 1, 2, Domain::Q, &[0], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.clone().sign(&seed(1))));
+    assert_eq!(changes(&a), vec![(cid(10, 7), ContractChange::Accepted)]);
+    let ev = match &a.events[0] {
+        Event::Contract(e) => e.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ev.hash, c.hash(), "events name the contract by its hash");
+    assert_eq!((ev.requester, ev.target), (NodeId(1), NodeId(2)));
+    // Same resource, equal policy: the earlier one holds.
+    let c = contract(1, 3, 2, Domain::Q, &[0, 1], 11);
     let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(3))));
-    assert_eq!(rejected(&a), Some(Refusal::Conflict { holder: 1 }));
-    // Higher priority preempts.
-    let c = contract(3, 3, 2, Domain::Q, &[0, 1], Priority::High);
+    assert_eq!(rejected(&a), Some(Refusal::Conflict { holder: cid(10, 7) }));
+    // The requester cannot choose its priority: the operator's policy decides.
+    log.push(&mut s, policy(1, 11, Priority::High));
+    let c = contract(2, 3, 2, Domain::Q, &[0, 1], 11);
     let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(3))));
     assert_eq!(
-        a.events,
+        changes(&a),
         vec![
-            Event::ContractPreempted { id: 1, by: 3 },
-            Event::ContractAccepted { id: 3 }
+            (cid(10, 7), ContractChange::Preempted { by: cid(11, 2) }),
+            (cid(11, 2), ContractChange::Accepted)
         ]
     );
-    // Only a party may release.
-    let a = log.push(
-        &mut s,
-        Command::ReleaseContract {
-            contract_id: 3,
-            by: NodeId(1),
-        },
-    );
+    // Only a party may release: not another node, not another tenant.
+    let id = cid(11, 2);
+    let release = |by| Command::ReleaseContract {
+        contract_id: id,
+        by,
+    };
+    let a = log.push(&mut s, release(Party::Node(NodeId(1))));
     assert_eq!(a.events, vec![Event::Ignored(IgnoredReason::NotAParty)]);
-    let a = log.push(
-        &mut s,
-        Command::ReleaseContract {
-            contract_id: 3,
-            by: NodeId(2),
-        },
-    );
-    assert_eq!(a.events, vec![Event::ContractReleased { id: 3 }]);
-    assert_eq!(s.data().counters.contracts_refused, 6);
+    let a = log.push(&mut s, release(Party::Tenant(TenantId(10))));
+    assert_eq!(a.events, vec![Event::Ignored(IgnoredReason::NotAParty)]);
+    let a = log.push(&mut s, release(Party::Tenant(TenantId(11))));
+    assert_eq!(changes(&a), vec![(id, ContractChange::Released)]);
+    assert_eq!(s.data().counters.contracts_refused, 9);
 }
 
 #[test]
 fn the_number_of_contracts_in_force_is_bounded() {
     let workers: Vec<WorkerInfo> = (1..=5).map(|n| worker(n, 256, &[1])).collect();
-    let mut s = ClusterState::genesis(Config::default(), &workers, &[]).unwrap();
+    let tenants = [(TenantId(10), [1; 32])];
+    let mut s = ClusterState::genesis(Config::default(), &workers, &tenants).unwrap();
     let mut log = Log::new();
     let limit = crate::state::MAX_CONTRACTS as u64;
-    for id in 0..=limit {
-        let target = if id < limit { 2 + (id / 256) as u32 } else { 2 };
-        let mut c = contract(
-            id + 1,
-            1,
-            target,
-            Domain::K,
-            &[(id % 256) as u16],
-            Priority::Normal,
-        );
-        c.duration_ticks = 1 << 40; // outlives the test's log (10 ticks per entry)
+    for i in 0..=limit {
+        let target = if i < limit { 2 + (i / 256) as u32 } else { 2 };
+        let c = contract(i + 1, 1, target, Domain::K, &[(i % 256) as u16], 10);
         let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
-        if id < limit {
+        if i < limit {
             assert_eq!(
-                a.events,
-                vec![Event::ContractAccepted { id: id + 1 }],
-                "{id}"
+                changes(&a),
+                vec![(cid(10, i + 1), ContractChange::Accepted)],
+                "{i}"
             );
         } else {
             assert_eq!(rejected(&a), Some(Refusal::TooManyContracts));
@@ -595,23 +635,24 @@ fn the_number_of_contracts_in_force_is_bounded() {
 }
 
 #[test]
-fn contracts_expire_by_logical_time() {
+fn contracts_expire_by_cluster_time_not_by_log_traffic() {
     let mut s = cluster();
     let mut log = Log::new();
-    let mut c = contract(1, 1, 2, Domain::K, &[0], Priority::Normal);
-    c.duration_ticks = 25; // log stamps advance 10 per entry
+    let mut c = contract(1, 1, 2, Domain::K, &[0], 10);
+    c.duration_ms = 2_500;
     log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
-    assert!(s.data().contracts.contains_key(&1));
-    let a = log.push(&mut s, Command::Snapshot { snapshot_id: 1 });
-    assert!(
-        !a.events.contains(&Event::ContractExpired { id: 1 }),
-        "20 < 25"
-    );
-    let a = log.push(&mut s, Command::Snapshot { snapshot_id: 2 });
-    assert!(
-        a.events.contains(&Event::ContractExpired { id: 1 }),
-        "30 >= 25"
-    );
+    // A busy log does not age it.
+    for i in 0..50 {
+        log.push(&mut s, Command::Snapshot { snapshot_id: i });
+    }
+    assert!(s.data().contracts.contains_key(&cid(10, 1)));
+    for _ in 0..2 {
+        let a = log.push(&mut s, Command::ClockTick);
+        assert!(changes(&a).is_empty(), "2000 ms < 2500 ms");
+    }
+    let a = log.push(&mut s, Command::ClockTick);
+    assert_eq!(changes(&a), vec![(cid(10, 1), ContractChange::Expired)]);
+    assert_eq!(s.data().clock_ms, 3 * CLOCK_TICK_MS);
     assert!(s.data().contracts.is_empty());
 }
 
@@ -619,21 +660,209 @@ fn contracts_expire_by_logical_time() {
 fn node_failure_suspends_contracts_and_moves_k_contracts() {
     let mut s = cluster();
     let mut log = Log::new();
-    let k = contract(1, 1, 2, Domain::K, &[1], Priority::Normal);
-    let q = contract(2, 1, 2, Domain::Q, &[0], Priority::Normal);
+    log.push(&mut s, offer(2, 2, 0));
+    let k = contract(1, 1, 2, Domain::K, &[1], 10);
+    let q = contract(2, 1, 2, Domain::Q, &[0], 10);
     log.push(&mut s, Command::ProposeContract(k.sign(&seed(1))));
     log.push(&mut s, Command::ProposeContract(q.sign(&seed(1))));
     let a = log.push(&mut s, Command::NodeDown { node: NodeId(2) });
-    assert!(a.events.contains(&Event::ContractReallocated {
-        id: 1,
-        from: NodeId(2),
-        to: NodeId(3)
-    }));
-    assert!(a.events.contains(&Event::ContractSuspended { id: 2 }));
-    assert_eq!(s.data().contracts[&2].state, ContractState::Suspended);
+    let ch = changes(&a);
+    assert!(ch.contains(&(
+        cid(10, 1),
+        ContractChange::Reallocated {
+            from: NodeId(2),
+            to: NodeId(3)
+        }
+    )));
+    assert!(ch.contains(&(cid(10, 2), ContractChange::Suspended)));
+    assert_eq!(
+        s.data().contracts[&cid(10, 2)].state,
+        ContractState::Suspended
+    );
     let a = log.push(&mut s, Command::NodeUp { node: NodeId(2) });
-    assert!(a.events.contains(&Event::ContractResumed { id: 2 }));
-    assert_eq!(s.data().contracts[&1].contract.target_node, NodeId(3));
+    assert!(changes(&a).contains(&(cid(10, 2), ContractChange::Resumed)));
+    assert_eq!(
+        s.data().contracts[&cid(10, 1)].contract.target_node,
+        NodeId(3)
+    );
+}
+
+fn contract_task(tenant: u32, seq: u64, domain: Domain, contract: u64) -> TaskSpec {
+    let mut sp = spec(tenant, seq);
+    sp.domain = domain;
+    sp.work = Work::Job(if domain == Domain::Q {
+        bell_job()
+    } else {
+        envelope_job()
+    });
+    sp.contract = Some(contract);
+    sp
+}
+
+fn completion(task: TaskId, node: u32, outcome: Outcome) -> Command {
+    Command::TaskCompleted(Completion {
+        task,
+        node: NodeId(node),
+        attempt: 1,
+        outcome,
+        ticks: 0,
+        output_hash: Hash32::ZERO,
+        output: vec![],
+    })
+}
+
+#[test]
+fn tasks_run_under_their_contract_in_its_units_only() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    log.push(&mut s, offer(2, 2, 0));
+    let c = contract(1, 1, 2, Domain::Q, &[1], 10);
+    log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    let id = cid(10, 1);
+    assert_eq!(s.reserved_on(NodeId(2), Domain::Q), vec![1]);
+    // The contract's task goes to its target.
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 2, Domain::Q, id)),
+    );
+    assert_eq!(assigned(&a), vec![(TaskId(1), NodeId(2), 1)]);
+    // One unit: a second task under it waits for the first.
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 3, Domain::Q, id)),
+    );
+    assert!(assigned(&a).is_empty());
+    // A task without a contract gets the one unreserved container, then waits.
+    let mut free = contract_task(11, 1, Domain::Q, id);
+    free.contract = None;
+    let a = log.push(&mut s, Command::AssignTask(free.clone()));
+    assert_eq!(assigned(&a), vec![(TaskId(3), NodeId(2), 1)]);
+    free.request_seq = 2;
+    let a = log.push(&mut s, Command::AssignTask(free));
+    assert!(
+        assigned(&a).is_empty(),
+        "the reserved container is not for others"
+    );
+    // Bad input: another tenant's contract, a domain mismatch, an unknown contract.
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(11, 3, Domain::Q, id)),
+    );
+    assert_eq!(rejection(&a), Some(Refusal::NotYourContract(id)));
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 4, Domain::Phi, id)),
+    );
+    assert!(matches!(
+        rejection(&a),
+        Some(Refusal::ContractDomainMismatch { .. })
+    ));
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 5, Domain::Q, 777)),
+    );
+    assert_eq!(rejection(&a), Some(Refusal::UnknownContract(777)));
+    // Done: the waiting task under the contract runs next.
+    let a = log.push(&mut s, completion(TaskId(1), 2, Outcome::Executed));
+    assert_eq!(assigned(&a), vec![(TaskId(2), NodeId(2), 1)]);
+    s.invariants().unwrap();
+}
+
+#[test]
+fn a_device_failure_aborts_only_its_contract_and_instability_terminates_only_its_window() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    log.push(&mut s, offer(2, 2, 0));
+    log.push(&mut s, offer(3, 0, 2));
+    for (seq, to, d, set) in [
+        (1, 2, Domain::Q, 0u16),
+        (2, 2, Domain::Q, 1),
+        (3, 3, Domain::Phi, 0),
+        (4, 3, Domain::Phi, 1),
+    ] {
+        let c = contract(seq, 1, to, d, &[set], 10);
+        let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+        assert_eq!(changes(&a), vec![(cid(10, seq), ContractChange::Accepted)]);
+    }
+    // A Q job fails on its device: that contract is aborted, the other Q contract stays.
+    log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 10, Domain::Q, cid(10, 1))),
+    );
+    let a = log.push(
+        &mut s,
+        completion(TaskId(1), 2, Outcome::DeviceFailed("hw".into())),
+    );
+    assert_eq!(
+        changes(&a),
+        vec![(cid(10, 1), ContractChange::Aborted("hw".into()))]
+    );
+    assert!(s.data().contracts.contains_key(&cid(10, 2)));
+    // A Φ window goes unstable: its contract ends; the other window is untouched.
+    log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 11, Domain::Phi, cid(10, 3))),
+    );
+    let a = log.push(
+        &mut s,
+        completion(TaskId(2), 3, Outcome::Unstable("w0".into())),
+    );
+    assert_eq!(
+        changes(&a),
+        vec![(cid(10, 3), ContractChange::Terminated("w0".into()))]
+    );
+    assert!(s.data().contracts.contains_key(&cid(10, 4)));
+    // The Q device as a whole fails: every Q contract on node 2 ends, Φ ones stay.
+    let a = log.push(
+        &mut s,
+        Command::AbortContracts {
+            node: NodeId(2),
+            domain: Domain::Q,
+            reason: "device failed".into(),
+        },
+    );
+    assert_eq!(
+        changes(&a),
+        vec![(cid(10, 2), ContractChange::Aborted("device failed".into()))]
+    );
+    assert_eq!(s.data().contracts.len(), 1);
+    s.invariants().unwrap();
+}
+
+#[test]
+fn tenant_quotas_bound_reserved_units() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    log.push(&mut s, offer(2, 2, 0));
+    let q = Quota {
+        max_in_flight: 10,
+        max_budget_ticks: 10_000,
+        memory_pages: 4,
+        table_elements: 100,
+        max_q_units: 1,
+        max_phi_windows: 0,
+    };
+    log.push(
+        &mut s,
+        Command::SetQuota {
+            tenant: TenantId(10),
+            quota: Some(q),
+            seq: 1,
+        },
+    );
+    let c = contract(1, 1, 2, Domain::Q, &[0], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(changes(&a), vec![(cid(10, 1), ContractChange::Accepted)]);
+    let c = contract(2, 1, 2, Domain::Q, &[1], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(
+        rejected(&a),
+        Some(Refusal::QuotaUnits {
+            domain: Domain::Q,
+            limit: 1,
+            wanted: 2
+        })
+    );
 }
 
 #[test]
@@ -773,6 +1002,7 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
         needs: vec![],
         domain: Domain::K,
         pin: None,
+        contract: None,
     });
     let t10 = Principal::Tenant(TenantId(10));
     let ok = SignedRequest::sign(5, t10, 1, submit.clone(), &tenant_seed);
@@ -847,6 +1077,8 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
         max_budget_ticks: 1000,
         memory_pages: 4,
         table_elements: 10,
+        max_q_units: 16,
+        max_phi_windows: 16,
     };
     let set = |p, seed: &[u8; 32], seq, tenant, quota| {
         SignedRequest::sign(5, p, seq, Request::SetQuota { tenant, quota }, seed)
@@ -983,14 +1215,21 @@ mod props {
                 q_units: u16::from(n == 2) * c,
                 phi_windows: 0,
             })),
-            (1u64..6, 1u32..4, 1u32..4, 0u16..2, 0u8..3).prop_map(|(id, a, b, r, p)| {
-                let prio = [Priority::High, Priority::Normal, Priority::Low][p as usize];
-                Command::ProposeContract(contract(id, a, b, Domain::K, &[r], prio).sign(&seed(a)))
+            (1u64..6, 1u32..4, 1u32..4, 0u16..2, 10u32..12).prop_map(|(seq, a, b, r, t)| {
+                Command::ProposeContract(contract(seq, a, b, Domain::K, &[r], t).sign(&seed(a)))
             }),
-            (1u64..6, 1u32..4).prop_map(|(id, n)| Command::ReleaseContract {
-                contract_id: id,
-                by: NodeId(n)
+            (1u64..6, 1u32..4).prop_map(|(seq, n)| Command::ReleaseContract {
+                contract_id: cid(10, seq),
+                by: Party::Node(NodeId(n))
             }),
+            (1u64..6, 10u32..12, 0u8..3).prop_map(|(seq, t, p)| {
+                policy(
+                    seq,
+                    t,
+                    [Priority::High, Priority::Normal, Priority::Low][p as usize],
+                )
+            }),
+            Just(Command::ClockTick),
             (10u32..12, 0u32..4, 1u64..8).prop_map(|(t, n, seq)| Command::SetQuota {
                 seq,
                 tenant: TenantId(t),
@@ -999,6 +1238,8 @@ mod props {
                     max_budget_ticks: 1000,
                     memory_pages: n,
                     table_elements: 10,
+                    max_q_units: 16,
+                    max_phi_windows: 16,
                 })
             }),
         ]
@@ -1150,6 +1391,8 @@ fn operator_requests_are_applied_at_most_once_by_the_cluster() {
         max_budget_ticks: 1000,
         memory_pages: 4,
         table_elements: 100,
+        max_q_units: 16,
+        max_phi_windows: 16,
     };
     let set = |seq: u64, quota: Option<Quota>| Command::SetQuota {
         tenant: TenantId(10),

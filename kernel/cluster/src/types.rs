@@ -132,6 +132,8 @@ pub struct TaskSpec {
     pub domain: Domain,
     /// Run on this node only (operator placement); still subject to eligibility.
     pub pin: Option<NodeId>,
+    /// Run under this contract: on its target, in its reserved containers or windows.
+    pub contract: Option<u64>,
 }
 
 /// Why a task, a contract or an entry was refused. Recorded in the state and the log's
@@ -202,6 +204,25 @@ pub enum Refusal {
     },
     /// The device job does not decode or validate.
     BadJob(String),
+    /// A contract id not derived from its tenant and request.
+    BadContractId(u64),
+    /// Over the tenant's quota of Q containers or Φ windows held at once.
+    QuotaUnits {
+        domain: Domain,
+        limit: u32,
+        wanted: u32,
+    },
+    /// A task names a contract that is not in force.
+    UnknownContract(u64),
+    /// A task names another tenant's contract.
+    NotYourContract(u64),
+    /// A task names a suspended contract (an end is down).
+    ContractSuspended(u64),
+    /// A task's domain differs from its contract's.
+    ContractDomainMismatch {
+        contract: u64,
+        domain: Domain,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -296,6 +317,33 @@ impl fmt::Display for Refusal {
                 "the {domain} domain runs device jobs (a circuit or an envelope), not modules"
             ),
             Refusal::BadJob(why) => write!(f, "bad device job: {why}"),
+            Refusal::BadContractId(id) => {
+                write!(f, "contract id {id} is not the one of its tenant's request")
+            }
+            Refusal::QuotaUnits {
+                domain,
+                limit,
+                wanted,
+            } => write!(
+                f,
+                "over quota: {wanted} {domain} units reserved at once (limit {limit})"
+            ),
+            Refusal::UnknownContract(id) => {
+                write!(
+                    f,
+                    "contract {id} is not in force (never accepted, expired or released)"
+                )
+            }
+            Refusal::NotYourContract(id) => write!(f, "contract {id} belongs to another tenant"),
+            Refusal::ContractSuspended(id) => {
+                write!(f, "contract {id} is suspended (one of its nodes is down)")
+            }
+            Refusal::ContractDomainMismatch { contract, domain } => {
+                write!(
+                    f,
+                    "contract {contract} reserves {domain} resources, not this task's domain"
+                )
+            }
         }
     }
 }
@@ -428,6 +476,9 @@ pub struct Quota {
     pub memory_pages: u32,
     /// Table elements one of its tasks may grow to (≤ [`MAX_TASK_TABLE_ELEMENTS`]).
     pub table_elements: u32,
+    /// Most Q containers and Φ windows it may hold in contracts at once.
+    pub max_q_units: u32,
+    pub max_phi_windows: u32,
 }
 
 /// The sandbox's own maxima (`xdv_sandbox::MAX_MEMORY_PAGES`, `MAX_TABLE_ELEMENTS`;
