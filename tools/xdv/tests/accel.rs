@@ -259,6 +259,13 @@ fn a_restarted_node_gets_a_new_id_and_a_fresh_device() {
     let dev = spawn(Spec::default_for(Kind::Q), &sock).unwrap();
     let mut g = Guest::connect(&sock);
     assert_eq!(g.run(b"12"), (CqStatus::Ok, b"21".to_vec()));
+    // A second QEMU on the same device is turned away; the first is undisturbed.
+    let e = ivshmem::connect_client(&sock).err().unwrap().to_string();
+    assert!(
+        e.contains("server closed before sending the version"),
+        "{e}"
+    );
+    assert_eq!(g.run(b"ab"), (CqStatus::Ok, b"ba".to_vec()));
     let first = g.setup.id;
     drop(g);
     let end = Instant::now() + Duration::from_secs(2);

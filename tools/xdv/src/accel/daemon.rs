@@ -15,6 +15,7 @@
 //! reused command id never gets a stale answer); while hung nothing is taken and
 //! nothing completed; interrupts go only to the connected client.
 //!
+//! One client at a time (`ivshmem`): a second is refused while one is connected.
 //! A new client (a node restarted) gets a freshly initialised register block (status
 //! Off, generation 0): the new kernel's driver starts from scratch. Injected faults
 //! (`fail`, `hang`) are the hardware's and survive a reconnect.
@@ -247,8 +248,8 @@ impl Daemon {
     /// Binds `socket` (ivshmem) and `<socket>.ctl`, publishes the register block.
     pub fn new(spec: Spec, socket: &Path) -> Result<Daemon> {
         let ctl_path = ctl_path(socket);
-        let server = Server::bind(socket)?;
-        let ctl_listener = ivshmem::bind_unix(&ctl_path)?;
+        let server = Server::bind(socket, Some(&ctl_path))?;
+        let ctl_listener = ivshmem::bind_unix(&ctl_path, None)?;
         let dev = fresh_device(server.memory(), spec, false);
         let wake = Arc::new(EventFd::new()?);
         let (work_tx, work_rx) = mpsc::channel::<Work>();
@@ -344,6 +345,7 @@ impl Daemon {
                 ivshmem::Event::Disconnected(id) => {
                     eprintln!("xdv accel: client {id} disconnected")
                 }
+                ivshmem::Event::Refused => {}
             }
         }
         while let Ok((line, reply)) = self.ctl_rx.try_recv() {

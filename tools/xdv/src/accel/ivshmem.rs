@@ -15,10 +15,12 @@
 //! 5. the client's own id, [`VECTORS`] times, with fresh eventfds of its own (the
 //!    device interrupts the guest with vector `v` by signalling the `v`-th).
 //!
-//! One client at a time: a node has one QEMU. When a new client connects while an
-//! old one is still registered (a node restarted before its old connection's end was
-//! read), the old one is dropped; with no other client connected there is nobody to
-//! send a disconnect notification to. The shared memory lives as long as the server.
+//! One client at a time: a node has one QEMU. A connection while a client is
+//! connected is closed unanswered (QEMU then fails to realise the device, loudly);
+//! the end of the old connection is checked first, so a restarted node (whose old
+//! QEMU has exited) is admitted. With no other client there is nobody to send
+//! disconnect notifications to. The shared memory lives as long as the server; it is
+//! re-initialised by the caller's `prepare` before each new client sees it.
 //!
 //! Invariants: the mapping is exactly [`STD_WINDOW_BYTES`] (a power of two, as QEMU
 //! requires of a BAR); every access through [`ShmMap`] is bounds-checked and
@@ -343,6 +345,8 @@ struct Client {
 pub enum Event {
     Connected(u16),
     Disconnected(u16),
+    /// A connection while a client was connected: closed unanswered.
+    Refused,
 }
 
 /// The ivshmem server for one device.
@@ -357,16 +361,22 @@ pub struct Server {
 
 /// Binds `path`, refusing one a live server answers on; a stale socket file (its
 /// server gone) is replaced.
-pub fn bind_unix(path: &Path) -> Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+///
+/// The liveness probe is a connection to `probe` (the socket itself unless given):
+/// the ivshmem socket is probed through its device's control socket, because a
+/// connection to it is a client the server admits.
+pub fn bind_unix(path: &Path, probe: Option<&Path>) -> Result<UnixListener> {
+    if path.exists() || probe.is_some_and(Path::exists) {
+        if UnixStream::connect(probe.unwrap_or(path)).is_ok() {
             bail!(
                 "socket {} is in use (another device is serving it; stop it first)",
                 path.display()
             );
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        if path.exists() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
     }
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -375,9 +385,10 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener> {
 }
 
 impl Server {
-    /// Creates the shared memory and the device's doorbells and listens on `path`.
-    pub fn bind(path: &Path) -> Result<Server> {
-        let listener = bind_unix(path)?;
+    /// Creates the shared memory and the device's doorbells and listens on `path`
+    /// (`probe`: see [`bind_unix`]).
+    pub fn bind(path: &Path, probe: Option<&Path>) -> Result<Server> {
+        let listener = bind_unix(path, probe)?;
         listener.set_nonblocking(true)?;
         let doorbells = (0..VECTORS)
             .map(|_| EventFd::new())
@@ -431,8 +442,14 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if let Some(old) = self.client.take() {
-                        ev.push(Event::Disconnected(old.id));
+                    if let Some(c) = &self.client {
+                        eprintln!(
+                            "xdv accel: refused a second client while client {} is connected",
+                            c.id
+                        );
+                        ev.push(Event::Refused);
+                        drop(stream);
+                        continue;
                     }
                     prepare(self.shm.memory());
                     match self.admit(stream) {
@@ -567,4 +584,38 @@ pub fn connect_client(path: &Path) -> Result<(UnixStream, ClientSetup)> {
             own,
         },
     ))
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGTERM and SIGINT set the returned flag (the device loop checks it every
+/// tick and exits cleanly, removing its sockets).
+pub fn stop_on_signals() -> &'static std::sync::atomic::AtomicBool {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only performs an atomic store, which is
+        // async-signal-safe; `signal` has no other preconditions.
+        unsafe { libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t) };
+    }
+    &STOP
+}
+
+/// Makes `cmd`'s process get SIGTERM when this process dies (a device started by
+/// `xdv run` must not outlive it even if `xdv` itself is killed).
+pub fn term_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // prctl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
