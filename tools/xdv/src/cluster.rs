@@ -738,3 +738,53 @@ pub fn node_line(st: &ClusterState, n: &NodeSpec) -> String {
         st.path(n.id, "log").display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_with_an_accelerator_gets_the_ivshmem_doorbell() {
+        let spec = |id, accel: Option<&str>| NodeSpec {
+            id,
+            smp: 1,
+            mem_mib: 256,
+            cmdline: String::new(),
+            provision: None,
+            pid: None,
+            mgmt_port: 0,
+            log_offset: 0,
+            accel: accel.map(String::from),
+            accel_pid: None,
+        };
+        let st = ClusterState {
+            dir: PathBuf::from("/c"),
+            kernel: PathBuf::from("/k"),
+            nodes: vec![spec(1, None), spec(2, Some("q"))],
+            switch_pid: None,
+            switch_dir: PathBuf::from("/c/net"),
+            seed: 1,
+            extra_cmdline: String::new(),
+        };
+        let a2 = qemu_args(&st, &st.nodes[1]).join(" ");
+        assert!(
+            a2.contains("-chardev socket,path=/c/node2.accel.sock,id=accel0 -device ivshmem-doorbell,chardev=accel0,vectors=2"),
+            "{a2}"
+        );
+        assert!(!qemu_args(&st, &st.nodes[0]).join(" ").contains("ivshmem"));
+        let dir = crate::qemu::temp_dir("accel-files").unwrap();
+        for f in [
+            "node2.accel.sock",
+            "node2.accel.sock.ctl",
+            "node2.accel.log",
+            "mine.txt",
+        ] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        assert_eq!(
+            cluster_files(&dir).len(),
+            3,
+            "the device's files are the cluster's"
+        );
+    }
+}

@@ -114,7 +114,7 @@ impl Spec {
         if !(1..=MAX_SLOTS).contains(&slots) {
             bail!("{slots} {s}: must be 1..={MAX_SLOTS}");
         }
-        if units % slots != 0 {
+        if !units.is_multiple_of(slots) {
             bail!("{units} {u} do not split evenly into {slots} {s}");
         }
         Ok(Spec {

@@ -184,14 +184,17 @@ impl DeviceMemory for ShmMap {
     }
     fn read32(&self, off: usize) -> u32 {
         self.check(off, 4);
-        assert!(off % 4 == 0, "unaligned register read at {off:#x}");
+        assert!(off.is_multiple_of(4), "unaligned register read at {off:#x}");
         // SAFETY: in bounds (checked) and 4-byte aligned (page-aligned base, checked
         // offset); the memory is mapped for the life of `self`.
         u32::from_le(unsafe { std::ptr::read_volatile(self.ptr.add(off).cast::<u32>()) })
     }
     fn write32(&self, off: usize, value: u32) {
         self.check(off, 4);
-        assert!(off % 4 == 0, "unaligned register write at {off:#x}");
+        assert!(
+            off.is_multiple_of(4),
+            "unaligned register write at {off:#x}"
+        );
         // SAFETY: as in `read32`.
         unsafe { std::ptr::write_volatile(self.ptr.add(off).cast::<u32>(), value.to_le()) }
     }

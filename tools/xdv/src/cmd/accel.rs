@@ -130,7 +130,7 @@ fn ctl(a: CtlArgs) -> Result<()> {
     };
     cmd.parse::<CtlCmd>()?;
     let ctl_socket = accel::ctl_path(&socket);
-    let answer = accel::ctl(&ctl_socket, cmd).with_context(|| format!("{what}"))?;
+    let answer = accel::ctl(&ctl_socket, cmd).context(what)?;
     println!("{answer}");
     Ok(())
 }
@@ -144,7 +144,7 @@ fn node_socket(st: &ClusterState, id: u32) -> Result<PathBuf> {
         );
     }
     let socket = st.path(id, "accel.sock");
-    if !n.accel_pid.is_some_and(|p| xdv::cluster::alive(p)) {
+    if !n.accel_pid.is_some_and(xdv::cluster::alive) {
         bail!(
             "node {id}'s device process is not running (its log: {}; `cargo xdv kill {id}` then `cargo xdv start {id}` starts it again)",
             st.path(id, "accel.log").display()

@@ -681,3 +681,28 @@ pub fn start(a: NodeArgs) -> Result<()> {
     eprintln!("xdv: node {} started on its RAM file (pid {pid})", a.node);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_accel;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn accel_pairs_parse_and_bad_ones_are_named() {
+        let m = parse_accel(&words("2=q,3=PHI"), 3).unwrap();
+        assert_eq!(m.get(&2).map(String::as_str), Some("q"));
+        assert_eq!(m.get(&3).map(String::as_str), Some("phi"));
+        assert!(parse_accel(&[], 3).unwrap().is_empty());
+        let err = |s: &str| parse_accel(&words(s), 3).unwrap_err().to_string();
+        assert_eq!(
+            err("4=q"),
+            "--accel `4=q`: node 4 is not in the cluster (nodes 1..=3)"
+        );
+        assert_eq!(err("2=x"), "unknown accelerator kind `x` (want q or phi)");
+        assert!(err("2").contains("want NODE=KIND"));
+        assert_eq!(err("2=q,2=phi"), "--accel names node 2 twice");
+    }
+}
