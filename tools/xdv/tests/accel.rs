@@ -305,3 +305,64 @@ fn a_socket_in_use_is_refused_and_a_stale_one_replaced() {
     let dev = spawn(Spec::default_for(Kind::Q), &sock).unwrap();
     assert!(dev.ctl("status").unwrap().starts_with("ok kind=Q"));
 }
+
+/// Takes 1.5 s per job: the device must stay responsive meanwhile.
+struct SlowRunner;
+
+impl daemon::Runner for SlowRunner {
+    fn run(
+        &mut self,
+        _: Kind,
+        _: &xdv_accel::ring::Submission,
+        job: &[u8],
+        _: u32,
+    ) -> daemon::RunOutcome {
+        std::thread::sleep(Duration::from_millis(1_500));
+        daemon::RunOutcome {
+            status: CqStatus::Ok,
+            result: job.to_vec(),
+            detail: 0,
+        }
+    }
+}
+
+#[test]
+fn a_long_job_neither_blocks_control_nor_survives_a_failure() {
+    let sock = socket("accel-slow");
+    let dev =
+        daemon::spawn_with(Spec::default_for(Kind::Phi), &sock, Box::new(SlowRunner)).unwrap();
+    let mut g = Guest::connect(&sock);
+    let cmd = g.submit(Opcode::Run, b"long", 10_000);
+    // Taken (the ring's head moved) and running on the worker.
+    let end = Instant::now() + Duration::from_secs(1);
+    while g.mem.read32(off::SQ_HEAD) != 1 {
+        assert!(Instant::now() < end, "job not taken");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    assert!(dev.ctl("status").unwrap().contains("status=ready"));
+    assert!(dev.ctl("fail").unwrap().starts_with("ok"));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "control waited for the job: {:?}",
+        t.elapsed()
+    );
+    let ev = g.until("failure", Duration::from_secs(1), |d, _| !d.is_ready());
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, Event::Done { cmd: c, status: CqStatus::DeviceFault, .. } if *c == cmd)
+        ),
+        "the running job ends device-fault: {ev:?}"
+    );
+    // The job's late result is dropped, not posted into the failed device.
+    std::thread::sleep(Duration::from_millis(1_700));
+    assert!(
+        g.drv
+            .poll(&g.mem, g.now())
+            .iter()
+            .all(|e| !matches!(e, Event::Done { .. }))
+    );
+    dev.ctl("recover").unwrap();
+    g.until("recovery", Duration::from_secs(3), |d, _| d.is_ready());
+    assert_eq!(g.drv.counters.faults, 1, "{}", g.drv.describe());
+}

@@ -247,6 +247,11 @@ pub struct Daemon {
 impl Daemon {
     /// Binds `socket` (ivshmem) and `<socket>.ctl`, publishes the register block.
     pub fn new(spec: Spec, socket: &Path) -> Result<Daemon> {
+        Daemon::with_runner(spec, socket, runner_for(spec.kind))
+    }
+
+    /// As [`new`](Self::new), with the jobs run by `runner` instead of the kind's.
+    pub fn with_runner(spec: Spec, socket: &Path, mut runner: Box<dyn Runner>) -> Result<Daemon> {
         let ctl_path = ctl_path(socket);
         let server = Server::bind(socket, Some(&ctl_path))?;
         let ctl_listener = ivshmem::bind_unix(&ctl_path, None)?;
@@ -256,7 +261,6 @@ impl Daemon {
         let (done_tx, done_rx) = mpsc::channel::<Finished>();
         let (ctl_tx, ctl_rx) = mpsc::channel::<CtlRequest>();
         let ctl_stop = Arc::new(AtomicBool::new(false));
-        let mut runner = runner_for(spec.kind);
         let w = wake.clone();
         let worker = std::thread::Builder::new()
             .name("accel-worker".into())
@@ -537,7 +541,12 @@ pub struct DeviceGuard {
 
 /// Starts a device on `socket` in a thread; it is listening when this returns.
 pub fn spawn(spec: Spec, socket: &Path) -> Result<DeviceGuard> {
-    let mut d = Daemon::new(spec, socket)?;
+    spawn_with(spec, socket, runner_for(spec.kind))
+}
+
+/// As [`spawn`], with the jobs run by `runner`.
+pub fn spawn_with(spec: Spec, socket: &Path, runner: Box<dyn Runner>) -> Result<DeviceGuard> {
+    let mut d = Daemon::with_runner(spec, socket, runner)?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let (socket, ctl) = (d.socket().to_path_buf(), d.ctl_socket().to_path_buf());
