@@ -8,6 +8,9 @@
 //! - `node<n>.sock` COM1 as a unix socket (`cargo xdv console <n>` attaches to it)
 //! - `node<n>.qmp`  QMP socket (clean shutdown)
 //! - `node<n>.prov` provisioning module (`-initrd`), when the cluster uses one
+//! - `node<n>.accel.sock`, `.accel.sock.ctl`, `.accel.log` the node's accelerator
+//!   device (`xdv accel serve`), when it has one: started before its QEMU, kept
+//!   across `kill`/`start` of the node, stopped by `down`
 //!
 //! Ports: node `n`'s management port is `127.0.0.1:(MGMT_HOST_PORT_BASE + n)` (17200+n),
 //! forwarded by QEMU user networking (restrict=on) to 10.0.2.15:7200 in the guest
@@ -42,6 +45,12 @@ pub struct NodeSpec {
     /// printed, never a ready line of the previous boot.
     #[serde(default)]
     pub log_offset: u64,
+    /// Accelerator kind (`q`, `phi`) attached as an `ivshmem-doorbell`, if any.
+    #[serde(default)]
+    pub accel: Option<String>,
+    /// Pid of the accelerator's device process (detached, like QEMU).
+    #[serde(default)]
+    pub accel_pid: Option<u32>,
 }
 
 impl NodeSpec {
@@ -89,7 +98,17 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// File-name suffixes of the per-node files in a cluster directory.
-const NODE_FILE_EXTS: &[&str] = &["ram", "log", "sock", "qmp", "prov", "qemu.err"];
+const NODE_FILE_EXTS: &[&str] = &[
+    "ram",
+    "log",
+    "sock",
+    "qmp",
+    "prov",
+    "qemu.err",
+    "accel.sock",
+    "accel.sock.ctl",
+    "accel.log",
+];
 /// Other files `up` writes into a cluster directory.
 const CLUSTER_FILES: &[&str] = &[
     "cluster.json",
@@ -311,7 +330,53 @@ pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Vec<String> {
     if let Some(p) = &n.provision {
         a.extend(["-initrd".into(), p.display().to_string()]);
     }
+    if n.accel.is_some() {
+        a.extend(crate::accel::qemu_args(&st.path(id, "accel.sock")));
+    }
     a
+}
+
+/// Starts node `id`'s accelerator device unless it runs (QEMU connects to it at
+/// start, so it must be listening first); returns its pid if it was started.
+pub fn ensure_accel(st: &mut ClusterState, id: u32) -> Result<Option<u32>> {
+    let n = st.node(id)?.clone();
+    let Some(kind) = &n.accel else {
+        return Ok(None);
+    };
+    let socket = st.path(id, "accel.sock");
+    if n.accel_pid
+        .is_some_and(|p| alive(p) && runs_with(p, &socket))
+    {
+        return Ok(None);
+    }
+    let kind = crate::accel::parse_kind(kind)?;
+    let child = crate::accel::start_process(kind, &socket, &st.path(id, "accel.log"), true)
+        .with_context(|| format!("node {id}'s accelerator"))?;
+    let pid = child.id();
+    // Detached on purpose, like QEMU: `down` stops it by pid.
+    std::mem::forget(child);
+    st.node_mut(id)?.accel_pid = Some(pid);
+    st.save()?;
+    Ok(Some(pid))
+}
+
+/// Stops every node's accelerator device (after the nodes: a device outlives its
+/// node's restarts); returns the ids of the nodes whose device was stopped.
+pub fn stop_accels(st: &mut ClusterState) -> Result<Vec<u32>> {
+    let mut stopped = Vec::new();
+    for i in 0..st.nodes.len() {
+        let id = st.nodes[i].id;
+        let socket = st.path(id, "accel.sock");
+        if let Some(pid) = st.nodes[i].accel_pid.take()
+            && alive(pid)
+            && runs_with(pid, &socket)
+        {
+            crate::accel::terminate(pid);
+            stopped.push(id);
+        }
+    }
+    st.save()?;
+    Ok(stopped)
 }
 
 /// Starts node `id` (detached, own process group) on its existing RAM file. The switch
@@ -325,6 +390,7 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
     for ext in ["sock", "qmp"] {
         let _ = std::fs::remove_file(st.path(id, ext));
     }
+    ensure_accel(st, id)?;
     let log_offset = std::fs::metadata(st.path(id, "log")).map_or(0, |m| m.len());
     let args = qemu_args(st, &n);
     let err = std::fs::File::create(st.path(id, "qemu.err"))?;
@@ -671,4 +737,54 @@ pub fn node_line(st: &ClusterState, n: &NodeSpec) -> String {
         n.mgmt_port(),
         st.path(n.id, "log").display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_with_an_accelerator_gets_the_ivshmem_doorbell() {
+        let spec = |id, accel: Option<&str>| NodeSpec {
+            id,
+            smp: 1,
+            mem_mib: 256,
+            cmdline: String::new(),
+            provision: None,
+            pid: None,
+            mgmt_port: 0,
+            log_offset: 0,
+            accel: accel.map(String::from),
+            accel_pid: None,
+        };
+        let st = ClusterState {
+            dir: PathBuf::from("/c"),
+            kernel: PathBuf::from("/k"),
+            nodes: vec![spec(1, None), spec(2, Some("q"))],
+            switch_pid: None,
+            switch_dir: PathBuf::from("/c/net"),
+            seed: 1,
+            extra_cmdline: String::new(),
+        };
+        let a2 = qemu_args(&st, &st.nodes[1]).join(" ");
+        assert!(
+            a2.contains("-chardev socket,path=/c/node2.accel.sock,id=accel0 -device ivshmem-doorbell,chardev=accel0,vectors=2"),
+            "{a2}"
+        );
+        assert!(!qemu_args(&st, &st.nodes[0]).join(" ").contains("ivshmem"));
+        let dir = crate::qemu::temp_dir("accel-files").unwrap();
+        for f in [
+            "node2.accel.sock",
+            "node2.accel.sock.ctl",
+            "node2.accel.log",
+            "mine.txt",
+        ] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        assert_eq!(
+            cluster_files(&dir).len(),
+            3,
+            "the device's files are the cluster's"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Library half of the `xdv` host tool: everything the CLI does, reusable from the
 //! QEMU integration tests (`tests/`) and the benchmarks (`tools/bench`).
 
+pub mod accel;
 pub mod cluster;
 pub mod exit;
 pub mod fakepeer;

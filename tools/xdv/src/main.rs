@@ -56,6 +56,8 @@ enum Cmd {
     Submit(cmd::submit::SubmitArgs),
     /// Set, show or clear a tenant's quota (operator-signed).
     Quota(cmd::quota::QuotaArgs),
+    /// Q/Φ accelerator devices for QEMU nodes: serve one, inject faults (ctl).
+    Accel(cmd::accel::Args),
 }
 
 fn main() {
@@ -79,6 +81,7 @@ fn main() {
         Cmd::Start(a) => ok(cmd::cluster::start(a)),
         Cmd::Submit(a) => cmd::submit::submit(a),
         Cmd::Quota(a) => ok(cmd::quota::quota(a)),
+        Cmd::Accel(a) => ok(cmd::accel::run(a)),
     };
     match result {
         Ok(code) => std::process::exit(code),

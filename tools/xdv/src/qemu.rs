@@ -217,6 +217,13 @@ impl Config {
         self
     }
 
+    /// Attaches an accelerator: an `ivshmem-doorbell` connected to the device served
+    /// on `socket` (start it first, e.g. with [`start_accel`]).
+    pub fn with_accel(mut self, socket: &Path) -> Config {
+        self.extra.extend(crate::accel::qemu_args(socket));
+        self
+    }
+
     /// QEMU arguments (serial on stdio).
     pub fn args(&self) -> Vec<String> {
         let mem = format!("{}M", self.mem_mib);
@@ -451,6 +458,16 @@ pub fn run_test(name: &str, smp: u32, want: Exit) -> Result<String> {
     let cfg = Config::kernel(&format!("test={name}"))?.smp(smp);
     let mut vm = Vm::spawn(&cfg)?;
     vm.expect_exit(want, Duration::from_secs(120))
+}
+
+/// Starts a `kind` device (default shape) in this process on `socket` for a VM
+/// built with [`Config::with_accel`]; it stops and removes its sockets when the
+/// guard is dropped.
+pub fn start_accel(
+    kind: xdv_accel::regs::Kind,
+    socket: &Path,
+) -> Result<crate::accel::DeviceGuard> {
+    crate::accel::spawn(crate::accel::Spec::default_for(kind), socket)
 }
 
 /// A unique temporary directory for one test.

@@ -115,6 +115,8 @@ fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
                 pid,
                 mgmt_port: port,
                 log_offset: 0,
+                accel: None,
+                accel_pid: None,
             })
             .collect(),
         switch_pid: None,

@@ -61,9 +61,42 @@ pub struct UpArgs {
     /// happens when stdout is not a terminal).
     #[arg(long)]
     detach: bool,
+    /// Accelerators, as NODE=KIND pairs separated by commas (e.g. `2=q,3=phi`):
+    /// each such node gets a device process (`xdv accel serve`) and an
+    /// `ivshmem-doorbell` connected to it [default: none; with --resume: the
+    /// directory's].
+    #[arg(long, value_delimiter = ',')]
+    accel: Vec<String>,
     /// Extra kernel command-line words for every node, after `--`.
     #[arg(last = true)]
     cmdline: Vec<String>,
+}
+
+/// Parses `--accel 2=q,3=phi` for a cluster of `nodes` nodes: node id -> kind name.
+pub fn parse_accel(
+    pairs: &[String],
+    nodes: u32,
+) -> Result<std::collections::BTreeMap<u32, String>> {
+    let mut m = std::collections::BTreeMap::new();
+    for p in pairs {
+        let Some((id, kind)) = p.split_once('=') else {
+            bail!("bad --accel `{p}` (want NODE=KIND, e.g. 2=q or 3=phi)");
+        };
+        let id: u32 = id
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad node `{id}` in --accel `{p}` (want a node id)"))?;
+        if !(1..=nodes).contains(&id) {
+            bail!("--accel `{p}`: node {id} is not in the cluster (nodes 1..={nodes})");
+        }
+        let kind = xdv::accel::parse_kind(kind.trim())?;
+        if m.insert(id, xdv::accel::daemon::kind_arg(kind).to_string())
+            .is_some()
+        {
+            bail!("--accel names node {id} twice");
+        }
+    }
+    Ok(m)
 }
 
 #[derive(clap::Args)]
@@ -99,7 +132,12 @@ pub fn dir(d: Option<PathBuf>) -> PathBuf {
 /// Refuses if any process of the cluster in `dir` is running.
 fn refuse_if_running(dir: &Path) -> Result<()> {
     if let Ok(old) = ClusterState::load(dir)
-        && (!old.running().is_empty() || old.switch_running())
+        && (!old.running().is_empty()
+            || old.switch_running()
+            || old
+                .nodes
+                .iter()
+                .any(|n| n.accel_pid.is_some_and(cluster::alive)))
     {
         bail!(
             "a cluster is already running in {} (stop it with `cargo xdv down`)",
@@ -199,6 +237,7 @@ fn check_new(a: &UpArgs) -> Result<()> {
     if a.tenants.unwrap_or(2) > MAX_TENANTS {
         bail!("--tenants must be 0..={MAX_TENANTS}");
     }
+    parse_accel(&a.accel, nodes)?;
     let base = a.mgmt_port_base.unwrap_or(cluster::MGMT_HOST_PORT_BASE);
     if u32::from(base) + nodes > u32::from(u16::MAX) {
         bail!("--mgmt-port-base {base} + {nodes} nodes is past port 65535");
@@ -215,6 +254,7 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
     let keys = Keys::generate(nodes, tenants)?;
     keys.save(dir)?;
     let extra = a.cmdline.join(" ");
+    let accel = parse_accel(&a.accel, nodes)?;
     let specs = (1..=nodes)
         .map(|id| NodeSpec {
             id,
@@ -227,6 +267,8 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
             pid: None,
             mgmt_port: base + id as u16,
             log_offset: 0,
+            accel: accel.get(&id).cloned(),
+            accel_pid: None,
         })
         .collect();
     let st = ClusterState {
@@ -290,6 +332,18 @@ fn resume_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
         "--mgmt-port-base",
         a.mgmt_port_base.map(|n| n.to_string()),
         base.unwrap_or(0).to_string(),
+    );
+    let has: Vec<String> = st
+        .nodes
+        .iter()
+        .filter_map(|n| n.accel.as_ref().map(|k| format!("{}={k}", n.id)))
+        .collect();
+    let asked = parse_accel(&a.accel, st.nodes.len() as u32)?;
+    let asked: Vec<String> = asked.iter().map(|(id, k)| format!("{id}={k}")).collect();
+    cmp(
+        "--accel",
+        (!a.accel.is_empty()).then(|| asked.join(",")),
+        has.join(","),
     );
     let key_ids: Vec<u32> = keys.nodes.iter().map(|(n, _)| *n).collect();
     let st_ids: Vec<u32> = st.nodes.iter().map(|n| n.id).collect();
@@ -377,6 +431,9 @@ pub fn down(a: DirArgs) -> Result<()> {
             eprintln!("xdv: node {id} {how} after {:.1} s", t.as_secs_f64());
         }
     })?;
+    for id in cluster::stop_accels(&mut st)? {
+        eprintln!("xdv: node {id}'s accelerator device stopped");
+    }
     if st.switch_running() {
         cluster::stop_switch(&mut st);
         eprintln!("xdv: switch stopped");
@@ -623,4 +680,29 @@ pub fn start(a: NodeArgs) -> Result<()> {
     let pid = cluster::start_node(&mut st, a.node)?;
     eprintln!("xdv: node {} started on its RAM file (pid {pid})", a.node);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_accel;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn accel_pairs_parse_and_bad_ones_are_named() {
+        let m = parse_accel(&words("2=q,3=PHI"), 3).unwrap();
+        assert_eq!(m.get(&2).map(String::as_str), Some("q"));
+        assert_eq!(m.get(&3).map(String::as_str), Some("phi"));
+        assert!(parse_accel(&[], 3).unwrap().is_empty());
+        let err = |s: &str| parse_accel(&words(s), 3).unwrap_err().to_string();
+        assert_eq!(
+            err("4=q"),
+            "--accel `4=q`: node 4 is not in the cluster (nodes 1..=3)"
+        );
+        assert_eq!(err("2=x"), "unknown accelerator kind `x` (want q or phi)");
+        assert!(err("2").contains("want NODE=KIND"));
+        assert_eq!(err("2=q,2=phi"), "--accel names node 2 twice");
+    }
 }

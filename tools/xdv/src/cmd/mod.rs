@@ -1,4 +1,5 @@
 //! One module per `xdv` command.
+pub mod accel;
 pub mod audit;
 pub mod bench;
 pub mod build;

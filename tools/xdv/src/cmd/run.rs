@@ -23,6 +23,10 @@ pub struct Args {
     /// Print the QEMU command line (with the RAM file) and exit: no build, no boot.
     #[arg(long)]
     dry_run: bool,
+    /// Attach an accelerator: q or phi. A device process (`xdv accel serve`, log in
+    /// target/xdv/run/node-N.accel.log) serves it and stops when QEMU exits.
+    #[arg(long, value_parser = super::accel::kind_value)]
+    accel: Option<xdv_accel::regs::Kind>,
     /// Kernel command line, after `--` (e.g. `-- node=3 log=debug`).
     #[arg(last = true)]
     cmdline: Vec<String>,
@@ -78,6 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cfg.mem_mib = mem_mib;
     cfg.ram_file = Some(ram.clone());
     cfg.no_reboot = false;
+    let accel_socket = default_ram_file(node).with_extension("accel.sock");
+    if args.accel.is_some() {
+        cfg = cfg.with_accel(&accel_socket);
+    }
     let mut qargs = cfg.args();
     // Serial multiplexed with the QEMU monitor on this terminal: Ctrl-A X quits.
     if let Some(i) = qargs.iter().position(|a| a == "stdio") {
@@ -94,6 +102,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "xdv: node {node}'s RAM file (audit region readable here): {}",
         ram.display()
     );
+    let device = match args.accel {
+        Some(kind) => {
+            let log = accel_socket.with_extension("log");
+            let child = xdv::accel::start_process(kind, &accel_socket, &log, false)?;
+            eprintln!(
+                "xdv: {} accelerator on {} (faults: `cargo xdv accel ctl --socket {} fail`; log {})",
+                kind.name(),
+                accel_socket.display(),
+                accel_socket.display(),
+                log.display()
+            );
+            Some(child)
+        }
+        None => None,
+    };
     eprintln!(
         "xdv: booting {} ({} CPUs, {} MiB); quit with Ctrl-A X",
         image_name(&cfg),
@@ -103,7 +126,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let status = Command::new(qemu::QEMU)
         .args(&qargs)
         .status()
-        .context("starting QEMU")?;
+        .context("starting QEMU");
+    if let Some(mut child) = device {
+        match child.try_wait() {
+            Ok(Some(st)) => eprintln!(
+                "xdv: the accelerator device had exited ({st}); its log: {}",
+                accel_socket.with_extension("log").display()
+            ),
+            _ => {
+                xdv::accel::terminate(child.id());
+                let _ = child.wait();
+            }
+        }
+    }
+    let status = status?;
     eprintln!(
         "xdv: QEMU exited: {}",
         qemu::Exit::from_status(status.code())
