@@ -169,6 +169,8 @@ fn three_node_cluster_places_fails_over_partitions_and_converges() {
         max_budget_ticks: 1_000_000,
         memory_pages: 4,
         table_elements: 100,
+        max_q_units: 0,
+        max_phi_windows: 0,
     };
     let by_tenant = mgmt::signed(
         &cl.keys,

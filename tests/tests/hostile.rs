@@ -344,6 +344,7 @@ fn submission(
             needs: vec![],
             domain: Domain::K,
             pin: pin.map(|n| NodeId(n as u32)),
+            contract: None,
         }),
     )
     .unwrap()
@@ -546,6 +547,7 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
                         needs: vec![],
                         domain: Domain::K,
                         pin: Some(NodeId(targets[k as usize % 2] as u32)),
+                        contract: None,
                     }),
                 )
                 .unwrap();

@@ -103,6 +103,8 @@ impl fmt::Display for Fault {
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub opcode: Opcode,
+    /// Slots a `Run` may use (the lowest free one is taken); empty: any.
+    pub slots: &'a [u16],
     pub job: &'a [u8],
     pub seed: u64,
     pub budget: u32,
@@ -263,6 +265,16 @@ impl Driver {
         }
     }
 
+    /// Is one of `slots` (any slot if empty) free?
+    pub fn has_free(&self, slots: &[u16]) -> bool {
+        self.is_ready()
+            && self
+                .busy_slots
+                .iter()
+                .enumerate()
+                .any(|(i, b)| !*b && (slots.is_empty() || slots.contains(&(i as u16))))
+    }
+
     pub fn free_slots(&self) -> u16 {
         if !self.is_ready() {
             return 0;
@@ -293,13 +305,16 @@ impl Driver {
         if self.inflight.len() >= entries as usize {
             return Err(SubmitError::RingFull);
         }
-        let slot = match req.opcode {
-            Opcode::Nop => 0,
-            Opcode::Run => match self.busy_slots.iter().position(|b| !*b) {
-                Some(s) => s as u16,
-                None => return Err(SubmitError::NoFreeSlot),
-            },
-        };
+        let slot =
+            match req.opcode {
+                Opcode::Nop => 0,
+                Opcode::Run => match self.busy_slots.iter().enumerate().position(|(i, b)| {
+                    !*b && (req.slots.is_empty() || req.slots.contains(&(i as u16)))
+                }) {
+                    Some(s) => s as u16,
+                    None => return Err(SubmitError::NoFreeSlot),
+                },
+            };
         let used: Vec<u32> = self.inflight.values().map(|f| f.chunk).collect();
         let chunk = (0..entries)
             .find(|c| !used.contains(c))

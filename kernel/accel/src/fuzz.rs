@@ -21,6 +21,7 @@ pub fn completion_ring(bytes: &[u8]) {
     for tag in 0..3u64 {
         let req = Request {
             opcode: Opcode::Run,
+            slots: &[],
             job: &[1, 2, 3],
             seed: tag,
             budget: 0,

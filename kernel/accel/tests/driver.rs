@@ -25,6 +25,7 @@ fn setup(slots: u32) -> (MemWindow, DeviceSide, Driver) {
 fn run(tag: u64, job: &[u8]) -> Request<'_> {
     Request {
         opcode: Opcode::Run,
+        slots: &[],
         job,
         seed: tag * 11,
         budget: 40,
@@ -87,6 +88,7 @@ fn slots_and_ring_are_limited_and_reused() {
     // Nops need no slot; the ring holds 16 commands in all.
     let nop = |tag| Request {
         opcode: Opcode::Nop,
+        slots: &[],
         job: &[],
         seed: 0,
         budget: 0,

@@ -29,8 +29,8 @@ pub use contract::{Contract, ContractRecord, ContractState, SignedContract, publ
 pub use placement::{Candidate, FirstFit, LeastLoaded, PlacementPolicy};
 pub use shard::{ShardAssignment, ShardMap, shard_of};
 pub use state::{
-    Applied, ClusterState, Config, ConfigError, Event, IgnoredReason, NodeRecord, StateData,
-    TaskRecord, TaskStatus, TenantRecord,
+    Applied, CLOCK_TICK_MS, ClusterState, Config, ConfigError, ContractChange, ContractEvent,
+    Event, IgnoredReason, NodeRecord, Party, StateData, TaskRecord, TaskStatus, TenantRecord,
 };
 pub use types::*;
 

@@ -196,6 +196,7 @@ impl<P: Port> AccelPool<P> {
             } else {
                 Opcode::Nop
             },
+            slots: &[],
             job: job.unwrap_or(&[]),
             seed: 0,
             budget: 0,
@@ -332,7 +333,7 @@ impl<P: Port> AccelPool<P> {
             }
             let free = self
                 .drivers()
-                .find(|(_, d)| d.info.kind == kind && d.free_slots() > 0)
+                .find(|(_, d)| d.info.kind == kind && d.has_free(&task.slots))
                 .map(|(i, _)| i);
             match free {
                 Some(i) => {
@@ -354,6 +355,7 @@ impl<P: Port> AccelPool<P> {
         self.next_tag += 1;
         let req = Request {
             opcode: Opcode::Run,
+            slots: &task.slots,
             job,
             seed: job_seed(task, job),
             budget: u32::try_from(task.spec.budget_ticks).unwrap_or(u32::MAX),

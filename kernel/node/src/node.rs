@@ -29,8 +29,8 @@ use xdv_cluster::mgmt::{
     SignedRequest,
 };
 use xdv_cluster::{
-    ClusterState, Command, Completion, HeartbeatInfo, Proposal, Resources, TaskSpec, TaskStatus,
-    WorkerInfo,
+    ClusterState, Command, Completion, Domain, HeartbeatInfo, Proposal, Resources, TaskSpec,
+    TaskStatus, WorkerInfo,
 };
 use xdv_raft::{EntryKind, Message, RaftNode, Role, Storage};
 use xdv_types::{Hash32, LamportClock, NodeId, TaskId, TenantId, Timestamp};
@@ -39,6 +39,28 @@ use xdv_types::{Hash32, LamportClock, NodeId, TaskId, TenantId, Timestamp};
 pub const AUDIT_TAG_APPLIED: u16 = 0xC1;
 /// Audit `Custom` tag of the node's start record: postcard (how the Raft region was found).
 pub const AUDIT_TAG_NODE: u16 = 0xC2;
+/// Audit `Custom` tag of a contract event this node is a party to: postcard
+/// ([`ContractRecordBody`]). Written by both the requesting and the target node.
+pub const AUDIT_TAG_CONTRACT: u16 = 0xC4;
+/// Contract answers kept for parked reservations (the most recent ones).
+const MAX_CONTRACT_ANSWERS: usize = 256;
+
+/// What a contract audit record holds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContractRecordBody {
+    pub index: u64,
+    pub contract: u64,
+    pub hash: Hash32,
+    pub event: String,
+    pub tenant: TenantId,
+    pub requester: NodeId,
+    pub target: NodeId,
+    /// For a job under the contract that ended: (task, output hash) — the requesting
+    /// node's reference to what the target ran (its entanglement and teleportation use
+    /// is in the target's own device record and in the output).
+    pub job: Option<(TaskId, Hash32)>,
+    pub detail: String,
+}
 /// Most parked client requests.
 pub const MAX_PARKED: usize = 256;
 /// Most queued outbound items of one kind before the driver drains (beyond: dropped
@@ -66,6 +88,9 @@ pub struct RunTask {
     pub submitted_lamport: u64,
     pub memory_pages: u32,
     pub table_elements: u32,
+    /// Device tasks: the containers or windows it may use — its contract's, or those
+    /// no contract holds. Empty for K tasks.
+    pub slots: Vec<u16>,
 }
 
 /// What the node asks its driver to do.
@@ -146,6 +171,16 @@ enum Wait {
         tenant: TenantId,
         quota: Option<xdv_cluster::Quota>,
     },
+    Contract {
+        id: u64,
+    },
+    Released {
+        id: u64,
+    },
+    Policy {
+        tenant: TenantId,
+        priority: xdv_types::Priority,
+    },
 }
 
 struct Parked {
@@ -188,6 +223,9 @@ pub struct Node<R: Region> {
     last_heartbeat_ms: u64,
     /// (Q containers, Φ windows) this node's devices offer now, from the driver.
     offer: (u16, u16),
+    /// How recent reservations and releases ended, from applied entries.
+    contract_answers: BTreeMap<u64, xdv_cluster::mgmt::ContractAnswer>,
+    last_clock_tick_ms: u64,
     /// (records, chain head) of this node's audit log, from the driver.
     audit_head: (u64, Hash32),
     /// (records, Merkle root) to publish, when the driver computed it.
@@ -254,6 +292,8 @@ impl<R: Region> Node<R> {
             last_publish_ms: now_ms,
             last_heartbeat_ms: 0,
             offer: (0, 0),
+            contract_answers: BTreeMap::new(),
+            last_clock_tick_ms: 0,
             audit_head: (0, Hash32::ZERO),
             audit_root: None,
             proposed: VecDeque::new(),
@@ -429,9 +469,23 @@ impl<R: Region> Node<R> {
             self.note(alloc::format!(
                 "node: devices offer {q_units} Q containers, {phi_windows} Φ windows"
             ));
+            let before = self.offer;
             self.offer = (q_units, phi_windows);
             // Report at once, not after the resend interval.
             self.last_heartbeat_ms = 0;
+            // Seed 000 §6.1: the device of a kind failed — the contracts on it end.
+            for (d, was, now) in [
+                (Domain::Q, before.0, q_units),
+                (Domain::Phi, before.1, phi_windows),
+            ] {
+                if was > 0 && now == 0 && !self.state.reserved_on(self.me, d).is_empty() {
+                    self.submit_own(Command::AbortContracts {
+                        node: self.me,
+                        domain: d,
+                        reason: alloc::format!("{d} device failed on {}", self.me),
+                    });
+                }
+            }
         }
     }
 
@@ -645,6 +699,99 @@ impl<R: Region> Node<R> {
                 bytes: body,
             });
         }
+        self.contract_events(e.index, &applied.events, audit);
+    }
+
+    /// Contract events: remembered for parked reservations; recorded in the audit log
+    /// when this node is the requesting or the target node (both write one), and the
+    /// end of a job under a contract this node requested is referenced here too.
+    fn contract_events(&mut self, index: u64, events: &[xdv_cluster::Event], audit: bool) {
+        use xdv_cluster::mgmt::ContractAnswer;
+        use xdv_cluster::{ContractChange, Event};
+        for ev in events {
+            let (body, answer) = match ev {
+                Event::Contract(c) => {
+                    let answer = match &c.change {
+                        ContractChange::Accepted => Some(ContractAnswer::Accepted { id: c.id }),
+                        ContractChange::Rejected(r) => Some(ContractAnswer::Rejected {
+                            id: c.id,
+                            reason: r.clone(),
+                        }),
+                        ContractChange::Released => Some(ContractAnswer::Released { id: c.id }),
+                        _ => None,
+                    };
+                    let detail = match &c.change {
+                        ContractChange::Rejected(r) => alloc::format!("{r}"),
+                        ContractChange::Preempted { by } => alloc::format!("by contract {by}"),
+                        ContractChange::Reallocated { from, to } => {
+                            alloc::format!("{from} -> {to}")
+                        }
+                        ContractChange::Aborted(w) | ContractChange::Terminated(w) => w.clone(),
+                        _ => String::new(),
+                    };
+                    let body = ContractRecordBody {
+                        index,
+                        contract: c.id,
+                        hash: c.hash,
+                        event: String::from(c.change.name()),
+                        tenant: c.tenant,
+                        requester: c.requester,
+                        target: c.target,
+                        job: None,
+                        detail,
+                    };
+                    (Some(body), answer)
+                }
+                Event::TaskCompleted {
+                    task,
+                    node,
+                    outcome,
+                    output_hash,
+                    ..
+                } => {
+                    let Some(id) = self.state.task(*task).and_then(|t| t.spec.contract) else {
+                        continue;
+                    };
+                    let Some(r) = self.state.data().contracts.get(&id) else {
+                        continue;
+                    };
+                    let c = &r.contract;
+                    let body = ContractRecordBody {
+                        index,
+                        contract: id,
+                        hash: c.hash(),
+                        event: String::from("job-ended"),
+                        tenant: c.tenant,
+                        requester: c.requesting_node,
+                        target: *node,
+                        job: Some((*task, *output_hash)),
+                        detail: alloc::format!("{outcome}"),
+                    };
+                    (Some(body), None)
+                }
+                _ => continue,
+            };
+            if let Some(a) = answer {
+                let id = match &a {
+                    ContractAnswer::Accepted { id }
+                    | ContractAnswer::Rejected { id, .. }
+                    | ContractAnswer::Released { id } => *id,
+                };
+                if self.contract_answers.len() >= MAX_CONTRACT_ANSWERS {
+                    self.contract_answers.pop_first();
+                }
+                self.contract_answers.insert(id, a);
+            }
+            if let Some(b) = body
+                && audit
+                && (b.requester == self.me || b.target == self.me)
+            {
+                self.out.audit.push(RecordBody::Custom {
+                    tag: AUDIT_TAG_CONTRACT,
+                    bytes: mgmt::encode(&b),
+                });
+            }
+        }
     }
 
     // ---- tasks -------------------------------------------------------------------
@@ -680,6 +827,7 @@ impl<R: Region> Node<R> {
                 .get(&rec.spec.tenant)
                 .and_then(|t| t.quota);
             let (pages, elements) = xdv_cluster::Quota::task_limits(quota.as_ref());
+            let slots = self.slots_for(&rec.spec);
             let run = RunTask {
                 task: key.0,
                 attempt: key.1,
@@ -687,11 +835,29 @@ impl<R: Region> Node<R> {
                 submitted_lamport: rec.submitted.lamport,
                 memory_pages: pages,
                 table_elements: elements,
+                slots,
             };
             self.running.insert(key);
             self.counters.tasks_dispatched += 1;
             self.out.run.push(run);
         }
+    }
+
+    /// The device units a task may use here (see [`RunTask::slots`]).
+    fn slots_for(&self, spec: &TaskSpec) -> Vec<u16> {
+        let offered = match spec.domain {
+            Domain::K => return Vec::new(),
+            Domain::Q => self.offer.0,
+            Domain::Phi => self.offer.1,
+        };
+        if let Some(r) = spec
+            .contract
+            .and_then(|id| self.state.data().contracts.get(&id))
+        {
+            return r.contract.resource_set.clone();
+        }
+        let reserved = self.state.reserved_on(self.me, spec.domain);
+        (0..offered).filter(|u| !reserved.contains(u)).collect()
     }
 
     // ---- timers ------------------------------------------------------------------
@@ -748,6 +914,13 @@ impl<R: Region> Node<R> {
             }
         }
         self.detect_failures();
+        // Cluster time: the leader adds a tick per second of its own time.
+        if self.is_leader()
+            && now.saturating_sub(self.last_clock_tick_ms) >= xdv_cluster::CLOCK_TICK_MS
+        {
+            self.last_clock_tick_ms = now;
+            let _ = self.propose(Command::ClockTick);
+        }
     }
 
     /// The leader declares a member down after `node_down_ms` without hearing it, and
@@ -826,6 +999,18 @@ impl<R: Region> Node<R> {
                         tenant: *tenant,
                         quota: *quota,
                     },
+                    Command::ProposeContract(sc) => Wait::Contract {
+                        id: sc.contract.contract_id,
+                    },
+                    Command::ReleaseContract { contract_id, .. } => {
+                        Wait::Released { id: *contract_id }
+                    }
+                    Command::SetPolicy {
+                        tenant, priority, ..
+                    } => Wait::Policy {
+                        tenant: *tenant,
+                        priority: *priority,
+                    },
                     other => {
                         let d =
                             Denied::NotReady(alloc::format!("{} is not a request", other.name()));
@@ -836,8 +1021,17 @@ impl<R: Region> Node<R> {
                     let d = Denied::NotReady("too many requests waiting".into());
                     return Some(self.refuse(Some(principal), d));
                 }
-                // A follower forwards the signed request itself: the leader checks it again.
-                if let Err(d) = self.propose_or_forward(command, |_| PeerForward::Client(req)) {
+                let sent = match command {
+                    // This node is the requesting node: it signs the contract with its
+                    // own key and proposes it as its own.
+                    Command::ProposeContract(sc) => match self.sign_contract(sc) {
+                        Ok(c) => self.propose_or_forward(c, PeerForward::Own),
+                        Err(d) => Err(d),
+                    },
+                    // A follower forwards the signed request itself: the leader checks it again.
+                    command => self.propose_or_forward(command, |_| PeerForward::Client(req)),
+                };
+                if let Err(d) = sent {
                     return Some(self.refuse(Some(principal), d));
                 }
                 self.parked.push(Parked {
@@ -857,11 +1051,57 @@ impl<R: Region> Node<R> {
                     None => Response::Refused(Denied::UnknownTask(task)),
                 },
                 Request::ClusterStatus => Response::Cluster(self.view()),
-                Request::Submit(_) | Request::SetQuota { .. } => {
+                Request::Contracts => Response::Contracts {
+                    clock_ms: self.state.data().clock_ms,
+                    contracts: self.contract_views(principal),
+                },
+                Request::Submit(_)
+                | Request::SetQuota { .. }
+                | Request::Reserve(_)
+                | Request::Release { .. }
+                | Request::SetPolicy { .. } => {
                     Response::Refused(Denied::NotReady("unreachable".into()))
                 }
             }),
         }
+    }
+
+    /// Fills in this node as the requesting node, the time, and its signature.
+    fn sign_contract(&mut self, sc: xdv_cluster::SignedContract) -> Result<Command, Denied> {
+        let Some(seed) = self.cfg.identity.seed else {
+            return Err(Denied::NotReady(
+                "this node has no key to sign contracts".into(),
+            ));
+        };
+        let mut c = sc.contract;
+        c.requesting_node = self.me;
+        c.logical_timestamp = self.stamp().lamport;
+        Ok(Command::ProposeContract(c.sign(&seed)))
+    }
+
+    /// The contracts in force a principal may see (a tenant its own, the operator all).
+    fn contract_views(&self, who: Principal) -> Vec<xdv_cluster::mgmt::ContractView> {
+        self.state
+            .data()
+            .contracts
+            .values()
+            .filter(|r| match who {
+                Principal::Operator => true,
+                Principal::Tenant(t) => r.contract.tenant == t,
+            })
+            .map(|r| xdv_cluster::mgmt::ContractView {
+                id: r.contract.contract_id,
+                hash: r.contract.hash(),
+                tenant: r.contract.tenant,
+                requester: r.contract.requesting_node,
+                target: r.contract.target_node,
+                domain: r.contract.domain,
+                resources: r.contract.resource_set.clone(),
+                suspended: r.state != xdv_cluster::ContractState::Active,
+                priority: self.state.policy(r.contract.tenant),
+                expires_ms: r.expires_ms,
+            })
+            .collect()
     }
 
     /// Counts a refusal; records it through the rate limiter.
@@ -927,6 +1167,18 @@ impl<R: Region> Node<R> {
                     let now_set = self.state.data().tenants.get(tenant).map(|t| t.quota);
                     (now_set == Some(*quota)).then_some(Response::QuotaSet { tenant: *tenant })
                 }
+                Wait::Contract { id } => match self.contract_answers.get(id) {
+                    Some(a @ xdv_cluster::mgmt::ContractAnswer::Accepted { .. })
+                    | Some(a @ xdv_cluster::mgmt::ContractAnswer::Rejected { .. }) => {
+                        Some(Response::Contract(a.clone()))
+                    }
+                    _ => None,
+                },
+                Wait::Released { id } => (!self.state.data().contracts.contains_key(id)).then_some(
+                    Response::Contract(xdv_cluster::mgmt::ContractAnswer::Released { id: *id }),
+                ),
+                Wait::Policy { tenant, priority } => (self.state.policy(*tenant) == *priority)
+                    .then_some(Response::PolicySet { tenant: *tenant }),
             };
             let reply = match done {
                 Some(r) => Some(r),

@@ -850,6 +850,7 @@ impl Sim {
                     needs: vec![],
                     domain,
                     pin: None,
+                    contract: None,
                 }),
                 &cl.seed,
             );

@@ -43,6 +43,7 @@ fn submit(seq: u64) -> Vec<u8> {
             needs: vec![],
             domain: Domain::K,
             pin: None,
+            contract: None,
         }),
         &TENANT_SEED,
     ))
@@ -283,6 +284,7 @@ fn restart_does_not_re_audit_and_unknown_builtins_never_enter_the_log() {
             needs: vec![],
             domain: Domain::K,
             pin: None,
+            contract: None,
         }),
         &TENANT_SEED,
     ));

@@ -68,6 +68,15 @@ impl Priority {
             _ => None,
         }
     }
+
+    /// `high`, `normal` or `low`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
 }
 
 /// A Lamport timestamp. Only meaningful relative to other timestamps.

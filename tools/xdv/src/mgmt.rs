@@ -277,6 +277,9 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::Task { .. } => "task status",
         Response::Cluster(_) => "cluster status",
         Response::QuotaSet { .. } => "quota set",
+        Response::Contract(_) => "contract answer",
+        Response::Contracts { .. } => "contract list",
+        Response::PolicySet { .. } => "policy set",
         Response::Refused(_) => "refused",
     }
 }

@@ -226,6 +226,7 @@ impl Testbed {
                 needs: vec![],
                 domain: Domain::K,
                 pin: None,
+                contract: None,
             }),
         )
     }

@@ -7,9 +7,9 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use xdv::accel::Spec;
 use xdv::accel::daemon::{self, Daemon};
 use xdv::accel::ivshmem::{self, ClientSetup, ShmMap};
-use xdv::accel::{Spec, spawn};
 use xdv_accel::driver::{Driver, Event, Fault, Request};
 use xdv_accel::regs::{
     self, DeviceError, DeviceMemory, Kind, STD_WINDOW_BYTES, Status, VECTOR_COMPLETION,
@@ -87,6 +87,7 @@ impl Guest {
         let now = self.now();
         let req = Request {
             opcode,
+            slots: &[],
             job,
             seed: 1,
             budget: 0,
@@ -125,7 +126,12 @@ fn pct(sorted: &[Duration], p: usize) -> Duration {
 #[test]
 fn a_client_gets_the_spec_setup_and_jobs_round_trip_by_interrupt() {
     let sock = socket("accel-rt");
-    let dev = spawn(Spec::default_for(Kind::Q), &sock).unwrap();
+    let dev = daemon::spawn_with(
+        Spec::default_for(Kind::Q),
+        &sock,
+        Box::new(daemon::EchoRunner),
+    )
+    .unwrap();
     let mut g = Guest::connect(&sock);
     assert_eq!(g.setup.id, 1, "the first client is id 1 (0 is the device)");
     assert_eq!(g.setup.device.len(), 2);
@@ -191,7 +197,12 @@ fn a_client_gets_the_spec_setup_and_jobs_round_trip_by_interrupt() {
 #[test]
 fn fail_unstable_hang_and_recover_through_the_control_socket() {
     let sock = socket("accel-faults");
-    let dev = spawn(Spec::default_for(Kind::Phi), &sock).unwrap();
+    let dev = daemon::spawn_with(
+        Spec::default_for(Kind::Phi),
+        &sock,
+        Box::new(daemon::EchoRunner),
+    )
+    .unwrap();
     let mut g = Guest::connect(&sock);
 
     // unstable: the next Φ job only.
@@ -270,7 +281,12 @@ fn fail_unstable_hang_and_recover_through_the_control_socket() {
 #[test]
 fn a_restarted_node_gets_a_new_id_and_a_fresh_device() {
     let sock = socket("accel-reconnect");
-    let dev = spawn(Spec::default_for(Kind::Q), &sock).unwrap();
+    let dev = daemon::spawn_with(
+        Spec::default_for(Kind::Q),
+        &sock,
+        Box::new(daemon::EchoRunner),
+    )
+    .unwrap();
     let mut g = Guest::connect(&sock);
     assert_eq!(g.run(b"12"), (CqStatus::Ok, b"21".to_vec()));
     // A second QEMU on the same device is turned away; the first is undisturbed.
@@ -304,7 +320,12 @@ fn a_restarted_node_gets_a_new_id_and_a_fresh_device() {
 #[test]
 fn a_socket_in_use_is_refused_and_a_stale_one_replaced() {
     let sock = socket("accel-inuse");
-    let dev = spawn(Spec::default_for(Kind::Q), &sock).unwrap();
+    let dev = daemon::spawn_with(
+        Spec::default_for(Kind::Q),
+        &sock,
+        Box::new(daemon::EchoRunner),
+    )
+    .unwrap();
     let e = Daemon::new(Spec::default_for(Kind::Q), &sock)
         .err()
         .unwrap()
@@ -316,7 +337,12 @@ fn a_socket_in_use_is_refused_and_a_stale_one_replaced() {
     // A stale socket file (its server gone) is replaced.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
-    let dev = spawn(Spec::default_for(Kind::Q), &sock).unwrap();
+    let dev = daemon::spawn_with(
+        Spec::default_for(Kind::Q),
+        &sock,
+        Box::new(daemon::EchoRunner),
+    )
+    .unwrap();
     assert!(dev.ctl("status").unwrap().starts_with("ok kind=Q"));
 }
 

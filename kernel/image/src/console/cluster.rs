@@ -100,21 +100,27 @@ pub fn print_tasks(svc: &Services, limit: usize) {
 pub fn print_contracts(svc: &Services) {
     let d = svc.node.state().data();
     println!(
-        "contracts: {} in force, {} refused",
+        "contracts: {} in force, {} refused; cluster time {} ms",
         d.contracts.len(),
-        d.counters.contracts_refused
+        d.counters.contracts_refused,
+        d.clock_ms
     );
     for (id, r) in &d.contracts {
         let c = &r.contract;
+        let state = match r.state {
+            xdv_cluster::ContractState::Active => "active",
+            xdv_cluster::ContractState::Suspended => "suspended",
+        };
         println!(
-            "  #{id} {}->{} {} {:?} until {} {:?} {:?}",
+            "  #{id} {} {}->{} {} units {:?} until {} ms, policy {}, {state}, hash {}",
+            c.tenant,
             c.requesting_node,
             c.target_node,
             c.domain,
             c.resource_set,
-            c.expires_at(),
-            c.priority,
-            r.state
+            r.expires_ms,
+            svc.node.state().policy(c.tenant).name(),
+            c.hash().short()
         );
     }
 }

@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 use xdv_accel::device::{DeviceSide, Raise};
-use xdv_accel::regs::{Kind, MAX_SLOTS, MAX_UNITS, Status, VECTOR_COMPLETION, VECTOR_FAULT};
+use xdv_accel::regs::{
+    DOORBELL_PING, Kind, MAX_SLOTS, MAX_UNITS, Status, VECTOR_COMPLETION, VECTOR_FAULT,
+};
 use xdv_accel::ring::{CqStatus, Opcode, Submission};
 
 /// Longest wait of the main loop between re-scans of the register block.
@@ -69,12 +71,42 @@ impl Runner for EchoRunner {
     }
 }
 
-/// The one place a kind gets its runner. The simulators of `xdv-accel-sim` go
-/// here when that crate is merged; until then every kind echoes.
-pub fn runner_for(kind: Kind) -> Box<dyn Runner> {
-    match kind {
-        Kind::Q | Kind::Phi => Box::new(EchoRunner),
+/// The simulated hardware: the Q state-vector simulator and the Φ Kuramoto
+/// integrator of `xdv-accel-sim`, behind the device's own checks (container size,
+/// decoherence budget, instability).
+pub struct SimRunner {
+    /// Decoherence budget of a container (depth) or window (steps).
+    pub coherence: u32,
+}
+
+/// Default decoherence budgets: circuit depth for Q, integration steps for Φ.
+pub const Q_COHERENCE_DEPTH: u32 = 500;
+pub const PHI_COHERENCE_STEPS: u32 = xdv_accel::job::MAX_STEPS;
+
+impl Runner for SimRunner {
+    fn run(&mut self, kind: Kind, sub: &Submission, job: &[u8], slot_units: u32) -> RunOutcome {
+        let cfg = xdv_accel_sim::device::DeviceConfig {
+            kind,
+            slot_units,
+            coherence: self.coherence,
+        };
+        let a = xdv_accel_sim::device::run(&cfg, sub, job);
+        RunOutcome {
+            status: a.status,
+            result: a.result,
+            detail: a.detail,
+        }
     }
+}
+
+/// The one place a kind gets its runner.
+pub fn runner_for(kind: Kind) -> Box<dyn Runner> {
+    Box::new(SimRunner {
+        coherence: match kind {
+            Kind::Q => Q_COHERENCE_DEPTH,
+            Kind::Phi => PHI_COHERENCE_STEPS,
+        },
+    })
 }
 
 /// Parses `q` or `phi` (case-insensitive; `Φ` too).
@@ -359,8 +391,14 @@ impl Daemon {
             };
             let _ = reply.send(answer);
         }
-        for d in self.server.doorbells() {
-            d.drain();
+        let mut pinged = false;
+        for (v, d) in self.server.doorbells().iter().enumerate() {
+            pinged |= d.drain() && v == usize::from(DOORBELL_PING);
+        }
+        // The raw ping: a completion interrupt at once, no ring read (the floor of a
+        // round trip). A hung device does not answer.
+        if pinged && !self.hung {
+            self.server.interrupt(VECTOR_COMPLETION);
         }
         self.held.extend(self.done_rx.try_iter());
         if !self.hung {

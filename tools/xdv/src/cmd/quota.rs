@@ -29,8 +29,14 @@ pub struct QuotaArgs {
     /// Table elements one task may grow to (0-1000).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=MAX_TASK_TABLE_ELEMENTS as i64))]
     table_elements: Option<u32>,
+    /// Most Q containers the tenant may hold in contracts at once: a number or `unlimited`.
+    #[arg(long, value_parser = parse_limit_u32)]
+    max_q_units: Option<u32>,
+    /// Most Φ windows the tenant may hold in contracts at once: a number or `unlimited`.
+    #[arg(long, value_parser = parse_limit_u32)]
+    max_phi_windows: Option<u32>,
     /// Remove the tenant's quota (no limits beyond the sandbox maxima).
-    #[arg(long, conflicts_with_all = ["max_in_flight", "max_budget", "memory_pages", "table_elements"])]
+    #[arg(long, conflicts_with_all = ["max_in_flight", "max_budget", "memory_pages", "table_elements", "max_q_units", "max_phi_windows"])]
     clear: bool,
     /// Member node whose management port to use.
     #[arg(long, default_value_t = 1)]
@@ -46,6 +52,8 @@ pub const NO_QUOTA: Quota = Quota {
     max_budget_ticks: u64::MAX,
     memory_pages: MAX_TASK_MEMORY_PAGES,
     table_elements: MAX_TASK_TABLE_ELEMENTS,
+    max_q_units: u32::MAX,
+    max_phi_windows: u32::MAX,
 };
 
 fn parse_limit_u64(s: &str) -> Result<u64, String> {
@@ -74,12 +82,14 @@ fn limit(n: u64, max: u64) -> String {
 /// `max-in-flight 10, max-budget unlimited, memory-pages 4 (256 KiB), table-elements 1000`.
 pub fn describe(q: &Quota) -> String {
     format!(
-        "max-in-flight {}, max-budget {}, memory-pages {} ({} KiB), table-elements {}",
+        "max-in-flight {}, max-budget {}, memory-pages {} ({} KiB), table-elements {}, max-q-units {}, max-phi-windows {}",
         limit(q.max_in_flight.into(), u32::MAX.into()),
         limit(q.max_budget_ticks, u64::MAX),
         q.memory_pages,
         u64::from(q.memory_pages) * 64,
-        q.table_elements
+        q.table_elements,
+        limit(q.max_q_units.into(), u32::MAX.into()),
+        limit(q.max_phi_windows.into(), u32::MAX.into()),
     )
 }
 
@@ -121,6 +131,8 @@ pub fn quota(a: QuotaArgs) -> Result<()> {
         a.max_budget.is_some(),
         a.memory_pages.is_some(),
         a.table_elements.is_some(),
+        a.max_q_units.is_some(),
+        a.max_phi_windows.is_some(),
     ];
     if !a.clear && !given.contains(&true) {
         match current {
@@ -146,6 +158,8 @@ pub fn quota(a: QuotaArgs) -> Result<()> {
         max_budget_ticks: a.max_budget.unwrap_or(base.max_budget_ticks),
         memory_pages: a.memory_pages.unwrap_or(base.memory_pages),
         table_elements: a.table_elements.unwrap_or(base.table_elements),
+        max_q_units: a.max_q_units.unwrap_or(base.max_q_units),
+        max_phi_windows: a.max_phi_windows.unwrap_or(base.max_phi_windows),
     };
     mgmt::set_quota(port, &keys, a.tenant, Some(q))?;
     record.insert(a.tenant, q);

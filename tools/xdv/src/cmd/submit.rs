@@ -22,6 +22,10 @@ pub struct SubmitArgs {
     /// (envelope on a Φ device) [default: from the file's extension].
     #[arg(long, value_parser = ["k", "q", "phi"])]
     domain: Option<String>,
+    /// Run under this contract (see `cargo xdv reserve`): on its target node, in its
+    /// reserved containers or windows.
+    #[arg(long)]
+    contract: Option<u64>,
     /// Measurement shots of a Q circuit (1 ..= 1000000).
     #[arg(long, default_value_t = 1000)]
     shots: u32,
@@ -123,6 +127,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
             needs: vec![],
             domain,
             pin: None,
+            contract: a.contract,
         }),
     )?;
     let end = Instant::now() + Duration::from_secs(a.timeout);
