@@ -195,6 +195,9 @@ fn program_msix(
     vectors: &[u8],
 ) -> Result<(), IvshmemError> {
     let t = msix_table(cfg, dev).ok_or(IvshmemError::NoMsix)?;
+    // Memory decoding first: table writes to a BAR that does not decode are lost.
+    // Bus mastering too: an MSI is a memory write by the device, dropped without it.
+    pci::enable(cfg, dev, true);
     if usize::from(t.entries) < vectors.len() {
         return Err(IvshmemError::TooFewVectors(t.entries));
     }
@@ -223,7 +226,6 @@ fn program_msix(
         u16::from(t.cap),
         (dword & 0xffff) | (u32::from(ctl) << 16),
     );
-    pci::enable(cfg, dev, false);
     pci::disable_intx(cfg, dev);
     Ok(())
 }

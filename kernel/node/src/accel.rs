@@ -358,7 +358,8 @@ impl<P: Port> AccelPool<P> {
             slots: &task.slots,
             job,
             seed: job_seed(task, job),
-            budget: u32::try_from(task.spec.budget_ticks).unwrap_or(u32::MAX),
+            // The container's or window's own decoherence budget bounds the job.
+            budget: 0,
             tag,
             timeout_ms: JOB_TIMEOUT_MS,
         };

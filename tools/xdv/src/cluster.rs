@@ -331,7 +331,7 @@ pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Vec<String> {
         a.extend(["-initrd".into(), p.display().to_string()]);
     }
     if n.accel.is_some() {
-        a.extend(crate::accel::qemu_args(&st.path(id, "accel.sock")));
+        a.extend(crate::accel::qemu_args(&st.path(id, "accel.sock"), 0));
     }
     a
 }

@@ -220,7 +220,12 @@ impl Config {
     /// Attaches an accelerator: an `ivshmem-doorbell` connected to the device served
     /// on `socket` (start it first, e.g. with [`start_accel`]).
     pub fn with_accel(mut self, socket: &Path) -> Config {
-        self.extra.extend(crate::accel::qemu_args(socket));
+        let index = self
+            .extra
+            .iter()
+            .filter(|a| a.starts_with("ivshmem-doorbell"))
+            .count();
+        self.extra.extend(crate::accel::qemu_args(socket, index));
         self
     }
 

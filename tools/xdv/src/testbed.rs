@@ -25,6 +25,8 @@ pub struct Testbed {
     pub switch: SwitchHandle,
     /// Extra kernel command-line words for every node.
     pub cmdline: String,
+    /// Accelerator sockets attached to a node when it boots (node id → sockets).
+    pub accels: std::collections::BTreeMap<usize, Vec<PathBuf>>,
 }
 
 /// A free TCP port on 127.0.0.1 (for a node's management forward).
@@ -84,6 +86,7 @@ impl Testbed {
             vms: (0..nodes).map(|_| None).collect(),
             switch,
             cmdline: cmdline.to_string(),
+            accels: std::collections::BTreeMap::new(),
         })
     }
 
@@ -94,6 +97,9 @@ impl Testbed {
             .smp(2)
             .ram_file(self.dir.join(format!("node{id}.ram")))
             .with_nics(&self.dir, id as u16, Some(self.port(id)));
+        for sock in self.accels.get(&id).into_iter().flatten() {
+            cfg = cfg.with_accel(sock);
+        }
         cfg.extra.extend([
             "-initrd".into(),
             self.dir.join(module).display().to_string(),
@@ -214,6 +220,19 @@ impl Testbed {
         input: Vec<u8>,
         budget_ticks: u64,
     ) -> Result<SignedRequest> {
+        self.request_in(tenant, Domain::K, work, input, budget_ticks, None)
+    }
+
+    /// A submission of any domain, optionally under a contract.
+    pub fn request_in(
+        &self,
+        tenant: u32,
+        domain: Domain,
+        work: Work,
+        input: Vec<u8>,
+        budget_ticks: u64,
+        contract: Option<u64>,
+    ) -> Result<SignedRequest> {
         mgmt::signed(
             &self.keys,
             Principal::Tenant(TenantId(tenant)),
@@ -224,9 +243,9 @@ impl Testbed {
                 priority: Priority::Normal,
                 guards: vec![],
                 needs: vec![],
-                domain: Domain::K,
+                domain,
                 pin: None,
-                contract: None,
+                contract,
             }),
         )
     }

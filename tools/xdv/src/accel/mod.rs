@@ -10,13 +10,13 @@ pub use daemon::{DeviceGuard, Spec, ctl, ctl_path, parse_kind, spawn};
 
 /// QEMU arguments attaching the device served on `socket` as an `ivshmem-doorbell`
 /// with one vector per interrupt cause.
-pub fn qemu_args(socket: &std::path::Path) -> Vec<String> {
+pub fn qemu_args(socket: &std::path::Path, index: usize) -> Vec<String> {
     vec![
         "-chardev".into(),
-        format!("socket,path={},id=accel0", socket.display()),
+        format!("socket,path={},id=accel{index}", socket.display()),
         "-device".into(),
         format!(
-            "ivshmem-doorbell,chardev=accel0,vectors={}",
+            "ivshmem-doorbell,chardev=accel{index},vectors={}",
             xdv_accel::regs::VECTORS
         ),
     ]
