@@ -622,20 +622,35 @@ impl ClusterState {
                 self.data.counters.last_snapshot_id = Some(snapshot_id);
                 ev.push(Event::SnapshotMarked { id: snapshot_id });
             }
-            Command::ProposeContract(sc) => self.propose_contract(sc, ev),
-            Command::ReleaseContract { contract_id, by } => self.release(contract_id, by, ev),
+            // Contracts that end free their units for other tasks, and the tasks
+            // waiting under them are refused: every pending task is looked at again.
+            Command::ProposeContract(sc) => {
+                self.propose_contract(sc, ev);
+                self.place_pending(ev);
+            }
+            Command::ReleaseContract { contract_id, by } => {
+                self.release(contract_id, by, ev);
+                self.place_pending(ev);
+            }
             Command::SuspendContracts { node } => self.suspend_contracts_of(node, ev),
             Command::AbortContracts {
                 node,
                 domain,
                 reason,
-            } => self.abort_contracts(node, domain, reason, ev),
+            } => {
+                self.abort_contracts(node, domain, reason, ev);
+                self.place_pending(ev);
+            }
             Command::ClockTick => {
                 self.data.clock_ms = self.data.clock_ms.saturating_add(CLOCK_TICK_MS);
                 ev.push(Event::ClockTick {
                     now_ms: self.data.clock_ms,
                 });
+                let before = self.data.contracts.len();
                 self.expire_contracts(ev);
+                if self.data.contracts.len() != before {
+                    self.place_pending(ev);
+                }
             }
             Command::SetPolicy { seq, .. }
                 if self.data.operator_seqs.check(seq).is_err()
@@ -983,7 +998,12 @@ impl ClusterState {
         let reserved = self.reserved_on(node, d).len() as u32;
         let contract_tasks = self
             .assigned_to(node)
-            .filter(|(t, _)| t.spec.contract.is_some() && t.spec.domain == d)
+            .filter(|(t, _)| {
+                t.spec.domain == d
+                    && t.spec
+                        .contract
+                        .is_some_and(|c| self.data.contracts.contains_key(&c))
+            })
             .count() as u32;
         all.saturating_sub(reserved).saturating_add(contract_tasks)
     }
@@ -998,6 +1018,13 @@ impl ClusterState {
     ) -> Option<NodeId> {
         let rec = &self.data.tasks[&id];
         debug_assert!(matches!(rec.status, TaskStatus::Pending));
+        // A task whose contract ended while it waited can never run: refused.
+        if let Some(cid) = rec.spec.contract
+            && !self.data.contracts.contains_key(&cid)
+        {
+            self.refuse_in_flight(id, Refusal::UnknownContract(cid), ev);
+            return None;
+        }
         let cands = self.candidates(&rec.spec, rec.shard, exclude);
         let choice = if cands.is_empty() {
             None

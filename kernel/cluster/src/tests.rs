@@ -1604,3 +1604,42 @@ fn device_tasks_go_where_a_device_offers_slots_and_are_refused_when_none_does() 
     assert!(matches!(rejection(&a), Some(Refusal::BadJob(_))));
     s.invariants().unwrap();
 }
+
+#[test]
+fn tasks_waiting_under_a_contract_that_ends_are_refused_and_its_units_freed() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    log.push(&mut s, offer(2, 1, 0));
+    let c = contract(1, 1, 2, Domain::Q, &[0], 10);
+    log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    let id = cid(10, 1);
+    log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 2, Domain::Q, id)),
+    );
+    log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 3, Domain::Q, id)),
+    );
+    // A task without a contract waits: the one container is reserved.
+    let mut free = contract_task(11, 1, Domain::Q, id);
+    free.contract = None;
+    let a = log.push(&mut s, Command::AssignTask(free));
+    assert!(assigned(&a).is_empty());
+    let a = log.push(
+        &mut s,
+        Command::ReleaseContract {
+            contract_id: id,
+            by: Party::Tenant(TenantId(10)),
+        },
+    );
+    // The task waiting under it is refused; the running one finishes normally.
+    assert!(a.events.contains(&Event::TaskRejected {
+        task: TaskId(2),
+        reason: Refusal::UnknownContract(id)
+    }));
+    let a = log.push(&mut s, completion(TaskId(1), 2, Outcome::Executed));
+    // The freed container now serves the task without a contract.
+    assert_eq!(assigned(&a), vec![(TaskId(3), NodeId(2), 1)]);
+    s.invariants().unwrap();
+}

@@ -102,6 +102,11 @@ pub struct SimReport {
     pub device_executed: u64,
     pub device_failed: u64,
     pub device_unstable: u64,
+    /// Reservations the log accepted / rejected.
+    pub contracts_accepted: u64,
+    pub contracts_rejected: u64,
+    /// Device jobs that ran under a contract.
+    pub contract_jobs: u64,
     pub final_hash: Option<Hash32>,
     /// The last `trace_lines` trace lines.
     pub trace: Vec<String>,
@@ -230,6 +235,8 @@ struct Client {
     /// The request in flight: (seq, generation, sent at).
     inflight: Option<(u64, u64, u64)>,
     generation: u64,
+    /// The client's latest accepted contract (its Q jobs may run under it).
+    contract: Option<u64>,
 }
 
 /// The simulator. See the module documentation.
@@ -249,6 +256,8 @@ pub struct Sim {
     committed_terms: BTreeMap<u64, u64>,
     hashes: BTreeMap<u64, Hash32>,
     completed: BTreeMap<TaskId, (NodeId, u32, Hash32)>,
+    /// Accepted contracts' targets (what the clients were told).
+    contract_targets: BTreeMap<u64, NodeId>,
     checked_commit: Vec<u64>,
     trace: VecDeque<String>,
     report: SimReport,
@@ -298,6 +307,8 @@ fn sim_job(domain: Domain, seq: u64) -> Vec<u8> {
 /// every 30 entries so restarts and lagging nodes go through snapshot installs.
 fn sim_config(identity: Identity) -> NodeConfig {
     let mut c = NodeConfig::new(identity, 2);
+    // Requesting nodes sign contracts under this capability.
+    c.capabilities = vec![xdv_types::CapabilityId(1)];
     c.raft.snapshot_threshold = 30;
     c.raft.log_compaction_threshold = 45;
     c.raft.snapshot_chunk_bytes = 4096;
@@ -327,6 +338,7 @@ impl Sim {
                 next_seq: 1,
                 inflight: None,
                 generation: 0,
+                contract: None,
             })
             .collect();
         let tenants: Vec<(TenantId, [u8; 32])> = clients
@@ -398,6 +410,7 @@ impl Sim {
             committed_terms: BTreeMap::new(),
             hashes: BTreeMap::new(),
             completed: BTreeMap::new(),
+            contract_targets: BTreeMap::new(),
             trace: VecDeque::new(),
             report: SimReport::default(),
         }
@@ -831,16 +844,24 @@ impl Sim {
             cl.generation += 1;
             let generation = cl.generation;
             cl.inflight = Some((seq, generation, now));
-            // Every fourth request of a client is a device job, Q and Φ in turn.
-            let (domain, work) = match seq % 8 {
-                3 => (Domain::Q, Work::Job(sim_job(Domain::Q, seq))),
-                7 => (Domain::Phi, Work::Job(sim_job(Domain::Phi, seq))),
-                _ => (Domain::K, Work::Builtin("hash".into())),
+            // Every fourth request of a client is a device job, Q and Φ in turn; one
+            // in eight reserves a Q container on node 2, and one in eight runs a Q
+            // job under the client's latest contract.
+            let (domain, work, contract) = match seq % 8 {
+                3 => (Domain::Q, Work::Job(sim_job(Domain::Q, seq)), None),
+                5 => (Domain::Q, Work::Job(sim_job(Domain::Q, seq)), cl.contract),
+                7 => (Domain::Phi, Work::Job(sim_job(Domain::Phi, seq)), None),
+                _ => (Domain::K, Work::Builtin("hash".into()), None),
             };
-            let req = SignedRequest::sign(
-                self.cluster,
-                Principal::Tenant(cl.tenant),
-                seq,
+            let request = if seq % 8 == 1 {
+                Request::Reserve(xdv_cluster::mgmt::Reserve {
+                    domain: Domain::Q,
+                    target: NodeId(2),
+                    resources: vec![(seq / 8 % 2) as u16],
+                    duration_ms: 4_000,
+                    capability: xdv_types::CapabilityId(1),
+                })
+            } else {
                 Request::Submit(Submit {
                     work,
                     input: seq.to_le_bytes().to_vec(),
@@ -850,8 +871,14 @@ impl Sim {
                     needs: vec![],
                     domain,
                     pin: None,
-                    contract: None,
-                }),
+                    contract,
+                })
+            };
+            let req = SignedRequest::sign(
+                self.cluster,
+                Principal::Tenant(cl.tenant),
+                seq,
+                request,
                 &cl.seed,
             );
             let from = cl.id;
@@ -874,7 +901,35 @@ impl Sim {
             return;
         }
         let tenant = self.clients[c].tenant;
-        let task = match mgmt::decode::<Response>(&bytes) {
+        let reply = mgmt::decode::<Response>(&bytes);
+        if seq % 8 == 1 {
+            // A reservation: decided once the log took it (a retry of a decided one
+            // is refused as replayed).
+            use xdv_cluster::mgmt::ContractAnswer;
+            let done = match reply {
+                Ok(Response::Contract(ContractAnswer::Accepted { id })) => {
+                    self.clients[c].contract = Some(id);
+                    self.contract_targets.insert(id, NodeId(2));
+                    self.report.contracts_accepted += 1;
+                    self.trace(alloc::format!("{tenant} seq {seq}: contract {id} accepted"));
+                    true
+                }
+                Ok(Response::Contract(ContractAnswer::Rejected { id, reason })) => {
+                    self.report.contracts_rejected += 1;
+                    self.trace(alloc::format!(
+                        "{tenant} seq {seq}: contract {id} rejected: {reason}"
+                    ));
+                    true
+                }
+                Ok(Response::Refused(Denied::Replayed { .. })) => true,
+                _ => false,
+            };
+            if done {
+                self.clients[c].inflight = None;
+            }
+            return;
+        }
+        let task = match reply {
             Ok(Response::Submitted { task }) => Some(task),
             Ok(Response::Refused(Denied::Duplicate { task })) => Some(task),
             // No leader yet, not committed in time: retry after the back-off.
@@ -992,6 +1047,9 @@ impl Sim {
                         Some(_) => {}
                         None => {
                             self.completed.insert(*id, now);
+                            if t.spec.contract.is_some() {
+                                self.report.contract_jobs += 1;
+                            }
                             if t.spec.domain != Domain::K {
                                 match outcome {
                                     Outcome::Executed => self.report.device_executed += 1,

@@ -3,6 +3,7 @@
 //! Convention: human-readable lines, then as the last line one JSON object with at
 //! least `bench`, `unit`, `ours`, `baseline`, `ratio`.
 
+mod accel;
 mod audit;
 mod boot;
 mod cluster;
@@ -29,6 +30,7 @@ fn main() {
         "net" => net::run(rest),
         "cluster" => cluster::run(rest),
         "node" => node::run(rest),
+        "accel" => accel::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
     };
     if let Err(e) = result {
