@@ -8,7 +8,7 @@
 //! (`set_audit_head`, `set_audit_root` when due). Messages take one millisecond; a
 //! tenant submits built-in tasks; workers finish them a few milliseconds later.
 //! Faults: one node silent for a while (declared down, then up again) and one node
-//! crashed and restarted from its regions (audit log reopened, `audited_through` from
+//! (by default the first leader) crashed and, a second later, restarted from its regions (audit log reopened, `audited_through` from
 //! its `RaftApplied` records, as the kernel does).
 //!
 //! The output directory looks like `cargo xdv up`'s: `keys.json`, `cluster.json`,
@@ -36,6 +36,8 @@ use xdv_types::{CoreId, Hash32, NodeId, Priority, TenantId, Timestamp};
 
 /// RAM per fixture node (the smallest `up` allows; the file is sparse).
 pub const FIXTURE_MEM_MIB: u32 = 128;
+/// How long a crashed node stays down before it restarts.
+pub const CRASH_DOWN_MS: u64 = 1_000;
 /// A finished task is reported this long after it was dispatched.
 const TASK_MS: u64 = 3;
 
@@ -49,7 +51,8 @@ pub struct FixtureOptions {
     pub tasks: u64,
     /// (node, from ms, to ms): the node neither runs nor hears anything meanwhile.
     pub silent: Option<(u32, u64, u64)>,
-    /// (node, at ms): the node crashes and restarts from its regions.
+    /// (node, at ms): the node crashes, stays down [`CRASH_DOWN_MS`] and restarts from
+    /// its regions.
     pub crash: Option<(u32, u64)>,
     /// Raft snapshot threshold (small: the log is replayed from a snapshot image).
     pub snapshot_threshold: Option<u64>,
@@ -62,7 +65,7 @@ impl Default for FixtureOptions {
             run_ms: 24_000,
             tasks: 12,
             silent: Some((3, 9_000, 15_000)),
-            crash: Some((2, 17_000)),
+            crash: Some((1, 17_000)),
             snapshot_threshold: None,
         }
     }
@@ -269,8 +272,13 @@ pub fn build(dir: &Path, opts: &FixtureOptions) -> Result<FixtureRun> {
 }
 
 fn silent(opts: &FixtureOptions, id: u32, t: u64) -> bool {
-    opts.silent
-        .is_some_and(|(n, from, to)| n == id && (from..to).contains(&t))
+    let crashed = opts
+        .crash
+        .is_some_and(|(n, at)| n == id && (at..at + CRASH_DOWN_MS).contains(&t));
+    crashed
+        || opts
+            .silent
+            .is_some_and(|(n, from, to)| n == id && (from..to).contains(&t))
 }
 
 /// The main loop: one millisecond per iteration. Returns the tasks submitted.
@@ -281,7 +289,7 @@ fn drive(members: &mut [Member], keys: &Keys, opts: &FixtureOptions) -> Result<u
     let mut submitted = 0u64;
     for t in 0..opts.run_ms {
         if let Some((n, at)) = opts.crash
-            && at == t
+            && at + CRASH_DOWN_MS == t
         {
             members[n as usize - 1].crash_and_restart(t)?;
         }

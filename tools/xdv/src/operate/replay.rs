@@ -219,6 +219,17 @@ pub enum Verdict {
     },
     /// Entries were applied but the node recorded none of them.
     NothingChecked,
+    /// The readable records agree, but the audit chain is broken at `seq` (a record
+    /// changed without re-chaining, damage nobody recorded): what it said is not
+    /// trusted. `first_unchecked`: the first replayed index with no readable record
+    /// before the last recorded one (the index the broken record most likely held).
+    AuditDamaged {
+        seq: u64,
+        offset: u64,
+        what: String,
+        first_unchecked: Option<u64>,
+        checked: u64,
+    },
 }
 
 impl Verdict {
@@ -396,11 +407,21 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
             published: published.filter(|_| accepted),
         });
     }
-    let verdict = verdict.unwrap_or(if checked > 0 || steps.is_empty() {
-        Verdict::ExactMatch { checked }
-    } else {
-        Verdict::NothingChecked
-    });
+    let verdict = match (verdict, &audit.verdict) {
+        (Some(d), _) => d,
+        (None, Err(e)) => Verdict::AuditDamaged {
+            seq: e.seq,
+            offset: e.offset,
+            what: e.what.to_string(),
+            first_unchecked: unrecorded
+                .iter()
+                .copied()
+                .find(|&i| last_recorded.is_some_and(|l| i < l)),
+            checked,
+        },
+        (None, Ok(_)) if checked > 0 || steps.is_empty() => Verdict::ExactMatch { checked },
+        (None, Ok(_)) => Verdict::NothingChecked,
+    };
     let before_snapshot = recorded.range(..=start).map(|(_, v)| v.len() as u64).sum();
     let past_commit = recorded
         .range(commit + 1..)
