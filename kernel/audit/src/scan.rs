@@ -470,8 +470,14 @@ pub fn inspect_region_with(bytes: &[u8], visit: &mut dyn FnMut(&RecordView)) -> 
         .filter(|&c| (MIN_REGION_BYTES as u64..=MAX_REGION_BYTES as u64).contains(&c))
         .map_or(bytes.len(), |c| bytes.len().min(c as usize));
     let region = &bytes[..len];
-    let scan = region_node(bytes)
-        .map(|node| scan_region_with(region, node, current.as_ref().map(|sb| sb.end_offset), visit));
+    let scan = region_node(bytes).map(|node| {
+        scan_region_with(
+            region,
+            node,
+            current.as_ref().map(|sb| sb.end_offset),
+            visit,
+        )
+    });
     let torn = scan
         .as_ref()
         .and_then(|s| torn_tail(&copies, s))

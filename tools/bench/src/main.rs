@@ -9,6 +9,7 @@ mod cluster;
 mod net;
 mod node;
 mod raft;
+mod replay;
 mod report;
 mod sched;
 mod tasks;
@@ -29,6 +30,7 @@ fn main() {
         "net" => net::run(rest),
         "cluster" => cluster::run(rest),
         "node" => node::run(rest),
+        "replay" => replay::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
     };
     if let Err(e) = result {

@@ -117,15 +117,29 @@ fn every_fixture_node_replays_to_an_exact_match() {
         let assigned = r.steps.iter().filter(|s| s.command == "AssignTask").count();
         assert!(assigned >= 10, "node {n} replayed {assigned} placements");
         let events: Vec<&Event> = r.steps.iter().flat_map(|s| &s.events).collect();
-        assert!(events.iter().any(|e| matches!(e, Event::NodeDown { node } if node.0 == 3)));
-        assert!(events.iter().any(|e| matches!(e, Event::NodeUp { node } if node.0 == 3)));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::NodeDown { node } if node.0 == 3))
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::NodeUp { node } if node.0 == 3))
+        );
         for st in &r.steps {
             terms.insert(st.term);
             leaders.insert(st.time.node);
         }
     }
-    assert!(terms.len() >= 2, "the leader's crash made a new term: {terms:?}");
-    assert!(leaders.len() >= 2, "another node led after the crash: {leaders:?}");
+    assert!(
+        terms.len() >= 2,
+        "the leader's crash made a new term: {terms:?}"
+    );
+    assert!(
+        leaders.len() >= 2,
+        "another node led after the crash: {leaders:?}"
+    );
 }
 
 #[test]
@@ -141,8 +155,16 @@ fn replay_from_a_snapshot_image_matches_and_checks_the_snapshot() {
     assert!(r.snapshot_image, "the log was compacted into a snapshot");
     assert!(r.snapshot_index > 8);
     let (host, node) = r.snapshot_check.unwrap();
-    assert_eq!(Some(host), node, "the snapshot's state is the one the node recorded");
-    assert!(matches!(r.verdict, Verdict::ExactMatch { .. }), "{:?}", r.verdict);
+    assert_eq!(
+        Some(host),
+        node,
+        "the snapshot's state is the one the node recorded"
+    );
+    assert!(
+        matches!(r.verdict, Verdict::ExactMatch { .. }),
+        "{:?}",
+        r.verdict
+    );
     assert!(r.before_snapshot > 0);
 
     // An audit region that holds only a boot record: the snapshot is newer than it.
@@ -159,7 +181,10 @@ fn replay_from_a_snapshot_image_matches_and_checks_the_snapshot() {
     write_region(&ram(&dir, 2), DEFAULT_AUDIT_REGION.0, &fresh);
     let img = load_node(&ram(&dir, 2), &LoadOptions::default()).unwrap();
     let e = replay(&img).err().expect("refused");
-    assert!(matches!(e, ReplayError::SnapshotNewerThanAudit { .. }), "{e}");
+    assert!(
+        matches!(e, ReplayError::SnapshotNewerThanAudit { .. }),
+        "{e}"
+    );
     let o = xdv(&["replay", s(&ram(&dir, 2))]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("nothing to compare"), "{}", text(&o));
@@ -211,12 +236,17 @@ fn rechained_state_hash_is_reported_at_its_index() {
             log.append(v.header.stamp, v.header.core, &body).unwrap();
         }
     }
-    assert!(xdv_audit::verify_region(&forged).is_ok(), "a re-chained region verifies");
+    assert!(
+        xdv_audit::verify_region(&forged).is_ok(),
+        "a re-chained region verifies"
+    );
     write_region(&path, DEFAULT_AUDIT_REGION.0, &forged);
 
     let img = load_node(&path, &LoadOptions::default()).unwrap();
     match replay(&img).unwrap().verdict {
-        Verdict::Diverged { index, host, node, .. } => {
+        Verdict::Diverged {
+            index, host, node, ..
+        } => {
             assert_eq!(index, target);
             assert_eq!(host, hash);
             assert_eq!(node, forged_hash);
@@ -225,12 +255,19 @@ fn rechained_state_hash_is_reported_at_its_index() {
     }
     let o = xdv(&["replay", s(&path)]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains(&format!("Diverged at index {target}")), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("Diverged at index {target}")),
+        "{}",
+        text(&o)
+    );
 
     let o = xdv(&["verify", s(&dir)]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains(&format!("index {target}: state hashes differ")), "{out}");
+    assert!(
+        out.contains(&format!("index {target}: state hashes differ")),
+        "{out}"
+    );
     assert!(out.contains("node 2: published root over"), "{out}");
     assert!(out.contains("node 2: replay diverges at index 20"), "{out}");
     assert!(!out.contains("node 1: "), "node 1 is not blamed: {out}");
@@ -255,7 +292,11 @@ fn flipped_state_hash_breaks_the_chain_and_is_located() {
 
     let img = load_node(&path, &LoadOptions::default()).unwrap();
     match replay(&img).unwrap().verdict {
-        Verdict::AuditDamaged { seq, first_unchecked, .. } => {
+        Verdict::AuditDamaged {
+            seq,
+            first_unchecked,
+            ..
+        } => {
             assert_eq!(seq, v.header.seq);
             assert_eq!(first_unchecked, Some(target));
         }
@@ -277,7 +318,10 @@ fn flipped_state_hash_breaks_the_chain_and_is_located() {
     assert_eq!(bad.len(), 1, "{j}");
     assert_eq!(bad[0]["node"], 3);
     let problems = bad[0]["problems"].to_string();
-    assert!(problems.contains(&format!("first bad record seq {}", v.header.seq)), "{problems}");
+    assert!(
+        problems.contains(&format!("first bad record seq {}", v.header.seq)),
+        "{problems}"
+    );
 }
 
 #[test]
@@ -287,9 +331,19 @@ fn verify_passes_on_the_good_cluster() {
         .map(|n| load_node(&ram(dir, n), &LoadOptions::default()).unwrap())
         .collect();
     let r = verify_nodes(&images);
-    assert!(r.ok(), "{:?} {:?}", r.cluster_problems, r.nodes.iter().map(|c| &c.problems).collect::<Vec<_>>());
+    assert!(
+        r.ok(),
+        "{:?} {:?}",
+        r.cluster_problems,
+        r.nodes.iter().map(|c| &c.problems).collect::<Vec<_>>()
+    );
     for c in &r.nodes {
-        assert!(c.roots_checked >= 2, "node {:?}: {}", c.node, c.roots_checked);
+        assert!(
+            c.roots_checked >= 2,
+            "node {:?}: {}",
+            c.node,
+            c.roots_checked
+        );
         assert!(c.consistency_checked >= 1);
         assert!(c.applied_compared >= 20);
     }
@@ -299,9 +353,18 @@ fn verify_passes_on_the_good_cluster() {
     let o = xdv(&["verify", s(dir)]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains(&format!("federated root: {}", fed.global_root)), "{out}");
+    assert!(
+        out.contains(&format!("federated root: {}", fed.global_root)),
+        "{out}"
+    );
     // The files listed one by one give the same verdict.
-    let o = xdv(&["verify", s(&ram(dir, 1)), s(&ram(dir, 2)), s(&ram(dir, 3)), "--json"]);
+    let o = xdv(&[
+        "verify",
+        s(&ram(dir, 1)),
+        s(&ram(dir, 2)),
+        s(&ram(dir, 3)),
+        "--json",
+    ]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["ok"], true, "{j}");
     assert_eq!(j["federated_root"], fed.global_root.to_string());
@@ -319,13 +382,24 @@ fn bad_inputs_get_specific_errors() {
     write_region(&ram(&dir, 2), DEFAULT_RAFT_REGION.0 + 100, &[0xAA]);
     write_region(&ram(&dir, 2), DEFAULT_RAFT_REGION.0 + 4096 + 100, &[0xAA]);
     let o = xdv(&["replay", s(&ram(&dir, 2))]);
-    assert!(text(&o).contains("the Raft region does not open"), "{}", text(&o));
+    assert!(
+        text(&o).contains("the Raft region does not open"),
+        "{}",
+        text(&o)
+    );
     assert!(text(&o).contains("header"), "{}", text(&o));
     // Another size than cluster.json says.
-    let f = std::fs::OpenOptions::new().write(true).open(ram(&dir, 3)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ram(&dir, 3))
+        .unwrap();
     f.set_len(100 << 20).unwrap();
     let o = xdv(&["replay", s(&ram(&dir, 3))]);
-    assert!(text(&o).contains("not this node's RAM file"), "{}", text(&o));
+    assert!(
+        text(&o).contains("not this node's RAM file"),
+        "{}",
+        text(&o)
+    );
     // Node 1's file under node 2's name.
     let other = tmp("renamed");
     for f in ["cluster.json", "keys.json", "node2.prov"] {
@@ -333,20 +407,36 @@ fn bad_inputs_get_specific_errors() {
     }
     std::fs::copy(ram(&cluster().dir, 1), ram(&other, 2)).unwrap();
     let o = xdv(&["replay", s(&ram(&other, 2))]);
-    assert!(text(&o).contains("holds the Raft region of node 1, not of node 2"), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds the Raft region of node 1, not of node 2"),
+        "{}",
+        text(&o)
+    );
     // Not a RAM file at all.
     let small = other.join("node5.ram");
     std::fs::write(&small, b"hello").unwrap();
     let o = xdv(&["replay", s(&small)]);
-    assert!(text(&o).contains("ends before the Raft region"), "{}", text(&o));
+    assert!(
+        text(&o).contains("ends before the Raft region"),
+        "{}",
+        text(&o)
+    );
     // No audit region.
     let noaudit = copy_cluster("noaudit");
-    write_region(&ram(&noaudit, 1), DEFAULT_AUDIT_REGION.0, &vec![0u8; DEFAULT_AUDIT_REGION.1 as usize]);
+    write_region(
+        &ram(&noaudit, 1),
+        DEFAULT_AUDIT_REGION.0,
+        &vec![0u8; DEFAULT_AUDIT_REGION.1 as usize],
+    );
     let o = xdv(&["replay", s(&ram(&noaudit, 1))]);
     assert!(text(&o).contains("no audit region"), "{}", text(&o));
     let o = xdv(&["verify", s(&noaudit)]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("node 1: replay: no audit region"), "{}", text(&o));
+    assert!(
+        text(&o).contains("node 1: replay: no audit region"),
+        "{}",
+        text(&o)
+    );
     // No provisioning for the genesis state.
     let noprov = tmp("noprov");
     std::fs::copy(ram(&cluster().dir, 1), noprov.join("node1.ram")).unwrap();
@@ -372,7 +462,12 @@ fn chromium() -> Option<&'static str> {
 
 fn headless(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
         .args(args)
         .output()
         .expect("running chromium")
@@ -385,17 +480,39 @@ fn timeline_draws_lanes_and_marks() {
     let o = xdv(&["timeline", s(dir), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let html = std::fs::read_to_string(&out).unwrap();
-    assert!(!html.contains("http://") || html.matches("http://").count() == 1, "only the SVG namespace");
+    assert!(
+        !html.contains("http://") || html.matches("http://").count() == 1,
+        "only the SVG namespace"
+    );
     assert!(!html.contains("<script"));
     for lane in ["lane-cluster", "lane-node-1", "lane-node-2", "lane-node-3"] {
         assert!(html.contains(&format!("id=\"{lane}\"")), "{lane}");
     }
-    for class in ["mark placed", "mark completed", "mark down", "mark up", "mark applied", "mark boot", "class=\"leader\"", "class=\"term\"", "down-span"] {
+    for class in [
+        "mark placed",
+        "mark completed",
+        "mark down",
+        "mark up",
+        "mark applied",
+        "mark boot",
+        "class=\"leader\"",
+        "class=\"term\"",
+        "down-span",
+    ] {
         assert!(html.contains(class), "no {class}");
     }
     assert!(html.matches("mark placed").count() >= 10);
     // A range: only entries 10..=20 are drawn.
-    let o = xdv(&["timeline", s(dir), "-o", s(&out), "--from", "10", "--to", "20"]);
+    let o = xdv(&[
+        "timeline",
+        s(dir),
+        "-o",
+        s(&out),
+        "--from",
+        "10",
+        "--to",
+        "20",
+    ]);
     assert!(text(&o).contains("log 10..=20"), "{}", text(&o));
     let ranged = std::fs::read_to_string(&out).unwrap();
     assert!(ranged.matches("mark applied").count() <= 3 * 11);
@@ -409,10 +526,20 @@ fn timeline_draws_lanes_and_marks() {
     let url = format!("file://{}", out.display());
     let dom = headless(bin, &["--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains("lane-node-3") && dom.contains("mark completed"), "rendered DOM: {dom:.400}");
+    assert!(
+        dom.contains("lane-node-3") && dom.contains("mark completed"),
+        "rendered DOM: {dom:.400}"
+    );
     // Not blank: the screenshot of the page is far richer than one of an empty page.
     let shot = |page: &Path, png: &Path| {
-        let o = headless(bin, &[&format!("--screenshot={}", png.display()), "--window-size=1400,500", &format!("file://{}", page.display())]);
+        let o = headless(
+            bin,
+            &[
+                &format!("--screenshot={}", png.display()),
+                "--window-size=1400,500",
+                &format!("file://{}", page.display()),
+            ],
+        );
         assert!(png.exists(), "no screenshot: {}", text(&o));
         std::fs::metadata(png).unwrap().len()
     };
@@ -420,5 +547,8 @@ fn timeline_draws_lanes_and_marks() {
     std::fs::write(&empty, "<!DOCTYPE html><html><body></body></html>").unwrap();
     let blank = shot(&empty, &out.with_file_name("empty.png"));
     let ours = shot(&out, &out.with_file_name("run.png"));
-    assert!(ours > 4 * blank, "screenshot {ours} bytes vs blank page {blank}");
+    assert!(
+        ours > 4 * blank,
+        "screenshot {ours} bytes vs blank page {blank}"
+    );
 }

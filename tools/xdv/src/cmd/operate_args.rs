@@ -42,7 +42,8 @@ fn parse_num(s: &str) -> Result<u64, String> {
         None => num.parse(),
     }
     .map_err(|e| format!("`{s}`: {e}"))?;
-    v.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+    v.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn parse_place(s: &str) -> Result<RegionPlace, String> {
@@ -68,7 +69,10 @@ pub fn ram_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .collect();
             found.sort();
             if found.is_empty() {
-                bail!("{} holds no node<N>.ram file (is it a cluster directory?)", p.display());
+                bail!(
+                    "{} holds no node<N>.ram file (is it a cluster directory?)",
+                    p.display()
+                );
             }
             out.extend(found.into_iter().map(|(_, f)| f));
         } else if p.is_file() {
@@ -79,4 +83,3 @@ pub fn ram_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     }
     Ok(out)
 }
-

@@ -67,7 +67,11 @@ fn print_text(r: &Replay, trace: bool) {
         "raft region: snapshot at index {} (term {}, {}), commit {}, last index {}",
         r.snapshot_index,
         r.snapshot_term,
-        if r.snapshot_image { "state image" } else { "bootstrap" },
+        if r.snapshot_image {
+            "state image"
+        } else {
+            "bootstrap"
+        },
         r.commit,
         r.last_index
     );

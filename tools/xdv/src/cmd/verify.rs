@@ -87,7 +87,10 @@ fn print_table(r: &xdv::operate::VerifyReport) {
             if c.ok() { "OK" } else { "PROBLEM" }
         );
         for p in &c.problems {
-            println!("      node {}: {p}", c.node.map_or("?".into(), |n| n.to_string()));
+            println!(
+                "      node {}: {p}",
+                c.node.map_or("?".into(), |n| n.to_string())
+            );
         }
     }
     for p in &r.cluster_problems {

@@ -8,8 +8,9 @@
 //! (`set_audit_head`, `set_audit_root` when due). Messages take one millisecond; a
 //! tenant submits built-in tasks; workers finish them a few milliseconds later.
 //! Faults: one node silent for a while (declared down, then up again) and one node
-//! (by default the first leader) crashed and, a second later, restarted from its regions (audit log reopened, `audited_through` from
-//! its `RaftApplied` records, as the kernel does).
+//! (by default the first leader) crashed and, a second later, restarted from its
+//! regions (audit log reopened, `audited_through` from its `RaftApplied` records, as
+//! the kernel does).
 //!
 //! The output directory looks like `cargo xdv up`'s: `keys.json`, `cluster.json`,
 //! `node<N>.prov`, and `node<N>.ram` (a sparse RAM file with both regions at the
@@ -144,7 +145,9 @@ impl Member {
         let blank = Node::new(self.cfg.clone(), Vec::new(), now_ms);
         let old = std::mem::replace(&mut self.node, blank);
         self.applied_before += old.counters().applied_entries;
-        let region = old.into_region().context("a crashed fixture node had no region")?;
+        let region = old
+            .into_region()
+            .context("a crashed fixture node had no region")?;
         let bytes = self.audit.region().to_vec();
         let placeholder = open_audit(vec![0u8; 64 * 1024], self.id)?;
         drop(std::mem::replace(&mut self.audit, placeholder));
@@ -185,7 +188,8 @@ fn submit_bytes(keys: &Keys, seq: u64) -> Result<Vec<u8>> {
 }
 
 fn write_ram_file(path: &Path, raft: &[u8], audit: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.set_len(u64::from(FIXTURE_MEM_MIB) << 20)?;
     f.seek(SeekFrom::Start(DEFAULT_RAFT_REGION.0))?;
     f.write_all(raft)?;
@@ -258,7 +262,11 @@ pub fn build(dir: &Path, opts: &FixtureOptions) -> Result<FixtureRun> {
             .raft()
             .map(|r| r.storage().region().clone())
             .context("a fixture node lost its Raft region")?;
-        write_ram_file(&dir.join(format!("node{}.ram", m.id)), &raft, m.audit.region())?;
+        write_ram_file(
+            &dir.join(format!("node{}.ram", m.id)),
+            &raft,
+            m.audit.region(),
+        )?;
     }
     Ok(FixtureRun {
         dir: dir.to_path_buf(),
@@ -325,7 +333,13 @@ fn drive(members: &mut [Member], keys: &Keys, opts: &FixtureOptions) -> Result<u
             let bytes = submit_bytes(keys, submitted)?;
             let m = &mut members[leader];
             let start = Instant::now();
-            m.node.on_client(ClientConn { slot: 0, generation: submitted }, &bytes);
+            m.node.on_client(
+                ClientConn {
+                    slot: 0,
+                    generation: submitted,
+                },
+                &bytes,
+            );
             m.busy += start.elapsed();
         }
         for m in members.iter_mut() {

@@ -113,7 +113,10 @@ fn identity_from_cmdline(node: u32, peers: &[u32]) -> Identity {
 /// `node<N>.ram` → N.
 pub fn node_of_file(path: &Path) -> Option<u32> {
     let name = path.file_name()?.to_str()?;
-    name.strip_prefix("node")?.strip_suffix(".ram")?.parse().ok()
+    name.strip_prefix("node")?
+        .strip_suffix(".ram")?
+        .parse()
+        .ok()
 }
 
 fn read_at(f: &mut File, place: RegionPlace) -> Result<Vec<u8>> {
@@ -135,12 +138,12 @@ pub fn load_node(path: &Path, opts: &LoadOptions) -> Result<NodeImage> {
         .as_ref()
         .map(|s| xdv_boot::cmdline::parse(&s.cmdline).options);
     let place = |(offset, bytes): (u64, u64)| RegionPlace { offset, bytes };
-    let raft_at = opts.raft.unwrap_or_else(|| {
-        place(parsed.as_ref().map_or(DEFAULT_RAFT_REGION, |o| o.raft))
-    });
-    let audit_at = opts.audit.unwrap_or_else(|| {
-        place(parsed.as_ref().map_or(DEFAULT_AUDIT_REGION, |o| o.audit))
-    });
+    let raft_at = opts
+        .raft
+        .unwrap_or_else(|| place(parsed.as_ref().map_or(DEFAULT_RAFT_REGION, |o| o.raft)));
+    let audit_at = opts
+        .audit
+        .unwrap_or_else(|| place(parsed.as_ref().map_or(DEFAULT_AUDIT_REGION, |o| o.audit)));
     if let Some(s) = &spec {
         let expected = u64::from(s.mem_mib) << 20;
         if file_len != expected {
@@ -192,7 +195,10 @@ fn find_identity(
     let from_module = |bytes: Vec<u8>, from: String| -> Result<(Option<NodeConfig>, String)> {
         let id = identity_from_module(&bytes).with_context(|| from.clone())?;
         if let Some(n) = node.filter(|&n| n != id.node) {
-            bail!("{from} is the provisioning module of node {}, not of node {n}", id.node);
+            bail!(
+                "{from} is the provisioning module of node {}, not of node {n}",
+                id.node
+            );
         }
         Ok((Some(kernel_config(id)), from))
     };

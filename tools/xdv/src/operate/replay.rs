@@ -99,15 +99,18 @@ pub fn read_audit(bytes: &[u8]) -> AuditRead {
                 ..
             } => marks.push(mark(
                 "alarm",
-                format!("audit region past its high-water mark ({used_bytes} of {region_bytes} bytes)"),
+                format!(
+                    "audit region past its high-water mark ({used_bytes} of {region_bytes} bytes)"
+                ),
             )),
             RecordBody::Damaged { offset, bytes, .. } => marks.push(mark(
                 "damage",
                 format!("damaged range {offset:#x}+{bytes} recorded"),
             )),
-            RecordBody::RegionFull { records, .. } => {
-                marks.push(mark("full", format!("audit region full at {records} records")))
-            }
+            RecordBody::RegionFull { records, .. } => marks.push(mark(
+                "full",
+                format!("audit region full at {records} records"),
+            )),
             RecordBody::MerkleRootPublished { size, root } => marks.push(mark(
                 "root",
                 format!("root over {size} records {}", root.short()),
@@ -169,7 +172,10 @@ impl std::fmt::Display for ReplayError {
                  provisioning: {why}"
             ),
             ReplayError::BadSnapshot(why) => {
-                write!(f, "the snapshot image in the Raft region does not restore: {why}")
+                write!(
+                    f,
+                    "the snapshot image in the Raft region does not restore: {why}"
+                )
             }
             ReplayError::SnapshotNewerThanAudit {
                 snapshot_index,
@@ -462,7 +468,8 @@ fn start_state(img: &NodeImage, image: &[u8]) -> Result<(ClusterState, String), 
         .config
         .as_ref()
         .map_or_else(xdv_cluster::Config::default, |c| c.state.clone());
-    let mut s = ClusterState::new(config).map_err(|e| ReplayError::BadSnapshot(format!("{e:?}")))?;
+    let mut s =
+        ClusterState::new(config).map_err(|e| ReplayError::BadSnapshot(format!("{e:?}")))?;
     s.restore_image(image)
         .map_err(|e| ReplayError::BadSnapshot(e.to_string()))?;
     Ok((s, "the snapshot image in the Raft region".into()))

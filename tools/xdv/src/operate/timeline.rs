@@ -60,33 +60,60 @@ fn event_marks(index: u64, ev: &Event, out: &mut Vec<Mark>) {
     };
     let cluster = NodeId(0);
     match ev {
-        Event::TaskAssigned { task, node, attempt, .. } => {
-            m(*node, "placed", format!("{task} placed on node {} (attempt {attempt})", node.0))
-        }
-        Event::TaskCompleted { task, node, outcome, .. } => {
-            m(*node, "completed", format!("{task} completed on node {}: {outcome:?}", node.0))
-        }
+        Event::TaskAssigned {
+            task,
+            node,
+            attempt,
+            ..
+        } => m(
+            *node,
+            "placed",
+            format!("{task} placed on node {} (attempt {attempt})", node.0),
+        ),
+        Event::TaskCompleted {
+            task,
+            node,
+            outcome,
+            ..
+        } => m(
+            *node,
+            "completed",
+            format!("{task} completed on node {}: {outcome:?}", node.0),
+        ),
         Event::TaskReplaced { task, from, to, .. } => m(
             *from,
             "replaced",
-            format!("{task} taken from node {} to {}", from.0, to.map_or("pending".into(), |t| t.0.to_string())),
+            format!(
+                "{task} taken from node {} to {}",
+                from.0,
+                to.map_or("pending".into(), |t| t.0.to_string())
+            ),
         ),
         Event::NodeDown { node } => m(*node, "down", format!("node {} declared down", node.0)),
         Event::NodeUp { node } => m(*node, "up", format!("node {} up again", node.0)),
-        Event::RootPublished { node, records } => {
-            m(*node, "root", format!("node {} published its audit root over {records} records", node.0))
-        }
+        Event::RootPublished { node, records } => m(
+            *node,
+            "root",
+            format!(
+                "node {} published its audit root over {records} records",
+                node.0
+            ),
+        ),
         Event::ContractAccepted { id }
         | Event::ContractReleased { id }
         | Event::ContractExpired { id }
         | Event::ContractSuspended { id }
         | Event::ContractResumed { id } => m(cluster, "contract", format!("contract {id}: {ev:?}")),
-        Event::ContractRejected { id, reason } => {
-            m(cluster, "contract", format!("contract {id} rejected: {reason:?}"))
-        }
-        Event::ContractPreempted { id, by } => {
-            m(cluster, "contract", format!("contract {id} preempted by {by}"))
-        }
+        Event::ContractRejected { id, reason } => m(
+            cluster,
+            "contract",
+            format!("contract {id} rejected: {reason:?}"),
+        ),
+        Event::ContractPreempted { id, by } => m(
+            cluster,
+            "contract",
+            format!("contract {id} preempted by {by}"),
+        ),
         Event::ContractReallocated { id, from, to } => m(
             cluster,
             "contract",
@@ -107,7 +134,13 @@ pub fn render(replays: &[Replay], from: Option<u64>, to: Option<u64>) -> Timelin
     }
     let last = replays
         .iter()
-        .flat_map(|r| r.audit.applied.iter().map(|a| a.index).chain(r.steps.iter().map(|s| s.index)))
+        .flat_map(|r| {
+            r.audit
+                .applied
+                .iter()
+                .map(|a| a.index)
+                .chain(r.steps.iter().map(|s| s.index))
+        })
         .max()
         .unwrap_or(1);
     let from = from.unwrap_or(1).max(1);
@@ -214,13 +247,18 @@ fn page(
     let all_lanes: Vec<u32> = std::iter::once(0).chain(lanes.iter().copied()).collect();
     let height = TOP_PX + all_lanes.len() as u64 * LANE_PX + 60;
     let x = |i: u64| LEFT_PX + (i.saturating_sub(from)) * px + px / 2;
-    let y = |lane: u32| TOP_PX + all_lanes.iter().position(|&l| l == lane).unwrap_or(0) as u64 * LANE_PX;
+    let y = |lane: u32| {
+        TOP_PX + all_lanes.iter().position(|&l| l == lane).unwrap_or(0) as u64 * LANE_PX
+    };
     let mut svg = String::new();
     let _ = write!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" id="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
     );
-    let _ = write!(svg, r##"<rect x="0" y="0" width="{width}" height="{height}" fill="#fbfbf8"/>"##);
+    let _ = write!(
+        svg,
+        r##"<rect x="0" y="0" width="{width}" height="{height}" fill="#fbfbf8"/>"##
+    );
     // Index axis.
     let step = (span / 20).max(1);
     let mut i = from;
@@ -237,11 +275,19 @@ fn page(
     }
     for &lane in &all_lanes {
         let top = y(lane);
-        let name = if lane == 0 { "cluster".to_string() } else { format!("node {lane}") };
+        let name = if lane == 0 {
+            "cluster".to_string()
+        } else {
+            format!("node {lane}")
+        };
         let _ = write!(
             svg,
             r##"<g class="lane" id="lane-{}" data-node="{lane}"><rect x="{LEFT_PX}" y="{}" width="{}" height="{}" fill="#f1f1ec" stroke="#ccc"/><text x="8" y="{}" class="lane-name">{name}</text>"##,
-            if lane == 0 { "cluster".to_string() } else { format!("node-{lane}") },
+            if lane == 0 {
+                "cluster".to_string()
+            } else {
+                format!("node-{lane}")
+            },
             top + 4,
             span * px,
             LANE_PX - 8,
@@ -310,7 +356,14 @@ body {{ font-family: sans-serif; margin: 16px; background: #fff; color: #222; }}
     )
 }
 
-fn down_spans(svg: &mut String, marks: &[Mark], lane: u32, top: u64, to: u64, x: &dyn Fn(u64) -> u64) {
+fn down_spans(
+    svg: &mut String,
+    marks: &[Mark],
+    lane: u32,
+    top: u64,
+    to: u64,
+    x: &dyn Fn(u64) -> u64,
+) {
     let mut down_at: Option<u64> = None;
     let mut spans = Vec::new();
     for m in marks.iter().filter(|m| m.lane == lane) {

@@ -13,8 +13,8 @@
 use super::image::NodeImage;
 use super::replay::{AuditRead, Replay, Verdict, read_audit, replay};
 use std::collections::{BTreeMap, BTreeSet};
-use xdv_audit::merkle::{MerkleAccumulator, consistency_proof, verify_consistency};
 use xdv_audit::FederatedAuditRoot;
+use xdv_audit::merkle::{MerkleAccumulator, consistency_proof, verify_consistency};
 use xdv_types::{Hash32, NodeId};
 
 /// What was checked on one node, and what is wrong.
@@ -93,11 +93,7 @@ fn collect_published(replays: &[(usize, &Replay)], problems: &mut Vec<String>) -
 }
 
 /// Checks `pubs` (records → root) against the node's readable record hashes.
-fn check_roots(
-    hashes: &[Hash32],
-    pubs: &BTreeMap<u64, (Hash32, String)>,
-    c: &mut NodeCheck,
-) {
+fn check_roots(hashes: &[Hash32], pubs: &BTreeMap<u64, (Hash32, String)>, c: &mut NodeCheck) {
     let mut acc = MerkleAccumulator::new();
     let mut prev: Option<(u64, Hash32)> = None;
     for (&records, (root, seen)) in pubs {
@@ -123,7 +119,8 @@ fn check_roots(
         }
         if let Some((m, old_root)) = prev {
             let proof = consistency_proof(hashes, m as usize, records as usize);
-            let ok = proof.is_ok_and(|p| verify_consistency(m, records, &old_root, root, &p).is_ok());
+            let ok =
+                proof.is_ok_and(|p| verify_consistency(m, records, &old_root, root, &p).is_ok());
             c.consistency_checked += 1;
             if !ok {
                 c.problems.push(format!(
@@ -149,8 +146,10 @@ fn chain_summary(a: &AuditRead, c: &mut NodeCheck) {
         Err(e) => {
             c.records = a.hashes.len() as u64;
             c.chain = format!("FAILED at seq {} offset {:#x}", e.seq, e.offset);
-            c.problems
-                .push(format!("audit chain: first bad record seq {} at region offset {:#x}: {}", e.seq, e.offset, e.what));
+            c.problems.push(format!(
+                "audit chain: first bad record seq {} at region offset {:#x}: {}",
+                e.seq, e.offset, e.what
+            ));
         }
     }
     if !a.undecodable.is_empty() {
@@ -184,14 +183,18 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
             Ok(r) => {
                 c.node = Some(r.node);
                 chain_summary(&r.audit, &mut c);
-                if let Verdict::Diverged { index, host, node, .. } = &r.verdict {
+                if let Verdict::Diverged {
+                    index, host, node, ..
+                } = &r.verdict
+                {
                     c.problems.push(format!(
                         "replay diverges at index {index}: host {} node {}",
                         host.short(),
                         node.short()
                     ));
                 } else if r.verdict == Verdict::NothingChecked {
-                    c.problems.push("replay: the node recorded none of its applied entries".into());
+                    c.problems
+                        .push("replay: the node recorded none of its applied entries".into());
                 }
                 c.replay = Some(r.verdict.clone());
                 replays.push(Some(r));
@@ -237,10 +240,15 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
         .filter_map(|(n, p)| p.iter().next_back().map(|(r, (root, _))| (*n, (*r, *root))))
         .collect();
     let federated = (!latest_roots.is_empty())
-        .then(|| FederatedAuditRoot::new(latest_roots.iter().map(|(n, (_, r))| (*n, *r)).collect()).ok())
+        .then(|| {
+            FederatedAuditRoot::new(latest_roots.iter().map(|(n, (_, r))| (*n, *r)).collect()).ok()
+        })
         .flatten();
     // The most advanced replayed state must hold the same federated root.
-    if let Some((_, best)) = replayed.iter().max_by_key(|(_, r)| r.final_state.data().applied_index) {
+    if let Some((_, best)) = replayed
+        .iter()
+        .max_by_key(|(_, r)| r.final_state.data().applied_index)
+    {
         let logged = best.final_state.federated_root().map(|f| f.global_root);
         if logged != federated.as_ref().map(|f| f.global_root) {
             cluster_problems.push(format!(
@@ -277,7 +285,11 @@ fn compare_applied<'a>(
     for (i, c) in checks.iter().enumerate() {
         let Some(node) = c.node else { continue };
         for r in &audit_of(i).applied {
-            by_index.entry(r.index).or_default().entry(node).or_insert(r.hash);
+            by_index
+                .entry(r.index)
+                .or_default()
+                .entry(node)
+                .or_insert(r.hash);
         }
     }
     let mut bad_nodes: BTreeSet<u32> = BTreeSet::new();
@@ -300,7 +312,8 @@ fn compare_applied<'a>(
         }
         let majority = votes.values().map(Vec::len).max().unwrap_or(0);
         for nodes in votes.values() {
-            if nodes.len() < majority || votes.values().filter(|v| v.len() == majority).count() > 1 {
+            if nodes.len() < majority || votes.values().filter(|v| v.len() == majority).count() > 1
+            {
                 bad_nodes.extend(nodes.iter().copied());
             }
         }
@@ -309,17 +322,25 @@ fn compare_applied<'a>(
                 .iter()
                 .map(|(h, ns)| format!("{} on node {:?}", h.short(), ns))
                 .collect();
-            problems.push(format!("index {index}: state hashes differ: {}", parts.join(", ")));
+            problems.push(format!(
+                "index {index}: state hashes differ: {}",
+                parts.join(", ")
+            ));
         }
         reported += 1;
     }
     if reported > 5 {
-        problems.push(format!("... {} more indices with differing state hashes", reported - 5));
+        problems.push(format!(
+            "... {} more indices with differing state hashes",
+            reported - 5
+        ));
     }
     for c in checks.iter_mut() {
         if c.node.is_some_and(|n| bad_nodes.contains(&n)) {
-            c.problems
-                .push("its recorded state hashes differ from the other nodes' (see the cluster lines)".into());
+            c.problems.push(
+                "its recorded state hashes differ from the other nodes' (see the cluster lines)"
+                    .into(),
+            );
         }
     }
 }
