@@ -65,8 +65,8 @@ pub fn run(a: Args) -> Result<i32> {
 
 fn print_table(r: &xdv::operate::VerifyReport) {
     println!(
-        "{:<5} {:<28} {:>8} {:>14} {:>9} {:>9}  {}",
-        "node", "chain", "records", "roots(consist)", "applied", "replay", "verdict"
+        "{:<5} {:<28} {:>8} {:>14} {:>9} {:>9}  verdict",
+        "node", "chain", "records", "roots(consist)", "applied", "replay"
     );
     for c in &r.nodes {
         let replay = match &c.replay {

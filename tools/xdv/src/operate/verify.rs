@@ -259,7 +259,7 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
             ));
         }
     }
-    for (node, _) in &published {
+    for node in published.keys() {
         if !checks.iter().any(|c| c.node == Some(node.0)) {
             cluster_problems.push(format!(
                 "node {} published roots but its RAM file was not given: not checked",
