@@ -41,5 +41,5 @@ pub use log::{
 pub use merkle::{FederatedAuditRoot, FederationError, MerkleAccumulator, ProofError};
 pub use scan::{
     DamagedRange, Inspection, RegionScan, Scanned, Scanner, Segment, VerifyReport, inspect_region,
-    region_node, scan_region, verify_region,
+    inspect_region_with, region_node, scan_region, scan_region_with, verify_region,
 };

@@ -322,6 +322,18 @@ impl RegionScan {
 /// Scans `region` (cut to the region size) for the chain of `node`; `probe`: an
 /// offset (a superblock's end offset) at which to note the record ending there.
 pub fn scan_region(region: &[u8], node: NodeId, probe: Option<u64>) -> RegionScan {
+    scan_region_with(region, node, probe, &mut |_| {})
+}
+
+/// [`scan_region`], showing every readable record to `visit` in region order (one
+/// pass: the host verifier collects the record hashes and bodies it needs while the
+/// region is judged, instead of hashing every record a second time).
+pub fn scan_region_with(
+    region: &[u8],
+    node: NodeId,
+    probe: Option<u64>,
+    visit: &mut dyn FnMut(&RecordView),
+) -> RegionScan {
     let mut s = RegionScan {
         node,
         records: 0,
@@ -343,7 +355,10 @@ pub fn scan_region(region: &[u8], node: NodeId, probe: Option<u64>) -> RegionSca
     };
     for item in Scanner::new(region, node) {
         match item {
-            Scanned::Record { view, new_segment } => s.add_record(&view, new_segment, probe),
+            Scanned::Record { view, new_segment } => {
+                s.add_record(&view, new_segment, probe);
+                visit(&view);
+            }
             Scanned::Damaged(d) => s.add_damage(d),
         }
     }
@@ -441,6 +456,12 @@ pub fn region_node(bytes: &[u8]) -> Option<NodeId> {
 /// [`verify_region`]); reports segments and damaged ranges even when the
 /// superblocks are unreadable.
 pub fn inspect_region(bytes: &[u8]) -> Inspection {
+    inspect_region_with(bytes, &mut |_| {})
+}
+
+/// [`inspect_region`], showing every readable record of the scan to `visit` in
+/// region order (see [`scan_region_with`]).
+pub fn inspect_region_with(bytes: &[u8], visit: &mut dyn FnMut(&RecordView)) -> Inspection {
     let copies = Superblock::read_both(bytes);
     let current = Superblock::current(&copies).map(|(_, sb)| sb);
     let len = current
@@ -449,8 +470,14 @@ pub fn inspect_region(bytes: &[u8]) -> Inspection {
         .filter(|&c| (MIN_REGION_BYTES as u64..=MAX_REGION_BYTES as u64).contains(&c))
         .map_or(bytes.len(), |c| bytes.len().min(c as usize));
     let region = &bytes[..len];
-    let scan = region_node(bytes)
-        .map(|node| scan_region(region, node, current.as_ref().map(|sb| sb.end_offset)));
+    let scan = region_node(bytes).map(|node| {
+        scan_region_with(
+            region,
+            node,
+            current.as_ref().map(|sb| sb.end_offset),
+            visit,
+        )
+    });
     let torn = scan
         .as_ref()
         .and_then(|s| torn_tail(&copies, s))

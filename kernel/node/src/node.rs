@@ -238,7 +238,10 @@ pub struct Node<R: Region> {
     out: Outbox,
 }
 
-fn genesis(cfg: &NodeConfig) -> Result<ClusterState, String> {
+/// The cluster state a node built from `cfg` starts from before its log: every member
+/// with the genesis cores and capabilities, every tenant. Public so that host replay
+/// (`cargo xdv replay`) starts from exactly the state the node started from.
+pub fn genesis(cfg: &NodeConfig) -> Result<ClusterState, String> {
     let workers: Vec<WorkerInfo> = cfg
         .identity
         .peers

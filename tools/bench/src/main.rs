@@ -10,6 +10,7 @@ mod cluster;
 mod net;
 mod node;
 mod raft;
+mod replay;
 mod report;
 mod sched;
 mod tasks;
@@ -31,6 +32,7 @@ fn main() {
         "cluster" => cluster::run(rest),
         "node" => node::run(rest),
         "accel" => accel::run(rest),
+        "replay" => replay::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
     };
     if let Err(e) = result {

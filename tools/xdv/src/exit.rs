@@ -28,4 +28,5 @@ pub const HELP: &str = "Exit codes: 0 accepted and executed (with --no-wait: acc
 /// The exit-code summary under `cargo xdv --help`.
 pub const TOP_HELP: &str = "Exit codes: 0 success; 1 error; 2 usage error; `submit` also \
 3 refused (never ran) and 4 failed (ran: trapped, budget exceeded, guard denied); see \
-`cargo xdv submit --help`.";
+`cargo xdv submit --help`. `replay` and `verify`: 1 also when the replay diverges or a \
+check fails.";

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod fakepeer;
 pub mod harness;
 pub mod mgmt;
+pub mod operate;
 pub mod prereq;
 pub mod qemu;
 pub mod submission;

@@ -58,6 +58,14 @@ enum Cmd {
     Quota(cmd::quota::QuotaArgs),
     /// Q/Φ accelerator devices for QEMU nodes: serve one, inject faults (ctl).
     Accel(cmd::accel::Args),
+    /// Re-apply a node's committed log on the host (from its RAM file) and check every
+    /// state hash against its audit records; exit 0 ExactMatch, 1 diverged.
+    Replay(cmd::replay::Args),
+    /// Verify a cluster: audit chains, published roots, consistency, replays, state
+    /// hashes across nodes, federated root; exit 0 all good, 1 a problem.
+    Verify(cmd::verify::Args),
+    /// Draw a run as one self-contained HTML page (a lane per node).
+    Timeline(cmd::timeline::Args),
 }
 
 fn main() {
@@ -82,6 +90,9 @@ fn main() {
         Cmd::Submit(a) => cmd::submit::submit(a),
         Cmd::Quota(a) => ok(cmd::quota::quota(a)),
         Cmd::Accel(a) => ok(cmd::accel::run(a)),
+        Cmd::Replay(a) => cmd::replay::run(a),
+        Cmd::Verify(a) => cmd::verify::run(a),
+        Cmd::Timeline(a) => ok(cmd::timeline::run(a)),
     };
     match result {
         Ok(code) => std::process::exit(code),

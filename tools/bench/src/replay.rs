@@ -1,0 +1,163 @@
+//! `cargo xdv bench replay`: the operating commands' speed, side by side in one run.
+//!
+//! (a) Host replay vs the node's own apply rate. A 3-node cluster runs in this
+//!     process (`xdv::operate::fixture`: the real `Node`s, their Raft regions and
+//!     audit logs) with a steady stream of tasks; node 1's apply rate is the entries it
+//!     applied divided by the time spent inside its own calls (Raft, durable writes,
+//!     the gate's signature checks, applying, hashing, its audit appends, its timers).
+//!     Then `cargo xdv replay`'s core (`xdv::operate::replay`) re-applies node 1's
+//!     RAM image: entries per second of wall time. Goal: host ≥ 10× the node.
+//! (b) `verify` throughput on a full 64 MiB audit region (records like a node's:
+//!     `RaftApplied` + applied-entry records) — one pass that verifies the chain,
+//!     judges the superblock, collects the record hashes and decodes the applied
+//!     records, plus the Merkle root over all records (a published root checked) —
+//!     vs raw SHA-256 over the same bytes. Goal: ratio ≥ 0.8.
+//!
+//! Usage: `cargo xdv bench replay [runs]` (default 5; medians).
+
+use crate::report::{median, print_json};
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use xdv::operate::fixture::{self, FixtureOptions};
+use xdv::operate::image::{LoadOptions, load_node};
+use xdv::operate::replay::read_audit;
+use xdv_audit::merkle::MerkleAccumulator;
+use xdv_audit::{AuditLog, RecordBody};
+use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
+
+const VERIFY_REGION_BYTES: usize = 64 << 20;
+
+fn replay_speed(runs: usize) -> Result<(f64, f64, usize)> {
+    let dir = std::env::temp_dir().join(format!("xdv-bench-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = FixtureOptions {
+        nodes: 3,
+        run_ms: 40_000,
+        tasks: 1_500,
+        silent: None,
+        crash: None,
+        snapshot_threshold: None,
+    };
+    let run = fixture::build(&dir, &opts)?;
+    let node_busy = run.busy[0].as_secs_f64();
+    let node_rate = run.applied[0] as f64 / node_busy;
+    println!(
+        "node 1 (in-process cluster of 3, {} tasks): applied {} entries in {:.1} ms of its own time = {:.0} entries/s",
+        run.submitted,
+        run.applied[0],
+        node_busy * 1e3,
+        node_rate
+    );
+    let img = load_node(&dir.join("node1.ram"), &LoadOptions::default())?;
+    let mut times = Vec::new();
+    let mut entries = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = xdv::operate::replay(&img)?;
+        times.push(t.elapsed());
+        if !r.verdict.ok() {
+            bail!("the bench's own replay did not match: {:?}", r.verdict);
+        }
+        entries = r.steps.len();
+    }
+    times.sort();
+    let host = median(&times).as_secs_f64();
+    let host_rate = entries as f64 / host;
+    println!(
+        "host replay of node1.ram (open the Raft region, read the audit region, re-apply, compare): {entries} entries in {:.1} ms = {host_rate:.0} entries/s",
+        host * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((host_rate, node_rate, entries))
+}
+
+/// A full 64 MiB region of node-like records; returns (region, bytes used).
+fn full_region() -> Result<(Vec<u8>, usize)> {
+    let mut region = vec![0u8; VERIFY_REGION_BYTES];
+    let used;
+    {
+        let (mut log, _) =
+            AuditLog::open(&mut region, NodeId(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut i = 0u64;
+        loop {
+            i += 1;
+            let applied = RecordBody::RaftApplied {
+                index: i,
+                term: 1,
+                entry_hash: Hash32([i as u8; 32]),
+            };
+            let state = RecordBody::Custom {
+                tag: xdv_node::AUDIT_TAG_APPLIED,
+                bytes: xdv_cluster::mgmt::encode(&(i, "AssignTask", Hash32([(i >> 8) as u8; 32]))),
+            };
+            let a = log.append(Timestamp(2 * i), CoreId(0), &applied);
+            let b = log.append(Timestamp(2 * i + 1), CoreId(0), &state);
+            if a.is_err() || b.is_err() {
+                break;
+            }
+        }
+        used = log.bytes_used() as usize;
+    }
+    Ok((region, used))
+}
+
+fn verify_ratio(runs: usize) -> Result<(f64, f64, u64)> {
+    let (region, used) = full_region()?;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    let mut records = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let a = read_audit(&region);
+        let mut acc = MerkleAccumulator::new();
+        for h in &a.hashes {
+            acc.push(h);
+        }
+        black_box(acc.root());
+        ours.push(t.elapsed());
+        a.verdict
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("the bench region does not verify: {e:?}"))?;
+        records = a.hashes.len() as u64;
+        let t = Instant::now();
+        black_box(Sha256::digest(&region[..used]));
+        base.push(t.elapsed());
+    }
+    ours.sort();
+    base.sort();
+    let mbps = |d: Duration| used as f64 / d.as_secs_f64() / (1 << 20) as f64;
+    let (o, b) = (mbps(median(&ours)), mbps(median(&base)));
+    println!(
+        "verify of a full 64 MiB audit region ({records} records, {used} bytes): {o:.0} MiB/s; raw SHA-256 over the same bytes: {b:.0} MiB/s; ratio {:.2} (goal >= 0.8)",
+        o / b
+    );
+    Ok((o, b, records))
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let runs = match args.first() {
+        Some(s) => s.parse::<usize>().context("runs must be a number")?,
+        None => 5,
+    };
+    if !(1..=100).contains(&runs) {
+        bail!("runs must be 1..=100");
+    }
+    let (host, node, entries) = replay_speed(runs)?;
+    println!("replay: host / node = {:.1}x (goal >= 10x)", host / node);
+    let (ours, base, records) = verify_ratio(runs)?;
+    print_json(
+        "replay",
+        "entries per second (host replay vs the node's own apply rate)",
+        host,
+        node,
+        serde_json::json!({
+            "entries": entries,
+            "verify_mib_per_s": ours,
+            "sha256_mib_per_s": base,
+            "verify_ratio": ours / base,
+            "verify_records": records,
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! Off-line replay of one node: its durable Raft region re-applied through the cluster
+//! state machine, the state hash after every entry compared with the node's own
+//! audit record for that index.
+//!
+//! Same code as the node: the region is opened by `xdv_node::DurableStorage` (the
+//! node's `Storage`), the state starts from the latest snapshot image
+//! (`ClusterState::restore_image`) or, for the bootstrap snapshot, from
+//! `xdv_node::genesis` of the node's configuration; entries are applied exactly as
+//! `Node::applied_entry` does (only `Normal` entries past the state's applied index).
+//! The node's record of an applied entry is the audit `Custom` record with tag
+//! [`xdv_node::AUDIT_TAG_APPLIED`]: postcard `(index, command name, state hash)`.
+
+use super::image::{NodeImage, RegionPlace};
+use std::collections::BTreeMap;
+use xdv_audit::{RecordBody, RecordView, VerifyError, VerifyReport, inspect_region_with};
+use xdv_cluster::mgmt;
+use xdv_cluster::{ClusterState, Command, Event, GlobalTime, Proposal};
+use xdv_node::{AUDIT_TAG_APPLIED, AUDIT_TAG_NODE, DurableStorage, OpenError};
+use xdv_raft::{EntryKind, Storage};
+use xdv_types::{Hash32, NodeId};
+
+/// Bytes at the start of a Raft region that are zero when consensus never ran there
+/// (both header slots).
+const RAFT_HEADER_BYTES: usize = 8192;
+
+/// The node's record of one applied entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedRecord {
+    /// Audit sequence number of the record.
+    pub seq: u64,
+    pub index: u64,
+    pub command: String,
+    pub hash: Hash32,
+}
+
+/// An audit record worth a mark on a timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditMark {
+    pub seq: u64,
+    pub stamp: u64,
+    /// `boot`, `alarm`, `damage`, `full`, `halt`, `root`.
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// One audit region read in one pass: the verifier's verdict, every readable record's
+/// hash (the Merkle leaves, region order), the applied-entry records and the marks.
+pub struct AuditRead {
+    pub node: Option<NodeId>,
+    pub verdict: Result<VerifyReport, VerifyError>,
+    pub hashes: Vec<Hash32>,
+    pub applied: Vec<AppliedRecord>,
+    /// Applied-entry records whose bytes do not decode.
+    pub undecodable: Vec<u64>,
+    /// (seq, Raft index, Raft term) of every `RaftApplied` record.
+    pub raft_applied: Vec<(u64, u64, u64)>,
+    pub marks: Vec<AuditMark>,
+}
+
+/// Reads an audit region (the bytes at its place in the RAM file) in one pass.
+pub fn read_audit(bytes: &[u8]) -> AuditRead {
+    let mut hashes = Vec::new();
+    let mut applied = Vec::new();
+    let mut undecodable = Vec::new();
+    let mut raft_applied = Vec::new();
+    let mut marks = Vec::new();
+    let insp = inspect_region_with(bytes, &mut |v: &RecordView| {
+        hashes.push(v.hash);
+        let seq = v.header.seq;
+        let mark = |kind, text: String| AuditMark {
+            seq,
+            stamp: v.header.stamp.0,
+            kind,
+            text,
+        };
+        match &v.body {
+            RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_APPLIED => {
+                match mgmt::decode::<(u64, String, Hash32)>(bytes) {
+                    Ok((index, command, hash)) => applied.push(AppliedRecord {
+                        seq,
+                        index,
+                        command,
+                        hash,
+                    }),
+                    Err(_) => undecodable.push(seq),
+                }
+            }
+            RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_NODE => {
+                let line = mgmt::decode::<String>(bytes).unwrap_or_else(|_| "node record".into());
+                if line.contains("halted") {
+                    marks.push(mark("halt", line));
+                }
+            }
+            RecordBody::RaftApplied { index, term, .. } => raft_applied.push((seq, *index, *term)),
+            RecordBody::Boot { count } => marks.push(mark("boot", format!("boot {count}"))),
+            RecordBody::AuditAlarm {
+                used_bytes,
+                region_bytes,
+                ..
+            } => marks.push(mark(
+                "alarm",
+                format!(
+                    "audit region past its high-water mark ({used_bytes} of {region_bytes} bytes)"
+                ),
+            )),
+            RecordBody::Damaged { offset, bytes, .. } => marks.push(mark(
+                "damage",
+                format!("damaged range {offset:#x}+{bytes} recorded"),
+            )),
+            RecordBody::RegionFull { records, .. } => marks.push(mark(
+                "full",
+                format!("audit region full at {records} records"),
+            )),
+            RecordBody::MerkleRootPublished { size, root } => marks.push(mark(
+                "root",
+                format!("root over {size} records {}", root.short()),
+            )),
+            _ => {}
+        }
+    });
+    AuditRead {
+        node: insp.scan.as_ref().map(|s| s.node),
+        verdict: insp.verdict,
+        hashes,
+        applied,
+        undecodable,
+        raft_applied,
+        marks,
+    }
+}
+
+/// Why a replay could not run.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// The Raft region is blank: consensus never ran on this RAM file.
+    NoRaftRegion(RegionPlace),
+    /// The Raft region does not open (the node's own refusal).
+    RaftDamaged(String),
+    /// No audit record of any node in the audit region.
+    NoAuditRegion(RegionPlace),
+    /// The regions (or the file name, or the provisioning) name different nodes.
+    Mismatch(String),
+    /// The snapshot is a bootstrap one and the node's configuration is unknown.
+    NoGenesis(String),
+    /// The snapshot image in the region does not restore.
+    BadSnapshot(String),
+    /// Every audit record of an applied entry is older than the snapshot: nothing to
+    /// compare the replay with.
+    SnapshotNewerThanAudit {
+        snapshot_index: u64,
+        last_recorded: Option<u64>,
+    },
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayError::NoRaftRegion(at) => write!(
+                f,
+                "no Raft region: the bytes at {at} are blank (this node never ran consensus, \
+                 or the file is not a node's RAM file; --raft ADDR,SIZE if it was booted with another raft=)"
+            ),
+            ReplayError::RaftDamaged(why) => write!(f, "the Raft region does not open: {why}"),
+            ReplayError::NoAuditRegion(at) => write!(
+                f,
+                "no audit region: no superblock and no record at {at} (--audit ADDR,SIZE if the node was booted with another audit=)"
+            ),
+            ReplayError::Mismatch(why) => f.write_str(why),
+            ReplayError::NoGenesis(why) => write!(
+                f,
+                "the log starts at the bootstrap snapshot and the genesis state needs the node's \
+                 provisioning: {why}"
+            ),
+            ReplayError::BadSnapshot(why) => {
+                write!(
+                    f,
+                    "the snapshot image in the Raft region does not restore: {why}"
+                )
+            }
+            ReplayError::SnapshotNewerThanAudit {
+                snapshot_index,
+                last_recorded,
+            } => write!(
+                f,
+                "the Raft region's snapshot is at index {snapshot_index} but the audit records of applied \
+                 entries end at {}: nothing to compare the replay with (audit region reformatted or from another run?)",
+                last_recorded.map_or("none".into(), |i| i.to_string())
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// One re-applied entry.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub index: u64,
+    pub term: u64,
+    /// Command name, or `invalid`.
+    pub command: &'static str,
+    /// The proposer's stamp (Lamport time, proposing node: the leader).
+    pub time: GlobalTime,
+    pub events: Vec<Event>,
+    /// State hash after the entry, on the host.
+    pub hash: Hash32,
+    /// The node's recorded hash for this index, if it recorded one.
+    pub recorded: Option<Hash32>,
+    /// An accepted `PublishAuditRoot`: (node, records, root).
+    pub published: Option<(NodeId, u64, Hash32)>,
+}
+
+/// The outcome of the comparison.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    ExactMatch {
+        checked: u64,
+    },
+    Diverged {
+        index: u64,
+        host: Hash32,
+        node: Hash32,
+        host_command: String,
+        node_command: String,
+    },
+    /// Entries were applied but the node recorded none of them.
+    NothingChecked,
+    /// The readable records agree, but the audit chain is broken at `seq` (a record
+    /// changed without re-chaining, damage nobody recorded): what it said is not
+    /// trusted. `first_unchecked`: the first replayed index with no readable record
+    /// before the last recorded one (the index the broken record most likely held).
+    AuditDamaged {
+        seq: u64,
+        offset: u64,
+        what: String,
+        first_unchecked: Option<u64>,
+        checked: u64,
+    },
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        matches!(self, Verdict::ExactMatch { .. })
+    }
+}
+
+/// What the replay of one node found.
+pub struct Replay {
+    pub node: u32,
+    pub cluster: u32,
+    pub snapshot_index: u64,
+    pub snapshot_term: u64,
+    /// The snapshot carried a state image (else: the bootstrap, genesis state).
+    pub snapshot_image: bool,
+    /// (host hash of the restored image, the node's record at its applied index).
+    pub snapshot_check: Option<(Hash32, Option<Hash32>)>,
+    pub commit: u64,
+    pub last_index: u64,
+    pub steps: Vec<Step>,
+    /// Applied entries the node has no record of.
+    pub unrecorded: Vec<u64>,
+    /// The node's records of entries at or before the snapshot (not replayable).
+    pub before_snapshot: u64,
+    /// The node's records of entries past the region's commit index.
+    pub past_commit: u64,
+    pub verdict: Verdict,
+    pub final_state: ClusterState,
+    pub audit: AuditRead,
+    pub genesis_from: String,
+}
+
+fn raft_identity(img: &NodeImage) -> Result<(u32, u32), ReplayError> {
+    let head = &img.raft[..img.raft.len().min(RAFT_HEADER_BYTES)];
+    if head.iter().all(|&b| b == 0) {
+        return Err(ReplayError::NoRaftRegion(img.raft_at));
+    }
+    // Opening as cluster 0, node 0 (never a real node: ids start at 1) makes the
+    // node's own code name the region's owner without reading further.
+    match DurableStorage::open(img.raft.clone(), 0, 0, &[]) {
+        Err(OpenError::Foreign { cluster, node }) => Ok((cluster, node)),
+        Err(e) => Err(ReplayError::RaftDamaged(e.to_string())),
+        Ok(_) => Ok((0, 0)),
+    }
+}
+
+fn check_identity(img: &NodeImage, cluster: u32, node: u32) -> Result<(), ReplayError> {
+    if let Some(f) = img.file_node.filter(|&f| f != node) {
+        return Err(ReplayError::Mismatch(format!(
+            "{} holds the Raft region of node {node}, not of node {f}",
+            img.path.display()
+        )));
+    }
+    if let Some(c) = &img.config {
+        let id = &c.identity;
+        if id.node != node || id.cluster != cluster {
+            return Err(ReplayError::Mismatch(format!(
+                "the provisioning ({}) is node {} of cluster {} but the Raft region is node {node} of cluster {cluster}",
+                img.config_from, id.node, id.cluster
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Replays node `img` (see the module doc).
+pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
+    let (cluster, node) = raft_identity(img)?;
+    check_identity(img, cluster, node)?;
+    let (storage, _) = DurableStorage::open(img.raft.clone(), cluster, node, &[])
+        .map_err(|e| ReplayError::RaftDamaged(e.to_string()))?;
+    let audit = read_audit(&img.audit);
+    match audit.node {
+        None => return Err(ReplayError::NoAuditRegion(img.audit_at)),
+        Some(n) if n.0 != node => {
+            return Err(ReplayError::Mismatch(format!(
+                "the audit region belongs to node {} but the Raft region to node {node}",
+                n.0
+            )));
+        }
+        Some(_) => {}
+    }
+    let mut recorded: BTreeMap<u64, Vec<&AppliedRecord>> = BTreeMap::new();
+    for r in &audit.applied {
+        recorded.entry(r.index).or_default().push(r);
+    }
+    let snap = storage.snapshot().clone();
+    let commit = storage.hard_state().commit;
+    let (mut state, genesis_from) = start_state(img, &snap.data)?;
+    let start = state.data().applied_index;
+    let last_recorded = recorded.keys().next_back().copied();
+    if !snap.data.is_empty() && last_recorded.is_none_or(|l| l < start) {
+        return Err(ReplayError::SnapshotNewerThanAudit {
+            snapshot_index: snap.meta.index,
+            last_recorded,
+        });
+    }
+    let snapshot_check = (!snap.data.is_empty()).then(|| {
+        let at = recorded.get(&start).and_then(|v| v.first()).map(|r| r.hash);
+        (state.hash(), at)
+    });
+    let entries = storage
+        .entries(snap.meta.index + 1, commit + 1, usize::MAX)
+        .map_err(|e| {
+            ReplayError::RaftDamaged(format!(
+                "the log does not hold the committed entries {}..={commit}: {e:?}",
+                snap.meta.index + 1
+            ))
+        })?;
+    let mut steps = Vec::new();
+    let mut unrecorded = Vec::new();
+    let mut checked = 0u64;
+    let mut verdict = None;
+    if let Some((host, Some(node_hash))) = snapshot_check
+        && host != node_hash
+    {
+        verdict = Some(Verdict::Diverged {
+            index: start,
+            host,
+            node: node_hash,
+            host_command: "snapshot".into(),
+            node_command: recorded[&start][0].command.clone(),
+        });
+    }
+    for e in &entries {
+        let EntryKind::Normal(data) = &e.kind else {
+            continue;
+        };
+        if e.index <= state.data().applied_index || verdict.is_some() {
+            continue;
+        }
+        let published = match Proposal::decode(data) {
+            Ok(Proposal {
+                command:
+                    Command::PublishAuditRoot {
+                        node,
+                        records,
+                        root,
+                    },
+                ..
+            }) => Some((node, records, root)),
+            _ => None,
+        };
+        let applied = state.apply(e.index, data);
+        let hash = state.hash();
+        let command = applied.command.unwrap_or("invalid");
+        let accepted = applied
+            .events
+            .iter()
+            .any(|ev| matches!(ev, Event::RootPublished { .. }));
+        let mine = recorded.get(&e.index);
+        if let Some(rs) = mine {
+            checked += 1;
+            if let Some(bad) = rs.iter().find(|r| r.hash != hash || r.command != command) {
+                verdict = Some(Verdict::Diverged {
+                    index: e.index,
+                    host: hash,
+                    node: bad.hash,
+                    host_command: command.into(),
+                    node_command: bad.command.clone(),
+                });
+            }
+        } else {
+            unrecorded.push(e.index);
+        }
+        steps.push(Step {
+            index: e.index,
+            term: e.term,
+            command,
+            time: applied.time,
+            events: applied.events,
+            hash,
+            recorded: mine.and_then(|v| v.first()).map(|r| r.hash),
+            published: published.filter(|_| accepted),
+        });
+    }
+    let verdict = match (verdict, &audit.verdict) {
+        (Some(d), _) => d,
+        (None, Err(e)) => Verdict::AuditDamaged {
+            seq: e.seq,
+            offset: e.offset,
+            what: e.what.to_string(),
+            first_unchecked: unrecorded
+                .iter()
+                .copied()
+                .find(|&i| last_recorded.is_some_and(|l| i < l)),
+            checked,
+        },
+        (None, Ok(_)) if checked > 0 || steps.is_empty() => Verdict::ExactMatch { checked },
+        (None, Ok(_)) => Verdict::NothingChecked,
+    };
+    let before_snapshot = recorded.range(..=start).map(|(_, v)| v.len() as u64).sum();
+    let past_commit = recorded
+        .range(commit + 1..)
+        .map(|(_, v)| v.len() as u64)
+        .sum();
+    Ok(Replay {
+        node,
+        cluster,
+        snapshot_index: snap.meta.index,
+        snapshot_term: snap.meta.term,
+        snapshot_image: !snap.data.is_empty(),
+        snapshot_check,
+        commit,
+        last_index: storage.last_index(),
+        steps,
+        unrecorded,
+        before_snapshot,
+        past_commit,
+        verdict,
+        final_state: state,
+        audit,
+        genesis_from,
+    })
+}
+
+/// The state the node's log starts from: the snapshot image, or the genesis state of
+/// the node's configuration for the bootstrap snapshot (which carries no image).
+fn start_state(img: &NodeImage, image: &[u8]) -> Result<(ClusterState, String), ReplayError> {
+    if image.is_empty() {
+        let cfg = img
+            .config
+            .as_ref()
+            .ok_or_else(|| ReplayError::NoGenesis(img.config_from.clone()))?;
+        let s = xdv_node::genesis(cfg).map_err(ReplayError::NoGenesis)?;
+        return Ok((s, format!("genesis from {}", img.config_from)));
+    }
+    let config = img
+        .config
+        .as_ref()
+        .map_or_else(xdv_cluster::Config::default, |c| c.state.clone());
+    let mut s =
+        ClusterState::new(config).map_err(|e| ReplayError::BadSnapshot(format!("{e:?}")))?;
+    s.restore_image(image)
+        .map_err(|e| ReplayError::BadSnapshot(e.to_string()))?;
+    Ok((s, "the snapshot image in the Raft region".into()))
+}

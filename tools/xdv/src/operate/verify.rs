@@ -1,0 +1,346 @@
+//! One verification view of a cluster (`cargo xdv verify`): for every node its audit
+//! chain, the Merkle roots it published through the log checked against its own
+//! region (and RFC 9162 consistency proofs between its successive published sizes, so
+//! a node cannot rewrite history it already published), the federated root
+//! recomputed, its log replayed (`super::replay`), and the applied-entry records
+//! compared across nodes: one state hash per log index.
+//!
+//! Published roots are taken from every replayed log (accepted `PublishAuditRoot`
+//! entries) and from each replayed state's `NodeRecord::audit` (publications that a
+//! snapshot already folded in). Two logs that disagree about a node's root at the
+//! same size are reported too.
+
+use super::image::NodeImage;
+use super::replay::{AuditRead, Replay, Verdict, read_audit, replay};
+use std::collections::{BTreeMap, BTreeSet};
+use xdv_audit::FederatedAuditRoot;
+use xdv_audit::merkle::{MerkleAccumulator, consistency_proof, verify_consistency};
+use xdv_types::{Hash32, NodeId};
+
+/// What was checked on one node, and what is wrong.
+pub struct NodeCheck {
+    pub path: String,
+    pub node: Option<u32>,
+    /// `ok`, `ok (N damaged ranges recorded)` or the first bad record.
+    pub chain: String,
+    pub chain_ok: bool,
+    pub records: u64,
+    pub roots_checked: u64,
+    pub consistency_checked: u64,
+    /// Indices whose state hash this node and at least one other node recorded.
+    pub applied_compared: u64,
+    /// The replay's verdict (`None`: the replay could not run; see `problems`).
+    pub replay: Option<Verdict>,
+    pub problems: Vec<String>,
+}
+
+impl NodeCheck {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The cluster's verification.
+pub struct VerifyReport {
+    pub nodes: Vec<NodeCheck>,
+    /// Each node's latest published (records, root), from the logs.
+    pub latest_roots: BTreeMap<NodeId, (u64, Hash32)>,
+    /// Recomputed over `latest_roots` (`None`: nobody published).
+    pub federated: Option<FederatedAuditRoot>,
+    /// Problems that belong to no single node.
+    pub cluster_problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.cluster_problems.is_empty() && self.nodes.iter().all(NodeCheck::ok)
+    }
+}
+
+/// A node's publications as the logs tell them: (records) → (root, where seen).
+type Published = BTreeMap<NodeId, BTreeMap<u64, (Hash32, String)>>;
+
+fn collect_published(replays: &[(usize, &Replay)], problems: &mut Vec<String>) -> Published {
+    let mut out: Published = BTreeMap::new();
+    let mut add = |node: NodeId, records: u64, root: Hash32, seen: String| {
+        let slot = out.entry(node).or_default();
+        match slot.get(&records) {
+            Some((r, first)) if *r != root => problems.push(format!(
+                "node {} published two different roots over {records} records: {} ({first}) and {} ({seen})",
+                node.0,
+                r.short(),
+                root.short()
+            )),
+            Some(_) => {}
+            None => {
+                slot.insert(records, (root, seen));
+            }
+        }
+    };
+    for (_, r) in replays {
+        for s in &r.steps {
+            if let Some((node, records, root)) = s.published {
+                add(node, records, root, format!("log index {}", s.index));
+            }
+        }
+        for (node, rec) in &r.final_state.data().nodes {
+            if let Some((records, root)) = rec.audit {
+                add(*node, records, root, format!("state of node {}", r.node));
+            }
+        }
+    }
+    out
+}
+
+/// Checks `pubs` (records → root) against the node's readable record hashes.
+fn check_roots(hashes: &[Hash32], pubs: &BTreeMap<u64, (Hash32, String)>, c: &mut NodeCheck) {
+    let mut acc = MerkleAccumulator::new();
+    let mut prev: Option<(u64, Hash32)> = None;
+    for (&records, (root, seen)) in pubs {
+        if records > hashes.len() as u64 {
+            c.problems.push(format!(
+                "published a root over {records} records ({seen}) but its region holds {} readable records",
+                hashes.len()
+            ));
+            continue;
+        }
+        while acc.len() < records {
+            acc.push(&hashes[acc.len() as usize]);
+        }
+        let mine = acc.root();
+        c.roots_checked += 1;
+        if mine != *root {
+            c.problems.push(format!(
+                "published root over {records} records ({seen}) is {} but its region gives {}",
+                root.short(),
+                mine.short()
+            ));
+            continue;
+        }
+        if let Some((m, old_root)) = prev {
+            let proof = consistency_proof(hashes, m as usize, records as usize);
+            let ok =
+                proof.is_ok_and(|p| verify_consistency(m, records, &old_root, root, &p).is_ok());
+            c.consistency_checked += 1;
+            if !ok {
+                c.problems.push(format!(
+                    "no consistency proof from its published size {m} to {records}"
+                ));
+            }
+        }
+        prev = Some((records, *root));
+    }
+}
+
+fn chain_summary(a: &AuditRead, c: &mut NodeCheck) {
+    match &a.verdict {
+        Ok(r) => {
+            c.records = r.records;
+            c.chain_ok = true;
+            c.chain = if r.damaged.is_empty() {
+                "ok".into()
+            } else {
+                format!("ok ({} damaged ranges recorded)", r.damaged.len())
+            };
+        }
+        Err(e) => {
+            c.records = a.hashes.len() as u64;
+            c.chain = format!("FAILED at seq {} offset {:#x}", e.seq, e.offset);
+            c.problems.push(format!(
+                "audit chain: first bad record seq {} at region offset {:#x}: {}",
+                e.seq, e.offset, e.what
+            ));
+        }
+    }
+    if !a.undecodable.is_empty() {
+        c.problems.push(format!(
+            "{} applied-entry records do not decode (first seq {})",
+            a.undecodable.len(),
+            a.undecodable[0]
+        ));
+    }
+}
+
+/// Verifies the nodes (see the module doc).
+pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
+    let mut checks = Vec::new();
+    let mut replays: Vec<Option<Replay>> = Vec::new();
+    let mut audits: Vec<Option<AuditRead>> = Vec::new();
+    for img in images {
+        let mut c = NodeCheck {
+            path: img.path.display().to_string(),
+            node: img.file_node,
+            chain: String::new(),
+            chain_ok: false,
+            records: 0,
+            roots_checked: 0,
+            consistency_checked: 0,
+            applied_compared: 0,
+            replay: None,
+            problems: Vec::new(),
+        };
+        match replay(img) {
+            Ok(r) => {
+                c.node = Some(r.node);
+                chain_summary(&r.audit, &mut c);
+                if let Verdict::Diverged {
+                    index, host, node, ..
+                } = &r.verdict
+                {
+                    c.problems.push(format!(
+                        "replay diverges at index {index}: host {} node {}",
+                        host.short(),
+                        node.short()
+                    ));
+                } else if r.verdict == Verdict::NothingChecked {
+                    c.problems
+                        .push("replay: the node recorded none of its applied entries".into());
+                }
+                c.replay = Some(r.verdict.clone());
+                replays.push(Some(r));
+                audits.push(None);
+            }
+            Err(e) => {
+                let a = read_audit(&img.audit);
+                c.node = c.node.or(a.node.map(|n| n.0));
+                if a.node.is_none() {
+                    c.chain = "no region".into();
+                }
+                chain_summary(&a, &mut c);
+                c.problems.push(format!("replay: {e}"));
+                replays.push(None);
+                audits.push(Some(a));
+            }
+        }
+        checks.push(c);
+    }
+    let mut cluster_problems = Vec::new();
+    let replayed: Vec<(usize, &Replay)> = replays
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
+        .collect();
+    let published = collect_published(&replayed, &mut cluster_problems);
+    let audit_of = |i: usize| -> &AuditRead {
+        replays[i]
+            .as_ref()
+            .map(|r| &r.audit)
+            .or(audits[i].as_ref())
+            .expect("every node has one or the other")
+    };
+    for (i, c) in checks.iter_mut().enumerate() {
+        let Some(node) = c.node else { continue };
+        if let Some(pubs) = published.get(&NodeId(node)) {
+            check_roots(&audit_of(i).hashes, pubs, c);
+        }
+    }
+    compare_applied(&mut checks, &audit_of, &mut cluster_problems);
+    let latest_roots: BTreeMap<NodeId, (u64, Hash32)> = published
+        .iter()
+        .filter_map(|(n, p)| p.iter().next_back().map(|(r, (root, _))| (*n, (*r, *root))))
+        .collect();
+    let federated = (!latest_roots.is_empty())
+        .then(|| {
+            FederatedAuditRoot::new(latest_roots.iter().map(|(n, (_, r))| (*n, *r)).collect()).ok()
+        })
+        .flatten();
+    // The most advanced replayed state must hold the same federated root.
+    if let Some((_, best)) = replayed
+        .iter()
+        .max_by_key(|(_, r)| r.final_state.data().applied_index)
+    {
+        let logged = best.final_state.federated_root().map(|f| f.global_root);
+        if logged != federated.as_ref().map(|f| f.global_root) {
+            cluster_problems.push(format!(
+                "the federated root in node {}'s replayed state ({}) differs from the one recomputed from the published roots ({})",
+                best.node,
+                logged.map_or("none".into(), |h| h.short().to_string()),
+                federated.as_ref().map_or("none".into(), |f| f.global_root.short().to_string())
+            ));
+        }
+    }
+    for node in published.keys() {
+        if !checks.iter().any(|c| c.node == Some(node.0)) {
+            cluster_problems.push(format!(
+                "node {} published roots but its RAM file was not given: not checked",
+                node.0
+            ));
+        }
+    }
+    VerifyReport {
+        nodes: checks,
+        latest_roots,
+        federated,
+        cluster_problems,
+    }
+}
+
+/// For every index several nodes recorded: the same state hash (and command).
+fn compare_applied<'a>(
+    checks: &mut [NodeCheck],
+    audit_of: &dyn Fn(usize) -> &'a AuditRead,
+    problems: &mut Vec<String>,
+) {
+    let mut by_index: BTreeMap<u64, BTreeMap<u32, Hash32>> = BTreeMap::new();
+    for (i, c) in checks.iter().enumerate() {
+        let Some(node) = c.node else { continue };
+        for r in &audit_of(i).applied {
+            by_index
+                .entry(r.index)
+                .or_default()
+                .entry(node)
+                .or_insert(r.hash);
+        }
+    }
+    let mut bad_nodes: BTreeSet<u32> = BTreeSet::new();
+    let mut reported = 0;
+    for (index, hashes) in &by_index {
+        if hashes.len() < 2 {
+            continue;
+        }
+        for c in checks.iter_mut() {
+            if c.node.is_some_and(|n| hashes.contains_key(&n)) {
+                c.applied_compared += 1;
+            }
+        }
+        let mut votes: BTreeMap<Hash32, Vec<u32>> = BTreeMap::new();
+        for (n, h) in hashes {
+            votes.entry(*h).or_default().push(*n);
+        }
+        if votes.len() == 1 {
+            continue;
+        }
+        let majority = votes.values().map(Vec::len).max().unwrap_or(0);
+        for nodes in votes.values() {
+            if nodes.len() < majority || votes.values().filter(|v| v.len() == majority).count() > 1
+            {
+                bad_nodes.extend(nodes.iter().copied());
+            }
+        }
+        if reported < 5 {
+            let parts: Vec<String> = votes
+                .iter()
+                .map(|(h, ns)| format!("{} on node {:?}", h.short(), ns))
+                .collect();
+            problems.push(format!(
+                "index {index}: state hashes differ: {}",
+                parts.join(", ")
+            ));
+        }
+        reported += 1;
+    }
+    if reported > 5 {
+        problems.push(format!(
+            "... {} more indices with differing state hashes",
+            reported - 5
+        ));
+    }
+    for c in checks.iter_mut() {
+        if c.node.is_some_and(|n| bad_nodes.contains(&n)) {
+            c.problems.push(
+                "its recorded state hashes differ from the other nodes' (see the cluster lines)"
+                    .into(),
+            );
+        }
+    }
+}
