@@ -56,6 +56,15 @@ enum Cmd {
     Submit(cmd::submit::SubmitArgs),
     /// Set, show or clear a tenant's quota (operator-signed).
     Quota(cmd::quota::QuotaArgs),
+    /// Reserve Q containers, Φ windows or K core slots on a node (a signed contract);
+    /// exit 0 accepted, 3 rejected.
+    Reserve(cmd::contract::ReserveArgs),
+    /// Give up a contract (its tenant); exit 0 released, 3 refused.
+    Release(cmd::contract::ReleaseArgs),
+    /// Contracts in force and the cluster time.
+    Contracts(cmd::contract::ContractsArgs),
+    /// Set a tenant's priority in contract conflicts (operator-signed).
+    Policy(cmd::contract::PolicyArgs),
     /// Q/Φ accelerator devices for QEMU nodes: serve one, inject faults (ctl).
     Accel(cmd::accel::Args),
     /// Re-apply a node's committed log on the host (from its RAM file) and check every
@@ -89,6 +98,10 @@ fn main() {
         Cmd::Start(a) => ok(cmd::cluster::start(a)),
         Cmd::Submit(a) => cmd::submit::submit(a),
         Cmd::Quota(a) => ok(cmd::quota::quota(a)),
+        Cmd::Reserve(a) => cmd::contract::reserve(a),
+        Cmd::Release(a) => cmd::contract::release(a),
+        Cmd::Contracts(a) => ok(cmd::contract::contracts(a)),
+        Cmd::Policy(a) => ok(cmd::contract::policy(a)),
         Cmd::Accel(a) => ok(cmd::accel::run(a)),
         Cmd::Replay(a) => cmd::replay::run(a),
         Cmd::Verify(a) => cmd::verify::run(a),

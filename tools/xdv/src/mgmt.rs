@@ -476,3 +476,66 @@ pub fn printable(output: &[u8]) -> String {
         _ => format!("0x{}", hex::encode(output)),
     }
 }
+
+/// Sends a state-changing request (same seq on every retry) until the cluster
+/// decides it: retries while there is no leader or it was not committed in time;
+/// returns the first other answer.
+pub fn call_until_decided(port: u16, req: &SignedRequest, end: Instant) -> Result<Response> {
+    let mut last = String::new();
+    while Instant::now() < end {
+        let r = Client::connect(port, Duration::from_secs(2))
+            .and_then(|mut c| c.call(req, Duration::from_secs(12)));
+        match r {
+            Ok(Response::Refused(d @ (Denied::NoLeader | Denied::NotReady(_)))) => {
+                last = d.to_string()
+            }
+            Ok(other) => return Ok(other),
+            Err(e) if connection_refused(&e) => bail!(
+                "nothing listens on the management port 127.0.0.1:{port}: the node is not running"
+            ),
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bail!("not decided in time (last: {last})")
+}
+
+/// A tenant's reservation through node `port`: `Ok(Ok(id))` accepted, `Ok(Err(reason))`
+/// refused (by the gate or the log).
+pub fn reserve(
+    port: u16,
+    keys: &Keys,
+    tenant: u32,
+    r: xdv_cluster::mgmt::Reserve,
+    end: Instant,
+) -> Result<std::result::Result<u64, String>> {
+    use xdv_cluster::mgmt::ContractAnswer;
+    let req = signed(
+        keys,
+        Principal::Tenant(xdv_types::TenantId(tenant)),
+        Request::Reserve(r),
+    )?;
+    Ok(match call_until_decided(port, &req, end)? {
+        Response::Contract(ContractAnswer::Accepted { id }) => Ok(id),
+        Response::Contract(ContractAnswer::Rejected { reason, .. }) => Err(reason.to_string()),
+        Response::Refused(d) => Err(d.to_string()),
+        other => bail!("unexpected answer: {}", response_kind(&other)),
+    })
+}
+
+/// The contracts `who` may see, and the cluster time.
+pub fn contracts(
+    port: u16,
+    keys: &Keys,
+    who: Principal,
+) -> Result<(u64, Vec<xdv_cluster::mgmt::ContractView>)> {
+    let req = signed(keys, who, Request::Contracts)?;
+    match Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(10))? {
+        Response::Contracts {
+            clock_ms,
+            contracts,
+        } => Ok((clock_ms, contracts)),
+        Response::Refused(d) => bail!("refused: {d}"),
+        other => bail!("unexpected answer: {}", response_kind(&other)),
+    }
+}

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod build;
 pub mod cluster;
+pub mod contract;
 pub mod doctor;
 pub mod iso;
 pub mod operate_args;

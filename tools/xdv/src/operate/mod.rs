@@ -8,6 +8,7 @@
 //! `xdv_audit` reads and verifies the audit chain. Nothing is re-implemented, so a
 //! replay that matches the node's own audit records is the node's run reproduced.
 
+pub mod contracts;
 pub mod fixture;
 pub mod image;
 pub mod replay;

@@ -1,0 +1,265 @@
+//! `cargo xdv reserve | release | contracts | policy`: remote allocation contracts
+//! (seed 000 §4–§7, `docs/accel.md`). A tenant reserves Q containers, Φ windows or
+//! K core slots on a target node through any member (that member is the requesting
+//! node: it signs the contract and proposes it); the log decides — accepted, or
+//! rejected with the reason — and both nodes record it. Priority in conflicts is the
+//! operator's per-tenant policy (`policy`), never the requester's choice.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xdv::cluster::ClusterState;
+use xdv::mgmt::{self, Keys};
+use xdv_cluster::Domain;
+use xdv_cluster::mgmt::{ContractAnswer, Principal, Request, Reserve, Response};
+use xdv_types::{CapabilityId, NodeId, Priority, TenantId};
+
+/// The capability every provisioned node holds (what contracts are signed under).
+pub const DEFAULT_CAPABILITY: u32 = xdv_sandbox::CAP_ECHO_LEN.0;
+
+#[derive(clap::Args)]
+pub struct ReserveArgs {
+    /// Tenant that will hold the contract (signs the request).
+    #[arg(long)]
+    tenant: u32,
+    /// Domain: q (containers), phi (windows) or k (core slots).
+    #[arg(long, value_parser = ["q", "phi", "k"])]
+    domain: String,
+    /// Node whose resources to reserve.
+    #[arg(long)]
+    target: u32,
+    /// Resource indices, comma-separated (e.g. `0` or `0,1`): containers, windows or
+    /// core slots on the target.
+    #[arg(long, value_delimiter = ',', required = true)]
+    resources: Vec<u16>,
+    /// How long it lasts in cluster time, seconds (the leader's clock: one tick a
+    /// second however busy the log is).
+    #[arg(long, default_value_t = 300)]
+    duration: u64,
+    /// Capability the requesting node signs under.
+    #[arg(long, default_value_t = DEFAULT_CAPABILITY)]
+    capability: u32,
+    /// Member node the request goes to (the requesting node).
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    #[arg(long)]
+    json: bool,
+    /// Cluster directory [default: target/xdv/cluster].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ReleaseArgs {
+    /// Contract id (from `reserve` or `contracts`).
+    contract: u64,
+    /// Tenant that holds it.
+    #[arg(long)]
+    tenant: u32,
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ContractsArgs {
+    /// Show only this tenant's contracts (signed as the tenant); all otherwise (as the
+    /// operator).
+    #[arg(long)]
+    tenant: Option<u32>,
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct PolicyArgs {
+    /// Tenant whose policy to set.
+    tenant: u32,
+    /// Its priority in contract conflicts: high, normal or low.
+    #[arg(long, value_parser = ["high", "normal", "low"])]
+    priority: String,
+    #[arg(long, default_value_t = 1)]
+    node: u32,
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn setup(dir: Option<PathBuf>, node: u32) -> Result<(Keys, u16)> {
+    let dir = super::cluster::dir(dir);
+    let st = ClusterState::load(&dir)?;
+    let keys = Keys::load(&dir)?;
+    let port = st.running_node_port(node)?;
+    Ok((keys, port))
+}
+
+fn check_tenant(keys: &Keys, tenant: u32) -> Result<()> {
+    if keys.tenants.iter().any(|(t, _)| *t == tenant) {
+        return Ok(());
+    }
+    let known: Vec<String> = keys.tenants.iter().map(|t| t.0.to_string()).collect();
+    bail!(
+        "tenant {tenant} is not registered in this cluster (tenants: {})",
+        known.join(", ")
+    )
+}
+
+/// Exit codes: 0 accepted, 3 rejected, 1 error.
+pub fn reserve(a: ReserveArgs) -> Result<i32> {
+    let (keys, port) = setup(a.dir, a.node)?;
+    check_tenant(&keys, a.tenant)?;
+    let domain = Domain::parse(&a.domain).context("--domain")?;
+    let mut resources = a.resources.clone();
+    resources.sort_unstable();
+    resources.dedup();
+    if a.duration == 0 {
+        bail!("--duration must be at least 1 second");
+    }
+    let r = Reserve {
+        domain,
+        target: NodeId(a.target),
+        resources,
+        duration_ms: a.duration.saturating_mul(1000),
+        capability: CapabilityId(a.capability),
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    let answer = mgmt::reserve(port, &keys, a.tenant, r, end)?;
+    let (code, line) = match &answer {
+        Ok(id) => (
+            xdv::exit::OK,
+            format!(
+                "contract {id} accepted: tenant {} holds {domain} {:?} on node {} for {} s",
+                a.tenant, a.resources, a.target, a.duration
+            ),
+        ),
+        Err(why) => (xdv::exit::REFUSED, format!("reservation rejected: {why}")),
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "accepted": answer.is_ok(),
+            "contract": answer.as_ref().ok(),
+            "reason": answer.as_ref().err(),
+            "exit_code": code,
+            "line": line,
+        });
+        println!("{v}");
+    } else {
+        println!("{line}");
+    }
+    Ok(code)
+}
+
+pub fn release(a: ReleaseArgs) -> Result<i32> {
+    let (keys, port) = setup(a.dir, a.node)?;
+    check_tenant(&keys, a.tenant)?;
+    let req = mgmt::signed(
+        &keys,
+        Principal::Tenant(TenantId(a.tenant)),
+        Request::Release {
+            contract: a.contract,
+        },
+    )?;
+    match mgmt::call_until_decided(port, &req, Instant::now() + Duration::from_secs(30))? {
+        Response::Contract(ContractAnswer::Released { id }) => {
+            println!("contract {id} released");
+            Ok(xdv::exit::OK)
+        }
+        Response::Refused(d) => {
+            println!("release refused: {d}");
+            Ok(xdv::exit::REFUSED)
+        }
+        other => bail!("unexpected answer: {}", mgmt::response_kind(&other)),
+    }
+}
+
+pub fn contracts(a: ContractsArgs) -> Result<()> {
+    let (keys, port) = setup(a.dir, a.node)?;
+    let who = match a.tenant {
+        Some(t) => {
+            check_tenant(&keys, t)?;
+            Principal::Tenant(TenantId(t))
+        }
+        None => Principal::Operator,
+    };
+    let (clock_ms, list) = mgmt::contracts(port, &keys, who)?;
+    if a.json {
+        let items: Vec<serde_json::Value> = list
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id, "hash": c.hash.to_string(), "tenant": c.tenant.0,
+                    "requester": c.requester.0, "target": c.target.0,
+                    "domain": c.domain.to_string(), "resources": c.resources,
+                    "state": if c.suspended { "suspended" } else { "active" },
+                    "priority": c.priority.name(),
+                    "expires_in_ms": c.expires_ms.saturating_sub(clock_ms),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"cluster_time_ms": clock_ms, "contracts": items})
+        );
+        return Ok(());
+    }
+    println!(
+        "cluster time {} s; {} contract(s) in force",
+        clock_ms / 1000,
+        list.len()
+    );
+    if list.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "{:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:9}  {:>8}  {:>10}",
+        "contract",
+        "tenant",
+        "requester",
+        "target",
+        "domain",
+        "resources",
+        "priority",
+        "expires in"
+    );
+    for c in &list {
+        let state = if c.suspended { " (suspended)" } else { "" };
+        println!(
+            "{:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:9}  {:>8}  {:>8} s{state}",
+            c.id,
+            c.tenant.0,
+            c.requester.0,
+            c.target.0,
+            c.domain,
+            format!("{:?}", c.resources),
+            c.priority.name(),
+            c.expires_ms.saturating_sub(clock_ms) / 1000,
+        );
+    }
+    Ok(())
+}
+
+pub fn policy(a: PolicyArgs) -> Result<()> {
+    let (keys, port) = setup(a.dir, a.node)?;
+    check_tenant(&keys, a.tenant)?;
+    let priority = Priority::parse(&a.priority).context("--priority")?;
+    let req = mgmt::signed(
+        &keys,
+        Principal::Operator,
+        Request::SetPolicy {
+            tenant: TenantId(a.tenant),
+            priority,
+        },
+    )?;
+    match mgmt::call_until_decided(port, &req, Instant::now() + Duration::from_secs(30))? {
+        Response::PolicySet { tenant } => {
+            println!("tenant {}: contract priority {}", tenant.0, priority.name());
+            Ok(())
+        }
+        Response::Refused(d) => bail!("refused: {d}"),
+        other => bail!("unexpected answer: {}", mgmt::response_kind(&other)),
+    }
+}
