@@ -19,6 +19,9 @@ pub enum Need {
     Grub,
     /// UEFI boot (not used by any command yet).
     Uefi,
+    /// Reference checks of the test suite: headless Chromium renders the timeline
+    /// page; python3 runs qiskit, the state-vector simulator's reference.
+    Checks,
 }
 
 /// How presence is checked.
@@ -77,6 +80,18 @@ pub const ALL: &[Prereq] = &[
         package: "ovmf",
         need: Need::Uefi,
         used_by: "UEFI boot (not used by any command yet)",
+    },
+    Prereq {
+        probe: Probe::Command("chromium"),
+        package: "chromium",
+        need: Need::Checks,
+        used_by: "the timeline test (renders `cargo xdv timeline` pages headless)",
+    },
+    Prereq {
+        probe: Probe::Command("python3"),
+        package: "python3",
+        need: Need::Checks,
+        used_by: "qiskit reference of the Q simulator (`pip install qiskit`), bench accel (qiskit-aer)",
     },
 ];
 
