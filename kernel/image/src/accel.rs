@@ -38,10 +38,17 @@ impl KernelPort {
 }
 
 /// Builds the pool over the transports found at boot.
-pub fn pool(node: xdv_types::NodeId, found: alloc::vec::Vec<AccelFn>, now_ms: u64) -> AccelPool<KernelPort> {
+pub fn pool(
+    node: xdv_types::NodeId,
+    found: alloc::vec::Vec<AccelFn>,
+    now_ms: u64,
+) -> AccelPool<KernelPort> {
     let mut pool = AccelPool::new(node);
     for f in found {
-        let port = KernelPort { dev: f.dev, vector_base: f.vector_base };
+        let port = KernelPort {
+            dev: f.dev,
+            vector_base: f.vector_base,
+        };
         pool.add(f.name, port, now_ms);
     }
     pool

@@ -65,17 +65,35 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<VirtioNet>, V
 
 fn claim_accel(cfg: &Cfg, d: &PciDevice, apic: u32, accels: &mut Vec<AccelFn>) -> String {
     if accels.len() >= MAX_ACCELS {
-        log::warn!("accel: {} ignored: at most {MAX_ACCELS} accelerators", d.bdf);
+        log::warn!(
+            "accel: {} ignored: at most {MAX_ACCELS} accelerators",
+            d.bdf
+        );
         return alloc::format!("ivshmem, ignored (over {MAX_ACCELS} accelerators)");
     }
     let base = crate::arch::idt::VECTOR_DEVICE_BASE + 2 * accels.len() as u8;
-    let vectors = [base + xdv_accel::regs::VECTOR_COMPLETION as u8, base + xdv_accel::regs::VECTOR_FAULT as u8];
+    let vectors = [
+        base + xdv_accel::regs::VECTOR_COMPLETION as u8,
+        base + xdv_accel::regs::VECTOR_FAULT as u8,
+    ];
     match Ivshmem::new(cfg.space(), d, &KernelPlatform, apic, &vectors) {
         Ok(dev) => {
             let name = alloc::format!("{}", d.bdf);
-            log::info!("accel: ivshmem {} peer {} vectors {:#x}+2", d.bdf, dev.own_peer, base);
-            accels.push(AccelFn { name, dev, vector_base: base });
-            alloc::format!("accelerator transport (ivshmem), vectors {base:#x}-{:#x}", base + 1)
+            log::info!(
+                "accel: ivshmem {} peer {} vectors {:#x}+2",
+                d.bdf,
+                dev.own_peer,
+                base
+            );
+            accels.push(AccelFn {
+                name,
+                dev,
+                vector_base: base,
+            });
+            alloc::format!(
+                "accelerator transport (ivshmem), vectors {base:#x}-{:#x}",
+                base + 1
+            )
         }
         Err(e) => {
             log::error!("accel: ivshmem {} refused: {e}", d.bdf);

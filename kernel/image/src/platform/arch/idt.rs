@@ -248,10 +248,12 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         v if v == u64::from(VECTOR_IPI_WAKE) => crate::smp::on_ipi(),
         v if v == u64::from(VECTOR_TIMER) => super::lapic::on_timer(),
         v if v == u64::from(VECTOR_SPURIOUS) => {}
-        v if (u64::from(VECTOR_DEVICE_BASE)..u64::from(VECTOR_DEVICE_BASE) + DEVICE_VECTORS as u64)
+        v if (u64::from(VECTOR_DEVICE_BASE)
+            ..u64::from(VECTOR_DEVICE_BASE) + DEVICE_VECTORS as u64)
             .contains(&v) =>
         {
-            DEVICE_IRQS[(v - u64::from(VECTOR_DEVICE_BASE)) as usize].fetch_add(1, Ordering::Relaxed);
+            DEVICE_IRQS[(v - u64::from(VECTOR_DEVICE_BASE)) as usize]
+                .fetch_add(1, Ordering::Relaxed);
             super::lapic::eoi();
         }
         v if v < 32 => fatal_exception(f),
