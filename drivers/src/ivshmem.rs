@@ -9,7 +9,7 @@
 //! crate. Everything the device writes there is validated by `xdv_accel::driver`.
 
 use crate::pci::{self, ConfigSpace, PciDevice};
-use crate::platform::{Mmio, Platform};
+use crate::platform::Platform;
 use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{Ordering, fence};
@@ -117,7 +117,8 @@ impl DeviceMemory for Shm {
 
 /// One ivshmem-doorbell function, mapped, with MSI-X programmed.
 pub struct Ivshmem {
-    regs: Mmio,
+    /// BAR0: ivshmem's own registers (volatile, like the shared memory).
+    regs: Shm,
     pub shm: Shm,
     /// This VM's peer id (IVPosition).
     pub own_peer: u32,
@@ -142,8 +143,10 @@ impl Ivshmem {
         };
         let (r0, r0_len) = map(0)?;
         let (shm, shm_len) = map(2)?;
-        // SAFETY: BAR0 was just mapped uncached for the kernel's lifetime.
-        let regs = unsafe { Mmio::new(r0, (r0_len as usize).min(256)) };
+        let r0 = NonNull::new(r0 as *mut u8).ok_or(IvshmemError::MapFailed(0))?;
+        // SAFETY: BAR0 was just mapped uncached for the kernel's lifetime; this handle is
+        // the only Rust reference to it.
+        let regs = unsafe { Shm::new(r0, (r0_len as usize).min(256)) };
         let base = NonNull::new(shm as *mut u8).ok_or(IvshmemError::MapFailed(0))?;
         // SAFETY: BAR2 was just mapped for the kernel's lifetime; this handle is the
         // only Rust reference to it.
@@ -209,8 +212,11 @@ fn program_msix(
     let base = platform
         .map_mmio(bar.addr, bar.size)
         .ok_or(IvshmemError::MapFailed(bar.addr))?;
-    // SAFETY: the table lies inside the BAR (checked) that was just mapped uncached.
-    let table = unsafe { Mmio::new(base + t.offset as usize, usize::from(t.entries) * 16) };
+    let at =
+        NonNull::new((base + t.offset as usize) as *mut u8).ok_or(IvshmemError::MapFailed(0))?;
+    // SAFETY: the table lies inside the BAR (checked) that was just mapped uncached;
+    // nothing else in Rust refers to it.
+    let table = unsafe { Shm::new(at, usize::from(t.entries) * 16) };
     for (i, &v) in vectors.iter().enumerate() {
         let e = i * 16;
         table.write32(e, 0xFEE0_0000 | ((apic_id & 0xff) << 12));

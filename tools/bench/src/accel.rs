@@ -8,11 +8,20 @@
 //!     a Q device (`accel test N` on its console): a small job and a no-op command
 //!     through the rings, against a raw doorbell ping-pong on the same device (the
 //!     floor: no ring is read), p50/p99.
+//! (c) Remote allocation on three nodes (node 2 has the Q device): reserve → accepted
+//!     latency, and a Bell job submit → counts under a contract whose requesting node is
+//!     the device's own node (local) vs another node (remote), p50/p99, same run.
 
 use crate::report::print_json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use xdv::mgmt;
 use xdv::qemu::{Config, Vm, start_accel, temp_dir};
+use xdv::switch::Faults;
+use xdv::testbed::Testbed;
 use xdv_accel::regs::Kind;
+use xdv_cluster::mgmt::{Principal, Request, Reserve, Response};
+use xdv_cluster::{Domain, TaskStatus, Work};
+use xdv_types::{CapabilityId, NodeId, TenantId};
 
 const ROUND_TRIPS: usize = 1000;
 
@@ -51,6 +60,124 @@ fn round_trips() -> anyhow::Result<[(f64, f64); 3]> {
     ])
 }
 
+const CONTRACT_SAMPLES: usize = 20;
+
+fn pct(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+}
+
+fn reserve_once(tb: &Testbed, via: usize) -> anyhow::Result<(u64, f64)> {
+    let r = Reserve {
+        domain: Domain::Q,
+        target: NodeId(2),
+        resources: vec![0],
+        duration_ms: 600_000,
+        capability: CapabilityId(1),
+    };
+    let t = Instant::now();
+    let id = mgmt::reserve(
+        tb.port(via),
+        &tb.keys,
+        1,
+        r,
+        Instant::now() + Duration::from_secs(30),
+    )?
+    .map_err(|w| anyhow::anyhow!("reservation rejected: {w}"))?;
+    Ok((id, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+fn release(tb: &Testbed, via: usize, id: u64) -> anyhow::Result<()> {
+    let req = mgmt::signed(
+        &tb.keys,
+        Principal::Tenant(TenantId(1)),
+        Request::Release { contract: id },
+    )?;
+    match mgmt::call_until_decided(tb.port(via), &req, Instant::now() + Duration::from_secs(30))? {
+        Response::Contract(_) => Ok(()),
+        other => anyhow::bail!("release: {}", mgmt::response_kind(&other)),
+    }
+}
+
+/// Submit → completed of a Bell job under contract `id` through node `via`, ms.
+fn job_ms(tb: &Testbed, via: usize, id: u64, job: &Work) -> anyhow::Result<f64> {
+    let req = tb.request_in(1, Domain::Q, job.clone(), Vec::new(), 1000, Some(id))?;
+    let t = Instant::now();
+    let end = t + Duration::from_secs(30);
+    let task = mgmt::submit_until_placed(tb.port(via), &req, end)?;
+    loop {
+        let q = mgmt::signed(
+            &tb.keys,
+            Principal::Tenant(TenantId(1)),
+            Request::TaskStatus { task },
+        )?;
+        let r = mgmt::Client::connect(tb.port(via), Duration::from_secs(2))?
+            .call(&q, Duration::from_secs(5))?;
+        if let Response::Task {
+            status: TaskStatus::Completed { .. },
+            ..
+        } = r
+        {
+            return Ok(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::ensure!(Instant::now() < end, "task {} did not finish", task.0);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+struct ContractNumbers {
+    reserve: (f64, f64),
+    local: (f64, f64),
+    remote: (f64, f64),
+}
+
+fn contracts() -> anyhow::Result<ContractNumbers> {
+    let sock = temp_dir("bench-contracts")?.join("q.sock");
+    let _dev = start_accel(Kind::Q, &sock)?;
+    let mut tb = Testbed::prepare("bench-contracts", 3, Faults::default(), 9, "")?;
+    tb.accels.insert(2, vec![sock]);
+    for id in 1..=3 {
+        tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov"))?);
+    }
+    tb.leader(&[1, 2, 3], Duration::from_secs(30))?;
+    // The device's offer reaches the log in node 2's first heartbeats.
+    let end = Instant::now() + Duration::from_secs(40);
+    let first = loop {
+        match reserve_once(&tb, 1) {
+            Ok((id, _)) => break id,
+            Err(e) if Instant::now() < end => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(300))
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    release(&tb, 1, first)?;
+    let mut reserve = Vec::new();
+    for _ in 0..CONTRACT_SAMPLES {
+        let (id, ms) = reserve_once(&tb, 1)?;
+        reserve.push(ms);
+        release(&tb, 1, id)?;
+    }
+    let src = "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n";
+    let job = Work::Job(xdv_accel_sim::qasm::parse(src, 1000)?.encode());
+    let mut out = Vec::new();
+    for via in [2usize, 1] {
+        let (id, _) = reserve_once(&tb, via)?;
+        let mut v = Vec::new();
+        for _ in 0..CONTRACT_SAMPLES {
+            v.push(job_ms(&tb, via, id, &job)?);
+        }
+        release(&tb, via, id)?;
+        out.push(pct(&mut v));
+    }
+    Ok(ContractNumbers {
+        reserve: pct(&mut reserve),
+        local: out[0],
+        remote: out[1],
+    })
+}
+
 pub fn run(_args: &[String]) -> anyhow::Result<()> {
     println!("accel (a): state vector, 16 qubits, depth 40, single thread, median of 7");
     let (ours, aer) = xdv_accel_sim::bench::statevector_vs_aer()?;
@@ -72,6 +199,24 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
             p50 / raw.0
         );
     }
+    println!(
+        "accel (c): contracts on 3 nodes (Q device on node 2), {CONTRACT_SAMPLES} samples each"
+    );
+    let c = contracts()?;
+    println!(
+        "accel (c): reserve -> accepted              p50 {:>6.1} ms  p99 {:>6.1} ms",
+        c.reserve.0, c.reserve.1
+    );
+    println!(
+        "accel (c): Bell job, local (via node 2)    p50 {:>6.1} ms  p99 {:>6.1} ms",
+        c.local.0, c.local.1
+    );
+    println!(
+        "accel (c): Bell job, remote (via node 1)   p50 {:>6.1} ms  p99 {:>6.1} ms  remote/local p50 {:.2}",
+        c.remote.0,
+        c.remote.1,
+        c.remote.0 / c.local.0
+    );
     print_json(
         "accel",
         "ms",
@@ -82,6 +227,11 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
                 "raw": {"p50": raw.0, "p99": raw.1},
                 "nop": {"p50": nop.0, "p99": nop.1},
                 "job": {"p50": job.0, "p99": job.1},
+            },
+            "contracts_ms": {
+                "reserve": {"p50": c.reserve.0, "p99": c.reserve.1},
+                "job_local": {"p50": c.local.0, "p99": c.local.1},
+                "job_remote": {"p50": c.remote.0, "p99": c.remote.1},
             }
         }),
     );

@@ -1070,3 +1070,152 @@ fn doctor_lists_prerequisites_and_the_apt_line() {
     let _ = std::fs::remove_dir_all(empty);
     let _ = std::fs::remove_dir_all(bin);
 }
+
+// ----- device jobs and contracts -----
+
+#[test]
+fn device_jobs_are_checked_locally_and_their_results_read_as_counts() {
+    let q = xdv_accel::job::QResult {
+        counts: vec![(0, 2), (3, 1)],
+        shots: 3,
+        entangling_ops: 1,
+        teleportations: 0,
+        depth: 3,
+    };
+    let fake = node_reporting(completed(Outcome::Executed, 0, &q.encode()));
+    let dir = temp("submit-device");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let bad = dir.join("bad.qasm");
+    std::fs::write(
+        &bad,
+        "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\nfoo q[0];\n",
+    )
+    .unwrap();
+    let o = xdv(&["submit", s(&bad), "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(
+        o.stdout
+            .contains("bad.qasm: line 4, column 1: unknown gate 'foo'"),
+        "{o:?}"
+    );
+    let wide = dir.join("wide.qasm");
+    std::fs::write(
+        &wide,
+        "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[30];\n",
+    )
+    .unwrap();
+    let o = xdv(&["submit", s(&wide), "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    let env = dir.join("bad.toml");
+    std::fs::write(&env, "frequencies = [1.0]\ncoupling = 1.0\n").unwrap();
+    let o = xdv(&["submit", s(&env), "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(fake.requests().is_empty(), "nothing sent for refused jobs");
+
+    let bell = repo().join("examples/bell.qasm");
+    let o = xdv(&[
+        "submit",
+        s(&bell),
+        "--tenant",
+        "1",
+        "--shots",
+        "3",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("counts {00: 2, 11: 1} of 3 shots"),
+        "{o:?}"
+    );
+    match &fake.requests()[0] {
+        Request::Submit(s) => {
+            assert_eq!(s.domain, xdv_cluster::Domain::Q);
+            let xdv_cluster::Work::Job(j) = &s.work else {
+                panic!("{:?}", s.work)
+            };
+            assert_eq!(xdv_accel::job::Circuit::decode(j).unwrap().shots, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    let o = xdv(&["submit", s(&bell), "--tenant", "1", "--json", "--dir", d]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["counts"]["counts"]["11"], 1, "{v}");
+}
+
+#[test]
+fn reserve_says_accepted_or_rejected_with_the_reason() {
+    use xdv_cluster::mgmt::ContractAnswer;
+    let fake = FakeNode::start(|r| match r {
+        Request::Reserve(res) if res.resources == vec![0] => {
+            Response::Contract(ContractAnswer::Accepted { id: 42 })
+        }
+        Request::Reserve(_) => Response::Contract(ContractAnswer::Rejected {
+            id: 43,
+            reason: Refusal::ResourceOutOfRange {
+                resource: 9,
+                capacity: 2,
+            },
+        }),
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    let dir = temp("reserve");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let args = |r: &'static str| {
+        vec![
+            "reserve",
+            "--tenant",
+            "1",
+            "--domain",
+            "q",
+            "--target",
+            "2",
+            "--resources",
+            r,
+            "--dir",
+            d,
+        ]
+    };
+    let o = xdv(&args("0"));
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.starts_with("contract 42 accepted"), "{o:?}");
+    let o = xdv(&args("9"));
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(
+        o.stdout.contains("resource 9 out of range (capacity 2)"),
+        "{o:?}"
+    );
+    let o = xdv(&[
+        "reserve",
+        "--tenant",
+        "9",
+        "--domain",
+        "q",
+        "--target",
+        "2",
+        "--resources",
+        "0",
+        "--dir",
+        d,
+    ]);
+    assert!(
+        o.code != 0 && o.all().contains("tenant 9 is not registered"),
+        "{o:?}"
+    );
+    let o = xdv(&[
+        "reserve",
+        "--tenant",
+        "1",
+        "--domain",
+        "x",
+        "--target",
+        "2",
+        "--resources",
+        "0",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, 2, "usage error: {o:?}");
+}
