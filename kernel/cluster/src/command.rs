@@ -51,6 +51,14 @@ pub enum Command {
     },
     /// The leader's clock: cluster time advances by `CLOCK_TICK_MS`.
     ClockTick,
+    /// A node's state hash after applying entry `index` (every `VOTE_EVERY` entries):
+    /// hash voting (seed 001). A node whose hash differs from the majority's is
+    /// quarantined.
+    StateVote {
+        node: NodeId,
+        index: u64,
+        hash: Hash32,
+    },
     /// Operator: a tenant's policy priority for contract conflicts.
     SetPolicy {
         tenant: TenantId,
@@ -100,6 +108,7 @@ impl Command {
             Command::SuspendContracts { .. } => "SuspendContracts",
             Command::AbortContracts { .. } => "AbortContracts",
             Command::ClockTick => "ClockTick",
+            Command::StateVote { .. } => "StateVote",
             Command::SetPolicy { .. } => "SetPolicy",
             Command::NodeDown { .. } => "NodeDown",
             Command::NodeUp { .. } => "NodeUp",

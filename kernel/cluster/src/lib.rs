@@ -31,6 +31,7 @@ pub use shard::{ShardAssignment, ShardMap, shard_of};
 pub use state::{
     Applied, CLOCK_TICK_MS, ClusterState, Config, ConfigError, ContractChange, ContractEvent,
     Event, IgnoredReason, NodeRecord, Party, StateData, TaskRecord, TaskStatus, TenantRecord,
+    VOTE_EVERY,
 };
 pub use types::*;
 

@@ -221,6 +221,8 @@ impl fmt::Display for Denied {
 pub struct MemberView {
     pub node: NodeId,
     pub up: bool,
+    /// Its state hash disagreed with the majority's: it takes no placements.
+    pub quarantined: bool,
     pub assigned: u32,
     pub completed: u64,
     pub audit_records: u64,
@@ -293,6 +295,7 @@ impl PeerForward {
             Command::PublishAuditRoot { node, .. } => *node,
             Command::ProposeContract(sc) => sc.contract.requesting_node,
             Command::AbortContracts { node, .. } => *node,
+            Command::StateVote { node, .. } => *node,
             _ => return false,
         };
         about == from

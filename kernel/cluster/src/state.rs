@@ -122,6 +122,8 @@ pub struct NodeRecord {
     /// failed device offers none).
     pub offered_q: u16,
     pub offered_phi: u16,
+    /// Its state hash disagreed with the majority's (hash voting): no placements.
+    pub quarantined: bool,
 }
 
 impl NodeRecord {
@@ -220,7 +222,15 @@ pub struct StateData {
     pub clock_ms: u64,
     /// Per-tenant policy priority (contracts' conflicts); `Normal` when unset.
     pub policies: BTreeMap<TenantId, Priority>,
+    /// Hash voting: the state hashes nodes reported per vote index (the last
+    /// [`VOTE_ROUNDS_KEPT`] rounds).
+    pub votes: BTreeMap<u64, BTreeMap<NodeId, Hash32>>,
 }
+
+/// Nodes vote their state hash after every entry whose index is a multiple of this.
+pub const VOTE_EVERY: u64 = 32;
+/// Vote rounds kept (older votes are refused as stale).
+pub const VOTE_ROUNDS_KEPT: usize = 4;
 
 /// What applying one entry did, for the audit log and the node's own actions (a node
 /// runs the tasks assigned to it).
@@ -284,6 +294,18 @@ pub enum Event {
     PolicySet {
         tenant: TenantId,
         priority: Priority,
+    },
+    /// Hash voting found `node`'s state hash at `index` different from the majority's:
+    /// it is quarantined. Every node records the alarm.
+    HashMismatch {
+        index: u64,
+        node: NodeId,
+        theirs: Hash32,
+        majority: Hash32,
+    },
+    Voted {
+        node: NodeId,
+        index: u64,
     },
     ClockTick {
         now_ms: u64,
@@ -395,6 +417,8 @@ pub enum IgnoredReason {
     QuotaOverMaximum,
     /// An operator request whose sequence number was already applied.
     Replayed,
+    /// A state vote for an index that is not a vote index, not applied yet, or stale.
+    BadVote,
 }
 
 /// The result of applying one entry.
@@ -443,6 +467,7 @@ impl ClusterState {
                 operator_seqs: ReplayWindow::default(),
                 clock_ms: 0,
                 policies: BTreeMap::new(),
+                votes: BTreeMap::new(),
             },
             policy,
             restore_errors: 0,
@@ -652,6 +677,7 @@ impl ClusterState {
                     self.place_pending(ev);
                 }
             }
+            Command::StateVote { node, index, hash } => self.state_vote(node, index, hash, ev),
             Command::SetPolicy { seq, .. }
                 if self.data.operator_seqs.check(seq).is_err()
                     || self.data.operator_seqs.check_range(seq).is_err() =>
@@ -702,6 +728,73 @@ impl ClusterState {
                 root,
             } => self.publish_root(node, records, root, ev),
         }
+    }
+
+    /// Hash voting (seed 001): records `node`'s state hash after entry `index` and,
+    /// once a majority of members agrees on one hash there, quarantines every voter
+    /// that reported another. Deterministic: it depends on the log alone.
+    fn state_vote(&mut self, node: NodeId, index: u64, hash: Hash32, ev: &mut Vec<Event>) {
+        let member = self.data.nodes.contains_key(&node);
+        let latest = self.data.votes.keys().next_back().copied().unwrap_or(0);
+        let window = VOTE_EVERY * VOTE_ROUNDS_KEPT as u64;
+        let stale = index.saturating_add(window) <= latest;
+        if !member
+            || index == 0
+            || !index.is_multiple_of(VOTE_EVERY)
+            || index >= self.data.applied_index
+            || stale
+        {
+            ev.push(Event::Ignored(IgnoredReason::BadVote));
+            return;
+        }
+        let round = self.data.votes.entry(index).or_default();
+        if round.contains_key(&node) {
+            ev.push(Event::Ignored(IgnoredReason::AlreadyApplied));
+            return;
+        }
+        round.insert(node, hash);
+        ev.push(Event::Voted { node, index });
+        while self.data.votes.len() > VOTE_ROUNDS_KEPT {
+            self.data.votes.pop_first();
+        }
+        let Some(round) = self.data.votes.get(&index) else {
+            return;
+        };
+        let quorum = self.data.nodes.len() / 2 + 1;
+        let mut tally: BTreeMap<Hash32, usize> = BTreeMap::new();
+        for h in round.values() {
+            *tally.entry(*h).or_default() += 1;
+        }
+        let Some((&majority, _)) = tally.iter().find(|(_, n)| **n >= quorum) else {
+            return;
+        };
+        let odd: Vec<(NodeId, Hash32)> = round
+            .iter()
+            .filter(|(_, h)| **h != majority)
+            .map(|(n, h)| (*n, *h))
+            .collect();
+        for (n, theirs) in odd {
+            let Some(r) = self.data.nodes.get_mut(&n) else {
+                continue;
+            };
+            if !r.quarantined {
+                r.quarantined = true;
+                ev.push(Event::HashMismatch {
+                    index,
+                    node: n,
+                    theirs,
+                    majority,
+                });
+            }
+        }
+        self.place_pending(ev);
+    }
+
+    /// Test-only fault hook: makes this replica's state differ from every other's
+    /// without changing what it decides (a counter only the hash sees).
+    #[cfg(feature = "fault-hooks")]
+    pub fn corrupt_for_test(&mut self) {
+        self.data.counters.entries = self.data.counters.entries.wrapping_add(1_000_000);
     }
 
     fn register_tenant(&mut self, tenant: TenantId, public_key: [u8; 32], ev: &mut Vec<Event>) {
@@ -828,15 +921,22 @@ impl ClusterState {
         // Hardening case 5: a task no member could ever run (a domain nobody offers,
         // a capability nobody has) is refused now instead of waiting forever while it
         // holds the tenant's quota and a pending slot.
-        let runnable = self.data.nodes.values().any(|r| {
-            r.offered(s.domain) > 0
-                && s.needs.iter().all(|c| r.info.capabilities.contains(c))
-                && s.pin.is_none_or(|p| p == r.info.node)
-        });
-        if !runnable {
+        if !self.could_run(s) {
             return Err(Refusal::NoMemberCanRun { domain: s.domain });
         }
         Ok(())
+    }
+
+    /// Could any member run `s`, now or once it is up: one that is not quarantined,
+    /// offers the domain (for Q and Φ: its devices now), has the capabilities and
+    /// matches the pin.
+    fn could_run(&self, s: &TaskSpec) -> bool {
+        self.data.nodes.values().any(|r| {
+            !r.quarantined
+                && r.offered(s.domain) > 0
+                && s.needs.iter().all(|c| r.info.capabilities.contains(c))
+                && s.pin.is_none_or(|p| p == r.info.node)
+        })
     }
 
     /// A task under a contract: the contract is in force, its tenant's, of the task's
@@ -952,7 +1052,11 @@ impl ClusterState {
             let ok = r.state == ContractState::Active
                 && Some(node) != exclude
                 && load < units
-                && self.data.nodes.get(&node).is_some_and(|n| n.up);
+                && self
+                    .data
+                    .nodes
+                    .get(&node)
+                    .is_some_and(|n| n.up && !n.quarantined);
             return if ok {
                 let n = &self.data.nodes[&node];
                 alloc::vec![Candidate {
@@ -971,7 +1075,8 @@ impl ClusterState {
             .nodes
             .iter()
             .filter(|(n, r)| {
-                r.up && Some(**n) != exclude
+                r.up && !r.quarantined
+                    && Some(**n) != exclude
                     && spec.pin.is_none_or(|p| p == **n)
                     && spec.needs.iter().all(|c| r.info.capabilities.contains(c))
                     && r.assigned.saturating_add(r.local_load)
@@ -1051,6 +1156,14 @@ impl ClusterState {
         }
         if self.data.pending.len() >= MAX_PENDING {
             self.refuse_in_flight(id, Refusal::NoEligibleNode, ev);
+            return None;
+        }
+        // Nobody could run it any more (its devices failed, the only node offering its
+        // domain was quarantined): refused instead of waiting forever.
+        let spec = &self.data.tasks[&id].spec;
+        if spec.contract.is_none() && !self.could_run(spec) {
+            let domain = spec.domain;
+            self.refuse_in_flight(id, Refusal::NoMemberCanRun { domain }, ev);
             return None;
         }
         self.data.pending.push(id);
@@ -1228,6 +1341,7 @@ impl ClusterState {
                         audit: None,
                         offered_q: 0,
                         offered_phi: 0,
+                        quarantined: false,
                     },
                 );
             }

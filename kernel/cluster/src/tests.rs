@@ -1643,3 +1643,56 @@ fn tasks_waiting_under_a_contract_that_ends_are_refused_and_its_units_freed() {
     assert_eq!(assigned(&a), vec![(TaskId(3), NodeId(2), 1)]);
     s.invariants().unwrap();
 }
+
+fn vote(node: u32, index: u64, h: u8) -> Command {
+    Command::StateVote {
+        node: NodeId(node),
+        index,
+        hash: Hash32([h; 32]),
+    }
+}
+
+#[test]
+fn hash_voting_quarantines_the_node_that_disagrees_with_the_majority() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    for i in 0..40 {
+        log.push(&mut s, Command::Snapshot { snapshot_id: i });
+    }
+    // Bad votes: not a vote index, an index not applied yet, a stranger.
+    for bad in [vote(1, 33, 1), vote(1, 64, 1), vote(9, 32, 1)] {
+        let a = log.push(&mut s, bad);
+        assert_eq!(a.events, vec![Event::Ignored(IgnoredReason::BadVote)]);
+    }
+    // Node 3 disagrees; with only its vote and one other, no majority yet.
+    log.push(&mut s, vote(3, 32, 7));
+    let a = log.push(&mut s, vote(1, 32, 1));
+    assert!(
+        !a.events
+            .iter()
+            .any(|e| matches!(e, Event::HashMismatch { .. }))
+    );
+    let a = log.push(&mut s, vote(2, 32, 1));
+    assert!(a.events.contains(&Event::HashMismatch {
+        index: 32,
+        node: NodeId(3),
+        theirs: Hash32([7; 32]),
+        majority: Hash32([1; 32]),
+    }));
+    assert!(s.data().nodes[&NodeId(3)].quarantined);
+    // A vote twice counts once.
+    let a = log.push(&mut s, vote(2, 32, 1));
+    assert_eq!(
+        a.events,
+        vec![Event::Ignored(IgnoredReason::AlreadyApplied)]
+    );
+    // The quarantined node takes no placements.
+    for seq in 1..=6 {
+        let a = log.push(&mut s, Command::AssignTask(spec(10, seq)));
+        assert!(
+            assigned(&a).iter().all(|(_, n, _)| *n != NodeId(3)),
+            "{a:?}"
+        );
+    }
+    s.invariants().unwrap();
+}

@@ -42,6 +42,9 @@ pub const AUDIT_TAG_NODE: u16 = 0xC2;
 /// Audit `Custom` tag of a contract event this node is a party to: postcard
 /// ([`ContractRecordBody`]). Written by both the requesting and the target node.
 pub const AUDIT_TAG_CONTRACT: u16 = 0xC4;
+/// Audit `Custom` tag of a hash-voting alarm: postcard (index, node, its hash, the
+/// majority's). Every node records it.
+pub const AUDIT_TAG_HASH_ALARM: u16 = 0xC5;
 /// Contract answers kept for parked reservations (the most recent ones).
 const MAX_CONTRACT_ANSWERS: usize = 256;
 
@@ -703,6 +706,51 @@ impl<R: Region> Node<R> {
             });
         }
         self.contract_events(e.index, &applied.events, audit);
+        self.hash_votes(e.index, &applied.events, audit);
+    }
+
+    /// Hash voting: after every `VOTE_EVERY`-th entry this node reports its state hash
+    /// through the log; a mismatch the log found is an alarm in every node's audit log
+    /// (and a line for the operator).
+    fn hash_votes(&mut self, index: u64, events: &[xdv_cluster::Event], audit: bool) {
+        // Not again for entries re-applied after a restart (already voted, or stale).
+        if index.is_multiple_of(xdv_cluster::VOTE_EVERY) && self.raft.is_some() && audit {
+            let hash = self.state.hash();
+            self.submit_own(Command::StateVote {
+                node: self.me,
+                index,
+                hash,
+            });
+        }
+        for ev in events {
+            if let xdv_cluster::Event::HashMismatch {
+                index: at,
+                node,
+                theirs,
+                majority,
+            } = ev
+            {
+                let me = if *node == self.me { " (this node)" } else { "" };
+                self.note(alloc::format!(
+                    "ALARM: state hash of {node}{me} at index {at} is {}, the majority's {}: {node} quarantined",
+                    theirs.short(),
+                    majority.short()
+                ));
+                if audit {
+                    self.out.audit.push(RecordBody::Custom {
+                        tag: AUDIT_TAG_HASH_ALARM,
+                        bytes: mgmt::encode(&(*at, *node, *theirs, *majority)),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Test-only fault hook: corrupts this node's replica of the state (only its hash
+    /// changes), so hash voting must find and quarantine it.
+    #[cfg(feature = "fault-hooks")]
+    pub fn corrupt_state_for_test(&mut self) {
+        self.state.corrupt_for_test();
     }
 
     /// Contract events: remembered for parked reservations; recorded in the audit log
@@ -1232,6 +1280,7 @@ impl<R: Region> Node<R> {
                 .map(|(n, r)| MemberView {
                     node: *n,
                     up: r.up,
+                    quarantined: r.quarantined,
                     assigned: r.assigned,
                     completed: r.completed,
                     audit_records: r.audit.map_or(0, |a| a.0),

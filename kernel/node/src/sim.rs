@@ -66,6 +66,9 @@ pub struct SimOptions {
     pub faults: u8,
     /// Trace lines kept (the last ones; a failure prints them).
     pub trace_lines: usize,
+    /// Corrupt this node's replica of the state at this time (hash voting must find
+    /// it): `(node, at_ms)`. Its state hash is then exempt from the cross-node check.
+    pub corrupt: Option<(u32, u64)>,
 }
 
 impl SimOptions {
@@ -80,6 +83,7 @@ impl SimOptions {
             max_task_ms: 200,
             faults: 2,
             trace_lines: TRACE_LINES,
+            corrupt: None,
         }
     }
 }
@@ -107,6 +111,10 @@ pub struct SimReport {
     pub contracts_rejected: u64,
     /// Device jobs that ran under a contract.
     pub contract_jobs: u64,
+    /// Hash-voting alarms raised (summed over nodes).
+    pub hash_alarms: u64,
+    /// Nodes quarantined in the final state.
+    pub quarantined: Vec<u32>,
     pub final_hash: Option<Hash32>,
     /// The last `trace_lines` trace lines.
     pub trace: Vec<String>,
@@ -462,6 +470,19 @@ impl Sim {
                 self.report.accepted = self.accepted.len() as u64;
                 self.report.completed = self.completed.len() as u64;
                 self.report.final_hash = self.nodes[0].node.as_ref().map(|n| n.state().hash());
+                self.report.quarantined = self.nodes[0]
+                    .node
+                    .as_ref()
+                    .map(|n| {
+                        n.state()
+                            .data()
+                            .nodes
+                            .iter()
+                            .filter(|(_, r)| r.quarantined)
+                            .map(|(id, _)| id.0)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 self.report.trace = self.trace.iter().cloned().collect();
                 return Ok(self.report);
             }
@@ -493,6 +514,16 @@ impl Sim {
     /// One simulated millisecond.
     pub fn step(&mut self, faulty: bool) -> Result<(), String> {
         self.now_ms += 1;
+        if let Some((n, at)) = self.opts.corrupt
+            && at == self.now_ms
+            && let Some(node) = self
+                .nodes
+                .get_mut(n as usize - 1)
+                .and_then(|x| x.node.as_mut())
+        {
+            node.corrupt_state_for_test();
+            self.trace(alloc::format!("n{n}: state replica corrupted (test fault)"));
+        }
         if faulty && self.opts.faults > 0 {
             self.faults();
         }
@@ -584,6 +615,9 @@ impl Sim {
             return;
         }
         for line in out.notes {
+            if line.starts_with("ALARM") {
+                self.report.hash_alarms += 1;
+            }
             self.trace(alloc::format!("n{me}: {line}"));
         }
         for (to, b) in out.raft {
@@ -1002,7 +1036,12 @@ impl Sim {
             let state = node.state();
             let applied = state.data().applied_index;
             let hash = state.hash();
+            let corrupted = self
+                .opts
+                .corrupt
+                .is_some_and(|(n, at)| n == i as u32 + 1 && self.now_ms >= at);
             match self.hashes.get(&applied) {
+                _ if corrupted => {}
                 Some(h) if *h != hash => {
                     return Err(alloc::format!(
                         "n{}: state hash {} at index {applied}, another node had {}",
@@ -1079,11 +1118,21 @@ impl Sim {
             return false;
         }
         let mut hash = None;
-        for n in &self.nodes {
+        for (i, n) in self.nodes.iter().enumerate() {
             let Some(node) = n.node.as_ref() else {
                 return false;
             };
             let h = node.state().hash();
+            if let Some((bad, _)) = self.opts.corrupt {
+                // Every replica (its own too) has the corrupted node quarantined.
+                let q = node.state().data().nodes.get(&NodeId(bad));
+                if !q.is_some_and(|r| r.quarantined) {
+                    return false;
+                }
+                if bad == i as u32 + 1 {
+                    continue;
+                }
+            }
             if *hash.get_or_insert(h) != h {
                 return false;
             }

@@ -83,3 +83,30 @@ fn long_tasks_never_make_a_node_look_down() {
         assert_eq!(r.completed, 6);
     }
 }
+
+/// Hash voting (seed 001): one node's replica is corrupted mid-run (a test-only fault
+/// hook; its decisions stay the same, only its state hash differs); the votes through
+/// the log find it, every node records the alarm and quarantines it, and the others
+/// keep agreeing.
+#[test]
+fn a_corrupted_replica_is_found_by_hash_voting_and_quarantined() {
+    for seed in 0..3 {
+        let mut o = SimOptions::new(seed);
+        o.faults = 0;
+        o.requests = 40;
+        o.corrupt = Some((3, 1_500));
+        let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
+        assert_eq!(r.quarantined, vec![3], "seed {seed}");
+        assert!(
+            r.hash_alarms >= 3,
+            "seed {seed}: every node records the alarm: {}",
+            r.hash_alarms
+        );
+    }
+    // Without the fault, nobody is quarantined.
+    let mut o = SimOptions::new(0);
+    o.faults = 0;
+    o.requests = 40;
+    let r = Sim::new(o).run().unwrap();
+    assert!(r.quarantined.is_empty() && r.hash_alarms == 0);
+}
