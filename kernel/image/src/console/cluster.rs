@@ -56,12 +56,17 @@ pub fn print_cluster(svc: &Services) {
     }
     for m in &v.members {
         println!(
-            "  {:<5} {:<4} assigned {} completed {} audit records {}",
+            "  {:<5} {:<4} assigned {} completed {} audit records {}{}",
             alloc::format!("{}", m.node),
             if m.up { "up" } else { "down" },
             m.assigned,
             m.completed,
-            m.audit_records
+            m.audit_records,
+            if m.quarantined {
+                "  QUARANTINED (state hash disagreed with the majority)"
+            } else {
+                ""
+            }
         );
     }
 }
