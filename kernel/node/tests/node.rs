@@ -269,7 +269,8 @@ fn restart_does_not_re_audit_and_unknown_builtins_never_enter_the_log() {
     // Without the audit position the same restart records every entry again.
     let mut again = Node::new(no_snap(), back_region_copy, 5000);
     assert!(applied(&run_for(&mut again, 5000, 1000), commit) >= 3);
-    assert_eq!(back.state().data().applied_index, commit);
+    // Everything committed before is applied again (and the leader's clock ticks on).
+    assert!(back.state().data().applied_index >= commit);
     let before = back.raft().unwrap().status().last_index;
     let bad = mgmt::encode(&SignedRequest::sign(
         CLUSTER,

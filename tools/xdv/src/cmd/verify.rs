@@ -42,6 +42,7 @@ pub fn run(a: Args) -> Result<i32> {
                     "records": c.records, "roots_checked": c.roots_checked,
                     "consistency_checked": c.consistency_checked,
                     "applied_compared": c.applied_compared,
+                    "contracts_compared": c.contracts_compared,
                     "replay": c.replay.as_ref().map(verdict_json),
                     "problems": c.problems, "ok": c.ok(),
                 })
@@ -65,8 +66,8 @@ pub fn run(a: Args) -> Result<i32> {
 
 fn print_table(r: &xdv::operate::VerifyReport) {
     println!(
-        "{:<5} {:<28} {:>8} {:>14} {:>9} {:>9}  verdict",
-        "node", "chain", "records", "roots(consist)", "applied", "replay"
+        "{:<5} {:<28} {:>8} {:>14} {:>9} {:>9} {:>9}  verdict",
+        "node", "chain", "records", "roots(consist)", "applied", "contracts", "replay"
     );
     for c in &r.nodes {
         let replay = match &c.replay {
@@ -77,12 +78,13 @@ fn print_table(r: &xdv::operate::VerifyReport) {
             None => "-".into(),
         };
         println!(
-            "{:<5} {:<28} {:>8} {:>14} {:>9} {:>9}  {}",
+            "{:<5} {:<28} {:>8} {:>14} {:>9} {:>9} {:>9}  {}",
             c.node.map_or("?".into(), |n| n.to_string()),
             c.chain,
             c.records,
             format!("{}({})", c.roots_checked, c.consistency_checked),
             c.applied_compared,
+            c.contracts_compared,
             replay,
             if c.ok() { "OK" } else { "PROBLEM" }
         );

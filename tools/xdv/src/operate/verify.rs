@@ -29,6 +29,8 @@ pub struct NodeCheck {
     pub consistency_checked: u64,
     /// Indices whose state hash this node and at least one other node recorded.
     pub applied_compared: u64,
+    /// Contract records of this node found on the contract's other node too.
+    pub contracts_compared: u64,
     /// The replay's verdict (`None`: the replay could not run; see `problems`).
     pub replay: Option<Verdict>,
     pub problems: Vec<String>,
@@ -176,6 +178,7 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
             roots_checked: 0,
             consistency_checked: 0,
             applied_compared: 0,
+            contracts_compared: 0,
             replay: None,
             problems: Vec::new(),
         };
@@ -235,6 +238,7 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
         }
     }
     compare_applied(&mut checks, &audit_of, &mut cluster_problems);
+    compare_contracts(images, &mut checks, &audit_of);
     let latest_roots: BTreeMap<NodeId, (u64, Hash32)> = published
         .iter()
         .filter_map(|(n, p)| p.iter().next_back().map(|(r, (root, _))| (*n, (*r, *root))))
@@ -272,6 +276,62 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
         latest_roots,
         federated,
         cluster_problems,
+    }
+}
+
+/// Both parties of a contract record each of its events (seed 000 §7): for every
+/// contract record of one node, the other party — if its file is here and it
+/// recorded the applied entry of that index (it did not skip it in a snapshot) — holds
+/// the same record with the same contract hash.
+fn compare_contracts<'a>(
+    images: &[NodeImage],
+    checks: &mut [NodeCheck],
+    audit_of: &dyn Fn(usize) -> &'a AuditRead,
+) {
+    type Key = (u64, String, u64);
+    let mut recs: Vec<BTreeMap<Key, (Hash32, NodeId, NodeId)>> = Vec::new();
+    let mut applied: Vec<BTreeSet<u64>> = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let mut m = BTreeMap::new();
+        for (_, b) in super::contracts::contract_records(&img.audit) {
+            m.insert((b.contract, b.event.clone(), b.index), (b.hash, b.requester, b.target));
+        }
+        recs.push(m);
+        applied.push(audit_of(i).applied.iter().map(|r| r.index).collect());
+    }
+    let slot_of = |node: NodeId| checks.iter().position(|c| c.node == Some(node.0));
+    let mut found: Vec<(usize, String)> = Vec::new();
+    let mut compared = vec![0u64; checks.len()];
+    for (i, m) in recs.iter().enumerate() {
+        let Some(me) = checks[i].node.map(NodeId) else { continue };
+        for ((id, event, index), (hash, requester, target)) in m {
+            let other = if *requester == me { *target } else { *requester };
+            if other == me {
+                continue;
+            }
+            let Some(j) = slot_of(other) else { continue };
+            if !applied[j].contains(index) {
+                continue; // the other node never applied that entry itself
+            }
+            compared[i] += 1;
+            match recs[j].get(&(*id, event.clone(), *index)) {
+                Some((h, _, _)) if h == hash => {}
+                Some(_) => found.push((j, format!(
+                    "contract {id}: its {event} record at index {index} names another contract hash than node {}'s",
+                    me.0
+                ))),
+                None => found.push((j, format!(
+                    "contract {id}: no {event} record at index {index}, which node {} (the other party) has",
+                    me.0
+                ))),
+            }
+        }
+    }
+    for (i, n) in compared.into_iter().enumerate() {
+        checks[i].contracts_compared = n;
+    }
+    for (j, p) in found {
+        checks[j].problems.push(p);
     }
 }
 
