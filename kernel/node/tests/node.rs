@@ -406,7 +406,10 @@ fn list_tasks_newest_first_bounded_and_scoped() {
         panic!("not a task list");
     };
     assert_eq!(all.len(), 3);
-    assert!(all.windows(2).all(|w| w[0].task > w[1].task), "newest first");
+    assert!(
+        all.windows(2).all(|w| w[0].task > w[1].task),
+        "newest first"
+    );
     assert_eq!(all[2].task, first);
     assert_eq!(all[2].state, mgmt::TaskState::Done);
     assert_eq!(all[2].outcome, Some(Outcome::Executed));
