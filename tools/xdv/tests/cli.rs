@@ -1349,7 +1349,7 @@ fn task_get_reports_like_submit_with_exit_codes() {
     assert_eq!(o.code, 1, "{o:?}");
     assert!(
         o.stderr
-            .contains("task 7: task 7 belongs to another tenant"),
+            .contains("xdv: error: t7 belongs to another tenant"),
         "{o:?}"
     );
     assert_clean(&o);

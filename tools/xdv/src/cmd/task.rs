@@ -182,7 +182,7 @@ fn get(a: GetArgs) -> Result<i32> {
     let task = TaskId(a.id);
     let (tenant, mut status) = match ask(port, &keys, who, Request::TaskStatus { task })? {
         Response::Task { tenant, status, .. } => (tenant, status),
-        Response::Refused(d) => bail!("task {}: {d}", a.id),
+        Response::Refused(d) => bail!("{d}"),
         other => bail!("unexpected answer: {}", response_kind(&other)),
     };
     if a.wait && !is_final(&status) {
@@ -246,7 +246,7 @@ fn list(a: ListArgs) -> Result<()> {
             "{:<7} {:<7} {:<7} {:<8} {:<5} {:<8} {:<9} {:<7} {}",
             t.task.0,
             t.tenant.0,
-            t.domain,
+            t.domain.to_string(),
             t.state.word(),
             opt(t.node.map(|n| n.0)),
             opt(t.attempt),
