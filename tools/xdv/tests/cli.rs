@@ -1339,6 +1339,27 @@ fn task_get_reports_like_submit_with_exit_codes() {
         xdv_cluster::mgmt::Principal::Tenant(TenantId(2))
     );
 
+    // No outcome yet: the file is not written, and the user is told why.
+    let fake = node_reporting(TaskStatus::Pending);
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let pending_out = dir.join("pending.bin");
+    let o = xdv(&[
+        "task",
+        "get",
+        "7",
+        "--output",
+        s(&pending_out),
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("has no output (it has not run to an outcome)"),
+        "{o:?}"
+    );
+    assert!(!pending_out.exists());
+
     // A task the asker may not see: an error naming the reason, exit 1.
     let fake = FakeNode::start(|r| match r {
         Request::TaskStatus { task } => Response::Refused(Denied::OutOfScope { task: *task }),

@@ -192,17 +192,21 @@ fn get(a: GetArgs) -> Result<i32> {
         let end = Instant::now() + Duration::from_secs(a.timeout);
         status = mgmt::wait_task(port, &keys, who, task, end)?;
     }
-    if let Some(path) = &a.output {
-        let bytes = match &status {
-            TaskStatus::Completed { output, .. } => &output[..],
-            _ => &[][..],
-        };
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "xdv: {} output bytes saved to {}",
-            bytes.len(),
+    match (&a.output, &status) {
+        (Some(path), TaskStatus::Completed { output, .. }) => {
+            std::fs::write(path, output).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "xdv: {} output bytes saved to {}",
+                output.len(),
+                path.display()
+            );
+        }
+        (Some(path), _) => eprintln!(
+            "xdv: task {} has no output (it has not run to an outcome); {} not written",
+            a.id,
             path.display()
-        );
+        ),
+        (None, _) => {}
     }
     let state = TaskState::of(&status);
     let report = Report::finished(task, status);
