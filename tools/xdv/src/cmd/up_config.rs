@@ -220,6 +220,18 @@ max_q_units = 1
         assert_eq!(UpConfig::parse("").unwrap(), UpConfig::default());
     }
 
+    /// The example the README points to parses as documented.
+    #[test]
+    fn the_shipped_example_parses() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster.toml");
+        let c = UpConfig::load(&path).unwrap();
+        assert_eq!(c.nodes, Some(3));
+        assert_eq!(c.accel, vec!["2=q".to_string(), "3=phi".to_string()]);
+        assert_eq!(c.quotas[&1].max_in_flight, 4);
+        assert_eq!(c.quotas[&2].max_q_units, 1);
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let err = |t: &str| format!("{:#}", UpConfig::parse(t).unwrap_err());
