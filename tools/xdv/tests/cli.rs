@@ -1377,6 +1377,34 @@ fn task_get_reports_like_submit_with_exit_codes() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A device job's result reads as counts, as `submit` shows it; `--output` keeps the
+/// raw encoded result.
+#[test]
+fn task_get_shows_device_results_as_counts() {
+    let q = xdv_accel::job::QResult {
+        counts: vec![(0, 2), (3, 1)],
+        shots: 3,
+        entangling_ops: 1,
+        teleportations: 0,
+        depth: 3,
+    };
+    let fake = node_reporting(completed(Outcome::Executed, 0, &q.encode()));
+    let dir = temp("task-get-device");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let raw = dir.join("result.bin");
+    let o = xdv(&["task", "get", "7", "--output", s(&raw), "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("counts {00: 2, 11: 1} of 3 shots"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read(&raw).unwrap(), q.encode());
+    let o = xdv(&["task", "get", "7", "--json", "--dir", s(&dir)]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["counts"]["counts"]["11"], 1, "{v}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn task_get_wait_polls_until_the_task_ends() {
     let calls = Arc::new(Mutex::new(0u32));
