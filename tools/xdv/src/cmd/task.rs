@@ -60,7 +60,9 @@ struct Asker {
     /// Member node whose management port to use.
     #[arg(long, default_value_t = 1)]
     node: u32,
-    /// Print JSON instead of words.
+    /// Print JSON instead of words: `get` one object (submit --json's fields plus
+    /// tenant and state), `list` an array of {task, tenant, domain, state, node,
+    /// attempt, outcome, reason, ticks, output_bytes}.
     #[arg(long)]
     json: bool,
     /// Cluster directory [default: target/xdv/cluster].
