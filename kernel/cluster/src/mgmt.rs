@@ -126,6 +126,12 @@ pub enum Request {
         task: TaskId,
     },
     ClusterStatus,
+    /// The newest tasks (a tenant sees its own, the operator all), newest first, at
+    /// most `limit` (capped at [`MAX_LIST_TASKS`]), optionally only those in `state`.
+    ListTasks {
+        state: Option<TaskState>,
+        limit: u32,
+    },
     /// Operator only: set (or with `None` clear) a tenant's quota.
     SetQuota {
         tenant: TenantId,
@@ -249,6 +255,116 @@ pub struct ClusterView {
     pub commit_latency_us: (u64, u64, u64),
 }
 
+/// Most tasks one [`Request::ListTasks`] answers with (a summary is well under 1 KiB,
+/// so the answer stays far below [`MAX_MGMT_BYTES`]).
+pub const MAX_LIST_TASKS: u32 = 256;
+
+/// A task's state in one word, for listing and filtering.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Accepted, waiting for an eligible node.
+    Pending,
+    /// Assigned to a node, not completed yet.
+    Running,
+    /// Ran to an outcome (succeeded or failed).
+    Done,
+    /// Never ran: refused by the cluster or by the placed node.
+    Refused,
+}
+
+impl TaskState {
+    pub fn of(status: &TaskStatus) -> TaskState {
+        match status {
+            TaskStatus::Pending => TaskState::Pending,
+            TaskStatus::Assigned { .. } => TaskState::Running,
+            TaskStatus::Completed {
+                outcome: crate::types::Outcome::Refused(_),
+                ..
+            }
+            | TaskStatus::Rejected(_) => TaskState::Refused,
+            TaskStatus::Completed { .. } => TaskState::Done,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Done => "done",
+            TaskState::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        [
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Done,
+            TaskState::Refused,
+        ]
+        .into_iter()
+        .find(|t| t.word() == s)
+    }
+}
+
+/// One task in a [`Response::Tasks`] list: where it stands, without its output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub task: TaskId,
+    pub tenant: TenantId,
+    pub state: TaskState,
+    pub domain: Domain,
+    /// The node it runs or ran on (none while pending or when the cluster refused it).
+    pub node: Option<NodeId>,
+    pub attempt: Option<u32>,
+    /// How it ended (done, or refused by the node).
+    pub outcome: Option<crate::types::Outcome>,
+    /// Why the cluster refused it.
+    pub rejected: Option<crate::types::Refusal>,
+    pub ticks: u64,
+    pub output_bytes: u32,
+}
+
+impl TaskSummary {
+    pub fn of(id: TaskId, rec: &crate::state::TaskRecord) -> TaskSummary {
+        let mut s = TaskSummary {
+            task: id,
+            tenant: rec.spec.tenant,
+            state: TaskState::of(&rec.status),
+            domain: rec.spec.domain,
+            node: None,
+            attempt: None,
+            outcome: None,
+            rejected: None,
+            ticks: 0,
+            output_bytes: 0,
+        };
+        match &rec.status {
+            TaskStatus::Pending => {}
+            TaskStatus::Assigned { node, attempt } => {
+                s.node = Some(*node);
+                s.attempt = Some(*attempt);
+            }
+            TaskStatus::Completed {
+                node,
+                attempt,
+                outcome,
+                ticks,
+                output,
+                ..
+            } => {
+                s.node = Some(*node);
+                s.attempt = Some(*attempt);
+                s.outcome = Some(outcome.clone());
+                s.ticks = *ticks;
+                s.output_bytes = u32::try_from(output.len()).unwrap_or(u32::MAX);
+            }
+            TaskStatus::Rejected(r) => s.rejected = Some(r.clone()),
+        }
+        s
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Submitted {
@@ -272,6 +388,8 @@ pub enum Response {
     PolicySet {
         tenant: TenantId,
     },
+    /// Answer to [`Request::ListTasks`], newest first.
+    Tasks(Vec<TaskSummary>),
     Refused(Denied),
 }
 
@@ -557,7 +675,9 @@ impl Gate {
                     _ => Ok(None),
                 }
             }
-            Request::ClusterStatus => self.check_query_seq(req).map(|()| None),
+            Request::ClusterStatus | Request::ListTasks { .. } => {
+                self.check_query_seq(req).map(|()| None)
+            }
         }
     }
 

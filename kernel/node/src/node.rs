@@ -1102,6 +1102,9 @@ impl<R: Region> Node<R> {
                     None => Response::Refused(Denied::UnknownTask(task)),
                 },
                 Request::ClusterStatus => Response::Cluster(self.view()),
+                Request::ListTasks { state, limit } => {
+                    Response::Tasks(self.task_summaries(principal, state, limit))
+                }
                 Request::Contracts => Response::Contracts {
                     clock_ms: self.state.data().clock_ms,
                     contracts: self.contract_views(principal),
@@ -1128,6 +1131,34 @@ impl<R: Region> Node<R> {
         c.requesting_node = self.me;
         c.logical_timestamp = self.stamp().lamport;
         Ok(Command::ProposeContract(c.sign(&seed)))
+    }
+
+    /// The newest tasks a principal may see (a tenant its own, the operator all),
+    /// newest first, at most `limit` (capped at `MAX_LIST_TASKS`), only in `state` if given.
+    fn task_summaries(
+        &self,
+        who: Principal,
+        state: Option<xdv_cluster::mgmt::TaskState>,
+        limit: u32,
+    ) -> Vec<xdv_cluster::mgmt::TaskSummary> {
+        use xdv_cluster::mgmt::{MAX_LIST_TASKS, TaskState, TaskSummary};
+        let limit = limit.min(MAX_LIST_TASKS) as usize;
+        let out: Vec<TaskSummary> = self
+            .state
+            .data()
+            .tasks
+            .iter()
+            .rev()
+            .filter(|(_, r)| match who {
+                Principal::Operator => true,
+                Principal::Tenant(t) => r.spec.tenant == t,
+            })
+            .filter(|(_, r)| state.is_none_or(|s| TaskState::of(&r.status) == s))
+            .take(limit)
+            .map(|(id, r)| TaskSummary::of(*id, r))
+            .collect();
+        debug_assert!(out.windows(2).all(|w| w[0].task > w[1].task));
+        out
     }
 
     /// The contracts in force a principal may see (a tenant its own, the operator all).

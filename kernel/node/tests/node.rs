@@ -352,3 +352,96 @@ fn node_frames_fuzz_smoke() {
         xdv_node::fuzz::fuzz_check(&data);
     }
 }
+
+fn query(seq: u64, who: Principal, seed: &[u8; 32], request: Request) -> Vec<u8> {
+    mgmt::encode(&SignedRequest::sign(CLUSTER, who, seq, request, seed))
+}
+
+/// Sends one query and decodes the node's answer to it.
+fn ask(n: &mut Node<Vec<u8>>, req: &[u8]) -> Response {
+    let conn = ClientConn {
+        slot: 1,
+        generation: 2,
+    };
+    n.on_client(conn, req);
+    let out = n.drain();
+    let (_, bytes) = out
+        .replies
+        .iter()
+        .find(|(c, _)| *c == conn)
+        .expect("a query is answered at once");
+    mgmt::decode(bytes).unwrap()
+}
+
+/// `ListTasks`: newest first, bounded by the limit, filtered by state, a tenant sees
+/// only its own tasks, the operator all; an unknown tenant is refused.
+#[test]
+fn list_tasks_newest_first_bounded_and_scoped() {
+    const OPERATOR_SEED: [u8; 32] = [5; 32];
+    const OTHER_SEED: [u8; 32] = [6; 32];
+    let mut cfg = config();
+    cfg.identity.operator_key = xdv_cluster::public_key(&OPERATOR_SEED);
+    cfg.identity
+        .tenants
+        .push((TenantId(2), xdv_cluster::public_key(&OTHER_SEED)));
+    let mut n = Node::new(cfg, vec![0u8; 256 * 1024], 0);
+    run_for(&mut n, 0, 1000);
+    assert_eq!(n.view().role, "Leader");
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    for seq in 1..=3 {
+        n.on_client(conn, &submit(seq));
+    }
+    let out = run_for(&mut n, 1000, 100);
+    assert_eq!(out.run.len(), 3);
+    n.on_task_done(done(&out.run[0]));
+    run_for(&mut n, 1100, 100);
+    let first = out.run[0].task;
+
+    let list = |state, limit| Request::ListTasks { state, limit };
+    let tenant1 = Principal::Tenant(TenantId(1));
+    let Response::Tasks(all) = ask(&mut n, &query(100, tenant1, &TENANT_SEED, list(None, 10)))
+    else {
+        panic!("not a task list");
+    };
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.windows(2).all(|w| w[0].task > w[1].task),
+        "newest first"
+    );
+    assert_eq!(all[2].task, first);
+    assert_eq!(all[2].state, mgmt::TaskState::Done);
+    assert_eq!(all[2].outcome, Some(Outcome::Executed));
+    assert_eq!(all[2].output_bytes, 1);
+    assert_eq!(all[0].state, mgmt::TaskState::Running);
+    assert_eq!(all[0].node, Some(NodeId(1)));
+
+    let Response::Tasks(two) = ask(&mut n, &query(101, tenant1, &TENANT_SEED, list(None, 2)))
+    else {
+        panic!("not a task list");
+    };
+    assert_eq!(two, all[..2].to_vec(), "bounded by the limit");
+
+    let done_only = list(Some(mgmt::TaskState::Done), 10);
+    let Response::Tasks(d) = ask(&mut n, &query(102, tenant1, &TENANT_SEED, done_only)) else {
+        panic!("not a task list");
+    };
+    assert_eq!(d.iter().map(|s| s.task).collect::<Vec<_>>(), vec![first]);
+
+    // Tenant 2 has submitted nothing: it sees none of tenant 1's tasks.
+    let tenant2 = Principal::Tenant(TenantId(2));
+    let r = ask(&mut n, &query(1, tenant2, &OTHER_SEED, list(None, 10)));
+    assert_eq!(r, Response::Tasks(vec![]));
+    // The operator sees them all; a huge limit is capped.
+    let r = ask(
+        &mut n,
+        &query(1, Principal::Operator, &OPERATOR_SEED, list(None, u32::MAX)),
+    );
+    assert_eq!(r, Response::Tasks(all));
+    // A tenant the cluster does not know is refused.
+    let stranger = Principal::Tenant(TenantId(9));
+    let r = ask(&mut n, &query(1, stranger, &OTHER_SEED, list(None, 10)));
+    assert_eq!(r, Response::Refused(Denied::UnknownPrincipal(stranger)));
+}

@@ -35,7 +35,7 @@ enum Cmd {
     Audit(cmd::audit::Args),
     /// Simulate real nodes (crashes, torn writes, partitions): one seed or a sweep.
     Sim(cmd::sim::Args),
-    /// Sandboxed tasks: validate a module offline.
+    /// Sandboxed tasks: validate a module offline, show one by id, list them.
     Task(cmd::task::Args),
     /// Host L2 switch connecting QEMU nodes, with fault injection.
     Switch(cmd::switch::Args),
@@ -75,6 +75,23 @@ enum Cmd {
     Verify(cmd::verify::Args),
     /// Draw a run as one self-contained HTML page (a lane per node).
     Timeline(cmd::timeline::Args),
+    /// Print a shell completion script for `xdv` to stdout (e.g. `cargo xdv completions
+    /// bash > ~/.local/share/bash-completion/completions/xdv`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+/// Writes the completion script of the whole command tree for `shell` to stdout.
+fn completions(a: CompletionsArgs) {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(a.shell, &mut cmd, "xdv", &mut std::io::stdout());
 }
 
 fn main() {
@@ -88,7 +105,7 @@ fn main() {
         Cmd::Bench(a) => ok(cmd::bench::run(a)),
         Cmd::Audit(a) => ok(cmd::audit::run(a)),
         Cmd::Sim(a) => ok(cmd::sim::run(a)),
-        Cmd::Task(a) => ok(cmd::task::run(a)),
+        Cmd::Task(a) => cmd::task::run(a),
         Cmd::Switch(a) => ok(cmd::switch::run(a)),
         Cmd::Up(a) => ok(cmd::cluster::up(a)),
         Cmd::Down(a) => ok(cmd::cluster::down(a)),
@@ -106,6 +123,10 @@ fn main() {
         Cmd::Replay(a) => cmd::replay::run(a),
         Cmd::Verify(a) => cmd::verify::run(a),
         Cmd::Timeline(a) => ok(cmd::timeline::run(a)),
+        Cmd::Completions(a) => {
+            completions(a);
+            Ok(xdv::exit::OK)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

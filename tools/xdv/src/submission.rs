@@ -115,6 +115,20 @@ pub fn check(work: &Work, input: &[u8], budget_ticks: u64) -> Result<ValidatedTa
     .map_err(|e| e.to_string())
 }
 
+/// An outcome as one stable word (the `outcome` field of `--json`) and its reason.
+pub fn outcome_word(outcome: &Outcome) -> (&'static str, Option<String>) {
+    match outcome {
+        Outcome::Executed => ("executed", None),
+        Outcome::BudgetExceeded => ("budget-exceeded", None),
+        Outcome::GuardDenied => ("guard-denied", None),
+        Outcome::Trapped(r) => ("trapped", Some(r.clone())),
+        Outcome::Refused(r) => ("refused", Some(r.clone())),
+        Outcome::Failed(r) => ("failed", Some(r.clone())),
+        Outcome::DeviceFailed(r) => ("device-failed", Some(r.clone())),
+        Outcome::Unstable(r) => ("unstable", Some(r.clone())),
+    }
+}
+
 /// How a submission ended, for the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -281,16 +295,7 @@ impl Report {
                 output_hash,
                 output,
             }) => {
-                let (word, reason) = match outcome {
-                    Outcome::Executed => ("executed", None),
-                    Outcome::BudgetExceeded => ("budget-exceeded", None),
-                    Outcome::GuardDenied => ("guard-denied", None),
-                    Outcome::Trapped(r) => ("trapped", Some(r.clone())),
-                    Outcome::Refused(r) => ("refused", Some(r.clone())),
-                    Outcome::Failed(r) => ("failed", Some(r.clone())),
-                    Outcome::DeviceFailed(r) => ("device-failed", Some(r.clone())),
-                    Outcome::Unstable(r) => ("unstable", Some(r.clone())),
-                };
+                let (word, reason) = outcome_word(outcome);
                 v["outcome"] = json!(word);
                 v["reason"] = json!(reason);
                 v["node"] = json!(node.0);

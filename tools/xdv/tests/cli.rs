@@ -739,10 +739,10 @@ fn status_speaks_words_and_json() {
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("pre-candidate"), "{o:?}");
     assert!(
-        o.stdout.contains(
-            "health: leader node 2 (term 4); 2 of 3 nodes running, 2 answering; state hashes agree"
+        o.stdout.starts_with(
+            "health: leader node 2 (term 4); quorum, 2 of 3 members up; 2 of 3 nodes running, 2 answering; state hashes agree\n"
         ),
-        "{o:?}"
+        "health line first: {o:?}"
     );
     assert_clean(&o);
 
@@ -758,6 +758,45 @@ fn status_speaks_words_and_json() {
     assert_eq!(v["health"]["leader"], 2);
     assert_eq!(v["health"]["answering"], 2);
     assert_eq!(v["health"]["hashes_agree"], true);
+    assert_eq!(v["health"]["quorum"], true);
+    assert_eq!(v["health"]["members_up"], 2);
+    assert_eq!(v["health"]["members"], 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The health line tells a lost quorum (the leader hears from 1 of 3 members) and
+/// state hashes that differ at the same applied index.
+#[test]
+fn status_health_says_no_quorum_and_differing_hashes() {
+    use xdv_cluster::mgmt::MemberView;
+    let member = |n: u32, up: bool| MemberView {
+        node: NodeId(n),
+        up,
+        assigned: 0,
+        completed: 0,
+        audit_records: 0,
+    };
+    let mut lead = view(1, "Leader");
+    lead.members = vec![member(1, true), member(2, false), member(3, false)];
+    let a = FakeNode::start(move |_| Response::Cluster(lead.clone()));
+    let mut other = view(2, "Follower");
+    other.state_hash = Hash32([9; 32]);
+    let b = FakeNode::start(move |_| Response::Cluster(other.clone()));
+    let dir = temp("status-health");
+    fake_cluster(&dir, &[(1, me(), a.port), (2, me(), b.port), (3, None, 0)]);
+    let o = xdv(&["status", "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let first = o.stdout.lines().next().unwrap_or("");
+    assert_eq!(
+        first,
+        "health: leader node 1 (term 4); NO QUORUM, 1 of 3 members up; 2 of 3 nodes running, 2 answering; STATE HASHES DIFFER at the same applied index",
+        "{o:?}"
+    );
+    let o = xdv(&["status", "--json", "--dir", s(&dir)]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["health"]["quorum"], false);
+    assert_eq!(v["health"]["members_up"], 1);
+    assert_eq!(v["health"]["hashes_agree"], false);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1218,4 +1257,345 @@ fn reserve_says_accepted_or_rejected_with_the_reason() {
         d,
     ]);
     assert_eq!(o.code, 2, "usage error: {o:?}");
+}
+
+// ----- task get / task list -----
+
+#[test]
+fn task_get_reports_like_submit_with_exit_codes() {
+    let cases: Vec<(TaskStatus, i32, &str)> = vec![
+        (
+            completed(Outcome::Executed, 12, b"hello"),
+            0,
+            "task 7 executed on node 1 (attempt 1): 12 ticks, output \"hello\"",
+        ),
+        (
+            completed(Outcome::Executed, 3, &[0xff, 0x00]),
+            0,
+            "task 7 executed on node 1 (attempt 1): 3 ticks, output 0xff00",
+        ),
+        (
+            completed(Outcome::Trapped("unreachable executed".into()), 5, b""),
+            FAILED,
+            "task 7 failed on node 1 (attempt 1): trapped after 5 ticks: unreachable executed",
+        ),
+        (
+            TaskStatus::Rejected(Refusal::QuotaInFlight { limit: 1 }),
+            REFUSED,
+            "task 7 refused by the cluster: ",
+        ),
+        (
+            TaskStatus::Assigned {
+                node: NodeId(2),
+                attempt: 2,
+            },
+            0,
+            "task 7 running on node 2 (attempt 2)",
+        ),
+        (TaskStatus::Pending, 0, "task 7 pending"),
+    ];
+    let dir = temp("task-get");
+    for (status, code, line) in cases {
+        let fake = node_reporting(status);
+        fake_cluster(&dir, &[(1, me(), fake.port)]);
+        let o = xdv(&["task", "get", "7", "--dir", s(&dir)]);
+        assert_eq!(o.code, code, "{o:?}");
+        assert_eq!(o.stdout.lines().count(), 1, "one line: {o:?}");
+        assert!(o.stdout.starts_with(line), "want {line:?}: {o:?}");
+        assert_clean(&o);
+        // Without --tenant the operator asks.
+        let req = fake.seen.lock().unwrap()[0].clone();
+        assert_eq!(req.principal, xdv_cluster::mgmt::Principal::Operator);
+        assert_eq!(req.request, Request::TaskStatus { task: TaskId(7) });
+    }
+
+    // As a tenant, JSON with the state and tenant, output saved raw.
+    let fake = node_reporting(completed(Outcome::Executed, 3, &[0xff, 0x00, 0x41]));
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let out = dir.join("out.bin");
+    let o = xdv(&[
+        "task",
+        "get",
+        "7",
+        "--tenant",
+        "2",
+        "--json",
+        "--output",
+        s(&out),
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["task"], 7);
+    assert_eq!(v["state"], "done");
+    assert_eq!(v["tenant"], 1);
+    assert_eq!(v["outcome"], "executed");
+    assert_eq!(v["output_hex"], "ff0041");
+    assert_eq!(std::fs::read(&out).unwrap(), vec![0xff, 0x00, 0x41]);
+    let req = fake.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        req.principal,
+        xdv_cluster::mgmt::Principal::Tenant(TenantId(2))
+    );
+
+    // No outcome yet: the file is not written, and the user is told why.
+    let fake = node_reporting(TaskStatus::Pending);
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let pending_out = dir.join("pending.bin");
+    let o = xdv(&[
+        "task",
+        "get",
+        "7",
+        "--output",
+        s(&pending_out),
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("has no output (it has not run to an outcome)"),
+        "{o:?}"
+    );
+    assert!(!pending_out.exists());
+
+    // A task the asker may not see: an error naming the reason, exit 1.
+    let fake = FakeNode::start(|r| match r {
+        Request::TaskStatus { task } => Response::Refused(Denied::OutOfScope { task: *task }),
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&["task", "get", "7", "--tenant", "1", "--dir", s(&dir)]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("xdv: error: t7 belongs to another tenant"),
+        "{o:?}"
+    );
+    assert_clean(&o);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A device job's result reads as counts, as `submit` shows it; `--output` keeps the
+/// raw encoded result.
+#[test]
+fn task_get_shows_device_results_as_counts() {
+    let q = xdv_accel::job::QResult {
+        counts: vec![(0, 2), (3, 1)],
+        shots: 3,
+        entangling_ops: 1,
+        teleportations: 0,
+        depth: 3,
+    };
+    let fake = node_reporting(completed(Outcome::Executed, 0, &q.encode()));
+    let dir = temp("task-get-device");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let raw = dir.join("result.bin");
+    let o = xdv(&["task", "get", "7", "--output", s(&raw), "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("counts {00: 2, 11: 1} of 3 shots"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read(&raw).unwrap(), q.encode());
+    let o = xdv(&["task", "get", "7", "--json", "--dir", s(&dir)]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["counts"]["counts"]["11"], 1, "{v}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn task_get_wait_polls_until_the_task_ends() {
+    let calls = Arc::new(Mutex::new(0u32));
+    let c2 = calls.clone();
+    let fake = FakeNode::start(move |r| {
+        let Request::TaskStatus { task } = r else {
+            return Response::Refused(Denied::OperatorOnly);
+        };
+        let mut n = c2.lock().unwrap();
+        *n += 1;
+        let status = if *n < 3 {
+            TaskStatus::Assigned {
+                node: NodeId(1),
+                attempt: 1,
+            }
+        } else {
+            completed(Outcome::BudgetExceeded, 100, b"")
+        };
+        Response::Task {
+            task: *task,
+            tenant: TenantId(1),
+            status,
+        }
+    });
+    let dir = temp("task-wait");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&["task", "get", "7", "--wait", "--dir", s(&dir)]);
+    assert_eq!(o.code, FAILED, "{o:?}");
+    assert!(
+        o.stdout
+            .starts_with("task 7 failed on node 1 (attempt 1): tick budget exceeded"),
+        "{o:?}"
+    );
+    assert!(*calls.lock().unwrap() >= 3, "polled until done");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn task_list_filters_and_prints_a_table_or_json() {
+    use xdv_cluster::mgmt::{TaskState, TaskSummary};
+    let summary = |id: u64, state: TaskState| TaskSummary {
+        task: TaskId(id),
+        tenant: TenantId(1),
+        state,
+        domain: xdv_cluster::Domain::K,
+        node: (state != TaskState::Pending).then_some(NodeId(2)),
+        attempt: (state != TaskState::Pending).then_some(1),
+        outcome: (state == TaskState::Done).then(|| Outcome::Trapped("unreachable".into())),
+        rejected: None,
+        ticks: 40,
+        output_bytes: 0,
+    };
+    let fake = FakeNode::start(move |r| match r {
+        Request::ListTasks { state: None, .. } => Response::Tasks(vec![
+            summary(9, TaskState::Pending),
+            summary(8, TaskState::Done),
+        ]),
+        Request::ListTasks { state: Some(_), .. } => Response::Tasks(vec![]),
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    let dir = temp("task-list");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&["task", "list", "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{o:?}");
+    assert!(lines[0].starts_with("task    tenant"), "{o:?}");
+    assert!(
+        lines[1].starts_with("9       1       K       pending  -"),
+        "{o:?}"
+    );
+    assert!(lines[2].contains("done     2     1"), "{o:?}");
+    assert!(lines[2].ends_with("trapped: unreachable"), "{o:?}");
+    assert_clean(&o);
+
+    let o = xdv(&[
+        "task",
+        "list",
+        "--tenant",
+        "1",
+        "--state",
+        "running",
+        "--limit",
+        "5",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.trim(), "no running tasks");
+    let reqs = fake.requests();
+    assert_eq!(
+        reqs[1],
+        Request::ListTasks {
+            state: Some(TaskState::Running),
+            limit: 5
+        }
+    );
+
+    let o = xdv(&["task", "list", "--json", "--dir", s(&dir)]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v[0]["task"], 9);
+    assert_eq!(v[0]["state"], "pending");
+    assert!(v[0]["node"].is_null());
+    assert_eq!(v[1]["outcome"], "trapped");
+    assert_eq!(v[1]["reason"], "unreachable");
+    assert_eq!(v[1]["domain"], "K");
+
+    let o = xdv(&["task", "list", "--state", "finished", "--dir", s(&dir)]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+    let o = xdv(&["task", "list", "--limit", "257", "--dir", s(&dir)]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ----- completions, up --config -----
+
+#[test]
+fn completions_name_the_subcommands() {
+    let o = xdv(&["completions", "bash"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for want in ["_xdv()", "submit", "status", "task", "completions"] {
+        assert!(o.stdout.contains(want), "{want}: {o:?}");
+    }
+    assert!(
+        o.stdout.contains("get") && o.stdout.contains("list"),
+        "{o:?}"
+    );
+    let o = xdv(&["completions", "zsh"]);
+    assert!(o.code == 0 && o.stdout.contains("#compdef xdv"), "{o:?}");
+    let o = xdv(&["completions", "fish"]);
+    assert!(o.code == 0 && o.stdout.contains("complete -c xdv"), "{o:?}");
+    let o = xdv(&["completions", "tcsh"]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+}
+
+#[test]
+fn up_config_is_checked_before_anything_boots() {
+    let dir = temp("up-config");
+    let cfg = dir.join("cluster.toml");
+    let up = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        xdv(&["up", "--config", s(&cfg), "--dir", s(&dir.join("c"))])
+    };
+    let o = up("nodes = 3\nmemory = 512\n");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("cluster.toml: unknown key `memory` (known: nodes, smp, mem_mib"),
+        "{o:?}"
+    );
+    let o = up("nodes = 2\naccel = { 3 = \"q\" }\n");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("node 3 is not in the cluster (nodes 1..=2)"),
+        "{o:?}"
+    );
+    // The command line overrides the file: --nodes 3 makes node 3 a member, and the
+    // refusal is now the quota for a tenant the cluster does not have.
+    std::fs::write(
+        &cfg,
+        "nodes = 2\naccel = { 3 = \"q\" }\n[quotas.5]\nmax_in_flight = 1\n",
+    )
+    .unwrap();
+    let o = xdv(&[
+        "up",
+        "--config",
+        s(&cfg),
+        "--nodes",
+        "3",
+        "--tenants",
+        "2",
+        "--dir",
+        s(&dir.join("c")),
+    ]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "the configuration sets a quota for tenant 5, but the cluster has tenants 1..=2"
+        ),
+        "{o:?}"
+    );
+    assert!(!dir.join("c").join("keys.json").exists(), "nothing written");
+    let o = xdv(&[
+        "up",
+        "--config",
+        s(&dir.join("missing.toml")),
+        "--dir",
+        s(&dir.join("c")),
+    ]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("missing.toml"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -8,11 +8,13 @@
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec, NodeState};
 use xdv::mgmt::{self, Keys};
+use xdv_cluster::Quota;
 use xdv_cluster::mgmt::ClusterView;
 
 /// Most tenants `up` registers (`xdv_boot::provision::MAX_TENANTS`).
@@ -67,6 +69,11 @@ pub struct UpArgs {
     /// directory's].
     #[arg(long, value_delimiter = ',')]
     accel: Vec<String>,
+    /// A TOML file with the cluster to boot instead of flags: nodes, smp, mem_mib,
+    /// tenants, seed, mgmt_port_base, accel = { 2 = "q" }, and [quotas.N] tables set
+    /// once the nodes are ready. Flags given as well override the file.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Extra kernel command-line words for every node, after `--`.
     #[arg(last = true)]
     cmdline: Vec<String>,
@@ -147,7 +154,71 @@ fn refuse_if_running(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn up(a: UpArgs) -> Result<()> {
+/// Fills in what the command line left out from the configuration file: a flag given
+/// on the command line wins. Returns the quotas to set once the cluster is up.
+fn merge_config(a: &mut UpArgs, c: super::up_config::UpConfig) -> BTreeMap<u32, Quota> {
+    a.nodes = a.nodes.or(c.nodes);
+    a.smp = a.smp.or(c.smp);
+    a.mem_mib = a.mem_mib.or(c.mem_mib);
+    a.tenants = a.tenants.or(c.tenants);
+    a.seed = a.seed.or(c.seed);
+    a.mgmt_port_base = a.mgmt_port_base.or(c.mgmt_port_base);
+    if a.accel.is_empty() {
+        a.accel = c.accel;
+    }
+    c.quotas
+}
+
+/// Refuses quotas for tenants the cluster does not register.
+fn check_quota_tenants(quotas: &BTreeMap<u32, Quota>, tenants: u32) -> Result<()> {
+    if let Some(t) = quotas.keys().find(|&&t| t == 0 || t > tenants) {
+        bail!(
+            "the configuration sets a quota for tenant {t}, but the cluster has tenants 1..={tenants}"
+        );
+    }
+    Ok(())
+}
+
+/// Sets the configuration file's quotas through node `port` as the operator, waiting
+/// for a leader, and records them as `cargo xdv quota` does.
+fn apply_quotas(
+    st: &ClusterState,
+    keys: &Keys,
+    port: u16,
+    quotas: &BTreeMap<u32, Quota>,
+) -> Result<()> {
+    use xdv_cluster::mgmt::{Principal, Request, Response};
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut record = super::quota::load_record(&st.dir)?;
+    for (&tenant, &q) in quotas {
+        let req = mgmt::signed(
+            keys,
+            Principal::Operator,
+            Request::SetQuota {
+                tenant: xdv_types::TenantId(tenant),
+                quota: Some(q),
+            },
+        )?;
+        match mgmt::call_until_decided(port, &req, end)? {
+            Response::QuotaSet { .. } => {}
+            Response::Refused(d) => bail!("quota for tenant {tenant} refused: {d}"),
+            other => bail!("unexpected answer: {}", mgmt::response_kind(&other)),
+        }
+        record.insert(tenant, q);
+        super::quota::save_record(&st.dir, &record)?;
+        eprintln!(
+            "xdv: tenant {tenant}: quota set: {}",
+            super::quota::describe(&q)
+        );
+    }
+    Ok(())
+}
+
+pub fn up(mut a: UpArgs) -> Result<()> {
+    let quotas = match a.config.clone() {
+        Some(path) => merge_config(&mut a, super::up_config::UpConfig::load(&path)?),
+        None => BTreeMap::new(),
+    };
     let dir = dir(a.dir.clone());
     refuse_if_running(&dir)?;
     // Decide and check everything before the (possibly long) kernel build; write
@@ -165,6 +236,11 @@ pub fn up(a: UpArgs) -> Result<()> {
             None
         }
     };
+    let tenants = match &resumed {
+        Some((_, keys)) => keys.tenants.len() as u32,
+        None => a.tenants.unwrap_or(2),
+    };
+    check_quota_tenants(&quotas, tenants)?;
     let kernel = xdv::qemu::build_kernel_with(true, true)?;
     let (mut st, keys) = match resumed {
         Some(r) => r,
@@ -201,6 +277,9 @@ pub fn up(a: UpArgs) -> Result<()> {
         eprintln!("xdv: node {id} started (pid {pid})");
     }
     wait_ready(&st, Duration::from_secs(a.timeout))?;
+    if let Some(first) = st.nodes.first() {
+        apply_quotas(&st, &keys, first.mgmt_port(), &quotas)?;
+    }
     println!(
         "xdv: {} nodes ready; consoles: `cargo xdv console <n>`; stop with `cargo xdv down`",
         st.nodes.len()
@@ -458,8 +537,8 @@ pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> 
 }
 
 /// The cluster table: node, role, term, commit, applied, tasks, audit head, state hash;
-/// then the federated root and the health line.
-pub fn table(st: &ClusterState, views: &[(u32, Result<ClusterView>)]) -> String {
+/// then the federated root.
+pub fn table(views: &[(u32, Result<ClusterView>)]) -> String {
     let mut out = String::from(
         "node  role           term  commit  applied  tasks  done  audit-recs  audit-head        state-hash\n",
     );
@@ -492,45 +571,55 @@ pub fn table(st: &ClusterState, views: &[(u32, Result<ClusterView>)]) -> String 
         .collect();
     fed.dedup();
     out += &format!("federated audit root: {}\n", fed.join(" / "));
-    out += &format!("health: {}\n", health(st, views).1);
     out
 }
 
-/// The health summary: JSON and one line (leader, term, nodes running and answering,
-/// whether the state hashes of nodes at the same applied index agree).
+/// Whether the views agree: the state hashes of nodes at the same applied index.
+fn hashes_agree(ok: &[&ClusterView]) -> bool {
+    ok.iter().all(|a| {
+        ok.iter()
+            .all(|b| a.applied != b.applied || a.state_hash == b.state_hash)
+    })
+}
+
+/// The health summary: JSON and one line (leader and term; quorum, from the members
+/// the leader sees up; nodes running and answering; whether the state hashes of nodes
+/// at the same applied index agree).
 fn health(st: &ClusterState, views: &[(u32, Result<ClusterView>)]) -> (Value, String) {
     let ok: Vec<&ClusterView> = views.iter().filter_map(|(_, v)| v.as_ref().ok()).collect();
     let leader = ok
         .iter()
         .filter(|v| mgmt::role_name(&v.role) == "leader")
         .max_by_key(|v| v.term);
-    let mut agree = true;
-    for a in &ok {
-        for b in &ok {
-            if a.applied == b.applied && a.state_hash != b.state_hash {
-                agree = false;
-            }
-        }
-    }
+    let total = st.nodes.len();
+    // The leader's member list says who it hears from; without one, who answers us.
+    let up = match leader {
+        Some(l) if !l.members.is_empty() => l.members.iter().filter(|m| m.up).count(),
+        _ => ok.len(),
+    };
+    let quorum = leader.is_some() && up > total / 2;
+    let agree = hashes_agree(&ok);
     let hashes = match (ok.is_empty(), agree) {
         (true, _) => "no node answers",
         (false, true) => "state hashes agree",
         (false, false) => "STATE HASHES DIFFER at the same applied index",
     };
     let line = format!(
-        "{}; {} of {} nodes running, {} answering; {hashes}",
+        "{}; {}, {up} of {total} members up; {} of {total} nodes running, {} answering; {hashes}",
         leader.map_or("no leader".to_string(), |v| format!(
             "leader node {} (term {})",
             v.node.0, v.term
         )),
+        if quorum { "quorum" } else { "NO QUORUM" },
         st.running().len(),
-        st.nodes.len(),
         ok.len(),
     );
     let json = json!({
         "leader": leader.map(|v| v.node.0),
         "term": leader.map(|v| v.term),
-        "members": st.nodes.len(),
+        "quorum": quorum,
+        "members_up": up,
+        "members": total,
         "running": st.running().len(),
         "answering": ok.len(),
         "hashes_agree": (!ok.is_empty()).then_some(agree),
@@ -564,8 +653,8 @@ fn view_json(v: &ClusterView) -> Value {
 }
 
 /// `status --json`: `{dir, switch, nodes: [{id, state, pid, ready, peer_ip, mgmt_port,
-/// log, view, error}], health: {leader, term, members, running, answering,
-/// hashes_agree, line}}`; `view` is null for a node that is not running or does not
+/// log, view, error}], health: {leader, term, quorum, members_up, members, running,
+/// answering, hashes_agree, line}}`; `view` is null for a node that is not running or does not
 /// answer (then `error` says why).
 fn status_json(
     st: &ClusterState,
@@ -621,6 +710,9 @@ pub fn status(a: StatusArgs) -> Result<()> {
     } else {
         "stopped"
     };
+    if keys.is_ok() && !st.running().is_empty() {
+        println!("health: {}", health(&st, &views).1);
+    }
     println!("cluster {} (switch {sw})", st.dir.display());
     for n in &st.nodes {
         println!("{}", cluster::node_line(&st, n));
@@ -629,7 +721,7 @@ pub fn status(a: StatusArgs) -> Result<()> {
         Ok(_) if st.running().is_empty() => {
             println!("no node is running (`cargo xdv up --resume` boots the cluster again)")
         }
-        Ok(_) => print!("{}", table(&st, &views)),
+        Ok(_) => print!("{}", table(&views)),
         Err(e) => println!("(no cluster table: {e:#})"),
     }
     Ok(())
@@ -639,7 +731,8 @@ fn watch(st: &ClusterState) -> Result<()> {
     let keys = Keys::load(&st.dir)?;
     let mut shown = 0;
     loop {
-        let t = table(st, &views(st, &keys));
+        let v = views(st, &keys);
+        let t = format!("health: {}\n{}", health(st, &v).1, table(&v));
         let mut err = std::io::stderr();
         if shown > 0 {
             let _ = write!(err, "\x1b[{shown}A");
@@ -704,5 +797,51 @@ mod tests {
         assert_eq!(err("2=x"), "unknown accelerator kind `x` (want q or phi)");
         assert!(err("2").contains("want NODE=KIND"));
         assert_eq!(err("2=q,2=phi"), "--accel names node 2 twice");
+    }
+
+    #[derive(clap::Parser)]
+    struct Up {
+        #[command(flatten)]
+        up: super::UpArgs,
+    }
+
+    fn up_args(args: &[&str]) -> super::UpArgs {
+        use clap::Parser;
+        Up::try_parse_from(std::iter::once("up").chain(args.iter().copied()))
+            .unwrap()
+            .up
+    }
+
+    /// Flags on the command line win over the file; what they leave out comes from it.
+    #[test]
+    fn config_fills_in_what_flags_leave_out() {
+        let cfg = super::super::up_config::UpConfig::parse(
+            "nodes = 4\nsmp = 3\nmem_mib = 512\ntenants = 3\naccel = { 2 = \"q\" }\n[quotas.2]\nmax_in_flight = 1\n",
+        )
+        .unwrap();
+        let mut a = up_args(&["--nodes", "5", "--accel", "3=phi"]);
+        let quotas = super::merge_config(&mut a, cfg.clone());
+        assert_eq!(a.nodes, Some(5), "the flag wins");
+        assert_eq!(a.smp, Some(3));
+        assert_eq!(a.mem_mib, Some(512));
+        assert_eq!(a.tenants, Some(3));
+        assert_eq!(a.seed, None, "neither says: the default applies later");
+        assert_eq!(
+            a.accel,
+            vec!["3=phi".to_string()],
+            "--accel replaces the file's"
+        );
+        assert_eq!(quotas[&2].max_in_flight, 1);
+        super::check_new(&a).unwrap();
+        super::check_quota_tenants(&quotas, 3).unwrap();
+        let e = super::check_quota_tenants(&quotas, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("quota for tenant 2"), "{e}");
+
+        let mut b = up_args(&[]);
+        super::merge_config(&mut b, cfg);
+        assert_eq!(b.nodes, Some(4));
+        assert_eq!(b.accel, vec!["2=q".to_string()]);
     }
 }

@@ -42,6 +42,7 @@ pub struct ReserveArgs {
     /// Member node the request goes to (the requesting node).
     #[arg(long, default_value_t = 1)]
     node: u32,
+    /// Print one JSON object instead of words.
     #[arg(long)]
     json: bool,
     /// Cluster directory [default: target/xdv/cluster].
@@ -56,8 +57,10 @@ pub struct ReleaseArgs {
     /// Tenant that holds it.
     #[arg(long)]
     tenant: u32,
+    /// Member node whose management port to use.
     #[arg(long, default_value_t = 1)]
     node: u32,
+    /// Cluster directory [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
 }
@@ -68,10 +71,13 @@ pub struct ContractsArgs {
     /// operator).
     #[arg(long)]
     tenant: Option<u32>,
+    /// Member node whose management port to use.
     #[arg(long, default_value_t = 1)]
     node: u32,
+    /// Print one JSON object instead of words.
     #[arg(long)]
     json: bool,
+    /// Cluster directory [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
 }
@@ -83,8 +89,10 @@ pub struct PolicyArgs {
     /// Its priority in contract conflicts: high, normal or low.
     #[arg(long, value_parser = ["high", "normal", "low"])]
     priority: String,
+    /// Member node whose management port to use.
     #[arg(long, default_value_t = 1)]
     node: u32,
+    /// Cluster directory [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
 }

@@ -16,4 +16,5 @@ pub mod submit;
 pub mod switch;
 pub mod task;
 pub mod timeline;
+pub mod up_config;
 pub mod verify;

@@ -97,7 +97,7 @@ fn record_file(dir: &Path) -> PathBuf {
     dir.join("quotas.json")
 }
 
-fn load_record(dir: &Path) -> Result<BTreeMap<u32, Quota>> {
+pub fn load_record(dir: &Path) -> Result<BTreeMap<u32, Quota>> {
     match std::fs::read_to_string(record_file(dir)) {
         Ok(t) => Ok(serde_json::from_str(&t)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
@@ -105,7 +105,7 @@ fn load_record(dir: &Path) -> Result<BTreeMap<u32, Quota>> {
     }
 }
 
-fn save_record(dir: &Path, r: &BTreeMap<u32, Quota>) -> Result<()> {
+pub fn save_record(dir: &Path, r: &BTreeMap<u32, Quota>) -> Result<()> {
     let tmp = dir.join("quotas.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(r)?)?;
     std::fs::rename(tmp, record_file(dir))?;
