@@ -294,7 +294,10 @@ fn compare_contracts<'a>(
     for (i, img) in images.iter().enumerate() {
         let mut m = BTreeMap::new();
         for (_, b) in super::contracts::contract_records(&img.audit) {
-            m.insert((b.contract, b.event.clone(), b.index), (b.hash, b.requester, b.target));
+            m.insert(
+                (b.contract, b.event.clone(), b.index),
+                (b.hash, b.requester, b.target),
+            );
         }
         recs.push(m);
         applied.push(audit_of(i).applied.iter().map(|r| r.index).collect());
@@ -303,9 +306,15 @@ fn compare_contracts<'a>(
     let mut found: Vec<(usize, String)> = Vec::new();
     let mut compared = vec![0u64; checks.len()];
     for (i, m) in recs.iter().enumerate() {
-        let Some(me) = checks[i].node.map(NodeId) else { continue };
+        let Some(me) = checks[i].node.map(NodeId) else {
+            continue;
+        };
         for ((id, event, index), (hash, requester, target)) in m {
-            let other = if *requester == me { *target } else { *requester };
+            let other = if *requester == me {
+                *target
+            } else {
+                *requester
+            };
             if other == me {
                 continue;
             }
