@@ -772,12 +772,14 @@ fn status_health_says_no_quorum_and_differing_hashes() {
     let member = |n: u32, up: bool| MemberView {
         node: NodeId(n),
         up,
+        quarantined: false,
         assigned: 0,
         completed: 0,
         audit_records: 0,
     };
     let mut lead = view(1, "Leader");
     lead.members = vec![member(1, true), member(2, false), member(3, false)];
+    lead.members[2].quarantined = true;
     let a = FakeNode::start(move |_| Response::Cluster(lead.clone()));
     let mut other = view(2, "Follower");
     other.state_hash = Hash32([9; 32]);
@@ -789,7 +791,7 @@ fn status_health_says_no_quorum_and_differing_hashes() {
     let first = o.stdout.lines().next().unwrap_or("");
     assert_eq!(
         first,
-        "health: leader node 1 (term 4); NO QUORUM, 1 of 3 members up; 2 of 3 nodes running, 2 answering; STATE HASHES DIFFER at the same applied index",
+        "health: leader node 1 (term 4); NO QUORUM, 1 of 3 members up; 2 of 3 nodes running, 2 answering; STATE HASHES DIFFER at the same applied index; QUARANTINED node 3 (state hash disagreed with the majority)",
         "{o:?}"
     );
     let o = xdv(&["status", "--json", "--dir", s(&dir)]);
@@ -797,6 +799,7 @@ fn status_health_says_no_quorum_and_differing_hashes() {
     assert_eq!(v["health"]["quorum"], false);
     assert_eq!(v["health"]["members_up"], 1);
     assert_eq!(v["health"]["hashes_agree"], false);
+    assert_eq!(v["health"]["quarantined"], serde_json::json!([3]));
     let _ = std::fs::remove_dir_all(dir);
 }
 
