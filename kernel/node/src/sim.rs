@@ -69,6 +69,8 @@ pub struct SimOptions {
     /// Corrupt this node's replica of the state at this time (hash voting must find
     /// it): `(node, at_ms)`. Its state hash is then exempt from the cross-node check.
     pub corrupt: Option<(u32, u64)>,
+    /// Clients also reserve devices and submit Q/Φ jobs (else K tasks only).
+    pub device_jobs: bool,
 }
 
 impl SimOptions {
@@ -84,6 +86,7 @@ impl SimOptions {
             faults: 2,
             trace_lines: TRACE_LINES,
             corrupt: None,
+            device_jobs: true,
         }
     }
 }
@@ -881,13 +884,14 @@ impl Sim {
             // Every fourth request of a client is a device job, Q and Φ in turn; one
             // in eight reserves a Q container on node 2, and one in eight runs a Q
             // job under the client's latest contract.
-            let (domain, work, contract) = match seq % 8 {
+            let kind = if self.opts.device_jobs { seq % 8 } else { 0 };
+            let (domain, work, contract) = match kind {
                 3 => (Domain::Q, Work::Job(sim_job(Domain::Q, seq)), None),
                 5 => (Domain::Q, Work::Job(sim_job(Domain::Q, seq)), cl.contract),
                 7 => (Domain::Phi, Work::Job(sim_job(Domain::Phi, seq)), None),
                 _ => (Domain::K, Work::Builtin("hash".into()), None),
             };
-            let request = if seq % 8 == 1 {
+            let request = if kind == 1 {
                 Request::Reserve(xdv_cluster::mgmt::Reserve {
                     domain: Domain::Q,
                     target: NodeId(2),
@@ -936,7 +940,7 @@ impl Sim {
         }
         let tenant = self.clients[c].tenant;
         let reply = mgmt::decode::<Response>(&bytes);
-        if seq % 8 == 1 {
+        if self.opts.device_jobs && seq % 8 == 1 {
             // A reservation: decided once the log took it (a retry of a decided one
             // is refused as replayed).
             use xdv_cluster::mgmt::ContractAnswer;

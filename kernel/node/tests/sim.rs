@@ -74,6 +74,7 @@ fn long_tasks_never_make_a_node_look_down() {
         o.faults = 0;
         o.requests = 6;
         o.max_task_ms = 20_000;
+        o.device_jobs = false;
         o.heal_ms = 60_000;
         let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
         assert_eq!(
