@@ -278,6 +278,15 @@ fn fail_unstable_hang_and_recover_through_the_control_socket() {
     assert!(e.contains("unknown command `explode`"), "{e}");
 }
 
+/// Waits until the device process has noticed that its client went away.
+fn until_disconnected(dev: &daemon::DeviceGuard) {
+    let end = Instant::now() + Duration::from_secs(2);
+    while !dev.ctl("status").unwrap().contains("clients=0") {
+        assert!(Instant::now() < end, "disconnect not noticed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_restarted_node_gets_a_new_id_and_a_fresh_device() {
     let sock = socket("accel-reconnect");
@@ -298,11 +307,7 @@ fn a_restarted_node_gets_a_new_id_and_a_fresh_device() {
     assert_eq!(g.run(b"ab"), (CqStatus::Ok, b"ba".to_vec()));
     let first = g.setup.id;
     drop(g);
-    let end = Instant::now() + Duration::from_secs(2);
-    while !dev.ctl("status").unwrap().contains("clients=0") {
-        assert!(Instant::now() < end, "disconnect not noticed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until_disconnected(&dev);
     let (stream, setup) = ivshmem::connect_client(&sock).unwrap();
     assert_ne!(setup.id, first, "a new client gets a new id");
     let mem = ShmMap::map(setup.shm.as_fd(), STD_WINDOW_BYTES).unwrap();
@@ -312,6 +317,8 @@ fn a_restarted_node_gets_a_new_id_and_a_fresh_device() {
         "the register block starts again for the new kernel"
     );
     drop((stream, mem));
+    // The device serves one client at a time: wait until it has seen this one go.
+    until_disconnected(&dev);
     let mut g = Guest::connect(&sock);
     assert_eq!(g.run(b"345"), (CqStatus::Ok, b"543".to_vec()));
     assert!(dev.ctl("status").unwrap().contains("clients=1"));
