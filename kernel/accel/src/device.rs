@@ -242,15 +242,20 @@ impl DeviceSide {
             return Raise::default(); // dropped by a reset meanwhile
         };
         self.running.swap_remove(i);
-        if sub.opcode == Opcode::Run {
-            self.busy[sub.slot as usize] = false;
-        }
+        self.free_slot(sub);
         let (status, result) = if result.len() > sub.result_cap as usize {
             (CqStatus::ResultTooLarge, &[][..])
         } else {
             (status, result)
         };
         self.post(mem, sub, status, result, detail, device_time_us)
+    }
+
+    /// A finished run gives its slot back.
+    fn free_slot(&mut self, sub: &Submission) {
+        if sub.opcode == Opcode::Run {
+            self.busy[sub.slot as usize] = false;
+        }
     }
 
     fn post(
@@ -293,9 +298,7 @@ impl DeviceSide {
         self.broken = true;
         let mut raise = Raise::default();
         for sub in core::mem::take(&mut self.running) {
-            if sub.opcode == Opcode::Run {
-                self.busy[sub.slot as usize] = false;
-            }
+            self.free_slot(&sub);
             let r = self.post(
                 mem,
                 &sub,

@@ -377,7 +377,6 @@ fn the_device_answers_a_bad_slot_and_survives_a_lying_driver() {
     let (_, raise) = dev.take(&mem);
     assert!(raise.fault);
     assert_eq!(mem.read32(off::ERROR), DeviceError::Protocol.code());
-    let _ = drv;
 }
 
 proptest! {

@@ -16,10 +16,9 @@ use crate::{audit, println, time};
 use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_audit::RecordBody;
-use xdv_boot::provision::Provision;
 use xdv_node::accel::AccelPool;
 use xdv_node::{Identity, Node, NodeConfig, Outbox};
-use xdv_types::{CoreId, NodeId, TenantId};
+use xdv_types::{CoreId, NodeId};
 
 /// The region the node's durable Raft state lives in.
 pub type RaftRegion = &'static mut [u8];
@@ -49,45 +48,16 @@ pub fn identity_from(
     cmd_peers: &[u32],
 ) -> Result<Identity, String> {
     let Some(bytes) = module else {
-        let mut peers: Vec<(u32, [u8; 32])> = cmd_peers.iter().map(|&p| (p, [0; 32])).collect();
-        if !peers.iter().any(|p| p.0 == cmd_node) {
-            peers.push((cmd_node, [0; 32]));
-        }
-        peers.sort();
-        return Ok(Identity {
-            node: cmd_node,
-            cluster: 0,
-            seed: None,
-            peers,
-            tenants: Vec::new(),
-            operator_key: [0; 32],
-        });
+        return Ok(Identity::from_cmdline(cmd_node, cmd_peers));
     };
-    let p = Provision::parse(bytes).map_err(|e| alloc::format!("{e}"))?;
-    if xdv_cluster::public_key(&p.secret_seed) != p.me().public_key {
-        return Err(alloc::format!(
-            "the secret key does not match node {}'s public key in the peer list",
-            p.node
-        ));
-    }
-    if cmd_node_given && cmd_node != p.node {
+    let ident = Identity::from_provision(bytes)?;
+    if cmd_node_given && cmd_node != ident.node {
         return Err(alloc::format!(
             "command line says node={cmd_node} but the module is for node {}",
-            p.node
+            ident.node
         ));
     }
-    Ok(Identity {
-        node: p.node,
-        cluster: p.cluster,
-        seed: Some(p.secret_seed),
-        peers: p.peers().iter().map(|x| (x.node, x.public_key)).collect(),
-        tenants: p
-            .tenants()
-            .iter()
-            .map(|t| (TenantId(t.tenant), t.public_key))
-            .collect(),
-        operator_key: p.operator_key,
-    })
+    Ok(ident)
 }
 
 impl Services {
@@ -250,7 +220,7 @@ impl Services {
         for run in out.run {
             if run.spec.domain == xdv_cluster::Domain::K {
                 self.tasks.start(run);
-            } else if let Some(c) = self.accel.run(run, now_ms) {
+            } else if let Some(c) = self.accel.run(run) {
                 self.node.on_task_done(c);
             }
         }

@@ -15,7 +15,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
-use xdv_accel::driver::{Driver, Event, Fault, Request};
+use xdv_accel::driver::{Driver, Event, Request};
 use xdv_accel::regs::{DeviceMemory, Kind, ProbeError};
 use xdv_accel::ring::{CqStatus, Opcode};
 use xdv_audit::RecordBody;
@@ -158,7 +158,7 @@ impl<P: Port> AccelPool<P> {
 
     /// Takes a Q or Φ task the log assigned to this node. Returns its completion at
     /// once when no device of its kind can take it now or later.
-    pub fn run(&mut self, task: RunTask, now_ms: u64) -> Option<Completion> {
+    pub fn run(&mut self, task: RunTask) -> Option<Completion> {
         let Some(kind) = kind_of(task.spec.domain) else {
             return Some(self.ended(&task, Outcome::Refused("not a device task".into()), &[]));
         };
@@ -174,7 +174,6 @@ impl<P: Port> AccelPool<P> {
             return Some(self.ended(&task, Outcome::Refused(why), &[]));
         }
         self.waiting.push_back(task);
-        let _ = now_ms;
         None
     }
 
@@ -228,11 +227,6 @@ impl<P: Port> AccelPool<P> {
         self.drivers()
             .find(|(_, d)| d.is_ready())
             .map(|(_, d)| d.info.kind)
-    }
-
-    /// Is ping `tag` still outstanding?
-    pub fn ping_pending(&self, tag: u64) -> bool {
-        self.pings.get(&tag).is_some_and(|r| r.is_none())
     }
 
     /// Polls every device, turns their events into completions and hands waiting
@@ -410,27 +404,6 @@ impl<P: Port> AccelPool<P> {
             output_hash: Hash32(Sha256::digest(output).into()),
             output: kept,
         }
-    }
-
-    /// Fails device `i` on the operator's word (`accel fail` on the console).
-    pub fn fail_device(&mut self, i: usize, now_ms: u64) -> Result<Vec<Completion>, String> {
-        let dev = self
-            .devices
-            .get_mut(i)
-            .ok_or_else(|| alloc::format!("no device {i}"))?;
-        let drv = dev
-            .driver
-            .as_mut()
-            .map_err(|e| alloc::format!("device {i} has no driver: {e}"))?;
-        let events = drv.fail_now(
-            Fault::Reported(xdv_accel::regs::DeviceError::Other(0xFFFF)),
-            now_ms,
-        );
-        let mut done = Vec::new();
-        for e in events {
-            self.event(i, e, &mut done);
-        }
-        Ok(done)
     }
 
     fn record(&mut self, line: String) {

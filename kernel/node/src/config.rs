@@ -2,6 +2,7 @@
 //! its timing. Nothing is read from globals; the kernel builds this from the
 //! provisioning module and the command line, the simulator from its seed.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_types::{CapabilityId, NodeId, TenantId};
 
@@ -30,6 +31,49 @@ impl Identity {
             .find(|p| p.0 == node.0)
             .map(|p| p.1)
             .filter(|_| self.seed.is_some())
+    }
+
+    /// The identity a provisioning module gives (the kernel's and the host tools'
+    /// single recipe). Refuses a module whose secret key does not belong to the node's
+    /// own public key in its peer list.
+    pub fn from_provision(bytes: &[u8]) -> Result<Identity, String> {
+        let p = xdv_boot::provision::Provision::parse(bytes).map_err(|e| alloc::format!("{e}"))?;
+        if xdv_cluster::public_key(&p.secret_seed) != p.me().public_key {
+            return Err(alloc::format!(
+                "the secret key does not match node {}'s public key in the peer list",
+                p.node
+            ));
+        }
+        Ok(Identity {
+            node: p.node,
+            cluster: p.cluster,
+            seed: Some(p.secret_seed),
+            peers: p.peers().iter().map(|x| (x.node, x.public_key)).collect(),
+            tenants: p
+                .tenants()
+                .iter()
+                .map(|t| (TenantId(t.tenant), t.public_key))
+                .collect(),
+            operator_key: p.operator_key,
+        })
+    }
+
+    /// The identity of a node booted without a module: members from its command line
+    /// (`peers=`), itself included, no keys.
+    pub fn from_cmdline(node: u32, peers: &[u32]) -> Identity {
+        let mut all: Vec<(u32, [u8; 32])> = peers.iter().map(|&p| (p, [0; 32])).collect();
+        if !all.iter().any(|p| p.0 == node) {
+            all.push((node, [0; 32]));
+        }
+        all.sort();
+        Identity {
+            node,
+            cluster: 0,
+            seed: None,
+            peers: all,
+            tenants: Vec::new(),
+            operator_key: [0; 32],
+        }
     }
 
     /// Whether `node` is a configured member.
@@ -124,3 +168,49 @@ pub const GENESIS_CORES: u16 = 4;
 /// Most entry bytes in one Raft append: with its framing it fits a peer socket's send
 /// buffer (`xdv_net`'s `PEER_TX_BYTES`, checked in the kernel).
 pub const RAFT_APPEND_BYTES: usize = 128 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xdv_boot::provision::{Peer, Provision, Tenant};
+
+    fn module(seed: [u8; 32], listed_key: [u8; 32]) -> Vec<u8> {
+        let mut p = Provision::new(2, 7, seed, [9; 32]);
+        for (node, key) in [(1, [1; 32]), (2, listed_key)] {
+            assert!(p.add_peer(Peer {
+                node,
+                ipv4: [10, 0, 0, node as u8],
+                public_key: key,
+            }));
+        }
+        assert!(p.add_tenant(Tenant {
+            tenant: 5,
+            public_key: [5; 32],
+        }));
+        let mut out = alloc::vec![0u8; 4096];
+        let n = p.encode(&mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn a_module_gives_its_identity_and_a_foreign_key_is_refused() {
+        let seed = [3; 32];
+        let id = Identity::from_provision(&module(seed, xdv_cluster::public_key(&seed))).unwrap();
+        assert_eq!((id.node, id.cluster, id.seed), (2, 7, Some(seed)));
+        assert_eq!(id.peer_ids(), [1, 2]);
+        assert_eq!(id.tenants, [(TenantId(5), [5; 32])]);
+        assert_eq!(id.operator_key, [9; 32]);
+        let e = Identity::from_provision(&module(seed, [4; 32])).unwrap_err();
+        assert!(e.contains("does not match node 2's public key"), "{e}");
+        assert!(Identity::from_provision(b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_command_line_identity_includes_the_node_and_has_no_keys() {
+        let id = Identity::from_cmdline(3, &[2, 1]);
+        assert_eq!(id.peer_ids(), [1, 2, 3]);
+        assert_eq!(id.seed, None);
+        assert_eq!(id.key_of(NodeId(1)), None);
+    }
+}

@@ -17,7 +17,7 @@ pub mod config;
 pub mod durable;
 pub mod fuzz;
 pub mod node;
-#[cfg(any(test, feature = "sim"))]
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use config::{GENESIS_CORES, Identity, NodeConfig, RAFT_APPEND_BYTES, Timing};

@@ -649,9 +649,8 @@ impl Sim {
                 run.attempt
             ));
             let n = &mut self.nodes[i];
-            let local = self.now_ms + n.skew_ms;
             let done = match n.pool.as_mut() {
-                Some(pool) => pool.run(run, local),
+                Some(pool) => pool.run(run),
                 None => None,
             };
             if let (Some(c), Some(node)) = (done, n.node.as_mut()) {

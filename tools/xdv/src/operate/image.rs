@@ -19,9 +19,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use xdv_boot::cmdline::{DEFAULT_AUDIT_REGION, DEFAULT_RAFT_REGION};
-use xdv_boot::provision::Provision;
 use xdv_node::{GENESIS_CORES, Identity, NodeConfig};
-use xdv_types::TenantId;
 
 /// Largest region read (the kernel accepts up to 1 GiB of audit region).
 const MAX_REGION_BYTES: u64 = 1 << 30;
@@ -76,38 +74,10 @@ pub fn kernel_config(identity: Identity) -> NodeConfig {
     cfg
 }
 
-/// The identity the kernel derives from a provisioning module (as `identity_from`).
+/// The identity the kernel derives from a provisioning module (the same recipe:
+/// `Identity::from_provision`).
 pub fn identity_from_module(bytes: &[u8]) -> Result<Identity> {
-    let p = Provision::parse(bytes).map_err(|e| anyhow!("provisioning module refused: {e}"))?;
-    Ok(Identity {
-        node: p.node,
-        cluster: p.cluster,
-        seed: Some(p.secret_seed),
-        peers: p.peers().iter().map(|x| (x.node, x.public_key)).collect(),
-        tenants: p
-            .tenants()
-            .iter()
-            .map(|t| (TenantId(t.tenant), t.public_key))
-            .collect(),
-        operator_key: p.operator_key,
-    })
-}
-
-/// The identity of a node without a module: peers from its command line, no keys.
-fn identity_from_cmdline(node: u32, peers: &[u32]) -> Identity {
-    let mut all: Vec<(u32, [u8; 32])> = peers.iter().map(|&p| (p, [0; 32])).collect();
-    if !all.iter().any(|p| p.0 == node) {
-        all.push((node, [0; 32]));
-    }
-    all.sort();
-    Identity {
-        node,
-        cluster: 0,
-        seed: None,
-        peers: all,
-        tenants: Vec::new(),
-        operator_key: [0; 32],
-    }
+    Identity::from_provision(bytes).map_err(|e| anyhow!("provisioning module refused: {e}"))
 }
 
 /// `node<N>.ram` → N.
@@ -224,7 +194,7 @@ fn find_identity(
     if let Some(s) = spec.filter(|s| s.provision.is_none()) {
         let o = xdv_boot::cmdline::parse(&s.cmdline).options;
         return Ok((
-            Some(kernel_config(identity_from_cmdline(n, o.peers()))),
+            Some(kernel_config(Identity::from_cmdline(n, o.peers()))),
             "command-line peers (no provisioning module)".into(),
         ));
     }
