@@ -92,6 +92,19 @@ pub enum Command {
         records: u64,
         root: Hash32,
     },
+    /// Operator (`AddWorker` request): a new member. The leader then adds it to Raft
+    /// as a learner and, once it caught up, promotes it to voter (not an observer).
+    AddMember {
+        info: WorkerInfo,
+        seq: u64,
+    },
+    /// Operator (`RemoveWorker` request): a member leaves; its tasks are re-placed and
+    /// its contracts released; the leader then removes it from Raft (handing
+    /// leadership on first if it is the one leaving).
+    RemoveMember {
+        node: NodeId,
+        seq: u64,
+    },
 }
 
 impl Command {
@@ -102,6 +115,8 @@ impl Command {
             Command::Heartbeat(_) => "Heartbeat",
             Command::AddWorker(_) => "AddWorker",
             Command::RemoveWorker { .. } => "RemoveWorker",
+            Command::AddMember { .. } => "AddMember",
+            Command::RemoveMember { .. } => "RemoveMember",
             Command::Snapshot { .. } => "Snapshot",
             Command::ProposeContract(_) => "ProposeContract",
             Command::ReleaseContract { .. } => "ReleaseContract",

@@ -21,6 +21,7 @@ fn replica() -> ClusterState {
                 phi_windows: 1,
             },
             capabilities: alloc::vec![xdv_types::CapabilityId(1)],
+            observer: false,
         })
         .collect();
     // Default config and sorted, valid workers: genesis cannot fail.

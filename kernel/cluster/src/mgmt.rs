@@ -137,6 +137,18 @@ pub enum Request {
         tenant: TenantId,
         quota: Option<Quota>,
     },
+    /// Operator only: admit node `node` with its Ed25519 key (the one in its
+    /// provisioning module) as a worker, or as an observer that follows the log and
+    /// verifies but never votes nor runs tasks. Answered once the log has it.
+    AddWorker {
+        node: NodeId,
+        public_key: [u8; 32],
+        observer: bool,
+    },
+    /// Operator only: node `node` leaves the cluster. Answered once the log has it.
+    RemoveWorker {
+        node: NodeId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,7 +193,55 @@ pub enum Denied {
     NotYourContract(u64),
     NoLeader,
     NotReady(String),
+    /// A membership change that cannot be made (already a member, not a member, a
+    /// change in progress, quorum would be lost).
+    Membership(MembershipDenied),
 }
+
+/// Why a membership change is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipDenied {
+    AlreadyMember(NodeId),
+    NotMember(NodeId),
+    /// Another change (`node` joining or leaving) is not finished yet.
+    ChangeInProgress {
+        node: NodeId,
+    },
+    /// Removing `node` would leave fewer voters up than the new quorum.
+    QuorumWouldBeLost {
+        node: NodeId,
+        up: u32,
+        quorum: u32,
+    },
+    /// The last voter cannot leave.
+    LastVoter(NodeId),
+    /// Node id 0 is reserved, and ids above the peer network's address plan (10.0.0.k).
+    BadNodeId(NodeId),
+}
+
+impl fmt::Display for MembershipDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MembershipDenied::AlreadyMember(n) => write!(f, "{n} is already a member"),
+            MembershipDenied::NotMember(n) => write!(f, "{n} is not a member"),
+            MembershipDenied::ChangeInProgress { node } => write!(
+                f,
+                "a membership change ({node}) is still in progress; retry when it is done"
+            ),
+            MembershipDenied::QuorumWouldBeLost { node, up, quorum } => write!(
+                f,
+                "removing {node} would lose quorum: {up} voters would be up, {quorum} needed"
+            ),
+            MembershipDenied::LastVoter(n) => write!(f, "{n} is the last voter"),
+            MembershipDenied::BadNodeId(n) => {
+                write!(f, "{n} is not a valid member id (1..={MAX_MEMBER_ID})")
+            }
+        }
+    }
+}
+
+/// Highest member id: peer `k` lives at 10.0.0.k on the peer network.
+pub const MAX_MEMBER_ID: u32 = 254;
 
 impl fmt::Display for Denied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -218,6 +278,7 @@ impl fmt::Display for Denied {
             Denied::NotYourContract(c) => write!(f, "contract {c} belongs to another tenant"),
             Denied::NoLeader => write!(f, "no leader at the moment; retry"),
             Denied::NotReady(why) => write!(f, "not ready: {why}"),
+            Denied::Membership(why) => write!(f, "membership change refused: {why}"),
         }
     }
 }
@@ -232,6 +293,11 @@ pub struct MemberView {
     pub assigned: u32,
     pub completed: u64,
     pub audit_records: u64,
+    /// An observer (follows and verifies, never votes nor runs tasks).
+    pub observer: bool,
+    /// Its place in this node's Raft configuration: "voter", "learner" or "joining"
+    /// (admitted by the log, not yet in the configuration).
+    pub raft: String,
 }
 
 /// `cluster status` as one node sees it.
@@ -391,6 +457,12 @@ pub enum Response {
     /// Answer to [`Request::ListTasks`], newest first.
     Tasks(Vec<TaskSummary>),
     Refused(Denied),
+    /// The membership change is in the log: `node` is now a member (`true`) or not.
+    /// Raft learner → voter promotion follows as the node catches up.
+    Member {
+        node: NodeId,
+        member: bool,
+    },
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -610,18 +682,7 @@ impl Gate {
             }
             Request::Contracts => self.check_query_seq(req).map(|()| None),
             Request::SetPolicy { tenant, priority } => {
-                if req.principal != Principal::Operator {
-                    return Err(Denied::OperatorOnly);
-                }
-                let ops = &state.data().operator_seqs;
-                ops.check_range(req.seq)
-                    .map_err(|highest| Denied::SeqOutOfRange {
-                        seq: req.seq,
-                        highest,
-                    })?;
-                ops.check(req.seq)
-                    .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
-                self.check_query_seq(req)?;
+                self.check_operator(state, req)?;
                 if state.tenant_key(*tenant).is_none() {
                     return Err(Denied::UnknownPrincipal(Principal::Tenant(*tenant)));
                 }
@@ -631,23 +692,46 @@ impl Gate {
                     seq: req.seq,
                 }))
             }
+            Request::AddWorker {
+                node,
+                public_key,
+                observer,
+            } => {
+                self.check_operator(state, req)?;
+                if node.0 == 0 || node.0 > MAX_MEMBER_ID {
+                    return Err(Denied::Membership(MembershipDenied::BadNodeId(*node)));
+                }
+                if state.data().nodes.contains_key(node) {
+                    return Err(Denied::Membership(MembershipDenied::AlreadyMember(*node)));
+                }
+                // The proposing node fills in the cores and capabilities members offer.
+                Ok(Some(Command::AddMember {
+                    info: crate::WorkerInfo {
+                        node: *node,
+                        public_key: *public_key,
+                        resources: crate::Resources {
+                            k_cores: 0,
+                            q_units: 0,
+                            phi_windows: 0,
+                        },
+                        capabilities: Vec::new(),
+                        observer: *observer,
+                    },
+                    seq: req.seq,
+                }))
+            }
+            Request::RemoveWorker { node } => {
+                self.check_operator(state, req)?;
+                if !state.data().nodes.contains_key(node) {
+                    return Err(Denied::Membership(MembershipDenied::NotMember(*node)));
+                }
+                Ok(Some(Command::RemoveMember {
+                    node: *node,
+                    seq: req.seq,
+                }))
+            }
             Request::SetQuota { tenant, quota } => {
-                if req.principal != Principal::Operator {
-                    return Err(Denied::OperatorOnly);
-                }
-                // The replicated window first (a request applied before a leader
-                // change), then this node's own.
-                let ops = &state.data().operator_seqs;
-                if let Err(highest) = ops.check_range(req.seq) {
-                    return Err(Denied::SeqOutOfRange {
-                        seq: req.seq,
-                        highest,
-                    });
-                }
-                if let Err(last) = ops.check(req.seq) {
-                    return Err(Denied::Replayed { seq: req.seq, last });
-                }
-                self.check_query_seq(req)?;
+                self.check_operator(state, req)?;
                 if state.tenant_key(*tenant).is_none() {
                     return Err(Denied::UnknownPrincipal(Principal::Tenant(*tenant)));
                 }
@@ -679,6 +763,23 @@ impl Gate {
                 self.check_query_seq(req).map(|()| None)
             }
         }
+    }
+
+    /// An operator request: the replicated window first (a request applied before a
+    /// leader change), then this node's own.
+    fn check_operator(&mut self, state: &ClusterState, req: &SignedRequest) -> Result<(), Denied> {
+        if req.principal != Principal::Operator {
+            return Err(Denied::OperatorOnly);
+        }
+        let ops = &state.data().operator_seqs;
+        ops.check_range(req.seq)
+            .map_err(|highest| Denied::SeqOutOfRange {
+                seq: req.seq,
+                highest,
+            })?;
+        ops.check(req.seq)
+            .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
+        self.check_query_seq(req)
     }
 
     fn check_query_seq(&mut self, req: &SignedRequest) -> Result<(), Denied> {

@@ -727,6 +727,29 @@ impl ClusterState {
                 records,
                 root,
             } => self.publish_root(node, records, root, ev),
+            Command::AddMember { seq, .. } | Command::RemoveMember { seq, .. }
+                if self.data.operator_seqs.check(seq).is_err()
+                    || self.data.operator_seqs.check_range(seq).is_err() =>
+            {
+                ev.push(Event::Ignored(IgnoredReason::Replayed))
+            }
+            // The sequence number is used up either way, so an old request replayed
+            // after the node left cannot bring it back.
+            Command::AddMember { info, seq } => {
+                self.data.operator_seqs.accept(seq);
+                if self.data.nodes.contains_key(&info.node) {
+                    ev.push(Event::WorkerRefused {
+                        node: info.node,
+                        reason: Refusal::AlreadyMember(info.node),
+                    })
+                } else {
+                    self.add_worker(info, ev);
+                }
+            }
+            Command::RemoveMember { seq, node } => {
+                self.data.operator_seqs.accept(seq);
+                self.remove_worker(node, ev);
+            }
         }
     }
 
@@ -1378,8 +1401,14 @@ impl ClusterState {
         };
         r.available_cores = h.available_cores.min(r.info.resources.k_cores);
         r.local_load = h.local_load;
-        r.offered_q = h.q_units.min(MAX_OFFERED_SLOTS);
-        r.offered_phi = h.phi_windows.min(MAX_OFFERED_SLOTS);
+        // An observer never runs tasks: whatever it reports, it offers nothing.
+        let cap = if r.info.observer {
+            0
+        } else {
+            MAX_OFFERED_SLOTS
+        };
+        r.offered_q = h.q_units.min(cap);
+        r.offered_phi = h.phi_windows.min(cap);
         r.last_heartbeat = Some(time);
         ev.push(Event::Heartbeat { node: h.node });
         if r.up {

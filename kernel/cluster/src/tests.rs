@@ -26,6 +26,7 @@ pub(crate) fn worker(n: u32, cores: u16, caps: &[u32]) -> WorkerInfo {
             phi_windows: 0,
         },
         capabilities: caps.iter().map(|&c| CapabilityId(c)).collect(),
+        observer: false,
     }
 }
 

@@ -223,6 +223,8 @@ pub enum Refusal {
         contract: u64,
         domain: Domain,
     },
+    /// `AddMember` for a node that is already a member.
+    AlreadyMember(NodeId),
 }
 
 impl fmt::Display for Refusal {
@@ -344,6 +346,7 @@ impl fmt::Display for Refusal {
                     "contract {contract} reserves {domain} resources, not this task's domain"
                 )
             }
+            Refusal::AlreadyMember(n) => write!(f, "{n} is already a member"),
         }
     }
 }
@@ -430,6 +433,9 @@ pub struct WorkerInfo {
     pub resources: Resources,
     /// Capabilities the node offers to tasks and holds for contracts, sorted, unique.
     pub capabilities: Vec<CapabilityId>,
+    /// An observer follows the log and verifies (audit roots, state hashes) but never
+    /// votes nor runs tasks (seed 001 roles): it stays a Raft learner, offers no cores.
+    pub observer: bool,
 }
 
 impl WorkerInfo {
@@ -442,7 +448,13 @@ impl WorkerInfo {
                 WorkerProblem::CapabilitiesNotSortedUnique,
             ));
         }
-        if self.resources.k_cores == 0 || self.resources.k_cores > MAX_WORKER_CORES {
+        // An observer offers no cores; a worker at least one.
+        let cores_ok = if self.observer {
+            self.resources.k_cores == 0
+        } else {
+            (1..=MAX_WORKER_CORES).contains(&self.resources.k_cores)
+        };
+        if !cores_ok {
             return Err(Refusal::BadWorker(WorkerProblem::CoreCountOutOfRange));
         }
         if self.node.0 == 0 {

@@ -76,6 +76,15 @@ impl Identity {
         }
     }
 
+    /// The genesis members among the peers: all of them, or those `genesis` names.
+    pub fn genesis_peers(&self, genesis: Option<&[u32]>) -> Vec<(u32, [u8; 32])> {
+        self.peers
+            .iter()
+            .filter(|p| genesis.is_none_or(|g| g.contains(&p.0)))
+            .copied()
+            .collect()
+    }
+
     /// Whether `node` is a configured member.
     pub fn is_member(&self, node: NodeId) -> bool {
         self.peers.iter().any(|p| p.0 == node.0)
@@ -139,6 +148,11 @@ pub struct NodeConfig {
     /// Log entries through this index were recorded in the audit log before a
     /// restart: re-applying them after the restart records nothing again.
     pub audited_through: u64,
+    /// The cluster's members at genesis, for a node that joins later (`genesis=` on
+    /// its command line): its genesis state and bootstrap Raft configuration are the
+    /// cluster's, and the log (or a snapshot) brings it to the present. `None`: the
+    /// identity's peers are the genesis members.
+    pub genesis_members: Option<Vec<u32>>,
 }
 
 impl NodeConfig {
@@ -158,6 +172,7 @@ impl NodeConfig {
             tick_ms: xdv_raft::TICK_MS,
             builtins: Vec::new(),
             audited_through: 0,
+            genesis_members: None,
         }
     }
 }

@@ -17,6 +17,8 @@
 //!   applied state, not from events: a restart or a snapshot install cannot lose one,
 //!   and a finished task is never run again).
 
+mod membership;
+
 use crate::config::{Identity, NodeConfig};
 use crate::durable::{DurableStorage, Opened, Region};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -111,6 +113,9 @@ pub struct Outbox {
     pub audit: Vec<RecordBody>,
     /// Lines for the operator (console / log).
     pub notes: Vec<String>,
+    /// The members and their keys, when they changed (the log admitted or removed
+    /// one): the transport keeps connections to exactly these.
+    pub members: Option<Vec<(NodeId, [u8; 32])>>,
 }
 
 impl Outbox {
@@ -121,6 +126,7 @@ impl Outbox {
             && self.run.is_empty()
             && self.audit.is_empty()
             && self.notes.is_empty()
+            && self.members.is_none()
     }
 }
 
@@ -184,6 +190,10 @@ enum Wait {
         tenant: TenantId,
         priority: xdv_types::Priority,
     },
+    Member {
+        node: NodeId,
+        member: bool,
+    },
 }
 
 struct Parked {
@@ -239,15 +249,23 @@ pub struct Node<R: Region> {
     refusals: RefusalLimiter,
     counters: NodeCounters,
     out: Outbox,
+    /// The member set last given to the driver ([`Outbox::members`]).
+    members_sent: Vec<(NodeId, [u8; 32])>,
 }
 
 /// The cluster state a node built from `cfg` starts from before its log: every member
 /// with the genesis cores and capabilities, every tenant. Public so that host replay
 /// (`cargo xdv replay`) starts from exactly the state the node started from.
 pub fn genesis(cfg: &NodeConfig) -> Result<ClusterState, String> {
-    let workers: Vec<WorkerInfo> = cfg
-        .identity
-        .peers
+    let peers = cfg.identity.genesis_peers(cfg.genesis_members.as_deref());
+    if let Some(g) = &cfg.genesis_members
+        && let Some(missing) = g.iter().find(|n| !peers.iter().any(|p| p.0 == **n))
+    {
+        return Err(alloc::format!(
+            "genesis member {missing} has no key in the provisioning module"
+        ));
+    }
+    let workers: Vec<WorkerInfo> = peers
         .iter()
         .map(|&(node, key)| WorkerInfo {
             node: NodeId(node),
@@ -258,6 +276,7 @@ pub fn genesis(cfg: &NodeConfig) -> Result<ClusterState, String> {
                 phi_windows: 0,
             },
             capabilities: cfg.capabilities.clone(),
+            observer: false,
         })
         .collect();
     ClusterState::genesis(cfg.state.clone(), &workers, &cfg.identity.tenants)
@@ -270,7 +289,13 @@ impl<R: Region> Node<R> {
     pub fn new(cfg: NodeConfig, region: R, now_ms: u64) -> Node<R> {
         let id = &cfg.identity;
         let me = NodeId(id.node);
-        let voters: Vec<NodeId> = id.peers.iter().map(|p| NodeId(p.0)).collect();
+        // A joining node bootstraps with the cluster's genesis voters (not itself):
+        // it never stands for election until the log makes it a voter.
+        let voters: Vec<NodeId> = id
+            .genesis_peers(cfg.genesis_members.as_deref())
+            .iter()
+            .map(|p| NodeId(p.0))
+            .collect();
         let (state, state_error) = match genesis(&cfg) {
             Ok(s) => (s, None),
             Err(e) => (
@@ -307,6 +332,7 @@ impl<R: Region> Node<R> {
             refusals: RefusalLimiter::default(),
             counters: NodeCounters::default(),
             out: Outbox::default(),
+            members_sent: Vec::new(),
             cfg,
         };
         if let Some(e) = state_error {
@@ -399,7 +425,7 @@ impl<R: Region> Node<R> {
 
     /// The transport heard from authenticated member `peer` (any frame).
     pub fn on_peer_heard(&mut self, peer: NodeId) {
-        if self.cfg.identity.is_member(peer) {
+        if self.knows(peer) {
             self.heard_ms.insert(peer, self.now_ms);
         }
     }
@@ -417,7 +443,9 @@ impl<R: Region> Node<R> {
         self.counters.forwarded_in += 1;
         let command = match f {
             PeerForward::Client(req) => match self.gate.authorize(&self.state, &req) {
-                Ok(Some(command)) => command,
+                Ok(Some(command)) if self.check_membership(&command).is_ok() => {
+                    self.complete_member(command)
+                }
                 _ => {
                     self.counters.forwards_dropped += 1;
                     return;
@@ -640,6 +668,7 @@ impl<R: Region> Node<R> {
         if restored {
             self.counters.snapshots_restored += 1;
         }
+        self.publish_members();
         self.dispatch();
     }
 
@@ -936,7 +965,12 @@ impl<R: Region> Node<R> {
         let mine = self.state.data().nodes.get(&me);
         let recorded = mine.map(|r| (r.available_cores, r.offered_q, r.offered_phi));
         let published = mine.and_then(|r| r.audit).map_or(0, |a| a.0);
-        let current = (self.cfg.cores, self.offer.0, self.offer.1);
+        // An observer offers nothing: it never runs tasks.
+        let current = if mine.is_some_and(|r| r.info.observer) {
+            (0, 0, 0)
+        } else {
+            (self.cfg.cores, self.offer.0, self.offer.1)
+        };
         if recorded.is_some_and(|r| r != current)
             && (self.last_heartbeat_ms == 0
                 || now.saturating_sub(self.last_heartbeat_ms) >= t.resend_ms)
@@ -944,10 +978,10 @@ impl<R: Region> Node<R> {
             self.last_heartbeat_ms = now.max(1);
             self.submit_own(Command::Heartbeat(HeartbeatInfo {
                 node: me,
-                available_cores: self.cfg.cores,
+                available_cores: current.0,
                 local_load: 0,
-                q_units: self.offer.0,
-                phi_windows: self.offer.1,
+                q_units: current.1,
+                phi_windows: current.2,
             }));
         }
         if now.saturating_sub(self.last_publish_ms) >= t.publish_ms {
@@ -965,6 +999,7 @@ impl<R: Region> Node<R> {
             }
         }
         self.detect_failures();
+        self.reconcile_membership();
         // Cluster time: the leader adds a tick per second of its own time.
         if self.is_leader()
             && now.saturating_sub(self.last_clock_tick_ms) >= xdv_cluster::CLOCK_TICK_MS
@@ -1041,6 +1076,10 @@ impl<R: Region> Node<R> {
                 Some(self.refuse(Some(principal), d))
             }
             Ok(Some(command)) => {
+                if let Err(d) = self.check_membership(&command) {
+                    return Some(self.refuse(Some(principal), d));
+                }
+                let command = self.complete_member(command);
                 let wait = match &command {
                     Command::AssignTask(spec) => Wait::Task {
                         tenant: spec.tenant,
@@ -1062,6 +1101,9 @@ impl<R: Region> Node<R> {
                         tenant: *tenant,
                         priority: *priority,
                     },
+                    c @ (Command::AddMember { .. } | Command::RemoveMember { .. }) => {
+                        Self::member_wait(c).expect("a membership command")
+                    }
                     other => {
                         let d =
                             Denied::NotReady(alloc::format!("{} is not a request", other.name()));
@@ -1113,6 +1155,8 @@ impl<R: Region> Node<R> {
                 | Request::SetQuota { .. }
                 | Request::Reserve(_)
                 | Request::Release { .. }
+                | Request::AddWorker { .. }
+                | Request::RemoveWorker { .. }
                 | Request::SetPolicy { .. } => {
                     Response::Refused(Denied::NotReady("unreachable".into()))
                 }
@@ -1261,6 +1305,12 @@ impl<R: Region> Node<R> {
                 ),
                 Wait::Policy { tenant, priority } => (self.state.policy(*tenant) == *priority)
                     .then_some(Response::PolicySet { tenant: *tenant }),
+                Wait::Member { node, member } => (self.state.data().nodes.contains_key(node)
+                    == *member)
+                    .then_some(Response::Member {
+                        node: *node,
+                        member: *member,
+                    }),
             };
             let reply = match done {
                 Some(r) => Some(r),
@@ -1282,6 +1332,7 @@ impl<R: Region> Node<R> {
     /// The status a `ClusterStatus` request answers with.
     pub fn view(&self) -> ClusterView {
         let st = self.raft.as_ref().map(|r| r.status());
+        let conf = st.as_ref().map(|s| s.conf.clone()).unwrap_or_default();
         let d = self.state.data();
         ClusterView {
             node: self.me,
@@ -1315,6 +1366,8 @@ impl<R: Region> Node<R> {
                     assigned: r.assigned,
                     completed: r.completed,
                     audit_records: r.audit.map_or(0, |a| a.0),
+                    observer: r.info.observer,
+                    raft: Self::raft_place(&conf, *n).into(),
                 })
                 .collect(),
             commit_latency_us: {

@@ -71,6 +71,13 @@ pub struct SimOptions {
     pub corrupt: Option<(u32, u64)>,
     /// Clients also reserve devices and submit Q/Φ jobs (else K tasks only).
     pub device_jobs: bool,
+    /// Membership changes while the faults run: the operator admits `joins` new
+    /// nodes (booted with the cluster's genesis, caught up from the log or a
+    /// snapshot, promoted to voters; the first also observers when `observer`), then
+    /// removes node 1, through signed `AddWorker` / `RemoveWorker` requests.
+    pub joins: u32,
+    /// The first joining node is an observer (follows, verifies, never votes nor runs).
+    pub observer: bool,
 }
 
 impl SimOptions {
@@ -87,6 +94,8 @@ impl SimOptions {
             trace_lines: TRACE_LINES,
             corrupt: None,
             device_jobs: true,
+            joins: 0,
+            observer: false,
         }
     }
 }
@@ -116,6 +125,14 @@ pub struct SimReport {
     pub contract_jobs: u64,
     /// Hash-voting alarms raised (summed over nodes).
     pub hash_alarms: u64,
+    /// Membership changes the operator saw done (admitted, removed).
+    pub members_added: u64,
+    pub members_removed: u64,
+    /// Membership requests refused because another change was in progress.
+    pub membership_busy: u64,
+    /// The final Raft configuration (a member's view): voters and learners.
+    pub voters: Vec<u32>,
+    pub learners: Vec<u32>,
     /// Nodes quarantined in the final state.
     pub quarantined: Vec<u32>,
     pub final_hash: Option<Hash32>,
@@ -151,7 +168,22 @@ struct SimNode {
     /// driver pool over it (rebuilt at restart).
     device: Option<SimDevice>,
     pool: Option<AccelPool<SimPort>>,
+    /// Not in the cluster: a node not yet admitted, or one removed (never restarted).
+    outside: bool,
 }
+
+/// What the simulated operator does to membership, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MemberOp {
+    Join { node: u32, observer: bool },
+    Remove { node: u32 },
+}
+
+/// The operator's membership request in flight: (op, seq, generation, sent at).
+type OpInflight = (MemberOp, u64, u64, u64);
+
+/// The simulated operator's network id (a client).
+const OPERATOR_ID: u32 = CLIENT_BASE + 900;
 
 /// A simulated accelerator: the device side of the ring protocol over plain memory.
 struct SimDevice {
@@ -272,6 +304,10 @@ pub struct Sim {
     checked_commit: Vec<u64>,
     trace: VecDeque<String>,
     report: SimReport,
+    operator_seed: [u8; 32],
+    operator_seq: u64,
+    member_ops: VecDeque<MemberOp>,
+    op_inflight: Option<OpInflight>,
 }
 
 fn seed_bytes(rng: &mut SplitMix64) -> [u8; 32] {
@@ -335,7 +371,8 @@ impl Sim {
     pub fn new(opts: SimOptions) -> Sim {
         let mut rng = SplitMix64(opts.seed);
         let cluster = 1 + (rng.next_u64() % 1000) as u32;
-        let seeds: Vec<[u8; 32]> = (0..opts.nodes).map(|_| seed_bytes(&mut rng)).collect();
+        let total = opts.nodes + opts.joins;
+        let seeds: Vec<[u8; 32]> = (0..total).map(|_| seed_bytes(&mut rng)).collect();
         let peers: Vec<(u32, [u8; 32])> = seeds
             .iter()
             .enumerate()
@@ -352,6 +389,10 @@ impl Sim {
                 contract: None,
             })
             .collect();
+        // The operator's key from its own stream: the runs without membership changes
+        // stay what they were.
+        let operator_seed = seed_bytes(&mut SplitMix64(opts.seed ^ 0x6f70_6572_6174_6f72));
+        let operator_key = xdv_cluster::public_key(&operator_seed);
         let tenants: Vec<(TenantId, [u8; 32])> = clients
             .iter()
             .map(|c| (c.tenant, xdv_cluster::public_key(&c.seed)))
@@ -360,37 +401,60 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                sim_config(Identity {
+                // The first nodes were provisioned with each other; a joining node
+                // with everyone up to itself.
+                let known = (i as u32 + 1).max(opts.nodes) as usize;
+                let mut c = sim_config(Identity {
                     node: i as u32 + 1,
                     cluster,
                     seed: Some(*s),
-                    peers: peers.clone(),
+                    peers: peers[..known].to_vec(),
                     tenants: tenants.clone(),
-                    operator_key: [0; 32],
-                })
+                    operator_key,
+                });
+                // A joining node starts from the cluster's genesis.
+                if i as u32 >= opts.nodes {
+                    c.genesis_members = Some((1..=opts.nodes).collect());
+                }
+                c
             })
             .collect();
         let nodes: Vec<SimNode> = configs
             .iter()
-            .map(|c| SimNode {
-                node: Some(Node::new(
-                    c.clone(),
-                    SimRegion::new(vec![0; SIM_REGION_BYTES]),
-                    0,
-                )),
-                parked: None,
-                restart_at_ms: 0,
-                skew_ms: 0,
-                slow_every: 1,
-                inbox: VecDeque::new(),
-                workers: BTreeMap::new(),
-                audit_records: 0,
-                audit_head: Hash32::ZERO,
-                device: None,
-                pool: None,
+            .map(|c| {
+                let joiner = c.genesis_members.is_some();
+                let region = SimRegion::new(vec![0; SIM_REGION_BYTES]);
+                let (node, parked) = if joiner {
+                    (None, Some(region))
+                } else {
+                    (Some(Node::new(c.clone(), region, 0)), None)
+                };
+                SimNode {
+                    node,
+                    parked,
+                    outside: joiner,
+                    restart_at_ms: if joiner { u64::MAX } else { 0 },
+                    skew_ms: 0,
+                    slow_every: 1,
+                    inbox: VecDeque::new(),
+                    workers: BTreeMap::new(),
+                    audit_records: 0,
+                    audit_head: Hash32::ZERO,
+                    device: None,
+                    pool: None,
+                }
             })
             .collect();
         let net_seed = rng.next_u64();
+        let mut member_ops: VecDeque<MemberOp> = (0..opts.joins)
+            .map(|j| MemberOp::Join {
+                node: opts.nodes + j + 1,
+                observer: opts.observer && j == 0,
+            })
+            .collect();
+        if opts.joins > 0 {
+            member_ops.push_back(MemberOp::Remove { node: 1 });
+        }
         let mut nodes = nodes;
         for (i, kind) in [(1usize, Kind::Q), (2, Kind::Phi)] {
             if let Some(n) = nodes.get_mut(i) {
@@ -407,7 +471,11 @@ impl Sim {
         }
         Sim {
             net: PacketSim::new(net_seed, NetFaults::none()),
-            checked_commit: vec![0; opts.nodes as usize],
+            checked_commit: vec![0; total as usize],
+            operator_seed,
+            operator_seq: 0,
+            member_ops,
+            op_inflight: None,
             opts,
             rng,
             now_ms: 0,
@@ -472,10 +540,13 @@ impl Sim {
                 self.report.simulated_ms = self.now_ms;
                 self.report.accepted = self.accepted.len() as u64;
                 self.report.completed = self.completed.len() as u64;
-                self.report.final_hash = self.nodes[0].node.as_ref().map(|n| n.state().hash());
-                self.report.quarantined = self.nodes[0]
-                    .node
-                    .as_ref()
+                let first = self.nodes.iter().find_map(|n| n.node.as_ref());
+                self.report.final_hash = first.map(|n| n.state().hash());
+                if let Some(conf) = first.and_then(|n| n.raft()).map(|r| r.status().conf) {
+                    self.report.voters = conf.voters.iter().map(|v| v.0).collect();
+                    self.report.learners = conf.learners.iter().map(|v| v.0).collect();
+                }
+                self.report.quarantined = first
                     .map(|n| {
                         n.state()
                             .data()
@@ -508,7 +579,7 @@ impl Sim {
             if let Some(r) = self.nodes[i].node.as_mut().and_then(|n| n.region_mut()) {
                 r.disarm();
             }
-            if self.nodes[i].node.is_none() {
+            if self.nodes[i].node.is_none() && !self.nodes[i].outside {
                 self.nodes[i].restart_at_ms = self.now_ms;
             }
         }
@@ -532,8 +603,11 @@ impl Sim {
         }
         self.restarts()?;
         self.clients_step();
+        self.operator_step();
         for d in self.net.deliver(self.now_ms) {
-            if d.to >= CLIENT_BASE {
+            if d.to == OPERATOR_ID {
+                self.operator_reply(d.msg);
+            } else if d.to >= CLIENT_BASE {
                 self.client_reply(d.to, d.msg);
             } else if let Some(n) = self.nodes.get_mut(d.to as usize - 1)
                 && n.node.is_some()
@@ -726,7 +800,7 @@ impl Sim {
     fn restarts(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
             let n = &self.nodes[i];
-            if n.node.is_some() || self.now_ms < n.restart_at_ms {
+            if n.node.is_some() || n.outside || self.now_ms < n.restart_at_ms {
                 continue;
             }
             let Some(region) = self.nodes[i].parked.take() else {
@@ -756,12 +830,25 @@ impl Sim {
         Ok(())
     }
 
+    /// The nodes in the cluster now (admitted and not removed).
+    fn members(&self) -> Vec<u32> {
+        (1..=self.nodes.len() as u32)
+            .filter(|&n| !self.nodes[n as usize - 1].outside)
+            .collect()
+    }
+
+    /// A random member's id.
+    fn any_member(&mut self) -> u32 {
+        let ids = self.members();
+        ids[self.rng.below(ids.len() as u64) as usize]
+    }
+
     fn faults(&mut self) {
-        let ids: Vec<u32> = (1..=self.opts.nodes).collect();
+        let ids = self.members();
         let r = self.rng.below(10_000);
         match r {
             0..=9 if self.opts.faults >= 2 => {
-                let i = self.rng.below(u64::from(self.opts.nodes)) as usize;
+                let i = self.any_member() as usize - 1;
                 if self.nodes[i].node.is_some() {
                     if self.rng.chance_pct(50) {
                         self.trace(alloc::format!("n{}: crash", i + 1));
@@ -784,8 +871,8 @@ impl Sim {
                     let sides = self.net.partition_random(&mut self.rng, &ids);
                     self.trace(alloc::format!("partition {sides:?}"));
                 } else {
-                    let a = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
-                    let b = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+                    let a = self.any_member();
+                    let b = self.any_member();
                     if a != b {
                         self.net.partition_one_way(&[a], &[b]);
                         self.trace(alloc::format!("one-way cut {a} -> {b}"));
@@ -797,15 +884,15 @@ impl Sim {
                 self.trace("heal".into());
             }
             25..=27 => {
-                let a = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
-                let b = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+                let a = self.any_member();
+                let b = self.any_member();
                 let until = self.now_ms + 200 + self.rng.below(1_000);
                 self.net.clog(a, b, until, 100);
                 self.trace(alloc::format!("clog {a} -> {b} until {until}"));
             }
             30..=34 if self.opts.faults >= 2 => self.device_fault(),
             28..=29 if self.opts.faults >= 2 => {
-                let i = self.rng.below(u64::from(self.opts.nodes)) as usize;
+                let i = self.any_member() as usize - 1;
                 let every = 1 + self.rng.below(20);
                 self.nodes[i].slow_every = every;
                 self.trace(alloc::format!("n{} slow: every {every} ms", i + 1));
@@ -919,10 +1006,136 @@ impl Sim {
                 &cl.seed,
             );
             let from = cl.id;
-            let to = 1 + self.rng.below(u64::from(self.opts.nodes)) as u32;
+            let to = self.any_member();
             let bytes = mgmt::encode(&req);
             self.net
                 .send(now, from, to, Msg::Request { generation, bytes });
+        }
+    }
+
+    /// The operator's membership plan: one request at a time, from a quarter into the
+    /// faults on; a joining node boots (from the genesis, on an empty region) just
+    /// before its `AddWorker` is sent; a removed node is stopped once the log has its
+    /// `RemoveWorker`. A request unanswered for a while is sent again with the same
+    /// sequence number; one refused (no leader, another change in progress, …) with a
+    /// new one.
+    fn operator_step(&mut self) {
+        let now = self.now_ms;
+        if now < self.opts.fault_ms / 4 {
+            return;
+        }
+        let (op, seq) = match self.op_inflight {
+            Some((op, seq, _, at)) if now.saturating_sub(at) >= CLIENT_RETRY_MS => (op, seq),
+            Some(_) => return,
+            None => {
+                let Some(&op) = self.member_ops.front() else {
+                    return;
+                };
+                // One change every two seconds at most, so faults meet each.
+                if !now.is_multiple_of(2_000) {
+                    return;
+                }
+                if let MemberOp::Join { node, .. } = op {
+                    let n = &mut self.nodes[node as usize - 1];
+                    if n.outside {
+                        n.outside = false;
+                        n.restart_at_ms = now;
+                        self.trace(alloc::format!("operator: boots n{node} to join"));
+                    }
+                }
+                self.operator_seq += 1;
+                (op, self.operator_seq)
+            }
+        };
+        let request = match op {
+            MemberOp::Join { node, observer } => Request::AddWorker {
+                node: NodeId(node),
+                public_key: xdv_cluster::public_key(
+                    &self.configs[node as usize - 1]
+                        .identity
+                        .seed
+                        .expect("sim nodes have keys"),
+                ),
+                observer,
+            },
+            MemberOp::Remove { node } => Request::RemoveWorker { node: NodeId(node) },
+        };
+        let req = SignedRequest::sign(
+            self.cluster,
+            Principal::Operator,
+            seq,
+            request,
+            &self.operator_seed,
+        );
+        let generation = self.op_inflight.map_or(0, |o| o.2) + 1;
+        self.op_inflight = Some((op, seq, generation, now));
+        let to = self.any_member();
+        self.net.send(
+            now,
+            OPERATOR_ID,
+            to,
+            Msg::Request {
+                generation,
+                bytes: mgmt::encode(&req),
+            },
+        );
+    }
+
+    fn operator_reply(&mut self, msg: Msg) {
+        use xdv_cluster::mgmt::MembershipDenied as M;
+        let Msg::Reply { generation, bytes } = msg else {
+            return;
+        };
+        let Some((op, _, g, _)) = self.op_inflight else {
+            return;
+        };
+        if g != generation {
+            return;
+        }
+        let reply = mgmt::decode::<Response>(&bytes);
+        let done = match (&reply, op) {
+            (Ok(Response::Member { member: true, .. }), MemberOp::Join { .. })
+            | (
+                Ok(Response::Refused(Denied::Membership(M::AlreadyMember(_)))),
+                MemberOp::Join { .. },
+            )
+            | (Ok(Response::Member { member: false, .. }), MemberOp::Remove { .. })
+            | (
+                Ok(Response::Refused(Denied::Membership(M::NotMember(_)))),
+                MemberOp::Remove { .. },
+            ) => true,
+            (Ok(Response::Refused(Denied::Membership(M::ChangeInProgress { .. }))), _) => {
+                self.report.membership_busy += 1;
+                false
+            }
+            _ => false,
+        };
+        if !done {
+            // Refused (no leader, replayed, busy, not committed in time): sent again
+            // with a new sequence number; the change itself is idempotent (a node
+            // admitted twice is refused as a member, and the answer says so).
+            self.op_inflight = None;
+            let what = match &reply {
+                Ok(Response::Refused(d)) => alloc::format!("refused: {d}"),
+                Ok(r) => alloc::format!("{r:?}"),
+                Err(d) => alloc::format!("undecodable: {d}"),
+            };
+            self.trace(alloc::format!("operator: {op:?}: {what}"));
+            return;
+        }
+        self.trace(alloc::format!("operator: {op:?} done"));
+        self.op_inflight = None;
+        self.member_ops.pop_front();
+        match op {
+            MemberOp::Join { .. } => self.report.members_added += 1,
+            MemberOp::Remove { node } => {
+                self.report.members_removed += 1;
+                let i = node as usize - 1;
+                self.crash(i);
+                self.nodes[i].outside = true;
+                self.nodes[i].parked = None;
+                self.trace(alloc::format!("operator: n{node} stopped for good"));
+            }
         }
     }
 
@@ -1120,11 +1333,22 @@ impl Sim {
         {
             return false;
         }
+        if !self.member_ops.is_empty() || self.op_inflight.is_some() {
+            return false;
+        }
         let mut hash = None;
         for (i, n) in self.nodes.iter().enumerate() {
+            if n.outside {
+                continue;
+            }
             let Some(node) = n.node.as_ref() else {
                 return false;
             };
+            // Raft's configuration has caught up with the members: workers vote,
+            // observers learn.
+            if node.membership_pending().is_some() {
+                return false;
+            }
             let h = node.state().hash();
             if let Some((bad, _)) = self.opts.corrupt {
                 // Every replica (its own too) has the corrupted node quarantined.

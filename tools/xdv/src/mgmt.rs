@@ -282,6 +282,7 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::PolicySet { .. } => "policy set",
         Response::Tasks(_) => "task list",
         Response::Refused(_) => "refused",
+        Response::Member { .. } => "membership change",
     }
 }
 

@@ -776,6 +776,8 @@ fn status_health_says_no_quorum_and_differing_hashes() {
         assigned: 0,
         completed: 0,
         audit_records: 0,
+        observer: false,
+        raft: "voter".into(),
     };
     let mut lead = view(1, "Leader");
     lead.members = vec![member(1, true), member(2, false), member(3, false)];
