@@ -84,6 +84,11 @@ pub struct KernelOptions {
     /// `peers=2,3`: node ids of the peers (peer k is at 10.0.0.k). At most [`MAX_PEERS`].
     peers: [u32; MAX_PEERS],
     peer_count: usize,
+    /// `genesis=1,2,3`: a node joining a running cluster starts from the cluster's
+    /// genesis members (their keys are in its provisioning module); empty: the
+    /// module's peers are the genesis members.
+    genesis: [u32; MAX_PEERS],
+    genesis_count: usize,
 }
 
 /// Most peers on the command line.
@@ -101,6 +106,8 @@ impl Default for KernelOptions {
             console: true,
             peers: [0; MAX_PEERS],
             peer_count: 0,
+            genesis: [0; MAX_PEERS],
+            genesis_count: 0,
         }
     }
 }
@@ -108,6 +115,11 @@ impl Default for KernelOptions {
 impl KernelOptions {
     pub fn peers(&self) -> &[u32] {
         &self.peers[..self.peer_count]
+    }
+
+    /// The genesis members of the cluster this node joins (`genesis=`), if given.
+    pub fn genesis(&self) -> Option<&[u32]> {
+        (self.genesis_count > 0).then(|| &self.genesis[..self.genesis_count])
     }
 
     pub fn test(&self) -> Option<&str> {
@@ -238,7 +250,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
         };
         let known = matches!(
             key,
-            "node" | "log" | "test" | "audit" | "raft" | "ip" | "console" | "peers"
+            "node" | "log" | "test" | "audit" | "raft" | "ip" | "console" | "peers" | "genesis"
         );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
@@ -302,6 +314,14 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("a comma-separated list of up to 15 node ids 1..=254")),
+            "genesis" => parse_peers(value)
+                .map(|(p, n)| {
+                    o.genesis = p;
+                    o.genesis_count = n;
+                })
+                .ok_or(())
+                .err()
+                .map(|_| bad("a comma-separated list of up to 15 node ids 1..=254")),
             "console" => match value {
                 "on" => {
                     o.console = true;
@@ -348,6 +368,13 @@ mod tests {
         assert_eq!(o.ip.unwrap().to_string(), "10.0.0.3/24");
         assert!(!o.console);
         assert_eq!(o.peers(), [1, 2, 3]);
+        assert_eq!(o.genesis(), None);
+        let j = parse("node=4 genesis=1,2,3").options;
+        assert_eq!(j.genesis(), Some(&[1, 2, 3][..]));
+        assert!(
+            parse("genesis=1,x").diags().count() == 1,
+            "bad genesis list accepted"
+        );
         assert!(
             parse("peers=1,1").diags().count() == 1,
             "duplicate peer accepted"

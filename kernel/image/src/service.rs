@@ -69,6 +69,7 @@ impl Services {
         accels: Vec<AccelFn>,
         mut net: Net,
         cores_online: usize,
+        genesis: Option<&[u32]>,
     ) -> Services {
         let region: RaftRegion = match crate::mem::regions::raft() {
             Ok(r) => r,
@@ -88,6 +89,12 @@ impl Services {
             .map(|b| String::from(b.name))
             .collect();
         cfg.audited_through = audit::last_raft_applied();
+        cfg.genesis_members = genesis.map(|g| g.to_vec());
+        if let Some(g) = genesis {
+            println!(
+                "cluster: joining: genesis members {g:?}; the log or a snapshot brings this node up to date"
+            );
+        }
         let me = NodeId(ident.node);
         let node = Node::new(cfg, region, time::uptime_us() / 1000);
         println!(
@@ -206,6 +213,9 @@ impl Services {
             };
         }
         if let Some(t) = self.transport.as_mut() {
+            if let Some(members) = &out.members {
+                t.set_members(&mut self.net, members);
+            }
             for (to, bytes) in out.raft {
                 t.send_raft(&mut self.net, to, bytes);
             }

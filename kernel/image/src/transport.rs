@@ -100,6 +100,8 @@ enum Role {
     Connect,
     Accept,
     Mgmt,
+    /// A connection to a node that left the cluster: closed, never reopened.
+    Retired,
 }
 
 struct Conn {
@@ -670,6 +672,9 @@ impl Transport {
     pub fn poll(&mut self, net: &mut Net) -> Vec<Event> {
         let now = now_ms();
         for i in 0..self.conns.len() {
+            if self.conns[i].role == Role::Retired {
+                continue;
+            }
             let iface = if self.conns[i].role == Role::Mgmt {
                 net.mgmt.as_mut()
             } else {
@@ -687,6 +692,74 @@ impl Transport {
             self.service_bulk(p);
         }
         core::mem::take(&mut self.events)
+    }
+
+    /// The members changed (the log admitted or removed one): keep connections to
+    /// exactly these, authenticated with these keys. A new member with a higher id
+    /// gets a connecting socket, one with a lower id a listening one; a connection to
+    /// a node that left is closed for good, and its `Hello` is refused from now on.
+    pub fn set_members(&mut self, net: &mut Net, members: &[(NodeId, [u8; 32])]) {
+        let me = self.node;
+        let mut peers: Vec<(u32, [u8; 32])> = members.iter().map(|(n, k)| (n.0, *k)).collect();
+        if let Some(own) = self.ident.peers.iter().find(|p| p.0 == me.0)
+            && !peers.iter().any(|p| p.0 == me.0)
+        {
+            peers.push(*own);
+        }
+        peers.sort();
+        self.ident.peers = peers;
+        let Some(peer_if) = net.peer.as_mut() else {
+            return;
+        };
+        // Nodes that left: close their connections.
+        for c in self.conns.iter_mut() {
+            let gone = c.peer.is_some_and(|p| !self.ident.is_member(p));
+            if gone && matches!(c.role, Role::Connect | Role::Accept) {
+                log::info!("transport: {:?} left the cluster; connection closed", c.peer);
+                peer_if.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+                if c.role == Role::Connect {
+                    c.role = Role::Retired;
+                }
+                c.peer = None;
+                c.authenticated = false;
+            }
+        }
+        // New members: a connecting socket for higher ids, a listening one for lower.
+        let accepting = self.conns.iter().filter(|c| c.role == Role::Accept).count();
+        let lower = members.iter().filter(|(n, _)| *n < me).count();
+        let mut open = self
+            .conns
+            .iter()
+            .filter(|c| matches!(c.role, Role::Connect | Role::Accept))
+            .count();
+        for _ in accepting..lower {
+            if open >= MAX_PEERS {
+                log::warn!("transport: at most {MAX_PEERS} peers; a new member is not served");
+                return;
+            }
+            let h = peer_if.sockets.add(tcp_socket());
+            self.conns.push(new_conn(h, Role::Accept, None, None));
+            open += 1;
+        }
+        for (n, _) in members.iter().filter(|(n, _)| *n > me) {
+            let known = self
+                .conns
+                .iter()
+                .any(|c| c.role == Role::Connect && c.peer == Some(*n));
+            if known {
+                continue;
+            }
+            if open >= MAX_PEERS {
+                log::warn!("transport: at most {MAX_PEERS} peers; {n} is not served");
+                return;
+            }
+            let h = peer_if.sockets.add(tcp_socket());
+            let target = Some((Ipv4Address::new(10, 0, 0, n.0 as u8), PEER_TCP_PORT));
+            self.conns
+                .push(new_conn(h, Role::Connect, Some(*n), target));
+            open += 1;
+            log::info!("transport: {n} joined the cluster; connecting");
+        }
     }
 
     fn peer_conn(&self, to: NodeId) -> Option<usize> {

@@ -78,6 +78,10 @@ pub struct ClusterState {
     /// Extra kernel command-line words `up` gave every node.
     #[serde(default)]
     pub extra_cmdline: String,
+    /// The members the cluster started with (every node boots with `genesis=` them,
+    /// so a node that joins later starts from the same genesis state).
+    #[serde(default)]
+    pub genesis: Vec<u32>,
 }
 
 fn one() -> u64 {
@@ -765,6 +769,7 @@ mod tests {
             switch_dir: PathBuf::from("/c/net"),
             seed: 1,
             extra_cmdline: String::new(),
+            genesis: Vec::new(),
         };
         let a2 = qemu_args(&st, &st.nodes[1]).join(" ");
         assert!(

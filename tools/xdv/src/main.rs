@@ -51,6 +51,12 @@ enum Cmd {
     Kill(cmd::cluster::NodeArgs),
     /// Start a stopped node again on its RAM file (and the switch if it is stopped).
     Start(cmd::cluster::NodeArgs),
+    /// Add a node to the running cluster: new key, boot, admission (operator-signed
+    /// AddWorker), catch-up, promotion to voter (or observer with --observer).
+    Join(cmd::member::JoinArgs),
+    /// Remove a member from the running cluster (operator-signed RemoveWorker;
+    /// leadership moves first if it leads), then stop it.
+    Remove(cmd::member::RemoveArgs),
     /// Submit a task (signed with the tenant's key) and wait for its outcome; exit code
     /// 0 succeeded, 3 refused, 4 failed.
     Submit(cmd::submit::SubmitArgs),
@@ -113,6 +119,8 @@ fn main() {
         Cmd::Console(a) => ok(cmd::cluster::console(a)),
         Cmd::Kill(a) => ok(cmd::cluster::kill(a)),
         Cmd::Start(a) => ok(cmd::cluster::start(a)),
+        Cmd::Join(a) => ok(cmd::member::join(a)),
+        Cmd::Remove(a) => ok(cmd::member::remove(a)),
         Cmd::Submit(a) => cmd::submit::submit(a),
         Cmd::Quota(a) => ok(cmd::quota::quota(a)),
         Cmd::Reserve(a) => cmd::contract::reserve(a),

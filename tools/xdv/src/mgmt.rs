@@ -83,6 +83,17 @@ impl Keys {
             .with_context(|| format!("writing {}", f.display()))
     }
 
+    /// Issues a key for a new node `node` (joining a running cluster); its seed.
+    pub fn add_node(&mut self, node: u32) -> Result<[u8; 32]> {
+        if self.nodes.iter().any(|(n, _)| *n == node) {
+            bail!("node {node} already has a key");
+        }
+        let seed = random_seed()?;
+        self.nodes.push((node, hex::encode(seed)));
+        self.nodes.sort();
+        Ok(seed)
+    }
+
     pub fn operator_seed(&self) -> Result<[u8; 32]> {
         seed_of(&self.operator)
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xdv::cluster::{ClusterState, NodeSpec};
 use xdv::mgmt::Keys;
-use xdv_cluster::mgmt::{ClusterView, Denied, Request, Response, SignedRequest};
+use xdv_cluster::mgmt::{ClusterView, Denied, Principal, Request, Response, SignedRequest};
 use xdv_cluster::{Outcome, Refusal, TaskStatus};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
 use xdv_types::{Hash32, NodeId, TaskId, TenantId, Timestamp};
@@ -123,6 +123,7 @@ fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
         switch_dir: dir.join("net"),
         seed: 1,
         extra_cmdline: String::new(),
+        genesis: nodes.iter().map(|n| n.0).collect(),
     };
     st.save().unwrap();
     keys
@@ -1603,4 +1604,68 @@ fn up_config_is_checked_before_anything_boots() {
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stderr.contains("missing.toml"), "{o:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Membership commands: a node that is not a member is named at once; the cluster's
+/// refusal (quorum would be lost) is printed as it is and the node keeps running;
+/// the request is operator-signed `RemoveWorker`.
+#[test]
+fn remove_names_non_members_and_prints_the_clusters_refusal() {
+    use xdv_cluster::mgmt::MembershipDenied;
+    let dir = temp("member-remove");
+    let a = FakeNode::start(|_| {
+        Response::Refused(Denied::Membership(MembershipDenied::QuorumWouldBeLost {
+            node: NodeId(2),
+            up: 1,
+            quorum: 2,
+        }))
+    });
+    fake_cluster(&dir, &[(1, me(), a.port), (2, me(), 0), (3, None, 0)]);
+    let o = xdv(&["remove", "9", "--dir", s(&dir)]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("node 9 is not a member (members: 1, 2, 3)"),
+        "{o:?}"
+    );
+    let o = xdv(&["remove", "2", "--dir", s(&dir), "--timeout", "5"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains("node 2 was not removed: membership change refused: removing n2 would lose quorum: 1 voters would be up, 2 needed"),
+        "{o:?}"
+    );
+    let seen = a.seen.lock().unwrap();
+    assert!(
+        matches!(
+            seen.last().map(|r| (&r.principal, &r.request)),
+            Some((
+                Principal::Operator,
+                Request::RemoveWorker { node: NodeId(2) }
+            ))
+        ),
+        "{seen:?}"
+    );
+    let st = ClusterState::load(&dir).unwrap();
+    assert_eq!(st.nodes.len(), 3, "a refused removal changes nothing");
+}
+
+/// `join` refuses at once when no member runs, and an id already in use.
+#[test]
+fn join_refuses_without_a_running_member_or_with_a_used_id() {
+    let dir = temp("member-join");
+    fake_cluster(&dir, &[(1, None, 0), (2, None, 0)]);
+    let o = xdv(&["join", "--dir", s(&dir)]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("is running; start it with `cargo xdv up --resume`"),
+        "{o:?}"
+    );
+    let a = FakeNode::start(|_| Response::Refused(Denied::NoLeader));
+    fake_cluster(&dir, &[(1, me(), a.port), (2, None, 0)]);
+    let o = xdv(&["join", "--node", "2", "--dir", s(&dir)]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("node 2 is already a member"), "{o:?}");
+    let o = xdv(&["join", "--node", "0", "--dir", s(&dir)]);
+    assert_ne!(o.code, 0, "{o:?}");
 }

@@ -334,12 +334,14 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
     keys.save(dir)?;
     let extra = a.cmdline.join(" ");
     let accel = parse_accel(&a.accel, nodes)?;
+    let genesis: Vec<String> = (1..=nodes).map(|n| n.to_string()).collect();
+    let genesis = genesis.join(",");
     let specs = (1..=nodes)
         .map(|id| NodeSpec {
             id,
             smp: a.smp.unwrap_or(2),
             mem_mib: a.mem_mib.unwrap_or(256),
-            cmdline: format!("node={id} ip=10.0.0.{id}/24 {extra}")
+            cmdline: format!("node={id} ip=10.0.0.{id}/24 genesis={genesis} {extra}")
                 .trim()
                 .to_string(),
             provision: Some(dir.join(format!("node{id}.prov"))),
@@ -358,6 +360,7 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
         switch_pid: None,
         seed: a.seed.unwrap_or(1),
         extra_cmdline: extra,
+        genesis: (1..=nodes).collect(),
     };
     Ok((st, keys))
 }
@@ -424,9 +427,10 @@ fn resume_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
         (!a.accel.is_empty()).then(|| asked.join(",")),
         has.join(","),
     );
+    // Removed nodes keep their keys (a joining node needs the genesis members' keys).
     let key_ids: Vec<u32> = keys.nodes.iter().map(|(n, _)| *n).collect();
     let st_ids: Vec<u32> = st.nodes.iter().map(|n| n.id).collect();
-    if key_ids != st_ids {
+    if !st_ids.iter().all(|id| key_ids.contains(id)) {
         bail!(
             "cannot resume: keys.json has nodes {key_ids:?} but cluster.json has {st_ids:?}; \
              start a new cluster with `cargo xdv up --fresh`"

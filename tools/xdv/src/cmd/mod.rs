@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod contract;
 pub mod doctor;
 pub mod iso;
+pub mod member;
 pub mod operate_args;
 pub mod quota;
 pub mod replay;

@@ -1,0 +1,258 @@
+//! `cargo xdv join` and `cargo xdv remove`: membership while the cluster runs.
+//!
+//! `join` issues the new node's key (operator-issued, kept in `keys.json`), writes its
+//! provisioning module (every member's key, the genesis members' included), boots it
+//! with `genesis=` (it starts from the cluster's genesis and catches up from the log
+//! or a snapshot), then asks the cluster to admit it with an operator-signed
+//! `AddWorker` and follows it until it is a voter (an observer: a learner). `remove`
+//! asks with `RemoveWorker`, waits until the log has it and leadership is elsewhere,
+//! then stops the node. The cluster refuses what cannot be done (already a member,
+//! not a member, a change in progress, quorum would be lost) and the refusal is
+//! printed as it is.
+
+use super::cluster::{dir, views};
+use anyhow::{Result, bail};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec};
+use xdv::mgmt::{self, Keys};
+use xdv_cluster::mgmt::{Denied, MembershipDenied, Principal, Request, Response};
+use xdv_types::NodeId;
+
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// Id of the new node [default: one above the highest id ever used].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=254))]
+    node: Option<u32>,
+    /// Admit it as an observer: it follows the log and verifies, never votes nor runs tasks.
+    #[arg(long)]
+    observer: bool,
+    /// Seconds to wait for the node to be admitted and caught up.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+    /// Cluster directory [default: target/xdv/cluster].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RemoveArgs {
+    /// Id of the member to remove.
+    node: u32,
+    /// Seconds to wait for the cluster to decide.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Cluster directory [default: target/xdv/cluster].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Sends an operator request to the running members (not `skip`) in turn until the
+/// cluster decides it: each attempt is signed anew (a node's anti-replay window has
+/// the old sequence number), so a retry after a lost answer is refused as "already
+/// done" rather than applied twice.
+fn ask(
+    st: &ClusterState,
+    keys: &Keys,
+    request: &Request,
+    skip: Option<u32>,
+    end: Instant,
+) -> Result<Response> {
+    let mut last = String::from("no member is running");
+    while Instant::now() < end {
+        for n in st.nodes.iter().filter(|n| Some(n.id) != skip) {
+            if !n.pid.is_some_and(cluster::alive) {
+                continue;
+            }
+            let req = mgmt::signed(keys, Principal::Operator, request.clone())?;
+            let r = mgmt::Client::connect(n.mgmt_port(), Duration::from_secs(2))
+                .and_then(|mut c| c.call(&req, Duration::from_secs(12)));
+            match r {
+                Ok(Response::Refused(
+                    d @ (Denied::NoLeader | Denied::NotReady(_) | Denied::Replayed { .. }),
+                )) => last = format!("node {}: {d}", n.id),
+                Ok(other) => return Ok(other),
+                Err(e) => last = format!("node {}: {e:#}", n.id),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("the cluster did not decide in time (last: {last})")
+}
+
+/// Follows `node` in the members' views until `done` says so; prints each new place.
+fn follow(
+    st: &ClusterState,
+    keys: &Keys,
+    node: u32,
+    end: Instant,
+    done: impl Fn(Option<&str>, Option<NodeId>) -> bool,
+) -> Result<()> {
+    let mut shown = String::new();
+    loop {
+        for (_, v) in views(st, keys) {
+            let Ok(v) = v else { continue };
+            if v.role != "Leader" {
+                continue;
+            }
+            let place = v
+                .members
+                .iter()
+                .find(|m| m.node.0 == node)
+                .map(|m| m.raft.clone());
+            let line = format!(
+                "node {node}: {} (leader {})",
+                place.as_deref().unwrap_or("not a member"),
+                v.node
+            );
+            if line != shown {
+                eprintln!("xdv: {line}");
+                shown = line;
+            }
+            if done(place.as_deref(), Some(v.node)) {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= end {
+            bail!("node {node} did not get there in time (last seen: {shown})");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+pub fn join(a: JoinArgs) -> Result<()> {
+    let dir = dir(a.dir);
+    let mut st = ClusterState::load(&dir)?;
+    let mut keys = Keys::load(&dir)?;
+    if !st.nodes.iter().any(|n| n.pid.is_some_and(cluster::alive)) {
+        bail!(
+            "no node of the cluster in {} is running; start it with `cargo xdv up --resume`",
+            dir.display()
+        );
+    }
+    let used = keys.nodes.iter().map(|k| k.0).max().unwrap_or(0);
+    let id = a.node.unwrap_or(used + 1);
+    if st.nodes.iter().any(|n| n.id == id) {
+        bail!("node {id} is already a member (see `cargo xdv status`)");
+    }
+    if keys.nodes.iter().any(|k| k.0 == id) {
+        bail!(
+            "node id {id} was used before (its key is in keys.json); a removed node's id is not reused: join without --node"
+        );
+    }
+    if st.nodes.len() as u32 >= MAX_NODES {
+        bail!("the cluster already has {MAX_NODES} nodes, the most this host runs");
+    }
+    if st.genesis.is_empty() {
+        bail!(
+            "this cluster directory predates membership changes (no genesis list); start a new one with `cargo xdv up --fresh`"
+        );
+    }
+    let seed = keys.add_node(id)?;
+    keys.save(&dir)?;
+    let template = st.nodes.first().cloned().expect("a running member exists");
+    let genesis: Vec<String> = st.genesis.iter().map(u32::to_string).collect();
+    let spec = NodeSpec {
+        id,
+        smp: template.smp,
+        mem_mib: template.mem_mib,
+        cmdline: format!(
+            "node={id} ip=10.0.0.{id}/24 genesis={} {}",
+            genesis.join(","),
+            st.extra_cmdline
+        )
+        .trim()
+        .to_string(),
+        provision: Some(dir.join(format!("node{id}.prov"))),
+        pid: None,
+        mgmt_port: template.mgmt_port() - template.id as u16 + id as u16,
+        log_offset: 0,
+        accel: None,
+        accel_pid: None,
+    };
+    if let Some(p) = &spec.provision {
+        std::fs::write(p, keys.module(id)?)?;
+    }
+    st.nodes.push(spec);
+    st.nodes.sort_by_key(|n| n.id);
+    st.save()?;
+    if let Some(pid) = cluster::ensure_switch(&mut st)? {
+        eprintln!("xdv: the switch was not running; started it (pid {pid})");
+    }
+    let pid = cluster::start_node(&mut st, id)?;
+    eprintln!("xdv: node {id} booting (pid {pid}); asking the cluster to admit it");
+    let end = Instant::now() + Duration::from_secs(a.timeout);
+    let request = Request::AddWorker {
+        node: NodeId(id),
+        public_key: xdv_cluster::public_key(&seed),
+        observer: a.observer,
+    };
+    let answer = ask(&st, &keys, &request, Some(id), end);
+    match answer {
+        Ok(Response::Member { member: true, .. })
+        | Ok(Response::Refused(Denied::Membership(MembershipDenied::AlreadyMember(_)))) => {}
+        other => {
+            // Not admitted: the node goes away again, its key stays used.
+            cluster::stop_node(&mut st, id, true)?;
+            st.nodes.retain(|n| n.id != id);
+            st.save()?;
+            match other {
+                Ok(Response::Refused(d)) => bail!("node {id} was not admitted: {d}"),
+                Ok(r) => bail!("unexpected answer: {}", mgmt::response_kind(&r)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    eprintln!("xdv: node {id} admitted by the log; catching up");
+    let want = if a.observer { "learner" } else { "voter" };
+    follow(&st, &keys, id, end, |place, _| place == Some(want))?;
+    println!(
+        "xdv: node {id} joined as {} ({want}); `cargo xdv status` shows it",
+        if a.observer {
+            "an observer"
+        } else {
+            "a worker"
+        }
+    );
+    Ok(())
+}
+
+pub fn remove(a: RemoveArgs) -> Result<()> {
+    let dir = dir(a.dir);
+    let mut st = ClusterState::load(&dir)?;
+    let keys = Keys::load(&dir)?;
+    if !st.nodes.iter().any(|n| n.id == a.node) {
+        bail!(
+            "node {} is not a member (members: {})",
+            a.node,
+            st.member_list()
+        );
+    }
+    let end = Instant::now() + Duration::from_secs(a.timeout);
+    let request = Request::RemoveWorker {
+        node: NodeId(a.node),
+    };
+    match ask(&st, &keys, &request, Some(a.node), end)? {
+        Response::Member { member: false, .. }
+        | Response::Refused(Denied::Membership(MembershipDenied::NotMember(_))) => {}
+        Response::Refused(d) => bail!("node {} was not removed: {d}", a.node),
+        r => bail!("unexpected answer: {}", mgmt::response_kind(&r)),
+    }
+    eprintln!(
+        "xdv: node {} removed by the log; waiting for leadership elsewhere",
+        a.node
+    );
+    let gone = a.node;
+    follow(&st, &keys, gone, end, |place, leader| {
+        place.is_none() && leader.is_some_and(|l| l.0 != gone)
+    })?;
+    cluster::stop_node(&mut st, a.node, false)?;
+    st.nodes.retain(|n| n.id != a.node);
+    st.save()?;
+    println!(
+        "xdv: node {} removed and stopped; its RAM file and log stay in {}",
+        a.node,
+        dir.display()
+    );
+    Ok(())
+}
