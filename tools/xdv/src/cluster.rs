@@ -627,11 +627,20 @@ pub fn attach_console(st: &ClusterState, id: u32) -> Result<()> {
     Ok(())
 }
 
-/// Starts the switch (one port per node, the cluster's seed) as a detached
-/// `xdv switch` process.
+/// Ports of a local cluster's switch: room for nodes that join later (`cargo xdv join`).
+pub const SWITCH_PORTS: u32 = 16;
+
+/// Starts the switch (a port per node id up to [`SWITCH_PORTS`], the cluster's seed)
+/// as a detached `xdv switch` process.
 pub fn start_switch(st: &mut ClusterState) -> Result<u32> {
     std::fs::create_dir_all(&st.switch_dir)?;
-    let ports = st.nodes.iter().map(|n| n.id).max().unwrap_or(0);
+    let ports = st
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .max()
+        .unwrap_or(0)
+        .max(SWITCH_PORTS);
     let exe = std::env::current_exe().context("locating the xdv binary")?;
     let log = std::fs::File::create(st.dir.join("switch.log"))?;
     let _ = std::fs::remove_file(crate::switch::control_socket_path(&st.switch_dir));

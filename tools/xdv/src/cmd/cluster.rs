@@ -669,6 +669,8 @@ fn view_json(v: &ClusterView) -> Value {
             "assigned": m.assigned,
             "completed": m.completed,
             "audit_records": m.audit_records,
+            "observer": m.observer,
+            "raft": m.raft,
         })).collect::<Vec<_>>(),
     })
 }

@@ -14,7 +14,7 @@ use super::cluster::{dir, views};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec};
+use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec, SWITCH_PORTS};
 use xdv::mgmt::{self, Keys};
 use xdv_cluster::mgmt::{Denied, MembershipDenied, Principal, Request, Response};
 use xdv_types::NodeId;
@@ -139,6 +139,9 @@ pub fn join(a: JoinArgs) -> Result<()> {
         bail!(
             "node id {id} was used before (its key is in keys.json); a removed node's id is not reused: join without --node"
         );
+    }
+    if id > SWITCH_PORTS {
+        bail!("node id {id} is above the local switch's {SWITCH_PORTS} ports");
     }
     if st.nodes.len() as u32 >= MAX_NODES {
         bail!("the cluster already has {MAX_NODES} nodes, the most this host runs");
