@@ -3,9 +3,15 @@
 //! node's audit records (`xdv::operate::replay`). Exit 0: `ExactMatch`; 1: diverged
 //! (first index, both hashes), nothing to compare, or the files cannot be replayed
 //! (the error says why).
+//!
+//! `replay export <node.ram> -o FILE` writes the node's scheduler replay log (rebuilt
+//! from its audit region, `xdv::operate::schedlog`); `replay compare A B` compares two
+//! (RAM files or exported logs): `ExactMatch` (exit 0), `MinorDifference` (the same
+//! outcomes in another interleaving, exit 0) or `Diverged` at an index with the reason
+//! (exit 1).
 
 use super::operate_args::Place;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use xdv::operate::image::{LoadOptions, load_node};
@@ -13,10 +19,14 @@ use xdv::operate::replay::{Replay, Step};
 use xdv::operate::{Verdict, replay};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    sub: Option<Sub>,
     /// A node's RAM file (e.g. target/xdv/cluster/node1.ram). Its provisioning
     /// (node<N>.prov or keys.json) and cluster.json are read from the same directory.
-    file: PathBuf,
+    #[arg(required = true)]
+    file: Option<PathBuf>,
     /// Print every replayed entry and the decisions it made (placements, completions,
     /// contract events, failovers), in log order.
     #[arg(long)]
@@ -28,9 +38,108 @@ pub struct Args {
     place: Place,
 }
 
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Write a node's scheduler replay log (from its audit region) to a file.
+    Export {
+        /// The node's RAM file.
+        file: PathBuf,
+        /// Where to write the log.
+        #[arg(short, long)]
+        out: PathBuf,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Compare two scheduler replay logs (RAM files or exported logs): ExactMatch,
+    /// MinorDifference or Diverged; exit 0 unless diverged.
+    Compare {
+        /// The first log (a RAM file or an exported log).
+        a: PathBuf,
+        /// The second.
+        b: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
+fn sub(s: Sub) -> Result<i32> {
+    use xdv::operate::schedlog;
+    match s {
+        Sub::Export { file, out, place } => {
+            let log = schedlog::load(&file, &place.options()?)?;
+            std::fs::write(&out, schedlog::export_bytes(&log))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{} scheduler events of {} written to {} (head {})",
+                log.len(),
+                file.display(),
+                out.display(),
+                log.head_hash().short()
+            );
+            Ok(xdv::exit::OK)
+        }
+        Sub::Compare { a, b, json, place } => {
+            let opts = place.options()?;
+            let (la, lb) = (schedlog::load(&a, &opts)?, schedlog::load(&b, &opts)?);
+            let c = xdv_sched::compare_replays(&la, &lb);
+            let (word, detail) = match &c {
+                xdv_sched::ReplayComparison::ExactMatch => ("ExactMatch", String::new()),
+                xdv_sched::ReplayComparison::MinorDifference => (
+                    "MinorDifference",
+                    "the same outcomes and enqueues in another interleaving".to_string(),
+                ),
+                xdv_sched::ReplayComparison::Diverged {
+                    first_index,
+                    reason,
+                } => {
+                    use xdv_sched::DivergenceReason as R;
+                    let why = match reason {
+                        R::TaskOutcome { task } => format!("{task}'s outcome differs"),
+                        R::TaskEnqueued { task } => {
+                            format!("{task} was enqueued a different number of times")
+                        }
+                        R::StateOrInput => "the state changes or external inputs differ".into(),
+                    };
+                    (
+                        "Diverged",
+                        format!("first differing event #{first_index}; {why}"),
+                    )
+                }
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({"result": word, "detail": detail, "events": [la.len(), lb.len()]})
+                );
+            } else {
+                println!(
+                    "{word} ({} and {} events){}",
+                    la.len(),
+                    lb.len(),
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {detail}")
+                    }
+                );
+            }
+            Ok(if word == "Diverged" { 1 } else { xdv::exit::OK })
+        }
+    }
+}
+
 pub fn run(a: Args) -> Result<i32> {
+    if let Some(s) = a.sub {
+        return sub(s);
+    }
     let opts: LoadOptions = a.place.options()?;
-    let img = load_node(&a.file, &opts)?;
+    let file = a
+        .file
+        .ok_or_else(|| anyhow::anyhow!("name a node's RAM file (or use `replay compare`)"))?;
+    let img = load_node(&file, &opts)?;
     let r = replay(&img)?;
     if a.json {
         println!("{}", replay_json(&r, a.trace));

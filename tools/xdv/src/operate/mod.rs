@@ -12,6 +12,7 @@ pub mod contracts;
 pub mod fixture;
 pub mod image;
 pub mod replay;
+pub mod schedlog;
 pub mod timeline;
 pub mod verify;
 
