@@ -123,6 +123,7 @@ fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
         switch_dir: dir.join("net"),
         seed: 1,
         extra_cmdline: String::new(),
+        machine: Default::default(),
     };
     st.save().unwrap();
     keys

@@ -8,6 +8,7 @@ pub mod contract;
 pub mod doctor;
 pub mod iso;
 pub mod operate_args;
+pub mod pxe;
 pub mod quota;
 pub mod replay;
 pub mod run;

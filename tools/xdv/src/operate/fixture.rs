@@ -227,6 +227,7 @@ fn write_cluster_files(dir: &Path, keys: &Keys) -> Result<()> {
         switch_dir: dir.join("net"),
         seed: 1,
         extra_cmdline: String::new(),
+        machine: Default::default(),
     }
     .save()
 }
