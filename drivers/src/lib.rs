@@ -1,5 +1,5 @@
 //! XDV device drivers: `platform` (DMA/MMIO services and the register window), `pci`
-//! (enumeration, configuration space), then one module per device (`virtio`).
+//! (enumeration, configuration space), then one module per device (`virtio`, `e1000e`, `ivshmem`).
 //! Hardware access is confined to the register layers (`pci::Ecam`, `pci::PortIo`,
 //! `platform::Mmio`); the logic above them (enumeration,
 //! BAR sizing, capability walks, feature negotiation, ring bookkeeping) is generic
@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod e1000e;
 pub mod ivshmem;
 pub mod pci;
 pub mod platform;

@@ -1,13 +1,15 @@
 //! Device discovery and claims, in one place: PCI enumeration at boot, then each
-//! driver claims the functions it recognises (today virtio-net; accelerators next).
+//! driver claims the functions it recognises (virtio-net and e1000e NICs, accelerators).
 //! What was found and what claimed it is kept for the `pci` console command.
 #![deny(unsafe_code)]
 
+use crate::net::KernelNic;
 use crate::platform::pci::{Cfg, KernelPlatform};
 use crate::println;
 use alloc::string::String;
 use alloc::vec::Vec;
 use smoltcp::wire::EthernetAddress;
+use xdv_drivers::e1000e;
 use xdv_drivers::ivshmem::{self, Ivshmem};
 use xdv_drivers::pci::{self, PciDevice};
 use xdv_drivers::virtio::{self, VirtioNet};
@@ -32,7 +34,7 @@ pub struct Devices {
 
 /// Enumerates PCI and claims every virtio-net NIC and every ivshmem-doorbell function
 /// (accelerators); returns the list, the NICs and the accelerator transports.
-pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<VirtioNet>, Vec<AccelFn>) {
+pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<KernelNic>, Vec<AccelFn>) {
     let cfg = Cfg::new(ecam);
     let (first, last, mode) = cfg.buses();
     let found = pci::enumerate(cfg.space(), first, last);
@@ -50,10 +52,13 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<VirtioNet>, V
                     let mac = nic.mac();
                     log::info!("net: virtio-net {} mac {}", d.bdf, EthernetAddress(mac));
                     claim = Some(alloc::format!("virtio-net {}", EthernetAddress(mac)));
-                    nics.push(nic);
+                    nics.push(KernelNic::Virtio(nic));
                 }
                 Err(e) => log::error!("net: virtio-net {} refused: {e}", d.bdf),
             }
+        }
+        if d.vendor == e1000e::VENDOR && e1000e::DEVICE_IDS.contains(&d.device) {
+            claim = Some(claim_e1000e(&cfg, &d, &mut nics));
         }
         if d.vendor == ivshmem::VENDOR && d.device == ivshmem::DEVICE {
             claim = Some(claim_accel(&cfg, &d, apic, &mut accels));
@@ -61,6 +66,22 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<VirtioNet>, V
         functions.push((d, claim));
     }
     (Devices { functions, mode }, nics, accels)
+}
+
+fn claim_e1000e(cfg: &Cfg, d: &PciDevice, nics: &mut Vec<KernelNic>) -> String {
+    pci::enable(cfg.space(), d, true);
+    match e1000e::probe(d, cfg.space(), &KernelPlatform) {
+        Ok(nic) => {
+            let mac = EthernetAddress(nic.mac());
+            log::info!("net: e1000e {} mac {mac}", d.bdf);
+            nics.push(KernelNic::E1000e(nic));
+            alloc::format!("e1000e {mac}")
+        }
+        Err(e) => {
+            log::error!("net: e1000e {} refused: {e}", d.bdf);
+            alloc::format!("e1000e, refused: {e}")
+        }
+    }
 }
 
 fn claim_accel(cfg: &Cfg, d: &PciDevice, apic: u32, accels: &mut Vec<AccelFn>) -> String {

@@ -1,4 +1,4 @@
-//! Networking glue: the virtio-net NICs that `devices` claimed, as smoltcp
+//! Networking glue: the NICs that `devices` claimed (virtio-net, e1000e), as smoltcp
 //! interfaces, polled by the kernel's main loop.
 //!
 //! NIC roles by MAC (set by `cargo xdv up`): `52:54:00:00:00:NN` is the peer NIC
@@ -15,31 +15,80 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
-use xdv_drivers::virtio::VirtioNet;
+use xdv_drivers::e1000e::E1000e;
+use xdv_drivers::virtio::{Counters, VirtioNet};
 use xdv_net::phy::{Nic, NicDevice};
 
-pub struct VirtioNic(pub VirtioNet);
+/// The NIC models the kernel drives, chosen by PCI id in `devices`, behind one
+/// smoltcp device.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "at most two NICs per node, each built once at boot: 216 bytes of slack beats a heap hop per frame"
+)]
+pub enum KernelNic {
+    Virtio(VirtioNet),
+    E1000e(E1000e),
+}
 
-impl Nic for VirtioNic {
+impl KernelNic {
+    pub fn model(&self) -> &'static str {
+        match self {
+            KernelNic::Virtio(_) => "virtio-net",
+            KernelNic::E1000e(_) => "e1000e",
+        }
+    }
+    pub fn counters(&self) -> Counters {
+        match self {
+            KernelNic::Virtio(n) => n.counters,
+            KernelNic::E1000e(n) => n.counters,
+        }
+    }
+    pub fn link_up(&self) -> bool {
+        match self {
+            KernelNic::Virtio(n) => n.link_up(),
+            KernelNic::E1000e(n) => n.link_up(),
+        }
+    }
+    /// `(rx posted, rx size, tx in flight, tx size)`.
+    pub fn rings(&mut self) -> (usize, u16, usize, u16) {
+        match self {
+            KernelNic::Virtio(n) => n.rings(),
+            KernelNic::E1000e(n) => n.rings(),
+        }
+    }
+}
+
+impl Nic for KernelNic {
     fn mac(&self) -> [u8; 6] {
-        self.0.mac()
+        match self {
+            KernelNic::Virtio(n) => n.mac(),
+            KernelNic::E1000e(n) => n.mac(),
+        }
     }
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
-        self.0.receive(|f| {
+        let copy = |f: &[u8]| {
             let n = f.len().min(buf.len());
             buf[..n].copy_from_slice(&f[..n]);
             n
-        })
+        };
+        match self {
+            KernelNic::Virtio(n) => n.receive(copy),
+            KernelNic::E1000e(n) => n.receive(copy),
+        }
     }
     fn send(&mut self, frame: &[u8]) -> bool {
-        self.0.transmit(frame.len(), |b| b.copy_from_slice(frame))
+        let fill = |b: &mut [u8]| b.copy_from_slice(frame);
+        match self {
+            KernelNic::Virtio(n) => n.transmit(frame.len(), fill),
+            KernelNic::E1000e(n) => n.transmit(frame.len(), fill),
+        }
     }
 }
 
 /// One smoltcp interface over one NIC.
 pub struct Iface {
     pub name: &'static str,
-    pub dev: NicDevice<VirtioNic>,
+    pub dev: NicDevice<KernelNic>,
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
@@ -93,12 +142,12 @@ pub fn now() -> Instant {
 
 fn make_iface(
     name: &'static str,
-    nic: VirtioNet,
+    nic: KernelNic,
     ip: Option<(Ipv4Address, u8)>,
     gw: Option<Ipv4Address>,
 ) -> Iface {
     let mac = nic.mac();
-    let mut dev = NicDevice::new(VirtioNic(nic));
+    let mut dev = NicDevice::new(nic);
     let mut cfg = Config::new(EthernetAddress(mac).into());
     cfg.random_seed =
         u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0x58, 0x44]);
@@ -128,7 +177,7 @@ fn make_iface(
 impl Net {
     /// Interfaces over the claimed NICs: MAC `..:01:NN` is the management NIC (QEMU
     /// user networking), the first other one the peer NIC (`ip=` or DHCP).
-    pub fn new(nics: Vec<VirtioNet>, peer_ip: Option<(Ipv4Address, u8)>) -> Net {
+    pub fn new(nics: Vec<KernelNic>, peer_ip: Option<(Ipv4Address, u8)>) -> Net {
         let (mut peer, mut mgmt) = (None, None);
         for nic in nics {
             let mac = nic.mac();
@@ -157,31 +206,32 @@ impl Net {
         }
     }
 
-    pub fn print(&self) {
+    pub fn print(&mut self) {
         let net = self;
-        for i in [net.peer.as_ref(), net.mgmt.as_ref()].into_iter().flatten() {
-            let c = i.dev.nic.0.counters;
+        for i in [net.peer.as_mut(), net.mgmt.as_mut()].into_iter().flatten() {
+            let c = i.dev.nic.counters();
             let ip = i
                 .ipv4()
                 .map(|a| alloc::format!("{a}"))
                 .unwrap_or_else(|| String::from("(dhcp pending)"));
             println!(
-                "{}: mac {} ip {ip} link {}",
+                "{}: {} mac {} ip {ip} link {}",
                 i.name,
+                i.dev.nic.model(),
                 EthernetAddress(i.dev.nic.mac()),
-                if i.dev.nic.0.link_up() { "up" } else { "down" }
+                if i.dev.nic.link_up() { "up" } else { "down" }
             );
             println!(
                 "  rx {} frames {} bytes, tx {} frames {} bytes, drops rx {} tx {}, errors {}",
                 c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.rx_drops, c.tx_drops, c.errors
             );
-            let (rx_posted, rx_size, tx_posted, tx_size) = i.dev.nic.0.rings();
+            let (rx_posted, rx_size, tx_posted, tx_size) = i.dev.nic.rings();
             println!(
                 "  rings: rx {rx_posted}/{rx_size} posted, tx {tx_posted}/{tx_size} in flight"
             );
         }
         if net.peer.is_none() && net.mgmt.is_none() {
-            println!("net: no virtio-net device");
+            println!("net: no NIC (virtio-net or e1000e)");
         }
     }
 }

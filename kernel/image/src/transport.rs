@@ -715,7 +715,10 @@ impl Transport {
         for c in self.conns.iter_mut() {
             let gone = c.peer.is_some_and(|p| !self.ident.is_member(p));
             if gone && matches!(c.role, Role::Connect | Role::Accept) {
-                log::info!("transport: {:?} left the cluster; connection closed", c.peer);
+                log::info!(
+                    "transport: {:?} left the cluster; connection closed",
+                    c.peer
+                );
                 peer_if.sockets.get_mut::<tcp::Socket>(c.handle).abort();
                 if c.role == Role::Connect {
                     c.role = Role::Retired;

@@ -1,6 +1,7 @@
 //! `cargo xdv bench net`: two QEMU nodes on the host switch.
 //! - TCP bulk throughput node→node (`bulk` console command) against the switch's own
 //!   forwarding limit measured in the same run with host-side generators (no VMs);
+//!   then the same transfer between two nodes with e1000e NICs (virtio-net vs e1000e);
 //! - round-trip time of a small framed request (Ping → Pong) over the management port
 //!   (host → node 2) and node-to-node (ICMP echo through the switch), p50/p99.
 
@@ -8,7 +9,7 @@ use crate::report::print_json;
 use anyhow::{Context, Result, bail};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use xdv::qemu::{Config, Vm, temp_dir};
+use xdv::qemu::{Config, NicModel, Vm, temp_dir};
 use xdv::switch::{Faults, SwitchConfig};
 use xdv_net::wire::{ClusterMessage, FrameDecoder, FrameHeader, Ping, encode_frame, read_frame};
 use xdv_types::{NodeId, Timestamp};
@@ -17,8 +18,9 @@ const T: Duration = Duration::from_secs(180);
 const BULK_BYTES: u64 = 8 << 20;
 const RTT_SAMPLES: usize = 200;
 
-fn node(dir: &std::path::Path, id: u16, mgmt_port: u16) -> Result<Vm> {
-    let cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2"))?.with_nics(
+fn node(dir: &std::path::Path, id: u16, mgmt_port: u16, nic: NicModel) -> Result<Vm> {
+    let cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 peers=1,2"))?.with_nics_of(
+        nic,
         dir,
         id,
         Some(mgmt_port),
@@ -96,6 +98,44 @@ fn icmp_rtts(vm: &mut Vm) -> Result<Vec<f64>> {
     Ok(v)
 }
 
+/// `bulk 2 BULK_BYTES` from `n1`; MB/s.
+fn bulk(n1: &mut Vm) -> Result<f64> {
+    command(n1, "ping 10.0.0.2 2", "ping 10.0.0.2:")?;
+    let out = command(n1, &format!("bulk 2 {BULK_BYTES}"), "bulk: sent")?;
+    let line = out
+        .lines()
+        .rfind(|l| l.contains("bulk: sent"))
+        .unwrap_or("");
+    let kbps: f64 = line
+        .split("= ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .context("bulk rate")?;
+    Ok(kbps / 1024.0)
+}
+
+/// The same bulk transfer between two nodes with e1000e NICs on a switch of their own.
+fn e1000e_bulk() -> Result<f64> {
+    let dir = temp_dir("bench-net-e1000e")?;
+    let sw = xdv::switch::spawn(SwitchConfig {
+        dir: dir.clone(),
+        ports: 2,
+        seed: 1,
+        faults: Faults::default(),
+    })?;
+    let (p1, p2) = (xdv::testbed::free_port(), xdv::testbed::free_port());
+    let mut n1 = node(&dir, 1, p1, NicModel::E1000e)?;
+    let mut n2 = node(&dir, 2, p2, NicModel::E1000e)?;
+    let mbps = bulk(&mut n1)?;
+    for vm in [&mut n1, &mut n2] {
+        vm.send_line("halt")?;
+        let _ = vm.wait_exit(Duration::from_secs(30));
+    }
+    drop(sw);
+    Ok(mbps)
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     if !args.is_empty() {
         bail!("usage: bench net");
@@ -115,21 +155,9 @@ pub fn run(args: &[String]) -> Result<()> {
             .port())
     };
     let (p1, p2) = (free()?, free()?);
-    let mut n1 = node(&dir, 1, p1)?;
-    let mut n2 = node(&dir, 2, p2)?;
-    command(&mut n1, "ping 10.0.0.2 2", "ping 10.0.0.2:")?;
-    let out = command(&mut n1, &format!("bulk 2 {BULK_BYTES}"), "bulk: sent")?;
-    let line = out
-        .lines()
-        .rfind(|l| l.contains("bulk: sent"))
-        .unwrap_or("");
-    let kbps: f64 = line
-        .split("= ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .context("bulk rate")?;
-    let mbps = kbps / 1024.0;
+    let mut n1 = node(&dir, 1, p1, NicModel::Virtio)?;
+    let mut n2 = node(&dir, 2, p2, NicModel::Virtio)?;
+    let mbps = bulk(&mut n1)?;
     println!("TCP bulk node1 -> node2 through the switch: {mbps:.2} MB/s ({BULK_BYTES} bytes)");
     let icmp = icmp_rtts(&mut n1)?;
     println!(
@@ -149,6 +177,12 @@ pub fn run(args: &[String]) -> Result<()> {
         let _ = vm.wait_exit(Duration::from_secs(30));
     }
     drop(sw);
+    let e1000e = e1000e_bulk()?;
+    println!(
+        "TCP bulk node1 -> node2 on e1000e NICs (own switch, same run): {e1000e:.2} MB/s \
+         ({:.2}x virtio-net)",
+        e1000e / mbps
+    );
     print_json(
         "net",
         "MB/s",
@@ -157,6 +191,7 @@ pub fn run(args: &[String]) -> Result<()> {
         serde_json::json!({
             "icmp_rtt_ms_p50": percentile(&icmp, 0.5), "icmp_rtt_ms_p99": percentile(&icmp, 0.99),
             "mgmt_rtt_ms_p50": percentile(&mgmt, 0.5), "mgmt_rtt_ms_p99": percentile(&mgmt, 0.99),
+            "e1000e_mbps": e1000e,
         }),
     );
     Ok(())

@@ -82,6 +82,21 @@ pub struct ClusterState {
     /// so a node that joins later starts from the same genesis state).
     #[serde(default)]
     pub genesis: Vec<u32>,
+    /// Every node's NIC model and how it boots (kept so `start` and `up --resume` boot
+    /// the same machines).
+    #[serde(default)]
+    pub machine: Machine,
+}
+
+/// The hardware of every node of a cluster and how it boots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    #[serde(default)]
+    pub nic: crate::qemu::NicModel,
+    /// Boot over the network from this TFTP root (`up --boot pxe`) instead of
+    /// `-kernel`.
+    #[serde(default)]
+    pub pxe: Option<crate::pxe::PxeBoot>,
 }
 
 fn one() -> u64 {
@@ -112,6 +127,7 @@ const NODE_FILE_EXTS: &[&str] = &[
     "accel.sock",
     "accel.sock.ctl",
     "accel.log",
+    "vars",
 ];
 /// Other files `up` writes into a cluster directory.
 const CLUSTER_FILES: &[&str] = &[
@@ -275,7 +291,7 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// QEMU arguments for one node.
-pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Vec<String> {
+pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Result<Vec<String>> {
     let id = n.id;
     let ram = st.path(id, "ram");
     let mut a: Vec<String> = vec![
@@ -295,10 +311,6 @@ pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Vec<String> {
         format!("{}M", n.mem_mib),
         "-smp".into(),
         n.smp.to_string(),
-        "-kernel".into(),
-        st.kernel.display().to_string(),
-        "-append".into(),
-        n.cmdline.clone(),
         "-display".into(),
         "none".into(),
         "-monitor".into(),
@@ -320,24 +332,47 @@ pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Vec<String> {
         "-netdev".into(),
         crate::switch::qemu_netdev_arg(&st.switch_dir, id as u16, "peer"),
     ]);
+    let nic = st.machine.nic;
+    let pxe = st.machine.pxe.as_ref();
+    // PXE: only the management NIC carries an option ROM and is in the boot order.
+    let (peer_opts, mgmt_opts) = if pxe.is_some() {
+        ("romfile=", "bootindex=1")
+    } else {
+        ("", "")
+    };
+    let tftp = pxe
+        .map(|p| format!(",{}", p.netdev_options()))
+        .unwrap_or_default();
     a.extend([
         "-device".into(),
-        format!("virtio-net-pci,netdev=peer,mac=52:54:00:00:00:{id:02x},disable-legacy=on"),
+        nic.device_arg("peer", &crate::qemu::peer_mac(id as u16), peer_opts),
         "-netdev".into(),
         format!(
-            "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{}-10.0.2.15:{GUEST_MGMT_PORT}",
+            "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{}-10.0.2.15:{GUEST_MGMT_PORT}{tftp}",
             n.mgmt_port()
         ),
         "-device".into(),
-        format!("virtio-net-pci,netdev=mgmt,mac=52:54:00:00:01:{id:02x},disable-legacy=on"),
+        nic.device_arg("mgmt", &crate::qemu::mgmt_mac(id as u16), mgmt_opts),
     ]);
-    if let Some(p) = &n.provision {
-        a.extend(["-initrd".into(), p.display().to_string()]);
+    match pxe {
+        // GRUB loads the kernel, command line and module from the TFTP tree.
+        Some(p) => a.extend(p.firmware_args(&st.path(id, "vars"))?),
+        None => {
+            a.extend([
+                "-kernel".into(),
+                st.kernel.display().to_string(),
+                "-append".into(),
+                n.cmdline.clone(),
+            ]);
+            if let Some(p) = &n.provision {
+                a.extend(["-initrd".into(), p.display().to_string()]);
+            }
+        }
     }
     if n.accel.is_some() {
         a.extend(crate::accel::qemu_args(&st.path(id, "accel.sock"), 0));
     }
-    a
+    Ok(a)
 }
 
 /// Starts node `id`'s accelerator device unless it runs (QEMU connects to it at
@@ -396,7 +431,7 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
     }
     ensure_accel(st, id)?;
     let log_offset = std::fs::metadata(st.path(id, "log")).map_or(0, |m| m.len());
-    let args = qemu_args(st, &n);
+    let args = qemu_args(st, &n)?;
     let err = std::fs::File::create(st.path(id, "qemu.err"))?;
     let child = Command::new(crate::qemu::QEMU)
         .args(&args)
@@ -779,13 +814,19 @@ mod tests {
             seed: 1,
             extra_cmdline: String::new(),
             genesis: Vec::new(),
+            machine: Machine::default(),
         };
-        let a2 = qemu_args(&st, &st.nodes[1]).join(" ");
+        let a2 = qemu_args(&st, &st.nodes[1]).unwrap().join(" ");
         assert!(
             a2.contains("-chardev socket,path=/c/node2.accel.sock,id=accel0 -device ivshmem-doorbell,chardev=accel0,vectors=2"),
             "{a2}"
         );
-        assert!(!qemu_args(&st, &st.nodes[0]).join(" ").contains("ivshmem"));
+        assert!(
+            !qemu_args(&st, &st.nodes[0])
+                .unwrap()
+                .join(" ")
+                .contains("ivshmem")
+        );
         let dir = crate::qemu::temp_dir("accel-files").unwrap();
         for f in [
             "node2.accel.sock",

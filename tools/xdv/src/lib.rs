@@ -9,6 +9,7 @@ pub mod harness;
 pub mod mgmt;
 pub mod operate;
 pub mod prereq;
+pub mod pxe;
 pub mod qemu;
 pub mod submission;
 pub mod switch;

@@ -29,6 +29,8 @@ enum Cmd {
     Run(cmd::run::Args),
     /// Write a GRUB (Multiboot2) BIOS-bootable ISO of the kernel.
     Iso(cmd::iso::Args),
+    /// Write a PXE netboot tree (BIOS and UEFI GRUB, per-MAC node configs, --dnsmasq).
+    Pxe(cmd::pxe::Args),
     /// Run a benchmark and print its comparison (last line is JSON).
     Bench(cmd::bench::Args),
     /// Verify, show and prove audit regions (from a node's RAM file).
@@ -108,6 +110,7 @@ fn main() {
         Cmd::Build(a) => ok(cmd::build::run(a)),
         Cmd::Run(a) => ok(cmd::run::run(a)),
         Cmd::Iso(a) => ok(cmd::iso::run(a)),
+        Cmd::Pxe(a) => ok(cmd::pxe::run(a)),
         Cmd::Bench(a) => ok(cmd::bench::run(a)),
         Cmd::Audit(a) => ok(cmd::audit::run(a)),
         Cmd::Sim(a) => ok(cmd::sim::run(a)),

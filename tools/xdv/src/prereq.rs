@@ -17,7 +17,8 @@ pub enum Need {
     Qemu,
     /// Building a GRUB ISO or PXE tree: `iso`, the ISO boot test.
     Grub,
-    /// UEFI boot (not used by any command yet).
+    /// UEFI boot: OVMF and GRUB's x86_64-efi images (`pxe`, `up --boot pxe
+    /// --firmware uefi`).
     Uefi,
     /// Reference checks of the test suite: headless Chromium renders the timeline
     /// page; python3 runs qiskit, the state-vector simulator's reference.
@@ -76,10 +77,22 @@ pub const ALL: &[Prereq] = &[
         used_by: "iso (grub-mkrescue's EFI image)",
     },
     Prereq {
-        probe: Probe::Path("/usr/share/OVMF"),
+        probe: Probe::Path("/usr/lib/ipxe/qemu"),
+        package: "ipxe-qemu",
+        need: Need::Grub,
+        used_by: "up --boot pxe, PXE tests (the QEMU NICs' PXE option ROMs)",
+    },
+    Prereq {
+        probe: Probe::Path("/usr/share/OVMF/OVMF_CODE.fd"),
         package: "ovmf",
         need: Need::Uefi,
-        used_by: "UEFI boot (not used by any command yet)",
+        used_by: "up --boot pxe --firmware uefi, UEFI PXE test (OVMF firmware)",
+    },
+    Prereq {
+        probe: Probe::Path("/usr/lib/grub/x86_64-efi"),
+        package: "grub-efi-amd64-bin",
+        need: Need::Uefi,
+        used_by: "pxe (UEFI images), up --boot pxe --firmware uefi, UEFI PXE test",
     },
     Prereq {
         probe: Probe::Command("chromium"),

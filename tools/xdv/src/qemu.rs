@@ -145,6 +145,63 @@ pub fn check_qemu() -> Result<()> {
         .map_err(|e| anyhow!(e))
 }
 
+/// The NIC model a node gets (both its peer and its management NIC); the kernel
+/// drives either, chosen by PCI id (docs/devices.md).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    /// virtio-net (modern, `disable-legacy=on`).
+    #[default]
+    Virtio,
+    /// Intel 82574 (`e1000e`, PCI 8086:10d3), a NIC real servers have.
+    E1000e,
+}
+
+impl NicModel {
+    /// The `-device` value for a NIC on `netdev` with `mac`; `extra` is appended
+    /// (e.g. `romfile=`, `bootindex=1`).
+    pub fn device_arg(self, netdev: &str, mac: &str, extra: &str) -> String {
+        let base = match self {
+            NicModel::Virtio => {
+                format!("virtio-net-pci,netdev={netdev},mac={mac},disable-legacy=on")
+            }
+            NicModel::E1000e => format!("e1000e,netdev={netdev},mac={mac}"),
+        };
+        if extra.is_empty() {
+            base
+        } else {
+            format!("{base},{extra}")
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NicModel::Virtio => "virtio",
+            NicModel::E1000e => "e1000e",
+        }
+    }
+}
+
+/// The peer NIC's MAC for node `id` (role rule in docs/devices.md).
+pub fn peer_mac(id: u16) -> String {
+    format!("52:54:00:00:00:{id:02x}")
+}
+
+/// The management NIC's MAC for node `id`: the one a PXE-booted node boots from.
+pub fn mgmt_mac(id: u16) -> String {
+    format!("52:54:00:00:01:{id:02x}")
+}
+
 /// What to boot.
 #[derive(Clone, Debug)]
 pub enum Boot {
@@ -152,6 +209,9 @@ pub enum Boot {
     Kernel(PathBuf),
     /// BIOS boot of a GRUB ISO (`-cdrom`).
     Cdrom(PathBuf),
+    /// Whatever the firmware boots from the devices in `extra` (a NIC with
+    /// `bootindex=1` and a TFTP tree for PXE: [`Config::pxe`]).
+    Firmware,
 }
 
 /// One VM's configuration.
@@ -186,6 +246,31 @@ impl Config {
         }
     }
 
+    /// A node that boots by PXE from `pxe`'s tree through its management NIC
+    /// (`model`, MAC [`mgmt_mac`]`(id)`, QEMU user network, port `mgmt_port` forwarded
+    /// to the guest's management listener). UEFI keeps its variable store in `vars`.
+    pub fn pxe(
+        pxe: &crate::pxe::PxeBoot,
+        model: NicModel,
+        id: u16,
+        mgmt_port: u16,
+        vars: &Path,
+    ) -> Result<Config> {
+        let mut cfg = Config::kernel_at(PathBuf::new(), "");
+        cfg.boot = Boot::Firmware;
+        cfg.extra = pxe.firmware_args(vars)?;
+        cfg.extra.extend([
+            "-netdev".into(),
+            format!(
+                "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{mgmt_port}-10.0.2.15:7200,{}",
+                pxe.netdev_options()
+            ),
+            "-device".into(),
+            model.device_arg("mgmt", &mgmt_mac(id), "bootindex=1"),
+        ]);
+        Ok(cfg)
+    }
+
     pub fn smp(mut self, n: u32) -> Config {
         self.smp = n;
         self
@@ -199,19 +284,30 @@ impl Config {
     /// Adds the peer NIC on switch port `id` (switch sockets in `switch_dir`) and, with
     /// `mgmt_port`, the management NIC forwarded from 127.0.0.1:`mgmt_port` to the
     /// guest's management listener. MACs follow the role rule in docs/devices.md.
-    pub fn with_nics(mut self, switch_dir: &Path, id: u16, mgmt_port: Option<u16>) -> Config {
+    pub fn with_nics(self, switch_dir: &Path, id: u16, mgmt_port: Option<u16>) -> Config {
+        self.with_nics_of(NicModel::Virtio, switch_dir, id, mgmt_port)
+    }
+
+    /// As [`with_nics`](Self::with_nics), with NICs of `model`.
+    pub fn with_nics_of(
+        mut self,
+        model: NicModel,
+        switch_dir: &Path,
+        id: u16,
+        mgmt_port: Option<u16>,
+    ) -> Config {
         self.extra.extend([
             "-netdev".into(),
             crate::switch::qemu_netdev_arg(switch_dir, id, "peer"),
             "-device".into(),
-            format!("virtio-net-pci,netdev=peer,mac=52:54:00:00:00:{id:02x},disable-legacy=on"),
+            model.device_arg("peer", &peer_mac(id), ""),
         ]);
         if let Some(port) = mgmt_port {
             self.extra.extend([
                 "-netdev".into(),
                 format!("user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:7200"),
                 "-device".into(),
-                format!("virtio-net-pci,netdev=mgmt,mac=52:54:00:00:01:{id:02x},disable-legacy=on"),
+                model.device_arg("mgmt", &mgmt_mac(id), ""),
             ]);
         }
         self
@@ -273,6 +369,7 @@ impl Config {
                 "-boot".into(),
                 "d".into(),
             ]),
+            Boot::Firmware => {}
         }
         a.extend(["-display", "none", "-monitor", "none", "-serial", "stdio"].map(String::from));
         a.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from));

@@ -4,7 +4,7 @@
 //! (`cargo xdv up` does the same with detached processes for people.)
 
 use crate::mgmt::{self, Keys};
-use crate::qemu::{Config, Vm, temp_dir};
+use crate::qemu::{Config, NicModel, Vm, temp_dir};
 use crate::switch::{Faults, SwitchConfig, SwitchHandle};
 use anyhow::{Result, bail};
 use std::collections::BTreeSet;
@@ -27,6 +27,8 @@ pub struct Testbed {
     pub cmdline: String,
     /// Accelerator sockets attached to a node when it boots (node id → sockets).
     pub accels: std::collections::BTreeMap<usize, Vec<PathBuf>>,
+    /// NIC model of every node booted from now on (default virtio-net).
+    pub nic: NicModel,
 }
 
 /// A free TCP port on 127.0.0.1 (for a node's management forward).
@@ -50,7 +52,20 @@ impl Testbed {
         seed: u64,
         cmdline: &str,
     ) -> Result<Testbed> {
+        Self::launch_full(tag, nodes, faults, seed, cmdline, NicModel::default())
+    }
+
+    /// As [`launch_with`](Self::launch_with), every node with NICs of `nic`.
+    pub fn launch_full(
+        tag: &str,
+        nodes: usize,
+        faults: Faults,
+        seed: u64,
+        cmdline: &str,
+        nic: NicModel,
+    ) -> Result<Testbed> {
         let mut tb = Self::prepare(tag, nodes, faults, seed, cmdline)?;
+        tb.nic = nic;
         for id in 1..=nodes {
             tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov"))?);
         }
@@ -87,6 +102,7 @@ impl Testbed {
             switch,
             cmdline: cmdline.to_string(),
             accels: std::collections::BTreeMap::new(),
+            nic: NicModel::default(),
         })
     }
 
@@ -96,7 +112,7 @@ impl Testbed {
         let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 {}", self.cmdline))?
             .smp(2)
             .ram_file(self.dir.join(format!("node{id}.ram")))
-            .with_nics(&self.dir, id as u16, Some(self.port(id)));
+            .with_nics_of(self.nic, &self.dir, id as u16, Some(self.port(id)));
         for sock in self.accels.get(&id).into_iter().flatten() {
             cfg = cfg.with_accel(sock);
         }

@@ -124,6 +124,7 @@ fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
         seed: 1,
         extra_cmdline: String::new(),
         genesis: nodes.iter().map(|n| n.0).collect(),
+        machine: Default::default(),
     };
     st.save().unwrap();
     keys

@@ -113,7 +113,7 @@ pub fn bulk_send(s: &mut Services, peer: u32, bytes: u64) -> Result<(), String> 
         if now_ms() >= progress_ms {
             progress_ms += 1000;
             let (state, queued) = (sock.state(), sock.send_queue());
-            let c = i.dev.nic.0.counters;
+            let c = i.dev.nic.counters();
             println!(
                 "bulk: {sent} of {bytes} bytes sent ({state}, {queued} queued; nic tx {} rx {} frames)",
                 c.tx_frames, c.rx_frames

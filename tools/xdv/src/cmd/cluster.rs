@@ -74,9 +74,85 @@ pub struct UpArgs {
     /// once the nodes are ready. Flags given as well override the file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// NIC model of every node's peer and management NIC [default: virtio; with
+    /// --resume: the directory's].
+    #[arg(long, value_enum)]
+    nic: Option<xdv::qemu::NicModel>,
+    /// How nodes boot: `kernel` (QEMU loads the kernel directly) or `pxe` (the
+    /// management NIC boots GRUB over QEMU's user network from a TFTP tree that `up`
+    /// writes into DIR/tftp, as `cargo xdv pxe` does for real machines) [default:
+    /// kernel; with --resume: the directory's].
+    #[arg(long, value_enum)]
+    boot: Option<BootMode>,
+    /// Firmware of PXE-booting nodes: `bios` (SeaBIOS) or `uefi` (OVMF).
+    #[arg(long, value_enum, requires = "boot")]
+    firmware: Option<xdv::pxe::Firmware>,
     /// Extra kernel command-line words for every node, after `--`.
     #[arg(last = true)]
     cmdline: Vec<String>,
+}
+
+/// How `up` boots its nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootMode {
+    Kernel,
+    Pxe,
+}
+
+/// Applies `--nic`, `--boot` and `--firmware` to the cluster's machine settings.
+fn apply_machine(a: &UpArgs, st: &mut ClusterState) -> Result<()> {
+    if let Some(nic) = a.nic {
+        st.machine.nic = nic;
+    }
+    match a.boot {
+        Some(BootMode::Kernel) => st.machine.pxe = None,
+        Some(BootMode::Pxe) => {
+            st.machine.pxe = Some(xdv::pxe::PxeBoot {
+                tftp: st.dir.join("tftp"),
+                firmware: a.firmware.unwrap_or_default(),
+            })
+        }
+        None => {}
+    }
+    if a.firmware.is_some() && a.boot != Some(BootMode::Pxe) {
+        bail!("--firmware applies to --boot pxe only");
+    }
+    Ok(())
+}
+
+/// With `--boot pxe`: writes the cluster's netboot tree (every node by its
+/// management NIC's MAC, with its command line and provisioning module).
+fn write_pxe_tree(st: &ClusterState, keys: &Keys) -> Result<()> {
+    let Some(pxe) = &st.machine.pxe else {
+        return Ok(());
+    };
+    let uefi = pxe.firmware == xdv::pxe::Firmware::Uefi;
+    if uefi {
+        xdv::prereq::ensure(&[xdv::prereq::Need::Uefi])?;
+    }
+    let nodes = st
+        .nodes
+        .iter()
+        .map(|n| {
+            Ok(xdv::pxe::PxeNode {
+                id: n.id,
+                mac: xdv::qemu::mgmt_mac(n.id as u16),
+                cmdline: n.cmdline.clone(),
+                module: n
+                    .provision
+                    .as_ref()
+                    .map(|_| keys.module(n.id))
+                    .transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tree = xdv::pxe::write_tree(&pxe.tftp, &st.kernel, &nodes, uefi)?;
+    eprintln!(
+        "xdv: nodes boot by PXE ({}) from {}",
+        pxe.firmware.name(),
+        tree.dir.display()
+    );
+    Ok(())
 }
 
 /// Parses `--accel 2=q,3=phi` for a cluster of `nodes` nodes: node id -> kind name.
@@ -256,6 +332,7 @@ pub fn up(mut a: UpArgs) -> Result<()> {
         }
     };
     st.kernel = kernel;
+    apply_machine(&a, &mut st)?;
     eprintln!(
         "xdv: {} cluster {} with {} nodes and tenants 1..={}; keys in {}",
         if a.resume { "resuming" } else { "new" },
@@ -269,6 +346,7 @@ pub fn up(mut a: UpArgs) -> Result<()> {
             std::fs::write(p, keys.module(n.id)?)?;
         }
     }
+    write_pxe_tree(&st, &keys)?;
     st.save()?;
     cluster::start_switch(&mut st)?;
     let ids: Vec<u32> = st.nodes.iter().map(|n| n.id).collect();
@@ -361,6 +439,7 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
         seed: a.seed.unwrap_or(1),
         extra_cmdline: extra,
         genesis: (1..=nodes).collect(),
+        machine: Default::default(),
     };
     Ok((st, keys))
 }

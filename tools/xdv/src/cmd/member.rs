@@ -146,6 +146,11 @@ pub fn join(a: JoinArgs) -> Result<()> {
     if st.nodes.len() as u32 >= MAX_NODES {
         bail!("the cluster already has {MAX_NODES} nodes, the most this host runs");
     }
+    if st.machine.pxe.is_some() {
+        bail!(
+            "this cluster boots by PXE; a joining node needs its own entry in the TFTP tree, which `join` does not write yet: boot it with `-kernel` (`cargo xdv up` without --boot pxe)"
+        );
+    }
     if st.genesis.is_empty() {
         bail!(
             "this cluster directory predates membership changes (no genesis list); start a new one with `cargo xdv up --fresh`"

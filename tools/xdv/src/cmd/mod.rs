@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod iso;
 pub mod member;
 pub mod operate_args;
+pub mod pxe;
 pub mod quota;
 pub mod replay;
 pub mod run;

@@ -150,6 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn image_name(cfg: &qemu::Config) -> String {
     match &cfg.boot {
         qemu::Boot::Kernel(p) | qemu::Boot::Cdrom(p) => p.display().to_string(),
+        qemu::Boot::Firmware => "the firmware's boot device".to_string(),
     }
 }
 

@@ -228,6 +228,7 @@ fn write_cluster_files(dir: &Path, keys: &Keys) -> Result<()> {
         seed: 1,
         extra_cmdline: String::new(),
         genesis: Vec::new(),
+        machine: Default::default(),
     }
     .save()
 }

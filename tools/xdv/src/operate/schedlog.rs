@@ -171,7 +171,10 @@ mod tests {
 
     #[test]
     fn task_records_become_the_scheduler_log_and_compare() {
-        let a: Vec<_> = run(1, 1, 10, 5).into_iter().chain(run(2, 2, 12, 7)).collect();
+        let a: Vec<_> = run(1, 1, 10, 5)
+            .into_iter()
+            .chain(run(2, 2, 12, 7))
+            .collect();
         let la = from_audit(&region(&a)).unwrap();
         assert_eq!(la.len(), 4, "only the task events, not the node's records");
         assert!(la.verify().is_ok());
@@ -183,11 +186,17 @@ mod tests {
         let back = ReplayLog::from_bytes(&bytes[8..]).unwrap();
         assert_eq!(compare_replays(&la, &back), ReplayComparison::ExactMatch);
         // The same tasks in the other order: a minor difference.
-        let swapped: Vec<_> = run(2, 2, 10, 7).into_iter().chain(run(1, 1, 12, 5)).collect();
+        let swapped: Vec<_> = run(2, 2, 10, 7)
+            .into_iter()
+            .chain(run(1, 1, 12, 5))
+            .collect();
         let ls = from_audit(&region(&swapped)).unwrap();
         assert_eq!(compare_replays(&la, &ls), ReplayComparison::MinorDifference);
         // Another outcome: diverged, at the first differing event.
-        let other: Vec<_> = run(1, 1, 10, 5).into_iter().chain(run(2, 2, 12, 8)).collect();
+        let other: Vec<_> = run(1, 1, 10, 5)
+            .into_iter()
+            .chain(run(2, 2, 12, 8))
+            .collect();
         let lo = from_audit(&region(&other)).unwrap();
         assert!(matches!(
             compare_replays(&la, &lo),

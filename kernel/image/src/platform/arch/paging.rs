@@ -4,8 +4,8 @@
 //!   pages), so a stack overflow faults instead of corrupting memory;
 //! - every 2 MiB page that holds no RAM is marked uncached (PCD|PWT), so device
 //!   memory (LAPIC, IOAPIC, ECAM, PCI BARs) is never cached;
-//! - [`map_mmio`] extends the identity map above 4 GiB (1 GiB at a time) for 64-bit
-//!   BARs, uncached.
+//! - [`map_mmio`] extends the identity map above 4 GiB (1 GiB at a time, up to
+//!   128 TiB: OVMF places 64-bit BARs at 896 GiB and up) for 64-bit BARs, uncached.
 //!
 //! Invariant: virtual == physical for everything mapped.
 
@@ -19,9 +19,11 @@ const PCD: u64 = 1 << 4;
 const HUGE: u64 = 1 << 7;
 const PAGE_2M: u64 = 2 << 20;
 const PAGE_1G: u64 = 1 << 30;
+const PAGE_512G: u64 = 512 << 30;
 const IDENTITY_END: u64 = 4 << 30;
 
 unsafe extern "C" {
+    static mut boot_pml4: [u64; 512];
     static mut boot_pdpt: [u64; 512];
     static mut boot_pd: [u64; 2048];
     static boot_stack_guard: u8;
@@ -91,9 +93,30 @@ pub fn refine(info: &BootInfo) {
     flush_tlb();
 }
 
+/// The PDPT covering the 512 GiB around `addr` (< 128 TiB): the boot PDPT for the
+/// first, a fresh zeroed one linked into the PML4 for the others. Call under LOCK.
+fn pdpt_for(addr: u64) -> Option<*mut u64> {
+    let i = (addr / PAGE_512G) as usize;
+    assert!(i < 256, "pdpt_for({addr:#x}) outside the lower half");
+    if i == 0 {
+        return Some((&raw mut boot_pdpt).cast::<u64>());
+    }
+    // SAFETY: boot_pml4 is the live PML4 (CR3), edited only here and in the entry code
+    // (before Rust runs) under LOCK; a new entry points at a zeroed frame, so it maps
+    // nothing until `map_mmio` fills it. Frames are identity-mapped RAM below 4 GiB.
+    unsafe {
+        let pml4 = &mut *(&raw mut boot_pml4);
+        if pml4[i] & PRESENT == 0 {
+            let t = crate::mem::frames::alloc_zeroed(1)?;
+            pml4[i] = t | PRESENT | WRITABLE;
+        }
+        Some((pml4[i] & 0x000f_ffff_ffff_f000) as *mut u64)
+    }
+}
+
 /// Makes `[phys, phys + len)` accessible, uncached, and returns its virtual address
-/// (identity). Returns `None` beyond the first 512 GiB or if no frame is left for a
-/// page directory.
+/// (identity). Returns `None` beyond the lower 128 TiB or if no frame is left for a
+/// page table.
 pub fn map_mmio(phys: u64, len: u64) -> Option<u64> {
     let end = phys.checked_add(len)?;
     let _g = LOCK.lock();
@@ -112,24 +135,27 @@ pub fn map_mmio(phys: u64, len: u64) -> Option<u64> {
             }
         }
     } else {
-        if end > 512 * PAGE_1G {
+        // Lower half only (PML4 entries 0..256): 128 TiB covers every BAR firmware
+        // places (OVMF puts 64-bit BARs at 896 GiB and up).
+        if end > 256 * PAGE_512G {
             return None;
         }
         let mut a = phys & !(PAGE_1G - 1);
         while a < end {
-            let idx = (a / PAGE_1G) as usize;
-            // SAFETY: boot_pdpt is the live PDPT; we only fill entries that are empty
-            // (above 4 GiB) with a fresh, fully initialised page directory.
+            let pdpt = pdpt_for(a)?;
+            let idx = ((a / PAGE_1G) % 512) as usize;
+            // SAFETY: `pdpt` is a live, identity-mapped PDPT (boot_pdpt or one made by
+            // `pdpt_for` under LOCK); we only fill entries that are empty (above 4 GiB)
+            // with a fresh, fully initialised page directory.
             unsafe {
-                let pdpt = &mut *(&raw mut boot_pdpt);
-                if pdpt[idx] & PRESENT == 0 {
+                if *pdpt.add(idx) & PRESENT == 0 {
                     let pd_phys = crate::mem::frames::alloc_zeroed(1)?;
                     let pd = pd_phys as *mut u64;
                     for i in 0..512u64 {
                         pd.add(i as usize)
                             .write((a + i * PAGE_2M) | PRESENT | WRITABLE | HUGE | PCD | PWT);
                     }
-                    pdpt[idx] = pd_phys | PRESENT | WRITABLE;
+                    *pdpt.add(idx) = pd_phys | PRESENT | WRITABLE;
                 }
             }
             a += PAGE_1G;
