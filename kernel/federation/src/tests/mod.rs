@@ -1,0 +1,3 @@
+//! Host tests, named after the seed's test numbers (§11.9, §12.10, §13.13).
+
+mod timeout;
