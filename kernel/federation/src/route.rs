@@ -349,6 +349,11 @@ impl Router {
         self.clusters.get(&id)
     }
 
+    /// Every known cluster, in id order.
+    pub fn clusters(&self) -> impl Iterator<Item = (ClusterId, &ClusterRouting)> {
+        self.clusters.iter().map(|(&id, c)| (id, c))
+    }
+
     pub fn hysteresis(&self, context: u64) -> Option<&Hysteresis> {
         self.hysteresis.get(&context)
     }
