@@ -12,6 +12,7 @@ mod node;
 mod raft;
 mod replay;
 mod report;
+mod route;
 mod sched;
 mod tasks;
 
@@ -33,6 +34,7 @@ fn main() {
         "node" => node::run(rest),
         "accel" => accel::run(rest),
         "replay" => replay::run(rest),
+        "route" => route::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark `{other}`")),
     };
     if let Err(e) = result {

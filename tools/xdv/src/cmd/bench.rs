@@ -1,13 +1,13 @@
 //! `cargo xdv bench <name>`: runs a benchmark from `tools/bench` (release build) and
 //! passes its output and exit status through. Names: boot, sched, audit, raft, tasks,
-//! net, cluster, node, accel, replay. Each prints human-readable lines, then one JSON line.
+//! net, cluster, node, accel, replay, route. Each prints human-readable lines, then one JSON line.
 
 use anyhow::Context;
 use std::process::Command;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Benchmark name: boot | sched | audit | raft | tasks | net | cluster | node | accel | replay.
+    /// Benchmark name: boot | sched | audit | raft | tasks | net | cluster | node | accel | replay | route.
     name: String,
     /// Arguments for the benchmark.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 const NAMES: &[&str] = &[
-    "boot", "sched", "audit", "raft", "tasks", "net", "cluster", "node", "accel", "replay",
+    "boot", "sched", "audit", "raft", "tasks", "net", "cluster", "node", "accel", "replay", "route",
 ];
 
 pub fn run(args: Args) -> anyhow::Result<()> {

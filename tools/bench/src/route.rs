@@ -1,0 +1,239 @@
+//! `cargo xdv bench route [decisions] [nodes]`: the federation router (`xdv-federation`).
+//!
+//! 1. Routing decision cost at 16 and 256 clusters against a plain least-loaded choice
+//!    over the same router state in the same run: the baseline skips UNHEALTHY clusters
+//!    and takes the one with the most free cores (a pick), and, like for like with our
+//!    decision's fallback chain, also ranks them all (a ranking). Goal: ours ≤ 2× the
+//!    ranking.
+//! 2. Vivaldi prediction error after convergence on a simulated topology with known RTTs
+//!    (nodes on a 200 ms plane plus per-node access heights, ±5 % seeded jitter): the
+//!    median relative error over all pairs. Goal: ≤ 15 %.
+//!
+//! The ratio in the JSON line is ours / least-loaded ranking at 256 clusters.
+
+use crate::report::{median, print_json, time_runs};
+use anyhow::{Context, Result};
+use std::hint::black_box;
+use xdv_federation::route::{Circuit, ClusterRouting, Health, Heartbeat, RouteConfig, Router};
+use xdv_federation::vivaldi::{Coordinate, VivaldiConfig, VivaldiSystem, distance_us};
+use xdv_federation::{ClusterId, NodeId, PPM, isqrt_round};
+use xdv_types::rng::SplitMix64;
+
+const BATCHES: usize = 31;
+
+fn router(n: u32, seed: u64) -> Result<Router> {
+    let mut rng = SplitMix64::new(seed);
+    let mut r = Router::new(RouteConfig::DEFAULT);
+    let healths = [
+        Health::Healthy,
+        Health::Healthy,
+        Health::Busy,
+        Health::Degraded,
+        Health::Unhealthy,
+    ];
+    for c in 0..n {
+        let total = 16 + rng.below(240) as u32;
+        let mut pos = [0i64; 4];
+        pos[0] = rng.below(200_000) as i64 - 100_000;
+        pos[1] = rng.below(200_000) as i64 - 100_000;
+        let hb = Heartbeat {
+            cluster: ClusterId(c),
+            manager: NodeId(c),
+            is_leader: true,
+            health: *rng.pick(&healths).context("health")?,
+            available_cores: rng.below(u64::from(total) + 1) as u32,
+            total_cores: total,
+            queue_depth: rng.below(64) as u32,
+            load_multiplier_ppm: PPM,
+            circuit: Circuit::Closed,
+            coordinate: Some(Coordinate {
+                position_us: pos,
+                height_us: 500,
+                error_ppm: 100_000,
+                sample_count: 40,
+                updated_at_ms: 0,
+            }),
+        };
+        r.on_heartbeat(&hb, 0)
+            .map_err(|e| anyhow::anyhow!("heartbeat: {e:?}"))?;
+    }
+    Ok(r)
+}
+
+fn least_loaded_key(c: &ClusterRouting) -> (u64, u32) {
+    let busy = u64::from(c.total_cores - c.available_cores) * PPM / u64::from(c.total_cores.max(1));
+    (busy, c.queue_depth)
+}
+
+fn least_loaded_pick(r: &Router) -> Option<ClusterId> {
+    r.clusters()
+        .filter(|(_, c)| c.health != Health::Unhealthy)
+        .min_by_key(|(id, c)| (least_loaded_key(c), *id))
+        .map(|(id, _)| id)
+}
+
+fn least_loaded_ranking(r: &Router) -> Vec<ClusterId> {
+    let mut v: Vec<((u64, u32), ClusterId)> = r
+        .clusters()
+        .filter(|(_, c)| c.health != Health::Unhealthy)
+        .map(|(id, c)| (least_loaded_key(c), id))
+        .collect();
+    v.sort_unstable();
+    v.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Median nanoseconds per call of `f` over `BATCHES` batches of `per_batch` calls.
+fn ns_per_call(per_batch: usize, mut f: impl FnMut(usize)) -> f64 {
+    let runs = time_runs(BATCHES, || {
+        for i in 0..per_batch {
+            f(i);
+        }
+    });
+    median(&runs).as_nanos() as f64 / per_batch as f64
+}
+
+struct Cost {
+    ours_ns: f64,
+    pick_ns: f64,
+    rank_ns: f64,
+}
+
+fn decision_cost(n: u32, per_batch: usize) -> Result<Cost> {
+    let mut r = router(n, 0x5EED + u64::from(n))?;
+    let local = Coordinate {
+        position_us: [0; 4],
+        height_us: 500,
+        error_ppm: 100_000,
+        sample_count: 40,
+        updated_at_ms: 0,
+    };
+    let preferred = [ClusterId(1)];
+    let ours_ns = ns_per_call(per_batch, |i| {
+        black_box(r.route((i % 4) as u64, &preferred, black_box(&local), 1_000));
+    });
+    let pick_ns = ns_per_call(per_batch, |_| {
+        black_box(least_loaded_pick(black_box(&r)));
+    });
+    let rank_ns = ns_per_call(per_batch, |_| {
+        black_box(least_loaded_ranking(black_box(&r)));
+    });
+    let d = r.route(99, &preferred, &local, 1_000);
+    println!(
+        "route {n:>3} clusters: ours {ours_ns:>9.0} ns/decision | least-loaded pick {pick_ns:>8.0} ns ({:.1}x) | least-loaded ranking {rank_ns:>8.0} ns ({:.2}x) | primary {} of {} candidates, {} bytes encoded",
+        ours_ns / pick_ns,
+        ours_ns / rank_ns,
+        d.primary.map_or("none".into(), |c| c.to_string()),
+        d.scores.len(),
+        d.encode().len()
+    );
+    Ok(Cost {
+        ours_ns,
+        pick_ns,
+        rank_ns,
+    })
+}
+
+struct VivaldiRun {
+    median_pct: f64,
+    p90_pct: f64,
+    update_ns: f64,
+}
+
+fn vivaldi_error(nodes: usize, rounds: u64, seed: u64) -> Result<VivaldiRun> {
+    let mut rng = SplitMix64::new(seed);
+    let xy: Vec<(i64, i64)> = (0..nodes)
+        .map(|_| (rng.below(200_000) as i64, rng.below(200_000) as i64))
+        .collect();
+    let h: Vec<u64> = (0..nodes).map(|_| 500 + rng.below(4_500)).collect();
+    let truth = |a: usize, b: usize| {
+        let (dx, dy) = (xy[a].0 - xy[b].0, xy[a].1 - xy[b].1);
+        isqrt_round((dx * dx + dy * dy) as u64) + h[a] + h[b]
+    };
+    let mut sys = (0..nodes)
+        .map(|i| {
+            VivaldiSystem::new(NodeId(i as u32), VivaldiConfig::DEFAULT)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let t = std::time::Instant::now();
+    let mut updates = 0u64;
+    for round in 0..rounds {
+        for i in 0..nodes {
+            let j = (i + 1 + rng.below(nodes as u64 - 1) as usize) % nodes;
+            let jitter = rng.below(11); // ±5 %
+            let rtt = truth(i, j) * (95 + jitter) / 100;
+            let peer = *sys[j].local_coordinate();
+            sys[i]
+                .update(NodeId(j as u32), peer, rtt.max(1), round * 1_000)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            updates += 1;
+        }
+    }
+    let update_ns = t.elapsed().as_nanos() as f64 / updates as f64;
+    let mut errs: Vec<f64> = Vec::new();
+    for a in 0..nodes {
+        for b in a + 1..nodes {
+            let est = distance_us(sys[a].local_coordinate(), sys[b].local_coordinate());
+            let real = truth(a, b);
+            errs.push(est.abs_diff(real) as f64 / real as f64 * 100.0);
+        }
+    }
+    errs.sort_by(f64::total_cmp);
+    let converged = sys.iter().filter(|s| s.is_converged()).count();
+    let run = VivaldiRun {
+        median_pct: errs[errs.len() / 2],
+        p90_pct: errs[errs.len() * 9 / 10],
+        update_ns,
+    };
+    println!(
+        "vivaldi {nodes} nodes, {rounds} rounds, ±5% jitter: median relative error {:.2} % (goal <= 15 %), p90 {:.2} %, {converged}/{nodes} converged, {:.0} ns/update",
+        run.median_pct, run.p90_pct, run.update_ns
+    );
+    Ok(run)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let per_batch: usize = args
+        .first()
+        .map(|s| s.parse())
+        .transpose()
+        .context("decisions per batch")?
+        .unwrap_or(200);
+    let nodes: usize = args
+        .get(1)
+        .map(|s| s.parse())
+        .transpose()
+        .context("vivaldi nodes")?
+        .unwrap_or(64);
+    anyhow::ensure!(
+        per_batch > 0 && nodes >= 2,
+        "need at least 1 decision per batch and 2 nodes"
+    );
+    let small = decision_cost(16, per_batch)?;
+    let large = decision_cost(256, per_batch)?;
+    let viv = vivaldi_error(nodes, 300, 0xC0FFEE)?;
+    let ratio = large.ours_ns / large.rank_ns;
+    println!(
+        "goal: routing <= 2x least-loaded ranking at 256 clusters: {} ({ratio:.2}x); vivaldi median error <= 15 %: {}",
+        if ratio <= 2.0 { "met" } else { "NOT met" },
+        if viv.median_pct <= 15.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    print_json(
+        "route",
+        "ns/decision",
+        large.ours_ns,
+        large.rank_ns,
+        serde_json::json!({
+            "clusters": 256,
+            "ours_16_ns": small.ours_ns, "pick_16_ns": small.pick_ns, "rank_16_ns": small.rank_ns,
+            "pick_256_ns": large.pick_ns,
+            "vivaldi_nodes": nodes, "vivaldi_median_error_pct": viv.median_pct,
+            "vivaldi_p90_error_pct": viv.p90_pct, "vivaldi_update_ns": viv.update_ns,
+        }),
+    );
+    Ok(())
+}
