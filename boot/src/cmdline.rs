@@ -89,6 +89,10 @@ pub struct KernelOptions {
     /// module's peers are the genesis members.
     genesis: [u32; MAX_PEERS],
     genesis_count: usize,
+    /// `fault=corrupt-state@MS`: the test-only fault hook of hash voting — at MS ms of
+    /// uptime the node corrupts its own replica of the cluster state (only its hash
+    /// changes), so the cluster must find and quarantine it (docs/operate.md).
+    pub fault_corrupt_at_ms: Option<u64>,
 }
 
 /// Most peers on the command line.
@@ -108,6 +112,7 @@ impl Default for KernelOptions {
             peer_count: 0,
             genesis: [0; MAX_PEERS],
             genesis_count: 0,
+            fault_corrupt_at_ms: None,
         }
     }
 }
@@ -250,7 +255,16 @@ pub fn parse(line: &str) -> Parsed<'_> {
         };
         let known = matches!(
             key,
-            "node" | "log" | "test" | "audit" | "raft" | "ip" | "console" | "peers" | "genesis"
+            "node"
+                | "log"
+                | "test"
+                | "audit"
+                | "raft"
+                | "ip"
+                | "console"
+                | "peers"
+                | "genesis"
+                | "fault"
         );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
@@ -314,6 +328,13 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("a comma-separated list of up to 15 node ids 1..=254")),
+            "fault" => value
+                .strip_prefix("corrupt-state@")
+                .and_then(|ms| ms.parse().ok())
+                .map(|ms| o.fault_corrupt_at_ms = Some(ms))
+                .ok_or(())
+                .err()
+                .map(|_| bad("corrupt-state@<uptime ms> (a test-only fault hook)")),
             "genesis" => parse_peers(value)
                 .map(|(p, n)| {
                     o.genesis = p;
@@ -374,6 +395,16 @@ mod tests {
         assert!(
             parse("genesis=1,x").diags().count() == 1,
             "bad genesis list accepted"
+        );
+        assert_eq!(
+            parse("fault=corrupt-state@8000")
+                .options
+                .fault_corrupt_at_ms,
+            Some(8000)
+        );
+        assert!(
+            parse("fault=explode").diags().count() == 1,
+            "unknown fault accepted"
         );
         assert!(
             parse("peers=1,1").diags().count() == 1,

@@ -37,6 +37,9 @@ pub struct Services {
     last_poll_us: u64,
     /// Longest time between two iterations since [`Services::take_longest_gap_us`].
     longest_gap_us: u64,
+    /// The hash-voting test hook (`fault=corrupt-state@MS`): when to corrupt this
+    /// node's replica of the state, until it fired.
+    corrupt_at_ms: Option<u64>,
 }
 
 /// Who this node is: from a provisioning module, else the command line (no keys).
@@ -70,6 +73,7 @@ impl Services {
         mut net: Net,
         cores_online: usize,
         genesis: Option<&[u32]>,
+        corrupt_at_ms: Option<u64>,
     ) -> Services {
         let region: RaftRegion = match crate::mem::regions::raft() {
             Ok(r) => r,
@@ -116,7 +120,11 @@ impl Services {
             iterations: 0,
             last_poll_us: time::uptime_us(),
             longest_gap_us: 0,
+            corrupt_at_ms,
         };
+        if let Some(ms) = corrupt_at_ms {
+            println!("fault: test hook armed: this node corrupts its state replica at {ms} ms");
+        }
         let out = s.node.drain();
         s.perform(out, true);
         s
@@ -148,6 +156,11 @@ impl Services {
         if self.node.audit_root_due(now_ms) {
             let (records, root) = audit::merkle();
             self.node.set_audit_root(records, root);
+        }
+        if self.corrupt_at_ms.is_some_and(|at| now_ms >= at) {
+            self.corrupt_at_ms = None;
+            self.node.corrupt_state_for_test();
+            println!("fault: state replica corrupted (test hook); hash voting must find it");
         }
         self.node.tick(now_ms);
         self.poll_accel(now_ms);
