@@ -56,8 +56,16 @@ impl core::fmt::Display for ClusterId {
 
 /// `value × ratio_ppm / PPM`, truncating, saturating at `u64::MAX`.
 pub fn mul_ppm(value: u64, ratio_ppm: u64) -> u64 {
-    let wide = u128::from(value) * u128::from(ratio_ppm) / u128::from(PPM);
-    u64::try_from(wide).unwrap_or(u64::MAX)
+    // The product fits 64 bits in every routing case: divide by the constant there
+    // (a multiply and a shift), in 128 bits (a library call) only when it does not.
+    // Both give the same truncated quotient.
+    match value.checked_mul(ratio_ppm) {
+        Some(p) => p / PPM,
+        None => {
+            let wide = u128::from(value) * u128::from(ratio_ppm) / u128::from(PPM);
+            u64::try_from(wide).unwrap_or(u64::MAX)
+        }
+    }
 }
 
 /// `num × PPM / den` (a ratio in parts per million), truncating, saturating; `den == 0`
@@ -66,8 +74,13 @@ pub fn ratio_ppm(num: u64, den: u64) -> u64 {
     if den == 0 {
         return u64::MAX;
     }
-    let wide = u128::from(num) * u128::from(PPM) / u128::from(den);
-    u64::try_from(wide).unwrap_or(u64::MAX)
+    match num.checked_mul(PPM) {
+        Some(p) => p / den,
+        None => {
+            let wide = u128::from(num) * u128::from(PPM) / u128::from(den);
+            u64::try_from(wide).unwrap_or(u64::MAX)
+        }
+    }
 }
 
 /// The square root of `n` rounded to the nearest integer (ties cannot occur: `n` is an
