@@ -63,6 +63,52 @@ fn boots_via_grub_multiboot2_iso() {
     assert!(log.contains("booted via Multiboot2"), "{log}");
 }
 
+/// The same GRUB ISO boots under UEFI (OVMF): `grub-mkrescue` makes it hybrid when
+/// GRUB's x86_64-efi images are installed, and the kernel boots from GRUB EFI through
+/// Multiboot2 (EFI memory map, ACPI from the Multiboot2 tags).
+#[test]
+fn boots_via_grub_efi_iso_under_ovmf() {
+    let have = std::path::Path::new("/usr/lib/grub/x86_64-efi").exists()
+        && std::path::Path::new(xdv::pxe::OVMF_CODE).exists();
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "grub-efi-amd64-bin or ovmf missing in CI"
+        );
+        eprintln!("SKIPPED: apt-get install -y grub-efi-amd64-bin ovmf");
+        return;
+    }
+    let dir = temp_dir("efi-iso").unwrap();
+    let iso = dir.join("xdv.iso");
+    make_iso(
+        &xdv::qemu::kernel_image().unwrap(),
+        "test=boot node=6",
+        &iso,
+    )
+    .unwrap();
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(xdv::pxe::OVMF_VARS, &vars).unwrap();
+    let mut cfg = Config::kernel("").unwrap();
+    cfg.boot = xdv::qemu::Boot::Cdrom(iso);
+    cfg.extra.extend([
+        "-drive".into(),
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            xdv::pxe::OVMF_CODE
+        ),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+    ]);
+    let mut vm = Vm::spawn(&cfg).unwrap();
+    let log = vm
+        .expect_exit(Exit::Pass, Duration::from_secs(180))
+        .unwrap();
+    let ready = ready_lines(&log);
+    assert_eq!(ready.len(), 1, "{log}");
+    assert!(ready[0].starts_with("xdv: ready node=6"), "{log}");
+    assert!(log.contains("booted via Multiboot2"), "{log}");
+}
+
 #[test]
 fn heap_and_memory_map_stress_reports_exhaustion() {
     let log = run_test("heap", 1, Exit::Pass).unwrap();

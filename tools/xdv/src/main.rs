@@ -27,7 +27,7 @@ enum Cmd {
     Build(cmd::build::Args),
     /// Build and boot one node in QEMU with COM1 on this terminal.
     Run(cmd::run::Args),
-    /// Write a GRUB (Multiboot2) BIOS-bootable ISO of the kernel.
+    /// Write a GRUB (Multiboot2) ISO of the kernel (BIOS; UEFI too with grub-efi-amd64-bin).
     Iso(cmd::iso::Args),
     /// Write a PXE netboot tree (BIOS and UEFI GRUB, per-MAC node configs, --dnsmasq).
     Pxe(cmd::pxe::Args),

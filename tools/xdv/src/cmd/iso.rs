@@ -1,4 +1,5 @@
-//! `cargo xdv iso`: write a GRUB (Multiboot2) BIOS-bootable ISO of the kernel.
+//! `cargo xdv iso`: write a GRUB (Multiboot2) ISO of the kernel, bootable by BIOS and —
+//! when GRUB's x86_64-efi images are installed (`grub-efi-amd64-bin`) — by UEFI.
 
 use std::path::PathBuf;
 use xdv::qemu;
