@@ -137,6 +137,9 @@ pub enum Request {
         tenant: TenantId,
         quota: Option<Quota>,
     },
+    /// Operator only: the answering node's metrics in the Prometheus text exposition
+    /// format (`Response::Metrics`), computed by the node from its own state.
+    Metrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +377,8 @@ pub enum Response {
         task: TaskId,
         tenant: TenantId,
         status: TaskStatus,
+        /// The lines the task's module wrote with `log()`, once it completed.
+        log: Vec<String>,
     },
     Cluster(ClusterView),
     /// The quota change is applied.
@@ -391,6 +396,8 @@ pub enum Response {
     /// Answer to [`Request::ListTasks`], newest first.
     Tasks(Vec<TaskSummary>),
     Refused(Denied),
+    /// Answer to [`Request::Metrics`]: Prometheus text exposition format 0.0.4.
+    Metrics(String),
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -676,6 +683,12 @@ impl Gate {
                 }
             }
             Request::ClusterStatus | Request::ListTasks { .. } => {
+                self.check_query_seq(req).map(|()| None)
+            }
+            Request::Metrics => {
+                if req.principal != Principal::Operator {
+                    return Err(Denied::OperatorOnly);
+                }
                 self.check_query_seq(req).map(|()| None)
             }
         }

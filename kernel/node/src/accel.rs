@@ -409,6 +409,7 @@ impl<P: Port> AccelPool<P> {
             ticks: 0,
             output_hash: Hash32(Sha256::digest(output).into()),
             output: kept,
+            log: Vec::new(),
         }
     }
 

@@ -239,6 +239,8 @@ pub struct Node<R: Region> {
     refusals: RefusalLimiter,
     counters: NodeCounters,
     out: Outbox,
+    /// The driver's own numbers for the metrics answer ([`Node::set_local_metrics`]).
+    local_metrics: crate::metrics::LocalMetrics,
 }
 
 /// The cluster state a node built from `cfg` starts from before its log: every member
@@ -307,6 +309,7 @@ impl<R: Region> Node<R> {
             refusals: RefusalLimiter::default(),
             counters: NodeCounters::default(),
             out: Outbox::default(),
+            local_metrics: crate::metrics::LocalMetrics::default(),
             cfg,
         };
         if let Some(e) = state_error {
@@ -1098,6 +1101,7 @@ impl<R: Region> Node<R> {
                         task,
                         tenant: t.spec.tenant,
                         status: t.status.clone(),
+                        log: t.log.clone(),
                     },
                     None => Response::Refused(Denied::UnknownTask(task)),
                 },
@@ -1109,6 +1113,7 @@ impl<R: Region> Node<R> {
                     clock_ms: self.state.data().clock_ms,
                     contracts: self.contract_views(principal),
                 },
+                Request::Metrics => Response::Metrics(self.metrics()),
                 Request::Submit(_)
                 | Request::SetQuota { .. }
                 | Request::Reserve(_)
@@ -1337,6 +1342,17 @@ impl<R: Region> Node<R> {
 
     pub fn id(&self) -> NodeId {
         self.me
+    }
+
+    /// Hands in the driver's own numbers (audit region, NICs, run queues) for the
+    /// metrics answer.
+    pub fn set_local_metrics(&mut self, m: crate::metrics::LocalMetrics) {
+        self.local_metrics = m;
+    }
+
+    /// This node's metrics, Prometheus text exposition ([`crate::metrics`]).
+    pub fn metrics(&self) -> String {
+        crate::metrics::render(self, &self.local_metrics)
     }
     pub fn identity(&self) -> &Identity {
         &self.cfg.identity

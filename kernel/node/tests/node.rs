@@ -81,6 +81,7 @@ fn done(c: &xdv_node::RunTask) -> Completion {
         ticks: 5,
         output_hash: Hash32([1; 32]),
         output: vec![1],
+        log: vec![],
     }
 }
 

@@ -7,6 +7,8 @@ pub mod cluster;
 pub mod contract;
 pub mod doctor;
 pub mod iso;
+pub mod logs;
+pub mod metrics;
 pub mod operate_args;
 pub mod quota;
 pub mod replay;
