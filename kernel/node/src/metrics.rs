@@ -589,9 +589,131 @@ pub fn render<R: Region>(node: &Node<R>, local: &LocalMetrics) -> String {
     e.text
 }
 
+/// Checks `text` against the text exposition format as [`render`] writes it (a
+/// subset of format 0.0.4): every family has `# HELP` then `# TYPE` (counter or gauge)
+/// before its samples and appears once; names are `[a-zA-Z_:][a-zA-Z0-9_:]*` and a
+/// counter's end in `_total`; a sample is `name[{label="value",...}] value` with a
+/// name of the current family, escaped label values and a number; no series repeats.
+/// Returns the number of families. (`promtool check metrics` is the reference; this
+/// runs where it is not installed.)
+pub fn check_exposition(text: &str) -> Result<usize, String> {
+    use alloc::collections::BTreeSet;
+    use alloc::format;
+    let name_ok = |n: &str| {
+        let mut c = n.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+    };
+    let mut families = BTreeSet::new();
+    let mut series = BTreeSet::new();
+    let mut current: Option<(String, bool)> = None; // (name, typed)
+    for (i, line) in text.lines().enumerate() {
+        let at = |m: &str| format!("line {}: {m}: {line}", i + 1);
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest
+                .split_once(' ')
+                .ok_or_else(|| at("HELP without text"))?;
+            if !name_ok(name) || help.trim().is_empty() {
+                return Err(at("bad HELP"));
+            }
+            if !families.insert(String::from(name)) {
+                return Err(at("family repeated"));
+            }
+            current = Some((String::from(name), false));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .ok_or_else(|| at("TYPE without kind"))?;
+            match &mut current {
+                Some((n, typed)) if n == name && !*typed => *typed = true,
+                _ => return Err(at("TYPE not right after its HELP")),
+            }
+            match kind {
+                "counter" if !name.ends_with("_total") => {
+                    return Err(at("a counter's name must end in _total"));
+                }
+                "counter" | "gauge" => {}
+                _ => return Err(at("unknown type")),
+            }
+        } else if line.starts_with('#') || line.is_empty() {
+            return Err(at("unexpected comment or blank line"));
+        } else {
+            let Some((family, true)) = &current else {
+                return Err(at("sample before its HELP and TYPE"));
+            };
+            let (key, value) = line.rsplit_once(' ').ok_or_else(|| at("no value"))?;
+            let name = key.split('{').next().unwrap_or("");
+            if name != family {
+                return Err(at("sample of another family"));
+            }
+            if let Some(labels) = key.strip_prefix(name).filter(|l| !l.is_empty()) {
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .ok_or_else(|| at("bad label braces"))?;
+                let mut rest = inner;
+                while !rest.is_empty() {
+                    let (k, v) = rest.split_once("=\"").ok_or_else(|| at("bad label"))?;
+                    if !name_ok(k) || k.starts_with("__") {
+                        return Err(at("bad label name"));
+                    }
+                    // The value runs to the first unescaped quote.
+                    let mut end = None;
+                    let mut escaped = false;
+                    for (j, c) in v.char_indices() {
+                        match (escaped, c) {
+                            (true, '\\' | '"' | 'n') => escaped = false,
+                            (true, _) => return Err(at("bad escape in a label value")),
+                            (false, '\\') => escaped = true,
+                            (false, '"') => {
+                                end = Some(j);
+                                break;
+                            }
+                            (false, _) => {}
+                        }
+                    }
+                    let end = end.ok_or_else(|| at("unterminated label value"))?;
+                    rest = &v[end + 1..];
+                    rest = rest.strip_prefix(',').unwrap_or(rest);
+                }
+            }
+            let number = value.parse::<f64>().is_ok() || matches!(value, "NaN" | "+Inf" | "-Inf");
+            if !number {
+                return Err(at("value is not a number"));
+            }
+            if !series.insert(String::from(key)) {
+                return Err(at("series repeated"));
+            }
+        }
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err("the exposition must end with a newline".into());
+    }
+    Ok(families.len())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::escape_into;
+    use super::{check_exposition, escape_into};
+
+    #[test]
+    fn the_checker_refuses_what_promtool_refuses() {
+        let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\\\"\"} 3\n";
+        assert_eq!(check_exposition(good), Ok(1));
+        for bad in [
+            "# HELP a A.\n# TYPE a counter\na 1\n", // counter without _total
+            "a 1\n",                                // no HELP/TYPE
+            "# HELP a A.\n# TYPE a gauge\na one\n", // not a number
+            "# HELP a A.\n# TYPE a gauge\na 1\na 2\n", // repeated series
+            "# HELP a A.\n# TYPE a gauge\nb 1\n",   // another family
+            "# HELP a A.\n# TYPE a gauge\na{x=\"1} 1\n", // unterminated
+            "# HELP a A.\n# TYPE a gauge\na 1\n# HELP a A.\n# TYPE a gauge\n", // family twice
+            "# HELP a A.\n# TYPE a gauge\na 1",     // no final newline
+        ] {
+            assert!(check_exposition(bad).is_err(), "{bad:?} passed");
+        }
+    }
 
     #[test]
     fn label_values_are_escaped() {

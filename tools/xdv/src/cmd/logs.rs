@@ -50,7 +50,7 @@ pub fn run(a: Args) -> Result<i32> {
     let spec = st.node(node)?;
     let path = st.path(node, "log");
     let start = if a.all { 0 } else { spec.log_offset };
-    let text = read_from(&path, start)?;
+    let (text, end) = read_from(&path, start)?;
     let shown = match a.tail {
         Some(n) => last_lines(&text, n),
         None => &text[..],
@@ -59,24 +59,27 @@ pub fn run(a: Args) -> Result<i32> {
     out.write_all(shown.as_bytes())?;
     out.flush()?;
     if a.follow {
-        follow(&path, start + text.len() as u64, &mut out)?;
+        follow(&path, end, &mut out)?;
     }
     Ok(xdv::exit::OK)
 }
 
-/// The log from byte `start` (lossy UTF-8, CR LF as LF); empty if the node never ran.
-fn read_from(path: &Path, start: u64) -> Result<String> {
+/// The log from byte `start` (lossy UTF-8, CR LF as LF; empty if the node never ran)
+/// and the byte offset it ends at.
+fn read_from(path: &Path, start: u64) -> Result<(String, u64)> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), 0)),
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
     let len = f.metadata()?.len();
     // A log shorter than the offset was replaced (a fresh cluster): show all of it.
-    f.seek(SeekFrom::Start(if start > len { 0 } else { start }))?;
+    let from = if start > len { 0 } else { start };
+    f.seek(SeekFrom::Start(from))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).replace("\r\n", "\n"))
+    let text = String::from_utf8_lossy(&bytes).replace("\r\n", "\n");
+    Ok((text, from + bytes.len() as u64))
 }
 
 /// The last `n` lines of `text` (all of it if it has fewer).
@@ -143,7 +146,7 @@ mod tests {
     fn read_from_starts_at_the_boot_and_normalises_line_ends() {
         let p = std::env::temp_dir().join(format!("xdv-logs-{}.log", std::process::id()));
         std::fs::write(&p, b"old boot\r\nxdv: ready\r\nnew boot\r\n").unwrap();
-        assert_eq!(read_from(&p, 21).unwrap(), "new boot\n");
+        assert_eq!(read_from(&p, 22).unwrap(), "new boot\n");
         assert_eq!(
             read_from(&p, 0).unwrap(),
             "old boot\nxdv: ready\nnew boot\n"
