@@ -146,20 +146,15 @@ mod tests {
     fn read_from_starts_at_the_boot_and_normalises_line_ends() {
         let p = std::env::temp_dir().join(format!("xdv-logs-{}.log", std::process::id()));
         std::fs::write(&p, b"old boot\r\nxdv: ready\r\nnew boot\r\n").unwrap();
-        assert_eq!(read_from(&p, 22).unwrap(), "new boot\n");
-        assert_eq!(
-            read_from(&p, 0).unwrap(),
-            "old boot\nxdv: ready\nnew boot\n"
-        );
-        assert_eq!(
-            read_from(&p, 999).unwrap(),
-            "old boot\nxdv: ready\nnew boot\n"
-        );
+        let all = "old boot\nxdv: ready\nnew boot\n".to_string();
+        assert_eq!(read_from(&p, 22).unwrap(), ("new boot\n".into(), 32));
+        assert_eq!(read_from(&p, 0).unwrap(), (all.clone(), 32));
+        assert_eq!(read_from(&p, 999).unwrap(), (all, 32));
         std::fs::remove_file(&p).unwrap();
         assert_eq!(
             read_from(&p, 0).unwrap(),
-            "",
-            "a node that never ran has no log"
+            (String::new(), 0),
+            "never ran: no log"
         );
     }
 }
