@@ -190,7 +190,20 @@ impl Services {
     /// peer NIC and connections, the run queues, the heap.
     fn local_metrics(&self) -> xdv_node::LocalMetrics {
         let fill = audit::fill_state();
-        let nic = self.net.peer.as_ref().map(|i| i.dev.nic.0.counters);
+        let nic = |i: Option<&crate::net::Iface>| {
+            i.map(|i| {
+                let c = i.dev.nic.0.counters;
+                xdv_node::NicMetrics {
+                    rx_frames: c.rx_frames,
+                    tx_frames: c.tx_frames,
+                    rx_bytes: c.rx_bytes,
+                    tx_bytes: c.tx_bytes,
+                    rx_drops: c.rx_drops,
+                    tx_drops: c.tx_drops,
+                    errors: c.errors,
+                }
+            })
+        };
         let (peers_up, peer_frames_in, peer_frames_out) = self
             .transport
             .as_ref()
@@ -202,13 +215,7 @@ impl Services {
             audit_region_bytes: fill.map_or(0, |f| f.region_bytes),
             audit_bulk_refused: fill.map_or(0, |f| f.bulk_refused),
             audit_alarm: audit::alarm().is_some(),
-            net_rx_frames: nic.map_or(0, |c| c.rx_frames),
-            net_tx_frames: nic.map_or(0, |c| c.tx_frames),
-            net_rx_bytes: nic.map_or(0, |c| c.rx_bytes),
-            net_tx_bytes: nic.map_or(0, |c| c.tx_bytes),
-            net_rx_drops: nic.map_or(0, |c| c.rx_drops),
-            net_tx_drops: nic.map_or(0, |c| c.tx_drops),
-            net_errors: nic.map_or(0, |c| c.errors),
+            nics: [nic(self.net.peer.as_ref()), nic(self.net.mgmt.as_ref())],
             peers_up,
             peer_frames_in,
             peer_frames_out,

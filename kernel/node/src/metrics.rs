@@ -28,14 +28,9 @@ pub struct LocalMetrics {
     pub audit_bulk_refused: u64,
     /// The region is past its high-water mark or full.
     pub audit_alarm: bool,
-    /// The peer NIC's counters (frames, bytes, drops, errors).
-    pub net_rx_frames: u64,
-    pub net_tx_frames: u64,
-    pub net_rx_bytes: u64,
-    pub net_tx_bytes: u64,
-    pub net_rx_drops: u64,
-    pub net_tx_drops: u64,
-    pub net_errors: u64,
+    /// The NICs' counters: the peer NIC (`nic="peer"`) and the management NIC
+    /// (`nic="mgmt"`); `None` where the node has no such NIC.
+    pub nics: [Option<NicMetrics>; 2],
     /// Authenticated peer connections now, and frames over all peer connections.
     pub peers_up: u64,
     pub peer_frames_in: u64,
@@ -50,6 +45,21 @@ pub struct LocalMetrics {
     pub heap_used_bytes: u64,
     pub heap_bytes: u64,
 }
+
+/// One NIC's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NicMetrics {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_drops: u64,
+    pub tx_drops: u64,
+    pub errors: u64,
+}
+
+/// The `nic` label of [`LocalMetrics::nics`]' entries.
+const NIC_NAMES: [&str; 2] = ["peer", "mgmt"];
 
 /// A Prometheus text exposition being written: one `# HELP` and `# TYPE` line per
 /// family, then its samples.
@@ -519,38 +529,40 @@ pub fn render<R: Region>(node: &Node<R>, local: &LocalMetrics) -> String {
     }
 
     // ---- network ----
-    for (name, help, value) in [
-        (
-            "xdv_net_rx_frames_total",
-            "Frames the peer NIC received.",
-            local.net_rx_frames,
-        ),
-        (
-            "xdv_net_tx_frames_total",
-            "Frames the peer NIC sent.",
-            local.net_tx_frames,
-        ),
-        (
-            "xdv_net_rx_bytes_total",
-            "Bytes the peer NIC received.",
-            local.net_rx_bytes,
-        ),
-        (
-            "xdv_net_tx_bytes_total",
-            "Bytes the peer NIC sent.",
-            local.net_tx_bytes,
-        ),
+    let nic_families: [(&str, &str, fn(&NicMetrics) -> u64); 7] = [
+        ("xdv_net_rx_frames_total", "Frames the NIC received.", |n| {
+            n.rx_frames
+        }),
+        ("xdv_net_tx_frames_total", "Frames the NIC sent.", |n| {
+            n.tx_frames
+        }),
+        ("xdv_net_rx_bytes_total", "Bytes the NIC received.", |n| {
+            n.rx_bytes
+        }),
+        ("xdv_net_tx_bytes_total", "Bytes the NIC sent.", |n| {
+            n.tx_bytes
+        }),
         (
             "xdv_net_rx_drops_total",
-            "Frames the peer NIC dropped on receive.",
-            local.net_rx_drops,
+            "Frames the NIC dropped on receive.",
+            |n| n.rx_drops,
         ),
         (
             "xdv_net_tx_drops_total",
-            "Frames the peer NIC dropped on send.",
-            local.net_tx_drops,
+            "Frames the NIC dropped on send.",
+            |n| n.tx_drops,
         ),
-        ("xdv_net_errors_total", "Peer NIC errors.", local.net_errors),
+        ("xdv_net_errors_total", "NIC errors.", |n| n.errors),
+    ];
+    for (name, help, value) in nic_families {
+        e.family(name, Counter, help);
+        for (nic, m) in NIC_NAMES.iter().zip(&local.nics) {
+            if let Some(m) = m {
+                e.sample(name, &[("nic", nic)], value(m));
+            }
+        }
+    }
+    for (name, help, value) in [
         (
             "xdv_peer_frames_in_total",
             "Frames received on peer connections.",

@@ -495,7 +495,13 @@ fn task_log_lines_and_metrics() {
     assert_eq!(r, Response::Refused(Denied::OperatorOnly));
     n.set_local_metrics(xdv_node::LocalMetrics {
         audit_enabled: true,
-        net_rx_frames: 42,
+        nics: [
+            Some(xdv_node::NicMetrics {
+                rx_frames: 42,
+                ..Default::default()
+            }),
+            None,
+        ],
         tasks_running: 1,
         ..Default::default()
     });
@@ -514,7 +520,7 @@ fn task_log_lines_and_metrics() {
         "xdv_tenant_tasks{tenant=\"1\",state=\"running\"} 1",
         "xdv_tenant_tasks_in_flight{tenant=\"1\"} 1",
         "xdv_cluster_member_up{node=\"1\"} 1",
-        "xdv_net_rx_frames_total 42",
+        "xdv_net_rx_frames_total{nic=\"peer\"} 42",
         "xdv_node_tasks_running 1",
         "xdv_audit_enabled 1",
     ] {
