@@ -58,6 +58,9 @@ pub struct NicMetrics {
     pub errors: u64,
 }
 
+/// (name, help, the counter) of one per-NIC family.
+type NicFamily = (&'static str, &'static str, fn(&NicMetrics) -> u64);
+
 /// The `nic` label of [`LocalMetrics::nics`]' entries.
 const NIC_NAMES: [&str; 2] = ["peer", "mgmt"];
 
@@ -529,7 +532,7 @@ pub fn render<R: Region>(node: &Node<R>, local: &LocalMetrics) -> String {
     }
 
     // ---- network ----
-    let nic_families: [(&str, &str, fn(&NicMetrics) -> u64); 7] = [
+    let nic_families: [NicFamily; 7] = [
         ("xdv_net_rx_frames_total", "Frames the NIC received.", |n| {
             n.rx_frames
         }),
