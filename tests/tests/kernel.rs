@@ -168,6 +168,16 @@ fn console_round_trip() {
     vm.send_line("mem").unwrap();
     vm.wait_for("heap: used=", T).unwrap();
     assert!(vm.output().contains("memory map (PVH):"));
+    // The reserved regions, with their state.
+    for region in [" audit ", " raft "] {
+        assert!(
+            vm.output()
+                .lines()
+                .any(|l| l.contains(region) && l.contains("KiB (")),
+            "mem lacks the{region}region: {}",
+            vm.output()
+        );
+    }
     vm.send_line("cpus").unwrap();
     vm.wait_for("cpu1 apic=1", T).unwrap();
     // Line editing: backspace removes the typo before Enter.
@@ -192,6 +202,49 @@ fn console_round_trip() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // `version` names the commit and the build date.
+    vm.send_line("version").unwrap();
+    vm.wait_for(", built 20", T).unwrap();
+    assert!(vm.output().contains(", commit "), "{}", vm.output());
+    // Escape sequences (arrows left/right, SS3 Home) never reach the line; arrow up
+    // recalls the last line.
+    vm.send_line("\x1b[D\x1b[1;5Cuptime\x1bOH").unwrap();
+    vm.wait_for("(tsc ", T).unwrap();
+    vm.send_line("\x1b[A").unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while vm.count("(tsc ") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "arrow up did not run uptime again: {}",
+            vm.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A line over the limit is refused whole, not cut and run.
+    vm.send_line(&"x".repeat(300)).unwrap();
+    vm.wait_for("error: line longer than 256 bytes; not run", T)
+        .unwrap();
+    assert!(
+        !vm.output().contains("unknown command `xxx"),
+        "{}",
+        vm.output()
+    );
+    // Only a state change that happened is audited: `log info`, not `log loud`.
+    vm.send_line("log info").unwrap();
+    vm.wait_for("log level: info", T).unwrap();
+    vm.send_line("audit tail 20").unwrap();
+    vm.wait_for("ConsoleCommand { line: \"log info\" }", T)
+        .unwrap();
+    assert!(
+        !vm.output().contains("line: \"log loud\""),
+        "{}",
+        vm.output()
+    );
+    assert!(
+        !vm.output().contains("[1;5C"),
+        "an escape sequence leaked: {}",
+        vm.output()
+    );
     vm.send_line("halt").unwrap();
     vm.expect_exit(Exit::Halted, T).unwrap();
 }

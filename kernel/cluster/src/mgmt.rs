@@ -149,6 +149,9 @@ pub enum Request {
     RemoveWorker {
         node: NodeId,
     },
+    /// Operator only: the answering node's metrics in the Prometheus text exposition
+    /// format (`Response::Metrics`), computed by the node from its own state.
+    Metrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,6 +443,8 @@ pub enum Response {
         task: TaskId,
         tenant: TenantId,
         status: TaskStatus,
+        /// The lines the task's module wrote with `log()`, once it completed.
+        log: Vec<String>,
     },
     Cluster(ClusterView),
     /// The quota change is applied.
@@ -463,6 +468,8 @@ pub enum Response {
         node: NodeId,
         member: bool,
     },
+    /// Answer to [`Request::Metrics`]: Prometheus text exposition format 0.0.4.
+    Metrics(String),
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -760,6 +767,12 @@ impl Gate {
                 }
             }
             Request::ClusterStatus | Request::ListTasks { .. } => {
+                self.check_query_seq(req).map(|()| None)
+            }
+            Request::Metrics => {
+                if req.principal != Principal::Operator {
+                    return Err(Denied::OperatorOnly);
+                }
                 self.check_query_seq(req).map(|()| None)
             }
         }

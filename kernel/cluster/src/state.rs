@@ -175,6 +175,8 @@ pub struct TaskRecord {
     pub submitted: GlobalTime,
     /// Nodes it was taken from by recovery, in order.
     pub replaced_from: Vec<NodeId>,
+    /// The `log()` lines of the completion that finished it ([`crate::keep_log`]).
+    pub log: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -1031,6 +1033,7 @@ impl ClusterState {
             shard,
             submitted: self.data.time,
             replaced_from: Vec::new(),
+            log: Vec::new(),
         };
         if let Err(reason) = verdict {
             self.data.counters.tasks_refused += 1;
@@ -1244,6 +1247,7 @@ impl ClusterState {
             output_hash: c.output_hash,
             output: c.output,
         };
+        rec.log = crate::types::keep_log(c.log);
         let tenant = rec.spec.tenant;
         let n = self
             .data

@@ -110,6 +110,7 @@ fn complete(task: TaskId, node: NodeId, attempt: u32) -> Command {
         ticks: 42,
         output_hash: Hash32([task.0 as u8; 32]),
         output: vec![1, 2, 3],
+        log: vec![],
     })
 }
 
@@ -709,6 +710,7 @@ fn completion(task: TaskId, node: u32, outcome: Outcome) -> Command {
         ticks: 0,
         output_hash: Hash32::ZERO,
         output: vec![],
+        log: vec![],
     })
 }
 

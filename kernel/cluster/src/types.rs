@@ -404,6 +404,34 @@ pub struct Completion {
     pub ticks: u64,
     pub output_hash: Hash32,
     pub output: Vec<u8>,
+    /// The lines the module wrote with `log()`, as [`keep_log`] bounds them.
+    pub log: Vec<String>,
+}
+
+/// Most `log()` lines and bytes kept per task (`xdv_types::limits`).
+pub use xdv_types::limits::{MAX_KEPT_LOG_BYTES, MAX_KEPT_LOG_LINES};
+
+/// A task's `log()` lines as the cluster keeps them: the first
+/// [`MAX_KEPT_LOG_LINES`], at most [`MAX_KEPT_LOG_BYTES`] together (the line crossing
+/// the limit is cut at a character boundary, later ones dropped). Pure: the node bounds
+/// its report with it and the state machine applies it again to what it commits.
+pub fn keep_log(lines: Vec<String>) -> Vec<String> {
+    let mut left = MAX_KEPT_LOG_BYTES;
+    let mut kept = Vec::new();
+    for line in lines.into_iter().take(MAX_KEPT_LOG_LINES) {
+        if left == 0 {
+            break;
+        }
+        let cut = xdv_types::prefix_within(&line, left);
+        left -= cut.len();
+        if cut.len() == line.len() {
+            kept.push(line);
+        } else {
+            kept.push(String::from(cut));
+            break;
+        }
+    }
+    kept
 }
 
 /// Resources a worker offers per domain: K cores for cluster work, Q devices, Φ windows.

@@ -34,7 +34,8 @@ const OUTBOX_SLOTS: usize = 4;
 #[derive(Clone, Debug)]
 pub enum TaskWork {
     Builtin(BuiltinWork),
-    /// A validated WebAssembly module; its output bytes are kept for the submitter.
+    /// A validated WebAssembly module; its output bytes and log lines are kept for the
+    /// submitter.
     Wasm {
         task: xdv_types::TaskId,
         work: alloc::boxed::Box<xdv_sandbox::SandboxWork>,
@@ -47,24 +48,32 @@ impl Work for TaskWork {
             TaskWork::Builtin(w) => w.run(budget_ticks),
             TaskWork::Wasm { task, work } => {
                 let r = work.run(budget_ticks);
-                keep_output(*task, core::mem::take(&mut work.output));
+                keep_output(
+                    *task,
+                    core::mem::take(&mut work.output),
+                    core::mem::take(&mut work.log),
+                );
                 r
             }
         }
     }
 }
 
-/// Outputs of the most recent sandbox tasks, for the submitter (bounded).
+/// What a finished sandbox task left for its submitter: its output bytes and the
+/// lines its module wrote with `log()`.
+type Kept = (xdv_types::TaskId, Vec<u8>, Vec<alloc::string::String>);
+
+/// Outputs and log lines of the most recent sandbox tasks, for the submitter (bounded).
 const MAX_KEPT_OUTPUTS: usize = 256;
-static OUTPUTS: Mutex<alloc::collections::VecDeque<(xdv_types::TaskId, Vec<u8>)>> =
+static OUTPUTS: Mutex<alloc::collections::VecDeque<Kept>> =
     Mutex::new(alloc::collections::VecDeque::new());
 
-fn keep_output(task: xdv_types::TaskId, output: Vec<u8>) {
+fn keep_output(task: xdv_types::TaskId, output: Vec<u8>, log: Vec<alloc::string::String>) {
     let mut o = OUTPUTS.lock();
     if o.len() == MAX_KEPT_OUTPUTS {
         o.pop_front();
     }
-    o.push_back((task, output));
+    o.push_back((task, output, log));
 }
 
 /// The kept output of `task`, if still held.
@@ -73,8 +82,18 @@ pub fn output_of(task: xdv_types::TaskId) -> Option<Vec<u8>> {
         .lock()
         .iter()
         .rev()
-        .find(|(t, _)| *t == task)
-        .map(|(_, o)| o.clone())
+        .find(|(t, ..)| *t == task)
+        .map(|(_, o, _)| o.clone())
+}
+
+/// The kept `log()` lines of `task`, if still held.
+pub fn log_of(task: xdv_types::TaskId) -> Option<Vec<alloc::string::String>> {
+    OUTPUTS
+        .lock()
+        .iter()
+        .rev()
+        .find(|(t, ..)| *t == task)
+        .map(|(.., l)| l.clone())
 }
 
 type Msg = CoreMsg<TaskWork>;

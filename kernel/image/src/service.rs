@@ -140,6 +140,8 @@ impl Services {
             .max(now_us.saturating_sub(self.last_poll_us));
         self.last_poll_us = now_us;
         self.net.poll();
+        let local = self.local_metrics();
+        self.node.set_local_metrics(local);
         if let Some(t) = self.transport.as_mut() {
             for e in t.poll(&mut self.net) {
                 match e {
@@ -172,6 +174,48 @@ impl Services {
         let out = self.node.drain();
         self.perform(out, run_tasks);
         self.net.poll();
+    }
+
+    /// The numbers of the node's metrics only this loop knows: the audit region, the
+    /// peer NIC and connections, the run queues, the heap.
+    fn local_metrics(&self) -> xdv_node::LocalMetrics {
+        let fill = audit::fill_state();
+        let nic = |i: Option<&crate::net::Iface>| {
+            i.map(|i| {
+                let c = i.dev.nic.counters();
+                xdv_node::NicMetrics {
+                    rx_frames: c.rx_frames,
+                    tx_frames: c.tx_frames,
+                    rx_bytes: c.rx_bytes,
+                    tx_bytes: c.tx_bytes,
+                    rx_drops: c.rx_drops,
+                    tx_drops: c.tx_drops,
+                    errors: c.errors,
+                }
+            })
+        };
+        let (peers_up, peer_frames_in, peer_frames_out) = self
+            .transport
+            .as_ref()
+            .map_or((0, 0, 0), Transport::peer_totals);
+        let (heap_used, _, heap_size) = crate::mem::heap::usage();
+        xdv_node::LocalMetrics {
+            audit_enabled: fill.is_some(),
+            audit_used_bytes: fill.map_or(0, |f| f.used_bytes),
+            audit_region_bytes: fill.map_or(0, |f| f.region_bytes),
+            audit_bulk_refused: fill.map_or(0, |f| f.bulk_refused),
+            audit_alarm: audit::alarm().is_some(),
+            nics: [nic(self.net.peer.as_ref()), nic(self.net.mgmt.as_ref())],
+            peers_up,
+            peer_frames_in,
+            peer_frames_out,
+            tasks_queued: self.tasks.queued() as u64,
+            tasks_running: self.tasks.running() as u64,
+            tasks_started: self.tasks.started,
+            tasks_finished: self.tasks.finished,
+            heap_used_bytes: heap_used as u64,
+            heap_bytes: heap_size as u64,
+        }
     }
 
     /// Device completions into the node, the devices' offer into its heartbeats,

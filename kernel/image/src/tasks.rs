@@ -199,6 +199,7 @@ impl Tasks {
         let mut c = completion(task, self.me, attempt, outcome, ticks, hash);
         c.output = executor::output_of(id).unwrap_or_default();
         c.output.truncate(xdv_cluster::MAX_OUTPUT_BYTES);
+        c.log = xdv_cluster::keep_log(executor::log_of(id).unwrap_or_default());
         c
     }
 }
@@ -224,6 +225,7 @@ fn spec_of(run: &RunTask) -> Result<TaskSpec<TaskWork>, String> {
                 task: v,
                 logical_time: run.submitted_lamport as i64,
                 output: Vec::new(),
+                log: Vec::new(),
             }),
         },
     })
@@ -245,6 +247,7 @@ fn completion(
         ticks,
         output_hash,
         output: Vec::new(),
+        log: Vec::new(),
     }
 }
 

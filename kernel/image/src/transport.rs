@@ -823,6 +823,22 @@ fn fresh_nonce(node: NodeId, conn: usize, generation: u64) -> [u8; wire::NONCE_B
 
 impl Transport {
     /// `peers`.
+    /// (authenticated peer connections heard from recently, frames in, frames out)
+    /// over the peer connections, for the node's metrics.
+    pub fn peer_totals(&self) -> (u64, u64, u64) {
+        let now = now_ms();
+        let mut up = 0;
+        let (mut fin, mut fout) = (0, 0);
+        for c in self.conns.iter().filter(|c| c.role != Role::Mgmt) {
+            if c.authenticated && now.saturating_sub(c.last_heard_ms) < PEER_TIMEOUT_MS {
+                up += 1;
+            }
+            fin += c.frames_in;
+            fout += c.frames_out;
+        }
+        (up, fin, fout)
+    }
+
     pub fn print_peers(&self) {
         let t = self;
         let now = now_ms();

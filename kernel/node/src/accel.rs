@@ -341,6 +341,9 @@ impl<P: Port> AccelPool<P> {
         self.waiting = keep;
     }
 
+    // The error is the completion reported at once (rare: a start that failed); a
+    // `Completion` grew by its log lines, and boxing it here buys nothing.
+    #[allow(clippy::result_large_err)]
     fn start(&mut self, i: usize, task: &RunTask, now_ms: u64) -> Result<(), Completion> {
         let xdv_cluster::Work::Job(job) = &task.spec.work else {
             return Err(self.ended(task, Outcome::Refused("no device job".into()), &[]));
@@ -403,6 +406,7 @@ impl<P: Port> AccelPool<P> {
             ticks: 0,
             output_hash: Hash32(Sha256::digest(output).into()),
             output: kept,
+            log: Vec::new(),
         }
     }
 

@@ -16,12 +16,14 @@ pub mod accel;
 pub mod config;
 pub mod durable;
 pub mod fuzz;
+pub mod metrics;
 pub mod node;
 #[cfg(feature = "sim")]
 pub mod sim;
 
 pub use config::{GENESIS_CORES, Identity, NodeConfig, RAFT_APPEND_BYTES, Timing};
 pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region, TearRegion};
+pub use metrics::{LocalMetrics, NicMetrics, check_exposition};
 pub use node::{
     AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, ClientConn,
     ContractRecordBody, Halt, Node, NodeCounters, Outbox, RunTask, genesis,

@@ -251,6 +251,8 @@ pub struct Node<R: Region> {
     out: Outbox,
     /// The member set last given to the driver ([`Outbox::members`]).
     members_sent: Vec<(NodeId, [u8; 32])>,
+    /// The driver's own numbers for the metrics answer ([`Node::set_local_metrics`]).
+    local_metrics: crate::metrics::LocalMetrics,
 }
 
 /// The cluster state a node built from `cfg` starts from before its log: every member
@@ -333,6 +335,7 @@ impl<R: Region> Node<R> {
             counters: NodeCounters::default(),
             out: Outbox::default(),
             members_sent: Vec::new(),
+            local_metrics: crate::metrics::LocalMetrics::default(),
             cfg,
         };
         if let Some(e) = state_error {
@@ -1140,6 +1143,7 @@ impl<R: Region> Node<R> {
                         task,
                         tenant: t.spec.tenant,
                         status: t.status.clone(),
+                        log: t.log.clone(),
                     },
                     None => Response::Refused(Denied::UnknownTask(task)),
                 },
@@ -1151,6 +1155,7 @@ impl<R: Region> Node<R> {
                     clock_ms: self.state.data().clock_ms,
                     contracts: self.contract_views(principal),
                 },
+                Request::Metrics => Response::Metrics(self.metrics()),
                 Request::Submit(_)
                 | Request::SetQuota { .. }
                 | Request::Reserve(_)
@@ -1390,6 +1395,17 @@ impl<R: Region> Node<R> {
 
     pub fn id(&self) -> NodeId {
         self.me
+    }
+
+    /// Hands in the driver's own numbers (audit region, NICs, run queues) for the
+    /// metrics answer.
+    pub fn set_local_metrics(&mut self, m: crate::metrics::LocalMetrics) {
+        self.local_metrics = m;
+    }
+
+    /// This node's metrics, Prometheus text exposition ([`crate::metrics`]).
+    pub fn metrics(&self) -> String {
+        crate::metrics::render(self, &self.local_metrics)
     }
     pub fn identity(&self) -> &Identity {
         &self.cfg.identity

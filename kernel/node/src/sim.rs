@@ -767,6 +767,7 @@ impl Sim {
             ticks: took,
             output_hash,
             output: output_hash.0[..8].to_vec(),
+            log: Vec::new(),
         };
         self.trace(alloc::format!(
             "n{}: runs {} #{} for {took} ms",

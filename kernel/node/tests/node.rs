@@ -81,6 +81,7 @@ fn done(c: &xdv_node::RunTask) -> Completion {
         ticks: 5,
         output_hash: Hash32([1; 32]),
         output: vec![1],
+        log: vec![],
     }
 }
 
@@ -444,4 +445,86 @@ fn list_tasks_newest_first_bounded_and_scoped() {
     let stranger = Principal::Tenant(TenantId(9));
     let r = ask(&mut n, &query(1, stranger, &OTHER_SEED, list(None, 10)));
     assert_eq!(r, Response::Refused(Denied::UnknownPrincipal(stranger)));
+}
+
+/// A task's `log()` lines reach the replicated state bounded by `keep_log` and come
+/// back in `TaskStatus`; the metrics answer is operator-only, valid exposition, the
+/// same bytes for the same state, and carries the node's and the driver's numbers.
+#[test]
+fn task_log_lines_and_metrics() {
+    const OPERATOR_SEED: [u8; 32] = [5; 32];
+    let mut cfg = config();
+    cfg.identity.operator_key = xdv_cluster::public_key(&OPERATOR_SEED);
+    let mut n = Node::new(cfg, vec![0u8; 256 * 1024], 0);
+    run_for(&mut n, 0, 1000);
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    for seq in 1..=2 {
+        n.on_client(conn, &submit(seq));
+    }
+    let out = run_for(&mut n, 1000, 100);
+    assert_eq!(out.run.len(), 2);
+    let mut c = done(&out.run[0]);
+    // 20 lines of 100 bytes: at most 16 lines and 1024 bytes are kept.
+    c.log = (0..20)
+        .map(|i| format!("{i:02}{}", "x".repeat(98)))
+        .collect();
+    n.on_task_done(c);
+    run_for(&mut n, 1100, 100);
+    let task = out.run[0].task;
+
+    let tenant1 = Principal::Tenant(TenantId(1));
+    let status = Request::TaskStatus { task };
+    let Response::Task { log, status, .. } = ask(&mut n, &query(50, tenant1, &TENANT_SEED, status))
+    else {
+        panic!("not a task answer");
+    };
+    assert!(matches!(status, TaskStatus::Completed { .. }));
+    assert_eq!(
+        log.len(),
+        11,
+        "10 whole lines and the one crossing 1024 bytes"
+    );
+    assert_eq!(log.iter().map(String::len).sum::<usize>(), 1024);
+    assert!(log[0].starts_with("00x") && log[10].starts_with("10x"));
+    assert_eq!(log[10].len(), 24);
+
+    let r = ask(&mut n, &query(51, tenant1, &TENANT_SEED, Request::Metrics));
+    assert_eq!(r, Response::Refused(Denied::OperatorOnly));
+    n.set_local_metrics(xdv_node::LocalMetrics {
+        audit_enabled: true,
+        nics: [
+            Some(xdv_node::NicMetrics {
+                rx_frames: 42,
+                ..Default::default()
+            }),
+            None,
+        ],
+        tasks_running: 1,
+        ..Default::default()
+    });
+    let op = Principal::Operator;
+    let Response::Metrics(text) = ask(&mut n, &query(1, op, &OPERATOR_SEED, Request::Metrics))
+    else {
+        panic!("no metrics");
+    };
+    let families = xdv_node::check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(families >= 40, "{families} families");
+    for line in [
+        "xdv_raft_role{role=\"leader\"} 1",
+        "xdv_raft_role{role=\"follower\"} 0",
+        "xdv_tenant_tasks_submitted_total{tenant=\"1\"} 2",
+        "xdv_tenant_tasks{tenant=\"1\",state=\"done\"} 1",
+        "xdv_tenant_tasks{tenant=\"1\",state=\"running\"} 1",
+        "xdv_tenant_tasks_in_flight{tenant=\"1\"} 1",
+        "xdv_cluster_member_up{node=\"1\"} 1",
+        "xdv_net_rx_frames_total{nic=\"peer\"} 42",
+        "xdv_node_tasks_running 1",
+        "xdv_audit_enabled 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    assert_eq!(text, n.metrics(), "the same state gives the same bytes");
 }

@@ -523,12 +523,15 @@ pub struct SandboxWork {
     pub logical_time: i64,
     /// Output bytes of the last run, kept for the submitter.
     pub output: Vec<u8>,
+    /// The `log()` lines of the last run, kept for the submitter.
+    pub log: Vec<String>,
 }
 
 impl Work for SandboxWork {
     fn run(&mut self, budget_ticks: u64) -> WorkResult {
         let r = run(&self.task, budget_ticks, self.logical_time);
         self.output = r.output;
+        self.log = r.log;
         WorkResult {
             ticks_used: r.ticks_used,
             outcome: r.outcome,

@@ -18,6 +18,11 @@ pub const MAX_RUN_OUTPUT_BYTES: usize = 64 * 1024;
 /// Most output bytes the cluster keeps per task (in the replicated state and its
 /// snapshots); a longer output is cut to this, and its hash covers the whole output.
 pub const MAX_KEPT_OUTPUT_BYTES: usize = 1024;
+/// Most `log()` lines the cluster keeps per task (the sandbox lets a run write 16).
+pub const MAX_KEPT_LOG_LINES: usize = 16;
+/// Most bytes of `log()` lines the cluster keeps per task, all lines together; the
+/// line that crosses it is cut at a character boundary and later lines are dropped.
+pub const MAX_KEPT_LOG_BYTES: usize = 1024;
 
 // A module and its input travel together in one log entry of at most 128 KiB.
 const _: () = assert!(MAX_MODULE_BYTES + MAX_INPUT_BYTES < 128 * 1024);

@@ -19,7 +19,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -128,6 +128,7 @@ const NODE_FILE_EXTS: &[&str] = &[
     "accel.sock.ctl",
     "accel.log",
     "vars",
+    "console.lock",
 ];
 /// Other files `up` writes into a cluster directory.
 const CLUSTER_FILES: &[&str] = &[
@@ -621,45 +622,10 @@ pub fn last_line_with(st: &ClusterState, id: u32, prefix: &str) -> Option<String
         .last()
 }
 
-/// Attaches this terminal to node `id`'s serial console until Ctrl-] is typed.
+/// Attaches this terminal to node `id`'s serial console until Ctrl-] is typed, the
+/// node goes, or another client holds it (refused): [`crate::console`].
 pub fn attach_console(st: &ClusterState, id: u32) -> Result<()> {
-    let sock = st.path(id, "sock");
-    let stream = std::os::unix::net::UnixStream::connect(&sock).with_context(|| {
-        format!(
-            "node {id} console {} (is the node running?)",
-            sock.display()
-        )
-    })?;
-    eprintln!("[attached to node {id}; type Ctrl-] to detach]");
-    let mut rd = stream.try_clone()?;
-    let out = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut stdout = std::io::stdout();
-        while let Ok(n) = rd.read(&mut buf) {
-            if n == 0
-                || stdout
-                    .write_all(&buf[..n])
-                    .and_then(|_| stdout.flush())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let mut wr = stream;
-    let mut stdin = std::io::stdin();
-    let mut byte = [0u8; 1];
-    while stdin.read(&mut byte)? == 1 {
-        if byte[0] == 0x1d {
-            break;
-        }
-        let b = if byte[0] == b'\n' { b'\r' } else { byte[0] };
-        wr.write_all(&[b])?;
-    }
-    let _ = wr.shutdown(std::net::Shutdown::Both);
-    let _ = out.join();
-    eprintln!("\n[detached from node {id}]");
-    Ok(())
+    crate::console::attach(&st.path(id, "sock"), &st.path(id, "console.lock"), id)
 }
 
 /// Ports of a local cluster's switch: room for nodes that join later (`cargo xdv join`).

@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod cluster;
+pub mod console;
 pub mod exit;
 pub mod fakepeer;
 pub mod harness;

@@ -47,8 +47,14 @@ enum Cmd {
     Down(cmd::cluster::DirArgs),
     /// One line per node, the cluster table and a health line (--json for scripts).
     Status(cmd::cluster::StatusArgs),
-    /// Attach this terminal to a node's serial console (Ctrl-] detaches).
+    /// Attach this terminal to a node's serial console (raw mode; Ctrl-] detaches; one
+    /// client at a time).
     Console(cmd::cluster::NodeArgs),
+    /// A node's serial log (this boot; --all every boot; --follow keeps printing), or
+    /// with --task ID the lines a task's module wrote with `log()`.
+    Logs(cmd::logs::Args),
+    /// A node's metrics in the Prometheus text exposition format (operator-signed).
+    Metrics(cmd::metrics::Args),
     /// SIGKILL one node (crash); its RAM file stays.
     Kill(cmd::cluster::NodeArgs),
     /// Start a stopped node again on its RAM file (and the switch if it is stopped).
@@ -120,6 +126,8 @@ fn main() {
         Cmd::Down(a) => ok(cmd::cluster::down(a)),
         Cmd::Status(a) => ok(cmd::cluster::status(a)),
         Cmd::Console(a) => ok(cmd::cluster::console(a)),
+        Cmd::Logs(a) => cmd::logs::run(a),
+        Cmd::Metrics(a) => ok(cmd::metrics::run(a)),
         Cmd::Kill(a) => ok(cmd::cluster::kill(a)),
         Cmd::Start(a) => ok(cmd::cluster::start(a)),
         Cmd::Join(a) => ok(cmd::member::join(a)),

@@ -294,6 +294,7 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::Tasks(_) => "task list",
         Response::Refused(_) => "refused",
         Response::Member { .. } => "membership change",
+        Response::Metrics(_) => "metrics",
     }
 }
 
@@ -381,19 +382,30 @@ pub fn wait_task(
     task: TaskId,
     end: Instant,
 ) -> Result<TaskStatus> {
+    wait_task_log(port, keys, who, task, end).map(|(s, _)| s)
+}
+
+/// As [`wait_task`], with the lines the task's module wrote with `log()`.
+pub fn wait_task_log(
+    port: u16,
+    keys: &Keys,
+    who: Principal,
+    task: TaskId,
+    end: Instant,
+) -> Result<(TaskStatus, Vec<String>)> {
     let mut last = String::new();
     while Instant::now() < end {
         let r = signed(keys, who, Request::TaskStatus { task }).and_then(|req| {
             Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(5))
         });
         match r {
-            Ok(Response::Task { status, .. })
+            Ok(Response::Task { status, log, .. })
                 if matches!(
                     status,
                     TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
                 ) =>
             {
-                return Ok(status);
+                return Ok((status, log));
             }
             Ok(Response::Task { status, .. }) => last = describe(&status),
             Ok(Response::Refused(d)) => last = d.to_string(),

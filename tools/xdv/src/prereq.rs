@@ -101,6 +101,12 @@ pub const ALL: &[Prereq] = &[
         used_by: "the timeline test (renders `cargo xdv timeline` pages headless)",
     },
     Prereq {
+        probe: Probe::Command("promtool"),
+        package: "prometheus",
+        need: Need::Checks,
+        used_by: "the cluster CLI test (`promtool check metrics` on `cargo xdv metrics`)",
+    },
+    Prereq {
         probe: Probe::Command("python3"),
         package: "python3",
         need: Need::Checks,

@@ -181,6 +181,8 @@ pub struct Report {
     pub status: Option<TaskStatus>,
     /// Refusal text when there is no status (local or management-API refusal).
     pub reason: Option<String>,
+    /// The lines the task's module wrote with `log()` (as the cluster kept them).
+    pub log: Vec<String>,
 }
 
 impl Report {
@@ -191,6 +193,7 @@ impl Report {
             refused_by: Some(RefusedBy::Local),
             status: None,
             reason: Some(reason),
+            log: Vec::new(),
         }
     }
 
@@ -201,6 +204,7 @@ impl Report {
             refused_by: Some(RefusedBy::Cluster),
             status: None,
             reason: Some(d.to_string()),
+            log: Vec::new(),
         }
     }
 
@@ -211,6 +215,7 @@ impl Report {
             refused_by: None,
             status: None,
             reason: None,
+            log: Vec::new(),
         }
     }
 
@@ -236,7 +241,24 @@ impl Report {
             refused_by,
             status: Some(status),
             reason: None,
+            log: Vec::new(),
         }
+    }
+
+    /// The same report with the task's log lines.
+    pub fn with_log(mut self, log: Vec<String>) -> Report {
+        self.log = log;
+        self
+    }
+
+    /// The one-line summary, then each log line as `log: <line>`.
+    pub fn text(&self) -> String {
+        let mut t = self.line();
+        for l in &self.log {
+            t.push_str("\nlog: ");
+            t.push_str(l);
+        }
+        t
     }
 
     pub fn exit_code(&self) -> i32 {
@@ -265,7 +287,8 @@ impl Report {
     /// does not apply): `task`, `result` (succeeded | accepted | refused | failed),
     /// `exit_code`, `refused_by` (local | cluster | node), `outcome` (executed |
     /// budget-exceeded | guard-denied | trapped | refused), `reason`, `node`, `attempt`,
-    /// `ticks`, `output_hash`, `output_text` (when UTF-8), `output_hex`, `line`.
+    /// `ticks`, `output_hash`, `output_text` (when UTF-8), `output_hex`, `log` (the
+    /// module's `log()` lines, an array), `line`.
     pub fn json(&self) -> Value {
         let mut v = json!({
             "task": self.task.map(|t| t.0),
@@ -284,6 +307,7 @@ impl Report {
             "output_hash": Value::Null,
             "output_text": Value::Null,
             "output_hex": Value::Null,
+            "log": self.log,
             "line": self.line(),
         });
         match &self.status {

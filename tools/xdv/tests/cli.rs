@@ -206,12 +206,18 @@ fn serve(
 
 /// A fake node that accepts every submission as task 7 and reports `status` for it.
 fn node_reporting(status: TaskStatus) -> FakeNode {
+    node_reporting_log(status, vec![])
+}
+
+/// As [`node_reporting`], the task having written `log` with `log()`.
+fn node_reporting_log(status: TaskStatus, log: Vec<String>) -> FakeNode {
     FakeNode::start(move |r| match r {
         Request::Submit(_) => Response::Submitted { task: TaskId(7) },
         Request::TaskStatus { task } => Response::Task {
             task: *task,
             tenant: TenantId(1),
             status: status.clone(),
+            log: log.clone(),
         },
         _ => Response::Refused(Denied::OperatorOnly),
     })
@@ -1434,6 +1440,7 @@ fn task_get_wait_polls_until_the_task_ends() {
             task: *task,
             tenant: TenantId(1),
             status,
+            log: vec![],
         }
     });
     let dir = temp("task-wait");
@@ -1669,4 +1676,173 @@ fn join_refuses_without_a_running_member_or_with_a_used_id() {
     assert!(o.stderr.contains("node 2 is already a member"), "{o:?}");
     let o = xdv(&["join", "--node", "0", "--dir", s(&dir)]);
     assert_ne!(o.code, 0, "{o:?}");
+}
+
+// ----- task log lines, logs, metrics, console -----
+
+/// The lines a module wrote with `log()` come with `submit`, `task get` (words and
+/// JSON) and `logs --task`.
+#[test]
+fn task_log_lines_are_shown_everywhere() {
+    let log = vec!["said hello".to_string(), "and more".to_string()];
+    let fake = node_reporting_log(completed(Outcome::Executed, 3, b"hi"), log);
+    let dir = temp("task-log");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let hello = repo().join("examples/hello.wat");
+    let o = xdv(&["submit", s(&hello), "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("\nlog: said hello\nlog: and more\n"),
+        "{o:?}"
+    );
+    let o = xdv(&["task", "get", "7", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines[1..], ["log: said hello", "log: and more"], "{o:?}");
+    let o = xdv(&["task", "get", "7", "--json", "--dir", d]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(
+        v["log"],
+        serde_json::json!(["said hello", "and more"]),
+        "{v}"
+    );
+    let o = xdv(&["logs", "--task", "7", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, "said hello\nand more\n", "{o:?}");
+
+    let quiet = node_reporting(completed(Outcome::Executed, 3, b""));
+    fake_cluster(&dir, &[(1, me(), quiet.port)]);
+    let o = xdv(&["logs", "--task", "7", "--dir", d]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, ""), "{o:?}");
+    assert!(o.stderr.contains("task 7 wrote no log lines"), "{o:?}");
+    let o = xdv(&["logs", "--dir", d]);
+    assert_eq!(o.code, xdv::exit::USAGE, "a node or --task: {o:?}");
+    let o = xdv(&["logs", "1", "--task", "7", "--dir", d]);
+    assert_eq!(o.code, xdv::exit::USAGE, "not both: {o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `logs <node>`: this boot's lines (from the offset the boot started at), `--all`
+/// every boot, `--tail N`; an unknown node is named.
+#[test]
+fn logs_prints_a_nodes_serial_log() {
+    let dir = temp("logs");
+    fake_cluster(&dir, &[(1, None, closed_port()), (2, None, closed_port())]);
+    let d = s(&dir);
+    let old = "xdv: boot 1\r\nxdv: ready\r\n";
+    std::fs::write(
+        dir.join("node1.log"),
+        format!("{old}xdv: boot 2\r\nxdv> uptime\r\n"),
+    )
+    .unwrap();
+    let mut st = ClusterState::load(&dir).unwrap();
+    st.nodes[0].log_offset = old.len() as u64;
+    st.save().unwrap();
+    let o = xdv(&["logs", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, "xdv: boot 2\nxdv> uptime\n", "{o:?}");
+    let o = xdv(&["logs", "1", "--all", "--tail", "3", "--dir", d]);
+    assert_eq!(o.stdout, "xdv: ready\nxdv: boot 2\nxdv> uptime\n", "{o:?}");
+    let o = xdv(&["logs", "2", "--dir", d]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, ""), "never ran: {o:?}");
+    let o = xdv(&["logs", "9", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("node 9 is not a member"), "{o:?}");
+
+    // --follow keeps printing what the node appends.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xdv"))
+        .args(["logs", "1", "--follow", "--dir", d])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("node1.log"))
+        .unwrap();
+    f.write_all(b"xdv: later line\r\n").unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        seen.push(l);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        seen,
+        ["xdv: boot 2\n", "xdv> uptime\n", "xdv: later line\n"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `metrics <node>` prints what the node answers, signed as the operator; a refusal
+/// and a stopped node are errors.
+#[test]
+fn metrics_prints_the_nodes_exposition() {
+    let text =
+        "# HELP xdv_raft_term Current Raft term.\n# TYPE xdv_raft_term gauge\nxdv_raft_term 3\n";
+    let fake = FakeNode::start(move |r| match r {
+        Request::Metrics => Response::Metrics(text.to_string()),
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    let dir = temp("metrics");
+    fake_cluster(&dir, &[(1, me(), fake.port), (2, None, closed_port())]);
+    let d = s(&dir);
+    let o = xdv(&["metrics", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, text, "{o:?}");
+    let seen = fake.seen.lock().unwrap();
+    assert_eq!(seen[0].principal, xdv_cluster::mgmt::Principal::Operator);
+    drop(seen);
+    let o = xdv(&["metrics", "2", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("node 2 is not running"), "{o:?}");
+    let refusing = FakeNode::start(|_| Response::Refused(Denied::OperatorOnly));
+    fake_cluster(&dir, &[(1, me(), refusing.port)]);
+    let o = xdv(&["metrics", "1", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("refused"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A second `console` on the same node is refused at once, naming the first.
+#[test]
+fn a_second_console_client_is_refused() {
+    let dir = temp("console2");
+    fake_cluster(&dir, &[(1, me(), closed_port())]);
+    let d = s(&dir);
+    // The node's console socket: accepts and keeps the connection open.
+    let l = std::os::unix::net::UnixListener::bind(dir.join("node1.sock")).unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let mut first = Command::new(env!("CARGO_BIN_EXE_xdv"))
+        .args(["console", "1", "--dir", d])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(first.stderr.take().unwrap());
+    let mut l = String::new();
+    err.read_line(&mut l).unwrap();
+    assert!(l.contains("attached to node 1"), "{l}");
+    let o = xdv(&["console", "1", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("node 1's console is in use")
+            && o.stderr.contains(&format!("pid {}", first.id())),
+        "{o:?}"
+    );
+    // Ctrl-] detaches the first at once.
+    first.stdin.as_mut().unwrap().write_all(&[0x1d]).unwrap();
+    let status = first.wait().unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("[detached from node 1]"), "{rest}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,5 +1,6 @@
 //! The README's cluster commands on a real one-node cluster in QEMU: `up`, `submit`
-//! (exit codes 0 and 4), `status --json`, `down`, `start` (the switch comes back too),
+//! (exit codes 0 and 4; the module's log line), `task get`, `logs --task`, `logs`,
+//! `metrics` (checked by promtool), `status --json`, `down`, `start` (the switch comes back too),
 //! then `up` refusing the directory,
 //! `up --resume` keeping keys and history, `up --fresh` starting a new cluster.
 //! Boots QEMU (and builds the kernel on first use): run it on its own,
@@ -41,6 +42,43 @@ fn status(dir: &str) -> serde_json::Value {
     let o = xdv(&["status", "--json", "--dir", dir]);
     assert_eq!(o.code, 0, "{o:?}");
     serde_json::from_str(o.stdout.trim()).unwrap()
+}
+
+/// `promtool check metrics` on `text` when promtool is installed (Debian package
+/// `prometheus`; CI installs it and sets `XDV_REQUIRE_PROMTOOL=1`, which makes its
+/// absence a failure).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("XDV_REQUIRE_PROMTOOL").is_none(),
+                "promtool required: {e}"
+            );
+            eprintln!("promtool not installed ({e}); checked with xdv_node::check_exposition only");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Stops the cluster even when an assertion fails.
@@ -88,6 +126,46 @@ fn up_submit_down_resume_fresh() {
     assert!(
         o.stdout.contains("executed on node 1") && o.stdout.contains("hello from xdv"),
         "{o:?}"
+    );
+    // The module's `log()` line came back through the log with its completion.
+    assert!(o.stdout.contains("\nlog: said hello\n"), "{o:?}");
+    let o = xdv(&["task", "get", "1", "--tenant", "1", "--dir", d]);
+    assert!(o.stdout.contains("\nlog: said hello\n"), "{o:?}");
+    let o = xdv(&["logs", "--task", "1", "--dir", d]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "said hello\n"), "{o:?}");
+    // The node's serial log, this boot.
+    let o = xdv(&["logs", "1", "--tail", "200", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("cluster: node 1 of cluster"), "{o:?}");
+    // Metrics from the node: valid exposition (promtool when installed), the numbers
+    // of this run.
+    let o = xdv(&["metrics", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    xdv_node::check_exposition(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{}", o.stdout));
+    promtool_check(&o.stdout);
+    for line in [
+        "xdv_raft_role{role=\"leader\"} 1",
+        "xdv_tenant_tasks_submitted_total{tenant=\"1\"} 1",
+        "xdv_tenant_tasks{tenant=\"1\",state=\"done\"} 1",
+        "xdv_audit_enabled 1",
+        "xdv_node_tasks_finished_total 1",
+    ] {
+        assert!(
+            o.stdout.lines().any(|l| l == line),
+            "no `{line}`:\n{}",
+            o.stdout
+        );
+    }
+    let rx = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("xdv_net_rx_frames_total{nic=\"mgmt\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        rx > 0,
+        "the management NIC counted our requests:\n{}",
+        o.stdout
     );
     let o = xdv(&[
         "submit", spin, "--tenant", "1", "--budget", "50", "--dir", d,

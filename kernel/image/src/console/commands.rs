@@ -21,7 +21,7 @@ pub static COMMANDS: &[Command] = &[
     Command {
         name: "mem",
         args: "",
-        summary: "memory map, frames and heap usage",
+        summary: "memory map, reserved audit and Raft regions, frames and heap usage",
         run: mem_cmd,
     },
     Command {
@@ -187,18 +187,20 @@ fn help(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
 fn version(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("version", args)?;
     println!(
-        "xdv {} (kernel, {} build)",
+        "xdv {} (kernel, {} build, commit {}, built {})",
         env!("CARGO_PKG_VERSION"),
         if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
-        }
+        },
+        env!("XDV_GIT_COMMIT"),
+        env!("XDV_BUILD_DATE"),
     );
     Ok(())
 }
 
-fn mem_cmd(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
+fn mem_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     no_args("mem", args)?;
     let info = crate::boot_info();
     println!("memory map ({}):", info.protocol);
@@ -209,6 +211,32 @@ fn mem_cmd(_s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
             r.end(),
             format!("{}", r.kind),
             r.len / 1024
+        );
+    }
+    let o = crate::options();
+    let fill = crate::audit::fill_state();
+    let audit_state = match fill {
+        Some(f) => format!(
+            "{} of {} KiB used",
+            f.used_bytes / 1024,
+            f.region_bytes / 1024
+        ),
+        None => "not open: audit disabled".into(),
+    };
+    let raft_state = match s.node.halted() {
+        Some(h) => format!("{h}"),
+        None => "in use".into(),
+    };
+    println!("reserved (kept out of the frame allocator; survive a warm reboot):");
+    for (name, (base, len), state) in [
+        ("audit", o.audit, audit_state),
+        ("raft", o.raft, raft_state),
+    ] {
+        println!(
+            "  {:#014x}-{:#014x} {name:<12} {} KiB ({state})",
+            base,
+            base + len,
+            len / 1024
         );
     }
     let (free, total) = mem::frames::stats();

@@ -67,7 +67,7 @@ fn report(r: &Report, json: bool) -> i32 {
     if json {
         println!("{}", r.json());
     } else {
-        println!("{}", r.line());
+        println!("{}", r.text());
     }
     r.exit_code()
 }
@@ -147,6 +147,9 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
     if !a.json {
         eprintln!("xdv: task {} accepted; waiting for its outcome...", task.0);
     }
-    let status = mgmt::wait_task(port, &keys, tenant, task, end)?;
-    Ok(report(&Report::finished(task, status), a.json))
+    let (status, log) = mgmt::wait_task_log(port, &keys, tenant, task, end)?;
+    Ok(report(
+        &Report::finished(task, status).with_log(log),
+        a.json,
+    ))
 }

@@ -182,8 +182,13 @@ fn is_final(s: &TaskStatus) -> bool {
 fn get(a: GetArgs) -> Result<i32> {
     let (who, keys, port) = a.asker.connect()?;
     let task = TaskId(a.id);
-    let (tenant, mut status) = match ask(port, &keys, who, Request::TaskStatus { task })? {
-        Response::Task { tenant, status, .. } => (tenant, status),
+    let (tenant, mut status, mut log) = match ask(port, &keys, who, Request::TaskStatus { task })? {
+        Response::Task {
+            tenant,
+            status,
+            log,
+            ..
+        } => (tenant, status, log),
         Response::Refused(d) => bail!("{d}"),
         other => bail!("unexpected answer: {}", response_kind(&other)),
     };
@@ -192,7 +197,7 @@ fn get(a: GetArgs) -> Result<i32> {
             eprintln!("xdv: task {} {}; waiting...", a.id, mgmt::describe(&status));
         }
         let end = Instant::now() + Duration::from_secs(a.timeout);
-        status = mgmt::wait_task(port, &keys, who, task, end)?;
+        (status, log) = mgmt::wait_task_log(port, &keys, who, task, end)?;
     }
     match (&a.output, &status) {
         (Some(path), TaskStatus::Completed { output, .. }) => {
@@ -211,16 +216,46 @@ fn get(a: GetArgs) -> Result<i32> {
         (None, _) => {}
     }
     let state = TaskState::of(&status);
-    let report = Report::finished(task, status);
+    let report = Report::finished(task, status).with_log(log);
     if a.asker.json {
         let mut v = report.json();
         v["tenant"] = json!(tenant.0);
         v["state"] = json!(state.word());
         println!("{v}");
     } else {
-        println!("{}", report.line());
+        println!("{}", report.text());
     }
     Ok(report.exit_code())
+}
+
+/// `cargo xdv logs --task ID`: the task's `log()` lines, one per line (nothing when
+/// it wrote none or has not run yet; a note on stderr says which).
+pub fn print_task_log(dir: Option<PathBuf>, tenant: Option<u32>, via: u32, id: u64) -> Result<i32> {
+    let asker = Asker {
+        tenant,
+        node: via,
+        json: false,
+        dir,
+    };
+    let (who, keys, port) = asker.connect()?;
+    let task = TaskId(id);
+    let (status, log) = match ask(port, &keys, who, Request::TaskStatus { task })? {
+        Response::Task { status, log, .. } => (status, log),
+        Response::Refused(d) => bail!("{d}"),
+        other => bail!("unexpected answer: {}", response_kind(&other)),
+    };
+    if log.is_empty() {
+        let why = if is_final(&status) {
+            "wrote no log lines"
+        } else {
+            "has not finished (its log lines arrive with its outcome)"
+        };
+        eprintln!("xdv: task {id} {why}");
+    }
+    for l in &log {
+        println!("{l}");
+    }
+    Ok(xdv::exit::OK)
 }
 
 fn list(a: ListArgs) -> Result<()> {

@@ -380,6 +380,7 @@ fn drive(members: &mut [Member], keys: &Keys, opts: &FixtureOptions) -> Result<u
                         ticks: 100,
                         output_hash: Hash32(Sha256::digest(&output).into()),
                         output,
+                        log: Vec::new(),
                     },
                 ));
             }

@@ -78,7 +78,7 @@ fn event_marks(index: u64, ev: &Event, out: &mut Vec<Mark>) {
         } => m(
             *node,
             "completed",
-            format!("{task} completed on node {}: {outcome:?}", node.0),
+            format!("{task} completed on node {}: {outcome}", node.0),
         ),
         Event::TaskReplaced { task, from, to, .. } => m(
             *from,

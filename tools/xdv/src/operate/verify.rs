@@ -389,7 +389,11 @@ fn compare_applied<'a>(
         if reported < 5 {
             let parts: Vec<String> = votes
                 .iter()
-                .map(|(h, ns)| format!("{} on node {:?}", h.short(), ns))
+                .map(|(h, ns)| {
+                    let ids: Vec<String> = ns.iter().map(|n| n.to_string()).collect();
+                    let which = if ids.len() == 1 { "node" } else { "nodes" };
+                    format!("{} on {which} {}", h.short(), ids.join(", "))
+                })
                 .collect();
             problems.push(format!(
                 "index {index}: state hashes differ: {}",
