@@ -244,6 +244,35 @@ impl Verdict {
     }
 }
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::ExactMatch { checked } => {
+                write!(f, "ExactMatch ({checked} state hashes checked)")
+            }
+            Verdict::Diverged {
+                index,
+                host,
+                node,
+                host_command,
+                node_command,
+            } => write!(
+                f,
+                "Diverged at index {index}: host {} after {host_command}, node {} after {node_command}",
+                host.short(),
+                node.short()
+            ),
+            Verdict::NothingChecked => write!(f, "nothing checked (the node recorded no entry)"),
+            Verdict::AuditDamaged {
+                seq, what, checked, ..
+            } => write!(
+                f,
+                "audit chain broken at record {seq} ({what}); {checked} hashes agreed before it"
+            ),
+        }
+    }
+}
+
 /// What the replay of one node found.
 pub struct Replay {
     pub node: u32,

@@ -328,7 +328,7 @@ fn page(
         .iter()
         .map(|r| {
             format!(
-                "node {}: {} entries replayed, {:?}",
+                "node {}: {} entries replayed, {}",
                 r.node,
                 r.steps.len(),
                 r.verdict
