@@ -156,6 +156,9 @@ impl Services {
                 self.node.on_task_done(c);
             }
         }
+        for (task, attempt) in self.tasks.progress() {
+            self.node.on_task_progress(task, attempt);
+        }
         let out = self.node.drain();
         self.perform(out, run_tasks);
         self.net.poll();
@@ -227,6 +230,12 @@ impl Services {
             }
         }
         let now_ms = time::uptime_us() / 1000;
+        // Attempts the log took away: cancelled on their core (device jobs finish).
+        for (task, attempt) in out.stop {
+            if let Some(c) = self.tasks.stop(task, attempt) {
+                self.node.on_task_done(c);
+            }
+        }
         for run in out.run {
             if run.spec.domain == xdv_cluster::Domain::K {
                 self.tasks.start(run);

@@ -294,6 +294,7 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::Tasks(_) => "task list",
         Response::Refused(_) => "refused",
         Response::Member { .. } => "membership change",
+        Response::Cancelled { .. } => "task cancelled",
     }
 }
 
@@ -438,6 +439,9 @@ pub fn describe(s: &TaskStatus) -> String {
                 Outcome::Failed(r) => format!("failed {at}: {r}"),
                 Outcome::DeviceFailed(r) => format!("device failed {at}: {r}"),
                 Outcome::Unstable(r) => format!("unstable {at}: {r}"),
+                Outcome::Timeout(r) => format!("timed out {at}: {r}"),
+                Outcome::Cancelled if node.0 == 0 => "cancelled before it ran".into(),
+                Outcome::Cancelled => format!("cancelled {at}"),
             }
         }
         TaskStatus::Rejected(r) => format!("refused by the cluster: {r}"),

@@ -84,6 +84,7 @@ pub fn run_builtin(
                     task: v.clone(),
                     logical_time: 0,
                     output: Vec::new(),
+                    control: Default::default(),
                 }),
             },
         })
@@ -258,6 +259,7 @@ fn bench(s: &mut Services, n: u64) -> Result<(), CmdError> {
                             task: v.clone(),
                             logical_time: 0,
                             output: Vec::new(),
+                            control: Default::default(),
                         }),
                     },
                 }
