@@ -89,6 +89,10 @@ pub struct KernelOptions {
     /// module's peers are the genesis members.
     genesis: [u32; MAX_PEERS],
     genesis_count: usize,
+    /// `timeouts=<per_mille>`: the cluster's task timeouts (docs/tasks.md) scaled by
+    /// per_mille / 1000 (1..=1000000). Default 1000: the seed's values. Every node of a
+    /// cluster must be given the same (it is part of the replicated state).
+    pub timeouts_per_mille: u64,
 }
 
 /// Most peers on the command line.
@@ -108,6 +112,7 @@ impl Default for KernelOptions {
             peer_count: 0,
             genesis: [0; MAX_PEERS],
             genesis_count: 0,
+            timeouts_per_mille: 1000,
         }
     }
 }
@@ -250,7 +255,16 @@ pub fn parse(line: &str) -> Parsed<'_> {
         };
         let known = matches!(
             key,
-            "node" | "log" | "test" | "audit" | "raft" | "ip" | "console" | "peers" | "genesis"
+            "node"
+                | "log"
+                | "test"
+                | "audit"
+                | "raft"
+                | "ip"
+                | "console"
+                | "peers"
+                | "genesis"
+                | "timeouts"
         );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
@@ -322,6 +336,12 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("a comma-separated list of up to 15 node ids 1..=254")),
+            "timeouts" => parse_u64(value)
+                .filter(|v| (1..=1_000_000).contains(v))
+                .map(|v| o.timeouts_per_mille = v)
+                .ok_or(())
+                .err()
+                .map(|_| bad("a scale in per mille, 1..=1000000 (1000: the default timeouts)")),
             "console" => match value {
                 "on" => {
                     o.console = true;
@@ -369,6 +389,11 @@ mod tests {
         assert!(!o.console);
         assert_eq!(o.peers(), [1, 2, 3]);
         assert_eq!(o.genesis(), None);
+        let t = parse("timeouts=25").options;
+        assert_eq!(t.timeouts_per_mille, 25);
+        assert_eq!(KernelOptions::default().timeouts_per_mille, 1000);
+        assert_eq!(parse("timeouts=0").diags().count(), 1);
+        assert_eq!(parse("timeouts=x").options.timeouts_per_mille, 1000);
         let j = parse("node=4 genesis=1,2,3").options;
         assert_eq!(j.genesis(), Some(&[1, 2, 3][..]));
         assert!(

@@ -173,8 +173,15 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         .map(|c| (smoltcp::wire::Ipv4Address::from(c.addr), c.prefix));
     let net = net::Net::new(nics, peer_ip);
     executor::init(smp::online());
-    let mut services =
-        service::Services::new(ident, devices, accels, net, smp::online(), opts.genesis());
+    let mut services = service::Services::new(
+        ident,
+        devices,
+        accels,
+        net,
+        smp::online(),
+        opts.genesis(),
+        opts.timeouts_per_mille,
+    );
 
     let usable_mib = info.usable_bytes() >> 20;
     println!(

@@ -70,6 +70,7 @@ impl Services {
         mut net: Net,
         cores_online: usize,
         genesis: Option<&[u32]>,
+        timeouts_per_mille: u64,
     ) -> Services {
         let region: RaftRegion = match crate::mem::regions::raft() {
             Ok(r) => r,
@@ -90,6 +91,16 @@ impl Services {
             .collect();
         cfg.audited_through = audit::last_raft_applied();
         cfg.genesis_members = genesis.map(|g| g.to_vec());
+        // `timeouts=`: the one scale factor of the cluster's task timeouts.
+        cfg.state.timeouts = xdv_cluster::TaskTimeouts::DEFAULT.scaled(timeouts_per_mille);
+        if timeouts_per_mille != 1000 {
+            println!(
+                "cluster: task timeouts scaled by {timeouts_per_mille}/1000: check every {} ms, stuck after {} ms, default {} ms",
+                cfg.state.timeouts.tracker.check_interval_ms,
+                cfg.state.timeouts.tracker.stuck_threshold_ms,
+                cfg.state.timeouts.default_timeout_ms
+            );
+        }
         if let Some(g) = genesis {
             println!(
                 "cluster: joining: genesis members {g:?}; the log or a snapshot brings this node up to date"
