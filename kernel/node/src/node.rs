@@ -524,7 +524,10 @@ impl<R: Region> Node<R> {
     /// restarts the task's stuck timer on every replica.
     pub fn on_task_progress(&mut self, task: TaskId, attempt: u32) {
         let key = (task, attempt);
-        if !self.running.contains(&key) || self.stopping.contains(&key) {
+        if !self.running.contains(&key)
+            || self.stopping.contains(&key)
+            || !self.still_mine(task, attempt)
+        {
             return;
         }
         self.progress.entry(key).or_insert((false, 0)).0 = true;
