@@ -93,6 +93,10 @@ pub struct KernelOptions {
     /// uptime the node corrupts its own replica of the cluster state (only its hash
     /// changes), so the cluster must find and quarantine it (docs/operate.md).
     pub fault_corrupt_at_ms: Option<u64>,
+    /// `timeouts=<per_mille>`: the cluster's task timeouts (docs/tasks.md) scaled by
+    /// per_mille / 1000 (1..=1000000). Default 1000: the seed's values. Every node of a
+    /// cluster must be given the same (it is part of the replicated state).
+    pub timeouts_per_mille: u64,
 }
 
 /// Most peers on the command line.
@@ -113,6 +117,7 @@ impl Default for KernelOptions {
             genesis: [0; MAX_PEERS],
             genesis_count: 0,
             fault_corrupt_at_ms: None,
+            timeouts_per_mille: 1000,
         }
     }
 }
@@ -265,6 +270,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 | "peers"
                 | "genesis"
                 | "fault"
+                | "timeouts"
         );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
@@ -343,6 +349,12 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("a comma-separated list of up to 15 node ids 1..=254")),
+            "timeouts" => parse_u64(value)
+                .filter(|v| (1..=1_000_000).contains(v))
+                .map(|v| o.timeouts_per_mille = v)
+                .ok_or(())
+                .err()
+                .map(|_| bad("a scale in per mille, 1..=1000000 (1000: the default timeouts)")),
             "console" => match value {
                 "on" => {
                     o.console = true;
@@ -390,6 +402,11 @@ mod tests {
         assert!(!o.console);
         assert_eq!(o.peers(), [1, 2, 3]);
         assert_eq!(o.genesis(), None);
+        let t = parse("timeouts=25").options;
+        assert_eq!(t.timeouts_per_mille, 25);
+        assert_eq!(KernelOptions::default().timeouts_per_mille, 1000);
+        assert_eq!(parse("timeouts=0").diags().count(), 1);
+        assert_eq!(parse("timeouts=x").options.timeouts_per_mille, 1000);
         let j = parse("node=4 genesis=1,2,3").options;
         assert_eq!(j.genesis(), Some(&[1, 2, 3][..]));
         assert!(

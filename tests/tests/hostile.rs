@@ -358,6 +358,7 @@ fn submission(
             domain: Domain::K,
             pin: pin.map(|n| NodeId(n as u32)),
             contract: None,
+            timeout_ms: None,
         }),
     )
     .unwrap()
@@ -561,6 +562,7 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
                         domain: Domain::K,
                         pin: Some(NodeId(targets[k as usize % 2] as u32)),
                         contract: None,
+                        timeout_ms: None,
                     }),
                 )
                 .unwrap();

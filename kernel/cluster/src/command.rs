@@ -9,7 +9,7 @@ use crate::types::{Completion, Domain, GlobalTime, HeartbeatInfo, Quota, TaskSpe
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
-use xdv_types::{Hash32, NodeId, Priority, TenantId};
+use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 
 /// Version byte in front of every encoded proposal.
 pub const ENTRY_VERSION: u8 = 1;
@@ -105,6 +105,28 @@ pub enum Command {
         node: NodeId,
         seq: u64,
     },
+    /// The node running attempt `attempt` of `task` saw it make progress (the task
+    /// called the `progress` host function): its stuck timer restarts. Sent at most
+    /// every `Timing::progress_report_ms` per task.
+    TaskProgress {
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+    },
+    /// The node running attempt `attempt` of `task` asks for `extension_ms` more
+    /// cluster time (granted up to `TaskTimeouts::max_extension_ms` per attempt).
+    RequestExtension {
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+        extension_ms: u64,
+    },
+    /// A tenant cancels one of its tasks (`Request::Cancel`): it ends `Cancelled`, its
+    /// quota is freed, and the node running it stops it.
+    CancelTask {
+        task: TaskId,
+        tenant: TenantId,
+    },
 }
 
 impl Command {
@@ -130,6 +152,9 @@ impl Command {
             Command::SetQuota { .. } => "SetQuota",
             Command::RegisterTenant { .. } => "RegisterTenant",
             Command::PublishAuditRoot { .. } => "PublishAuditRoot",
+            Command::TaskProgress { .. } => "TaskProgress",
+            Command::RequestExtension { .. } => "RequestExtension",
+            Command::CancelTask { .. } => "CancelTask",
         }
     }
 }

@@ -37,3 +37,5 @@ pub use types::*;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timeout_tests;

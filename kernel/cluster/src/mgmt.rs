@@ -58,6 +58,8 @@ pub struct Submit {
     pub pin: Option<NodeId>,
     /// Run under this contract (its tenant's own).
     pub contract: Option<u64>,
+    /// Cluster-time limit of one attempt in ms (`None`: the cluster's default).
+    pub timeout_ms: Option<u64>,
 }
 
 /// A tenant's reservation of resources on a target node (seed 000 §4). The node the
@@ -152,6 +154,11 @@ pub enum Request {
     /// Operator only: the answering node's metrics in the Prometheus text exposition
     /// format (`Response::Metrics`), computed by the node from its own state.
     Metrics,
+    /// Tenant: cancel one of its own tasks (pending or running). Answered
+    /// [`Response::Cancelled`] once the log has it.
+    Cancel {
+        task: TaskId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +206,11 @@ pub enum Denied {
     /// A membership change that cannot be made (already a member, not a member, a
     /// change in progress, quorum would be lost).
     Membership(MembershipDenied),
+    /// The task already ended (`outcome` in words): nothing to cancel.
+    TaskFinished {
+        task: TaskId,
+        outcome: String,
+    },
 }
 
 /// Why a membership change is refused.
@@ -282,6 +294,9 @@ impl fmt::Display for Denied {
             Denied::NoLeader => write!(f, "no leader at the moment; retry"),
             Denied::NotReady(why) => write!(f, "not ready: {why}"),
             Denied::Membership(why) => write!(f, "membership change refused: {why}"),
+            Denied::TaskFinished { task, outcome } => {
+                write!(f, "{task} already finished ({outcome}); nothing to cancel")
+            }
         }
     }
 }
@@ -470,6 +485,13 @@ pub enum Response {
     },
     /// Answer to [`Request::Metrics`]: Prometheus text exposition format 0.0.4.
     Metrics(String),
+    /// The cancellation is applied: `task` ended `Cancelled` (at `attempt` on `node`,
+    /// none if it never ran).
+    Cancelled {
+        task: TaskId,
+        node: Option<NodeId>,
+        attempt: u32,
+    },
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -493,6 +515,8 @@ impl PeerForward {
             Command::ProposeContract(sc) => sc.contract.requesting_node,
             Command::AbortContracts { node, .. } => *node,
             Command::StateVote { node, .. } => *node,
+            Command::TaskProgress { node, .. } => *node,
+            Command::RequestExtension { node, .. } => *node,
             _ => return false,
         };
         about == from
@@ -632,6 +656,7 @@ impl Gate {
                     domain: s.domain,
                     pin: s.pin,
                     contract: s.contract,
+                    timeout_ms: s.timeout_ms,
                 })))
             }
             Request::Reserve(r) => {
@@ -775,6 +800,28 @@ impl Gate {
                 }
                 self.check_query_seq(req).map(|()| None)
             }
+            Request::Cancel { task } => {
+                let Principal::Tenant(tenant) = req.principal else {
+                    return Err(Denied::OperatorCannotSubmit);
+                };
+                self.check_query_seq(req)?;
+                let rec = state.task(*task).ok_or(Denied::UnknownTask(*task))?;
+                if rec.spec.tenant != tenant {
+                    return Err(Denied::OutOfScope { task: *task });
+                }
+                match &rec.status {
+                    TaskStatus::Pending | TaskStatus::Assigned { .. } => {
+                        Ok(Some(Command::CancelTask {
+                            task: *task,
+                            tenant,
+                        }))
+                    }
+                    other => Err(Denied::TaskFinished {
+                        task: *task,
+                        outcome: finished_word(other),
+                    }),
+                }
+            }
         }
     }
 
@@ -806,6 +853,16 @@ impl Gate {
             .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
         w.accept(req.seq);
         Ok(())
+    }
+}
+
+/// How a finished task ended, in words (for [`Denied::TaskFinished`]).
+pub fn finished_word(status: &TaskStatus) -> String {
+    match status {
+        TaskStatus::Completed { outcome, .. } => alloc::format!("{outcome}"),
+        TaskStatus::Rejected(r) => alloc::format!("refused: {r}"),
+        TaskStatus::Pending => "pending".into(),
+        TaskStatus::Assigned { .. } => "running".into(),
     }
 }
 

@@ -26,6 +26,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xdv_audit::FederatedAuditRoot;
+use xdv_federation::timeout::{Decision, JobEnd, JobTimeoutSpec, TimeoutReason, TimeoutTracker};
 use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 
 /// Domain tag in front of the canonical encoding when hashing the state.
@@ -50,6 +51,9 @@ pub struct Config {
     /// Finished tasks kept for status queries; older ones are dropped, oldest first.
     pub max_retained_tasks: usize,
     pub max_nodes: usize,
+    /// Task timeouts (AD-34 local authority): defaults, maximum, check interval,
+    /// stuck threshold.
+    pub timeouts: TaskTimeouts,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             tasks_per_core: 64,
             max_retained_tasks: 1024,
             max_nodes: 64,
+            timeouts: TaskTimeouts::DEFAULT,
         }
     }
 }
@@ -70,6 +75,7 @@ pub enum ConfigError {
     TasksPerCore(u32),
     MaxRetained(usize),
     MaxNodes(usize),
+    Timeouts(&'static str),
 }
 
 impl core::fmt::Display for ConfigError {
@@ -83,6 +89,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::TasksPerCore(n) => write!(f, "tasks_per_core {n} must be 1..=4096"),
             ConfigError::MaxRetained(n) => write!(f, "max_retained_tasks {n} must be 1..=1000000"),
             ConfigError::MaxNodes(n) => write!(f, "max_nodes {n} must be 1..=1024"),
+            ConfigError::Timeouts(why) => write!(f, "timeouts: {why}"),
         }
     }
 }
@@ -101,6 +108,7 @@ impl Config {
         if self.max_nodes == 0 || self.max_nodes > 1024 {
             return Err(ConfigError::MaxNodes(self.max_nodes));
         }
+        self.timeouts.validate().map_err(ConfigError::Timeouts)?;
         Ok(())
     }
 }
@@ -200,6 +208,14 @@ pub struct Counters {
     /// Tasks ended `Failed` after `MAX_ATTEMPTS` attempts.
     pub tasks_failed: u64,
     pub last_snapshot_id: Option<u64>,
+    /// Attempts the cluster timed out (re-placed or ended `Timeout`).
+    pub tasks_timed_out: u64,
+    /// Tasks their tenant cancelled.
+    pub tasks_cancelled: u64,
+    /// Progress reports and extension requests for an attempt that is not the task's
+    /// current one (a stale fence token), refused.
+    pub stale_reports: u64,
+    pub extensions_granted: u64,
 }
 
 /// Everything replicated; its canonical encoding is what [`ClusterState::hash`] hashes.
@@ -227,6 +243,11 @@ pub struct StateData {
     /// Hash voting: the state hashes nodes reported per vote index (the last
     /// [`VOTE_ROUNDS_KEPT`] rounds).
     pub votes: BTreeMap<u64, BTreeMap<NodeId, Hash32>>,
+    /// Timeout tracking of every `Assigned` task (exactly those), in cluster time.
+    pub timeouts: TimeoutTracker,
+    /// The node whose `ClockTick`s the log carries (the leader as the log sees it); a
+    /// change steps every tracked task's timeout fence token.
+    pub clock_leader: Option<NodeId>,
 }
 
 /// Nodes vote their state hash after every entry whose index is a multiple of this.
@@ -327,6 +348,47 @@ pub enum Event {
     },
     Invalid(DecodeError),
     Ignored(IgnoredReason),
+    /// The current attempt of `task` made progress (its stuck timer restarted).
+    TaskProgress {
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+    },
+    ExtensionGranted {
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+        extension_ms: u64,
+        /// The attempt's deadline now, in cluster ms.
+        deadline_ms: u64,
+    },
+    /// A progress report or extension request for an attempt that is not the task's
+    /// current one (a stale fence token): refused and counted.
+    StaleReport {
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+    },
+    /// The cluster timed attempt `attempt` out; `retry` says whether it was re-placed
+    /// (else the task ended `Timeout`).
+    TaskTimedOut {
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+        reason: String,
+        retry: bool,
+    },
+    /// Its tenant cancelled `task`; `node` ran its current attempt (none if pending).
+    TaskCancelled {
+        task: TaskId,
+        node: Option<NodeId>,
+        attempt: u32,
+    },
+    /// The log's `ClockTick`s now come from `leader`: every tracked task's timeout
+    /// fence token stepped by one and its stuck timer restarted.
+    TimeoutLeaderChanged {
+        leader: NodeId,
+    },
 }
 
 /// Something that happened to a contract, with what both of its nodes need to record it.
@@ -421,6 +483,14 @@ pub enum IgnoredReason {
     Replayed,
     /// A state vote for an index that is not a vote index, not applied yet, or stale.
     BadVote,
+    /// A cancellation for a task the state does not hold.
+    UnknownTask,
+    /// A cancellation by a tenant that does not own the task.
+    NotYourTask,
+    /// A cancellation for a task that already ended.
+    AlreadyFinished,
+    /// An extension of zero or past the attempt's total extension limit.
+    ExtensionOverLimit,
 }
 
 /// The result of applying one entry.
@@ -451,6 +521,8 @@ impl ClusterState {
     ) -> Result<ClusterState, ConfigError> {
         config.validate()?;
         let shards = ShardMap::new(config.shard_count);
+        let timeouts = TimeoutTracker::new(config.timeouts.tracker)
+            .map_err(|_| ConfigError::Timeouts("bad tracker intervals"))?;
         Ok(ClusterState {
             data: StateData {
                 config,
@@ -470,6 +542,8 @@ impl ClusterState {
                 clock_ms: 0,
                 policies: BTreeMap::new(),
                 votes: BTreeMap::new(),
+                timeouts,
+                clock_leader: None,
             },
             policy,
             restore_errors: 0,
@@ -673,9 +747,11 @@ impl ClusterState {
                 ev.push(Event::ClockTick {
                     now_ms: self.data.clock_ms,
                 });
+                self.clock_from(self.data.time.node, ev);
                 let before = self.data.contracts.len();
                 self.expire_contracts(ev);
-                if self.data.contracts.len() != before {
+                let timed_out = self.check_timeouts(ev);
+                if self.data.contracts.len() != before || timed_out {
                     self.place_pending(ev);
                 }
             }
@@ -752,6 +828,18 @@ impl ClusterState {
                 self.data.operator_seqs.accept(seq);
                 self.remove_worker(node, ev);
             }
+            Command::TaskProgress {
+                task,
+                node,
+                attempt,
+            } => self.task_progress(task, node, attempt, ev),
+            Command::RequestExtension {
+                task,
+                node,
+                attempt,
+                extension_ms,
+            } => self.request_extension(task, node, attempt, extension_ms, ev),
+            Command::CancelTask { task, tenant } => self.cancel_task(task, tenant, ev),
         }
     }
 
@@ -887,6 +975,7 @@ impl ClusterState {
         if s.input.len() > MAX_INPUT_BYTES {
             return Err(Refusal::InputTooLarge(s.input.len()));
         }
+        self.data.config.timeouts.effective(s.timeout_ms)?;
         match (&s.work, s.domain) {
             (Work::Job(_), Domain::K)
             | (Work::Wasm(_) | Work::Builtin(_), Domain::Q | Domain::Phi) => {
@@ -1169,9 +1258,11 @@ impl ClusterState {
                 self.policy.name()
             );
             let tenant = rec.spec.tenant;
+            let asked = rec.spec.timeout_ms;
             self.data.tasks.get_mut(&id).expect("exists").status =
                 TaskStatus::Assigned { node, attempt };
             self.data.nodes.get_mut(&node).expect("candidate").assigned += 1;
+            self.track(id, asked);
             ev.push(Event::TaskAssigned {
                 task: id,
                 tenant,
@@ -1237,6 +1328,11 @@ impl ClusterState {
             });
             return;
         }
+        let end = match c.outcome {
+            Outcome::Executed => JobEnd::Completed,
+            _ => JobEnd::Failed,
+        };
+        self.untrack(c.task, end);
         let rec = self.data.tasks.get_mut(&c.task).expect("matched");
         rec.spec.work = drop_work(&rec.spec.work);
         rec.status = TaskStatus::Completed {
@@ -1330,6 +1426,261 @@ impl ClusterState {
                     .remove(&(rec.spec.tenant, rec.spec.request_seq));
             }
         }
+    }
+
+    // ----- timeouts (AD-34, local authority) -----
+
+    /// Starts tracking the attempt just assigned, from the current cluster time.
+    fn track(&mut self, id: TaskId, asked: Option<u64>) {
+        let cfg = self.data.config.timeouts;
+        // Validated at submission; a config change cannot reach a running cluster.
+        let timeout_ms = cfg.effective(asked).unwrap_or(cfg.default_timeout_ms);
+        let spec = JobTimeoutSpec {
+            timeout_ms,
+            gate: None,
+        };
+        let r = self.data.timeouts.start(id, spec, self.data.clock_ms);
+        assert!(r.is_ok(), "tracking {id}: {r:?}");
+    }
+
+    /// Stops tracking a task leaving `Assigned` (completed, re-placed, cancelled, timed out).
+    fn untrack(&mut self, id: TaskId, end: JobEnd) {
+        let r = self.data.timeouts.stop(id, end);
+        assert!(r.is_ok(), "untracking {id}: {r:?}");
+    }
+
+    /// A `ClockTick` from `node`: if it is not the node the previous ticks came from,
+    /// the log has a new leader, and every tracked task's fence token steps.
+    fn clock_from(&mut self, node: NodeId, ev: &mut Vec<Event>) {
+        if self.data.clock_leader == Some(node) {
+            return;
+        }
+        if self.data.clock_leader.is_some() {
+            let decisions = self.data.timeouts.on_leader_change(self.data.clock_ms);
+            // Inside one cluster no task has a gate to tell.
+            debug_assert!(decisions.is_empty());
+            ev.push(Event::TimeoutLeaderChanged { leader: node });
+        }
+        self.data.clock_leader = Some(node);
+    }
+
+    /// The timeout check on a `ClockTick`: every attempt past its deadline or stuck is
+    /// timed out, in task-id order. Whether any was (capacity was freed).
+    fn check_timeouts(&mut self, ev: &mut Vec<Event>) -> bool {
+        let mut any = false;
+        for d in self.data.timeouts.on_tick(self.data.clock_ms) {
+            if let Decision::TimeOut {
+                job,
+                reason,
+                elapsed_ms,
+                ..
+            } = d
+            {
+                self.time_out(job, reason, elapsed_ms, ev);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Ends attempt `attempt` of `id` as timed out: re-placed with `attempt + 1` if
+    /// attempts remain (its late completion is then stale), else ended `Timeout`.
+    fn time_out(
+        &mut self,
+        id: TaskId,
+        reason: TimeoutReason,
+        elapsed_ms: u64,
+        ev: &mut Vec<Event>,
+    ) {
+        let Some(TaskStatus::Assigned { node, attempt }) = self.task(id).map(|t| t.status.clone())
+        else {
+            unreachable!("only assigned tasks are tracked");
+        };
+        let st = self.data.timeouts.get(id).cloned();
+        let why = match (reason, st) {
+            (TimeoutReason::Stuck, Some(st)) => alloc::format!(
+                "no progress for {} ms (stuck threshold {} ms)",
+                self.data.clock_ms - st.last_progress_at_ms,
+                st.stuck_threshold_ms
+            ),
+            (_, Some(st)) => alloc::format!(
+                "{elapsed_ms} ms elapsed, over its timeout of {} ms + {} ms extensions",
+                st.timeout_ms,
+                st.total_extensions_granted_ms
+            ),
+            (_, None) => alloc::format!("{elapsed_ms} ms elapsed"),
+        };
+        self.untrack(id, JobEnd::TimedOut);
+        self.data.nodes.get_mut(&node).expect("member").assigned -= 1;
+        self.data.counters.tasks_timed_out += 1;
+        let retry = attempt < MAX_ATTEMPTS;
+        ev.push(Event::TaskTimedOut {
+            task: id,
+            node,
+            attempt,
+            reason: why.clone(),
+            retry,
+        });
+        let rec = self.data.tasks.get_mut(&id).expect("exists");
+        rec.replaced_from.push(node);
+        if retry {
+            rec.status = TaskStatus::Pending;
+            let to = self.place_or_queue(id, attempt + 1, None, ev);
+            ev.push(Event::TaskReplaced {
+                task: id,
+                from: node,
+                to,
+                attempt: attempt + 1,
+            });
+            return;
+        }
+        let outcome = Outcome::Timeout(why);
+        self.end_task(id, node, attempt, outcome.clone());
+        ev.push(Event::TaskCompleted {
+            task: id,
+            node,
+            outcome,
+            ticks: 0,
+            output_hash: Hash32::ZERO,
+        });
+    }
+
+    /// Ends task `id` (already out of its node's count and untracked) with `outcome`:
+    /// its module dropped, its tenant's in-flight count freed, finished.
+    fn end_task(&mut self, id: TaskId, node: NodeId, attempt: u32, outcome: Outcome) {
+        let rec = self.data.tasks.get_mut(&id).expect("exists");
+        rec.spec.work = drop_work(&rec.spec.work);
+        rec.status = TaskStatus::Completed {
+            node,
+            attempt,
+            outcome,
+            ticks: 0,
+            output_hash: Hash32::ZERO,
+            output: Vec::new(),
+        };
+        let tenant = rec.spec.tenant;
+        if let Some(t) = self.data.tenants.get_mut(&tenant) {
+            t.in_flight -= 1;
+        }
+        self.finish(id);
+    }
+
+    /// Whether `node` runs the current attempt `attempt` of `task`; a report for any
+    /// other attempt carries a stale fence token: refused and counted.
+    fn current_attempt(
+        &mut self,
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+        ev: &mut Vec<Event>,
+    ) -> bool {
+        let current = matches!(self.task(task).map(|t| &t.status),
+            Some(TaskStatus::Assigned { node: n, attempt: a }) if *n == node && *a == attempt);
+        if !current {
+            self.data.counters.stale_reports += 1;
+            ev.push(Event::StaleReport {
+                task,
+                node,
+                attempt,
+            });
+        }
+        current
+    }
+
+    fn task_progress(&mut self, task: TaskId, node: NodeId, attempt: u32, ev: &mut Vec<Event>) {
+        if !self.current_attempt(task, node, attempt, ev) {
+            return;
+        }
+        let r = self.data.timeouts.on_progress(task, self.data.clock_ms);
+        assert!(r.is_ok(), "progress of tracked {task}: {r:?}");
+        ev.push(Event::TaskProgress {
+            task,
+            node,
+            attempt,
+        });
+    }
+
+    fn request_extension(
+        &mut self,
+        task: TaskId,
+        node: NodeId,
+        attempt: u32,
+        extension_ms: u64,
+        ev: &mut Vec<Event>,
+    ) {
+        if !self.current_attempt(task, node, attempt, ev) {
+            return;
+        }
+        let granted = self
+            .data
+            .timeouts
+            .get(task)
+            .map_or(0, |st| st.total_extensions_granted_ms);
+        let max = self.data.config.timeouts.max_extension_ms;
+        let now = self.data.clock_ms;
+        if extension_ms == 0
+            || granted.saturating_add(extension_ms) > max
+            || self
+                .data
+                .timeouts
+                .on_extension(task, node, extension_ms, now)
+                .is_err()
+        {
+            ev.push(Event::Ignored(IgnoredReason::ExtensionOverLimit));
+            return;
+        }
+        self.data.counters.extensions_granted += 1;
+        let deadline_ms = self
+            .data
+            .timeouts
+            .get(task)
+            .map_or(0, |st| st.deadline_ms());
+        ev.push(Event::ExtensionGranted {
+            task,
+            node,
+            attempt,
+            extension_ms,
+            deadline_ms,
+        });
+    }
+
+    /// A tenant cancels its task: a pending one leaves the queue, an assigned one its
+    /// node (which stops it: the attempt is no longer assigned there). It ends
+    /// `Cancelled` at its current attempt (node 0, attempt 0 if it never ran).
+    fn cancel_task(&mut self, task: TaskId, tenant: TenantId, ev: &mut Vec<Event>) {
+        let Some(rec) = self.task(task) else {
+            ev.push(Event::Ignored(IgnoredReason::UnknownTask));
+            return;
+        };
+        if rec.spec.tenant != tenant {
+            ev.push(Event::Ignored(IgnoredReason::NotYourTask));
+            return;
+        }
+        let (node, attempt, ran) = match rec.status {
+            TaskStatus::Assigned { node, attempt } => (node, attempt, true),
+            TaskStatus::Pending => {
+                let node = rec.replaced_from.last().copied().unwrap_or(NodeId(0));
+                (node, rec.replaced_from.len() as u32, false)
+            }
+            _ => {
+                ev.push(Event::Ignored(IgnoredReason::AlreadyFinished));
+                return;
+            }
+        };
+        if ran {
+            self.untrack(task, JobEnd::Cancelled);
+            self.data.nodes.get_mut(&node).expect("member").assigned -= 1;
+        } else {
+            self.data.pending.retain(|t| *t != task);
+        }
+        self.data.counters.tasks_cancelled += 1;
+        self.end_task(task, node, attempt, Outcome::Cancelled);
+        ev.push(Event::TaskCancelled {
+            task,
+            node: ran.then_some(node),
+            attempt,
+        });
+        self.place_pending(ev);
     }
 
     // ----- membership and liveness -----
@@ -1447,8 +1798,12 @@ impl ClusterState {
             .assigned_to(node)
             .map(|(t, attempt)| (t.id, attempt))
             .collect();
+        // Extensions the node held are its no longer (the time granted stays with
+        // the attempt, which ends here anyway: its task is re-placed or fails).
+        self.data.timeouts.on_worker_failed(node);
         for (id, attempt) in orphans {
             self.data.nodes.get_mut(&node).expect("member").assigned -= 1;
+            self.untrack(id, JobEnd::Failed);
             if attempt >= MAX_ATTEMPTS {
                 // Every node that ran it went down: it may be what brings them down.
                 // It ends `Failed` instead of being re-placed forever.
@@ -1902,6 +2257,18 @@ fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
     }
     if d.shards.count() != d.config.shard_count {
         return Err("shard table size differs from the config".into());
+    }
+    // Timeout tracking follows exactly the assigned tasks.
+    let assigned = d
+        .tasks
+        .values()
+        .filter(|t| matches!(t.status, TaskStatus::Assigned { .. }))
+        .map(|t| t.id);
+    if !assigned.eq(d.timeouts.jobs().map(|(id, _)| *id)) {
+        return Err("timeout tracking differs from the assigned tasks".into());
+    }
+    if d.timeouts.config() != &d.config.timeouts.tracker {
+        return Err("timeout tracker config differs from the state config".into());
     }
     Ok(())
 }

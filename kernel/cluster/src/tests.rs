@@ -53,6 +53,7 @@ pub(crate) fn spec(tenant: u32, seq: u64) -> TaskSpec {
         domain: Domain::K,
         pin: None,
         contract: None,
+        timeout_ms: None,
     }
 }
 
@@ -1006,6 +1007,7 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
         domain: Domain::K,
         pin: None,
         contract: None,
+        timeout_ms: None,
     });
     let t10 = Principal::Tenant(TenantId(10));
     let ok = SignedRequest::sign(5, t10, 1, submit.clone(), &tenant_seed);

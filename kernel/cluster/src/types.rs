@@ -134,6 +134,9 @@ pub struct TaskSpec {
     pub pin: Option<NodeId>,
     /// Run under this contract: on its target, in its reserved containers or windows.
     pub contract: Option<u64>,
+    /// Cluster-time limit of one attempt, ms (`None`: the cluster's default,
+    /// [`TaskTimeouts::default_timeout_ms`]); at most [`TaskTimeouts::max_timeout_ms`].
+    pub timeout_ms: Option<u64>,
 }
 
 /// Why a task, a contract or an entry was refused. Recorded in the state and the log's
@@ -225,6 +228,11 @@ pub enum Refusal {
     },
     /// `AddMember` for a node that is already a member.
     AlreadyMember(NodeId),
+    /// A timeout of zero or above the cluster's maximum.
+    BadTimeout {
+        timeout_ms: u64,
+        max_ms: u64,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -347,6 +355,10 @@ impl fmt::Display for Refusal {
                 )
             }
             Refusal::AlreadyMember(n) => write!(f, "{n} is already a member"),
+            Refusal::BadTimeout { timeout_ms, max_ms } => write!(
+                f,
+                "timeout of {timeout_ms} ms (must be 1..={max_ms} ms of cluster time)"
+            ),
         }
     }
 }
@@ -376,6 +388,11 @@ pub enum Outcome {
     DeviceFailed(String),
     /// A Φ window's stability fell below its constraint; the envelope is invalid.
     Unstable(String),
+    /// The cluster timed its last attempt out (elapsed past its timeout plus
+    /// extensions, or no progress for the stuck threshold); the reason says which.
+    Timeout(String),
+    /// Its tenant cancelled it (`cargo xdv cancel`).
+    Cancelled,
 }
 
 impl fmt::Display for Outcome {
@@ -389,7 +406,86 @@ impl fmt::Display for Outcome {
             Outcome::Failed(r) => write!(f, "failed: {r}"),
             Outcome::DeviceFailed(r) => write!(f, "device-failed: {r}"),
             Outcome::Unstable(r) => write!(f, "unstable: {r}"),
+            Outcome::Timeout(r) => write!(f, "timeout: {r}"),
+            Outcome::Cancelled => f.write_str("cancelled"),
         }
+    }
+}
+
+/// Task timeouts inside one cluster (AD-34 local authority, seed 003 §11), in cluster
+/// logical milliseconds (`clock_ms`, advanced by the leader's `ClockTick`s). Part of
+/// the replicated [`crate::Config`]: every node decides the same timeouts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskTimeouts {
+    /// Check interval and stuck threshold (§11.7; the gate fields are unused inside
+    /// one cluster).
+    pub tracker: xdv_federation::timeout::TimeoutConfig,
+    /// An attempt's timeout when the submission names none.
+    pub default_timeout_ms: u64,
+    /// Longest timeout a submission may ask for.
+    pub max_timeout_ms: u64,
+    /// Most extension time one attempt may be granted in total.
+    pub max_extension_ms: u64,
+}
+
+impl TaskTimeouts {
+    /// The seed's §11.7 defaults (check every 30 s, stuck after 120 s without
+    /// progress), a default timeout of 10 minutes, at most 1 day, extensions of at
+    /// most 1 hour in total per attempt.
+    pub const DEFAULT: TaskTimeouts = TaskTimeouts {
+        tracker: xdv_federation::timeout::TimeoutConfig::DEFAULT,
+        default_timeout_ms: 600_000,
+        max_timeout_ms: 86_400_000,
+        max_extension_ms: 3_600_000,
+    };
+
+    /// Every duration multiplied by `per_mille / 1000` (at least 1 ms each): the one
+    /// factor tests, the simulator and `timeouts=` on the kernel command line use.
+    /// `scaled(1000)` is the identity; `scaled(25)` checks every 750 ms and calls a
+    /// task stuck after 3 s.
+    pub fn scaled(self, per_mille: u64) -> TaskTimeouts {
+        let s = |ms: u64| {
+            (u128::from(ms) * u128::from(per_mille) / 1000).clamp(1, u128::from(u64::MAX)) as u64
+        };
+        TaskTimeouts {
+            tracker: self.tracker.scaled(per_mille),
+            default_timeout_ms: s(self.default_timeout_ms),
+            max_timeout_ms: s(self.max_timeout_ms),
+            max_extension_ms: s(self.max_extension_ms),
+        }
+    }
+
+    /// Refuses an impossible configuration.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        self.tracker
+            .validate()
+            .map_err(|_| "bad tracker intervals")?;
+        let max = xdv_federation::timeout::MAX_TIMEOUT_MS;
+        if self.default_timeout_ms == 0 || self.default_timeout_ms > self.max_timeout_ms {
+            return Err("default_timeout_ms must be 1..=max_timeout_ms");
+        }
+        if self.max_timeout_ms > max || self.max_extension_ms > max {
+            return Err("timeouts above 30 days");
+        }
+        Ok(())
+    }
+
+    /// The timeout of an attempt of a task that asked for `asked` (`None`: default).
+    pub fn effective(&self, asked: Option<u64>) -> Result<u64, Refusal> {
+        match asked {
+            None => Ok(self.default_timeout_ms),
+            Some(t) if t == 0 || t > self.max_timeout_ms => Err(Refusal::BadTimeout {
+                timeout_ms: t,
+                max_ms: self.max_timeout_ms,
+            }),
+            Some(t) => Ok(t),
+        }
+    }
+}
+
+impl Default for TaskTimeouts {
+    fn default() -> Self {
+        TaskTimeouts::DEFAULT
     }
 }
 

@@ -45,7 +45,9 @@ pub type JobId = TaskId;
 pub const PPM: u64 = 1_000_000;
 
 /// A cluster of the federation (a "datacenter" in the seed).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ClusterId(pub u32);
 
 impl core::fmt::Display for ClusterId {

@@ -24,6 +24,8 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use serde::{Deserialize, Serialize};
+
 use crate::{ClusterId, JobId, NodeId};
 
 /// Most jobs one tracker follows at once.
@@ -38,7 +40,7 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 86_400_000;
 pub const MAX_TARGET_CLUSTERS: usize = 256;
 
 /// Timing of the timeout machinery (seed §11.7), all in logical milliseconds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeoutConfig {
     /// How often the leader checks its jobs (`JOB_TIMEOUT_CHECK_INTERVAL`, 30 s).
     pub check_interval_ms: u64,
@@ -118,7 +120,7 @@ impl Default for TimeoutConfig {
 }
 
 /// Who decides that a job has timed out (§11.3).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Strategy {
     /// Single cluster: the cluster's leader decides alone.
     LocalAuthority,
@@ -127,7 +129,7 @@ pub enum Strategy {
 }
 
 /// Why a job timed out.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimeoutReason {
     /// Elapsed time passed the timeout plus the extensions granted.
     Elapsed,
@@ -254,7 +256,7 @@ pub struct JobTimeoutSpec {
 }
 
 /// A timeout report waiting for the gate's acknowledgement.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingReport {
     pub reason: TimeoutReason,
     pub elapsed_ms: u64,
@@ -262,7 +264,7 @@ pub struct PendingReport {
 }
 
 /// Per-job timeout tracking state (§11.1.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeoutState {
     pub strategy: Strategy,
     pub gate: Option<NodeId>,
@@ -347,7 +349,7 @@ impl TimeoutState {
 }
 
 /// Counters of §11.8.1 (manager side).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeoutMetrics {
     pub checks_local: u64,
     pub checks_gate: u64,
@@ -361,8 +363,10 @@ pub struct TimeoutMetrics {
     pub global_timeouts_accepted: u64,
 }
 
-/// The manager side: every job of this cluster under timeout tracking.
-#[derive(Clone, Debug)]
+/// The manager side: every job of this cluster under timeout tracking. Serializable so a
+/// cluster can keep it in its replicated (hashed, snapshotted) state: every field is a
+/// plain value or a `BTreeMap`, so the encoding is canonical.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeoutTracker {
     cfg: TimeoutConfig,
     jobs: BTreeMap<JobId, TimeoutState>,
@@ -388,6 +392,11 @@ impl TimeoutTracker {
 
     pub fn get(&self, job: JobId) -> Option<&TimeoutState> {
         self.jobs.get(&job)
+    }
+
+    /// Every tracked job, in job-id order.
+    pub fn jobs(&self) -> impl Iterator<Item = (&JobId, &TimeoutState)> {
+        self.jobs.iter()
     }
 
     pub fn len(&self) -> usize {

@@ -173,15 +173,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         .map(|c| (smoltcp::wire::Ipv4Address::from(c.addr), c.prefix));
     let net = net::Net::new(nics, peer_ip);
     executor::init(smp::online());
-    let mut services = service::Services::new(
-        ident,
-        devices,
-        accels,
-        net,
-        smp::online(),
-        opts.genesis(),
-        opts.fault_corrupt_at_ms,
-    );
+    let mut services = service::Services::new(ident, devices, accels, net, smp::online(), opts);
 
     let usable_mib = info.usable_bytes() >> 20;
     println!(

@@ -72,9 +72,10 @@ impl Services {
         accels: Vec<AccelFn>,
         mut net: Net,
         cores_online: usize,
-        genesis: Option<&[u32]>,
-        corrupt_at_ms: Option<u64>,
+        opts: &xdv_boot::KernelOptions,
     ) -> Services {
+        let (genesis, corrupt_at_ms) = (opts.genesis(), opts.fault_corrupt_at_ms);
+        let timeouts_per_mille = opts.timeouts_per_mille;
         let region: RaftRegion = match crate::mem::regions::raft() {
             Ok(r) => r,
             Err(e) => {
@@ -94,6 +95,16 @@ impl Services {
             .collect();
         cfg.audited_through = audit::last_raft_applied();
         cfg.genesis_members = genesis.map(|g| g.to_vec());
+        // `timeouts=`: the one scale factor of the cluster's task timeouts.
+        cfg.state.timeouts = xdv_cluster::TaskTimeouts::DEFAULT.scaled(timeouts_per_mille);
+        if timeouts_per_mille != 1000 {
+            println!(
+                "cluster: task timeouts scaled by {timeouts_per_mille}/1000: check every {} ms, stuck after {} ms, default {} ms",
+                cfg.state.timeouts.tracker.check_interval_ms,
+                cfg.state.timeouts.tracker.stuck_threshold_ms,
+                cfg.state.timeouts.default_timeout_ms
+            );
+        }
         if let Some(g) = genesis {
             println!(
                 "cluster: joining: genesis members {g:?}; the log or a snapshot brings this node up to date"
@@ -170,6 +181,9 @@ impl Services {
             for c in self.tasks.poll() {
                 self.node.on_task_done(c);
             }
+        }
+        for (task, attempt) in self.tasks.progress() {
+            self.node.on_task_progress(task, attempt);
         }
         let out = self.node.drain();
         self.perform(out, run_tasks);
@@ -284,6 +298,12 @@ impl Services {
             }
         }
         let now_ms = time::uptime_us() / 1000;
+        // Attempts the log took away: cancelled on their core (device jobs finish).
+        for (task, attempt) in out.stop {
+            if let Some(c) = self.tasks.stop(task, attempt) {
+                self.node.on_task_done(c);
+            }
+        }
         for run in out.run {
             if run.spec.domain == xdv_cluster::Domain::K {
                 self.tasks.start(run);

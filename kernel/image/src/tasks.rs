@@ -4,6 +4,11 @@
 //! only — never on the boot CPU, which serves the network and consensus — and turns
 //! each outcome into the `Completion` the node reports through the log. A module that
 //! fails validation is reported as `Refused` with the validation error.
+//!
+//! Each run carries a [`RunControl`]: the node's `Outbox::stop` (a cancelled, timed-out
+//! or re-placed attempt) sets its cancel flag, which the sandbox checks between fuel
+//! slices, so even an endless loop leaves its core within one slice; the `progress`
+//! calls it counts go to the node ([`Tasks::progress`]), which reports them to the log.
 #![deny(unsafe_code)]
 
 use crate::executor::{self, DISPATCHER, MAX_ASYNC_BATCH, TaskWork};
@@ -13,7 +18,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_cluster::{Completion, Outcome, Work};
 use xdv_node::RunTask;
-use xdv_sandbox::{Limits, SandboxWork, TaskModule, builtin, validate_with};
+use xdv_sandbox::{Limits, RunControl, SandboxWork, TaskModule, builtin, validate_with};
 use xdv_sched::{CoreEvent, Guards, ReplayEvent, TaskSpec};
 use xdv_types::{Hash32, NodeId, TaskId};
 
@@ -34,8 +39,9 @@ pub fn local_id(task: TaskId, attempt: u32) -> TaskId {
 pub struct Tasks {
     me: NodeId,
     queued: VecDeque<RunTask>,
-    /// (task, attempt, local id) of the batch on the APs.
-    running: Vec<(TaskId, u32, TaskId)>,
+    /// The batch on the APs: (task, attempt, local id, its control, progress calls
+    /// already reported).
+    running: Vec<(TaskId, u32, TaskId, RunControl, u64)>,
     pub started: u64,
     pub finished: u64,
 }
@@ -86,6 +92,37 @@ impl Tasks {
         self.queued.len()
     }
 
+    /// The node took `(task, attempt)` away: a queued one is dropped (and reported
+    /// stopped, which the node drops), a running one is cancelled — its run ends within
+    /// one fuel slice and its batch then reports it as usual.
+    pub fn stop(&mut self, task: TaskId, attempt: u32) -> Option<Completion> {
+        if let Some(i) = self
+            .queued
+            .iter()
+            .position(|r| r.task == task && r.attempt == attempt)
+        {
+            let run = self.queued.remove(i)?;
+            return Some(refused(&run, self.me, "stopped before it ran".into()));
+        }
+        if let Some(r) = self.running.iter().find(|r| r.0 == task && r.1 == attempt) {
+            r.3.cancel();
+        }
+        None
+    }
+
+    /// Running tasks that called `progress` since the last look.
+    pub fn progress(&mut self) -> Vec<(TaskId, u32)> {
+        let mut out = Vec::new();
+        for r in self.running.iter_mut() {
+            let now = r.3.progress();
+            if now > r.4 {
+                r.4 = now;
+                out.push((r.0, r.1));
+            }
+        }
+        out
+    }
+
     pub fn running(&self) -> usize {
         self.running.len()
     }
@@ -98,7 +135,7 @@ impl Tasks {
         if let Some(d) = guard.as_mut()
             && let Some(events) = d.poll_async()
         {
-            for (task, attempt, id) in core::mem::take(&mut self.running) {
+            for (task, attempt, id, _, _) in core::mem::take(&mut self.running) {
                 done.push(self.completion_of(task, attempt, id, &events));
             }
         }
@@ -116,7 +153,7 @@ impl Tasks {
             return done;
         };
         if let Some(events) = d.poll_async() {
-            for (task, attempt, id) in core::mem::take(&mut self.running) {
+            for (task, attempt, id, _, _) in core::mem::take(&mut self.running) {
                 done.push(self.completion_of(task, attempt, id, &events));
             }
         }
@@ -134,9 +171,11 @@ impl Tasks {
         while specs.len() < MAX_ASYNC_BATCH
             && let Some(run) = self.queued.pop_front()
         {
-            match spec_of(&run) {
+            let control = RunControl::default();
+            match spec_of(&run, control.clone()) {
                 Ok(spec) => {
-                    self.running.push((run.task, run.attempt, spec.id));
+                    self.running
+                        .push((run.task, run.attempt, spec.id, control, 0));
                     specs.push(spec);
                 }
                 Err(why) => done.push(refused(&run, self.me, why)),
@@ -150,7 +189,7 @@ impl Tasks {
             // Cannot happen (checked not busy, batch bounded): report, never lose.
             for s in back {
                 if let Some(i) = self.running.iter().position(|r| r.2 == s.id) {
-                    let (task, attempt, _) = self.running.remove(i);
+                    let (task, attempt, _, _, _) = self.running.remove(i);
                     done.push(completion(
                         task,
                         self.me,
@@ -204,7 +243,7 @@ impl Tasks {
     }
 }
 
-fn spec_of(run: &RunTask) -> Result<TaskSpec<TaskWork>, String> {
+fn spec_of(run: &RunTask, control: RunControl) -> Result<TaskSpec<TaskWork>, String> {
     let limits = Limits {
         memory_pages: run.memory_pages as usize,
         table_elements: run.table_elements as usize,
@@ -226,6 +265,7 @@ fn spec_of(run: &RunTask) -> Result<TaskSpec<TaskWork>, String> {
                 logical_time: run.submitted_lamport as i64,
                 output: Vec::new(),
                 log: Vec::new(),
+                control,
             }),
         },
     })

@@ -110,6 +110,9 @@ pub struct Timing {
     pub refusal_window_ms: u64,
     /// Most Raft ticks fired by one `tick` after a pause (no election bursts).
     pub max_catch_up_ticks: u32,
+    /// A running task's progress goes to the log at most this often (`TaskProgress`):
+    /// well under the stuck threshold, so a task that reports is never stuck.
+    pub progress_report_ms: u64,
 }
 
 impl Default for Timing {
@@ -123,6 +126,7 @@ impl Default for Timing {
             publish_ms: 5_000,
             refusal_window_ms: 1_000,
             max_catch_up_ticks: 5,
+            progress_report_ms: 2_000,
         }
     }
 }

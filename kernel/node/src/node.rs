@@ -15,7 +15,10 @@
 //! - a task is dispatched at most once per (task, attempt) while it stays assigned
 //!   here, and every task assigned here is dispatched or reported (derived from the
 //!   applied state, not from events: a restart or a snapshot install cannot lose one,
-//!   and a finished task is never run again).
+//!   and a finished task is never run again);
+//! - a running attempt the state no longer assigns here (cancelled, timed out,
+//!   re-placed) is asked to stop exactly once ([`Outbox::stop`]); whatever it reports
+//!   afterwards is dropped, never proposed.
 
 mod membership;
 
@@ -109,6 +112,10 @@ pub struct Outbox {
     pub replies: Vec<(ClientConn, Vec<u8>)>,
     /// Tasks to run.
     pub run: Vec<RunTask>,
+    /// Running (task, attempt)s to stop: the log cancelled, timed out or re-placed
+    /// them. The driver stops each (the sandbox's cancel flag; the simulator drops it)
+    /// and then reports it through [`Node::on_task_done`] as usual (dropped there).
+    pub stop: Vec<(TaskId, u32)>,
     /// Audit records to append, in order.
     pub audit: Vec<RecordBody>,
     /// Lines for the operator (console / log).
@@ -124,6 +131,7 @@ impl Outbox {
             && self.forwards.is_empty()
             && self.replies.is_empty()
             && self.run.is_empty()
+            && self.stop.is_empty()
             && self.audit.is_empty()
             && self.notes.is_empty()
             && self.members.is_none()
@@ -143,6 +151,11 @@ pub struct NodeCounters {
     pub outbox_dropped: u64,
     pub tasks_dispatched: u64,
     pub completions_proposed: u64,
+    /// Running attempts the driver was asked to stop.
+    pub tasks_stopped: u64,
+    /// `TaskProgress` and `RequestExtension` commands sent.
+    pub progress_reports: u64,
+    pub extension_requests: u64,
     pub snapshots_restored: u64,
     pub snapshot_images_refused: u64,
 }
@@ -194,6 +207,9 @@ enum Wait {
         node: NodeId,
         member: bool,
     },
+    Cancel {
+        task: TaskId,
+    },
 }
 
 struct Parked {
@@ -228,6 +244,11 @@ pub struct Node<R: Region> {
     running: BTreeSet<(TaskId, u32)>,
     /// Completions proposed and not yet applied, with when they were last sent.
     unconfirmed: BTreeMap<(TaskId, u32), (Completion, u64)>,
+    /// Running attempts the driver was asked to stop (a subset of `running`).
+    stopping: BTreeSet<(TaskId, u32)>,
+    /// Progress of running attempts: (progress seen since the last report, when the
+    /// last report was sent).
+    progress: BTreeMap<(TaskId, u32), (bool, u64)>,
     parked: Vec<Parked>,
     /// When each member was last heard by the transport.
     heard_ms: BTreeMap<NodeId, u64>,
@@ -319,6 +340,8 @@ impl<R: Region> Node<R> {
             last_tick_ms: now_ms,
             running: BTreeSet::new(),
             unconfirmed: BTreeMap::new(),
+            stopping: BTreeSet::new(),
+            progress: BTreeMap::new(),
             parked: Vec::new(),
             heard_ms: BTreeMap::new(),
             last_detect_ms: now_ms,
@@ -487,6 +510,8 @@ impl<R: Region> Node<R> {
         if !self.running.remove(&key) {
             return;
         }
+        self.stopping.remove(&key);
+        self.progress.remove(&key);
         c.node = self.me;
         c.output.truncate(xdv_cluster::MAX_OUTPUT_BYTES);
         if self.still_mine(c.task, c.attempt) {
@@ -494,6 +519,36 @@ impl<R: Region> Node<R> {
             self.counters.completions_proposed += 1;
             self.submit_own(Command::TaskCompleted(c));
         }
+        self.process();
+    }
+
+    /// A running task reported progress (the sandbox's `progress` host call). The
+    /// node tells the log at most every `Timing::progress_report_ms` per task, which
+    /// restarts the task's stuck timer on every replica.
+    pub fn on_task_progress(&mut self, task: TaskId, attempt: u32) {
+        let key = (task, attempt);
+        if !self.running.contains(&key)
+            || self.stopping.contains(&key)
+            || !self.still_mine(task, attempt)
+        {
+            return;
+        }
+        self.progress.entry(key).or_insert((false, 0)).0 = true;
+    }
+
+    /// A running task asks for `extension_ms` more cluster time (`RequestExtension`;
+    /// the log grants it within the attempt's extension limit).
+    pub fn request_extension(&mut self, task: TaskId, attempt: u32, extension_ms: u64) {
+        if !self.running.contains(&(task, attempt)) || !self.still_mine(task, attempt) {
+            return;
+        }
+        self.counters.extension_requests += 1;
+        self.submit_own(Command::RequestExtension {
+            task,
+            node: self.me,
+            attempt,
+            extension_ms,
+        });
         self.process();
     }
 
@@ -894,8 +949,21 @@ impl<R: Region> Node<R> {
             .map(|(t, attempt)| (t.id, attempt))
             .collect();
         self.unconfirmed.retain(|k, _| assigned.contains(k));
-        // A running task that was re-placed elsewhere keeps its slot until the driver
-        // reports it (the run queue cannot take it back); its report is then dropped.
+        self.progress.retain(|k, _| assigned.contains(k));
+        // A running attempt the log took away (cancelled, timed out, re-placed) is
+        // stopped once; it keeps its slot until the driver reports it, and that
+        // report is then dropped.
+        let gone: Vec<(TaskId, u32)> = self
+            .running
+            .iter()
+            .filter(|k| !assigned.contains(k) && !self.stopping.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.stopping.insert(key);
+            self.counters.tasks_stopped += 1;
+            self.out.stop.push(key);
+        }
         for key in assigned {
             if self.running.contains(&key) || self.unconfirmed.contains_key(&key) {
                 continue;
@@ -964,6 +1032,7 @@ impl<R: Region> Node<R> {
         for c in due {
             self.submit_own(Command::TaskCompleted(c));
         }
+        self.report_progress();
         let me = self.me;
         let mine = self.state.data().nodes.get(&me);
         let recorded = mine.map(|r| (r.available_cores, r.offered_q, r.offered_phi));
@@ -1009,6 +1078,32 @@ impl<R: Region> Node<R> {
         {
             self.last_clock_tick_ms = now;
             let _ = self.propose(Command::ClockTick);
+        }
+    }
+
+    /// Progress seen since the last report goes to the log, at most every
+    /// `progress_report_ms` per task (rate-limited: a task calling `progress` in a
+    /// tight loop costs one log entry per period).
+    fn report_progress(&mut self) {
+        let now = self.now_ms;
+        let every = self.cfg.timing.progress_report_ms;
+        let due: Vec<(TaskId, u32)> = self
+            .progress
+            .iter_mut()
+            .filter(|(_, (seen, at))| *seen && (*at == 0 || now.saturating_sub(*at) >= every))
+            .map(|(k, (seen, at))| {
+                *seen = false;
+                *at = now.max(1);
+                *k
+            })
+            .collect();
+        for (task, attempt) in due {
+            self.counters.progress_reports += 1;
+            self.submit_own(Command::TaskProgress {
+                task,
+                node: self.me,
+                attempt,
+            });
         }
     }
 
@@ -1107,6 +1202,7 @@ impl<R: Region> Node<R> {
                     c @ (Command::AddMember { .. } | Command::RemoveMember { .. }) => {
                         Self::member_wait(c).expect("a membership command")
                     }
+                    Command::CancelTask { task, .. } => Wait::Cancel { task: *task },
                     other => {
                         let d =
                             Denied::NotReady(alloc::format!("{} is not a request", other.name()));
@@ -1162,6 +1258,7 @@ impl<R: Region> Node<R> {
                 | Request::Release { .. }
                 | Request::AddWorker { .. }
                 | Request::RemoveWorker { .. }
+                | Request::Cancel { .. }
                 | Request::SetPolicy { .. } => {
                     Response::Refused(Denied::NotReady("unreachable".into()))
                 }
@@ -1316,6 +1413,7 @@ impl<R: Region> Node<R> {
                         node: *node,
                         member: *member,
                     }),
+                Wait::Cancel { task } => self.cancel_answer(*task),
             };
             let reply = match done {
                 Some(r) => Some(r),
@@ -1330,6 +1428,29 @@ impl<R: Region> Node<R> {
             }
         }
         self.parked = keep;
+    }
+
+    /// The answer to a parked cancellation once the task ended: `Cancelled`, or
+    /// `TaskFinished` if it ended otherwise first (completed, timed out).
+    fn cancel_answer(&self, task: TaskId) -> Option<Response> {
+        let status = &self.state.task(task)?.status;
+        match status {
+            TaskStatus::Pending | TaskStatus::Assigned { .. } => None,
+            TaskStatus::Completed {
+                outcome: xdv_cluster::Outcome::Cancelled,
+                node,
+                attempt,
+                ..
+            } => Some(Response::Cancelled {
+                task,
+                node: (node.0 != 0).then_some(*node),
+                attempt: *attempt,
+            }),
+            other => Some(Response::Refused(Denied::TaskFinished {
+                task,
+                outcome: mgmt::finished_word(other),
+            })),
+        }
     }
 
     // ---- views -------------------------------------------------------------------
@@ -1483,6 +1604,14 @@ impl<R: Region> Node<R> {
                     key.1
                 ));
             }
+        }
+        if let Some(k) = self.stopping.iter().find(|k| !self.running.contains(k)) {
+            return Err(alloc::format!(
+                "{}: {} attempt {} stopping but not running",
+                self.me,
+                k.0,
+                k.1
+            ));
         }
         for (key, (c, _)) in &self.unconfirmed {
             if c.task != key.0 || c.attempt != key.1 || c.node != self.me {

@@ -14,9 +14,20 @@
 //! mid-job, hangs (caught by the driver's watchdog), forced instability, recovery.
 //! A quarter of the clients' requests are Q or Φ jobs.
 //!
+//! Task timeouts and cancellation (AD-34, seed 003 §11): the cluster's timeouts are
+//! [`TaskTimeouts::DEFAULT`] scaled by [`SimOptions::timeouts_per_mille`] (default 25:
+//! stuck after 3 s without progress, 15 s default timeout). Workers report progress
+//! for every task they run (every 500 ms); one task in eight hangs (never finishes,
+//! never reports: it is timed out, re-placed, and ends `Timeout` after its attempts);
+//! one in sixteen runs for seconds and asks for an extension; clients cancel one
+//! accepted task in three (running, pending, hung or already done). A stopped attempt
+//! is dropped by its worker.
+//!
 //! After every step [`Sim::invariants`]: each node's own invariants, at most one
 //! leader per term, committed entries never change, the same state hash for an index
-//! on every node that applied it, a completed task never changes. After the faults
+//! on every node that applied it, a completed task never changes (so a cancelled or
+//! timed-out task never completes later), and a task completes only at its latest
+//! attempt (no completion with a stale fence token is applied). After the faults
 //! stop, liveness: every accepted request completed exactly once and every node has
 //! converged on the same state. A failure returns the seed's trace.
 
@@ -33,7 +44,7 @@ use xdv_accel::device::{DeviceSide, Taken};
 use xdv_accel::regs::{self, DeviceMemory, Kind, MemWindow};
 use xdv_accel::ring::{CqStatus, Opcode};
 use xdv_cluster::mgmt::{self, Denied, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{Completion, Domain, Outcome, TaskStatus, Work};
+use xdv_cluster::{Completion, Domain, Outcome, TaskStatus, TaskTimeouts, Work};
 use xdv_raft::{NodeId, Role, Storage};
 use xdv_testkit::{NetFaults, PacketSim};
 use xdv_types::rng::SplitMix64;
@@ -47,6 +58,27 @@ const CLIENT_BASE: u32 = 1000;
 const CLIENT_RETRY_MS: u64 = 3_000;
 /// Most trace lines kept for a failure report.
 const TRACE_LINES: usize = 400;
+/// Workers report progress for their running tasks this often.
+const PROGRESS_EVERY_MS: u64 = 500;
+
+/// What the simulated worker does with the K task of client request `seq`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Behaviour {
+    /// Runs 1..=`max_task_ms`, reporting progress.
+    Normal,
+    /// Never finishes and never reports progress.
+    Hang,
+    /// Runs 4–6 s, reporting progress, and asks for a 2 s extension when it starts.
+    Long,
+}
+
+fn behaviour(seq: u64, hangs: bool) -> Behaviour {
+    match (seq % 8, seq % 16) {
+        (6, _) if hangs => Behaviour::Hang,
+        (_, 4) if hangs => Behaviour::Long,
+        _ => Behaviour::Normal,
+    }
+}
 
 /// What a seed runs.
 #[derive(Clone, Debug)]
@@ -78,6 +110,12 @@ pub struct SimOptions {
     pub joins: u32,
     /// The first joining node is an observer (follows, verifies, never votes nor runs).
     pub observer: bool,
+    /// The cluster's task timeouts: [`TaskTimeouts::DEFAULT`] scaled by this / 1000.
+    pub timeouts_per_mille: u64,
+    /// Some tasks hang and some run long with an extension (see the module doc).
+    pub hangs: bool,
+    /// Clients cancel one accepted task in three.
+    pub cancels: bool,
 }
 
 impl SimOptions {
@@ -96,6 +134,9 @@ impl SimOptions {
             device_jobs: true,
             joins: 0,
             observer: false,
+            timeouts_per_mille: 25,
+            hangs: true,
+            cancels: true,
         }
     }
 }
@@ -138,6 +179,16 @@ pub struct SimReport {
     pub final_hash: Option<Hash32>,
     /// The last `trace_lines` trace lines.
     pub trace: Vec<String>,
+    /// Attempts the cluster timed out, tasks that ended `Timeout`, tasks cancelled
+    /// (from the final state's counters), stale completions refused.
+    pub timed_out: u64,
+    pub ended_timeout: u64,
+    pub cancelled: u64,
+    pub stale_completions: u64,
+    /// Running attempts the nodes told their workers to stop (summed).
+    pub stopped: u64,
+    /// Extensions granted (final state).
+    pub extensions: u64,
 }
 
 /// The simulated nodes' Raft region: bytes whose writes can be torn.
@@ -162,6 +213,8 @@ struct SimNode {
     inbox: VecDeque<(u32, Msg)>,
     /// Tasks running on this node's workers: finish time → completion.
     workers: BTreeMap<(u64, TaskId, u32), Completion>,
+    /// Hung tasks on this node's workers (never finish unless stopped).
+    hung: alloc::collections::BTreeSet<(TaskId, u32)>,
     audit_records: u64,
     audit_head: Hash32,
     /// The node's accelerator hardware (outlives the node's crashes) and the node's
@@ -280,6 +333,10 @@ struct Client {
     generation: u64,
     /// The client's latest accepted contract (its Q jobs may run under it).
     contract: Option<u64>,
+    /// Accepted tasks to cancel, and the cancellation in flight: (task, seq,
+    /// generation, sent at).
+    to_cancel: VecDeque<TaskId>,
+    cancel_inflight: Option<(TaskId, u64, u64, u64)>,
 }
 
 /// The simulator. See the module documentation.
@@ -308,6 +365,10 @@ pub struct Sim {
     operator_seq: u64,
     member_ops: VecDeque<MemberOp>,
     op_inflight: Option<OpInflight>,
+    /// The highest attempt any node's applied state ever assigned each task.
+    max_attempt: BTreeMap<TaskId, u32>,
+    /// Tasks whose cancellation a client saw answered `Cancelled`.
+    cancelled: alloc::collections::BTreeSet<TaskId>,
 }
 
 fn seed_bytes(rng: &mut SplitMix64) -> [u8; 32] {
@@ -352,7 +413,7 @@ fn sim_job(domain: Domain, seq: u64) -> Vec<u8> {
 
 /// The Raft and timing parameters of simulated nodes: the kernel's, with snapshots
 /// every 30 entries so restarts and lagging nodes go through snapshot installs.
-fn sim_config(identity: Identity) -> NodeConfig {
+fn sim_config(identity: Identity, timeouts_per_mille: u64) -> NodeConfig {
     let mut c = NodeConfig::new(identity, 2);
     // Requesting nodes sign contracts under this capability.
     c.capabilities = vec![xdv_types::CapabilityId(1)];
@@ -360,8 +421,11 @@ fn sim_config(identity: Identity) -> NodeConfig {
     c.raft.log_compaction_threshold = 45;
     c.raft.snapshot_chunk_bytes = 4096;
     c.state.max_retained_tasks = 256;
+    c.state.timeouts = TaskTimeouts::DEFAULT.scaled(timeouts_per_mille);
     c.timing = Timing {
         publish_ms: 2_000,
+        // Progress reaches the log well within the scaled stuck threshold.
+        progress_report_ms: 1_000,
         ..Timing::default()
     };
     c
@@ -387,6 +451,8 @@ impl Sim {
                 inflight: None,
                 generation: 0,
                 contract: None,
+                to_cancel: VecDeque::new(),
+                cancel_inflight: None,
             })
             .collect();
         // The operator's key from its own stream: the runs without membership changes
@@ -404,14 +470,17 @@ impl Sim {
                 // The first nodes were provisioned with each other; a joining node
                 // with everyone up to itself.
                 let known = (i as u32 + 1).max(opts.nodes) as usize;
-                let mut c = sim_config(Identity {
-                    node: i as u32 + 1,
-                    cluster,
-                    seed: Some(*s),
-                    peers: peers[..known].to_vec(),
-                    tenants: tenants.clone(),
-                    operator_key,
-                });
+                let mut c = sim_config(
+                    Identity {
+                        node: i as u32 + 1,
+                        cluster,
+                        seed: Some(*s),
+                        peers: peers[..known].to_vec(),
+                        tenants: tenants.clone(),
+                        operator_key,
+                    },
+                    opts.timeouts_per_mille,
+                );
                 // A joining node starts from the cluster's genesis.
                 if i as u32 >= opts.nodes {
                     c.genesis_members = Some((1..=opts.nodes).collect());
@@ -438,6 +507,7 @@ impl Sim {
                     slow_every: 1,
                     inbox: VecDeque::new(),
                     workers: BTreeMap::new(),
+                    hung: alloc::collections::BTreeSet::new(),
                     audit_records: 0,
                     audit_head: Hash32::ZERO,
                     device: None,
@@ -492,6 +562,8 @@ impl Sim {
             contract_targets: BTreeMap::new(),
             trace: VecDeque::new(),
             report: SimReport::default(),
+            max_attempt: BTreeMap::new(),
+            cancelled: alloc::collections::BTreeSet::new(),
         }
     }
 
@@ -557,6 +629,28 @@ impl Sim {
                             .collect()
                     })
                     .unwrap_or_default();
+                if let Some(n) = first {
+                    let c = &n.state().data().counters;
+                    self.report.timed_out = c.tasks_timed_out;
+                    self.report.cancelled = c.tasks_cancelled;
+                    self.report.stale_completions = c.stale_completions;
+                    self.report.extensions = c.extensions_granted;
+                    self.report.ended_timeout = n
+                        .state()
+                        .data()
+                        .tasks
+                        .values()
+                        .filter(|t| {
+                            matches!(
+                                t.status,
+                                TaskStatus::Completed {
+                                    outcome: Outcome::Timeout(_),
+                                    ..
+                                }
+                            )
+                        })
+                        .count() as u64;
+                }
                 self.report.trace = self.trace.iter().cloned().collect();
                 return Ok(self.report);
             }
@@ -664,6 +758,11 @@ impl Sim {
                 node.on_task_done(c);
             }
         }
+        if now.is_multiple_of(PROGRESS_EVERY_MS) {
+            for &(_, task, attempt) in n.workers.keys() {
+                node.on_task_progress(task, attempt);
+            }
+        }
         if let Some(d) = n.device.as_mut() {
             d.step(now, &mut self.rng);
         }
@@ -711,6 +810,9 @@ impl Sim {
         for body in out.audit {
             self.append_audit(i, &body);
         }
+        for (task, attempt) in out.stop {
+            self.stop_task(i, task, attempt);
+        }
         let mut audit = Vec::new();
         for run in out.run {
             if run.spec.domain == Domain::K {
@@ -753,8 +855,69 @@ impl Sim {
         n.audit_records += 1;
     }
 
+    /// The node asked its worker to stop `(task, attempt)` (cancelled, timed out,
+    /// re-placed): the worker drops it and reports it stopped (the node drops that).
+    fn stop_task(&mut self, i: usize, task: TaskId, attempt: u32) {
+        self.report.stopped += 1;
+        let n = &mut self.nodes[i];
+        let running = n.hung.remove(&(task, attempt))
+            || n.workers
+                .extract_if(.., |k, _| k.1 == task && k.2 == attempt)
+                .count()
+                > 0;
+        self.trace(alloc::format!(
+            "n{}: stops {task} #{attempt}{}",
+            i + 1,
+            if running {
+                ""
+            } else {
+                " (device job: finishes)"
+            }
+        ));
+        if !running {
+            return;
+        }
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            node.on_task_done(Completion {
+                task,
+                node: NodeId(i as u32 + 1),
+                attempt,
+                outcome: Outcome::Trapped("stopped".into()),
+                ticks: 0,
+                output_hash: Hash32::ZERO,
+                output: Vec::new(),
+                log: Vec::new(),
+            });
+        }
+    }
+
     fn start_task(&mut self, i: usize, run: RunTask) {
-        let took = 1 + self.rng.below(self.opts.max_task_ms.max(1));
+        let seq = run
+            .spec
+            .input
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        let how = behaviour(seq, self.opts.hangs);
+        if how == Behaviour::Hang {
+            self.trace(alloc::format!(
+                "n{}: runs {} #{} and hangs",
+                i + 1,
+                run.task,
+                run.attempt
+            ));
+            self.nodes[i].hung.insert((run.task, run.attempt));
+            return;
+        }
+        let took = match how {
+            Behaviour::Long => 4_000 + self.rng.below(2_000),
+            _ => 1 + self.rng.below(self.opts.max_task_ms.max(1)),
+        };
+        if how == Behaviour::Long
+            && let Some(node) = self.nodes[i].node.as_mut()
+        {
+            node.request_extension(run.task, run.attempt, 2_000);
+        }
         let mut h = Sha256::new();
         h.update(run.task.0.to_le_bytes());
         h.update(&run.spec.input);
@@ -790,6 +953,7 @@ impl Sim {
             r
         });
         n.workers.clear();
+        n.hung.clear();
         n.inbox.clear();
         n.pool = None;
         let down = 200 + self.rng.below(3_000);
@@ -945,8 +1109,72 @@ impl Sim {
         }
     }
 
+    /// A client cancels one of its accepted tasks (a new sequence number each try:
+    /// cancellation is idempotent in the log, a second one is refused as finished).
+    fn cancel_step(&mut self, c: usize) {
+        let now = self.now_ms;
+        let cl = &self.clients[c];
+        let task = match cl.cancel_inflight {
+            Some((task, _, _, at)) if now.saturating_sub(at) >= CLIENT_RETRY_MS => task,
+            Some(_) => return,
+            None => match cl.to_cancel.front() {
+                Some(&t) if self.rng.chance_pct(5) => t,
+                _ => return,
+            },
+        };
+        let cl = &mut self.clients[c];
+        let seq = cl.next_seq;
+        cl.next_seq += 1;
+        cl.generation += 1;
+        let generation = cl.generation;
+        cl.cancel_inflight = Some((task, seq, generation, now));
+        let req = SignedRequest::sign(
+            self.cluster,
+            Principal::Tenant(cl.tenant),
+            seq,
+            Request::Cancel { task },
+            &cl.seed,
+        );
+        let from = cl.id;
+        let to = self.any_member();
+        self.net.send(
+            now,
+            from,
+            to,
+            Msg::Request {
+                generation,
+                bytes: mgmt::encode(&req),
+            },
+        );
+    }
+
+    /// The answer to a client's cancellation: decided (cancelled, or already over),
+    /// or to be tried again.
+    fn cancel_reply(&mut self, c: usize, reply: Result<Response, Denied>) {
+        let Some((task, _, _, _)) = self.clients[c].cancel_inflight else {
+            return;
+        };
+        let tenant = self.clients[c].tenant;
+        let decided = match &reply {
+            Ok(Response::Cancelled { task: t, .. }) if *t == task => {
+                self.cancelled.insert(task);
+                true
+            }
+            Ok(Response::Refused(Denied::TaskFinished { .. } | Denied::UnknownTask(_))) => true,
+            _ => false,
+        };
+        self.trace(alloc::format!("{tenant} cancel {task}: {reply:?}"));
+        self.clients[c].cancel_inflight = None;
+        if decided {
+            self.clients[c].to_cancel.pop_front();
+        }
+    }
+
     fn clients_step(&mut self) {
         for c in 0..self.clients.len() {
+            if self.opts.cancels {
+                self.cancel_step(c);
+            }
             let now = self.now_ms;
             let retry = match self.clients[c].inflight {
                 Some((_, _, at)) => now.saturating_sub(at) >= CLIENT_RETRY_MS,
@@ -997,6 +1225,7 @@ impl Sim {
                     domain,
                     pin: None,
                     contract,
+                    timeout_ms: None,
                 })
             };
             let req = SignedRequest::sign(
@@ -1145,6 +1374,13 @@ impl Sim {
             return;
         };
         let c = (to - CLIENT_BASE) as usize;
+        if self.clients[c]
+            .cancel_inflight
+            .is_some_and(|(_, _, g, _)| g == generation)
+        {
+            self.cancel_reply(c, mgmt::decode::<Response>(&bytes));
+            return;
+        }
         let Some((seq, g, _)) = self.clients[c].inflight else {
             return;
         };
@@ -1196,6 +1432,12 @@ impl Sim {
             }
             self.trace(alloc::format!("{tenant} seq {seq} accepted as {task}"));
             self.clients[c].inflight = None;
+            if self.opts.cancels
+                && seq.is_multiple_of(3)
+                && !self.clients[c].to_cancel.contains(&task)
+            {
+                self.clients[c].to_cancel.push_back(task);
+            }
         }
     }
 
@@ -1273,6 +1515,10 @@ impl Sim {
                 }
             }
             for (id, t) in &state.data().tasks {
+                if let TaskStatus::Assigned { attempt, .. } = t.status {
+                    let m = self.max_attempt.entry(*id).or_default();
+                    *m = (*m).max(attempt);
+                }
                 if let TaskStatus::Completed {
                     node,
                     attempt,
@@ -1291,6 +1537,20 @@ impl Sim {
                         return Err(alloc::format!(
                             "{id} ({}) executed on {node}",
                             t.spec.domain
+                        ));
+                    }
+                    // Fence tokens: a task ends at its latest attempt, never an older one.
+                    if let Some(&max) = self.max_attempt.get(id)
+                        && *attempt < max
+                    {
+                        return Err(alloc::format!(
+                            "{id} completed ({outcome}) at attempt {attempt} after attempt {max} was assigned"
+                        ));
+                    }
+                    if self.cancelled.contains(id) && *outcome != Outcome::Cancelled {
+                        return Err(alloc::format!(
+                            "{id} was cancelled, yet ended {outcome} on n{}",
+                            i + 1
                         ));
                     }
                     let now = (*node, *attempt, *output_hash);
@@ -1330,7 +1590,10 @@ impl Sim {
     }
 
     fn converged(&self) -> bool {
-        if self.submitted < self.opts.requests || self.clients.iter().any(|c| c.inflight.is_some())
+        if self.submitted < self.opts.requests
+            || self.clients.iter().any(|c| {
+                c.inflight.is_some() || c.cancel_inflight.is_some() || !c.to_cancel.is_empty()
+            })
         {
             return false;
         }

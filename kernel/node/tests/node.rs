@@ -44,6 +44,7 @@ fn submit(seq: u64) -> Vec<u8> {
             domain: Domain::K,
             pin: None,
             contract: None,
+            timeout_ms: None,
         }),
         &TENANT_SEED,
     ))
@@ -287,6 +288,7 @@ fn restart_does_not_re_audit_and_unknown_builtins_never_enter_the_log() {
             domain: Domain::K,
             pin: None,
             contract: None,
+            timeout_ms: None,
         }),
         &TENANT_SEED,
     ));

@@ -76,12 +76,67 @@ fn long_tasks_never_make_a_node_look_down() {
         o.max_task_ms = 20_000;
         o.device_jobs = false;
         o.heal_ms = 60_000;
+        // Full-scale timeouts (10 min default): a 20 s task is not late.
+        o.timeouts_per_mille = 1000;
+        o.hangs = false;
+        o.cancels = false;
         let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
         assert_eq!(
             r.node_downs, 0,
             "seed {seed}: a busy node was declared down"
         );
         assert_eq!(r.completed, 6);
+    }
+}
+
+/// Task timeouts and cancellation (AD-34) under crashes, partitions and leader
+/// changes: hung tasks are timed out, re-placed with a new attempt (a fence token) and
+/// end `Timeout`; long tasks that report progress and hold an extension are not;
+/// clients cancel tasks. After every step: a cancelled or timed-out task never
+/// completes later, and no task completes at an attempt older than its latest.
+#[test]
+fn hung_tasks_time_out_and_cancelled_tasks_stop_under_faults() {
+    let mut sums = xdv_node::sim::SimReport::default();
+    for seed in 0..16 {
+        let r = Sim::new(SimOptions::new(seed))
+            .run()
+            .unwrap_or_else(|t| panic!("{t}"));
+        assert!(r.accepted >= 18, "seed {seed}: {} accepted", r.accepted);
+        sums.timed_out += r.timed_out;
+        sums.ended_timeout += r.ended_timeout;
+        sums.cancelled += r.cancelled;
+        sums.stopped += r.stopped;
+        sums.extensions += r.extensions;
+        sums.stale_completions += r.stale_completions;
+    }
+    eprintln!("{sums:?}");
+    // One request in eight hangs: hung tasks end `Timeout` (or are cancelled).
+    assert!(sums.ended_timeout >= 16, "{sums:?}");
+    assert!(sums.timed_out >= 3 * sums.ended_timeout, "{sums:?}");
+    assert!(sums.cancelled >= 16, "{sums:?}");
+    assert!(
+        sums.stopped >= sums.cancelled.min(sums.timed_out),
+        "{sums:?}"
+    );
+    assert!(sums.extensions >= 8, "{sums:?}");
+}
+
+/// Without faults, a long task that reports progress is never timed out, and nothing
+/// but the hung tasks (and attempts the clients cancelled) ends early.
+#[test]
+fn progress_and_extensions_keep_long_tasks_alive() {
+    for seed in 0..4 {
+        let mut o = SimOptions::new(seed);
+        o.faults = 0;
+        o.cancels = false;
+        o.device_jobs = false;
+        let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
+        // Requests 6, 14, … of each client hang; request 4 runs 4–6 s with progress.
+        // Only the hung tasks time out, three attempts each, each attempt stopped.
+        assert!(r.ended_timeout >= 2, "seed {seed}: {r:?}");
+        assert_eq!(r.timed_out, 3 * r.ended_timeout, "seed {seed}: {r:?}");
+        assert_eq!(r.stopped, r.timed_out, "seed {seed}: {r:?}");
+        assert_eq!(r.extensions, 2, "seed {seed}: {r:?}");
     }
 }
 

@@ -304,3 +304,77 @@ fn floating_point_modules_are_refused_at_validation() {
     // Integer-only modules are unaffected.
     assert!(task(r#"(module (func (export "run")))"#, 10, vec![]).is_ok());
 }
+
+/// Fuel slices (the cancel points) never change a run: every builtin, at several
+/// budgets (ending normally and out of fuel), gives the same ticks, outcome and output
+/// at every slice size as in one uninterrupted run.
+#[test]
+fn fuel_slicing_does_not_change_results() {
+    let spin = "(module (func (export \"run\") (loop $l (br $l))))";
+    let mut tasks: Vec<(String, ValidatedTask)> = BUILTINS
+        .iter()
+        .map(|b| (String::from(b.name), builtin_task(b, None, vec![]).unwrap()))
+        .collect();
+    tasks.push(("spin".into(), task(spin, 10, vec![]).unwrap()));
+    let ctl = RunControl::default();
+    for (name, t) in &tasks {
+        for budget in [1, 3, 10, 57, 1000] {
+            let whole = run_sliced(t, budget, 5, &ctl, u64::MAX);
+            for slice in [1, 7, 999, 1000, 4096, FUEL_SLICE] {
+                assert_eq!(
+                    run_sliced(t, budget, 5, &ctl, slice),
+                    whole,
+                    "{name}, budget {budget}, slice {slice}"
+                );
+            }
+        }
+    }
+}
+
+/// A cancelled run stops within one fuel slice, even an endless loop.
+#[test]
+fn a_cancelled_run_stops_within_one_slice() {
+    let spin = "(module (func (export \"run\") (loop $l (br $l))))";
+    let t = task(spin, 1 << 30, vec![]).unwrap();
+    let ctl = RunControl::default();
+    ctl.cancel();
+    let r = run_with(&t, 1 << 30, 0, &ctl);
+    assert_eq!(
+        r.outcome,
+        WorkOutcome::Trapped {
+            reason: TrapReason::new("cancelled")
+        }
+    );
+    assert!(
+        r.ticks_used <= FUEL_SLICE / FUEL_PER_TICK,
+        "{}",
+        r.ticks_used
+    );
+    // Not cancelled: the same module runs to its budget.
+    let r = run_with(&t, 3000, 0, &RunControl::default());
+    assert_eq!(
+        (r.outcome, r.ticks_used),
+        (WorkOutcome::BudgetExceeded, 3000)
+    );
+}
+
+/// `progress` is counted on the run's control and changes nothing else.
+#[test]
+fn progress_calls_are_counted() {
+    let wat = r#"(module
+        (import "xdv" "progress" (func $p (result i32)))
+        (func (export "run")
+            (drop (call $p)) (drop (call $p)) (drop (call $p))))"#;
+    let t = task(wat, 100, vec![]).unwrap();
+    let ctl = RunControl::default();
+    let r = run_with(&t, 100, 0, &ctl);
+    assert!(matches!(r.outcome, WorkOutcome::Completed { .. }));
+    assert_eq!(ctl.progress(), 3);
+    assert_eq!(run(&t, 100, 0), r, "the count does not change the result");
+    let bad = r#"(module (import "xdv" "progress" (func $p (param i32) (result i32)))
+        (func (export "run")))"#;
+    assert!(matches!(
+        task(bad, 100, vec![]),
+        Err(ValidationError::ImportSignatureMismatch { .. })
+    ));
+}

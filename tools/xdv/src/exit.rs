@@ -16,17 +16,18 @@ pub const USAGE: i32 = 2;
 /// anything is sent), refused by the cluster (quota, limits, signature), or refused by
 /// the placed node.
 pub const REFUSED: i32 = 3;
-/// The task ran and failed: trapped, exceeded its tick budget, or a guard was denied.
+/// The task ran and failed: trapped, exceeded its tick budget, a guard was denied, the
+/// cluster timed it out, or its tenant cancelled it.
 pub const FAILED: i32 = 4;
 
 /// The table printed under `cargo xdv submit --help` and in the README.
 pub const HELP: &str = "Exit codes: 0 accepted and executed (with --no-wait: accepted); \
 1 error (no cluster, node not running or not a member, no answer in time); \
 2 usage error; 3 refused, never ran (invalid module or input, quota, limits); \
-4 ran and failed (trapped, budget exceeded, guard denied).";
+4 ran and failed (trapped, budget exceeded, guard denied, timed out, cancelled).";
 
 /// The exit-code summary under `cargo xdv --help`.
 pub const TOP_HELP: &str = "Exit codes: 0 success; 1 error; 2 usage error; `submit` also \
-3 refused (never ran) and 4 failed (ran: trapped, budget exceeded, guard denied); see \
-`cargo xdv submit --help`. `replay` and `verify`: 1 also when the replay diverges or a \
+3 refused (never ran) and 4 failed (ran: trapped, budget exceeded, guard denied, timed \
+out, cancelled); see `cargo xdv submit --help`; `cancel` 3 refused. `replay` and `verify`: 1 also when the replay diverges or a \
 check fails.";

@@ -68,6 +68,9 @@ enum Cmd {
     /// Submit a task (signed with the tenant's key) and wait for its outcome; exit code
     /// 0 succeeded, 3 refused, 4 failed.
     Submit(cmd::submit::SubmitArgs),
+    /// Cancel a pending or running task (signed with its tenant's key); exit 0
+    /// cancelled, 3 refused (no such task, not yours, already finished).
+    Cancel(cmd::cancel::CancelArgs),
     /// Set, show or clear a tenant's quota (operator-signed).
     Quota(cmd::quota::QuotaArgs),
     /// Reserve Q containers, Φ windows or K core slots on a node (a signed contract);
@@ -133,6 +136,7 @@ fn main() {
         Cmd::Join(a) => ok(cmd::member::join(a)),
         Cmd::Remove(a) => ok(cmd::member::remove(a)),
         Cmd::Submit(a) => cmd::submit::submit(a),
+        Cmd::Cancel(a) => cmd::cancel::cancel(a),
         Cmd::Quota(a) => ok(cmd::quota::quota(a)),
         Cmd::Reserve(a) => cmd::contract::reserve(a),
         Cmd::Release(a) => cmd::contract::release(a),

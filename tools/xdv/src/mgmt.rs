@@ -295,6 +295,7 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::Refused(_) => "refused",
         Response::Member { .. } => "membership change",
         Response::Metrics(_) => "metrics",
+        Response::Cancelled { .. } => "task cancelled",
     }
 }
 
@@ -450,6 +451,9 @@ pub fn describe(s: &TaskStatus) -> String {
                 Outcome::Failed(r) => format!("failed {at}: {r}"),
                 Outcome::DeviceFailed(r) => format!("device failed {at}: {r}"),
                 Outcome::Unstable(r) => format!("unstable {at}: {r}"),
+                Outcome::Timeout(r) => format!("timed out {at}: {r}"),
+                Outcome::Cancelled if node.0 == 0 => "cancelled before it ran".into(),
+                Outcome::Cancelled => format!("cancelled {at}"),
             }
         }
         TaskStatus::Rejected(r) => format!("refused by the cluster: {r}"),

@@ -126,6 +126,8 @@ pub fn outcome_word(outcome: &Outcome) -> (&'static str, Option<String>) {
         Outcome::Failed(r) => ("failed", Some(r.clone())),
         Outcome::DeviceFailed(r) => ("device-failed", Some(r.clone())),
         Outcome::Unstable(r) => ("unstable", Some(r.clone())),
+        Outcome::Timeout(r) => ("timeout", Some(r.clone())),
+        Outcome::Cancelled => ("cancelled", None),
     }
 }
 

@@ -262,6 +262,7 @@ impl Testbed {
                 domain,
                 pin: None,
                 contract,
+                timeout_ms: None,
             }),
         )
     }

@@ -1846,3 +1846,141 @@ fn a_second_console_client_is_refused() {
     assert!(rest.contains("[detached from node 1]"), "{rest}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ----- cancel, task timeouts -----
+
+#[test]
+fn cancel_exit_codes_and_messages() {
+    let fake = FakeNode::start(|r| match r {
+        Request::Cancel { task } => match task.0 {
+            7 => Response::Cancelled {
+                task: *task,
+                node: Some(NodeId(2)),
+                attempt: 1,
+            },
+            8 => Response::Cancelled {
+                task: *task,
+                node: None,
+                attempt: 0,
+            },
+            10 => Response::Refused(Denied::OutOfScope { task: *task }),
+            11 => Response::Refused(Denied::TaskFinished {
+                task: *task,
+                outcome: "executed".into(),
+            }),
+            _ => Response::Refused(Denied::UnknownTask(*task)),
+        },
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    let dir = temp("cancel");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let cancel = |task: &str, tenant: &str| xdv(&["cancel", task, "--tenant", tenant, "--dir", d]);
+    let cases: Vec<(&str, i32, &str)> = vec![
+        (
+            "7",
+            0,
+            "task 7 cancelled (was running on node 2, attempt 1; it stops there); its quota is free",
+        ),
+        ("8", 0, "task 8 cancelled before it ran; its quota is free"),
+        (
+            "9",
+            REFUSED,
+            "cancel refused: no task t9 (never submitted or expired)",
+        ),
+        (
+            "10",
+            REFUSED,
+            "cancel refused: t10 belongs to another tenant",
+        ),
+        (
+            "11",
+            REFUSED,
+            "cancel refused: t11 already finished (executed); nothing to cancel",
+        ),
+    ];
+    for (task, code, line) in cases {
+        let o = cancel(task, "1");
+        assert_eq!(o.code, code, "{o:?}");
+        assert_eq!(o.stdout.trim_end(), line, "{o:?}");
+        assert_clean(&o);
+    }
+    // Signed by the tenant, one request per cancel.
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 5);
+    assert!(
+        seen.iter()
+            .all(|r| r.principal == Principal::Tenant(TenantId(1)))
+    );
+    // A tenant without a key, a bad task id, a stopped node: errors, not refusals.
+    let o = cancel("7", "9");
+    assert!(o.code == 1 && o.all().contains("tenant 9"), "{o:?}");
+    let o = cancel("x", "1");
+    assert_eq!(o.code, 2, "usage error: {o:?}");
+    let dir2 = temp("cancel-stopped");
+    fake_cluster(&dir2, &[(1, me(), closed_port())]);
+    let o = xdv(&["cancel", "7", "--tenant", "1", "--dir", s(&dir2)]);
+    assert!(o.code == 1 && o.all().contains("not running"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(dir2);
+}
+
+#[test]
+fn submit_sends_the_task_timeout_and_reports_timeouts_and_cancels() {
+    let fake = node_reporting(completed(
+        Outcome::Timeout("3000 ms elapsed, over its timeout of 2000 ms + 0 ms extensions".into()),
+        0,
+        b"",
+    ));
+    let dir = temp("submit-timeout");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--task-timeout",
+        "2",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, FAILED, "{o:?}");
+    assert!(
+        o.stdout.starts_with(
+            "task 7 timed out on node 1 (attempt 1): 3000 ms elapsed, over its timeout of 2000 ms"
+        ),
+        "{o:?}"
+    );
+    let sent = fake.requests();
+    assert!(
+        matches!(&sent[0], Request::Submit(s) if s.timeout_ms == Some(2_000)),
+        "{sent:?}"
+    );
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--task-timeout",
+        "0",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_eq!(o.code, 2, "a zero timeout is a usage error: {o:?}");
+    let fake = node_reporting(completed(Outcome::Cancelled, 0, b""));
+    let dir2 = temp("submit-cancelled");
+    fake_cluster(&dir2, &[(1, me(), fake.port)]);
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--json",
+        "--dir",
+        s(&dir2),
+    ]);
+    assert_eq!(o.code, FAILED, "{o:?}");
+    assert!(o.stdout.contains("\"outcome\":\"cancelled\""), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(dir2);
+}

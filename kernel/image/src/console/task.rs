@@ -85,6 +85,7 @@ pub fn run_builtin(
                     logical_time: 0,
                     output: Vec::new(),
                     log: Vec::new(),
+                    control: Default::default(),
                 }),
             },
         })
@@ -260,6 +261,7 @@ fn bench(s: &mut Services, n: u64) -> Result<(), CmdError> {
                             logical_time: 0,
                             output: Vec::new(),
                             log: Vec::new(),
+                            control: Default::default(),
                         }),
                     },
                 }

@@ -3,6 +3,7 @@ pub mod accel;
 pub mod audit;
 pub mod bench;
 pub mod build;
+pub mod cancel;
 pub mod cluster;
 pub mod contract;
 pub mod doctor;

@@ -53,6 +53,11 @@ pub struct SubmitArgs {
     /// Seconds to wait for acceptance and then for the outcome.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// The task's own timeout, in seconds of cluster time, per attempt: past it (plus
+    /// any extensions) the cluster times the attempt out and retries it, then ends it
+    /// `timeout` [default: the cluster's, 600 s unscaled].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    task_timeout: Option<u64>,
     /// Print one JSON object (fields: task, result, exit_code, refused_by, outcome,
     /// reason, node, attempt, ticks, output_hash, output_text, output_hex, line).
     #[arg(long)]
@@ -128,6 +133,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
             domain,
             pin: None,
             contract: a.contract,
+            timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
         }),
     )?;
     let end = Instant::now() + Duration::from_secs(a.timeout);

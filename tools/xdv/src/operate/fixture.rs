@@ -182,6 +182,7 @@ fn submit_bytes(keys: &Keys, seq: u64) -> Result<Vec<u8>> {
             domain: Domain::K,
             pin: None,
             contract: None,
+            timeout_ms: None,
         }),
         &keys.tenant_seed(1)?,
     );
