@@ -37,6 +37,8 @@ pub struct Services {
     last_poll_us: u64,
     /// Longest time between two iterations since [`Services::take_longest_gap_us`].
     longest_gap_us: u64,
+    /// Time the loop waited for an interrupt since boot (µs; [`Services::waited`]).
+    idle_us: u64,
 }
 
 /// Who this node is: from a provisioning module, else the command line (no keys).
@@ -116,6 +118,7 @@ impl Services {
             iterations: 0,
             last_poll_us: time::uptime_us(),
             longest_gap_us: 0,
+            idle_us: 0,
         };
         let out = s.node.drain();
         s.perform(out, true);
@@ -131,7 +134,11 @@ impl Services {
             .longest_gap_us
             .max(now_us.saturating_sub(self.last_poll_us));
         self.last_poll_us = now_us;
+        self.node.set_time_us(now_us);
+        self.node
+            .set_loop_busy_us(now_us.saturating_sub(self.idle_us));
         self.net.poll();
+        self.node.set_time_us(time::uptime_us());
         if let Some(t) = self.transport.as_mut() {
             for e in t.poll(&mut self.net) {
                 match e {
@@ -152,9 +159,7 @@ impl Services {
         self.node.tick(now_ms);
         self.poll_accel(now_ms);
         if run_tasks {
-            for c in self.tasks.poll() {
-                self.node.on_task_done(c);
-            }
+            self.poll_tasks();
         }
         let out = self.node.drain();
         self.perform(out, run_tasks);
@@ -188,6 +193,11 @@ impl Services {
         for c in self.tasks.collect() {
             self.node.on_task_done(c);
         }
+    }
+
+    /// The loop waited `us` for an interrupt (the rest of its time is work).
+    pub fn waited(&mut self, us: u64) {
+        self.idle_us += us;
     }
 
     /// The longest time between two iterations of the node's loop since the last
@@ -240,9 +250,19 @@ impl Services {
         }
         self.drain_accel();
         if run_tasks && self.tasks.queued() > 0 {
-            for c in self.tasks.poll() {
-                self.node.on_task_done(c);
-            }
+            self.poll_tasks();
+        }
+    }
+
+    /// Finished cluster tasks into the node, then the batch started next.
+    fn poll_tasks(&mut self) {
+        let done = self.tasks.poll();
+        self.node.set_time_us(time::uptime_us());
+        for c in done {
+            self.node.on_task_done(c);
+        }
+        for (task, attempt) in self.tasks.take_started() {
+            self.node.on_task_started(task, attempt);
         }
     }
 }
