@@ -154,8 +154,11 @@ impl Tasks {
             return done;
         }
         self.started += specs.len() as u64;
-        self.just_started
-            .extend(self.running.iter().map(|&(task, attempt, _)| (task, attempt)));
+        self.just_started.extend(
+            self.running
+                .iter()
+                .map(|&(task, attempt, _)| (task, attempt)),
+        );
         if let Err(back) = d.start_async(specs) {
             // Cannot happen (checked not busy, batch bounded): report, never lose.
             for s in back {

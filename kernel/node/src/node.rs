@@ -22,11 +22,11 @@ pub mod stages;
 
 use crate::config::{Identity, NodeConfig};
 use crate::durable::{DurableStorage, Opened, Region};
-use stages::{Moment, Stages};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
+use stages::{Moment, Stages};
 use xdv_audit::RecordBody;
 use xdv_cluster::mgmt::{
     self, ClusterView, Denied, Gate, MemberView, PeerForward, Principal, Request, Response,

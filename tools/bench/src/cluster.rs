@@ -427,7 +427,10 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
     let m = load(
         &tb.keys,
         &module,
-        &[(tb.port(via), open(Duration::ZERO)), (tb.port(via), open(every / 2))],
+        &[
+            (tb.port(via), open(Duration::ZERO)),
+            (tb.port(via), open(every / 2)),
+        ],
     )?;
     let mut stages = Vec::new();
     let mut commit_p50_us = 0;
@@ -453,7 +456,9 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
     while inflight <= o.max_inflight {
         let conns = inflight.clamp(1, max_conns);
         let window = inflight.div_ceil(conns);
-        eprintln!("bench cluster: {nodes} node(s): {inflight} in flight over {conns} connections...");
+        eprintln!(
+            "bench cluster: {nodes} node(s): {inflight} in flight over {conns} connections..."
+        );
         let until = Instant::now() + LEVEL;
         let paces: Vec<(u16, Pace)> = (0..conns)
             .map(|k| (tb.port(all[k % nodes]), Pace::Closed { window, until }))
@@ -477,7 +482,11 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         // Throughput over the middle of the level: after the first second (ramp-up),
         // up to the load's end (the drain after it is not saturation).
         let from = t0 + Duration::from_secs(1);
-        let counted = t.done_at.iter().filter(|&&d| d >= from && d <= until).count();
+        let counted = t
+            .done_at
+            .iter()
+            .filter(|&&d| d >= from && d <= until)
+            .count();
         let secs = until.saturating_duration_since(from).as_secs_f64();
         let level = Level {
             inflight: window * conns,
@@ -537,12 +546,24 @@ fn print_run(r: &Run) {
     let s = r.saturation();
     println!(
         "{} node(s): moderate load {:.0} tasks/s ({} tasks, open loop): submit->completed p50 {:.1} ms p99 {:.1} ms (submit->Submitted p50 {:.1} ms); leader propose->apply p50 {} us",
-        r.nodes, r.moderate_rate, r.moderate_tasks, r.p50_ms, r.p99_ms, r.submit_p50_ms, r.commit_p50_us
+        r.nodes,
+        r.moderate_rate,
+        r.moderate_tasks,
+        r.p50_ms,
+        r.p99_ms,
+        r.submit_p50_ms,
+        r.commit_p50_us
     );
     for l in &r.levels {
         println!(
             "  saturation sweep: {:>4} in flight over {:>2} connections: {:>7.1} tasks/s, p50 {:.1} ms p99 {:.1} ms; node loop busy {:.0} us/task (all nodes), busiest node {:.0}% busy",
-            l.inflight, l.conns, l.tasks_per_s, l.p50_ms, l.p99_ms, l.busy_us_per_task, l.busiest_fraction * 100.0
+            l.inflight,
+            l.conns,
+            l.tasks_per_s,
+            l.p50_ms,
+            l.p99_ms,
+            l.busy_us_per_task,
+            l.busiest_fraction * 100.0
         );
     }
     println!(

@@ -31,7 +31,11 @@ struct Stamps {
 }
 
 /// A stage: its name and its two ends.
-type Ends = (&'static str, fn(&Stamps) -> Option<u64>, fn(&Stamps) -> Option<u64>);
+type Ends = (
+    &'static str,
+    fn(&Stamps) -> Option<u64>,
+    fn(&Stamps) -> Option<u64>,
+);
 
 /// The stages reported, in request-path order. `replied` stages are recorded at the
 /// reply itself (see [`Stages::replied`]).
@@ -42,11 +46,19 @@ const STAGES: [Ends; 7] = [
     ("applied->queued", |s| s.applied, |s| s.queued),
     ("queued->started", |s| s.queued, |s| s.started),
     ("started->finished", |s| s.started, |s| s.finished),
-    ("finished->completion_applied", |s| s.finished, |s| s.completion_applied),
+    (
+        "finished->completion_applied",
+        |s| s.finished,
+        |s| s.completion_applied,
+    ),
 ];
 /// Stages ending at a reply: (name, start).
 const REPLY_STAGES: [Ends; 2] = [
-    ("completion_applied->replied", |s| s.completion_applied, |_| None),
+    (
+        "completion_applied->replied",
+        |s| s.completion_applied,
+        |_| None,
+    ),
     ("received->replied", |s| s.received, |_| None),
 ];
 
