@@ -159,6 +159,12 @@ pub enum Request {
     Cancel {
         task: TaskId,
     },
+    /// As [`Request::TaskStatus`], but answered once the task finished (completed or
+    /// refused), or with its status then when the node's reply timeout passes first.
+    /// Lets a client pipeline submissions and wait for their outcomes without polling.
+    AwaitTask {
+        task: TaskId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +343,22 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     /// Propose-to-apply latency of this node's own proposals: p50, p99 (µs), samples.
     pub commit_latency_us: (u64, u64, u64),
+    /// Where a task's time goes on this node, stage by stage, over the most recent
+    /// tasks it saw (both ends of a stage measured on this node's clock).
+    pub stages: Vec<StageStat>,
+    /// How long the node's loop has worked (not waited for an interrupt) since it
+    /// started, µs, as its driver reports it (0 where it does not measure).
+    pub loop_busy_us: u64,
+}
+
+/// One stage of the request path as a node measured it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageStat {
+    /// What the stage spans, e.g. `"applied->queued"`.
+    pub name: String,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub samples: u64,
 }
 
 /// Most tasks one [`Request::ListTasks`] answers with (a summary is well under 1 KiB,
@@ -781,7 +803,7 @@ impl Gate {
                     seq: req.seq,
                 }))
             }
-            Request::TaskStatus { task } => {
+            Request::TaskStatus { task } | Request::AwaitTask { task } => {
                 self.check_query_seq(req)?;
                 let rec = state.task(*task).ok_or(Denied::UnknownTask(*task))?;
                 match req.principal {

@@ -194,7 +194,9 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         if let Some(c) = console.as_mut() {
             c.poll(&mut services);
         }
+        let before_us = time::uptime_us();
         arch::wait_for_interrupt();
+        services.waited(time::uptime_us() - before_us);
     }
 }
 

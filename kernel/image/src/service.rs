@@ -40,6 +40,8 @@ pub struct Services {
     /// The hash-voting test hook (`fault=corrupt-state@MS`): when to corrupt this
     /// node's replica of the state, until it fired.
     corrupt_at_ms: Option<u64>,
+    /// Time the loop waited for an interrupt since boot (µs; [`Services::waited`]).
+    idle_us: u64,
 }
 
 /// Who this node is: from a provisioning module, else the command line (no keys).
@@ -132,6 +134,7 @@ impl Services {
             last_poll_us: time::uptime_us(),
             longest_gap_us: 0,
             corrupt_at_ms,
+            idle_us: 0,
         };
         if let Some(ms) = corrupt_at_ms {
             println!("fault: test hook armed: this node corrupts its state replica at {ms} ms");
@@ -150,9 +153,13 @@ impl Services {
             .longest_gap_us
             .max(now_us.saturating_sub(self.last_poll_us));
         self.last_poll_us = now_us;
+        self.node.set_time_us(now_us);
+        self.node
+            .set_loop_busy_us(now_us.saturating_sub(self.idle_us));
         self.net.poll();
         let local = self.local_metrics();
         self.node.set_local_metrics(local);
+        self.node.set_time_us(time::uptime_us());
         if let Some(t) = self.transport.as_mut() {
             for e in t.poll(&mut self.net) {
                 match e {
@@ -178,9 +185,7 @@ impl Services {
         self.node.tick(now_ms);
         self.poll_accel(now_ms);
         if run_tasks {
-            for c in self.tasks.poll() {
-                self.node.on_task_done(c);
-            }
+            self.poll_tasks();
         }
         for (task, attempt) in self.tasks.progress() {
             self.node.on_task_progress(task, attempt);
@@ -261,6 +266,11 @@ impl Services {
         }
     }
 
+    /// The loop waited `us` for an interrupt (the rest of its time is work).
+    pub fn waited(&mut self, us: u64) {
+        self.idle_us += us;
+    }
+
     /// The longest time between two iterations of the node's loop since the last
     /// call (long console commands report how often they served the node).
     pub fn take_longest_gap_us(&mut self) -> u64 {
@@ -317,9 +327,19 @@ impl Services {
         }
         self.drain_accel();
         if run_tasks && self.tasks.queued() > 0 {
-            for c in self.tasks.poll() {
-                self.node.on_task_done(c);
-            }
+            self.poll_tasks();
+        }
+    }
+
+    /// Finished cluster tasks into the node, then the batch started next.
+    fn poll_tasks(&mut self) {
+        let done = self.tasks.poll();
+        self.node.set_time_us(time::uptime_us());
+        for c in done {
+            self.node.on_task_done(c);
+        }
+        for (task, attempt) in self.tasks.take_started() {
+            self.node.on_task_started(task, attempt);
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Tasks {
     running: Vec<(TaskId, u32, TaskId, RunControl, u64)>,
     pub started: u64,
     pub finished: u64,
+    /// (task, attempt) of the batch started since [`Tasks::take_started`].
+    just_started: Vec<(TaskId, u32)>,
 }
 
 fn module_of(run: &RunTask) -> Result<TaskModule, String> {
@@ -80,12 +82,18 @@ impl Tasks {
             running: Vec::new(),
             started: 0,
             finished: 0,
+            just_started: Vec::new(),
         }
     }
 
     /// Queues a task the node dispatched.
     pub fn start(&mut self, run: RunTask) {
         self.queued.push_back(run);
+    }
+
+    /// The tasks that left the queue for the APs since the last call.
+    pub fn take_started(&mut self) -> Vec<(TaskId, u32)> {
+        core::mem::take(&mut self.just_started)
     }
 
     pub fn queued(&self) -> usize {
@@ -185,6 +193,8 @@ impl Tasks {
             return done;
         }
         self.started += specs.len() as u64;
+        self.just_started
+            .extend(self.running.iter().map(|r| (r.0, r.1)));
         if let Err(back) = d.start_async(specs) {
             // Cannot happen (checked not busy, batch bounded): report, never lose.
             for s in back {

@@ -21,6 +21,7 @@
 //!   afterwards is dropped, never proposed.
 
 mod membership;
+pub mod stages;
 
 use crate::config::{Identity, NodeConfig};
 use crate::durable::{DurableStorage, Opened, Region};
@@ -28,6 +29,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
+use stages::{Moment, Stages};
 use xdv_audit::RecordBody;
 use xdv_cluster::mgmt::{
     self, ClusterView, Denied, Gate, MemberView, PeerForward, Principal, Request, Response,
@@ -69,8 +71,9 @@ pub struct ContractRecordBody {
     pub job: Option<(TaskId, Hash32)>,
     pub detail: String,
 }
-/// Most parked client requests.
-pub const MAX_PARKED: usize = 256;
+/// Most parked client requests (submissions waiting for the log, `AwaitTask`s
+/// waiting for an outcome): enough for a few hundred pipelined tasks in flight.
+pub const MAX_PARKED: usize = 1024;
 /// Most queued outbound items of one kind before the driver drains (beyond: dropped
 /// and counted; Raft and clients retry).
 pub const MAX_OUTBOX: usize = 4096;
@@ -210,6 +213,10 @@ enum Wait {
     Cancel {
         task: TaskId,
     },
+    /// `AwaitTask`: the task's outcome.
+    Done {
+        task: TaskId,
+    },
 }
 
 struct Parked {
@@ -269,6 +276,12 @@ pub struct Node<R: Region> {
     latencies_ms: VecDeque<u64>,
     refusals: RefusalLimiter,
     counters: NodeCounters,
+    /// The finest time input so far (µs; [`Node::set_time_us`], or `tick`'s ms).
+    now_us: u64,
+    /// Per-task stage stamps (the request path's breakdown, [`ClusterView::stages`]).
+    stages: Stages,
+    /// The driver's loop time spent working, µs ([`Node::set_loop_busy_us`]).
+    loop_busy_us: u64,
     out: Outbox,
     /// The member set last given to the driver ([`Outbox::members`]).
     members_sent: Vec<(NodeId, [u8; 32])>,
@@ -336,6 +349,9 @@ impl<R: Region> Node<R> {
             gate: Gate::new(id.cluster, id.operator_key),
             clock: LamportClock::new(),
             now_ms,
+            now_us: now_ms.saturating_mul(1000),
+            stages: Stages::default(),
+            loop_busy_us: 0,
             started_ms: now_ms,
             last_tick_ms: now_ms,
             running: BTreeSet::new(),
@@ -419,6 +435,7 @@ impl<R: Region> Node<R> {
     /// Time passes: Raft ticks, timers, parked deadlines.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.now_us = self.now_us.max(now_ms.saturating_mul(1000));
         if let Some(r) = self.raft.as_mut() {
             let step = self.cfg.tick_ms.max(1);
             let mut fired = 0;
@@ -437,6 +454,25 @@ impl<R: Region> Node<R> {
         self.process();
         self.timers();
         self.answer_parked();
+    }
+
+    /// The time now, in µs, between ticks: only stamps the request path's stages
+    /// ([`ClusterView::stages`]); timers and Raft still run on [`Node::tick`]'s ms.
+    pub fn set_time_us(&mut self, now_us: u64) {
+        self.now_us = self.now_us.max(now_us);
+    }
+
+    /// How long the driver's loop has worked (not waited) so far, µs: reported in
+    /// [`ClusterView::loop_busy_us`] (CPU cost per task under load), decides nothing.
+    pub fn set_loop_busy_us(&mut self, busy_us: u64) {
+        self.loop_busy_us = busy_us;
+    }
+
+    /// The driver started running `task`'s attempt `attempt` (it left the run queue).
+    pub fn on_task_started(&mut self, task: TaskId, attempt: u32) {
+        if self.running.contains(&(task, attempt)) {
+            self.stages.stamp(task, Moment::Started, self.now_us);
+        }
     }
 
     /// A `Raft` frame from authenticated peer `from`.
@@ -514,6 +550,7 @@ impl<R: Region> Node<R> {
         self.progress.remove(&key);
         c.node = self.me;
         c.output.truncate(xdv_cluster::MAX_OUTPUT_BYTES);
+        self.stages.stamp(c.task, Moment::Finished, self.now_us);
         if self.still_mine(c.task, c.attempt) {
             self.unconfirmed.insert(key, (c.clone(), self.now_ms));
             self.counters.completions_proposed += 1;
@@ -634,6 +671,10 @@ impl<R: Region> Node<R> {
 
     /// Proposes `command` (leader only), stamped now.
     fn propose(&mut self, command: Command) -> Result<u64, Denied> {
+        if let Command::AssignTask(spec) = &command {
+            self.stages
+                .proposed(spec.tenant, spec.request_seq, self.now_us);
+        }
         let p = Proposal {
             time: self.stamp(),
             command,
@@ -792,8 +833,27 @@ impl<R: Region> Node<R> {
                 bytes: body,
             });
         }
+        self.stage_events(&applied.events);
         self.contract_events(e.index, &applied.events, audit);
         self.hash_votes(e.index, &applied.events, audit);
+    }
+
+    /// Stamps the stages an applied entry ends: an assignment, a completion.
+    fn stage_events(&mut self, events: &[xdv_cluster::Event]) {
+        for ev in events {
+            match ev {
+                xdv_cluster::Event::TaskAssigned { task, tenant, .. } => {
+                    if let Some(seq) = self.state.task(*task).map(|t| t.spec.request_seq) {
+                        self.stages.applied(*task, *tenant, seq, self.now_us);
+                    }
+                }
+                xdv_cluster::Event::TaskCompleted { task, .. } => {
+                    self.stages
+                        .stamp(*task, Moment::CompletionApplied, self.now_us);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Hash voting: after every `VOTE_EVERY`-th entry this node reports its state hash
@@ -989,6 +1049,7 @@ impl<R: Region> Node<R> {
                 slots,
             };
             self.running.insert(key);
+            self.stages.stamp(key.0, Moment::Queued, self.now_us);
             self.counters.tasks_dispatched += 1;
             self.out.run.push(run);
         }
@@ -1178,6 +1239,10 @@ impl<R: Region> Node<R> {
                     return Some(self.refuse(Some(principal), d));
                 }
                 let command = self.complete_member(command);
+                if let Command::AssignTask(spec) = &command {
+                    self.stages
+                        .received(spec.tenant, spec.request_seq, self.now_us);
+                }
                 let wait = match &command {
                     Command::AssignTask(spec) => Wait::Task {
                         tenant: spec.tenant,
@@ -1233,16 +1298,14 @@ impl<R: Region> Node<R> {
                 });
                 None
             }
+            Ok(None) if matches!(req.request, Request::AwaitTask { .. }) => {
+                let Request::AwaitTask { task } = req.request else {
+                    unreachable!("matched above")
+                };
+                self.await_task(conn, principal, task)
+            }
             Ok(None) => Some(match req.request {
-                Request::TaskStatus { task } => match self.state.task(task) {
-                    Some(t) => Response::Task {
-                        task,
-                        tenant: t.spec.tenant,
-                        status: t.status.clone(),
-                        log: t.log.clone(),
-                    },
-                    None => Response::Refused(Denied::UnknownTask(task)),
-                },
+                Request::TaskStatus { task } => self.task_answer(task),
                 Request::ClusterStatus => Response::Cluster(self.view()),
                 Request::ListTasks { state, limit } => {
                     Response::Tasks(self.task_summaries(principal, state, limit))
@@ -1259,10 +1322,53 @@ impl<R: Region> Node<R> {
                 | Request::AddWorker { .. }
                 | Request::RemoveWorker { .. }
                 | Request::Cancel { .. }
+                | Request::AwaitTask { .. }
                 | Request::SetPolicy { .. } => {
                     Response::Refused(Denied::NotReady("unreachable".into()))
                 }
             }),
+        }
+    }
+
+    /// `AwaitTask` (the gate allowed it): the answer now if the task finished, else
+    /// parked until it does (or the reply timeout passes).
+    fn await_task(&mut self, conn: ClientConn, who: Principal, task: TaskId) -> Option<Response> {
+        if let Some(r) = self.finished_task(task) {
+            self.stages.replied(task, self.now_us);
+            return Some(r);
+        }
+        if self.parked.len() >= MAX_PARKED {
+            let d = Denied::NotReady("too many requests waiting".into());
+            return Some(self.refuse(Some(who), d));
+        }
+        self.parked.push(Parked {
+            conn,
+            wait: Wait::Done { task },
+            deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
+        });
+        None
+    }
+
+    /// `Response::Task` for `task` if it finished (completed or refused).
+    fn finished_task(&self, task: TaskId) -> Option<Response> {
+        let t = self.state.task(task)?;
+        matches!(
+            t.status,
+            TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
+        )
+        .then(|| self.task_answer(task))
+    }
+
+    /// The answer about `task` as it is now: its status and log lines, or unknown.
+    fn task_answer(&self, task: TaskId) -> Response {
+        match self.state.task(task) {
+            Some(t) => Response::Task {
+                task,
+                tenant: t.spec.tenant,
+                status: t.status.clone(),
+                log: t.log.clone(),
+            },
+            None => Response::Refused(Denied::UnknownTask(task)),
         }
     }
 
@@ -1414,13 +1520,24 @@ impl<R: Region> Node<R> {
                         member: *member,
                     }),
                 Wait::Cancel { task } => self.cancel_answer(*task),
+                Wait::Done { task } => {
+                    let r = self.finished_task(*task);
+                    if r.is_some() {
+                        self.stages.replied(*task, self.now_us);
+                    }
+                    r
+                }
             };
-            let reply = match done {
-                Some(r) => Some(r),
-                None if now >= p.deadline_ms => Some(Response::Refused(Denied::NotReady(
+            let reply = match (done, &p.wait) {
+                (Some(r), _) => Some(r),
+                // Waited long enough: the status as it is now.
+                (None, Wait::Done { task }) if now >= p.deadline_ms => {
+                    Some(self.task_answer(*task))
+                }
+                (None, _) if now >= p.deadline_ms => Some(Response::Refused(Denied::NotReady(
                     "not committed in time; retry with the same seq".into(),
                 ))),
-                None => None,
+                (None, _) => None,
             };
             match reply {
                 Some(r) => self.reply(p.conn, &r),
@@ -1500,6 +1617,8 @@ impl<R: Region> Node<R> {
                 let (p50, p99, n) = self.commit_latency_ms();
                 (p50 * 1000, p99 * 1000, n)
             },
+            stages: self.stages.stats(),
+            loop_busy_us: self.loop_busy_us,
         }
     }
 

@@ -734,6 +734,8 @@ fn view(node: u32, role: &str) -> ClusterView {
         pending: 1,
         members: vec![],
         commit_latency_us: (0, 0, 0),
+        stages: Vec::new(),
+        loop_busy_us: 0,
     }
 }
 
