@@ -6,37 +6,12 @@
 //! Boots QEMU (and builds the kernel on first use): run it on its own,
 //! `cargo test -p xdv --test cli_cluster`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use xdv::mgmt::Keys;
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn xdv(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_xdv"))
-        .args(args)
-        .output()
-        .expect("run xdv");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
+mod common;
+use common::{Down, xdv};
 
 fn status(dir: &str) -> serde_json::Value {
     let o = xdv(&["status", "--json", "--dir", dir]);
@@ -79,16 +54,6 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// Stops the cluster even when an assertion fails.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = xdv(&["down", "--dir", self.0.to_str().unwrap()]);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

@@ -6,49 +6,12 @@
 //! a member twice, removing a non-member.
 //! Boots QEMU: `cargo test -p xdv --test membership`.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn xdv(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_xdv"))
-        .args(args)
-        .output()
-        .expect("run xdv");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
-
-/// Stops the cluster even when an assertion fails.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = xdv(&["down", "--dir", self.0.to_str().unwrap()]);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{Down, xdv};
 
 /// The members (node, raft place, observer) the leader reports, and the leader
 /// (waits up to 30 s for one).

@@ -5,46 +5,10 @@
 //! a follower, survives the leader's kill and commits again. Through the CLI, as a user
 //! runs it. Boots QEMU: `cargo test -p xdv --test pxe_cluster`.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn xdv(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_xdv"))
-        .args(args)
-        .output()
-        .expect("run xdv");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
-
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = xdv(&["down", "--dir", self.0.to_str().unwrap()]);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{Down, xdv};
 
 /// (leader id, state hashes of the answering nodes) from `status --json`.
 fn leader_and_hashes(dir: &str) -> (Option<u64>, Vec<String>) {
