@@ -853,29 +853,23 @@ impl Gate {
         if req.principal != Principal::Operator {
             return Err(Denied::OperatorOnly);
         }
-        let ops = &state.data().operator_seqs;
-        ops.check_range(req.seq)
-            .map_err(|highest| Denied::SeqOutOfRange {
-                seq: req.seq,
-                highest,
-            })?;
-        ops.check(req.seq)
-            .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
+        window_admits(&state.data().operator_seqs, req.seq)?;
         self.check_query_seq(req)
     }
 
     fn check_query_seq(&mut self, req: &SignedRequest) -> Result<(), Denied> {
         let w = self.queries.entry(req.principal).or_default();
-        w.check_range(req.seq)
-            .map_err(|highest| Denied::SeqOutOfRange {
-                seq: req.seq,
-                highest,
-            })?;
-        w.check(req.seq)
-            .map_err(|last| Denied::Replayed { seq: req.seq, last })?;
+        window_admits(w, req.seq)?;
         w.accept(req.seq);
         Ok(())
     }
+}
+
+/// Whether anti-replay window `w` admits `seq` (in range, not seen), as a refusal.
+fn window_admits(w: &ReplayWindow, seq: u64) -> Result<(), Denied> {
+    w.check_range(seq)
+        .map_err(|highest| Denied::SeqOutOfRange { seq, highest })?;
+    w.check(seq).map_err(|last| Denied::Replayed { seq, last })
 }
 
 /// How a finished task ended, in words (for [`Denied::TaskFinished`]).

@@ -240,14 +240,11 @@ pub fn coordinate_quality(
 }
 
 /// A deterministic direction for two coincident coordinates: four components in
-/// [−1024, 1023] from a SplitMix64-style finaliser of the pair and the sample count.
+/// [−1024, 1023] from the project's one generator (`xdv_types::rng::SplitMix64`)
+/// seeded with the pair and the sample count: no randomness, the same on every node.
 fn tie_direction(local: NodeId, peer: NodeId, samples: u32) -> [i64; DIMENSIONS] {
-    let mut z = (u64::from(local.0) << 32 | u64::from(peer.0))
-        ^ (u64::from(samples) << 17)
-        ^ 0x9E37_79B9_7F4A_7C15;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let seed = (u64::from(local.0) << 32 | u64::from(peer.0)) ^ (u64::from(samples) << 17);
+    let z = xdv_types::rng::SplitMix64::new(seed).next_u64();
     let mut d = [0i64; DIMENSIONS];
     for (i, c) in d.iter_mut().enumerate() {
         *c = ((z >> (16 * i)) & 0x7FF) as i64 - 1024;

@@ -1678,6 +1678,15 @@ fn join_refuses_without_a_running_member_or_with_a_used_id() {
     assert!(o.stderr.contains("node 2 is already a member"), "{o:?}");
     let o = xdv(&["join", "--node", "0", "--dir", s(&dir)]);
     assert_ne!(o.code, 0, "{o:?}");
+    let o = xdv(&["join", "--node", "20", "--dir", s(&dir)]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("node id 20 is above the local switch's 16 ports"),
+        "{o:?}"
+    );
+    let st = ClusterState::load(&dir).unwrap();
+    assert_eq!(st.nodes.len(), 2, "a refused join adds nothing");
 }
 
 // ----- task log lines, logs, metrics, console -----

@@ -61,12 +61,7 @@ fn up_submit_down_resume_fresh() {
     let dir = xdv::qemu::temp_dir("cli-cluster").unwrap();
     let _down = Down(dir.clone());
     let d = dir.to_str().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = (port - 1).to_string();
+    let base = common::mgmt_port_base();
     let ex = xdv::qemu::repo_root().join("examples");
     let hello = ex.join("hello.wat");
     let spin = ex.join("spin.wat");

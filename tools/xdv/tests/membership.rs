@@ -56,12 +56,7 @@ fn three_to_five_nodes_then_one_leaves_while_clients_commit() {
     let dir = xdv::qemu::temp_dir("membership").unwrap();
     let _down = Down(dir.clone());
     let d = dir.to_str().unwrap().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = (port - 1).to_string();
+    let base = common::mgmt_port_base();
     let o = xdv(&[
         "up",
         "--dir",

@@ -60,12 +60,7 @@ fn three_nodes_pxe_boot_on_e1000e_form_commit_and_survive_a_leader_kill() {
     let dir = xdv::qemu::temp_dir("pxe-cluster").unwrap();
     let _down = Down(dir.clone());
     let d = dir.to_str().unwrap().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = (port - 1).to_string();
+    let base = common::mgmt_port_base();
     let t0 = Instant::now();
     let o = xdv(&[
         "up",

@@ -203,4 +203,28 @@ mod tests {
             ReplayComparison::Diverged { first_index: 3, .. }
         ));
     }
+
+    #[test]
+    fn an_exported_log_loads_back_and_a_damaged_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xdv-schedlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = from_audit(&region(&run(1, 1, 10, 5))).unwrap();
+        let good = dir.join("good.slog");
+        std::fs::write(&good, export_bytes(&log)).unwrap();
+        let opts = super::super::image::LoadOptions::default();
+        let back = load(&good, &opts).unwrap();
+        assert_eq!(compare_replays(&log, &back), ReplayComparison::ExactMatch);
+        let mut bytes = export_bytes(&log);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        let bad = dir.join("bad.slog");
+        std::fs::write(&bad, &bytes).unwrap();
+        let e = load(&bad, &opts).unwrap_err().to_string();
+        assert!(e.contains("bad.slog"), "{e}");
+        let e = load(&dir.join("missing.slog"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("opening"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -43,3 +43,9 @@ impl Drop for Down {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A `--mgmt-port-base` for a cluster in a test: node `n` listens on base + n, so the
+/// free port found is node 1's.
+pub fn mgmt_port_base() -> String {
+    (xdv::testbed::free_port() - 1).to_string()
+}
