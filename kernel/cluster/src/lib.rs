@@ -17,6 +17,7 @@ pub mod command;
 pub mod contract;
 #[cfg(any(test, feature = "std"))]
 pub mod fuzz;
+pub mod hashed;
 pub mod jobs;
 pub mod mgmt;
 pub mod placement;

@@ -11,11 +11,14 @@
 //! - `time` only grows; `applied_index` only grows.
 //!
 //! Determinism: only `BTreeMap`/`BTreeSet`/`Vec` are iterated; nothing reads a clock; the
-//! hash is SHA-256 over the canonical encoding (postcard of [`StateData`], fields in
-//! declaration order, maps in key order), so equal histories give equal hashes.
+//! hash is SHA-256 over the canonical encoding of the small fields (postcard, declaration
+//! order, maps in key order) and the content roots of the large maps ([`HashedMap`]:
+//! tasks, requests, finished, tenants, contracts), so equal states give equal hashes
+//! and an entry's hash costs what it changed, not what the state retains.
 
 use crate::command::{Command, DecodeError, Proposal};
 use crate::contract::{ContractRecord, ContractState, SignedContract};
+use crate::hashed::{HashedMap, HashedSet, MapRoot};
 use crate::placement::{Candidate, LeastLoaded, PlacementPolicy};
 use crate::shard::{Migration, ShardMap, shard_of};
 use crate::types::*;
@@ -30,7 +33,7 @@ use xdv_federation::timeout::{Decision, JobEnd, JobTimeoutSpec, TimeoutReason, T
 use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 
 /// Domain tag in front of the canonical encoding when hashing the state.
-pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v1\0";
+pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v2\0";
 /// Version byte in front of a snapshot image.
 pub const SNAPSHOT_VERSION: u8 = 1;
 /// Most contracts in force at once.
@@ -198,6 +201,26 @@ pub struct TenantRecord {
     pub submitted: u64,
 }
 
+crate::postcard_item_hash!(TaskRecord, ContractRecord);
+
+impl crate::hashed::ItemHash for TenantRecord {
+    /// The fields' encoding, with the anti-replay window by its root (a window holds
+    /// up to `MAX_WINDOW_SEQS` numbers; one submission changes one of them).
+    fn feed(&self, h: &mut Sha256, scratch: bool) {
+        let TenantRecord {
+            public_key,
+            quota,
+            seqs,
+            in_flight,
+            budget_used_ticks,
+            submitted,
+        } = self;
+        let fields = (public_key, quota, in_flight, budget_used_ticks, submitted);
+        h.update(postcard::to_allocvec(&fields).unwrap_or_default());
+        seqs.feed_hash(h, scratch);
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub entries: u64,
@@ -218,7 +241,8 @@ pub struct Counters {
     pub extensions_granted: u64,
 }
 
-/// Everything replicated; its canonical encoding is what [`ClusterState::hash`] hashes.
+/// Everything replicated; [`ClusterState::hash`] hashes it (see [`state_hash`]), and
+/// its postcard encoding is the snapshot image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateData {
     pub config: Config,
@@ -226,12 +250,12 @@ pub struct StateData {
     pub time: GlobalTime,
     pub next_task: u64,
     pub nodes: BTreeMap<NodeId, NodeRecord>,
-    pub tasks: BTreeMap<TaskId, TaskRecord>,
-    pub requests: BTreeMap<(TenantId, u64), TaskId>,
+    pub tasks: HashedMap<TaskId, TaskRecord>,
+    pub requests: HashedMap<(TenantId, u64), TaskId>,
     pub pending: Vec<TaskId>,
-    pub finished: BTreeSet<TaskId>,
-    pub tenants: BTreeMap<TenantId, TenantRecord>,
-    pub contracts: BTreeMap<u64, ContractRecord>,
+    pub finished: HashedSet<TaskId>,
+    pub tenants: HashedMap<TenantId, TenantRecord>,
+    pub contracts: HashedMap<u64, ContractRecord>,
     pub shards: ShardMap,
     pub counters: Counters,
     /// The operator's sequence numbers, replicated (hardening case 8).
@@ -248,6 +272,56 @@ pub struct StateData {
     /// The node whose `ClockTick`s the log carries (the leader as the log sees it); a
     /// change steps every tracked task's timeout fence token.
     pub clock_leader: Option<NodeId>,
+}
+
+/// The state hash over `d` (see [`ClusterState::hash`]); `from_scratch` ignores the
+/// maps' caches.
+/// Every field is named, so a new field cannot be left out of the hash unnoticed.
+fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
+    let StateData {
+        config,
+        applied_index,
+        time,
+        next_task,
+        nodes,
+        tasks,
+        requests,
+        pending,
+        finished,
+        tenants,
+        contracts,
+        shards,
+        counters,
+        operator_seqs,
+        clock_ms,
+        policies,
+        votes,
+        timeouts,
+        clock_leader,
+    } = d;
+    let small = (
+        (config, applied_index, time, next_task, nodes, pending),
+        (shards, counters, operator_seqs, clock_ms, policies),
+        (votes, timeouts, clock_leader),
+    );
+    let mut h = Sha256::new();
+    h.update(STATE_HASH_DOMAIN);
+    h.update(postcard::to_allocvec(&small).unwrap_or_default());
+    for m in [
+        tasks as &dyn MapRoot,
+        requests,
+        finished,
+        tenants,
+        contracts,
+    ] {
+        let r = if from_scratch {
+            m.root_from_scratch()
+        } else {
+            m.root()
+        };
+        h.update(r.0);
+    }
+    Hash32(h.finalize().into())
 }
 
 /// Nodes vote their state hash after every entry whose index is a multiple of this.
@@ -530,12 +604,12 @@ impl ClusterState {
                 time: GlobalTime::default(),
                 next_task: 1,
                 nodes: BTreeMap::new(),
-                tasks: BTreeMap::new(),
-                requests: BTreeMap::new(),
+                tasks: HashedMap::new(),
+                requests: HashedMap::new(),
                 pending: Vec::new(),
-                finished: BTreeSet::new(),
-                tenants: BTreeMap::new(),
-                contracts: BTreeMap::new(),
+                finished: HashedSet::new(),
+                tenants: HashedMap::new(),
+                contracts: HashedMap::new(),
                 shards,
                 counters: Counters::default(),
                 operator_seqs: ReplayWindow::default(),
@@ -577,12 +651,18 @@ impl ClusterState {
         self.policy.name()
     }
 
-    /// SHA-256 over the domain tag and the canonical encoding of the state.
+    /// The state hash: SHA-256 over the domain tag, the canonical encoding of the
+    /// small parts of the state, and the roots of its large maps (tasks, requests,
+    /// finished tasks, tenants, contracts), each kept current incrementally
+    /// ([`HashedMap`]), so this costs what changed since the last hash, not what the
+    /// state holds.
     pub fn hash(&self) -> Hash32 {
-        let mut h = Sha256::new();
-        h.update(STATE_HASH_DOMAIN);
-        h.update(postcard::to_allocvec(&self.data).unwrap_or_default());
-        Hash32(h.finalize().into())
+        state_hash(&self.data, false)
+    }
+
+    /// The same hash computed with no cached part (tests: must equal [`Self::hash`]).
+    pub fn hash_from_scratch(&self) -> Hash32 {
+        state_hash(&self.data, true)
     }
 
     /// The snapshot image: version byte + canonical encoding.
@@ -620,10 +700,13 @@ impl ClusterState {
     }
 
     /// Tasks assigned to `node` and not completed, in task-id order.
+    /// Walks only the assigned tasks (the timeout tracker holds exactly those), not
+    /// every task the state retains.
     pub fn assigned_to(&self, node: NodeId) -> impl Iterator<Item = (&TaskRecord, u32)> {
         self.data
-            .tasks
-            .values()
+            .timeouts
+            .jobs()
+            .filter_map(|(id, _)| self.data.tasks.get(id))
             .filter_map(move |t| match t.status {
                 TaskStatus::Assigned { node: n, attempt } if n == node => Some((t, attempt)),
                 _ => None,
@@ -1415,9 +1498,9 @@ impl ClusterState {
 
     /// Marks a task finished and drops the oldest finished tasks over the retention limit.
     fn finish(&mut self, id: TaskId) {
-        self.data.finished.insert(id);
+        self.data.finished.insert(id, ());
         while self.data.finished.len() > self.data.config.max_retained_tasks {
-            let Some(old) = self.data.finished.pop_first() else {
+            let Some((old, ())) = self.data.finished.pop_first() else {
                 break;
             };
             if let Some(rec) = self.data.tasks.remove(&old) {
@@ -2165,10 +2248,16 @@ impl ClusterState {
     /// Asserts the invariants listed in the module doc after every entry (debug builds
     /// and tests; [`restore_image`](Self::restore_image) checks them always).
     pub fn check(&self) {
-        if cfg!(debug_assertions)
-            && let Err(e) = invariants(&self.data)
-        {
-            panic!("cluster state invariant broken: {e}");
+        if cfg!(debug_assertions) {
+            if let Err(e) = invariants(&self.data) {
+                panic!("cluster state invariant broken: {e}");
+            }
+            // The incremental hash never drifts from the content.
+            assert_eq!(
+                self.hash(),
+                self.hash_from_scratch(),
+                "incremental state hash differs from the hash of the content"
+            );
         }
     }
 }
@@ -2217,7 +2306,7 @@ fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
                 }
                 *per_tenant.entry(t.spec.tenant).or_default() += 1;
             }
-            _ if !d.finished.contains(&t.id) => {
+            _ if !d.finished.contains_key(&t.id) => {
                 return Err(format!("finished task {} untracked", t.id));
             }
             _ => {}
@@ -2229,7 +2318,7 @@ fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
             d.pending.len()
         ));
     }
-    if let Some(t) = d.finished.iter().find(|t| !d.tasks.contains_key(t)) {
+    if let Some(t) = d.finished.keys().find(|t| !d.tasks.contains_key(t)) {
         return Err(format!("finished task {t} unknown"));
     }
     for (n, r) in &d.nodes {

@@ -639,7 +639,9 @@ impl Quota {
 pub struct ReplayWindow {
     pub highest: u64,
     pub floor: u64,
-    seen: alloc::collections::BTreeSet<u64>,
+    /// Hashed incrementally: a tenant's window can hold thousands of sequence numbers,
+    /// and hashing them all after every submission would dominate the state hash.
+    seen: crate::hashed::HashedSet<u64>,
 }
 
 /// Width of the anti-replay window in sequence units (the CLI uses microseconds since
@@ -657,7 +659,7 @@ pub const MAX_SEQ_JUMP: u64 = 1 << 40;
 impl ReplayWindow {
     /// `Err(floor)` if `seq` is at or below the floor or was already taken.
     pub fn check(&self, seq: u64) -> Result<(), u64> {
-        if seq <= self.floor || self.seen.contains(&seq) {
+        if seq <= self.floor || self.seen.contains_key(&seq) {
             Err(self.floor)
         } else {
             Ok(())
@@ -679,15 +681,33 @@ impl ReplayWindow {
     /// Records `seq` (which [`check`](Self::check) accepted).
     pub fn accept(&mut self, seq: u64) {
         debug_assert!(self.check(seq).is_ok());
-        self.seen.insert(seq);
+        self.seen.insert(seq, ());
         self.highest = self.highest.max(seq);
         self.floor = self.floor.max(self.highest.saturating_sub(SEQ_WINDOW));
         while self.seen.len() > MAX_WINDOW_SEQS {
-            if let Some(old) = self.seen.pop_first() {
+            if let Some((old, ())) = self.seen.pop_first() {
                 self.floor = self.floor.max(old);
             }
         }
-        let floor = self.floor;
-        self.seen.retain(|&s| s > floor);
+        // Forget what the floor now covers (the smallest first: no full walk).
+        while let Some((&s, _)) = self.seen.first_key_value()
+            && s <= self.floor
+        {
+            self.seen.pop_first();
+        }
+    }
+
+    /// The window's part of an item hash: highest, floor and the root of the seen
+    /// set (not its encoding).
+    pub fn feed_hash(&self, h: &mut sha2::Sha256, scratch: bool) {
+        use sha2::Digest;
+        h.update(self.highest.to_le_bytes());
+        h.update(self.floor.to_le_bytes());
+        let root = if scratch {
+            self.seen.root_from_scratch()
+        } else {
+            self.seen.root()
+        };
+        h.update(root.0);
     }
 }
