@@ -122,7 +122,7 @@ macro_rules! postcard_item_hash {
     ($($t:ty),* $(,)?) => {$(
         impl $crate::hashed::ItemHash for $t {
             fn feed(&self, h: &mut sha2::Sha256, _scratch: bool) {
-                sha2::Digest::update(h, postcard::to_allocvec(self).unwrap_or_default());
+                $crate::hashed::feed_postcard(h, self);
             }
         }
     )*};
@@ -247,7 +247,7 @@ impl<K: Ord + Clone + Serialize + BucketKey, V: ItemHash> HashedMap<K, V> {
 fn item_hash<K: Serialize, V: ItemHash>(k: &K, v: &V, scratch: bool) -> Hash32 {
     let mut h = Sha256::new();
     h.update(ITEM_DOMAIN);
-    h.update(postcard::to_allocvec(k).unwrap_or_default());
+    feed_postcard(&mut h, k);
     v.feed(&mut h, scratch);
     Hash32(h.finalize().into())
 }
@@ -287,6 +287,68 @@ fn group_hash(buckets: &[Option<Hash32>]) -> Option<Hash32> {
 
 fn root_hash(len: usize, groups: &[Option<Hash32>]) -> Hash32 {
     children_hash(ROOT_DOMAIN, &(len as u64).to_le_bytes(), groups)
+}
+
+/// Feeds `v`'s postcard encoding into `h` as it is produced (the same bytes as
+/// `postcard::to_allocvec`, without building them in a vector first).
+pub fn feed_postcard<T: Serialize + ?Sized>(h: &mut Sha256, v: &T) {
+    // Encoding into a hasher cannot fail: the flavor never refuses a byte.
+    let _ = postcard::serialize_with_flavor::<T, _, ()>(
+        v,
+        HashFlavor {
+            h,
+            buf: [0; HASH_FLAVOR_BUF],
+            len: 0,
+        },
+    );
+}
+
+const HASH_FLAVOR_BUF: usize = 128;
+
+/// A postcard output that is a hasher, through a small buffer (postcard pushes most
+/// bytes one at a time).
+struct HashFlavor<'a> {
+    h: &'a mut Sha256,
+    buf: [u8; HASH_FLAVOR_BUF],
+    len: usize,
+}
+
+impl HashFlavor<'_> {
+    fn flush(&mut self) {
+        self.h.update(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl postcard::ser_flavors::Flavor for HashFlavor<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        if self.len == HASH_FLAVOR_BUF {
+            self.flush();
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if self.len + data.len() > HASH_FLAVOR_BUF {
+            self.flush();
+        }
+        if data.len() >= HASH_FLAVOR_BUF {
+            self.h.update(data);
+        } else {
+            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+            self.len += data.len();
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<()> {
+        self.flush();
+        Ok(())
+    }
 }
 
 /// A map's root behind a trait object (the state hash walks maps of several types).
@@ -447,6 +509,20 @@ mod tests {
         *b.get_mut(&5).expect("present") = 6;
         assert_ne!(b.root(), a.root());
         assert_eq!(d.root(), a.root());
+    }
+
+    #[test]
+    fn feeding_postcard_hashes_the_same_bytes_as_encoding_first() {
+        let mut rng = SplitMix64::new(3);
+        for n in [0usize, 1, 127, 128, 129, 300, 5000] {
+            let v: Vec<(u64, Vec<u8>)> = (0..n)
+                .map(|i| (rng.next_u64() >> (i % 64), alloc::vec![i as u8; i % 200]))
+                .collect();
+            let mut a = Sha256::new();
+            feed_postcard(&mut a, &v);
+            let b = Sha256::digest(postcard::to_allocvec(&v).expect("encodes"));
+            assert_eq!(a.finalize(), b, "n = {n}");
+        }
     }
 
     #[test]

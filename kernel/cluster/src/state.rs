@@ -216,7 +216,7 @@ impl crate::hashed::ItemHash for TenantRecord {
             submitted,
         } = self;
         let fields = (public_key, quota, in_flight, budget_used_ticks, submitted);
-        h.update(postcard::to_allocvec(&fields).unwrap_or_default());
+        crate::hashed::feed_postcard(h, &fields);
         seqs.feed_hash(h, scratch);
     }
 }
@@ -306,7 +306,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
     );
     let mut h = Sha256::new();
     h.update(STATE_HASH_DOMAIN);
-    h.update(postcard::to_allocvec(&small).unwrap_or_default());
+    crate::hashed::feed_postcard(&mut h, &small);
     for m in [
         tasks as &dyn MapRoot,
         requests,
