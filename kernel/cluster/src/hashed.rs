@@ -2,8 +2,10 @@
 //! the entries that changed, so the state hash after an entry does not grow with the
 //! number of tasks (or remembered sequence numbers) the state holds.
 //!
-//! The map's root is defined over its content only (never over the order of updates),
-//! as a two-level tree of 16 groups of 16 buckets:
+//! The map's root is defined over its content only (never over the order of updates).
+//! A map of at most [`FLAT_MAX`] items is hashed flat: root = SHA-256(`FLAT_DOMAIN` ‖
+//! len as u64 LE ‖ its item hashes in key order). A larger one is a two-level tree of
+//! 16 groups of 16 buckets:
 //! - item hash = SHA-256(`ITEM_DOMAIN` ‖ postcard(key) ‖ the value's [`ItemHash`]
 //!   bytes: its postcard encoding, or for a value holding a `HashedMap` the root of
 //!   that map in place of its encoding);
@@ -32,6 +34,10 @@ use xdv_types::{Hash32, NodeId, TaskId, TenantId};
 
 /// Buckets per map (16 groups of 16).
 pub const BUCKETS: usize = 256;
+/// Largest map hashed flat (no buckets): members, vote rounds, most tenants and
+/// contracts, a short anti-replay window.
+pub const FLAT_MAX: usize = 16;
+const FLAT_DOMAIN: &[u8] = b"XDV-MAP-FLAT\0";
 const GROUPS: usize = 16;
 const ITEM_DOMAIN: &[u8] = b"XDV-MAP-ITEM\0";
 const GROUP_DOMAIN: &[u8] = b"XDV-MAP-GROUP\0";
@@ -128,7 +134,7 @@ macro_rules! postcard_item_hash {
     )*};
 }
 
-postcard_item_hash!((), u64, TaskId);
+postcard_item_hash!((), u64, TaskId, BTreeMap<NodeId, Hash32>);
 
 /// A `BTreeMap` with an incrementally maintained content hash (see the module doc).
 /// Reads go through `Deref`; writes only through the methods here, which mark what
@@ -173,6 +179,15 @@ impl<K: Ord + Clone + Serialize + BucketKey, V: ItemHash> HashedMap<K, V> {
             self.touch(k);
         }
         self.map.get_mut(k)
+    }
+
+    /// The value at `k`, inserted as `V::default()` if absent; marks `k` changed.
+    pub fn get_or_insert_default(&mut self, k: K) -> &mut V
+    where
+        V: Default,
+    {
+        self.touch(&k);
+        self.map.entry(k).or_default()
     }
 
     pub fn pop_first(&mut self) -> Option<(K, V)> {
@@ -226,7 +241,11 @@ impl<K: Ord + Clone + Serialize + BucketKey, V: ItemHash> HashedMap<K, V> {
         for g in dirty_groups {
             c.groups[g] = group_hash(&c.buckets[g * GROUPS..(g + 1) * GROUPS]);
         }
-        let r = root_hash(self.map.len(), &c.groups);
+        let r = if self.map.len() <= FLAT_MAX {
+            flat_hash(c.items.iter().flat_map(|b| b.iter()))
+        } else {
+            root_hash(self.map.len(), &c.groups)
+        };
         c.root = Some(r);
         r
     }
@@ -237,6 +256,9 @@ impl<K: Ord + Clone + Serialize + BucketKey, V: ItemHash> HashedMap<K, V> {
         let mut items: Vec<BTreeMap<&K, Hash32>> = (0..BUCKETS).map(|_| BTreeMap::new()).collect();
         for (k, v) in &self.map {
             items[k.bucket()].insert(k, item_hash(k, v, true));
+        }
+        if self.map.len() <= FLAT_MAX {
+            return flat_hash(items.iter().flat_map(|b| b.iter().map(|(k, h)| (*k, h))));
         }
         let buckets: Vec<Option<Hash32>> = items.iter().map(|b| bucket_hash(b.values())).collect();
         let groups: Vec<Option<Hash32>> = buckets.chunks(GROUPS).map(group_hash).collect();
@@ -249,6 +271,19 @@ fn item_hash<K: Serialize, V: ItemHash>(k: &K, v: &V, scratch: bool) -> Hash32 {
     h.update(ITEM_DOMAIN);
     feed_postcard(&mut h, k);
     v.feed(&mut h, scratch);
+    Hash32(h.finalize().into())
+}
+
+/// A small map's root: its item hashes in key order (the pairs come bucket by bucket).
+fn flat_hash<'a, K: Ord + 'a>(pairs: impl Iterator<Item = (&'a K, &'a Hash32)>) -> Hash32 {
+    let mut sorted: Vec<(&K, &Hash32)> = pairs.collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    h.update(FLAT_DOMAIN);
+    h.update((sorted.len() as u64).to_le_bytes());
+    for (_, ih) in sorted {
+        h.update(ih.0);
+    }
     Hash32(h.finalize().into())
 }
 
@@ -453,7 +488,8 @@ mod tests {
         let mut m: HashedMap<u64, u64> = HashedMap::new();
         let mut roots = BTreeSet::new();
         for step in 0..3000u64 {
-            let k = rng.next_u64() % 300;
+            // Small key ranges early on: the map crosses the flat/tree boundary.
+            let k = rng.next_u64() % if step < 1000 { 24 } else { 300 };
             match rng.next_u64() % 5 {
                 0 | 1 => {
                     m.insert(k, step);

@@ -201,7 +201,7 @@ pub struct TenantRecord {
     pub submitted: u64,
 }
 
-crate::postcard_item_hash!(TaskRecord, ContractRecord);
+crate::postcard_item_hash!(TaskRecord, ContractRecord, NodeRecord);
 
 impl crate::hashed::ItemHash for TenantRecord {
     /// The fields' encoding, with the anti-replay window by its root (a window holds
@@ -249,7 +249,7 @@ pub struct StateData {
     pub applied_index: u64,
     pub time: GlobalTime,
     pub next_task: u64,
-    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    pub nodes: HashedMap<NodeId, NodeRecord>,
     pub tasks: HashedMap<TaskId, TaskRecord>,
     pub requests: HashedMap<(TenantId, u64), TaskId>,
     pub pending: Vec<TaskId>,
@@ -266,7 +266,7 @@ pub struct StateData {
     pub policies: BTreeMap<TenantId, Priority>,
     /// Hash voting: the state hashes nodes reported per vote index (the last
     /// [`VOTE_ROUNDS_KEPT`] rounds).
-    pub votes: BTreeMap<u64, BTreeMap<NodeId, Hash32>>,
+    pub votes: HashedMap<u64, BTreeMap<NodeId, Hash32>>,
     /// Timeout tracking of every `Assigned` task (exactly those), in cluster time.
     pub timeouts: TimeoutTracker,
     /// The node whose `ClockTick`s the log carries (the leader as the log sees it); a
@@ -299,20 +299,25 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         timeouts,
         clock_leader,
     } = d;
+    // `finished` is not hashed: it is exactly the retained tasks whose status is final
+    // (an invariant checked after every entry in debug builds and on every snapshot
+    // restore), so the tasks' root covers it.
+    let _ = finished;
     let small = (
-        (config, applied_index, time, next_task, nodes, pending),
+        (config, applied_index, time, next_task, pending),
         (shards, counters, operator_seqs, clock_ms, policies),
-        (votes, timeouts, clock_leader),
+        (timeouts, clock_leader),
     );
     let mut h = Sha256::new();
     h.update(STATE_HASH_DOMAIN);
     crate::hashed::feed_postcard(&mut h, &small);
     for m in [
-        tasks as &dyn MapRoot,
+        nodes as &dyn MapRoot,
+        tasks,
         requests,
-        finished,
         tenants,
         contracts,
+        votes,
     ] {
         let r = if from_scratch {
             m.root_from_scratch()
@@ -603,7 +608,7 @@ impl ClusterState {
                 applied_index: 0,
                 time: GlobalTime::default(),
                 next_task: 1,
-                nodes: BTreeMap::new(),
+                nodes: HashedMap::new(),
                 tasks: HashedMap::new(),
                 requests: HashedMap::new(),
                 pending: Vec::new(),
@@ -615,7 +620,7 @@ impl ClusterState {
                 operator_seqs: ReplayWindow::default(),
                 clock_ms: 0,
                 policies: BTreeMap::new(),
-                votes: BTreeMap::new(),
+                votes: HashedMap::new(),
                 timeouts,
                 clock_leader: None,
             },
@@ -943,7 +948,7 @@ impl ClusterState {
             ev.push(Event::Ignored(IgnoredReason::BadVote));
             return;
         }
-        let round = self.data.votes.entry(index).or_default();
+        let round = self.data.votes.get_or_insert_default(index);
         if round.contains_key(&node) {
             ev.push(Event::Ignored(IgnoredReason::AlreadyApplied));
             return;
@@ -2320,6 +2325,15 @@ fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
     }
     if let Some(t) = d.finished.keys().find(|t| !d.tasks.contains_key(t)) {
         return Err(format!("finished task {t} unknown"));
+    }
+    // Exactly the final tasks (the state hash leaves `finished` out for this).
+    let assigned: usize = per_node.values().map(|&n| n as usize).sum();
+    let final_tasks = d.tasks.len() - pending - assigned;
+    if d.finished.len() != final_tasks {
+        return Err(format!(
+            "finished set out of step ({} vs {final_tasks} final tasks)",
+            d.finished.len()
+        ));
     }
     for (n, r) in &d.nodes {
         if r.assigned != per_node.get(n).copied().unwrap_or(0) || r.info.node != *n {
