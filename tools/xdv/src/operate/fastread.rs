@@ -33,12 +33,18 @@ use xdv_audit::{
 };
 use xdv_types::Hash32;
 
-/// Threads the verifier reads a region on: the machine's available parallelism
-/// (at most 16).
+/// Threads the verifier reads a region on: `XDV_VERIFY_THREADS` if set (1..=64),
+/// else the machine's available parallelism (at most 16).
 pub fn verify_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, NonZeroUsize::get)
-        .min(16)
+    std::env::var("XDV_VERIFY_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(16)
+        })
 }
 
 /// Runs `f(first index, chunk)` over `out` cut in runs of `chunk` items, one thread
@@ -305,4 +311,156 @@ fn subtree_roots4(leaves: [&[Hash32]; 4]) -> [Hash32; 4] {
         }
     }
     cur.map(|c| c[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operate::replay::{read_audit_simple, read_audit_threads};
+    use xdv_audit::format::SUPERBLOCK_OFFSETS;
+    use xdv_audit::{AuditLog, MerkleAccumulator};
+    use xdv_types::{CoreId, NodeId, Timestamp};
+
+    /// A region like a node's: boots, Raft applies and their applied-entry records,
+    /// a node line, a published root; `records` pairs.
+    fn region(records: u64) -> Vec<u8> {
+        let mut region = vec![0u8; 1 << 19];
+        let (mut log, _) = AuditLog::open(&mut region, NodeId(3)).expect("opens");
+        for i in 1..=records {
+            let applied = RecordBody::RaftApplied {
+                index: i,
+                term: 1 + i / 100,
+                entry_hash: Hash32([i as u8; 32]),
+            };
+            let command = if i % 7 == 0 { "Join" } else { "AssignTask" };
+            let state = RecordBody::Custom {
+                tag: xdv_node::AUDIT_TAG_APPLIED,
+                bytes: xdv_cluster::mgmt::encode(&(i, command, Hash32([(i >> 3) as u8; 32]))),
+            };
+            log.append(Timestamp(2 * i), CoreId(0), &applied).unwrap();
+            log.append(Timestamp(2 * i + 1), CoreId(1), &state).unwrap();
+            if i % 500 == 0 {
+                let line = RecordBody::Custom {
+                    tag: xdv_node::AUDIT_TAG_NODE,
+                    bytes: xdv_cluster::mgmt::encode(&format!("node halted at {i}")),
+                };
+                log.append(Timestamp(2 * i + 1), CoreId(0), &line).unwrap();
+                let root = RecordBody::MerkleRootPublished {
+                    size: i,
+                    root: Hash32([7; 32]),
+                };
+                log.append(Timestamp(2 * i + 1), CoreId(0), &root).unwrap();
+            }
+        }
+        drop(log);
+        region
+    }
+
+    /// Every field of the two reads is the same (and every prefix root).
+    fn assert_same(fast: &AuditRead, simple: &AuditRead, what: &str) {
+        assert_eq!(fast.node, simple.node, "{what}: node");
+        assert_eq!(fast.verdict, simple.verdict, "{what}: verdict");
+        assert_eq!(fast.hashes, simple.hashes, "{what}: hashes");
+        assert_eq!(fast.applied, simple.applied, "{what}: applied");
+        assert_eq!(fast.undecodable, simple.undecodable, "{what}: undecodable");
+        assert_eq!(
+            fast.raft_applied, simple.raft_applied,
+            "{what}: raft_applied"
+        );
+        assert_eq!(fast.marks, simple.marks, "{what}: marks");
+        let mut acc = MerkleAccumulator::new();
+        for size in 0..=simple.hashes.len() as u64 {
+            if size > 0 {
+                acc.push(&simple.hashes[size as usize - 1]);
+            }
+            if size % 97 == 0 || size == simple.hashes.len() as u64 || size < 600 {
+                assert_eq!(
+                    fast.root_at(size),
+                    Some(acc.root()),
+                    "{what}: root at {size}"
+                );
+                assert_eq!(
+                    simple.root_at(size),
+                    Some(acc.root()),
+                    "{what}: root at {size}"
+                );
+            }
+        }
+        assert_eq!(fast.root_at(simple.hashes.len() as u64 + 1), None);
+    }
+
+    #[test]
+    fn clean_region_takes_the_fast_path_and_reads_the_same() {
+        let r = region(1200);
+        let simple = read_audit_simple(&r);
+        let report = simple.verdict.as_ref().expect("clean region verifies");
+        assert!(simple.hashes.len() > 2400 && simple.marks.len() >= 3);
+        assert_eq!(simple.root_at(report.records), Some(report.merkle_root));
+        for threads in [1, 2, 3, 7] {
+            let fast = read_clean(&r, threads).expect("a clean region is read fast");
+            assert_same(&fast, &simple, &format!("clean, {threads} threads"));
+        }
+        // Few records (fewer than threads, fewer than one Merkle subtree).
+        let small = region(1);
+        let fast = read_clean(&small, 4).expect("clean");
+        assert_same(&fast, &read_audit_simple(&small), "small");
+    }
+
+    #[test]
+    fn damaged_regions_read_the_same_as_the_node_scanner() {
+        let clean = region(1200);
+        let end = read_audit_simple(&clean).verdict.unwrap().bytes_used as usize;
+        let first = DATA_START;
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        // A flipped byte in a header, a payload, a previous hash, a stored hash.
+        for (name, at) in [
+            ("header", first + 200 * 130 + 3),
+            ("payload", end / 2),
+            ("prev hash", end - 40),
+            ("last hash", end - 1),
+            ("first record", first + 40),
+        ] {
+            let mut r = clean.clone();
+            r[at] ^= 0x10;
+            cases.push((format!("flipped byte in {name} at {at:#x}"), r));
+        }
+        // A torn tail: non-zero bytes after the last record.
+        let mut r = clean.clone();
+        r[end..end + 50].fill(0xA5);
+        cases.push(("torn tail".into(), r));
+        // Stray bytes far after the chain.
+        let mut r = clean.clone();
+        let last = r.len() - 3;
+        r[last] = 1;
+        cases.push(("stray byte at the end".into(), r));
+        // Damaged superblocks: one copy, both copies.
+        let mut r = clean.clone();
+        r[SUPERBLOCK_OFFSETS[0] + 40] ^= 1;
+        cases.push(("superblock copy A".into(), r.clone()));
+        r[SUPERBLOCK_OFFSETS[1] + 40] ^= 1;
+        cases.push(("both superblock copies".into(), r));
+        // A cut-off region (truncated file).
+        cases.push(("truncated".into(), clean[..end - 10].to_vec()));
+        // A blank region.
+        cases.push(("blank".into(), vec![0u8; 1 << 16]));
+        for (what, r) in &cases {
+            let simple = read_audit_simple(r);
+            for threads in [1, 2, 3] {
+                assert_same(&read_audit_threads(r, threads), &simple, what);
+            }
+        }
+        // The damage is seen: only the torn tail, the stray byte past the chain (a
+        // torn tail too: both superblock copies are valid) and one bad copy verify.
+        let verdicts: Vec<bool> = cases
+            .iter()
+            .map(|(_, r)| read_audit_simple(r).verdict.is_ok())
+            .collect();
+        let mut expected = vec![false; cases.len()];
+        expected[5..8].fill(true);
+        assert_eq!(verdicts, expected);
+        // ... and the fast path refuses every region with a damaged record.
+        for (what, r) in &cases[..5] {
+            assert!(read_clean(r, 2).is_none(), "{what}");
+        }
+    }
 }
