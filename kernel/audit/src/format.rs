@@ -456,7 +456,7 @@ impl Iterator for Records<'_> {
 
 /// True when no record starts at `at`: its 29 header bytes are all zero (or fewer
 /// than 29 bytes are left and they are all zero).
-pub(crate) fn header_is_blank(region: &[u8], at: usize) -> bool {
+pub fn header_is_blank(region: &[u8], at: usize) -> bool {
     let end = at.saturating_add(HEADER_BYTES).min(region.len());
     region
         .get(at..end)
@@ -473,6 +473,23 @@ pub(crate) fn check_record(
     off: usize,
     node: Option<NodeId>,
     expect: Option<(u64, Hash32)>,
+) -> Result<RecordView, Damage> {
+    check_record_using(region, off, node, expect, &mut |b| {
+        Hash32(Sha256::digest(b).into())
+    })
+}
+
+/// [`check_record`] with the SHA-256 of the record's hashed bytes supplied by
+/// `sha256` (called at most once, with exactly the bytes before the stored hash):
+/// a host verifier that hashes many records at once (several SHA-256 streams
+/// interleaved, on several threads) checks each record with the same code as the
+/// node. `sha256` must return SHA-256 of its argument.
+pub fn check_record_using(
+    region: &[u8],
+    off: usize,
+    node: Option<NodeId>,
+    expect: Option<(u64, Hash32)>,
+    sha256: &mut dyn FnMut(&[u8]) -> Hash32,
 ) -> Result<RecordView, Damage> {
     let r = region;
     let hb = r
@@ -507,7 +524,7 @@ pub(crate) fn check_record(
         .ok_or(Damage::Truncated)?;
     let hashed = total - 32;
     let stored = hash_at(rec, hashed).ok_or(Damage::Truncated)?;
-    if Hash32(Sha256::digest(&rec[..hashed]).into()) != stored {
+    if sha256(&rec[..hashed]) != stored {
         return Err(Damage::HashMismatch);
     }
     let prev = hash_at(rec, hashed - 32).ok_or(Damage::Truncated)?;

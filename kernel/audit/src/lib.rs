@@ -32,7 +32,7 @@ pub mod scan;
 pub use body::RecordBody;
 pub use format::{
     DEFAULT_REGION_PHYS, DEFAULT_REGION_SIZE, Damage, RecordHeader, RecordView, Records,
-    VerifyError, find_region, genesis_hash,
+    VerifyError, check_record_using, find_region, genesis_hash, header_is_blank, nonzero_end,
 };
 pub use fuzz::fuzz_check;
 pub use log::{
@@ -40,6 +40,7 @@ pub use log::{
 };
 pub use merkle::{FederatedAuditRoot, FederationError, MerkleAccumulator, ProofError};
 pub use scan::{
-    DamagedRange, Inspection, RegionScan, Scanned, Scanner, Segment, VerifyReport, inspect_region,
-    inspect_region_with, region_node, scan_region, scan_region_with, verify_region,
+    CleanChain, DamagedRange, Inspection, RegionScan, ScanPlan, Scanned, Scanner, Segment,
+    VerifyReport, inspect_region, inspect_region_with, region_node, scan_region, scan_region_with,
+    verify_region,
 };

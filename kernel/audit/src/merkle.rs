@@ -293,6 +293,23 @@ impl MerkleAccumulator {
         debug_assert_eq!(self.stack.len(), self.len.count_ones() as usize);
     }
 
+    /// The accumulator of `len` leaves from the roots of the perfect subtrees of the
+    /// binary decomposition of `len`, largest first (`(height, root)`: a subtree of
+    /// `2^height` leaves) — what [`MerkleAccumulator::push`] would have built, when
+    /// the subtrees were computed elsewhere (in parallel by a host verifier).
+    /// `None` when the heights do not match `len`.
+    pub fn from_subtrees(len: u64, stack: Vec<(u32, Hash32)>) -> Option<MerkleAccumulator> {
+        let mut bits = (0..64u32).rev().filter(|b| len >> b & 1 == 1);
+        let matches = stack.len() == len.count_ones() as usize
+            && stack.iter().all(|&(h, _)| bits.next() == Some(h));
+        matches.then_some(MerkleAccumulator { stack, len })
+    }
+
+    /// The `(height, root)` subtrees, largest first (see [`Self::from_subtrees`]).
+    pub fn subtrees(&self) -> &[(u32, Hash32)] {
+        &self.stack
+    }
+
     /// The RFC 6962 root of the leaves pushed so far.
     pub fn root(&self) -> Hash32 {
         let mut it = self.stack.iter().rev();

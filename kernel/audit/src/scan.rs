@@ -462,32 +462,119 @@ pub fn inspect_region(bytes: &[u8]) -> Inspection {
 /// [`inspect_region`], showing every readable record of the scan to `visit` in
 /// region order (see [`scan_region_with`]).
 pub fn inspect_region_with(bytes: &[u8], visit: &mut dyn FnMut(&RecordView)) -> Inspection {
-    let copies = Superblock::read_both(bytes);
-    let current = Superblock::current(&copies).map(|(_, sb)| sb);
-    let len = current
-        .as_ref()
-        .map(|sb| sb.region_bytes)
-        .filter(|&c| (MIN_REGION_BYTES as u64..=MAX_REGION_BYTES as u64).contains(&c))
-        .map_or(bytes.len(), |c| bytes.len().min(c as usize));
-    let region = &bytes[..len];
-    let scan = region_node(bytes).map(|node| {
-        scan_region_with(
-            region,
-            node,
-            current.as_ref().map(|sb| sb.end_offset),
-            visit,
-        )
-    });
-    let torn = scan
-        .as_ref()
-        .and_then(|s| torn_tail(&copies, s))
-        .map(|t| (t.offset, t.bytes));
-    let verdict = judge(bytes.len(), &copies, scan.as_ref(), torn);
-    Inspection {
-        superblocks: copies,
-        scan,
-        torn_tail_bytes: torn.map_or(0, |t| t.1),
-        verdict,
+    let plan = ScanPlan::new(bytes);
+    let scan = plan
+        .node
+        .map(|node| scan_region_with(&bytes[..plan.region_len], node, plan.probe, visit));
+    plan.finish(bytes, scan)
+}
+
+/// What [`inspect_region`] reads before it scans: the superblock copies, the bytes
+/// to scan (`..region_len`), whose chain (`node`, see [`region_node`]) and the
+/// offset to probe (the end offset of the copy in force). A host verifier that
+/// checks the records itself (on several threads) starts from the same plan and
+/// ends with [`ScanPlan::finish`], so its verdict is judged by the same code.
+#[derive(Clone, Debug)]
+pub struct ScanPlan {
+    pub superblocks: [Option<Superblock>; 2],
+    pub region_len: usize,
+    pub node: Option<NodeId>,
+    pub probe: Option<u64>,
+}
+
+impl ScanPlan {
+    pub fn new(bytes: &[u8]) -> ScanPlan {
+        let copies = Superblock::read_both(bytes);
+        let current = Superblock::current(&copies).map(|(_, sb)| sb);
+        let region_len = current
+            .as_ref()
+            .map(|sb| sb.region_bytes)
+            .filter(|&c| (MIN_REGION_BYTES as u64..=MAX_REGION_BYTES as u64).contains(&c))
+            .map_or(bytes.len(), |c| bytes.len().min(c as usize));
+        ScanPlan {
+            node: region_node(bytes),
+            probe: current.as_ref().map(|sb| sb.end_offset),
+            superblocks: copies,
+            region_len,
+        }
+    }
+
+    /// Judges `bytes` with `scan` (the scan of `bytes[..region_len]` for `node`,
+    /// `None` when `node` is `None`).
+    pub fn finish(self, bytes: &[u8], scan: Option<RegionScan>) -> Inspection {
+        let copies = self.superblocks;
+        let torn = scan
+            .as_ref()
+            .and_then(|s| torn_tail(&copies, s))
+            .map(|t| (t.offset, t.bytes));
+        let verdict = judge(bytes.len(), &copies, scan.as_ref(), torn);
+        Inspection {
+            superblocks: copies,
+            scan,
+            torn_tail_bytes: torn.map_or(0, |t| t.1),
+            verdict,
+        }
+    }
+}
+
+/// What a host verifier found in a region whose records it checked itself: every
+/// record from `DATA_START` readable ([`crate::format::check_record_using`], each
+/// continuing the chain of the one before it from the genesis hash, sequence
+/// numbers from 0), and only zero bytes after the last one — no damaged range.
+/// [`CleanChain::scan`] is then exactly the [`RegionScan`] that [`scan_region`]
+/// would have built.
+#[derive(Clone, Debug)]
+pub struct CleanChain {
+    pub node: NodeId,
+    pub records: u64,
+    /// Offset just past the last record (`DATA_START` if none).
+    pub end: u64,
+    /// Hash of the last record (the genesis hash if none).
+    pub head: Hash32,
+    pub last_kind: Option<u16>,
+    pub max_stamp: u64,
+    /// `count` of the last `Boot` record.
+    pub last_boot_count: Option<u64>,
+    pub alarm_recorded: bool,
+    /// (seq, hash) of the record ending exactly at the plan's probe offset.
+    pub probe_hit: Option<(u64, Hash32)>,
+    /// The Merkle accumulator over the record hashes.
+    pub merkle: MerkleAccumulator,
+}
+
+impl CleanChain {
+    /// The scan of the clean region: one segment (none if there is no record).
+    pub fn scan(self) -> RegionScan {
+        let segments: Vec<Segment> = (self.records > 0)
+            .then(|| Segment {
+                offset: DATA_START as u64,
+                end: self.end,
+                first_seq: 0,
+                last_seq: self.records - 1,
+                records: self.records,
+                linked: true,
+            })
+            .into_iter()
+            .collect();
+        RegionScan {
+            node: self.node,
+            records: self.records,
+            end: self.end,
+            next_seq: self.records,
+            head: self.head,
+            segments_total: segments.len() as u64,
+            segments,
+            damaged: Vec::new(),
+            damaged_total: 0,
+            first_unlisted: None,
+            trailing: None,
+            last_kind: self.last_kind,
+            max_stamp: self.max_stamp,
+            last_boot_count: self.last_boot_count,
+            alarm_recorded: self.alarm_recorded,
+            probe_hit: self.probe_hit,
+            merkle: self.merkle,
+        }
     }
 }
 

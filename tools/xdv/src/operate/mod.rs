@@ -9,8 +9,10 @@
 //! replay that matches the node's own audit records is the node's run reproduced.
 
 pub mod contracts;
+pub mod fastread;
 pub mod fixture;
 pub mod image;
+pub mod lanes;
 pub mod replay;
 pub mod schedlog;
 pub mod timeline;

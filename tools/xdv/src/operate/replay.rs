@@ -10,6 +10,7 @@
 //! The node's record of an applied entry is the audit `Custom` record with tag
 //! [`xdv_node::AUDIT_TAG_APPLIED`]: postcard `(index, command name, state hash)`.
 
+use super::fastread::{MerkleIndex, verify_threads};
 use super::image::{NodeImage, RegionPlace};
 use std::collections::BTreeMap;
 use xdv_audit::{RecordBody, RecordView, VerifyError, VerifyReport, inspect_region_with};
@@ -49,6 +50,9 @@ pub struct AuditRead {
     pub node: Option<NodeId>,
     pub verdict: Result<VerifyReport, VerifyError>,
     pub hashes: Vec<Hash32>,
+    /// The Merkle tree over `hashes`, for the root of any prefix
+    /// ([`AuditRead::root_at`]).
+    pub merkle: MerkleIndex,
     pub applied: Vec<AppliedRecord>,
     /// Applied-entry records whose bytes do not decode.
     pub undecodable: Vec<u64>,
@@ -57,15 +61,24 @@ pub struct AuditRead {
     pub marks: Vec<AuditMark>,
 }
 
-/// Reads an audit region (the bytes at its place in the RAM file) in one pass.
-pub fn read_audit(bytes: &[u8]) -> AuditRead {
-    let mut hashes = Vec::new();
-    let mut applied = Vec::new();
-    let mut undecodable = Vec::new();
-    let mut raft_applied = Vec::new();
-    let mut marks = Vec::new();
-    let insp = inspect_region_with(bytes, &mut |v: &RecordView| {
-        hashes.push(v.hash);
+impl AuditRead {
+    /// RFC 6962 root over the first `size` record hashes (`None` past the end).
+    pub fn root_at(&self, size: u64) -> Option<Hash32> {
+        self.merkle.root(&self.hashes, size)
+    }
+}
+
+/// What the readers collect from each readable record, in region order.
+#[derive(Default)]
+pub(crate) struct Collected {
+    applied: Vec<AppliedRecord>,
+    undecodable: Vec<u64>,
+    raft_applied: Vec<(u64, u64, u64)>,
+    marks: Vec<AuditMark>,
+}
+
+impl Collected {
+    pub(crate) fn visit(&mut self, v: &RecordView) {
         let seq = v.header.seq;
         let mark = |kind, text: String| AuditMark {
             seq,
@@ -76,57 +89,108 @@ pub fn read_audit(bytes: &[u8]) -> AuditRead {
         match &v.body {
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_APPLIED => {
                 match mgmt::decode::<(u64, String, Hash32)>(bytes) {
-                    Ok((index, command, hash)) => applied.push(AppliedRecord {
+                    Ok((index, command, hash)) => self.applied.push(AppliedRecord {
                         seq,
                         index,
                         command,
                         hash,
                     }),
-                    Err(_) => undecodable.push(seq),
+                    Err(_) => self.undecodable.push(seq),
                 }
             }
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_NODE => {
                 let line = mgmt::decode::<String>(bytes).unwrap_or_else(|_| "node record".into());
                 if line.contains("halted") {
-                    marks.push(mark("halt", line));
+                    self.marks.push(mark("halt", line));
                 }
             }
-            RecordBody::RaftApplied { index, term, .. } => raft_applied.push((seq, *index, *term)),
-            RecordBody::Boot { count } => marks.push(mark("boot", format!("boot {count}"))),
+            RecordBody::RaftApplied { index, term, .. } => {
+                self.raft_applied.push((seq, *index, *term))
+            }
+            RecordBody::Boot { count } => self.marks.push(mark("boot", format!("boot {count}"))),
             RecordBody::AuditAlarm {
                 used_bytes,
                 region_bytes,
                 ..
-            } => marks.push(mark(
+            } => self.marks.push(mark(
                 "alarm",
                 format!(
                     "audit region past its high-water mark ({used_bytes} of {region_bytes} bytes)"
                 ),
             )),
-            RecordBody::Damaged { offset, bytes, .. } => marks.push(mark(
+            RecordBody::Damaged { offset, bytes, .. } => self.marks.push(mark(
                 "damage",
                 format!("damaged range {offset:#x}+{bytes} recorded"),
             )),
-            RecordBody::RegionFull { records, .. } => marks.push(mark(
+            RecordBody::RegionFull { records, .. } => self.marks.push(mark(
                 "full",
                 format!("audit region full at {records} records"),
             )),
-            RecordBody::MerkleRootPublished { size, root } => marks.push(mark(
+            RecordBody::MerkleRootPublished { size, root } => self.marks.push(mark(
                 "root",
                 format!("root over {size} records {}", root.short()),
             )),
             _ => {}
         }
-    });
-    AuditRead {
-        node: insp.scan.as_ref().map(|s| s.node),
-        verdict: insp.verdict,
-        hashes,
-        applied,
-        undecodable,
-        raft_applied,
-        marks,
     }
+
+    pub(crate) fn append(&mut self, mut later: Collected) {
+        self.applied.append(&mut later.applied);
+        self.undecodable.append(&mut later.undecodable);
+        self.raft_applied.append(&mut later.raft_applied);
+        self.marks.append(&mut later.marks);
+    }
+
+    pub(crate) fn into_read(
+        self,
+        node: Option<NodeId>,
+        verdict: Result<VerifyReport, VerifyError>,
+        hashes: Vec<Hash32>,
+        merkle: MerkleIndex,
+    ) -> AuditRead {
+        AuditRead {
+            node,
+            verdict,
+            hashes,
+            merkle,
+            applied: self.applied,
+            undecodable: self.undecodable,
+            raft_applied: self.raft_applied,
+            marks: self.marks,
+        }
+    }
+}
+
+/// Reads an audit region (the bytes at its place in the RAM file) in one pass, on
+/// [`verify_threads`] threads (see [`super::fastread`]); the result is exactly
+/// [`read_audit_simple`]'s.
+pub fn read_audit(bytes: &[u8]) -> AuditRead {
+    read_audit_threads(bytes, verify_threads())
+}
+
+/// [`read_audit`] on `threads` threads.
+pub fn read_audit_threads(bytes: &[u8], threads: usize) -> AuditRead {
+    super::fastread::read_clean(bytes, threads).unwrap_or_else(|| read_audit_simple(bytes))
+}
+
+/// [`read_audit`] the straightforward way: the node's own scanner, one record after
+/// the other on one thread. The fast reader falls back to it for any region that
+/// is not one clean chain (damage, a torn tail, no superblock), and the tests hold
+/// the two equal.
+pub fn read_audit_simple(bytes: &[u8]) -> AuditRead {
+    let mut hashes = Vec::new();
+    let mut c = Collected::default();
+    let insp = inspect_region_with(bytes, &mut |v: &RecordView| {
+        hashes.push(v.hash);
+        c.visit(v);
+    });
+    let merkle = MerkleIndex::build(&hashes, 1);
+    c.into_read(
+        insp.scan.as_ref().map(|s| s.node),
+        insp.verdict,
+        hashes,
+        merkle,
+    )
 }
 
 /// Why a replay could not run.

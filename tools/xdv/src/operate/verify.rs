@@ -14,7 +14,7 @@ use super::image::NodeImage;
 use super::replay::{AuditRead, Replay, Verdict, read_audit, replay};
 use std::collections::{BTreeMap, BTreeSet};
 use xdv_audit::FederatedAuditRoot;
-use xdv_audit::merkle::{MerkleAccumulator, consistency_proof, verify_consistency};
+use xdv_audit::merkle::{consistency_proof, verify_consistency};
 use xdv_types::{Hash32, NodeId};
 
 /// What was checked on one node, and what is wrong.
@@ -95,8 +95,8 @@ fn collect_published(replays: &[(usize, &Replay)], problems: &mut Vec<String>) -
 }
 
 /// Checks `pubs` (records → root) against the node's readable record hashes.
-fn check_roots(hashes: &[Hash32], pubs: &BTreeMap<u64, (Hash32, String)>, c: &mut NodeCheck) {
-    let mut acc = MerkleAccumulator::new();
+fn check_roots(a: &AuditRead, pubs: &BTreeMap<u64, (Hash32, String)>, c: &mut NodeCheck) {
+    let hashes = &a.hashes;
     let mut prev: Option<(u64, Hash32)> = None;
     for (&records, (root, seen)) in pubs {
         if records > hashes.len() as u64 {
@@ -106,10 +106,7 @@ fn check_roots(hashes: &[Hash32], pubs: &BTreeMap<u64, (Hash32, String)>, c: &mu
             ));
             continue;
         }
-        while acc.len() < records {
-            acc.push(&hashes[acc.len() as usize]);
-        }
-        let mine = acc.root();
+        let mine = a.root_at(records).expect("records <= hashes.len()");
         c.roots_checked += 1;
         if mine != *root {
             c.problems.push(format!(
@@ -234,7 +231,7 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
     for (i, c) in checks.iter_mut().enumerate() {
         let Some(node) = c.node else { continue };
         if let Some(pubs) = published.get(&NodeId(node)) {
-            check_roots(&audit_of(i).hashes, pubs, c);
+            check_roots(audit_of(i), pubs, c);
         }
     }
     compare_applied(&mut checks, &audit_of, &mut cluster_problems);
