@@ -349,6 +349,9 @@ pub struct ClusterView {
     /// How long the node's loop has worked (not waited for an interrupt) since it
     /// started, µs, as its driver reports it (0 where it does not measure).
     pub loop_busy_us: u64,
+    /// That work split by what the loop did (driver-defined phase names, e.g. `nic`,
+    /// `client`, `raft`, `audit`), µs since boot; empty where it does not measure.
+    pub loop_phases_us: Vec<(String, u64)>,
 }
 
 /// One stage of the request path as a node measured it.

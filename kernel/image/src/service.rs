@@ -42,6 +42,63 @@ pub struct Services {
     corrupt_at_ms: Option<u64>,
     /// Time the loop waited for an interrupt since boot (µs; [`Services::waited`]).
     idle_us: u64,
+    /// Where the loop's working time goes (`loop_phases_us` of the node's view).
+    phases: Phases,
+}
+
+/// The loop's phases, in the order [`Phases::NAMES`] gives.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// smoltcp: NIC rings, TCP/IP (both `net.poll` calls).
+    Nic,
+    /// The transport: connections, framing, peer authentication.
+    Transport,
+    /// Peer Raft frames into the node: Raft, durable log writes, applying entries,
+    /// the state hash, dispatch.
+    Raft,
+    /// Forwarded requests and liveness from peers.
+    Peer,
+    /// Client frames into the node: decoding, signature checks, the gate, proposals.
+    Client,
+    /// The node's timers: elections, heartbeats, clock ticks, timeouts.
+    Tick,
+    /// Audit: the node's records written to the region, heads and Merkle roots.
+    Audit,
+    /// Frames out: Raft, forwards, replies.
+    Send,
+    /// Tasks: dispatch to the run queues, batches, progress; devices.
+    Tasks,
+}
+
+/// Accumulated µs per [`Phase`].
+#[derive(Default)]
+struct Phases {
+    us: [u64; Phases::NAMES.len()],
+}
+
+impl Phases {
+    const NAMES: [&'static str; 9] = [
+        "nic",
+        "transport",
+        "raft",
+        "peer",
+        "client",
+        "tick",
+        "audit",
+        "send",
+        "tasks",
+    ];
+
+    /// Charges the time since `*mark` to `p` and moves the mark to now.
+    fn charge(&mut self, p: Phase, mark: &mut u64) {
+        let now = time::uptime_us();
+        self.us[p as usize] += now.saturating_sub(*mark);
+        *mark = now;
+    }
+
+    fn named(&self) -> [(&'static str, u64); Phases::NAMES.len()] {
+        core::array::from_fn(|i| (Phases::NAMES[i], self.us[i]))
+    }
 }
 
 /// Who this node is: from a provisioning module, else the command line (no keys).
@@ -135,12 +192,14 @@ impl Services {
             longest_gap_us: 0,
             corrupt_at_ms,
             idle_us: 0,
+            phases: Phases::default(),
         };
         if let Some(ms) = corrupt_at_ms {
             println!("fault: test hook armed: this node corrupts its state replica at {ms} ms");
         }
         let out = s.node.drain();
-        s.perform(out, true);
+        let mut mark = time::uptime_us();
+        s.perform_charged(out, true, &mut mark);
         s
     }
 
@@ -156,18 +215,36 @@ impl Services {
         self.node.set_time_us(now_us);
         self.node
             .set_loop_busy_us(now_us.saturating_sub(self.idle_us));
+        self.node.set_loop_phases_us(&self.phases.named());
+        let mut mark = now_us;
         self.net.poll();
+        self.phases.charge(Phase::Nic, &mut mark);
         let local = self.local_metrics();
         self.node.set_local_metrics(local);
         self.node.set_time_us(time::uptime_us());
         if let Some(t) = self.transport.as_mut() {
-            for e in t.poll(&mut self.net) {
-                match e {
-                    Event::Raft { from, bytes } => self.node.on_peer_raft(from, &bytes),
-                    Event::Forward { from, bytes } => self.node.on_peer_forward(from, &bytes),
-                    Event::Heard(from) => self.node.on_peer_heard(from),
-                    Event::Client { conn, bytes } => self.node.on_client(conn, &bytes),
-                }
+            let events = t.poll(&mut self.net);
+            self.phases.charge(Phase::Transport, &mut mark);
+            for e in events {
+                let phase = match e {
+                    Event::Raft { from, bytes } => {
+                        self.node.on_peer_raft(from, &bytes);
+                        Phase::Raft
+                    }
+                    Event::Forward { from, bytes } => {
+                        self.node.on_peer_forward(from, &bytes);
+                        Phase::Peer
+                    }
+                    Event::Heard(from) => {
+                        self.node.on_peer_heard(from);
+                        Phase::Peer
+                    }
+                    Event::Client { conn, bytes } => {
+                        self.node.on_client(conn, &bytes);
+                        Phase::Client
+                    }
+                };
+                self.phases.charge(phase, &mut mark);
             }
         }
         let now_ms = time::uptime_us() / 1000;
@@ -177,12 +254,14 @@ impl Services {
             let (records, root) = audit::merkle();
             self.node.set_audit_root(records, root);
         }
+        self.phases.charge(Phase::Audit, &mut mark);
         if self.corrupt_at_ms.is_some_and(|at| now_ms >= at) {
             self.corrupt_at_ms = None;
             self.node.corrupt_state_for_test();
             println!("fault: state replica corrupted (test hook); hash voting must find it");
         }
         self.node.tick(now_ms);
+        self.phases.charge(Phase::Tick, &mut mark);
         self.poll_accel(now_ms);
         if run_tasks {
             self.poll_tasks();
@@ -190,9 +269,11 @@ impl Services {
         for (task, attempt) in self.tasks.progress() {
             self.node.on_task_progress(task, attempt);
         }
+        self.phases.charge(Phase::Tasks, &mut mark);
         let out = self.node.drain();
-        self.perform(out, run_tasks);
+        self.perform_charged(out, run_tasks, &mut mark);
         self.net.poll();
+        self.phases.charge(Phase::Nic, &mut mark);
     }
 
     /// The numbers of the node's metrics only this loop knows: the audit region, the
@@ -277,7 +358,9 @@ impl Services {
         core::mem::take(&mut self.longest_gap_us)
     }
 
-    fn perform(&mut self, out: Outbox, run_tasks: bool) {
+    /// Carries out the node's outbox, charging each part to its loop phase from
+    /// `*mark` on.
+    fn perform_charged(&mut self, out: Outbox, run_tasks: bool, mark: &mut u64) {
         for line in out.notes {
             println!("{line}");
         }
@@ -293,6 +376,7 @@ impl Services {
                 other => audit::record(CoreId(0), other),
             };
         }
+        self.phases.charge(Phase::Audit, mark);
         if let Some(t) = self.transport.as_mut() {
             if let Some(members) = &out.members {
                 t.set_members(&mut self.net, members);
@@ -307,6 +391,7 @@ impl Services {
                 t.reply(&mut self.net, conn, bytes);
             }
         }
+        self.phases.charge(Phase::Send, mark);
         let now_ms = time::uptime_us() / 1000;
         // Attempts the log took away: cancelled on their core (device jobs finish).
         for (task, attempt) in out.stop {
@@ -329,6 +414,7 @@ impl Services {
         if run_tasks && self.tasks.queued() > 0 {
             self.poll_tasks();
         }
+        self.phases.charge(Phase::Tasks, mark);
     }
 
     /// Finished cluster tasks into the node, then the batch started next.

@@ -282,6 +282,8 @@ pub struct Node<R: Region> {
     stages: Stages,
     /// The driver's loop time spent working, µs ([`Node::set_loop_busy_us`]).
     loop_busy_us: u64,
+    /// The same split by phase ([`Node::set_loop_phases_us`]).
+    loop_phases_us: Vec<(&'static str, u64)>,
     out: Outbox,
     /// The member set last given to the driver ([`Outbox::members`]).
     members_sent: Vec<(NodeId, [u8; 32])>,
@@ -352,6 +354,7 @@ impl<R: Region> Node<R> {
             now_us: now_ms.saturating_mul(1000),
             stages: Stages::default(),
             loop_busy_us: 0,
+            loop_phases_us: Vec::new(),
             started_ms: now_ms,
             last_tick_ms: now_ms,
             running: BTreeSet::new(),
@@ -466,6 +469,14 @@ impl<R: Region> Node<R> {
     /// [`ClusterView::loop_busy_us`] (CPU cost per task under load), decides nothing.
     pub fn set_loop_busy_us(&mut self, busy_us: u64) {
         self.loop_busy_us = busy_us;
+    }
+
+    /// The driver's loop time by phase, µs since boot, for
+    /// [`ClusterView::loop_phases_us`] (where the time goes under load); decides
+    /// nothing.
+    pub fn set_loop_phases_us(&mut self, phases: &[(&'static str, u64)]) {
+        self.loop_phases_us.clear();
+        self.loop_phases_us.extend_from_slice(phases);
     }
 
     /// The driver started running `task`'s attempt `attempt` (it left the run queue).
@@ -1619,6 +1630,11 @@ impl<R: Region> Node<R> {
             },
             stages: self.stages.stats(),
             loop_busy_us: self.loop_busy_us,
+            loop_phases_us: self
+                .loop_phases_us
+                .iter()
+                .map(|(n, us)| ((*n).into(), *us))
+                .collect(),
         }
     }
 

@@ -346,7 +346,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Level {
     inflight: usize,
     conns: usize,
@@ -357,11 +357,25 @@ struct Level {
     busy_us_per_task: f64,
     /// The busiest node's loop: fraction of the level's time it worked.
     busiest_fraction: f64,
+    /// The loop's work per completed task by phase, summed over the nodes, µs.
+    phases_us_per_task: Vec<(String, f64)>,
 }
 
-/// Each node's `loop_busy_us` now.
-fn busy_us(tb: &Testbed, all: &[usize]) -> Result<Vec<u64>> {
-    all.iter().map(|&i| Ok(tb.view(i)?.loop_busy_us)).collect()
+/// Each node's `loop_busy_us` now, and its loop phases (summed over the nodes).
+fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Vec<(String, u64)>)> {
+    let mut busy = Vec::new();
+    let mut phases: Vec<(String, u64)> = Vec::new();
+    for &i in all {
+        let v = tb.view(i)?;
+        busy.push(v.loop_busy_us);
+        for (name, us) in v.loop_phases_us {
+            match phases.iter_mut().find(|(n, _)| *n == name) {
+                Some(p) => p.1 += us,
+                None => phases.push((name, us)),
+            }
+        }
+    }
+    Ok((busy, phases))
 }
 
 struct Run {
@@ -391,8 +405,9 @@ impl Run {
                     p99_ms: f64::NAN,
                     busy_us_per_task: f64::NAN,
                     busiest_fraction: f64::NAN,
+                    phases_us_per_task: Vec::new(),
                 },
-                |l| *l,
+                |l| l.clone(),
             )
     }
 }
@@ -464,7 +479,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         let paces: Vec<(u16, Pace)> = (0..conns)
             .map(|k| (tb.port(all[k % nodes]), Pace::Closed { window, until }))
             .collect();
-        let busy0 = busy_us(&tb, &all)?;
+        let (busy0, phases0) = busy_us(&tb, &all)?;
         let t0 = Instant::now();
         let t = match load(&tb.keys, &module, &paces) {
             Ok(t) => t,
@@ -475,10 +490,19 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             }
         };
         let level_s = t0.elapsed().as_secs_f64();
-        let busy: Vec<u64> = busy_us(&tb, &all)?
+        let (busy1, phases1) = busy_us(&tb, &all)?;
+        let busy: Vec<u64> = busy1
             .iter()
             .zip(&busy0)
             .map(|(b, a)| b.saturating_sub(*a))
+            .collect();
+        let done = t.done_at.len().max(1) as f64;
+        let phases_us_per_task = phases1
+            .iter()
+            .map(|(n, us)| {
+                let before = phases0.iter().find(|(m, _)| m == n).map_or(0, |p| p.1);
+                (n.clone(), us.saturating_sub(before) as f64 / done)
+            })
             .collect();
         // Throughput over the middle of the level: after the first second (ramp-up),
         // up to the load's end (the drain after it is not saturation).
@@ -495,8 +519,9 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             tasks_per_s: counted as f64 / secs,
             p50_ms: pct(&t.total_ms, 0.5),
             p99_ms: pct(&t.total_ms, 0.99),
-            busy_us_per_task: busy.iter().sum::<u64>() as f64 / t.done_at.len().max(1) as f64,
+            busy_us_per_task: busy.iter().sum::<u64>() as f64 / done,
             busiest_fraction: busy.iter().copied().max().unwrap_or(0) as f64 / (level_s * 1e6),
+            phases_us_per_task,
         };
         eprintln!(
             "  {:.1} tasks/s, p50 {:.1} ms p99 {:.1} ms",
@@ -566,6 +591,14 @@ fn print_run(r: &Run) {
             l.busy_us_per_task,
             l.busiest_fraction * 100.0
         );
+        if !l.phases_us_per_task.is_empty() {
+            let parts: Vec<String> = l
+                .phases_us_per_task
+                .iter()
+                .map(|(n, us)| format!("{n} {us:.0}"))
+                .collect();
+            println!("    loop us/task by phase: {}", parts.join(", "));
+        }
     }
     println!(
         "  saturation: {:.1} tasks/s ({} in flight)",
@@ -616,7 +649,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "levels": r.levels.iter().map(|l| serde_json::json!({
                 "inflight": l.inflight, "conns": l.conns, "tasks_per_s": l.tasks_per_s,
                 "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "busy_us_per_task": l.busy_us_per_task,
-                "busiest_fraction": l.busiest_fraction})).collect::<Vec<_>>(),
+                "busiest_fraction": l.busiest_fraction,
+                "phases_us_per_task": l.phases_us_per_task.iter()
+                    .map(|(n, us)| (n.clone(), serde_json::json!(us)))
+                    .collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),
             "stages": r.stages.iter().map(|(n, role, st)| serde_json::json!({
                 "node": n.0, "role": role,
                 "stages": st.iter().map(|x| serde_json::json!({

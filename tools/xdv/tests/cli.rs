@@ -736,6 +736,7 @@ fn view(node: u32, role: &str) -> ClusterView {
         commit_latency_us: (0, 0, 0),
         stages: Vec::new(),
         loop_busy_us: 0,
+        loop_phases_us: Vec::new(),
     }
 }
 
