@@ -18,6 +18,43 @@ fn work_name(w: &Work) -> String {
     }
 }
 
+/// `cluster cost`: what one management request's Ed25519 check and one state hash
+/// cost on this node, as its loop pays them (median of a few, µs; the node is served
+/// between runs).
+pub fn print_cost(svc: &mut Services) {
+    use xdv_cluster::mgmt::{Principal, Request, SignedRequest};
+    const RUNS: usize = 9;
+    let seed = [7u8; 32];
+    let pk = xdv_cluster::public_key(&seed);
+    let req = SignedRequest::sign(1, Principal::Operator, 1, Request::ClusterStatus, &seed);
+    let median = |svc: &mut Services, f: &mut dyn FnMut(&Services) -> bool| {
+        let mut us = alloc::vec::Vec::new();
+        let mut ok = true;
+        for _ in 0..RUNS {
+            let t0 = crate::time::uptime_us();
+            ok &= f(svc);
+            us.push(crate::time::uptime_us() - t0);
+            svc.poll(true);
+        }
+        us.sort_unstable();
+        (us[RUNS / 2], ok)
+    };
+    let (verify_us, ok) = median(svc, &mut |_| req.verify(&pk));
+    let (hash_us, _) = median(svc, &mut |s| {
+        core::hint::black_box(s.node.state().hash_from_scratch());
+        true
+    });
+    let (inc_us, _) = median(svc, &mut |s| {
+        core::hint::black_box(s.node.state().hash());
+        true
+    });
+    println!(
+        "cluster cost: Ed25519 request check {verify_us} us ({}); state hash from scratch {hash_us} us, cached {inc_us} us ({} tasks retained)",
+        if ok { "verified" } else { "FAILED" },
+        svc.node.state().data().tasks.len()
+    );
+}
+
 /// `cluster` console command.
 pub fn print_cluster(svc: &Services) {
     let node = &svc.node;

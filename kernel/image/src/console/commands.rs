@@ -104,8 +104,8 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "cluster",
-        args: "[tasks [n]]",
-        summary: "cluster state: role, state hash, federated root, members; recent tasks",
+        args: "[tasks [n] | cost]",
+        summary: "cluster state: role, state hash, federated root, members; recent tasks; cost of a signature check and a state hash here",
         run: cluster_cmd,
     },
     Command {
@@ -383,6 +383,7 @@ fn cluster_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
                 })?;
             super::cluster::print_tasks(s, n)
         }
+        ["cost"] => super::cluster::print_cost(s),
         _ => return Err(usage("cluster")),
     }
     Ok(())
