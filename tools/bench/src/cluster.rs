@@ -34,7 +34,7 @@ use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
 use xdv_types::{NodeId, Priority, TaskId, TenantId, Timestamp};
 
 const BOOT: Duration = Duration::from_secs(180);
-const TRIVIAL_WAT: &str = r#"(module (func (export "run")))"#;
+pub(crate) const TRIVIAL_WAT: &str = r#"(module (func (export "run")))"#;
 /// Connections one host address may hold on one node's management port.
 const CONNS_PER_NODE: usize = 6;
 /// A level of the saturation sweep runs this long (after its first answers).
@@ -90,13 +90,13 @@ struct Pipe {
 
 /// What one connection measured.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     /// Submit-to-completed, ms.
     total_ms: Vec<f64>,
     /// Submit sent to `Submitted` received, ms (host view of client→node→log→reply).
     submit_ms: Vec<f64>,
     /// When each task completed.
-    done_at: Vec<Instant>,
+    pub(crate) done_at: Vec<Instant>,
 }
 
 impl Pipe {
@@ -250,7 +250,7 @@ fn ms(d: Duration) -> f64 {
 
 /// How a connection paces its submissions.
 #[derive(Copy, Clone)]
-enum Pace {
+pub(crate) enum Pace {
     /// Keep `window` tasks in flight until `until`.
     Closed { window: usize, until: Instant },
     /// One task every `every`, from `start`, `count` in all.
@@ -316,7 +316,7 @@ fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace) -> Result<Tall
 }
 
 /// Runs `paces` (port, pace) on one thread each; merges their tallies.
-fn load(keys: &mgmt::Keys, module: &[u8], paces: &[(u16, Pace)]) -> Result<Tally> {
+pub(crate) fn load(keys: &mgmt::Keys, module: &[u8], paces: &[(u16, Pace)]) -> Result<Tally> {
     let results: Vec<Result<Tally>> = std::thread::scope(|sc| {
         let hs: Vec<_> = paces
             .iter()
