@@ -361,10 +361,13 @@ struct Level {
     phases_us_per_task: Vec<(String, f64)>,
 }
 
+/// Loop phase names and µs.
+type Phases = Vec<(String, u64)>;
+
 /// Each node's `loop_busy_us` now, and its loop phases (summed over the nodes).
-fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Vec<(String, u64)>)> {
+fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases)> {
     let mut busy = Vec::new();
-    let mut phases: Vec<(String, u64)> = Vec::new();
+    let mut phases: Phases = Vec::new();
     for &i in all {
         let v = tb.view(i)?;
         busy.push(v.loop_busy_us);
