@@ -62,20 +62,7 @@ fn replay_speed(runs: usize) -> Result<(f64, f64, usize)> {
         node_busy * 1e3,
         node_rate
     );
-    let img = load_node(&dir.join("node1.ram"), &LoadOptions::default())?;
-    let mut times = Vec::new();
-    let mut entries = 0;
-    for _ in 0..runs {
-        let t = Instant::now();
-        let r = xdv::operate::replay(&img)?;
-        times.push(t.elapsed());
-        if !r.verdict.ok() {
-            bail!("the bench's own replay did not match: {:?}", r.verdict);
-        }
-        entries = r.steps.len();
-    }
-    times.sort();
-    let host = median(&times).as_secs_f64();
+    let (host, entries) = time_replay(&dir.join("node1.ram"), runs)?;
     let host_rate = entries as f64 / host;
     println!(
         "host replay of node1.ram (open the Raft region, read the audit region, re-apply, compare): {entries} entries in {:.1} ms = {host_rate:.0} entries/s",
@@ -83,6 +70,29 @@ fn replay_speed(runs: usize) -> Result<(f64, f64, usize)> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok((host_rate, node_rate, entries))
+}
+
+/// Median wall time of `runs` host replays of the RAM file at `ram` (s), and the
+/// entries each replayed; a replay that does not match fails the bench.
+fn time_replay(ram: &std::path::Path, runs: usize) -> Result<(f64, usize)> {
+    let img = load_node(ram, &LoadOptions::default())?;
+    let mut times = Vec::new();
+    let mut entries = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = xdv::operate::replay(&img)?;
+        times.push(t.elapsed());
+        if !r.verdict.ok() {
+            bail!(
+                "the replay of {} did not match: {:?}",
+                ram.display(),
+                r.verdict
+            );
+        }
+        entries = r.steps.len();
+    }
+    times.sort();
+    Ok((median(&times).as_secs_f64(), entries))
 }
 
 /// (a'): a real node's apply rate vs the host's replay of its RAM file.
@@ -106,20 +116,7 @@ fn replay_real(runs: usize) -> Result<(f64, f64, usize)> {
         v.loop_busy_us as f64 / 1e3
     );
     tb.kill(1);
-    let img = load_node(&tb.dir.join("node1.ram"), &LoadOptions::default())?;
-    let mut times = Vec::new();
-    let mut entries = 0;
-    for _ in 0..runs {
-        let t = Instant::now();
-        let r = xdv::operate::replay(&img)?;
-        times.push(t.elapsed());
-        if !r.verdict.ok() {
-            bail!("the replay of the QEMU node did not match: {:?}", r.verdict);
-        }
-        entries = r.steps.len();
-    }
-    times.sort();
-    let host = median(&times).as_secs_f64();
+    let (host, entries) = time_replay(&tb.dir.join("node1.ram"), runs)?;
     let host_rate = entries as f64 / host;
     println!(
         "host replay of that node's RAM file: {entries} entries in {:.1} ms = {host_rate:.0} entries/s",
