@@ -1313,6 +1313,7 @@ impl<R: Region> Node<R> {
                 Request::Contracts => Response::Contracts {
                     clock_ms: self.state.data().clock_ms,
                     contracts: self.contract_views(principal),
+                    ended: self.ended_contract_views(principal),
                 },
                 Request::Metrics => Response::Metrics(self.metrics()),
                 Request::Submit(_)
@@ -1419,23 +1420,49 @@ impl<R: Region> Node<R> {
             .data()
             .contracts
             .values()
-            .filter(|r| match who {
-                Principal::Operator => true,
-                Principal::Tenant(t) => r.contract.tenant == t,
-            })
-            .map(|r| xdv_cluster::mgmt::ContractView {
-                id: r.contract.contract_id,
-                hash: r.contract.hash(),
-                tenant: r.contract.tenant,
-                requester: r.contract.requesting_node,
-                target: r.contract.target_node,
-                domain: r.contract.domain,
-                resources: r.contract.resource_set.clone(),
-                suspended: r.state != xdv_cluster::ContractState::Active,
-                priority: self.state.policy(r.contract.tenant),
-                expires_ms: r.expires_ms,
+            .filter(|r| who.may_see(r.contract.tenant))
+            .map(|r| {
+                let suspended = r.state != xdv_cluster::ContractState::Active;
+                self.contract_view(&r.contract, suspended, r.expires_ms, None)
             })
             .collect()
+    }
+
+    /// The recently ended contracts `who` may see, oldest first: a preempted (or
+    /// otherwise ended) holder still sees how its contract ended.
+    fn ended_contract_views(&self, who: Principal) -> Vec<xdv_cluster::mgmt::ContractView> {
+        self.state
+            .data()
+            .ended_contracts
+            .values()
+            .filter(|e| who.may_see(e.contract.tenant))
+            .map(|e| {
+                let end = Some((e.end.clone(), e.ended_ms));
+                self.contract_view(&e.contract, false, e.ended_ms, end)
+            })
+            .collect()
+    }
+
+    fn contract_view(
+        &self,
+        c: &xdv_cluster::Contract,
+        suspended: bool,
+        expires_ms: u64,
+        ended: Option<(xdv_cluster::ContractEnd, u64)>,
+    ) -> xdv_cluster::mgmt::ContractView {
+        xdv_cluster::mgmt::ContractView {
+            id: c.contract_id,
+            hash: c.hash(),
+            tenant: c.tenant,
+            requester: c.requesting_node,
+            target: c.target_node,
+            domain: c.domain,
+            resources: c.resource_set.clone(),
+            suspended,
+            priority: self.state.policy(c.tenant),
+            expires_ms,
+            ended,
+        }
     }
 
     /// Counts a refusal; records it through the rate limiter.
