@@ -52,6 +52,9 @@ pub const AUDIT_TAG_CONTRACT: u16 = 0xC4;
 /// Audit `Custom` tag of a hash-voting alarm: postcard (index, node, its hash, the
 /// majority's). Every node records it.
 pub const AUDIT_TAG_HASH_ALARM: u16 = 0xC5;
+/// The event of the requesting node's record of a contract it signed and proposed
+/// (before the log decides it; only the requesting node writes it).
+pub const EVENT_PROPOSED: &str = "proposed";
 /// Contract answers kept for parked reservations (the most recent ones).
 const MAX_CONTRACT_ANSWERS: usize = 256;
 
@@ -1282,7 +1285,20 @@ impl<R: Region> Node<R> {
                     // This node is the requesting node: it signs the contract with its
                     // own key and proposes it as its own.
                     Command::ProposeContract(sc) => match self.sign_contract(sc) {
-                        Ok(c) => self.propose_or_forward(c, PeerForward::Own),
+                        Ok(signed) => {
+                            let body = self.proposed_record(&signed.contract);
+                            let sent = self.propose_or_forward(
+                                Command::ProposeContract(signed),
+                                PeerForward::Own,
+                            );
+                            if sent.is_ok() {
+                                self.out.audit.push(RecordBody::Custom {
+                                    tag: AUDIT_TAG_CONTRACT,
+                                    bytes: mgmt::encode(&body),
+                                });
+                            }
+                            sent
+                        }
                         Err(d) => Err(d),
                     },
                     // A follower forwards the signed request itself: the leader checks it again.
@@ -1374,7 +1390,10 @@ impl<R: Region> Node<R> {
     }
 
     /// Fills in this node as the requesting node, the time, and its signature.
-    fn sign_contract(&mut self, sc: xdv_cluster::SignedContract) -> Result<Command, Denied> {
+    fn sign_contract(
+        &mut self,
+        sc: xdv_cluster::SignedContract,
+    ) -> Result<xdv_cluster::SignedContract, Denied> {
         let Some(seed) = self.cfg.identity.seed else {
             return Err(Denied::NotReady(
                 "this node has no key to sign contracts".into(),
@@ -1383,7 +1402,30 @@ impl<R: Region> Node<R> {
         let mut c = sc.contract;
         c.requesting_node = self.me;
         c.logical_timestamp = self.stamp().lamport;
-        Ok(Command::ProposeContract(c.sign(&seed)))
+        Ok(c.sign(&seed))
+    }
+
+    /// The `proposed` record of a contract this node signed and sent to the log: the
+    /// requesting node's alone (the target hears of it only when the log decides), so
+    /// its index is this node's applied index when it proposed, not the deciding entry.
+    fn proposed_record(&self, c: &xdv_cluster::Contract) -> ContractRecordBody {
+        ContractRecordBody {
+            index: self.state.data().applied_index,
+            contract: c.contract_id,
+            hash: c.hash(),
+            event: String::from(EVENT_PROPOSED),
+            tenant: c.tenant,
+            requester: c.requesting_node,
+            target: c.target_node,
+            job: None,
+            detail: alloc::format!(
+                "{:?} units {:?} for {} ms at Lamport {}",
+                c.domain,
+                c.resource_set,
+                c.duration_ms,
+                c.logical_timestamp
+            ),
+        }
     }
 
     /// The newest tasks a principal may see (a tenant its own, the operator all),
