@@ -306,10 +306,32 @@ fn contracts_reserve_run_conflict_contain_faults_and_are_recorded_on_both_nodes(
     // The Φ contract's records are on nodes 1 and 3, not on node 2 (no party).
     assert!(has(&r1, p, "terminated") && has(&r3, p, "terminated"));
     assert!(!has(&r2, p, "accepted"));
-    // The requesting node references the job the target ran under the contract.
+    // The requesting node alone recorded proposing it.
+    assert!(has(&r1, a, "proposed") && !has(&r2, a, "proposed"));
+    // The requesting node references the job the target ran under the contract; the
+    // target's device record of that job holds the same output hash and the Bell
+    // circuit's use: one entangling op, no teleportation.
+    let (job, out) = r1
+        .iter()
+        .find_map(|(_, b)| (b.contract == a && b.event == "job-ended").then_some(b.job))
+        .flatten()
+        .expect("job-ended of the first contract on node 1");
+    let img2 = load_node(&tb.dir.join("node2.ram"), &LoadOptions::default()).unwrap();
+    let mut device = Vec::new();
+    xdv_audit::inspect_region_with(&img2.audit, &mut |r| {
+        if let xdv_audit::RecordBody::Custom { tag, bytes } = &r.body
+            && *tag == xdv_node::accel::AUDIT_TAG_ACCEL
+        {
+            device.push(String::from_utf8_lossy(bytes).into_owned());
+        }
+    });
+    let line = device
+        .iter()
+        .find(|l| l.starts_with(&format!("{job} ")) && l.contains(&format!("output {out}")))
+        .unwrap_or_else(|| panic!("no device record of {job} with output {out}: {device:?}"));
     assert!(
-        r1.iter()
-            .any(|(_, b)| b.contract == a && b.event == "job-ended" && b.job.is_some())
+        line.contains("entangling ops 1, teleportations 0"),
+        "{line}"
     );
     // And the records carry the contract's hash, the same on both nodes.
     let h1 = r1

@@ -5,6 +5,7 @@
 //! nothing but the refusal counter.
 
 use crate::types::{Domain, GlobalTime};
+use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -115,6 +116,60 @@ pub struct ContractRecord {
     /// Cluster time (ms) at which it ends.
     pub expires_ms: u64,
 }
+
+/// How a contract that was in force ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContractEnd {
+    /// Displaced by contract `by`, whose tenant has a higher policy priority.
+    Preempted { by: u64 },
+    /// Released by a party, or because one of its nodes left the cluster.
+    Released,
+    /// Its duration of cluster time ran out.
+    Expired,
+    /// The target's device failed (seed 000 §6.1).
+    Aborted(String),
+    /// A Φ window went unstable (seed 000 §6.2).
+    Terminated(String),
+}
+
+impl ContractEnd {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ContractEnd::Preempted { .. } => "preempted",
+            ContractEnd::Released => "released",
+            ContractEnd::Expired => "expired",
+            ContractEnd::Aborted(_) => "aborted",
+            ContractEnd::Terminated(_) => "terminated",
+        }
+    }
+}
+
+impl core::fmt::Display for ContractEnd {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ContractEnd::Preempted { by } => write!(f, "preempted by contract {by}"),
+            ContractEnd::Aborted(why) | ContractEnd::Terminated(why) => {
+                write!(f, "{}: {why}", self.name())
+            }
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// A contract that ended, kept (the most recent [`MAX_ENDED_CONTRACTS`]) so its holder
+/// can still see how: a preempted holder is told through `contracts`, and a task that
+/// names it is refused with the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedContract {
+    pub contract: Contract,
+    pub end: ContractEnd,
+    /// Cluster time (ms) and log index at which it ended.
+    pub ended_ms: u64,
+    pub index: u64,
+}
+
+/// Ended contracts the replicated state remembers (the oldest is forgotten first).
+pub const MAX_ENDED_CONTRACTS: usize = 256;
 
 /// Serde for a 64-byte array (serde derives only go to 32).
 mod sig_bytes {

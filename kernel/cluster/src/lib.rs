@@ -26,7 +26,10 @@ pub mod state;
 pub mod types;
 
 pub use command::{Command, DecodeError, MAX_ENTRY_BYTES, Proposal};
-pub use contract::{Contract, ContractRecord, ContractState, SignedContract, public_key};
+pub use contract::{
+    Contract, ContractEnd, ContractRecord, ContractState, EndedContract, MAX_ENDED_CONTRACTS,
+    SignedContract, public_key,
+};
 pub use placement::{Candidate, FirstFit, LeastLoaded, PlacementPolicy};
 pub use shard::{ShardAssignment, ShardMap, shard_of};
 pub use state::{

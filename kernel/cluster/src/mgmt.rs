@@ -36,6 +36,16 @@ pub enum Principal {
     Tenant(TenantId),
 }
 
+impl Principal {
+    /// May this principal see what belongs to `tenant` (the operator sees everything)?
+    pub fn may_see(&self, tenant: TenantId) -> bool {
+        match self {
+            Principal::Operator => true,
+            Principal::Tenant(t) => *t == tenant,
+        }
+    }
+}
+
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -90,6 +100,21 @@ pub struct ContractView {
     pub suspended: bool,
     pub priority: Priority,
     pub expires_ms: u64,
+    /// How it ended and the cluster time (ms) it ended at, for a recently ended
+    /// contract (`Response::Contracts::ended`); `None` while it is in force.
+    pub ended: Option<(crate::contract::ContractEnd, u64)>,
+}
+
+impl ContractView {
+    /// `active`, `suspended`, or how it ended (`preempted`, `released`, `expired`,
+    /// `aborted`, `terminated`).
+    pub fn state(&self) -> &'static str {
+        match &self.ended {
+            Some((end, _)) => end.name(),
+            None if self.suspended => "suspended",
+            None => "active",
+        }
+    }
 }
 
 /// How a reservation or a release ended, as the log decided.
@@ -494,7 +519,10 @@ pub enum Response {
     Contract(ContractAnswer),
     Contracts {
         clock_ms: u64,
+        /// In force (active or suspended).
         contracts: Vec<ContractView>,
+        /// Recently ended (the state keeps the last `MAX_ENDED_CONTRACTS`), oldest first.
+        ended: Vec<ContractView>,
     },
     PolicySet {
         tenant: TenantId,

@@ -17,7 +17,9 @@
 //! and an entry's hash costs what it changed, not what the state retains.
 
 use crate::command::{Command, DecodeError, Proposal};
-use crate::contract::{ContractRecord, ContractState, SignedContract};
+use crate::contract::{
+    ContractEnd, ContractRecord, ContractState, EndedContract, MAX_ENDED_CONTRACTS, SignedContract,
+};
 use crate::hashed::{HashedMap, HashedSet, MapRoot};
 use crate::placement::{Candidate, LeastLoaded, PlacementPolicy};
 use crate::shard::{Migration, ShardMap, shard_of};
@@ -35,7 +37,7 @@ use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 /// Domain tag in front of the canonical encoding when hashing the state.
 pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v2\0";
 /// Version byte in front of a snapshot image.
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 /// Most contracts in force at once.
 pub const MAX_CONTRACTS: usize = 1024;
 /// Most Q containers or Φ windows one node may offer (its devices together).
@@ -201,7 +203,7 @@ pub struct TenantRecord {
     pub submitted: u64,
 }
 
-crate::postcard_item_hash!(TaskRecord, ContractRecord, NodeRecord);
+crate::postcard_item_hash!(TaskRecord, ContractRecord, NodeRecord, EndedContract);
 
 impl crate::hashed::ItemHash for TenantRecord {
     /// The fields' encoding, with the anti-replay window by its root (a window holds
@@ -239,6 +241,9 @@ pub struct Counters {
     /// current one (a stale fence token), refused.
     pub stale_reports: u64,
     pub extensions_granted: u64,
+    /// Contracts that ended after being in force (the key of the next one in
+    /// [`StateData::ended_contracts`]).
+    pub contracts_ended: u64,
 }
 
 /// Everything replicated; [`ClusterState::hash`] hashes it (see [`state_hash`]), and
@@ -256,6 +261,10 @@ pub struct StateData {
     pub finished: HashedSet<TaskId>,
     pub tenants: HashedMap<TenantId, TenantRecord>,
     pub contracts: HashedMap<u64, ContractRecord>,
+    /// The most recent [`MAX_ENDED_CONTRACTS`] contracts that ended, by the order they
+    /// ended in (the value of `counters.contracts_ended` then): how each ended stays
+    /// visible to its holder.
+    pub ended_contracts: HashedMap<u64, EndedContract>,
     pub shards: ShardMap,
     pub counters: Counters,
     /// The operator's sequence numbers, replicated (hardening case 8).
@@ -290,6 +299,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         finished,
         tenants,
         contracts,
+        ended_contracts,
         shards,
         counters,
         operator_seqs,
@@ -317,6 +327,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         requests,
         tenants,
         contracts,
+        ended_contracts,
         votes,
     ] {
         let r = if from_scratch {
@@ -523,6 +534,19 @@ impl ContractChange {
     }
 }
 
+impl ContractEnd {
+    /// The contract event of this end.
+    pub fn change(&self) -> ContractChange {
+        match self {
+            ContractEnd::Preempted { by } => ContractChange::Preempted { by: *by },
+            ContractEnd::Released => ContractChange::Released,
+            ContractEnd::Expired => ContractChange::Expired,
+            ContractEnd::Aborted(w) => ContractChange::Aborted(w.clone()),
+            ContractEnd::Terminated(w) => ContractChange::Terminated(w.clone()),
+        }
+    }
+}
+
 fn contract_event(c: &crate::contract::Contract, change: ContractChange) -> Event {
     Event::Contract(ContractEvent {
         id: c.contract_id,
@@ -615,6 +639,7 @@ impl ClusterState {
                 finished: HashedSet::new(),
                 tenants: HashedMap::new(),
                 contracts: HashedMap::new(),
+                ended_contracts: HashedMap::new(),
                 shards,
                 counters: Counters::default(),
                 operator_seqs: ReplayWindow::default(),
@@ -1148,7 +1173,7 @@ impl ClusterState {
             .data
             .contracts
             .get(&id)
-            .ok_or(Refusal::UnknownContract(id))?;
+            .ok_or_else(|| self.contract_gone(s.tenant, id))?;
         if r.contract.tenant != s.tenant {
             return Err(Refusal::NotYourContract(id));
         }
@@ -1330,7 +1355,8 @@ impl ClusterState {
         if let Some(cid) = rec.spec.contract
             && !self.data.contracts.contains_key(&cid)
         {
-            self.refuse_in_flight(id, Refusal::UnknownContract(cid), ev);
+            let why = self.contract_gone(rec.spec.tenant, cid);
+            self.refuse_in_flight(id, why, ev);
             return None;
         }
         let cands = self.candidates(&rec.spec, rec.shard, exclude);
@@ -1457,10 +1483,10 @@ impl ClusterState {
         if let Some(id) = contract {
             match &c.outcome {
                 Outcome::DeviceFailed(why) => {
-                    self.end_contract(id, ContractChange::Aborted(why.clone()), ev)
+                    self.end_contract(id, ContractEnd::Aborted(why.clone()), ev)
                 }
                 Outcome::Unstable(why) => {
-                    self.end_contract(id, ContractChange::Terminated(why.clone()), ev)
+                    self.end_contract(id, ContractEnd::Terminated(why.clone()), ev)
                 }
                 _ => {}
             }
@@ -1826,9 +1852,7 @@ impl ClusterState {
         self.take_down(node, ev);
         let ids: Vec<u64> = self.contracts_of(node);
         for id in ids {
-            if let Some(r) = self.data.contracts.remove(&id) {
-                ev.push(contract_event(&r.contract, ContractChange::Released));
-            }
+            self.end_contract(id, ContractEnd::Released, ev);
         }
         self.data.nodes.remove(&node);
         ev.push(Event::WorkerRemoved { node });
@@ -2083,12 +2107,7 @@ impl ClusterState {
             }
             Ok(preempted) => {
                 for p in preempted {
-                    if let Some(r) = self.data.contracts.remove(&p) {
-                        ev.push(contract_event(
-                            &r.contract,
-                            ContractChange::Preempted { by: id },
-                        ));
-                    }
+                    self.end_contract(p, ContractEnd::Preempted { by: id }, ev);
                 }
                 ev.push(contract_event(&sc.contract, ContractChange::Accepted));
                 let expires_ms = self.data.clock_ms.saturating_add(sc.contract.duration_ms);
@@ -2119,15 +2138,50 @@ impl ClusterState {
             ev.push(Event::Ignored(IgnoredReason::NotAParty));
             return;
         }
-        if let Some(r) = self.data.contracts.remove(&id) {
-            ev.push(contract_event(&r.contract, ContractChange::Released));
+        self.end_contract(id, ContractEnd::Released, ev);
+    }
+
+    /// Ends contract `id` (if in force): its event, and it joins the recently ended
+    /// contracts (the oldest of those is forgotten beyond [`MAX_ENDED_CONTRACTS`]).
+    fn end_contract(&mut self, id: u64, end: ContractEnd, ev: &mut Vec<Event>) {
+        let Some(r) = self.data.contracts.remove(&id) else {
+            return;
+        };
+        ev.push(contract_event(&r.contract, end.change()));
+        let key = self.data.counters.contracts_ended;
+        self.data.counters.contracts_ended += 1;
+        let ended = EndedContract {
+            contract: r.contract,
+            end,
+            ended_ms: self.data.clock_ms,
+            index: self.data.applied_index,
+        };
+        self.data.ended_contracts.insert(key, ended);
+        while self.data.ended_contracts.len() > MAX_ENDED_CONTRACTS {
+            self.data.ended_contracts.pop_first();
+        }
+        debug_assert!(self.data.ended_contracts.len() <= MAX_ENDED_CONTRACTS);
+    }
+
+    /// Why a task of `tenant` cannot use contract `id`, which is not in force: how it
+    /// ended if the state remembers (another tenant's: not yours), else unknown.
+    fn contract_gone(&self, tenant: TenantId, id: u64) -> Refusal {
+        match self.ended_contract(id) {
+            Some(e) if e.contract.tenant != tenant => Refusal::NotYourContract(id),
+            Some(e) => Refusal::ContractEnded {
+                contract: id,
+                end: e.end.clone(),
+            },
+            None => Refusal::UnknownContract(id),
         }
     }
 
-    fn end_contract(&mut self, id: u64, change: ContractChange, ev: &mut Vec<Event>) {
-        if let Some(r) = self.data.contracts.remove(&id) {
-            ev.push(contract_event(&r.contract, change));
-        }
+    /// How contract `id` ended, if it is among the recently ended ones.
+    pub fn ended_contract(&self, id: u64) -> Option<&EndedContract> {
+        self.data
+            .ended_contracts
+            .values()
+            .find(|e| e.contract.contract_id == id)
     }
 
     /// Seed 000 §6.1: `node`'s device of `domain` failed — every contract on it ends
@@ -2150,7 +2204,7 @@ impl ClusterState {
             ev.push(Event::Ignored(IgnoredReason::UnknownContract));
         }
         for id in ids {
-            self.end_contract(id, ContractChange::Aborted(reason.clone()), ev);
+            self.end_contract(id, ContractEnd::Aborted(reason.clone()), ev);
         }
     }
 
@@ -2164,7 +2218,7 @@ impl ClusterState {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.end_contract(id, ContractChange::Expired, ev);
+            self.end_contract(id, ContractEnd::Expired, ev);
         }
     }
 
@@ -2236,7 +2290,7 @@ impl ClusterState {
                 .into_iter()
                 .any(|h| self.data.contracts[&h].state == ContractState::Active);
             if clash {
-                self.end_contract(id, ContractChange::Released, ev);
+                self.end_contract(id, ContractEnd::Released, ev);
             } else {
                 self.data.contracts.get_mut(&id).expect("exists").state = ContractState::Active;
                 ev.push(contract_event(&c, ContractChange::Resumed));
@@ -2287,6 +2341,13 @@ fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
     use alloc::format;
     let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
     let mut per_tenant: BTreeMap<TenantId, u32> = BTreeMap::new();
+    if d.ended_contracts.len() > MAX_ENDED_CONTRACTS
+        || d.ended_contracts
+            .keys()
+            .any(|k| *k >= d.counters.contracts_ended)
+    {
+        return Err("ended contracts beyond their bound or their counter".into());
+    }
     let queued: BTreeSet<TaskId> = d.pending.iter().copied().collect();
     if queued.len() != d.pending.len() {
         return Err("pending list has duplicates".into());

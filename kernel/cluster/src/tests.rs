@@ -869,6 +869,173 @@ fn tenant_quotas_bound_reserved_units() {
     );
 }
 
+/// The Φ-window quota bounds reserved windows the same way, and counts only Φ: a
+/// tenant at its Q limit may still reserve windows up to its Φ limit, and no further.
+#[test]
+fn tenant_quotas_bound_reserved_phi_windows() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    log.push(&mut s, offer(2, 2, 0));
+    log.push(&mut s, offer(3, 0, 4));
+    let q = Quota {
+        max_in_flight: 10,
+        max_budget_ticks: 10_000,
+        memory_pages: 4,
+        table_elements: 100,
+        max_q_units: 1,
+        max_phi_windows: 2,
+    };
+    log.push(
+        &mut s,
+        Command::SetQuota {
+            tenant: TenantId(10),
+            quota: Some(q),
+            seq: 1,
+        },
+    );
+    let c = contract(1, 1, 2, Domain::Q, &[0], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(changes(&a), vec![(cid(10, 1), ContractChange::Accepted)]);
+    let c = contract(2, 1, 3, Domain::Phi, &[0, 1], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(changes(&a), vec![(cid(10, 2), ContractChange::Accepted)]);
+    let c = contract(3, 1, 3, Domain::Phi, &[2], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(
+        rejected(&a),
+        Some(Refusal::QuotaUnits {
+            domain: Domain::Phi,
+            limit: 2,
+            wanted: 3
+        })
+    );
+    // Another tenant (no quota set) is not bound by tenant 10's.
+    let c = contract(1, 1, 3, Domain::Phi, &[2, 3], 11);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(changes(&a), vec![(cid(11, 1), ContractChange::Accepted)]);
+    // Released windows count no more.
+    log.push(
+        &mut s,
+        Command::ReleaseContract {
+            contract_id: cid(10, 2),
+            by: Party::Tenant(TenantId(10)),
+        },
+    );
+    let c = contract(4, 1, 3, Domain::Phi, &[0], 10);
+    let a = log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+    assert_eq!(changes(&a), vec![(cid(10, 4), ContractChange::Accepted)]);
+}
+
+/// Ended contracts stay visible (the holder of a preempted contract is told through
+/// `contracts`): how each ended, in the order they ended, bounded to the most recent
+/// `MAX_ENDED_CONTRACTS`, in the state hash; a task naming one gets how it ended.
+#[test]
+fn ended_contracts_are_remembered_with_how_they_ended() {
+    let mut s = cluster();
+    let mut log = Log::new();
+    log.push(&mut s, offer(2, 2, 0));
+    // Preempted: tenant 11's higher policy displaces tenant 10's contract.
+    let a0 = contract(1, 1, 2, Domain::Q, &[0], 10);
+    log.push(&mut s, Command::ProposeContract(a0.clone().sign(&seed(1))));
+    log.push(&mut s, policy(1, 11, Priority::High));
+    let before = s.hash();
+    let c = contract(1, 3, 2, Domain::Q, &[0], 11);
+    log.push(&mut s, Command::ProposeContract(c.sign(&seed(3))));
+    assert_ne!(s.hash(), before);
+    assert_eq!(s.hash(), s.hash_from_scratch());
+    let e = s.ended_contract(cid(10, 1)).expect("remembered");
+    assert_eq!(e.contract, a0);
+    assert_eq!(e.end, ContractEnd::Preempted { by: cid(11, 1) });
+    // Expired: a short contract on the other container.
+    let mut x = contract(2, 1, 2, Domain::Q, &[1], 10);
+    x.duration_ms = 1_000;
+    log.push(&mut s, Command::ProposeContract(x.sign(&seed(1))));
+    let a = log.push(&mut s, Command::ClockTick);
+    assert_eq!(changes(&a), vec![(cid(10, 2), ContractChange::Expired)]);
+    let ends: Vec<(u64, ContractEnd)> = s
+        .data()
+        .ended_contracts
+        .values()
+        .map(|e| (e.contract.contract_id, e.end.clone()))
+        .collect();
+    assert_eq!(
+        ends,
+        vec![
+            (cid(10, 1), ContractEnd::Preempted { by: cid(11, 1) }),
+            (cid(10, 2), ContractEnd::Expired)
+        ]
+    );
+    assert_eq!(
+        s.data().ended_contracts.values().last().unwrap().ended_ms,
+        1_000
+    );
+    // A new task naming the expired contract: refused with how it ended; another
+    // tenant naming it: not yours; a contract never seen: unknown.
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 5, Domain::Q, cid(10, 2))),
+    );
+    let why = rejection(&a).unwrap();
+    assert_eq!(
+        why,
+        Refusal::ContractEnded {
+            contract: cid(10, 2),
+            end: ContractEnd::Expired
+        }
+    );
+    assert!(why.to_string().contains("has ended (expired)"), "{why}");
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(11, 5, Domain::Q, cid(10, 2))),
+    );
+    assert_eq!(rejection(&a), Some(Refusal::NotYourContract(cid(10, 2))));
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 6, Domain::Q, 777)),
+    );
+    assert_eq!(rejection(&a), Some(Refusal::UnknownContract(777)));
+    let a = log.push(
+        &mut s,
+        Command::AssignTask(contract_task(10, 7, Domain::Q, cid(10, 1))),
+    );
+    assert!(matches!(
+        rejection(&a),
+        Some(Refusal::ContractEnded {
+            end: ContractEnd::Preempted { .. },
+            ..
+        })
+    ));
+    s.invariants().unwrap();
+    // Bounded: the oldest are forgotten first.
+    let total = MAX_ENDED_CONTRACTS as u64 + 3;
+    for i in 0..total {
+        let seq = 100 + i;
+        let c = contract(seq, 1, 2, Domain::Q, &[1], 10);
+        log.push(&mut s, Command::ProposeContract(c.sign(&seed(1))));
+        log.push(
+            &mut s,
+            Command::ReleaseContract {
+                contract_id: cid(10, seq),
+                by: Party::Tenant(TenantId(10)),
+            },
+        );
+    }
+    let d = s.data();
+    assert_eq!(d.ended_contracts.len(), MAX_ENDED_CONTRACTS);
+    assert_eq!(d.counters.contracts_ended, total + 2);
+    assert!(
+        s.ended_contract(cid(10, 1)).is_none(),
+        "the oldest forgotten"
+    );
+    assert!(s.ended_contract(cid(10, 100 + total - 1)).is_some());
+    assert_eq!(s.hash(), s.hash_from_scratch());
+    s.invariants().unwrap();
+    // The snapshot image keeps them.
+    let mut r = cluster();
+    r.restore_image(&s.snapshot_image()).unwrap();
+    assert_eq!(r.hash(), s.hash());
+}
+
 #[test]
 fn federated_root_covers_published_roots_in_node_order() {
     let mut s = cluster();
@@ -1641,7 +1808,10 @@ fn tasks_waiting_under_a_contract_that_ends_are_refused_and_its_units_freed() {
     // The task waiting under it is refused; the running one finishes normally.
     assert!(a.events.contains(&Event::TaskRejected {
         task: TaskId(2),
-        reason: Refusal::UnknownContract(id)
+        reason: Refusal::ContractEnded {
+            contract: id,
+            end: ContractEnd::Released
+        }
     }));
     let a = log.push(&mut s, completion(TaskId(1), 2, Outcome::Executed));
     // The freed container now serves the task without a contract.

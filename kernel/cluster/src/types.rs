@@ -233,6 +233,12 @@ pub enum Refusal {
         timeout_ms: u64,
         max_ms: u64,
     },
+    /// A task names a contract that was in force and ended (the recently ended ones
+    /// the state remembers): how it ended.
+    ContractEnded {
+        contract: u64,
+        end: crate::contract::ContractEnd,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -347,6 +353,9 @@ impl fmt::Display for Refusal {
             Refusal::NotYourContract(id) => write!(f, "contract {id} belongs to another tenant"),
             Refusal::ContractSuspended(id) => {
                 write!(f, "contract {id} is suspended (one of its nodes is down)")
+            }
+            Refusal::ContractEnded { contract, end } => {
+                write!(f, "contract {contract} has ended ({end})")
             }
             Refusal::ContractDomainMismatch { contract, domain } => {
                 write!(

@@ -22,8 +22,11 @@ use xdv_audit::RecordBody;
 use xdv_cluster::{Completion, Domain, Outcome};
 use xdv_types::{Hash32, NodeId, TaskId};
 
-/// Audit tag of accelerator records (job results with entanglement and teleportation
-/// use, aborts, device failures and recoveries), as text.
+/// Audit tag of accelerator records, as text: one per device job (task, attempt,
+/// device and slot, status, device time, result size, the output hash its completion
+/// carries and, for Q, the job's entangling-op and teleportation counts), and per
+/// abort, device failure and recovery. The requesting node's `job-ended` contract
+/// record names the same task and output hash.
 pub const AUDIT_TAG_ACCEL: u16 = 0xC3;
 /// How long a device job may run before the watchdog fails its device.
 pub const JOB_TIMEOUT_MS: u64 = 30_000;
@@ -275,12 +278,15 @@ impl<P: Port> AccelPool<P> {
                     return;
                 };
                 let outcome = outcome_of(status, detail);
+                let kind = self.devices[i].driver.as_ref().map(|d| d.info.kind).ok();
                 self.record(alloc::format!(
-                    "{} attempt {} on {name} slot {slot}: {} (detail {detail}, device {device_time_us} µs, result {} bytes)",
+                    "{} attempt {} on {name} slot {slot}: {} (detail {detail}, device {device_time_us} µs, result {} bytes, output {}{})",
                     r.task,
                     r.attempt,
                     status.name(),
-                    result.len()
+                    result.len(),
+                    output_hash(&result),
+                    usage(kind, &result)
                 ));
                 done.push(self.completion(r.task, r.attempt, outcome, &result));
             }
@@ -404,7 +410,7 @@ impl<P: Port> AccelPool<P> {
             attempt,
             outcome,
             ticks: 0,
-            output_hash: Hash32(Sha256::digest(output).into()),
+            output_hash: output_hash(output),
             output: kept,
             log: Vec::new(),
         }
@@ -467,6 +473,30 @@ impl<P: Port> AccelPool<P> {
             ));
         }
         Ok(())
+    }
+}
+
+/// The hash of a device job's result, as its task's completion carries it (and the
+/// requesting node's `job-ended` contract record names it): what ties the target's
+/// device record to the requester's reference.
+pub fn output_hash(result: &[u8]) -> Hash32 {
+    Hash32(Sha256::digest(result).into())
+}
+
+/// The entanglement and teleportation use a Q result reports, for the device record
+/// (`, entangling ops N, teleportations M`); empty for Φ and for results that carry
+/// none (a failed job); the reason when a Q result does not decode.
+fn usage(kind: Option<Kind>, result: &[u8]) -> String {
+    if kind != Some(Kind::Q) || result.is_empty() {
+        return String::new();
+    }
+    match xdv_accel::job::QResult::decode(result) {
+        Ok(q) => alloc::format!(
+            ", entangling ops {}, teleportations {}",
+            q.entangling_ops,
+            q.teleportations
+        ),
+        Err(e) => alloc::format!(", result unreadable: {e}"),
     }
 }
 

@@ -26,5 +26,5 @@ pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region, TearR
 pub use metrics::{LocalMetrics, NicMetrics, check_exposition};
 pub use node::{
     AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, ClientConn,
-    ContractRecordBody, Halt, Node, NodeCounters, Outbox, RunTask, genesis,
+    ContractRecordBody, EVENT_PROPOSED, Halt, Node, NodeCounters, Outbox, RunTask, genesis,
 };

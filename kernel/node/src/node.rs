@@ -52,6 +52,9 @@ pub const AUDIT_TAG_CONTRACT: u16 = 0xC4;
 /// Audit `Custom` tag of a hash-voting alarm: postcard (index, node, its hash, the
 /// majority's). Every node records it.
 pub const AUDIT_TAG_HASH_ALARM: u16 = 0xC5;
+/// The event of the requesting node's record of a contract it signed and proposed
+/// (before the log decides it; only the requesting node writes it).
+pub const EVENT_PROPOSED: &str = "proposed";
 /// Contract answers kept for parked reservations (the most recent ones).
 const MAX_CONTRACT_ANSWERS: usize = 256;
 
@@ -1293,7 +1296,20 @@ impl<R: Region> Node<R> {
                     // This node is the requesting node: it signs the contract with its
                     // own key and proposes it as its own.
                     Command::ProposeContract(sc) => match self.sign_contract(sc) {
-                        Ok(c) => self.propose_or_forward(c, PeerForward::Own),
+                        Ok(signed) => {
+                            let body = self.proposed_record(&signed.contract);
+                            let sent = self.propose_or_forward(
+                                Command::ProposeContract(signed),
+                                PeerForward::Own,
+                            );
+                            if sent.is_ok() {
+                                self.out.audit.push(RecordBody::Custom {
+                                    tag: AUDIT_TAG_CONTRACT,
+                                    bytes: mgmt::encode(&body),
+                                });
+                            }
+                            sent
+                        }
                         Err(d) => Err(d),
                     },
                     // A follower forwards the signed request itself: the leader checks it again.
@@ -1324,6 +1340,7 @@ impl<R: Region> Node<R> {
                 Request::Contracts => Response::Contracts {
                     clock_ms: self.state.data().clock_ms,
                     contracts: self.contract_views(principal),
+                    ended: self.ended_contract_views(principal),
                 },
                 Request::Metrics => Response::Metrics(self.metrics()),
                 Request::Submit(_)
@@ -1384,7 +1401,10 @@ impl<R: Region> Node<R> {
     }
 
     /// Fills in this node as the requesting node, the time, and its signature.
-    fn sign_contract(&mut self, sc: xdv_cluster::SignedContract) -> Result<Command, Denied> {
+    fn sign_contract(
+        &mut self,
+        sc: xdv_cluster::SignedContract,
+    ) -> Result<xdv_cluster::SignedContract, Denied> {
         let Some(seed) = self.cfg.identity.seed else {
             return Err(Denied::NotReady(
                 "this node has no key to sign contracts".into(),
@@ -1393,7 +1413,30 @@ impl<R: Region> Node<R> {
         let mut c = sc.contract;
         c.requesting_node = self.me;
         c.logical_timestamp = self.stamp().lamport;
-        Ok(Command::ProposeContract(c.sign(&seed)))
+        Ok(c.sign(&seed))
+    }
+
+    /// The `proposed` record of a contract this node signed and sent to the log: the
+    /// requesting node's alone (the target hears of it only when the log decides), so
+    /// its index is this node's applied index when it proposed, not the deciding entry.
+    fn proposed_record(&self, c: &xdv_cluster::Contract) -> ContractRecordBody {
+        ContractRecordBody {
+            index: self.state.data().applied_index,
+            contract: c.contract_id,
+            hash: c.hash(),
+            event: String::from(EVENT_PROPOSED),
+            tenant: c.tenant,
+            requester: c.requesting_node,
+            target: c.target_node,
+            job: None,
+            detail: alloc::format!(
+                "{:?} units {:?} for {} ms at Lamport {}",
+                c.domain,
+                c.resource_set,
+                c.duration_ms,
+                c.logical_timestamp
+            ),
+        }
     }
 
     /// The newest tasks a principal may see (a tenant its own, the operator all),
@@ -1430,23 +1473,49 @@ impl<R: Region> Node<R> {
             .data()
             .contracts
             .values()
-            .filter(|r| match who {
-                Principal::Operator => true,
-                Principal::Tenant(t) => r.contract.tenant == t,
-            })
-            .map(|r| xdv_cluster::mgmt::ContractView {
-                id: r.contract.contract_id,
-                hash: r.contract.hash(),
-                tenant: r.contract.tenant,
-                requester: r.contract.requesting_node,
-                target: r.contract.target_node,
-                domain: r.contract.domain,
-                resources: r.contract.resource_set.clone(),
-                suspended: r.state != xdv_cluster::ContractState::Active,
-                priority: self.state.policy(r.contract.tenant),
-                expires_ms: r.expires_ms,
+            .filter(|r| who.may_see(r.contract.tenant))
+            .map(|r| {
+                let suspended = r.state != xdv_cluster::ContractState::Active;
+                self.contract_view(&r.contract, suspended, r.expires_ms, None)
             })
             .collect()
+    }
+
+    /// The recently ended contracts `who` may see, oldest first: a preempted (or
+    /// otherwise ended) holder still sees how its contract ended.
+    fn ended_contract_views(&self, who: Principal) -> Vec<xdv_cluster::mgmt::ContractView> {
+        self.state
+            .data()
+            .ended_contracts
+            .values()
+            .filter(|e| who.may_see(e.contract.tenant))
+            .map(|e| {
+                let end = Some((e.end.clone(), e.ended_ms));
+                self.contract_view(&e.contract, false, e.ended_ms, end)
+            })
+            .collect()
+    }
+
+    fn contract_view(
+        &self,
+        c: &xdv_cluster::Contract,
+        suspended: bool,
+        expires_ms: u64,
+        ended: Option<(xdv_cluster::ContractEnd, u64)>,
+    ) -> xdv_cluster::mgmt::ContractView {
+        xdv_cluster::mgmt::ContractView {
+            id: c.contract_id,
+            hash: c.hash(),
+            tenant: c.tenant,
+            requester: c.requesting_node,
+            target: c.target_node,
+            domain: c.domain,
+            resources: c.resource_set.clone(),
+            suspended,
+            priority: self.state.policy(c.tenant),
+            expires_ms,
+            ended,
+        }
     }
 
     /// Counts a refusal; records it through the rate limiter.

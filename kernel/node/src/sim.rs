@@ -12,7 +12,11 @@
 //! side of the ring protocol (`xdv_accel::device`) over plain memory, driven by the
 //! node's [`AccelPool`] exactly as in the kernel. Device faults: hardware failure
 //! mid-job, hangs (caught by the driver's watchdog), forced instability, recovery.
-//! A quarter of the clients' requests are Q or Φ jobs.
+//! A quarter of the clients' requests are Q or Φ jobs. Clients reserve Q containers on
+//! node 2, and the operator changes the tenants' contract policies meanwhile
+//! ([`SimOptions::policy_changes`], from a second console with its own PRNG), so
+//! reservations conflict and preempt one another; at the end every member must have
+//! decided every contract the same (refusals, contracts in force, how each ended).
 //!
 //! Task timeouts and cancellation (AD-34, seed 003 §11): the cluster's timeouts are
 //! [`TaskTimeouts::DEFAULT`] scaled by [`SimOptions::timeouts_per_mille`] (default 25:
@@ -116,6 +120,10 @@ pub struct SimOptions {
     pub hangs: bool,
     /// Clients cancel one accepted task in three.
     pub cancels: bool,
+    /// With device jobs: the operator changes tenants' contract policy this many
+    /// times (every second from 200 ms on, tenants in turn, a random priority each),
+    /// so reservations preempt one another.
+    pub policy_changes: u32,
 }
 
 impl SimOptions {
@@ -137,6 +145,7 @@ impl SimOptions {
             timeouts_per_mille: 25,
             hangs: true,
             cancels: true,
+            policy_changes: 4,
         }
     }
 }
@@ -164,6 +173,15 @@ pub struct SimReport {
     pub contracts_rejected: u64,
     /// Device jobs that ran under a contract.
     pub contract_jobs: u64,
+    /// Reservations the clients saw rejected for a conflict with a contract in force.
+    pub contract_conflicts: u64,
+    /// Contracts preempted (the final state's recently ended contracts).
+    pub contracts_preempted: u64,
+    /// Policy changes the operator saw applied.
+    pub policies_set: u64,
+    /// Contract decisions (refusals, ends, contracts in force) found identical on
+    /// every node at the end, summed over the nodes compared.
+    pub contract_decisions_agreed: u64,
     /// Hash-voting alarms raised (summed over nodes).
     pub hash_alarms: u64,
     /// Membership changes the operator saw done (admitted, removed).
@@ -237,6 +255,12 @@ type OpInflight = (MemberOp, u64, u64, u64);
 
 /// The simulated operator's network id (a client).
 const OPERATOR_ID: u32 = CLIENT_BASE + 900;
+/// The operator's second console, which sets tenants' policies (its own requests in
+/// flight, the same key and sequence numbers as the membership console).
+const POLICY_ID: u32 = CLIENT_BASE + 901;
+
+/// The policy change in flight: (tenant, priority, seq, generation, sent at).
+type PolicyInflight = (TenantId, Priority, u64, u64, u64);
 
 /// A simulated accelerator: the device side of the ring protocol over plain memory.
 struct SimDevice {
@@ -365,6 +389,12 @@ pub struct Sim {
     operator_seq: u64,
     member_ops: VecDeque<MemberOp>,
     op_inflight: Option<OpInflight>,
+    /// Policy changes still to make, and the one in flight.
+    policies_left: u32,
+    policy_inflight: Option<PolicyInflight>,
+    /// The policy console's own PRNG (priorities, which member it asks), so the plan
+    /// leaves the main stream as it was.
+    policy_rng: SplitMix64,
     /// The highest attempt any node's applied state ever assigned each task.
     max_attempt: BTreeMap<TaskId, u32>,
     /// Tasks whose cancellation a client saw answered `Cancelled`.
@@ -546,6 +576,13 @@ impl Sim {
             operator_seq: 0,
             member_ops,
             op_inflight: None,
+            policies_left: if opts.device_jobs {
+                opts.policy_changes
+            } else {
+                0
+            },
+            policy_inflight: None,
+            policy_rng: SplitMix64(opts.seed ^ 0x706f_6c69_6379),
             opts,
             rng,
             now_ms: 0,
@@ -651,6 +688,7 @@ impl Sim {
                         })
                         .count() as u64;
                 }
+                self.contract_decisions()?;
                 self.report.trace = self.trace.iter().cloned().collect();
                 return Ok(self.report);
             }
@@ -698,9 +736,12 @@ impl Sim {
         self.restarts()?;
         self.clients_step();
         self.operator_step();
+        self.policy_step();
         for d in self.net.deliver(self.now_ms) {
             if d.to == OPERATOR_ID {
                 self.operator_reply(d.msg);
+            } else if d.to == POLICY_ID {
+                self.policy_reply(d.msg);
             } else if d.to >= CLIENT_BASE {
                 self.client_reply(d.to, d.msg);
             } else if let Some(n) = self.nodes.get_mut(d.to as usize - 1)
@@ -1311,6 +1352,70 @@ impl Sim {
         );
     }
 
+    /// The operator's policy plan: from 200 ms on, one change a second, tenants in
+    /// turn, each to a random priority; unanswered changes are sent again with the
+    /// same sequence number, refused ones with a new one.
+    fn policy_step(&mut self) {
+        let now = self.now_ms;
+        let (tenant, priority, seq) = match self.policy_inflight {
+            Some((t, p, seq, _, at)) if now.saturating_sub(at) >= CLIENT_RETRY_MS => (t, p, seq),
+            Some(_) => return,
+            None if self.policies_left == 0 || now < 200 || now % 1_000 != 200 => return,
+            None => {
+                let k = self.opts.policy_changes - self.policies_left;
+                let tenant = TenantId(k % self.opts.clients.max(1) + 1);
+                let priority = [Priority::Low, Priority::Normal, Priority::High]
+                    [self.policy_rng.below(3) as usize];
+                self.operator_seq += 1;
+                (tenant, priority, self.operator_seq)
+            }
+        };
+        let req = SignedRequest::sign(
+            self.cluster,
+            Principal::Operator,
+            seq,
+            Request::SetPolicy { tenant, priority },
+            &self.operator_seed,
+        );
+        let generation = self.policy_inflight.map_or(0, |p| p.3) + 1;
+        self.policy_inflight = Some((tenant, priority, seq, generation, now));
+        let members = self.members();
+        let to = members[self.policy_rng.below(members.len() as u64) as usize];
+        let bytes = mgmt::encode(&req);
+        self.net
+            .send(now, POLICY_ID, to, Msg::Request { generation, bytes });
+    }
+
+    fn policy_reply(&mut self, msg: Msg) {
+        let Msg::Reply { generation, bytes } = msg else {
+            return;
+        };
+        let Some((tenant, priority, _, g, _)) = self.policy_inflight else {
+            return;
+        };
+        if g != generation {
+            return;
+        }
+        match mgmt::decode::<Response>(&bytes) {
+            Ok(Response::PolicySet { tenant: t }) if t == tenant => {
+                self.trace(alloc::format!(
+                    "operator: {tenant} policy {}",
+                    priority.name()
+                ));
+                self.report.policies_set += 1;
+                self.policies_left -= 1;
+                self.policy_inflight = None;
+            }
+            // A retry of an applied change: replayed, and done.
+            Ok(Response::Refused(Denied::Replayed { .. })) => {
+                self.policies_left -= 1;
+                self.policy_inflight = None;
+            }
+            // No leader, not committed in time: again, with a new sequence number.
+            _ => self.policy_inflight = None,
+        }
+    }
+
     fn operator_reply(&mut self, msg: Msg) {
         use xdv_cluster::mgmt::MembershipDenied as M;
         let Msg::Reply { generation, bytes } = msg else {
@@ -1403,6 +1508,9 @@ impl Sim {
                 }
                 Ok(Response::Contract(ContractAnswer::Rejected { id, reason })) => {
                     self.report.contracts_rejected += 1;
+                    if matches!(reason, xdv_cluster::Refusal::Conflict { .. }) {
+                        self.report.contract_conflicts += 1;
+                    }
                     self.trace(alloc::format!(
                         "{tenant} seq {seq}: contract {id} rejected: {reason}"
                     ));
@@ -1600,6 +1708,9 @@ impl Sim {
         if !self.member_ops.is_empty() || self.op_inflight.is_some() {
             return false;
         }
+        if self.policies_left > 0 || self.policy_inflight.is_some() {
+            return false;
+        }
         let mut hash = None;
         for (i, n) in self.nodes.iter().enumerate() {
             if n.outside {
@@ -1647,6 +1758,59 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// Every member decided the same about every contract: the same refusals count,
+    /// the same contracts in force (and their states), the same ended contracts and how
+    /// each ended. (The state hash covers this too; this says which part differs.)
+    fn contract_decisions(&mut self) -> Result<(), String> {
+        type Decisions = (u64, Vec<(u64, bool)>, Vec<(u64, xdv_cluster::ContractEnd)>);
+        let mut first: Option<(usize, Decisions)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(node) = n.node.as_ref().filter(|_| !n.outside) else {
+                continue;
+            };
+            if self
+                .opts
+                .corrupt
+                .is_some_and(|(bad, _)| bad == i as u32 + 1)
+            {
+                continue;
+            }
+            let d = node.state().data();
+            let mine: Decisions = (
+                d.counters.contracts_refused,
+                d.contracts
+                    .iter()
+                    .map(|(id, r)| (*id, r.state == xdv_cluster::ContractState::Active))
+                    .collect(),
+                d.ended_contracts
+                    .values()
+                    .map(|e| (e.contract.contract_id, e.end.clone()))
+                    .collect(),
+            );
+            let count = mine.0 + mine.1.len() as u64 + mine.2.len() as u64;
+            match &first {
+                None => {
+                    self.report.contracts_preempted = mine
+                        .2
+                        .iter()
+                        .filter(|(_, e)| matches!(e, xdv_cluster::ContractEnd::Preempted { .. }))
+                        .count() as u64;
+                    first = Some((i, mine));
+                }
+                Some((j, theirs)) if *theirs != mine => {
+                    return Err(self.fail(alloc::format!(
+                        "contract decisions differ: n{} {theirs:?}, n{} {mine:?}",
+                        j + 1,
+                        i + 1
+                    )));
+                }
+                Some(_) => {}
+            }
+            self.report.contract_decisions_agreed += count;
+        }
+        Ok(())
     }
 
     fn why_not_converged(&self) -> String {

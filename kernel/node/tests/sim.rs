@@ -55,6 +55,34 @@ fn check_sweep(seeds: std::ops::Range<u64>) {
         contract_jobs > n / 4,
         "jobs run under contracts: {contract_jobs}"
     );
+    check_contract_contention(&reports);
+}
+
+/// The operator's policy changes make reservations contend: conflicts (equal or lower
+/// policy: the holder wins) and preemptions (higher policy) both happen across the
+/// sweep, and every node decided every contract the same (the sim checks it at the
+/// end of each seed and counts what it compared).
+fn check_contract_contention(reports: &[(u64, xdv_node::sim::SimReport)]) {
+    let n = reports.len() as u64;
+    let sum =
+        |f: fn(&xdv_node::sim::SimReport) -> u64| -> u64 { reports.iter().map(|r| f(&r.1)).sum() };
+    let policies = sum(|r| r.policies_set);
+    let conflicts = sum(|r| r.contract_conflicts);
+    let preempted = sum(|r| r.contracts_preempted);
+    let agreed = sum(|r| r.contract_decisions_agreed);
+    eprintln!(
+        "{n} seeds: {policies} policy changes, {conflicts} conflicts, {preempted} preemptions, {agreed} decisions agreed"
+    );
+    assert!(policies >= n * 3, "policy changes are applied: {policies}");
+    assert!(conflicts > n / 20, "reservations conflict: {conflicts}");
+    assert!(preempted > n / 20, "reservations preempt: {preempted}");
+    assert!(agreed > n, "decisions compared across nodes: {agreed}");
+}
+
+#[test]
+fn policy_changes_make_reservations_conflict_and_preempt_alike_on_every_node() {
+    let reports = sweep(0..40, &SimOptions::new(0)).unwrap_or_else(|t| panic!("{t}"));
+    check_contract_contention(&reports);
 }
 
 #[test]

@@ -160,11 +160,56 @@ pub fn our_time(c: &Circuit, runs: usize) -> anyhow::Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-/// `(ours_ms, aer_ms)` on the fixed 16-qubit depth-40 circuit; `aer_ms` is aer's
-/// median wall time for `run().result()` with one thread.
-pub fn statevector_vs_aer() -> anyhow::Result<(f64, f64)> {
+/// How to get the reference simulator (one line, for a bench that skips it).
+pub const AER_INSTALL: &str = "python3 -m pip install qiskit qiskit-aer";
+
+/// Why qiskit-aer cannot run here (no `python3`, or it cannot import `qiskit` and
+/// `qiskit_aer`), in one line with the install command; `None` when it can.
+pub fn aer_missing() -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-c", "import qiskit, qiskit_aer"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match out {
+        Err(e) => Some(format!("no python3 ({e}); then `{AER_INSTALL}`")),
+        Ok(o) if o.status.success() => None,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let why = err
+                .lines()
+                .last()
+                .unwrap_or("import failed")
+                .trim()
+                .to_string();
+            Some(format!(
+                "qiskit-aer not importable ({why}); install: `{AER_INSTALL}`"
+            ))
+        }
+    }
+}
+
+/// Times on the fixed 16-qubit depth-40 circuit, ms, medians of [`BENCH_RUNS`].
+#[derive(Clone, Copy, Debug)]
+pub struct SvTimes {
+    /// Our simulator, wall time of one whole simulation.
+    pub ours_ms: f64,
+    /// qiskit-aer with one thread: wall time of `run().result()` (includes its
+    /// Python and transpile-free submission overhead) …
+    pub aer_wall_ms: f64,
+    /// … and aer's own `time_taken` for the experiment (the simulation alone).
+    pub aer_inner_ms: f64,
+}
+
+/// Ours and aer's times on the benchmark circuit (needs qiskit-aer: see
+/// [`aer_missing`]).
+pub fn statevector_vs_aer() -> anyhow::Result<SvTimes> {
     let c = bench_circuit();
-    let ours = our_time(&c, BENCH_RUNS)?;
-    let (aer_wall, _) = aer_times(&qasm::to_qasm(&c), BENCH_RUNS)?;
-    Ok((ours, aer_wall))
+    let ours_ms = our_time(&c, BENCH_RUNS)?;
+    let (aer_wall_ms, aer_inner_ms) = aer_times(&qasm::to_qasm(&c), BENCH_RUNS)?;
+    Ok(SvTimes {
+        ours_ms,
+        aer_wall_ms,
+        aer_inner_ms,
+    })
 }

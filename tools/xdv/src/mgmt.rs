@@ -552,18 +552,37 @@ pub fn reserve(
     })
 }
 
-/// The contracts `who` may see, and the cluster time.
+/// The contracts in force that `who` may see, and the cluster time.
 pub fn contracts(
     port: u16,
     keys: &Keys,
     who: Principal,
 ) -> Result<(u64, Vec<xdv_cluster::mgmt::ContractView>)> {
+    contract_list(port, keys, who).map(|l| (l.clock_ms, l.in_force))
+}
+
+/// What `contracts` answers: the cluster time, the contracts in force and the
+/// recently ended ones (each with how it ended).
+#[derive(Clone, Debug)]
+pub struct ContractList {
+    pub clock_ms: u64,
+    pub in_force: Vec<xdv_cluster::mgmt::ContractView>,
+    pub ended: Vec<xdv_cluster::mgmt::ContractView>,
+}
+
+/// The contracts `who` may see, in force and recently ended.
+pub fn contract_list(port: u16, keys: &Keys, who: Principal) -> Result<ContractList> {
     let req = signed(keys, who, Request::Contracts)?;
     match Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(10))? {
         Response::Contracts {
             clock_ms,
             contracts,
-        } => Ok((clock_ms, contracts)),
+            ended,
+        } => Ok(ContractList {
+            clock_ms,
+            in_force: contracts,
+            ended,
+        }),
         Response::Refused(d) => bail!("refused: {d}"),
         other => bail!("unexpected answer: {}", response_kind(&other)),
     }

@@ -1275,6 +1275,315 @@ fn reserve_says_accepted_or_rejected_with_the_reason() {
     assert_eq!(o.code, 2, "usage error: {o:?}");
 }
 
+#[test]
+fn release_says_released_or_refused_and_checks_its_arguments() {
+    use xdv_cluster::mgmt::ContractAnswer;
+    let fake = FakeNode::start(|r| match r {
+        Request::Release { contract: 42 } => {
+            Response::Contract(ContractAnswer::Released { id: 42 })
+        }
+        Request::Release { contract } => Response::Refused(Denied::NotYourContract(*contract)),
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    let dir = temp("release");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let o = xdv(&["release", "42", "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.trim(), "contract 42 released", "{o:?}");
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].principal,
+        Principal::Tenant(TenantId(1)),
+        "signed as the holder"
+    );
+    assert_eq!(seen[0].request, Request::Release { contract: 42 });
+    let o = xdv(&["release", "43", "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(o.stdout.starts_with("release refused:"), "{o:?}");
+    assert!(o.stdout.contains("43"), "{o:?}");
+    // Usage errors and an unknown tenant: nothing sent.
+    for args in [
+        vec!["release", "abc", "--tenant", "1", "--dir", d],
+        vec!["release", "42", "--dir", d],
+        vec!["release", "--tenant", "1", "--dir", d],
+    ] {
+        let o = xdv(&args);
+        assert_eq!(o.code, 2, "usage error: {args:?} {o:?}");
+    }
+    let o = xdv(&["release", "42", "--tenant", "9", "--dir", d]);
+    assert!(
+        o.code != 0 && o.all().contains("tenant 9 is not registered"),
+        "{o:?}"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
+fn contract_view(
+    id: u64,
+    suspended: bool,
+    ended: Option<(xdv_cluster::ContractEnd, u64)>,
+) -> xdv_cluster::mgmt::ContractView {
+    xdv_cluster::mgmt::ContractView {
+        id,
+        hash: Hash32([id as u8; 32]),
+        tenant: TenantId(1),
+        requester: NodeId(1),
+        target: NodeId(2),
+        domain: xdv_cluster::Domain::Q,
+        resources: vec![0, 1],
+        suspended,
+        priority: xdv_types::Priority::High,
+        expires_ms: 70_000,
+        ended,
+    }
+}
+
+#[test]
+fn contracts_lists_in_force_and_ended_with_their_state_in_words_and_json() {
+    use xdv_cluster::ContractEnd;
+    let fake = FakeNode::start(|r| match r {
+        Request::Contracts => Response::Contracts {
+            clock_ms: 10_000,
+            contracts: vec![
+                contract_view(42, false, None),
+                contract_view(43, true, None),
+            ],
+            ended: vec![
+                contract_view(41, false, Some((ContractEnd::Preempted { by: 77 }, 4_000))),
+                contract_view(
+                    40,
+                    false,
+                    Some((ContractEnd::Aborted("Q device failed".into()), 9_000)),
+                ),
+            ],
+        },
+        _ => Response::Refused(Denied::OperatorOnly),
+    });
+    let dir = temp("contracts");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let o = xdv(&["contracts", "--dir", d]);
+    assert_clean(&o);
+    assert!(
+        o.stdout
+            .starts_with("cluster time 10 s; 2 contract(s) in force, 2 recently ended"),
+        "{o:?}"
+    );
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{o:?}");
+    assert!(
+        lines[1].contains("state") && lines[1].contains("priority"),
+        "{o:?}"
+    );
+    let row = |id: &str| {
+        *lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no row {id}: {o:?}"))
+    };
+    assert!(
+        row("42").contains("active") && row("42").contains("expires in 60 s"),
+        "{o:?}"
+    );
+    assert!(row("43").contains("suspended"), "{o:?}");
+    assert!(
+        row("41").contains("preempted") && row("41").contains("6 s ago (preempted by contract 77)"),
+        "{o:?}"
+    );
+    assert!(row("40").contains("aborted: Q device failed"), "{o:?}");
+    assert_eq!(
+        fake.seen.lock().unwrap()[0].principal,
+        Principal::Operator,
+        "without --tenant: all, as the operator"
+    );
+
+    let o = xdv(&["contracts", "--json", "--tenant", "1", "--dir", d]);
+    assert_clean(&o);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["cluster_time_ms"], 10_000, "{v}");
+    let items = v["contracts"].as_array().unwrap();
+    let states: Vec<&str> = items.iter().map(|c| c["state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        ["active", "suspended", "preempted", "aborted"],
+        "{v}"
+    );
+    assert_eq!(items[0]["id"], 42);
+    assert_eq!(items[0]["expires_in_ms"], 60_000);
+    assert_eq!(items[0]["resources"], serde_json::json!([0, 1]));
+    assert_eq!(items[0]["priority"], "high");
+    assert_eq!(items[2]["ended"], "preempted by contract 77");
+    assert_eq!(items[2]["ended_ago_ms"], 6_000);
+    assert!(items[2].get("expires_in_ms").is_none(), "{v}");
+    assert_eq!(
+        fake.seen.lock().unwrap()[1].principal,
+        Principal::Tenant(TenantId(1)),
+        "with --tenant: signed as that tenant"
+    );
+    let o = xdv(&["contracts", "--tenant", "9", "--dir", d]);
+    assert!(
+        o.code != 0 && o.all().contains("tenant 9 is not registered"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn contracts_with_none_says_so() {
+    let fake = FakeNode::start(|_| Response::Contracts {
+        clock_ms: 3_000,
+        contracts: vec![],
+        ended: vec![],
+    });
+    let dir = temp("contracts-none");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let o = xdv(&["contracts", "--dir", s(&dir)]);
+    assert_clean(&o);
+    assert_eq!(
+        o.stdout.trim(),
+        "cluster time 3 s; 0 contract(s) in force, 0 recently ended"
+    );
+}
+
+#[test]
+fn policy_is_set_by_the_operator_and_checks_its_arguments() {
+    let fake = FakeNode::start(|r| match r {
+        Request::SetPolicy { tenant, .. } if tenant.0 == 2 => {
+            Response::PolicySet { tenant: *tenant }
+        }
+        _ => Response::Refused(Denied::UnknownPrincipal(Principal::Tenant(TenantId(1)))),
+    });
+    let dir = temp("policy");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let o = xdv(&["policy", "2", "--priority", "high", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.trim(), "tenant 2: contract priority high", "{o:?}");
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].principal, Principal::Operator);
+    assert_eq!(
+        seen[0].request,
+        Request::SetPolicy {
+            tenant: TenantId(2),
+            priority: xdv_types::Priority::High
+        }
+    );
+    let o = xdv(&["policy", "1", "--priority", "low", "--dir", d]);
+    assert!(o.code != 0 && o.code != 2, "{o:?}");
+    assert!(o.all().contains("refused:"), "{o:?}");
+    for args in [
+        vec!["policy", "2", "--priority", "urgent", "--dir", d],
+        vec!["policy", "2", "--dir", d],
+        vec!["policy", "--priority", "high", "--dir", d],
+    ] {
+        let o = xdv(&args);
+        assert_eq!(o.code, 2, "usage error: {args:?} {o:?}");
+    }
+    let o = xdv(&["policy", "9", "--priority", "high", "--dir", d]);
+    assert!(
+        o.code != 0 && o.all().contains("tenant 9 is not registered"),
+        "{o:?}"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[test]
+fn submit_under_a_contract_names_it_and_reports_an_ended_one() {
+    let fake = node_reporting(TaskStatus::Rejected(Refusal::ContractEnded {
+        contract: 42,
+        end: xdv_cluster::ContractEnd::Preempted { by: 77 },
+    }));
+    let dir = temp("submit-contract");
+    fake_cluster(&dir, &[(1, me(), fake.port)]);
+    let d = s(&dir);
+    let bell = repo().join("examples/bell.qasm");
+    let o = xdv(&[
+        "submit",
+        s(&bell),
+        "--tenant",
+        "1",
+        "--contract",
+        "42",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    assert!(
+        o.stdout
+            .contains("contract 42 has ended (preempted by contract 77)"),
+        "{o:?}"
+    );
+    match &fake.requests()[0] {
+        Request::Submit(sub) => {
+            assert_eq!(sub.contract, Some(42));
+            assert_eq!(sub.domain, xdv_cluster::Domain::Q);
+        }
+        other => panic!("{other:?}"),
+    }
+    let o = xdv(&[
+        "submit",
+        s(&bell),
+        "--tenant",
+        "1",
+        "--contract",
+        "42",
+        "--json",
+        "--dir",
+        d,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["exit_code"], REFUSED, "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("has ended (preempted by contract 77)"),
+        "{v}"
+    );
+    // Without --contract the submission names none; a malformed id is a usage error.
+    let o = xdv(&["submit", s(&bell), "--tenant", "1", "--dir", d]);
+    assert_eq!(o.code, REFUSED, "{o:?}");
+    let last = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find_map(|r| match r {
+            Request::Submit(sub) => Some(sub),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(last.contract, None);
+    let before = fake.requests().len();
+    let o = xdv(&[
+        "submit",
+        s(&bell),
+        "--tenant",
+        "1",
+        "--contract",
+        "x",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, 2, "{o:?}");
+    let o = xdv(&[
+        "submit",
+        s(&bell),
+        "--tenant",
+        "1",
+        "--contract",
+        "-1",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "nothing sent for usage errors"
+    );
+}
+
 // ----- task get / task list -----
 
 #[test]

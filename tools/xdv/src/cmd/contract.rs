@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use xdv::cluster::ClusterState;
 use xdv::mgmt::{self, Keys};
 use xdv_cluster::Domain;
-use xdv_cluster::mgmt::{ContractAnswer, Principal, Request, Reserve, Response};
+use xdv_cluster::mgmt::{ContractAnswer, ContractView, Principal, Request, Reserve, Response};
 use xdv_types::{CapabilityId, NodeId, Priority, TenantId};
 
 /// The capability every provisioned node holds (what contracts are signed under).
@@ -193,50 +193,67 @@ pub fn contracts(a: ContractsArgs) -> Result<()> {
         }
         None => Principal::Operator,
     };
-    let (clock_ms, list) = mgmt::contracts(port, &keys, who)?;
+    let l = mgmt::contract_list(port, &keys, who)?;
     if a.json {
-        let items: Vec<serde_json::Value> = list
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "id": c.id, "hash": c.hash.to_string(), "tenant": c.tenant.0,
-                    "requester": c.requester.0, "target": c.target.0,
-                    "domain": c.domain.to_string(), "resources": c.resources,
-                    "state": if c.suspended { "suspended" } else { "active" },
-                    "priority": c.priority.name(),
-                    "expires_in_ms": c.expires_ms.saturating_sub(clock_ms),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"cluster_time_ms": clock_ms, "contracts": items})
-        );
+        println!("{}", contracts_json(&l));
         return Ok(());
     }
-    println!(
-        "cluster time {} s; {} contract(s) in force",
-        clock_ms / 1000,
-        list.len()
+    print!("{}", contracts_table(&l));
+    Ok(())
+}
+
+/// `contracts --json`: every contract in force, then the recently ended ones, each
+/// with its `state` (active, suspended, or how it ended).
+pub fn contracts_json(l: &mgmt::ContractList) -> serde_json::Value {
+    let item = |c: &ContractView| {
+        let mut v = serde_json::json!({
+            "id": c.id, "hash": c.hash.to_string(), "tenant": c.tenant.0,
+            "requester": c.requester.0, "target": c.target.0,
+            "domain": c.domain.to_string(), "resources": c.resources,
+            "state": c.state(),
+            "priority": c.priority.name(),
+        });
+        match &c.ended {
+            None => v["expires_in_ms"] = c.expires_ms.saturating_sub(l.clock_ms).into(),
+            Some((end, at)) => {
+                v["ended"] = end.to_string().into();
+                v["ended_ago_ms"] = l.clock_ms.saturating_sub(*at).into();
+            }
+        }
+        v
+    };
+    let items: Vec<serde_json::Value> = l.in_force.iter().chain(&l.ended).map(item).collect();
+    serde_json::json!({"cluster_time_ms": l.clock_ms, "contracts": items})
+}
+
+/// The `contracts` table: in force first, then recently ended, with a state column.
+pub fn contracts_table(l: &mgmt::ContractList) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "cluster time {} s; {} contract(s) in force, {} recently ended\n",
+        l.clock_ms / 1000,
+        l.in_force.len(),
+        l.ended.len()
     );
-    if list.is_empty() {
-        return Ok(());
+    if l.in_force.is_empty() && l.ended.is_empty() {
+        return out;
     }
-    println!(
-        "{:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:9}  {:>8}  {:>10}",
-        "contract",
-        "tenant",
-        "requester",
-        "target",
-        "domain",
-        "resources",
-        "priority",
-        "expires in"
+    let _ = writeln!(
+        out,
+        "{:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:9}  {:>8}  {:9}  when",
+        "contract", "tenant", "requester", "target", "domain", "resources", "priority", "state"
     );
-    for c in &list {
-        let state = if c.suspended { " (suspended)" } else { "" };
-        println!(
-            "{:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:9}  {:>8}  {:>8} s{state}",
+    for c in l.in_force.iter().chain(&l.ended) {
+        let when = match &c.ended {
+            None => format!(
+                "expires in {} s",
+                c.expires_ms.saturating_sub(l.clock_ms) / 1000
+            ),
+            Some((end, at)) => format!("{} s ago ({end})", l.clock_ms.saturating_sub(*at) / 1000),
+        };
+        let _ = writeln!(
+            out,
+            "{:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:9}  {:>8}  {:9}  {when}",
             c.id,
             c.tenant.0,
             c.requester.0,
@@ -244,10 +261,10 @@ pub fn contracts(a: ContractsArgs) -> Result<()> {
             c.domain,
             format!("{:?}", c.resources),
             c.priority.name(),
-            c.expires_ms.saturating_sub(clock_ms) / 1000,
+            c.state(),
         );
     }
-    Ok(())
+    out
 }
 
 pub fn policy(a: PolicyArgs) -> Result<()> {

@@ -279,7 +279,8 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
 /// Both parties of a contract record each of its events (seed 000 §7): for every
 /// contract record of one node, the other party — if its file is here and it
 /// recorded the applied entry of that index (it did not skip it in a snapshot) — holds
-/// the same record with the same contract hash.
+/// the same record with the same contract hash. (`proposed` is the requesting node's
+/// alone: the target hears of a contract only when the log decides it.)
 fn compare_contracts<'a>(
     images: &[NodeImage],
     checks: &mut [NodeCheck],
@@ -307,6 +308,10 @@ fn compare_contracts<'a>(
             continue;
         };
         for ((id, event, index), (hash, requester, target)) in m {
+            // The requesting node alone records proposing a contract.
+            if event == xdv_node::EVENT_PROPOSED {
+                continue;
+            }
             let other = if *requester == me {
                 *target
             } else {

@@ -1,0 +1,340 @@
+//! Three real nodes wired to each other by hand (messages delivered on the next
+//! millisecond, node 2 cut off when asked): the contract audit records each party
+//! writes — `proposed` on the requesting node alone, then accepted, rejected,
+//! released, expired and suspended on both the requesting and the target node — and
+//! how a task naming an ended contract is refused.
+
+use std::collections::VecDeque;
+use xdv_audit::RecordBody;
+use xdv_cluster::mgmt::{
+    self, ContractAnswer, Principal, Request, Reserve, Response, SignedRequest, Submit,
+};
+use xdv_cluster::{ContractEnd, Domain, Refusal, TaskStatus, Work};
+use xdv_node::{
+    AUDIT_TAG_CONTRACT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Identity, Node, NodeConfig,
+};
+use xdv_types::{CapabilityId, NodeId, Priority, TenantId};
+
+const CLUSTER: u32 = 5;
+const T1: [u8; 32] = [11; 32];
+const T2: [u8; 32] = [12; 32];
+
+fn node_seed(n: u32) -> [u8; 32] {
+    [n as u8 + 100; 32]
+}
+
+struct Net {
+    nodes: Vec<Node<Vec<u8>>>,
+    now_ms: u64,
+    /// (from, to, is_forward, bytes) to deliver next millisecond.
+    wire: VecDeque<(u32, u32, bool, Vec<u8>)>,
+    /// Node 2 hears nothing and is heard by nobody.
+    cut_2: bool,
+    records: Vec<Vec<ContractRecordBody>>,
+    replies: Vec<(u32, ClientConn, Vec<u8>)>,
+    seqs: [u64; 3],
+}
+
+impl Net {
+    fn new() -> Net {
+        let peers: Vec<(u32, [u8; 32])> = (1..=3)
+            .map(|n| (n, xdv_cluster::public_key(&node_seed(n))))
+            .collect();
+        let nodes = (1..=3)
+            .map(|n| {
+                let mut c = NodeConfig::new(
+                    Identity {
+                        node: n,
+                        cluster: CLUSTER,
+                        seed: Some(node_seed(n)),
+                        peers: peers.clone(),
+                        tenants: vec![
+                            (TenantId(1), xdv_cluster::public_key(&T1)),
+                            (TenantId(2), xdv_cluster::public_key(&T2)),
+                        ],
+                        operator_key: xdv_cluster::public_key(&[9; 32]),
+                    },
+                    2,
+                );
+                c.capabilities = vec![CapabilityId(1)];
+                Node::new(c, vec![0u8; 512 * 1024], 0)
+            })
+            .collect();
+        let mut net = Net {
+            nodes,
+            now_ms: 0,
+            wire: VecDeque::new(),
+            cut_2: false,
+            records: vec![Vec::new(); 3],
+            replies: Vec::new(),
+            seqs: [0; 3],
+        };
+        // Node 2 has a Q device with two containers.
+        net.nodes[1].set_accel_offer(2, 0);
+        net.run(3_000);
+        assert!(net.leader().is_some(), "a leader within 3 s");
+        net
+    }
+
+    fn leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| n.view().role == "Leader")
+    }
+
+    fn cut(&self, a: u32, b: u32) -> bool {
+        self.cut_2 && (a == 2 || b == 2)
+    }
+
+    fn step(&mut self) {
+        self.now_ms += 1;
+        let wire: Vec<_> = self.wire.drain(..).collect();
+        for (from, to, fwd, bytes) in wire {
+            if self.cut(from, to) {
+                continue;
+            }
+            let n = &mut self.nodes[to as usize - 1];
+            n.on_peer_heard(NodeId(from));
+            if fwd {
+                n.on_peer_forward(NodeId(from), &bytes);
+            } else {
+                n.on_peer_raft(NodeId(from), &bytes);
+            }
+        }
+        for i in 0..3 {
+            let me = i as u32 + 1;
+            self.nodes[i].tick(self.now_ms);
+            let o = self.nodes[i].drain();
+            for (to, b) in o.raft {
+                self.wire.push_back((me, to.0, false, b));
+            }
+            for (to, b) in o.forwards {
+                self.wire.push_back((me, to.0, true, b));
+            }
+            for (c, b) in o.replies {
+                self.replies.push((me, c, b));
+            }
+            for r in o.audit {
+                if let RecordBody::Custom { tag, bytes } = r
+                    && tag == AUDIT_TAG_CONTRACT
+                {
+                    self.records[i].push(mgmt::decode(&bytes).unwrap());
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.step();
+        }
+    }
+
+    /// Sends a signed request to node `via` and waits (up to 10 s) for its answer.
+    fn call(&mut self, via: u32, who: Principal, request: Request) -> Response {
+        let (k, seed) = match who {
+            Principal::Tenant(TenantId(1)) => (0, T1),
+            Principal::Tenant(_) => (1, T2),
+            Principal::Operator => (2, [9; 32]),
+        };
+        self.seqs[k] += 1;
+        let req = SignedRequest::sign(CLUSTER, who, self.seqs[k], request, &seed);
+        let conn = ClientConn {
+            slot: 7,
+            generation: self.now_ms,
+        };
+        self.nodes[via as usize - 1].on_client(conn, &mgmt::encode(&req));
+        for _ in 0..10_000 {
+            self.step();
+            if let Some(p) = self
+                .replies
+                .iter()
+                .position(|(n, c, _)| *n == via && *c == conn)
+            {
+                let (_, _, b) = self.replies.remove(p);
+                return mgmt::decode(&b).unwrap();
+            }
+        }
+        panic!("no answer from node {via}");
+    }
+
+    fn reserve(&mut self, via: u32, tenant: u32, unit: u16, duration_ms: u64) -> ContractAnswer {
+        let r = Request::Reserve(Reserve {
+            domain: Domain::Q,
+            target: NodeId(2),
+            resources: vec![unit],
+            duration_ms,
+            capability: CapabilityId(1),
+        });
+        match self.call(via, Principal::Tenant(TenantId(tenant)), r) {
+            Response::Contract(a) => a,
+            other => panic!("reserve: {other:?}"),
+        }
+    }
+
+    /// Node `n`'s contract records of contract `id`: their events in order.
+    fn events(&self, n: u32, id: u64) -> Vec<String> {
+        self.records[n as usize - 1]
+            .iter()
+            .filter(|r| r.contract == id)
+            .map(|r| r.event.clone())
+            .collect()
+    }
+}
+
+fn accepted(a: ContractAnswer) -> u64 {
+    match a {
+        ContractAnswer::Accepted { id } => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn bell() -> Work {
+    use xdv_accel::job::{Circuit, Gate};
+    Work::Job(
+        Circuit {
+            qubits: 2,
+            clbits: 2,
+            shots: 10,
+            gates: vec![
+                Gate::H(0),
+                Gate::Cx(0, 1),
+                Gate::Measure { qubit: 0, clbit: 0 },
+                Gate::Measure { qubit: 1, clbit: 1 },
+            ],
+        }
+        .encode(),
+    )
+}
+
+#[test]
+fn both_parties_record_every_contract_event_and_the_requester_its_proposal() {
+    let mut net = Net::new();
+    // Accepted, requested at node 1 for node 2: node 1 proposed it.
+    let a = accepted(net.reserve(1, 1, 0, 60_000));
+    net.run(50);
+    assert_eq!(net.events(1, a), vec![EVENT_PROPOSED, "accepted"]);
+    assert_eq!(
+        net.events(2, a),
+        vec!["accepted"],
+        "only the requester proposes"
+    );
+    assert!(net.events(3, a).is_empty(), "node 3 is no party");
+    let (p, acc) = (&net.records[0][0], &net.records[0][1]);
+    assert_eq!(
+        p.hash, acc.hash,
+        "proposed and accepted name the same contract"
+    );
+    assert_eq!((p.requester, p.target), (NodeId(1), NodeId(2)));
+    assert!(p.detail.contains("units [0]"), "{}", p.detail);
+    assert!(p.index < acc.index);
+
+    // Rejected: tenant 2 at node 3 wants the same container, equal policy.
+    let r = match net.reserve(3, 2, 0, 60_000) {
+        ContractAnswer::Rejected { id, reason } => {
+            assert_eq!(reason, Refusal::Conflict { holder: a });
+            id
+        }
+        other => panic!("{other:?}"),
+    };
+    net.run(50);
+    assert_eq!(net.events(3, r), vec![EVENT_PROPOSED, "rejected"]);
+    assert_eq!(net.events(2, r), vec!["rejected"]);
+    assert!(net.events(1, r).is_empty());
+    let rej = net.records[1].iter().find(|x| x.contract == r).unwrap();
+    assert!(
+        rej.detail.contains(&format!("held by contract {a}")),
+        "{}",
+        rej.detail
+    );
+
+    // Released by its tenant.
+    match net.call(
+        1,
+        Principal::Tenant(TenantId(1)),
+        Request::Release { contract: a },
+    ) {
+        Response::Contract(ContractAnswer::Released { id }) => assert_eq!(id, a),
+        other => panic!("{other:?}"),
+    }
+    net.run(50);
+    for n in [1, 2] {
+        assert_eq!(net.events(n, a).last().unwrap(), "released", "node {n}");
+    }
+
+    // Expired: 2 s of cluster time (the leader's clock ticks once a second).
+    let x = accepted(net.reserve(1, 1, 1, 2_000));
+    net.run(4_000);
+    for n in [1, 2] {
+        assert_eq!(net.events(n, x).last().unwrap(), "expired", "node {n}");
+    }
+    // A new task naming the expired contract: refused, saying it expired.
+    let sub = Request::Submit(Submit {
+        work: bell(),
+        input: vec![],
+        budget_ticks: 100,
+        priority: Priority::Normal,
+        guards: vec![],
+        needs: vec![],
+        domain: Domain::Q,
+        pin: None,
+        contract: Some(x),
+        timeout_ms: None,
+    });
+    let task = match net.call(1, Principal::Tenant(TenantId(1)), sub) {
+        Response::Submitted { task } => task,
+        other => panic!("{other:?}"),
+    };
+    let why = match net.call(
+        1,
+        Principal::Tenant(TenantId(1)),
+        Request::TaskStatus { task },
+    ) {
+        Response::Task {
+            status: TaskStatus::Rejected(why),
+            ..
+        } => why,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        why,
+        Refusal::ContractEnded {
+            contract: x,
+            end: ContractEnd::Expired
+        }
+    );
+
+    // Suspended: node 2 (the target) is cut off and declared down; node 1 records it
+    // at once, node 2 when it hears the log again (then both record the resumption).
+    let s = accepted(net.reserve(1, 1, 1, 600_000));
+    net.run(50);
+    net.cut_2 = true;
+    net.run(12_000);
+    assert!(
+        net.events(1, s).contains(&"suspended".to_string()),
+        "{:?}",
+        net.events(1, s)
+    );
+    assert!(!net.events(2, s).contains(&"suspended".to_string()));
+    net.cut_2 = false;
+    net.run(12_000);
+    for n in [1, 2] {
+        let ev = net.events(n, s);
+        let i = ev
+            .iter()
+            .position(|e| e == "suspended")
+            .unwrap_or_else(|| panic!("node {n}: {ev:?}"));
+        assert!(ev[i..].contains(&"resumed".to_string()), "node {n}: {ev:?}");
+    }
+    // Both parties' records of each event name the same contract hash and index.
+    for id in [a, r, x, s] {
+        let key = |n: u32| -> Vec<(String, u64, xdv_types::Hash32)> {
+            net.records[n as usize - 1]
+                .iter()
+                .filter(|b| b.contract == id && b.event != EVENT_PROPOSED)
+                .map(|b| (b.event.clone(), b.index, b.hash))
+                .collect()
+        };
+        let (one, two, three) = (key(1), key(2), key(3));
+        let requester = if id == r { three } else { one };
+        assert_eq!(requester, two, "contract {id}");
+    }
+}
