@@ -9,7 +9,7 @@ use xdv_audit::RecordBody;
 use xdv_cluster::mgmt::{
     self, ContractAnswer, Principal, Request, Reserve, Response, SignedRequest, Submit,
 };
-use xdv_cluster::{ContractEnd, Domain, Refusal, TaskStatus, Work};
+use xdv_cluster::{Completion, ContractEnd, Domain, Outcome, Refusal, TaskStatus, Work};
 use xdv_node::{
     AUDIT_TAG_CONTRACT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Identity, Node, NodeConfig,
 };
@@ -31,6 +31,8 @@ struct Net {
     /// Node 2 hears nothing and is heard by nobody.
     cut_2: bool,
     records: Vec<Vec<ContractRecordBody>>,
+    /// Tasks each node was told to run.
+    runs: Vec<Vec<xdv_node::RunTask>>,
     replies: Vec<(u32, ClientConn, Vec<u8>)>,
     seqs: [u64; 3],
 }
@@ -66,6 +68,7 @@ impl Net {
             wire: VecDeque::new(),
             cut_2: false,
             records: vec![Vec::new(); 3],
+            runs: vec![Vec::new(); 3],
             replies: Vec::new(),
             seqs: [0; 3],
         };
@@ -109,6 +112,7 @@ impl Net {
             for (to, b) in o.forwards {
                 self.wire.push_back((me, to.0, true, b));
             }
+            self.runs[i].extend(o.run);
             for (c, b) in o.replies {
                 self.replies.push((me, c, b));
             }
@@ -336,5 +340,76 @@ fn both_parties_record_every_contract_event_and_the_requester_its_proposal() {
         let (one, two, three) = (key(1), key(2), key(3));
         let requester = if id == r { three } else { one };
         assert_eq!(requester, two, "contract {id}");
+    }
+}
+
+/// A Q job under a contract that its device aborts over the container's decoherence
+/// budget, end to end through the nodes: the target reports `BudgetExceeded` (what
+/// `xdv_node::accel::outcome_of` makes of the device's status), the task ends so on
+/// every node, both parties record the job's end, and the contract stays in force (a
+/// job over budget is the job's fault, not the device's: nothing is aborted).
+#[test]
+fn a_job_over_budget_under_a_contract_ends_budget_exceeded_and_keeps_the_contract() {
+    let mut net = Net::new();
+    let a = accepted(net.reserve(1, 1, 0, 600_000));
+    let sub = Request::Submit(Submit {
+        work: bell(),
+        input: vec![],
+        budget_ticks: 100,
+        priority: Priority::Normal,
+        guards: vec![],
+        needs: vec![],
+        domain: Domain::Q,
+        pin: None,
+        contract: Some(a),
+        timeout_ms: None,
+    });
+    let task = match net.call(1, Principal::Tenant(TenantId(1)), sub) {
+        Response::Submitted { task } => task,
+        other => panic!("{other:?}"),
+    };
+    net.run(50);
+    let run = net.runs[1]
+        .iter()
+        .find(|r| r.task == task)
+        .cloned()
+        .expect("the contract's target runs it");
+    assert!(net.runs[0].is_empty() && net.runs[2].is_empty());
+    assert_eq!(run.slots, vec![0], "in the contract's container");
+    let outcome = xdv_node::accel::outcome_of(xdv_accel::ring::CqStatus::BudgetExceeded, 9);
+    assert_eq!(outcome, Outcome::BudgetExceeded);
+    net.nodes[1].on_task_done(Completion {
+        task,
+        node: NodeId(2),
+        attempt: run.attempt,
+        outcome,
+        ticks: 0,
+        output_hash: xdv_node::accel::output_hash(&[]),
+        output: vec![],
+        log: vec![],
+    });
+    net.run(100);
+    for n in &net.nodes {
+        assert!(
+            matches!(
+                n.state().task(task).map(|t| &t.status),
+                Some(TaskStatus::Completed {
+                    outcome: Outcome::BudgetExceeded,
+                    ..
+                })
+            ),
+            "{:?}",
+            n.state().task(task)
+        );
+        assert!(n.state().data().contracts.contains_key(&a), "contract kept");
+    }
+    for n in [1, 2] {
+        let end = net.records[n as usize - 1]
+            .iter()
+            .find(|r| r.contract == a && r.event == "job-ended")
+            .unwrap_or_else(|| panic!("node {n} has no job-ended record"));
+        assert_eq!(end.detail, "budget-exceeded");
+        assert_eq!(end.job, Some((task, xdv_node::accel::output_hash(&[]))));
+        assert!(!net.events(n, a).contains(&"aborted".to_string()));
     }
 }
