@@ -271,18 +271,7 @@ fn both_parties_record_every_contract_event_and_the_requester_its_proposal() {
         assert_eq!(net.events(n, x).last().unwrap(), "expired", "node {n}");
     }
     // A new task naming the expired contract: refused, saying it expired.
-    let sub = Request::Submit(Submit {
-        work: bell(),
-        input: vec![],
-        budget_ticks: 100,
-        priority: Priority::Normal,
-        guards: vec![],
-        needs: vec![],
-        domain: Domain::Q,
-        pin: None,
-        contract: Some(x),
-        timeout_ms: None,
-    });
+    let sub = bell_under(x);
     let task = match net.call(1, Principal::Tenant(TenantId(1)), sub) {
         Response::Submitted { task } => task,
         other => panic!("{other:?}"),
@@ -352,18 +341,7 @@ fn both_parties_record_every_contract_event_and_the_requester_its_proposal() {
 fn a_job_over_budget_under_a_contract_ends_budget_exceeded_and_keeps_the_contract() {
     let mut net = Net::new();
     let a = accepted(net.reserve(1, 1, 0, 600_000));
-    let sub = Request::Submit(Submit {
-        work: bell(),
-        input: vec![],
-        budget_ticks: 100,
-        priority: Priority::Normal,
-        guards: vec![],
-        needs: vec![],
-        domain: Domain::Q,
-        pin: None,
-        contract: Some(a),
-        timeout_ms: None,
-    });
+    let sub = bell_under(a);
     let task = match net.call(1, Principal::Tenant(TenantId(1)), sub) {
         Response::Submitted { task } => task,
         other => panic!("{other:?}"),
@@ -412,4 +390,20 @@ fn a_job_over_budget_under_a_contract_ends_budget_exceeded_and_keeps_the_contrac
         assert_eq!(end.job, Some((task, xdv_node::accel::output_hash(&[]))));
         assert!(!net.events(n, a).contains(&"aborted".to_string()));
     }
+}
+
+/// A Bell job (budget 100 ticks) under contract `c`.
+fn bell_under(c: u64) -> Request {
+    Request::Submit(Submit {
+        work: bell(),
+        input: vec![],
+        budget_ticks: 100,
+        priority: Priority::Normal,
+        guards: vec![],
+        needs: vec![],
+        domain: Domain::Q,
+        pin: None,
+        contract: Some(c),
+        timeout_ms: None,
+    })
 }

@@ -1304,14 +1304,11 @@ fn release_says_released_or_refused_and_checks_its_arguments() {
     assert!(o.stdout.starts_with("release refused:"), "{o:?}");
     assert!(o.stdout.contains("43"), "{o:?}");
     // Usage errors and an unknown tenant: nothing sent.
-    for args in [
+    assert_usage_errors(&[
         vec!["release", "abc", "--tenant", "1", "--dir", d],
         vec!["release", "42", "--dir", d],
         vec!["release", "--tenant", "1", "--dir", d],
-    ] {
-        let o = xdv(&args);
-        assert_eq!(o.code, 2, "usage error: {args:?} {o:?}");
-    }
+    ]);
     let o = xdv(&["release", "42", "--tenant", "9", "--dir", d]);
     assert!(
         o.code != 0 && o.all().contains("tenant 9 is not registered"),
@@ -1472,14 +1469,11 @@ fn policy_is_set_by_the_operator_and_checks_its_arguments() {
     let o = xdv(&["policy", "1", "--priority", "low", "--dir", d]);
     assert!(o.code != 0 && o.code != 2, "{o:?}");
     assert!(o.all().contains("refused:"), "{o:?}");
-    for args in [
+    assert_usage_errors(&[
         vec!["policy", "2", "--priority", "urgent", "--dir", d],
         vec!["policy", "2", "--dir", d],
         vec!["policy", "--priority", "high", "--dir", d],
-    ] {
-        let o = xdv(&args);
-        assert_eq!(o.code, 2, "usage error: {args:?} {o:?}");
-    }
+    ]);
     let o = xdv(&["policy", "9", "--priority", "high", "--dir", d]);
     assert!(
         o.code != 0 && o.all().contains("tenant 9 is not registered"),
@@ -2304,4 +2298,12 @@ fn submit_sends_the_task_timeout_and_reports_timeouts_and_cancels() {
     assert!(o.stdout.contains("\"outcome\":\"cancelled\""), "{o:?}");
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(dir2);
+}
+
+/// Every argument list is a usage error (exit code 2).
+fn assert_usage_errors(cases: &[Vec<&str>]) {
+    for args in cases {
+        let o = xdv(args);
+        assert_eq!(o.code, 2, "usage error: {args:?} {o:?}");
+    }
 }
