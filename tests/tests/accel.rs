@@ -145,12 +145,18 @@ mod jobs {
         );
         let r = QResult::decode(executed(&bell)).unwrap();
         assert_eq!((r.shots, r.entangling_ops), (1000, 1));
-        // GHZ on 4 qubits: 0000 and 1111.
+        // GHZ on 4 qubits: only 0000 and 1111, about half each; again: the same counts.
         let g = counts(&run(&tb, Domain::Q, circuit(GHZ)));
         assert_eq!(
             g.iter().map(|x| x.0).collect::<Vec<_>>(),
             vec![0, 15],
             "{g:?}"
+        );
+        assert!(g.iter().all(|x| (400..=600).contains(&x.1)), "{g:?}");
+        assert_eq!(
+            counts(&run(&tb, Domain::Q, circuit(GHZ))),
+            g,
+            "same job, same counts"
         );
 
         // Φ: the stable envelope holds; the unstable one ends `unstable`.
