@@ -50,11 +50,8 @@ pub trait BucketKey {
     fn mix(&self) -> u64;
     /// The bucket, `0..BUCKETS`.
     fn bucket(&self) -> usize {
-        // SplitMix64's finaliser: every input bit moves the top bits.
-        let mut z = self.mix().wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        // The project's one PRNG, seeded with the key: its first draw moves every bit.
+        let z = xdv_types::rng::SplitMix64::new(self.mix()).next_u64();
         (z >> 56) as usize % BUCKETS
     }
 }
