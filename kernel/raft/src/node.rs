@@ -35,7 +35,8 @@ pub enum ProposeError {
     ConfChangePending,
     /// The membership change does not apply to the current configuration.
     InvalidConfChange,
-    /// The learner to promote has not caught up with the commit index.
+    /// The learner to promote is not replicating within one append message of the
+    /// commit index.
     LearnerNotCaughtUp,
     /// The read queue is full.
     TooManyReads,
@@ -682,11 +683,16 @@ impl<S: Storage> RaftNode<S> {
                 if !self.conf.is_learner(id) {
                     return Err(ProposeError::InvalidConfChange);
                 }
-                if self
-                    .progress
-                    .get(&id)
-                    .is_none_or(|p| p.matched < self.commit)
-                {
+                // Caught up enough: replicating (not probing or taking a snapshot)
+                // and within one append message of the commit index. Demanding
+                // every committed entry would never be met while clients keep
+                // committing (the learner trails by the batch in flight); the
+                // lag left is sent with the next append.
+                let lag = self.cfg.max_entries_per_append as LogIndex;
+                if self.progress.get(&id).is_none_or(|p| {
+                    !matches!(p.state, ProgressState::Replicate)
+                        || p.matched.saturating_add(lag) < self.commit
+                }) {
                     return Err(ProposeError::LearnerNotCaughtUp);
                 }
             }

@@ -286,6 +286,73 @@ fn joiner_learns_bootstrap_membership_and_is_promoted() {
 }
 
 #[test]
+fn learner_trailing_by_the_batch_in_flight_is_promoted() {
+    // Under a steady client load a learner's match trails the commit index by the
+    // entries in flight; promotion must not wait for it to hold every one (the
+    // QEMU membership test once waited 240 s for that).
+    let mut c = Cluster::new(3, 1, Config::default());
+    let l = c.run_until_leader(100).0;
+    c.node(l)
+        .propose_conf_change(ConfChange::AddLearner(id(4)))
+        .unwrap();
+    for _ in 0..20 {
+        c.round();
+    }
+    // The learner misses the next batch, which the voters commit without it.
+    c.down.insert(id(4));
+    let batch: Vec<Vec<u8>> = (0..10u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    c.node(l).propose_batch(batch).unwrap();
+    c.settle();
+    let commit = c.node(l).status().commit;
+    assert!(c.applied[3].last().map_or(0, |e| e.index) + 10 <= commit);
+    c.node(l)
+        .propose_conf_change(ConfChange::PromoteLearner(id(4)))
+        .unwrap();
+    c.down.clear();
+    for _ in 0..20 {
+        c.round();
+    }
+    assert_eq!(
+        c.node(4).status().conf.voters,
+        vec![id(1), id(2), id(3), id(4)]
+    );
+    assert_eq!(
+        c.applied[3].last().map(|e| e.index),
+        Some(c.node(l).status().commit)
+    );
+}
+
+#[test]
+fn learner_more_than_one_append_behind_is_not_promoted() {
+    let mut c = Cluster::new(3, 1, Config::default());
+    let l = c.run_until_leader(100).0;
+    c.node(l)
+        .propose_conf_change(ConfChange::AddLearner(id(4)))
+        .unwrap();
+    for _ in 0..20 {
+        c.round();
+    }
+    c.down.insert(id(4));
+    let batch: Vec<Vec<u8>> = (0..400u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    c.node(l).propose_batch(batch).unwrap();
+    c.settle();
+    assert_eq!(
+        c.node(l)
+            .propose_conf_change(ConfChange::PromoteLearner(id(4))),
+        Err(ProposeError::LearnerNotCaughtUp)
+    );
+    c.down.clear();
+    for _ in 0..20 {
+        c.round();
+    }
+    c.node(l)
+        .propose_conf_change(ConfChange::PromoteLearner(id(4)))
+        .unwrap();
+    c.settle();
+    assert!(c.node(4).status().conf.is_voter(id(4)));
+}
+
+#[test]
 fn divergent_follower_backtracks_fast() {
     let mut c = Cluster::new(3, 0, Config::default());
     assert_eq!(c.run_until_leader(100), id(1));

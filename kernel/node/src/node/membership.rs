@@ -6,8 +6,10 @@
 //! time, from its timers:
 //! - a member the configuration lacks is added as a learner; it catches up from the
 //!   log or a snapshot;
-//! - a learner that is not an observer is promoted to voter once it has every
-//!   committed entry (Raft refuses earlier: `LearnerNotCaughtUp`, retried);
+//! - a learner that is not an observer is promoted to voter once it is replicating
+//!   within one append message of the commit index (Raft refuses earlier:
+//!   `LearnerNotCaughtUp`, retried; demanding every committed entry could wait
+//!   forever while clients keep committing);
 //! - a configured node that is no longer a member is removed; if it is the leader
 //!   itself, leadership is handed to an up voter first and the new leader removes it.
 //!
