@@ -412,7 +412,7 @@ fn seed_bytes(rng: &mut SplitMix64) -> [u8; 32] {
 /// A device job of `domain` for request `seq`: a Bell circuit or a small envelope,
 /// in their wire forms (the state machine decodes them before accepting the task).
 fn sim_job(domain: Domain, seq: u64) -> Vec<u8> {
-    use xdv_accel::job::{Circuit, Envelope, Gate};
+    use xdv_accel::job::{Circuit, Envelope};
     match domain {
         Domain::Phi => Envelope {
             oscillators: 4,
@@ -426,18 +426,7 @@ fn sim_job(domain: Domain, seq: u64) -> Vec<u8> {
             min_stability_milli: 500,
         }
         .encode(),
-        _ => Circuit {
-            qubits: 2,
-            clbits: 2,
-            shots: 100 + (seq % 100) as u32,
-            gates: vec![
-                Gate::H(0),
-                Gate::Cx(0, 1),
-                Gate::Measure { qubit: 0, clbit: 0 },
-                Gate::Measure { qubit: 1, clbit: 1 },
-            ],
-        }
-        .encode(),
+        _ => Circuit::bell(100 + (seq % 100) as u32).encode(),
     }
 }
 

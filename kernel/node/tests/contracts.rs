@@ -192,21 +192,8 @@ fn accepted(a: ContractAnswer) -> u64 {
 }
 
 fn bell() -> Work {
-    use xdv_accel::job::{Circuit, Gate};
-    Work::Job(
-        Circuit {
-            qubits: 2,
-            clbits: 2,
-            shots: 10,
-            gates: vec![
-                Gate::H(0),
-                Gate::Cx(0, 1),
-                Gate::Measure { qubit: 0, clbit: 0 },
-                Gate::Measure { qubit: 1, clbit: 1 },
-            ],
-        }
-        .encode(),
-    )
+    use xdv_accel::job::Circuit;
+    Work::Job(Circuit::bell(10).encode())
 }
 
 #[test]

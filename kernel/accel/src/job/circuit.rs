@@ -276,6 +276,22 @@ const CIRCUIT_MAGIC: [u8; 2] = *b"Qc";
 const RESULT_MAGIC: [u8; 2] = *b"Qr";
 
 impl Circuit {
+    /// The Bell pair: H on qubit 0, CNOT 0→1, both measured (`00` and `11`, about
+    /// half each). The circuit the simulator, the console and the tests run.
+    pub fn bell(shots: u32) -> Circuit {
+        Circuit {
+            qubits: 2,
+            clbits: 2,
+            shots,
+            gates: vec![
+                Gate::H(0),
+                Gate::Cx(0, 1),
+                Gate::Measure { qubit: 0, clbit: 0 },
+                Gate::Measure { qubit: 1, clbit: 1 },
+            ],
+        }
+    }
+
     /// Checks every limit and operand; `max_qubits` is the device's (≤ [`MAX_QUBITS`]).
     pub fn validate(&self, max_qubits: u8) -> Result<(), JobError> {
         let max = max_qubits.min(MAX_QUBITS);

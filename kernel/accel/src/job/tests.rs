@@ -5,17 +5,7 @@ use alloc::vec::Vec;
 use proptest::prelude::*;
 
 fn bell() -> Circuit {
-    Circuit {
-        qubits: 2,
-        clbits: 2,
-        shots: 1000,
-        gates: vec![
-            Gate::H(0),
-            Gate::Cx(0, 1),
-            Gate::Measure { qubit: 0, clbit: 0 },
-            Gate::Measure { qubit: 1, clbit: 1 },
-        ],
-    }
+    Circuit::bell(1000)
 }
 
 fn envelope() -> Envelope {

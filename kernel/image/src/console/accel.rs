@@ -8,7 +8,7 @@ use super::{CmdError, usage};
 use crate::service::Services;
 use crate::{arch, println, time};
 use alloc::vec::Vec;
-use xdv_accel::job::{Circuit, Envelope, Gate};
+use xdv_accel::job::{Circuit, Envelope};
 use xdv_accel::regs::Kind;
 
 /// Most round trips of each kind one `accel test` makes.
@@ -52,18 +52,7 @@ fn show(s: &Services) {
 
 fn small_job(kind: Kind) -> Vec<u8> {
     match kind {
-        Kind::Q => Circuit {
-            qubits: 2,
-            clbits: 2,
-            shots: 100,
-            gates: alloc::vec![
-                Gate::H(0),
-                Gate::Cx(0, 1),
-                Gate::Measure { qubit: 0, clbit: 0 },
-                Gate::Measure { qubit: 1, clbit: 1 },
-            ],
-        }
-        .encode(),
+        Kind::Q => Circuit::bell(100).encode(),
         Kind::Phi => Envelope {
             oscillators: 2,
             frequencies_milli: alloc::vec![1000, 1000],
