@@ -351,15 +351,18 @@ impl<'a> AuditLog<'a> {
                 });
             }
             Some(_) => {}
-            None => match find_record(region, DATA_START, nonzero_end(region), None, 0) {
-                None => return Ok(Self::format_discarding(region, node)),
-                Some(v) if v.header.node != node => {
-                    return Err(RegionError::ForeignNode {
-                        found: v.header.node,
-                    });
+            None => {
+                let dirty = nonzero_end(region);
+                match find_record(region, DATA_START, dirty, None, 0) {
+                    None => return Ok(Self::format_discarding(region, node, dirty)),
+                    Some(v) if v.header.node != node => {
+                        return Err(RegionError::ForeignNode {
+                            found: v.header.node,
+                        });
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
-            },
+            }
         }
         let probe = Superblock::current(&copies).map(|(_, sb)| sb.end_offset);
         let scan = scan_region(region, node, probe);
@@ -482,9 +485,17 @@ impl<'a> AuditLog<'a> {
 
     /// `open`'s format: counts what it discards and, if that is not nothing, makes
     /// `Formatted { discarded_bytes }` the first record.
-    fn format_discarding(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
-        let discarded = region.iter().filter(|&&b| b != 0).count() as u64;
-        let (mut log, mut report) = Self::format_checked(region, node);
+    /// `dirty` is [`nonzero_end`] of the region: nothing past it needs counting or
+    /// clearing (a blank region is neither read again nor written).
+    fn format_discarding(
+        region: &'a mut [u8],
+        node: NodeId,
+        dirty: usize,
+    ) -> (AuditLog<'a>, OpenReport) {
+        debug_assert!(region[dirty..].iter().all(|&b| b == 0));
+        let discarded = region[..dirty].iter().filter(|&&b| b != 0).count() as u64;
+        region[..dirty].fill(0);
+        let (mut log, mut report) = Self::format_zeroed(region, node);
         report.discarded_bytes = discarded;
         if discarded > 0 {
             let body = RecordBody::Formatted {
@@ -499,6 +510,11 @@ impl<'a> AuditLog<'a> {
 
     fn format_checked(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
         region.fill(0);
+        Self::format_zeroed(region, node)
+    }
+
+    /// Formats a region that is all zero bytes.
+    fn format_zeroed(region: &'a mut [u8], node: NodeId) -> (AuditLog<'a>, OpenReport) {
         let len = region.len();
         let mut log = AuditLog {
             node,

@@ -323,3 +323,47 @@ fn fuzz_smoke_never_panics() {
         }
     }
 }
+
+proptest! {
+    /// The word-wise `nonzero_end` is the byte-wise definition: one past the last
+    /// non-zero byte, for any length (not only multiples of its block) and any
+    /// placement of the non-zero bytes.
+    #[test]
+    fn nonzero_end_is_one_past_the_last_nonzero_byte(
+        len in 0usize..600,
+        marks in proptest::collection::vec((0usize..600, 1u8..=255), 0..4),
+    ) {
+        let mut b = vec![0u8; len];
+        for (at, v) in marks {
+            if at < len {
+                b[at] = v;
+            }
+        }
+        let naive = b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1);
+        prop_assert_eq!(xdv_audit::nonzero_end(&b), naive);
+    }
+}
+
+/// Opening a blank region formats it without a `Formatted` record (nothing was
+/// discarded); a region with stray bytes only is formatted with one that counts them
+/// exactly, and the stray bytes are cleared.
+#[test]
+fn open_formats_blank_and_counts_stray_bytes() {
+    let mut blank = vec![0u8; MIN_REGION_BYTES];
+    let (log, rep) = AuditLog::open(&mut blank, NODE).unwrap();
+    assert!(rep.formatted);
+    assert_eq!(rep.discarded_bytes, 0);
+    assert_eq!(log.len(), 0);
+    drop(log);
+    let mut stray = vec![0u8; MIN_REGION_BYTES];
+    for at in [DATA_START + 3, DATA_START + 4_000, MIN_REGION_BYTES - 1] {
+        stray[at] = 0x5a;
+    }
+    let (log, rep) = AuditLog::open(&mut stray, NODE).unwrap();
+    assert!(rep.formatted);
+    assert_eq!(rep.discarded_bytes, 3);
+    assert_eq!(log.len(), 1);
+    drop(log);
+    assert_eq!(stray[MIN_REGION_BYTES - 1], 0);
+    assert_eq!(stray[DATA_START + 4_000], 0);
+}

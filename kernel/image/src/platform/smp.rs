@@ -105,6 +105,28 @@ pub fn wake(cpu: usize) {
     }
 }
 
+/// Whether the boot processor is older than those that start APs without the
+/// INIT-to-SIPI delay (vendor and family from CPUID leaves 0 and 1).
+fn needs_init_delay() -> bool {
+    let (vendor, sig) = (
+        core::arch::x86_64::__cpuid(0),
+        core::arch::x86_64::__cpuid(1).eax,
+    );
+    let base = (sig >> 8) & 0xf;
+    let family = if base == 0xf {
+        base + ((sig >> 20) & 0xff)
+    } else {
+        base
+    };
+    // "GenuineIntel" / "AuthenticAMD": ebx holds the first four letters.
+    let modern = match vendor.ebx.to_le_bytes() {
+        [b'G', b'e', b'n', b'u'] => family >= 6,
+        [b'A', b'u', b't', b'h'] => family >= 0xf,
+        _ => false,
+    };
+    !modern
+}
+
 fn delay_us(us: u64) {
     let end = crate::arch::rdtsc() + crate::time::tsc_hz() / 1_000_000 * us;
     while crate::arch::rdtsc() < end {
@@ -166,7 +188,12 @@ fn start_one(cpu: usize, id: u32, data: *mut u64) {
     }
     core::sync::atomic::fence(Ordering::SeqCst);
     lapic::send_init(id);
-    delay_us(10_000);
+    // The MP specification's 10 ms between INIT and SIPI is for the 486-era
+    // external APIC; processors since (Intel family 6 and later, AMD family 0Fh and
+    // later) do not need it, and Linux skips it on them (`init_udelay = 0`).
+    if needs_init_delay() {
+        delay_us(10_000);
+    }
     for _attempt in 0..2 {
         lapic::send_sipi(id, (TRAMPOLINE_PHYS >> 12) as u8);
         // TCG can be slow to schedule a new vCPU: wait up to 1 s.

@@ -32,14 +32,18 @@ pub fn calibrate_timer() {
     write(reg::TIMER_DIVIDE, 0x3);
     write(reg::LVT_TIMER, 1 << 16); // masked, one-shot
     write(reg::TIMER_INITIAL, u32::MAX);
+    // Against the TSC (already calibrated) over CALIBRATION_MS: the timer only wakes
+    // `hlt` at TIMER_HZ, so a per-mille error is harmless, and every millisecond
+    // here is boot time.
+    const CALIBRATION_MS: u64 = 2;
     let start = crate::arch::rdtsc();
-    let window = crate::time::tsc_hz() / 100; // 10 ms
+    let window = crate::time::tsc_hz() / 1000 * CALIBRATION_MS;
     while crate::arch::rdtsc() - start < window {
         core::hint::spin_loop();
     }
     let elapsed = u64::from(u32::MAX - read(reg::TIMER_CURRENT));
     write(reg::TIMER_INITIAL, 0);
-    TICKS_PER_MS.store((elapsed / 10).max(1), Ordering::Relaxed);
+    TICKS_PER_MS.store((elapsed / CALIBRATION_MS).max(1), Ordering::Relaxed);
 }
 
 /// Starts this CPU's periodic timer at [`TIMER_HZ`]. It only wakes `hlt`.
