@@ -397,6 +397,14 @@ mod tests {
         use crate::operate::replay::decode_applied;
         let good = xdv_cluster::mgmt::encode(&(300u64, "AssignTask", Hash32([9; 32])));
         let mut cases = vec![Vec::new(), [good.clone(), vec![0]].concat()];
+        // Over-long varints for the index: ten bytes ending in 1 (read) or 2 (not).
+        let name_and_hash = &good[2..];
+        for last in [0x01, 0x02] {
+            let mut long = vec![0x80; 9];
+            long.push(last);
+            cases.push([&long[..], name_and_hash].concat());
+        }
+        cases.push([&[0x80, 0x00][..], name_and_hash].concat());
         // Every prefix, and every byte of the good encoding changed three ways
         // (bad UTF-8, lengths and varints that run over, other names).
         for end in 0..=good.len() {

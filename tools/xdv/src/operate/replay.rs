@@ -87,16 +87,34 @@ const MAX_NAMES: usize = 64;
 
 /// Decodes an applied-entry record's bytes, postcard `(index, command name, state
 /// hash)`, borrowing the name: accepts exactly the bytes that
-/// `mgmt::decode::<(u64, String, Hash32)>` accepts (size limit, UTF-8, no trailing
-/// bytes), without allocating.
+/// `mgmt::decode::<(u64, String, Hash32)>` accepts (size limit, postcard's varint
+/// limits, UTF-8, no trailing bytes; a test compares the two), without allocating
+/// and without serde's byte-at-a-time read of the hash.
 pub(crate) fn decode_applied(bytes: &[u8]) -> Option<(u64, &str, Hash32)> {
     if bytes.len() > mgmt::MAX_MGMT_BYTES {
         return None;
     }
-    match postcard::take_from_bytes::<(u64, &str, Hash32)>(bytes) {
-        Ok((v, [])) => Some(v),
-        _ => None,
+    let (index, rest) = varint_u64(bytes)?;
+    let (len, rest) = varint_u64(rest)?;
+    let (name, rest) = rest.split_at_checked(usize::try_from(len).ok()?)?;
+    let name = std::str::from_utf8(name).ok()?;
+    // Exactly the 32 hash bytes left: nothing trails.
+    let hash: [u8; 32] = rest.try_into().ok()?;
+    Some((index, name, Hash32(hash)))
+}
+
+/// postcard's `u64` (and 64-bit `usize`) varint: at most 10 LEB128 bytes, the
+/// tenth at most 1; the value and the bytes after it.
+fn varint_u64(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut out = 0u64;
+    for i in 0..10 {
+        let v = *b.get(i)?;
+        out |= u64::from(v & 0x7F) << (7 * i);
+        if v & 0x80 == 0 {
+            return (i < 9 || v <= 1).then_some((out, &b[i + 1..]));
+        }
     }
+    None
 }
 
 impl Collected {
