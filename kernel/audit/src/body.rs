@@ -399,6 +399,186 @@ impl RecordBody {
     }
 }
 
+/// Reads postcard's wire format by hand for [`RecordBody::decode`]: LEB128 varints
+/// with postcard's limits (at most `ceil(bits / 7)` bytes; the last byte of a
+/// full-length varint may carry only the bits that fit), raw bytes for `u8` arrays.
+struct In<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> In<'a> {
+    #[inline(always)]
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(b)
+    }
+
+    /// An unsigned varint of a `bits`-bit integer, as postcard's `try_take_varint_*`.
+    #[inline(always)]
+    fn varint(&mut self, bits: u32) -> Option<u64> {
+        let max_bytes = bits.div_ceil(7);
+        let last_max = (1u8 << (bits % 7)) - 1;
+        let mut out = 0u64;
+        for i in 0..max_bytes {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return (i + 1 < max_bytes || b <= last_max).then_some(out);
+            }
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn u64(&mut self) -> Option<u64> {
+        self.varint(64)
+    }
+
+    #[inline(always)]
+    fn u32(&mut self) -> Option<u32> {
+        self.varint(32).map(|v| v as u32)
+    }
+
+    #[inline(always)]
+    fn u16(&mut self) -> Option<u16> {
+        self.varint(16).map(|v| v as u16)
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
+        Some(head)
+    }
+
+    /// A length-prefixed byte string (postcard's `usize` length: the varint of the
+    /// target's pointer width).
+    #[inline(always)]
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.varint(usize::BITS)?;
+        self.take(usize::try_from(len).ok()?)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        core::str::from_utf8(self.bytes()?).ok().map(String::from)
+    }
+
+    #[inline(always)]
+    fn hash(&mut self) -> Option<Hash32> {
+        Some(Hash32(self.take(32)?.try_into().ok()?))
+    }
+
+    /// postcard's `Option`: 0 for `None`, 1 and the value for `Some`, nothing else.
+    #[inline(always)]
+    fn opt(&mut self) -> Option<Option<u64>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => self.u64().map(Some),
+            _ => None,
+        }
+    }
+}
+
+impl RecordBody {
+    /// The body whose postcard encoding is exactly `payload` (all of it): the same
+    /// bodies, and the same refusals, as `postcard::take_from_bytes::<RecordBody>`
+    /// with nothing left over (a test compares the two on every variant, every
+    /// prefix, every changed byte and arbitrary bytes). Written out by hand, as
+    /// [`RecordBody::encode_into`] is, because the serde path reads a hash one byte
+    /// at a time and a verifier decodes every record of a region.
+    pub fn decode(payload: &[u8]) -> Option<RecordBody> {
+        let mut i = In { rest: payload };
+        let body = match i.u32()? {
+            0 => RecordBody::Boot { count: i.u64()? },
+            1 => RecordBody::Recovered {
+                dropped_bytes: i.u64()?,
+            },
+            2 => RecordBody::RegionFull {
+                records: i.u64()?,
+                bytes: i.u64()?,
+            },
+            3 => RecordBody::TaskEnqueued {
+                task: TaskId(i.u64()?),
+                core: CoreId(i.u16()?),
+            },
+            4 => RecordBody::TaskExecuted {
+                task: TaskId(i.u64()?),
+                ticks: i.u64()?,
+                output_hash: i.hash()?,
+            },
+            5 => RecordBody::BudgetExceeded {
+                task: TaskId(i.u64()?),
+                ticks: i.u64()?,
+            },
+            6 => RecordBody::GuardDenied {
+                task: TaskId(i.u64()?),
+                capability: CapabilityId(i.u32()?),
+            },
+            7 => RecordBody::Trapped {
+                task: TaskId(i.u64()?),
+                ticks: i.u64()?,
+                reason: i.string()?,
+            },
+            8 => RecordBody::ConsoleCommand { line: i.string()? },
+            9 => RecordBody::ReplayHead {
+                len: i.u64()?,
+                head_hash: i.hash()?,
+            },
+            10 => RecordBody::RaftApplied {
+                index: i.u64()?,
+                term: i.u64()?,
+                entry_hash: i.hash()?,
+            },
+            11 => RecordBody::MerkleRootPublished {
+                size: i.u64()?,
+                root: i.hash()?,
+            },
+            12 => RecordBody::RequestRefused {
+                reason: i.string()?,
+            },
+            13 => {
+                let tag = i.u16()?;
+                let bytes = i.bytes()?;
+                // As `raw_bytes`: longer than the limit does not decode.
+                if bytes.len() > MAX_CUSTOM_BYTES {
+                    return None;
+                }
+                RecordBody::Custom {
+                    tag,
+                    bytes: bytes.to_vec(),
+                }
+            }
+            14 => RecordBody::Damaged {
+                offset: i.u64()?,
+                bytes: i.u64()?,
+                last_good_seq: i.opt()?,
+                last_good_hash: i.hash()?,
+                resumed_seq: i.opt()?,
+            },
+            15 => RecordBody::SuperblocksRebuilt {
+                records: i.u64()?,
+                end_offset: i.u64()?,
+            },
+            16 => RecordBody::Formatted {
+                discarded_bytes: i.u64()?,
+            },
+            17 => RecordBody::AuditAlarm {
+                used_bytes: i.u64()?,
+                high_water_bytes: i.u64()?,
+                region_bytes: i.u64()?,
+            },
+            18 => RecordBody::RefusalSummary {
+                refused: i.u64()?,
+                first_reason: i.string()?,
+                unrecorded: i.u64()?,
+            },
+            _ => return None,
+        };
+        i.rest.is_empty().then_some(body)
+    }
+}
+
 /// Serialises a byte vector as serde bytes (one copy instead of one call per byte).
 /// The postcard encoding is identical to a sequence of `u8` (varint length, raw bytes).
 mod raw_bytes {
@@ -441,5 +621,180 @@ mod raw_bytes {
             }
             Ok(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// What the serde path makes of `payload` (the check's rule before
+    /// [`RecordBody::decode`]): the body if all of it decodes.
+    fn by_serde(payload: &[u8]) -> Option<RecordBody> {
+        match postcard::take_from_bytes::<RecordBody>(payload) {
+            Ok((body, [])) => Some(body),
+            _ => None,
+        }
+    }
+
+    fn one_of_each() -> Vec<RecordBody> {
+        let h = Hash32([0xA7; 32]);
+        let long = |n: usize| String::from("é").repeat(n);
+        vec![
+            RecordBody::Boot { count: u64::MAX },
+            RecordBody::Recovered { dropped_bytes: 300 },
+            RecordBody::RegionFull {
+                records: 1 << 40,
+                bytes: 5,
+            },
+            RecordBody::TaskEnqueued {
+                task: TaskId(u64::MAX - 1),
+                core: CoreId(u16::MAX),
+            },
+            RecordBody::TaskExecuted {
+                task: TaskId(7),
+                ticks: 1 << 63,
+                output_hash: h,
+            },
+            RecordBody::BudgetExceeded {
+                task: TaskId(0),
+                ticks: 128,
+            },
+            RecordBody::GuardDenied {
+                task: TaskId(9),
+                capability: CapabilityId(u32::MAX),
+            },
+            RecordBody::Trapped {
+                task: TaskId(1),
+                ticks: 2,
+                reason: long(3),
+            },
+            RecordBody::ConsoleCommand { line: long(70) },
+            RecordBody::ReplayHead {
+                len: 16_384,
+                head_hash: h,
+            },
+            RecordBody::RaftApplied {
+                index: 1 << 21,
+                term: 3,
+                entry_hash: h,
+            },
+            RecordBody::MerkleRootPublished { size: 0, root: h },
+            RecordBody::RequestRefused {
+                reason: String::new(),
+            },
+            RecordBody::Custom {
+                tag: 0x4000,
+                bytes: vec![0x80; 200],
+            },
+            RecordBody::Damaged {
+                offset: 4096,
+                bytes: 1,
+                last_good_seq: None,
+                last_good_hash: h,
+                resumed_seq: Some(u64::MAX),
+            },
+            RecordBody::SuperblocksRebuilt {
+                records: 1,
+                end_offset: 2,
+            },
+            RecordBody::Formatted { discarded_bytes: 0 },
+            RecordBody::AuditAlarm {
+                used_bytes: 1,
+                high_water_bytes: 2,
+                region_bytes: 3,
+            },
+            RecordBody::RefusalSummary {
+                refused: 4,
+                first_reason: long(1),
+                unrecorded: 5,
+            },
+        ]
+    }
+
+    #[test]
+    fn decode_reads_exactly_what_postcard_reads() {
+        let bodies = one_of_each();
+        assert_eq!(bodies.len(), usize::from(RecordBody::KIND_COUNT));
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for body in &bodies {
+            let enc = postcard::to_allocvec(body).expect("encodes");
+            assert_eq!(RecordBody::decode(&enc).as_ref(), Some(body));
+            // Every prefix, a trailing byte, every byte changed four ways.
+            for end in 0..=enc.len() {
+                cases.push(enc[..end].to_vec());
+            }
+            cases.push([enc.clone(), vec![0]].concat());
+            for at in 0..enc.len() {
+                for v in [0x00, 0x01, 0x7F, 0x80, 0xFF, enc[at] ^ 0x02] {
+                    let mut c = enc.clone();
+                    c[at] = v;
+                    cases.push(c);
+                }
+            }
+        }
+        // Varints at and past their limits, made-up kinds, over-long Custom bytes,
+        // bad options.
+        let over_custom = postcard::to_allocvec(&RecordBody::Custom {
+            tag: 1,
+            bytes: vec![0; MAX_CUSTOM_BYTES],
+        })
+        .expect("encodes");
+        let mut too_long = over_custom.clone();
+        too_long[2] += 1; // length 1025 (LEB128 0x81 0x08 -> 0x82 0x08)
+        too_long.push(0);
+        cases.push(over_custom);
+        cases.push(too_long);
+        for tail in [
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01][..],
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            &[
+                0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x81, 0x00,
+            ],
+            &[0x80, 0x00],
+        ] {
+            cases.push([&[0u8][..], tail].concat()); // Boot { count }
+            cases.push([&[3u8, 1][..], &tail[..tail.len().min(3)]].concat()); // core: u16
+            cases.push([&[3u8, 1][..], &[0xFF, 0xFF, 0x03]].concat());
+            cases.push([&[3u8, 1][..], &[0xFF, 0xFF, 0x04]].concat());
+            cases.push([&[6u8, 1][..], &tail[..tail.len().min(5)]].concat()); // u32
+            cases.push([&[6u8, 1][..], &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]].concat());
+            cases.push([&[6u8, 1][..], &[0xFF, 0xFF, 0xFF, 0xFF, 0x10]].concat());
+        }
+        for kind in [19u8, 20, 127] {
+            cases.push(vec![kind, 0]);
+        }
+        cases.push(vec![0x8A, 0x00, 1, 1, 0]); // kind 10 as an over-long varint
+        cases.push(vec![0x80, 0x80, 0x80, 0x80, 0x10, 0]); // kind past u32
+        // Arbitrary bytes (a fixed sequence, SplitMix64).
+        let mut x = 0x5EED_u64;
+        for _ in 0..20_000 {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let len = (z % 48) as usize;
+            let mut c: Vec<u8> = (0..len)
+                .map(|k| (z >> (k % 8 * 8)) as u8 ^ k as u8)
+                .collect();
+            if let Some(first) = c.first_mut() {
+                *first %= 20;
+            }
+            cases.push(c);
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for c in &cases {
+            let want = by_serde(c);
+            assert_eq!(RecordBody::decode(c), want, "payload {c:02x?}");
+            if want.is_some() {
+                ok += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(ok > 500 && refused > 500, "{ok} decoded, {refused} refused");
     }
 }

@@ -532,10 +532,7 @@ pub fn check_record_using(
         return Err(Damage::PrevHashMismatch);
     }
     let payload = &rec[HEADER_BYTES..HEADER_BYTES + header.payload_bytes as usize];
-    let body = match postcard::take_from_bytes::<RecordBody>(payload) {
-        Ok((body, [])) => body,
-        _ => return Err(Damage::BadPayload),
-    };
+    let body = RecordBody::decode(payload).ok_or(Damage::BadPayload)?;
     if body.kind() != header.kind {
         return Err(Damage::KindMismatch {
             found: header.kind,

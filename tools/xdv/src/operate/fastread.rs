@@ -275,22 +275,13 @@ impl MerkleIndex {
     }
 }
 
-/// Roots of four perfect subtrees of `2^BASE_HEIGHT` leaves each, hashed in lanes.
+/// Roots of four perfect subtrees of `2^BASE_HEIGHT` leaves each, hashed in lanes
+/// (leaves and nodes as fixed-shape blocks, [`lanes::leaves4`], [`lanes::nodes4`]).
 fn subtree_roots4(leaves: [&[Hash32]; 4]) -> [Hash32; 4] {
     const W: usize = 1 << MerkleIndex::BASE_HEIGHT;
     let mut cur = [[Hash32([0; 32]); W]; 4];
-    let mut bufs = [[0u8; 65]; 4];
     for i in 0..W {
-        for (b, l) in bufs.iter_mut().zip(leaves) {
-            b[0] = 0;
-            b[1..33].copy_from_slice(&l[i].0);
-        }
-        let d = lanes::digest4([
-            &bufs[0][..33],
-            &bufs[1][..33],
-            &bufs[2][..33],
-            &bufs[3][..33],
-        ]);
+        let d = lanes::leaves4(leaves.map(|l| &l[i]));
         for (c, h) in cur.iter_mut().zip(d) {
             c[i] = h;
         }
@@ -299,12 +290,7 @@ fn subtree_roots4(leaves: [&[Hash32]; 4]) -> [Hash32; 4] {
     while width > 1 {
         width /= 2;
         for i in 0..width {
-            for (b, c) in bufs.iter_mut().zip(&cur) {
-                b[0] = 1;
-                b[1..33].copy_from_slice(&c[2 * i].0);
-                b[33..65].copy_from_slice(&c[2 * i + 1].0);
-            }
-            let d = lanes::digest4([&bufs[0], &bufs[1], &bufs[2], &bufs[3]]);
+            let d = lanes::nodes4([0, 1, 2, 3].map(|k| (&cur[k][2 * i], &cur[k][2 * i + 1])));
             for (c, h) in cur.iter_mut().zip(d) {
                 c[i] = h;
             }
@@ -404,6 +390,45 @@ mod tests {
         let small = region(1);
         let fast = read_clean(&small, 4).expect("clean");
         assert_same(&fast, &read_audit_simple(&small), "small");
+    }
+
+    #[test]
+    fn applied_records_decode_as_mgmt_decode_does() {
+        use crate::operate::replay::decode_applied;
+        let good = xdv_cluster::mgmt::encode(&(300u64, "AssignTask", Hash32([9; 32])));
+        let mut cases = vec![Vec::new(), [good.clone(), vec![0]].concat()];
+        // Over-long varints for the index: ten bytes ending in 1 (read) or 2 (not).
+        let name_and_hash = &good[2..];
+        for last in [0x01, 0x02] {
+            let mut long = vec![0x80; 9];
+            long.push(last);
+            cases.push([&long[..], name_and_hash].concat());
+        }
+        cases.push([&[0x80, 0x00][..], name_and_hash].concat());
+        // Every prefix, and every byte of the good encoding changed three ways
+        // (bad UTF-8, lengths and varints that run over, other names).
+        for end in 0..=good.len() {
+            cases.push(good[..end].to_vec());
+        }
+        for at in 0..good.len() {
+            for v in [0xFF, 0x80, 0x41] {
+                let mut c = good.clone();
+                c[at] = v;
+                cases.push(c);
+            }
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for c in &cases {
+            let want = xdv_cluster::mgmt::decode::<(u64, String, Hash32)>(c).ok();
+            let got = decode_applied(c).map(|(i, n, h)| (i, n.to_string(), h));
+            assert_eq!(got, want, "bytes {c:02x?}");
+            if want.is_some() {
+                ok += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(ok > 10 && refused > 10, "{ok} decoded, {refused} refused");
     }
 
     #[test]

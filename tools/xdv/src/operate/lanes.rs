@@ -10,6 +10,7 @@
 //! is hashed by `sha2`.
 
 use sha2::{Digest, Sha256};
+use xdv_audit::merkle::{leaf_hash, node_hash};
 use xdv_types::Hash32;
 
 /// SHA-256 of each of the four messages.
@@ -19,6 +20,26 @@ pub fn digest4(msgs: [&[u8]; 4]) -> [Hash32; 4] {
         return shani::digest4(msgs);
     }
     msgs.map(|m| Hash32(Sha256::digest(m).into()))
+}
+
+/// RFC 6962 leaf hashes `SHA-256(0x00 || entry)` of four entries (one block each,
+/// built in place: no general padding per message).
+pub fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if shani::available() {
+        return shani::leaves4(entries);
+    }
+    entries.map(leaf_hash)
+}
+
+/// RFC 6962 node hashes `SHA-256(0x01 || left || right)` of four pairs (two blocks
+/// each, built in place).
+pub fn nodes4(pairs: [(&Hash32, &Hash32); 4]) -> [Hash32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if shani::available() {
+        return shani::nodes4(pairs);
+    }
+    pairs.map(|(l, r)| node_hash(l, r))
 }
 
 /// SHA-256 of every message of `msgs`, four at a time, into `out` (same length).
@@ -152,6 +173,47 @@ mod shani {
         states.map(to_hash)
     }
 
+    /// Four one-block leaves: `0x00 || entry`, `0x80`, zeros, the length (264 bits).
+    pub fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
+        let mut blocks = [[0u8; 64]; 4];
+        for (b, e) in blocks.iter_mut().zip(entries) {
+            b[1..33].copy_from_slice(&e.0);
+            b[33] = 0x80;
+            b[56..].copy_from_slice(&(33u64 * 8).to_be_bytes());
+        }
+        let mut states = [H0; 4];
+        let [b0, b1, b2, b3] = &blocks;
+        // SAFETY: `available()` (checked by the only caller, `super::leaves4`) found
+        // the CPU features `compress4` is compiled for.
+        unsafe { compress4(&mut states, [b0, b1, b2, b3]) };
+        states.map(to_hash)
+    }
+
+    /// Four two-block nodes: `0x01 || left || right[..31]`, then `right[31]`,
+    /// `0x80`, zeros, the length (520 bits).
+    pub fn nodes4(pairs: [(&Hash32, &Hash32); 4]) -> [Hash32; 4] {
+        let mut first = [[0u8; 64]; 4];
+        let mut second = [[0u8; 64]; 4];
+        for ((a, b), (l, r)) in first.iter_mut().zip(second.iter_mut()).zip(pairs) {
+            a[0] = 1;
+            a[1..33].copy_from_slice(&l.0);
+            a[33..64].copy_from_slice(&r.0[..31]);
+            b[0] = r.0[31];
+            b[1] = 0x80;
+            b[56..].copy_from_slice(&(65u64 * 8).to_be_bytes());
+        }
+        let mut states = [H0; 4];
+        let [a0, a1, a2, a3] = &first;
+        let [b0, b1, b2, b3] = &second;
+        // SAFETY: `available()` (checked by the only caller, `super::nodes4`) found
+        // the CPU features `compress4` is compiled for.
+        unsafe {
+            compress4(&mut states, [a0, a1, a2, a3]);
+            compress4(&mut states, [b0, b1, b2, b3]);
+        }
+        states.map(to_hash)
+    }
+
     fn to_hash(s: [u32; 8]) -> Hash32 {
         let mut out = [0u8; 32];
         for (o, w) in out.chunks_exact_mut(4).zip(s) {
@@ -255,6 +317,20 @@ mod tests {
             for (m, g) in msgs.iter().zip(got) {
                 assert_eq!(g, Hash32(Sha256::digest(m).into()), "len {}", m.len());
             }
+        }
+        // The Merkle shapes: leaves and nodes built in place.
+        let h = |i: usize| Hash32(Sha256::digest(&data[i..i + 7]).into());
+        for round in 0..64 {
+            let e = [0, 1, 2, 3].map(|k| h(round * 4 + k));
+            let l = e.each_ref();
+            assert_eq!(leaves4(l), e.map(|x| leaf_hash(&x)), "leaves {round}");
+            let f = [0, 1, 2, 3].map(|k| h(round * 4 + k + 1000));
+            let pairs = [0, 1, 2, 3].map(|k| (&e[k], &f[k]));
+            assert_eq!(
+                nodes4(pairs),
+                [0, 1, 2, 3].map(|k| node_hash(&e[k], &f[k])),
+                "nodes {round}"
+            );
         }
         let msgs: Vec<&[u8]> = (0..23).map(|i| &data[i..i * 50]).collect();
         let mut out = vec![Hash32([0; 32]); msgs.len()];

@@ -13,6 +13,7 @@
 use super::fastread::{MerkleIndex, verify_threads};
 use super::image::{NodeImage, RegionPlace};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use xdv_audit::{RecordBody, RecordView, VerifyError, VerifyReport, inspect_region_with};
 use xdv_cluster::mgmt;
 use xdv_cluster::{ClusterState, Command, Event, GlobalTime, Proposal};
@@ -30,7 +31,8 @@ pub struct AppliedRecord {
     /// Audit sequence number of the record.
     pub seq: u64,
     pub index: u64,
-    pub command: String,
+    /// The command name (shared: a region holds a few distinct names many times).
+    pub command: Arc<str>,
     pub hash: Hash32,
 }
 
@@ -75,6 +77,44 @@ pub(crate) struct Collected {
     undecodable: Vec<u64>,
     raft_applied: Vec<(u64, u64, u64)>,
     marks: Vec<AuditMark>,
+    /// Command names seen so far, each allocated once (at most [`MAX_NAMES`]).
+    names: Vec<Arc<str>>,
+}
+
+/// Most distinct command names [`Collected`] keeps shared; past that (only a
+/// region with many made-up names) each record gets its own copy.
+const MAX_NAMES: usize = 64;
+
+/// Decodes an applied-entry record's bytes, postcard `(index, command name, state
+/// hash)`, borrowing the name: accepts exactly the bytes that
+/// `mgmt::decode::<(u64, String, Hash32)>` accepts (size limit, postcard's varint
+/// limits, UTF-8, no trailing bytes; a test compares the two), without allocating
+/// and without serde's byte-at-a-time read of the hash.
+pub(crate) fn decode_applied(bytes: &[u8]) -> Option<(u64, &str, Hash32)> {
+    if bytes.len() > mgmt::MAX_MGMT_BYTES {
+        return None;
+    }
+    let (index, rest) = varint_u64(bytes)?;
+    let (len, rest) = varint_u64(rest)?;
+    let (name, rest) = rest.split_at_checked(usize::try_from(len).ok()?)?;
+    let name = std::str::from_utf8(name).ok()?;
+    // Exactly the 32 hash bytes left: nothing trails.
+    let hash: [u8; 32] = rest.try_into().ok()?;
+    Some((index, name, Hash32(hash)))
+}
+
+/// postcard's `u64` (and 64-bit `usize`) varint: at most 10 LEB128 bytes, the
+/// tenth at most 1; the value and the bytes after it.
+fn varint_u64(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut out = 0u64;
+    for i in 0..10 {
+        let v = *b.get(i)?;
+        out |= u64::from(v & 0x7F) << (7 * i);
+        if v & 0x80 == 0 {
+            return (i < 9 || v <= 1).then_some((out, &b[i + 1..]));
+        }
+    }
+    None
 }
 
 impl Collected {
@@ -88,14 +128,17 @@ impl Collected {
         };
         match &v.body {
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_APPLIED => {
-                match mgmt::decode::<(u64, String, Hash32)>(bytes) {
-                    Ok((index, command, hash)) => self.applied.push(AppliedRecord {
-                        seq,
-                        index,
-                        command,
-                        hash,
-                    }),
-                    Err(_) => self.undecodable.push(seq),
+                match decode_applied(bytes) {
+                    Some((index, name, hash)) => {
+                        let command = self.name(name);
+                        self.applied.push(AppliedRecord {
+                            seq,
+                            index,
+                            command,
+                            hash,
+                        })
+                    }
+                    None => self.undecodable.push(seq),
                 }
             }
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_NODE => {
@@ -132,6 +175,18 @@ impl Collected {
             )),
             _ => {}
         }
+    }
+
+    /// `name`, shared with every earlier record of the same name.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.iter().find(|n| ***n == *name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        if self.names.len() < MAX_NAMES {
+            self.names.push(n.clone());
+        }
+        n
     }
 
     pub(crate) fn append(&mut self, mut later: Collected) {
@@ -451,7 +506,7 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
             host,
             node: node_hash,
             host_command: "snapshot".into(),
-            node_command: recorded[&start][0].command.clone(),
+            node_command: recorded[&start][0].command.to_string(),
         });
     }
     for e in &entries {
@@ -483,13 +538,13 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
         let mine = recorded.get(&e.index);
         if let Some(rs) = mine {
             checked += 1;
-            if let Some(bad) = rs.iter().find(|r| r.hash != hash || r.command != command) {
+            if let Some(bad) = rs.iter().find(|r| r.hash != hash || *r.command != *command) {
                 verdict = Some(Verdict::Diverged {
                     index: e.index,
                     host: hash,
                     node: bad.hash,
                     host_command: command.into(),
-                    node_command: bad.command.clone(),
+                    node_command: bad.command.to_string(),
                 });
             }
         } else {
