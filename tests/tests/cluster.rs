@@ -9,9 +9,9 @@
 //! cluster's key (no Raft traffic accepted), the NIC's counters (no descriptor
 //! rejected), every node's audit chain verified on the host from its RAM file. That
 //! whole scenario runs once per NIC model — virtio-net and the Intel 82574 (`e1000e`),
-//! a NIC real servers have — each in one boot of three nodes. Then: malformed or
-//! mismatched provisioning modules refused at boot, log compaction and snapshot
-//! install, garbage and unauthenticated peers.
+//! a NIC real servers have — each in one boot of three nodes; so do log compaction
+//! with a snapshot install, and garbage and unauthenticated peers. Then: malformed or
+//! mismatched provisioning modules refused at boot (no network involved).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -410,15 +410,19 @@ fn snapshot_point(vm: &mut Vm) -> (u64, u64) {
 
 #[test]
 fn large_modules_compact_the_log_and_a_lagging_node_installs_the_snapshot() {
+    snapshot_scenario("cluster-snap", NicModel::Virtio);
+}
+
+#[test]
+fn large_modules_compact_the_log_and_a_lagging_node_installs_the_snapshot_on_e1000e() {
+    snapshot_scenario("cluster-snap-e1000e", NicModel::E1000e);
+}
+
+/// Log compaction and a snapshot install (large frames: ~60 KiB entries) over `nic`.
+fn snapshot_scenario(tag: &str, nic: NicModel) {
     // A 2 MiB Raft region (default 8 MiB) so a dozen large entries fill a quarter of it.
-    let mut cl = Testbed::launch_with(
-        "cluster-snap",
-        3,
-        Faults::default(),
-        3,
-        "raft=0x5000000,0x200000",
-    )
-    .unwrap();
+    let mut cl =
+        Testbed::launch_full(tag, 3, Faults::default(), 3, "raft=0x5000000,0x200000", nic).unwrap();
     let leader = cl.leader(&[1, 2, 3], T).unwrap();
     let lagging = if leader == 3 { 2 } else { 3 };
     let live: Vec<usize> = [1, 2, 3].into_iter().filter(|&i| i != lagging).collect();
@@ -489,9 +493,20 @@ fn frame(source: u32, msg: &xdv_net::wire::ClusterMessage) -> Vec<u8> {
 
 #[test]
 fn garbage_and_unauthenticated_peers_on_the_peer_port_are_refused_and_counted() {
+    fake_peer_scenario("cluster-fake", NicModel::Virtio);
+}
+
+#[test]
+fn garbage_and_unauthenticated_peers_are_refused_and_counted_on_e1000e() {
+    fake_peer_scenario("cluster-fake-e1000e", NicModel::E1000e);
+}
+
+/// A fake peer on the switch sends garbage and unauthenticated frames to node 3's `nic`.
+fn fake_peer_scenario(tag: &str, nic: NicModel) {
     use xdv::fakepeer::FakePeer;
     use xdv_net::wire::{ClusterMessage, Hello, PEER_TCP_PORT};
-    let mut cl = Testbed::prepare("cluster-fake", 3, Faults::default(), 9, "").unwrap();
+    let mut cl = Testbed::prepare(tag, 3, Faults::default(), 9, "").unwrap();
+    cl.nic = nic;
     // Node 1 stays off, so node 3 has a free socket accepting peers on 7100.
     for id in [2, 3] {
         cl.vms[id - 1] = Some(cl.boot(id, &format!("node{id}.prov")).unwrap());
