@@ -312,6 +312,9 @@ pub fn up(mut a: UpArgs) -> Result<()> {
     };
     let dir = dir(a.dir.clone());
     refuse_if_running(&dir)?;
+    if let Some(b) = a.net.clone().and_then(xdv::bridge::PeerNet::bridge) {
+        xdv::bridge::check(&b)?;
+    }
     // Decide and check everything before the (possibly long) kernel build; write
     // nothing until it succeeded.
     let existing = cluster::cluster_files(&dir);
