@@ -51,6 +51,10 @@ pub struct NodeSpec {
     /// Pid of the accelerator's device process (detached, like QEMU).
     #[serde(default)]
     pub accel_pid: Option<u32>,
+    /// The Linux bridge the peer NIC is on (a TAP device, [`crate::bridge`]); none:
+    /// the cluster's host switch.
+    #[serde(default)]
+    pub bridge: Option<crate::bridge::Bridge>,
 }
 
 impl NodeSpec {
@@ -329,10 +333,11 @@ pub fn qemu_args(st: &ClusterState, n: &NodeSpec) -> Result<Vec<String>> {
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
     ];
-    a.extend([
-        "-netdev".into(),
-        crate::switch::qemu_netdev_arg(&st.switch_dir, id as u16, "peer"),
-    ]);
+    let peer = match &n.bridge {
+        Some(_) => crate::bridge::qemu_netdev_arg(&crate::bridge::tap_name(n.mgmt_port()), "peer"),
+        None => crate::switch::qemu_netdev_arg(&st.switch_dir, id as u16, "peer"),
+    };
+    a.extend(["-netdev".into(), peer]);
     let nic = st.machine.nic;
     let pxe = st.machine.pxe.as_ref();
     // PXE: only the management NIC carries an option ROM and is in the boot order.
@@ -433,6 +438,10 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
     ensure_accel(st, id)?;
     let log_offset = std::fs::metadata(st.path(id, "log")).map_or(0, |m| m.len());
     let args = qemu_args(st, &n)?;
+    let tap = crate::bridge::tap_name(n.mgmt_port());
+    if let Some(b) = &n.bridge {
+        crate::bridge::prepare_tap(b, &tap).with_context(|| format!("node {id}'s peer NIC"))?;
+    }
     let err = std::fs::File::create(st.path(id, "qemu.err"))?;
     let child = Command::new(crate::qemu::QEMU)
         .args(&args)
@@ -449,6 +458,9 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
     spec.pid = Some(pid);
     spec.log_offset = log_offset;
     st.save()?;
+    if let Some(b) = &n.bridge {
+        crate::bridge::attach(b, &tap, pid).with_context(|| format!("node {id}'s peer NIC"))?;
+    }
     Ok(pid)
 }
 
@@ -569,7 +581,11 @@ pub fn stop_nodes(
         });
     }
     for &id in ids {
-        st.node_mut(id)?.pid = None;
+        let n = st.node_mut(id)?;
+        n.pid = None;
+        if let Some(b) = &n.bridge {
+            crate::bridge::remove_tap(b, &crate::bridge::tap_name(n.mgmt_port()));
+        }
     }
     st.save()?;
     if let Some(&(id, pid)) = pids.first() {
@@ -770,6 +786,7 @@ mod tests {
             log_offset: 0,
             accel: accel.map(String::from),
             accel_pid: None,
+            bridge: None,
         };
         let st = ClusterState {
             dir: PathBuf::from("/c"),

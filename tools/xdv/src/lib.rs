@@ -2,6 +2,7 @@
 //! QEMU integration tests (`tests/`) and the benchmarks (`tools/bench`).
 
 pub mod accel;
+pub mod bridge;
 pub mod cluster;
 pub mod console;
 pub mod exit;

@@ -58,7 +58,7 @@ enum Cmd {
     /// SIGKILL one node (crash); its RAM file stays.
     Kill(cmd::cluster::NodeArgs),
     /// Start a stopped node again on its RAM file (and the switch if it is stopped).
-    Start(cmd::cluster::NodeArgs),
+    Start(cmd::cluster::StartArgs),
     /// Add a node to the running cluster: new key, boot, admission (operator-signed
     /// AddWorker), catch-up, promotion to voter (or observer with --observer).
     Join(cmd::member::JoinArgs),

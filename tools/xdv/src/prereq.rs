@@ -112,6 +112,12 @@ pub const ALL: &[Prereq] = &[
         need: Need::Checks,
         used_by: "qiskit reference of the Q simulator (`pip install qiskit`), bench accel (qiskit-aer)",
     },
+    Prereq {
+        probe: Probe::Command("ip"),
+        package: "iproute2",
+        need: Need::Checks,
+        used_by: "up/start/join --net bridge=… (TAP devices), the bridge test",
+    },
 ];
 
 impl Prereq {

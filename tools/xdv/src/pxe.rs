@@ -245,6 +245,59 @@ pub fn write_tree(dir: &Path, kernel: &Path, nodes: &[PxeNode], uefi: bool) -> R
     })
 }
 
+/// Adds one machine to an existing tree (`cargo xdv join` on a PXE-booted cluster):
+/// its provisioning module and `xdv/mac-<MAC>.cfg`. Refuses a directory that is not a
+/// tree [`write_tree`] wrote, and a MAC or node id the tree already boots, so a
+/// running member's entry is never overwritten. Returns the path of the MAC's file.
+pub fn add_node(dir: &Path, node: &PxeNode) -> Result<PathBuf> {
+    for need in ["boot/grub/grub.cfg", "xdv/kernel.elf"] {
+        if !dir.join(need).is_file() {
+            bail!(
+                "{} is not a netboot tree (no {need}); write one with `cargo xdv pxe` or `cargo xdv up --boot pxe`",
+                dir.display()
+            );
+        }
+    }
+    let mac = grub_mac(&node.mac)?;
+    let cfg = dir.join(format!("xdv/mac-{mac}.cfg"));
+    if cfg.exists() {
+        bail!(
+            "MAC {mac} already has an entry in the tree ({})",
+            cfg.display()
+        );
+    }
+    let prov = dir.join(format!("xdv/node{}.prov", node.id));
+    if prov.exists() {
+        bail!(
+            "node {} already has a provisioning module in the tree ({})",
+            node.id,
+            prov.display()
+        );
+    }
+    let text = node_config(node)?;
+    if let Some(m) = &node.module {
+        std::fs::write(&prov, m)?;
+    }
+    std::fs::write(&cfg, text)?;
+    Ok(cfg)
+}
+
+/// Takes node `id` (booting from `mac`) out of a tree: its `xdv/mac-<MAC>.cfg` and
+/// provisioning module (`cargo xdv remove`, or a `join` the cluster refused). The
+/// machine then boots as an unknown MAC. Missing files are not an error.
+pub fn remove_node(dir: &Path, id: u32, mac: &str) -> Result<()> {
+    let mac = grub_mac(mac)?;
+    for f in [format!("xdv/mac-{mac}.cfg"), format!("xdv/node{id}.prov")] {
+        match std::fs::remove_file(dir.join(&f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {f} from {}", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `grub-mknetdir` for one platform.
 fn mknetdir(dir: &Path, fw: Firmware) -> Result<()> {
     let modules = Path::new("/usr/lib/grub").join(fw.grub_platform());
@@ -353,6 +406,46 @@ mod tests {
             ..n
         };
         assert!(node_config(&bad).is_err(), "GRUB syntax in a command line");
+    }
+
+    #[test]
+    fn a_node_added_to_a_tree_gets_its_entry_and_module_and_nothing_is_overwritten() {
+        let dir = std::env::temp_dir().join(format!("xdv-pxe-add-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let n = PxeNode {
+            id: 4,
+            mac: "52:54:00:00:01:04".into(),
+            cmdline: "node=4 ip=10.0.0.4/24 genesis=1,2,3".into(),
+            module: Some(vec![9, 9]),
+        };
+        let e = add_node(&dir, &n).unwrap_err().to_string();
+        assert!(e.contains("is not a netboot tree"), "{e}");
+        std::fs::create_dir_all(dir.join("boot/grub")).unwrap();
+        std::fs::create_dir_all(dir.join("xdv")).unwrap();
+        std::fs::write(dir.join("boot/grub/grub.cfg"), top_config()).unwrap();
+        std::fs::write(dir.join("xdv/kernel.elf"), b"elf").unwrap();
+        let cfg = add_node(&dir, &n).unwrap();
+        assert_eq!(cfg, dir.join("xdv/mac-52:54:00:00:01:04.cfg"));
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains("kernel.elf node=4 ip=10.0.0.4/24 genesis=1,2,3\n"));
+        assert!(text.contains("module2 ($root)/xdv/node4.prov\n"));
+        assert_eq!(std::fs::read(dir.join("xdv/node4.prov")).unwrap(), [9, 9]);
+        let e = add_node(&dir, &n).unwrap_err().to_string();
+        assert!(e.contains("already has an entry"), "{e}");
+        let other_mac = PxeNode {
+            mac: "52:54:00:00:01:05".into(),
+            ..n
+        };
+        let e = add_node(&dir, &other_mac).unwrap_err().to_string();
+        assert!(
+            e.contains("node 4 already has a provisioning module"),
+            "{e}"
+        );
+        remove_node(&dir, 4, "52:54:00:00:01:04").unwrap();
+        assert!(!cfg.exists() && !dir.join("xdv/node4.prov").exists());
+        remove_node(&dir, 4, "52:54:00:00:01:04").unwrap();
+        add_node(&dir, &other_mac).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

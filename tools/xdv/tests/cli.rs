@@ -117,6 +117,7 @@ fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
                 log_offset: 0,
                 accel: None,
                 accel_pid: None,
+                bridge: None,
             })
             .collect(),
         switch_pid: None,

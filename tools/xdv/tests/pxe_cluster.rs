@@ -2,7 +2,9 @@
 //! nodes with Intel 82574 NICs (`e1000e`, no virtio) boot GRUB over the network (iPXE
 //! → TFTP tree written by `up --boot pxe`), GRUB picks each node's command line and
 //! provisioning module by its MAC, and the cluster forms, commits tasks placed through
-//! a follower, survives the leader's kill and commits again. Through the CLI, as a user
+//! a follower; a fourth machine joins (`cargo xdv join` writes its TFTP entry, it boots
+//! by PXE and becomes a voter); the cluster survives the leader's kill and commits
+//! again with the new member's vote. Through the CLI, as a user
 //! runs it. Boots QEMU: `cargo test -p xdv --test pxe_cluster`.
 
 use std::time::{Duration, Instant};
@@ -104,13 +106,41 @@ fn three_nodes_pxe_boot_on_e1000e_form_commit_and_survive_a_leader_kill() {
     let follower = (1..=3u64).find(|&n| n != leader).unwrap().to_string();
     commit_through(&d, &follower, 3);
 
+    // A fourth machine joins the running cluster: `join` writes its entry into the
+    // TFTP tree and it boots by PXE like the first three, then is admitted as a voter.
+    let entry = dir.join("tftp/xdv/mac-52:54:00:00:01:04.cfg");
+    assert!(!entry.exists());
+    let t1 = Instant::now();
+    let o = xdv(&["join", "--dir", &d, "--timeout", "240"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("node 4 joined as a worker (voter)"),
+        "{o:?}"
+    );
+    eprintln!("node 4 PXE-booted and joined in {:?}", t1.elapsed());
+    let cfg = std::fs::read_to_string(&entry).unwrap();
+    assert!(cfg.contains("node=4 ip=10.0.0.4/24 genesis=1,2,3"), "{cfg}");
+    assert!(dir.join("tftp/xdv/node4.prov").is_file());
+    let log = std::fs::read_to_string(dir.join("node4.log")).unwrap();
+    for want in [
+        "xdv: pxe: GRUB booted from MAC 52:54:00:00:01:04",
+        "xdv: pxe: booting node 4",
+        "booted via Multiboot2",
+        "net: e1000e",
+    ] {
+        assert!(log.contains(want), "node 4: no `{want}` in\n{log}");
+    }
+
     let o = xdv(&["kill", &leader.to_string(), "--dir", &d]);
     assert_eq!(o.code, 0, "{o:?}");
     commit_through(&d, &follower, 3);
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         let (l, hashes) = leader_and_hashes(&d);
-        if l.is_some_and(|l| l != leader) && hashes.len() == 2 && hashes[0] == hashes[1] {
+        if l.is_some_and(|l| l != leader)
+            && hashes.len() == 3
+            && hashes.iter().all(|h| *h == hashes[0])
+        {
             break;
         }
         assert!(

@@ -87,6 +87,12 @@ pub struct UpArgs {
     /// Firmware of PXE-booting nodes: `bios` (SeaBIOS) or `uefi` (OVMF).
     #[arg(long, value_enum, requires = "boot")]
     firmware: Option<xdv::pxe::Firmware>,
+    /// Where every node's peer NIC is: `switch` (the cluster's host switch) or
+    /// `bridge=NAME` (a TAP device on that existing Linux bridge, to reach nodes on
+    /// other hosts; `bridge=NAME,netns=NS` for a bridge in network namespace NS; needs
+    /// root) [default: switch; with --resume: the directory's].
+    #[arg(long)]
+    net: Option<xdv::bridge::PeerNet>,
     /// Extra kernel command-line words for every node, after `--`.
     #[arg(last = true)]
     cmdline: Vec<String>,
@@ -116,6 +122,15 @@ fn apply_machine(a: &UpArgs, st: &mut ClusterState) -> Result<()> {
     }
     if a.firmware.is_some() && a.boot != Some(BootMode::Pxe) {
         bail!("--firmware applies to --boot pxe only");
+    }
+    if let Some(net) = &a.net {
+        let bridge = net.clone().bridge();
+        if let Some(b) = &bridge {
+            xdv::bridge::check(b)?;
+        }
+        for n in &mut st.nodes {
+            n.bridge = bridge.clone();
+        }
     }
     Ok(())
 }
@@ -297,6 +312,9 @@ pub fn up(mut a: UpArgs) -> Result<()> {
     };
     let dir = dir(a.dir.clone());
     refuse_if_running(&dir)?;
+    if let Some(b) = a.net.clone().and_then(xdv::bridge::PeerNet::bridge) {
+        xdv::bridge::check(&b)?;
+    }
     // Decide and check everything before the (possibly long) kernel build; write
     // nothing until it succeeded.
     let existing = cluster::cluster_files(&dir);
@@ -428,6 +446,7 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
             log_offset: 0,
             accel: accel.get(&id).cloned(),
             accel_pid: None,
+            bridge: None,
         })
         .collect();
     let st = ClusterState {
@@ -866,9 +885,37 @@ pub fn kill(a: NodeArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn start(a: NodeArgs) -> Result<()> {
+#[derive(clap::Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Move the node's peer NIC first: `switch`, `bridge=NAME` or
+    /// `bridge=NAME,netns=NS` (as `up --net`) [default: where it was].
+    #[arg(long)]
+    net: Option<xdv::bridge::PeerNet>,
+}
+
+pub fn start(a: StartArgs) -> Result<()> {
+    let StartArgs { node: a, net } = a;
     let mut st = ClusterState::load(&dir(a.dir))?;
     st.node(a.node)?;
+    if let Some(net) = net {
+        if let Some(pid) = st.node(a.node)?.pid.filter(|&p| cluster::alive(p)) {
+            bail!(
+                "node {} is running (pid {pid}); stop it with `cargo xdv kill {}` before moving its NIC",
+                a.node,
+                a.node
+            );
+        }
+        let bridge = net.bridge();
+        if let Some(b) = &bridge {
+            xdv::bridge::check(b)?;
+        }
+        if let Some(n) = st.nodes.iter_mut().find(|n| n.id == a.node) {
+            n.bridge = bridge;
+        }
+        st.save()?;
+    }
     if let Some(pid) = cluster::ensure_switch(&mut st)? {
         eprintln!("xdv: the switch was not running; started it (pid {pid})");
     }

@@ -9,6 +9,12 @@
 //! then stops the node. The cluster refuses what cannot be done (already a member,
 //! not a member, a change in progress, quorum would be lost) and the refusal is
 //! printed as it is.
+//!
+//! On a cluster that boots by PXE (`up --boot pxe`), `join` also writes the new
+//! node's entry into the cluster's TFTP tree (`xdv/mac-<MAC>.cfg` for its management
+//! NIC's MAC and `xdv/node<N>.prov`), so the new machine boots GRUB over the network
+//! and finds its command line and module by MAC like the first members; `remove` (and
+//! a refused `join`) takes the entry out again, so that MAC boots as unknown.
 
 use super::cluster::{dir, views};
 use anyhow::{Result, bail};
@@ -30,6 +36,11 @@ pub struct JoinArgs {
     /// Seconds to wait for the node to be admitted and caught up.
     #[arg(long, default_value_t = 180)]
     timeout: u64,
+    /// Where the new node's peer NIC is: `switch` (the cluster's host switch),
+    /// `bridge=NAME` (a TAP on that existing Linux bridge) or `bridge=NAME,netns=NS`
+    /// (the bridge is in network namespace NS) [default: as the lowest member's].
+    #[arg(long)]
+    net: Option<xdv::bridge::PeerNet>,
     /// Cluster directory [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -146,19 +157,21 @@ pub fn join(a: JoinArgs) -> Result<()> {
     if st.nodes.len() as u32 >= MAX_NODES {
         bail!("the cluster already has {MAX_NODES} nodes, the most this host runs");
     }
-    if st.machine.pxe.is_some() {
-        bail!(
-            "this cluster boots by PXE; a joining node needs its own entry in the TFTP tree, which `join` does not write yet: boot it with `-kernel` (`cargo xdv up` without --boot pxe)"
-        );
-    }
     if st.genesis.is_empty() {
         bail!(
             "this cluster directory predates membership changes (no genesis list); start a new one with `cargo xdv up --fresh`"
         );
     }
+    let template = st.nodes.first().cloned().expect("a running member exists");
+    let bridge = match a.net {
+        Some(net) => net.bridge(),
+        None => template.bridge.clone(),
+    };
+    if let Some(b) = &bridge {
+        xdv::bridge::check(b)?;
+    }
     let seed = keys.add_node(id)?;
     keys.save(&dir)?;
-    let template = st.nodes.first().cloned().expect("a running member exists");
     let genesis: Vec<String> = st.genesis.iter().map(u32::to_string).collect();
     let spec = NodeSpec {
         id,
@@ -177,9 +190,24 @@ pub fn join(a: JoinArgs) -> Result<()> {
         log_offset: 0,
         accel: None,
         accel_pid: None,
+        bridge,
     };
     if let Some(p) = &spec.provision {
         std::fs::write(p, keys.module(id)?)?;
+    }
+    // A PXE-booted cluster: the new machine finds its command line and module in the
+    // TFTP tree by its MAC, as the first members did.
+    if let Some(pxe) = &st.machine.pxe {
+        let cfg = xdv::pxe::add_node(
+            &pxe.tftp,
+            &xdv::pxe::PxeNode {
+                id,
+                mac: xdv::qemu::mgmt_mac(id as u16),
+                cmdline: spec.cmdline.clone(),
+                module: Some(keys.module(id)?),
+            },
+        )?;
+        eprintln!("xdv: node {id} boots by PXE from {}", cfg.display());
     }
     st.nodes.push(spec);
     st.nodes.sort_by_key(|n| n.id);
@@ -204,6 +232,9 @@ pub fn join(a: JoinArgs) -> Result<()> {
             cluster::stop_node(&mut st, id, true)?;
             st.nodes.retain(|n| n.id != id);
             st.save()?;
+            if let Some(pxe) = &st.machine.pxe {
+                xdv::pxe::remove_node(&pxe.tftp, id, &xdv::qemu::mgmt_mac(id as u16))?;
+            }
             match other {
                 Ok(Response::Refused(d)) => bail!("node {id} was not admitted: {d}"),
                 Ok(r) => bail!("unexpected answer: {}", mgmt::response_kind(&r)),
@@ -257,6 +288,10 @@ pub fn remove(a: RemoveArgs) -> Result<()> {
     cluster::stop_node(&mut st, a.node, false)?;
     st.nodes.retain(|n| n.id != a.node);
     st.save()?;
+    // A removed machine that PXE-boots again finds no entry: it is an unknown MAC.
+    if let Some(pxe) = &st.machine.pxe {
+        xdv::pxe::remove_node(&pxe.tftp, a.node, &xdv::qemu::mgmt_mac(a.node as u16))?;
+    }
     println!(
         "xdv: node {} removed and stopped; its RAM file and log stay in {}",
         a.node,

@@ -218,6 +218,7 @@ fn write_cluster_files(dir: &Path, keys: &Keys) -> Result<()> {
             log_offset: 0,
             accel: None,
             accel_pid: None,
+            bridge: None,
         });
     }
     ClusterFile {
