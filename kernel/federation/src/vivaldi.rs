@@ -84,6 +84,70 @@ impl Coordinate {
     }
 }
 
+/// Version byte of a coordinate's wire form ([`Coordinate::encode`]).
+pub const COORD_WIRE_VERSION: u8 = 1;
+/// Bytes of a coordinate's wire form: version, 4 + 1 `i64`s, error `u64`, samples
+/// `u32`, updated-at `u64`, all little-endian.
+pub const COORD_WIRE_BYTES: usize = 1 + 8 * DIMENSIONS + 8 + 8 + 4 + 8;
+
+impl Coordinate {
+    /// The wire form a node piggy-backs on its transport pings and acks (fixed size,
+    /// little-endian, versioned).
+    pub fn encode(&self) -> [u8; COORD_WIRE_BYTES] {
+        let mut out = [0u8; COORD_WIRE_BYTES];
+        out[0] = COORD_WIRE_VERSION;
+        let mut at = 1;
+        let mut put = |b: &[u8]| {
+            out[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        for c in self.position_us {
+            put(&c.to_le_bytes());
+        }
+        put(&self.height_us.to_le_bytes());
+        put(&self.error_ppm.to_le_bytes());
+        put(&self.sample_count.to_le_bytes());
+        put(&self.updated_at_ms.to_le_bytes());
+        out
+    }
+
+    /// Parses and validates a peer's coordinate: exact length, known version, every
+    /// field within the bounds [`Coordinate::validate`] checks. Never panics.
+    pub fn decode(bytes: &[u8], cfg: &VivaldiConfig) -> Result<Coordinate, VivaldiError> {
+        if bytes.len() != COORD_WIRE_BYTES {
+            return Err(VivaldiError::BadCoordinate("wire form of the wrong length"));
+        }
+        if bytes[0] != COORD_WIRE_VERSION {
+            return Err(VivaldiError::BadCoordinate("unknown wire version"));
+        }
+        let mut at = 1;
+        let mut take = |n: usize| {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&bytes[at..at + n]);
+            at += n;
+            b
+        };
+        let mut position_us = [0i64; DIMENSIONS];
+        for c in position_us.iter_mut() {
+            *c = i64::from_le_bytes(take(8));
+        }
+        let height_us = i64::from_le_bytes(take(8));
+        let error_ppm = u64::from_le_bytes(take(8));
+        let s = take(4);
+        let sample_count = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        let updated_at_ms = u64::from_le_bytes(take(8));
+        let c = Coordinate {
+            position_us,
+            height_us,
+            error_ppm,
+            sample_count,
+            updated_at_ms,
+        };
+        c.validate(cfg)?;
+        Ok(c)
+    }
+}
+
 /// Tuning of the coordinate system (§12.1.12, §12.9.1), in fixed-point units.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct VivaldiConfig {
