@@ -409,7 +409,7 @@ pub struct PeerHealthView {
 }
 
 /// One peer as this node sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHealth {
     pub node: NodeId,
     /// `gate`, `manager` or `worker` (§12.4).

@@ -1235,10 +1235,7 @@ impl<R: Region> Node<R> {
         self.last_detect_ms = now;
         let members = self.health_members();
         let load = self.load_ppm();
-        for a in self
-            .health
-            .detect(now, &members, t.suspect_after_ms, load)
-        {
+        for a in self.health.detect(now, &members, t.suspect_after_ms, load) {
             self.peer_event(a);
         }
         if !self.is_leader() {

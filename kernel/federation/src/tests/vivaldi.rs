@@ -244,7 +244,8 @@ fn coordinate_wire_form_round_trips_and_refuses_bad_bytes() {
     let mut a = VivaldiSystem::new(NodeId(1), cfg).unwrap();
     let b = VivaldiSystem::new(NodeId(2), cfg).unwrap();
     for t in 0..20 {
-        a.update(NodeId(2), *b.local_coordinate(), 12_000, t).unwrap();
+        a.update(NodeId(2), *b.local_coordinate(), 12_000, t)
+            .unwrap();
     }
     let c = *a.local_coordinate();
     let bytes = c.encode();

@@ -87,8 +87,8 @@ impl PeerHealth {
     /// Contact with `peer` (an authenticated frame): ALIVE, whatever it was.
     pub(super) fn heard(&mut self, peer: NodeId, role: Role, now_ms: u64) -> Option<Action> {
         let m = &mut self.membership;
-        let rediscover = self.removed.remove(&peer)
-            || m.peer(peer).is_none_or(|p| p.state == PeerState::Dead);
+        let rediscover =
+            self.removed.remove(&peer) || m.peer(peer).is_none_or(|p| p.state == PeerState::Dead);
         if rediscover {
             m.forget(peer);
             if m.on_discovered(peer, role, now_ms).is_err() {
@@ -222,9 +222,9 @@ impl PeerHealth {
                 };
                 let role = p.map_or(role, |p| p.role);
                 let base = self.membership.config().suspicion_base_ms;
-                let t = self
-                    .membership
-                    .adaptive_timeout_for(id, role, base, &self.vivaldi, load_ppm);
+                let t =
+                    self.membership
+                        .adaptive_timeout_for(id, role, base, &self.vivaldi, load_ppm);
                 PeerLine {
                     node: id,
                     role: String::from(role_word(role)),
