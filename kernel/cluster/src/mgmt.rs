@@ -378,7 +378,7 @@ pub struct ClusterView {
     /// `client`, `raft`, `audit`), µs since boot; empty where it does not measure.
     pub loop_phases_us: Vec<(String, u64)>,
     /// This node's network coordinate and what it knows of each peer (AD-35).
-    pub peer_health: PeerHealthView,
+    pub peer_health: alloc::boxed::Box<PeerHealthView>,
 }
 
 /// A node's Vivaldi coordinate and peer confirmation state (seed 003 §12.8), fed by

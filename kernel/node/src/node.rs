@@ -1829,7 +1829,7 @@ impl<R: Region> Node<R> {
                 .iter()
                 .map(|(n, us)| ((*n).into(), *us))
                 .collect(),
-            peer_health: self.peer_health(),
+            peer_health: alloc::boxed::Box::new(self.peer_health()),
         }
     }
 

@@ -349,7 +349,11 @@ fn health_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
         h.error_ppm / 1_000_000,
         h.error_ppm % 1_000_000 / 1000,
         h.samples,
-        if h.converged { "converged" } else { "not converged" },
+        if h.converged {
+            "converged"
+        } else {
+            "not converged"
+        },
         h.coordinate_updates,
         h.samples_rejected
     );
@@ -368,7 +372,9 @@ fn health_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
         h.load_ppm % 1_000_000 / 1000
     );
     for p in &h.peers {
-        let silent = p.silent_ms.map_or("never heard".into(), |ms| format!("heard {ms} ms ago"));
+        let silent = p
+            .silent_ms
+            .map_or("never heard".into(), |ms| format!("heard {ms} ms ago"));
         println!(
             "  {:<4} {:<8} {:<11} rtt {} us, estimate {} us, ucb {} us, quality {}.{:03}, suspicion timeout {} ms, {silent}",
             p.node,

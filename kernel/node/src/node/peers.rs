@@ -166,10 +166,11 @@ impl PeerHealth {
                 let _ = m.on_discovered(id, role, now_ms);
             }
             let alive = m.peer(id).is_some_and(|p| p.state == PeerState::Alive);
-            if alive && silent.is_some_and(|s| s >= suspect_after_ms) {
-                if let Ok(Some(a)) = m.on_probe_failed(id, now_ms, &self.vivaldi, load_ppm) {
-                    out.push(a);
-                }
+            if alive
+                && silent.is_some_and(|s| s >= suspect_after_ms)
+                && let Ok(Some(a)) = m.on_probe_failed(id, now_ms, &self.vivaldi, load_ppm)
+            {
+                out.push(a);
             }
         }
         out.extend(m.on_tick(now_ms, &self.vivaldi, load_ppm));
