@@ -263,20 +263,41 @@ pub fn rtt_estimate_us(cfg: &VivaldiConfig, a: &Coordinate, b: &Coordinate) -> u
 /// The uncertainty of an RTT estimate: the mean relative error of both ends times the
 /// estimate, clamped to `[sigma_min, sigma_max]`; `sigma_default` for an unknown peer.
 pub fn sigma_us(cfg: &VivaldiConfig, local: &Coordinate, remote: Option<&Coordinate>) -> u64 {
+    estimate_and_sigma_us(cfg, local, remote).1
+}
+
+/// (RTT estimate, sigma) with one distance computation: `rtt_default` and
+/// `sigma_default` for an unknown peer. [`sigma_us`] and [`rtt_ucb_us`] are built on it,
+/// so a caller that needs several of them (the router, per cluster) gets the same bits
+/// for a third of the square roots.
+pub fn estimate_and_sigma_us(
+    cfg: &VivaldiConfig,
+    local: &Coordinate,
+    remote: Option<&Coordinate>,
+) -> (u64, u64) {
     let Some(r) = remote else {
-        return cfg.sigma_default_us;
+        return (cfg.rtt_default_us, cfg.sigma_default_us);
     };
+    let rtt = rtt_estimate_us(cfg, local, r);
     let rel = (local.error_ppm + r.error_ppm) / 2;
-    mul_ppm(rtt_estimate_us(cfg, local, r), rel).clamp(cfg.sigma_min_us, cfg.sigma_max_us)
+    (
+        rtt,
+        mul_ppm(rtt, rel).clamp(cfg.sigma_min_us, cfg.sigma_max_us),
+    )
+}
+
+/// `rtt + k_sigma × sigma`, clamped to `[rtt_min, rtt_max]` (§12.1.7).
+pub fn ucb_of_us(cfg: &VivaldiConfig, rtt_us: u64, sigma_us: u64) -> u64 {
+    rtt_us
+        .saturating_add(mul_ppm(sigma_us, cfg.k_sigma_ppm))
+        .clamp(cfg.rtt_min_us, cfg.rtt_max_us)
 }
 
 /// Upper confidence bound of the RTT (§12.1.7): `rtt + k_sigma × sigma`, clamped to
 /// `[rtt_min, rtt_max]`. An unknown peer gets `rtt_default + k_sigma × sigma_default`.
 pub fn rtt_ucb_us(cfg: &VivaldiConfig, local: &Coordinate, remote: Option<&Coordinate>) -> u64 {
-    let rtt = remote.map_or(cfg.rtt_default_us, |r| rtt_estimate_us(cfg, local, r));
-    let sigma = sigma_us(cfg, local, remote);
-    rtt.saturating_add(mul_ppm(sigma, cfg.k_sigma_ppm))
-        .clamp(cfg.rtt_min_us, cfg.rtt_max_us)
+    let (rtt, sigma) = estimate_and_sigma_us(cfg, local, remote);
+    ucb_of_us(cfg, rtt, sigma)
 }
 
 /// Quality of a coordinate for routing, 0..=[`PPM`] (§12.1.3): the product of a sample
