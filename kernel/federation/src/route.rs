@@ -175,7 +175,24 @@ pub struct ClusterRouting {
     /// circuit is not open (a cluster with none live is excluded).
     cached_load_factor_ppm: u64,
     newest_usable_manager_ms: Option<u64>,
+    /// The last (local coordinate, RTT estimate, sigma) computed against the leader's
+    /// coordinate: a gate routes many requests between two moves of its coordinate, and
+    /// the square root is the costliest step. Cleared by every heartbeat. A pure
+    /// memo: the same inputs give the same bits with or without it.
+    distance_memo: DistanceMemo,
 }
+
+/// [`ClusterRouting::distance_memo`]: a cache, so not part of a cluster's equality.
+#[derive(Clone, Debug, Default)]
+struct DistanceMemo(core::cell::Cell<Option<(Coordinate, u64, u64)>>);
+
+impl PartialEq for DistanceMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DistanceMemo {}
 
 /// A manager's heartbeat as the gate receives it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -404,6 +421,7 @@ impl Router {
                 heartbeat_updated_at_ms: now_ms,
                 cached_load_factor_ppm: PPM,
                 newest_usable_manager_ms: None,
+                distance_memo: DistanceMemo::default(),
             });
         if !c.managers.contains_key(&hb.manager) && c.managers.len() >= MAX_MANAGERS_PER_CLUSTER {
             return Err(RouteError::Full {
@@ -439,6 +457,7 @@ impl Router {
             .map(|m| m.last_heartbeat_ms)
             .max();
         c.cached_load_factor_ppm = load_factor(&cfg, c);
+        c.distance_memo.0.set(None);
         Ok(())
     }
 
@@ -547,7 +566,15 @@ impl Router {
                 // same bits as `rtt_ucb_us` and `quality_penalty_ppm`).
                 let v = &self.cfg.vivaldi;
                 let remote = c.leader_coordinate.as_ref();
-                let (est, sigma) = estimate_and_sigma_us(v, local, remote);
+                let (est, sigma) = match c.distance_memo.0.get() {
+                    Some((at, est, sigma)) if at == *local => (est, sigma),
+                    _ => {
+                        let (est, sigma) = estimate_and_sigma_us(v, local, remote);
+                        c.distance_memo.0.set(Some((*local, est, sigma)));
+                        (est, sigma)
+                    }
+                };
+                debug_assert_eq!((est, sigma), estimate_and_sigma_us(v, local, remote));
                 let rtt = ucb_of_us(v, est, sigma);
                 let stale = now_ms.saturating_sub(c.coordinate_updated_at_ms);
                 let qp = self.penalty_of(remote.map_or(0, |r| {
@@ -609,7 +636,20 @@ impl Router {
                 s.score = mul_ppm(s.score, self.cfg.preference_mult_ppm);
             }
         }
-        scores.sort_unstable_by_key(|s| (s.bucket, s.score, s.cluster));
+        // One u128 compare per step instead of a three-level tuple compare: bucket,
+        // score, cluster packed in that order give the same (total) order, the cluster
+        // id making every key distinct.
+        scores.sort_unstable_by_key(|s| {
+            (u128::from(s.bucket.tag()) << 96)
+                | (u128::from(s.score) << 32)
+                | u128::from(s.cluster.0)
+        });
+        debug_assert!(
+            scores
+                .windows(2)
+                .all(|w| (w[0].bucket, w[0].score, w[0].cluster)
+                    < (w[1].bucket, w[1].score, w[1].cluster))
+        );
         self.metrics.decisions += 1;
         let (primary, reason) = match scores.first() {
             None => {

@@ -1276,14 +1276,15 @@ impl<R: Region> Node<R> {
             .collect()
     }
 
-    /// A voter can become the cluster's manager (its leader); everyone else works.
+    /// A member that votes can become the cluster's manager (its leader); an observer
+    /// (or a node the state does not list yet) only works. From the replicated state:
+    /// a lookup, cheap enough for every frame.
     fn peer_role(&self, peer: NodeId) -> xdv_federation::confirm::Role {
         use xdv_federation::confirm::Role;
-        let voter = self
-            .raft
-            .as_ref()
-            .is_some_and(|r| r.status().conf.is_voter(peer));
-        if voter { Role::Manager } else { Role::Worker }
+        match self.state.data().nodes.get(&peer) {
+            Some(r) if !r.info.observer => Role::Manager,
+            _ => Role::Worker,
+        }
     }
 
     fn load_ppm(&self) -> u64 {

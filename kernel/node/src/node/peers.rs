@@ -17,8 +17,8 @@
 //!   passed → DEAD → the leader proposes `NodeDown`. Heard after DEAD → forgotten,
 //!   rediscovered, ALIVE → `NodeUp`.
 //!
-//! Roles inside a cluster: a voter can become the cluster's manager (its Raft leader),
-//! so voters are `Manager`s (proactive, latency-aware); learners and observers are
+//! Roles inside a cluster: a member that votes can become the cluster's manager (its
+//! Raft leader), so members are `Manager`s (proactive, latency-aware); observers are
 //! `Worker`s (passive, never probed). A role is fixed when the peer is discovered.
 
 use alloc::collections::BTreeSet;
