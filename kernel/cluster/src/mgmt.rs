@@ -377,6 +377,56 @@ pub struct ClusterView {
     /// That work split by what the loop did (driver-defined phase names, e.g. `nic`,
     /// `client`, `raft`, `audit`), µs since boot; empty where it does not measure.
     pub loop_phases_us: Vec<(String, u64)>,
+    /// This node's network coordinate and what it knows of each peer (AD-35).
+    pub peer_health: alloc::boxed::Box<PeerHealthView>,
+}
+
+/// A node's Vivaldi coordinate and peer confirmation state (seed 003 §12.8), fed by
+/// the transport's ping/ack RTT samples. Integers: µs, ppm, ms.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealthView {
+    /// The local coordinate: 4 components and height, µs.
+    pub position_us: [i64; 4],
+    pub height_us: i64,
+    /// Relative prediction error, ppm (1 000 000 = 100 %).
+    pub error_ppm: u64,
+    pub samples: u32,
+    pub converged: bool,
+    /// §12.8.1: coordinate updates, samples refused, last sample's relative error.
+    pub coordinate_updates: u64,
+    pub samples_rejected: u64,
+    pub last_prediction_error_ppm: u64,
+    /// §12.8.2–3: (unconfirmed, alive, suspect, dead) peers; transitions.
+    pub counts: (u32, u32, u32, u32),
+    pub confirmed: u64,
+    pub removed_unconfirmed: u64,
+    pub suspected: u64,
+    pub refuted: u64,
+    pub dead: u64,
+    /// The node's own load multiplier, ppm (stretches its suspicion timeouts).
+    pub load_ppm: u64,
+    pub peers: Vec<PeerHealth>,
+}
+
+/// One peer as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealth {
+    pub node: NodeId,
+    /// `gate`, `manager` or `worker` (§12.4).
+    pub role: String,
+    /// `unconfirmed`, `alive`, `suspect`, `dead` or `removed`.
+    pub state: String,
+    /// Last measured RTT, µs (0: no sample yet).
+    pub rtt_last_us: u64,
+    /// Vivaldi RTT estimate and its upper confidence bound, µs.
+    pub rtt_estimate_us: u64,
+    pub rtt_ucb_us: u64,
+    /// Coordinate quality 0..=1 000 000.
+    pub quality_ppm: u64,
+    /// Milliseconds since last heard (`None`: never).
+    pub silent_ms: Option<u64>,
+    /// The adaptive SUSPECT → DEAD timeout this peer gets now, ms.
+    pub suspicion_timeout_ms: u64,
 }
 
 /// One stage of the request path as a node measured it.

@@ -132,6 +132,32 @@ impl ConfirmConfig {
         max_latency_multiplier_ppm: 10 * PPM,
     };
 
+    /// Every duration (passive timeouts, probe intervals, the suspicion base) times
+    /// `per_mille` / 1000, floor 1 ms: the one factor a cluster (or a test) uses to run
+    /// the seed's datacenter-scale timing faster with the same order of events.
+    pub fn scaled(&self, per_mille: u64) -> ConfirmConfig {
+        let f = |ms: u64| {
+            if ms == 0 {
+                0
+            } else {
+                (u128::from(ms) * u128::from(per_mille) / 1000).clamp(1, u128::from(u64::MAX))
+                    as u64
+            }
+        };
+        let role = |r: RoleStrategy| RoleStrategy {
+            passive_timeout_ms: f(r.passive_timeout_ms),
+            attempt_interval_ms: f(r.attempt_interval_ms),
+            ..r
+        };
+        ConfirmConfig {
+            gate: role(self.gate),
+            manager: role(self.manager),
+            worker: role(self.worker),
+            suspicion_base_ms: f(self.suspicion_base_ms),
+            ..*self
+        }
+    }
+
     /// The strategy for `role` (§12.4.5).
     pub fn strategy(&self, role: Role) -> &RoleStrategy {
         match role {

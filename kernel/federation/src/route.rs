@@ -32,7 +32,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use crate::vivaldi::{Coordinate, VivaldiConfig, coordinate_quality, rtt_ucb_us, sigma_us};
+use crate::vivaldi::{
+    Coordinate, VivaldiConfig, coordinate_quality, estimate_and_sigma_us, rtt_ucb_us, sigma_us,
+    ucb_of_us,
+};
 use crate::{ClusterId, JobId, NodeId, PPM, mul_ppm};
 
 /// Most clusters a router knows (and most candidates in a decision).
@@ -166,7 +169,30 @@ pub struct ClusterRouting {
     pub leader_coordinate: Option<Coordinate>,
     pub coordinate_updated_at_ms: u64,
     pub heartbeat_updated_at_ms: u64,
+    /// Derived from the fields above on every heartbeat (the only input that changes
+    /// them), so a decision reads them instead of recomputing per cluster: the load
+    /// factor ([`Router::load_factor_ppm`]) and the newest heartbeat of a manager whose
+    /// circuit is not open (a cluster with none live is excluded).
+    cached_load_factor_ppm: u64,
+    newest_usable_manager_ms: Option<u64>,
+    /// The last (local coordinate, RTT estimate, sigma) computed against the leader's
+    /// coordinate: a gate routes many requests between two moves of its coordinate, and
+    /// the square root is the costliest step. Cleared by every heartbeat. A pure
+    /// memo: the same inputs give the same bits with or without it.
+    distance_memo: DistanceMemo,
 }
+
+/// [`ClusterRouting::distance_memo`]: a cache, so not part of a cluster's equality.
+#[derive(Clone, Debug, Default)]
+struct DistanceMemo(core::cell::Cell<Option<(Coordinate, u64, u64)>>);
+
+impl PartialEq for DistanceMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DistanceMemo {}
 
 /// A manager's heartbeat as the gate receives it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -378,6 +404,7 @@ impl Router {
                 max: MAX_CLUSTERS,
             });
         }
+        let cfg = self.cfg;
         let c = self
             .clusters
             .entry(hb.cluster)
@@ -392,6 +419,9 @@ impl Router {
                 leader_coordinate: None,
                 coordinate_updated_at_ms: 0,
                 heartbeat_updated_at_ms: now_ms,
+                cached_load_factor_ppm: PPM,
+                newest_usable_manager_ms: None,
+                distance_memo: DistanceMemo::default(),
             });
         if !c.managers.contains_key(&hb.manager) && c.managers.len() >= MAX_MANAGERS_PER_CLUSTER {
             return Err(RouteError::Full {
@@ -420,6 +450,14 @@ impl Router {
                 c.coordinate_updated_at_ms = now_ms;
             }
         }
+        c.newest_usable_manager_ms = c
+            .managers
+            .values()
+            .filter(|m| m.circuit != Circuit::Open)
+            .map(|m| m.last_heartbeat_ms)
+            .max();
+        c.cached_load_factor_ppm = load_factor(&cfg, c);
+        c.distance_memo.0.set(None);
         Ok(())
     }
 
@@ -462,13 +500,10 @@ impl Router {
         if c.health == Health::Unhealthy {
             return None;
         }
-        let mut live = c
-            .managers
-            .values()
-            .filter(|m| self.manager_live(m, now_ms))
-            .peekable();
-        live.peek()?;
-        if live.all(|m| m.circuit == Circuit::Open) {
+        // Excluded when no live manager has a usable circuit: liveness only grows with
+        // the heartbeat time, so looking at the newest usable one decides it.
+        let usable = c.newest_usable_manager_ms?;
+        if now_ms.saturating_sub(usable) > self.cfg.manager_stale_ms {
             return None;
         }
         if now_ms.saturating_sub(c.heartbeat_updated_at_ms) > self.cfg.cluster_stale_ms {
@@ -484,27 +519,7 @@ impl Router {
     /// `1 + a_util·util + a_queue·queue + a_cb·cb`, times the leader's load multiplier
     /// (when above 1), capped at `load_factor_max` (§13.4.2).
     pub fn load_factor_ppm(&self, c: &ClusterRouting) -> u64 {
-        let cfg = &self.cfg;
-        let free = if c.total_cores == 0 {
-            0
-        } else {
-            (u64::from(c.available_cores) * PPM / u64::from(c.total_cores)).min(PPM)
-        };
-        let util = PPM - free;
-        let q = u64::from(c.queue_depth);
-        let queue = q * PPM / (q + cfg.queue_smoothing.max(1));
-        let total = c.managers.len() as u64;
-        let open = c
-            .managers
-            .values()
-            .filter(|m| m.circuit == Circuit::Open)
-            .count() as u64;
-        let cb = (open * PPM).checked_div(total).unwrap_or(PPM);
-        let lf = PPM
-            + mul_ppm(cfg.a_util_ppm, util)
-            + mul_ppm(cfg.a_queue_ppm, queue)
-            + mul_ppm(cfg.a_cb_ppm, cb);
-        mul_ppm(lf, c.load_multiplier_ppm.max(PPM)).min(cfg.load_factor_max_ppm)
+        load_factor(&self.cfg, c)
     }
 
     /// `1 + a_quality·(1 − quality)`, capped (§13.4.3). No coordinate: quality 0.
@@ -525,7 +540,11 @@ impl Router {
                 now_ms.saturating_sub(updated_at_ms),
             )
         });
-        (PPM + mul_ppm(self.cfg.a_quality_ppm, PPM - quality.min(PPM)))
+        self.penalty_of(quality)
+    }
+
+    fn penalty_of(&self, quality_ppm: u64) -> u64 {
+        (PPM + mul_ppm(self.cfg.a_quality_ppm, PPM - quality_ppm.min(PPM)))
             .min(self.cfg.quality_penalty_max_ppm)
     }
 
@@ -538,14 +557,34 @@ impl Router {
         mode: Mode,
         now_ms: u64,
     ) -> ScoreLine {
-        let load = self.load_factor_ppm(c);
-        let cooldown = self.in_cooldown(id, now_ms);
+        let load = c.cached_load_factor_ppm;
+        debug_assert_eq!(load, self.load_factor_ppm(c));
+        let cooldown = !self.cooldowns.is_empty() && self.in_cooldown(id, now_ms);
         let (rtt, qp, base) = match mode {
             Mode::Coordinates => {
+                // One distance per cluster for the UCB and the quality's sigma (the
+                // same bits as `rtt_ucb_us` and `quality_penalty_ppm`).
+                let v = &self.cfg.vivaldi;
                 let remote = c.leader_coordinate.as_ref();
-                let rtt = rtt_ucb_us(&self.cfg.vivaldi, local, remote);
-                let qp =
-                    self.quality_penalty_ppm(local, remote, c.coordinate_updated_at_ms, now_ms);
+                let (est, sigma) = match c.distance_memo.0.get() {
+                    Some((at, est, sigma)) if at == *local => (est, sigma),
+                    _ => {
+                        let (est, sigma) = estimate_and_sigma_us(v, local, remote);
+                        c.distance_memo.0.set(Some((*local, est, sigma)));
+                        (est, sigma)
+                    }
+                };
+                debug_assert_eq!((est, sigma), estimate_and_sigma_us(v, local, remote));
+                let rtt = ucb_of_us(v, est, sigma);
+                let stale = now_ms.saturating_sub(c.coordinate_updated_at_ms);
+                let qp = self.penalty_of(remote.map_or(0, |r| {
+                    coordinate_quality(v, local.sample_count.min(r.sample_count), sigma, stale)
+                }));
+                debug_assert_eq!(rtt, rtt_ucb_us(v, local, remote));
+                debug_assert_eq!(
+                    qp,
+                    self.quality_penalty_ppm(local, remote, c.coordinate_updated_at_ms, now_ms)
+                );
                 (rtt, qp, mul_ppm(mul_ppm(rtt, load), qp))
             }
             Mode::Bootstrap => (0, PPM, load),
@@ -597,7 +636,20 @@ impl Router {
                 s.score = mul_ppm(s.score, self.cfg.preference_mult_ppm);
             }
         }
-        scores.sort_unstable_by_key(|s| (s.bucket, s.score, s.cluster));
+        // One u128 compare per step instead of a three-level tuple compare: bucket,
+        // score, cluster packed in that order give the same (total) order, the cluster
+        // id making every key distinct.
+        scores.sort_unstable_by_key(|s| {
+            (u128::from(s.bucket.tag()) << 96)
+                | (u128::from(s.score) << 32)
+                | u128::from(s.cluster.0)
+        });
+        debug_assert!(
+            scores
+                .windows(2)
+                .all(|w| (w[0].bucket, w[0].score, w[0].cluster)
+                    < (w[1].bucket, w[1].score, w[1].cluster))
+        );
         self.metrics.decisions += 1;
         let (primary, reason) = match scores.first() {
             None => {
@@ -1085,4 +1137,29 @@ impl RouteDecision {
 fn fixed(v: u64, unit: u64) -> String {
     let milli = u128::from(v) * 1000 / u128::from(unit);
     alloc::format!("{}.{:03}", milli / 1000, milli % 1000)
+}
+
+/// `1 + a_util·util + a_queue·queue + a_cb·cb`, times the leader's load multiplier
+/// (when above 1), capped at `load_factor_max` (§13.4.2).
+fn load_factor(cfg: &RouteConfig, c: &ClusterRouting) -> u64 {
+    let free = if c.total_cores == 0 {
+        0
+    } else {
+        (u64::from(c.available_cores) * PPM / u64::from(c.total_cores)).min(PPM)
+    };
+    let util = PPM - free;
+    let q = u64::from(c.queue_depth);
+    let queue = q * PPM / (q + cfg.queue_smoothing.max(1));
+    let total = c.managers.len() as u64;
+    let open = c
+        .managers
+        .values()
+        .filter(|m| m.circuit == Circuit::Open)
+        .count() as u64;
+    let cb = (open * PPM).checked_div(total).unwrap_or(PPM);
+    let lf = PPM
+        + mul_ppm(cfg.a_util_ppm, util)
+        + mul_ppm(cfg.a_queue_ppm, queue)
+        + mul_ppm(cfg.a_cb_ppm, cb);
+    mul_ppm(lf, c.load_multiplier_ppm.max(PPM)).min(cfg.load_factor_max_ppm)
 }

@@ -84,6 +84,70 @@ impl Coordinate {
     }
 }
 
+/// Version byte of a coordinate's wire form ([`Coordinate::encode`]).
+pub const COORD_WIRE_VERSION: u8 = 1;
+/// Bytes of a coordinate's wire form: version, 4 + 1 `i64`s, error `u64`, samples
+/// `u32`, updated-at `u64`, all little-endian.
+pub const COORD_WIRE_BYTES: usize = 1 + 8 * DIMENSIONS + 8 + 8 + 4 + 8;
+
+impl Coordinate {
+    /// The wire form a node piggy-backs on its transport pings and acks (fixed size,
+    /// little-endian, versioned).
+    pub fn encode(&self) -> [u8; COORD_WIRE_BYTES] {
+        let mut out = [0u8; COORD_WIRE_BYTES];
+        out[0] = COORD_WIRE_VERSION;
+        let mut at = 1;
+        let mut put = |b: &[u8]| {
+            out[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        for c in self.position_us {
+            put(&c.to_le_bytes());
+        }
+        put(&self.height_us.to_le_bytes());
+        put(&self.error_ppm.to_le_bytes());
+        put(&self.sample_count.to_le_bytes());
+        put(&self.updated_at_ms.to_le_bytes());
+        out
+    }
+
+    /// Parses and validates a peer's coordinate: exact length, known version, every
+    /// field within the bounds [`Coordinate::validate`] checks. Never panics.
+    pub fn decode(bytes: &[u8], cfg: &VivaldiConfig) -> Result<Coordinate, VivaldiError> {
+        if bytes.len() != COORD_WIRE_BYTES {
+            return Err(VivaldiError::BadCoordinate("wire form of the wrong length"));
+        }
+        if bytes[0] != COORD_WIRE_VERSION {
+            return Err(VivaldiError::BadCoordinate("unknown wire version"));
+        }
+        let mut at = 1;
+        let mut take = |n: usize| {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&bytes[at..at + n]);
+            at += n;
+            b
+        };
+        let mut position_us = [0i64; DIMENSIONS];
+        for c in position_us.iter_mut() {
+            *c = i64::from_le_bytes(take(8));
+        }
+        let height_us = i64::from_le_bytes(take(8));
+        let error_ppm = u64::from_le_bytes(take(8));
+        let s = take(4);
+        let sample_count = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        let updated_at_ms = u64::from_le_bytes(take(8));
+        let c = Coordinate {
+            position_us,
+            height_us,
+            error_ppm,
+            sample_count,
+            updated_at_ms,
+        };
+        c.validate(cfg)?;
+        Ok(c)
+    }
+}
+
 /// Tuning of the coordinate system (§12.1.12, §12.9.1), in fixed-point units.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct VivaldiConfig {
@@ -199,20 +263,41 @@ pub fn rtt_estimate_us(cfg: &VivaldiConfig, a: &Coordinate, b: &Coordinate) -> u
 /// The uncertainty of an RTT estimate: the mean relative error of both ends times the
 /// estimate, clamped to `[sigma_min, sigma_max]`; `sigma_default` for an unknown peer.
 pub fn sigma_us(cfg: &VivaldiConfig, local: &Coordinate, remote: Option<&Coordinate>) -> u64 {
+    estimate_and_sigma_us(cfg, local, remote).1
+}
+
+/// (RTT estimate, sigma) with one distance computation: `rtt_default` and
+/// `sigma_default` for an unknown peer. [`sigma_us`] and [`rtt_ucb_us`] are built on it,
+/// so a caller that needs several of them (the router, per cluster) gets the same bits
+/// for a third of the square roots.
+pub fn estimate_and_sigma_us(
+    cfg: &VivaldiConfig,
+    local: &Coordinate,
+    remote: Option<&Coordinate>,
+) -> (u64, u64) {
     let Some(r) = remote else {
-        return cfg.sigma_default_us;
+        return (cfg.rtt_default_us, cfg.sigma_default_us);
     };
+    let rtt = rtt_estimate_us(cfg, local, r);
     let rel = (local.error_ppm + r.error_ppm) / 2;
-    mul_ppm(rtt_estimate_us(cfg, local, r), rel).clamp(cfg.sigma_min_us, cfg.sigma_max_us)
+    (
+        rtt,
+        mul_ppm(rtt, rel).clamp(cfg.sigma_min_us, cfg.sigma_max_us),
+    )
+}
+
+/// `rtt + k_sigma × sigma`, clamped to `[rtt_min, rtt_max]` (§12.1.7).
+pub fn ucb_of_us(cfg: &VivaldiConfig, rtt_us: u64, sigma_us: u64) -> u64 {
+    rtt_us
+        .saturating_add(mul_ppm(sigma_us, cfg.k_sigma_ppm))
+        .clamp(cfg.rtt_min_us, cfg.rtt_max_us)
 }
 
 /// Upper confidence bound of the RTT (§12.1.7): `rtt + k_sigma × sigma`, clamped to
 /// `[rtt_min, rtt_max]`. An unknown peer gets `rtt_default + k_sigma × sigma_default`.
 pub fn rtt_ucb_us(cfg: &VivaldiConfig, local: &Coordinate, remote: Option<&Coordinate>) -> u64 {
-    let rtt = remote.map_or(cfg.rtt_default_us, |r| rtt_estimate_us(cfg, local, r));
-    let sigma = sigma_us(cfg, local, remote);
-    rtt.saturating_add(mul_ppm(sigma, cfg.k_sigma_ppm))
-        .clamp(cfg.rtt_min_us, cfg.rtt_max_us)
+    let (rtt, sigma) = estimate_and_sigma_us(cfg, local, remote);
+    ucb_of_us(cfg, rtt, sigma)
 }
 
 /// Quality of a coordinate for routing, 0..=[`PPM`] (§12.1.3): the product of a sample

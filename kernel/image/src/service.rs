@@ -37,6 +37,8 @@ pub struct Services {
     last_poll_us: u64,
     /// Longest time between two iterations since [`Services::take_longest_gap_us`].
     longest_gap_us: u64,
+    /// When the transport last got this node's coordinate (ms).
+    coordinate_ms: u64,
     /// The hash-voting test hook (`fault=corrupt-state@MS`): when to corrupt this
     /// node's replica of the state, until it fired.
     corrupt_at_ms: Option<u64>,
@@ -190,6 +192,7 @@ impl Services {
             iterations: 0,
             last_poll_us: time::uptime_us(),
             longest_gap_us: 0,
+            coordinate_ms: 0,
             corrupt_at_ms,
             idle_us: 0,
             phases: Phases::default(),
@@ -223,6 +226,12 @@ impl Services {
         self.node.set_local_metrics(local);
         self.node.set_time_us(time::uptime_us());
         if let Some(t) = self.transport.as_mut() {
+            // The coordinate moves at most once per RTT sample: refreshed every 100 ms.
+            let now_ms = now_us / 1000;
+            if now_ms.saturating_sub(self.coordinate_ms) >= 100 {
+                self.coordinate_ms = now_ms;
+                t.set_coordinate(self.node.coordinate_payload());
+            }
             let events = t.poll(&mut self.net);
             self.phases.charge(Phase::Transport, &mut mark);
             for e in events {
@@ -237,6 +246,14 @@ impl Services {
                     }
                     Event::Heard(from) => {
                         self.node.on_peer_heard(from);
+                        Phase::Peer
+                    }
+                    Event::Rtt {
+                        from,
+                        rtt_us,
+                        coordinate,
+                    } => {
+                        self.node.on_peer_rtt(from, rtt_us, &coordinate);
                         Phase::Peer
                     }
                     Event::Client { conn, bytes } => {

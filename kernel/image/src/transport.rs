@@ -5,7 +5,10 @@
 //!   connects to every listed peer with a higher id and accepts connections from
 //!   the others on [`PEER_TCP_PORT`]; the first frame each way is `Hello`.
 //! - Every established connection sends `Ping` each [`HEARTBEAT_MS`]; a peer is up
-//!   while it answered within [`PEER_TIMEOUT_MS`]. A closed connection is retried
+//!   while it answered within [`PEER_TIMEOUT_MS`]. Between peers the ping and its pong
+//!   carry the sender's Vivaldi coordinate (the pong answers the ping's `seq` with the
+//!   answering node's coordinate instead of echoing the payload); each pong to the
+//!   latest ping is an RTT sample for the node ([`Event::Rtt`]). A closed connection is retried
 //!   by its connecting side after [`RECONNECT_MS`].
 //! - Bad input (length over limit, unknown version or type, truncated or
 //!   undecodable body, bad checksum) increments the counter of its kind, logs one
@@ -72,6 +75,13 @@ pub enum Event {
     Forward { from: NodeId, bytes: Vec<u8> },
     /// Any frame from an authenticated peer (liveness).
     Heard(NodeId),
+    /// An authenticated peer answered this node's latest ping after `rtt_us`; its pong
+    /// carries the peer's Vivaldi coordinate (wire form, checked by the node).
+    Rtt {
+        from: NodeId,
+        rtt_us: u64,
+        coordinate: Vec<u8>,
+    },
     /// A management request from a client connection.
     Client { conn: ClientConn, bytes: Vec<u8> },
 }
@@ -121,6 +131,8 @@ struct Conn {
     last_heard_ms: u64,
     last_ping_ms: u64,
     ping_sent_us: u64,
+    /// The `seq` of the latest ping (a pong answering an older one is no sample).
+    ping_seq: u64,
     rtt_us: u64,
     frames_in: u64,
     frames_out: u64,
@@ -158,6 +170,9 @@ pub struct Transport {
     admission: Admission,
     /// Accepted peer connections closed for not authenticating in time.
     pub peer_handshake_timeouts: u64,
+    /// This node's Vivaldi coordinate (wire form), piggy-backed on every peer ping
+    /// and pong ([`Transport::set_coordinate`]).
+    coordinate: Vec<u8>,
 }
 
 fn now_ms() -> u64 {
@@ -194,6 +209,7 @@ fn new_conn(
         last_heard_ms: 0,
         last_ping_ms: 0,
         ping_sent_us: 0,
+        ping_seq: 0,
         rtt_us: 0,
         frames_in: 0,
         frames_out: 0,
@@ -258,6 +274,7 @@ impl Transport {
             unauthenticated_dropped: 0,
             ident: ident.clone(),
             events: Vec::new(),
+            coordinate: Vec::new(),
             send_failures: 0,
             mgmt_base,
             admission: Admission::new(MGMT_SLOTS, MGMT_LIMITS),
@@ -393,14 +410,9 @@ impl Transport {
             self.conns[i].last_ping_ms = now;
             self.conns[i].ping_sent_us = time::uptime_us();
             let seq = now;
-            self.send(
-                iface,
-                i,
-                &ClusterMessage::Ping(Ping {
-                    seq,
-                    payload: Vec::new(),
-                }),
-            );
+            self.conns[i].ping_seq = seq;
+            let payload = self.coordinate.clone();
+            self.send(iface, i, &ClusterMessage::Ping(Ping { seq, payload }));
         }
     }
 
@@ -526,12 +538,32 @@ impl Transport {
                         .abort();
                 }
             }
-            ClusterMessage::Ping(p) => {
+            // A management client's ping is echoed; a peer's is answered with this
+            // node's coordinate (the pinger measures the RTT by the echoed `seq`).
+            ClusterMessage::Ping(p) if self.conns[i].role == Role::Mgmt => {
                 self.send(iface, i, &ClusterMessage::Pong(p));
             }
-            ClusterMessage::Pong(_) => {
+            ClusterMessage::Ping(p) => {
+                let pong = Ping {
+                    seq: p.seq,
+                    payload: self.coordinate.clone(),
+                };
+                self.send(iface, i, &ClusterMessage::Pong(pong));
+            }
+            ClusterMessage::Pong(p) => {
                 let c = &mut self.conns[i];
-                c.rtt_us = time::uptime_us().saturating_sub(c.ping_sent_us);
+                if p.seq == c.ping_seq && c.ping_sent_us != 0 {
+                    c.rtt_us = time::uptime_us().saturating_sub(c.ping_sent_us);
+                    c.ping_sent_us = 0;
+                    if let (Some(from), true) = (c.peer, c.authenticated) {
+                        let rtt_us = c.rtt_us;
+                        self.events.push(Event::Rtt {
+                            from,
+                            rtt_us,
+                            coordinate: p.payload,
+                        });
+                    }
+                }
             }
             ClusterMessage::Raft(bytes) => match self.conns[i].peer {
                 // Raft traffic only from a peer that proved its node key.
@@ -669,6 +701,11 @@ impl Transport {
 
 impl Transport {
     /// Services every connection; returns what arrived for the node.
+    /// This node's coordinate for the next pings and pongs.
+    pub fn set_coordinate(&mut self, coordinate: Vec<u8>) {
+        self.coordinate = coordinate;
+    }
+
     pub fn poll(&mut self, net: &mut Net) -> Vec<Event> {
         let now = now_ms();
         for i in 0..self.conns.len() {

@@ -96,8 +96,10 @@ impl Identity {
 pub struct Timing {
     /// A parked client request is answered within this long (then: retry, same seq).
     pub reply_timeout_ms: u64,
-    /// A member unheard this long is declared down by the leader.
-    pub node_down_ms: u64,
+    /// An ALIVE member unheard this long is SUSPECT; it is DEAD (and the leader
+    /// declares it down) after the adaptive suspicion timeout of
+    /// [`NodeConfig::confirm`] (`base × latency × load × confidence`).
+    pub suspect_after_ms: u64,
     /// A member heard within this long is up again.
     pub peer_up_ms: u64,
     /// How often the leader's failure detector looks.
@@ -119,7 +121,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             reply_timeout_ms: 10_000,
-            node_down_ms: 4_000,
+            suspect_after_ms: 1_500,
             peer_up_ms: 3_000,
             detect_every_ms: 500,
             resend_ms: 1_500,
@@ -157,7 +159,29 @@ pub struct NodeConfig {
     /// cluster's, and the log (or a snapshot) brings it to the present. `None`: the
     /// identity's peers are the genesis members.
     pub genesis_members: Option<Vec<u32>>,
+    /// Vivaldi coordinates from the transport's RTT samples (seed 003 §12.1).
+    pub vivaldi: xdv_federation::vivaldi::VivaldiConfig,
+    /// Role-aware confirmation and adaptive suspicion of members (§12.2–§12.9).
+    pub confirm: xdv_federation::confirm::ConfirmConfig,
 }
+
+/// Confirmation timing inside one cluster: the seed's (datacenter-scale) role
+/// timeouts and probe intervals scaled by [`CONFIRM_PER_MILLE`], and a suspicion base
+/// such that an unloaded, converged member on a LAN is declared down
+/// `Timing::suspect_after_ms` + [`SUSPICION_BASE_MS`] = 4 s after it went silent (the
+/// fixed figure this replaces); a far (RTT > 10 ms), loaded or poorly placed one later.
+pub fn cluster_confirm_config() -> xdv_federation::confirm::ConfirmConfig {
+    xdv_federation::confirm::ConfirmConfig {
+        suspicion_base_ms: SUSPICION_BASE_MS,
+        ..xdv_federation::confirm::ConfirmConfig::DEFAULT.scaled(CONFIRM_PER_MILLE)
+    }
+}
+
+/// The one scale factor of the seed's confirmation durations inside a cluster (‰):
+/// a voter never heard is taken out of placement after 9 s + 3 probes of 0.5 s.
+pub const CONFIRM_PER_MILLE: u64 = 100;
+/// The base SUSPECT → DEAD timeout inside a cluster.
+pub const SUSPICION_BASE_MS: u64 = 2_500;
 
 impl NodeConfig {
     /// The kernel's defaults for `identity` granting `cores` cores.
@@ -177,6 +201,8 @@ impl NodeConfig {
             builtins: Vec::new(),
             audited_through: 0,
             genesis_members: None,
+            vivaldi: xdv_federation::vivaldi::VivaldiConfig::DEFAULT,
+            confirm: cluster_confirm_config(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub use config::{GENESIS_CORES, Identity, NodeConfig, RAFT_APPEND_BYTES, Timing}
 pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region, TearRegion};
 pub use metrics::{LocalMetrics, NicMetrics, check_exposition};
 pub use node::{
-    AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, ClientConn,
-    ContractRecordBody, EVENT_PROPOSED, Halt, Node, NodeCounters, Outbox, RunTask, genesis,
+    AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, AUDIT_TAG_PEER,
+    ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt, Node, NodeCounters, Outbox,
+    PeerRecordBody, RunTask, genesis,
 };

@@ -21,6 +21,7 @@
 //!   afterwards is dropped, never proposed.
 
 mod membership;
+pub mod peers;
 pub mod stages;
 
 use crate::config::{Identity, NodeConfig};
@@ -55,6 +56,10 @@ pub const AUDIT_TAG_HASH_ALARM: u16 = 0xC5;
 /// The event of the requesting node's record of a contract it signed and proposed
 /// (before the log decides it; only the requesting node writes it).
 pub const EVENT_PROPOSED: &str = "proposed";
+/// Audit `Custom` tag of a peer-health transition this node saw: postcard
+/// ([`PeerRecordBody`]): confirmed, removed, suspected (with the adaptive timeout and
+/// its factors), refuted, dead. The leader's `NodeDown` follows a `dead` or `removed`.
+pub const AUDIT_TAG_PEER: u16 = 0xC6;
 /// Contract answers kept for parked reservations (the most recent ones).
 const MAX_CONTRACT_ANSWERS: usize = 256;
 
@@ -74,6 +79,16 @@ pub struct ContractRecordBody {
     pub job: Option<(TaskId, Hash32)>,
     pub detail: String,
 }
+/// What a peer-health audit record holds ([`AUDIT_TAG_PEER`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerRecordBody {
+    pub peer: NodeId,
+    pub event: String,
+    pub at_ms: u64,
+    /// For `suspected`: (timeout ms, latency ppm, load ppm, confidence ppm).
+    pub timeout: Option<(u64, u64, u64, u64)>,
+}
+
 /// Most parked client requests (submissions waiting for the log, `AwaitTask`s
 /// waiting for an outcome): enough for a few hundred pipelined tasks in flight.
 pub const MAX_PARKED: usize = 1024;
@@ -248,7 +263,6 @@ pub struct Node<R: Region> {
     gate: Gate,
     clock: LamportClock,
     now_ms: u64,
-    started_ms: u64,
     last_tick_ms: u64,
     /// Dispatched to the driver and not reported yet.
     running: BTreeSet<(TaskId, u32)>,
@@ -292,6 +306,8 @@ pub struct Node<R: Region> {
     members_sent: Vec<(NodeId, [u8; 32])>,
     /// The driver's own numbers for the metrics answer ([`Node::set_local_metrics`]).
     local_metrics: crate::metrics::LocalMetrics,
+    /// Vivaldi coordinate and role-aware confirmation of the members ([`peers`]).
+    health: peers::PeerHealth,
 }
 
 /// The cluster state a node built from `cfg` starts from before its log: every member
@@ -358,7 +374,6 @@ impl<R: Region> Node<R> {
             stages: Stages::default(),
             loop_busy_us: 0,
             loop_phases_us: Vec::new(),
-            started_ms: now_ms,
             last_tick_ms: now_ms,
             running: BTreeSet::new(),
             unconfirmed: BTreeMap::new(),
@@ -381,6 +396,7 @@ impl<R: Region> Node<R> {
             out: Outbox::default(),
             members_sent: Vec::new(),
             local_metrics: crate::metrics::LocalMetrics::default(),
+            health: peers::PeerHealth::new(me, cfg.vivaldi, cfg.confirm),
             cfg,
         };
         if let Some(e) = state_error {
@@ -501,9 +517,34 @@ impl<R: Region> Node<R> {
 
     /// The transport heard from authenticated member `peer` (any frame).
     pub fn on_peer_heard(&mut self, peer: NodeId) {
-        if self.knows(peer) {
+        if self.knows(peer) && peer != self.me {
             self.heard_ms.insert(peer, self.now_ms);
+            let role = self.peer_role(peer);
+            if let Some(a) = self.health.heard(peer, role, self.now_ms) {
+                self.peer_event(a);
+            }
         }
+    }
+
+    /// An RTT sample: this node's ping to member `peer` was answered after `rtt_us`
+    /// (measured by the driver), the answer carrying the peer's coordinate
+    /// (`coordinate`, its [`xdv_federation::vivaldi::Coordinate`] wire form). It moves
+    /// this node's Vivaldi coordinate; a refused sample (bad coordinate, RTT out of
+    /// range) is counted and changes nothing.
+    pub fn on_peer_rtt(&mut self, peer: NodeId, rtt_us: u64, coordinate: &[u8]) {
+        if !self.knows(peer) || peer == self.me {
+            return;
+        }
+        self.on_peer_heard(peer);
+        let _ = self
+            .health
+            .rtt_sample(peer, rtt_us, coordinate, self.now_ms);
+    }
+
+    /// This node's coordinate in its wire form, for the driver to piggy-back on its
+    /// pings and acks.
+    pub fn coordinate_payload(&self) -> Vec<u8> {
+        self.health.coordinate_bytes()
     }
 
     /// A management frame (`PeerForward`) from authenticated peer `from`.
@@ -1182,35 +1223,120 @@ impl<R: Region> Node<R> {
         }
     }
 
-    /// The leader declares a member down after `node_down_ms` without hearing it, and
-    /// up again once it is heard.
+    /// Every node watches its members' health ([`peers`]); the leader declares a member
+    /// down when it is DEAD (or was never confirmed within its role's timeout), and up
+    /// again once it is ALIVE and heard within `peer_up_ms`.
     fn detect_failures(&mut self) {
         let now = self.now_ms;
         let t = self.cfg.timing;
-        if now.saturating_sub(self.last_detect_ms) < t.detect_every_ms || !self.is_leader() {
+        if now.saturating_sub(self.last_detect_ms) < t.detect_every_ms {
             return;
         }
         self.last_detect_ms = now;
-        let members: Vec<(NodeId, bool)> = self
+        let members = self.health_members();
+        let load = self.load_ppm();
+        for a in self.health.detect(now, &members, t.suspect_after_ms, load) {
+            self.peer_event(a);
+        }
+        if !self.is_leader() {
+            return;
+        }
+        let ups: Vec<(NodeId, bool)> = self
             .state
             .data()
             .nodes
             .iter()
             .map(|(n, r)| (*n, r.up))
             .collect();
-        for (node, up) in members {
+        for (node, up) in ups {
             if node == self.me {
                 continue;
             }
-            let silent =
-                now.saturating_sub(self.heard_ms.get(&node).copied().unwrap_or(self.started_ms));
-            let settled = now.saturating_sub(self.started_ms) >= 2 * t.node_down_ms;
-            if up && silent >= t.node_down_ms && settled {
-                let _ = self.propose(Command::NodeDown { node });
-            } else if !up && silent < t.peer_up_ms && self.heard_ms.contains_key(&node) {
-                let _ = self.propose(Command::NodeUp { node });
+            let silent = self.silence_ms(node);
+            match self.health.verdict(node) {
+                peers::Verdict::Down if up => {
+                    let _ = self.propose(Command::NodeDown { node });
+                }
+                peers::Verdict::Up if !up && silent.is_some_and(|s| s < t.peer_up_ms) => {
+                    let _ = self.propose(Command::NodeUp { node });
+                }
+                _ => {}
             }
         }
+    }
+
+    /// The members other than this node with their role and silence.
+    fn health_members(&self) -> Vec<(NodeId, xdv_federation::confirm::Role, Option<u64>)> {
+        self.state
+            .data()
+            .nodes
+            .keys()
+            .filter(|n| **n != self.me)
+            .map(|&n| (n, self.peer_role(n), self.silence_ms(n)))
+            .collect()
+    }
+
+    /// A member that votes can become the cluster's manager (its leader); an observer
+    /// (or a node the state does not list yet) only works. From the replicated state:
+    /// a lookup, cheap enough for every frame.
+    fn peer_role(&self, peer: NodeId) -> xdv_federation::confirm::Role {
+        use xdv_federation::confirm::Role;
+        match self.state.data().nodes.get(&peer) {
+            Some(r) if !r.info.observer => Role::Manager,
+            _ => Role::Worker,
+        }
+    }
+
+    fn load_ppm(&self) -> u64 {
+        peers::load_multiplier_ppm(self.running.len(), self.cfg.cores)
+    }
+
+    /// Records a peer-health transition (audit record and a line for the operator).
+    fn peer_event(&mut self, a: xdv_federation::confirm::Action) {
+        use xdv_federation::confirm::Action;
+        let (peer, event, timeout) = match a {
+            Action::Confirmed { peer, .. } => (peer, "confirmed", None),
+            Action::Removed { peer, .. } => (peer, "removed", None),
+            Action::Suspected { peer, timeout } => (
+                peer,
+                "suspected",
+                Some((
+                    timeout.timeout_ms,
+                    timeout.latency_ppm,
+                    timeout.load_ppm,
+                    timeout.confidence_ppm,
+                )),
+            ),
+            Action::Refuted { peer } => (peer, "refuted", None),
+            Action::Dead { peer } => (peer, "dead", None),
+            // The transport pings every configured member continuously: a probe is
+            // only counted.
+            Action::Probe { .. } => return,
+        };
+        if event != "confirmed" {
+            let extra = timeout.map_or(String::new(), |(ms, l, ld, c)| {
+                alloc::format!(
+                    ": dead in {ms} ms unless heard (latency x{}.{:03}, load x{}.{:03}, confidence x{}.{:03})",
+                    l / 1_000_000,
+                    l % 1_000_000 / 1000,
+                    ld / 1_000_000,
+                    ld % 1_000_000 / 1000,
+                    c / 1_000_000,
+                    c % 1_000_000 / 1000
+                )
+            });
+            self.note(alloc::format!("peers: {peer} {event}{extra}"));
+        }
+        let body = PeerRecordBody {
+            peer,
+            event: String::from(event),
+            at_ms: self.now_ms,
+            timeout,
+        };
+        self.out.audit.push(RecordBody::Custom {
+            tag: AUDIT_TAG_PEER,
+            bytes: mgmt::encode(&body),
+        });
     }
 
     // ---- management ----------------------------------------------------------------
@@ -1704,7 +1830,19 @@ impl<R: Region> Node<R> {
                 .iter()
                 .map(|(n, us)| ((*n).into(), *us))
                 .collect(),
+            peer_health: alloc::boxed::Box::new(self.peer_health()),
         }
+    }
+
+    /// The node's coordinate and its view of each member (§12.8).
+    pub fn peer_health(&self) -> xdv_cluster::mgmt::PeerHealthView {
+        let members = self.health_members();
+        self.health.view(self.now_ms, &members, self.load_ppm())
+    }
+
+    /// Peer-health transition counters.
+    pub fn health_counters(&self) -> peers::HealthCounters {
+        self.health.counters
     }
 
     /// (p50, p99, samples) of propose-to-apply latency of own proposals, ms.

@@ -64,6 +64,9 @@ const CLIENT_RETRY_MS: u64 = 3_000;
 const TRACE_LINES: usize = 400;
 /// Workers report progress for their running tasks this often.
 const PROGRESS_EVERY_MS: u64 = 500;
+/// Each node pings every other member this often (the kernel transport's
+/// `HEARTBEAT_MS`); the pongs are the nodes' RTT samples.
+const PING_EVERY_MS: u64 = 500;
 
 /// What the simulated worker does with the K task of client request `seq`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -207,6 +210,13 @@ pub struct SimReport {
     pub stopped: u64,
     /// Extensions granted (final state).
     pub extensions: u64,
+    /// RTT samples the nodes took into their Vivaldi coordinates, and members they
+    /// suspected and found dead (summed over the nodes running at the end).
+    pub rtt_samples: u64,
+    pub peers_suspected: u64,
+    pub peers_dead: u64,
+    /// The largest local coordinate error at the end (ppm).
+    pub worst_error_ppm: u64,
 }
 
 /// The simulated nodes' Raft region: bytes whose writes can be torn.
@@ -216,8 +226,25 @@ pub type SimRegion = crate::durable::TearRegion;
 enum Msg {
     Raft(Vec<u8>),
     Forward(Vec<u8>),
-    Request { generation: u64, bytes: Vec<u8> },
-    Reply { generation: u64, bytes: Vec<u8> },
+    Request {
+        generation: u64,
+        bytes: Vec<u8>,
+    },
+    Reply {
+        generation: u64,
+        bytes: Vec<u8>,
+    },
+    /// The transport's liveness ping between members: the sender's send time, echoed
+    /// in the pong (with the answering node's coordinate), so the sender measures the
+    /// RTT. (The kernel's ping also carries the sender's coordinate; a node takes a
+    /// peer's coordinate only with an RTT sample, so the simulator leaves it out.)
+    Ping {
+        sent_ms: u64,
+    },
+    Pong {
+        sent_ms: u64,
+        coordinate: Vec<u8>,
+    },
 }
 
 struct SimNode {
@@ -677,6 +704,14 @@ impl Sim {
                         })
                         .count() as u64;
                 }
+                for n in self.nodes.iter().filter_map(|n| n.node.as_ref()) {
+                    let h = n.health_counters();
+                    self.report.rtt_samples += h.rtt_samples;
+                    self.report.peers_suspected += h.suspected;
+                    self.report.peers_dead += h.dead;
+                    let e = n.peer_health().error_ppm;
+                    self.report.worst_error_ppm = self.report.worst_error_ppm.max(e);
+                }
                 self.contract_decisions()?;
                 self.report.trace = self.trace.iter().cloned().collect();
                 return Ok(self.report);
@@ -753,6 +788,7 @@ impl Sim {
             return;
         }
         let local = now + n.skew_ms;
+        let mut sends: Vec<(u32, Msg)> = Vec::new();
         node.set_audit_head(n.audit_records, n.audit_head);
         if node.audit_root_due(local) {
             node.set_audit_root(n.audit_records, n.audit_head);
@@ -775,7 +811,33 @@ impl Sim {
                     };
                     node.on_client(conn, &bytes);
                 }
+                Msg::Ping { sent_ms, .. } => {
+                    node.on_peer_heard(NodeId(from));
+                    let coordinate = node.coordinate_payload();
+                    sends.push((
+                        from,
+                        Msg::Pong {
+                            sent_ms,
+                            coordinate,
+                        },
+                    ));
+                }
+                Msg::Pong {
+                    sent_ms,
+                    coordinate,
+                } => {
+                    // The driver's measurement: ms resolution here, 1 ms at least.
+                    let rtt_us = now.saturating_sub(sent_ms).max(1) * 1000;
+                    node.on_peer_rtt(NodeId(from), rtt_us, &coordinate);
+                }
                 Msg::Reply { .. } => {}
+            }
+        }
+        if (now + i as u64 * 37).is_multiple_of(PING_EVERY_MS) {
+            for to in 1..=self.configs.len() as u32 {
+                if to != i as u32 + 1 && node.state().data().nodes.contains_key(&NodeId(to)) {
+                    sends.push((to, Msg::Ping { sent_ms: now }));
+                }
             }
         }
         let due: Vec<(u64, TaskId, u32)> = n
@@ -802,6 +864,9 @@ impl Sim {
             }
             let (q, phi) = pool.offer();
             node.set_accel_offer(q, phi);
+        }
+        for (to, m) in sends {
+            self.net.send(now, i as u32 + 1, to, m);
         }
         self.perform(i);
     }

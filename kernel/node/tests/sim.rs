@@ -224,3 +224,26 @@ fn members_join_and_leave_under_faults() {
     // The sweep also met the "change in progress" refusal.
     eprintln!("membership requests refused as busy: {busy}");
 }
+
+/// AD-35 in the simulator: the nodes' pings feed their Vivaldi coordinates, and the
+/// crashes and partitions make members suspected (the sim's outages are short, 0.2–3.2 s
+/// crashes, so they are refuted before the 4 s-plus deadline: `tests/health.rs` covers
+/// DEAD and NodeDown); without faults nobody is ever suspected.
+#[test]
+fn pings_feed_coordinates_and_faults_make_members_suspect_and_dead() {
+    let reports = sweep(0..24, &SimOptions::new(0)).unwrap_or_else(|t| panic!("{t}"));
+    let samples: u64 = reports.iter().map(|r| r.1.rtt_samples).sum();
+    let suspected: u64 = reports.iter().map(|r| r.1.peers_suspected).sum();
+    let dead: u64 = reports.iter().map(|r| r.1.peers_dead).sum();
+    let downs: u64 = reports.iter().map(|r| r.1.node_downs).sum();
+    eprintln!("{samples} RTT samples, {suspected} suspected, {dead} dead, {downs} downs");
+    assert!(samples > 24 * 100, "RTT samples: {samples}");
+    assert!(suspected > 12, "crashes make members suspect: {suspected}");
+    assert!(suspected >= dead, "DEAD only through SUSPECT");
+    let mut o = SimOptions::new(3);
+    o.faults = 0;
+    let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
+    assert_eq!((r.peers_suspected, r.peers_dead, r.node_downs), (0, 0, 0));
+    assert!(r.rtt_samples > 100, "{}", r.rtt_samples);
+    assert!(r.worst_error_ppm < 1_000_000, "{}", r.worst_error_ppm);
+}

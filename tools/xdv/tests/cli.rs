@@ -738,6 +738,7 @@ fn view(node: u32, role: &str) -> ClusterView {
         stages: Vec::new(),
         loop_busy_us: 0,
         loop_phases_us: Vec::new(),
+        peer_health: Default::default(),
     }
 }
 

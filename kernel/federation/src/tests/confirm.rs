@@ -345,3 +345,20 @@ fn t12_10_12_ad29_compliance_no_suspect_for_unconfirmed() {
         "all three removed, none dead"
     );
 }
+
+/// One factor scales every confirmation duration (floor 1 ms) and nothing else.
+#[test]
+fn scaled_config_scales_every_duration_and_keeps_the_rest() {
+    let d = ConfirmConfig::DEFAULT;
+    let s = d.scaled(100);
+    assert_eq!(s.gate.passive_timeout_ms, 12_000);
+    assert_eq!(s.manager.passive_timeout_ms, 9_000);
+    assert_eq!(s.worker.passive_timeout_ms, 18_000);
+    assert_eq!(s.gate.attempt_interval_ms, 500);
+    assert_eq!(s.worker.attempt_interval_ms, 0);
+    assert_eq!(s.suspicion_base_ms, 500);
+    assert_eq!((s.gate.attempts, s.manager.attempts), (5, 3));
+    assert_eq!(s.reference_rtt_us, d.reference_rtt_us);
+    assert_eq!(d.scaled(1000), d);
+    assert_eq!(d.scaled(0).manager.passive_timeout_ms, 1);
+}

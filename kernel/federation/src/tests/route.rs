@@ -632,3 +632,46 @@ fn fuzz_decoder_never_panics() {
         "some mutations stay valid (the fuzzer reaches the end)"
     );
 }
+
+/// The per-cluster distance memo and the values cached on heartbeats change no
+/// decision: a router that routed from other gate coordinates in between, and saw a
+/// new heartbeat, decides exactly as a fresh router with the same state.
+#[test]
+fn remembered_distances_change_no_decision() {
+    let c = |i: u32| ClusterId(i);
+    let hbs: Vec<Heartbeat> = (1..=6)
+        .map(|i| {
+            leader(
+                c(i),
+                Health::Healthy,
+                10 * i,
+                i,
+                Some(at(i64::from(i) * 7_000)),
+            )
+        })
+        .collect();
+    let mut warm = router_with(&hbs, 0);
+    for x in [0, 3_000, 40_000, 0, 11_000] {
+        warm.route(1, &[], &at(x), 10);
+    }
+    let moved = leader(c(3), Health::Healthy, 90, 0, Some(at(1_000)));
+    warm.on_heartbeat(&moved, 20).unwrap();
+    for x in [5_000, 0] {
+        warm.route(2, &[], &at(x), 30);
+    }
+    let mut all = hbs.clone();
+    all[2] = moved;
+    let mut fresh = Router::new(RouteConfig::DEFAULT);
+    for hb in &hbs {
+        fresh.on_heartbeat(hb, 0).unwrap();
+    }
+    fresh.on_heartbeat(&moved, 20).unwrap();
+    for x in [0, 5_000, 22_000] {
+        let a = warm.route(100 + x as u64, &[], &at(x), 40);
+        let b = fresh.route(100 + x as u64, &[], &at(x), 40);
+        assert_eq!(a.scores, b.scores, "gate at {x}");
+        assert_eq!(a.primary, b.primary);
+        assert_eq!(a.encode(), b.encode());
+    }
+    assert_eq!(warm.clusters().count(), all.len());
+}

@@ -235,3 +235,35 @@ fn t12_10_4_ucb_calculation_with_confidence() {
 }
 
 const PPM_ONE: u64 = crate::PPM;
+
+/// The coordinate a node piggy-backs on its pings round-trips exactly, and a wrong
+/// length, an unknown version or an out-of-bounds field is refused, never a panic.
+#[test]
+fn coordinate_wire_form_round_trips_and_refuses_bad_bytes() {
+    let cfg = VivaldiConfig::DEFAULT;
+    let mut a = VivaldiSystem::new(NodeId(1), cfg).unwrap();
+    let b = VivaldiSystem::new(NodeId(2), cfg).unwrap();
+    for t in 0..20 {
+        a.update(NodeId(2), *b.local_coordinate(), 12_000, t)
+            .unwrap();
+    }
+    let c = *a.local_coordinate();
+    let bytes = c.encode();
+    assert_eq!(Coordinate::decode(&bytes, &cfg), Ok(c));
+    assert!(Coordinate::decode(&bytes[..bytes.len() - 1], &cfg).is_err());
+    let mut v = bytes;
+    v[0] = 9;
+    assert!(Coordinate::decode(&v, &cfg).is_err());
+    let mut far = c;
+    far.position_us[0] = i64::MAX;
+    assert!(Coordinate::decode(&far.encode(), &cfg).is_err());
+    let mut rng = SplitMix64::new(5);
+    for _ in 0..2000 {
+        let mut m = bytes;
+        let i = (rng.next_u64() as usize) % m.len();
+        m[i] ^= 1 << (rng.next_u64() % 8);
+        if let Ok(d) = Coordinate::decode(&m, &cfg) {
+            assert_eq!(d.encode(), m, "accepted bytes are canonical");
+        }
+    }
+}

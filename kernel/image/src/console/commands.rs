@@ -85,6 +85,12 @@ pub static COMMANDS: &[Command] = &[
         run: peers_cmd,
     },
     Command {
+        name: "health",
+        args: "",
+        summary: "Vivaldi coordinate and error; each member's state, role, RTT (measured, estimated, upper bound), suspicion timeout",
+        run: health_cmd,
+    },
+    Command {
         name: "bulk",
         args: "<node> <bytes>",
         summary: "send a TCP stream to a peer's sink and print its hash",
@@ -329,6 +335,58 @@ fn peers_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
     match s.transport.as_ref() {
         Some(t) => t.print_peers(),
         None => println!("peers: transport off (no peer NIC or no peers= list)"),
+    }
+    Ok(())
+}
+
+fn health_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
+    no_args("health", args)?;
+    let h = s.node.peer_health();
+    println!(
+        "coordinate {:?} us, height {} us, error {}.{:03} ({} samples, {}), updates {}, refused {}",
+        h.position_us,
+        h.height_us,
+        h.error_ppm / 1_000_000,
+        h.error_ppm % 1_000_000 / 1000,
+        h.samples,
+        if h.converged {
+            "converged"
+        } else {
+            "not converged"
+        },
+        h.coordinate_updates,
+        h.samples_rejected
+    );
+    println!(
+        "members: {} unconfirmed, {} alive, {} suspect, {} dead; confirmed {}, removed {}, suspected {}, refuted {}, dead {}; load x{}.{:03}",
+        h.counts.0,
+        h.counts.1,
+        h.counts.2,
+        h.counts.3,
+        h.confirmed,
+        h.removed_unconfirmed,
+        h.suspected,
+        h.refuted,
+        h.dead,
+        h.load_ppm / 1_000_000,
+        h.load_ppm % 1_000_000 / 1000
+    );
+    for p in &h.peers {
+        let silent = p
+            .silent_ms
+            .map_or("never heard".into(), |ms| format!("heard {ms} ms ago"));
+        println!(
+            "  {:<4} {:<8} {:<11} rtt {} us, estimate {} us, ucb {} us, quality {}.{:03}, suspicion timeout {} ms, {silent}",
+            p.node,
+            p.role,
+            p.state,
+            p.rtt_last_us,
+            p.rtt_estimate_us,
+            p.rtt_ucb_us,
+            p.quality_ppm / 1_000_000,
+            p.quality_ppm % 1_000_000 / 1000,
+            p.suspicion_timeout_ms
+        );
     }
     Ok(())
 }

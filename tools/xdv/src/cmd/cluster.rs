@@ -770,6 +770,43 @@ fn view_json(v: &ClusterView) -> Value {
             "observer": m.observer,
             "raft": m.raft,
         })).collect::<Vec<_>>(),
+        "peer_health": peer_health_json(&v.peer_health),
+    })
+}
+
+/// The node's Vivaldi coordinate, confirmation counters (seed 003 §12.8) and its view
+/// of each member: state, role, measured and estimated RTT, adaptive suspicion timeout.
+fn peer_health_json(h: &xdv_cluster::mgmt::PeerHealthView) -> Value {
+    json!({
+        "coordinate_us": h.position_us,
+        "height_us": h.height_us,
+        "error_ppm": h.error_ppm,
+        "samples": h.samples,
+        "converged": h.converged,
+        "coordinate_updates": h.coordinate_updates,
+        "samples_rejected": h.samples_rejected,
+        "last_prediction_error_ppm": h.last_prediction_error_ppm,
+        "unconfirmed": h.counts.0,
+        "alive": h.counts.1,
+        "suspect": h.counts.2,
+        "dead": h.counts.3,
+        "confirmed": h.confirmed,
+        "removed_unconfirmed": h.removed_unconfirmed,
+        "suspected": h.suspected,
+        "refuted": h.refuted,
+        "declared_dead": h.dead,
+        "load_ppm": h.load_ppm,
+        "peers": h.peers.iter().map(|p| json!({
+            "node": p.node.0,
+            "role": p.role,
+            "state": p.state,
+            "rtt_last_us": p.rtt_last_us,
+            "rtt_estimate_us": p.rtt_estimate_us,
+            "rtt_ucb_us": p.rtt_ucb_us,
+            "quality_ppm": p.quality_ppm,
+            "silent_ms": p.silent_ms,
+            "suspicion_timeout_ms": p.suspicion_timeout_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
