@@ -179,7 +179,15 @@ impl Services {
             ident.tenants.len(),
             node.state().hash().short()
         );
-        let transport = Transport::new(&ident, &mut net);
+        if opts.mgmt_slots != crate::transport::MGMT_SLOTS
+            || opts.mgmt_per_source != crate::transport::MGMT_LIMITS.per_source
+        {
+            println!(
+                "transport: management port: {} slots, one source holds {} while slots are scarce (mgmt=)",
+                opts.mgmt_slots, opts.mgmt_per_source
+            );
+        }
+        let transport = Transport::new(&ident, &mut net, opts.mgmt_slots, opts.mgmt_per_source);
         let mut s = Services {
             devices,
             net,
