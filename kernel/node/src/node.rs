@@ -319,6 +319,8 @@ pub struct Node<R: Region> {
     members_sent: Vec<(NodeId, [u8; 32])>,
     /// The driver's own numbers for the metrics answer ([`Node::set_local_metrics`]).
     local_metrics: crate::metrics::LocalMetrics,
+    /// Group commit ([`Node::hold`]): Raft's output waits for [`Node::release`].
+    held: bool,
 }
 
 /// The cluster state a node built from `cfg` starts from before its log: every member
@@ -408,6 +410,7 @@ impl<R: Region> Node<R> {
             out: Outbox::default(),
             members_sent: Vec::new(),
             local_metrics: crate::metrics::LocalMetrics::default(),
+            held: false,
             cfg,
         };
         if let Some(e) = state_error {
@@ -688,8 +691,28 @@ impl<R: Region> Node<R> {
         Ok(index)
     }
 
+    /// Group commit, for one iteration of the driver's loop: until [`Node::release`],
+    /// inputs still propose at once (each entry durable in the storage before it can
+    /// be sent), but what Raft made ready waits — so everything proposed in the
+    /// iteration goes to each follower in one append, and what committed is applied
+    /// and its placements dispatched together at the release.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Ends [`Node::hold`]: handles what Raft made ready (appends out, committed
+    /// entries applied, tasks dispatched) and answers the parked requests that this
+    /// made answerable, in this same iteration.
+    pub fn release(&mut self) {
+        if core::mem::take(&mut self.held) {
+            self.process();
+            self.answer_parked();
+        }
+    }
+
     /// Everything the node asked for since the last drain.
     pub fn drain(&mut self) -> Outbox {
+        debug_assert!(!self.held, "drained while held: release first");
         core::mem::take(&mut self.out)
     }
 
@@ -768,6 +791,9 @@ impl<R: Region> Node<R> {
     /// Handles what Raft made ready: messages out, snapshot restore, committed entries
     /// applied, snapshots taken; then derives the tasks to run.
     fn process(&mut self) {
+        if self.held {
+            return;
+        }
         let mut restored = false;
         loop {
             let Some(r) = self.raft.as_mut() else { return };
