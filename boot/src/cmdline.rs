@@ -451,7 +451,14 @@ mod tests {
             (t.mgmt_slots, t.mgmt_per_source),
             (DEFAULT_MGMT_SLOTS, DEFAULT_MGMT_PER_SOURCE)
         );
-        for bad in ["mgmt=24", "mgmt=7,4", "mgmt=33,4", "mgmt=24,23", "mgmt=24,0", "mgmt=a,b"] {
+        for bad in [
+            "mgmt=24",
+            "mgmt=7,4",
+            "mgmt=33,4",
+            "mgmt=24,23",
+            "mgmt=24,0",
+            "mgmt=a,b",
+        ] {
             let p = parse(bad);
             assert_eq!(p.diags().count(), 1, "{bad} accepted");
             assert_eq!(p.options.mgmt_slots, DEFAULT_MGMT_SLOTS, "{bad}");

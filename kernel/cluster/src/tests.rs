@@ -1948,13 +1948,7 @@ fn submit_batch_one_signature_many_tasks_never_twice() {
         [105, 106]
     );
     // A number below the window's floor is a replay of the whole batch.
-    let far = SignedRequest::sign(
-        5,
-        t10,
-        1 << 30,
-        Request::Submit(one.clone()),
-        &tenant_seed,
-    );
+    let far = SignedRequest::sign(5, t10, 1 << 30, Request::Submit(one.clone()), &tenant_seed);
     let Some(c) = gate.authorize(&s, &far).unwrap() else {
         panic!("a submission is proposed");
     };
@@ -1969,7 +1963,10 @@ fn submit_batch_one_signature_many_tasks_never_twice() {
         matches!(gate.authorize(&s, &empty), Err(Denied::Malformed(m)) if m.contains("1 to 64")),
     );
     let over = batch(300, MAX_BATCH_SUBMISSIONS + 1);
-    assert!(matches!(gate.authorize(&s, &over), Err(Denied::Malformed(_))));
+    assert!(matches!(
+        gate.authorize(&s, &over),
+        Err(Denied::Malformed(_))
+    ));
     assert!(matches!(
         batch_seqs(crate::types::MAX_SEQ, 2),
         Err(Denied::SeqOutOfRange { .. })
@@ -2021,7 +2018,10 @@ fn submit_batch_one_signature_many_tasks_never_twice() {
         ));
     }
     assert_eq!(
-        gate.authorize(&s, &wait(603, vec![TaskId(1), TaskId(99)], t10, &tenant_seed)),
+        gate.authorize(
+            &s,
+            &wait(603, vec![TaskId(1), TaskId(99)], t10, &tenant_seed)
+        ),
         Err(Denied::UnknownTask(TaskId(99)))
     );
 }

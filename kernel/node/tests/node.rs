@@ -585,7 +585,10 @@ fn submit_batch_group_commit_and_await_tasks() {
     let applied_held = n.view().applied;
     n.release();
     let out = n.drain();
-    assert!(n.view().applied >= applied_held + 2, "applied at the release");
+    assert!(
+        n.view().applied >= applied_held + 2,
+        "applied at the release"
+    );
     let tasks = match replies_to(&out, a).as_slice() {
         [Response::SubmittedBatch { tasks }] => tasks.clone(),
         other => panic!("batch answer: {other:?}"),
@@ -595,7 +598,11 @@ fn submit_batch_group_commit_and_await_tasks() {
         replies_to(&out, b).as_slice(),
         [Response::Submitted { .. }]
     ));
-    assert_eq!(out.run.len(), 6, "placements dispatched in the same release");
+    assert_eq!(
+        out.run.len(),
+        6,
+        "placements dispatched in the same release"
+    );
     // AwaitTasks: parked until every one finished.
     let wait = query(
         3000,

@@ -35,8 +35,8 @@ use xdv::mgmt;
 use xdv::switch::Faults;
 use xdv::testbed::Testbed;
 use xdv_cluster::mgmt::{
-    ClusterView, Denied, MAX_AWAIT_TASKS, Principal, Request, Response, SignedRequest,
-    StageStat, Submit,
+    ClusterView, Denied, MAX_AWAIT_TASKS, Principal, Request, Response, SignedRequest, StageStat,
+    Submit,
 };
 use xdv_cluster::{Domain, TaskStatus, Work};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
@@ -344,13 +344,7 @@ pub(crate) enum Pace {
 }
 
 /// Drives one connection; returns what it measured.
-fn drive(
-    port: u16,
-    keys: &mgmt::Keys,
-    module: &[u8],
-    pace: Pace,
-    batch: usize,
-) -> Result<Tally> {
+fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace, batch: usize) -> Result<Tally> {
     let mut p = Pipe::connect(port, batch)?;
     let most = batch.max(1);
     let mut reopened = 0;
@@ -780,7 +774,10 @@ pub fn run(args: &[String]) -> Result<()> {
         if o.batch == 0 {
             "two per task (Submit, AwaitTask)".to_string()
         } else {
-            format!("two per batch of up to {} tasks (SubmitBatch, AwaitTasks)", o.batch)
+            format!(
+                "two per batch of up to {} tasks (SubmitBatch, AwaitTasks)",
+                o.batch
+            )
         }
     );
     println!("(QEMU under TCG; the emulated nodes share the host's cores)");

@@ -233,7 +233,10 @@ pub fn submit_many(
     while i < batches.len() {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("{} of {count} tasks accepted before the timeout", tasks.len());
+            bail!(
+                "{} of {count} tasks accepted before the timeout",
+                tasks.len()
+            );
         }
         match c.recv(left)? {
             Response::SubmittedBatch { tasks: t } => {
@@ -254,13 +257,20 @@ pub fn submit_many(
     while !open.is_empty() {
         let chunks: Vec<Vec<TaskId>> = open.chunks(MAX_AWAIT_TASKS).map(<[_]>::to_vec).collect();
         for ch in &chunks {
-            c.send(&signed(keys, who, Request::AwaitTasks { tasks: ch.clone() })?)?;
+            c.send(&signed(
+                keys,
+                who,
+                Request::AwaitTasks { tasks: ch.clone() },
+            )?)?;
         }
         let mut still = Vec::new();
         for ch in &chunks {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                bail!("{} of {count} tasks finished before the timeout", done.len());
+                bail!(
+                    "{} of {count} tasks finished before the timeout",
+                    done.len()
+                );
             }
             let reports = match c.recv(left)? {
                 Response::TaskReports(r) => r,
