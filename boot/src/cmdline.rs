@@ -97,7 +97,24 @@ pub struct KernelOptions {
     /// per_mille / 1000 (1..=1000000). Default 1000: the seed's values. Every node of a
     /// cluster must be given the same (it is part of the replicated state).
     pub timeouts_per_mille: u64,
+    /// `mgmt=<slots>,<per-source>`: the management port's connection slots
+    /// ([`DEFAULT_MGMT_SLOTS`]..=[`MAX_MGMT_SLOTS`]) and the share one source address
+    /// holds while slots are scarce (1..=slots - [`MGMT_RESERVE_SLOTS`]; the reserve
+    /// always stays for other sources). Default 8,4. A provisioning setting for hosts
+    /// whose many clients all arrive from one address (QEMU user networking, a load
+    /// generator behind NAT); the default protects against one hostile source.
+    pub mgmt_slots: usize,
+    pub mgmt_per_source: usize,
 }
+
+/// Management slots by default (`mgmt=`), and at most.
+pub const DEFAULT_MGMT_SLOTS: usize = 8;
+pub const MAX_MGMT_SLOTS: usize = 32;
+/// The per-source share of the management port by default.
+pub const DEFAULT_MGMT_PER_SOURCE: usize = 4;
+/// Management slots that always stay for sources holding fewer than their share
+/// (`xdv_net::admission::MGMT_LIMITS.reserve`).
+pub const MGMT_RESERVE_SLOTS: usize = 2;
 
 /// Most peers on the command line.
 pub const MAX_PEERS: usize = 15;
@@ -118,6 +135,8 @@ impl Default for KernelOptions {
             genesis_count: 0,
             fault_corrupt_at_ms: None,
             timeouts_per_mille: 1000,
+            mgmt_slots: DEFAULT_MGMT_SLOTS,
+            mgmt_per_source: DEFAULT_MGMT_PER_SOURCE,
         }
     }
 }
@@ -232,6 +251,16 @@ fn parse_cidr(v: &str) -> Option<Ipv4Cidr> {
     parts.next().is_none().then_some(Ipv4Cidr { addr, prefix })
 }
 
+/// `mgmt=<slots>,<per-source>`: slots in 8..=32, the share in 1..=slots - reserve.
+fn parse_mgmt(v: &str) -> Option<(usize, usize)> {
+    let (a, b) = v.split_once(',')?;
+    let slots: usize = a.parse().ok()?;
+    let share: usize = b.parse().ok()?;
+    let ok = (DEFAULT_MGMT_SLOTS..=MAX_MGMT_SLOTS).contains(&slots)
+        && (1..=slots - MGMT_RESERVE_SLOTS).contains(&share);
+    ok.then_some((slots, share))
+}
+
 fn parse_peers(v: &str) -> Option<([u32; MAX_PEERS], usize)> {
     let mut out = [0u32; MAX_PEERS];
     let mut n = 0;
@@ -271,6 +300,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 | "genesis"
                 | "fault"
                 | "timeouts"
+                | "mgmt"
         );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
@@ -355,6 +385,14 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("a scale in per mille, 1..=1000000 (1000: the default timeouts)")),
+            "mgmt" => parse_mgmt(value)
+                .map(|(slots, share)| {
+                    o.mgmt_slots = slots;
+                    o.mgmt_per_source = share;
+                })
+                .ok_or(())
+                .err()
+                .map(|_| bad("<slots 8..=32>,<per-source share 1..=slots-2>, e.g. 24,20")),
             "console" => match value {
                 "on" => {
                     o.console = true;
@@ -407,6 +445,24 @@ mod tests {
         assert_eq!(KernelOptions::default().timeouts_per_mille, 1000);
         assert_eq!(parse("timeouts=0").diags().count(), 1);
         assert_eq!(parse("timeouts=x").options.timeouts_per_mille, 1000);
+        let m = parse("mgmt=24,20").options;
+        assert_eq!((m.mgmt_slots, m.mgmt_per_source), (24, 20));
+        assert_eq!(
+            (t.mgmt_slots, t.mgmt_per_source),
+            (DEFAULT_MGMT_SLOTS, DEFAULT_MGMT_PER_SOURCE)
+        );
+        for bad in [
+            "mgmt=24",
+            "mgmt=7,4",
+            "mgmt=33,4",
+            "mgmt=24,23",
+            "mgmt=24,0",
+            "mgmt=a,b",
+        ] {
+            let p = parse(bad);
+            assert_eq!(p.diags().count(), 1, "{bad} accepted");
+            assert_eq!(p.options.mgmt_slots, DEFAULT_MGMT_SLOTS, "{bad}");
+        }
         let j = parse("node=4 genesis=1,2,3").options;
         assert_eq!(j.genesis(), Some(&[1, 2, 3][..]));
         assert!(

@@ -169,6 +169,11 @@ impl Admission {
         &self.limits
     }
 
+    /// Slots in all.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Slots held by a connection.
     pub fn busy(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
@@ -405,6 +410,30 @@ mod tests {
         assert!(open(&mut a, 7, C, 40).is_empty());
         assert_eq!(a.busy(), 8);
         assert_eq!(a.counters.source_share, 2);
+    }
+
+    /// A provisioned larger port (`mgmt=24,20` on the kernel command line, for a load
+    /// generator whose clients all share one address) still keeps the reserve for
+    /// other sources.
+    #[test]
+    fn a_larger_share_still_keeps_the_reserve_for_others() {
+        let limits = Limits {
+            per_source: 20,
+            ..MGMT_LIMITS
+        };
+        let mut a = Admission::new(24, limits);
+        assert_eq!(a.slots(), 24);
+        for k in 0..22 {
+            assert!(open(&mut a, k, A, k as u64).is_empty(), "slot {k}");
+            a.received(k, 10, 1, 0, 30);
+            a.request(k, 30);
+        }
+        // Every one of A's 22 owes a reply: a 23rd from A is refused...
+        assert_eq!(open(&mut a, 22, A, 40), vec![(22, Reason::SourceShare)]);
+        // ...and other sources still get the two reserved slots.
+        assert!(open(&mut a, 22, B, 50).is_empty());
+        assert!(open(&mut a, 23, C, 50).is_empty());
+        assert_eq!(a.busy(), 24);
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub enum Command {
         task: TaskId,
         tenant: TenantId,
     },
+    /// A tenant's batch of tasks under one signed request (`Request::SubmitBatch`):
+    /// applied as that many `AssignTask`s in order, in one entry (one Raft append,
+    /// one apply, one state hash, one audit record for the batch).
+    AssignTasks(Vec<TaskSpec>),
 }
 
 impl Command {
@@ -155,6 +159,7 @@ impl Command {
             Command::TaskProgress { .. } => "TaskProgress",
             Command::RequestExtension { .. } => "RequestExtension",
             Command::CancelTask { .. } => "CancelTask",
+            Command::AssignTasks(_) => "AssignTasks",
         }
     }
 }

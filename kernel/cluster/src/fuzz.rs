@@ -11,6 +11,11 @@ use alloc::vec::Vec;
 use xdv_types::{NodeId, TenantId};
 
 fn replica() -> ClusterState {
+    replica_with([1; 32])
+}
+
+/// A replica whose tenant 1 has `tenant_key`.
+fn replica_with(tenant_key: [u8; 32]) -> ClusterState {
     let workers: Vec<WorkerInfo> = (1..=3)
         .map(|n| WorkerInfo {
             node: NodeId(n),
@@ -25,7 +30,7 @@ fn replica() -> ClusterState {
         })
         .collect();
     // Default config and sorted, valid workers: genesis cannot fail.
-    ClusterState::genesis(Config::default(), &workers, &[(TenantId(1), [1; 32])])
+    ClusterState::genesis(Config::default(), &workers, &[(TenantId(1), tenant_key)])
         .unwrap_or_else(|e| panic!("fuzz genesis: {e}"))
 }
 
@@ -61,6 +66,7 @@ pub fn fuzz_check(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use crate::mgmt::Response;
     /// The first crash cargo-fuzz found: a snapshot image that decodes but whose pending
     /// list disagrees with its tasks (restore asserted instead of refusing it).
     #[test]
@@ -70,6 +76,77 @@ mod tests {
             0, 1, 1, 0, 1, 1, 52, 235, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 176, 0, 4, 110,
             176,
         ]);
+    }
+
+    /// Batch requests (`SubmitBatch`, `AwaitTasks`) and their answers, signed and
+    /// valid, then every single-byte change and every truncation of them: decoding
+    /// and the gate refuse or accept, never panic; a changed request that still
+    /// decodes never passes the signature check unless it is the original.
+    #[test]
+    fn batch_requests_mutated_never_panic() {
+        use crate::mgmt::{Request, Submit, TaskReport};
+        use crate::types::{Domain, Work};
+        let seed = [7u8; 32];
+        let key = crate::public_key(&seed);
+        let state = super::replica_with(key);
+        let one = Submit {
+            work: Work::Builtin("hash".into()),
+            input: alloc::vec![1, 2, 3],
+            budget_ticks: 10,
+            priority: xdv_types::Priority::Normal,
+            guards: alloc::vec![],
+            needs: alloc::vec![],
+            domain: Domain::K,
+            pin: None,
+            contract: None,
+            timeout_ms: Some(5),
+        };
+        let who = crate::mgmt::Principal::Tenant(super::TenantId(1));
+        let reqs = [
+            Request::SubmitBatch(alloc::vec![one; 3]),
+            Request::AwaitTasks {
+                tasks: alloc::vec![xdv_types::TaskId(1), xdv_types::TaskId(2)],
+            },
+        ];
+        for r in reqs {
+            let signed = super::SignedRequest::sign(0, who, 50, r, &seed);
+            let bytes = super::mgmt::encode(&signed);
+            for i in 0..bytes.len() {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut m = bytes.clone();
+                    m[i] ^= flip;
+                    super::fuzz_check(&m);
+                    if let Ok(req) = super::mgmt::decode::<super::SignedRequest>(&m) {
+                        let mut gate = super::Gate::new(0, [0; 32]);
+                        let verdict = gate.authorize(&state, &req);
+                        if req != signed {
+                            assert!(
+                                verdict.is_err() || !req.verify(&key),
+                                "a changed request passed: {req:?}"
+                            );
+                        }
+                    }
+                }
+                super::fuzz_check(&bytes[..i]);
+            }
+        }
+        let answers = [
+            Response::SubmittedBatch {
+                tasks: alloc::vec![xdv_types::TaskId(3); 4],
+            },
+            Response::TaskReports(alloc::vec![TaskReport {
+                task: xdv_types::TaskId(3),
+                tenant: super::TenantId(1),
+                status: crate::state::TaskStatus::Pending,
+            }]),
+        ];
+        for a in answers {
+            let bytes = super::mgmt::encode(&a);
+            assert_eq!(super::mgmt::decode::<Response>(&bytes), Ok(a));
+            for i in 0..bytes.len() {
+                let _ = super::mgmt::decode::<Response>(&bytes[..i]);
+            }
+        }
     }
 
     /// A bounded, deterministic run of the fuzz body over generated inputs.

@@ -190,6 +190,36 @@ pub enum Request {
     AwaitTask {
         task: TaskId,
     },
+    /// Tenant: up to [`MAX_BATCH_SUBMISSIONS`] submissions under this one signature.
+    /// Submission `i` takes sequence number `seq + i`: the client reserves the range
+    /// `seq .. seq + len` (each number is taken once, as a single `Submit`'s is, so a
+    /// retried batch gets the tasks it already has and nothing runs twice). Answered
+    /// [`Response::SubmittedBatch`] once the log placed all of them.
+    SubmitBatch(Vec<Submit>),
+    /// As [`Request::AwaitTask`] for up to [`MAX_AWAIT_TASKS`] distinct tasks:
+    /// answered [`Response::TaskReports`] once every one finished, or with their
+    /// statuses then when the node's reply timeout passes first.
+    AwaitTasks {
+        tasks: Vec<TaskId>,
+    },
+}
+
+/// Most submissions one [`Request::SubmitBatch`] carries.
+pub const MAX_BATCH_SUBMISSIONS: usize = 64;
+/// Most tasks one [`Request::AwaitTasks`] waits for (each report carries at most
+/// `MAX_OUTPUT_BYTES` of output and no log lines, so the answer stays well below
+/// [`MAX_MGMT_BYTES`]).
+pub const MAX_AWAIT_TASKS: usize = 64;
+const _: () = assert!(MAX_AWAIT_TASKS * (crate::MAX_OUTPUT_BYTES + 512) < MAX_MGMT_BYTES);
+const _: () = assert!(MAX_BATCH_SUBMISSIONS <= crate::types::MAX_WINDOW_SEQS / 4);
+
+/// One task in a [`Response::TaskReports`]: its status as in [`Response::Task`],
+/// without the module's log lines (ask [`Request::TaskStatus`] for those).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub task: TaskId,
+    pub tenant: TenantId,
+    pub status: TaskStatus,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -595,6 +625,12 @@ pub enum Response {
         node: Option<NodeId>,
         attempt: u32,
     },
+    /// Answer to [`Request::SubmitBatch`]: submission `i` became `tasks[i]`.
+    SubmittedBatch {
+        tasks: Vec<TaskId>,
+    },
+    /// Answer to [`Request::AwaitTasks`], in the order asked.
+    TaskReports(Vec<TaskReport>),
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -747,20 +783,7 @@ impl Gate {
                 {
                     return Err(Denied::Replayed { seq: req.seq, last });
                 }
-                Ok(Some(Command::AssignTask(TaskSpec {
-                    tenant,
-                    request_seq: req.seq,
-                    work: s.work.clone(),
-                    input: s.input.clone(),
-                    budget_ticks: s.budget_ticks,
-                    priority: s.priority,
-                    guards: s.guards.clone(),
-                    needs: s.needs.clone(),
-                    domain: s.domain,
-                    pin: s.pin,
-                    contract: s.contract,
-                    timeout_ms: s.timeout_ms,
-                })))
+                Ok(Some(Command::AssignTask(spec_of(tenant, req.seq, s))))
             }
             Request::Reserve(r) => {
                 let Principal::Tenant(tenant) = req.principal else {
@@ -884,6 +907,18 @@ impl Gate {
                     seq: req.seq,
                 }))
             }
+            Request::SubmitBatch(items) => self.authorize_batch(state, req, items),
+            Request::AwaitTasks { tasks } => {
+                check_await_list(tasks)?;
+                self.check_query_seq(req)?;
+                for task in tasks {
+                    let rec = state.task(*task).ok_or(Denied::UnknownTask(*task))?;
+                    if !req.principal.may_see(rec.spec.tenant) {
+                        return Err(Denied::OutOfScope { task: *task });
+                    }
+                }
+                Ok(None)
+            }
             Request::TaskStatus { task } | Request::AwaitTask { task } => {
                 self.check_query_seq(req)?;
                 let rec = state.task(*task).ok_or(Denied::UnknownTask(*task))?;
@@ -928,6 +963,44 @@ impl Gate {
         }
     }
 
+    /// `SubmitBatch`: one signature (already checked) for every submission; each
+    /// takes `seq + i`. Numbers already accepted (a retried batch) are left out of the
+    /// command — the answer names their tasks; any other number the window refuses
+    /// refuses the whole batch. `Ok(None)` when every submission was already accepted.
+    fn authorize_batch(
+        &mut self,
+        state: &ClusterState,
+        req: &SignedRequest,
+        items: &[Submit],
+    ) -> Result<Option<Command>, Denied> {
+        let Principal::Tenant(tenant) = req.principal else {
+            return Err(Denied::OperatorCannotSubmit);
+        };
+        let seqs = batch_seqs(req.seq, items.len())?;
+        let window = state.data().tenants.get(&tenant).map(|t| &t.seqs);
+        let mut specs = Vec::new();
+        for (seq, s) in seqs.zip(items) {
+            if state.task_for_request(tenant, seq).is_some() {
+                continue;
+            }
+            if let Some(w) = window {
+                window_admits(w, seq)?;
+            }
+            specs.push(spec_of(tenant, seq, s));
+        }
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let bytes = encode(&specs).len();
+        if bytes > MAX_BATCH_ENTRY_BYTES {
+            return Err(Denied::Malformed(alloc::format!(
+                "batch of {} submissions encodes to {bytes} bytes, over the {MAX_BATCH_ENTRY_BYTES} a log entry holds; send fewer or smaller",
+                items.len()
+            )));
+        }
+        Ok(Some(Command::AssignTasks(specs)))
+    }
+
     /// An operator request: the replicated window first (a request applied before a
     /// leader change), then this node's own.
     fn check_operator(&mut self, state: &ClusterState, req: &SignedRequest) -> Result<(), Denied> {
@@ -944,6 +1017,62 @@ impl Gate {
         w.accept(req.seq);
         Ok(())
     }
+}
+
+/// Room in a log entry for a batch's task specs (the proposal's envelope, its time
+/// and the command tag take the rest of [`crate::MAX_ENTRY_BYTES`]).
+pub const MAX_BATCH_ENTRY_BYTES: usize = crate::MAX_ENTRY_BYTES - 64;
+
+/// The task spec a tenant's submission becomes under sequence number `seq`.
+fn spec_of(tenant: TenantId, seq: u64, s: &Submit) -> TaskSpec {
+    TaskSpec {
+        tenant,
+        request_seq: seq,
+        work: s.work.clone(),
+        input: s.input.clone(),
+        budget_ticks: s.budget_ticks,
+        priority: s.priority,
+        guards: s.guards.clone(),
+        needs: s.needs.clone(),
+        domain: s.domain,
+        pin: s.pin,
+        contract: s.contract,
+        timeout_ms: s.timeout_ms,
+    }
+}
+
+/// The sequence numbers of a batch of `len` submissions starting at `seq`: 1 to
+/// [`MAX_BATCH_SUBMISSIONS`] of them, all at or below [`crate::types::MAX_SEQ`].
+pub fn batch_seqs(seq: u64, len: usize) -> Result<core::ops::Range<u64>, Denied> {
+    if len == 0 || len > MAX_BATCH_SUBMISSIONS {
+        return Err(Denied::Malformed(alloc::format!(
+            "a batch holds 1 to {MAX_BATCH_SUBMISSIONS} submissions, not {len}"
+        )));
+    }
+    let end = seq.saturating_add(len as u64);
+    if end - 1 > crate::types::MAX_SEQ {
+        return Err(Denied::SeqOutOfRange { seq, highest: 0 });
+    }
+    Ok(seq..end)
+}
+
+/// An `AwaitTasks` list: 1 to [`MAX_AWAIT_TASKS`] tasks, none twice.
+fn check_await_list(tasks: &[TaskId]) -> Result<(), Denied> {
+    if tasks.is_empty() || tasks.len() > MAX_AWAIT_TASKS {
+        return Err(Denied::Malformed(alloc::format!(
+            "AwaitTasks waits for 1 to {MAX_AWAIT_TASKS} tasks, not {}",
+            tasks.len()
+        )));
+    }
+    let mut sorted = tasks.to_vec();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Denied::Malformed(alloc::format!(
+            "AwaitTasks names {} twice",
+            w[0]
+        )));
+    }
+    Ok(())
 }
 
 /// Whether anti-replay window `w` admits `seq` (in range, not seen), as a refusal.

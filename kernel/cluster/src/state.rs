@@ -828,6 +828,11 @@ impl ClusterState {
     fn dispatch(&mut self, c: Command, ev: &mut Vec<Event>) {
         match c {
             Command::AssignTask(spec) => self.assign_task(spec, ev),
+            Command::AssignTasks(specs) => {
+                for spec in specs {
+                    self.assign_task(spec, ev);
+                }
+            }
             Command::TaskCompleted(c) => self.task_completed(c, ev),
             Command::Heartbeat(h) => self.heartbeat(h, ev),
             Command::AddWorker(w) => self.add_worker(w, ev),

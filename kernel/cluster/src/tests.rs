@@ -1871,3 +1871,157 @@ fn hash_voting_quarantines_the_node_that_disagrees_with_the_majority() {
     }
     s.invariants().unwrap();
 }
+
+/// `SubmitBatch`: one signature for many submissions, each taking `seq + i`; one
+/// `AssignTasks` entry; a retried batch gets its tasks and runs nothing twice; limits
+/// and replays refused by name. `AwaitTasks`: limits, scope.
+#[test]
+fn submit_batch_one_signature_many_tasks_never_twice() {
+    use crate::mgmt::*;
+    let tenant_seed = [1u8; 32];
+    let other_seed = [2u8; 32];
+    let workers = [worker(1, 2, &[]), worker(2, 2, &[])];
+    let tenants = [
+        (TenantId(10), public_key(&tenant_seed)),
+        (TenantId(11), public_key(&other_seed)),
+    ];
+    let mut s = ClusterState::genesis(Config::default(), &workers, &tenants).unwrap();
+    let mut gate = Gate::new(5, public_key(&[3u8; 32]));
+    let one = Submit {
+        work: Work::Builtin("hash".into()),
+        input: vec![],
+        budget_ticks: 10,
+        priority: Priority::Normal,
+        guards: vec![],
+        needs: vec![],
+        domain: Domain::K,
+        pin: None,
+        contract: None,
+        timeout_ms: None,
+    };
+    let t10 = Principal::Tenant(TenantId(10));
+    let batch = |seq: u64, n: usize| {
+        SignedRequest::sign(
+            5,
+            t10,
+            seq,
+            Request::SubmitBatch(vec![one.clone(); n]),
+            &tenant_seed,
+        )
+    };
+    let req = batch(100, 5);
+    let Some(Command::AssignTasks(specs)) = gate.authorize(&s, &req).unwrap() else {
+        panic!("a batch becomes AssignTasks");
+    };
+    let seqs: Vec<u64> = specs.iter().map(|s| s.request_seq).collect();
+    assert_eq!(seqs, [100, 101, 102, 103, 104]);
+    assert!(specs.iter().all(|s| s.tenant == TenantId(10)));
+    // Tampering with one submission breaks the one signature.
+    let mut tampered = req.clone();
+    if let Request::SubmitBatch(items) = &mut tampered.request {
+        items[3].budget_ticks = 11;
+    }
+    assert_eq!(gate.authorize(&s, &tampered), Err(Denied::BadSignature));
+    // Applied as one entry: five tasks, in order.
+    let mut log = Log::new();
+    let events = log.push(&mut s, Command::AssignTasks(specs.clone()));
+    let placed = assigned(&events);
+    assert_eq!(placed.len(), 5, "{events:?}");
+    for (i, seq) in (100..105).enumerate() {
+        assert_eq!(
+            s.task_for_request(TenantId(10), seq),
+            Some(TaskId(1 + i as u64))
+        );
+    }
+    // Retried whole: nothing to propose (the node answers with the tasks).
+    assert_eq!(gate.authorize(&s, &req), Ok(None));
+    // Applying the same entry again (a retry raced into the log) runs nothing twice.
+    let again = log.push(&mut s, Command::AssignTasks(specs));
+    assert!(assigned(&again).is_empty(), "{again:?}");
+    assert_eq!(s.data().next_task, 6);
+    // A batch overlapping an applied one proposes only the new numbers.
+    let Some(Command::AssignTasks(rest)) = gate.authorize(&s, &batch(103, 4)).unwrap() else {
+        panic!("the new part of an overlapping batch is proposed");
+    };
+    assert_eq!(
+        rest.iter().map(|s| s.request_seq).collect::<Vec<_>>(),
+        [105, 106]
+    );
+    // A number below the window's floor is a replay of the whole batch.
+    let far = SignedRequest::sign(5, t10, 1 << 30, Request::Submit(one.clone()), &tenant_seed);
+    let Some(c) = gate.authorize(&s, &far).unwrap() else {
+        panic!("a submission is proposed");
+    };
+    log.push(&mut s, c);
+    assert!(matches!(
+        gate.authorize(&s, &batch(1, 3)),
+        Err(Denied::Replayed { .. })
+    ));
+    // Limits, by name.
+    let empty = batch(200, 0);
+    assert!(
+        matches!(gate.authorize(&s, &empty), Err(Denied::Malformed(m)) if m.contains("1 to 64")),
+    );
+    let over = batch(300, MAX_BATCH_SUBMISSIONS + 1);
+    assert!(matches!(
+        gate.authorize(&s, &over),
+        Err(Denied::Malformed(_))
+    ));
+    assert!(matches!(
+        batch_seqs(crate::types::MAX_SEQ, 2),
+        Err(Denied::SeqOutOfRange { .. })
+    ));
+    let big = Submit {
+        work: Work::Wasm(vec![0u8; 40 * 1024]),
+        ..one.clone()
+    };
+    let too_big = SignedRequest::sign(
+        5,
+        t10,
+        (1 << 30) + 400,
+        Request::SubmitBatch(vec![big; 4]),
+        &tenant_seed,
+    );
+    assert!(
+        matches!(gate.authorize(&s, &too_big), Err(Denied::Malformed(m)) if m.contains("log entry")),
+    );
+    let op = SignedRequest::sign(
+        5,
+        Principal::Operator,
+        500,
+        Request::SubmitBatch(vec![one.clone()]),
+        &[3u8; 32],
+    );
+    assert_eq!(gate.authorize(&s, &op), Err(Denied::OperatorCannotSubmit));
+    // AwaitTasks: 1..=64 distinct tasks the principal may see.
+    let wait = |seq: u64, tasks: Vec<TaskId>, p: Principal, seed: &[u8; 32]| {
+        SignedRequest::sign(5, p, seq, Request::AwaitTasks { tasks }, seed)
+    };
+    let mine: Vec<TaskId> = (1..=5).map(TaskId).collect();
+    assert_eq!(
+        gate.authorize(&s, &wait(600, mine.clone(), t10, &tenant_seed)),
+        Ok(None)
+    );
+    assert!(matches!(
+        gate.authorize(&s, &wait(600, mine.clone(), t10, &tenant_seed)),
+        Err(Denied::Replayed { .. })
+    ));
+    let t11 = Principal::Tenant(TenantId(11));
+    assert_eq!(
+        gate.authorize(&s, &wait(601, mine, t11, &other_seed)),
+        Err(Denied::OutOfScope { task: TaskId(1) })
+    );
+    for bad in [vec![], vec![TaskId(1), TaskId(1)], vec![TaskId(1); 65]] {
+        assert!(matches!(
+            gate.authorize(&s, &wait(602, bad, t10, &tenant_seed)),
+            Err(Denied::Malformed(_))
+        ));
+    }
+    assert_eq!(
+        gate.authorize(
+            &s,
+            &wait(603, vec![TaskId(1), TaskId(99)], t10, &tenant_seed)
+        ),
+        Err(Denied::UnknownTask(TaskId(99)))
+    );
+}

@@ -4,7 +4,11 @@
 //! → `node.tick(now)` → finished tasks into the node → perform the outbox (send,
 //! reply, audit, dispatch) → poll the NICs again so replies leave at once. Durable Raft
 //! writes happen inside the node's storage, in the reserved region, before anything
-//! that depends on them is in the outbox.
+//! that depends on them is in the outbox. Group commit: the node is held
+//! ([`Node::hold`]) from the first event to the outbox, so what one iteration proposes
+//! goes to each follower in one append, and what commits is applied, answered and
+//! dispatched once, at the release — not once per request or completion (each pass
+//! walks every task assigned here, so per input it grew with the tasks in flight).
 #![deny(unsafe_code)]
 
 use crate::accel::KernelPort;
@@ -181,7 +185,15 @@ impl Services {
             ident.tenants.len(),
             node.state().hash().short()
         );
-        let transport = Transport::new(&ident, &mut net);
+        if opts.mgmt_slots != crate::transport::MGMT_SLOTS
+            || opts.mgmt_per_source != crate::transport::MGMT_LIMITS.per_source
+        {
+            println!(
+                "transport: management port: {} slots, one source holds {} while slots are scarce (mgmt=)",
+                opts.mgmt_slots, opts.mgmt_per_source
+            );
+        }
+        let transport = Transport::new(&ident, &mut net, opts.mgmt_slots, opts.mgmt_per_source);
         let mut s = Services {
             devices,
             net,
@@ -225,6 +237,9 @@ impl Services {
         let local = self.local_metrics();
         self.node.set_local_metrics(local);
         self.node.set_time_us(time::uptime_us());
+        // Group commit: what this iteration proposes goes out, commits and is
+        // dispatched together at the release below.
+        self.node.hold();
         if let Some(t) = self.transport.as_mut() {
             // The coordinate moves at most once per RTT sample: refreshed every 100 ms.
             let now_ms = now_us / 1000;
@@ -287,6 +302,8 @@ impl Services {
             self.node.on_task_progress(task, attempt);
         }
         self.phases.charge(Phase::Tasks, &mut mark);
+        self.node.release();
+        self.phases.charge(Phase::Raft, &mut mark);
         let out = self.node.drain();
         self.perform_charged(out, run_tasks, &mut mark);
         self.net.poll();
@@ -410,6 +427,9 @@ impl Services {
         }
         self.phases.charge(Phase::Send, mark);
         let now_ms = time::uptime_us() / 1000;
+        // What the tasks report now is proposed together (group commit); its outbox
+        // leaves with the next iteration's.
+        self.node.hold();
         // Attempts the log took away: cancelled on their core (device jobs finish).
         for (task, attempt) in out.stop {
             if let Some(c) = self.tasks.stop(task, attempt) {
@@ -431,6 +451,7 @@ impl Services {
         if run_tasks && self.tasks.queued() > 0 {
             self.poll_tasks();
         }
+        self.node.release();
         self.phases.charge(Phase::Tasks, mark);
     }
 

@@ -92,10 +92,14 @@ pub const PEER_TIMEOUT_MS: u64 = 3000;
 pub const RECONNECT_MS: u64 = 1000;
 /// Most peers a node keeps connections to.
 pub const MAX_PEERS: usize = 15;
-/// Management connections served at once (more are refused by TCP until one closes).
-pub const MGMT_SLOTS: usize = 8;
+/// Management connections served at once by default (more are refused by TCP until
+/// one closes); `mgmt=<slots>,<per-source>` on the command line changes it and the
+/// per-source share (`xdv_boot::cmdline::KernelOptions::mgmt_slots`).
+pub const MGMT_SLOTS: usize = xdv_boot::cmdline::DEFAULT_MGMT_SLOTS;
 /// The management port's slow-client limits (see the module doc).
 pub const MGMT_LIMITS: Limits = xdv_net::admission::MGMT_LIMITS;
+const _: () = assert!(MGMT_LIMITS.reserve == xdv_boot::cmdline::MGMT_RESERVE_SLOTS);
+const _: () = assert!(MGMT_LIMITS.per_source == xdv_boot::cmdline::DEFAULT_MGMT_PER_SOURCE);
 /// An accepted peer connection must authenticate within this long.
 pub const PEER_HANDSHAKE_MS: u64 = 10_000;
 /// Receive buffer (= advertised window) of peer and management sockets: small enough
@@ -221,8 +225,18 @@ fn new_conn(
 
 impl Transport {
     /// Sockets for every member with an address rule (peer `k` at 10.0.0.k) and the
-    /// management slots. `None` without a peer NIC.
-    pub fn new(ident: &Identity, net: &mut Net) -> Option<Transport> {
+    /// management slots (`mgmt_slots`, one source holding `mgmt_per_source` of them
+    /// while slots are scarce). `None` without a peer NIC.
+    pub fn new(
+        ident: &Identity,
+        net: &mut Net,
+        mgmt_slots: usize,
+        mgmt_per_source: usize,
+    ) -> Option<Transport> {
+        assert!(
+            (1..=mgmt_slots.saturating_sub(MGMT_LIMITS.reserve)).contains(&mgmt_per_source),
+            "the command-line parser checked the management share"
+        );
         let node = ident.node;
         let mut conns = Vec::new();
         let Some(peer_if) = net.peer.as_mut() else {
@@ -254,7 +268,7 @@ impl Transport {
         let bulk = peer_if.sockets.add(xdv_net::phy::bulk_socket());
         let mgmt_base = conns.len();
         if let Some(m) = net.mgmt.as_mut() {
-            for _ in 0..MGMT_SLOTS {
+            for _ in 0..mgmt_slots {
                 let h = m.sockets.add(tcp_socket());
                 conns.push(new_conn(h, Role::Mgmt, None, None));
             }
@@ -277,7 +291,13 @@ impl Transport {
             coordinate: Vec::new(),
             send_failures: 0,
             mgmt_base,
-            admission: Admission::new(MGMT_SLOTS, MGMT_LIMITS),
+            admission: Admission::new(
+                mgmt_slots,
+                Limits {
+                    per_source: mgmt_per_source,
+                    ..MGMT_LIMITS
+                },
+            ),
             peer_handshake_timeouts: 0,
         })
     }
@@ -913,8 +933,10 @@ impl Transport {
         let a = &t.admission;
         let k = a.counters;
         println!(
-            "mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}, slots busy {}/{MGMT_SLOTS}, closed: handshake {} read-deadline {} idle {} reply-wait {} source-share {} evicted {}",
+            "mgmt: {mgmt} frames received on port {MGMT_TCP_PORT}, slots busy {}/{} (share {}), closed: handshake {} read-deadline {} idle {} reply-wait {} source-share {} evicted {}",
             a.busy(),
+            a.slots(),
+            a.limits().per_source,
             k.handshake,
             k.read_deadline,
             k.idle,

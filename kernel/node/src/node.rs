@@ -98,6 +98,23 @@ pub const MAX_OUTBOX: usize = 4096;
 /// Own proposals tracked for commit latency.
 const MAX_TRACKED: usize = 512;
 
+/// The task specs a command submits (`AssignTask`, `AssignTasks`), else none.
+fn specs_of(command: &Command) -> &[TaskSpec] {
+    match command {
+        Command::AssignTask(spec) => core::slice::from_ref(spec),
+        Command::AssignTasks(specs) => specs,
+        _ => &[],
+    }
+}
+
+/// How many submissions a `SubmitBatch` request carries (0 for anything else).
+fn batch_len(request: &Request) -> u64 {
+    match request {
+        Request::SubmitBatch(items) => items.len() as u64,
+        _ => 0,
+    }
+}
+
 /// A management client connection: the driver's slot and its generation (bumped when
 /// the slot is reused, so a late reply never reaches a new client).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -235,6 +252,16 @@ enum Wait {
     Done {
         task: TaskId,
     },
+    /// `SubmitBatch`: every one of `tenant`'s numbers `first .. first + count` placed.
+    Batch {
+        tenant: TenantId,
+        first: u64,
+        count: u64,
+    },
+    /// `AwaitTasks`: every task's outcome.
+    AllDone {
+        tasks: Vec<TaskId>,
+    },
 }
 
 struct Parked {
@@ -308,6 +335,8 @@ pub struct Node<R: Region> {
     local_metrics: crate::metrics::LocalMetrics,
     /// Vivaldi coordinate and role-aware confirmation of the members ([`peers`]).
     health: peers::PeerHealth,
+    /// Group commit ([`Node::hold`]): Raft's output waits for [`Node::release`].
+    held: bool,
 }
 
 /// The cluster state a node built from `cfg` starts from before its log: every member
@@ -397,6 +426,7 @@ impl<R: Region> Node<R> {
             members_sent: Vec::new(),
             local_metrics: crate::metrics::LocalMetrics::default(),
             health: peers::PeerHealth::new(me, cfg.vivaldi, cfg.confirm),
+            held: false,
             cfg,
         };
         if let Some(e) = state_error {
@@ -702,8 +732,28 @@ impl<R: Region> Node<R> {
         Ok(index)
     }
 
+    /// Group commit, for one iteration of the driver's loop: until [`Node::release`],
+    /// inputs still propose at once (each entry durable in the storage before it can
+    /// be sent), but what Raft made ready waits — so everything proposed in the
+    /// iteration goes to each follower in one append, and what committed is applied
+    /// and its placements dispatched together at the release.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Ends [`Node::hold`]: handles what Raft made ready (appends out, committed
+    /// entries applied, tasks dispatched) and answers the parked requests that this
+    /// made answerable, in this same iteration.
+    pub fn release(&mut self) {
+        if core::mem::take(&mut self.held) {
+            self.process();
+            self.answer_parked();
+        }
+    }
+
     /// Everything the node asked for since the last drain.
     pub fn drain(&mut self) -> Outbox {
+        debug_assert!(!self.held, "drained while held: release first");
         core::mem::take(&mut self.out)
     }
 
@@ -726,7 +776,7 @@ impl<R: Region> Node<R> {
 
     /// Proposes `command` (leader only), stamped now.
     fn propose(&mut self, command: Command) -> Result<u64, Denied> {
-        if let Command::AssignTask(spec) = &command {
+        for spec in specs_of(&command) {
             self.stages
                 .proposed(spec.tenant, spec.request_seq, self.now_us);
         }
@@ -782,6 +832,9 @@ impl<R: Region> Node<R> {
     /// Handles what Raft made ready: messages out, snapshot restore, committed entries
     /// applied, snapshots taken; then derives the tasks to run.
     fn process(&mut self) {
+        if self.held {
+            return;
+        }
         let mut restored = false;
         loop {
             let Some(r) = self.raft.as_mut() else { return };
@@ -1363,10 +1416,12 @@ impl<R: Region> Node<R> {
         let principal = req.principal;
         match self.gate.authorize(&self.state, &req) {
             Err(d) => Some(self.refuse(Some(principal), d)),
-            Ok(Some(Command::AssignTask(spec)))
+            Ok(Some(command))
                 if !self.cfg.builtins.is_empty()
-                    && matches!(&spec.work, xdv_cluster::Work::Builtin(n)
-                        if !self.cfg.builtins.iter().any(|b| b == n)) =>
+                    && specs_of(&command).iter().any(|spec| {
+                        matches!(&spec.work, xdv_cluster::Work::Builtin(n)
+                            if !self.cfg.builtins.iter().any(|b| b == n))
+                    }) =>
             {
                 let d = Denied::Malformed(alloc::format!(
                     "unknown built-in task (this cluster has: {})",
@@ -1379,7 +1434,7 @@ impl<R: Region> Node<R> {
                     return Some(self.refuse(Some(principal), d));
                 }
                 let command = self.complete_member(command);
-                if let Command::AssignTask(spec) = &command {
+                for spec in specs_of(&command) {
                     self.stages
                         .received(spec.tenant, spec.request_seq, self.now_us);
                 }
@@ -1387,6 +1442,11 @@ impl<R: Region> Node<R> {
                     Command::AssignTask(spec) => Wait::Task {
                         tenant: spec.tenant,
                         seq: spec.request_seq,
+                    },
+                    Command::AssignTasks(specs) => Wait::Batch {
+                        tenant: specs.first().map_or(TenantId(0), |s| s.tenant),
+                        first: req.seq,
+                        count: batch_len(&req.request),
                     },
                     Command::SetQuota { tenant, quota, .. } => Wait::Quota {
                         tenant: *tenant,
@@ -1457,6 +1517,27 @@ impl<R: Region> Node<R> {
                 };
                 self.await_task(conn, principal, task)
             }
+            Ok(None) if matches!(req.request, Request::AwaitTasks { .. }) => {
+                let Request::AwaitTasks { tasks } = req.request else {
+                    unreachable!("matched above")
+                };
+                self.await_tasks(conn, principal, tasks)
+            }
+            // Every submission of the batch was accepted before (a retry).
+            Ok(None) if matches!(req.request, Request::SubmitBatch(_)) => {
+                let Principal::Tenant(tenant) = principal else {
+                    unreachable!("the gate lets only tenants submit")
+                };
+                let count = batch_len(&req.request);
+                Some(
+                    self.batch_answer(tenant, req.seq, count)
+                        .unwrap_or_else(|| {
+                            Response::Refused(Denied::NotReady(
+                                "batch not placed yet; retry with the same seq".into(),
+                            ))
+                        }),
+                )
+            }
             Ok(None) => Some(match req.request {
                 Request::TaskStatus { task } => self.task_answer(task),
                 Request::ClusterStatus => Response::Cluster(self.view()),
@@ -1477,6 +1558,8 @@ impl<R: Region> Node<R> {
                 | Request::RemoveWorker { .. }
                 | Request::Cancel { .. }
                 | Request::AwaitTask { .. }
+                | Request::SubmitBatch(_)
+                | Request::AwaitTasks { .. }
                 | Request::SetPolicy { .. } => {
                     Response::Refused(Denied::NotReady("unreachable".into()))
                 }
@@ -1501,6 +1584,75 @@ impl<R: Region> Node<R> {
             deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
         });
         None
+    }
+
+    /// `AwaitTasks` (the gate allowed it): the answer now if every task finished,
+    /// else parked until they have (or the reply timeout passes).
+    fn await_tasks(
+        &mut self,
+        conn: ClientConn,
+        who: Principal,
+        tasks: Vec<TaskId>,
+    ) -> Option<Response> {
+        if let Some(r) = self.all_finished(&tasks) {
+            return Some(r);
+        }
+        if self.parked.len() >= MAX_PARKED {
+            let d = Denied::NotReady("too many requests waiting".into());
+            return Some(self.refuse(Some(who), d));
+        }
+        self.parked.push(Parked {
+            conn,
+            wait: Wait::AllDone { tasks },
+            deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
+        });
+        None
+    }
+
+    /// `Response::TaskReports` for `tasks` if every one finished (stamping the
+    /// replies), else `None`.
+    fn all_finished(&mut self, tasks: &[TaskId]) -> Option<Response> {
+        let done = tasks.iter().all(|t| {
+            self.state.task(*t).is_none_or(|r| {
+                matches!(
+                    r.status,
+                    TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
+                )
+            })
+        });
+        done.then(|| self.task_reports(tasks))
+    }
+
+    /// The reports on `tasks` as they are now (a task the state no longer retains
+    /// is left out); stamps each finished one replied.
+    fn task_reports(&mut self, tasks: &[TaskId]) -> Response {
+        let mut out = Vec::with_capacity(tasks.len());
+        for &task in tasks {
+            let Some(t) = self.state.task(task) else {
+                continue;
+            };
+            if matches!(
+                t.status,
+                TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
+            ) {
+                self.stages.replied(task, self.now_us);
+            }
+            let t = self.state.task(task).expect("checked above");
+            out.push(mgmt::TaskReport {
+                task,
+                tenant: t.spec.tenant,
+                status: t.status.clone(),
+            });
+        }
+        Response::TaskReports(out)
+    }
+
+    /// `SubmittedBatch` once every number of the batch has its task.
+    fn batch_answer(&self, tenant: TenantId, first: u64, count: u64) -> Option<Response> {
+        let tasks: Option<Vec<TaskId>> = (first..first.saturating_add(count))
+            .map(|seq| self.state.task_for_request(tenant, seq))
+            .collect();
+        tasks.map(|tasks| Response::SubmittedBatch { tasks })
     }
 
     /// `Response::Task` for `task` if it finished (completed or refused).
@@ -1733,9 +1885,18 @@ impl<R: Region> Node<R> {
                     }
                     r
                 }
+                Wait::Batch {
+                    tenant,
+                    first,
+                    count,
+                } => self.batch_answer(*tenant, *first, *count),
+                Wait::AllDone { tasks } => self.all_finished(tasks),
             };
             let reply = match (done, &p.wait) {
                 (Some(r), _) => Some(r),
+                (None, Wait::AllDone { tasks }) if now >= p.deadline_ms => {
+                    Some(self.task_reports(tasks))
+                }
                 // Waited long enough: the status as it is now.
                 (None, Wait::Done { task }) if now >= p.deadline_ms => {
                     Some(self.task_answer(*task))

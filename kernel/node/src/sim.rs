@@ -793,6 +793,8 @@ impl Sim {
         if node.audit_root_due(local) {
             node.set_audit_root(n.audit_records, n.audit_head);
         }
+        // One step is one iteration of the kernel's loop: group commit as there.
+        node.hold();
         node.tick(local);
         while let Some((from, msg)) = n.inbox.pop_front() {
             match msg {
@@ -865,6 +867,7 @@ impl Sim {
             let (q, phi) = pool.offer();
             node.set_accel_offer(q, phi);
         }
+        node.release();
         for (to, m) in sends {
             self.net.send(now, i as u32 + 1, to, m);
         }

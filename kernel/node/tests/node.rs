@@ -530,3 +530,127 @@ fn task_log_lines_and_metrics() {
     }
     assert_eq!(text, n.metrics(), "the same state gives the same bytes");
 }
+
+fn batch(seq: u64, n: usize) -> Vec<u8> {
+    let one = Submit {
+        work: Work::Builtin("hash".into()),
+        input: vec![1],
+        budget_ticks: 100,
+        priority: Priority::Normal,
+        guards: vec![],
+        needs: vec![],
+        domain: Domain::K,
+        pin: None,
+        contract: None,
+        timeout_ms: None,
+    };
+    mgmt::encode(&SignedRequest::sign(
+        CLUSTER,
+        Principal::Tenant(TenantId(1)),
+        seq,
+        Request::SubmitBatch(vec![one; n]),
+        &TENANT_SEED,
+    ))
+}
+
+fn replies_to(out: &Outbox, conn: ClientConn) -> Vec<Response> {
+    out.replies
+        .iter()
+        .filter(|(c, _)| *c == conn)
+        .map(|(_, b)| mgmt::decode(b).unwrap())
+        .collect()
+}
+
+/// `SubmitBatch` under group commit: requests that arrive in one held iteration are
+/// proposed, committed, applied, answered and dispatched together at the release;
+/// `AwaitTasks` answers once every task finished; a retried batch gets its tasks and
+/// runs nothing twice.
+#[test]
+fn submit_batch_group_commit_and_await_tasks() {
+    let mut n = leader_node();
+    let (a, b) = (
+        ClientConn {
+            slot: 1,
+            generation: 1,
+        },
+        ClientConn {
+            slot: 2,
+            generation: 1,
+        },
+    );
+    n.hold();
+    n.on_client(a, &batch(1000, 5));
+    n.on_client(b, &submit(2000));
+    // Held: proposed, but nothing applied, answered or dispatched yet.
+    let applied_held = n.view().applied;
+    n.release();
+    let out = n.drain();
+    assert!(
+        n.view().applied >= applied_held + 2,
+        "applied at the release"
+    );
+    let tasks = match replies_to(&out, a).as_slice() {
+        [Response::SubmittedBatch { tasks }] => tasks.clone(),
+        other => panic!("batch answer: {other:?}"),
+    };
+    assert_eq!(tasks.len(), 5);
+    assert!(matches!(
+        replies_to(&out, b).as_slice(),
+        [Response::Submitted { .. }]
+    ));
+    assert_eq!(
+        out.run.len(),
+        6,
+        "placements dispatched in the same release"
+    );
+    // AwaitTasks: parked until every one finished.
+    let wait = query(
+        3000,
+        Principal::Tenant(TenantId(1)),
+        &TENANT_SEED,
+        Request::AwaitTasks {
+            tasks: tasks.clone(),
+        },
+    );
+    n.on_client(a, &wait);
+    assert!(replies_to(&n.drain(), a).is_empty(), "answered before done");
+    let mut runs = out.run.clone();
+    runs.retain(|r| tasks.contains(&r.task));
+    for (i, r) in runs.iter().enumerate() {
+        n.on_task_done(done(r));
+        n.tick(2000 + i as u64);
+        let got = replies_to(&n.drain(), a);
+        if i + 1 < runs.len() {
+            assert!(got.is_empty(), "answered with {} of 5 done", i + 1);
+        } else {
+            let [Response::TaskReports(reports)] = got.as_slice() else {
+                panic!("AwaitTasks answer: {got:?}");
+            };
+            let ids: Vec<_> = reports.iter().map(|r| r.task).collect();
+            assert_eq!(ids, tasks, "in the order asked");
+            assert!(
+                reports
+                    .iter()
+                    .all(|r| matches!(r.status, TaskStatus::Completed { .. }))
+            );
+        }
+    }
+    // The same batch again: the same tasks, nothing proposed, nothing run.
+    let applied = n.view().applied;
+    n.on_client(b, &batch(1000, 5));
+    let out = n.drain();
+    assert_eq!(
+        replies_to(&out, b),
+        vec![Response::SubmittedBatch {
+            tasks: tasks.clone()
+        }]
+    );
+    assert!(out.run.is_empty());
+    assert_eq!(n.view().applied, applied);
+    // Limits are refused by name.
+    n.on_client(b, &batch(4000, 65));
+    assert!(matches!(
+        replies_to(&n.drain(), b).as_slice(),
+        [Response::Refused(Denied::Malformed(m))] if m.contains("1 to 64")
+    ));
+}

@@ -112,7 +112,7 @@ fn replay_real(runs: usize) -> Result<(f64, f64, usize)> {
     let paces: Vec<(u16, Pace)> = (0..6)
         .map(|_| (tb.port(1), Pace::Closed { window: 3, until }))
         .collect();
-    let tally = load(&tb.keys, &module, &paces)?;
+    let tally = load(&tb.keys, &module, &paces, 0)?;
     let v = tb.view(1)?;
     let node_rate = v.applied as f64 / (v.loop_busy_us.max(1) as f64 / 1e6);
     println!(

@@ -14,11 +14,14 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xdv_boot::provision::{self, Peer, Provision, Tenant};
-use xdv_cluster::mgmt::{self, ClusterView, Denied, Principal, Request, Response, SignedRequest};
+use xdv_cluster::mgmt::{
+    self, ClusterView, Denied, MAX_AWAIT_TASKS, MAX_BATCH_SUBMISSIONS, Principal, Request,
+    Response, SignedRequest, Submit,
+};
 use xdv_cluster::public_key;
 use xdv_cluster::{Outcome, TaskStatus};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
-use xdv_types::{NodeId, TaskId, Timestamp};
+use xdv_types::{NodeId, TaskId, TenantId, Timestamp};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Keys {
@@ -154,19 +157,151 @@ impl Keys {
 
 /// A strictly growing sequence number (µs since the epoch, bumped past the last one).
 pub fn next_seq() -> u64 {
+    next_seqs(1)
+}
+
+/// The first of `n` consecutive fresh sequence numbers (a `SubmitBatch` of `n`
+/// submissions takes `first .. first + n`); later calls return numbers past them.
+pub fn next_seqs(n: u64) -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
+    let n = n.max(1);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_micros() as u64);
     let mut prev = LAST.load(Ordering::Relaxed);
     loop {
-        let next = now.max(prev + 1);
-        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
+        let first = now.max(prev + 1);
+        let last = first + n - 1;
+        match LAST.compare_exchange(prev, last, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return first,
             Err(p) => prev = p,
         }
     }
+}
+
+/// Signs `request` as `principal` with sequence number `seq`.
+pub fn signed_at(
+    keys: &Keys,
+    principal: Principal,
+    seq: u64,
+    request: Request,
+) -> Result<SignedRequest> {
+    let seed = match principal {
+        Principal::Operator => keys.operator_seed()?,
+        Principal::Tenant(t) => keys.tenant_seed(t.0)?,
+    };
+    Ok(SignedRequest::sign(
+        keys.cluster,
+        principal,
+        seq,
+        request,
+        &seed,
+    ))
+}
+
+/// `count` copies of `submit` as `tenant`, pipelined over one connection in
+/// `SubmitBatch`es of at most [`MAX_BATCH_SUBMISSIONS`] (each under one signature),
+/// then awaited with `AwaitTasks`. A batch the node cannot take yet (no leader, not
+/// committed in time) is sent again with the same numbers (never twice in the log)
+/// until `end`. Returns every task and its final status, in submission order.
+pub fn submit_many(
+    port: u16,
+    keys: &Keys,
+    tenant: TenantId,
+    submit: &Submit,
+    count: usize,
+    end: Instant,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<(TaskId, TaskStatus)>> {
+    let who = Principal::Tenant(tenant);
+    let mut batches: Vec<SignedRequest> = Vec::new();
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(MAX_BATCH_SUBMISSIONS);
+        let first = next_seqs(n as u64);
+        let req = Request::SubmitBatch(vec![submit.clone(); n]);
+        batches.push(signed_at(keys, who, first, req)?);
+        left -= n;
+    }
+    let mut c = Client::connect(port, Duration::from_secs(2))?;
+    for b in &batches {
+        c.send(b)?;
+    }
+    let mut tasks: Vec<TaskId> = Vec::with_capacity(count);
+    let mut i = 0;
+    while i < batches.len() {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "{} of {count} tasks accepted before the timeout",
+                tasks.len()
+            );
+        }
+        match c.recv(left)? {
+            Response::SubmittedBatch { tasks: t } => {
+                tasks.extend(t);
+                i += 1;
+                progress(tasks.len(), 0);
+            }
+            Response::Refused(Denied::NoLeader | Denied::NotReady(_)) => {
+                std::thread::sleep(Duration::from_millis(200));
+                c.send(&batches[i])?;
+            }
+            Response::Refused(d) => bail!("batch {} of {} refused: {d}", i + 1, batches.len()),
+            other => bail!("unexpected answer to a batch: {}", response_kind(&other)),
+        }
+    }
+    let mut done: std::collections::BTreeMap<TaskId, TaskStatus> = Default::default();
+    let mut open: Vec<TaskId> = tasks.clone();
+    while !open.is_empty() {
+        let chunks: Vec<Vec<TaskId>> = open.chunks(MAX_AWAIT_TASKS).map(<[_]>::to_vec).collect();
+        for ch in &chunks {
+            c.send(&signed(
+                keys,
+                who,
+                Request::AwaitTasks { tasks: ch.clone() },
+            )?)?;
+        }
+        let mut still = Vec::new();
+        for ch in &chunks {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "{} of {count} tasks finished before the timeout",
+                    done.len()
+                );
+            }
+            let reports = match c.recv(left)? {
+                Response::TaskReports(r) => r,
+                Response::Refused(d) => bail!("waiting for tasks refused: {d}"),
+                other => bail!("unexpected answer to AwaitTasks: {}", response_kind(&other)),
+            };
+            for t in ch {
+                match reports.iter().find(|r| r.task == *t) {
+                    Some(r) if finished(&r.status) => {
+                        done.insert(*t, r.status.clone());
+                    }
+                    Some(_) => still.push(*t),
+                    None => bail!("{t} is no longer retained by the cluster"),
+                }
+            }
+            progress(tasks.len(), done.len());
+        }
+        open = still;
+    }
+    Ok(tasks
+        .into_iter()
+        .map(|t| {
+            let s = done.remove(&t).unwrap_or(TaskStatus::Pending);
+            (t, s)
+        })
+        .collect())
+}
+
+/// Whether a task status is final (completed or refused by the cluster).
+pub fn finished(s: &TaskStatus) -> bool {
+    matches!(s, TaskStatus::Completed { .. } | TaskStatus::Rejected(_))
 }
 
 /// One connection to a node's management port.
@@ -197,6 +332,18 @@ impl Client {
 
     /// Sends `req` and waits up to `timeout` for the response.
     pub fn call(&mut self, req: &SignedRequest, timeout: Duration) -> Result<Response> {
+        self.send(req)?;
+        self.read_response(timeout)
+    }
+
+    /// The next response, waiting up to `timeout` (pipelined requests are answered
+    /// in the order the node finishes them).
+    pub fn recv(&mut self, timeout: Duration) -> Result<Response> {
+        self.read_response(timeout)
+    }
+
+    /// Sends `req` without waiting for its answer.
+    pub fn send(&mut self, req: &SignedRequest) -> Result<()> {
         self.msg_id += 1;
         let hdr = FrameHeader {
             source: HOST_NODE,
@@ -207,7 +354,7 @@ impl Client {
         let frame = wire::encode_frame(&hdr, &ClusterMessage::MgmtRequest(mgmt::encode(req)))
             .map_err(|e| anyhow!("encoding the request: {e}"))?;
         self.stream.write_all(&frame)?;
-        self.read_response(timeout)
+        Ok(())
     }
 
     fn read_response(&mut self, timeout: Duration) -> Result<Response> {
@@ -257,17 +404,7 @@ impl Client {
 
 /// Signs `request` as `principal` with a fresh sequence number.
 pub fn signed(keys: &Keys, principal: Principal, request: Request) -> Result<SignedRequest> {
-    let seed = match principal {
-        Principal::Operator => keys.operator_seed()?,
-        Principal::Tenant(t) => keys.tenant_seed(t.0)?,
-    };
-    Ok(SignedRequest::sign(
-        keys.cluster,
-        principal,
-        next_seq(),
-        request,
-        &seed,
-    ))
+    signed_at(keys, principal, next_seq(), request)
 }
 
 /// The operator's `ClusterStatus` of the node behind `port`.
@@ -296,6 +433,8 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::Member { .. } => "membership change",
         Response::Metrics(_) => "metrics",
         Response::Cancelled { .. } => "task cancelled",
+        Response::SubmittedBatch { .. } => "batch submitted",
+        Response::TaskReports(_) => "task reports",
     }
 }
 

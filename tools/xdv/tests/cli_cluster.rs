@@ -2,7 +2,8 @@
 //! (exit codes 0 and 4; the module's log line), `task get`, `logs --task`, `logs`,
 //! `metrics` (checked by promtool), `status --json`, `down`, `start` (the switch comes back too),
 //! then `up` refusing the directory,
-//! `up --resume` keeping keys and history, `up --fresh` starting a new cluster.
+//! `up --resume` keeping keys and history, `up --fresh` starting a new cluster, and
+//! `submit --count` pipelining 70 tasks in signed batches.
 //! Boots QEMU (and builds the kernel on first use): run it on its own,
 //! `cargo test -p xdv --test cli_cluster`.
 
@@ -194,4 +195,25 @@ fn up_submit_down_resume_fresh() {
     assert_ne!(Keys::load(Path::new(d)).unwrap().cluster, cluster);
     let v = status(d);
     assert_eq!(v["nodes"][0]["view"]["tasks"], 0, "{v}");
+
+    // `--count`: 70 copies in two signed batches (64 + 6), awaited together.
+    let o = xdv(&[
+        "submit", hello, "--tenant", "1", "--count", "70", "--dir", d,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let ran: std::collections::BTreeSet<u64> = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("task ") && l.contains(" executed on node "))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ran, (1..=70).collect(), "{o:?}");
+    assert!(
+        o.stdout.contains("70 tasks in") && o.stdout.contains("2 batches of at most 64"),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains(": 70 succeeded"), "{o:?}");
+    assert!(o.stdout.contains("hello from xdv"), "{o:?}");
+    let v = status(d);
+    assert_eq!(v["nodes"][0]["view"]["tasks"], 70, "each ran once: {v}");
 }

@@ -50,6 +50,12 @@ pub struct SubmitArgs {
     /// its outcome.
     #[arg(long)]
     no_wait: bool,
+    /// Submit this many copies, pipelined over one connection in signed batches
+    /// (`SubmitBatch`, up to 64 a request, one signature each) and awaited together
+    /// (`AwaitTasks`): one line per task, then a summary with tasks/s. The exit code
+    /// is the worst task's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    count: u64,
     /// Seconds to wait for acceptance and then for the outcome.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -120,23 +126,23 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
     let port = st.running_node_port(a.node)?;
     let priority = xdv_types::Priority::parse(&a.priority).context("--priority")?;
     let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
-    let req = mgmt::signed(
-        &keys,
-        tenant,
-        Request::Submit(Submit {
-            work,
-            input,
-            budget_ticks: a.budget,
-            priority,
-            guards: vec![],
-            needs: vec![],
-            domain,
-            pin: None,
-            contract: a.contract,
-            timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
-        }),
-    )?;
+    let submit = Submit {
+        work,
+        input,
+        budget_ticks: a.budget,
+        priority,
+        guards: vec![],
+        needs: vec![],
+        domain,
+        pin: None,
+        contract: a.contract,
+        timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
+    };
     let end = Instant::now() + Duration::from_secs(a.timeout);
+    if a.count > 1 {
+        return submit_many(&a, port, &keys, &submit, end);
+    }
+    let req = mgmt::signed(&keys, tenant, Request::Submit(submit))?;
     let placed = mgmt::submit_placed(port, &req, end, true, &mut |why| {
         eprintln!(
             "xdv: node {} not taking it yet ({why}); retrying...",
@@ -158,4 +164,46 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
         &Report::finished(task, status).with_log(log),
         a.json,
     ))
+}
+
+/// `--count N`: N copies through `SubmitBatch` + `AwaitTasks`; a line per task and a
+/// summary; the worst exit code.
+fn submit_many(
+    a: &SubmitArgs,
+    port: u16,
+    keys: &Keys,
+    submit: &Submit,
+    end: Instant,
+) -> Result<i32> {
+    let count = a.count as usize;
+    let start = Instant::now();
+    let mut last_shown = Instant::now();
+    let json = a.json;
+    let mut show = |accepted: usize, finished: usize| {
+        if !json && last_shown.elapsed() >= Duration::from_secs(1) {
+            last_shown = Instant::now();
+            eprintln!("xdv: {accepted}/{count} accepted, {finished} finished...");
+        }
+    };
+    let tenant = xdv_types::TenantId(a.tenant);
+    let done = mgmt::submit_many(port, keys, tenant, submit, count, end, &mut show)?;
+    let secs = start.elapsed().as_secs_f64();
+    let mut worst = 0;
+    let mut by_word: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for (task, status) in done {
+        let r = Report::finished(task, status);
+        *by_word.entry(r.verdict.word()).or_default() += 1;
+        worst = worst.max(report(&r, json));
+    }
+    if !json {
+        let words: Vec<String> = by_word.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        println!(
+            "{count} tasks in {secs:.2} s ({:.1} tasks/s, {} batches of at most {}): {}",
+            count as f64 / secs.max(1e-9),
+            count.div_ceil(xdv_cluster::mgmt::MAX_BATCH_SUBMISSIONS),
+            xdv_cluster::mgmt::MAX_BATCH_SUBMISSIONS,
+            words.join(", ")
+        );
+    }
+    Ok(worst)
 }
