@@ -32,7 +32,7 @@ use xdv::switch::Faults;
 use xdv::testbed::Testbed;
 use xdv_audit::RecordBody;
 use xdv_cluster::mgmt::{ClusterView, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{DEFAULT_TASK_BUDGET_CEILING_TICKS, Domain, Outcome, Refusal, TaskStatus, Work};
+use xdv_cluster::{Domain, Outcome, Refusal, TaskStatus, Work, DEFAULT_TASK_BUDGET_CEILING_TICKS};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader};
 use xdv_types::{NodeId, Priority, TaskId, TenantId};
 
@@ -98,9 +98,16 @@ fn frame(msg: &ClusterMessage, id: u64) -> Vec<u8> {
     wire::encode_frame(&hdr, msg).unwrap()
 }
 
+/// Connects to the node's management port.
+///
+/// The port is QEMU's user-network forward, whose host socket listens with a backlog of
+/// one (libslirp's `tcp_listen`): when several connections arrive while QEMU's main loop is busy, the host kernel
+/// drops the extra SYNs and retries them after 1 s and then 3 s more. A 2 s timeout
+/// failed the flood's fifth connection on a loaded CI machine (the node never saw it),
+/// so allow the retries: 10 s covers three SYNs.
 fn connect(port: u16) -> std::io::Result<TcpStream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    TcpStream::connect_timeout(&addr, Duration::from_secs(10))
 }
 
 /// Reads management responses from `s` until `n` arrived or `limit` passed.
@@ -697,10 +704,9 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
     // was placed, and nobody was declared down or re-elected.
     let vs = cl.converged(&all, 1 + during.len() as u64, T).unwrap();
     assert_eq!(vs[0].tasks, 3 + during.len() as u64);
-    assert!(
-        vs.iter()
-            .all(|v| v.term == term && v.members.iter().all(|m| m.up))
-    );
+    assert!(vs
+        .iter()
+        .all(|v| v.term == term && v.members.iter().all(|m| m.up)));
     assert_eq!(cl.leader(&all, T).unwrap(), leader);
     assert_eq!(
         task_status(cl.port(leader), &cl.keys, 1, looping),
