@@ -144,6 +144,7 @@ stubs! {
     v_ipi_wake = 0x40 noerr, v_timer = 0x41 noerr, v_spurious = 0xff noerr,
     v_dev0 = 0x50 noerr, v_dev1 = 0x51 noerr, v_dev2 = 0x52 noerr, v_dev3 = 0x53 noerr,
     v_dev4 = 0x54 noerr, v_dev5 = 0x55 noerr, v_dev6 = 0x56 noerr, v_dev7 = 0x57 noerr,
+    v_nic0 = 0x58 noerr, v_nic1 = 0x59 noerr,
 }
 
 fn ist_for(vector: u8) -> u8 {
@@ -235,6 +236,14 @@ pub const DEVICE_VECTORS: usize = 8;
 /// polls its devices (the count is for the console).
 pub static DEVICE_IRQS: [AtomicU64; DEVICE_VECTORS] = [const { AtomicU64::new(0) }; DEVICE_VECTORS];
 
+/// MSI-X vectors for NICs' receive queues: `VECTOR_NIC_BASE + i` for the i-th NIC.
+pub const VECTOR_NIC_BASE: u8 = 0x58;
+pub const NIC_VECTORS: usize = 2;
+const _: () = assert!(VECTOR_DEVICE_BASE as usize + DEVICE_VECTORS <= VECTOR_NIC_BASE as usize);
+/// Receive interrupts taken per NIC vector: each only ends the main loop's `hlt`, and
+/// the loop polls the NICs (the count is for the console's `net` command).
+pub static NIC_IRQS: [AtomicU64; NIC_VECTORS] = [const { AtomicU64::new(0) }; NIC_VECTORS];
+
 /// Breakpoints taken (the `breakpoint` test checks this moves).
 pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 
@@ -254,6 +263,12 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         {
             DEVICE_IRQS[(v - u64::from(VECTOR_DEVICE_BASE)) as usize]
                 .fetch_add(1, Ordering::Relaxed);
+            super::lapic::eoi();
+        }
+        v if (u64::from(VECTOR_NIC_BASE)..u64::from(VECTOR_NIC_BASE) + NIC_VECTORS as u64)
+            .contains(&v) =>
+        {
+            NIC_IRQS[(v - u64::from(VECTOR_NIC_BASE)) as usize].fetch_add(1, Ordering::Relaxed);
             super::lapic::eoi();
         }
         v if v < 32 => fatal_exception(f),
