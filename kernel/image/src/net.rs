@@ -213,6 +213,18 @@ impl Net {
         }
     }
 
+    /// Time until smoltcp's next timer on any interface (retransmit, delayed ACK,
+    /// keep-alive, DHCP), in µs; `None` if none is pending.
+    pub fn poll_delay_us(&mut self) -> Option<u64> {
+        let now = now();
+        [self.peer.as_mut(), self.mgmt.as_mut()]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.iface.poll_delay(now, &i.sockets))
+            .map(|d| d.total_micros())
+            .min()
+    }
+
     pub fn print(&mut self) {
         let net = self;
         for i in [net.peer.as_mut(), net.mgmt.as_mut()].into_iter().flatten() {
