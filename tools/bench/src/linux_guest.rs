@@ -8,9 +8,15 @@
 //! sample on its serial console (`console=ttyS0`):
 //!
 //! - `linux-rtt-ms <ms>`: one echo reply's round trip, as busybox `ping` reports it;
-//! - `linux-bulk bytes=<n> start=<s> end=<s>`: one transfer, `/proc/uptime` before
-//!   `nc` starts and after it exits (10 ms resolution). `nc` exits when the server,
-//!   having read everything, closes: every byte was delivered.
+//! - `linux-bulk bytes=<n> start=<s> end=<s>`: one transfer guest 1 → guest 2,
+//!   `/proc/uptime` before `nc` starts and after it exits (10 ms resolution). `nc`
+//!   exits when the server, having read everything, closes: every byte was delivered.
+//!   Busybox `nc` moves 1 KiB per `read`/`write` on both sides, so it measures the
+//!   guest's system calls as much as its network path; hence also
+//! - `linux-http bytes=<n> start=<s> end=<s>`: the same bytes guest 2 → guest 1 from
+//!   busybox `httpd` (a file written to the socket with large writes) to `wget -O
+//!   /dev/null` (64 KiB reads), timed the same way around `wget`. `bench net` compares
+//!   XDV with the faster of the two, Linux's best here.
 //!
 //! What differs from the XDV pair: no management NIC (the guests need none), and the
 //! Linux kernel drives its NIC with its own stack and interrupt policy, which is the
@@ -38,7 +44,8 @@ const T: Duration = Duration::from_secs(300);
 
 /// The `/init` of both guests (busybox `sh`). Its parameters come from the kernel
 /// command line (`xdv.role=`, `xdv.ip=`, `xdv.peer=`, `xdv.pings=`, `xdv.bytes=`,
-/// `xdv.runs=`), which the kernel leaves alone because they contain a dot.
+/// `xdv.runs=`), which the kernel leaves alone because they contain a dot. Each round
+/// sends once with `nc` and once over HTTP (module doc).
 const INIT: &str = r#"#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc
@@ -57,6 +64,7 @@ ip addr add "$ip" dev eth0 && ip link set eth0 up || echo "linux-guest: error: n
 if [ "$role" = server ]; then
     mkfifo /hold
     (while true; do nc -l -p PORT 0<>/hold >/dev/null; done) &
+    mkdir /www && head -c "$bytes" /dev/zero >/www/bulk && httpd -p 80 -h /www
     echo "linux-guest: ready role=server ip=$ip"
     while true; do sleep 3600; done
 fi
@@ -82,6 +90,13 @@ while [ $i -lt "$runs" ]; do
         try=$((try+1)); [ $try -ge 20 ] && echo "linux-guest: error: nc failed" && break
         usleep 200000
     done
+    read t0 rest </proc/uptime
+    if wget -q -O /dev/null "http://$peer/bulk"; then
+        read t1 rest </proc/uptime
+        echo "linux-http bytes=$bytes start=$t0 end=$t1"
+    else
+        echo "linux-guest: error: wget failed"
+    fi
 done
 echo "linux-guest: done"
 poweroff -f
@@ -100,8 +115,10 @@ pub struct Plan {
 pub struct Measured {
     /// Round trips in ms, sorted.
     pub rtts_ms: Vec<f64>,
-    /// One throughput per transfer, MiB/s, in run order.
+    /// One throughput per `nc` transfer, MiB/s, in run order.
     pub bulk_mibps: Vec<f64>,
+    /// One throughput per `httpd` → `wget` transfer, MiB/s, in run order.
+    pub http_mibps: Vec<f64>,
     /// `vmlinuz-<version>` booted.
     pub kernel: String,
 }
@@ -129,7 +146,7 @@ pub fn measure(dir: &Path, plan: Plan) -> Result<Measured> {
             .extend(["-initrd".into(), initrd.display().to_string()]);
         Vm::spawn(&cfg)
     };
-    let mut server = guest(2, "xdv.role=server".into())?;
+    let mut server = guest(2, format!("xdv.role=server xdv.bytes={}", plan.bulk_bytes))?;
     server.wait_for("linux-guest: ready", T)?;
     let mut client = guest(
         1,
@@ -145,13 +162,15 @@ pub fn measure(dir: &Path, plan: Plan) -> Result<Measured> {
         return Err(client.error(&format!("Linux client guest: {l}")));
     }
     let m = parse_client(&out, version)?;
-    if m.rtts_ms.len() < plan.pings / 2 || m.bulk_mibps.len() != plan.bulk_runs {
+    let runs = plan.bulk_runs;
+    if m.rtts_ms.len() < plan.pings / 2 || m.bulk_mibps.len() != runs || m.http_mibps.len() != runs
+    {
         return Err(client.error(&format!(
-            "Linux client guest: {} of {} echo replies, {} of {} transfers",
+            "Linux client guest: {} of {} echo replies, {} and {} of {runs} nc and HTTP transfers",
             m.rtts_ms.len(),
             plan.pings,
             m.bulk_mibps.len(),
-            plan.bulk_runs
+            m.http_mibps.len(),
         )));
     }
     let _ = client.wait_exit(Duration::from_secs(30));
@@ -161,7 +180,7 @@ pub fn measure(dir: &Path, plan: Plan) -> Result<Measured> {
 /// Parses the client's result lines (module doc).
 fn parse_client(out: &str, version: String) -> Result<Measured> {
     let mut rtts_ms: Vec<f64> = Vec::new();
-    let mut bulk_mibps = Vec::new();
+    let (mut bulk_mibps, mut http_mibps) = (Vec::new(), Vec::new());
     for line in out.lines() {
         if let Some(v) = line.strip_prefix("linux-rtt-ms ") {
             rtts_ms.push(
@@ -170,25 +189,34 @@ fn parse_client(out: &str, version: String) -> Result<Measured> {
                     .with_context(|| format!("bad line {line:?}"))?,
             );
         } else if let Some(rest) = line.strip_prefix("linux-bulk ") {
-            let field = |k: &str| -> Result<f64> {
-                rest.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
-                    .and_then(|v| v.parse().ok())
-                    .with_context(|| format!("no {k}= in {line:?}"))
-            };
-            let secs = field("end")? - field("start")?;
-            if secs <= 0.0 {
-                bail!("transfer took no time by /proc/uptime: {line:?}");
-            }
-            bulk_mibps.push(field("bytes")? / secs / f64::from(1u32 << 20));
+            bulk_mibps.push(transfer_mibps(rest)?);
+        } else if let Some(rest) = line.strip_prefix("linux-http ") {
+            http_mibps.push(transfer_mibps(rest)?);
         }
     }
     rtts_ms.sort_by(f64::total_cmp);
     Ok(Measured {
         rtts_ms,
         bulk_mibps,
+        http_mibps,
         kernel: format!("vmlinuz-{version}"),
     })
+}
+
+/// MiB/s from `bytes=<n> start=<s> end=<s>`.
+fn transfer_mibps(fields: &str) -> Result<f64> {
+    let field = |k: &str| -> Result<f64> {
+        fields
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {k}= in {fields:?}"))
+    };
+    let secs = field("end")? - field("start")?;
+    if secs <= 0.0 {
+        bail!("transfer took no time by /proc/uptime: {fields:?}");
+    }
+    Ok(field("bytes")? / secs / f64::from(1u32 << 20))
 }
 
 /// The newest `/boot/vmlinuz-<version>` with its modules in `/lib/modules/<version>`
@@ -374,9 +402,11 @@ fn module_load_order(dep: &str, builtin: &str, roots: &[&str]) -> Result<Vec<Str
         Ok(())
     }
     for root in roots {
+        if built_in.iter().any(|b| b == root) {
+            continue;
+        }
         match deps.get(*root) {
             Some((path, _)) => visit(path, &deps, &mut order, 0)?,
-            None if built_in.iter().any(|b| b == root) => {}
             None => bail!("module {root} is neither in modules.dep nor built in"),
         }
     }
@@ -398,13 +428,20 @@ const TRAILER: &str = "TRAILER!!!";
 
 impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
-        self.next_ino += 1;
+        // Inode numbers distinct per entry (the kernel hard-links entries sharing
+        // one); the trailer's is 0.
+        let ino = if name == TRAILER {
+            0
+        } else {
+            self.next_ino += 1;
+            self.next_ino
+        };
         let size = u32::try_from(data.len()).expect("cpio newc entries are below 4 GiB");
         let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor
         // namesize check; mtime 0 keeps the archive the same on every build.
         let fields = [
-            self.next_ino,
+            ino,
             mode,
             0,
             0,
@@ -452,7 +489,6 @@ impl Cpio {
     }
 
     fn finish(mut self) -> Vec<u8> {
-        self.next_ino = 0;
         self.entry(TRAILER, 0, (0, 0), &[]);
         self.buf
     }
@@ -583,10 +619,13 @@ kernel/drivers/net/virtio_net.ko.xz: kernel/drivers/net/net_failover.ko kernel/n
     #[test]
     fn client_lines_parse_to_samples() {
         let out = "noise\nlinux-rtt-ms 0.700\nlinux-rtt-ms 0.500\n\
-                   linux-bulk bytes=8388608 start=10.00 end=14.00\nlinux-guest: done\n";
+                   linux-bulk bytes=8388608 start=10.00 end=14.00\n\
+                   linux-http bytes=8388608 start=14.50 end=15.50\nlinux-guest: done\n";
         let m = parse_client(out, "6.1".into()).unwrap();
         assert_eq!(m.rtts_ms, [0.5, 0.7]);
         assert_eq!(m.bulk_mibps, [2.0]);
+        assert_eq!(m.http_mibps, [8.0]);
+        assert!(parse_client("linux-http bytes=1 start=2.00\n", "x".into()).is_err());
         assert!(parse_client("linux-bulk bytes=1 start=2.00 end=2.00\n", "x".into()).is_err());
     }
 }

@@ -272,7 +272,11 @@ fn linux_baseline() -> Result<Measured> {
         },
     );
     match &m {
-        Ok(m) => eprintln!("Linux guest pair: TCP bulk {} MB/s", show(&m.bulk_mibps)),
+        Ok(m) => eprintln!(
+            "Linux guest pair: TCP bulk nc {} MB/s, HTTP {} MB/s",
+            show(&m.bulk_mibps),
+            show(&m.http_mibps)
+        ),
         Err(e) => eprintln!("Linux guest pair skipped: {e:#}"),
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -289,25 +293,30 @@ fn show_linux(linux: &Result<Measured>, mbps: f64, icmp: &[f64]) -> serde_json::
             return serde_json::json!({ "skipped": format!("{e:#}") });
         }
     };
-    let linux_mbps = median(&m.bulk_mibps);
+    let (nc_mbps, http_mbps) = (median(&m.bulk_mibps), median(&m.http_mibps));
+    let linux_mbps = nc_mbps.max(http_mbps);
     let (p50, p99) = (percentile(&m.rtts_ms, 0.5), percentile(&m.rtts_ms, 0.99));
     println!(
         "Linux guest pair ({} + busybox initramfs, virtio-net, same switch): TCP bulk \
-         {linux_mbps:.2} MB/s (median of {}: {}); ICMP RTT back-to-back p50 {p50:.3} ms \
-         p99 {p99:.3} ms ({} replies)",
+         nc {nc_mbps:.2} MB/s (median of {}: {}), httpd -> wget {http_mbps:.2} MB/s \
+         (median of {}: {}); ICMP RTT back-to-back p50 {p50:.3} ms p99 {p99:.3} ms \
+         ({} replies)",
         m.kernel,
         m.bulk_mibps.len(),
         show(&m.bulk_mibps),
+        m.http_mibps.len(),
+        show(&m.http_mibps),
         m.rtts_ms.len()
     );
     let rtt_ratio = percentile(icmp, 0.5) / p50;
     println!("ratio node-to-node RTT p50 XDV / Linux: {rtt_ratio:.2} (goal <= 1.0)");
     println!(
-        "ratio TCP bulk XDV / Linux: {:.2} (goal >= 3)",
+        "ratio TCP bulk XDV / Linux (the faster of nc and HTTP, {linux_mbps:.2} MB/s): {:.2} (goal >= 3)",
         mbps / linux_mbps
     );
     serde_json::json!({
-        "kernel": m.kernel, "tcp_mbps": linux_mbps, "tcp_runs_mbps": m.bulk_mibps,
+        "kernel": m.kernel, "tcp_mbps": linux_mbps, "nc_mbps": nc_mbps, "http_mbps": http_mbps,
+        "nc_runs_mbps": m.bulk_mibps, "http_runs_mbps": m.http_mibps,
         "icmp_rtt_ms_p50": p50, "icmp_rtt_ms_p99": p99,
         "xdv_over_linux_rtt_p50": rtt_ratio, "xdv_over_linux_tcp": mbps / linux_mbps,
     })
