@@ -241,25 +241,48 @@ fn find_kernel() -> Option<(PathBuf, String)> {
 }
 
 /// The kernel and its version; installs [`PACKAGES`] with apt when the kernel or a
-/// static busybox is missing (saying so first).
+/// static busybox is missing (saying so first), as `xdv::prereq` does: only as root
+/// and not under `XDV_INSTALL=never`, else the error names the line to run.
 fn ensure_installed() -> Result<(PathBuf, String)> {
     if find_kernel().is_none() || static_busybox().is_err() {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(["install", "-y", "--no-install-recommends"])
-            .args(PACKAGES)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        eprintln!(
-            "bench net: the Linux baseline needs {}; running `apt-get install -y --no-install-recommends {}`",
-            PACKAGES.join(" and "),
-            PACKAGES.join(" ")
-        );
-        let status = cmd.status().context("running apt-get")?;
-        if !status.success() {
-            bail!("`apt-get install {}` failed ({status})", PACKAGES.join(" "));
+        if !xdv::prereq::may_install() {
+            bail!(
+                "no Debian kernel in /boot or no static /bin/busybox; install them with:\n    {}",
+                xdv::prereq::apt_line(&PACKAGES)
+            );
+        }
+        // A fresh machine's package index may be stale: update once and retry.
+        if apt(&["install", "-y", "--no-install-recommends"]).is_err() {
+            apt(&["update", "-q"])?;
+            apt(&["install", "-y", "--no-install-recommends"])?;
         }
     }
     static_busybox()?;
-    find_kernel().context("no /boot/vmlinuz-* with /lib/modules/<version>/modules.dep after installing linux-image-amd64")
+    find_kernel().context(
+        "no /boot/vmlinuz-* with /lib/modules/<version>/modules.dep after installing linux-image-amd64",
+    )
+}
+
+/// `apt-get <args>` (with [`PACKAGES`] after `install`), said first.
+fn apt(args: &[&str]) -> Result<()> {
+    let mut all = args.to_vec();
+    if args.first() == Some(&"install") {
+        all.extend(PACKAGES);
+    }
+    eprintln!(
+        "bench net: Linux baseline: running `apt-get {}`",
+        all.join(" ")
+    );
+    let status = Command::new("apt-get")
+        .args(&all)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("`apt-get {}` failed ({status})", all.join(" "));
+    }
+    Ok(())
 }
 
 /// Checks that [`BUSYBOX`] is a static ELF (no `PT_INTERP` program header): the

@@ -321,3 +321,24 @@ fn show_linux(linux: &Result<Measured>, mbps: f64, icmp: &[f64]) -> serde_json::
         "xdv_over_linux_rtt_p50": rtt_ratio, "xdv_over_linux_tcp": mbps / linux_mbps,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_ratios_use_the_faster_transfer_and_skips_say_why() {
+        let m = Measured {
+            rtts_ms: vec![0.2, 0.4, 0.6],
+            bulk_mibps: vec![1.0, 2.0, 3.0],
+            http_mibps: vec![8.0, 10.0, 12.0],
+            kernel: "vmlinuz-test".into(),
+        };
+        let j = show_linux(&Ok(m), 5.0, &[0.2, 0.8, 1.0]);
+        assert_eq!(j["tcp_mbps"], 10.0);
+        assert_eq!(j["xdv_over_linux_tcp"], 0.5);
+        assert_eq!(j["xdv_over_linux_rtt_p50"], 2.0);
+        let j = show_linux(&Err(anyhow::anyhow!("no kernel")), 5.0, &[1.0]);
+        assert_eq!(j["skipped"], "no kernel");
+    }
+}
