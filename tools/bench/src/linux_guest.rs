@@ -150,6 +150,13 @@ pub fn measure(dir: &Path, plan: Plan) -> Result<Measured> {
     };
     let mut server = guest(2, format!("xdv.role=server xdv.bytes={}", plan.bulk_bytes))?;
     server.wait_for("linux-guest: ready", T)?;
+    if let Some(l) = server
+        .output()
+        .lines()
+        .find(|l| l.contains("linux-guest: error"))
+    {
+        return Err(server.error(&format!("Linux server guest: {l}")));
+    }
     let mut client = guest(
         1,
         format!(
