@@ -38,8 +38,9 @@ pub const HEIGHT_MIN_US: i64 = 10;
 /// Most peer coordinates one system remembers.
 pub const MAX_PEERS: usize = 4_096;
 
-/// A node's Vivaldi coordinate (§12.1.1).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+/// A node's Vivaldi coordinate (§12.1.1). Serializable because a cluster member's own
+/// coordinate enters the replicated state through its load heartbeat (a log entry).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Coordinate {
     pub position_us: [i64; DIMENSIONS],
     pub height_us: i64,
