@@ -42,6 +42,8 @@ pub use state::{
 pub use types::*;
 
 #[cfg(test)]
+mod routed_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod timeout_tests;

@@ -87,7 +87,7 @@ impl Log {
     }
 }
 
-fn assigned(a: &Applied) -> Vec<(TaskId, NodeId, u32)> {
+pub(crate) fn assigned(a: &Applied) -> Vec<(TaskId, NodeId, u32)> {
     a.events
         .iter()
         .filter_map(|e| match e {
