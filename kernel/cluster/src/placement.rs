@@ -192,14 +192,18 @@ impl Default for Routed {
 impl Routed {
     /// (bucket, score) of one candidate; `origin` only when coordinate-aware.
     pub fn rank(&self, c: &Candidate, origin: Option<&Coordinate>) -> (Health, u64) {
-        let v = &self.cfg.vivaldi;
+        let (bucket, lf) = self.bucket(c);
+        (bucket, self.score(c, lf, origin))
+    }
+
+    /// The candidate's health bucket and load factor (cheap: no distance).
+    pub fn bucket(&self, c: &Candidate) -> (Health, u64) {
         let share = (u64::from(c.load) * PPM)
             .checked_div(u64::from(c.capacity))
             .unwrap_or(PPM);
         let util = share.max(u64::from(c.utilisation_ppm)).min(PPM);
         let lf = load_factor_of(&self.cfg, util, c.queue_depth, 0, PPM);
-        let age = c.report_age_ms;
-        let bucket = if age.is_none_or(|a| a > ROUTED_STALE_MS)
+        let bucket = if c.report_age_ms.is_none_or(|a| a > ROUTED_STALE_MS)
             || c.queue_depth >= ROUTED_OVERLOAD_QUEUE
             || lf >= self.cfg.load_factor_max_ppm
         {
@@ -209,8 +213,16 @@ impl Routed {
         } else {
             Health::Healthy
         };
+        (bucket, lf)
+    }
+
+    /// `rtt_ucb × load_factor × quality_penalty` from `origin`, or the load factor
+    /// alone without one (bootstrap).
+    fn score(&self, c: &Candidate, lf: u64, origin: Option<&Coordinate>) -> u64 {
+        let v = &self.cfg.vivaldi;
+        let age = c.report_age_ms;
         let Some(o) = origin else {
-            return (bucket, lf);
+            return lf;
         };
         let remote = c.coordinate.as_ref();
         let (est, sigma) = estimate_and_sigma_us(v, o, remote);
@@ -220,10 +232,7 @@ impl Routed {
             coordinate_quality(v, samples, sigma, age.unwrap_or(u64::MAX))
         });
         let qp = quality_penalty_of(&self.cfg, quality);
-        (
-            bucket,
-            xdv_federation::mul_ppm(xdv_federation::mul_ppm(rtt, lf), qp),
-        )
+        xdv_federation::mul_ppm(xdv_federation::mul_ppm(rtt, lf), qp)
     }
 
     /// The origin coordinate if it is good enough to route by (§13.6.1).
@@ -247,9 +256,17 @@ impl PlacementPolicy for Routed {
         candidates: &[Candidate],
     ) -> Option<NodeId> {
         let origin = self.usable_origin(ctx);
+        // The bucket decides first and costs no distance: a candidate in a worse
+        // bucket than the best so far is not scored (the same choice as ranking every
+        // one, since the bucket is compared before the score).
         let mut best: Option<(&Candidate, (Health, u64))> = None;
         for c in candidates {
-            let r = self.rank(c, origin);
+            let (bucket, lf) = self.bucket(c);
+            if best.as_ref().is_some_and(|(_, (b, _))| bucket > *b) {
+                continue;
+            }
+            let r = (bucket, self.score(c, lf, origin));
+            debug_assert_eq!(r, self.rank(c, origin));
             let better = match &best {
                 None => true,
                 Some((b, br)) => r

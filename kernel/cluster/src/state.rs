@@ -1414,6 +1414,19 @@ impl ClusterState {
         all.saturating_sub(reserved).saturating_add(contract_tasks)
     }
 
+    /// The node the policy in force would place `spec` on now (no state change): the
+    /// whole placement decision — candidates, then the policy — as `AssignTask` makes
+    /// it for a task without a contract (benchmarks, diagnostics).
+    pub fn placement_preview(&self, spec: &TaskSpec) -> Option<NodeId> {
+        let shard = shard_of(spec.tenant, self.data.config.shard_count);
+        let cands = self.candidates(spec, shard, None);
+        if cands.is_empty() {
+            return None;
+        }
+        self.placement_policy()
+            .place(spec, &self.placement_context(), &cands)
+    }
+
     /// Places task `id` (currently Pending, not in the pending list) or queues it.
     fn place_or_queue(
         &mut self,

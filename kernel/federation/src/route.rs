@@ -1159,6 +1159,7 @@ fn load_factor(cfg: &RouteConfig, c: &ClusterRouting) -> u64 {
 /// The load factor of §13.4.2 from its parts: utilisation and circuit-breaker share in
 /// ppm (each capped at 1), queue depth, load multiplier in ppm. The router's per-cluster
 /// factor and a cluster's `Routed` placement policy (per node) both use it.
+#[inline]
 pub fn load_factor_of(
     cfg: &RouteConfig,
     util_ppm: u64,
@@ -1176,6 +1177,7 @@ pub fn load_factor_of(
 }
 
 /// `1 + a_quality·(1 − quality)`, capped at `quality_penalty_max` (§13.4.3).
+#[inline]
 pub fn quality_penalty_of(cfg: &RouteConfig, quality_ppm: u64) -> u64 {
     (PPM + mul_ppm(cfg.a_quality_ppm, PPM - quality_ppm.min(PPM))).min(cfg.quality_penalty_max_ppm)
 }
