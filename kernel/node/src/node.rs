@@ -2112,8 +2112,7 @@ impl<R: Region> Node<R> {
             .load
             .as_ref()
             .is_none_or(|(l, _)| load_changed(l, &report));
-        if (self.last_load_ms == 0 && changed)
-            || (changed && since >= t.load_change_ms)
+        if (changed && (self.last_load_ms == 0 || since >= t.load_change_ms))
             || since >= t.load_report_ms
         {
             self.last_load_ms = now.max(1);
