@@ -4,8 +4,11 @@
 //! is applied as a recorded no-op so every node still agrees on the state.
 
 use crate::contract::SignedContract;
+use crate::placement::PlacementKind;
 use crate::state::Party;
-use crate::types::{Completion, Domain, GlobalTime, HeartbeatInfo, Quota, TaskSpec, WorkerInfo};
+use crate::types::{
+    Completion, Domain, GlobalTime, HeartbeatInfo, LoadReport, Quota, TaskSpec, WorkerInfo,
+};
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -131,6 +134,16 @@ pub enum Command {
     /// applied as that many `AssignTask`s in order, in one entry (one Raft append,
     /// one apply, one state hash, one audit record for the batch).
     AssignTasks(Vec<TaskSpec>),
+    /// A member's periodic load heartbeat: its run-queue depth, utilisation and own
+    /// Vivaldi coordinate, for `Routed` placement. A variant of its own (appended, so
+    /// the encoding of every older entry is unchanged) rather than new fields of
+    /// [`Command::Heartbeat`], whose postcard form older logs hold.
+    LoadHeartbeat(LoadReport),
+    /// Operator: the placement policy from this entry on.
+    SetPlacementPolicy {
+        policy: PlacementKind,
+        seq: u64,
+    },
 }
 
 impl Command {
@@ -160,6 +173,8 @@ impl Command {
             Command::RequestExtension { .. } => "RequestExtension",
             Command::CancelTask { .. } => "CancelTask",
             Command::AssignTasks(_) => "AssignTasks",
+            Command::LoadHeartbeat(_) => "LoadHeartbeat",
+            Command::SetPlacementPolicy { .. } => "SetPlacementPolicy",
         }
     }
 }

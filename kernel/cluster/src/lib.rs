@@ -30,7 +30,9 @@ pub use contract::{
     Contract, ContractEnd, ContractRecord, ContractState, EndedContract, MAX_ENDED_CONTRACTS,
     SignedContract, public_key,
 };
-pub use placement::{Candidate, FirstFit, LeastLoaded, PlacementPolicy};
+pub use placement::{
+    Candidate, FirstFit, LeastLoaded, PlacementContext, PlacementKind, PlacementPolicy, Routed,
+};
 pub use shard::{ShardAssignment, ShardMap, shard_of};
 pub use state::{
     Applied, CLOCK_TICK_MS, ClusterState, Config, ConfigError, ContractChange, ContractEvent,
@@ -39,6 +41,8 @@ pub use state::{
 };
 pub use types::*;
 
+#[cfg(test)]
+mod routed_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

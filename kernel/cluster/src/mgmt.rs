@@ -202,6 +202,11 @@ pub enum Request {
     AwaitTasks {
         tasks: Vec<TaskId>,
     },
+    /// Operator only: the cluster's placement policy from the entry that carries it
+    /// on. Answered [`Response::PlacementPolicySet`] once the log has it.
+    SetPlacementPolicy {
+        policy: crate::placement::PlacementKind,
+    },
 }
 
 /// Most submissions one [`Request::SubmitBatch`] carries.
@@ -409,6 +414,8 @@ pub struct ClusterView {
     pub loop_phases_us: Vec<(String, u64)>,
     /// This node's network coordinate and what it knows of each peer (AD-35).
     pub peer_health: alloc::boxed::Box<PeerHealthView>,
+    /// The placement policy in force (`least-loaded`, `first-fit`, `routed`).
+    pub placement_policy: String,
 }
 
 /// A node's Vivaldi coordinate and peer confirmation state (seed 003 §12.8), fed by
@@ -607,6 +614,10 @@ pub enum Response {
     PolicySet {
         tenant: TenantId,
     },
+    /// Answer to [`Request::SetPlacementPolicy`]: the log applied it.
+    PlacementPolicySet {
+        policy: crate::placement::PlacementKind,
+    },
     /// Answer to [`Request::ListTasks`], newest first.
     Tasks(Vec<TaskSummary>),
     Refused(Denied),
@@ -650,6 +661,7 @@ impl PeerForward {
         let about = match command {
             Command::TaskCompleted(c) => c.node,
             Command::Heartbeat(h) => h.node,
+            Command::LoadHeartbeat(l) => l.node,
             Command::PublishAuditRoot { node, .. } => *node,
             Command::ProposeContract(sc) => sc.contract.requesting_node,
             Command::AbortContracts { node, .. } => *node,
@@ -847,6 +859,13 @@ impl Gate {
                 Ok(Some(Command::SetPolicy {
                     tenant: *tenant,
                     priority: *priority,
+                    seq: req.seq,
+                }))
+            }
+            Request::SetPlacementPolicy { policy } => {
+                self.check_operator(state, req)?;
+                Ok(Some(Command::SetPlacementPolicy {
+                    policy: *policy,
                     seq: req.seq,
                 }))
             }

@@ -21,7 +21,7 @@ use crate::contract::{
     ContractEnd, ContractRecord, ContractState, EndedContract, MAX_ENDED_CONTRACTS, SignedContract,
 };
 use crate::hashed::{HashedMap, HashedSet, MapRoot};
-use crate::placement::{Candidate, LeastLoaded, PlacementPolicy};
+use crate::placement::{Candidate, PlacementContext, PlacementKind, PlacementPolicy};
 use crate::shard::{Migration, ShardMap, shard_of};
 use crate::types::*;
 use alloc::boxed::Box;
@@ -37,7 +37,7 @@ use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 /// Domain tag in front of the canonical encoding when hashing the state.
 pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v2\0";
 /// Version byte in front of a snapshot image.
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
 /// Most contracts in force at once.
 pub const MAX_CONTRACTS: usize = 1024;
 /// Most Q containers or Φ windows one node may offer (its devices together).
@@ -137,6 +137,9 @@ pub struct NodeRecord {
     pub offered_phi: u16,
     /// Its state hash disagreed with the majority's (hash voting): no placements.
     pub quarantined: bool,
+    /// Its latest load heartbeat (`Command::LoadHeartbeat`) and the cluster time
+    /// (`clock_ms`) it was applied at; `None` before the first.
+    pub load: Option<(LoadReport, u64)>,
 }
 
 impl NodeRecord {
@@ -281,6 +284,8 @@ pub struct StateData {
     /// The node whose `ClockTick`s the log carries (the leader as the log sees it); a
     /// change steps every tracked task's timeout fence token.
     pub clock_leader: Option<NodeId>,
+    /// The placement policy in force (the operator's `SetPlacementPolicy`).
+    pub placement: PlacementKind,
 }
 
 /// The state hash over `d` (see [`ClusterState::hash`]); `from_scratch` ignores the
@@ -308,6 +313,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         votes,
         timeouts,
         clock_leader,
+        placement,
     } = d;
     // `finished` is not hashed: it is exactly the retained tasks whose status is final
     // (an invariant checked after every entry in debug builds and on every snapshot
@@ -316,7 +322,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
     let small = (
         (config, applied_index, time, next_task, pending),
         (shards, counters, operator_seqs, clock_ms, policies),
-        (timeouts, clock_leader),
+        (timeouts, clock_leader, placement),
     );
     let mut h = Sha256::new();
     h.update(STATE_HASH_DOMAIN);
@@ -395,6 +401,16 @@ pub enum Event {
     },
     Heartbeat {
         node: NodeId,
+    },
+    /// A member's load heartbeat was recorded.
+    LoadReported {
+        node: NodeId,
+        queue_depth: u32,
+        utilisation_ppm: u32,
+    },
+    /// The operator chose the placement policy.
+    PlacementPolicySet {
+        policy: PlacementKind,
     },
     NodeDown {
         node: NodeId,
@@ -594,6 +610,8 @@ pub enum IgnoredReason {
     AlreadyFinished,
     /// An extension of zero or past the attempt's total extension limit.
     ExtensionOverLimit,
+    /// A load heartbeat with a utilisation above 100 % or an invalid coordinate.
+    BadLoadReport,
 }
 
 /// The result of applying one entry.
@@ -605,22 +623,33 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
-/// The replicated state plus the (unreplicated, identical everywhere) placement policy.
+/// The replicated state, and optionally a plug-in placement policy that overrides the
+/// replicated choice ([`ClusterState::with_policy`]: identical everywhere, or the
+/// nodes diverge).
 pub struct ClusterState {
     data: StateData,
-    policy: Box<dyn PlacementPolicy + Send + Sync>,
+    policy: Option<Box<dyn PlacementPolicy + Send + Sync>>,
     /// Snapshot images that did not decode (kept out of the hashed state).
     pub restore_errors: u64,
 }
 
 impl ClusterState {
     pub fn new(config: Config) -> Result<ClusterState, ConfigError> {
-        Self::with_policy(config, Box::new(LeastLoaded))
+        Self::build(config, None)
     }
 
+    /// A state whose placement is always `policy`, whatever the log's
+    /// `SetPlacementPolicy` entries say (tests and custom builds).
     pub fn with_policy(
         config: Config,
         policy: Box<dyn PlacementPolicy + Send + Sync>,
+    ) -> Result<ClusterState, ConfigError> {
+        Self::build(config, Some(policy))
+    }
+
+    fn build(
+        config: Config,
+        policy: Option<Box<dyn PlacementPolicy + Send + Sync>>,
     ) -> Result<ClusterState, ConfigError> {
         config.validate()?;
         let shards = ShardMap::new(config.shard_count);
@@ -648,6 +677,7 @@ impl ClusterState {
                 votes: HashedMap::new(),
                 timeouts,
                 clock_leader: None,
+                placement: PlacementKind::default(),
             },
             policy,
             restore_errors: 0,
@@ -677,8 +707,28 @@ impl ClusterState {
         &self.data
     }
 
+    /// The name of the placement policy in force.
     pub fn policy_name(&self) -> &'static str {
-        self.policy.name()
+        self.placement_policy().name()
+    }
+
+    fn placement_policy(&self) -> &(dyn PlacementPolicy + Send + Sync) {
+        match &self.policy {
+            Some(p) => p.as_ref(),
+            None => self.data.placement.policy(),
+        }
+    }
+
+    /// What the policy knows beyond the candidates: the coordinate of the leader (the
+    /// node whose clock the log carries) from its latest load heartbeat.
+    fn placement_context(&self) -> PlacementContext {
+        let origin = self
+            .data
+            .clock_leader
+            .and_then(|l| self.data.nodes.get(&l))
+            .and_then(|r| r.load.as_ref())
+            .and_then(|(l, _)| l.coordinate);
+        PlacementContext { origin }
     }
 
     /// The state hash: SHA-256 over the domain tag, the canonical encoding of the
@@ -835,6 +885,18 @@ impl ClusterState {
             }
             Command::TaskCompleted(c) => self.task_completed(c, ev),
             Command::Heartbeat(h) => self.heartbeat(h, ev),
+            Command::LoadHeartbeat(l) => self.load_heartbeat(l, ev),
+            Command::SetPlacementPolicy { seq, .. }
+                if self.data.operator_seqs.check(seq).is_err()
+                    || self.data.operator_seqs.check_range(seq).is_err() =>
+            {
+                ev.push(Event::Ignored(IgnoredReason::Replayed))
+            }
+            Command::SetPlacementPolicy { policy, seq } => {
+                self.data.operator_seqs.accept(seq);
+                self.data.placement = policy;
+                ev.push(Event::PlacementPolicySet { policy });
+            }
             Command::AddWorker(w) => self.add_worker(w, ev),
             Command::RemoveWorker { node } => self.remove_worker(node, ev),
             Command::Snapshot { snapshot_id } => {
@@ -1292,13 +1354,7 @@ impl ClusterState {
                     .is_some_and(|n| n.up && !n.quarantined);
             return if ok {
                 let n = &self.data.nodes[&node];
-                alloc::vec![Candidate {
-                    node,
-                    load,
-                    capacity: units,
-                    lifetime: n.completed + u64::from(n.assigned),
-                    shard_rank: self.data.shards.rank(shard, node),
-                }]
+                alloc::vec![self.candidate(n, load, units, shard)]
             } else {
                 Vec::new()
             };
@@ -1315,14 +1371,26 @@ impl ClusterState {
                     && r.assigned.saturating_add(r.local_load)
                         < self.free_capacity(r, cfg, spec.domain)
             })
-            .map(|(n, r)| Candidate {
-                node: *n,
-                load: r.assigned.saturating_add(r.local_load),
-                capacity: self.free_capacity(r, cfg, spec.domain),
-                lifetime: r.completed + u64::from(r.assigned),
-                shard_rank: self.data.shards.rank(shard, *n),
+            .map(|(_, r)| {
+                let load = r.assigned.saturating_add(r.local_load);
+                self.candidate(r, load, self.free_capacity(r, cfg, spec.domain), shard)
             })
             .collect()
+    }
+
+    fn candidate(&self, r: &NodeRecord, load: u32, capacity: u32, shard: u32) -> Candidate {
+        let report = r.load.as_ref();
+        Candidate {
+            node: r.info.node,
+            load,
+            capacity,
+            lifetime: r.completed + u64::from(r.assigned),
+            shard_rank: self.data.shards.rank(shard, r.info.node),
+            queue_depth: report.map_or(0, |(l, _)| l.queue_depth),
+            utilisation_ppm: report.map_or(0, |(l, _)| l.utilisation_ppm),
+            coordinate: report.and_then(|(l, _)| l.coordinate),
+            report_age_ms: report.map(|(_, at)| self.data.clock_ms.saturating_sub(*at)),
+        }
     }
 
     /// Capacity for tasks without a contract: for Q and Φ, the units no contract holds
@@ -1344,6 +1412,19 @@ impl ClusterState {
             })
             .count() as u32;
         all.saturating_sub(reserved).saturating_add(contract_tasks)
+    }
+
+    /// The node the policy in force would place `spec` on now (no state change): the
+    /// whole placement decision — candidates, then the policy — as `AssignTask` makes
+    /// it for a task without a contract (benchmarks, diagnostics).
+    pub fn placement_preview(&self, spec: &TaskSpec) -> Option<NodeId> {
+        let shard = shard_of(spec.tenant, self.data.config.shard_count);
+        let cands = self.candidates(spec, shard, None);
+        if cands.is_empty() {
+            return None;
+        }
+        self.placement_policy()
+            .place(spec, &self.placement_context(), &cands)
     }
 
     /// Places task `id` (currently Pending, not in the pending list) or queues it.
@@ -1368,13 +1449,14 @@ impl ClusterState {
         let choice = if cands.is_empty() {
             None
         } else {
-            self.policy.place(&rec.spec, &cands)
+            self.placement_policy()
+                .place(&rec.spec, &self.placement_context(), &cands)
         };
         if let Some(node) = choice {
             assert!(
                 cands.iter().any(|c| c.node == node),
                 "placement policy {} chose a node that is not a candidate",
-                self.policy.name()
+                self.policy_name()
             );
             let tenant = rec.spec.tenant;
             let asked = rec.spec.timeout_ms;
@@ -1839,6 +1921,7 @@ impl ClusterState {
                         offered_q: 0,
                         offered_phi: 0,
                         quarantined: false,
+                        load: None,
                     },
                 );
             }
@@ -1886,6 +1969,29 @@ impl ClusterState {
         if r.up {
             self.place_pending(ev);
         }
+    }
+
+    /// A member's measured load and coordinate. Refused (recorded, state unchanged)
+    /// from an unknown node, with a utilisation above 100 % or an invalid coordinate.
+    fn load_heartbeat(&mut self, l: LoadReport, ev: &mut Vec<Event>) {
+        let now = self.data.clock_ms;
+        let Some(r) = self.data.nodes.get_mut(&l.node) else {
+            ev.push(Event::Ignored(IgnoredReason::UnknownNode));
+            return;
+        };
+        let vivaldi = xdv_federation::vivaldi::VivaldiConfig::DEFAULT;
+        if u64::from(l.utilisation_ppm) > xdv_federation::PPM
+            || l.coordinate.is_some_and(|c| c.validate(&vivaldi).is_err())
+        {
+            ev.push(Event::Ignored(IgnoredReason::BadLoadReport));
+            return;
+        }
+        r.load = Some((l, now));
+        ev.push(Event::LoadReported {
+            node: l.node,
+            queue_depth: l.queue_depth,
+            utilisation_ppm: l.utilisation_ppm,
+        });
     }
 
     fn node_down(&mut self, node: NodeId, ev: &mut Vec<Event>) {

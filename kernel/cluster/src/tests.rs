@@ -87,7 +87,7 @@ impl Log {
     }
 }
 
-fn assigned(a: &Applied) -> Vec<(TaskId, NodeId, u32)> {
+pub(crate) fn assigned(a: &Applied) -> Vec<(TaskId, NodeId, u32)> {
     a.events
         .iter()
         .filter_map(|e| match e {
@@ -1280,6 +1280,20 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
         gate.authorize(&s, &nobody),
         Err(Denied::UnknownPrincipal(_))
     ));
+    // The placement policy: the operator only, proposed with the request's number.
+    let place = |p, seed: &[u8; 32], seq| {
+        let policy = PlacementKind::Routed;
+        SignedRequest::sign(5, p, seq, Request::SetPlacementPolicy { policy }, seed)
+    };
+    let by_tenant = place(t10, &tenant_seed, 60);
+    assert_eq!(gate.authorize(&s, &by_tenant), Err(Denied::OperatorOnly));
+    assert_eq!(
+        gate.authorize(&s, &place(Principal::Operator, &op_seed, 61)),
+        Ok(Some(Command::SetPlacementPolicy {
+            policy: PlacementKind::Routed,
+            seq: 61,
+        }))
+    );
     // Wire round trip, and garbage decodes to an error.
     let bytes = encode(&ok);
     assert_eq!(decode::<SignedRequest>(&bytes).unwrap(), ok);

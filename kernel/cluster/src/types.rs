@@ -610,6 +610,20 @@ pub struct HeartbeatInfo {
     pub phi_windows: u16,
 }
 
+/// A member's measured load and network position (`Command::LoadHeartbeat`): what it
+/// measured enters the replicated state only through the log, so every node's `Routed`
+/// placement sees the same figures.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub node: NodeId,
+    /// Cluster tasks dispatched to it and waiting for a core (its run queues).
+    pub queue_depth: u32,
+    /// Its cores' busy share, ppm (≤ [`xdv_federation::PPM`]).
+    pub utilisation_ppm: u32,
+    /// Its own Vivaldi coordinate (with its error and sample count), once it has one.
+    pub coordinate: Option<xdv_federation::vivaldi::Coordinate>,
+}
+
 /// Per-tenant limits enforced at placement (seed 001 §7.1).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {

@@ -57,6 +57,7 @@ impl core::fmt::Display for ClusterId {
 }
 
 /// `value × ratio_ppm / PPM`, truncating, saturating at `u64::MAX`.
+#[inline]
 pub fn mul_ppm(value: u64, ratio_ppm: u64) -> u64 {
     // The product fits 64 bits in every routing case: divide by the constant there
     // (a multiply and a shift), in 128 bits (a library call) only when it does not.
@@ -88,6 +89,7 @@ pub fn ratio_ppm(num: u64, den: u64) -> u64 {
 /// The square root of `n` rounded to the nearest integer (ties cannot occur: `n` is an
 /// integer, so `√n` is never exactly `k + ½`). Exact on every platform: `isqrt` is the
 /// exact floor, and `n > r² + r` is exactly `√n > r + ½`.
+#[inline]
 pub fn isqrt_round(n: u64) -> u64 {
     let r = n.isqrt();
     if n - r * r > r { r + 1 } else { r }

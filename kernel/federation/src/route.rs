@@ -544,8 +544,7 @@ impl Router {
     }
 
     fn penalty_of(&self, quality_ppm: u64) -> u64 {
-        (PPM + mul_ppm(self.cfg.a_quality_ppm, PPM - quality_ppm.min(PPM)))
-            .min(self.cfg.quality_penalty_max_ppm)
+        quality_penalty_of(&self.cfg, quality_ppm)
     }
 
     fn score_line(
@@ -1147,9 +1146,6 @@ fn load_factor(cfg: &RouteConfig, c: &ClusterRouting) -> u64 {
     } else {
         (u64::from(c.available_cores) * PPM / u64::from(c.total_cores)).min(PPM)
     };
-    let util = PPM - free;
-    let q = u64::from(c.queue_depth);
-    let queue = q * PPM / (q + cfg.queue_smoothing.max(1));
     let total = c.managers.len() as u64;
     let open = c
         .managers
@@ -1157,9 +1153,31 @@ fn load_factor(cfg: &RouteConfig, c: &ClusterRouting) -> u64 {
         .filter(|m| m.circuit == Circuit::Open)
         .count() as u64;
     let cb = (open * PPM).checked_div(total).unwrap_or(PPM);
+    load_factor_of(cfg, PPM - free, c.queue_depth, cb, c.load_multiplier_ppm)
+}
+
+/// The load factor of §13.4.2 from its parts: utilisation and circuit-breaker share in
+/// ppm (each capped at 1), queue depth, load multiplier in ppm. The router's per-cluster
+/// factor and a cluster's `Routed` placement policy (per node) both use it.
+#[inline]
+pub fn load_factor_of(
+    cfg: &RouteConfig,
+    util_ppm: u64,
+    queue_depth: u32,
+    cb_ppm: u64,
+    load_multiplier_ppm: u64,
+) -> u64 {
+    let q = u64::from(queue_depth);
+    let queue = q * PPM / (q + cfg.queue_smoothing.max(1));
     let lf = PPM
-        + mul_ppm(cfg.a_util_ppm, util)
+        + mul_ppm(cfg.a_util_ppm, util_ppm.min(PPM))
         + mul_ppm(cfg.a_queue_ppm, queue)
-        + mul_ppm(cfg.a_cb_ppm, cb);
-    mul_ppm(lf, c.load_multiplier_ppm.max(PPM)).min(cfg.load_factor_max_ppm)
+        + mul_ppm(cfg.a_cb_ppm, cb_ppm.min(PPM));
+    mul_ppm(lf, load_multiplier_ppm.max(PPM)).min(cfg.load_factor_max_ppm)
+}
+
+/// `1 + a_quality·(1 − quality)`, capped at `quality_penalty_max` (§13.4.3).
+#[inline]
+pub fn quality_penalty_of(cfg: &RouteConfig, quality_ppm: u64) -> u64 {
+    (PPM + mul_ppm(cfg.a_quality_ppm, PPM - quality_ppm.min(PPM))).min(cfg.quality_penalty_max_ppm)
 }

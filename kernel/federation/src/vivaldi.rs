@@ -38,8 +38,9 @@ pub const HEIGHT_MIN_US: i64 = 10;
 /// Most peer coordinates one system remembers.
 pub const MAX_PEERS: usize = 4_096;
 
-/// A node's Vivaldi coordinate (§12.1.1).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+/// A node's Vivaldi coordinate (§12.1.1). Serializable because a cluster member's own
+/// coordinate enters the replicated state through its load heartbeat (a log entry).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Coordinate {
     pub position_us: [i64; DIMENSIONS],
     pub height_us: i64,
@@ -239,6 +240,7 @@ pub enum VivaldiError {
 }
 
 /// Squared Euclidean distance of two positions (fits `u64` by the ±100 s bound).
+#[inline]
 fn position_diff(a: &Coordinate, b: &Coordinate) -> ([i64; DIMENSIONS], u64) {
     let mut d = [0i64; DIMENSIONS];
     let mut sq = 0u64;
@@ -250,12 +252,14 @@ fn position_diff(a: &Coordinate, b: &Coordinate) -> ([i64; DIMENSIONS], u64) {
 }
 
 /// Predicted RTT between two coordinates (§12.1.2): ‖x_a − x_b‖ + h_a + h_b.
+#[inline]
 pub fn distance_us(a: &Coordinate, b: &Coordinate) -> u64 {
     let (_, sq) = position_diff(a, b);
     isqrt_round(sq) + a.height_us.max(0) as u64 + b.height_us.max(0) as u64
 }
 
 /// RTT estimate between two coordinates, clamped to `[rtt_min, rtt_max]`.
+#[inline]
 pub fn rtt_estimate_us(cfg: &VivaldiConfig, a: &Coordinate, b: &Coordinate) -> u64 {
     distance_us(a, b).clamp(cfg.rtt_min_us, cfg.rtt_max_us)
 }
@@ -270,6 +274,7 @@ pub fn sigma_us(cfg: &VivaldiConfig, local: &Coordinate, remote: Option<&Coordin
 /// `sigma_default` for an unknown peer. [`sigma_us`] and [`rtt_ucb_us`] are built on it,
 /// so a caller that needs several of them (the router, per cluster) gets the same bits
 /// for a third of the square roots.
+#[inline]
 pub fn estimate_and_sigma_us(
     cfg: &VivaldiConfig,
     local: &Coordinate,
@@ -287,6 +292,7 @@ pub fn estimate_and_sigma_us(
 }
 
 /// `rtt + k_sigma × sigma`, clamped to `[rtt_min, rtt_max]` (§12.1.7).
+#[inline]
 pub fn ucb_of_us(cfg: &VivaldiConfig, rtt_us: u64, sigma_us: u64) -> u64 {
     rtt_us
         .saturating_add(mul_ppm(sigma_us, cfg.k_sigma_ppm))
@@ -304,6 +310,7 @@ pub fn rtt_ucb_us(cfg: &VivaldiConfig, local: &Coordinate, remote: Option<&Coord
 /// quality (samples / `min_samples_for_routing`, capped at 1), an error quality
 /// (`error_good / error`, capped at 1) and a staleness quality (`coord_ttl / staleness`
 /// beyond the TTL, else 1).
+#[inline]
 pub fn coordinate_quality(
     cfg: &VivaldiConfig,
     sample_count: u32,

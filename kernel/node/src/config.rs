@@ -115,6 +115,13 @@ pub struct Timing {
     /// A running task's progress goes to the log at most this often (`TaskProgress`):
     /// well under the stuck threshold, so a task that reports is never stuck.
     pub progress_report_ms: u64,
+    /// A member's load heartbeat (`LoadHeartbeat`: run-queue depth, utilisation, its
+    /// coordinate) goes to the log at least this often, so `Routed` placement can tell
+    /// a silent node from an idle one (at most a third of
+    /// `xdv_cluster::placement::ROUTED_STALE_MS`); 0: never.
+    pub load_report_ms: u64,
+    /// ... and at most this often when what it measures changed materially.
+    pub load_change_ms: u64,
 }
 
 impl Default for Timing {
@@ -129,6 +136,8 @@ impl Default for Timing {
             refusal_window_ms: 1_000,
             max_catch_up_ticks: 5,
             progress_report_ms: 2_000,
+            load_report_ms: 5_000,
+            load_change_ms: 1_000,
         }
     }
 }

@@ -37,8 +37,8 @@ use xdv_cluster::mgmt::{
     SignedRequest,
 };
 use xdv_cluster::{
-    ClusterState, Command, Completion, Domain, HeartbeatInfo, Proposal, Resources, TaskSpec,
-    TaskStatus, WorkerInfo,
+    ClusterState, Command, Completion, Domain, HeartbeatInfo, LoadReport, Proposal, Resources,
+    TaskSpec, TaskStatus, WorkerInfo,
 };
 use xdv_raft::{EntryKind, Message, RaftNode, Role, Storage};
 use xdv_types::{Hash32, LamportClock, NodeId, TaskId, TenantId, Timestamp};
@@ -87,6 +87,33 @@ pub struct PeerRecordBody {
     pub at_ms: u64,
     /// For `suspected`: (timeout ms, latency ppm, load ppm, confidence ppm).
     pub timeout: Option<(u64, u64, u64, u64)>,
+}
+
+/// A load heartbeat differs materially from the one the log holds: another queue
+/// depth, utilisation 10 points apart, a coordinate gained, moved by 1 ms or more
+/// (L1 over position and height) or with an error 10 points apart. Smaller changes
+/// wait for the periodic heartbeat, so a jittering coordinate does not flood the log.
+pub fn load_changed(old: &LoadReport, new: &LoadReport) -> bool {
+    const UTIL_STEP_PPM: u32 = 100_000;
+    const MOVE_US: u64 = 1_000;
+    const ERROR_STEP_PPM: u64 = 100_000;
+    let coordinate = match (&old.coordinate, &new.coordinate) {
+        (None, None) => false,
+        (Some(a), Some(b)) => {
+            let moved: u64 = a
+                .position_us
+                .iter()
+                .zip(b.position_us)
+                .map(|(x, y)| x.abs_diff(y))
+                .sum::<u64>()
+                + a.height_us.abs_diff(b.height_us);
+            moved >= MOVE_US || a.error_ppm.abs_diff(b.error_ppm) >= ERROR_STEP_PPM
+        }
+        _ => true,
+    };
+    old.queue_depth != new.queue_depth
+        || old.utilisation_ppm.abs_diff(new.utilisation_ppm) >= UTIL_STEP_PPM
+        || coordinate
 }
 
 /// Most parked client requests (submissions waiting for the log, `AwaitTask`s
@@ -241,6 +268,9 @@ enum Wait {
         tenant: TenantId,
         priority: xdv_types::Priority,
     },
+    Placement {
+        policy: xdv_cluster::PlacementKind,
+    },
     Member {
         node: NodeId,
         member: bool,
@@ -306,6 +336,8 @@ pub struct Node<R: Region> {
     last_detect_ms: u64,
     last_publish_ms: u64,
     last_heartbeat_ms: u64,
+    /// When this node last proposed its load heartbeat.
+    last_load_ms: u64,
     /// (Q containers, Φ windows) this node's devices offer now, from the driver.
     offer: (u16, u16),
     /// How recent reservations and releases ended, from applied entries.
@@ -425,6 +457,7 @@ impl<R: Region> Node<R> {
             last_detect_ms: now_ms,
             last_publish_ms: now_ms,
             last_heartbeat_ms: 0,
+            last_load_ms: 0,
             offer: (0, 0),
             contract_answers: BTreeMap::new(),
             last_clock_tick_ms: 0,
@@ -1237,6 +1270,7 @@ impl<R: Region> Node<R> {
                 phi_windows: current.2,
             }));
         }
+        self.report_load(now);
         if now.saturating_sub(self.last_publish_ms) >= t.publish_ms {
             self.last_publish_ms = now;
             if let Some((records, root)) = self.audit_root.take()
@@ -1480,6 +1514,9 @@ impl<R: Region> Node<R> {
                         Self::member_wait(c).expect("a membership command")
                     }
                     Command::CancelTask { task, .. } => Wait::Cancel { task: *task },
+                    Command::SetPlacementPolicy { policy, .. } => {
+                        Wait::Placement { policy: *policy }
+                    }
                     other => {
                         let d =
                             Denied::NotReady(alloc::format!("{} is not a request", other.name()));
@@ -1572,7 +1609,8 @@ impl<R: Region> Node<R> {
                 | Request::AwaitTask { .. }
                 | Request::SubmitBatch(_)
                 | Request::AwaitTasks { .. }
-                | Request::SetPolicy { .. } => {
+                | Request::SetPolicy { .. }
+                | Request::SetPlacementPolicy { .. } => {
                     Response::Refused(Denied::NotReady("unreachable".into()))
                 }
             }),
@@ -1883,6 +1921,8 @@ impl<R: Region> Node<R> {
                 ),
                 Wait::Policy { tenant, priority } => (self.state.policy(*tenant) == *priority)
                     .then_some(Response::PolicySet { tenant: *tenant }),
+                Wait::Placement { policy } => (self.state.data().placement == *policy)
+                    .then_some(Response::PlacementPolicySet { policy: *policy }),
                 Wait::Member { node, member } => (self.state.data().nodes.contains_key(node)
                     == *member)
                     .then_some(Response::Member {
@@ -2004,6 +2044,7 @@ impl<R: Region> Node<R> {
                 .map(|(n, us)| ((*n).into(), *us))
                 .collect(),
             peer_health: alloc::boxed::Box::new(self.peer_health()),
+            placement_policy: self.state.policy_name().into(),
         }
     }
 
@@ -2037,6 +2078,58 @@ impl<R: Region> Node<R> {
     /// metrics answer.
     pub fn set_local_metrics(&mut self, m: crate::metrics::LocalMetrics) {
         self.local_metrics = m;
+    }
+
+    /// What this node measures of itself for its load heartbeat: the driver's run
+    /// queues (tasks waiting for a core, [`Node::set_local_metrics`]), its cores' busy
+    /// share (tasks running ÷ granted cores, ppm, capped at 100 %) and its own Vivaldi
+    /// coordinate once it has taken a sample.
+    pub fn load_report(&self) -> LoadReport {
+        let m = &self.local_metrics;
+        let running = m.tasks_running.saturating_mul(xdv_federation::PPM);
+        let util = running
+            .checked_div(u64::from(self.cfg.cores))
+            .unwrap_or(if m.tasks_running > 0 {
+                xdv_federation::PPM
+            } else {
+                0
+            })
+            .min(xdv_federation::PPM);
+        let c = self.health.vivaldi.local_coordinate();
+        LoadReport {
+            node: self.me,
+            queue_depth: u32::try_from(m.tasks_queued).unwrap_or(u32::MAX),
+            utilisation_ppm: util as u32,
+            coordinate: (c.sample_count > 0).then_some(*c),
+        }
+    }
+
+    /// Proposes the load heartbeat when it is due: every `Timing::load_report_ms`, or
+    /// after `Timing::load_change_ms` when it differs materially from what the log
+    /// holds ([`load_changed`]). Members only; never an observer (it runs nothing).
+    fn report_load(&mut self, now: u64) {
+        let t = self.cfg.timing;
+        if t.load_report_ms == 0 || self.leader().is_none() {
+            return;
+        }
+        let Some(rec) = self.state.data().nodes.get(&self.me) else {
+            return;
+        };
+        if rec.info.observer {
+            return;
+        }
+        let report = self.load_report();
+        let since = now.saturating_sub(self.last_load_ms);
+        let changed = rec
+            .load
+            .as_ref()
+            .is_none_or(|(l, _)| load_changed(l, &report));
+        if (changed && (self.last_load_ms == 0 || since >= t.load_change_ms))
+            || since >= t.load_report_ms
+        {
+            self.last_load_ms = now.max(1);
+            self.submit_own(Command::LoadHeartbeat(report));
+        }
     }
 
     /// This node's metrics, Prometheus text exposition ([`crate::metrics`]).

@@ -127,7 +127,17 @@ pub struct SimOptions {
     /// times (every second from 200 ms on, tenants in turn, a random priority each),
     /// so reservations preempt one another.
     pub policy_changes: u32,
+    /// The operator sets this placement policy through the log (a signed
+    /// `SetPlacementPolicy`) before anything else, and clients submit only once it is
+    /// in force.
+    pub placement: Option<xdv_cluster::PlacementKind>,
+    /// This node's driver reports its cores busy with local work and
+    /// [`LOADED_QUEUE`] tasks waiting in its run queues (its load heartbeats say so).
+    pub loaded: Option<u32>,
 }
+
+/// Tasks a [`SimOptions::loaded`] node reports waiting in its run queues.
+pub const LOADED_QUEUE: u64 = 32;
 
 impl SimOptions {
     pub fn new(seed: u64) -> SimOptions {
@@ -149,6 +159,8 @@ impl SimOptions {
             hangs: true,
             cancels: true,
             policy_changes: 4,
+            placement: None,
+            loaded: None,
         }
     }
 }
@@ -217,6 +229,10 @@ pub struct SimReport {
     pub peers_dead: u64,
     /// The largest local coordinate error at the end (ppm).
     pub worst_error_ppm: u64,
+    /// The operator's placement policy was applied ([`SimOptions::placement`]).
+    pub placement_set: bool,
+    /// Task attempts each node's workers started, by node id.
+    pub started_on: BTreeMap<u32, u64>,
 }
 
 /// The simulated nodes' Raft region: bytes whose writes can be torn.
@@ -273,8 +289,15 @@ struct SimNode {
 /// What the simulated operator does to membership, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MemberOp {
-    Join { node: u32, observer: bool },
-    Remove { node: u32 },
+    Join {
+        node: u32,
+        observer: bool,
+    },
+    Remove {
+        node: u32,
+    },
+    /// Not membership, but the same console: the cluster's placement policy.
+    Placement(xdv_cluster::PlacementKind),
 }
 
 /// The operator's membership request in flight: (op, seq, generation, sent at).
@@ -571,6 +594,9 @@ impl Sim {
         if opts.joins > 0 {
             member_ops.push_back(MemberOp::Remove { node: 1 });
         }
+        if let Some(p) = opts.placement {
+            member_ops.push_front(MemberOp::Placement(p));
+        }
         let mut nodes = nodes;
         for (i, kind) in [(1usize, Kind::Q), (2, Kind::Phi)] {
             if let Some(n) = nodes.get_mut(i) {
@@ -790,6 +816,14 @@ impl Sim {
         let local = now + n.skew_ms;
         let mut sends: Vec<(u32, Msg)> = Vec::new();
         node.set_audit_head(n.audit_records, n.audit_head);
+        // The driver's run queues: the workers' tasks run at once; a loaded node's
+        // cores are busy with local work and tasks wait behind it.
+        let loaded = self.opts.loaded == Some(i as u32 + 1);
+        node.set_local_metrics(crate::metrics::LocalMetrics {
+            tasks_running: n.workers.len() as u64 + if loaded { 2 } else { 0 },
+            tasks_queued: if loaded { LOADED_QUEUE } else { 0 },
+            ..Default::default()
+        });
         if node.audit_root_due(local) {
             node.set_audit_root(n.audit_records, n.audit_head);
         }
@@ -990,6 +1024,7 @@ impl Sim {
     }
 
     fn start_task(&mut self, i: usize, run: RunTask) {
+        *self.report.started_on.entry(i as u32 + 1).or_default() += 1;
         let seq = run
             .spec
             .input
@@ -1274,9 +1309,11 @@ impl Sim {
                 self.cancel_step(c);
             }
             let now = self.now_ms;
+            // With an operator placement policy, clients wait until it is in force.
+            let waiting = self.opts.placement.is_some() && !self.report.placement_set;
             let retry = match self.clients[c].inflight {
                 Some((_, _, at)) => now.saturating_sub(at) >= CLIENT_RETRY_MS,
-                None => self.submitted < self.opts.requests && self.rng.chance_pct(2),
+                None => !waiting && self.submitted < self.opts.requests && self.rng.chance_pct(2),
             };
             if !retry {
                 continue;
@@ -1349,7 +1386,10 @@ impl Sim {
     /// new one.
     fn operator_step(&mut self) {
         let now = self.now_ms;
-        if now < self.opts.fault_ms / 4 {
+        // The placement policy goes first, as soon as the cluster may have a leader;
+        // membership changes wait for the faults.
+        let placement_next = matches!(self.member_ops.front(), Some(MemberOp::Placement(_)));
+        if now < self.opts.fault_ms / 4 && !placement_next {
             return;
         }
         let (op, seq) = match self.op_inflight {
@@ -1360,7 +1400,8 @@ impl Sim {
                     return;
                 };
                 // One change every two seconds at most, so faults meet each.
-                if !now.is_multiple_of(2_000) {
+                let every = if placement_next { 250 } else { 2_000 };
+                if !now.is_multiple_of(every) {
                     return;
                 }
                 if let MemberOp::Join { node, .. } = op {
@@ -1387,6 +1428,7 @@ impl Sim {
                 observer,
             },
             MemberOp::Remove { node } => Request::RemoveWorker { node: NodeId(node) },
+            MemberOp::Placement(policy) => Request::SetPlacementPolicy { policy },
         };
         let req = SignedRequest::sign(
             self.cluster,
@@ -1496,6 +1538,7 @@ impl Sim {
                 Ok(Response::Refused(Denied::Membership(M::NotMember(_)))),
                 MemberOp::Remove { .. },
             ) => true,
+            (Ok(Response::PlacementPolicySet { policy }), MemberOp::Placement(p)) => *policy == p,
             (Ok(Response::Refused(Denied::Membership(M::ChangeInProgress { .. }))), _) => {
                 self.report.membership_busy += 1;
                 false
@@ -1519,6 +1562,7 @@ impl Sim {
         self.op_inflight = None;
         self.member_ops.pop_front();
         match op {
+            MemberOp::Placement(_) => self.report.placement_set = true,
             MemberOp::Join { .. } => self.report.members_added += 1,
             MemberOp::Remove { node } => {
                 self.report.members_removed += 1;

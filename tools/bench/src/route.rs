@@ -11,15 +11,27 @@
 //!    (nodes on a 200 ms plane plus per-node access heights, ±5 % seeded jitter): the
 //!    median relative error over all pairs. Goal: ≤ 15 %.
 //!
+//! 3. Placement decision cost inside a cluster (issue 16) with 64 and 256 candidate
+//!    nodes: the `Routed` policy (health bucket, then RTT upper bound from the leader's
+//!    coordinate × load factor × coordinate quality) against `LeastLoaded` over the same
+//!    candidates in the same run (`PlacementPolicy::place` on the candidates the state
+//!    machine hands it). Goal: `Routed` ≤ 2× `LeastLoaded`.
+//!
 //! The ratio in the JSON line is ours / least-loaded ranking at 256 clusters.
 
 use crate::report::{median, print_json, time_runs};
 use anyhow::{Context, Result};
 use std::hint::black_box;
+use xdv_cluster::{
+    Candidate, ClusterState, Command, Config, Domain, GlobalTime, LeastLoaded, LoadReport,
+    PlacementContext, PlacementKind, PlacementPolicy, Proposal, Resources, Routed, TaskSpec, Work,
+    WorkerInfo,
+};
 use xdv_federation::route::{Circuit, ClusterRouting, Health, Heartbeat, RouteConfig, Router};
 use xdv_federation::vivaldi::{Coordinate, VivaldiConfig, VivaldiSystem, distance_us};
 use xdv_federation::{ClusterId, NodeId, PPM, isqrt_round};
 use xdv_types::rng::SplitMix64;
+use xdv_types::{Priority, TenantId};
 
 const BATCHES: usize = 31;
 
@@ -145,6 +157,167 @@ fn decision_cost(n: u32, per_batch: usize) -> Result<Cost> {
     })
 }
 
+/// `n` candidates as the state machine builds them: loads and capacities, shard ranks,
+/// and load heartbeats (queue, utilisation, coordinate on a 200 ms plane, age).
+fn candidates(n: u32, seed: u64) -> Vec<Candidate> {
+    let mut rng = SplitMix64::new(seed);
+    (1..=n)
+        .map(|i| {
+            let capacity = 8 * (1 + rng.below(8) as u32);
+            let mut pos = [0i64; 4];
+            pos[0] = rng.below(200_000) as i64 - 100_000;
+            pos[1] = rng.below(200_000) as i64 - 100_000;
+            Candidate {
+                node: xdv_types::NodeId(i),
+                load: rng.below(u64::from(capacity)) as u32,
+                capacity,
+                lifetime: rng.below(1_000),
+                shard_rank: rng.below(3) as u32,
+                queue_depth: if rng.chance_pct(20) {
+                    rng.below(8) as u32
+                } else {
+                    0
+                },
+                utilisation_ppm: rng.below(PPM + 1) as u32,
+                coordinate: Some(Coordinate {
+                    position_us: pos,
+                    height_us: 500,
+                    error_ppm: 100_000,
+                    sample_count: 40,
+                    updated_at_ms: 0,
+                }),
+                report_age_ms: Some(rng.below(20_000)),
+            }
+        })
+        .collect()
+}
+
+struct PlacementCost {
+    routed_ns: f64,
+    least_ns: f64,
+    /// The whole decision in the state machine (candidates, then the policy).
+    state_routed_ns: f64,
+    state_least_ns: f64,
+}
+
+/// A cluster state of `n` members whose load heartbeats carry the candidates' figures
+/// (node 1 leads: its `ClockTick` is in the log), under `policy`.
+fn state_with(n: u32, cands: &[Candidate], policy: PlacementKind) -> Result<ClusterState> {
+    let workers: Vec<WorkerInfo> = (1..=n)
+        .map(|i| WorkerInfo {
+            node: xdv_types::NodeId(i),
+            public_key: [i as u8; 32],
+            resources: Resources {
+                k_cores: 8,
+                q_units: 0,
+                phi_windows: 0,
+            },
+            capabilities: Vec::new(),
+            observer: false,
+        })
+        .collect();
+    let cfg = Config {
+        max_nodes: 1024,
+        ..Config::default()
+    };
+    let mut s = ClusterState::genesis(cfg, &workers, &[(TenantId(1), [7; 32])])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cmds = vec![
+        Command::ClockTick,
+        Command::SetPlacementPolicy { policy, seq: 1 },
+    ];
+    cmds.extend(cands.iter().map(|c| {
+        Command::LoadHeartbeat(LoadReport {
+            node: c.node,
+            queue_depth: c.queue_depth,
+            utilisation_ppm: c.utilisation_ppm,
+            coordinate: c.coordinate,
+        })
+    }));
+    for (i, command) in cmds.into_iter().enumerate() {
+        let index = i as u64 + 1;
+        let p = Proposal {
+            time: GlobalTime {
+                lamport: index,
+                node: xdv_types::NodeId(1),
+            },
+            command,
+        };
+        s.apply(index, &p.encode().map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    anyhow::ensure!(s.policy_name() == policy.name(), "policy applied");
+    Ok(s)
+}
+
+fn placement_cost(n: u32, per_batch: usize) -> Result<PlacementCost> {
+    let mut cands = candidates(n, 0xB1A5 + u64::from(n));
+    // Node 1 is the leader whose coordinate placements are measured from.
+    cands[0].coordinate = Some(Coordinate {
+        position_us: [0; 4],
+        height_us: 500,
+        error_ppm: 100_000,
+        sample_count: 40,
+        updated_at_ms: 0,
+    });
+    let task = TaskSpec {
+        tenant: TenantId(1),
+        request_seq: 1,
+        work: Work::Builtin("hash".into()),
+        input: Vec::new(),
+        budget_ticks: 1_000,
+        priority: Priority::Normal,
+        guards: Vec::new(),
+        needs: Vec::new(),
+        domain: Domain::K,
+        pin: None,
+        contract: None,
+        timeout_ms: None,
+    };
+    let ctx = PlacementContext {
+        origin: Some(Coordinate {
+            position_us: [0; 4],
+            height_us: 500,
+            error_ppm: 100_000,
+            sample_count: 40,
+            updated_at_ms: 0,
+        }),
+    };
+    let routed = Routed::default();
+    let routed_ns = ns_per_call(per_batch, |_| {
+        black_box(routed.place(&task, black_box(&ctx), black_box(&cands)));
+    });
+    let least_ns = ns_per_call(per_batch, |_| {
+        black_box(LeastLoaded.place(&task, black_box(&ctx), black_box(&cands)));
+    });
+    let r = routed.place(&task, &ctx, &cands);
+    let l = LeastLoaded.place(&task, &ctx, &cands);
+    let sr = state_with(n, &cands, PlacementKind::Routed)?;
+    let sl = state_with(n, &cands, PlacementKind::LeastLoaded)?;
+    let state_routed_ns = ns_per_call(per_batch, |_| {
+        black_box(sr.placement_preview(black_box(&task)));
+    });
+    let state_least_ns = ns_per_call(per_batch, |_| {
+        black_box(sl.placement_preview(black_box(&task)));
+    });
+    println!(
+        "placement {n:>3} nodes: policy only: routed {routed_ns:>8.0} ns | least-loaded {least_ns:>6.0} ns ({:.2}x) | whole decision (candidates + policy): routed {state_routed_ns:>8.0} ns | least-loaded {state_least_ns:>8.0} ns ({:.2}x) | routed picks {} (state {}), least-loaded {} (state {})",
+        routed_ns / least_ns,
+        state_routed_ns / state_least_ns,
+        r.map_or("none".into(), |n| n.to_string()),
+        sr.placement_preview(&task)
+            .map_or("none".into(), |n| n.to_string()),
+        l.map_or("none".into(), |n| n.to_string()),
+        sl.placement_preview(&task)
+            .map_or("none".into(), |n| n.to_string()),
+    );
+    Ok(PlacementCost {
+        routed_ns,
+        least_ns,
+        state_routed_ns,
+        state_least_ns,
+    })
+}
+
 struct VivaldiRun {
     median_pct: f64,
     p90_pct: f64,
@@ -224,7 +397,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let small = decision_cost(16, per_batch)?;
     let large = decision_cost(256, per_batch)?;
     let viv = vivaldi_error(nodes, 300, 0xC0FFEE)?;
+    let p64 = placement_cost(64, per_batch)?;
+    let p256 = placement_cost(256, per_batch)?;
     let ratio = large.ours_ns / large.rank_ns;
+    let p_ratio =
+        (p64.state_routed_ns / p64.state_least_ns).max(p256.state_routed_ns / p256.state_least_ns);
+    let policy_ratio = (p64.routed_ns / p64.least_ns).max(p256.routed_ns / p256.least_ns);
     println!(
         "goal: routing <= 2x least-loaded ranking at 256 clusters: {} ({ratio:.2}x); vivaldi median error <= 15 %: {}",
         if ratio <= 2.0 { "met" } else { "NOT met" },
@@ -233,6 +411,10 @@ pub fn run(args: &[String]) -> Result<()> {
         } else {
             "NOT met"
         }
+    );
+    println!(
+        "goal: routed placement decision <= 2x least-loaded at 64 and 256 nodes: {} (worst {p_ratio:.2}x; the policy call alone: {policy_ratio:.2}x)",
+        if p_ratio <= 2.0 { "met" } else { "NOT met" }
     );
     print_json(
         "route",
@@ -247,6 +429,13 @@ pub fn run(args: &[String]) -> Result<()> {
             "ours_moving_coordinate_256_ns": large.cold_ns,
             "vivaldi_nodes": nodes, "vivaldi_median_error_pct": viv.median_pct,
             "vivaldi_p90_error_pct": viv.p90_pct, "vivaldi_update_ns": viv.update_ns,
+            "placement_routed_64_ns": p64.routed_ns, "placement_least_loaded_64_ns": p64.least_ns,
+            "placement_routed_256_ns": p256.routed_ns,
+            "placement_least_loaded_256_ns": p256.least_ns,
+            "placement_decision_routed_64_ns": p64.state_routed_ns,
+            "placement_decision_least_loaded_64_ns": p64.state_least_ns,
+            "placement_decision_routed_256_ns": p256.state_routed_ns,
+            "placement_decision_least_loaded_256_ns": p256.state_least_ns,
         }),
     );
     Ok(())

@@ -80,7 +80,9 @@ enum Cmd {
     Release(cmd::contract::ReleaseArgs),
     /// Contracts in force and the cluster time.
     Contracts(cmd::contract::ContractsArgs),
-    /// Set a tenant's priority in contract conflicts (operator-signed).
+    /// The cluster's placement policy (`policy show`, `policy set routed|least-loaded|
+    /// first-fit`, operator-signed, through the log), or a tenant's priority in
+    /// contract conflicts (`policy <tenant> --priority high|normal|low`).
     Policy(cmd::contract::PolicyArgs),
     /// Q/Φ accelerator devices for QEMU nodes: serve one, inject faults (ctl).
     Accel(cmd::accel::Args),

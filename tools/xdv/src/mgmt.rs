@@ -433,6 +433,7 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::Contract(_) => "contract answer",
         Response::Contracts { .. } => "contract list",
         Response::PolicySet { .. } => "policy set",
+        Response::PlacementPolicySet { .. } => "placement policy set",
         Response::Tasks(_) => "task list",
         Response::Refused(_) => "refused",
         Response::Member { .. } => "membership change",

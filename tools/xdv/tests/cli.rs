@@ -739,6 +739,7 @@ fn view(node: u32, role: &str) -> ClusterView {
         loop_busy_us: 0,
         loop_phases_us: Vec::new(),
         peer_health: Default::default(),
+        placement_policy: "least-loaded".into(),
     }
 }
 
@@ -1443,6 +1444,52 @@ fn contracts_with_none_says_so() {
         o.stdout.trim(),
         "cluster time 3 s; 0 contract(s) in force, 0 recently ended"
     );
+}
+
+/// Issue 16: `policy set` sends an operator-signed `SetPlacementPolicy` and reports
+/// what the log applied; `policy show` and `status` (text and JSON) show the policy in
+/// force; bad arguments are usage errors.
+#[test]
+fn placement_policy_is_set_through_the_log_and_shown_in_status() {
+    use xdv_cluster::PlacementKind;
+    let a = FakeNode::start(|r| match r {
+        Request::SetPlacementPolicy { policy } => Response::PlacementPolicySet { policy: *policy },
+        _ => {
+            let mut v = view(1, "Leader");
+            v.placement_policy = "routed".into();
+            Response::Cluster(v)
+        }
+    });
+    let dir = temp("placement");
+    fake_cluster(&dir, &[(1, me(), a.port)]);
+    let d = s(&dir);
+    let o = xdv(&["policy", "set", "routed", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.trim(), "placement policy: routed", "{o:?}");
+    let seen = a.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].principal, Principal::Operator);
+    assert_eq!(
+        seen[0].request,
+        Request::SetPlacementPolicy {
+            policy: PlacementKind::Routed
+        }
+    );
+    let o = xdv(&["policy", "show", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.trim(), "placement policy: routed", "{o:?}");
+    let o = xdv(&["status", "--dir", d]);
+    assert!(o.stdout.contains("\nplacement: routed\n"), "{o:?}");
+    let o = xdv(&["status", "--json", "--dir", d]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["health"]["placement_policy"], "routed", "{o:?}");
+    assert_eq!(v["nodes"][0]["view"]["placement_policy"], "routed");
+    assert_usage_errors(&[
+        vec!["policy", "set", "fastest", "--dir", d],
+        vec!["policy", "set", "--dir", d],
+        vec!["policy", "show", "routed", "--dir", d],
+        vec!["policy", "everything", "--dir", d],
+    ]);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! `metrics` (checked by promtool), `status --json`, `down`, `start` (the switch comes back too),
 //! then `up` refusing the directory,
 //! `up --resume` keeping keys and history, `up --fresh` starting a new cluster, and
-//! `submit --count` pipelining 70 tasks in signed batches.
+//! `submit --count` pipelining 70 tasks in signed batches. On the way, `policy set
+//! routed` switches placement through the log (`status` shows it, it survives the
+//! restart, and the next task is placed by `Routed`); `--fresh` is `least-loaded` again.
 //! Boots QEMU (and builds the kernel on first use): run it on its own,
 //! `cargo test -p xdv --test cli_cluster`.
 
@@ -139,6 +141,17 @@ fn up_submit_down_resume_fresh() {
     let v = status(d);
     assert_eq!(v["nodes"][0]["view"]["tasks"], 2, "{v}");
     assert_eq!(v["health"]["leader"], 1, "{v}");
+    assert_eq!(v["health"]["placement_policy"], "least-loaded", "{v}");
+
+    // The operator switches placement to `Routed` through the log.
+    let o = xdv(&["policy", "set", "routed", "--dir", d]);
+    assert_eq!(
+        (o.code, o.stdout.trim()),
+        (0, "placement policy: routed"),
+        "{o:?}"
+    );
+    let o = xdv(&["status", "--dir", d]);
+    assert!(o.stdout.contains("\nplacement: routed\n"), "{o:?}");
 
     let o = xdv(&["down", "--dir", d]);
     assert_eq!(o.code, 0, "{o:?}");
@@ -156,12 +169,16 @@ fn up_submit_down_resume_fresh() {
         assert!(std::time::Instant::now() < end, "not ready again");
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+    // The policy is replicated state: back after the restart, and it places task 3.
+    let o = xdv(&["policy", "show", "--dir", d]);
+    assert_eq!(o.stdout.trim(), "placement policy: routed", "{o:?}");
     let o = xdv(&["submit", hello, "--tenant", "1", "--dir", d]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
-        o.stdout.starts_with("task 3 executed"),
+        o.stdout.starts_with("task 3 executed on node 1"),
         "ids continue: {o:?}"
     );
+    assert_eq!(status(d)["nodes"][0]["view"]["placement_policy"], "routed");
     let o = xdv(&["down", "--dir", d]);
     assert_eq!(o.code, 0, "{o:?}");
 
@@ -195,6 +212,7 @@ fn up_submit_down_resume_fresh() {
     assert_ne!(Keys::load(Path::new(d)).unwrap().cluster, cluster);
     let v = status(d);
     assert_eq!(v["nodes"][0]["view"]["tasks"], 0, "{v}");
+    assert_eq!(v["health"]["placement_policy"], "least-loaded", "{v}");
 
     // `--count`: 70 copies in two signed batches (64 + 6), awaited together.
     let o = xdv(&[

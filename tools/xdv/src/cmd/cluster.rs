@@ -734,6 +734,7 @@ fn health(st: &ClusterState, views: &[(u32, Result<ClusterView>)]) -> (Value, St
     );
     let json = json!({
         "leader": leader.map(|v| v.node.0),
+        "placement_policy": placement_policy(views),
         "term": leader.map(|v| v.term),
         "quorum": quorum,
         "members_up": up,
@@ -771,7 +772,19 @@ fn view_json(v: &ClusterView) -> Value {
             "raft": m.raft,
         })).collect::<Vec<_>>(),
         "peer_health": peer_health_json(&v.peer_health),
+        "placement_policy": v.placement_policy,
     })
+}
+
+/// The placement policy in force, as the leader's state has it (else any answering
+/// node's): it is replicated, so every node that applied the same entries agrees.
+pub fn placement_policy(views: &[(u32, Result<ClusterView>)]) -> Option<String> {
+    let ok: Vec<&ClusterView> = views.iter().filter_map(|(_, v)| v.as_ref().ok()).collect();
+    ok.iter()
+        .filter(|v| mgmt::role_name(&v.role) == "leader")
+        .max_by_key(|v| v.term)
+        .or_else(|| ok.iter().max_by_key(|v| v.applied))
+        .map(|v| v.placement_policy.clone())
 }
 
 /// The node's Vivaldi coordinate, confirmation counters (seed 003 §12.8) and its view
@@ -870,6 +883,9 @@ pub fn status(a: StatusArgs) -> Result<()> {
     };
     if keys.is_ok() && !st.running().is_empty() {
         println!("health: {}", health(&st, &views).1);
+        if let Some(p) = placement_policy(&views) {
+            println!("placement: {p}");
+        }
     }
     println!("cluster {} (switch {sw})", st.dir.display());
     for n in &st.nodes {

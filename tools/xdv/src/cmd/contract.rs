@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xdv::cluster::ClusterState;
 use xdv::mgmt::{self, Keys};
-use xdv_cluster::Domain;
 use xdv_cluster::mgmt::{ContractAnswer, ContractView, Principal, Request, Reserve, Response};
+use xdv_cluster::{Domain, PlacementKind};
 use xdv_types::{CapabilityId, NodeId, Priority, TenantId};
 
 /// The capability every provisioned node holds (what contracts are signed under).
@@ -84,11 +84,14 @@ pub struct ContractsArgs {
 
 #[derive(clap::Args)]
 pub struct PolicyArgs {
-    /// Tenant whose policy to set.
-    tenant: u32,
-    /// Its priority in contract conflicts: high, normal or low.
+    /// `show` (the placement policy in force), `set` (choose it), or the tenant whose
+    /// contract-conflict priority to set (with --priority).
+    target: String,
+    /// With `set`: routed, least-loaded or first-fit.
+    policy: Option<String>,
+    /// The tenant's priority in contract conflicts: high, normal or low.
     #[arg(long, value_parser = ["high", "normal", "low"])]
-    priority: String,
+    priority: Option<String>,
     /// Member node whose management port to use.
     #[arg(long, default_value_t = 1)]
     node: u32,
@@ -267,15 +270,71 @@ pub fn contracts_table(l: &mgmt::ContractList) -> String {
     out
 }
 
+/// A usage error (exit 2), as clap reports its own.
+fn usage(msg: String) -> ! {
+    clap::Error::raw(clap::error::ErrorKind::InvalidValue, msg + "\n").exit()
+}
+
+/// `policy show` / `policy set <policy>` (the cluster's placement policy, through the
+/// log) or `policy <tenant> --priority <p>` (a tenant's contract-conflict priority).
 pub fn policy(a: PolicyArgs) -> Result<()> {
-    let (keys, port) = setup(a.dir, a.node)?;
-    check_tenant(&keys, a.tenant)?;
-    let priority = Priority::parse(&a.priority).context("--priority")?;
+    match (a.target.as_str(), &a.policy, &a.priority) {
+        ("show", None, None) => placement_show(a.dir, a.node),
+        ("set", Some(p), None) => {
+            let Some(kind) = PlacementKind::parse(p) else {
+                usage(format!(
+                    "error: unknown placement policy '{p}' (routed, least-loaded or first-fit)"
+                ))
+            };
+            placement_set(a.dir, a.node, kind)
+        }
+        ("set", None, _) => usage("error: `policy set` needs a policy: routed, least-loaded or first-fit".into()),
+        (t, None, Some(p)) => match t.parse::<u32>() {
+            Ok(tenant) => tenant_policy(a.dir, a.node, tenant, p),
+            Err(_) => usage(format!("error: '{t}' is not `show`, `set` or a tenant id")),
+        },
+        (t, _, None) if t.parse::<u32>().is_ok() => {
+            usage("error: a tenant's policy needs --priority high|normal|low".into())
+        }
+        _ => usage(
+            "error: usage: policy show | policy set <routed|least-loaded|first-fit> | policy <tenant> --priority <high|normal|low>".into(),
+        ),
+    }
+}
+
+fn placement_show(dir: Option<PathBuf>, node: u32) -> Result<()> {
+    let (keys, port) = setup(dir, node)?;
+    let v = mgmt::cluster_view(port, &keys)?;
+    println!("placement policy: {}", v.placement_policy);
+    Ok(())
+}
+
+fn placement_set(dir: Option<PathBuf>, node: u32, policy: PlacementKind) -> Result<()> {
+    let (keys, port) = setup(dir, node)?;
+    let req = mgmt::signed(
+        &keys,
+        Principal::Operator,
+        Request::SetPlacementPolicy { policy },
+    )?;
+    match mgmt::call_until_decided(port, &req, Instant::now() + Duration::from_secs(30))? {
+        Response::PlacementPolicySet { policy } => {
+            println!("placement policy: {}", policy.name());
+            Ok(())
+        }
+        Response::Refused(d) => bail!("refused: {d}"),
+        other => bail!("unexpected answer: {}", mgmt::response_kind(&other)),
+    }
+}
+
+fn tenant_policy(dir: Option<PathBuf>, node: u32, tenant: u32, priority: &str) -> Result<()> {
+    let (keys, port) = setup(dir, node)?;
+    check_tenant(&keys, tenant)?;
+    let priority = Priority::parse(priority).context("--priority")?;
     let req = mgmt::signed(
         &keys,
         Principal::Operator,
         Request::SetPolicy {
-            tenant: TenantId(a.tenant),
+            tenant: TenantId(tenant),
             priority,
         },
     )?;
