@@ -32,7 +32,7 @@ use xdv::switch::Faults;
 use xdv::testbed::Testbed;
 use xdv_audit::RecordBody;
 use xdv_cluster::mgmt::{ClusterView, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{Domain, Outcome, Refusal, TaskStatus, Work, DEFAULT_TASK_BUDGET_CEILING_TICKS};
+use xdv_cluster::{DEFAULT_TASK_BUDGET_CEILING_TICKS, Domain, Outcome, Refusal, TaskStatus, Work};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader};
 use xdv_types::{NodeId, Priority, TaskId, TenantId};
 
@@ -704,9 +704,10 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
     // was placed, and nobody was declared down or re-elected.
     let vs = cl.converged(&all, 1 + during.len() as u64, T).unwrap();
     assert_eq!(vs[0].tasks, 3 + during.len() as u64);
-    assert!(vs
-        .iter()
-        .all(|v| v.term == term && v.members.iter().all(|m| m.up)));
+    assert!(
+        vs.iter()
+            .all(|v| v.term == term && v.members.iter().all(|m| m.up))
+    );
     assert_eq!(cl.leader(&all, T).unwrap(), leader);
     assert_eq!(
         task_status(cl.port(leader), &cl.keys, 1, looping),

@@ -131,6 +131,21 @@ pub enum Command {
     /// applied as that many `AssignTask`s in order, in one entry (one Raft append,
     /// one apply, one state hash, one audit record for the batch).
     AssignTasks(Vec<TaskSpec>),
+    /// The leader heard a discovery-mode machine's report (`crate::discovery`): a new
+    /// machine enters the discovered table, a known one is refreshed. A measured,
+    /// unauthenticated input, validated again when applied.
+    Discovered {
+        mac: crate::discovery::Mac,
+        hardware: crate::discovery::Hardware,
+    },
+    /// Operator (`AdmitDiscovered` request, after the machine's `AddMember`): the MAC
+    /// leaves the discovered table and its next report is answered "admitted as
+    /// `node`".
+    AdmitDiscovered {
+        mac: crate::discovery::Mac,
+        node: NodeId,
+        seq: u64,
+    },
 }
 
 impl Command {
@@ -160,6 +175,8 @@ impl Command {
             Command::RequestExtension { .. } => "RequestExtension",
             Command::CancelTask { .. } => "CancelTask",
             Command::AssignTasks(_) => "AssignTasks",
+            Command::Discovered { .. } => "Discovered",
+            Command::AdmitDiscovered { .. } => "AdmitDiscovered",
         }
     }
 }
