@@ -552,7 +552,13 @@ mod tests {
                 uefi: true
             })
         );
-        assert!(!parse("discover=52:54:00:00:01:0a/pc").options.discover.unwrap().uefi);
+        assert!(
+            !parse("discover=52:54:00:00:01:0a/pc")
+                .options
+                .discover
+                .unwrap()
+                .uefi
+        );
         for bad in [
             "discover=52:54:00:00:01/pc",
             "discover=52:54:00:00:01:0a",
@@ -562,7 +568,10 @@ mod tests {
         ] {
             let p = parse(bad);
             assert_eq!(p.options.discover, None, "{bad}");
-            assert!(p.diags().any(|d| d.to_string().contains("`discover`")), "{bad}");
+            assert!(
+                p.diags().any(|d| d.to_string().contains("`discover`")),
+                "{bad}"
+            );
         }
     }
 

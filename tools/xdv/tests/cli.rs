@@ -118,6 +118,7 @@ fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
                 accel: None,
                 accel_pid: None,
                 bridge: None,
+                discovering: false,
             })
             .collect(),
         switch_pid: None,

@@ -447,6 +447,7 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
             accel: accel.get(&id).cloned(),
             accel_pid: None,
             bridge: None,
+            discovering: false,
         })
         .collect();
     let st = ClusterState {
@@ -633,7 +634,7 @@ pub fn down(a: DirArgs) -> Result<()> {
 pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> {
     st.nodes
         .iter()
-        .filter(|n| n.pid.is_some_and(cluster::alive))
+        .filter(|n| n.pid.is_some_and(cluster::alive) && !n.discovering)
         .map(|n| (n.id, mgmt::cluster_view(n.mgmt_port(), keys)))
         .collect()
 }
