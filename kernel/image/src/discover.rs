@@ -98,7 +98,8 @@ pub fn run(d: Discover, mut net: Net, cores: usize, mem_mib: u64) -> ! {
                 && m == d.mac
             {
                 println!(
-                    "xdv: discovery: MAC {mac} admitted as {node}; resetting to boot its configuration"
+                    "xdv: discovery: MAC {mac} admitted as node {}; resetting to boot its configuration",
+                    node.0
                 );
                 arch::reboot()
             }

@@ -124,8 +124,9 @@ impl<R: Region> Node<R> {
                     refused: None,
                 } => {
                     self.note(alloc::format!(
-                        "discovery: {} admitted as {node}",
-                        discovery::mac_string(mac)
+                        "discovery: {} admitted as node {}",
+                        discovery::mac_string(mac),
+                        node.0
                     ));
                     if audit {
                         self.out.audit.push(RecordBody::Custom {
