@@ -837,6 +837,7 @@ fn status_json(
                 "pid": n.pid.filter(|&p| cluster::alive(p)),
                 "ready": match &state { NodeState::Ready(l) => Some(l.clone()), _ => None },
                 "peer_ip": format!("10.0.0.{}", n.id),
+                "discovering": n.discovering,
                 "mgmt_port": n.mgmt_port(),
                 "log": st.path(n.id, "log").display().to_string(),
                 "view": v.and_then(|v| v.as_ref().ok()).map(view_json),
