@@ -97,17 +97,34 @@ pub struct Hardware {
     pub firmware: Firmware,
 }
 
-impl core::fmt::Display for Hardware {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let nic = match self.nic {
+impl NicModel {
+    pub fn name(self) -> &'static str {
+        match self {
             NicModel::VirtioNet => "virtio-net",
             NicModel::E1000e => "e1000e",
-        };
-        let fw = match self.firmware {
+        }
+    }
+}
+
+impl Firmware {
+    pub fn name(self) -> &'static str {
+        match self {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
-        };
-        write!(f, "{} cores, {} MiB, {nic}, {fw}", self.cores, self.mem_mib)
+        }
+    }
+}
+
+impl core::fmt::Display for Hardware {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} cores, {} MiB, {}, {}",
+            self.cores,
+            self.mem_mib,
+            self.nic.name(),
+            self.firmware.name()
+        )
     }
 }
 

@@ -451,8 +451,8 @@ pub fn nodes(a: NodesArgs) -> Result<()> {
                     "mac": mac_string(mac),
                     "cores": m.hardware.cores,
                     "mem_mib": m.hardware.mem_mib,
-                    "nic": m.hardware.to_string().rsplit(", ").nth(1).unwrap_or(""),
-                    "firmware": m.hardware.to_string().rsplit(", ").next().unwrap_or(""),
+                    "nic": m.hardware.nic.name(),
+                    "firmware": m.hardware.firmware.name(),
                     "first_seen_ms": m.first_seen_ms,
                     "last_seen_ms": m.last_seen_ms,
                 })
@@ -471,10 +471,7 @@ pub fn nodes(a: NodesArgs) -> Result<()> {
         "mac                cores  mem-MiB  nic         firmware  first-seen-ms  last-seen-ms"
     );
     for (mac, m) in &machines {
-        let h = m.hardware.to_string();
-        let mut parts = h.rsplit(", ");
-        let fw = parts.next().unwrap_or("");
-        let nic = parts.next().unwrap_or("");
+        let (nic, fw) = (m.hardware.nic.name(), m.hardware.firmware.name());
         println!(
             "{}  {:<5}  {:<7}  {nic:<10}  {fw:<8}  {:<13}  {}",
             mac_string(mac),
