@@ -34,6 +34,18 @@ pub enum IvshmemError {
     BadMsixTable,
 }
 
+impl From<pci::MsixError> for IvshmemError {
+    fn from(e: pci::MsixError) -> Self {
+        match e {
+            pci::MsixError::NoMsix => IvshmemError::NoMsix,
+            pci::MsixError::TooFewVectors(n) => IvshmemError::TooFewVectors(n),
+            pci::MsixError::MissingBar(b) => IvshmemError::MissingBar(b),
+            pci::MsixError::BadTable => IvshmemError::BadMsixTable,
+            pci::MsixError::MapFailed(a) => IvshmemError::MapFailed(a),
+        }
+    }
+}
+
 impl fmt::Display for IvshmemError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -151,7 +163,7 @@ impl Ivshmem {
         // SAFETY: BAR2 was just mapped for the kernel's lifetime; this handle is the
         // only Rust reference to it.
         let shm = unsafe { Shm::new(base, shm_len as usize) };
-        program_msix(cfg, dev, platform, apic_id, vectors)?;
+        pci::program_msix(cfg, dev, platform, apic_id, vectors)?;
         regs.write32(REG_INTR_MASK, 0);
         let own_peer = regs.read32(REG_IV_POSITION);
         Ok(Ivshmem {
@@ -166,72 +178,4 @@ impl Ivshmem {
         self.regs
             .write32(REG_DOORBELL, ((peer & 0xffff) << 16) | u32::from(vector));
     }
-}
-
-/// Where an MSI-X table lives, from the capability.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct MsixTable {
-    pub cap: u8,
-    pub entries: u16,
-    pub bar: u8,
-    pub offset: u32,
-}
-
-/// Reads the MSI-X capability of `dev`.
-pub fn msix_table(cfg: &dyn ConfigSpace, dev: &PciDevice) -> Option<MsixTable> {
-    let cap = dev.caps_with_id(0x11).next()?.offset;
-    let ctl = cfg.read16(dev.bdf, u16::from(cap) + 2);
-    let table = cfg.read32(dev.bdf, u16::from(cap) + 4);
-    Some(MsixTable {
-        cap,
-        entries: (ctl & 0x7ff) + 1,
-        bar: (table & 7) as u8,
-        offset: table & !7,
-    })
-}
-
-fn program_msix(
-    cfg: &dyn ConfigSpace,
-    dev: &PciDevice,
-    platform: &dyn Platform,
-    apic_id: u32,
-    vectors: &[u8],
-) -> Result<(), IvshmemError> {
-    let t = msix_table(cfg, dev).ok_or(IvshmemError::NoMsix)?;
-    // Memory decoding first: table writes to a BAR that does not decode are lost.
-    // Bus mastering too: an MSI is a memory write by the device, dropped without it.
-    pci::enable(cfg, dev, true);
-    if usize::from(t.entries) < vectors.len() {
-        return Err(IvshmemError::TooFewVectors(t.entries));
-    }
-    let bar = dev.bar(t.bar).ok_or(IvshmemError::MissingBar(t.bar))?;
-    let need = u64::from(t.offset) + u64::from(t.entries) * 16;
-    if need > bar.size {
-        return Err(IvshmemError::BadMsixTable);
-    }
-    let base = platform
-        .map_mmio(bar.addr, bar.size)
-        .ok_or(IvshmemError::MapFailed(bar.addr))?;
-    let at =
-        NonNull::new((base + t.offset as usize) as *mut u8).ok_or(IvshmemError::MapFailed(0))?;
-    // SAFETY: the table lies inside the BAR (checked) that was just mapped uncached;
-    // nothing else in Rust refers to it.
-    let table = unsafe { Shm::new(at, usize::from(t.entries) * 16) };
-    for (i, &v) in vectors.iter().enumerate() {
-        let e = i * 16;
-        table.write32(e, 0xFEE0_0000 | ((apic_id & 0xff) << 12));
-        table.write32(e + 4, 0);
-        table.write32(e + 8, u32::from(v));
-        table.write32(e + 12, 0); // unmasked
-    }
-    // Enable MSI-X (bit 15), clear the function mask (bit 14); INTx off.
-    let dword = cfg.read32(dev.bdf, u16::from(t.cap));
-    let ctl = ((dword >> 16) as u16 | 0x8000) & !0x4000;
-    cfg.write32(
-        dev.bdf,
-        u16::from(t.cap),
-        (dword & 0xffff) | (u32::from(ctl) << 16),
-    );
-    pci::disable_intx(cfg, dev);
-    Ok(())
 }

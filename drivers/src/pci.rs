@@ -3,6 +3,7 @@
 //! implementations: ECAM (PCIe, base from the ACPI MCFG table) and the legacy
 //! 0xCF8/0xCFC ports (fallback for the `pc` machine).
 
+use crate::platform::{Mmio, Platform};
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -374,6 +375,101 @@ pub fn enumerate(cfg: &dyn ConfigSpace, first: u8, last: u8) -> Vec<PciDevice> {
         }
     }
     out
+}
+
+/// Where an MSI-X table lives, from the capability.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MsixTable {
+    pub cap: u8,
+    pub entries: u16,
+    pub bar: u8,
+    pub offset: u32,
+}
+
+/// Reads the MSI-X capability of `dev`.
+pub fn msix_table(cfg: &dyn ConfigSpace, dev: &PciDevice) -> Option<MsixTable> {
+    let cap = dev.caps_with_id(0x11).next()?.offset;
+    let ctl = cfg.read16(dev.bdf, u16::from(cap) + 2);
+    let table = cfg.read32(dev.bdf, u16::from(cap) + 4);
+    Some(MsixTable {
+        cap,
+        entries: (ctl & 0x7ff) + 1,
+        bar: (table & 7) as u8,
+        offset: table & !7,
+    })
+}
+
+/// Why MSI-X could not be programmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MsixError {
+    /// The function has no MSI-X capability.
+    NoMsix,
+    /// It has fewer table entries than vectors asked for.
+    TooFewVectors(u16),
+    /// The table's BAR is missing.
+    MissingBar(u8),
+    /// The table does not fit inside its BAR.
+    BadTable,
+    /// The table's BAR could not be mapped.
+    MapFailed(u64),
+}
+
+impl fmt::Display for MsixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MsixError::NoMsix => f.write_str("no MSI-X capability"),
+            MsixError::TooFewVectors(n) => write!(f, "only {n} MSI-X vectors"),
+            MsixError::MissingBar(b) => write!(f, "MSI-X table in missing BAR{b}"),
+            MsixError::BadTable => f.write_str("MSI-X table outside its BAR"),
+            MsixError::MapFailed(a) => write!(f, "cannot map the MSI-X table's BAR at {a:#x}"),
+        }
+    }
+}
+
+/// Points MSI-X table entries `0..vectors.len()` of `dev` at `vectors[i]` on the local
+/// APIC `apic_id` (fixed delivery, edge), unmasks them, enables MSI-X and turns INTx
+/// off. Memory decoding and bus mastering are enabled first: table writes to a BAR that
+/// does not decode are lost, and an MSI is a memory write by the device.
+pub fn program_msix(
+    cfg: &dyn ConfigSpace,
+    dev: &PciDevice,
+    platform: &dyn Platform,
+    apic_id: u32,
+    vectors: &[u8],
+) -> Result<(), MsixError> {
+    let t = msix_table(cfg, dev).ok_or(MsixError::NoMsix)?;
+    enable(cfg, dev, true);
+    if usize::from(t.entries) < vectors.len() {
+        return Err(MsixError::TooFewVectors(t.entries));
+    }
+    let bar = dev.bar(t.bar).ok_or(MsixError::MissingBar(t.bar))?;
+    let need = u64::from(t.offset) + u64::from(t.entries) * 16;
+    if need > bar.size {
+        return Err(MsixError::BadTable);
+    }
+    let base = platform
+        .map_mmio(bar.addr, bar.size)
+        .ok_or(MsixError::MapFailed(bar.addr))?;
+    // SAFETY: the table lies inside the BAR (checked above) that `map_mmio` just mapped
+    // uncached for the kernel's lifetime.
+    let table = unsafe { Mmio::new(base + t.offset as usize, usize::from(t.entries) * 16) };
+    for (i, &v) in vectors.iter().enumerate() {
+        let e = i * 16;
+        table.write32(e, 0xFEE0_0000 | ((apic_id & 0xff) << 12));
+        table.write32(e + 4, 0);
+        table.write32(e + 8, u32::from(v));
+        table.write32(e + 12, 0); // unmasked
+    }
+    // Enable MSI-X (bit 15), clear the function mask (bit 14).
+    let dword = cfg.read32(dev.bdf, u16::from(t.cap));
+    let ctl = ((dword >> 16) as u16 | 0x8000) & !0x4000;
+    cfg.write32(
+        dev.bdf,
+        u16::from(t.cap),
+        (dword & 0xffff) | (u32::from(ctl) << 16),
+    );
+    disable_intx(cfg, dev);
+    Ok(())
 }
 
 /// Turns legacy INTx off (command register bit 10): the function signals by MSI-X.

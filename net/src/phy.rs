@@ -40,6 +40,18 @@ pub fn enable_window_probes(socket: &mut tcp::Socket) {
     socket.set_keep_alive(Some(Duration::from_millis(WINDOW_PROBE_MS)));
 }
 
+/// Configures a TCP socket that carries requests and their answers (the management
+/// port, peer links): every segment is acknowledged at once and every write is sent at
+/// once. smoltcp's defaults (a 10 ms delayed ACK, Nagle's algorithm) are for streams:
+/// when the other end holds its next small segment until the previous one is
+/// acknowledged (Nagle there; QEMU's user-network TCP does this), a delayed ACK here
+/// holds the request for 10 ms, and Nagle here holds the second of two answers until
+/// the other end's delayed ACK fires. Host test: `request_sockets_do_not_wait_for_timers`.
+pub fn configure_request_socket(socket: &mut tcp::Socket) {
+    socket.set_ack_delay(None);
+    socket.set_nagle_enabled(false);
+}
+
 /// A TCP socket for bulk streams: [`BULK_WINDOW_BYTES`] buffers, window probes on.
 pub fn bulk_socket() -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
@@ -219,6 +231,82 @@ mod tests {
             data.len()
         );
         assert!(got == data, "stream corrupted");
+    }
+
+    /// A client with smoltcp's stream defaults (delayed ACK, Nagle: what a BSD-derived
+    /// stack such as QEMU's user network does) sends a request in two small writes and
+    /// the server answers in two small writes; returns the µs from the first write until
+    /// the client holds the whole answer (time steps of 100 µs, frames cross at once).
+    fn exchange(server: tcp::Socket<'static>) -> u64 {
+        let (ab, ba): (Wire, Wire) = Default::default();
+        let (mut da, mut ia) = node([2, 0, 0, 0, 0, 1], [10, 0, 0, 1], ba.clone(), ab.clone());
+        let (mut db, mut ib) = node([2, 0, 0, 0, 0, 2], [10, 0, 0, 2], ab, ba);
+        let client = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        let (mut sa, mut sb) = (SocketSet::new(vec![]), SocketSet::new(vec![]));
+        let ha = sa.add(client);
+        let hb = sb.add(server);
+        sb.get_mut::<tcp::Socket>(hb).listen(7200).unwrap();
+        let (mut step, mut started, mut got) = (0u32, None, 0usize);
+        let (mut heard, mut answered) = (0usize, 0usize);
+        for t in 0..100_000i64 {
+            let now = Instant::from_micros(t * 100);
+            ia.poll(now, &mut da, &mut sa);
+            ib.poll(now, &mut db, &mut sb);
+            let a = sa.get_mut::<tcp::Socket>(ha);
+            if t == 0 {
+                a.connect(ia.context(), (IpAddress::v4(10, 0, 0, 2), 7200), 49152)
+                    .unwrap();
+            }
+            // Request: one write once connected, the second on the next step (so it
+            // is a second segment, held by the client's Nagle until the first's ACK).
+            if a.may_send() && step < 2 {
+                a.send_slice(&[step as u8; 10]).unwrap();
+                started.get_or_insert(t);
+                step += 1;
+            }
+            if a.can_recv() {
+                got += a.recv(|b| (b.len(), b.len())).unwrap();
+            }
+            if got == 20 {
+                return (t - started.unwrap()) as u64 * 100;
+            }
+            let b = sb.get_mut::<tcp::Socket>(hb);
+            if b.can_recv() {
+                heard += b.recv(|buf| (buf.len(), buf.len())).unwrap();
+            }
+            // Answer: two writes on successive steps once the whole request is in.
+            if heard == 20 && answered < 2 {
+                b.send_slice(&[9; 10]).unwrap();
+                answered += 1;
+            }
+        }
+        panic!("no answer in 10 s");
+    }
+
+    #[test]
+    fn request_sockets_do_not_wait_for_timers() {
+        let server = || {
+            tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 4096]),
+                tcp::SocketBuffer::new(vec![0; 4096]),
+            )
+        };
+        let stream = exchange(server());
+        let mut request = server();
+        configure_request_socket(&mut request);
+        let fast = exchange(request);
+        eprintln!("request/answer: stream defaults {stream} us, request socket {fast} us");
+        assert!(
+            stream >= 10_000,
+            "the stream defaults should wait for a delayed ACK: {stream} us"
+        );
+        assert!(
+            fast < 2_000,
+            "request socket took {fast} us (stream defaults: {stream} us)"
+        );
     }
 
     /// The faulty cable between A (node 1) and B (node 2): the testkit's one network

@@ -47,11 +47,23 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<KernelNic>, V
         let mut claim = None;
         if d.vendor == virtio::VIRTIO_VENDOR && virtio::NET_DEVICE_IDS.contains(&d.device) {
             pci::enable(cfg.space(), &d, true);
-            match VirtioNet::new(cfg.space(), &d, &KernelPlatform) {
+            let msix = nic_msix(&cfg, &d, apic, nics.len());
+            match VirtioNet::new(cfg.space(), &d, &KernelPlatform, msix.is_some()) {
                 Ok(nic) => {
                     let mac = nic.mac();
-                    log::info!("net: virtio-net {} mac {}", d.bdf, EthernetAddress(mac));
-                    claim = Some(alloc::format!("virtio-net {}", EthernetAddress(mac)));
+                    let wake = match (msix, nic.rx_interrupts()) {
+                        (Some(v), true) => alloc::format!("receive interrupt {v:#x}"),
+                        _ => String::from("polled on the timer"),
+                    };
+                    log::info!(
+                        "net: virtio-net {} mac {} ({wake})",
+                        d.bdf,
+                        EthernetAddress(mac)
+                    );
+                    claim = Some(alloc::format!(
+                        "virtio-net {}, {wake}",
+                        EthernetAddress(mac)
+                    ));
                     nics.push(KernelNic::Virtio(nic));
                 }
                 Err(e) => log::error!("net: virtio-net {} refused: {e}", d.bdf),
@@ -66,6 +78,27 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<KernelNic>, V
         functions.push((d, claim));
     }
     (Devices { functions, mode }, nics, accels)
+}
+
+/// Programs MSI-X entry 0 of NIC number `index` to its receive vector; `None` (the NIC
+/// is then polled on the timer) if there is no vector left or no usable MSI-X table.
+fn nic_msix(cfg: &Cfg, d: &PciDevice, apic: u32, index: usize) -> Option<u8> {
+    use crate::arch::idt::{NIC_VECTORS, VECTOR_NIC_BASE};
+    if index >= NIC_VECTORS {
+        log::warn!(
+            "net: {} polled: at most {NIC_VECTORS} NICs interrupt",
+            d.bdf
+        );
+        return None;
+    }
+    let vector = VECTOR_NIC_BASE + index as u8;
+    match pci::program_msix(cfg.space(), d, &KernelPlatform, apic, &[vector]) {
+        Ok(()) => Some(vector),
+        Err(e) => {
+            log::warn!("net: {} polled on the timer: {e}", d.bdf);
+            None
+        }
+    }
 }
 
 fn claim_e1000e(cfg: &Cfg, d: &PciDevice, nics: &mut Vec<KernelNic>) -> String {

@@ -104,6 +104,10 @@ pub fn run(d: Discover, mut net: Net, cores: usize, mem_mib: u64) -> ! {
                 arch::reboot()
             }
         }
-        arch::wait_for_interrupt();
+        // Until the next report, smoltcp's next timer or an interrupt (at most the
+        // loop's maximum sleep, so a polled NIC is still read every 1 ms).
+        let report_in_us = next_ms.saturating_sub(time::uptime_us() / 1000) * 1000;
+        let net_in_us = net.poll_delay_us().unwrap_or(u64::MAX);
+        arch::wait_at_most_us(report_in_us.min(net_in_us).max(1));
     }
 }

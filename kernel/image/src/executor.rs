@@ -255,6 +255,9 @@ pub fn ap_main(cpu: usize) -> ! {
                 if let Some(events) = step(&mut runner, &mut batch, msg) {
                     publish(cpu, &runner.counters());
                     push_blocking(&mut tx, events);
+                    // The boot CPU proposes the completions: wake it now rather than
+                    // let them wait for its next timer wake-up.
+                    smp::wake(0);
                 }
             }
             None => crate::arch::wait_for_interrupt(),

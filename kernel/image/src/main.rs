@@ -168,7 +168,21 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
             smp::start_aps(0xfee0_0000, &[], executor::ap_main);
         }
     }
+    let serial_irq = route_serial(acpi.as_ref());
     let (devices, nics, accels) = devices::discover(acpi.as_ref().and_then(|a| a.ecam));
+    // Sleep up to a Raft tick when every input interrupts; else wake every 1 ms to
+    // poll what does not (an e1000e NIC, the console without its IRQ).
+    let polled = nics.iter().filter(|n| !n.rx_interrupts()).count();
+    if polled == 0 && (serial_irq || !opts.console) {
+        arch::lapic::set_max_sleep_us(arch::lapic::IDLE_SLEEP_US);
+    } else {
+        arch::lapic::set_max_sleep_us(arch::lapic::POLLED_SLEEP_US);
+    }
+    log::info!(
+        "loop: sleeps until an interrupt or its next deadline, at most {} us ({polled} polled NIC(s), serial {})",
+        arch::lapic::max_sleep_us(),
+        if serial_irq { "by interrupt" } else { "polled" }
+    );
     // An unknown MAC (GRUB's `discover=`): report to the cluster, join nothing.
     if let Some(d) = opts.discover {
         let _ = (devices, accels);
@@ -193,7 +207,9 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         ktest::run(test, selftest::TESTS);
     }
     // The node's loop: serve the network and consensus, run the console's input,
-    // sleep until the next interrupt (the 1 kHz timer, a NIC, the serial port).
+    // sleep until the next interrupt (a NIC's receive queue, the serial port, an AP
+    // that finished a batch, an accelerator) or smoltcp's next timer, at most
+    // `lapic::max_sleep_us` (the Raft tick, or 1 ms while an input is polled).
     // `console=off` (benchmarks): the node runs without reading the serial port.
     let mut console = opts.console.then(console::Console::new);
     loop {
@@ -202,8 +218,24 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
             c.poll(&mut services);
         }
         let before_us = time::uptime_us();
-        arch::wait_for_interrupt();
+        arch::wait_at_most_us(services.net.poll_delay_us().unwrap_or(u64::MAX));
         services.waited(time::uptime_us() - before_us);
+    }
+}
+
+/// COM1's receive interrupt (ISA IRQ 4) to the boot CPU, so console input wakes the
+/// loop at once; without an I/O APIC the console is read on timer wake-ups (false).
+fn route_serial(acpi: Option<&acpi::AcpiInfo>) -> bool {
+    let Some(a) = acpi else { return false };
+    match arch::ioapic::route_isa(a, 4, arch::idt::VECTOR_SERIAL, arch::lapic::id()) {
+        Ok(gsi) => {
+            log::info!("serial: COM1 receive interrupt on GSI {gsi}");
+            true
+        }
+        Err(e) => {
+            log::warn!("serial: COM1 read on timer wake-ups only: {e}");
+            false
+        }
     }
 }
 

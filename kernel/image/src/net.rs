@@ -49,6 +49,13 @@ impl KernelNic {
             KernelNic::E1000e(n) => n.link_up(),
         }
     }
+    /// Whether received frames interrupt (else they wait for the next timer wake-up).
+    pub fn rx_interrupts(&self) -> bool {
+        match self {
+            KernelNic::Virtio(n) => n.rx_interrupts(),
+            KernelNic::E1000e(_) => false,
+        }
+    }
     /// `(rx posted, rx size, tx in flight, tx size)`.
     pub fn rings(&mut self) -> (usize, u16, usize, u16) {
         match self {
@@ -206,6 +213,18 @@ impl Net {
         }
     }
 
+    /// Time until smoltcp's next timer on any interface (retransmit, delayed ACK,
+    /// keep-alive, DHCP), in µs; `None` if none is pending.
+    pub fn poll_delay_us(&mut self) -> Option<u64> {
+        let now = now();
+        [self.peer.as_mut(), self.mgmt.as_mut()]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.iface.poll_delay(now, &i.sockets))
+            .map(|d| d.total_micros())
+            .min()
+    }
+
     pub fn print(&mut self) {
         let net = self;
         for i in [net.peer.as_mut(), net.mgmt.as_mut()].into_iter().flatten() {
@@ -229,7 +248,22 @@ impl Net {
             println!(
                 "  rings: rx {rx_posted}/{rx_size} posted, tx {tx_posted}/{tx_size} in flight"
             );
+            println!(
+                "  receive: {}",
+                if i.dev.nic.rx_interrupts() {
+                    "interrupt-driven (MSI-X, armed while the ring is empty)"
+                } else {
+                    "polled on the timer"
+                }
+            );
         }
+        let irqs = crate::arch::idt::NIC_IRQS
+            .iter()
+            .map(|c| c.load(core::sync::atomic::Ordering::Relaxed));
+        println!(
+            "net: receive interrupts taken per NIC vector: {:?}",
+            irqs.collect::<Vec<_>>()
+        );
         if net.peer.is_none() && net.mgmt.is_none() {
             println!("net: no NIC (virtio-net or e1000e)");
         }

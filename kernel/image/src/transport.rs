@@ -184,13 +184,15 @@ fn now_ms() -> u64 {
 }
 
 /// Peer and management sockets; window probes so a lost window update cannot stall a
-/// connection forever (smoltcp 0.12 has no persist timer; docs/devices.md).
+/// connection forever (smoltcp 0.12 has no persist timer; docs/devices.md); no delayed
+/// ACK and no Nagle, so neither a request nor an answer waits for a timer.
 fn tcp_socket() -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; PEER_RX_BYTES]),
         tcp::SocketBuffer::new(vec![0; PEER_TX_BYTES]),
     );
     xdv_net::phy::enable_window_probes(&mut s);
+    xdv_net::phy::configure_request_socket(&mut s);
     s
 }
 

@@ -390,13 +390,25 @@ impl<R: Region> Node<R> {
             .iter()
             .map(|p| NodeId(p.0))
             .collect();
-        let (state, state_error) = match genesis(&cfg) {
+        let (state, mut state_error) = match genesis(&cfg) {
             Ok(s) => (s, None),
             Err(e) => (
                 ClusterState::new(xdv_cluster::Config::default())
                     .expect("the default state config is valid"),
                 Some(e),
             ),
+        };
+        let health = match peers::PeerHealth::new(me, cfg.vivaldi, cfg.confirm) {
+            Ok(h) => h,
+            Err(e) => {
+                state_error.get_or_insert(e);
+                peers::PeerHealth::new(
+                    me,
+                    xdv_federation::vivaldi::VivaldiConfig::DEFAULT,
+                    cfg.confirm,
+                )
+                .expect("the default Vivaldi configuration is valid")
+            }
         };
         let mut node = Node {
             me,
@@ -434,7 +446,7 @@ impl<R: Region> Node<R> {
             out: Outbox::default(),
             members_sent: Vec::new(),
             local_metrics: crate::metrics::LocalMetrics::default(),
-            health: peers::PeerHealth::new(me, cfg.vivaldi, cfg.confirm),
+            health,
             held: false,
             cfg,
         };

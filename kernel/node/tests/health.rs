@@ -294,3 +294,28 @@ fn a_member_never_heard_is_never_suspected_only_removed_after_its_role_timeout()
         .count();
     assert_eq!(downs, 1);
 }
+
+/// A Vivaldi configuration the federation crate refuses halts the node with the reason,
+/// instead of running with other parameters than configured.
+#[test]
+fn an_invalid_vivaldi_configuration_halts_the_node_with_the_reason() {
+    let peers: Vec<(u32, [u8; 32])> = (1..=3)
+        .map(|n| (n, xdv_cluster::public_key(&node_seed(n))))
+        .collect();
+    let mut c = NodeConfig::new(
+        Identity {
+            node: 1,
+            cluster: CLUSTER,
+            seed: Some(node_seed(1)),
+            peers,
+            tenants: vec![],
+            operator_key: [0; 32],
+        },
+        2,
+    );
+    c.vivaldi.min_error_ppm = 0;
+    let n = Node::new(c, vec![0u8; 256 * 1024], 0);
+    let why = n.halted().expect("halted").to_string();
+    assert!(why.contains("Vivaldi configuration refused"), "{why}");
+    assert!(n.raft().is_none(), "a halted node takes no part in Raft");
+}

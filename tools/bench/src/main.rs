@@ -7,6 +7,7 @@ mod accel;
 mod audit;
 mod boot;
 mod cluster;
+mod linux_guest;
 mod net;
 mod node;
 mod raft;

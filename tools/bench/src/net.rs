@@ -5,8 +5,15 @@
 //!   [`BULK_RUNS`] rounds, each booting a virtio-net pair then an e1000e pair, the
 //!   median of each model and their ratio;
 //! - round-trip time of a small framed request (Ping → Pong) over the management port
-//!   (host → node 2) and node-to-node (ICMP echo through the switch), p50/p99.
+//!   (host → node 2) and node-to-node (ICMP echo through the switch), p50/p99;
+//! - the same TCP transfer and back-to-back ICMP round trips between two stock Debian
+//!   Linux guests (virtio-net, same switch program, same QEMU options;
+//!   [`crate::linux_guest`]), booted once after round 1, with the goals' ratios:
+//!   RTT p50 XDV / Linux ≤ 1.0, TCP XDV / Linux ≥ 3, TCP XDV / switch limit ≥ 0.1.
+//!   When the Linux kernel or busybox cannot be installed, the baseline is skipped
+//!   with the reason and the XDV numbers still print.
 
+use crate::linux_guest::{self, Measured};
 use crate::report::print_json;
 use anyhow::{Context, Result, bail};
 use std::net::TcpStream;
@@ -185,6 +192,7 @@ pub fn run(args: &[String]) -> Result<()> {
     // pair booted at a time, so a change in the shared host's load hits both alike.
     let (mut virtio, mut e1000e) = (Vec::new(), Vec::new());
     let (mut icmp, mut mgmt) = (Vec::new(), Vec::new());
+    let mut linux = Err(anyhow::anyhow!("not run"));
     for round in 0..BULK_RUNS {
         let mut p = Pair::boot(NicModel::Virtio)?;
         virtio.push(bulk(&mut p.n1)?);
@@ -193,6 +201,9 @@ pub fn run(args: &[String]) -> Result<()> {
             mgmt = mgmt_rtts(p.mgmt2)?;
         }
         p.halt()?;
+        if round == 0 {
+            linux = linux_baseline();
+        }
         let mut p = Pair::boot(NicModel::E1000e)?;
         e1000e.push(bulk(&mut p.n1)?);
         p.halt()?;
@@ -229,9 +240,10 @@ pub fn run(args: &[String]) -> Result<()> {
         percentile(&mgmt, 0.99)
     );
     println!(
-        "ratio TCP bulk (virtio-net) / switch limit: {:.3}",
+        "ratio TCP bulk (virtio-net) / switch limit: {:.3} (goal >= 0.1)",
         mbps / limit_mbps
     );
+    let linux_json = show_linux(&linux, mbps, &icmp);
     print_json(
         "net",
         "MB/s",
@@ -242,7 +254,91 @@ pub fn run(args: &[String]) -> Result<()> {
             "mgmt_rtt_ms_p50": percentile(&mgmt, 0.5), "mgmt_rtt_ms_p99": percentile(&mgmt, 0.99),
             "e1000e_mbps": e1000e_mbps, "e1000e_over_virtio": e1000e_mbps / mbps,
             "virtio_runs_mbps": virtio, "e1000e_runs_mbps": e1000e,
+            "tcp_over_switch_limit": mbps / limit_mbps, "linux": linux_json,
         }),
     );
     Ok(())
+}
+
+/// The Linux guest pair's numbers, or why there are none (printed; the bench goes on).
+fn linux_baseline() -> Result<Measured> {
+    let dir = temp_dir("bench-net-linux")?;
+    let m = linux_guest::measure(
+        &dir,
+        linux_guest::Plan {
+            pings: RTT_SAMPLES,
+            bulk_bytes: BULK_BYTES,
+            bulk_runs: BULK_RUNS,
+        },
+    );
+    match &m {
+        Ok(m) => eprintln!(
+            "Linux guest pair: TCP bulk nc {} MB/s, HTTP {} MB/s",
+            show(&m.bulk_mibps),
+            show(&m.http_mibps)
+        ),
+        Err(e) => eprintln!("Linux guest pair skipped: {e:#}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    m
+}
+
+/// Prints the Linux pair's numbers beside XDV's (`mbps`, sorted `icmp`) with the
+/// goals' ratios; returns them for the JSON line (`null` fields when skipped).
+fn show_linux(linux: &Result<Measured>, mbps: f64, icmp: &[f64]) -> serde_json::Value {
+    let m = match linux {
+        Ok(m) => m,
+        Err(e) => {
+            println!("Linux guest pair: skipped ({e:#})");
+            return serde_json::json!({ "skipped": format!("{e:#}") });
+        }
+    };
+    let (nc_mbps, http_mbps) = (median(&m.bulk_mibps), median(&m.http_mibps));
+    let linux_mbps = nc_mbps.max(http_mbps);
+    let (p50, p99) = (percentile(&m.rtts_ms, 0.5), percentile(&m.rtts_ms, 0.99));
+    println!(
+        "Linux guest pair ({} + busybox initramfs, virtio-net, same switch): TCP bulk \
+         nc {nc_mbps:.2} MB/s (median of {}: {}), httpd -> wget {http_mbps:.2} MB/s \
+         (median of {}: {}); ICMP RTT back-to-back p50 {p50:.3} ms p99 {p99:.3} ms \
+         ({} replies)",
+        m.kernel,
+        m.bulk_mibps.len(),
+        show(&m.bulk_mibps),
+        m.http_mibps.len(),
+        show(&m.http_mibps),
+        m.rtts_ms.len()
+    );
+    let rtt_ratio = percentile(icmp, 0.5) / p50;
+    println!("ratio node-to-node RTT p50 XDV / Linux: {rtt_ratio:.2} (goal <= 1.0)");
+    println!(
+        "ratio TCP bulk XDV / Linux (the faster of nc and HTTP, {linux_mbps:.2} MB/s): {:.2} (goal >= 3)",
+        mbps / linux_mbps
+    );
+    serde_json::json!({
+        "kernel": m.kernel, "tcp_mbps": linux_mbps, "nc_mbps": nc_mbps, "http_mbps": http_mbps,
+        "nc_runs_mbps": m.bulk_mibps, "http_runs_mbps": m.http_mibps,
+        "icmp_rtt_ms_p50": p50, "icmp_rtt_ms_p99": p99,
+        "xdv_over_linux_rtt_p50": rtt_ratio, "xdv_over_linux_tcp": mbps / linux_mbps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_ratios_use_the_faster_transfer_and_skips_say_why() {
+        let m = Measured {
+            rtts_ms: vec![0.2, 0.4, 0.6],
+            bulk_mibps: vec![1.0, 2.0, 3.0],
+            http_mibps: vec![8.0, 10.0, 12.0],
+            kernel: "vmlinuz-test".into(),
+        };
+        let j = show_linux(&Ok(m), 5.0, &[0.2, 0.8, 1.0]);
+        assert_eq!(j["tcp_mbps"], 10.0);
+        assert_eq!(j["xdv_over_linux_tcp"], 0.5);
+        assert_eq!(j["xdv_over_linux_rtt_p50"], 2.0);
+        let j = show_linux(&Err(anyhow::anyhow!("no kernel")), 5.0, &[1.0]);
+        assert_eq!(j["skipped"], "no kernel");
+    }
 }

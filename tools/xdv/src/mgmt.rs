@@ -225,31 +225,36 @@ pub fn submit_many(
         left -= n;
     }
     let mut c = Client::connect(port, Duration::from_secs(2))?;
-    for b in &batches {
-        c.send(b)?;
-    }
     let mut tasks: Vec<TaskId> = Vec::with_capacity(count);
-    let mut i = 0;
-    while i < batches.len() {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!(
-                "{} of {count} tasks accepted before the timeout",
-                tasks.len()
-            );
-        }
-        match c.recv(left)? {
-            Response::SubmittedBatch { tasks: t } => {
-                tasks.extend(t);
-                i += 1;
-                progress(tasks.len(), 0);
+    // One batch in flight at a time: answers carry no request id, so a batch that
+    // must be sent again ("not committed in time; retry with the same seq") while
+    // another is in flight would take the other's answer. A batch is up to 64 tasks,
+    // so this costs one round trip per 64.
+    for (i, b) in batches.iter().enumerate() {
+        c.send(b)?;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "{} of {count} tasks accepted before the timeout",
+                    tasks.len()
+                );
             }
-            Response::Refused(Denied::NoLeader | Denied::NotReady(_)) => {
-                std::thread::sleep(Duration::from_millis(200));
-                c.send(&batches[i])?;
+            match c.recv(left)? {
+                Response::SubmittedBatch { tasks: t } => {
+                    tasks.extend(t);
+                    progress(tasks.len(), 0);
+                    break;
+                }
+                Response::Refused(Denied::NoLeader | Denied::NotReady(_)) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    c.send(b)?;
+                }
+                Response::Refused(d) => {
+                    bail!("batch {} of {} refused: {d}", i + 1, batches.len())
+                }
+                other => bail!("unexpected answer to a batch: {}", response_kind(&other)),
             }
-            Response::Refused(d) => bail!("batch {} of {} refused: {d}", i + 1, batches.len()),
-            other => bail!("unexpected answer to a batch: {}", response_kind(&other)),
         }
     }
     let mut done: std::collections::BTreeMap<TaskId, TaskStatus> = Default::default();
@@ -726,5 +731,116 @@ pub fn contract_list(port: u16, keys: &Keys, who: Principal) -> Result<ContractL
         }),
         Response::Refused(d) => bail!("refused: {d}"),
         other => bail!("unexpected answer: {}", response_kind(&other)),
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::net::TcpListener;
+
+    /// A fake node proposes the first copy of every batch but answers it "not committed
+    /// in time", and answers a batch sent again with its task ids (as the node's replay
+    /// window does). Every task must be counted once:
+    /// with both batches in flight, the second batch's answer used to be taken for the
+    /// first's, and the first's repeated answer for the second's (64 ids twice, the
+    /// last 6 tasks never awaited: CI's `cli_cluster` failure).
+    #[test]
+    fn a_batch_sent_again_never_takes_another_batchs_answer() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut dec = FrameDecoder::new();
+            let mut buf = [0u8; 65536];
+            let mut next = 1u64;
+            let mut ids: BTreeMap<u64, Vec<TaskId>> = BTreeMap::new();
+            let reply = |s: &mut TcpStream, r: &Response, id: u64| {
+                let hdr = FrameHeader {
+                    source: NodeId(1),
+                    target: HOST_NODE,
+                    timestamp: Timestamp(id),
+                    message_id: id,
+                };
+                let f = wire::encode_frame(&hdr, &ClusterMessage::MgmtResponse(mgmt::encode(r)))
+                    .unwrap();
+                s.write_all(&f).unwrap();
+            };
+            loop {
+                let n = match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return ids.len(),
+                    Ok(n) => n,
+                };
+                let mut rest = &buf[..n];
+                while !rest.is_empty() {
+                    let used = dec.push(rest);
+                    assert!(used > 0);
+                    rest = &rest[used..];
+                    while let Ok(Some(f)) = dec.pop() {
+                        let ClusterMessage::MgmtRequest(b) = f.message else {
+                            continue;
+                        };
+                        let req: SignedRequest = mgmt::decode(&b).unwrap();
+                        let answer = match req.request {
+                            // The first copy of every batch is proposed (its ids are
+                            // taken) but answered "not committed in time".
+                            Request::SubmitBatch(v) => match ids.entry(req.seq) {
+                                std::collections::btree_map::Entry::Vacant(e) => {
+                                    e.insert((next..next + v.len() as u64).map(TaskId).collect());
+                                    next += v.len() as u64;
+                                    Response::Refused(Denied::NotReady(
+                                        "not committed in time; retry with the same seq".into(),
+                                    ))
+                                }
+                                std::collections::btree_map::Entry::Occupied(e) => {
+                                    Response::SubmittedBatch {
+                                        tasks: e.get().clone(),
+                                    }
+                                }
+                            },
+                            Request::AwaitTasks { tasks } => Response::TaskReports(
+                                tasks
+                                    .into_iter()
+                                    .map(|task| xdv_cluster::mgmt::TaskReport {
+                                        task,
+                                        tenant: TenantId(1),
+                                        status: TaskStatus::Completed {
+                                            node: NodeId(1),
+                                            attempt: 1,
+                                            outcome: Outcome::Executed,
+                                            ticks: 1,
+                                            output_hash: xdv_types::Hash32([0; 32]),
+                                            output: Vec::new(),
+                                        },
+                                    })
+                                    .collect(),
+                            ),
+                            _ => Response::Refused(Denied::Malformed("unexpected".into())),
+                        };
+                        reply(&mut s, &answer, f.header.message_id);
+                    }
+                }
+            }
+        });
+        let keys = Keys::generate(1, 1).unwrap();
+        let submit = Submit {
+            work: xdv_cluster::Work::Builtin("hash".into()),
+            input: Vec::new(),
+            budget_ticks: 10,
+            priority: xdv_types::Priority::Normal,
+            guards: vec![],
+            needs: vec![],
+            domain: xdv_cluster::Domain::K,
+            pin: None,
+            contract: None,
+            timeout_ms: None,
+        };
+        let end = Instant::now() + Duration::from_secs(20);
+        let done = submit_many(port, &keys, TenantId(1), &submit, 70, end, &mut |_, _| {}).unwrap();
+        let tasks: Vec<u64> = done.iter().map(|(t, _)| t.0).collect();
+        assert_eq!(tasks, (1..=70).collect::<Vec<_>>());
+        drop(done);
+        assert_eq!(server.join().unwrap(), 2, "two batches, each accepted once");
     }
 }

@@ -41,6 +41,7 @@ pub fn ping(s: &mut Services, dst: Ipv4Address, count: u32) -> Result<(), String
             };
             let caps = i.dev_caps();
             let sock = i.sockets.get_mut::<icmp::Socket>(handle);
+            let mut just_sent = false;
             if !sent && sock.can_send() {
                 let repr = Icmpv4Repr::EchoRequest {
                     ident: IDENT,
@@ -50,6 +51,7 @@ pub fn ping(s: &mut Services, dst: Ipv4Address, count: u32) -> Result<(), String
                 if let Ok(buf) = sock.send(repr.buffer_len(), IpAddress::Ipv4(dst)) {
                     repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps.checksum);
                     sent = true;
+                    just_sent = true;
                 }
             }
             while let Ok((payload, _)) = sock.recv() {
@@ -61,7 +63,9 @@ pub fn ping(s: &mut Services, dst: Ipv4Address, count: u32) -> Result<(), String
                     replied = Some(time::uptime_us() - sent_us);
                 }
             }
-            if replied.is_none() {
+            // The request is only queued in the socket: the next poll sends it, so
+            // sleep only once it is on the wire (the reply's interrupt ends the sleep).
+            if replied.is_none() && !just_sent {
                 arch::wait_for_interrupt();
             }
         }

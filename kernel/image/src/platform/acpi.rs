@@ -1,6 +1,7 @@
-//! Just enough ACPI to start the CPUs: RSDP → RSDT/XSDT → MADT (local APIC ids,
-//! LAPIC base), and MCFG (PCIe ECAM base) for the PCI driver. Every table's checksum
-//! and length are validated; a malformed table is reported and skipped.
+//! Just enough ACPI to start the CPUs: RSDP → RSDT/XSDT → MADT (local APIC ids, LAPIC
+//! base, I/O APICs and ISA overrides for the serial port's interrupt), and MCFG (PCIe
+//! ECAM base) for the PCI driver. Every table's checksum and length are validated; a
+//! malformed table is reported and skipped.
 
 use alloc::vec::Vec;
 
@@ -16,6 +17,10 @@ pub struct AcpiInfo {
     pub apic_ids: Vec<u32>,
     /// PCIe ECAM: (base, segment, first bus, last bus).
     pub ecam: Option<(u64, u16, u8, u8)>,
+    /// I/O APICs: (MMIO base, first GSI), in MADT order.
+    pub ioapics: Vec<(u64, u32)>,
+    /// ISA interrupt source overrides: (ISA IRQ, GSI, MPS INTI flags).
+    pub isa_overrides: Vec<(u8, u32, u16)>,
 }
 
 fn bytes(addr: u64, len: usize) -> &'static [u8] {
@@ -129,6 +134,13 @@ fn parse_madt(t: &[u8], info: &mut AcpiInfo) {
             9 if len >= 16 && u32_at(e, 8) & 0b11 != 0 => info.apic_ids.push(u32_at(e, 4)),
             // Local APIC address override.
             5 if len >= 12 => info.lapic_base = u64_at(e, 4),
+            // I/O APIC: id, reserved, address, GSI base.
+            1 if len >= 12 => info.ioapics.push((u64::from(u32_at(e, 4)), u32_at(e, 8))),
+            // Interrupt source override (bus 0 = ISA): source IRQ, GSI, flags.
+            2 if len >= 10 && e[2] == 0 => {
+                info.isa_overrides
+                    .push((e[3], u32_at(e, 4), u16::from_le_bytes([e[8], e[9]])))
+            }
             _ => {}
         }
         o += len;

@@ -67,16 +67,22 @@ pub(super) struct PeerHealth {
 }
 
 impl PeerHealth {
-    pub(super) fn new(me: NodeId, viv: VivaldiConfig, confirm: ConfirmConfig) -> PeerHealth {
+    /// The health tracker, or why its Vivaldi configuration is refused (the node then
+    /// halts and says so instead of running with other parameters than configured).
+    pub(super) fn new(
+        me: NodeId,
+        viv: VivaldiConfig,
+        confirm: ConfirmConfig,
+    ) -> Result<PeerHealth, String> {
         let vivaldi = VivaldiSystem::new(me, viv)
-            .unwrap_or_else(|_| VivaldiSystem::new(me, VivaldiConfig::DEFAULT).expect("valid"));
-        PeerHealth {
+            .map_err(|e| alloc::format!("Vivaldi configuration refused: {e:?}"))?;
+        Ok(PeerHealth {
             vivaldi,
             membership: Membership::new(confirm),
             removed: BTreeSet::new(),
             last_rtt_us: alloc::collections::BTreeMap::new(),
             counters: HealthCounters::default(),
-        }
+        })
     }
 
     /// The local coordinate's wire form, for the transport's pings and acks.

@@ -91,6 +91,10 @@ static mut IDT: Idt = Idt([MISSING; 256]);
 /// Vector numbers for interrupts XDV uses beyond the exceptions.
 pub const VECTOR_IPI_WAKE: u8 = 0x40;
 pub const VECTOR_TIMER: u8 = 0x41;
+/// COM1's receive interrupt (ISA IRQ 4 through the I/O APIC).
+pub const VECTOR_SERIAL: u8 = 0x42;
+/// Serial interrupts taken (console input woke the loop).
+pub static SERIAL_IRQS: AtomicU64 = AtomicU64::new(0);
 pub const VECTOR_SPURIOUS: u8 = 0xff;
 
 #[unsafe(naked)]
@@ -141,9 +145,10 @@ stubs! {
     v18 = 18 noerr, v19 = 19 noerr, v20 = 20 noerr, v21 = 21 err, v22 = 22 noerr,
     v23 = 23 noerr, v24 = 24 noerr, v25 = 25 noerr, v26 = 26 noerr, v27 = 27 noerr,
     v28 = 28 noerr, v29 = 29 err, v30 = 30 err, v31 = 31 noerr,
-    v_ipi_wake = 0x40 noerr, v_timer = 0x41 noerr, v_spurious = 0xff noerr,
+    v_ipi_wake = 0x40 noerr, v_timer = 0x41 noerr, v_serial = 0x42 noerr, v_spurious = 0xff noerr,
     v_dev0 = 0x50 noerr, v_dev1 = 0x51 noerr, v_dev2 = 0x52 noerr, v_dev3 = 0x53 noerr,
     v_dev4 = 0x54 noerr, v_dev5 = 0x55 noerr, v_dev6 = 0x56 noerr, v_dev7 = 0x57 noerr,
+    v_nic0 = 0x58 noerr, v_nic1 = 0x59 noerr,
 }
 
 fn ist_for(vector: u8) -> u8 {
@@ -235,6 +240,14 @@ pub const DEVICE_VECTORS: usize = 8;
 /// polls its devices (the count is for the console).
 pub static DEVICE_IRQS: [AtomicU64; DEVICE_VECTORS] = [const { AtomicU64::new(0) }; DEVICE_VECTORS];
 
+/// MSI-X vectors for NICs' receive queues: `VECTOR_NIC_BASE + i` for the i-th NIC.
+pub const VECTOR_NIC_BASE: u8 = 0x58;
+pub const NIC_VECTORS: usize = 2;
+const _: () = assert!(VECTOR_DEVICE_BASE as usize + DEVICE_VECTORS <= VECTOR_NIC_BASE as usize);
+/// Receive interrupts taken per NIC vector: each only ends the main loop's `hlt`, and
+/// the loop polls the NICs (the count is for the console's `net` command).
+pub static NIC_IRQS: [AtomicU64; NIC_VECTORS] = [const { AtomicU64::new(0) }; NIC_VECTORS];
+
 /// Breakpoints taken (the `breakpoint` test checks this moves).
 pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 
@@ -248,12 +261,24 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         v if v == u64::from(VECTOR_IPI_WAKE) => crate::smp::on_ipi(),
         v if v == u64::from(VECTOR_TIMER) => super::lapic::on_timer(),
         v if v == u64::from(VECTOR_SPURIOUS) => {}
+        v if v == u64::from(VECTOR_SERIAL) => {
+            // Only ends `hlt`: the console reads the byte (which clears the UART's
+            // interrupt) in the main loop.
+            SERIAL_IRQS.fetch_add(1, Ordering::Relaxed);
+            super::lapic::eoi();
+        }
         v if (u64::from(VECTOR_DEVICE_BASE)
             ..u64::from(VECTOR_DEVICE_BASE) + DEVICE_VECTORS as u64)
             .contains(&v) =>
         {
             DEVICE_IRQS[(v - u64::from(VECTOR_DEVICE_BASE)) as usize]
                 .fetch_add(1, Ordering::Relaxed);
+            super::lapic::eoi();
+        }
+        v if (u64::from(VECTOR_NIC_BASE)..u64::from(VECTOR_NIC_BASE) + NIC_VECTORS as u64)
+            .contains(&v) =>
+        {
+            NIC_IRQS[(v - u64::from(VECTOR_NIC_BASE)) as usize].fetch_add(1, Ordering::Relaxed);
             super::lapic::eoi();
         }
         v if v < 32 => fatal_exception(f),

@@ -3,6 +3,7 @@
 
 pub mod gdt;
 pub mod idt;
+pub mod ioapic;
 pub mod lapic;
 pub mod paging;
 
@@ -59,10 +60,18 @@ pub fn disable_legacy_pic() {
     }
 }
 
-/// Sleeps until the next interrupt (timer, IPI). Interrupts are enabled only inside
-/// this call, so handlers never interrupt kernel code elsewhere; `sti; hlt` is atomic
-/// with respect to a pending interrupt, so a wake-up cannot be lost.
+/// Sleeps until the next interrupt (a NIC, the serial port, an IPI, a device) or at
+/// most [`lapic::max_sleep_us`]. Interrupts are enabled only inside this call, so
+/// handlers never interrupt kernel code elsewhere; `sti; hlt` is atomic with respect to
+/// a pending interrupt, so a wake-up cannot be lost.
 pub fn wait_for_interrupt() {
+    wait_at_most_us(u64::MAX);
+}
+
+/// [`wait_for_interrupt`], with the timer armed to end the sleep after `us` at the
+/// latest (the caller's next deadline).
+pub fn wait_at_most_us(us: u64) {
+    lapic::arm_oneshot(us);
     x86_64::instructions::interrupts::enable_and_hlt();
     x86_64::instructions::interrupts::disable();
 }
