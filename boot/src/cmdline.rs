@@ -105,6 +105,36 @@ pub struct KernelOptions {
     /// generator behind NAT); the default protects against one hostile source.
     pub mgmt_slots: usize,
     pub mgmt_per_source: usize,
+    /// `discover=<mac>/<pc|efi>`: this machine PXE-booted from NIC `mac` (GRUB's
+    /// `$net_default_mac`) under BIOS (`pc`) or UEFI (`efi`) (`$grub_platform`) and
+    /// has no XDV configuration: the kernel runs in discovery mode (docs/pxe.md).
+    pub discover: Option<Discover>,
+}
+
+/// The `discover=` option: the MAC GRUB booted from, and whether the firmware is UEFI.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Discover {
+    pub mac: [u8; 6],
+    pub uefi: bool,
+}
+
+fn parse_discover(value: &str) -> Option<Discover> {
+    let (mac_s, platform) = value.split_once('/')?;
+    let uefi = match platform {
+        "pc" => false,
+        "efi" => true,
+        _ => return None,
+    };
+    let mut mac = [0u8; 6];
+    let mut parts = mac_s.split(':');
+    for octet in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *octet = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(Discover { mac, uefi })
 }
 
 /// Management slots by default (`mgmt=`), and at most.
@@ -137,6 +167,7 @@ impl Default for KernelOptions {
             timeouts_per_mille: 1000,
             mgmt_slots: DEFAULT_MGMT_SLOTS,
             mgmt_per_source: DEFAULT_MGMT_PER_SOURCE,
+            discover: None,
         }
     }
 }
@@ -301,6 +332,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 | "fault"
                 | "timeouts"
                 | "mgmt"
+                | "discover"
         );
         if !known {
             p.push(CmdlineDiag::UnknownKey { key });
@@ -393,6 +425,11 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 .ok_or(())
                 .err()
                 .map(|_| bad("<slots 8..=32>,<per-source share 1..=slots-2>, e.g. 24,20")),
+            "discover" => parse_discover(value)
+                .map(|d| o.discover = Some(d))
+                .ok_or(())
+                .err()
+                .map(|_| bad("<mac>/<pc|efi>, e.g. 52:54:00:00:01:09/pc")),
             "console" => match value {
                 "on" => {
                     o.console = true;
@@ -503,6 +540,39 @@ mod tests {
         assert!(msgs[4].contains("`ip`"));
         assert!(msgs[5].contains("`test` needs a value"));
         assert_eq!(p.options, KernelOptions::default());
+    }
+
+    #[test]
+    fn discover_takes_the_boot_mac_and_platform() {
+        let p = parse("discover=52:54:00:00:01:0A/efi");
+        assert_eq!(
+            p.options.discover,
+            Some(Discover {
+                mac: [0x52, 0x54, 0, 0, 1, 10],
+                uefi: true
+            })
+        );
+        assert!(
+            !parse("discover=52:54:00:00:01:0a/pc")
+                .options
+                .discover
+                .unwrap()
+                .uefi
+        );
+        for bad in [
+            "discover=52:54:00:00:01/pc",
+            "discover=52:54:00:00:01:0a",
+            "discover=52:54:00:00:01:0a/arm",
+            "discover=52:54:00:00:01:0a:01/pc",
+            "discover=/pc",
+        ] {
+            let p = parse(bad);
+            assert_eq!(p.options.discover, None, "{bad}");
+            assert!(
+                p.diags().any(|d| d.to_string().contains("`discover`")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! stack (UEFI) loading GRUB, GRUB picking the node's configuration by the MAC it
 //! booted from and loading the kernel by Multiboot2 with the node's command line and
 //! provisioning module, up to the kernel's ready line with its NICs claimed. A MAC
-//! the tree does not know gets a clear message and powers off without booting XDV.
+//! the tree does not know gets a clear message and boots the kernel in discovery
+//! mode: it reports itself and never becomes a node.
 
 use std::path::Path;
 use std::time::Duration;
@@ -57,25 +58,36 @@ fn assert_booted(vm: &mut Vm, nic: &str) {
 }
 
 #[test]
-fn bios_pxe_boots_a_provisioned_node_and_refuses_an_unknown_mac() {
+fn bios_pxe_boots_a_provisioned_node_and_an_unknown_mac_only_reports_itself() {
     let dir = temp_dir("pxe-bios").unwrap();
     tree(&dir, false);
     let mut vm = boot(&dir, Firmware::Bios, NicModel::Virtio, 1);
     assert_booted(&mut vm, "virtio-net");
     vm.kill();
 
-    // Node 9 is not in the tree: a message naming its MAC, power off, no XDV boot.
+    // Node 9 is not in the tree: a message naming its MAC, then the kernel in
+    // discovery mode (no module, no keys): it reports itself and never joins.
     let mut stranger = boot(&dir, Firmware::Bios, NicModel::Virtio, 9);
-    stranger.wait_exit(T).unwrap();
+    stranger
+        .wait_for(
+            "xdv: discovery: unprovisioned, reporting as MAC 52:54:00:00:01:09",
+            T,
+        )
+        .unwrap();
     let out = stranger.output();
     assert!(
         out.contains("xdv: pxe: unknown MAC 52:54:00:00:01:09") && out.contains("does not join"),
         "{out}"
     );
     assert!(
-        !out.contains("xdv: ready"),
-        "an unknown MAC booted XDV:\n{out}"
+        out.contains("virtio-net, bios"),
+        "no hardware summary:\n{out}"
     );
+    assert!(
+        !out.contains("xdv: ready") && !out.contains("xdv: provision:"),
+        "an unknown MAC booted XDV as a node:\n{out}"
+    );
+    stranger.kill();
 }
 
 #[test]

@@ -144,6 +144,21 @@ pub enum Command {
         policy: PlacementKind,
         seq: u64,
     },
+    /// The leader heard a discovery-mode machine's report (`crate::discovery`): a new
+    /// machine enters the discovered table, a known one is refreshed. A measured,
+    /// unauthenticated input, validated again when applied.
+    Discovered {
+        mac: crate::discovery::Mac,
+        hardware: crate::discovery::Hardware,
+    },
+    /// Operator (`AdmitDiscovered` request, after the machine's `AddMember`): the MAC
+    /// leaves the discovered table and its next report is answered "admitted as
+    /// `node`".
+    AdmitDiscovered {
+        mac: crate::discovery::Mac,
+        node: NodeId,
+        seq: u64,
+    },
 }
 
 impl Command {
@@ -175,6 +190,8 @@ impl Command {
             Command::AssignTasks(_) => "AssignTasks",
             Command::LoadHeartbeat(_) => "LoadHeartbeat",
             Command::SetPlacementPolicy { .. } => "SetPlacementPolicy",
+            Command::Discovered { .. } => "Discovered",
+            Command::AdmitDiscovered { .. } => "AdmitDiscovered",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The body of the `cluster_decode` cargo-fuzz target (`fuzz/`), also run on stable by
 //! the smoke test below: everything that decodes bytes from outside — log entries,
-//! snapshot images, management requests and responses, peer forwards — must return an
+//! snapshot images, management requests and responses, peer forwards, discovery
+//! reports and answers — must return an
 //! error, never panic, and a state fed garbage must stay consistent (its invariants are
 //! checked after every entry in debug builds) and agree with a second replica.
 
@@ -39,6 +40,13 @@ pub fn fuzz_check(data: &[u8]) {
     let _ = mgmt::decode::<SignedRequest>(data);
     let _ = mgmt::decode::<PeerForward>(data);
     let _ = mgmt::decode::<Response>(data);
+    // Discovery datagrams (unauthenticated, from any machine on the peer network).
+    if let Ok(r) = crate::discovery::Report::decode(data) {
+        assert!(r.encode()[..] == data[..] && r.validate().is_ok());
+    }
+    if let Ok(a) = crate::discovery::Answer::decode(data) {
+        assert!(a.encode()[..] == data[..], "an answer does not re-encode");
+    }
     let (mut a, mut b) = (replica(), replica());
     // Each chunk (split at 0xff) is one log entry, with and without the version byte.
     for (i, chunk) in data.split(|&x| x == 0xff).take(64).enumerate() {

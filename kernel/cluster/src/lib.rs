@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod command;
 pub mod contract;
+pub mod discovery;
 #[cfg(any(test, feature = "std"))]
 pub mod fuzz;
 pub mod hashed;

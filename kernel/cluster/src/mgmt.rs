@@ -207,6 +207,16 @@ pub enum Request {
     SetPlacementPolicy {
         policy: crate::placement::PlacementKind,
     },
+    /// Operator only: the discovered machines (`crate::discovery`), by MAC.
+    Discovered,
+    /// Operator only: the discovered machine `mac` was provisioned and admitted as
+    /// member `node` (its `AddWorker` came first): it leaves the discovered table and
+    /// its next report is answered "admitted". Answered [`Response::DiscoveredAdmitted`]
+    /// once the log has it.
+    AdmitDiscovered {
+        mac: crate::discovery::Mac,
+        node: NodeId,
+    },
 }
 
 /// Most submissions one [`Request::SubmitBatch`] carries.
@@ -276,6 +286,13 @@ pub enum Denied {
     TaskFinished {
         task: TaskId,
         outcome: String,
+    },
+    /// `AdmitDiscovered`: no machine with this MAC is in the discovered table.
+    UnknownMac(crate::discovery::Mac),
+    /// `AdmitDiscovered`: the MAC was admitted already, as this node.
+    MacAdmitted {
+        mac: crate::discovery::Mac,
+        node: NodeId,
     },
 }
 
@@ -363,6 +380,16 @@ impl fmt::Display for Denied {
             Denied::TaskFinished { task, outcome } => {
                 write!(f, "{task} already finished ({outcome}); nothing to cancel")
             }
+            Denied::UnknownMac(mac) => write!(
+                f,
+                "no machine with MAC {} has reported itself as discovered (see `cargo xdv nodes --discovered`)",
+                crate::discovery::mac_string(mac)
+            ),
+            Denied::MacAdmitted { mac, node } => write!(
+                f,
+                "MAC {} was admitted already, as {node}",
+                crate::discovery::mac_string(mac)
+            ),
         }
     }
 }
@@ -642,6 +669,19 @@ pub enum Response {
     },
     /// Answer to [`Request::AwaitTasks`], in the order asked.
     TaskReports(Vec<TaskReport>),
+    /// Answer to [`Request::Discovered`]: the table by MAC, with cluster time now.
+    Discovered {
+        clock_ms: u64,
+        machines: Vec<(crate::discovery::Mac, crate::discovery::DiscoveredMachine)>,
+        /// Reports refused because the table was full / as invalid.
+        refused_full: u64,
+        refused_invalid: u64,
+    },
+    /// Answer to [`Request::AdmitDiscovered`]: the log has it.
+    DiscoveredAdmitted {
+        mac: crate::discovery::Mac,
+        node: NodeId,
+    },
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -951,11 +991,32 @@ impl Gate {
             Request::ClusterStatus | Request::ListTasks { .. } => {
                 self.check_query_seq(req).map(|()| None)
             }
-            Request::Metrics => {
+            Request::Metrics | Request::Discovered => {
                 if req.principal != Principal::Operator {
                     return Err(Denied::OperatorOnly);
                 }
                 self.check_query_seq(req).map(|()| None)
+            }
+            Request::AdmitDiscovered { mac, node } => {
+                self.check_operator(state, req)?;
+                let discovery = &state.data().discovery;
+                if let Some(admitted) = discovery.admitted_as(mac) {
+                    return Err(Denied::MacAdmitted {
+                        mac: *mac,
+                        node: admitted,
+                    });
+                }
+                if !discovery.machines.contains_key(mac) {
+                    return Err(Denied::UnknownMac(*mac));
+                }
+                if !state.data().nodes.contains_key(node) {
+                    return Err(Denied::Membership(MembershipDenied::NotMember(*node)));
+                }
+                Ok(Some(Command::AdmitDiscovered {
+                    mac: *mac,
+                    node: *node,
+                    seq: req.seq,
+                }))
             }
             Request::Cancel { task } => {
                 let Principal::Tenant(tenant) = req.principal else {

@@ -286,6 +286,8 @@ pub struct StateData {
     pub clock_leader: Option<NodeId>,
     /// The placement policy in force (the operator's `SetPlacementPolicy`).
     pub placement: PlacementKind,
+    /// Machines that reported themselves in discovery mode, and admitted MACs.
+    pub discovery: crate::discovery::Discovery,
 }
 
 /// The state hash over `d` (see [`ClusterState::hash`]); `from_scratch` ignores the
@@ -314,6 +316,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         timeouts,
         clock_leader,
         placement,
+        discovery,
     } = d;
     // `finished` is not hashed: it is exactly the retained tasks whose status is final
     // (an invariant checked after every entry in debug builds and on every snapshot
@@ -322,7 +325,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
     let small = (
         (config, applied_index, time, next_task, pending),
         (shards, counters, operator_seqs, clock_ms, policies),
-        (timeouts, clock_leader, placement),
+        (timeouts, clock_leader, placement, discovery),
     );
     let mut h = Sha256::new();
     h.update(STATE_HASH_DOMAIN);
@@ -454,6 +457,17 @@ pub enum Event {
     },
     Invalid(DecodeError),
     Ignored(IgnoredReason),
+    /// A discovery-mode machine's report was applied (`outcome` says how).
+    Discovered {
+        mac: crate::discovery::Mac,
+        outcome: crate::discovery::Reported,
+    },
+    /// `AdmitDiscovered` for `mac` as `node`: done, or why not.
+    DiscoveredAdmitted {
+        mac: crate::discovery::Mac,
+        node: NodeId,
+        refused: Option<crate::discovery::AdmitRefused>,
+    },
     /// The current attempt of `task` made progress (its stuck timer restarted).
     TaskProgress {
         task: TaskId,
@@ -678,6 +692,7 @@ impl ClusterState {
                 timeouts,
                 clock_leader: None,
                 placement: PlacementKind::default(),
+                discovery: crate::discovery::Discovery::default(),
             },
             policy,
             restore_errors: 0,
@@ -1020,6 +1035,26 @@ impl ClusterState {
                 extension_ms,
             } => self.request_extension(task, node, attempt, extension_ms, ev),
             Command::CancelTask { task, tenant } => self.cancel_task(task, tenant, ev),
+            Command::Discovered { mac, hardware } => {
+                let report = crate::discovery::Report { mac, hardware };
+                let outcome = self.data.discovery.report(&report, self.data.clock_ms);
+                ev.push(Event::Discovered { mac, outcome });
+            }
+            Command::AdmitDiscovered { seq, .. }
+                if self.data.operator_seqs.check(seq).is_err()
+                    || self.data.operator_seqs.check_range(seq).is_err() =>
+            {
+                ev.push(Event::Ignored(IgnoredReason::Replayed))
+            }
+            Command::AdmitDiscovered { mac, node, seq } => {
+                self.data.operator_seqs.accept(seq);
+                let admitted = self.data.discovery.admit(&mac, node);
+                ev.push(Event::DiscoveredAdmitted {
+                    mac,
+                    node,
+                    refused: admitted.err(),
+                });
+            }
         }
     }
 

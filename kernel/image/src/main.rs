@@ -15,6 +15,7 @@ mod accel;
 mod audit;
 mod console;
 mod devices;
+mod discover;
 mod executor;
 mod net;
 mod platform;
@@ -182,6 +183,12 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         arch::lapic::max_sleep_us(),
         if serial_irq { "by interrupt" } else { "polled" }
     );
+    // An unknown MAC (GRUB's `discover=`): report to the cluster, join nothing.
+    if let Some(d) = opts.discover {
+        let _ = (devices, accels);
+        let net = net::Net::new(nics, Some(discover::link_local(&d.mac)));
+        discover::run(d, net, smp::online(), info.usable_bytes() >> 20);
+    }
     let peer_ip = opts
         .ip
         .map(|c| (smoltcp::wire::Ipv4Address::from(c.addr), c.prefix));

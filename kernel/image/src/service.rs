@@ -50,6 +50,33 @@ pub struct Services {
     idle_us: u64,
     /// Where the loop's working time goes (`loop_phases_us` of the node's view).
     phases: Phases,
+    /// The UDP socket on the peer NIC that hears discovery-mode machines' reports
+    /// (`xdv_cluster::discovery::REPORT_PORT`), if there is a peer NIC.
+    discovery: Option<smoltcp::iface::SocketHandle>,
+}
+
+/// Most discovery datagrams handled per loop iteration (the rest wait in the socket's
+/// bounded buffer; overflow is dropped by smoltcp).
+const DISCOVERY_PER_POLL: usize = 8;
+
+/// Binds the report port on the peer NIC.
+fn discovery_socket(net: &mut Net) -> Option<smoltcp::iface::SocketHandle> {
+    use smoltcp::socket::udp;
+    let peer = net.peer.as_mut()?;
+    let rx = udp::PacketBuffer::new(
+        alloc::vec![udp::PacketMetadata::EMPTY; 16],
+        alloc::vec![0; 16 * 64],
+    );
+    let tx = udp::PacketBuffer::new(
+        alloc::vec![udp::PacketMetadata::EMPTY; 8],
+        alloc::vec![0; 8 * 64],
+    );
+    let h = peer.sockets.add(udp::Socket::new(rx, tx));
+    let bound = peer
+        .sockets
+        .get_mut::<udp::Socket>(h)
+        .bind(xdv_cluster::discovery::REPORT_PORT);
+    bound.is_ok().then_some(h)
 }
 
 /// The loop's phases, in the order [`Phases::NAMES`] gives.
@@ -194,6 +221,7 @@ impl Services {
             );
         }
         let transport = Transport::new(&ident, &mut net, opts.mgmt_slots, opts.mgmt_per_source);
+        let discovery = discovery_socket(&mut net);
         let mut s = Services {
             devices,
             net,
@@ -208,6 +236,7 @@ impl Services {
             corrupt_at_ms,
             idle_us: 0,
             phases: Phases::default(),
+            discovery,
         };
         if let Some(ms) = corrupt_at_ms {
             println!("fault: test hook armed: this node corrupts its state replica at {ms} ms");
@@ -216,6 +245,32 @@ impl Services {
         let mut mark = time::uptime_us();
         s.perform_charged(out, true, &mut mark);
         s
+    }
+
+    /// Discovery reports into the node; its answers (admitted MACs) broadcast back.
+    fn poll_discovery(&mut self) {
+        use smoltcp::socket::udp;
+        use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+        let (Some(h), Some(peer)) = (self.discovery, self.net.peer.as_mut()) else {
+            return;
+        };
+        let to = IpEndpoint::new(
+            IpAddress::Ipv4(Ipv4Address::BROADCAST),
+            xdv_cluster::discovery::ANSWER_PORT,
+        );
+        for _ in 0..DISCOVERY_PER_POLL {
+            let sock = peer.sockets.get_mut::<udp::Socket>(h);
+            // Any length is handed on (and refused by the decoder if it is not a
+            // report); the socket's buffer bounds it.
+            let Ok((data, _)) = sock.recv() else {
+                break;
+            };
+            let bytes = data.to_vec();
+            if let Some(answer) = self.node.on_discovery_report(&bytes) {
+                let sock = peer.sockets.get_mut::<udp::Socket>(h);
+                let _ = sock.send_slice(&answer, to);
+            }
+        }
     }
 
     /// One iteration of the node's loop. `run_tasks` is false while a console command
@@ -279,6 +334,8 @@ impl Services {
                 self.phases.charge(phase, &mut mark);
             }
         }
+        self.poll_discovery();
+        self.phases.charge(Phase::Peer, &mut mark);
         let now_ms = time::uptime_us() / 1000;
         let (records, head) = audit::head();
         self.node.set_audit_head(records, head);

@@ -20,6 +20,7 @@
 //!   re-placed) is asked to stop exactly once ([`Outbox::stop`]); whatever it reports
 //!   afterwards is dropped, never proposed.
 
+pub mod discovery;
 mod membership;
 pub mod peers;
 pub mod stages;
@@ -292,6 +293,11 @@ enum Wait {
     AllDone {
         tasks: Vec<TaskId>,
     },
+    /// `AdmitDiscovered`: the MAC admitted.
+    Admitted {
+        mac: xdv_cluster::discovery::Mac,
+        node: NodeId,
+    },
 }
 
 struct Parked {
@@ -342,6 +348,8 @@ pub struct Node<R: Region> {
     offer: (u16, u16),
     /// How recent reservations and releases ended, from applied entries.
     contract_answers: BTreeMap<u64, xdv_cluster::mgmt::ContractAnswer>,
+    /// Discovery reports heard and proposed (this node's own bookkeeping).
+    pub discovery: discovery::DiscoveryLocal,
     last_clock_tick_ms: u64,
     /// (records, chain head) of this node's audit log, from the driver.
     audit_head: (u64, Hash32),
@@ -460,6 +468,7 @@ impl<R: Region> Node<R> {
             last_load_ms: 0,
             offer: (0, 0),
             contract_answers: BTreeMap::new(),
+            discovery: discovery::DiscoveryLocal::default(),
             last_clock_tick_ms: 0,
             audit_head: (0, Hash32::ZERO),
             audit_root: None,
@@ -989,6 +998,7 @@ impl<R: Region> Node<R> {
         self.stage_events(&applied.events);
         self.contract_events(e.index, &applied.events, audit);
         self.hash_votes(e.index, &applied.events, audit);
+        self.discovery_events(&applied.events, audit);
     }
 
     /// Stamps the stages an applied entry ends: an assignment, a completion.
@@ -1517,6 +1527,10 @@ impl<R: Region> Node<R> {
                     Command::SetPlacementPolicy { policy, .. } => {
                         Wait::Placement { policy: *policy }
                     }
+                    Command::AdmitDiscovered { mac, node, .. } => Wait::Admitted {
+                        mac: *mac,
+                        node: *node,
+                    },
                     other => {
                         let d =
                             Denied::NotReady(alloc::format!("{} is not a request", other.name()));
@@ -1599,7 +1613,17 @@ impl<R: Region> Node<R> {
                     ended: self.ended_contract_views(principal),
                 },
                 Request::Metrics => Response::Metrics(self.metrics()),
+                Request::Discovered => {
+                    let d = &self.state.data().discovery;
+                    Response::Discovered {
+                        clock_ms: self.state.data().clock_ms,
+                        machines: d.machines.iter().map(|(m, x)| (*m, x.clone())).collect(),
+                        refused_full: d.refused_full,
+                        refused_invalid: d.refused_invalid,
+                    }
+                }
                 Request::Submit(_)
+                | Request::AdmitDiscovered { .. }
                 | Request::SetQuota { .. }
                 | Request::Reserve(_)
                 | Request::Release { .. }
@@ -1943,6 +1967,12 @@ impl<R: Region> Node<R> {
                     count,
                 } => self.batch_answer(*tenant, *first, *count),
                 Wait::AllDone { tasks } => self.all_finished(tasks),
+                Wait::Admitted { mac, node } => (self.state.data().discovery.admitted_as(mac)
+                    == Some(*node))
+                .then_some(Response::DiscoveredAdmitted {
+                    mac: *mac,
+                    node: *node,
+                }),
             };
             let reply = match (done, &p.wait) {
                 (Some(r), _) => Some(r),

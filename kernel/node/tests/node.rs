@@ -654,3 +654,160 @@ fn submit_batch_group_commit_and_await_tasks() {
         [Response::Refused(Denied::Malformed(m))] if m.contains("1 to 64")
     ));
 }
+
+/// Decodes the command names of the per-entry audit records in `out`.
+fn applied_commands(out: &Outbox) -> Vec<String> {
+    out.audit
+        .iter()
+        .filter_map(|r| match r {
+            RecordBody::Custom { tag, bytes } if *tag == xdv_node::AUDIT_TAG_APPLIED => {
+                postcard::from_bytes::<(u64, String, Hash32)>(bytes)
+                    .ok()
+                    .map(|(_, c, _)| c)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Discovered machines through one node (issue 20): malformed reports are counted and
+/// never logged; a valid report is logged once (repeats are not), audited and listed
+/// for the operator; admission is refused for an unknown MAC or a non-member, then
+/// done through the log, after which the MAC's report is answered "admitted".
+#[test]
+fn an_unknown_mac_is_reported_listed_and_admitted_only_through_the_log() {
+    use xdv_cluster::discovery::{Answer, Firmware, Hardware, NicModel, Report};
+    use xdv_node::node::discovery::AUDIT_TAG_DISCOVERED;
+    const OPERATOR_SEED: [u8; 32] = [5; 32];
+    let mut cfg = config();
+    cfg.identity.operator_key = xdv_cluster::public_key(&OPERATOR_SEED);
+    let mut n = Node::new(cfg, vec![0u8; 256 * 1024], 0);
+    let _ = run_for(&mut n, 0, 1000);
+    assert_eq!(n.view().role, "Leader");
+    let op = Principal::Operator;
+    let mac = [0x52, 0x54, 0, 0, 1, 9];
+    let report = Report {
+        mac,
+        hardware: Hardware {
+            cores: 4,
+            mem_mib: 2048,
+            nic: NicModel::E1000e,
+            firmware: Firmware::Uefi,
+        },
+    };
+
+    for junk in [
+        &b""[..],
+        &[0u8; 20][..],
+        &report.encode()[..19],
+        &[0xff; 300][..],
+    ] {
+        assert_eq!(n.on_discovery_report(junk), None);
+    }
+    assert_eq!(n.discovery.bad_reports, 4);
+    let quiet = run_for(&mut n, 1000, 200);
+    assert!(!applied_commands(&quiet).contains(&"Discovered".to_string()));
+
+    assert_eq!(n.on_discovery_report(&report.encode()), None);
+    let mut out = run_for(&mut n, 1200, 300);
+    // Repeats every 2 s change nothing in the log.
+    for t in [1500, 3500] {
+        assert_eq!(n.on_discovery_report(&report.encode()), None);
+        let o = run_for(&mut n, t, 2000);
+        out.audit.extend(o.audit);
+        out.notes.extend(o.notes);
+    }
+    let logged = applied_commands(&out);
+    assert_eq!(
+        logged.iter().filter(|c| *c == "Discovered").count(),
+        1,
+        "{logged:?}"
+    );
+    assert_eq!(n.discovery.reports, 3);
+    assert!(
+        out.audit.iter().any(|r| matches!(r,
+            RecordBody::Custom { tag, .. } if *tag == AUDIT_TAG_DISCOVERED)),
+        "no discovery audit record"
+    );
+    assert!(
+        out.notes
+            .iter()
+            .any(|l| l.contains("unprovisioned machine 52:54:00:00:01:09")
+                && l.contains("4 cores, 2048 MiB, e1000e, uefi")),
+        "{:?}",
+        out.notes
+    );
+    let Response::Discovered { machines, .. } =
+        ask(&mut n, &query(1, op, &OPERATOR_SEED, Request::Discovered))
+    else {
+        panic!("no list")
+    };
+    assert_eq!(machines.len(), 1);
+    assert_eq!(
+        (machines[0].0, machines[0].1.hardware),
+        (mac, report.hardware)
+    );
+    // A tenant may not list them.
+    assert!(matches!(
+        ask(
+            &mut n,
+            &query(
+                1,
+                Principal::Tenant(TenantId(1)),
+                &TENANT_SEED,
+                Request::Discovered
+            )
+        ),
+        Response::Refused(Denied::OperatorOnly)
+    ));
+
+    let admit = |mac, node| Request::AdmitDiscovered {
+        mac,
+        node: NodeId(node),
+    };
+    let other = [0x52, 0x54, 0, 0, 1, 0x63];
+    assert_eq!(
+        ask(&mut n, &query(2, op, &OPERATOR_SEED, admit(other, 1))),
+        Response::Refused(Denied::UnknownMac(other))
+    );
+    assert_eq!(
+        ask(&mut n, &query(3, op, &OPERATOR_SEED, admit(mac, 4))),
+        Response::Refused(Denied::Membership(mgmt::MembershipDenied::NotMember(
+            NodeId(4)
+        )))
+    );
+    let conn = ClientConn {
+        slot: 3,
+        generation: 1,
+    };
+    n.on_client(conn, &query(4, op, &OPERATOR_SEED, admit(mac, 1)));
+    let out = run_for(&mut n, 5500, 300);
+    assert_eq!(
+        replies_to(&out, conn),
+        vec![Response::DiscoveredAdmitted {
+            mac,
+            node: NodeId(1)
+        }]
+    );
+    let answer = n.on_discovery_report(&report.encode()).expect("an answer");
+    assert_eq!(
+        Answer::decode(&answer),
+        Ok(Answer::Admitted {
+            mac,
+            node: NodeId(1)
+        })
+    );
+    let Response::Discovered { machines, .. } =
+        ask(&mut n, &query(5, op, &OPERATOR_SEED, Request::Discovered))
+    else {
+        panic!("no list")
+    };
+    assert!(machines.is_empty(), "an admitted MAC stays listed");
+    assert_eq!(
+        ask(&mut n, &query(6, op, &OPERATOR_SEED, admit(mac, 1))),
+        Response::Refused(Denied::MacAdmitted {
+            mac,
+            node: NodeId(1)
+        })
+    );
+}

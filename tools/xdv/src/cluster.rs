@@ -55,6 +55,10 @@ pub struct NodeSpec {
     /// the cluster's host switch.
     #[serde(default)]
     pub bridge: Option<crate::bridge::Bridge>,
+    /// A machine booted with no TFTP entry (`join --unprovisioned`): it runs in
+    /// discovery mode and is not a member until `join --mac` admits it.
+    #[serde(default)]
+    pub discovering: bool,
 }
 
 impl NodeSpec {
@@ -787,6 +791,7 @@ mod tests {
             accel: accel.map(String::from),
             accel_pid: None,
             bridge: None,
+            discovering: false,
         };
         let st = ClusterState {
             dir: PathBuf::from("/c"),

@@ -62,6 +62,9 @@ enum Cmd {
     /// Add a node to the running cluster: new key, boot, admission (operator-signed
     /// AddWorker), catch-up, promotion to voter (or observer with --observer).
     Join(cmd::member::JoinArgs),
+    /// The members, or with `--discovered` the machines that PXE-booted with an unknown
+    /// MAC and reported themselves to the cluster (MAC, hardware, first/last seen).
+    Nodes(cmd::member::NodesArgs),
     /// Remove a member from the running cluster (operator-signed RemoveWorker;
     /// leadership moves first if it leads), then stop it.
     Remove(cmd::member::RemoveArgs),
@@ -136,6 +139,7 @@ fn main() {
         Cmd::Kill(a) => ok(cmd::cluster::kill(a)),
         Cmd::Start(a) => ok(cmd::cluster::start(a)),
         Cmd::Join(a) => ok(cmd::member::join(a)),
+        Cmd::Nodes(a) => ok(cmd::member::nodes(a)),
         Cmd::Remove(a) => ok(cmd::member::remove(a)),
         Cmd::Submit(a) => cmd::submit::submit(a),
         Cmd::Cancel(a) => cmd::cancel::cancel(a),

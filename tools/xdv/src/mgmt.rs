@@ -441,6 +441,8 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::Cancelled { .. } => "task cancelled",
         Response::SubmittedBatch { .. } => "batch submitted",
         Response::TaskReports(_) => "task reports",
+        Response::Discovered { .. } => "discovered machines",
+        Response::DiscoveredAdmitted { .. } => "discovered machine admitted",
     }
 }
 

@@ -11,7 +11,9 @@
 //! - `boot/grub/grub.cfg`: the one configuration both load; it enables the serial
 //!   console, then sources `xdv/mac-<MAC>.cfg` for the MAC GRUB booted from
 //!   (`$net_default_mac`, lower-case, colon-separated); with no such file it prints
-//!   `xdv: pxe: unknown MAC ...` and powers the machine off, so it joins nothing
+//!   `xdv: pxe: unknown MAC ...` and boots the kernel in discovery mode
+//!   (`discover=<MAC>/<platform>`, no module): it joins nothing and reports itself
+//!   to the cluster as discovered (docs/pxe.md)
 //! - `xdv/kernel.elf` the kernel, `xdv/node<N>.prov` each node's provisioning module,
 //!   `xdv/mac-<MAC>.cfg` each node's `multiboot2`/`module2` lines
 //!
@@ -168,7 +170,10 @@ pub fn top_config() -> String {
      set timeout=0\n\
      echo \"xdv: pxe: GRUB booted from MAC ${net_default_mac}\"\n\
      source ($root)/xdv/mac-${net_default_mac}.cfg\n\
-     echo \"xdv: pxe: unknown MAC ${net_default_mac}: no xdv/mac-${net_default_mac}.cfg in the TFTP root; this machine is not a provisioned XDV node and does not join. Add it with `cargo xdv pxe --nodes N` (its MAC in --macs). Powering off.\"\n\
+     echo \"xdv: pxe: unknown MAC ${net_default_mac}: no xdv/mac-${net_default_mac}.cfg in the TFTP root; this machine is not a provisioned XDV node and does not join. Booting in discovery mode: it reports itself to the cluster (`cargo xdv nodes --discovered`); admit it with `cargo xdv join --mac ${net_default_mac}`.\"\n\
+     multiboot2 ($root)/xdv/kernel.elf discover=${net_default_mac}/${grub_platform}\n\
+     boot\n\
+     echo \"xdv: pxe: GRUB could not boot the discovery kernel; powering off\"\n\
      sleep 2\n\
      halt\n"
         .to_string()
@@ -449,13 +454,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_macs_power_off_with_a_message() {
+    fn unknown_macs_boot_discovery_mode_with_a_message() {
         let c = top_config();
         let source = c
             .find("source ($root)/xdv/mac-${net_default_mac}.cfg")
             .unwrap();
         let unknown = c.find("xdv: pxe: unknown MAC").unwrap();
-        assert!(source < unknown && c.trim_end().ends_with("halt"));
+        let discover = c
+            .find("multiboot2 ($root)/xdv/kernel.elf discover=${net_default_mac}/${grub_platform}\nboot\n")
+            .unwrap();
+        assert!(source < unknown && unknown < discover);
+        // No provisioning module for an unknown MAC; power off if GRUB cannot boot.
+        assert!(!c.contains("module2"));
+        assert!(c.trim_end().ends_with("halt"));
     }
 
     #[test]

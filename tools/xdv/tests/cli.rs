@@ -118,6 +118,7 @@ fn fake_cluster(dir: &Path, nodes: &[(u32, Option<u32>, u16)]) -> Keys {
                 accel: None,
                 accel_pid: None,
                 bridge: None,
+                discovering: false,
             })
             .collect(),
         switch_pid: None,
@@ -2040,6 +2041,108 @@ fn join_refuses_without_a_running_member_or_with_a_used_id() {
     );
     let st = ClusterState::load(&dir).unwrap();
     assert_eq!(st.nodes.len(), 2, "a refused join adds nothing");
+}
+
+/// Discovered machines through the CLI against a fake member: `nodes --discovered`
+/// prints the table (and JSON), `join --mac` refuses a malformed MAC, a cluster that
+/// does not boot by PXE, a member's MAC and a MAC that never reported itself, and
+/// `join --unprovisioned` needs a PXE cluster; none of them changes the cluster.
+#[test]
+fn discovered_machines_are_listed_and_join_mac_refusals_are_specific() {
+    use xdv_cluster::discovery::{DiscoveredMachine, Firmware, Hardware, NicModel};
+    let dir = temp("discovered");
+    let a = FakeNode::start(|r| match r {
+        Request::Discovered => Response::Discovered {
+            clock_ms: 9000,
+            machines: vec![(
+                [0x52, 0x54, 0, 0, 1, 9],
+                DiscoveredMachine {
+                    hardware: Hardware {
+                        cores: 4,
+                        mem_mib: 2048,
+                        nic: NicModel::E1000e,
+                        firmware: Firmware::Uefi,
+                    },
+                    first_seen_ms: 1000,
+                    last_seen_ms: 7000,
+                },
+            )],
+            refused_full: 0,
+            refused_invalid: 2,
+        },
+        _ => Response::Refused(Denied::NoLeader),
+    });
+    fake_cluster(&dir, &[(1, me(), a.port)]);
+    let o = xdv(&["nodes", "--discovered", "--dir", s(&dir)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains(
+            "52:54:00:00:01:09  4      2048     e1000e      uefi      1000           7000"
+        ),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout
+            .contains("1 discovered (cluster time 9000 ms); refused: 0 (table full), 2 (invalid)"),
+        "{o:?}"
+    );
+    let o = xdv(&["nodes", "--discovered", "--json", "--dir", s(&dir)]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let m = &v["discovered"][0];
+    assert_eq!(
+        (&m["mac"], &m["nic"], &m["firmware"], &m["cores"]),
+        (
+            &"52:54:00:00:01:09".into(),
+            &"e1000e".into(),
+            &"uefi".into(),
+            &4.into()
+        ),
+        "{v}"
+    );
+
+    let o = xdv(&["join", "--mac", "52:54:00:00:01", "--dir", s(&dir)]);
+    assert!(
+        o.code != 0 && o.stderr.contains("bad MAC `52:54:00:00:01`"),
+        "{o:?}"
+    );
+    let o = xdv(&["join", "--mac", "52:54:00:00:01:09", "--dir", s(&dir)]);
+    assert!(
+        o.code != 0 && o.stderr.contains("needs a cluster that boots by PXE"),
+        "{o:?}"
+    );
+    let o = xdv(&["join", "--unprovisioned", "--dir", s(&dir)]);
+    assert!(
+        o.code != 0 && o.stderr.contains("needs a cluster that boots by PXE"),
+        "{o:?}"
+    );
+
+    let mut st = ClusterState::load(&dir).unwrap();
+    st.machine.pxe = Some(xdv::pxe::PxeBoot {
+        tftp: dir.join("tftp"),
+        firmware: xdv::pxe::Firmware::Bios,
+    });
+    st.save().unwrap();
+    let o = xdv(&["join", "--mac", "52:54:00:00:01:01", "--dir", s(&dir)]);
+    assert!(
+        o.code != 0
+            && o.stderr
+                .contains("MAC 52:54:00:00:01:01 is node 1's, already a member"),
+        "{o:?}"
+    );
+    let o = xdv(&["join", "--mac", "52-54-00-00-01-0A", "--dir", s(&dir)]);
+    assert!(
+        o.code != 0
+            && o.stderr.contains(
+                "no machine with MAC 52:54:00:00:01:0a has reported itself as discovered"
+            ),
+        "{o:?}"
+    );
+    let st = ClusterState::load(&dir).unwrap();
+    assert_eq!(st.nodes.len(), 1, "a refused join adds nothing");
+    assert!(
+        !dir.join("tftp/xdv").exists(),
+        "a refused join writes no TFTP entry"
+    );
 }
 
 // ----- task log lines, logs, metrics, console -----

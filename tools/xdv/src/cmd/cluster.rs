@@ -447,6 +447,7 @@ fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
             accel: accel.get(&id).cloned(),
             accel_pid: None,
             bridge: None,
+            discovering: false,
         })
         .collect();
     let st = ClusterState {
@@ -633,7 +634,7 @@ pub fn down(a: DirArgs) -> Result<()> {
 pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> {
     st.nodes
         .iter()
-        .filter(|n| n.pid.is_some_and(cluster::alive))
+        .filter(|n| n.pid.is_some_and(cluster::alive) && !n.discovering)
         .map(|n| (n.id, mgmt::cluster_view(n.mgmt_port(), keys)))
         .collect()
 }
@@ -849,6 +850,7 @@ fn status_json(
                 "pid": n.pid.filter(|&p| cluster::alive(p)),
                 "ready": match &state { NodeState::Ready(l) => Some(l.clone()), _ => None },
                 "peer_ip": format!("10.0.0.{}", n.id),
+                "discovering": n.discovering,
                 "mgmt_port": n.mgmt_port(),
                 "log": st.path(n.id, "log").display().to_string(),
                 "view": v.and_then(|v| v.as_ref().ok()).map(view_json),

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xdv::cluster::{self, ClusterState, MAX_NODES, NodeSpec, SWITCH_PORTS};
 use xdv::mgmt::{self, Keys};
+use xdv_cluster::discovery::{Mac, mac_string, parse_mac};
 use xdv_cluster::mgmt::{Denied, MembershipDenied, Principal, Request, Response};
 use xdv_types::NodeId;
 
@@ -41,6 +42,29 @@ pub struct JoinArgs {
     /// (the bridge is in network namespace NS) [default: as the lowest member's].
     #[arg(long)]
     net: Option<xdv::bridge::PeerNet>,
+    /// Provision and admit the discovered machine that booted from this MAC (see
+    /// `cargo xdv nodes --discovered`; PXE clusters): its TFTP entry is written, it is
+    /// admitted by the log, and it resets into its new configuration.
+    #[arg(long, conflicts_with = "unprovisioned")]
+    mac: Option<String>,
+    /// Boot a new QEMU machine by PXE with no TFTP entry (an unknown MAC, as a new
+    /// server on the provisioning network): it joins nothing and reports itself as
+    /// discovered; admit it with `--mac`.
+    #[arg(long)]
+    unprovisioned: bool,
+    /// Cluster directory [default: target/xdv/cluster].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct NodesArgs {
+    /// List the machines that reported themselves in discovery mode (unknown MACs).
+    #[arg(long)]
+    discovered: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
     /// Cluster directory [default: target/xdv/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -71,7 +95,11 @@ fn ask(
 ) -> Result<Response> {
     let mut last = String::from("no member is running");
     while Instant::now() < end {
-        for n in st.nodes.iter().filter(|n| Some(n.id) != skip) {
+        for n in st
+            .nodes
+            .iter()
+            .filter(|n| Some(n.id) != skip && !n.discovering)
+        {
             if !n.pid.is_some_and(cluster::alive) {
                 continue;
             }
@@ -141,9 +169,28 @@ pub fn join(a: JoinArgs) -> Result<()> {
             dir.display()
         );
     }
-    let used = keys.nodes.iter().map(|k| k.0).max().unwrap_or(0);
-    let id = a.node.unwrap_or(used + 1);
-    if st.nodes.iter().any(|n| n.id == id) {
+    let used = keys
+        .nodes
+        .iter()
+        .map(|k| k.0)
+        .chain(st.nodes.iter().map(|n| n.id))
+        .max()
+        .unwrap_or(0);
+    let end = Instant::now() + Duration::from_secs(a.timeout);
+    // `--mac`: the discovered machine's id is the one this host runs it as, if any.
+    let discovered = match &a.mac {
+        Some(m) => Some(discovered_machine(&st, &keys, m, end)?),
+        None => None,
+    };
+    let id = match discovered {
+        Some((_, Some(id))) => id,
+        _ => a.node.unwrap_or(used + 1),
+    };
+    if a.unprovisioned {
+        return boot_unprovisioned(&mut st, id);
+    }
+    let running_machine = discovered.is_some_and(|(_, m)| m.is_some());
+    if st.nodes.iter().any(|n| n.id == id && !n.discovering) {
         bail!("node {id} is already a member (see `cargo xdv status`)");
     }
     if keys.nodes.iter().any(|k| k.0 == id) {
@@ -191,6 +238,7 @@ pub fn join(a: JoinArgs) -> Result<()> {
         accel: None,
         accel_pid: None,
         bridge,
+        discovering: false,
     };
     if let Some(p) = &spec.provision {
         std::fs::write(p, keys.module(id)?)?;
@@ -202,22 +250,33 @@ pub fn join(a: JoinArgs) -> Result<()> {
             &pxe.tftp,
             &xdv::pxe::PxeNode {
                 id,
-                mac: xdv::qemu::mgmt_mac(id as u16),
+                mac: boot_mac(discovered, id),
                 cmdline: spec.cmdline.clone(),
                 module: Some(keys.module(id)?),
             },
         )?;
         eprintln!("xdv: node {id} boots by PXE from {}", cfg.display());
     }
-    st.nodes.push(spec);
+    // The machine that reported itself keeps running: it resets into its entry
+    // once the cluster answers its next report with "admitted".
+    let pid = st.nodes.iter().find(|n| n.id == id).and_then(|n| n.pid);
+    st.nodes.retain(|n| n.id != id);
+    st.nodes.push(NodeSpec { pid, ..spec });
     st.nodes.sort_by_key(|n| n.id);
     st.save()?;
     if let Some(pid) = cluster::ensure_switch(&mut st)? {
         eprintln!("xdv: the switch was not running; started it (pid {pid})");
     }
-    let pid = cluster::start_node(&mut st, id)?;
-    eprintln!("xdv: node {id} booting (pid {pid}); asking the cluster to admit it");
-    let end = Instant::now() + Duration::from_secs(a.timeout);
+    if running_machine {
+        eprintln!("xdv: node {id} is the discovered machine; asking the cluster to admit it");
+    } else if discovered.is_some() {
+        eprintln!(
+            "xdv: node {id}: the discovered machine is not run by this host; asking the cluster to admit it"
+        );
+    } else {
+        let pid = cluster::start_node(&mut st, id)?;
+        eprintln!("xdv: node {id} booting (pid {pid}); asking the cluster to admit it");
+    }
     let request = Request::AddWorker {
         node: NodeId(id),
         public_key: xdv_cluster::public_key(&seed),
@@ -233,7 +292,7 @@ pub fn join(a: JoinArgs) -> Result<()> {
             st.nodes.retain(|n| n.id != id);
             st.save()?;
             if let Some(pxe) = &st.machine.pxe {
-                xdv::pxe::remove_node(&pxe.tftp, id, &xdv::qemu::mgmt_mac(id as u16))?;
+                xdv::pxe::remove_node(&pxe.tftp, id, &boot_mac(discovered, id))?;
             }
             match other {
                 Ok(Response::Refused(d)) => bail!("node {id} was not admitted: {d}"),
@@ -243,6 +302,22 @@ pub fn join(a: JoinArgs) -> Result<()> {
         }
     }
     eprintln!("xdv: node {id} admitted by the log; catching up");
+    if let Some((mac, _)) = discovered {
+        let request = Request::AdmitDiscovered {
+            mac,
+            node: NodeId(id),
+        };
+        match ask(&st, &keys, &request, Some(id), end)? {
+            Response::DiscoveredAdmitted { .. } | Response::Refused(Denied::MacAdmitted { .. }) => {
+            }
+            Response::Refused(d) => bail!("MAC {} was not admitted: {d}", mac_string(&mac)),
+            r => bail!("unexpected answer: {}", mgmt::response_kind(&r)),
+        }
+        eprintln!(
+            "xdv: MAC {} admitted as node {id}; the machine resets into its configuration at its next report",
+            mac_string(&mac)
+        );
+    }
     let want = if a.observer { "learner" } else { "voter" };
     follow(&st, &keys, id, end, |place, _| place == Some(want))?;
     println!(
@@ -252,6 +327,163 @@ pub fn join(a: JoinArgs) -> Result<()> {
         } else {
             "a worker"
         }
+    );
+    Ok(())
+}
+
+/// The MAC a node boots from: the discovered machine's, else QEMU's management MAC.
+fn boot_mac(discovered: Option<(Mac, Option<u32>)>, id: u32) -> String {
+    match discovered {
+        Some((mac, _)) => mac_string(&mac),
+        None => xdv::qemu::mgmt_mac(id as u16),
+    }
+}
+
+/// `join --mac M`: M parsed and in the cluster's discovered table; the id of the
+/// machine this host runs with that management MAC (`join --unprovisioned`), if any.
+fn discovered_machine(
+    st: &ClusterState,
+    keys: &Keys,
+    mac: &str,
+    end: Instant,
+) -> Result<(Mac, Option<u32>)> {
+    let grub = xdv::pxe::grub_mac(mac)?;
+    let mac = parse_mac(&grub).expect("grub_mac checked six hex octets");
+    if st.machine.pxe.is_none() {
+        bail!("join --mac needs a cluster that boots by PXE (`cargo xdv up --boot pxe`)");
+    }
+    if let Some(n) = st
+        .nodes
+        .iter()
+        .find(|n| !n.discovering && xdv::qemu::mgmt_mac(n.id as u16) == grub)
+    {
+        bail!("MAC {grub} is node {}'s, already a member", n.id);
+    }
+    let machines = match ask(st, keys, &Request::Discovered, None, end)? {
+        Response::Discovered { machines, .. } => machines,
+        Response::Refused(d) => bail!("the cluster refused to list discovered machines: {d}"),
+        r => bail!("unexpected answer: {}", mgmt::response_kind(&r)),
+    };
+    if !machines.iter().any(|(m, _)| *m == mac) {
+        bail!(
+            "no machine with MAC {grub} has reported itself as discovered (`cargo xdv nodes --discovered` lists those that did)"
+        );
+    }
+    let id = st
+        .nodes
+        .iter()
+        .find(|n| n.discovering && xdv::qemu::mgmt_mac(n.id as u16) == grub)
+        .map(|n| n.id);
+    Ok((mac, id))
+}
+
+/// `join --unprovisioned`: a new QEMU machine that PXE-boots with no TFTP entry.
+fn boot_unprovisioned(st: &mut ClusterState, id: u32) -> Result<()> {
+    if st.machine.pxe.is_none() {
+        bail!("join --unprovisioned needs a cluster that boots by PXE (`cargo xdv up --boot pxe`)");
+    }
+    if id > SWITCH_PORTS {
+        bail!("node id {id} is above the local switch's {SWITCH_PORTS} ports");
+    }
+    let template = st.nodes.first().cloned().expect("a running member exists");
+    st.nodes.push(NodeSpec {
+        id,
+        cmdline: String::new(),
+        provision: None,
+        pid: None,
+        mgmt_port: template.mgmt_port() - template.id as u16 + id as u16,
+        log_offset: 0,
+        accel: None,
+        accel_pid: None,
+        discovering: true,
+        ..template
+    });
+    st.nodes.sort_by_key(|n| n.id);
+    st.save()?;
+    cluster::ensure_switch(st)?;
+    let pid = cluster::start_node(st, id)?;
+    let mac = xdv::qemu::mgmt_mac(id as u16);
+    println!(
+        "xdv: machine {id} (pid {pid}) boots by PXE from MAC {mac}, which has no TFTP entry: it reports itself as discovered; admit it with `cargo xdv join --mac {mac}`"
+    );
+    Ok(())
+}
+
+/// `cargo xdv nodes`: the members, or with `--discovered` the machines that reported
+/// themselves in discovery mode (operator-signed `Discovered` request).
+pub fn nodes(a: NodesArgs) -> Result<()> {
+    let dir = dir(a.dir);
+    let st = ClusterState::load(&dir)?;
+    let keys = Keys::load(&dir)?;
+    if !a.discovered {
+        for n in &st.nodes {
+            let what = if n.discovering {
+                "discovering (not a member)"
+            } else {
+                "member"
+            };
+            let run = if n.pid.is_some_and(cluster::alive) {
+                "running"
+            } else {
+                "stopped"
+            };
+            println!("node {}  {what}  {run}", n.id);
+        }
+        return Ok(());
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    let (clock_ms, machines, full, invalid) =
+        match ask(&st, &keys, &Request::Discovered, None, end)? {
+            Response::Discovered {
+                clock_ms,
+                machines,
+                refused_full,
+                refused_invalid,
+            } => (clock_ms, machines, refused_full, refused_invalid),
+            Response::Refused(d) => bail!("refused: {d}"),
+            r => bail!("unexpected answer: {}", mgmt::response_kind(&r)),
+        };
+    if a.json {
+        let list: Vec<serde_json::Value> = machines
+            .iter()
+            .map(|(mac, m)| {
+                serde_json::json!({
+                    "mac": mac_string(mac),
+                    "cores": m.hardware.cores,
+                    "mem_mib": m.hardware.mem_mib,
+                    "nic": m.hardware.nic.name(),
+                    "firmware": m.hardware.firmware.name(),
+                    "first_seen_ms": m.first_seen_ms,
+                    "last_seen_ms": m.last_seen_ms,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "clock_ms": clock_ms,
+            "discovered": list,
+            "refused_table_full": full,
+            "refused_invalid": invalid,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "mac                cores  mem-MiB  nic         firmware  first-seen-ms  last-seen-ms"
+    );
+    for (mac, m) in &machines {
+        let (nic, fw) = (m.hardware.nic.name(), m.hardware.firmware.name());
+        println!(
+            "{}  {:<5}  {:<7}  {nic:<10}  {fw:<8}  {:<13}  {}",
+            mac_string(mac),
+            m.hardware.cores,
+            m.hardware.mem_mib,
+            m.first_seen_ms,
+            m.last_seen_ms
+        );
+    }
+    println!(
+        "{} discovered (cluster time {clock_ms} ms); refused: {full} (table full), {invalid} (invalid)",
+        machines.len()
     );
     Ok(())
 }

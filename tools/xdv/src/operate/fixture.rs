@@ -219,6 +219,7 @@ fn write_cluster_files(dir: &Path, keys: &Keys) -> Result<()> {
             accel: None,
             accel_pid: None,
             bridge: None,
+            discovering: false,
         });
     }
     ClusterFile {
