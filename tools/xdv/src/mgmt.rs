@@ -268,8 +268,11 @@ pub fn submit_many(
                 Request::AwaitTasks { tasks: ch.clone() },
             )?)?;
         }
-        let mut still = Vec::new();
-        for ch in &chunks {
+        // The node answers each `AwaitTasks` once all of its tasks finished, so the
+        // answers may come in another order than the requests: collect the reports of
+        // every answer by task id, then look each task up.
+        let mut reported: std::collections::BTreeMap<TaskId, TaskStatus> = Default::default();
+        for _ in &chunks {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!(
@@ -277,21 +280,25 @@ pub fn submit_many(
                     done.len()
                 );
             }
-            let reports = match c.recv(left)? {
-                Response::TaskReports(r) => r,
+            match c.recv(left)? {
+                Response::TaskReports(r) => {
+                    reported.extend(r.into_iter().map(|r| (r.task, r.status)));
+                }
                 Response::Refused(d) => bail!("waiting for tasks refused: {d}"),
                 other => bail!("unexpected answer to AwaitTasks: {}", response_kind(&other)),
-            };
-            for t in ch {
-                match reports.iter().find(|r| r.task == *t) {
-                    Some(r) if finished(&r.status) => {
-                        done.insert(*t, r.status.clone());
-                    }
-                    Some(_) => still.push(*t),
-                    None => bail!("{t} is no longer retained by the cluster"),
-                }
             }
-            progress(tasks.len(), done.len());
+            let finished_now = reported.values().filter(|s| finished(s)).count();
+            progress(tasks.len(), done.len() + finished_now);
+        }
+        let mut still = Vec::new();
+        for t in open {
+            match reported.remove(&t) {
+                Some(s) if finished(&s) => {
+                    done.insert(t, s);
+                }
+                Some(_) => still.push(t),
+                None => bail!("{t} is no longer retained by the cluster"),
+            }
         }
         open = still;
     }
@@ -742,13 +749,15 @@ mod batch_tests {
     use std::net::TcpListener;
 
     /// A fake node proposes the first copy of every batch but answers it "not committed
-    /// in time", and answers a batch sent again with its task ids (as the node's replay
-    /// window does). Every task must be counted once:
+    /// in time", answers a batch sent again with its task ids (as the node's replay
+    /// window does), and answers the `AwaitTasks` requests last one first (a parked
+    /// answer goes out when its tasks finished, whatever the order of the requests). Every task must be counted once:
     /// with both batches in flight, the second batch's answer used to be taken for the
     /// first's, and the first's repeated answer for the second's (64 ids twice, the
-    /// last 6 tasks never awaited: CI's `cli_cluster` failure).
+    /// last 6 tasks never awaited: CI's `cli_cluster` failure); and the answer to the
+    /// second `AwaitTasks` used to be read as the first's ("t1 is no longer retained").
     #[test]
-    fn a_batch_sent_again_never_takes_another_batchs_answer() {
+    fn batches_and_awaits_are_matched_to_their_own_answers() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
@@ -756,6 +765,26 @@ mod batch_tests {
             let mut dec = FrameDecoder::new();
             let mut buf = [0u8; 65536];
             let mut next = 1u64;
+            let mut waiting: Vec<(Vec<TaskId>, u64)> = Vec::new();
+            let reports = |tasks: Vec<TaskId>| {
+                Response::TaskReports(
+                    tasks
+                        .into_iter()
+                        .map(|task| xdv_cluster::mgmt::TaskReport {
+                            task,
+                            tenant: TenantId(1),
+                            status: TaskStatus::Completed {
+                                node: NodeId(1),
+                                attempt: 1,
+                                outcome: Outcome::Executed,
+                                ticks: 1,
+                                output_hash: xdv_types::Hash32([0; 32]),
+                                output: Vec::new(),
+                            },
+                        })
+                        .collect(),
+                )
+            };
             let mut ids: BTreeMap<u64, Vec<TaskId>> = BTreeMap::new();
             let reply = |s: &mut TcpStream, r: &Response, id: u64| {
                 let hdr = FrameHeader {
@@ -800,23 +829,19 @@ mod batch_tests {
                                     }
                                 }
                             },
-                            Request::AwaitTasks { tasks } => Response::TaskReports(
-                                tasks
-                                    .into_iter()
-                                    .map(|task| xdv_cluster::mgmt::TaskReport {
-                                        task,
-                                        tenant: TenantId(1),
-                                        status: TaskStatus::Completed {
-                                            node: NodeId(1),
-                                            attempt: 1,
-                                            outcome: Outcome::Executed,
-                                            ticks: 1,
-                                            output_hash: xdv_types::Hash32([0; 32]),
-                                            output: Vec::new(),
-                                        },
-                                    })
-                                    .collect(),
-                            ),
+                            Request::AwaitTasks { tasks } => {
+                                // Held until every task is awaited, then answered last
+                                // request first (as parked answers may come).
+                                waiting.push((tasks, f.header.message_id));
+                                if waiting.iter().map(|w| w.0.len() as u64).sum::<u64>() < next - 1
+                                {
+                                    continue;
+                                }
+                                for (tasks, id) in waiting.drain(..).rev() {
+                                    reply(&mut s, &reports(tasks), id);
+                                }
+                                continue;
+                            }
                             _ => Response::Refused(Denied::Malformed("unexpected".into())),
                         };
                         reply(&mut s, &answer, f.header.message_id);
