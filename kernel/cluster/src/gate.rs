@@ -143,10 +143,6 @@ pub enum GateEvent {
         task: TaskId,
         outcome: Outcome,
     },
-    Failed {
-        job: u64,
-        reason: String,
-    },
     /// An outcome for an unknown job, or from a cluster the job is not at (late or
     /// duplicated answers): changes nothing.
     Stale {
