@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod node;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "sim")]
+pub mod fedsim;
 
 pub use config::{GENESIS_CORES, Identity, NodeConfig, RAFT_APPEND_BYTES, Timing};
 pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region, TearRegion};
