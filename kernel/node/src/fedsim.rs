@@ -264,7 +264,10 @@ impl FedSim {
     /// The extra one-way delay between every gate node and cluster `k`'s nodes
     /// (both ways) from now on.
     pub fn set_link_delay(&mut self, k: usize, extra_ms: u64) {
-        self.trace(alloc::format!("links gate <-> c{} now +{extra_ms} ms", k + 1));
+        self.trace(alloc::format!(
+            "links gate <-> c{} now +{extra_ms} ms",
+            k + 1
+        ));
         set_delay(&mut self.net, &self.opts, k, extra_ms, self.now_ms);
     }
 
@@ -305,9 +308,11 @@ impl FedSim {
 
     /// The gate group's state on its leader (else on any running gate node).
     pub fn gate_state(&self) -> Option<&GateState> {
-        let id = self
-            .leader(0)
-            .or_else(|| group_ids(&self.opts, 0).into_iter().find(|&i| self.node(i).is_some()))?;
+        let id = self.leader(0).or_else(|| {
+            group_ids(&self.opts, 0)
+                .into_iter()
+                .find(|&i| self.node(i).is_some())
+        })?;
         self.node(id)?.state().gate()
     }
 
@@ -421,7 +426,9 @@ impl FedSim {
         if let Ok(Response::Routed { job, cluster }) = mgmt::decode::<Response>(bytes) {
             self.inflight.remove(&seq);
             self.routed.insert(seq, (job, cluster));
-            self.trace(alloc::format!("client: seq {seq} is job {job} at {cluster:?}"));
+            self.trace(alloc::format!(
+                "client: seq {seq} is job {job} at {cluster:?}"
+            ));
         }
     }
 

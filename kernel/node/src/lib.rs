@@ -15,13 +15,13 @@ extern crate alloc;
 pub mod accel;
 pub mod config;
 pub mod durable;
+#[cfg(feature = "sim")]
+pub mod fedsim;
 pub mod fuzz;
 pub mod metrics;
 pub mod node;
 #[cfg(feature = "sim")]
 pub mod sim;
-#[cfg(feature = "sim")]
-pub mod fedsim;
 
 pub use config::{GENESIS_CORES, Identity, NodeConfig, RAFT_APPEND_BYTES, Timing};
 pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region, TearRegion};
