@@ -187,7 +187,7 @@ pub enum FederationConfig {
         /// The member clusters and their nodes, as this node's transport knows them.
         clusters: Vec<(xdv_federation::ClusterId, Vec<NodeId>)>,
         /// The router's constants (hold-down, cooldown, …).
-        route: xdv_federation::route::RouteConfig,
+        route: alloc::boxed::Box<xdv_federation::route::RouteConfig>,
         /// The gate leader (re)sends every open job's dispatch this often; the cluster's
         /// answer to a resend is also how the gate learns the job's outcome.
         dispatch_every_ms: u64,

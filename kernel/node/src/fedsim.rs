@@ -194,7 +194,7 @@ impl FedSim {
             let federation = if g == 0 {
                 FederationConfig::Gate {
                     clusters: member_clusters.clone(),
-                    route: opts.route(),
+                    route: alloc::boxed::Box::new(opts.route()),
                     dispatch_every_ms: 300,
                 }
             } else {

@@ -416,7 +416,7 @@ pub fn genesis(cfg: &NodeConfig) -> Result<ClusterState, String> {
     let mut state = ClusterState::genesis(cfg.state.clone(), &workers, &cfg.identity.tenants)
         .map_err(|e| alloc::format!("{e}"))?;
     if let Some(crate::config::FederationConfig::Gate { route, .. }) = &cfg.federation {
-        state.enable_gate(*route);
+        state.enable_gate(**route);
     }
     Ok(state)
 }
