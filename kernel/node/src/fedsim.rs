@@ -133,6 +133,8 @@ pub struct FedSim {
     generation: u64,
     /// What the client was told: seq → (job, cluster).
     routed: BTreeMap<u64, (u64, Option<ClusterId>)>,
+    /// Queries sent ([`FedSim::query`]) by generation, and their answers.
+    queries: BTreeMap<u64, Option<Response>>,
     leaders: BTreeMap<(u32, u64), u32>,
     hashes: BTreeMap<(u32, u64), Hash32>,
     digest: Sha256,
@@ -250,6 +252,7 @@ impl FedSim {
             inflight: BTreeMap::new(),
             generation: 0,
             routed: BTreeMap::new(),
+            queries: BTreeMap::new(),
             leaders: BTreeMap::new(),
             hashes: BTreeMap::new(),
             digest: Sha256::new(),
@@ -419,7 +422,40 @@ impl FedSim {
         }
     }
 
+    /// The tenant sends `request` (a query) to gate node `to` once; the answer, when
+    /// it came, is [`FedSim::answer`] of the returned id.
+    pub fn query(&mut self, to: u32, request: Request) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let req = SignedRequest::sign(
+            GATE_CLUSTER,
+            Principal::Tenant(TENANT),
+            seq,
+            request,
+            &self.client_seed,
+        );
+        self.generation += 1;
+        let generation = self.generation;
+        let bytes = mgmt::encode(&req);
+        self.net.send(
+            self.now_ms,
+            CLIENT_ID,
+            to,
+            Msg::Request { generation, bytes },
+        );
+        self.queries.insert(generation, None);
+        generation
+    }
+
+    pub fn answer(&self, id: u64) -> Option<&Response> {
+        self.queries.get(&id)?.as_ref()
+    }
+
     fn client_reply(&mut self, generation: u64, bytes: &[u8]) {
+        if let Some(slot) = self.queries.get_mut(&generation) {
+            *slot = mgmt::decode::<Response>(bytes).ok();
+            return;
+        }
         let Some((&seq, _)) = self.inflight.iter().find(|(_, x)| x.2 == generation) else {
             return;
         };

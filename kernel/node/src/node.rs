@@ -661,13 +661,17 @@ impl<R: Region> Node<R> {
                 self.process();
                 return;
             }
-            PeerForward::Client(req) if self.is_gate_node() => match self.route_command(&req) {
-                Ok(command) => command,
-                Err(_) => {
-                    self.counters.forwards_dropped += 1;
-                    return;
+            PeerForward::Client(req)
+                if self.is_gate_node() && matches!(req.request, Request::Submit(_)) =>
+            {
+                match self.route_command(&req) {
+                    Ok(command) => command,
+                    Err(_) => {
+                        self.counters.forwards_dropped += 1;
+                        return;
+                    }
                 }
-            },
+            }
             PeerForward::Client(req) => match self.gate.authorize(&self.state, &req) {
                 Ok(Some(command)) if self.check_membership(&command).is_ok() => {
                     self.complete_member(command)

@@ -4,6 +4,7 @@
 //! checks that both runs are identical.
 
 use xdv_cluster::gate::{GateState, JobStatus};
+use xdv_cluster::mgmt::{Request, Response};
 use xdv_federation::ClusterId;
 use xdv_federation::route::{Mode, Reason, RouteDecision};
 use xdv_node::fedsim::{FedOptions, FedSim};
@@ -87,7 +88,22 @@ fn basic(seed: u64) -> (xdv_types::Hash32, Vec<Vec<u8>>) {
         assert_eq!(d.scores.len(), 2, "both clusters scored");
         decisions.push(j.decision.clone());
     }
-    // The finished task is the member cluster's own record of the job.
+    // `route explain` on a follower gate node: the decision's text.
+    let (_, last) = *jobs.last().unwrap();
+    let follower = (1..=3).find(|&i| Some(i) != sim.leader(0)).unwrap();
+    let id = sim.query(follower, Request::RouteExplain { job: last });
+    assert!(sim.run_until(1_000, |s| s.answer(id).is_some()).unwrap());
+    let Some(Response::RouteExplained { job, text }) = sim.answer(id) else {
+        panic!("{:?}", sim.answer(id))
+    };
+    let g = sim.gate_state().unwrap();
+    let primary = decision(g, last).primary.unwrap();
+    assert_eq!(*job, last);
+    assert!(text.contains(&format!("primary: {primary}")), "{text}");
+    assert!(text.contains("Finished"), "{text}");
+    let id = sim.query(follower, Request::RouteExplain { job: 999 });
+    assert!(sim.run_until(1_000, |s| s.answer(id).is_some()).unwrap());
+    assert!(matches!(sim.answer(id), Some(Response::Refused(_))));
     let compared = decisions_agree(&sim);
     assert!(compared >= 2 * jobs.len(), "{compared}");
     (sim.digest(), decisions)
