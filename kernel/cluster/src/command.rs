@@ -159,6 +159,31 @@ pub enum Command {
         node: NodeId,
         seq: u64,
     },
+    /// Gate group only (`crate::gate`): a member cluster's leader reported its health
+    /// and load; the gate leader proposes it (a measured input, logged).
+    ClusterHeartbeat(xdv_federation::route::Heartbeat),
+    /// Gate group only: route a tenant's signed submission (`submission`, a postcard
+    /// `SignedRequest` forwarded unchanged to the chosen cluster). `local` is the
+    /// proposing gate's Vivaldi coordinate, an input of the decision.
+    RouteJob {
+        tenant: TenantId,
+        seq: u64,
+        submission: Vec<u8>,
+        local: Option<xdv_federation::vivaldi::Coordinate>,
+    },
+    /// Gate group only: `cluster` accepted or refused `job`.
+    DispatchOutcome {
+        job: u64,
+        cluster: xdv_federation::ClusterId,
+        result: crate::gate::DispatchResult,
+    },
+    /// Gate group only: `job` ended as `cluster`'s task `task`.
+    JobFinished {
+        job: u64,
+        cluster: xdv_federation::ClusterId,
+        task: TaskId,
+        outcome: crate::types::Outcome,
+    },
 }
 
 impl Command {
@@ -192,6 +217,10 @@ impl Command {
             Command::SetPlacementPolicy { .. } => "SetPlacementPolicy",
             Command::Discovered { .. } => "Discovered",
             Command::AdmitDiscovered { .. } => "AdmitDiscovered",
+            Command::ClusterHeartbeat(_) => "ClusterHeartbeat",
+            Command::RouteJob { .. } => "RouteJob",
+            Command::DispatchOutcome { .. } => "DispatchOutcome",
+            Command::JobFinished { .. } => "JobFinished",
         }
     }
 }

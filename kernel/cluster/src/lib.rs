@@ -18,6 +18,7 @@ pub mod contract;
 pub mod discovery;
 #[cfg(any(test, feature = "std"))]
 pub mod fuzz;
+pub mod gate;
 pub mod hashed;
 pub mod jobs;
 pub mod mgmt;
@@ -42,6 +43,8 @@ pub use state::{
 };
 pub use types::*;
 
+#[cfg(test)]
+mod gate_tests;
 #[cfg(test)]
 mod routed_tests;
 #[cfg(test)]

@@ -217,6 +217,11 @@ pub enum Request {
         mac: crate::discovery::Mac,
         node: NodeId,
     },
+    /// A gate group only: why job `job` went where it went (the decision's
+    /// `explain()` text). A tenant sees its own jobs, the operator all.
+    RouteExplain {
+        job: u64,
+    },
 }
 
 /// Most submissions one [`Request::SubmitBatch`] carries.
@@ -682,6 +687,17 @@ pub enum Response {
         mac: crate::discovery::Mac,
         node: NodeId,
     },
+    /// A gate group's answer to [`Request::Submit`]: the submission is job `job`,
+    /// routed to `cluster` (`None`: no cluster was eligible, the job failed).
+    Routed {
+        job: u64,
+        cluster: Option<xdv_federation::ClusterId>,
+    },
+    /// Answer to [`Request::RouteExplain`].
+    RouteExplained {
+        job: u64,
+        text: String,
+    },
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -691,6 +707,8 @@ pub enum PeerForward {
     Client(SignedRequest),
     /// A command the sending node proposes about itself.
     Own(Proposal),
+    /// Between a gate group and its member clusters (`crate::gate::FedMsg`).
+    Federation(crate::gate::FedMsg),
 }
 
 impl PeerForward {
@@ -1018,6 +1036,20 @@ impl Gate {
                     seq: req.seq,
                 }))
             }
+            Request::RouteExplain { job } => {
+                self.check_query_seq(req)?;
+                let gate = state
+                    .gate()
+                    .ok_or_else(|| Denied::NotReady("not a gate group".into()))?;
+                let j = gate
+                    .jobs
+                    .get(job)
+                    .ok_or(Denied::UnknownTask(TaskId(*job)))?;
+                if !req.principal.may_see(j.tenant) {
+                    return Err(Denied::OutOfScope { task: TaskId(*job) });
+                }
+                Ok(None)
+            }
             Request::Cancel { task } => {
                 let Principal::Tenant(tenant) = req.principal else {
                     return Err(Denied::OperatorCannotSubmit);
@@ -1041,6 +1073,28 @@ impl Gate {
                 }
             }
         }
+    }
+
+    /// A submission a gate group dispatched here ([`crate::gate::FedMsg::Dispatch`]):
+    /// signed by the tenant for the gate group's cluster id `gate_cluster` and
+    /// forwarded unchanged, so it is checked as a submission to that cluster id
+    /// against this cluster's tenants (the same keys are provisioned on both). Only
+    /// `Submit` is accepted this way.
+    pub fn authorize_routed(
+        &mut self,
+        state: &ClusterState,
+        req: &SignedRequest,
+        gate_cluster: u32,
+    ) -> Result<Option<Command>, Denied> {
+        if !matches!(req.request, Request::Submit(_)) {
+            return Err(Denied::Malformed(
+                "a gate dispatches only submissions".into(),
+            ));
+        }
+        let own = core::mem::replace(&mut self.cluster, gate_cluster);
+        let r = self.authorize(state, req);
+        self.cluster = own;
+        r
     }
 
     /// `SubmitBatch`: one signature (already checked) for every submission; each

@@ -37,7 +37,7 @@ use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 /// Domain tag in front of the canonical encoding when hashing the state.
 pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v2\0";
 /// Version byte in front of a snapshot image.
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 /// Most contracts in force at once.
 pub const MAX_CONTRACTS: usize = 1024;
 /// Most Q containers or Φ windows one node may offer (its devices together).
@@ -288,6 +288,9 @@ pub struct StateData {
     pub placement: PlacementKind,
     /// Machines that reported themselves in discovery mode, and admitted MACs.
     pub discovery: crate::discovery::Discovery,
+    /// A gate group's router and job table (`crate::gate`); `None` in an ordinary
+    /// cluster, whose state hash is then what it was before gates existed.
+    pub gate: Option<crate::gate::GateState>,
 }
 
 /// The state hash over `d` (see [`ClusterState::hash`]); `from_scratch` ignores the
@@ -317,6 +320,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         clock_leader,
         placement,
         discovery,
+        gate,
     } = d;
     // `finished` is not hashed: it is exactly the retained tasks whose status is final
     // (an invariant checked after every entry in debug builds and on every snapshot
@@ -345,6 +349,9 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
             m.root()
         };
         h.update(r.0);
+    }
+    if let Some(g) = gate {
+        g.feed_hash(&mut h, from_scratch);
     }
     Hash32(h.finalize().into())
 }
@@ -468,6 +475,8 @@ pub enum Event {
         node: NodeId,
         refused: Option<crate::discovery::AdmitRefused>,
     },
+    /// A gate group's command was applied (`crate::gate`).
+    Gate(crate::gate::GateEvent),
     /// The current attempt of `task` made progress (its stuck timer restarted).
     TaskProgress {
         task: TaskId,
@@ -626,6 +635,9 @@ pub enum IgnoredReason {
     ExtensionOverLimit,
     /// A load heartbeat with a utilisation above 100 % or an invalid coordinate.
     BadLoadReport,
+    /// A gate command (`ClusterHeartbeat`, `RouteJob`, …) in a cluster that is not a
+    /// gate group.
+    NotAGate,
 }
 
 /// The result of applying one entry.
@@ -693,6 +705,7 @@ impl ClusterState {
                 clock_leader: None,
                 placement: PlacementKind::default(),
                 discovery: crate::discovery::Discovery::default(),
+                gate: None,
             },
             policy,
             restore_errors: 0,
@@ -720,6 +733,17 @@ impl ClusterState {
 
     pub fn data(&self) -> &StateData {
         &self.data
+    }
+
+    /// Makes this the state of a gate group (before its first entry, identically on
+    /// every gate replica): the router with `cfg` and an empty job table.
+    pub fn enable_gate(&mut self, cfg: xdv_federation::route::RouteConfig) {
+        self.data.gate = Some(crate::gate::GateState::new(cfg));
+    }
+
+    /// The gate group's state, in a gate group.
+    pub fn gate(&self) -> Option<&crate::gate::GateState> {
+        self.data.gate.as_ref()
     }
 
     /// The name of the placement policy in force.
@@ -1045,6 +1069,53 @@ impl ClusterState {
                     || self.data.operator_seqs.check_range(seq).is_err() =>
             {
                 ev.push(Event::Ignored(IgnoredReason::Replayed))
+            }
+            Command::ClusterHeartbeat(_)
+            | Command::RouteJob { .. }
+            | Command::DispatchOutcome { .. }
+            | Command::JobFinished { .. }
+                if self.data.gate.is_none() =>
+            {
+                ev.push(Event::Ignored(IgnoredReason::NotAGate))
+            }
+            Command::ClusterHeartbeat(hb) => {
+                let now = self.data.clock_ms;
+                if let Some(g) = self.data.gate.as_mut() {
+                    ev.push(Event::Gate(g.heartbeat(&hb, now)));
+                }
+            }
+            Command::RouteJob {
+                tenant,
+                seq,
+                submission,
+                local,
+            } => {
+                let now = self.data.clock_ms;
+                if let Some(g) = self.data.gate.as_mut() {
+                    ev.push(Event::Gate(
+                        g.route_job(tenant, seq, submission, local, now),
+                    ));
+                }
+            }
+            Command::DispatchOutcome {
+                job,
+                cluster,
+                result,
+            } => {
+                let now = self.data.clock_ms;
+                if let Some(g) = self.data.gate.as_mut() {
+                    ev.push(Event::Gate(g.dispatch_outcome(job, cluster, result, now)));
+                }
+            }
+            Command::JobFinished {
+                job,
+                cluster,
+                task,
+                outcome,
+            } => {
+                if let Some(g) = self.data.gate.as_mut() {
+                    ev.push(Event::Gate(g.job_finished(job, cluster, task, outcome)));
+                }
             }
             Command::AdmitDiscovered { mac, node, seq } => {
                 self.data.operator_seqs.accept(seq);
@@ -2485,6 +2556,9 @@ fn holders_in(d: &StateData, node: NodeId, domain: Domain, set: &[u16], skip: u6
 /// from outside is refused when it breaks one).
 fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
     use alloc::format;
+    if let Some(g) = &d.gate {
+        g.check()?;
+    }
     let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
     let mut per_tenant: BTreeMap<TenantId, u32> = BTreeMap::new();
     if d.ended_contracts.len() > MAX_ENDED_CONTRACTS

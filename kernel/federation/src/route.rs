@@ -50,7 +50,9 @@ pub const MAX_STICKY_JOBS: usize = 65_536;
 pub const DECISION_VERSION: u8 = 1;
 
 /// A cluster's health bucket (AD-17). The order is the routing order.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Health {
     Healthy,
     Busy,
@@ -80,7 +82,7 @@ impl Health {
 }
 
 /// A manager's circuit breaker state, as the gate sees it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Circuit {
     Closed,
     HalfOpen,
@@ -88,7 +90,7 @@ pub enum Circuit {
 }
 
 /// Scoring and hysteresis constants (§13.4.6, §13.5.6, §13.12), fixed point.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteConfig {
     pub a_util_ppm: u64,
     pub a_queue_ppm: u64,
@@ -146,7 +148,7 @@ impl Default for RouteConfig {
 }
 
 /// One manager of a cluster (§13.1.2).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManagerRouting {
     pub circuit: Circuit,
     pub available_cores: u32,
@@ -156,7 +158,7 @@ pub struct ManagerRouting {
 }
 
 /// One cluster (§13.1.1). Cluster-wide fields come from its leader's heartbeats.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterRouting {
     pub health: Health,
     pub available_cores: u32,
@@ -179,6 +181,7 @@ pub struct ClusterRouting {
     /// coordinate: a gate routes many requests between two moves of its coordinate, and
     /// the square root is the costliest step. Cleared by every heartbeat. A pure
     /// memo: the same inputs give the same bits with or without it.
+    #[serde(skip)]
     distance_memo: DistanceMemo,
 }
 
@@ -195,7 +198,7 @@ impl PartialEq for DistanceMemo {
 impl Eq for DistanceMemo {}
 
 /// A manager's heartbeat as the gate receives it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat {
     pub cluster: ClusterId,
     pub manager: NodeId,
@@ -326,7 +329,7 @@ pub struct RouteDecision {
 }
 
 /// Hysteresis state of one routing context (§13.5.1).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hysteresis {
     pub current: ClusterId,
     pub selected_at_ms: u64,
@@ -335,7 +338,7 @@ pub struct Hysteresis {
 }
 
 /// Counters of §13.11.1.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteMetrics {
     pub decisions: u64,
     pub switches: u64,
@@ -344,8 +347,11 @@ pub struct RouteMetrics {
     pub no_candidates: u64,
 }
 
-/// The gate's routing state (§13.9.1).
-#[derive(Clone, Debug)]
+/// The gate's routing state (§13.9.1). Serializable and comparable because a gate
+/// group replicates it (its state machine is the router): the encoding holds every
+/// input-derived field, including the per-cluster caches (pure functions of the
+/// rest), and leaves out only the distance memo.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Router {
     cfg: RouteConfig,
     clusters: BTreeMap<ClusterId, ClusterRouting>,

@@ -150,7 +150,7 @@ impl Coordinate {
 }
 
 /// Tuning of the coordinate system (§12.1.12, §12.9.1), in fixed-point units.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VivaldiConfig {
     pub initial_error_ppm: u64,
     pub min_error_ppm: u64,

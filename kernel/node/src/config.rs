@@ -172,6 +172,36 @@ pub struct NodeConfig {
     pub vivaldi: xdv_federation::vivaldi::VivaldiConfig,
     /// Role-aware confirmation and adaptive suspicion of members (§12.2–§12.9).
     pub confirm: xdv_federation::confirm::ConfirmConfig,
+    /// This node's part in a federation of clusters (issue 16): a gate, a member
+    /// cluster's node reporting to a gate group, or (`None`) neither — a plain cluster
+    /// that behaves exactly as before federations existed.
+    pub federation: Option<FederationConfig>,
+}
+
+/// A node's part in a federation (`crate::node::federation`). Identical on every node
+/// of a cluster (the gate variant decides the gate group's genesis state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FederationConfig {
+    /// The node belongs to a gate group: its cluster's replicated state is the router.
+    Gate {
+        /// The member clusters and their nodes, as this node's transport knows them.
+        clusters: Vec<(xdv_federation::ClusterId, Vec<NodeId>)>,
+        /// The router's constants (hold-down, cooldown, …).
+        route: alloc::boxed::Box<xdv_federation::route::RouteConfig>,
+        /// The gate leader (re)sends every open job's dispatch this often; the cluster's
+        /// answer to a resend is also how the gate learns the job's outcome.
+        dispatch_every_ms: u64,
+    },
+    /// The node belongs to a member cluster of a gate group.
+    Member {
+        /// The gate group's cluster id: tenants sign their submissions to the gate for
+        /// it, and they are forwarded here unchanged.
+        gate_cluster: u32,
+        /// The gate group's nodes.
+        gates: Vec<NodeId>,
+        /// The cluster's leader reports to every gate node this often.
+        heartbeat_every_ms: u64,
+    },
 }
 
 /// Confirmation timing inside one cluster: the seed's (datacenter-scale) role
@@ -212,6 +242,7 @@ impl NodeConfig {
             genesis_members: None,
             vivaldi: xdv_federation::vivaldi::VivaldiConfig::DEFAULT,
             confirm: cluster_confirm_config(),
+            federation: None,
         }
     }
 }

@@ -15,6 +15,8 @@ extern crate alloc;
 pub mod accel;
 pub mod config;
 pub mod durable;
+#[cfg(feature = "sim")]
+pub mod fedsim;
 pub mod fuzz;
 pub mod metrics;
 pub mod node;

@@ -21,6 +21,7 @@
 //!   afterwards is dropped, never proposed.
 
 pub mod discovery;
+pub mod federation;
 mod membership;
 pub mod peers;
 pub mod stages;
@@ -293,6 +294,11 @@ enum Wait {
     AllDone {
         tasks: Vec<TaskId>,
     },
+    /// A gate's `Submit`: the submission routed (`RouteJob` applied).
+    Routed {
+        tenant: TenantId,
+        seq: u64,
+    },
     /// `AdmitDiscovered`: the MAC admitted.
     Admitted {
         mac: xdv_cluster::discovery::Mac,
@@ -377,6 +383,8 @@ pub struct Node<R: Region> {
     health: peers::PeerHealth,
     /// Group commit ([`Node::hold`]): Raft's output waits for [`Node::release`].
     held: bool,
+    /// Federation timers and counters ([`federation`]); idle without a federation.
+    fed: federation::FedLocal,
 }
 
 /// The cluster state a node built from `cfg` starts from before its log: every member
@@ -405,8 +413,12 @@ pub fn genesis(cfg: &NodeConfig) -> Result<ClusterState, String> {
             observer: false,
         })
         .collect();
-    ClusterState::genesis(cfg.state.clone(), &workers, &cfg.identity.tenants)
-        .map_err(|e| alloc::format!("{e}"))
+    let mut state = ClusterState::genesis(cfg.state.clone(), &workers, &cfg.identity.tenants)
+        .map_err(|e| alloc::format!("{e}"))?;
+    if let Some(crate::config::FederationConfig::Gate { route, .. }) = &cfg.federation {
+        state.enable_gate(**route);
+    }
+    Ok(state)
 }
 
 impl<R: Region> Node<R> {
@@ -481,6 +493,7 @@ impl<R: Region> Node<R> {
             local_metrics: crate::metrics::LocalMetrics::default(),
             health,
             held: false,
+            fed: federation::FedLocal::default(),
             cfg,
         };
         if let Some(e) = state_error {
@@ -643,6 +656,22 @@ impl<R: Region> Node<R> {
         };
         self.counters.forwarded_in += 1;
         let command = match f {
+            PeerForward::Federation(m) => {
+                self.on_federation(from, m);
+                self.process();
+                return;
+            }
+            PeerForward::Client(req)
+                if self.is_gate_node() && matches!(req.request, Request::Submit(_)) =>
+            {
+                match self.route_command(&req) {
+                    Ok(command) => command,
+                    Err(_) => {
+                        self.counters.forwards_dropped += 1;
+                        return;
+                    }
+                }
+            }
             PeerForward::Client(req) => match self.gate.authorize(&self.state, &req) {
                 Ok(Some(command)) if self.check_membership(&command).is_ok() => {
                     self.complete_member(command)
@@ -999,6 +1028,7 @@ impl<R: Region> Node<R> {
         self.contract_events(e.index, &applied.events, audit);
         self.hash_votes(e.index, &applied.events, audit);
         self.discovery_events(&applied.events, audit);
+        self.gate_events(e.index, &applied.events, audit);
     }
 
     /// Stamps the stages an applied entry ends: an assignment, a completion.
@@ -1297,6 +1327,7 @@ impl<R: Region> Node<R> {
         }
         self.detect_failures();
         self.reconcile_membership();
+        self.federation_timers();
         // Cluster time: the leader adds a tick per second of its own time.
         if self.is_leader()
             && now.saturating_sub(self.last_clock_tick_ms) >= xdv_cluster::CLOCK_TICK_MS
@@ -1470,6 +1501,9 @@ impl<R: Region> Node<R> {
             Err(d) => return Some(self.refuse(None, d)),
         };
         let principal = req.principal;
+        if self.is_gate_node() && matches!(req.request, Request::Submit(_)) {
+            return self.gate_submit(conn, req);
+        }
         match self.gate.authorize(&self.state, &req) {
             Err(d) => Some(self.refuse(Some(principal), d)),
             Ok(Some(command))
@@ -1622,6 +1656,7 @@ impl<R: Region> Node<R> {
                         refused_invalid: d.refused_invalid,
                     }
                 }
+                Request::RouteExplain { job } => self.route_explain(job),
                 Request::Submit(_)
                 | Request::AdmitDiscovered { .. }
                 | Request::SetQuota { .. }
@@ -1967,6 +2002,7 @@ impl<R: Region> Node<R> {
                     count,
                 } => self.batch_answer(*tenant, *first, *count),
                 Wait::AllDone { tasks } => self.all_finished(tasks),
+                Wait::Routed { tenant, seq } => self.routed_answer(*tenant, *seq),
                 Wait::Admitted { mac, node } => (self.state.data().discovery.admitted_as(mac)
                     == Some(*node))
                 .then_some(Response::DiscoveredAdmitted {

@@ -450,6 +450,8 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::TaskReports(_) => "task reports",
         Response::Discovered { .. } => "discovered machines",
         Response::DiscoveredAdmitted { .. } => "discovered machine admitted",
+        Response::Routed { .. } => "job routed",
+        Response::RouteExplained { .. } => "route explained",
     }
 }
 
