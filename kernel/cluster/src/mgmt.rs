@@ -444,6 +444,9 @@ pub struct ClusterView {
     /// That work split by what the loop did (driver-defined phase names, e.g. `nic`,
     /// `client`, `raft`, `audit`), µs since boot; empty where it does not measure.
     pub loop_phases_us: Vec<(String, u64)>,
+    /// Iterations of the node's loop since it started (0 where it does not count):
+    /// with `loop_busy_us`, the fixed cost an iteration pays whatever it finds to do.
+    pub loop_iterations: u64,
     /// This node's network coordinate and what it knows of each peer (AD-35).
     pub peer_health: alloc::boxed::Box<PeerHealthView>,
     /// The placement policy in force (`least-loaded`, `first-fit`, `routed`).

@@ -286,6 +286,7 @@ impl Services {
         self.node
             .set_loop_busy_us(now_us.saturating_sub(self.idle_us));
         self.node.set_loop_phases_us(&self.phases.named());
+        self.node.set_loop_iterations(self.iterations);
         let mut mark = now_us;
         self.net.poll();
         self.phases.charge(Phase::Nic, &mut mark);

@@ -374,6 +374,8 @@ pub struct Node<R: Region> {
     loop_busy_us: u64,
     /// The same split by phase ([`Node::set_loop_phases_us`]).
     loop_phases_us: Vec<(&'static str, u64)>,
+    /// The driver's loop iterations ([`Node::set_loop_iterations`]).
+    loop_iterations: u64,
     out: Outbox,
     /// The member set last given to the driver ([`Outbox::members`]).
     members_sent: Vec<(NodeId, [u8; 32])>,
@@ -467,6 +469,7 @@ impl<R: Region> Node<R> {
             stages: Stages::default(),
             loop_busy_us: 0,
             loop_phases_us: Vec::new(),
+            loop_iterations: 0,
             last_tick_ms: now_ms,
             running: BTreeSet::new(),
             unconfirmed: BTreeMap::new(),
@@ -593,6 +596,12 @@ impl<R: Region> Node<R> {
     pub fn set_loop_phases_us(&mut self, phases: &[(&'static str, u64)]) {
         self.loop_phases_us.clear();
         self.loop_phases_us.extend_from_slice(phases);
+    }
+
+    /// How many times the driver's loop has run so far, for
+    /// [`ClusterView::loop_iterations`]; decides nothing.
+    pub fn set_loop_iterations(&mut self, iterations: u64) {
+        self.loop_iterations = iterations;
     }
 
     /// The driver started running `task`'s attempt `attempt` (it left the run queue).
@@ -2109,6 +2118,7 @@ impl<R: Region> Node<R> {
                 .iter()
                 .map(|(n, us)| ((*n).into(), *us))
                 .collect(),
+            loop_iterations: self.loop_iterations,
             peer_health: alloc::boxed::Box::new(self.peer_health()),
             placement_policy: self.state.policy_name().into(),
         }

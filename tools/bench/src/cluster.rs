@@ -486,18 +486,23 @@ struct Level {
     busiest_fraction: f64,
     /// The loop's work per completed task by phase, summed over the nodes, µs.
     phases_us_per_task: Vec<(String, f64)>,
+    /// Loop iterations per completed task, summed over the nodes.
+    iterations_per_task: f64,
 }
 
 /// Loop phase names and µs.
 type Phases = Vec<(String, u64)>;
 
-/// Each node's `loop_busy_us` now, and its loop phases (summed over the nodes).
-fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases)> {
+/// Each node's `loop_busy_us` now, its loop phases (summed over the nodes) and the
+/// nodes' loop iterations (summed).
+fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases, u64)> {
     let mut busy = Vec::new();
     let mut phases: Phases = Vec::new();
+    let mut iterations = 0;
     for &i in all {
         let v = tb.view(i)?;
         busy.push(v.loop_busy_us);
+        iterations += v.loop_iterations;
         for (name, us) in v.loop_phases_us {
             match phases.iter_mut().find(|(n, _)| *n == name) {
                 Some(p) => p.1 += us,
@@ -505,7 +510,7 @@ fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases)> {
             }
         }
     }
-    Ok((busy, phases))
+    Ok((busy, phases, iterations))
 }
 
 struct Run {
@@ -536,6 +541,7 @@ impl Run {
                     busy_us_per_task: f64::NAN,
                     busiest_fraction: f64::NAN,
                     phases_us_per_task: Vec::new(),
+                    iterations_per_task: f64::NAN,
                 },
                 |l| l.clone(),
             )
@@ -612,7 +618,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         let paces: Vec<(u16, Pace)> = (0..conns)
             .map(|k| (tb.port(all[k % nodes]), Pace::Closed { window, until }))
             .collect();
-        let (busy0, phases0) = busy_us(&tb, &all)?;
+        let (busy0, phases0, iter0) = busy_us(&tb, &all)?;
         let t0 = Instant::now();
         let t = match load(&tb.keys, &module, &paces, o.batch) {
             Ok(t) => t,
@@ -623,7 +629,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             }
         };
         let level_s = t0.elapsed().as_secs_f64();
-        let (busy1, phases1) = busy_us(&tb, &all)?;
+        let (busy1, phases1, iter1) = busy_us(&tb, &all)?;
         let busy: Vec<u64> = busy1
             .iter()
             .zip(&busy0)
@@ -655,6 +661,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             busy_us_per_task: busy.iter().sum::<u64>() as f64 / done,
             busiest_fraction: busy.iter().copied().max().unwrap_or(0) as f64 / (level_s * 1e6),
             phases_us_per_task,
+            iterations_per_task: iter1.saturating_sub(iter0) as f64 / done,
         };
         eprintln!(
             "  {:.1} tasks/s, p50 {:.1} ms p99 {:.1} ms",
@@ -730,7 +737,12 @@ fn print_run(r: &Run) {
                 .iter()
                 .map(|(n, us)| format!("{n} {us:.0}"))
                 .collect();
-            println!("    loop us/task by phase: {}", parts.join(", "));
+            println!(
+                "    loop us/task by phase: {}; {:.1} loop iterations/task ({:.0} us each)",
+                parts.join(", "),
+                l.iterations_per_task,
+                l.busy_us_per_task / l.iterations_per_task.max(1e-9)
+            );
         }
     }
     println!(
@@ -791,6 +803,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 "inflight": l.inflight, "conns": l.conns, "tasks_per_s": l.tasks_per_s,
                 "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "busy_us_per_task": l.busy_us_per_task,
                 "busiest_fraction": l.busiest_fraction,
+                "iterations_per_task": l.iterations_per_task,
                 "phases_us_per_task": l.phases_us_per_task.iter()
                     .map(|(n, us)| (n.clone(), serde_json::json!(us)))
                     .collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),

@@ -739,6 +739,7 @@ fn view(node: u32, role: &str) -> ClusterView {
         stages: Vec::new(),
         loop_busy_us: 0,
         loop_phases_us: Vec::new(),
+        loop_iterations: 0,
         peer_health: Default::default(),
         placement_policy: "least-loaded".into(),
     }
