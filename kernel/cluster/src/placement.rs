@@ -12,6 +12,7 @@
 //! quality_penalty` with `xdv_federation::route`'s fixed-point arithmetic.
 
 use crate::types::TaskSpec;
+use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use xdv_federation::PPM;
 use xdv_federation::route::{Health, RouteConfig, load_factor_of, quality_penalty_of};
@@ -85,6 +86,28 @@ pub struct Candidate {
     pub coordinate: Option<Coordinate>,
     /// Cluster milliseconds since that heartbeat; `None`: it never sent one.
     pub report_age_ms: Option<u64>,
+    /// [`Routed`]'s inputs for it that change only with its load heartbeat or the
+    /// origin's coordinate, as the state machine keeps them per member
+    /// ([`Routed::inputs`] of [`ROUTED`] from [`PlacementContext::origin`]); `None`:
+    /// computed by the policy from `coordinate` (hand-built candidates).
+    pub route: Option<RouteInputs>,
+}
+
+/// What [`Routed`] scores a member by that does not depend on time or on the tasks
+/// assigned to it: its RTT upper bound from the origin and its coordinate's quality
+/// penalty while the coordinate is younger than the Vivaldi TTL. The state machine
+/// computes them when the member's load heartbeat or the leader's coordinate changes,
+/// so a placement costs no distance; the time-dependent parts (the staleness bucket,
+/// a coordinate older than the TTL) and the load factor (which moves with every
+/// assignment) are computed per decision.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteInputs {
+    /// `rtt_ucb` from the origin to the member's coordinate (the default RTT's bound
+    /// without one); 0 without an origin.
+    pub rtt_ucb_us: u64,
+    /// `quality_penalty` of its coordinate at a report age within `coord_ttl_ms`
+    /// (the worst penalty without a coordinate or an origin).
+    pub fresh_penalty_ppm: u64,
 }
 
 /// A placement plug-in. Must be a pure function of its arguments.
@@ -190,10 +213,36 @@ impl Default for Routed {
 }
 
 impl Routed {
-    /// (bucket, score) of one candidate; `origin` only when coordinate-aware.
+    /// (bucket, score) of one candidate; `origin` only when coordinate-aware. Computed
+    /// from the candidate's coordinate, never from [`Candidate::route`].
     pub fn rank(&self, c: &Candidate, origin: Option<&Coordinate>) -> (Health, u64) {
         let (bucket, lf) = self.bucket(c);
         (bucket, self.score(c, lf, origin))
+    }
+
+    /// The [`RouteInputs`] of a member whose latest load heartbeat carried
+    /// `coordinate`, from `origin` (the leader's coordinate, usable or not).
+    pub fn inputs(
+        &self,
+        origin: Option<&Coordinate>,
+        coordinate: Option<&Coordinate>,
+    ) -> RouteInputs {
+        let v = &self.cfg.vivaldi;
+        let Some(o) = origin else {
+            return RouteInputs {
+                rtt_ucb_us: 0,
+                fresh_penalty_ppm: quality_penalty_of(&self.cfg, 0),
+            };
+        };
+        let (est, sigma) = estimate_and_sigma_us(v, o, coordinate);
+        let quality = coordinate.map_or(0, |r| {
+            let samples = o.sample_count.min(r.sample_count);
+            coordinate_quality(v, samples, sigma, 0)
+        });
+        RouteInputs {
+            rtt_ucb_us: ucb_of_us(v, est, sigma),
+            fresh_penalty_ppm: quality_penalty_of(&self.cfg, quality),
+        }
     }
 
     /// The candidate's health bucket and load factor (cheap: no distance).
@@ -214,6 +263,32 @@ impl Routed {
             Health::Healthy
         };
         (bucket, lf)
+    }
+
+    /// [`Self::score`] from the candidate's [`RouteInputs`] (computed once per heartbeat
+    /// by the state machine), the same bits: only a coordinate older than the Vivaldi
+    /// TTL (its quality decays with age) is scored afresh.
+    fn score_cached(
+        &self,
+        c: &Candidate,
+        lf: u64,
+        origin: Option<&Coordinate>,
+        inputs: &RouteInputs,
+    ) -> u64 {
+        if origin.is_none() {
+            return lf;
+        }
+        if c.report_age_ms
+            .is_none_or(|a| a > self.cfg.vivaldi.coord_ttl_ms)
+        {
+            return self.score(c, lf, origin);
+        }
+        let s = xdv_federation::mul_ppm(
+            xdv_federation::mul_ppm(inputs.rtt_ucb_us, lf),
+            inputs.fresh_penalty_ppm,
+        );
+        debug_assert_eq!(s, self.score(c, lf, origin), "cached route inputs");
+        s
     }
 
     /// `rtt_ucb × load_factor × quality_penalty` from `origin`, or the load factor
@@ -256,6 +331,9 @@ impl PlacementPolicy for Routed {
         candidates: &[Candidate],
     ) -> Option<NodeId> {
         let origin = self.usable_origin(ctx);
+        // The state machine's cached inputs are `ROUTED`'s: another configuration
+        // scores every candidate afresh.
+        let cached = self.cfg == ROUTED.cfg;
         // The bucket decides first and costs no distance: a candidate in a worse
         // bucket than the best so far is not scored (the same choice as ranking every
         // one, since the bucket is compared before the score).
@@ -265,7 +343,19 @@ impl PlacementPolicy for Routed {
             if best.as_ref().is_some_and(|(_, (b, _))| bucket > *b) {
                 continue;
             }
-            let r = (bucket, self.score(c, lf, origin));
+            let score = match &c.route {
+                Some(inputs) if cached => {
+                    debug_assert_eq!(
+                        *inputs,
+                        self.inputs(ctx.origin.as_ref(), c.coordinate.as_ref()),
+                        "the state machine's cached inputs of {}",
+                        c.node
+                    );
+                    self.score_cached(c, lf, origin, inputs)
+                }
+                _ => self.score(c, lf, origin),
+            };
+            let r = (bucket, score);
             debug_assert_eq!(r, self.rank(c, origin));
             let better = match &best {
                 None => true,
@@ -286,5 +376,68 @@ impl PlacementPolicy for Routed {
             }
         }
         best.map(|(c, _)| c.node)
+    }
+}
+
+/// [`RouteInputs`] of every member from the leader's coordinate, kept by the state
+/// machine. Derived from the replicated state alone (the members' latest load
+/// heartbeats and the leader the log names), so it is never serialized nor hashed
+/// (like [`crate::hashed::HashedMap`]'s cache) and is rebuilt whenever the state is
+/// replaced. Invariant: one entry per member, sorted by node id — candidates read it
+/// in step with the member map, with no lookup — each equal to [`Routed::inputs`] of
+/// [`ROUTED`] from `origin` (checked after every entry in debug builds).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RouteCache {
+    origin: Option<Coordinate>,
+    members: Vec<(NodeId, RouteInputs)>,
+}
+
+impl RouteCache {
+    /// The cache of `members` (sorted by node id, each with the coordinate of its
+    /// latest load heartbeat) from `origin`.
+    pub(crate) fn build<'a>(
+        origin: Option<Coordinate>,
+        members: impl Iterator<Item = (NodeId, Option<&'a Coordinate>)>,
+    ) -> RouteCache {
+        let o = origin.as_ref();
+        let members: Vec<(NodeId, RouteInputs)> =
+            members.map(|(n, c)| (n, ROUTED.inputs(o, c))).collect();
+        debug_assert!(members.windows(2).all(|w| w[0].0 < w[1].0));
+        RouteCache { origin, members }
+    }
+
+    /// The leader's coordinate the inputs are measured from.
+    pub(crate) fn origin(&self) -> Option<&Coordinate> {
+        self.origin.as_ref()
+    }
+
+    /// Every member's inputs, sorted by node id.
+    pub(crate) fn members(&self) -> &[(NodeId, RouteInputs)] {
+        &self.members
+    }
+
+    pub(crate) fn get(&self, node: NodeId) -> Option<RouteInputs> {
+        self.members
+            .binary_search_by_key(&node, |(n, _)| *n)
+            .ok()
+            .map(|i| self.members[i].1)
+    }
+
+    /// `node` is a member whose latest load heartbeat carried `coordinate`
+    /// (`Some(..)`), or no longer a member (`None`). Same origin only: a new origin
+    /// rebuilds the whole cache.
+    pub(crate) fn set(&mut self, node: NodeId, member: Option<Option<&Coordinate>>) {
+        let at = self.members.binary_search_by_key(&node, |(n, _)| *n);
+        match (member, at) {
+            (Some(c), Ok(i)) => self.members[i].1 = ROUTED.inputs(self.origin.as_ref(), c),
+            (Some(c), Err(i)) => {
+                let inputs = ROUTED.inputs(self.origin.as_ref(), c);
+                self.members.insert(i, (node, inputs));
+            }
+            (None, Ok(i)) => {
+                self.members.remove(i);
+            }
+            (None, Err(_)) => {}
+        }
     }
 }

@@ -43,6 +43,7 @@ fn cand(node: u32, load: u32, queue: u32, c: Option<Coordinate>, age: Option<u64
         utilisation_ppm: 0,
         coordinate: c,
         report_age_ms: age,
+        route: None,
     }
 }
 

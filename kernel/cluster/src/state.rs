@@ -21,7 +21,9 @@ use crate::contract::{
     ContractEnd, ContractRecord, ContractState, EndedContract, MAX_ENDED_CONTRACTS, SignedContract,
 };
 use crate::hashed::{HashedMap, HashedSet, MapRoot};
-use crate::placement::{Candidate, PlacementContext, PlacementKind, PlacementPolicy};
+use crate::placement::{
+    Candidate, PlacementContext, PlacementKind, PlacementPolicy, RouteCache, RouteInputs,
+};
 use crate::shard::{Migration, ShardMap, shard_of};
 use crate::types::*;
 use alloc::boxed::Box;
@@ -643,6 +645,10 @@ pub struct Applied {
 pub struct ClusterState {
     data: StateData,
     policy: Option<Box<dyn PlacementPolicy + Send + Sync>>,
+    /// `Routed`'s per-member inputs from the leader's coordinate, derived from `data`
+    /// (never serialized nor hashed): refreshed when a load heartbeat, the membership
+    /// or the leader changes, rebuilt on restore.
+    route: RouteCache,
     /// Snapshot images that did not decode (kept out of the hashed state).
     pub restore_errors: u64,
 }
@@ -695,6 +701,7 @@ impl ClusterState {
                 discovery: crate::discovery::Discovery::default(),
             },
             policy,
+            route: RouteCache::default(),
             restore_errors: 0,
         })
     }
@@ -778,7 +785,36 @@ impl ClusterState {
             return Err(DecodeError::Malformed);
         }
         self.data = data;
+        self.route = self.fresh_route_cache();
         Ok(())
+    }
+
+    /// [`RouteCache`] computed from nothing but the state.
+    fn fresh_route_cache(&self) -> RouteCache {
+        let members = self.data.nodes.iter().map(|(n, r)| {
+            let coordinate = r.load.as_ref().and_then(|(l, _)| l.coordinate.as_ref());
+            (*n, coordinate)
+        });
+        RouteCache::build(self.placement_context().origin, members)
+    }
+
+    /// Brings the route cache up to date after `node`'s membership or load heartbeat
+    /// changed (`Some`) or the leader did (`None`): one member's inputs, or every
+    /// member's when the leader's coordinate moved.
+    fn refresh_route(&mut self, node: Option<NodeId>) {
+        let origin = self.placement_context().origin;
+        if origin.as_ref() != self.route.origin() {
+            self.route = self.fresh_route_cache();
+            return;
+        }
+        if let Some(n) = node {
+            let member = self
+                .data
+                .nodes
+                .get(&n)
+                .map(|r| r.load.as_ref().and_then(|(l, _)| l.coordinate.as_ref()));
+            self.route.set(n, member);
+        }
     }
 
     pub fn task(&self, id: TaskId) -> Option<&TaskRecord> {
@@ -1389,16 +1425,20 @@ impl ClusterState {
                     .is_some_and(|n| n.up && !n.quarantined);
             return if ok {
                 let n = &self.data.nodes[&node];
-                alloc::vec![self.candidate(n, load, units, shard)]
+                let route = self.route.get(node);
+                alloc::vec![self.candidate(n, load, units, shard, route)]
             } else {
                 Vec::new()
             };
         }
         let cfg = &self.data.config;
+        // The route cache holds one entry per member in node order: read in step.
+        assert_eq!(self.route.members().len(), self.data.nodes.len());
         self.data
             .nodes
             .iter()
-            .filter(|(n, r)| {
+            .zip(self.route.members())
+            .filter(|((n, r), _)| {
                 r.up && !r.quarantined
                     && Some(**n) != exclude
                     && spec.pin.is_none_or(|p| p == **n)
@@ -1406,14 +1446,23 @@ impl ClusterState {
                     && r.assigned.saturating_add(r.local_load)
                         < self.free_capacity(r, cfg, spec.domain)
             })
-            .map(|(_, r)| {
+            .map(|((n, r), (m, inputs))| {
+                assert_eq!(n, m, "route cache out of step with the members");
                 let load = r.assigned.saturating_add(r.local_load);
-                self.candidate(r, load, self.free_capacity(r, cfg, spec.domain), shard)
+                let capacity = self.free_capacity(r, cfg, spec.domain);
+                self.candidate(r, load, capacity, shard, Some(*inputs))
             })
             .collect()
     }
 
-    fn candidate(&self, r: &NodeRecord, load: u32, capacity: u32, shard: u32) -> Candidate {
+    fn candidate(
+        &self,
+        r: &NodeRecord,
+        load: u32,
+        capacity: u32,
+        shard: u32,
+        route: Option<RouteInputs>,
+    ) -> Candidate {
         let report = r.load.as_ref();
         Candidate {
             node: r.info.node,
@@ -1425,6 +1474,7 @@ impl ClusterState {
             utilisation_ppm: report.map_or(0, |(l, _)| l.utilisation_ppm),
             coordinate: report.and_then(|(l, _)| l.coordinate),
             report_age_ms: report.map(|(_, at)| self.data.clock_ms.saturating_sub(*at)),
+            route,
         }
     }
 
@@ -1698,6 +1748,7 @@ impl ClusterState {
             ev.push(Event::TimeoutLeaderChanged { leader: node });
         }
         self.data.clock_leader = Some(node);
+        self.refresh_route(None);
     }
 
     /// The timeout check on a `ClockTick`: every attempt past its deadline or stuck is
@@ -1961,6 +2012,7 @@ impl ClusterState {
                 );
             }
         }
+        self.refresh_route(Some(node));
         ev.push(Event::WorkerAdded { node });
         let up = self.up_nodes();
         self.data.shards.rebalance(&up);
@@ -1978,6 +2030,7 @@ impl ClusterState {
             self.end_contract(id, ContractEnd::Released, ev);
         }
         self.data.nodes.remove(&node);
+        self.refresh_route(Some(node));
         ev.push(Event::WorkerRemoved { node });
         let up = self.up_nodes();
         self.data.shards.rebalance(&up);
@@ -2022,6 +2075,7 @@ impl ClusterState {
             return;
         }
         r.load = Some((l, now));
+        self.refresh_route(Some(l.node));
         ev.push(Event::LoadReported {
             node: l.node,
             queue_depth: l.queue_depth,
@@ -2457,6 +2511,12 @@ impl ClusterState {
             if let Err(e) = invariants(&self.data) {
                 panic!("cluster state invariant broken: {e}");
             }
+            // The route cache is what the state gives from scratch.
+            assert_eq!(
+                self.route,
+                self.fresh_route_cache(),
+                "route cache differs from the state's"
+            );
             // The incremental hash never drifts from the content.
             assert_eq!(
                 self.hash(),
