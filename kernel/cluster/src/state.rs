@@ -791,10 +791,7 @@ impl ClusterState {
 
     /// [`RouteCache`] computed from nothing but the state.
     fn fresh_route_cache(&self) -> RouteCache {
-        let members = self.data.nodes.iter().map(|(n, r)| {
-            let coordinate = r.load.as_ref().and_then(|(l, _)| l.coordinate.as_ref());
-            (*n, coordinate)
-        });
+        let members = self.data.nodes.iter().map(|(n, r)| (*n, reported(r)));
         RouteCache::build(self.placement_context().origin, members)
     }
 
@@ -808,11 +805,7 @@ impl ClusterState {
             return;
         }
         if let Some(n) = node {
-            let member = self
-                .data
-                .nodes
-                .get(&n)
-                .map(|r| r.load.as_ref().and_then(|(l, _)| l.coordinate.as_ref()));
+            let member = self.data.nodes.get(&n).map(reported);
             self.route.set(n, member);
         }
     }
@@ -2653,6 +2646,14 @@ fn check_resource_set(set: &[u16], capacity: u16) -> Result<(), Refusal> {
     match set.iter().find(|&&r| r >= capacity) {
         Some(&resource) => Err(Refusal::ResourceOutOfRange { resource, capacity }),
         None => Ok(()),
+    }
+}
+
+/// What `r`'s latest load heartbeat reported that its route inputs depend on.
+fn reported(r: &NodeRecord) -> crate::placement::Reported<'_> {
+    match &r.load {
+        Some((l, _)) => (l.coordinate.as_ref(), l.queue_depth),
+        None => (None, 0),
     }
 }
 
