@@ -1427,25 +1427,24 @@ impl ClusterState {
         let cfg = &self.data.config;
         // The route cache holds one entry per member in node order: read in step.
         assert_eq!(self.route.members().len(), self.data.nodes.len());
-        self.data
-            .nodes
-            .iter()
-            .zip(self.route.members())
-            .filter(|((n, r), _)| {
-                r.up && !r.quarantined
-                    && Some(**n) != exclude
-                    && spec.pin.is_none_or(|p| p == **n)
-                    && spec.needs.iter().all(|c| r.info.capabilities.contains(c))
-                    && r.assigned.saturating_add(r.local_load)
-                        < self.free_capacity(r, cfg, spec.domain)
-            })
-            .map(|((n, r), (m, inputs))| {
-                assert_eq!(n, m, "route cache out of step with the members");
-                let load = r.assigned.saturating_add(r.local_load);
-                let capacity = self.free_capacity(r, cfg, spec.domain);
-                self.candidate(r, load, capacity, shard, Some(*inputs))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.data.nodes.len());
+        for ((&n, r), &(m, inputs)) in self.data.nodes.iter().zip(self.route.members()) {
+            assert_eq!(n, m, "route cache out of step with the members");
+            let eligible = r.up
+                && !r.quarantined
+                && Some(n) != exclude
+                && spec.pin.is_none_or(|p| p == n)
+                && spec.needs.iter().all(|c| r.info.capabilities.contains(c));
+            if !eligible {
+                continue;
+            }
+            let load = r.assigned.saturating_add(r.local_load);
+            let capacity = self.free_capacity(r, cfg, spec.domain);
+            if load < capacity {
+                out.push(self.candidate(r, load, capacity, shard, Some(inputs)));
+            }
+        }
+        out
     }
 
     fn candidate(
