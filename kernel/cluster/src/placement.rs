@@ -10,6 +10,13 @@
 //! log index on every node. [`Routed`] is seed 003's routing (§13) applied to the
 //! members of one cluster: health bucket first, then `rtt_ucb × load_factor ×
 //! quality_penalty` with `xdv_federation::route`'s fixed-point arithmetic.
+//!
+//! So that a `Routed` decision costs no distance, the state machine keeps each
+//! member's [`RouteInputs`] (what changes only with its load heartbeat or the leader's
+//! coordinate) in a [`RouteCache`]: derived from the replicated state, never
+//! serialized nor hashed, and checked against a fresh rebuild in debug builds; the
+//! policy reads them from [`Candidate::route`] and gets the same bits as computing
+//! them afresh (asserted per candidate in debug builds).
 
 use crate::types::TaskSpec;
 use alloc::vec::Vec;
