@@ -13,7 +13,7 @@
 //!
 //! So that a `Routed` decision costs no distance, the state machine keeps each
 //! member's [`RouteInputs`] (what changes only with its load heartbeat or the leader's
-//! coordinate) in a [`RouteCache`]: derived from the replicated state, never
+//! coordinate) in a `RouteCache`: derived from the replicated state, never
 //! serialized nor hashed, and checked against a fresh rebuild in debug builds; the
 //! policy reads them from [`Candidate::route`] and gets the same bits as computing
 //! them afresh (asserted per candidate in debug builds).
