@@ -33,7 +33,8 @@ pub use contract::{
     SignedContract, public_key,
 };
 pub use placement::{
-    Candidate, FirstFit, LeastLoaded, PlacementContext, PlacementKind, PlacementPolicy, Routed,
+    Candidate, FirstFit, LeastLoaded, PlacementContext, PlacementKind, PlacementPolicy,
+    RouteInputs, Routed,
 };
 pub use shard::{ShardAssignment, ShardMap, shard_of};
 pub use state::{

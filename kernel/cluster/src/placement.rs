@@ -10,8 +10,16 @@
 //! log index on every node. [`Routed`] is seed 003's routing (§13) applied to the
 //! members of one cluster: health bucket first, then `rtt_ucb × load_factor ×
 //! quality_penalty` with `xdv_federation::route`'s fixed-point arithmetic.
+//!
+//! So that a `Routed` decision costs no distance, the state machine keeps each
+//! member's [`RouteInputs`] (what changes only with its load heartbeat or the leader's
+//! coordinate) in a `RouteCache`: derived from the replicated state, never
+//! serialized nor hashed, and checked against a fresh rebuild in debug builds; the
+//! policy reads them from [`Candidate::route`] and gets the same bits as computing
+//! them afresh (asserted per candidate in debug builds).
 
 use crate::types::TaskSpec;
+use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use xdv_federation::PPM;
 use xdv_federation::route::{Health, RouteConfig, load_factor_of, quality_penalty_of};
@@ -85,6 +93,33 @@ pub struct Candidate {
     pub coordinate: Option<Coordinate>,
     /// Cluster milliseconds since that heartbeat; `None`: it never sent one.
     pub report_age_ms: Option<u64>,
+    /// [`Routed`]'s inputs for it that change only with its load heartbeat or the
+    /// origin's coordinate, as the state machine keeps them per member
+    /// ([`Routed::inputs`] of [`ROUTED`] from [`PlacementContext::origin`]); `None`:
+    /// computed by the policy from `coordinate` (hand-built candidates).
+    pub route: Option<RouteInputs>,
+}
+
+/// What [`Routed`] scores a member by that changes only with its load heartbeat or
+/// the origin's coordinate: its RTT upper bound from the origin, its coordinate's
+/// quality penalty while the report is younger than the Vivaldi TTL, and its load
+/// factor at zero utilisation (the queue term). The state machine computes them when
+/// the member's load heartbeat or the leader's coordinate changes, so a placement
+/// costs no distance and no queue division. Computed per decision: what depends on
+/// time (the staleness bucket; a coordinate older than the TTL, scored afresh) and on
+/// the tasks assigned (the utilisation, which takes the node's share of them).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteInputs {
+    /// `rtt_ucb` from the origin to the member's coordinate (the default RTT's bound
+    /// without one); 0 without an origin.
+    pub rtt_ucb_us: u64,
+    /// `quality_penalty` of its coordinate at a report age within `coord_ttl_ms`
+    /// (the worst penalty without a coordinate or an origin).
+    pub fresh_penalty_ppm: u64,
+    /// `load_factor_of` at zero utilisation for its reported queue depth. The load
+    /// factor at utilisation `u` is `min(this + a_util × u, load_factor_max)`: its
+    /// terms add, and a factor at the cap stays there ([`Routed::bucket`] checks it).
+    pub idle_load_factor_ppm: u64,
 }
 
 /// A placement plug-in. Must be a pure function of its arguments.
@@ -190,10 +225,41 @@ impl Default for Routed {
 }
 
 impl Routed {
-    /// (bucket, score) of one candidate; `origin` only when coordinate-aware.
+    /// (bucket, score) of one candidate; `origin` only when coordinate-aware. Computed
+    /// from the candidate's own fields, never from [`Candidate::route`].
     pub fn rank(&self, c: &Candidate, origin: Option<&Coordinate>) -> (Health, u64) {
         let (bucket, lf) = self.bucket(c);
         (bucket, self.score(c, lf, origin))
+    }
+
+    /// The [`RouteInputs`] of a member whose latest load heartbeat reported
+    /// `queue_depth` and `coordinate`, from `origin` (the leader's coordinate, usable
+    /// for routing or not).
+    pub fn inputs(
+        &self,
+        origin: Option<&Coordinate>,
+        coordinate: Option<&Coordinate>,
+        queue_depth: u32,
+    ) -> RouteInputs {
+        let v = &self.cfg.vivaldi;
+        let idle_load_factor_ppm = load_factor_of(&self.cfg, 0, queue_depth, 0, PPM);
+        let Some(o) = origin else {
+            return RouteInputs {
+                rtt_ucb_us: 0,
+                fresh_penalty_ppm: quality_penalty_of(&self.cfg, 0),
+                idle_load_factor_ppm,
+            };
+        };
+        let (est, sigma) = estimate_and_sigma_us(v, o, coordinate);
+        let quality = coordinate.map_or(0, |r| {
+            let samples = o.sample_count.min(r.sample_count);
+            coordinate_quality(v, samples, sigma, 0)
+        });
+        RouteInputs {
+            rtt_ucb_us: ucb_of_us(v, est, sigma),
+            fresh_penalty_ppm: quality_penalty_of(&self.cfg, quality),
+            idle_load_factor_ppm,
+        }
     }
 
     /// The candidate's health bucket and load factor (cheap: no distance).
@@ -203,7 +269,35 @@ impl Routed {
             .unwrap_or(PPM);
         let util = share.max(u64::from(c.utilisation_ppm)).min(PPM);
         let lf = load_factor_of(&self.cfg, util, c.queue_depth, 0, PPM);
-        let bucket = if c.report_age_ms.is_none_or(|a| a > ROUTED_STALE_MS)
+        (self.health(c, util, lf), lf)
+    }
+
+    /// [`Self::bucket`] with the candidate's cached idle load factor, the same bits:
+    /// no queue division, and no share division when the reported utilisation is at
+    /// least the share of assigned tasks (the common case).
+    fn bucket_cached(&self, c: &Candidate, inputs: &RouteInputs) -> (Health, u64) {
+        let reported = u64::from(c.utilisation_ppm).min(PPM);
+        let load_ppm = u64::from(c.load) * PPM;
+        let capacity = u64::from(c.capacity);
+        // floor(load·PPM / capacity) ≤ reported ⟺ load·PPM < (reported + 1)·capacity.
+        let util = if capacity > 0 && load_ppm < (reported + 1) * capacity {
+            reported
+        } else {
+            load_ppm
+                .checked_div(capacity)
+                .unwrap_or(PPM)
+                .clamp(reported, PPM)
+        };
+        let lf = (inputs.idle_load_factor_ppm + xdv_federation::mul_ppm(self.cfg.a_util_ppm, util))
+            .min(self.cfg.load_factor_max_ppm);
+        let r = (self.health(c, util, lf), lf);
+        debug_assert_eq!(r, self.bucket(c), "cached bucket of {}", c.node);
+        r
+    }
+
+    /// Rule 1 over the candidate's utilisation and load factor.
+    fn health(&self, c: &Candidate, util: u64, lf: u64) -> Health {
+        if c.report_age_ms.is_none_or(|a| a > ROUTED_STALE_MS)
             || c.queue_depth >= ROUTED_OVERLOAD_QUEUE
             || lf >= self.cfg.load_factor_max_ppm
         {
@@ -212,8 +306,33 @@ impl Routed {
             Health::Busy
         } else {
             Health::Healthy
-        };
-        (bucket, lf)
+        }
+    }
+
+    /// [`Self::score`] from the candidate's cached inputs, the same bits: only a
+    /// coordinate older than the Vivaldi TTL (its quality decays with age) is scored
+    /// afresh.
+    fn score_cached(
+        &self,
+        c: &Candidate,
+        lf: u64,
+        origin: Option<&Coordinate>,
+        inputs: &RouteInputs,
+    ) -> u64 {
+        if origin.is_none() {
+            return lf;
+        }
+        if c.report_age_ms
+            .is_none_or(|a| a > self.cfg.vivaldi.coord_ttl_ms)
+        {
+            return self.score(c, lf, origin);
+        }
+        let s = xdv_federation::mul_ppm(
+            xdv_federation::mul_ppm(inputs.rtt_ucb_us, lf),
+            inputs.fresh_penalty_ppm,
+        );
+        debug_assert_eq!(s, self.score(c, lf, origin), "cached score of {}", c.node);
+        s
     }
 
     /// `rtt_ucb × load_factor × quality_penalty` from `origin`, or the load factor
@@ -233,6 +352,41 @@ impl Routed {
         });
         let qp = quality_penalty_of(&self.cfg, quality);
         xdv_federation::mul_ppm(xdv_federation::mul_ppm(rtt, lf), qp)
+    }
+
+    /// (bucket, score) from the candidate's cached inputs when it carries them (and
+    /// this is [`ROUTED`]'s configuration, which the state machine's cache uses), else
+    /// computed afresh — the same pair either way.
+    fn rank_for_place(
+        &self,
+        c: &Candidate,
+        ctx: &PlacementContext,
+        origin: Option<&Coordinate>,
+        best: Option<Health>,
+    ) -> Option<(Health, u64)> {
+        let cached = c.route.as_ref().filter(|_| self.cfg == ROUTED.cfg);
+        let (bucket, lf) = match cached {
+            Some(inputs) => {
+                debug_assert_eq!(
+                    *inputs,
+                    self.inputs(ctx.origin.as_ref(), c.coordinate.as_ref(), c.queue_depth),
+                    "the state machine's cached inputs of {}",
+                    c.node
+                );
+                self.bucket_cached(c, inputs)
+            }
+            None => self.bucket(c),
+        };
+        // A candidate in a worse bucket than the best so far is not scored.
+        if best.is_some_and(|b| bucket > b) {
+            return None;
+        }
+        let score = match cached {
+            Some(inputs) => self.score_cached(c, lf, origin, inputs),
+            None => self.score(c, lf, origin),
+        };
+        debug_assert_eq!((bucket, score), self.rank(c, origin));
+        Some((bucket, score))
     }
 
     /// The origin coordinate if it is good enough to route by (§13.6.1).
@@ -261,12 +415,9 @@ impl PlacementPolicy for Routed {
         // one, since the bucket is compared before the score).
         let mut best: Option<(&Candidate, (Health, u64))> = None;
         for c in candidates {
-            let (bucket, lf) = self.bucket(c);
-            if best.as_ref().is_some_and(|(_, (b, _))| bucket > *b) {
+            let Some(r) = self.rank_for_place(c, ctx, origin, best.map(|(_, (b, _))| b)) else {
                 continue;
-            }
-            let r = (bucket, self.score(c, lf, origin));
-            debug_assert_eq!(r, self.rank(c, origin));
+            };
             let better = match &best {
                 None => true,
                 Some((b, br)) => r
@@ -286,5 +437,73 @@ impl PlacementPolicy for Routed {
             }
         }
         best.map(|(c, _)| c.node)
+    }
+}
+
+/// [`RouteInputs`] of every member from the leader's coordinate, kept by the state
+/// machine. Derived from the replicated state alone (the members' latest load
+/// heartbeats and the leader the log names), so it is never serialized nor hashed
+/// (like [`crate::hashed::HashedMap`]'s cache) and is rebuilt whenever the state is
+/// replaced. Invariant: one entry per member, sorted by node id — candidates read it
+/// in step with the member map, with no lookup — each equal to [`Routed::inputs`] of
+/// [`ROUTED`] from `origin` (checked after every entry in debug builds).
+/// What a member's latest load heartbeat reported that [`RouteInputs`] depend on:
+/// its coordinate and queue depth (`None`, 0 before the first).
+pub(crate) type Reported<'a> = (Option<&'a Coordinate>, u32);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RouteCache {
+    origin: Option<Coordinate>,
+    members: Vec<(NodeId, RouteInputs)>,
+}
+
+impl RouteCache {
+    /// The cache of `members` (sorted by node id, each with the queue depth and
+    /// coordinate of its latest load heartbeat) from `origin`.
+    pub(crate) fn build<'a>(
+        origin: Option<Coordinate>,
+        members: impl Iterator<Item = (NodeId, Reported<'a>)>,
+    ) -> RouteCache {
+        let o = origin.as_ref();
+        let members: Vec<(NodeId, RouteInputs)> = members
+            .map(|(n, (c, q))| (n, ROUTED.inputs(o, c, q)))
+            .collect();
+        debug_assert!(members.windows(2).all(|w| w[0].0 < w[1].0));
+        RouteCache { origin, members }
+    }
+
+    /// The leader's coordinate the inputs are measured from.
+    pub(crate) fn origin(&self) -> Option<&Coordinate> {
+        self.origin.as_ref()
+    }
+
+    /// Every member's inputs, sorted by node id.
+    pub(crate) fn members(&self) -> &[(NodeId, RouteInputs)] {
+        &self.members
+    }
+
+    pub(crate) fn get(&self, node: NodeId) -> Option<RouteInputs> {
+        self.members
+            .binary_search_by_key(&node, |(n, _)| *n)
+            .ok()
+            .map(|i| self.members[i].1)
+    }
+
+    /// `node` is a member whose latest load heartbeat reported `Some(..)`, or no
+    /// longer a member (`None`). Same origin only: a new origin rebuilds the whole
+    /// cache.
+    pub(crate) fn set(&mut self, node: NodeId, member: Option<Reported<'_>>) {
+        let at = self.members.binary_search_by_key(&node, |(n, _)| *n);
+        match (member, at) {
+            (Some((c, q)), Ok(i)) => self.members[i].1 = ROUTED.inputs(self.origin.as_ref(), c, q),
+            (Some((c, q)), Err(i)) => {
+                let inputs = ROUTED.inputs(self.origin.as_ref(), c, q);
+                self.members.insert(i, (node, inputs));
+            }
+            (None, Ok(i)) => {
+                self.members.remove(i);
+            }
+            (None, Err(_)) => {}
+        }
     }
 }

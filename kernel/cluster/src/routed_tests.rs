@@ -43,6 +43,7 @@ fn cand(node: u32, load: u32, queue: u32, c: Option<Coordinate>, age: Option<u64
         utilisation_ppm: 0,
         coordinate: c,
         report_age_ms: age,
+        route: None,
     }
 }
 
@@ -247,4 +248,141 @@ fn routed_scores_by_distance_from_the_leader_then_load_with_buckets_first() {
         cand(3, 1, 0, Some(near), Some(0)),
     ];
     assert_eq!(r.place(&t, &ctx, &c), Some(NodeId(3)));
+}
+
+/// The entry `c` proposed by `node` (whose `ClockTick`s make it the leader).
+fn push_from(log: &mut Log, s: &mut ClusterState, node: u32, c: Command) -> Applied {
+    log.index += 1;
+    let bytes = Proposal {
+        time: GlobalTime {
+            lamport: log.index * 10,
+            node: NodeId(node),
+        },
+        command: c,
+    }
+    .encode()
+    .unwrap();
+    log.entries.push(bytes.clone());
+    s.apply(log.index, &bytes)
+}
+
+/// The best candidate by [`Routed::rank`] then `LeastLoaded`'s order: the rule as
+/// documented, by brute force over every candidate.
+fn brute_force(r: &Routed, ctx: &PlacementContext, c: &[Candidate]) -> Option<NodeId> {
+    let origin = r.usable_origin(ctx);
+    c.iter()
+        .min_by(|a, b| {
+            r.rank(a, origin).cmp(&r.rank(b, origin)).then_with(|| {
+                let la = u64::from(a.load) * u64::from(b.capacity);
+                let lb = u64::from(b.load) * u64::from(a.capacity);
+                la.cmp(&lb)
+                    .then(a.lifetime.cmp(&b.lifetime))
+                    .then(a.shard_rank.cmp(&b.shard_rank))
+                    .then(a.node.cmp(&b.node))
+            })
+        })
+        .map(|c| c.node)
+}
+
+#[test]
+fn routed_decides_the_same_with_cached_inputs_as_without() {
+    let mut rng = xdv_types::rng::SplitMix64::new(0x16);
+    let r = Routed::default();
+    let t = spec(10, 1);
+    let origins = [None, Some(coord(0, 1)), Some(coord(-3_000, 12))];
+    let mut seen = [0u32; 4];
+    for round in 0..400 {
+        let ctx = PlacementContext {
+            origin: origins[round % origins.len()],
+        };
+        let n = 1 + rng.below(12) as u32;
+        let cands: Vec<Candidate> = (1..=n)
+            .map(|i| {
+                let capacity = rng.below(40) as u32;
+                let mut c = cand(
+                    i,
+                    rng.below(u64::from(capacity) + 2) as u32,
+                    [0, 0, 1, 5, ROUTED_OVERLOAD_QUEUE][rng.below(5) as usize],
+                    rng.chance_pct(80)
+                        .then(|| coord(rng.below(150_000) as i64, rng.below(12) as u32)),
+                    // Fresh, stale (DEGRADED), past the coordinate TTL, or never.
+                    [Some(0), Some(9_000), Some(20_000), Some(400_000), None]
+                        [rng.below(5) as usize],
+                );
+                c.capacity = capacity;
+                c.utilisation_ppm = [0, 300_000, 950_000, 1_000_000][rng.below(4) as usize];
+                c.lifetime = rng.below(3);
+                c
+            })
+            .collect();
+        let fresh = r.place(&t, &ctx, &cands);
+        let cached: Vec<Candidate> = cands
+            .iter()
+            .map(|c| Candidate {
+                route: Some(r.inputs(ctx.origin.as_ref(), c.coordinate.as_ref(), c.queue_depth)),
+                ..*c
+            })
+            .collect();
+        assert_eq!(r.place(&t, &ctx, &cached), fresh, "round {round}");
+        assert_eq!(brute_force(&r, &ctx, &cands), fresh, "round {round}");
+        let best = fresh.map(|n| r.rank(&cands[n.0 as usize - 1], r.usable_origin(&ctx)).0);
+        seen[best.map_or(3, |b| b as usize)] += 1;
+    }
+    // The rounds cover every bucket winning.
+    assert!(seen.iter().take(3).all(|&k| k > 0), "{seen:?}");
+}
+
+#[test]
+fn the_route_cache_follows_the_leader_and_its_coordinate_and_is_not_state() {
+    let mut s = three();
+    let mut log = Log::new();
+    log.push(
+        &mut s,
+        Command::SetPlacementPolicy {
+            policy: PlacementKind::Routed,
+            seq: 1,
+        },
+    );
+    // Node 1 leads, at 0, with a task waiting (BUSY: never chosen while another node
+    // is HEALTHY); node 2 sits near it, node 3 far away.
+    log.push(&mut s, Command::ClockTick);
+    log.push(&mut s, load(1, 1, 0, Some(coord(0, 10))));
+    log.push(&mut s, load(2, 0, 0, Some(coord(3_000, 10))));
+    log.push(&mut s, load(3, 0, 0, Some(coord(90_000, 10))));
+    assert_eq!(s.placement_preview(&spec(10, 1)), Some(NodeId(2)));
+    // The leader's own coordinate moves next to node 3: every member's inputs move.
+    log.push(&mut s, load(1, 1, 0, Some(coord(88_000, 10))));
+    assert_eq!(s.placement_preview(&spec(10, 1)), Some(NodeId(3)));
+    // Node 2 takes over the log's clock (a new leader): distances from node 2.
+    let before = s.hash();
+    let image = s.snapshot_image();
+    push_from(&mut log, &mut s, 2, Command::ClockTick);
+    assert_eq!(s.data().clock_leader, Some(NodeId(2)));
+    assert_eq!(
+        s.placement_preview(&spec(10, 1)),
+        Some(NodeId(2)),
+        "the new leader itself is nearest"
+    );
+    // A restored state rebuilds the cache from the image alone; the cache is in
+    // neither the image nor the hash (the image and hash before the leader change
+    // restore to the same placements as the live state had then).
+    let mut other = three();
+    other.restore_image(&image).unwrap();
+    assert_eq!(other.hash(), before);
+    assert_eq!(other.snapshot_image(), image);
+    assert_eq!(other.placement_preview(&spec(10, 1)), Some(NodeId(3)));
+    // The leader change applied to the restored state: the same choice.
+    push_from(&mut log, &mut other, 2, Command::ClockTick);
+    assert_eq!(other.placement_preview(&spec(10, 1)), Some(NodeId(2)));
+    // A member that leaves takes its entry with it; one that joins gets one.
+    let a = log.push(&mut s, Command::RemoveWorker { node: NodeId(2) });
+    assert!(a.events.contains(&Event::WorkerRemoved { node: NodeId(2) }));
+    assert_eq!(
+        s.placement_preview(&spec(10, 1)),
+        Some(NodeId(3)),
+        "no leader coordinate (bootstrap): the healthy one"
+    );
+    log.push(&mut s, Command::AddWorker(worker(2, 2, &[])));
+    log.push(&mut s, load(2, 0, 0, Some(coord(1_000, 10))));
+    assert_eq!(s.placement_preview(&spec(10, 1)), Some(NodeId(2)));
 }

@@ -21,7 +21,9 @@ use crate::contract::{
     ContractEnd, ContractRecord, ContractState, EndedContract, MAX_ENDED_CONTRACTS, SignedContract,
 };
 use crate::hashed::{HashedMap, HashedSet, MapRoot};
-use crate::placement::{Candidate, PlacementContext, PlacementKind, PlacementPolicy};
+use crate::placement::{
+    Candidate, PlacementContext, PlacementKind, PlacementPolicy, RouteCache, RouteInputs,
+};
 use crate::shard::{Migration, ShardMap, shard_of};
 use crate::types::*;
 use alloc::boxed::Box;
@@ -655,6 +657,10 @@ pub struct Applied {
 pub struct ClusterState {
     data: StateData,
     policy: Option<Box<dyn PlacementPolicy + Send + Sync>>,
+    /// `Routed`'s per-member inputs from the leader's coordinate, derived from `data`
+    /// (never serialized nor hashed): refreshed when a load heartbeat, the membership
+    /// or the leader changes, rebuilt on restore.
+    route: RouteCache,
     /// Snapshot images that did not decode (kept out of the hashed state).
     pub restore_errors: u64,
 }
@@ -708,6 +714,7 @@ impl ClusterState {
                 gate: None,
             },
             policy,
+            route: RouteCache::default(),
             restore_errors: 0,
         })
     }
@@ -802,7 +809,29 @@ impl ClusterState {
             return Err(DecodeError::Malformed);
         }
         self.data = data;
+        self.route = self.fresh_route_cache();
         Ok(())
+    }
+
+    /// [`RouteCache`] computed from nothing but the state.
+    fn fresh_route_cache(&self) -> RouteCache {
+        let members = self.data.nodes.iter().map(|(n, r)| (*n, reported(r)));
+        RouteCache::build(self.placement_context().origin, members)
+    }
+
+    /// Brings the route cache up to date after `node`'s membership or load heartbeat
+    /// changed (`Some`) or the leader did (`None`): one member's inputs, or every
+    /// member's when the leader's coordinate moved.
+    fn refresh_route(&mut self, node: Option<NodeId>) {
+        let origin = self.placement_context().origin;
+        if origin.as_ref() != self.route.origin() {
+            self.route = self.fresh_route_cache();
+            return;
+        }
+        if let Some(n) = node {
+            let member = self.data.nodes.get(&n).map(reported);
+            self.route.set(n, member);
+        }
     }
 
     pub fn task(&self, id: TaskId) -> Option<&TaskRecord> {
@@ -1460,31 +1489,43 @@ impl ClusterState {
                     .is_some_and(|n| n.up && !n.quarantined);
             return if ok {
                 let n = &self.data.nodes[&node];
-                alloc::vec![self.candidate(n, load, units, shard)]
+                let route = self.route.get(node);
+                alloc::vec![self.candidate(n, load, units, shard, route)]
             } else {
                 Vec::new()
             };
         }
         let cfg = &self.data.config;
-        self.data
-            .nodes
-            .iter()
-            .filter(|(n, r)| {
-                r.up && !r.quarantined
-                    && Some(**n) != exclude
-                    && spec.pin.is_none_or(|p| p == **n)
-                    && spec.needs.iter().all(|c| r.info.capabilities.contains(c))
-                    && r.assigned.saturating_add(r.local_load)
-                        < self.free_capacity(r, cfg, spec.domain)
-            })
-            .map(|(_, r)| {
-                let load = r.assigned.saturating_add(r.local_load);
-                self.candidate(r, load, self.free_capacity(r, cfg, spec.domain), shard)
-            })
-            .collect()
+        // The route cache holds one entry per member in node order: read in step.
+        assert_eq!(self.route.members().len(), self.data.nodes.len());
+        let mut out = Vec::with_capacity(self.data.nodes.len());
+        for ((&n, r), &(m, inputs)) in self.data.nodes.iter().zip(self.route.members()) {
+            assert_eq!(n, m, "route cache out of step with the members");
+            let eligible = r.up
+                && !r.quarantined
+                && Some(n) != exclude
+                && spec.pin.is_none_or(|p| p == n)
+                && spec.needs.iter().all(|c| r.info.capabilities.contains(c));
+            if !eligible {
+                continue;
+            }
+            let load = r.assigned.saturating_add(r.local_load);
+            let capacity = self.free_capacity(r, cfg, spec.domain);
+            if load < capacity {
+                out.push(self.candidate(r, load, capacity, shard, Some(inputs)));
+            }
+        }
+        out
     }
 
-    fn candidate(&self, r: &NodeRecord, load: u32, capacity: u32, shard: u32) -> Candidate {
+    fn candidate(
+        &self,
+        r: &NodeRecord,
+        load: u32,
+        capacity: u32,
+        shard: u32,
+        route: Option<RouteInputs>,
+    ) -> Candidate {
         let report = r.load.as_ref();
         Candidate {
             node: r.info.node,
@@ -1496,6 +1537,7 @@ impl ClusterState {
             utilisation_ppm: report.map_or(0, |(l, _)| l.utilisation_ppm),
             coordinate: report.and_then(|(l, _)| l.coordinate),
             report_age_ms: report.map(|(_, at)| self.data.clock_ms.saturating_sub(*at)),
+            route,
         }
     }
 
@@ -1769,6 +1811,7 @@ impl ClusterState {
             ev.push(Event::TimeoutLeaderChanged { leader: node });
         }
         self.data.clock_leader = Some(node);
+        self.refresh_route(None);
     }
 
     /// The timeout check on a `ClockTick`: every attempt past its deadline or stuck is
@@ -2032,6 +2075,7 @@ impl ClusterState {
                 );
             }
         }
+        self.refresh_route(Some(node));
         ev.push(Event::WorkerAdded { node });
         let up = self.up_nodes();
         self.data.shards.rebalance(&up);
@@ -2049,6 +2093,7 @@ impl ClusterState {
             self.end_contract(id, ContractEnd::Released, ev);
         }
         self.data.nodes.remove(&node);
+        self.refresh_route(Some(node));
         ev.push(Event::WorkerRemoved { node });
         let up = self.up_nodes();
         self.data.shards.rebalance(&up);
@@ -2093,6 +2138,7 @@ impl ClusterState {
             return;
         }
         r.load = Some((l, now));
+        self.refresh_route(Some(l.node));
         ev.push(Event::LoadReported {
             node: l.node,
             queue_depth: l.queue_depth,
@@ -2528,6 +2574,12 @@ impl ClusterState {
             if let Err(e) = invariants(&self.data) {
                 panic!("cluster state invariant broken: {e}");
             }
+            // The route cache is what the state gives from scratch.
+            assert_eq!(
+                self.route,
+                self.fresh_route_cache(),
+                "route cache differs from the state's"
+            );
             // The incremental hash never drifts from the content.
             assert_eq!(
                 self.hash(),
@@ -2667,6 +2719,14 @@ fn check_resource_set(set: &[u16], capacity: u16) -> Result<(), Refusal> {
     match set.iter().find(|&&r| r >= capacity) {
         Some(&resource) => Err(Refusal::ResourceOutOfRange { resource, capacity }),
         None => Ok(()),
+    }
+}
+
+/// What `r`'s latest load heartbeat reported that its route inputs depend on.
+fn reported(r: &NodeRecord) -> crate::placement::Reported<'_> {
+    match &r.load {
+        Some((l, _)) => (l.coordinate.as_ref(), l.queue_depth),
+        None => (None, 0),
     }
 }
 

@@ -14,8 +14,13 @@
 //! 3. Placement decision cost inside a cluster (issue 16) with 64 and 256 candidate
 //!    nodes: the `Routed` policy (health bucket, then RTT upper bound from the leader's
 //!    coordinate × load factor × coordinate quality) against `LeastLoaded` over the same
-//!    candidates in the same run (`PlacementPolicy::place` on the candidates the state
-//!    machine hands it). Goal: `Routed` ≤ 2× `LeastLoaded`.
+//!    candidates in the same run. The whole decision is what `AssignTask` does
+//!    (`ClusterState::placement_preview`: candidates from the state, each with the
+//!    `RouteInputs` the state keeps per member, then the policy); the policy call alone
+//!    is timed on candidates carrying those inputs (the state's path) and without them
+//!    (a distance per candidate). Goal: the whole `Routed` decision ≤ 2× `LeastLoaded`'s.
+//!    Each pair is timed in interleaved batches (ours, baseline, ours, …), so a shared
+//!    machine's load falls on both alike.
 //!
 //! The ratio in the JSON line is ours / least-loaded ranking at 256 clusters.
 
@@ -106,6 +111,25 @@ fn ns_per_call(per_batch: usize, mut f: impl FnMut(usize)) -> f64 {
     median(&runs).as_nanos() as f64 / per_batch as f64
 }
 
+/// Median nanoseconds per call of `f` and of `g`, their batches interleaved (`f`, `g`,
+/// `f`, …) so that both see the same load on a shared machine.
+fn paired_ns_per_call(
+    per_batch: usize,
+    mut f: impl FnMut(usize),
+    mut g: impl FnMut(usize),
+) -> (f64, f64) {
+    let mut fs = Vec::with_capacity(BATCHES);
+    let mut gs = Vec::with_capacity(BATCHES);
+    for _ in 0..BATCHES {
+        fs.extend(time_runs(1, || (0..per_batch).for_each(&mut f)));
+        gs.extend(time_runs(1, || (0..per_batch).for_each(&mut g)));
+    }
+    fs.sort();
+    gs.sort();
+    let per = |v: &[std::time::Duration]| median(v).as_nanos() as f64 / per_batch as f64;
+    (per(&fs), per(&gs))
+}
+
 struct Cost {
     ours_ns: f64,
     cold_ns: f64,
@@ -187,13 +211,17 @@ fn candidates(n: u32, seed: u64) -> Vec<Candidate> {
                     updated_at_ms: 0,
                 }),
                 report_age_ms: Some(rng.below(20_000)),
+                route: None,
             }
         })
         .collect()
 }
 
 struct PlacementCost {
+    /// The policy call on candidates carrying the state's cached inputs.
     routed_ns: f64,
+    /// The policy call on candidates without them (a distance each).
+    uncached_ns: f64,
     least_ns: f64,
     /// The whole decision in the state machine (candidates, then the policy).
     state_routed_ns: f64,
@@ -283,26 +311,45 @@ fn placement_cost(n: u32, per_batch: usize) -> Result<PlacementCost> {
         }),
     };
     let routed = Routed::default();
-    let routed_ns = ns_per_call(per_batch, |_| {
+    let uncached_ns = ns_per_call(per_batch, |_| {
         black_box(routed.place(&task, black_box(&ctx), black_box(&cands)));
     });
-    let least_ns = ns_per_call(per_batch, |_| {
-        black_box(LeastLoaded.place(&task, black_box(&ctx), black_box(&cands)));
-    });
-    let r = routed.place(&task, &ctx, &cands);
+    let u = routed.place(&task, &ctx, &cands);
+    // What the state machine hands the policy: each candidate with its cached inputs.
+    let cached: Vec<Candidate> = cands
+        .iter()
+        .map(|c| Candidate {
+            route: Some(routed.inputs(ctx.origin.as_ref(), c.coordinate.as_ref(), c.queue_depth)),
+            ..*c
+        })
+        .collect();
+    let (routed_ns, least_ns) = paired_ns_per_call(
+        per_batch,
+        |_| {
+            black_box(routed.place(&task, black_box(&ctx), black_box(&cached)));
+        },
+        |_| {
+            black_box(LeastLoaded.place(&task, black_box(&ctx), black_box(&cands)));
+        },
+    );
+    let r = routed.place(&task, &ctx, &cached);
+    anyhow::ensure!(r == u, "cached inputs change the decision: {r:?} vs {u:?}");
     let l = LeastLoaded.place(&task, &ctx, &cands);
     let sr = state_with(n, &cands, PlacementKind::Routed)?;
     let sl = state_with(n, &cands, PlacementKind::LeastLoaded)?;
-    let state_routed_ns = ns_per_call(per_batch, |_| {
-        black_box(sr.placement_preview(black_box(&task)));
-    });
-    let state_least_ns = ns_per_call(per_batch, |_| {
-        black_box(sl.placement_preview(black_box(&task)));
-    });
+    let (state_routed_ns, state_least_ns) = paired_ns_per_call(
+        per_batch,
+        |_| {
+            black_box(sr.placement_preview(black_box(&task)));
+        },
+        |_| {
+            black_box(sl.placement_preview(black_box(&task)));
+        },
+    );
     println!(
-        "placement {n:>3} nodes: policy only: routed {routed_ns:>8.0} ns | least-loaded {least_ns:>6.0} ns ({:.2}x) | whole decision (candidates + policy): routed {state_routed_ns:>8.0} ns | least-loaded {state_least_ns:>8.0} ns ({:.2}x) | routed picks {} (state {}), least-loaded {} (state {})",
-        routed_ns / least_ns,
+        "placement {n:>3} nodes: whole decision (candidates + policy): routed {state_routed_ns:>8.0} ns | least-loaded {state_least_ns:>8.0} ns ({:.2}x) | policy only: routed {routed_ns:>7.0} ns (without cached inputs {uncached_ns:>7.0} ns) | least-loaded {least_ns:>6.0} ns ({:.2}x) | routed picks {} (state {}), least-loaded {} (state {})",
         state_routed_ns / state_least_ns,
+        routed_ns / least_ns,
         r.map_or("none".into(), |n| n.to_string()),
         sr.placement_preview(&task)
             .map_or("none".into(), |n| n.to_string()),
@@ -312,6 +359,7 @@ fn placement_cost(n: u32, per_batch: usize) -> Result<PlacementCost> {
     );
     Ok(PlacementCost {
         routed_ns,
+        uncached_ns,
         least_ns,
         state_routed_ns,
         state_least_ns,
@@ -431,6 +479,8 @@ pub fn run(args: &[String]) -> Result<()> {
             "vivaldi_p90_error_pct": viv.p90_pct, "vivaldi_update_ns": viv.update_ns,
             "placement_routed_64_ns": p64.routed_ns, "placement_least_loaded_64_ns": p64.least_ns,
             "placement_routed_256_ns": p256.routed_ns,
+            "placement_routed_uncached_64_ns": p64.uncached_ns,
+            "placement_routed_uncached_256_ns": p256.uncached_ns,
             "placement_least_loaded_256_ns": p256.least_ns,
             "placement_decision_routed_64_ns": p64.state_routed_ns,
             "placement_decision_least_loaded_64_ns": p64.state_least_ns,
