@@ -197,6 +197,12 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     let mut services = service::Services::new(ident, devices, accels, net, smp::online(), opts);
 
     let usable_mib = info.usable_bytes() >> 20;
+    let (stack_bottom, stack_top) = arch::paging::boot_stack();
+    log::info!(
+        "boot stack: {} KiB of {} KiB used so far",
+        arch::paging::boot_stack_used() / 1024,
+        (stack_top - stack_bottom) / 1024
+    );
     println!(
         "xdv: ready node={} cores={} mem={}MiB",
         node,

@@ -371,13 +371,31 @@ impl Config {
             ]),
             Boot::Firmware => {}
         }
-        a.extend(["-display", "none", "-monitor", "none", "-serial", "stdio"].map(String::from));
+        a.extend(["-display", "none", "-monitor"].map(String::from));
+        a.push(monitor_arg());
+        a.extend(["-serial", "stdio"].map(String::from));
         a.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from));
         if self.no_reboot {
             a.push("-no-reboot".into());
         }
         a.extend(self.extra.iter().cloned());
         a
+    }
+}
+
+/// QEMU's monitor: none, or with `XDV_QEMU_MONITOR=DIR` (a debugging aid, e.g. for
+/// sampling the vCPUs' instruction pointers with `info registers -a` while a benchmark
+/// runs: `tools/profile-guest.py`) a unix socket `DIR/vmN.sock`, N counting the VMs this
+/// process started from 1.
+fn monitor_arg() -> String {
+    static VMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    match std::env::var_os("XDV_QEMU_MONITOR") {
+        Some(dir) => {
+            let n = VMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let sock = std::path::Path::new(&dir).join(format!("vm{n}.sock"));
+            format!("unix:{},server,nowait", sock.display())
+        }
+        None => "none".into(),
     }
 }
 

@@ -51,6 +51,21 @@ pub fn boot_stack() -> (u64, u64) {
     )
 }
 
+/// Bytes of the boot stack ever used so far: the stack starts zeroed (it is in
+/// `.bss`), so everything above the lowest non-zero byte has been written. A frame
+/// that only wrote zeros below it is missed: a lower bound, good to within a frame.
+pub fn boot_stack_used() -> u64 {
+    let (bottom, top) = boot_stack();
+    let mut at = bottom;
+    // SAFETY: `[bottom, top)` is the boot stack in `.bss`, mapped and readable for the
+    // kernel's lifetime; volatile byte reads race with nothing (only this CPU writes
+    // it, and only below its current stack pointer, which is above what we read).
+    while at < top && unsafe { core::ptr::read_volatile(at as *const u8) } == 0 {
+        at += 1;
+    }
+    top - at
+}
+
 fn is_ram(info: &BootInfo, base: u64, len: u64) -> bool {
     info.regions().iter().any(|r| {
         let ram = matches!(
