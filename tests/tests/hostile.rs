@@ -131,6 +131,28 @@ fn connect(port: u16) -> std::io::Result<TcpStream> {
     }
 }
 
+/// Shrinks `s`'s receive buffer (the kernel doubles it and keeps a minimum).
+fn small_receive_buffer(s: &TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `s` owns a valid socket descriptor for this call; SO_RCVBUF takes an
+    // int, passed by pointer with its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setsockopt SO_RCVBUF: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// One connection attempt of up to 10 s (three SYNs).
 fn connect_once(port: u16) -> std::io::Result<TcpStream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -329,6 +351,25 @@ fn one_node_keeps_serving_through_garbage_floods_and_slow_clients() {
         "case 3: {refused} refusals in {burst_s:.1} s -> {refusal_records} refusal records, {} records in all",
         new.len()
     );
+
+    // ---- Case 3b: a client that reads its answers late. ----
+    // It pipelines 4000 requests and reads nothing for 3 s, through a 4 KiB receive
+    // buffer: the answers (about 0.5 MB) overflow the host socket, QEMU's forward and
+    // the node's 256 KiB send buffer. Before the reply queue (`MGMT_OUTQ_BYTES`) a reply
+    // that did not fit the send buffer was dropped without a word, and the client
+    // waited for it forever (`bench cluster` sweeps ended "no task finished for 20 s").
+    const LATE: usize = 4000;
+    let mut s = connect(port).unwrap();
+    small_receive_buffer(&s, 4096);
+    let late: Vec<u8> = (0..LATE)
+        .flat_map(|k| frame(&ClusterMessage::MgmtRequest(vec![0xEE; 64]), k as u64 + 1))
+        .collect();
+    s.write_all(&late).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let got = read_responses(&mut s, LATE, Duration::from_secs(60));
+    assert_eq!(got.len(), LATE, "answers lost for a client that read late");
+    eprintln!("case 3b: {LATE} pipelined requests read 3 s late: every answer arrived");
+    drop(s);
 
     // ---- Case 4: slow clients. ----
     // Before the hardening the 8 management slots had no deadline of any kind: the

@@ -52,6 +52,7 @@
 
 use crate::net::{Iface, Net};
 use crate::{print, println, time};
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -108,6 +109,11 @@ const PEER_RX_BYTES: usize = 64 * 1024;
 /// Send buffer: a whole frame must fit (a Raft append carries at most
 /// `RAFT_APPEND_BYTES` of entries; one entry is at most 128 KiB).
 pub const PEER_TX_BYTES: usize = 256 * 1024;
+/// Management replies a connection may have waiting beyond its socket's send buffer
+/// (a client that pipelines many requests and reads slowly). Past it the connection is
+/// reset, so the client sees the loss instead of waiting for an answer that was
+/// dropped; before this queue a reply that did not fit was dropped silently.
+pub const MGMT_OUTQ_BYTES: usize = 512 * 1024;
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Role {
@@ -144,6 +150,11 @@ struct Conn {
     target: Option<(Ipv4Address, u16)>,
     /// When the socket left the listening state (accepted connections).
     opened_ms: Option<u64>,
+    /// Management replies encoded but not yet in the socket (its send buffer was
+    /// full), in order; flushed before anything newer is sent.
+    outq: VecDeque<Vec<u8>>,
+    /// Bytes in `outq`.
+    outq_bytes: usize,
 }
 
 pub struct Transport {
@@ -168,6 +179,9 @@ pub struct Transport {
     events: Vec<Event>,
     /// Outbound frames refused by a full socket.
     pub send_failures: u64,
+    /// Management connections reset because their unread replies passed
+    /// [`MGMT_OUTQ_BYTES`].
+    pub outq_resets: u64,
     /// Index of the first management connection in `conns`.
     mgmt_base: usize,
     /// Who holds the management slots (deadlines, per-source share, eviction).
@@ -222,6 +236,8 @@ fn new_conn(
         retry_at_ms: 0,
         target,
         opened_ms: None,
+        outq: VecDeque::new(),
+        outq_bytes: 0,
     }
 }
 
@@ -292,6 +308,7 @@ impl Transport {
             events: Vec::new(),
             coordinate: Vec::new(),
             send_failures: 0,
+            outq_resets: 0,
             mgmt_base,
             admission: Admission::new(
                 mgmt_slots,
@@ -303,6 +320,13 @@ impl Transport {
             peer_handshake_timeouts: 0,
         })
     }
+}
+
+/// Writes all of `frame` into the socket if its send buffer has room for all of it.
+fn put(iface: &mut Iface, handle: SocketHandle, frame: &[u8]) -> bool {
+    let s = iface.sockets.get_mut::<tcp::Socket>(handle);
+    s.send_capacity() - s.send_queue() >= frame.len()
+        && s.send_slice(frame).is_ok_and(|n| n == frame.len())
 }
 
 impl Transport {
@@ -323,14 +347,7 @@ impl Transport {
         let Ok(bytes) = wire::encode_frame(&hdr, msg) else {
             return false;
         };
-        let s = iface.sockets.get_mut::<tcp::Socket>(self.conns[i].handle);
-        if s.send_capacity() - s.send_queue() < bytes.len() {
-            return false;
-        }
-        let ok = s
-            .send_slice(&bytes)
-            .map(|n| n == bytes.len())
-            .unwrap_or(false);
+        let ok = put(iface, self.conns[i].handle, &bytes);
         if ok {
             self.conns[i].frames_out += 1;
         }
@@ -349,6 +366,8 @@ impl Transport {
         if state == tcp::State::Listen {
             // Back to listening without passing Closed (a reset during the handshake).
             self.conns[i].opened_ms = None;
+            self.conns[i].outq.clear();
+            self.conns[i].outq_bytes = 0;
             if role == Role::Mgmt {
                 self.admission.closed(i - self.mgmt_base);
             }
@@ -387,6 +406,7 @@ impl Transport {
         }
         if role == Role::Mgmt {
             self.admission.established(i - self.mgmt_base, now);
+            self.flush_outq(iface, i);
         }
         if !self.conns[i].hello_sent && role != Role::Mgmt {
             let nonce = fresh_nonce(self.node, i, self.conns[i].generation);
@@ -650,6 +670,8 @@ impl Transport {
         }
         c.decoder = FrameDecoder::new();
         c.opened_ms = None;
+        c.outq.clear();
+        c.outq_bytes = 0;
         c.hello_sent = false;
         c.hello_seen = false;
         c.authenticated = false;
@@ -861,9 +883,40 @@ impl Transport {
             .is_some_and(|c| c.role == Role::Mgmt && c.generation == conn.generation);
         if let (true, Some(m)) = (live, net.mgmt.as_mut()) {
             self.admission.replied(i - self.mgmt_base, now_ms());
-            if !self.send(m, i, &ClusterMessage::MgmtResponse(bytes)) {
+            let hdr = self.header(wire::HOST_NODE);
+            let Ok(frame) = wire::encode_frame(&hdr, &ClusterMessage::MgmtResponse(bytes)) else {
                 self.send_failures += 1;
+                return;
+            };
+            self.flush_outq(m, i);
+            let c = &mut self.conns[i];
+            if c.outq.is_empty() && put(m, c.handle, &frame) {
+                c.frames_out += 1;
+            } else if c.outq_bytes + frame.len() <= MGMT_OUTQ_BYTES {
+                c.outq_bytes += frame.len();
+                c.outq.push_back(frame);
+            } else {
+                self.send_failures += 1;
+                self.outq_resets += 1;
+                log::warn!(
+                    "transport: management connection {i} has {} bytes of replies unread; resetting it",
+                    c.outq_bytes
+                );
+                m.sockets.get_mut::<tcp::Socket>(c.handle).abort();
             }
+        }
+    }
+
+    /// Moves queued management replies into connection `i`'s socket while they fit.
+    fn flush_outq(&mut self, iface: &mut Iface, i: usize) {
+        let c = &mut self.conns[i];
+        while let Some(f) = c.outq.front() {
+            if !put(iface, c.handle, f) {
+                break;
+            }
+            c.outq_bytes -= f.len();
+            c.frames_out += 1;
+            c.outq.pop_front();
         }
     }
 }
