@@ -488,8 +488,8 @@ impl SwitchCore {
         } else {
             1
         };
-        let delay_ms = f.delay_ms
-            + self.port_delay_ms[from as usize].max(self.port_delay_ms[to as usize]);
+        let delay_ms =
+            f.delay_ms + self.port_delay_ms[from as usize].max(self.port_delay_ms[to as usize]);
         for copy in 0..copies {
             let reorder_this = reorder && copy == 0;
             if delay_ms == 0 {
