@@ -16,7 +16,7 @@
     .set MB2_ARCH_I386,    0
     .set MB2_BOOT_MAGIC,   0x36d76289
     .set PVH_MAGIC,        0x336ec578
-    .set BOOT_STACK_SIZE,  65536
+    .set BOOT_STACK_SIZE,  262144
 
 /* ---- Multiboot2 header: must be 8-byte aligned within the first 32 KiB ---- */
     .section .multiboot2, "a"
