@@ -1029,9 +1029,10 @@ pub fn status(a: StatusArgs) -> Result<()> {
                 .map(|(id, v)| {
                     (
                         *id,
-                        v.as_ref()
-                            .map(Clone::clone)
-                            .map_err(|e| anyhow::anyhow!("{e:#}")),
+                        match v {
+                            Ok(v) => Ok(v.clone()),
+                            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                        },
                     )
                 })
                 .collect();
