@@ -44,6 +44,12 @@
 //! - An accepted peer connection that has not authenticated within
 //!   [`PEER_HANDSHAKE_MS`] is closed, so a silent client cannot hold the sockets that
 //!   wait for lower-numbered peers.
+//! - In a federation (the module's federation section, docs/federation.md) the other
+//!   side's nodes — a gate's member-cluster nodes, a member's gates — are connected,
+//!   pinged and authenticated like members (each node signs for its own cluster id,
+//!   checked against the section's key and cluster id). They never carry Raft
+//!   (dropped, `fed_dropped`); their forwards are [`Event::FedForward`] and their pongs
+//!   [`Event::FedRtt`]. No section: no federation peers, nothing changes.
 //! - The transport knows nothing about consensus or the cluster: it turns frames into
 //!   [`Event`]s for the node and sends what the node's outbox holds.
 //! - The bulk sink ([`BULK_PORT`]) hashes whatever it receives (the TCP integrity test).
