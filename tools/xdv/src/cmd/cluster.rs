@@ -1002,7 +1002,21 @@ pub fn status(a: StatusArgs) -> Result<()> {
     };
     if a.json {
         let err = keys.as_ref().err().map(|e| format!("{e:#}"));
-        println!("{}", status_json(&st, &views, err));
+        let mut j = status_json(&st, &views, err);
+        // A federation: its groups (gate group first) with their cluster ids.
+        if let Some(f) = keys.as_ref().ok().and_then(|k| k.federation.as_ref()) {
+            j["federation"] = json!(
+                f.groups
+                    .iter()
+                    .map(|g| json!({
+                        "role": if g.gate { "gate" } else { "cluster" },
+                        "cluster": g.cluster,
+                        "nodes": g.nodes,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+        }
+        println!("{j}");
         return Ok(());
     }
     let sw = if st.switch_running() {

@@ -243,11 +243,28 @@ fn via_gate(
         contract: None,
         timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
     };
-    let end = Instant::now() + Duration::from_secs(a.timeout);
-    let req = mgmt::signed(&gate_keys, tenant, Request::Submit(submit))?;
-    let (job, cluster) = match super::route::submit_to_gate(port, &req, end)? {
-        super::route::Routed::Job { job, cluster } => (job, cluster),
-        super::route::Routed::Refused(d) => return Ok(report(&Report::denied(&d), a.json)),
+    let start = Instant::now();
+    let end = start + Duration::from_secs(a.timeout);
+    // Right after `up` the gate may not have heard any cluster's heartbeat yet: its
+    // decision is "no eligible cluster" (that job failed). Within the first
+    // `GATE_WARMUP` such a job is submitted again, as a new one.
+    const GATE_WARMUP: Duration = Duration::from_secs(20);
+    let (job, cluster) = loop {
+        let req = mgmt::signed(&gate_keys, tenant, Request::Submit(submit.clone()))?;
+        match super::route::submit_to_gate(port, &req, end)? {
+            super::route::Routed::Job { job, cluster: None }
+                if start.elapsed() < GATE_WARMUP && Instant::now() < end =>
+            {
+                eprintln!(
+                    "xdv: job {job}: no eligible cluster yet (the gate has not heard from the clusters); submitting again"
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            super::route::Routed::Job { job, cluster } => break (job, cluster),
+            super::route::Routed::Refused(d) => {
+                return Ok(report(&Report::denied(&d), a.json));
+            }
+        }
     };
     let fed = keys.federation.as_ref();
     let number = |c: xdv_federation::ClusterId| {
@@ -280,7 +297,10 @@ fn via_gate(
         let (s, log) = mgmt::wait_task_log(mport, &keys.for_node(m), tenant, task, end)?;
         let r = Report::finished(task, s).with_log(log);
         if !a.json {
-            println!("job {job}: {status}");
+            let at = super::route::status_cluster(&status)
+                .and_then(number)
+                .map_or(String::new(), |(n, _)| format!(" on cluster {n}"));
+            println!("job {job}: finished{at} as its task {}", task.0);
         }
         return Ok(report(&r, a.json));
     }
