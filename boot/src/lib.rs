@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cmdline;
+pub mod federation;
 pub mod info;
 pub mod provision;
 

@@ -214,6 +214,18 @@ impl Provision {
         Some(len)
     }
 
+    /// The length of the provisioning record at the start of `b`, from its counts
+    /// (`None` if the header is too short or not a provisioning record). What follows
+    /// it in the same boot module is the federation section
+    /// ([`crate::federation::FedSection`]).
+    pub fn record_len(b: &[u8]) -> Option<usize> {
+        if b.len() < HEADER_BYTES || b[0..8] != MAGIC {
+            return None;
+        }
+        let (np, nt) = (u16_at(b, 10) as usize, u16_at(b, 12) as usize);
+        (np <= MAX_PEERS && nt <= MAX_TENANTS).then(|| encoded_len(np, nt))
+    }
+
     /// Parses and validates a module. Never panics.
     pub fn parse(b: &[u8]) -> Result<Provision, ProvisionError> {
         if b.len() < HEADER_BYTES + 32 {

@@ -75,11 +75,14 @@ impl PhysRead for IdentityMap {
 
 /// Who this node is: the provisioning module if there is one (refused modules leave
 /// the node out of any cluster, with the reason on the console), else the command line.
-fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> xdv_node::Identity {
+fn identity(
+    info: &BootInfo,
+    opts: &xdv_boot::cmdline::KernelOptions,
+) -> (xdv_node::Identity, Option<xdv_boot::federation::FedSection>) {
     let mut module = None;
     for m in info.modules() {
         let len = m.len as usize;
-        if !(8..=xdv_boot::provision::MAX_BYTES).contains(&len) {
+        if !(8..=xdv_boot::provision::MAX_BYTES + xdv_boot::federation::MAX_BYTES).contains(&len) {
             continue;
         }
         let mut bytes = alloc::vec![0u8; len];
@@ -90,7 +93,21 @@ fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> xdv_nod
         }
     }
     let given = opts.node != 0;
-    match service::identity_from(module.as_deref(), opts.node, given, opts.peers()) {
+    // A federation section may follow the provisioning record in the same module.
+    let mut fed = None;
+    if let Some(bytes) = module.as_mut()
+        && let Some(n) = xdv_boot::provision::Provision::record_len(bytes)
+        && bytes.len() > n
+    {
+        match xdv_boot::federation::FedSection::parse(&bytes[n..]) {
+            Ok(f) => fed = Some(f),
+            Err(e) => {
+                println!("xdv: provision: federation section refused: {e}; a plain cluster node")
+            }
+        }
+        bytes.truncate(n);
+    }
+    let id = match service::identity_from(module.as_deref(), opts.node, given, opts.peers()) {
         Ok(id) => {
             if module.is_some() {
                 println!(
@@ -116,7 +133,21 @@ fn identity(info: &BootInfo, opts: &xdv_boot::cmdline::KernelOptions) -> xdv_nod
                 operator_key: [0; 32],
             }
         }
+    };
+    // Federation peers are authenticated with keys: no module, no federation.
+    let fed = fed.filter(|_| id.seed.is_some());
+    if let Some(f) = &fed {
+        println!(
+            "xdv: provision: federation: {} of gate group {}, {} peers across",
+            match f.role {
+                xdv_boot::federation::FedRole::Gate => "gate",
+                xdv_boot::federation::FedRole::Member => "member",
+            },
+            f.gate_cluster,
+            f.peers().len()
+        );
     }
+    (id, fed)
 }
 
 /// Entered from `boot/entry.s` in long mode on the boot stack.
@@ -155,7 +186,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     arch::paging::refine(info);
     init_memory(info, opts, proto, info_addr);
     time::init();
-    let ident = identity(info, opts);
+    let (ident, fed) = identity(info, opts);
     let node = ident.node;
     audit::init(node);
     let acpi = acpi::read();
@@ -194,7 +225,8 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         .map(|c| (smoltcp::wire::Ipv4Address::from(c.addr), c.prefix));
     let net = net::Net::new(nics, peer_ip);
     executor::init(smp::online());
-    let mut services = service::Services::new(ident, devices, accels, net, smp::online(), opts);
+    let mut services =
+        service::Services::new(ident, fed, devices, accels, net, smp::online(), opts);
 
     let usable_mib = info.usable_bytes() >> 20;
     let (stack_bottom, stack_top) = arch::paging::boot_stack();

@@ -20,7 +20,11 @@ use crate::{audit, println, time};
 use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_audit::RecordBody;
+use xdv_boot::federation::{FedPeer, FedRole, FedSection};
+use xdv_federation::ClusterId;
+use xdv_federation::route::RouteConfig;
 use xdv_node::accel::AccelPool;
+use xdv_node::config::FederationConfig;
 use xdv_node::{Identity, Node, NodeConfig, Outbox};
 use xdv_types::{CoreId, NodeId};
 
@@ -155,11 +159,64 @@ pub fn identity_from(
     Ok(ident)
 }
 
+/// The node's federation configuration from the module's federation section: a gate
+/// routes to the clusters of its peers (grouped by their cluster ids, the router's
+/// hold-down, degrade confirmation and cooldown scaled by the section's ‰), a member
+/// reports to the gate nodes.
+fn federation_config(ident: &Identity, f: &FedSection) -> FederationConfig {
+    let period = u64::from(f.period_ms);
+    match f.role {
+        FedRole::Gate => {
+            let mut clusters: Vec<(ClusterId, Vec<NodeId>)> = Vec::new();
+            for p in f.peers() {
+                match clusters.iter_mut().find(|(c, _)| c.0 == p.cluster) {
+                    Some((_, nodes)) => nodes.push(NodeId(p.node)),
+                    None => clusters.push((ClusterId(p.cluster), alloc::vec![NodeId(p.node)])),
+                }
+            }
+            clusters.sort();
+            let d = RouteConfig::DEFAULT;
+            let per_mille = u64::from(f.route_per_mille);
+            let scale = |ms: u64| (ms.saturating_mul(per_mille) / 1000).max(1);
+            let route = RouteConfig {
+                hold_down_ms: scale(d.hold_down_ms),
+                degrade_confirm_ms: scale(d.degrade_confirm_ms),
+                cooldown_ms: scale(d.cooldown_ms),
+                ..d
+            };
+            println!(
+                "federation: gate of {} clusters, dispatch every {period} ms, hold-down {} ms, cooldown {} ms (route scale {per_mille}/1000)",
+                clusters.len(),
+                route.hold_down_ms,
+                route.cooldown_ms
+            );
+            FederationConfig::Gate {
+                clusters,
+                route: alloc::boxed::Box::new(route),
+                dispatch_every_ms: period,
+            }
+        }
+        FedRole::Member => {
+            let gates: Vec<NodeId> = f.peers().iter().map(|p| NodeId(p.node)).collect();
+            println!(
+                "federation: cluster {} reports to gate group {} (nodes {:?}) every {period} ms",
+                ident.cluster, f.gate_cluster, gates
+            );
+            FederationConfig::Member {
+                gate_cluster: f.gate_cluster,
+                gates,
+                heartbeat_every_ms: period,
+            }
+        }
+    }
+}
+
 impl Services {
     /// Builds the services: the node over the Raft region (or an empty one, which
     /// halts it with the reason), the transport over the peer NIC.
     pub fn new(
         ident: Identity,
+        fed: Option<FedSection>,
         devices: Devices,
         accels: Vec<AccelFn>,
         mut net: Net,
@@ -202,6 +259,8 @@ impl Services {
                 "cluster: joining: genesis members {g:?}; the log or a snapshot brings this node up to date"
             );
         }
+        cfg.federation = fed.as_ref().map(|f| federation_config(&ident, f));
+        let fed_peers: Vec<FedPeer> = fed.as_ref().map_or(Vec::new(), |f| f.peers().to_vec());
         let me = NodeId(ident.node);
         let node = Node::new(cfg, region, time::uptime_us() / 1000);
         println!(
@@ -220,7 +279,13 @@ impl Services {
                 opts.mgmt_slots, opts.mgmt_per_source
             );
         }
-        let transport = Transport::new(&ident, &mut net, opts.mgmt_slots, opts.mgmt_per_source);
+        let transport = Transport::new(
+            &ident,
+            &fed_peers,
+            &mut net,
+            opts.mgmt_slots,
+            opts.mgmt_per_source,
+        );
         let discovery = discovery_socket(&mut net);
         let mut s = Services {
             devices,
@@ -325,6 +390,24 @@ impl Services {
                         coordinate,
                     } => {
                         self.node.on_peer_rtt(from, rtt_us, &coordinate);
+                        Phase::Peer
+                    }
+                    Event::FedForward { from, bytes } => {
+                        // Across the federation only federation messages pass.
+                        if matches!(
+                            xdv_cluster::mgmt::decode::<xdv_cluster::mgmt::PeerForward>(&bytes),
+                            Ok(xdv_cluster::mgmt::PeerForward::Federation(_))
+                        ) {
+                            self.node.on_peer_forward(from, &bytes);
+                        }
+                        Phase::Peer
+                    }
+                    Event::FedRtt {
+                        from,
+                        rtt_us,
+                        coordinate,
+                    } => {
+                        self.node.on_fed_rtt(from, rtt_us, &coordinate);
                         Phase::Peer
                     }
                     Event::Client { conn, bytes } => {

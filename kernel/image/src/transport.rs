@@ -44,6 +44,12 @@
 //! - An accepted peer connection that has not authenticated within
 //!   [`PEER_HANDSHAKE_MS`] is closed, so a silent client cannot hold the sockets that
 //!   wait for lower-numbered peers.
+//! - In a federation (the module's federation section, docs/federation.md) the other
+//!   side's nodes — a gate's member-cluster nodes, a member's gates — are connected,
+//!   pinged and authenticated like members (each node signs for its own cluster id,
+//!   checked against the section's key and cluster id). They never carry Raft
+//!   (dropped, `fed_dropped`); their forwards are [`Event::FedForward`] and their pongs
+//!   [`Event::FedRtt`]. No section: no federation peers, nothing changes.
 //! - The transport knows nothing about consensus or the cluster: it turns frames into
 //!   [`Event`]s for the node and sends what the node's outbox holds.
 //! - The bulk sink ([`BULK_PORT`]) hashes whatever it receives (the TCP integrity test).
@@ -60,6 +66,7 @@ use sha2::{Digest, Sha256};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Address};
+use xdv_boot::federation::FedPeer;
 use xdv_net::admission::{self, Admission, Limits};
 use xdv_net::wire::{
     self, ClusterMessage, ErrorReport, FrameDecoder, FrameHeader, Hello, MGMT_TCP_PORT,
@@ -85,6 +92,16 @@ pub enum Event {
     },
     /// A management request from a client connection.
     Client { conn: ClientConn, bytes: Vec<u8> },
+    /// A management frame from an authenticated node on the other side of the
+    /// federation (a gate, or a member cluster's node): only federation messages may
+    /// pass (the caller checks).
+    FedForward { from: NodeId, bytes: Vec<u8> },
+    /// An RTT sample to a federation peer (see [`Event::Rtt`]).
+    FedRtt {
+        from: NodeId,
+        rtt_us: u64,
+        coordinate: Vec<u8>,
+    },
 }
 
 pub const BULK_PORT: u16 = 7300;
@@ -191,6 +208,12 @@ pub struct Transport {
     /// This node's Vivaldi coordinate (wire form), piggy-backed on every peer ping
     /// and pong ([`Transport::set_coordinate`]).
     coordinate: Vec<u8>,
+    /// The other side of the federation (a gate's member-cluster nodes, a member's
+    /// gates; empty outside a federation): connected and authenticated like members
+    /// (with their own cluster ids), never carrying Raft.
+    fed: Vec<FedPeer>,
+    /// Frames from federation peers that only members may send (Raft), dropped.
+    pub fed_dropped: u64,
 }
 
 fn now_ms() -> u64 {
@@ -247,6 +270,7 @@ impl Transport {
     /// while slots are scarce). `None` without a peer NIC.
     pub fn new(
         ident: &Identity,
+        fed: &[FedPeer],
         net: &mut Net,
         mgmt_slots: usize,
         mgmt_per_source: usize,
@@ -261,9 +285,12 @@ impl Transport {
             log::warn!("transport: no peer NIC; peer transport off");
             return None;
         };
+        // Members, then the federation's other side: the same address rule (node ids
+        // are unique across a federation).
         for p in ident
             .peer_ids()
             .into_iter()
+            .chain(fed.iter().map(|f| f.node))
             .filter(|&p| p != node)
             .take(MAX_PEERS)
         {
@@ -307,6 +334,8 @@ impl Transport {
             ident: ident.clone(),
             events: Vec::new(),
             coordinate: Vec::new(),
+            fed: fed.to_vec(),
+            fed_dropped: 0,
             send_failures: 0,
             outq_resets: 0,
             mgmt_base,
@@ -330,6 +359,15 @@ fn put(iface: &mut Iface, handle: SocketHandle, frame: &[u8]) -> bool {
 }
 
 impl Transport {
+    /// The federation peer `node`, if it is one.
+    fn fed_peer(&self, node: NodeId) -> Option<&FedPeer> {
+        self.fed.iter().find(|f| f.node == node.0)
+    }
+
+    fn is_fed(&self, node: Option<NodeId>) -> bool {
+        node.is_some_and(|n| self.fed_peer(n).is_some())
+    }
+
     fn header(&mut self, target: NodeId) -> FrameHeader {
         self.clock += 1;
         self.next_msg += 1;
@@ -514,7 +552,8 @@ impl Transport {
                     return;
                 }
                 let id = &self.ident;
-                if c.role == Role::Mgmt || !id.is_member(h.node) {
+                let fed = self.fed.iter().any(|f| f.node == h.node.0);
+                if c.role == Role::Mgmt || !(id.is_member(h.node) || fed) {
                     log::warn!(
                         "transport: Hello from {} who is not a member; closing",
                         h.node
@@ -549,11 +588,19 @@ impl Transport {
             ClusterMessage::Auth(a) => {
                 let c = &self.conns[i];
                 let id = &self.ident;
-                let ok = match (c.peer, c.peer.and_then(|p| id.key_of(p))) {
-                    (Some(p), Some(key)) if p == a.node && c.hello_seen => {
+                // A member signs for this cluster, a federation peer for its own
+                // (every node signs with its own cluster id).
+                let key = c
+                    .peer
+                    .and_then(|p| match self.fed.iter().find(|f| f.node == p.0) {
+                        Some(f) => id.seed.map(|_| (f.public_key, f.cluster)),
+                        None => id.key_of(p).map(|k| (k, id.cluster)),
+                    });
+                let ok = match (c.peer, key) {
+                    (Some(p), Some((key, cluster))) if p == a.node && c.hello_seen => {
                         xdv_cluster::mgmt::verify_peer_auth(
                             &key,
-                            id.cluster,
+                            cluster,
                             p,
                             self.node,
                             &c.nonce,
@@ -593,19 +640,33 @@ impl Transport {
                 self.send(iface, i, &ClusterMessage::Pong(pong));
             }
             ClusterMessage::Pong(p) => {
+                let fed = self.is_fed(self.conns[i].peer);
                 let c = &mut self.conns[i];
                 if p.seq == c.ping_seq && c.ping_sent_us != 0 {
                     c.rtt_us = time::uptime_us().saturating_sub(c.ping_sent_us);
                     c.ping_sent_us = 0;
                     if let (Some(from), true) = (c.peer, c.authenticated) {
                         let rtt_us = c.rtt_us;
-                        self.events.push(Event::Rtt {
-                            from,
-                            rtt_us,
-                            coordinate: p.payload,
+                        let coordinate = p.payload;
+                        self.events.push(if fed {
+                            Event::FedRtt {
+                                from,
+                                rtt_us,
+                                coordinate,
+                            }
+                        } else {
+                            Event::Rtt {
+                                from,
+                                rtt_us,
+                                coordinate,
+                            }
                         });
                     }
                 }
+            }
+            ClusterMessage::Raft(_) if self.is_fed(self.conns[i].peer) => {
+                self.fed_dropped += 1;
+                log::debug!("transport: Raft frame from a federation peer dropped");
             }
             ClusterMessage::Raft(bytes) => match self.conns[i].peer {
                 // Raft traffic only from a peer that proved its node key.
@@ -625,6 +686,9 @@ impl Transport {
                     };
                     self.admission.request(i - self.mgmt_base, now);
                     self.events.push(Event::Client { conn, bytes })
+                }
+                (_, Some(from)) if self.conns[i].authenticated && self.is_fed(Some(from)) => {
+                    self.events.push(Event::FedForward { from, bytes })
                 }
                 (_, Some(from)) if self.conns[i].authenticated => {
                     self.events.push(Event::Forward { from, bytes })
@@ -792,9 +856,12 @@ impl Transport {
         let Some(peer_if) = net.peer.as_mut() else {
             return;
         };
-        // Nodes that left: close their connections.
+        // Nodes that left: close their connections (federation peers stay).
+        let fed = &self.fed;
         for c in self.conns.iter_mut() {
-            let gone = c.peer.is_some_and(|p| !self.ident.is_member(p));
+            let gone = c
+                .peer
+                .is_some_and(|p| !self.ident.is_member(p) && !fed.iter().any(|f| f.node == p.0));
             if gone && matches!(c.role, Role::Connect | Role::Accept) {
                 log::info!(
                     "transport: {:?} left the cluster; connection closed",
@@ -810,7 +877,8 @@ impl Transport {
         }
         // New members: a connecting socket for higher ids, a listening one for lower.
         let accepting = self.conns.iter().filter(|c| c.role == Role::Accept).count();
-        let lower = members.iter().filter(|(n, _)| *n < me).count();
+        let lower = members.iter().filter(|(n, _)| *n < me).count()
+            + self.fed.iter().filter(|f| f.node < me.0).count();
         let mut open = self
             .conns
             .iter()

@@ -2086,13 +2086,23 @@ impl<R: Region> Node<R> {
             federated_root: self.state.federated_root().map(|f| f.global_root),
             audit_head: self.audit_head.1,
             audit_records: self.audit_head.0,
-            tasks: d.tasks.len() as u64,
-            completed: d
-                .tasks
-                .values()
-                .filter(|t| matches!(t.status, TaskStatus::Completed { .. }))
-                .count() as u64,
-            pending: d.pending.len() as u64,
+            // A gate group's figures are its jobs: all, finished, open.
+            tasks: match self.state.gate() {
+                Some(g) => g.jobs.len() as u64,
+                None => d.tasks.len() as u64,
+            },
+            completed: match self.state.gate() {
+                Some(g) => g.jobs.iter().filter(|(_, j)| j.status.is_final()).count() as u64,
+                None => d
+                    .tasks
+                    .values()
+                    .filter(|t| matches!(t.status, TaskStatus::Completed { .. }))
+                    .count() as u64,
+            },
+            pending: match self.state.gate() {
+                Some(g) => g.open_jobs().count() as u64,
+                None => d.pending.len() as u64,
+            },
             members: d
                 .nodes
                 .iter()

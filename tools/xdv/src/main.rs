@@ -74,6 +74,9 @@ enum Cmd {
     /// Cancel a pending or running task (signed with its tenant's key); exit 0
     /// cancelled, 3 refused (no such task, not yours, already finished).
     Cancel(cmd::cancel::CancelArgs),
+    /// A federation's gate: `route explain JOB` shows why the gate routed a job where
+    /// it did (buckets, RTT bounds, scores, hysteresis, fallbacks, status).
+    Route(cmd::route::Args),
     /// Set, show or clear a tenant's quota (operator-signed).
     Quota(cmd::quota::QuotaArgs),
     /// Reserve Q containers, Φ windows or K core slots on a node (a signed contract);
@@ -143,6 +146,7 @@ fn main() {
         Cmd::Remove(a) => ok(cmd::member::remove(a)),
         Cmd::Submit(a) => cmd::submit::submit(a),
         Cmd::Cancel(a) => cmd::cancel::cancel(a),
+        Cmd::Route(a) => cmd::route::run(a),
         Cmd::Quota(a) => ok(cmd::quota::quota(a)),
         Cmd::Reserve(a) => cmd::contract::reserve(a),
         Cmd::Release(a) => cmd::contract::release(a),

@@ -32,6 +32,73 @@ pub struct Keys {
     pub nodes: Vec<(u32, String)>,
     /// (tenant id, seed)
     pub tenants: Vec<(u32, String)>,
+    /// A federation (`up --clusters C --gates G`): its gate group and member clusters,
+    /// each with its own cluster id (`cluster` above is the gate group's, so tenants
+    /// sign for the gate by default). `None`: one plain cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<Federation>,
+}
+
+/// The groups of a federation and its timing (`keys.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Federation {
+    /// The gate group first, then member clusters 1..=C.
+    pub groups: Vec<FedGroup>,
+    /// A gate leader's dispatch round, ms.
+    pub dispatch_ms: u32,
+    /// A member leader's heartbeat to the gates, ms.
+    pub heartbeat_ms: u32,
+    /// The router's hold-down, degrade confirmation and cooldown × this / 1000.
+    pub route_per_mille: u32,
+}
+
+/// One cluster of a federation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FedGroup {
+    pub cluster: u32,
+    pub gate: bool,
+    pub nodes: Vec<u32>,
+}
+
+impl Federation {
+    /// Node ids of a federation of `gates` gate nodes and `clusters` clusters of
+    /// `nodes` nodes each: gates 1..=G, then cluster 1's nodes, cluster 2's, ...
+    /// (unique across the federation: node k is 10.0.0.k on the one switch). Cluster
+    /// ids: the gate group's `base`, cluster k's `base + k`.
+    pub fn layout(base: u32, gates: u32, clusters: u32, nodes: u32) -> Vec<FedGroup> {
+        let mut groups = vec![FedGroup {
+            cluster: base,
+            gate: true,
+            nodes: (1..=gates).collect(),
+        }];
+        for k in 0..clusters {
+            let first = gates + k * nodes + 1;
+            groups.push(FedGroup {
+                cluster: base.wrapping_add(k + 1).max(1),
+                gate: false,
+                nodes: (first..first + nodes).collect(),
+            });
+        }
+        groups
+    }
+
+    pub fn group_of(&self, node: u32) -> Option<&FedGroup> {
+        self.groups.iter().find(|g| g.nodes.contains(&node))
+    }
+
+    /// The member clusters (not the gate group), with their 1-based numbers.
+    pub fn clusters(&self) -> impl Iterator<Item = (usize, &FedGroup)> {
+        self.groups
+            .iter()
+            .filter(|g| !g.gate)
+            .enumerate()
+            .map(|(i, g)| (i + 1, g))
+    }
+
+    /// The gate group.
+    pub fn gate(&self) -> Option<&FedGroup> {
+        self.groups.iter().find(|g| g.gate)
+    }
 }
 
 fn random_seed() -> Result<[u8; 32]> {
@@ -66,7 +133,55 @@ impl Keys {
             tenants: (1..=tenants)
                 .map(|t| Ok((t, hex::encode(random_seed()?))))
                 .collect::<Result<_>>()?,
+            federation: None,
         })
+    }
+
+    /// Fresh keys for a federation (see [`Federation::layout`]).
+    pub fn generate_federation(
+        gates: u32,
+        clusters: u32,
+        nodes: u32,
+        tenants: u32,
+        timing: (u32, u32, u32),
+    ) -> Result<Keys> {
+        let total = gates + clusters * nodes;
+        let mut k = Keys::generate(total, tenants)?;
+        // Room for the member clusters' ids above the gate group's.
+        k.cluster = (k.cluster & 0x7fff_ffff).max(1);
+        let (dispatch_ms, heartbeat_ms, route_per_mille) = timing;
+        k.federation = Some(Federation {
+            groups: Federation::layout(k.cluster, gates, clusters, nodes),
+            dispatch_ms,
+            heartbeat_ms,
+            route_per_mille,
+        });
+        Ok(k)
+    }
+
+    /// These keys as seen by node `node`'s cluster: requests to it are signed for its
+    /// cluster id (a federation's member cluster has its own).
+    pub fn for_node(&self, node: u32) -> Keys {
+        let mut k = self.clone();
+        if let Some(g) = self.federation.as_ref().and_then(|f| f.group_of(node)) {
+            k.cluster = g.cluster;
+        }
+        k
+    }
+
+    /// These keys for member cluster `n` (1-based) of the federation.
+    pub fn for_cluster(&self, n: usize) -> Result<Keys> {
+        let f = self
+            .federation
+            .as_ref()
+            .ok_or_else(|| anyhow!("this is not a federation (`up --clusters C --gates G`)"))?;
+        let (_, g) = f
+            .clusters()
+            .find(|(i, _)| *i == n)
+            .ok_or_else(|| anyhow!("the federation has no cluster {n}"))?;
+        let mut k = self.clone();
+        k.cluster = g.cluster;
+        Ok(k)
     }
 
     pub fn load(dir: &Path) -> Result<Keys> {
@@ -124,8 +239,13 @@ impl Keys {
             .find(|(n, _)| *n == node)
             .ok_or_else(|| anyhow!("node {node} has no key"))?;
         let operator = public_key(&self.operator_seed()?);
-        let mut p = Provision::new(node, self.cluster, seed_of(seed)?, operator);
+        let group = self.federation.as_ref().and_then(|f| f.group_of(node));
+        let cluster = group.map_or(self.cluster, |g| g.cluster);
+        let mut p = Provision::new(node, cluster, seed_of(seed)?, operator);
         for (n, s) in &self.nodes {
+            if group.is_some_and(|g| !g.nodes.contains(n)) {
+                continue;
+            }
             let ok = p.add_peer(Peer {
                 node: *n,
                 ipv4: [10, 0, 0, *n as u8],
@@ -150,6 +270,46 @@ impl Keys {
         let n = p
             .encode(&mut out)
             .ok_or_else(|| anyhow!("provisioning module does not fit"))?;
+        out.truncate(n);
+        if let (Some(f), Some(g)) = (&self.federation, group) {
+            out.extend(self.fed_section(f, g)?);
+        }
+        Ok(out)
+    }
+
+    /// The federation section a node of group `g` gets after its provisioning record:
+    /// a gate's peers are every member cluster's nodes, a member's the gate nodes.
+    fn fed_section(&self, f: &Federation, g: &FedGroup) -> Result<Vec<u8>> {
+        use xdv_boot::federation::{FedPeer, FedRole, FedSection, MAX_BYTES};
+        let gate = f
+            .gate()
+            .ok_or_else(|| anyhow!("the federation has no gate group"))?;
+        let (role, period) = if g.gate {
+            (FedRole::Gate, f.dispatch_ms)
+        } else {
+            (FedRole::Member, f.heartbeat_ms)
+        };
+        let mut s = FedSection::new(role, gate.cluster, period, f.route_per_mille);
+        for other in f.groups.iter().filter(|o| o.gate != g.gate) {
+            for n in &other.nodes {
+                let (_, seed) = self
+                    .nodes
+                    .iter()
+                    .find(|(m, _)| m == n)
+                    .ok_or_else(|| anyhow!("node {n} has no key"))?;
+                if !s.add_peer(FedPeer {
+                    node: *n,
+                    cluster: other.cluster,
+                    public_key: public_key(&seed_of(seed)?),
+                }) {
+                    bail!("too many federation peers for one module");
+                }
+            }
+        }
+        let mut out = vec![0u8; MAX_BYTES];
+        let n = s
+            .encode(&mut out)
+            .ok_or_else(|| anyhow!("federation section does not fit"))?;
         out.truncate(n);
         Ok(out)
     }

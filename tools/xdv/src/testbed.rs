@@ -106,6 +106,45 @@ impl Testbed {
         })
     }
 
+    /// A federation's keys, modules and switch, no node booted yet: `gates` gate
+    /// nodes (ids 1..=G), then `clusters` clusters of `nodes` nodes each
+    /// ([`crate::mgmt::Federation::layout`]), two tenants provisioned everywhere, the
+    /// router's hold-down, degrade confirmation and cooldown × `route_per_mille` / 1000.
+    /// `keys.cluster` is the gate group's (tenants sign for the gate);
+    /// `keys.for_node(id)` signs for node `id`'s cluster.
+    pub fn prepare_federation(
+        tag: &str,
+        (gates, clusters, nodes): (u32, u32, u32),
+        route_per_mille: u32,
+        seed: u64,
+    ) -> Result<Testbed> {
+        let dir = temp_dir(tag)?;
+        let keys =
+            Keys::generate_federation(gates, clusters, nodes, 2, (500, 1_000, route_per_mille))?;
+        keys.save(&dir)?;
+        let total = gates + clusters * nodes;
+        for id in 1..=total {
+            std::fs::write(dir.join(format!("node{id}.prov")), keys.module(id)?)?;
+        }
+        let switch = crate::switch::spawn(SwitchConfig {
+            dir: dir.clone(),
+            ports: total as u16,
+            seed,
+            faults: Faults::default(),
+        })?;
+        let ports: Vec<u16> = (0..total).map(|_| free_port()).collect();
+        Ok(Testbed {
+            dir,
+            keys,
+            ports,
+            vms: (0..total).map(|_| None).collect(),
+            switch,
+            cmdline: String::new(),
+            accels: std::collections::BTreeMap::new(),
+            nic: NicModel::default(),
+        })
+    }
+
     /// Boots node `id` on its RAM file with the provisioning module file `module`.
     pub fn boot(&self, id: usize, module: &str) -> Result<Vm> {
         // Two CPUs: the boot CPU serves the network and consensus, the AP runs tasks.
@@ -130,7 +169,7 @@ impl Testbed {
     }
 
     pub fn view(&self, id: usize) -> Result<ClusterView> {
-        mgmt::cluster_view(self.port(id), &self.keys)
+        mgmt::cluster_view(self.port(id), &self.keys.for_node(id as u32))
     }
 
     pub fn vm(&mut self, id: usize) -> &mut Vm {

@@ -2460,3 +2460,88 @@ fn assert_usage_errors(cases: &[Vec<&str>]) {
         assert_eq!(o.code, 2, "usage error: {args:?} {o:?}");
     }
 }
+
+#[test]
+fn up_refuses_bad_federations_before_building_anything() {
+    let dir = temp("fed-refuse");
+    let d = s(&dir);
+    // 1 gate + 3 clusters of 3 nodes: 10 machines.
+    let o = xdv(&["up", "--dir", d, "--clusters", "3", "--nodes", "3"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("10 machines") && o.stderr.contains("at most 9"),
+        "{o:?}"
+    );
+    let o = xdv(&["up", "--dir", d, "--clusters", "2", "--accel", "2=q"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("not supported with --clusters"), "{o:?}");
+    // --gates and --route-scale only with --clusters; at most 3 gates.
+    let o = xdv(&["up", "--dir", d, "--gates", "1"]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+    let o = xdv(&["up", "--dir", d, "--route-scale", "100"]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+    let o = xdv(&["up", "--dir", d, "--clusters", "2", "--gates", "4"]);
+    assert_eq!(o.code, xdv::exit::USAGE, "{o:?}");
+    // Nothing was written.
+    assert!(xdv::cluster::cluster_files(&dir).is_empty());
+    // A plain cluster has no gate.
+    fake_cluster(&dir, &[(1, me(), 0)]);
+    let o = xdv(&["route", "explain", "1", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("not a federation"), "{o:?}");
+    let o = xdv(&["submit", "hash", "--tenant", "1", "--via-gate", "--dir", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("not a federation"), "{o:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn federation_modules_carry_each_group_and_the_other_side() {
+    use xdv_boot::federation::{FedRole, FedSection};
+    use xdv_boot::provision::Provision;
+    let k = Keys::generate_federation(1, 2, 2, 2, (500, 1000, 100)).unwrap();
+    let f = k.federation.clone().unwrap();
+    let ids: Vec<Vec<u32>> = f.groups.iter().map(|g| g.nodes.clone()).collect();
+    assert_eq!(ids, vec![vec![1], vec![2, 3], vec![4, 5]]);
+    let clusters: Vec<u32> = f.groups.iter().map(|g| g.cluster).collect();
+    assert_eq!(clusters, vec![k.cluster, k.cluster + 1, k.cluster + 2]);
+    let split = |node: u32| {
+        let m = k.module(node).unwrap();
+        let n = Provision::record_len(&m).unwrap();
+        (
+            Provision::parse(&m[..n]).unwrap(),
+            FedSection::parse(&m[n..]).unwrap(),
+        )
+    };
+    // The gate: its own group; every member node across, with its cluster id.
+    let (p, s) = split(1);
+    assert_eq!((p.node, p.cluster, p.peers().len()), (1, k.cluster, 1));
+    assert_eq!(s.role, FedRole::Gate);
+    assert_eq!((s.period_ms, s.route_per_mille), (500, 100));
+    let across: Vec<(u32, u32)> = s.peers().iter().map(|x| (x.node, x.cluster)).collect();
+    assert_eq!(
+        across,
+        vec![
+            (2, k.cluster + 1),
+            (3, k.cluster + 1),
+            (4, k.cluster + 2),
+            (5, k.cluster + 2)
+        ]
+    );
+    // A member: its cluster's two nodes; the gate across.
+    let (p, s) = split(5);
+    assert_eq!(p.cluster, k.cluster + 2);
+    let peers: Vec<u32> = p.peers().iter().map(|x| x.node).collect();
+    assert_eq!(peers, vec![4, 5]);
+    assert_eq!(s.role, FedRole::Member);
+    assert_eq!((s.gate_cluster, s.period_ms), (k.cluster, 1000));
+    assert_eq!(s.peers().len(), 1);
+    assert_eq!(s.peers()[0].node, 1);
+    // Signing: the gate's id for tenants by default, each member's own on request.
+    assert_eq!(k.for_node(4).cluster, k.cluster + 2);
+    assert_eq!(k.for_node(1).cluster, k.cluster);
+    // A plain cluster's module has no federation section.
+    let plain = Keys::generate(2, 1).unwrap();
+    let m = plain.module(1).unwrap();
+    assert_eq!(Provision::record_len(&m), Some(m.len()));
+}

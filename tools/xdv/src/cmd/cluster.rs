@@ -93,9 +93,42 @@ pub struct UpArgs {
     /// root) [default: switch; with --resume: the directory's].
     #[arg(long)]
     net: Option<xdv::bridge::PeerNet>,
+    /// A federation (docs/federation.md): C member clusters of --nodes nodes each
+    /// [--nodes default: 1] behind a gate group of --gates nodes [default: 1], every
+    /// node on the one host switch. Ids: gates 1..=G, then cluster 1's nodes, cluster
+    /// 2's, ... At most 9 nodes in all.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    clusters: Option<u32>,
+    /// Nodes of the federation's gate group (1-3) [default: 1; needs --clusters].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3), requires = "clusters")]
+    gates: Option<u32>,
+    /// The gate's router hold-down (30 s), degrade confirmation (60 s) and cooldown
+    /// (120 s) in ‰ of the seed's: tests shorten them [default: 1000; needs --clusters].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000), requires = "clusters")]
+    route_scale: Option<u32>,
     /// Extra kernel command-line words for every node, after `--`.
     #[arg(last = true)]
     cmdline: Vec<String>,
+}
+
+/// A federation's dispatch round and heartbeat period (ms).
+const FED_DISPATCH_MS: u32 = 500;
+const FED_HEARTBEAT_MS: u32 = 1_000;
+
+impl UpArgs {
+    /// (gates, clusters, nodes per cluster) when `up` starts a federation.
+    fn federation(&self) -> Option<(u32, u32, u32)> {
+        self.clusters
+            .map(|c| (self.gates.unwrap_or(1), c, self.nodes.unwrap_or(1)))
+    }
+
+    /// How many machines `up` boots.
+    fn total_nodes(&self) -> u32 {
+        match self.federation() {
+            Some((g, c, n)) => g + c * n,
+            None => self.nodes.unwrap_or(3),
+        }
+    }
 }
 
 /// How `up` boots its nodes.
@@ -359,6 +392,9 @@ pub fn up(mut a: UpArgs) -> Result<()> {
         keys.tenants.len(),
         Keys::file(&dir).display()
     );
+    if let Some(f) = &keys.federation {
+        eprintln!("{}", federation_lines(f));
+    }
     for n in &st.nodes {
         if let Some(p) = &n.provision {
             std::fs::write(p, keys.module(n.id)?)?;
@@ -387,6 +423,36 @@ pub fn up(mut a: UpArgs) -> Result<()> {
     watch(&st)
 }
 
+/// The federation's groups, one line each.
+pub fn federation_lines(f: &mgmt::Federation) -> String {
+    let ids = |g: &mgmt::FedGroup| {
+        g.nodes
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut lines = Vec::new();
+    if let Some(g) = f.gate() {
+        lines.push(format!(
+            "xdv: federation: gate group {} on node(s) {}; dispatch every {} ms, route scale {}/1000",
+            g.cluster,
+            ids(g),
+            f.dispatch_ms,
+            f.route_per_mille
+        ));
+    }
+    for (n, g) in f.clusters() {
+        lines.push(format!(
+            "xdv: federation: cluster {n} (id {}) on node(s) {}; heartbeat every {} ms",
+            g.cluster,
+            ids(g),
+            f.heartbeat_ms
+        ));
+    }
+    lines.join("\n")
+}
+
 /// Why `up` will not touch an existing cluster directory without a flag.
 fn exists_message(dir: &Path) -> String {
     let what = match (ClusterState::load(dir), Keys::load(dir)) {
@@ -408,7 +474,21 @@ fn exists_message(dir: &Path) -> String {
 
 /// Refuses arguments a new cluster cannot have.
 fn check_new(a: &UpArgs) -> Result<()> {
-    let nodes = a.nodes.unwrap_or(3);
+    let nodes = a.total_nodes();
+    if let Some((g, c, n)) = a.federation() {
+        if nodes > MAX_NODES {
+            bail!(
+                "a federation of {g} gate node(s) and {c} cluster(s) of {n} node(s) is {nodes} \
+                 machines; at most {MAX_NODES} fit (try --clusters 2 --nodes 1 --gates 1)"
+            );
+        }
+        if !a.accel.is_empty() || a.boot == Some(BootMode::Pxe) || a.net.is_some() {
+            bail!(
+                "a federation boots its nodes with -kernel on the host switch: \
+                 --accel, --boot pxe and --net are not supported with --clusters"
+            );
+        }
+    }
     if a.tenants.unwrap_or(2) > MAX_TENANTS {
         bail!("--tenants must be 0..={MAX_TENANTS}");
     }
@@ -422,24 +502,48 @@ fn check_new(a: &UpArgs) -> Result<()> {
 
 /// A new cluster in `dir`: fresh keys, node specs, nothing started yet.
 fn new_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
-    let nodes = a.nodes.unwrap_or(3);
+    let nodes = a.total_nodes();
     let tenants = a.tenants.unwrap_or(2);
     let base = a.mgmt_port_base.unwrap_or(cluster::MGMT_HOST_PORT_BASE);
     std::fs::create_dir_all(dir)?;
-    let keys = Keys::generate(nodes, tenants)?;
+    let keys = match a.federation() {
+        Some((g, c, n)) => Keys::generate_federation(
+            g,
+            c,
+            n,
+            tenants,
+            (
+                FED_DISPATCH_MS,
+                FED_HEARTBEAT_MS,
+                a.route_scale.unwrap_or(1000),
+            ),
+        )?,
+        None => Keys::generate(nodes, tenants)?,
+    };
     keys.save(dir)?;
     let extra = a.cmdline.join(" ");
     let accel = parse_accel(&a.accel, nodes)?;
-    let genesis: Vec<String> = (1..=nodes).map(|n| n.to_string()).collect();
-    let genesis = genesis.join(",");
+    // Each node's genesis members: its own cluster's (a federation's groups are
+    // separate clusters).
+    let genesis_of = |id: u32| -> String {
+        let ids: Vec<u32> = match keys.federation.as_ref().and_then(|f| f.group_of(id)) {
+            Some(g) => g.nodes.clone(),
+            None => (1..=nodes).collect(),
+        };
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        ids.join(",")
+    };
     let specs = (1..=nodes)
         .map(|id| NodeSpec {
             id,
             smp: a.smp.unwrap_or(2),
             mem_mib: a.mem_mib.unwrap_or(256),
-            cmdline: format!("node={id} ip=10.0.0.{id}/24 genesis={genesis} {extra}")
-                .trim()
-                .to_string(),
+            cmdline: format!(
+                "node={id} ip=10.0.0.{id}/24 genesis={} {extra}",
+                genesis_of(id)
+            )
+            .trim()
+            .to_string(),
             provision: Some(dir.join(format!("node{id}.prov"))),
             pid: None,
             mgmt_port: base + id as u16,
@@ -482,10 +586,28 @@ fn resume_state(a: &UpArgs, dir: &Path) -> Result<(ClusterState, Keys)> {
             differ.push(format!("{what} {asked} (the directory's: {has})"));
         }
     };
+    let fed = keys
+        .federation
+        .as_ref()
+        .map(|f| (f.gate().map_or(0, |g| g.nodes.len()), f.clusters().count()));
+    let per_cluster = keys
+        .federation
+        .as_ref()
+        .and_then(|f| f.clusters().next().map(|(_, g)| g.nodes.len()));
     cmp(
         "--nodes",
         a.nodes.map(|n| n.to_string()),
-        st.nodes.len().to_string(),
+        per_cluster.unwrap_or(st.nodes.len()).to_string(),
+    );
+    cmp(
+        "--clusters",
+        a.clusters.map(|n| n.to_string()),
+        fed.map_or("none".into(), |f| f.1.to_string()),
+    );
+    cmp(
+        "--gates",
+        a.gates.map(|n| n.to_string()),
+        fed.map_or("none".into(), |f| f.0.to_string()),
     );
     cmp(
         "--tenants",
@@ -635,7 +757,12 @@ pub fn views(st: &ClusterState, keys: &Keys) -> Vec<(u32, Result<ClusterView>)> 
     st.nodes
         .iter()
         .filter(|n| n.pid.is_some_and(cluster::alive) && !n.discovering)
-        .map(|n| (n.id, mgmt::cluster_view(n.mgmt_port(), keys)))
+        .map(|n| {
+            (
+                n.id,
+                mgmt::cluster_view(n.mgmt_port(), &keys.for_node(n.id)),
+            )
+        })
         .collect()
 }
 
@@ -875,7 +1002,21 @@ pub fn status(a: StatusArgs) -> Result<()> {
     };
     if a.json {
         let err = keys.as_ref().err().map(|e| format!("{e:#}"));
-        println!("{}", status_json(&st, &views, err));
+        let mut j = status_json(&st, &views, err);
+        // A federation: its groups (gate group first) with their cluster ids.
+        if let Some(f) = keys.as_ref().ok().and_then(|k| k.federation.as_ref()) {
+            j["federation"] = json!(
+                f.groups
+                    .iter()
+                    .map(|g| json!({
+                        "role": if g.gate { "gate" } else { "cluster" },
+                        "cluster": g.cluster,
+                        "nodes": g.nodes,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+        }
+        println!("{j}");
         return Ok(());
     }
     let sw = if st.switch_running() {
@@ -883,7 +1024,49 @@ pub fn status(a: StatusArgs) -> Result<()> {
     } else {
         "stopped"
     };
-    if keys.is_ok() && !st.running().is_empty() {
+    let fed = keys.as_ref().ok().and_then(|k| k.federation.clone());
+    if let (Some(f), false) = (&fed, st.running().is_empty()) {
+        // Each cluster of the federation is its own Raft group: its own health line.
+        for g in &f.groups {
+            let sub = ClusterState {
+                nodes: st
+                    .nodes
+                    .iter()
+                    .filter(|n| g.nodes.contains(&n.id))
+                    .cloned()
+                    .collect(),
+                ..st.clone()
+            };
+            let sub_views: Vec<(u32, Result<ClusterView>)> = views
+                .iter()
+                .filter(|(id, _)| g.nodes.contains(id))
+                .map(|(id, v)| {
+                    (
+                        *id,
+                        match v {
+                            Ok(v) => Ok(v.clone()),
+                            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                        },
+                    )
+                })
+                .collect();
+            let name = match f.clusters().find(|(_, c)| c.cluster == g.cluster) {
+                Some((n, _)) => format!("cluster {n} (id {})", g.cluster),
+                None => format!("gate group (id {})", g.cluster),
+            };
+            println!("{name}: {}", health(&sub, &sub_views).1);
+            let leader = sub_views
+                .iter()
+                .filter_map(|(_, v)| v.as_ref().ok())
+                .find(|v| mgmt::role_name(&v.role) == "leader");
+            if let (true, Some(l)) = (g.gate, leader) {
+                println!(
+                    "gate: node {} is the gate leader; jobs {} ({} finished or failed, {} open)",
+                    l.node.0, l.tasks, l.completed, l.pending
+                );
+            }
+        }
+    } else if keys.is_ok() && !st.running().is_empty() {
         println!("health: {}", health(&st, &views).1);
         if let Some(p) = placement_policy(&views) {
             println!("placement: {p}");

@@ -15,6 +15,7 @@ pub mod operate_args;
 pub mod pxe;
 pub mod quota;
 pub mod replay;
+pub mod route;
 pub mod run;
 pub mod sim;
 pub mod submit;

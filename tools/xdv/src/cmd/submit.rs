@@ -43,9 +43,14 @@ pub struct SubmitArgs {
     #[arg(long, default_value = "normal", value_parser = ["high", "normal", "low"])]
     priority: String,
     /// Member node whose management port to use (any member: followers forward to the
-    /// leader).
-    #[arg(long, default_value_t = 1)]
-    node: u32,
+    /// leader) [default: 1; with --via-gate: the first gate node].
+    #[arg(long)]
+    node: Option<u32>,
+    /// In a federation (`up --clusters C --gates G`): send the submission to a gate
+    /// node, which routes it to a cluster; prints the job id and the chosen cluster,
+    /// then waits for the job's outcome (polling the gate) unless --no-wait.
+    #[arg(long, conflicts_with_all = ["count", "contract"])]
+    via_gate: bool,
     /// Return once the cluster accepted the task (prints its id) without waiting for
     /// its outcome.
     #[arg(long)]
@@ -123,7 +128,13 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
         return Ok(report(&Report::local_refusal(why), a.json));
     }
     keys.tenant_seed(a.tenant)?;
-    let port = st.running_node_port(a.node)?;
+    if a.via_gate {
+        return via_gate(&a, &st, &keys, work, input, domain);
+    }
+    let node = a.node.unwrap_or(1);
+    // In a federation each cluster signs with its own id.
+    let keys = keys.for_node(node);
+    let port = st.running_node_port(node)?;
     let priority = xdv_types::Priority::parse(&a.priority).context("--priority")?;
     let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
     let submit = Submit {
@@ -144,10 +155,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
     }
     let req = mgmt::signed(&keys, tenant, Request::Submit(submit))?;
     let placed = mgmt::submit_placed(port, &req, end, true, &mut |why| {
-        eprintln!(
-            "xdv: node {} not taking it yet ({why}); retrying...",
-            a.node
-        )
+        eprintln!("xdv: node {node} not taking it yet ({why}); retrying...")
     })?;
     let task = match placed {
         Placement::Task(t) => t,
@@ -206,4 +214,100 @@ fn submit_many(
         );
     }
     Ok(worst)
+}
+
+/// `--via-gate`: the submission, signed for the gate group, to a gate node; the job id
+/// and chosen cluster; then (unless `--no-wait`) the job's outcome from the gate and
+/// the task's report from the cluster that ran it.
+fn via_gate(
+    a: &SubmitArgs,
+    st: &ClusterState,
+    keys: &Keys,
+    work: Work,
+    input: Vec<u8>,
+    domain: Domain,
+) -> Result<i32> {
+    let (node, gate_keys) = super::route::gate_node(keys, a.node)?;
+    let port = st.running_node_port(node)?;
+    let priority = xdv_types::Priority::parse(&a.priority).context("--priority")?;
+    let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
+    let submit = Submit {
+        work,
+        input,
+        budget_ticks: a.budget,
+        priority,
+        guards: vec![],
+        needs: vec![],
+        domain,
+        pin: None,
+        contract: None,
+        timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
+    };
+    let start = Instant::now();
+    let end = start + Duration::from_secs(a.timeout);
+    // Right after `up` the gate may not have heard any cluster's heartbeat yet: its
+    // decision is "no eligible cluster" (that job failed). Within the first
+    // `GATE_WARMUP` such a job is submitted again, as a new one.
+    const GATE_WARMUP: Duration = Duration::from_secs(20);
+    let (job, cluster) = loop {
+        let req = mgmt::signed(&gate_keys, tenant, Request::Submit(submit.clone()))?;
+        match super::route::submit_to_gate(port, &req, end)? {
+            super::route::Routed::Job { job, cluster: None }
+                if start.elapsed() < GATE_WARMUP && Instant::now() < end =>
+            {
+                eprintln!(
+                    "xdv: job {job}: no eligible cluster yet (the gate has not heard from the clusters); submitting again"
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            super::route::Routed::Job { job, cluster } => break (job, cluster),
+            super::route::Routed::Refused(d) => {
+                return Ok(report(&Report::denied(&d), a.json));
+            }
+        }
+    };
+    let fed = keys.federation.as_ref();
+    let number = |c: xdv_federation::ClusterId| {
+        fed.and_then(|f| f.clusters().find(|(_, g)| g.cluster == c.0))
+            .map(|(n, g)| (n, g.nodes.clone()))
+    };
+    let Some(cluster) = cluster else {
+        println!("job {job} routed: no eligible cluster; failed (`cargo xdv route explain {job}`)");
+        return Ok(xdv::exit::FAILED);
+    };
+    let (n, nodes) = number(cluster).unwrap_or((0, Vec::new()));
+    println!("job {job} routed to cluster {n} (id {})", cluster.0);
+    if a.no_wait {
+        return Ok(xdv::exit::OK);
+    }
+    if !a.json {
+        eprintln!("xdv: job {job}: waiting for its outcome...");
+    }
+    let text = super::route::wait_job(port, &gate_keys, tenant, job, end)?;
+    let status = super::route::status_line(&text).unwrap_or("").to_string();
+    let task = super::route::task_in(&status);
+    // The task's full report from a running node of the cluster that ran it.
+    let ran = super::route::status_cluster(&status)
+        .and_then(number)
+        .map_or(nodes, |(_, ns)| ns);
+    if let Some(task) = task
+        && let Some(&m) = ran.iter().find(|m| st.running_node_port(**m).is_ok())
+    {
+        let mport = st.running_node_port(m)?;
+        let (s, log) = mgmt::wait_task_log(mport, &keys.for_node(m), tenant, task, end)?;
+        let r = Report::finished(task, s).with_log(log);
+        if !a.json {
+            let at = super::route::status_cluster(&status)
+                .and_then(number)
+                .map_or(String::new(), |(n, _)| format!(" on cluster {n}"));
+            println!("job {job}: finished{at} as its task {}", task.0);
+        }
+        return Ok(report(&r, a.json));
+    }
+    println!("job {job}: {status}");
+    Ok(if status.starts_with("Failed") {
+        xdv::exit::FAILED
+    } else {
+        xdv::exit::OK
+    })
 }

@@ -45,7 +45,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Sub {
     /// Send a command to a running switch: partition 1,2/3 | cut 1>3 | heal | drop PCT |
-    /// dup PCT | delay MS | reorder PCT | faults | stats [json] | macs | shutdown
+    /// dup PCT | delay MS [PORTS] | reorder PCT | faults | stats [json] | macs | shutdown
     Ctl(CtlArgs),
 }
 

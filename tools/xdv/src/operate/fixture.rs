@@ -91,6 +91,7 @@ pub fn fixture_keys(nodes: u32) -> Keys {
         operator: hex32(0x55),
         nodes: (1..=nodes).map(|n| (n, hex32(n as u8))).collect(),
         tenants: vec![(1, hex32(0x71))],
+        federation: None,
     }
 }
 

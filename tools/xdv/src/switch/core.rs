@@ -123,6 +123,11 @@ pub enum Command {
     Drop(u8),
     Dup(u8),
     Delay(u64),
+    /// `delay MS PORTS` (ports like `2,3`): extra delay on every frame from or to
+    /// one of these ports — one node's links (a federation test slows one cluster's
+    /// link to the gate). A frame between two such ports gets the larger delay once.
+    /// `delay 0 PORTS` clears it.
+    PortDelay(u64, Vec<Port>),
     Reorder(u8),
     /// `faults`: print the fault settings.
     ShowFaults,
@@ -138,7 +143,7 @@ pub enum Command {
 
 /// Usage text for the control commands.
 pub const COMMAND_HELP: &str = "commands: partition G1/G2[/...] (groups like 1,2/3) | cut A>B | heal | \
-drop PCT | dup PCT | delay MS | reorder PCT | faults | stats [json] | macs | shutdown";
+drop PCT | dup PCT | delay MS [PORTS] | reorder PCT | faults | stats [json] | macs | shutdown";
 
 fn parse_pct(s: &str) -> Result<u8, SwitchError> {
     let v: u64 = s
@@ -186,7 +191,13 @@ impl Command {
                 if ms > MAX_DELAY_MS {
                     return Err(SwitchError::BadDelay(ms));
                 }
-                Command::Delay(ms)
+                match words.get(2) {
+                    Some(ports) => Command::PortDelay(
+                        ms,
+                        ports.split(',').map(parse_port).collect::<Result<_, _>>()?,
+                    ),
+                    None => Command::Delay(ms),
+                }
             }
             "faults" => Command::ShowFaults,
             "stats" => Command::Stats {
@@ -202,6 +213,7 @@ impl Command {
         };
         let max_words = match cmd {
             Command::Heal | Command::ShowFaults | Command::Macs | Command::Shutdown => 1,
+            Command::PortDelay(..) => 3,
             _ => 2,
         };
         if words.len() > max_words {
@@ -250,6 +262,8 @@ pub struct SwitchCore {
     delayed: BTreeMap<(u64, u64), (Delivery, bool)>,
     /// Per egress port: a frame held back for reordering and when it was held.
     held: Vec<Option<(u64, Vec<u8>)>>,
+    /// Extra delay per port (`delay MS PORTS`), indexed by port; slot 0 unused.
+    port_delay_ms: Vec<u64>,
     seq: u64,
     /// Unicast frames whose learned port is the ingress port (not sent back).
     pub filtered: u64,
@@ -272,6 +286,7 @@ impl SwitchCore {
             stats: vec![PortStats::default(); n],
             delayed: BTreeMap::new(),
             held: vec![None; n],
+            port_delay_ms: vec![0; n],
             seq: 0,
             filtered: 0,
             mac_table_full: 0,
@@ -473,9 +488,11 @@ impl SwitchCore {
         } else {
             1
         };
+        let delay_ms =
+            f.delay_ms + self.port_delay_ms[from as usize].max(self.port_delay_ms[to as usize]);
         for copy in 0..copies {
             let reorder_this = reorder && copy == 0;
-            if f.delay_ms == 0 {
+            if delay_ms == 0 {
                 self.emit(now_ms, to, frame.to_vec(), reorder_this, out);
                 continue;
             }
@@ -490,7 +507,7 @@ impl SwitchCore {
                 frame: frame.to_vec(),
             };
             self.delayed
-                .insert((now_ms + f.delay_ms, self.seq), (d, reorder_this));
+                .insert((now_ms + delay_ms, self.seq), (d, reorder_this));
         }
     }
 
@@ -571,6 +588,18 @@ impl SwitchCore {
             Command::Drop(p) => f.drop_pct = *p,
             Command::Dup(p) => f.dup_pct = *p,
             Command::Delay(ms) => f.delay_ms = *ms,
+            Command::PortDelay(ms, ports) => {
+                if let Some(p) = ports.iter().find(|p| **p == 0 || **p > self.ports) {
+                    return Err(SwitchError::BadPartition(format!(
+                        "port {p} is not a port of this switch (1..={})",
+                        self.ports
+                    )));
+                }
+                for p in ports {
+                    self.port_delay_ms[*p as usize] = *ms;
+                }
+                return Ok(format!("ok: {}", self.faults_text()));
+            }
             Command::Reorder(p) => f.reorder_pct = *p,
             Command::ShowFaults => return Ok(self.faults_text()),
             Command::Stats { json: false } => return Ok(self.stats_text()),
@@ -584,10 +613,16 @@ impl SwitchCore {
 
     pub fn faults_text(&self) -> String {
         let f = self.faults;
-        format!(
+        let mut t = format!(
             "drop {}% dup {}% delay {} ms reorder {}%",
             f.drop_pct, f.dup_pct, f.delay_ms, f.reorder_pct
-        )
+        );
+        for (p, ms) in self.port_delay_ms.iter().enumerate().skip(1) {
+            if *ms > 0 {
+                let _ = write!(t, " port{p}+{ms}ms");
+            }
+        }
+        t
     }
 
     /// Human-readable statistics: one line per port, then totals and settings.

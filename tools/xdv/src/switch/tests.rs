@@ -197,6 +197,26 @@ fn delay_releases_at_deadline() {
 }
 
 #[test]
+fn port_delay_slows_only_that_ports_links() {
+    let mut sw = SwitchCore::new(3, 1).unwrap();
+    let cmd = Command::parse("delay 30 3").unwrap();
+    assert_eq!(cmd, Command::PortDelay(30, vec![3]));
+    assert!(sw.apply(&cmd).unwrap().contains("port3+30ms"));
+    assert!(sw.apply(&Command::parse("delay 30 4").unwrap()).is_err());
+    // A floods from 1: port 2 gets it now, port 3 after 30 ms.
+    let out = sw.ingress(100, 1, &test_frame(BCAST, A, 1, 60));
+    assert_eq!(ports_of(&out), vec![2]);
+    assert_eq!(sw.next_deadline_ms(), Some(130));
+    assert!(sw.poll(129).is_empty());
+    assert_eq!(ports_of(&sw.poll(130)), vec![3]);
+    // From port 3 the delay applies too; cleared with `delay 0 3`.
+    assert!(sw.ingress(200, 3, &test_frame(BCAST, C, 2, 60)).is_empty());
+    assert_eq!(ports_of(&sw.poll(230)), vec![1, 2]);
+    sw.apply(&Command::parse("delay 0 3").unwrap()).unwrap();
+    assert_eq!(sw.ingress(300, 3, &test_frame(BCAST, C, 3, 60)).len(), 2);
+}
+
+#[test]
 fn reorder_swaps_with_next_frame_or_times_out() {
     let mut sw = SwitchCore::new(2, 1).unwrap();
     sw.set_faults(Faults {

@@ -1,0 +1,188 @@
+//! A federation in QEMU (issue 16): a 1-node gate group and two 1-node clusters on the
+//! host switch, provisioned like `cargo xdv up --clusters 2 --nodes 1 --gates 1`
+//! (node 1 the gate, nodes 2 and 3 the clusters). A tenant's job submitted to the gate
+//! is routed, dispatched, runs on the chosen cluster and finishes; `RouteExplain`
+//! shows the decision (bucket, scores, reason). Then the chosen cluster's link gets
+//! +150 ms (the switch's `delay MS PORT`, as `cargo xdv switch ctl delay 150 N`): new
+//! jobs stay on it until the hold-down after its selection has passed, then move to the
+//! other cluster.
+//!
+//! Test factor: the router's hold-down, degrade confirmation and cooldown are scaled
+//! by `ROUTE_PER_MILLE` / 1000 (the provisioning module's route scale, `up
+//! --route-scale`): hold-down 30 s → 12 s. Both links start at +20 ms so the gate's
+//! Vivaldi coordinate converges (QEMU's own jitter is a few ms; on a bare LAN-like
+//! link the relative error stays near the 0.5 limit for coordinate routing).
+
+use std::time::{Duration, Instant};
+use xdv::mgmt::{self, Client};
+use xdv::testbed::Testbed;
+use xdv_cluster::mgmt::{Principal, Request, Response, Submit};
+use xdv_cluster::{Domain, Work};
+use xdv_types::{Priority, TenantId};
+
+const ROUTE_PER_MILLE: u32 = 400;
+const HOLD_DOWN_MS: u64 = 30_000 * ROUTE_PER_MILLE as u64 / 1000;
+const T: Duration = Duration::from_secs(60);
+
+fn submit(tb: &Testbed) -> (u64, u32) {
+    let req = mgmt::signed(
+        &tb.keys,
+        Principal::Tenant(TenantId(1)),
+        Request::Submit(Submit {
+            work: Work::Builtin("hash".into()),
+            input: b"federation".to_vec(),
+            budget_ticks: 100,
+            priority: Priority::Normal,
+            guards: vec![],
+            needs: vec![],
+            domain: Domain::K,
+            pin: None,
+            contract: None,
+            timeout_ms: None,
+        }),
+    )
+    .unwrap();
+    let end = Instant::now() + T;
+    loop {
+        let r = Client::connect(tb.port(1), Duration::from_secs(2))
+            .and_then(|mut c| c.call(&req, Duration::from_secs(10)));
+        match r {
+            Ok(Response::Routed {
+                job,
+                cluster: Some(c),
+            }) => return (job, c.0),
+            other => assert!(Instant::now() < end, "not routed: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn explain(tb: &Testbed, job: u64) -> String {
+    let req = mgmt::signed(&tb.keys, Principal::Operator, Request::RouteExplain { job }).unwrap();
+    match Client::connect(tb.port(1), Duration::from_secs(2))
+        .and_then(|mut c| c.call(&req, Duration::from_secs(10)))
+    {
+        Ok(Response::RouteExplained { text, .. }) => text,
+        other => panic!("no explanation of job {job}: {other:?}"),
+    }
+}
+
+/// The decision's cluster time (`route decision for context 1 at 47000 ms`).
+fn decided_at(text: &str) -> u64 {
+    text.split(" at ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no decision time in {text}"))
+}
+
+fn reason(text: &str) -> String {
+    text.split("reason: ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn gate_routes_jobs_explains_and_moves_new_jobs_after_a_delay_and_the_hold_down() {
+    let started = Instant::now();
+    let mut tb = Testbed::prepare_federation("federation", (1, 2, 1), ROUTE_PER_MILLE, 5).unwrap();
+    for id in 1..=3 {
+        tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov")).unwrap());
+    }
+    let fed = tb.keys.federation.clone().unwrap();
+    let port_of = |cluster: u32| -> u32 {
+        fed.groups
+            .iter()
+            .find(|g| g.cluster == cluster)
+            .map(|g| g.nodes[0])
+            .unwrap()
+    };
+    tb.vm(1)
+        .wait_for("federation: gate of 2 clusters", T)
+        .unwrap();
+    tb.vm(2).wait_for("federation: cluster", T).unwrap();
+    xdv::switch::control(&tb.dir, "delay 20 2,3").unwrap();
+
+    // The gate's coordinate converges (error below the router's 0.5).
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        let v = tb.view(1).unwrap();
+        let h = &v.peer_health;
+        if h.samples >= 20 && h.error_ppm < 400_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "gate coordinate never converged: error {} ppm after {} samples",
+            h.error_ppm,
+            h.samples
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // One job: routed, dispatched, run and finished on the chosen cluster.
+    let (job, chosen) = submit(&tb);
+    let end = Instant::now() + T;
+    let first = loop {
+        let t = explain(&tb, job);
+        if t.contains("status: Finished") {
+            break t;
+        }
+        assert!(Instant::now() < end, "job {job} never finished:\n{t}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    println!("job {job}:\n{first}");
+    assert!(first.contains(&format!("ClusterId({chosen})")), "{first}");
+    assert!(first.contains("outcome: Executed"), "{first}");
+    assert!(first.contains("bucket healthy"), "{first}");
+    assert!(first.contains("rtt_ucb_ms"), "{first}");
+    assert!(first.contains("PRIMARY"), "{first}");
+    assert!(!reason(&first).is_empty(), "{first}");
+    let selected_at = decided_at(&first);
+    let other = fed
+        .clusters()
+        .map(|(_, g)| g.cluster)
+        .find(|c| *c != chosen)
+        .unwrap();
+    // The member ran it: its state has the task.
+    let member = port_of(chosen) as usize;
+    assert!(tb.view(member).unwrap().tasks >= 1);
+
+    // Slow the chosen cluster's link; new jobs move after the hold-down.
+    xdv::switch::control(&tb.dir, &format!("delay 150 {}", port_of(chosen))).unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut stayed = Vec::new();
+    let moved = loop {
+        let (j, c) = submit(&tb);
+        let t = explain(&tb, j);
+        if c == other {
+            break t;
+        }
+        stayed.push((decided_at(&t), reason(&t)));
+        assert!(
+            Instant::now() < end,
+            "new jobs never moved to cluster {other}: {stayed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    };
+    println!("stayed: {stayed:?}\nmoved:\n{moved}");
+    let moved_at = decided_at(&moved);
+    assert!(
+        moved_at >= selected_at + HOLD_DOWN_MS,
+        "moved at {moved_at} ms, before the hold-down ({HOLD_DOWN_MS} ms) after {selected_at} ms"
+    );
+    assert!(
+        ["improvement", "degraded", "best", "initial"].contains(&reason(&moved).as_str()),
+        "{moved}"
+    );
+    // And the next one stays there.
+    let (_, c) = submit(&tb);
+    assert_eq!(c, other);
+    println!("federation test took {:?}", started.elapsed());
+    for id in 1..=3 {
+        tb.kill(id);
+    }
+    tb.switch.shutdown().unwrap();
+}
