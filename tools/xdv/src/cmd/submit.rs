@@ -128,13 +128,6 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
         return Ok(report(&Report::local_refusal(why), a.json));
     }
     keys.tenant_seed(a.tenant)?;
-    if a.via_gate {
-        return via_gate(&a, &st, &keys, work, input, domain);
-    }
-    let node = a.node.unwrap_or(1);
-    // In a federation each cluster signs with its own id.
-    let keys = keys.for_node(node);
-    let port = st.running_node_port(node)?;
     let priority = xdv_types::Priority::parse(&a.priority).context("--priority")?;
     let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
     let submit = Submit {
@@ -149,6 +142,14 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
         contract: a.contract,
         timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
     };
+    if a.via_gate {
+        // (clap refuses --contract with --via-gate: a reservation is on one node.)
+        return via_gate(&a, &st, &keys, tenant, submit);
+    }
+    let node = a.node.unwrap_or(1);
+    // In a federation each cluster signs with its own id.
+    let keys = keys.for_node(node);
+    let port = st.running_node_port(node)?;
     let end = Instant::now() + Duration::from_secs(a.timeout);
     if a.count > 1 {
         return submit_many(&a, port, &keys, &submit, end);
@@ -223,26 +224,11 @@ fn via_gate(
     a: &SubmitArgs,
     st: &ClusterState,
     keys: &Keys,
-    work: Work,
-    input: Vec<u8>,
-    domain: Domain,
+    tenant: Principal,
+    submit: Submit,
 ) -> Result<i32> {
     let (node, gate_keys) = super::route::gate_node(keys, a.node)?;
     let port = st.running_node_port(node)?;
-    let priority = xdv_types::Priority::parse(&a.priority).context("--priority")?;
-    let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
-    let submit = Submit {
-        work,
-        input,
-        budget_ticks: a.budget,
-        priority,
-        guards: vec![],
-        needs: vec![],
-        domain,
-        pin: None,
-        contract: None,
-        timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
-    };
     let start = Instant::now();
     let end = start + Duration::from_secs(a.timeout);
     // Right after `up` the gate may not have heard any cluster's heartbeat yet: its
