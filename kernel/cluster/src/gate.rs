@@ -52,6 +52,23 @@ pub enum JobStatus {
     Failed { reason: String },
 }
 
+/// `dispatching to c5`, `accepted by c5 as t7`, `finished on c5 as t7: executed`,
+/// `failed: no eligible cluster` — the words `route explain` prints.
+impl core::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            JobStatus::Dispatching { cluster } => write!(f, "dispatching to {cluster}"),
+            JobStatus::Accepted { cluster, task } => write!(f, "accepted by {cluster} as {task}"),
+            JobStatus::Finished {
+                cluster,
+                task,
+                outcome,
+            } => write!(f, "finished on {cluster} as {task}: {outcome}"),
+            JobStatus::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
 impl JobStatus {
     /// The cluster the job is at (dispatching, accepted or finished).
     pub fn cluster(&self) -> Option<ClusterId> {

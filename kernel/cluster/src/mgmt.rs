@@ -700,6 +700,8 @@ pub enum Response {
     RouteExplained {
         job: u64,
         text: String,
+        /// Where the job is now (the text's last line says the same in words).
+        status: crate::gate::JobStatus,
     },
 }
 

@@ -93,14 +93,21 @@ fn basic(seed: u64) -> (xdv_types::Hash32, Vec<Vec<u8>>) {
     let follower = (1..=3).find(|&i| Some(i) != sim.leader(0)).unwrap();
     let id = sim.query(follower, Request::RouteExplain { job: last });
     assert!(sim.run_until(1_000, |s| s.answer(id).is_some()).unwrap());
-    let Some(Response::RouteExplained { job, text }) = sim.answer(id) else {
+    let Some(Response::RouteExplained { job, text, status }) = sim.answer(id) else {
         panic!("{:?}", sim.answer(id))
     };
     let g = sim.gate_state().unwrap();
     let primary = decision(g, last).primary.unwrap();
     assert_eq!(*job, last);
     assert!(text.contains(&format!("primary: {primary}")), "{text}");
-    assert!(text.contains("Finished"), "{text}");
+    assert!(
+        matches!(status, JobStatus::Finished { cluster, .. } if *cluster == primary),
+        "{status:?}"
+    );
+    assert!(
+        text.contains(&format!("status: finished on {primary} as t")),
+        "{text}"
+    );
     let id = sim.query(follower, Request::RouteExplain { job: 999 });
     assert!(sim.run_until(1_000, |s| s.answer(id).is_some()).unwrap());
     assert!(matches!(sim.answer(id), Some(Response::Refused(_))));

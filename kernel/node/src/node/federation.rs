@@ -463,11 +463,11 @@ impl<R: Region> Node<R> {
             for (c, why) in &j.refused {
                 t.push_str(&alloc::format!("\nrefused by {c}: {why}"));
             }
-            t.push_str(&alloc::format!("\nstatus: {:?}", j.status));
-            t
+            t.push_str(&alloc::format!("\nstatus: {}", j.status));
+            (t, j.status.clone())
         });
         match text {
-            Some(text) => Response::RouteExplained { job, text },
+            Some((text, status)) => Response::RouteExplained { job, text, status },
             None => Response::Refused(Denied::UnknownTask(TaskId(job))),
         }
     }

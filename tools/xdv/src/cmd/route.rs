@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xdv::cluster::ClusterState;
 use xdv::mgmt::{self, Client, Keys};
+use xdv_cluster::gate::JobStatus;
 use xdv_cluster::mgmt::{Denied, Principal, Request, Response, SignedRequest};
-use xdv_types::TaskId;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -77,7 +77,7 @@ fn explain(a: ExplainArgs) -> Result<i32> {
         None => Principal::Operator,
     };
     match route_explain(port, &keys, who, a.job)? {
-        Response::RouteExplained { job, text } => {
+        Response::RouteExplained { job, text, .. } => {
             println!("job {job}:\n{text}");
             Ok(xdv::exit::OK)
         }
@@ -93,25 +93,6 @@ fn explain(a: ExplainArgs) -> Result<i32> {
 pub fn route_explain(port: u16, keys: &Keys, who: Principal, job: u64) -> Result<Response> {
     let req = mgmt::signed(keys, who, Request::RouteExplain { job })?;
     Client::connect(port, Duration::from_secs(2))?.call(&req, Duration::from_secs(10))
-}
-
-/// The status line of a `RouteExplained` text (`status: Finished { .. }`).
-pub fn status_line(text: &str) -> Option<&str> {
-    text.lines().rev().find_map(|l| l.strip_prefix("status: "))
-}
-
-/// The cluster's task id in a status line (`task: TaskId(7)`).
-pub fn task_in(status: &str) -> Option<TaskId> {
-    let rest = status.split("task: TaskId(").nth(1)?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok().map(TaskId)
-}
-
-/// The cluster in a status line (`cluster: ClusterId(5)`).
-pub fn status_cluster(status: &str) -> Option<xdv_federation::ClusterId> {
-    let rest = status.split("cluster: ClusterId(").nth(1)?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok().map(xdv_federation::ClusterId)
 }
 
 /// What a gate answered a submission with.
@@ -149,16 +130,27 @@ pub fn submit_to_gate(port: u16, req: &SignedRequest, end: Instant) -> Result<Ro
     bail!("not routed in time (last: {last})")
 }
 
-/// Polls the gate's `RouteExplain` of `job` until its status is final; the last text.
-pub fn wait_job(port: u16, keys: &Keys, who: Principal, job: u64, end: Instant) -> Result<String> {
+/// Polls the gate's `RouteExplain` of `job` until its status is final (finished or
+/// failed); that status and the explanation's text.
+pub fn wait_job(
+    port: u16,
+    keys: &Keys,
+    who: Principal,
+    job: u64,
+    end: Instant,
+) -> Result<(JobStatus, String)> {
     let mut last = String::new();
     while Instant::now() < end {
-        if let Ok(Response::RouteExplained { text, .. }) = route_explain(port, keys, who, job) {
-            let s = status_line(&text).unwrap_or("");
-            if s.starts_with("Finished") || s.starts_with("Failed") {
-                return Ok(text);
+        if let Ok(Response::RouteExplained { text, status, .. }) =
+            route_explain(port, keys, who, job)
+        {
+            if matches!(
+                status,
+                JobStatus::Finished { .. } | JobStatus::Failed { .. }
+            ) {
+                return Ok((status, text));
             }
-            last = s.to_string();
+            last = status.to_string();
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -167,17 +159,40 @@ pub fn wait_job(port: u16, keys: &Keys, who: Principal, job: u64, end: Instant) 
 
 #[cfg(test)]
 mod tests {
+    use xdv_cluster::gate::JobStatus;
+    use xdv_federation::ClusterId;
+    use xdv_types::TaskId;
+
     #[test]
-    fn status_and_task_are_read_from_the_explanation() {
-        let text = "primary 2 (reason improvement)\nstatus: Finished { cluster: ClusterId(5), task: TaskId(17), outcome: Completed }";
-        let s = super::status_line(text).unwrap();
-        assert!(s.starts_with("Finished"));
-        assert_eq!(super::task_in(s), Some(xdv_types::TaskId(17)));
-        assert_eq!(super::status_cluster(s), Some(xdv_federation::ClusterId(5)));
-        assert_eq!(
-            super::task_in("Dispatching { cluster: ClusterId(5) }"),
-            None
+    fn job_statuses_read_as_words() {
+        let c = ClusterId(5);
+        let cases = [
+            (JobStatus::Dispatching { cluster: c }, "dispatching to c5"),
+            (
+                JobStatus::Accepted {
+                    cluster: c,
+                    task: TaskId(7),
+                },
+                "accepted by c5 as t7",
+            ),
+            (
+                JobStatus::Failed {
+                    reason: "no eligible cluster".into(),
+                },
+                "failed: no eligible cluster",
+            ),
+        ];
+        for (status, words) in cases {
+            assert_eq!(status.to_string(), words);
+        }
+        let done = JobStatus::Finished {
+            cluster: c,
+            task: TaskId(7),
+            outcome: xdv_cluster::Outcome::Executed,
+        };
+        assert!(
+            done.to_string().starts_with("finished on c5 as t7: "),
+            "{done}"
         );
-        assert_eq!(super::status_line("no status here"), None);
     }
 }

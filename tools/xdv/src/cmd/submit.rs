@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use xdv::cluster::ClusterState;
 use xdv::mgmt::{self, Keys, Placement};
 use xdv::submission::{self, Report};
+use xdv_cluster::gate::JobStatus;
 use xdv_cluster::mgmt::{Principal, Request, Submit};
 use xdv_cluster::{Domain, Work};
 
@@ -269,29 +270,22 @@ fn via_gate(
     if !a.json {
         eprintln!("xdv: job {job}: waiting for its outcome...");
     }
-    let text = super::route::wait_job(port, &gate_keys, tenant, job, end)?;
-    let status = super::route::status_line(&text).unwrap_or("").to_string();
-    let task = super::route::task_in(&status);
+    let (status, _) = super::route::wait_job(port, &gate_keys, tenant, job, end)?;
     // The task's full report from a running node of the cluster that ran it.
-    let ran = super::route::status_cluster(&status)
-        .and_then(number)
-        .map_or(nodes, |(_, ns)| ns);
-    if let Some(task) = task
-        && let Some(&m) = ran.iter().find(|m| st.running_node_port(**m).is_ok())
-    {
-        let mport = st.running_node_port(m)?;
-        let (s, log) = mgmt::wait_task_log(mport, &keys.for_node(m), tenant, task, end)?;
-        let r = Report::finished(task, s).with_log(log);
-        if !a.json {
-            let at = super::route::status_cluster(&status)
-                .and_then(number)
-                .map_or(String::new(), |(n, _)| format!(" on cluster {n}"));
-            println!("job {job}: finished{at} as its task {}", task.0);
+    if let JobStatus::Finished { cluster, task, .. } = &status {
+        let (n, ran) = number(*cluster).unwrap_or((0, nodes));
+        if let Some(&m) = ran.iter().find(|m| st.running_node_port(**m).is_ok()) {
+            let mport = st.running_node_port(m)?;
+            let (s, log) = mgmt::wait_task_log(mport, &keys.for_node(m), tenant, *task, end)?;
+            let r = Report::finished(*task, s).with_log(log);
+            if !a.json {
+                println!("job {job}: finished on cluster {n} as its task {}", task.0);
+            }
+            return Ok(report(&r, a.json));
         }
-        return Ok(report(&r, a.json));
     }
     println!("job {job}: {status}");
-    Ok(if status.starts_with("Failed") {
+    Ok(if matches!(status, JobStatus::Failed { .. }) {
         xdv::exit::FAILED
     } else {
         xdv::exit::OK
