@@ -44,10 +44,8 @@ def main():
                     n += 1
         time.sleep(1.0 / hz)
     addrs = sorted(rips)
-    res = subprocess.run(["addr2line", "-f", "-C", "-i", "-e", elf] + [hex(a) for a in addrs],
-                         capture_output=True, text=True).stdout.splitlines()
-    # addr2line -i prints (function, file:line) pairs per frame; frames of one address
-    # end where the next address begins: use -a to delimit instead.
+    # addr2line -a prints each address, then a (function, file:line) pair per frame
+    # of its inline chain, innermost first.
     res = subprocess.run(["addr2line", "-a", "-f", "-C", "-i", "-e", elf] + [hex(a) for a in addrs],
                          capture_output=True, text=True).stdout.splitlines()
     frames = {}
