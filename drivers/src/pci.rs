@@ -352,28 +352,46 @@ fn probe(cfg: &dyn ConfigSpace, bdf: Bdf) -> Option<PciDevice> {
     })
 }
 
-/// Enumerates every function on buses `first..=last` (brute force; cheap on QEMU).
+/// Enumerates every function reachable from bus `first`: each device on a bus, each
+/// function of a multi-function device, and the secondary bus of every PCI-to-PCI
+/// bridge found (as firmware numbered it), within `first..=last`. Buses nothing leads
+/// to are not probed: under emulation every probe of an empty slot is a trapped MMIO
+/// read, and a brute-force walk of 16 buses cost several milliseconds of boot. Each
+/// bus is scanned once (a bridge loop cannot repeat work); the result is in
+/// bus/device/function order.
 pub fn enumerate(cfg: &dyn ConfigSpace, first: u8, last: u8) -> Vec<PciDevice> {
     let mut out = Vec::new();
-    for bus in first..=last {
+    let mut seen = [false; 256];
+    let mut buses = alloc::vec![first];
+    seen[usize::from(first)] = true;
+    'walk: while let Some(bus) = buses.pop() {
         for dev in 0..32 {
             let Some(f0) = probe(cfg, Bdf { bus, dev, func: 0 }) else {
                 continue;
             };
-            let multi = f0.header_type & 0x80 != 0;
-            out.push(f0);
-            if multi {
-                for func in 1..8 {
-                    if let Some(d) = probe(cfg, Bdf { bus, dev, func }) {
-                        out.push(d);
-                    }
+            let funcs = if f0.header_type & 0x80 != 0 { 8 } else { 1 };
+            let mut found = alloc::vec![f0];
+            for func in 1..funcs {
+                if let Some(d) = probe(cfg, Bdf { bus, dev, func }) {
+                    found.push(d);
                 }
             }
-            if out.len() >= MAX_FUNCTIONS {
-                return out;
+            for d in found {
+                if d.header_type & 0x7f == 1 {
+                    let secondary = cfg.read8(d.bdf, 0x19);
+                    if (first..=last).contains(&secondary) && !seen[usize::from(secondary)] {
+                        seen[usize::from(secondary)] = true;
+                        buses.push(secondary);
+                    }
+                }
+                out.push(d);
+                if out.len() >= MAX_FUNCTIONS {
+                    break 'walk;
+                }
             }
         }
     }
+    out.sort_by_key(|d| (d.bdf.bus, d.bdf.dev, d.bdf.func));
     out
 }
 
@@ -593,5 +611,74 @@ mod tests {
         f.regs.borrow_mut().insert((d, 0x50), 0x0000_4009); // points back to 0x40
         let devs = enumerate(&f, 0, 0);
         assert_eq!(devs[0].caps.len(), MAX_CAPS);
+    }
+
+    /// A function with only the registers `enumerate` reads.
+    fn put(f: &Fake, d: Bdf, id: u32, header_type: u8, secondary: Option<u8>) {
+        let mut r = f.regs.borrow_mut();
+        r.insert((d, 0), id);
+        r.insert((d, 0x0c), u32::from(header_type) << 16);
+        if let Some(s) = secondary {
+            r.insert((d, 0x18), u32::from(s) << 8);
+        }
+    }
+
+    fn bdf(bus: u8, dev: u8, func: u8) -> Bdf {
+        Bdf { bus, dev, func }
+    }
+
+    #[test]
+    fn follows_bridges_and_probes_no_bus_nothing_leads_to() {
+        let f = fake();
+        // Bus 0: the virtio device at 0:2.0 (from `fake`), a multi-function device at
+        // 0:3 whose function 1 is a bridge to bus 5; bus 5 holds a bridge back to bus
+        // 0 (a loop) and one to bus 200 (outside the window); bus 7 is reachable from
+        // nothing.
+        put(&f, bdf(0, 3, 0), 0x0001_8086, 0x80, None);
+        put(&f, bdf(0, 3, 1), 0x0002_8086, 0x81, Some(5));
+        put(&f, bdf(5, 0, 0), 0x0003_8086, 0x01, Some(0));
+        put(&f, bdf(5, 1, 0), 0x0004_8086, 0x01, Some(200));
+        put(&f, bdf(5, 4, 0), 0x1041_1af4, 0x00, None);
+        put(&f, bdf(7, 0, 0), 0x1041_1af4, 0x00, None);
+        let reads = Reads {
+            inner: &f,
+            buses: RefCell::new(std::collections::BTreeSet::new()),
+        };
+        let devs = enumerate(&reads, 0, 15);
+        let got: Vec<Bdf> = devs.iter().map(|d| d.bdf).collect();
+        assert_eq!(
+            got,
+            [
+                bdf(0, 2, 0),
+                bdf(0, 3, 0),
+                bdf(0, 3, 1),
+                bdf(5, 0, 0),
+                bdf(5, 1, 0),
+                bdf(5, 4, 0)
+            ]
+        );
+        // Only the buses something leads to were read: not 7, not 200, not 1..4.
+        assert_eq!(
+            reads.buses.borrow().iter().copied().collect::<Vec<u8>>(),
+            [0, 5]
+        );
+        // A window of bus 0 alone stops at the bridge.
+        assert_eq!(enumerate(&f, 0, 0).len(), 3);
+    }
+
+    /// Records which buses were read.
+    struct Reads<'a> {
+        inner: &'a Fake,
+        buses: RefCell<std::collections::BTreeSet<u8>>,
+    }
+
+    impl ConfigSpace for Reads<'_> {
+        fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
+            self.buses.borrow_mut().insert(bdf.bus);
+            self.inner.read32(bdf, offset)
+        }
+        fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
+            self.inner.write32(bdf, offset, value)
+        }
     }
 }

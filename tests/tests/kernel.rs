@@ -118,6 +118,16 @@ fn heap_and_memory_map_stress_reports_exhaustion() {
 }
 
 #[test]
+fn memory_routines_match_byte_at_a_time_references() {
+    let log = run_test("mem", 1, Exit::Pass).unwrap();
+    assert!(
+        log.contains("mem test: 13184 copy/compare cases, memset and memmove ok"),
+        "{log}"
+    );
+    assert!(log.contains("1 MiB memset"), "{log}");
+}
+
+#[test]
 fn breakpoint_returns() {
     let log = run_test("breakpoint", 1, Exit::Pass).unwrap();
     assert!(

@@ -150,10 +150,51 @@ fn identity(
     (id, fed)
 }
 
+/// Where boot time goes: the time-stamp counter at the end of each step, printed
+/// (after calibration) in the line before the ready line.
+struct BootPhases {
+    start: u64,
+    marks: [(&'static str, u64); 16],
+    len: usize,
+}
+
+impl BootPhases {
+    fn start() -> BootPhases {
+        BootPhases {
+            start: arch::rdtsc(),
+            marks: [("", 0); 16],
+            len: 0,
+        }
+    }
+
+    fn mark(&mut self, name: &'static str) {
+        if self.len < self.marks.len() {
+            self.marks[self.len] = (name, arch::rdtsc());
+            self.len += 1;
+        }
+    }
+}
+
+impl core::fmt::Display for BootPhases {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ms = |cycles: u64| time::cycles_to_ns(cycles) as f64 / 1e6;
+        let end = self.marks[..self.len].last().map_or(self.start, |m| m.1);
+        write!(f, "{:.1} ms in the kernel:", ms(end - self.start))?;
+        let mut prev = self.start;
+        for (name, t) in &self.marks[..self.len] {
+            write!(f, " {name} {:.1}", ms(t - prev))?;
+            prev = *t;
+        }
+        Ok(())
+    }
+}
+
 /// Entered from `boot/entry.s` in long mode on the boot stack.
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
+    let mut phases = BootPhases::start();
     serial::init();
+    phases.mark("serial");
     let info = match BootInfo::parse(proto, u64::from(info_addr), &IdentityMap) {
         Ok(info) => info,
         Err(e) => {
@@ -174,6 +215,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         );
     }
     let opts = OPTIONS.call_once(|| parsed.options.clone());
+    phases.mark("parse");
     log::info!(
         "xdv: booted via {}, cmdline \"{}\"",
         info.protocol,
@@ -183,13 +225,20 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     arch::disable_legacy_pic();
     arch::gdt::init_bsp();
     arch::idt::init();
+    phases.mark("early");
     arch::paging::refine(info);
+    phases.mark("paging");
     init_memory(info, opts, proto, info_addr);
+    phases.mark("memory");
     time::init();
+    phases.mark("tsc");
     let (ident, fed) = identity(info, opts);
     let node = ident.node;
+    phases.mark("identity");
     audit::init(node);
+    phases.mark("audit");
     let acpi = acpi::read();
+    phases.mark("acpi");
     match &acpi {
         Some(a) if !a.apic_ids.is_empty() => {
             smp::start_aps(a.lapic_base, &a.apic_ids, executor::ap_main)
@@ -199,8 +248,10 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
             smp::start_aps(0xfee0_0000, &[], executor::ap_main);
         }
     }
+    phases.mark("smp");
     let serial_irq = route_serial(acpi.as_ref());
     let (devices, nics, accels) = devices::discover(acpi.as_ref().and_then(|a| a.ecam));
+    phases.mark("devices");
     // Sleep up to a Raft tick when every input interrupts; else wake every 1 ms to
     // poll what does not (an e1000e NIC, the console without its IRQ).
     let polled = nics.iter().filter(|n| !n.rx_interrupts()).count();
@@ -225,8 +276,10 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         .map(|c| (smoltcp::wire::Ipv4Address::from(c.addr), c.prefix));
     let net = net::Net::new(nics, peer_ip);
     executor::init(smp::online());
+    phases.mark("net");
     let mut services =
         service::Services::new(ident, fed, devices, accels, net, smp::online(), opts);
+    phases.mark("services");
 
     let usable_mib = info.usable_bytes() >> 20;
     let (stack_bottom, stack_top) = arch::paging::boot_stack();
@@ -235,6 +288,8 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         arch::paging::boot_stack_used() / 1024,
         (stack_top - stack_bottom) / 1024
     );
+    phases.mark("stack");
+    log::info!("boot: {phases}");
     println!(
         "xdv: ready node={} cores={} mem={}MiB",
         node,
