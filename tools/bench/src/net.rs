@@ -145,6 +145,18 @@ fn show(v: &[f64]) -> String {
     parts.join(", ")
 }
 
+/// `bench net --bulk-only`: one virtio-net pair and one e1000e pair, one bulk transfer
+/// each (a quick look while changing the TCP path; no baselines, no ratios).
+fn bulk_only() -> Result<()> {
+    for nic in [NicModel::Virtio, NicModel::E1000e] {
+        let mut p = Pair::boot(nic)?;
+        let mbps = bulk(&mut p.n1)?;
+        p.halt()?;
+        println!("TCP bulk node1 -> node2, {}: {mbps:.2} MB/s", nic.name());
+    }
+    Ok(())
+}
+
 /// Two nodes with NICs of `nic` on a switch of their own, booted to the prompt.
 struct Pair {
     n1: Vm,
@@ -183,8 +195,10 @@ impl Pair {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    if !args.is_empty() {
-        bail!("usage: bench net");
+    match args {
+        [] => {}
+        [q] if q == "--bulk-only" => return bulk_only(),
+        _ => bail!("usage: bench net [--bulk-only]"),
     }
     let (_, limit_mbps) = xdv::switch::bench_forwarding(Duration::from_secs(2))?;
     println!("switch forwarding limit (host generators, 1500-byte frames): {limit_mbps:.1} MB/s");

@@ -2044,6 +2044,34 @@ fn join_refuses_without_a_running_member_or_with_a_used_id() {
     assert_eq!(st.nodes.len(), 2, "a refused join adds nothing");
 }
 
+/// `join` and `remove` on a federation refuse before asking anything: its groups'
+/// members are fixed at `up`; the directory is left as it was.
+#[test]
+fn join_and_remove_refuse_a_federation() {
+    let dir = temp("member-fed");
+    let a = FakeNode::start(|_| Response::Refused(Denied::NoLeader));
+    fake_cluster(&dir, &[(1, me(), a.port), (2, None, 0), (3, None, 0)]);
+    let keys = Keys::generate_federation(1, 2, 1, 2, (500, 1000, 100)).unwrap();
+    keys.save(&dir).unwrap();
+    let before = std::fs::read(dir.join("cluster.json")).unwrap();
+    for args in [vec!["join"], vec!["remove", "2"]] {
+        let mut v = args.clone();
+        v.extend(["--dir", s(&dir)]);
+        let o = xdv(&v);
+        assert_ne!(o.code, 0, "{o:?}");
+        assert!(
+            o.stderr.contains(&format!(
+                "`{}` does not work on a federation yet: its 3 groups' members are fixed",
+                args[0]
+            )),
+            "{o:?}"
+        );
+    }
+    assert!(a.seen.lock().unwrap().is_empty(), "nothing was asked");
+    assert_eq!(std::fs::read(dir.join("cluster.json")).unwrap(), before);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Discovered machines through the CLI against a fake member: `nodes --discovered`
 /// prints the table (and JSON), `join --mac` refuses a malformed MAC, a cluster that
 /// does not boot by PXE, a member's MAC and a MAC that never reported itself, and

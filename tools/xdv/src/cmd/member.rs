@@ -159,10 +159,25 @@ fn follow(
     }
 }
 
+/// Membership of a federation's groups is fixed at `up`: every node's provisioning
+/// module lists the federation peers it connects to across groups, and the gates reach
+/// a cluster through the nodes named there, so a node added or removed later would be
+/// unreachable from the other side (docs/federation.md).
+fn refuse_federation(keys: &Keys, what: &str) -> Result<()> {
+    if let Some(f) = &keys.federation {
+        bail!(
+            "`{what}` does not work on a federation yet: its {} groups' members are fixed at `cargo xdv up --clusters` (each node's module names its peers across groups); start a new federation with the size you need",
+            f.clusters().count() + usize::from(f.gate().is_some())
+        );
+    }
+    Ok(())
+}
+
 pub fn join(a: JoinArgs) -> Result<()> {
     let dir = dir(a.dir);
     let mut st = ClusterState::load(&dir)?;
     let mut keys = Keys::load(&dir)?;
+    refuse_federation(&keys, "join")?;
     if !st.nodes.iter().any(|n| n.pid.is_some_and(cluster::alive)) {
         bail!(
             "no node of the cluster in {} is running; start it with `cargo xdv up --resume`",
@@ -492,6 +507,7 @@ pub fn remove(a: RemoveArgs) -> Result<()> {
     let dir = dir(a.dir);
     let mut st = ClusterState::load(&dir)?;
     let keys = Keys::load(&dir)?;
+    refuse_federation(&keys, "remove")?;
     if !st.nodes.iter().any(|n| n.id == a.node) {
         bail!(
             "node {} is not a member (members: {})",
