@@ -13,5 +13,6 @@
 extern crate alloc;
 
 pub mod admission;
+pub mod bulk;
 pub mod phy;
 pub mod wire;

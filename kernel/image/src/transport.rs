@@ -52,7 +52,8 @@
 //!   [`Event::FedRtt`]. No section: no federation peers, nothing changes.
 //! - The transport knows nothing about consensus or the cluster: it turns frames into
 //!   [`Event`]s for the node and sends what the node's outbox holds.
-//! - The bulk sink ([`BULK_PORT`]) hashes whatever it receives (the TCP integrity test).
+//! - The bulk sink ([`BULK_PORT`]) checks what it receives against the bulk pattern
+//!   (`xdv_net::bulk`: the TCP integrity test) and reports the first differing offset.
 
 #![deny(unsafe_code)]
 
@@ -181,9 +182,8 @@ pub struct Transport {
     conns: Vec<Conn>,
     pub errors: WireErrorCounters,
     bulk: SocketHandle,
-    bulk_hash: Sha256,
-    bulk_bytes: u64,
-    bulk_last: Option<(u64, String)>,
+    bulk_check: xdv_net::bulk::Check,
+    bulk_last: Option<xdv_net::bulk::Verdict>,
     /// Times the sink found its receive buffer full (a zero window was advertised).
     bulk_full: u64,
     /// Handshakes refused (unknown node, bad or missing signature).
@@ -325,8 +325,7 @@ impl Transport {
             conns,
             errors: WireErrorCounters::default(),
             bulk,
-            bulk_hash: Sha256::new(),
-            bulk_bytes: 0,
+            bulk_check: xdv_net::bulk::Check::new(),
             bulk_last: None,
             bulk_full: 0,
             auth_failures: 0,
@@ -777,13 +776,12 @@ impl Transport {
                     self.bulk_full += 1;
                 }
                 while let Ok(n) = s.recv(|b| {
-                    self.bulk_hash.update(&*b);
+                    self.bulk_check.feed(b);
                     (b.len(), b.len())
                 }) {
                     if n == 0 {
                         break;
                     }
-                    self.bulk_bytes += n as u64;
                 }
                 // The sender's FIN ends a transfer (not a handshake still in progress).
                 let finished = matches!(
@@ -794,11 +792,9 @@ impl Transport {
                         | tcp::State::Closing
                 );
                 if finished && !s.may_recv() {
-                    let hash = core::mem::take(&mut self.bulk_hash).finalize();
-                    let hex: String = hash.iter().map(|b| alloc::format!("{b:02x}")).collect();
-                    println!("bulk: received {} bytes sha256={hex}", self.bulk_bytes);
-                    self.bulk_last = Some((self.bulk_bytes, hex));
-                    self.bulk_bytes = 0;
+                    let verdict = self.bulk_check.finish();
+                    println!("bulk: received {verdict}");
+                    self.bulk_last = Some(verdict);
                     s.close();
                     s.abort();
                 }
@@ -1088,12 +1084,14 @@ impl Transport {
         let iface = net.peer.as_ref()?;
         let s = iface.sockets.get::<tcp::Socket>(t.bulk);
         Some(alloc::format!(
-            "bulk sink: {} received {} bytes, queued {} of {}, buffer full {} times",
+            "bulk sink: {} received {} bytes, queued {} of {}, buffer full {} times{}",
             s.state(),
-            t.bulk_bytes,
+            t.bulk_check.verdict().bytes,
             s.recv_queue(),
             s.recv_capacity(),
-            t.bulk_full
+            t.bulk_full,
+            t.bulk_last
+                .map_or(String::new(), |v| alloc::format!("; last stream {v}"))
         ))
     }
 }

@@ -7,7 +7,6 @@ use crate::transport::BULK_PORT;
 use crate::{arch, println, time};
 use alloc::string::String;
 use alloc::vec;
-use sha2::{Digest, Sha256};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address};
 
@@ -106,8 +105,9 @@ pub fn bulk_send(s: &mut Services, peer: u32, bytes: u64) -> Result<(), String> 
         h
     };
     let start = time::uptime_us();
-    let (mut sent, mut hash) = (0u64, Sha256::new());
-    let mut chunk = vec![0u8; 8192];
+    let mut sent = 0u64;
+    // The stream is the bulk pattern (`xdv_net::bulk`), sent as slices of one table.
+    let pattern = xdv_net::bulk::Pattern::new(16 * 1024);
     let deadline_ms = now_ms() + 120_000;
     let mut progress_ms = now_ms() + 1000;
     loop {
@@ -132,12 +132,8 @@ pub fn bulk_send(s: &mut Services, peer: u32, bytes: u64) -> Result<(), String> 
             return Err(alloc::format!("connection lost after {sent} bytes"));
         }
         while sock.can_send() && sent < bytes {
-            let n = (bytes - sent).min(chunk.len() as u64) as usize;
-            for (k, b) in chunk[..n].iter_mut().enumerate() {
-                *b = ((sent + k as u64) * 31 % 251) as u8;
-            }
-            let took = sock.send_slice(&chunk[..n]).unwrap_or(0);
-            hash.update(&chunk[..took]);
+            let n = (bytes - sent).min(pattern.span() as u64) as usize;
+            let took = sock.send_slice(pattern.at(sent, n)).unwrap_or(0);
             sent += took as u64;
             if took < n {
                 break;
@@ -145,13 +141,8 @@ pub fn bulk_send(s: &mut Services, peer: u32, bytes: u64) -> Result<(), String> 
         }
     }
     let us = (time::uptime_us() - start).max(1);
-    let hex: String = hash
-        .finalize()
-        .iter()
-        .map(|b| alloc::format!("{b:02x}"))
-        .collect();
     println!(
-        "bulk: sent {sent} bytes sha256={hex} in {} ms = {} KB/s",
+        "bulk: sent {sent} bytes (the bulk pattern) in {} ms = {} KB/s",
         us / 1000,
         sent * 1_000_000 / us / 1024
     );
