@@ -334,14 +334,29 @@ fn whole_cluster_scenario(tag: &str, seed: u64, nic: NicModel) {
     cl.kill(lonely);
     std::fs::rename(cl.dir.join("honest.ram"), &honest_ram).unwrap();
 
-    // 8. The NIC: link up, and the driver rejected no descriptor the whole run.
-    let out = cl.vm(majority[0]).command("net", "rings:", T).unwrap();
+    // 8. The NIC: link up, the driver rejected no descriptor the whole run, and
+    // frames woke the node by interrupt (both models: MSI-X on the receive queue).
+    let out = cl
+        .vm(majority[0])
+        .command("net", "interrupts taken per NIC vector", T)
+        .unwrap();
     let peer = out
         .lines()
         .find(|l| l.starts_with("peer: "))
         .unwrap_or_else(|| panic!("no peer line: {out}"));
     assert!(peer.contains(model) && peer.contains("link up"), "{out}");
     assert!(out.contains("errors 0"), "descriptors rejected: {out}");
+    assert!(
+        out.contains("receive: interrupt-driven (MSI-X"),
+        "{model} polled: {out}"
+    );
+    let taken: u64 = out
+        .split("interrupts taken per NIC vector: [")
+        .nth(1)
+        .and_then(|r| r.split([',', ']']).next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no interrupt count: {out}"));
+    assert!(taken > 0, "no receive interrupt on {model}: {out}");
 
     // 9. Stop every node; every audit chain verifies on the host.
     for i in all {

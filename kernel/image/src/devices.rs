@@ -70,7 +70,7 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<KernelNic>, V
             }
         }
         if d.vendor == e1000e::VENDOR && e1000e::DEVICE_IDS.contains(&d.device) {
-            claim = Some(claim_e1000e(&cfg, &d, &mut nics));
+            claim = Some(claim_e1000e(&cfg, &d, apic, &mut nics));
         }
         if d.vendor == ivshmem::VENDOR && d.device == ivshmem::DEVICE {
             claim = Some(claim_accel(&cfg, &d, apic, &mut accels));
@@ -101,14 +101,22 @@ fn nic_msix(cfg: &Cfg, d: &PciDevice, apic: u32, index: usize) -> Option<u8> {
     }
 }
 
-fn claim_e1000e(cfg: &Cfg, d: &PciDevice, nics: &mut Vec<KernelNic>) -> String {
+fn claim_e1000e(cfg: &Cfg, d: &PciDevice, apic: u32, nics: &mut Vec<KernelNic>) -> String {
     pci::enable(cfg.space(), d, true);
     match e1000e::probe(d, cfg.space(), &KernelPlatform) {
-        Ok(nic) => {
+        Ok(mut nic) => {
             let mac = EthernetAddress(nic.mac());
-            log::info!("net: e1000e {} mac {mac}", d.bdf);
+            // Receive queue 0 on MSI-X entry 0, as virtio-net's receive queue.
+            let wake = match nic_msix(cfg, d, apic, nics.len()) {
+                Some(v) => {
+                    nic.enable_rx_interrupts();
+                    alloc::format!("receive interrupt {v:#x}")
+                }
+                None => String::from("polled on the timer"),
+            };
+            log::info!("net: e1000e {} mac {mac} ({wake})", d.bdf);
             nics.push(KernelNic::E1000e(nic));
-            alloc::format!("e1000e {mac}")
+            alloc::format!("e1000e {mac}, {wake}")
         }
         Err(e) => {
             log::error!("net: e1000e {} refused: {e}", d.bdf);

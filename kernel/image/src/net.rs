@@ -53,7 +53,7 @@ impl KernelNic {
     pub fn rx_interrupts(&self) -> bool {
         match self {
             KernelNic::Virtio(n) => n.rx_interrupts(),
-            KernelNic::E1000e(_) => false,
+            KernelNic::E1000e(n) => n.rx_interrupts(),
         }
     }
     /// `(rx posted, rx size, tx in flight, tx size)`.
