@@ -1,6 +1,6 @@
 //! `cargo xdv bench tasks`: the cost of fuel metering and of validation.
 //! - A compute-bound module (FNV-1a over 32 KiB, 200 rounds) with fuel metering on vs
-//!   off, same wasmi engine otherwise (goal: ratio <= 1.25).
+//!   off, same wasmi engine otherwise, runs alternating (goal: ratio <= 1.25).
 //! - Trivial-task throughput including instantiation: a cached, pre-validated module
 //!   vs validating the module for every task.
 //! - In QEMU (TCG, `-smp 2` unless `--smp N`; `--no-qemu` skips it): the console's
@@ -71,19 +71,28 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let bytes = wat::parse_str(COMPUTE_WAT)?;
-    let mut err = None;
-    let mut on_off = Vec::new();
-    for fuel in [true, false] {
-        let t = time_runs(9, || {
-            if let Err(e) = run_plain(&bytes, fuel) {
-                err = Some(e);
-            }
-        });
-        on_off.push(median(&t));
+    // On and off alternate (the order swapped each round), so a change in the shared
+    // host's load hits both alike; 15 rounds, medians.
+    let mut times: [Vec<std::time::Duration>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..15 {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for fuel in order {
+            let t = std::time::Instant::now();
+            run_plain(&bytes, fuel)?;
+            times[usize::from(!fuel)].push(t.elapsed());
+        }
     }
-    if let Some(e) = err {
-        return Err(e);
-    }
+    let on_off: Vec<std::time::Duration> = times
+        .iter_mut()
+        .map(|v| {
+            v.sort();
+            median(v)
+        })
+        .collect();
     let (on, off) = (on_off[0].as_secs_f64() * 1e3, on_off[1].as_secs_f64() * 1e3);
     println!(
         "compute-bound module (FNV-1a, 200 x 32 KiB): fuel on {on:.2} ms, fuel off {off:.2} ms, ratio {:.3} (goal <= 1.25)",
