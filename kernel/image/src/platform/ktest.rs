@@ -73,6 +73,18 @@ fn vfill(buf: &mut [u8], rng: &mut SplitMix64) {
     }
 }
 
+/// `want[..span]` = `buf[..span]` (the expectation starts as the untouched bytes).
+fn vcopy_all(want: &mut [u8], buf: &[u8], span: usize) {
+    for i in 0..span {
+        vset(want, i, vget(buf, i));
+    }
+}
+
+/// The first index below `span` where `got` and `want` differ.
+fn first_diff(got: &[u8], want: &[u8], span: usize) -> Option<usize> {
+    (0..span).find(|&i| vget(got, i) != vget(want, i))
+}
+
 /// `memcpy`, `memmove` (both directions, overlapping), `memset`, `memcmp` and `bcmp`
 /// against byte-at-a-time references: lengths 0..=200 and a few long ones, every
 /// source and destination alignment 0..8; bytes outside the range must not change.
@@ -93,19 +105,16 @@ fn mem_routines() -> Result<(), String> {
             for da in 0..8 {
                 vfill(&mut src[..span], &mut rng);
                 vfill(&mut dst[..span], &mut rng);
-                for i in 0..span {
-                    vset(&mut want, i, vget(&dst, i));
-                }
+                vcopy_all(&mut want, &dst, span);
                 for i in 0..len {
                     vset(&mut want, da + i, vget(&src, sa + i));
                 }
                 // SAFETY: both ranges lie inside their SPAN-byte buffers (8 + 4103 < SPAN).
                 unsafe { memcpy(dst.as_mut_ptr().add(da), src.as_ptr().add(sa), len) };
-                for i in 0..span {
-                    check!(
-                        vget(&dst, i) == vget(&want, i),
+                if let Some(i) = first_diff(&dst, &want, span) {
+                    return Err(alloc::format!(
                         "memcpy len {len} src+{sa} dst+{da}: byte {i} wrong"
-                    );
+                    ));
                 }
                 // memcmp/bcmp: equal, then one byte changed at each end.
                 // SAFETY: as above.
@@ -135,19 +144,16 @@ fn mem_routines() -> Result<(), String> {
             // memset at this alignment.
             for v in [0u8, 0xa5] {
                 vfill(&mut dst[..span], &mut rng);
-                for i in 0..span {
-                    vset(&mut want, i, vget(&dst, i));
-                }
+                vcopy_all(&mut want, &dst, span);
                 for i in 0..len {
                     vset(&mut want, sa + i, v);
                 }
                 // SAFETY: sa + len < SPAN.
                 unsafe { memset(dst.as_mut_ptr().add(sa), i32::from(v), len) };
-                for i in 0..span {
-                    check!(
-                        vget(&dst, i) == vget(&want, i),
+                if let Some(i) = first_diff(&dst, &want, span) {
+                    return Err(alloc::format!(
                         "memset len {len} +{sa} value {v:#x}: byte {i} wrong"
-                    );
+                    ));
                 }
             }
         }
@@ -157,19 +163,16 @@ fn mem_routines() -> Result<(), String> {
                 let from = 64usize;
                 let to = (from as i64 + delta) as usize;
                 vfill(&mut dst[..move_span], &mut rng);
-                for i in 0..move_span {
-                    vset(&mut want, i, vget(&dst, i));
-                }
+                vcopy_all(&mut want, &dst, move_span);
                 for i in 0..len {
                     vset(&mut want, to + i, vget(&dst, from + i));
                 }
                 // SAFETY: from, to <= 104 and len <= 1000, inside SPAN.
                 unsafe { memmove(dst.as_mut_ptr().add(to), dst.as_ptr().add(from), len) };
-                for i in 0..move_span {
-                    check!(
-                        vget(&dst, i) == vget(&want, i),
+                if let Some(i) = first_diff(&dst, &want, move_span) {
+                    return Err(alloc::format!(
                         "memmove len {len} by {delta}: byte {i} wrong"
-                    );
+                    ));
                 }
             }
         }
