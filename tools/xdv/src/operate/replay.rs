@@ -128,18 +128,7 @@ impl Collected {
         };
         match &v.body {
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_APPLIED => {
-                match decode_applied(bytes) {
-                    Some((index, name, hash)) => {
-                        let command = self.name(name);
-                        self.applied.push(AppliedRecord {
-                            seq,
-                            index,
-                            command,
-                            hash,
-                        })
-                    }
-                    None => self.undecodable.push(seq),
-                }
+                self.applied_bytes(seq, bytes)
             }
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_NODE => {
                 let line = mgmt::decode::<String>(bytes).unwrap_or_else(|_| "node record".into());
@@ -147,9 +136,7 @@ impl Collected {
                     self.marks.push(mark("halt", line));
                 }
             }
-            RecordBody::RaftApplied { index, term, .. } => {
-                self.raft_applied.push((seq, *index, *term))
-            }
+            RecordBody::RaftApplied { index, term, .. } => self.raft_applied(seq, *index, *term),
             RecordBody::Boot { count } => self.marks.push(mark("boot", format!("boot {count}"))),
             RecordBody::AuditAlarm {
                 used_bytes,
@@ -175,6 +162,37 @@ impl Collected {
             )),
             _ => {}
         }
+    }
+
+    /// Room for `records` records (as many applied-entry and `RaftApplied` records
+    /// each; memory is only touched as they come).
+    pub(crate) fn with_capacity(records: usize) -> Collected {
+        Collected {
+            applied: Vec::with_capacity(records),
+            raft_applied: Vec::with_capacity(records),
+            ..Collected::default()
+        }
+    }
+
+    /// The applied-entry record `seq` with these `Custom` bytes.
+    pub(crate) fn applied_bytes(&mut self, seq: u64, bytes: &[u8]) {
+        match decode_applied(bytes) {
+            Some((index, name, hash)) => {
+                let command = self.name(name);
+                self.applied.push(AppliedRecord {
+                    seq,
+                    index,
+                    command,
+                    hash,
+                })
+            }
+            None => self.undecodable.push(seq),
+        }
+    }
+
+    /// The `RaftApplied` record `seq`.
+    pub(crate) fn raft_applied(&mut self, seq: u64, index: u64, term: u64) {
+        self.raft_applied.push((seq, index, term))
     }
 
     /// `name`, shared with every earlier record of the same name.
