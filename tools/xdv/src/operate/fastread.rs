@@ -25,6 +25,7 @@ use super::lanes;
 use super::replay::{AuditRead, Collected};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
@@ -125,89 +126,115 @@ fn read_clean_units(bytes: &[u8], threads: usize, unit: usize) -> Option<AuditRe
         genesis: genesis_hash(node),
         probe: plan.probe,
     };
+    // Each unit writes its records' hashes and its subtrees' roots straight into
+    // its own slots of these (handed out by the walk below).
+    let mut hashes: Vec<Hash32> = Vec::with_capacity(room);
+    let mut level0: Vec<Hash32> = Vec::with_capacity((room >> MerkleIndex::BASE_HEIGHT) + 1);
+    huge_pages(&mut hashes);
     let failed = AtomicBool::new(false);
     let fold = Mutex::new(Fold {
         next: 0,
         pending: BTreeMap::new(),
-        hashes: Vec::with_capacity(room),
-        level0: Vec::with_capacity((room >> MerkleIndex::BASE_HEIGHT) + 1),
-        collected: Collected::with_capacity(room / 2),
+        collected: Collected::with_capacity(room / 2, true),
         part: Part::default(),
     });
-    let (tx, rx) = mpsc::channel::<Unit>();
-    let rx = Mutex::new(rx);
-    let work = || {
-        loop {
-            let next = rx.lock().expect("unit queue").recv();
-            let Ok(u) = next else { break };
-            if failed.load(Ordering::Relaxed) {
-                break;
-            }
-            let Some(done) = ctx.unit(&u) else {
-                failed.store(true, Ordering::Relaxed);
-                break;
-            };
-            fold.lock().expect("fold").add(u.first, done);
-        }
-    };
-    // 1. Boundaries, unit by unit, while the workers check the units walked.
-    let walked = std::thread::scope(|s| {
-        let workers: Vec<_> = (1..threads.max(1)).map(|_| s.spawn(work)).collect();
-        let mut at = DATA_START;
-        let mut first = 0;
-        let mut ok = true;
-        'walk: loop {
-            let mut bounds = Vec::with_capacity(unit + 1);
-            while bounds.len() < unit && !blank(region, at) {
-                let Some(hb) = region.get(at..at + HEADER_BYTES) else {
-                    ok = false;
-                    break 'walk;
+    let (ok, at, n) = {
+        let mut spare_h = hashes.spare_capacity_mut();
+        let mut spare_l = level0.spare_capacity_mut();
+        let (tx, rx) = mpsc::channel::<Unit>();
+        let rx = Mutex::new(rx);
+        let work = || {
+            loop {
+                let next = rx.lock().expect("unit queue").recv();
+                let Ok(mut u) = next else { break };
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Some(part) = ctx.unit(&mut u) else {
+                    failed.store(true, Ordering::Relaxed);
+                    break;
                 };
-                let payload = u32::from_le_bytes(hb[25..29].try_into().expect("4 bytes")) as usize;
-                if payload > MAX_PAYLOAD_BYTES
-                    || at + HEADER_BYTES + payload + TRAILER_BYTES > region.len()
-                {
+                fold.lock()
+                    .expect("fold")
+                    .add(u.first, u.bounds.len() - 1, part);
+            }
+        };
+        // 1. Boundaries, unit by unit, while the workers check the units walked.
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (1..threads.max(1)).map(|_| s.spawn(work)).collect();
+            let mut at = DATA_START;
+            let mut first = 0;
+            let mut ok = true;
+            'walk: loop {
+                let mut bounds = Vec::with_capacity(unit + 1);
+                while bounds.len() < unit && !blank(region, at) {
+                    let Some(hb) = region.get(at..at + HEADER_BYTES) else {
+                        ok = false;
+                        break 'walk;
+                    };
+                    let payload =
+                        u32::from_le_bytes(hb[25..29].try_into().expect("4 bytes")) as usize;
+                    if payload > MAX_PAYLOAD_BYTES
+                        || at + HEADER_BYTES + payload + TRAILER_BYTES > region.len()
+                    {
+                        ok = false;
+                        break 'walk;
+                    }
+                    bounds.push(at);
+                    at += HEADER_BYTES + payload + TRAILER_BYTES;
+                }
+                let len = bounds.len();
+                if len == 0 || failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let subtrees = len >> MerkleIndex::BASE_HEIGHT;
+                if len > spare_h.len() || subtrees > spare_l.len() {
                     ok = false;
-                    break 'walk;
+                    break;
                 }
                 bounds.push(at);
-                at += HEADER_BYTES + payload + TRAILER_BYTES;
+                let (uh, rest_h) = std::mem::take(&mut spare_h).split_at_mut(len);
+                let (ul, rest_l) = std::mem::take(&mut spare_l).split_at_mut(subtrees);
+                (spare_h, spare_l) = (rest_h, rest_l);
+                let _ = tx.send(Unit {
+                    first,
+                    bounds,
+                    hashes: uh,
+                    level0: ul,
+                });
+                first += len;
+                if len < unit {
+                    break;
+                }
             }
-            let len = bounds.len();
-            if len == 0 || failed.load(Ordering::Relaxed) {
-                break;
+            drop(tx);
+            if !ok {
+                failed.store(true, Ordering::Relaxed);
             }
-            bounds.push(at);
-            let _ = tx.send(Unit { first, bounds });
-            first += len;
-            if len < unit {
-                break;
+            work();
+            for w in workers {
+                w.join().expect("verifier thread panicked");
             }
-        }
-        drop(tx);
-        if !ok {
-            failed.store(true, Ordering::Relaxed);
-        }
-        work();
-        for w in workers {
-            w.join().expect("verifier thread panicked");
-        }
-        (ok, at, first)
-    });
-    let (ok, at, n) = walked;
+            (ok, at, first)
+        })
+    };
     let fold = fold.into_inner().expect("fold");
     if !ok || failed.into_inner() || fold.next != n || !fold.pending.is_empty() {
         return None;
+    }
+    // SAFETY: the walk handed out the first `n` slots of `hashes` and the first
+    // `n >> BASE_HEIGHT` of `level0` (capacity checked), one run per unit; every
+    // unit was folded in (`fold.next == n`: units tile 0..n), and a unit is folded
+    // in only after [`Ctx::unit`] wrote every slot of its runs.
+    unsafe {
+        hashes.set_len(n);
+        level0.set_len(n >> MerkleIndex::BASE_HEIGHT);
     }
     if nonzero_end(region) > at {
         return None;
     }
     let Fold {
-        hashes,
-        level0,
-        collected,
-        part,
-        ..
+        collected, part, ..
     } = fold;
 
     // 3. Merkle: the levels above the subtrees.
@@ -231,37 +258,59 @@ fn read_clean_units(bytes: &[u8], threads: usize, unit: usize) -> Option<AuditRe
     Some(collected.into_read(Some(node), insp.verdict, hashes, merkle))
 }
 
+/// Asks the kernel to back the unused capacity of `v` with huge pages where it can
+/// (a hint: `madvise(MADV_HUGEPAGE)`; Linux's default "madvise" mode honours it).
+/// The verifier's outputs are tens of MiB written once: one fault per 2 MiB
+/// instead of one per 4 KiB.
+pub(crate) fn huge_pages<T>(v: &mut Vec<T>) {
+    const HUGE: usize = 2 << 20;
+    let spare = v.spare_capacity_mut();
+    let start = spare.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(spare);
+    let (a, b) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    #[cfg(target_os = "linux")]
+    if a < b {
+        // SAFETY: `a..b` lies inside `v`'s allocation (its spare capacity, aligned
+        // inwards); MADV_HUGEPAGE changes how its pages are backed, never their
+        // contents or validity, and the result (a hint refused) is ignored.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+        }
+    }
+    let _ = (a, b);
+}
+
 /// The first blank header at `at` (all 29 bytes zero), as [`header_is_blank`]; a
 /// record's first byte is its version, never zero, so most calls read one byte.
 fn blank(region: &[u8], at: usize) -> bool {
     region.get(at).is_none_or(|&b| b == 0) && header_is_blank(region, at)
 }
 
-/// One run of records: `bounds[k]..bounds[k + 1]` is record `first + k`.
-struct Unit {
+/// One run of records: `bounds[k]..bounds[k + 1]` is record `first + k`; its
+/// records' hashes go to `hashes` (one slot each), the roots of the Merkle subtrees
+/// they fill to `level0`.
+struct Unit<'a> {
     first: usize,
     bounds: Vec<usize>,
+    hashes: &'a mut [MaybeUninit<Hash32>],
+    level0: &'a mut [MaybeUninit<Hash32>],
 }
 
 /// The result so far: the units `0..next` folded in, in region order.
 struct Fold {
     /// First record of the next unit to fold in.
     next: usize,
-    /// Units done before the ones ahead of them, by first record.
-    pending: BTreeMap<usize, (Part, Vec<Hash32>, Vec<Hash32>)>,
-    hashes: Vec<Hash32>,
-    level0: Vec<Hash32>,
+    /// Units done before the ones ahead of them: first record → (records, part).
+    pending: BTreeMap<usize, (usize, Part)>,
     collected: Collected,
     part: Part,
 }
 
 impl Fold {
-    fn add(&mut self, first: usize, done: (Part, Vec<Hash32>, Vec<Hash32>)) {
-        self.pending.insert(first, done);
-        while let Some((p, h, l)) = self.pending.remove(&self.next) {
-            self.next += h.len();
-            self.hashes.extend_from_slice(&h);
-            self.level0.extend_from_slice(&l);
+    fn add(&mut self, first: usize, records: usize, part: Part) {
+        self.pending.insert(first, (records, part));
+        while let Some((records, p)) = self.pending.remove(&self.next) {
+            self.next += records;
             let me = &mut self.part;
             me.last_kind = p.last_kind.or(me.last_kind);
             me.max_stamp = me.max_stamp.max(p.max_stamp);
@@ -287,48 +336,61 @@ impl Ctx<'_> {
         self.region[end - 32..end].try_into().expect("32 bytes")
     }
 
-    /// Checks the records of `u`: what they say, their hashes and the roots of the
-    /// Merkle subtrees they fill; `None` if one record does not check.
-    fn unit(&self, u: &Unit) -> Option<(Part, Vec<Hash32>, Vec<Hash32>)> {
+    /// Checks the records of `u`, writes every slot of its `hashes` and `level0`;
+    /// what they say, `None` if one record does not check.
+    fn unit(&self, u: &mut Unit) -> Option<Part> {
+        const W: usize = 1 << MerkleIndex::BASE_HEIGHT;
         let n = u.bounds.len() - 1;
-        let mut hashes = vec![Hash32([0; 32]); n];
-        let mut level0 = Vec::with_capacity(n >> MerkleIndex::BASE_HEIGHT);
-        let mut p = Part::default();
+        if u.hashes.len() != n || u.level0.len() != n >> MerkleIndex::BASE_HEIGHT {
+            return None;
+        }
+        let mut p = Part {
+            collected: Collected::with_capacity(n / 2, false),
+            ..Part::default()
+        };
         let last = n - 1;
-        for (g, group) in hashes.chunks_mut(GROUP_RECORDS).enumerate() {
+        let mut group = vec![Hash32([0; 32]); GROUP_RECORDS];
+        let mut sub = 0;
+        for g in 0..n.div_ceil(GROUP_RECORDS) {
             let base = g * GROUP_RECORDS;
-            for (q, outs) in group.chunks_mut(4).enumerate() {
-                let quad = base + q * 4;
+            let len = GROUP_RECORDS.min(n - base);
+            for q in (0..len).step_by(4) {
+                let quad = base + q;
                 let ranges = [0, 1, 2, 3].map(|k| {
                     let i = (quad + k).min(last);
                     (u.bounds[i], u.bounds[i + 1] - 32)
                 });
                 let digests = lanes::digest4_in(self.region, ranges);
-                let msgs = ranges.map(|(a, b)| &self.region[a..b]);
-                for (k, slot) in outs.iter_mut().enumerate() {
+                for k in 0..4.min(len - q) {
                     let i = quad + k;
-                    *slot = self.record(
+                    let (a, b) = ranges[k];
+                    group[q + k] = self.record(
                         u.first + i,
                         &u.bounds[i..i + 2],
-                        msgs[k],
+                        &self.region[a..b],
                         &digests[k],
                         &mut p,
                     )?;
                 }
             }
+            for (slot, h) in u.hashes[base..base + len].iter_mut().zip(&group) {
+                slot.write(*h);
+            }
             // The subtrees this group fills, four at a time.
-            let full = group.len() >> MerkleIndex::BASE_HEIGHT;
+            let full = len / W;
             if full > 0 {
-                const W: usize = 1 << MerkleIndex::BASE_HEIGHT;
                 let leaves = [0, 1, 2, 3].map(|k| {
                     let j = k.min(full - 1);
                     &group[j * W..(j + 1) * W]
                 });
                 let roots = subtree_roots4(leaves);
-                level0.extend_from_slice(&roots[..full]);
+                for (slot, r) in u.level0[sub..sub + full].iter_mut().zip(roots) {
+                    slot.write(r);
+                }
+                sub += full;
             }
         }
-        Some((p, hashes, level0))
+        Some(p)
     }
 
     /// Checks record `i` (at `span[0]..span[1]`; `msg` its bytes before its stored

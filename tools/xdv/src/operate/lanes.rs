@@ -121,6 +121,26 @@ mod shani {
         }
     }
 
+    /// For each length `r` of a message's last partial block: 64 bytes that keep
+    /// bytes `0..r`, then 64 bytes with the padding byte 0x80 at `r`.
+    #[repr(C, align(64))]
+    struct TailTable([[u8; 128]; 64]);
+
+    static TAIL: TailTable = {
+        let mut t = [[0u8; 128]; 64];
+        let mut r = 0;
+        while r < 64 {
+            let mut k = 0;
+            while k < r {
+                t[r][k] = 0xFF;
+                k += 1;
+            }
+            t[r][64 + r] = 0x80;
+            r += 1;
+        }
+        TailTable(t)
+    };
+
     /// One message's blocks as words: its whole 64-byte blocks, then one or two
     /// padded tail blocks. `after`: the message's last partial block and whatever
     /// bytes follow it (64 bytes), when the caller has them; the tail is then
@@ -175,20 +195,16 @@ mod shani {
                     }
                 };
                 let mask = swap_mask();
-                let n = _mm_set1_epi8(self.rest as i8);
-                let pad = _mm_set1_epi8(0x80u8 as i8);
-                let idx0 = _mm_set_epi8(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-                let sixteen = _mm_set1_epi8(16);
                 let p = raw.as_ptr() as *const __m128i;
+                let t = TAIL.0[self.rest].as_ptr() as *const __m128i;
                 let mut w = [_mm_setzero_si128(); 4];
-                let mut idx = idx0;
                 for (q, wq) in w.iter_mut().enumerate() {
-                    // Bytes 16q..16q + 16 of 64, in bounds.
+                    // Bytes 16q..16q + 16 of 64, in bounds; the table's rows are
+                    // 128 bytes: the mask, then the padding byte.
                     let v = _mm_loadu_si128(p.add(q));
-                    let kept = _mm_and_si128(v, _mm_cmpgt_epi8(n, idx));
-                    let v = _mm_or_si128(kept, _mm_and_si128(_mm_cmpeq_epi8(n, idx), pad));
-                    *wq = _mm_shuffle_epi8(v, mask);
-                    idx = _mm_add_epi8(idx, sixteen);
+                    let keep = _mm_load_si128(t.add(q));
+                    let pad = _mm_load_si128(t.add(4 + q));
+                    *wq = _mm_shuffle_epi8(_mm_or_si128(_mm_and_si128(v, keep), pad), mask);
                 }
                 if self.total == self.full + 1 {
                     w[3] = _mm_or_si128(w[3], length);

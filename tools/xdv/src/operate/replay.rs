@@ -164,14 +164,20 @@ impl Collected {
         }
     }
 
-    /// Room for `records` records (as many applied-entry and `RaftApplied` records
-    /// each; memory is only touched as they come).
-    pub(crate) fn with_capacity(records: usize) -> Collected {
-        Collected {
+    /// Room for `records` applied-entry and as many `RaftApplied` records (memory
+    /// is only touched as they come; `huge`: backed by huge pages where the kernel
+    /// can, [`super::fastread::huge_pages`]).
+    pub(crate) fn with_capacity(records: usize, huge: bool) -> Collected {
+        let mut c = Collected {
             applied: Vec::with_capacity(records),
             raft_applied: Vec::with_capacity(records),
             ..Collected::default()
+        };
+        if huge {
+            super::fastread::huge_pages(&mut c.applied);
+            super::fastread::huge_pages(&mut c.raft_applied);
         }
+        c
     }
 
     /// The applied-entry record `seq` with these `Custom` bytes.
