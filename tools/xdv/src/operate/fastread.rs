@@ -2,18 +2,26 @@
 //! several threads, with four SHA-256 streams per core ([`super::lanes`]).
 //!
 //! 1. Record boundaries: one walk over the record headers from `DATA_START` (each
-//!    header gives its record's length; no hashing). The walk stops at the first
-//!    blank header, as the node's scanner does.
-//! 2. Records: the boundaries split into one contiguous run per thread; each thread
-//!    hashes its records four at a time and checks every record with the node's own
-//!    [`check_record_using`] (version, node, sequence number = its index, length,
-//!    own hash, previous hash = the stored hash of the record before it, payload,
-//!    kind, field limits). A record's stored hash is checked by the thread holding
-//!    it, so the chain holds exactly when every record checks.
-//! 3. Merkle: every aligned subtree of [`MerkleIndex::BASE_HEIGHT`]-high, four at
-//!    a time per core on the threads, then the levels above; the accumulator of the
-//!    node's scan is made of the same subtree roots.
-//! 4. The verdict: the kernel's [`ScanPlan::finish`] with the [`CleanChain`] scan.
+//!    header gives its record's length; no hashing), on the calling thread. The walk
+//!    stops at the first blank header, as the node's scanner does. Every
+//!    [`UNIT_RECORDS`] records walked become a unit, handed to the threads at once:
+//!    hashing starts while the walk goes on.
+//! 2. Records: each thread takes the next unit, hashes its records four at a time
+//!    and checks every one as the node's [`check_record_using`] does (version, node,
+//!    sequence number = its index, length, own hash, previous hash = the stored hash
+//!    of the record before it, payload, kind, field limits): the two kinds a node
+//!    writes for every entry (`RaftApplied`, `Custom`) by [`quick_check`], which
+//!    reads their payload in place (no owned body; a test holds it to accepting
+//!    only what the node's check accepts, and reading the same), every other record
+//!    (or one `quick_check` cannot tell) by the node's check itself. A record's
+//!    stored hash is checked by the thread holding it, so the chain holds exactly
+//!    when every record checks.
+//! 3. Merkle: as each group of four aligned subtrees of [`MerkleIndex::BASE_HEIGHT`]
+//!    is hashed, its leaves and nodes are hashed in lanes while the record hashes
+//!    are in cache; then the levels above. The accumulator of the node's scan is
+//!    made of the same subtree roots.
+//! 4. The units' findings are folded in region order; the verdict is the kernel's
+//!    [`ScanPlan::finish`] with the [`CleanChain`] scan.
 //!
 //! Only a region that is one clean chain (every record checks, only zero bytes
 //! after the last one) is read here; for anything else — damage, a torn tail, no
