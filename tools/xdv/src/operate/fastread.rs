@@ -493,6 +493,7 @@ struct QuickRecord<'a> {
 /// that on every byte changed); `None` when it does not, or when this check cannot
 /// tell (another kind, another encoding postcard also accepts): the caller then
 /// asks the node's check.
+#[inline]
 fn quick_check<'a>(
     msg: &'a [u8],
     stored: &[u8; 32],
@@ -555,6 +556,7 @@ fn quick_check<'a>(
 
 /// postcard's varint of a `bits`-bit unsigned integer (at most `ceil(bits / 7)`
 /// bytes, the last carrying only the bits that fit): the value and the rest.
+#[inline]
 fn varint(b: &[u8], bits: u32) -> Option<(u64, &[u8])> {
     let max_bytes = bits.div_ceil(7) as usize;
     let last_max = (1u8 << (bits % 7)) - 1;

@@ -90,6 +90,7 @@ const MAX_NAMES: usize = 64;
 /// `mgmt::decode::<(u64, String, Hash32)>` accepts (size limit, postcard's varint
 /// limits, UTF-8, no trailing bytes; a test compares the two), without allocating
 /// and without serde's byte-at-a-time read of the hash.
+#[inline]
 pub(crate) fn decode_applied(bytes: &[u8]) -> Option<(u64, &str, Hash32)> {
     if bytes.len() > mgmt::MAX_MGMT_BYTES {
         return None;
@@ -105,6 +106,7 @@ pub(crate) fn decode_applied(bytes: &[u8]) -> Option<(u64, &str, Hash32)> {
 
 /// postcard's `u64` (and 64-bit `usize`) varint: at most 10 LEB128 bytes, the
 /// tenth at most 1; the value and the bytes after it.
+#[inline]
 fn varint_u64(b: &[u8]) -> Option<(u64, &[u8])> {
     let mut out = 0u64;
     for i in 0..10 {
