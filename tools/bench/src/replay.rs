@@ -22,12 +22,15 @@
 //!     parallelism; the printed line names the number) with four interleaved
 //!     SHA-NI streams per thread; the baseline is one `Sha256::digest` on one
 //!     thread. Goal: ratio ≥ 0.8. Measured (December, 2 cores shared, load 8–13):
-//!     0.20–0.25 (main before: 0.13–0.17, side by side). The goal is out of reach
-//!     on such a machine: a record costs 5 SHA-256 blocks (record 2, Merkle leaf 1,
-//!     node 2) against 2.1 for its raw bytes, the four streams hash a block no
-//!     faster than one `sha2` stream on this EPYC, and a second thread adds little
-//!     under that load; so the hashing alone bounds the ratio near 0.42 on one
-//!     core and 0.84 on two free cores (`docs/operate.md`, Performance).
+//!     0.20–0.25 (main before: 0.13–0.17, side by side); after the unit pipeline
+//!     (`fastread.rs`: walk overlapped with hashing, records checked in place,
+//!     Merkle subtrees per unit, unrolled lanes, huge-page outputs), load 6–7:
+//!     0.26–0.45 (one thread: 0.29–0.32). Not the goal on this shared machine: a
+//!     record costs 5 SHA-256 blocks (record 2, Merkle leaf 1, node 2) against 2.1
+//!     for its raw bytes; the four streams hash a block in 19 ns in cache against
+//!     35 for one `sha2` stream, which bounds the ratio near 0.78 on one free core
+//!     and 1.5 on two, but under the load the read's hashing ran at about half that
+//!     speed and two threads rarely had two cores (`docs/operate.md`, Performance).
 //!
 //! Usage: `cargo xdv bench replay [runs] [--verify-only] [--no-qemu]` (default 5 runs; medians;
 //! `--verify-only`: part (b) alone; `--no-qemu`: without (a')).

@@ -17,9 +17,22 @@ use xdv_types::Hash32;
 pub fn digest4(msgs: [&[u8]; 4]) -> [Hash32; 4] {
     #[cfg(target_arch = "x86_64")]
     if shani::available() {
-        return shani::digest4(msgs);
+        // SAFETY: `available()` found the CPU features `shani` is compiled for.
+        return unsafe { shani::digest4(msgs) };
     }
     msgs.map(|m| Hash32(Sha256::digest(m).into()))
+}
+
+/// SHA-256 of `buf[ranges[k]]` for each k. Same digests as [`digest4`]; reads the
+/// bytes of `buf` after each message too (up to 64), so the last block of a
+/// message is taken straight from `buf` instead of copied out.
+pub fn digest4_in(buf: &[u8], ranges: [(usize, usize); 4]) -> [Hash32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if shani::available() {
+        // SAFETY: `available()` found the CPU features `shani` is compiled for.
+        return unsafe { shani::digest4_in(buf, ranges) };
+    }
+    ranges.map(|(a, b)| Hash32(Sha256::digest(&buf[a..b]).into()))
 }
 
 /// RFC 6962 leaf hashes `SHA-256(0x00 || entry)` of four entries (one block each,
@@ -27,7 +40,8 @@ pub fn digest4(msgs: [&[u8]; 4]) -> [Hash32; 4] {
 pub fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
     #[cfg(target_arch = "x86_64")]
     if shani::available() {
-        return shani::leaves4(entries);
+        // SAFETY: `available()` found the CPU features `shani` is compiled for.
+        return unsafe { shani::leaves4(entries) };
     }
     entries.map(leaf_hash)
 }
@@ -37,7 +51,8 @@ pub fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
 pub fn nodes4(pairs: [(&Hash32, &Hash32); 4]) -> [Hash32; 4] {
     #[cfg(target_arch = "x86_64")]
     if shani::available() {
-        return shani::nodes4(pairs);
+        // SAFETY: `available()` found the CPU features `shani` is compiled for.
+        return unsafe { shani::nodes4(pairs) };
     }
     pairs.map(|(l, r)| node_hash(l, r))
 }
@@ -89,131 +104,305 @@ mod shani {
         })
     }
 
-    /// One message's blocks: its whole 64-byte blocks, then one or two padded
-    /// tail blocks.
-    struct Blocks<'m> {
+    // Everything below the four entry points is `#[inline(always)]` without target
+    // features of its own: inlined into an entry point (which has them), the
+    // intrinsics compile with that entry point's features, and the message words
+    // stay in registers (no closures: a closure would not inherit the features).
+
+    /// Byte order of the message words: each 32-bit word big-endian.
+    #[inline(always)]
+    fn swap_mask() -> __m128i {
+        // SAFETY: SSE2 is part of every x86-64 CPU.
+        unsafe {
+            _mm_set_epi64x(
+                0x0C0D_0E0F_0809_0A0Bu64 as i64,
+                0x0405_0607_0001_0203u64 as i64,
+            )
+        }
+    }
+
+    /// For each length `r` of a message's last partial block: 64 bytes that keep
+    /// bytes `0..r`, then 64 bytes with the padding byte 0x80 at `r`.
+    #[repr(C, align(64))]
+    struct TailTable([[u8; 128]; 64]);
+
+    static TAIL: TailTable = {
+        let mut t = [[0u8; 128]; 64];
+        let mut r = 0;
+        while r < 64 {
+            let mut k = 0;
+            while k < r {
+                t[r][k] = 0xFF;
+                k += 1;
+            }
+            t[r][64 + r] = 0x80;
+            r += 1;
+        }
+        TailTable(t)
+    };
+
+    /// One message's blocks as words: its whole 64-byte blocks, then one or two
+    /// padded tail blocks. `after`: the message's last partial block and whatever
+    /// bytes follow it (64 bytes), when the caller has them; the tail is then
+    /// masked in registers instead of copied.
+    struct Lane<'m> {
         msg: &'m [u8],
         full: usize,
-        tail: [u8; 128],
+        rest: usize,
         total: usize,
+        after: Option<&'m [u8; 64]>,
     }
 
-    impl<'m> Blocks<'m> {
-        fn new(msg: &'m [u8]) -> Blocks<'m> {
+    impl<'m> Lane<'m> {
+        #[inline(always)]
+        fn new(msg: &'m [u8], after: Option<&'m [u8; 64]>) -> Lane<'m> {
             let full = msg.len() / 64;
-            let rest = &msg[full * 64..];
-            let mut tail = [0u8; 128];
-            tail[..rest.len()].copy_from_slice(rest);
-            tail[rest.len()] = 0x80;
-            let tail_blocks = if rest.len() + 9 <= 64 { 1 } else { 2 };
-            let bits = (msg.len() as u64).wrapping_mul(8);
-            tail[tail_blocks * 64 - 8..tail_blocks * 64].copy_from_slice(&bits.to_be_bytes());
-            Blocks {
+            let rest = msg.len() % 64;
+            Lane {
                 msg,
                 full,
-                tail,
-                total: full + tail_blocks,
+                rest,
+                total: full + if rest + 9 <= 64 { 1 } else { 2 },
+                after,
             }
         }
 
-        fn block(&self, i: usize) -> &[u8; 64] {
-            let b = if i < self.full {
-                &self.msg[i * 64..i * 64 + 64]
-            } else {
-                let t = i - self.full;
-                &self.tail[t * 64..t * 64 + 64]
-            };
-            b.try_into().expect("64 bytes")
+        /// Message words of block `i` (`i < total`).
+        ///
+        /// # Safety
+        /// As [`digest4`].
+        #[inline(always)]
+        unsafe fn words(&self, i: usize) -> [__m128i; 4] {
+            if i < self.full {
+                let b: &[u8; 64] = self.msg[i * 64..i * 64 + 64].try_into().expect("64 bytes");
+                // SAFETY: as this function.
+                return unsafe { load_words(b) };
+            }
+            let bits = (self.msg.len() as u64).wrapping_mul(8);
+            // SAFETY: as this function.
+            unsafe {
+                let length = _mm_set_epi32(bits as i32, (bits >> 32) as i32, 0, 0);
+                if i > self.full {
+                    let z = _mm_setzero_si128();
+                    return [z, z, z, length];
+                }
+                let mut copy = [0u8; 64];
+                let raw: &[u8; 64] = match self.after {
+                    Some(a) => a,
+                    None => {
+                        copy[..self.rest].copy_from_slice(&self.msg[self.full * 64..]);
+                        &copy
+                    }
+                };
+                let mask = swap_mask();
+                let p = raw.as_ptr() as *const __m128i;
+                let t = TAIL.0[self.rest].as_ptr() as *const __m128i;
+                let mut w = [_mm_setzero_si128(); 4];
+                for (q, wq) in w.iter_mut().enumerate() {
+                    // Bytes 16q..16q + 16 of 64, in bounds; the table's rows are
+                    // 128 bytes: the mask, then the padding byte.
+                    let v = _mm_loadu_si128(p.add(q));
+                    let keep = _mm_load_si128(t.add(q));
+                    let pad = _mm_load_si128(t.add(4 + q));
+                    *wq = _mm_shuffle_epi8(_mm_or_si128(_mm_and_si128(v, keep), pad), mask);
+                }
+                if self.total == self.full + 1 {
+                    w[3] = _mm_or_si128(w[3], length);
+                }
+                w
+            }
         }
     }
 
-    pub fn digest4(msgs: [&[u8]; 4]) -> [Hash32; 4] {
-        let blocks = msgs.map(Blocks::new);
-        let most = blocks.iter().map(|b| b.total).max().unwrap_or(0);
-        let mut states = [H0; 4];
-        if blocks.iter().all(|b| b.total == most) {
-            // The common case (records of one size class, Merkle leaves, nodes).
-            for i in 0..most {
-                let ins = [
-                    blocks[0].block(i),
-                    blocks[1].block(i),
-                    blocks[2].block(i),
-                    blocks[3].block(i),
-                ];
-                // SAFETY: as below.
-                unsafe { compress4(&mut states, ins) };
-            }
-            return states.map(to_hash);
+    /// The words of a 64-byte block.
+    ///
+    /// # Safety
+    /// As [`digest4`].
+    #[inline(always)]
+    unsafe fn load_words(b: &[u8; 64]) -> [__m128i; 4] {
+        let p = b.as_ptr() as *const __m128i;
+        // SAFETY: four 16-byte loads inside the 64 bytes; features as this function.
+        unsafe {
+            let mask = swap_mask();
+            [
+                _mm_shuffle_epi8(_mm_loadu_si128(p), mask),
+                _mm_shuffle_epi8(_mm_loadu_si128(p.add(1)), mask),
+                _mm_shuffle_epi8(_mm_loadu_si128(p.add(2)), mask),
+                _mm_shuffle_epi8(_mm_loadu_si128(p.add(3)), mask),
+            ]
         }
-        let zero = [0u8; 64];
+    }
+
+    /// SHA-256 of four messages given as lanes.
+    ///
+    /// # Safety
+    /// As [`digest4`].
+    #[inline(always)]
+    unsafe fn digest_lanes(lanes: [Lane<'_>; 4]) -> [Hash32; 4] {
+        let most = lanes.iter().map(|l| l.total).max().unwrap_or(0);
+        let mut states = [H0; 4];
+        let same = lanes.iter().all(|l| l.total == most);
         for i in 0..most {
-            let mut scratch = [[0u32; 8]; 4];
-            let ins = [0, 1, 2, 3].map(|j| {
-                if i < blocks[j].total {
-                    blocks[j].block(i)
-                } else {
-                    &zero
+            // SAFETY: as this function.
+            unsafe {
+                let z = [_mm_setzero_si128(); 4];
+                let mut w = [z; 4];
+                for j in 0..4 {
+                    if i < lanes[j].total {
+                        w[j] = lanes[j].words(i);
+                    }
                 }
-            });
-            // Lanes already done work on a scratch state (their result is dropped).
-            for (j, s) in scratch.iter_mut().enumerate() {
-                if i < blocks[j].total {
-                    *s = states[j];
+                if same {
+                    // The common case (records of one size class).
+                    compress4w(&mut states, w);
+                    continue;
                 }
-            }
-            // SAFETY: `available()` (checked by the only caller, `super::digest4`)
-            // found the CPU features `compress4` is compiled for.
-            unsafe { compress4(&mut scratch, ins) };
-            for (j, s) in scratch.iter().enumerate() {
-                if i < blocks[j].total {
-                    states[j] = *s;
+                // Lanes already done work on a scratch state (their result is dropped).
+                let mut scratch = [[0u32; 8]; 4];
+                for j in 0..4 {
+                    if i < lanes[j].total {
+                        scratch[j] = states[j];
+                    }
+                }
+                compress4w(&mut scratch, w);
+                for j in 0..4 {
+                    if i < lanes[j].total {
+                        states[j] = scratch[j];
+                    }
                 }
             }
         }
-        states.map(to_hash)
+        let mut out = [Hash32([0; 32]); 4];
+        for j in 0..4 {
+            out[j] = to_hash(states[j]);
+        }
+        out
     }
 
-    /// Four one-block leaves: `0x00 || entry`, `0x80`, zeros, the length (264 bits).
-    pub fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
-        let mut blocks = [[0u8; 64]; 4];
-        for (b, e) in blocks.iter_mut().zip(entries) {
-            b[1..33].copy_from_slice(&e.0);
-            b[33] = 0x80;
-            b[56..].copy_from_slice(&(33u64 * 8).to_be_bytes());
+    /// # Safety
+    /// The CPU must have SHA-NI, SSE2, SSSE3 and SSE4.1 ([`available`]).
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn digest4(msgs: [&[u8]; 4]) -> [Hash32; 4] {
+        let [a, b, c, d] = msgs;
+        // SAFETY: as this function.
+        unsafe {
+            digest_lanes([
+                Lane::new(a, None),
+                Lane::new(b, None),
+                Lane::new(c, None),
+                Lane::new(d, None),
+            ])
+        }
+    }
+
+    /// # Safety
+    /// As [`digest4`].
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn digest4_in(buf: &[u8], ranges: [(usize, usize); 4]) -> [Hash32; 4] {
+        #[inline(always)]
+        fn lane(buf: &[u8], (a, b): (usize, usize)) -> Lane<'_> {
+            let msg = &buf[a..b];
+            let tail = a + msg.len() / 64 * 64;
+            let after = buf
+                .get(tail..tail + 64)
+                .map(|t| t.try_into().expect("64 bytes"));
+            Lane::new(msg, after)
+        }
+        let [a, b, c, d] = ranges;
+        // SAFETY: as this function.
+        unsafe { digest_lanes([lane(buf, a), lane(buf, b), lane(buf, c), lane(buf, d)]) }
+    }
+
+    /// A 32-byte hash as two vectors (bytes 0..16, 16..32).
+    ///
+    /// # Safety
+    /// As [`digest4`].
+    #[inline(always)]
+    unsafe fn halves(h: &Hash32) -> (__m128i, __m128i) {
+        let p = h.0.as_ptr() as *const __m128i;
+        // SAFETY: two 16-byte loads inside the 32 bytes.
+        unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) }
+    }
+
+    /// Four one-block leaves: `0x00 || entry`, `0x80`, zeros, the length (264
+    /// bits), built in registers.
+    ///
+    /// # Safety
+    /// As [`digest4`].
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
+        let mask = swap_mask();
+        let mut w = [[_mm_setzero_si128(); 4]; 4];
+        for k in 0..4 {
+            // SAFETY: as this function.
+            let (lo, hi) = unsafe { halves(entries[k]) };
+            w[k] = [
+                _mm_shuffle_epi8(_mm_slli_si128(lo, 1), mask),
+                _mm_shuffle_epi8(_mm_alignr_epi8(hi, lo, 15), mask),
+                _mm_shuffle_epi8(
+                    _mm_or_si128(_mm_srli_si128(hi, 15), _mm_cvtsi32_si128(0x8000)),
+                    mask,
+                ),
+                _mm_set_epi32(33 * 8, 0, 0, 0),
+            ];
         }
         let mut states = [H0; 4];
-        let [b0, b1, b2, b3] = &blocks;
-        // SAFETY: `available()` (checked by the only caller, `super::leaves4`) found
-        // the CPU features `compress4` is compiled for.
-        unsafe { compress4(&mut states, [b0, b1, b2, b3]) };
-        states.map(to_hash)
+        // SAFETY: as this function.
+        unsafe { compress4w(&mut states, w) };
+        let mut out = [Hash32([0; 32]); 4];
+        for k in 0..4 {
+            out[k] = to_hash(states[k]);
+        }
+        out
     }
 
     /// Four two-block nodes: `0x01 || left || right[..31]`, then `right[31]`,
-    /// `0x80`, zeros, the length (520 bits).
-    pub fn nodes4(pairs: [(&Hash32, &Hash32); 4]) -> [Hash32; 4] {
-        let mut first = [[0u8; 64]; 4];
-        let mut second = [[0u8; 64]; 4];
-        for ((a, b), (l, r)) in first.iter_mut().zip(second.iter_mut()).zip(pairs) {
-            a[0] = 1;
-            a[1..33].copy_from_slice(&l.0);
-            a[33..64].copy_from_slice(&r.0[..31]);
-            b[0] = r.0[31];
-            b[1] = 0x80;
-            b[56..].copy_from_slice(&(65u64 * 8).to_be_bytes());
+    /// `0x80`, zeros, the length (520 bits), built in registers.
+    ///
+    /// # Safety
+    /// As [`digest4`].
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn nodes4(pairs: [(&Hash32, &Hash32); 4]) -> [Hash32; 4] {
+        let mask = swap_mask();
+        let z = _mm_setzero_si128();
+        let mut first = [[z; 4]; 4];
+        let mut second = [[z; 4]; 4];
+        for k in 0..4 {
+            // SAFETY: as this function.
+            let ((l_lo, l_hi), (r_lo, r_hi)) = unsafe { (halves(pairs[k].0), halves(pairs[k].1)) };
+            first[k] = [
+                _mm_shuffle_epi8(
+                    _mm_or_si128(_mm_slli_si128(l_lo, 1), _mm_cvtsi32_si128(1)),
+                    mask,
+                ),
+                _mm_shuffle_epi8(_mm_alignr_epi8(l_hi, l_lo, 15), mask),
+                _mm_shuffle_epi8(_mm_alignr_epi8(r_lo, l_hi, 15), mask),
+                _mm_shuffle_epi8(_mm_alignr_epi8(r_hi, r_lo, 15), mask),
+            ];
+            second[k] = [
+                _mm_shuffle_epi8(
+                    _mm_or_si128(_mm_srli_si128(r_hi, 15), _mm_cvtsi32_si128(0x8000)),
+                    mask,
+                ),
+                z,
+                z,
+                _mm_set_epi32(65 * 8, 0, 0, 0),
+            ];
         }
         let mut states = [H0; 4];
-        let [a0, a1, a2, a3] = &first;
-        let [b0, b1, b2, b3] = &second;
-        // SAFETY: `available()` (checked by the only caller, `super::nodes4`) found
-        // the CPU features `compress4` is compiled for.
+        // SAFETY: as this function.
         unsafe {
-            compress4(&mut states, [a0, a1, a2, a3]);
-            compress4(&mut states, [b0, b1, b2, b3]);
+            compress4w(&mut states, first);
+            compress4w(&mut states, second);
         }
-        states.map(to_hash)
+        let mut out = [Hash32([0; 32]); 4];
+        for k in 0..4 {
+            out[k] = to_hash(states[k]);
+        }
+        out
     }
 
+    #[inline(always)]
     fn to_hash(s: [u32; 8]) -> Hash32 {
         let mut out = [0u8; 32];
         for (o, w) in out.chunks_exact_mut(4).zip(s) {
@@ -231,66 +420,81 @@ mod shani {
         }};
     }
 
-    /// One block of each of four streams (the state layout of FIPS 180-4, the
-    /// instruction sequence of Intel's SHA extensions reference, as in `sha2`).
+    /// One block of each of four streams, given as message words (`w[j]`: the
+    /// block of stream j, each word big-endian; the state layout of FIPS 180-4,
+    /// the instruction sequence of Intel's SHA extensions reference, as in `sha2`).
     ///
     /// # Safety
-    /// The CPU must have SHA-NI, SSE2, SSSE3 and SSE4.1.
-    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    unsafe fn compress4(states: &mut [[u32; 8]; 4], blocks: [&[u8; 64]; 4]) {
-        let mask = _mm_set_epi64x(
-            0x0C0D_0E0F_0809_0A0Bu64 as i64,
-            0x0405_0607_0001_0203u64 as i64,
-        );
-        let mut abef = [_mm_setzero_si128(); 4];
-        let mut cdgh = [_mm_setzero_si128(); 4];
-        let mut w = [[_mm_setzero_si128(); 4]; 4];
-        for j in 0..4 {
-            // SAFETY: unaligned loads of 16 bytes from a [u32; 8] (32 bytes) and
-            // from a [u8; 64] block, all in bounds.
-            let (dcba, efgh) = unsafe {
+    /// As [`digest4`].
+    #[inline(always)]
+    unsafe fn compress4w(states: &mut [[u32; 8]; 4], mut w: [[__m128i; 4]; 4]) {
+        // SAFETY: the CPU features, as this function; the loads and stores are
+        // inside `states` and `K`, as commented at each.
+        unsafe {
+            let mut abef = [_mm_setzero_si128(); 4];
+            let mut cdgh = [_mm_setzero_si128(); 4];
+            for j in 0..4 {
+                // Unaligned loads of 16 bytes from a [u32; 8] (32 bytes).
                 let p = states[j].as_ptr() as *const __m128i;
-                (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)))
-            };
-            let cdab = _mm_shuffle_epi32(dcba, 0xB1);
-            let efgh = _mm_shuffle_epi32(efgh, 0x1B);
-            abef[j] = _mm_alignr_epi8(cdab, efgh, 8);
-            cdgh[j] = _mm_blend_epi16(efgh, cdab, 0xF0);
-            for (q, wq) in w[j].iter_mut().enumerate() {
-                // SAFETY: as above (q < 4: bytes 16q..16q+16 of 64).
-                let v = unsafe { _mm_loadu_si128((blocks[j].as_ptr() as *const __m128i).add(q)) };
-                *wq = _mm_shuffle_epi8(v, mask);
+                let (dcba, efgh) = (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+                let cdab = _mm_shuffle_epi32(dcba, 0xB1);
+                let efgh = _mm_shuffle_epi32(efgh, 0x1B);
+                abef[j] = _mm_alignr_epi8(cdab, efgh, 8);
+                cdgh[j] = _mm_blend_epi16(efgh, cdab, 0xF0);
             }
-        }
-        let (abef_save, cdgh_save) = (abef, cdgh);
-        for i in 0..16 {
-            // SAFETY: 4i + 4 <= 64 words of K.
-            let kv = unsafe { _mm_loadu_si128(K.as_ptr().add(4 * i) as *const __m128i) };
-            let mut t = [_mm_setzero_si128(); 4];
+            let (abef_save, cdgh_save) = (abef, cdgh);
+            // Four rounds of each stream; written out sixteen times (constant
+            // indices keep the message words in registers, not an indexed array).
+            macro_rules! rounds {
+                ($i:literal) => {{
+                    // 4i + 4 <= 64 words of K.
+                    let kv = _mm_loadu_si128(K.as_ptr().add(4 * $i) as *const __m128i);
+                    let mut t = [_mm_setzero_si128(); 4];
+                    for j in 0..4 {
+                        if $i >= 4 {
+                            let wj = &mut w[j];
+                            wj[$i % 4] = schedule!(
+                                wj[$i % 4],
+                                wj[($i + 1) % 4],
+                                wj[($i + 2) % 4],
+                                wj[($i + 3) % 4]
+                            );
+                        }
+                        t[j] = _mm_add_epi32(w[j][$i % 4], kv);
+                    }
+                    for j in 0..4 {
+                        cdgh[j] = _mm_sha256rnds2_epu32(cdgh[j], abef[j], t[j]);
+                    }
+                    for j in 0..4 {
+                        abef[j] =
+                            _mm_sha256rnds2_epu32(abef[j], cdgh[j], _mm_shuffle_epi32(t[j], 0x0E));
+                    }
+                }};
+            }
+            rounds!(0);
+            rounds!(1);
+            rounds!(2);
+            rounds!(3);
+            rounds!(4);
+            rounds!(5);
+            rounds!(6);
+            rounds!(7);
+            rounds!(8);
+            rounds!(9);
+            rounds!(10);
+            rounds!(11);
+            rounds!(12);
+            rounds!(13);
+            rounds!(14);
+            rounds!(15);
             for j in 0..4 {
-                if i >= 4 {
-                    let wj = &mut w[j];
-                    wj[i % 4] =
-                        schedule!(wj[i % 4], wj[(i + 1) % 4], wj[(i + 2) % 4], wj[(i + 3) % 4]);
-                }
-                t[j] = _mm_add_epi32(w[j][i % 4], kv);
-            }
-            for j in 0..4 {
-                cdgh[j] = _mm_sha256rnds2_epu32(cdgh[j], abef[j], t[j]);
-            }
-            for j in 0..4 {
-                abef[j] = _mm_sha256rnds2_epu32(abef[j], cdgh[j], _mm_shuffle_epi32(t[j], 0x0E));
-            }
-        }
-        for j in 0..4 {
-            let abef = _mm_add_epi32(abef[j], abef_save[j]);
-            let cdgh = _mm_add_epi32(cdgh[j], cdgh_save[j]);
-            let feba = _mm_shuffle_epi32(abef, 0x1B);
-            let dchg = _mm_shuffle_epi32(cdgh, 0xB1);
-            let dcba = _mm_blend_epi16(feba, dchg, 0xF0);
-            let hgef = _mm_alignr_epi8(dchg, feba, 8);
-            // SAFETY: unaligned 16-byte stores into a [u32; 8], in bounds.
-            unsafe {
+                let abef = _mm_add_epi32(abef[j], abef_save[j]);
+                let cdgh = _mm_add_epi32(cdgh[j], cdgh_save[j]);
+                let feba = _mm_shuffle_epi32(abef, 0x1B);
+                let dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+                let dcba = _mm_blend_epi16(feba, dchg, 0xF0);
+                let hgef = _mm_alignr_epi8(dchg, feba, 8);
+                // Unaligned 16-byte stores into a [u32; 8], in bounds.
                 let p = states[j].as_mut_ptr() as *mut __m128i;
                 _mm_storeu_si128(p, dcba);
                 _mm_storeu_si128(p.add(1), hgef);
@@ -316,6 +520,21 @@ mod tests {
             let got = digest4(msgs);
             for (m, g) in msgs.iter().zip(got) {
                 assert_eq!(g, Hash32(Sha256::digest(m).into()), "len {}", m.len());
+            }
+            // The same messages inside a buffer, the bytes after them read: with
+            // room after each message, and with a message at the very end.
+            let ranges = [
+                (0, len),
+                (1, 1 + len / 2),
+                (5, 5 + (len * 3 / 4)),
+                (len / 3, len),
+            ];
+            for buf in [&data[..], &data[..len.max(5 + len * 3 / 4)]] {
+                let got = digest4_in(buf, ranges);
+                for (&(a, b), g) in ranges.iter().zip(got) {
+                    let want = Hash32(Sha256::digest(&buf[a..b]).into());
+                    assert_eq!(g, want, "in buffer: {a}..{b} of {}", buf.len());
+                }
             }
         }
         // The Merkle shapes: leaves and nodes built in place.

@@ -90,6 +90,7 @@ const MAX_NAMES: usize = 64;
 /// `mgmt::decode::<(u64, String, Hash32)>` accepts (size limit, postcard's varint
 /// limits, UTF-8, no trailing bytes; a test compares the two), without allocating
 /// and without serde's byte-at-a-time read of the hash.
+#[inline]
 pub(crate) fn decode_applied(bytes: &[u8]) -> Option<(u64, &str, Hash32)> {
     if bytes.len() > mgmt::MAX_MGMT_BYTES {
         return None;
@@ -105,6 +106,7 @@ pub(crate) fn decode_applied(bytes: &[u8]) -> Option<(u64, &str, Hash32)> {
 
 /// postcard's `u64` (and 64-bit `usize`) varint: at most 10 LEB128 bytes, the
 /// tenth at most 1; the value and the bytes after it.
+#[inline]
 fn varint_u64(b: &[u8]) -> Option<(u64, &[u8])> {
     let mut out = 0u64;
     for i in 0..10 {
@@ -128,18 +130,7 @@ impl Collected {
         };
         match &v.body {
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_APPLIED => {
-                match decode_applied(bytes) {
-                    Some((index, name, hash)) => {
-                        let command = self.name(name);
-                        self.applied.push(AppliedRecord {
-                            seq,
-                            index,
-                            command,
-                            hash,
-                        })
-                    }
-                    None => self.undecodable.push(seq),
-                }
+                self.applied_bytes(seq, bytes)
             }
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_NODE => {
                 let line = mgmt::decode::<String>(bytes).unwrap_or_else(|_| "node record".into());
@@ -147,9 +138,7 @@ impl Collected {
                     self.marks.push(mark("halt", line));
                 }
             }
-            RecordBody::RaftApplied { index, term, .. } => {
-                self.raft_applied.push((seq, *index, *term))
-            }
+            RecordBody::RaftApplied { index, term, .. } => self.raft_applied(seq, *index, *term),
             RecordBody::Boot { count } => self.marks.push(mark("boot", format!("boot {count}"))),
             RecordBody::AuditAlarm {
                 used_bytes,
@@ -175,6 +164,43 @@ impl Collected {
             )),
             _ => {}
         }
+    }
+
+    /// Room for `records` applied-entry and as many `RaftApplied` records (memory
+    /// is only touched as they come; `huge`: backed by huge pages where the kernel
+    /// can, [`super::fastread::huge_pages`]).
+    pub(crate) fn with_capacity(records: usize, huge: bool) -> Collected {
+        let mut c = Collected {
+            applied: Vec::with_capacity(records),
+            raft_applied: Vec::with_capacity(records),
+            ..Collected::default()
+        };
+        if huge {
+            super::fastread::huge_pages(&mut c.applied);
+            super::fastread::huge_pages(&mut c.raft_applied);
+        }
+        c
+    }
+
+    /// The applied-entry record `seq` with these `Custom` bytes.
+    pub(crate) fn applied_bytes(&mut self, seq: u64, bytes: &[u8]) {
+        match decode_applied(bytes) {
+            Some((index, name, hash)) => {
+                let command = self.name(name);
+                self.applied.push(AppliedRecord {
+                    seq,
+                    index,
+                    command,
+                    hash,
+                })
+            }
+            None => self.undecodable.push(seq),
+        }
+    }
+
+    /// The `RaftApplied` record `seq`.
+    pub(crate) fn raft_applied(&mut self, seq: u64, index: u64, term: u64) {
+        self.raft_applied.push((seq, index, term))
     }
 
     /// `name`, shared with every earlier record of the same name.
