@@ -19,6 +19,15 @@
 //!   (`DispatchOutcome`, `JobFinished`). A refusal cools the cluster down and the job
 //!   goes to its next fallback (applied in the state, identically everywhere).
 //!
+//! Gate-coordinated timeouts (AD-34 §11.2–11.5): a dispatched submission enters the
+//! member's log as `AssignRoutedTask`, so its task's tracking reports to the gate. The
+//! member leader sends every report the applied state produces
+//! ([`xdv_cluster::Event::GateReport`]) as [`FedMsg::Report`] to the gate nodes; the
+//! gate leader logs it (`JobReport`) and acknowledges it ([`FedMsg::ReportAck`], which
+//! the member leader logs as `GateAck`). The gate's `ClockTick`s run its tracker; a
+//! global timeout is sent as [`FedMsg::Verdict`] with every dispatch round until the
+//! job ends, and the member leader logs it (`GateVerdict`), fence token checked there.
+//!
 //! Vivaldi across the federation: [`Node::on_fed_rtt`] takes RTT samples to the other
 //! side's nodes ([`Node::federation_peers`]) into the node's coordinate (not into the
 //! membership's confirmation: they are not members).
@@ -76,6 +85,12 @@ pub struct FedCounters {
     pub dispatches_handled: u64,
     pub answers_sent: u64,
     pub answers_proposed: u64,
+    pub reports_sent: u64,
+    pub reports_proposed: u64,
+    pub acks_sent: u64,
+    pub acks_proposed: u64,
+    pub verdicts_sent: u64,
+    pub verdicts_proposed: u64,
     /// Federation messages from a node not configured for them, or not applicable.
     pub dropped: u64,
     pub rtt_samples: u64,
@@ -254,8 +269,37 @@ impl<R: Region> Node<R> {
                 ));
             }
         }
+        let mut verdicts = Vec::new();
+        for (job, cluster, task, reason, fence_token) in
+            g.verdicts().into_iter().take(MAX_DISPATCH_PER_ROUND)
+        {
+            let Some((_, nodes)) = clusters.iter().find(|(c, _)| *c == cluster) else {
+                continue;
+            };
+            let to = g
+                .router
+                .cluster(cluster)
+                .and_then(|c| c.leader)
+                .filter(|l| nodes.contains(l))
+                .or_else(|| nodes.first().copied());
+            if let Some(to) = to {
+                verdicts.push((
+                    to,
+                    FedMsg::Verdict {
+                        job,
+                        task,
+                        reason,
+                        fence_token,
+                    },
+                ));
+            }
+        }
         for (to, m) in sends {
             self.fed.counters.dispatches_sent += 1;
+            self.send_fed(to, &m);
+        }
+        for (to, m) in verdicts {
+            self.fed.counters.verdicts_sent += 1;
             self.send_fed(to, &m);
         }
     }
@@ -325,7 +369,148 @@ impl<R: Region> Node<R> {
                     }
                 }
             }
+            (
+                Some(FederationConfig::Gate { .. }),
+                FedMsg::Report {
+                    job,
+                    cluster,
+                    task,
+                    report,
+                },
+            ) => {
+                if self.cluster_of(from) != Some(cluster) {
+                    self.fed.counters.dropped += 1;
+                    return;
+                }
+                // Only the leader logs; the state refuses a stale fence token.
+                if self.is_leader()
+                    && self
+                        .propose(Command::JobReport {
+                            job,
+                            cluster,
+                            task,
+                            manager: from,
+                            report,
+                        })
+                        .is_ok()
+                {
+                    self.fed.counters.reports_proposed += 1;
+                }
+            }
+            (
+                Some(FederationConfig::Member { gates, .. }),
+                FedMsg::ReportAck {
+                    job,
+                    task,
+                    fence_token,
+                },
+            ) => {
+                if !gates.contains(&from) {
+                    self.fed.counters.dropped += 1;
+                    return;
+                }
+                if self.is_leader()
+                    && self.routed_task(task, job)
+                    && self
+                        .propose(Command::GateAck {
+                            task,
+                            job,
+                            fence_token,
+                        })
+                        .is_ok()
+                {
+                    self.fed.counters.acks_proposed += 1;
+                }
+            }
+            (
+                Some(FederationConfig::Member { gates, .. }),
+                FedMsg::Verdict {
+                    job,
+                    task,
+                    reason,
+                    fence_token,
+                },
+            ) => {
+                if !gates.contains(&from) {
+                    self.fed.counters.dropped += 1;
+                    return;
+                }
+                // A stale verdict is logged too: the state refuses and counts it.
+                if self.is_leader()
+                    && self.routed_task(task, job)
+                    && self
+                        .propose(Command::GateVerdict {
+                            task,
+                            job,
+                            reason,
+                            fence_token,
+                        })
+                        .is_ok()
+                {
+                    self.fed.counters.verdicts_proposed += 1;
+                }
+            }
             _ => self.fed.counters.dropped += 1,
+        }
+    }
+
+    /// Whether `task` is the running routed task of gate job `job` (else a gate
+    /// message about it is not worth a log entry).
+    fn routed_task(&self, task: TaskId, job: u64) -> bool {
+        self.state
+            .data()
+            .routed
+            .get(&task)
+            .is_some_and(|r| r.job == job)
+            && self.state.data().timeouts.get(task).is_some()
+    }
+
+    /// A member cluster's part of gate-coordinated timeouts for an applied entry: the
+    /// leader sends the tracker's reports to every gate node; fallbacks, verdicts and
+    /// refusals become notes.
+    fn member_timeout_events(&mut self, events: &[xdv_cluster::Event]) {
+        let Some(FederationConfig::Member { gates, .. }) = self.cfg.federation.clone() else {
+            return;
+        };
+        for ev in events {
+            match ev {
+                xdv_cluster::Event::GateReport {
+                    task, job, report, ..
+                } => {
+                    if !self.is_leader() {
+                        continue;
+                    }
+                    let m = FedMsg::Report {
+                        job: *job,
+                        cluster: ClusterId(self.cfg.identity.cluster),
+                        task: *task,
+                        report: report.clone(),
+                    };
+                    for &g in &gates {
+                        self.fed.counters.reports_sent += 1;
+                        self.send_fed(g, &m);
+                    }
+                }
+                xdv_cluster::Event::GateFellBack {
+                    task,
+                    job,
+                    silent_ms,
+                } => self.note(alloc::format!(
+                    "timeouts: gate silent {silent_ms} ms, {task} (job {job}) falls back to local authority"
+                )),
+                xdv_cluster::Event::GateTimedOut {
+                    task,
+                    job,
+                    reason,
+                    fence_token,
+                } => self.note(alloc::format!(
+                    "timeouts: gate verdict {reason:?} for {task} (job {job}), fence {fence_token}"
+                )),
+                xdv_cluster::Event::GateMessageRefused { task, reason } => {
+                    self.note(alloc::format!("timeouts: gate message for {task} refused: {reason}"))
+                }
+                _ => {}
+            }
         }
     }
 
@@ -338,7 +523,12 @@ impl<R: Region> Node<R> {
         req: SignedRequest,
     ) -> Option<DispatchAnswer> {
         match self.gate.authorize_routed(&self.state, &req, gate_cluster) {
-            Ok(Some(command @ Command::AssignTask(_))) => {
+            Ok(Some(Command::AssignTask(spec))) => {
+                let command = Command::AssignRoutedTask {
+                    spec,
+                    gate_cluster,
+                    job,
+                };
                 if self.is_leader() {
                     let _ = self.propose(command);
                 } else if let Some(l) = self.leader().filter(|&l| l != self.me) {
@@ -475,6 +665,7 @@ impl<R: Region> Node<R> {
     /// Gate events of an applied entry: audit records (every gate replica) and a
     /// dispatch right away after a new decision (the leader).
     pub(super) fn gate_events(&mut self, index: u64, events: &[xdv_cluster::Event], audit: bool) {
+        self.member_timeout_events(events);
         for ev in events {
             let xdv_cluster::Event::Gate(g) = ev else {
                 continue;
@@ -538,6 +729,63 @@ impl<R: Region> Node<R> {
                     decision: Vec::new(),
                     detail: alloc::format!("{task}: {outcome:?}"),
                 },
+                GateEvent::ReportLogged {
+                    job,
+                    cluster,
+                    task,
+                    manager,
+                    kind,
+                    fence_token,
+                } => {
+                    if self.is_leader() {
+                        let m = FedMsg::ReportAck {
+                            job: *job,
+                            task: *task,
+                            fence_token: *fence_token,
+                        };
+                        self.fed.counters.acks_sent += 1;
+                        self.send_fed(*manager, &m);
+                    }
+                    RouteRecordBody {
+                        index,
+                        job: *job,
+                        event: alloc::format!("report-{kind}"),
+                        cluster: Some(*cluster),
+                        decision: Vec::new(),
+                        detail: alloc::format!("{task} from {manager}, fence {fence_token}"),
+                    }
+                }
+                GateEvent::ReportRefused {
+                    job,
+                    cluster,
+                    fence_token,
+                    reason,
+                } => RouteRecordBody {
+                    index,
+                    job: *job,
+                    event: "report-refused".into(),
+                    cluster: Some(*cluster),
+                    decision: Vec::new(),
+                    detail: alloc::format!("fence {fence_token}: {reason}"),
+                },
+                GateEvent::GlobalTimeout {
+                    job,
+                    cluster,
+                    task,
+                    reason,
+                    fence_token,
+                } => {
+                    // The verdict goes out at the next timer, not a round later.
+                    self.fed.last_dispatch_ms = None;
+                    RouteRecordBody {
+                        index,
+                        job: *job,
+                        event: "global-timeout".into(),
+                        cluster: Some(*cluster),
+                        decision: Vec::new(),
+                        detail: alloc::format!("{task}: {reason:?}, fence {fence_token}"),
+                    }
+                }
                 _ => continue,
             };
             if audit {
