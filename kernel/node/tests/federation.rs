@@ -604,3 +604,83 @@ fn t11_member_leader_crash_new_fence_token_and_a_stale_report_is_refused() {
     let b = member_leader_crash(13);
     assert_eq!(a, b, "same seed, same run");
 }
+
+/// A job that finishes while its timeout is on the way (seed §11.4.10): with task
+/// lengths around the moment the gate's verdict lands, each run ends exactly one way —
+/// the gate and the cluster record the same outcome, either the task's own completion
+/// (the late verdict is not logged or refused) or the gate's timeout (the late
+/// completion is stale). Returns the outcomes by task length.
+fn timeout_race(seed: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let lengths = (5_000..7_000)
+        .step_by(1_000)
+        .chain((7_000..=8_500).step_by(50))
+        .chain([10_000]);
+    for task_ms in lengths {
+        let mut sim = one_cluster(seed, 1);
+        sim.set_task_ms(task_ms);
+        let (job, task) = submit_accepted(&mut sim);
+        let done = sim
+            .run_until(30_000, |s| gate_outcome(s, job).is_some())
+            .unwrap();
+        assert!(done, "{task_ms} ms: never ended:\n{}", sim.trace_text());
+        // Let late messages (verdict resends, completions) arrive.
+        sim.run_for(3_000).unwrap();
+        let at_gate = gate_outcome(&sim, job).unwrap();
+        assert_eq!(
+            member_outcome(&sim, 1, task).as_ref(),
+            Some(&at_gate),
+            "{task_ms} ms: the gate and the cluster disagree"
+        );
+        let m = member_state(&sim, 1).data();
+        let declared = sim.gate_state().unwrap().counters.global_timeouts;
+        let label = match &at_gate {
+            Outcome::Executed => {
+                assert_eq!(m.timeouts.metrics.global_timeouts_accepted, 0);
+                assert_eq!(m.counters.tasks_timed_out, 0);
+                // The gate may have declared the timeout already: its verdict came
+                // too late and ended nothing.
+                if declared == 1 {
+                    "executed, verdict too late"
+                } else {
+                    "executed"
+                }
+            }
+            Outcome::Timeout(why) if why.starts_with("gate verdict") => {
+                assert_eq!(m.timeouts.metrics.global_timeouts_accepted, 1);
+                assert_eq!(m.counters.tasks_timed_out, 1);
+                assert_eq!(declared, 1);
+                "gate-timeout"
+            }
+            other => panic!("{task_ms} ms: {other:?}"),
+        };
+        let tenant = &m.tenants[&xdv_node::fedsim::TENANT];
+        assert_eq!(tenant.in_flight, 0, "{task_ms} ms: freed once");
+        assert!(m.routed.is_empty() && m.timeouts.is_empty());
+        let g = sim.gate_state().unwrap();
+        assert_eq!(
+            g.counters.finished, 1,
+            "{task_ms} ms: finished once at the gate"
+        );
+        assert!(g.timeouts.is_empty());
+        out.push((task_ms, String::from(label)));
+    }
+    out
+}
+
+#[test]
+fn t11_a_job_finishing_during_the_timeout_race_ends_one_way() {
+    let a = timeout_race(14);
+    let b = timeout_race(14);
+    assert_eq!(a, b, "same seed, same runs");
+    eprintln!("{a:?}");
+    let kinds: std::collections::BTreeSet<&str> = a.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds.len(), 3, "every ending occurs: {a:?}");
+    // Short tasks finish, long ones are timed out, with one switch between.
+    let timed_out = |k: &str| k == "gate-timeout";
+    let switches = a
+        .windows(2)
+        .filter(|w| timed_out(&w[0].1) != timed_out(&w[1].1))
+        .count();
+    assert_eq!(switches, 1, "{a:?}");
+}
