@@ -311,6 +311,21 @@ impl FedSim {
         }
     }
 
+    /// Cuts (`true`) or heals the link between nodes `a` and `b`, both ways.
+    pub fn cut_link(&mut self, a: u32, b: u32, cut: bool) {
+        self.trace(alloc::format!(
+            "link n{a} <-> n{b} {}",
+            if cut { "cut" } else { "healed" }
+        ));
+        for (x, y) in [(a, b), (b, a)] {
+            if cut {
+                self.net.cut(x, y);
+            } else {
+                self.net.heal(x, y);
+            }
+        }
+    }
+
     /// Puts federation message `m` on the wire from `from` to `to`, as `from` would
     /// send it (a late or replayed message).
     pub fn inject_fed(&mut self, from: u32, to: u32, m: xdv_cluster::gate::FedMsg) {

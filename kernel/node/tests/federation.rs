@@ -684,3 +684,37 @@ fn t11_a_job_finishing_during_the_timeout_race_ends_one_way() {
         .count();
     assert_eq!(switches, 1, "{a:?}");
 }
+
+/// Seed §13.8 in the federation: the gate cannot reach the member cluster's leader
+/// (that one link is cut both ways) but the cluster is healthy: after unanswered
+/// rounds the gate sends the job to another node of the cluster, which forwards it to
+/// its leader and answers, and the job runs and finishes there.
+fn manager_selection(seed: u64) -> (xdv_types::Hash32, u64) {
+    let mut opts = FedOptions::new(seed);
+    opts.gates = 1;
+    opts.clusters = vec![3];
+    opts.link_ms = vec![4];
+    let mut sim = FedSim::new(opts);
+    wait_for_clusters(&mut sim, 1);
+    let leader = sim.leader(1).unwrap();
+    sim.cut_link(1, leader, true);
+    let jobs = submit_and_finish(&mut sim, 2, 200);
+    let g = sim.gate_state().unwrap();
+    for &(_, job) in &jobs {
+        let JobStatus::Finished { cluster, .. } = g.jobs[&job].status else {
+            panic!("{:?}", g.jobs[&job].status)
+        };
+        assert_eq!(cluster, ClusterId(1));
+    }
+    assert_eq!(sim.leader(1), Some(leader), "the cluster kept its leader");
+    let c = sim.node(1).unwrap().federation_counters();
+    assert!(c.dispatch_redirects >= 1, "{c:?}");
+    (sim.digest(), c.dispatch_redirects)
+}
+
+#[test]
+fn t13_8_the_leader_unreachable_from_the_gate_another_node_takes_the_job() {
+    let a = manager_selection(15);
+    let b = manager_selection(15);
+    assert_eq!(a, b, "same seed, same run");
+}

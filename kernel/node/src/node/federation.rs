@@ -15,7 +15,9 @@
 //!   ([`AUDIT_TAG_ROUTE`]) on every gate replica and the client is answered with the
 //!   job and the chosen cluster. The gate leader proposes every heartbeat it hears
 //!   (`ClusterHeartbeat`), dispatches each open job to the chosen cluster's leader (as
-//!   the latest heartbeat names it) every `dispatch_every_ms`, and logs the answers
+//!   the latest heartbeat names it) every `dispatch_every_ms` — after
+//!   [`UNANSWERED_ROUNDS`] unanswered rounds to the next of the cluster's live managers
+//!   by score and its other nodes (manager selection, §13.8) — and logs the answers
 //!   (`DispatchOutcome`, `JobFinished`). A refusal cools the cluster down and the job
 //!   goes to its next fallback (applied in the state, identically everywhere).
 //!
@@ -37,6 +39,7 @@
 use super::{Node, Parked, Wait};
 use crate::config::FederationConfig;
 use crate::durable::Region;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_audit::RecordBody;
@@ -52,6 +55,9 @@ use xdv_types::{NodeId, TaskId, TenantId};
 pub const AUDIT_TAG_ROUTE: u16 = 0xC8;
 /// Most open jobs the gate leader dispatches (or polls) per round.
 pub const MAX_DISPATCH_PER_ROUND: usize = 64;
+/// Dispatch rounds without an answer after which the gate leader sends a job to the
+/// next candidate node of its cluster (manager selection, seed §13.8).
+pub const UNANSWERED_ROUNDS: u32 = 2;
 
 /// What a routing audit record holds ([`AUDIT_TAG_ROUTE`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,6 +79,10 @@ pub struct RouteRecordBody {
 pub struct FedLocal {
     last_heartbeat_ms: Option<u64>,
     last_dispatch_ms: Option<u64>,
+    /// Gate leader, per open job: which of its cluster's candidate nodes it is sent to
+    /// (an index into [`Node::dispatch_candidates`]) and how many rounds went
+    /// unanswered there. Only where to send; nothing decided from it is replicated.
+    via: BTreeMap<u64, (usize, u32)>,
     pub counters: FedCounters,
 }
 
@@ -85,6 +95,8 @@ pub struct FedCounters {
     pub dispatches_handled: u64,
     pub answers_sent: u64,
     pub answers_proposed: u64,
+    /// Dispatches moved to the next candidate node after unanswered rounds.
+    pub dispatch_redirects: u64,
     pub reports_sent: u64,
     pub reports_proposed: u64,
     pub acks_sent: u64,
@@ -234,56 +246,97 @@ impl<R: Region> Node<R> {
         }
     }
 
-    /// The gate leader sends every open job's submission to the node of its cluster
-    /// the latest heartbeat names as leader (or the cluster's first configured node).
+    /// The nodes of `cluster` (configured as `nodes`) a gate sends its jobs to, in the
+    /// order it tries them (seed §13.8): the leader its latest heartbeat names, then the
+    /// router's live managers by score ([`Router::rank_managers`]), then the cluster's
+    /// other nodes — a follower forwards a dispatch to its leader and answers itself.
+    ///
+    /// [`Router::rank_managers`]: xdv_federation::route::Router::rank_managers
+    pub fn dispatch_candidates(&self, cluster: ClusterId, nodes: &[NodeId]) -> Vec<NodeId> {
+        let Some(g) = self.state.gate() else {
+            return Vec::new();
+        };
+        let mut v: Vec<NodeId> = Vec::new();
+        let leader = g.router.cluster(cluster).and_then(|c| c.leader);
+        let local = *self.health.vivaldi.local_coordinate();
+        let ranked = g
+            .router
+            .rank_managers(cluster, &local, self.state.data().clock_ms);
+        for n in leader
+            .into_iter()
+            .chain(ranked)
+            .chain(nodes.iter().copied())
+        {
+            if nodes.contains(&n) && !v.contains(&n) {
+                v.push(n);
+            }
+        }
+        v
+    }
+
+    /// The gate leader sends every open job's submission to a node of its cluster: the
+    /// first of [`Node::dispatch_candidates`], the next one after
+    /// [`UNANSWERED_ROUNDS`] rounds without an answer (and so on, round robin).
     fn dispatch_round(&mut self) {
-        let Some(FederationConfig::Gate { clusters, .. }) = &self.cfg.federation else {
+        let Some(FederationConfig::Gate { clusters, .. }) = self.cfg.federation.clone() else {
             return;
         };
         let Some(g) = self.state.gate() else { return };
-        let mut sends = Vec::new();
+        let mut open = Vec::new();
         for (job, j) in g.open_jobs().take(MAX_DISPATCH_PER_ROUND) {
             let Some(cluster) = j.status.cluster() else {
                 continue;
             };
-            let Some((_, nodes)) = clusters.iter().find(|(c, _)| *c == cluster) else {
-                continue;
-            };
-            let to = g
-                .router
-                .cluster(cluster)
-                .and_then(|c| c.leader)
-                .filter(|l| nodes.contains(l))
-                .or_else(|| nodes.first().copied());
             let Ok(submission) = mgmt::decode::<SignedRequest>(&j.submission) else {
                 continue;
             };
-            if let Some(to) = to {
-                sends.push((
-                    to,
-                    FedMsg::Dispatch {
-                        job,
-                        gate_cluster: self.cfg.identity.cluster,
-                        submission,
-                    },
-                ));
-            }
+            open.push((job, cluster, submission));
         }
-        let mut verdicts = Vec::new();
+        let verdicts = g.verdicts();
+        let mut sends = Vec::new();
+        for (job, cluster, submission) in open {
+            let Some((_, nodes)) = clusters.iter().find(|(c, _)| *c == cluster) else {
+                continue;
+            };
+            let cands = self.dispatch_candidates(cluster, nodes);
+            if cands.is_empty() {
+                continue;
+            }
+            let e = self.fed.via.entry(job).or_insert((0, 0));
+            if e.1 >= UNANSWERED_ROUNDS {
+                e.0 = (e.0 + 1) % cands.len();
+                e.1 = 0;
+                self.fed.counters.dispatch_redirects += 1;
+            }
+            e.1 += 1;
+            sends.push((
+                cands[e.0 % cands.len()],
+                FedMsg::Dispatch {
+                    job,
+                    gate_cluster: self.cfg.identity.cluster,
+                    submission,
+                },
+            ));
+        }
+        let sent: Vec<u64> = sends
+            .iter()
+            .filter_map(|(_, m)| match m {
+                FedMsg::Dispatch { job, .. } => Some(*job),
+                _ => None,
+            })
+            .collect();
+        self.fed.via.retain(|job, _| sent.contains(job));
+        let mut verdict_sends = Vec::new();
         for (job, cluster, task, reason, fence_token) in
-            g.verdicts().into_iter().take(MAX_DISPATCH_PER_ROUND)
+            verdicts.into_iter().take(MAX_DISPATCH_PER_ROUND)
         {
             let Some((_, nodes)) = clusters.iter().find(|(c, _)| *c == cluster) else {
                 continue;
             };
-            let to = g
-                .router
-                .cluster(cluster)
-                .and_then(|c| c.leader)
-                .filter(|l| nodes.contains(l))
-                .or_else(|| nodes.first().copied());
-            if let Some(to) = to {
-                verdicts.push((
+            let cands = self.dispatch_candidates(cluster, nodes);
+            let at = self.fed.via.get(&job).map_or(0, |e| e.0);
+            if let Some(&to) = cands.get(at % cands.len().max(1)) {
+                verdict_sends.push((
                     to,
                     FedMsg::Verdict {
                         job,
@@ -298,7 +351,7 @@ impl<R: Region> Node<R> {
             self.fed.counters.dispatches_sent += 1;
             self.send_fed(to, &m);
         }
-        for (to, m) in verdicts {
+        for (to, m) in verdict_sends {
             self.fed.counters.verdicts_sent += 1;
             self.send_fed(to, &m);
         }
@@ -328,6 +381,10 @@ impl<R: Region> Node<R> {
                 if self.cluster_of(from) != Some(cluster) {
                     self.fed.counters.dropped += 1;
                     return;
+                }
+                // The node the job is sent to answers: keep sending there.
+                if let Some(e) = self.fed.via.get_mut(&job) {
+                    e.1 = 0;
                 }
                 if !self.is_leader() {
                     return;
@@ -431,8 +488,24 @@ impl<R: Region> Node<R> {
                     fence_token,
                 },
             ) => {
-                if !gates.contains(&from) {
+                let from_member = from != self.me && self.knows(from);
+                if !(gates.contains(&from) || from_member) {
                     self.fed.counters.dropped += 1;
+                    return;
+                }
+                // A follower the gate reached forwards the verdict to its leader.
+                if !self.is_leader() {
+                    if gates.contains(&from)
+                        && let Some(l) = self.leader().filter(|&l| l != self.me)
+                    {
+                        let m = FedMsg::Verdict {
+                            job,
+                            task,
+                            reason,
+                            fence_token,
+                        };
+                        self.send_fed(l, &m);
+                    }
                     return;
                 }
                 // A stale verdict is logged too: the state refuses and counts it.
