@@ -397,7 +397,10 @@ fn t13_13_9_manager_selection_within_dc() {
     let before = r.clone();
     assert_eq!(r.rank_managers(C1, &g, 40_000), [NodeId(2), NodeId(3)]);
     assert_eq!(r, before);
-    assert!(r.rank_managers(C2, &g, 40_000).is_empty(), "unknown cluster");
+    assert!(
+        r.rank_managers(C2, &g, 40_000).is_empty(),
+        "unknown cluster"
+    );
     // Sticky per job: m3 becomes better, job 1 stays, job 2 goes to m3.
     r.on_heartbeat(&mk(2, Circuit::Closed, 500, 0, 10_000), 41_000)
         .unwrap();
