@@ -584,6 +584,16 @@ fn member_leader_crash(seed: u64) -> (xdv_types::Hash32, u64) {
         Some(new_fence),
         "the stale report changed nothing"
     );
+    // `route explain` shows the gate's timeout tracking of the running job.
+    let id = sim.query(1, Request::RouteExplain { job });
+    assert!(sim.run_until(1_000, |s| s.answer(id).is_some()).unwrap());
+    let Some(Response::RouteExplained { text, .. }) = sim.answer(id) else {
+        panic!("{:?}", sim.answer(id))
+    };
+    assert!(
+        text.contains(&format!("timeouts: c1 fence {new_fence}, last progress at")),
+        "{text}"
+    );
     let done = sim
         .run_until(30_000, |s| gate_outcome(s, job).is_some())
         .unwrap();

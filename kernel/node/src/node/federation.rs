@@ -719,7 +719,8 @@ impl<R: Region> Node<R> {
 
     /// `RouteExplain`: the decision's text (authorized before).
     pub(super) fn route_explain(&self, job: u64) -> Response {
-        let text = self.state.gate().and_then(|g| g.jobs.get(&job)).map(|j| {
+        let g = self.state.gate();
+        let text = g.and_then(|g| g.jobs.get(&job)).map(|j| {
             let mut t = j
                 .decision()
                 .map_or_else(|| String::from("(no decision)"), |d| d.explain());
@@ -727,6 +728,20 @@ impl<R: Region> Node<R> {
                 t.push_str(&alloc::format!("\nrefused by {c}: {why}"));
             }
             t.push_str(&alloc::format!("\nstatus: {}", j.status));
+            // Gate-coordinated timeouts while the job runs.
+            if let Some(gj) = g.and_then(|g| g.timeouts.get(TaskId(job))) {
+                for (c, cp) in &gj.clusters {
+                    t.push_str(&alloc::format!(
+                        "\ntimeouts: {c} fence {}, last progress at {} ms, reported timeout {}",
+                        cp.fence_token,
+                        cp.last_progress_ms,
+                        if cp.timed_out { "yes" } else { "no" }
+                    ));
+                }
+                if let Some(r) = gj.timeout_reason.filter(|_| gj.globally_timed_out) {
+                    t.push_str(&alloc::format!("\ntimeouts: declared timed out ({r:?})"));
+                }
+            }
             (t, j.status.clone())
         });
         match text {
