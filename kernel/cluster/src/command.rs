@@ -184,6 +184,36 @@ pub enum Command {
         task: TaskId,
         outcome: crate::types::Outcome,
     },
+    /// Member cluster: a gate group (`gate_cluster`) dispatched this submission as its
+    /// job `job`. Applied as `AssignTask`; the task's timeouts are gate-coordinated.
+    AssignRoutedTask {
+        spec: TaskSpec,
+        gate_cluster: u32,
+        job: u64,
+    },
+    /// Member cluster: the gate acknowledged the routed task's report with
+    /// `fence_token` (proves the gate reachable; clears a pending timeout report).
+    GateAck {
+        task: TaskId,
+        job: u64,
+        fence_token: u64,
+    },
+    /// Member cluster: the gate declared job `job` (the routed task `task`) timed out.
+    GateVerdict {
+        task: TaskId,
+        job: u64,
+        reason: xdv_federation::timeout::TimeoutReason,
+        fence_token: u64,
+    },
+    /// Gate group only: a member cluster's leader (`manager`) reported on `job`, its
+    /// task `task` (progress, local timeout, leader transfer).
+    JobReport {
+        job: u64,
+        cluster: xdv_federation::ClusterId,
+        task: TaskId,
+        manager: NodeId,
+        report: crate::gate::JobReport,
+    },
 }
 
 impl Command {
@@ -221,6 +251,10 @@ impl Command {
             Command::RouteJob { .. } => "RouteJob",
             Command::DispatchOutcome { .. } => "DispatchOutcome",
             Command::JobFinished { .. } => "JobFinished",
+            Command::AssignRoutedTask { .. } => "AssignRoutedTask",
+            Command::GateAck { .. } => "GateAck",
+            Command::GateVerdict { .. } => "GateVerdict",
+            Command::JobReport { .. } => "JobReport",
         }
     }
 }

@@ -13,6 +13,12 @@
 //!   submission; a refusal puts the cluster in cooldown and moves the job to the next
 //!   cluster of its chain not tried yet.
 //! - `JobFinished`: the cluster reported the task's outcome.
+//! - `JobReport`: a member cluster's leader reported a routed job's progress, local
+//!   timeout or leader change (gate-coordinated timeouts, AD-34 §11.2–11.5), fed to the
+//!   replicated [`GateTracker`]; a report with a stale fence token is refused and
+//!   counted. The gate's `ClockTick`s run the tracker's check (every gate check
+//!   interval): a global timeout is a [`GateEvent::GlobalTimeout`] the gate leader
+//!   sends to the cluster until the job ends.
 //!
 //! Only the gate leader acts on this state (dispatches, resends); the state decides.
 
@@ -25,8 +31,11 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use xdv_federation::ClusterId;
 use xdv_federation::route::{Heartbeat, RouteConfig, RouteDecision, Router};
+use xdv_federation::timeout::{
+    GateTracker, MAX_TIMEOUT_MS, ProgressReport, TimeoutConfig, TimeoutError, TimeoutReason,
+};
 use xdv_federation::vivaldi::Coordinate;
-use xdv_types::{TaskId, TenantId};
+use xdv_types::{NodeId, TaskId, TenantId};
 
 /// Most jobs the gate retains (finished ones are dropped oldest first beyond this).
 pub const MAX_GATE_JOBS: usize = 4096;
@@ -166,6 +175,75 @@ pub enum GateEvent {
         job: u64,
         cluster: ClusterId,
     },
+    /// A member cluster's report on `job` (its task `task`) entered the gate's timeout
+    /// tracking; the gate leader acknowledges it to `manager` with `fence_token`.
+    ReportLogged {
+        job: u64,
+        cluster: ClusterId,
+        task: TaskId,
+        manager: NodeId,
+        /// `progress`, `timeout` or `leader-transfer`.
+        kind: String,
+        fence_token: u64,
+    },
+    /// A report refused: a fence token older than the one heard from that cluster
+    /// (`stale fence …`, counted), or a job not running there.
+    ReportRefused {
+        job: u64,
+        cluster: ClusterId,
+        fence_token: u64,
+        reason: String,
+    },
+    /// The gate's check declared `job` timed out: the verdict for `cluster`'s task
+    /// `task`, with the fence token last heard from that cluster.
+    GlobalTimeout {
+        job: u64,
+        cluster: ClusterId,
+        task: TaskId,
+        reason: TimeoutReason,
+        fence_token: u64,
+    },
+}
+
+/// A member cluster's timeout report on a routed job (AD-34 §11.2), from its leader's
+/// replicated `TimeoutTracker` decisions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobReport {
+    /// `JobProgressReport` (§11.2.1), every progress report interval.
+    Progress {
+        fence_token: u64,
+        has_recent_progress: bool,
+        total_extensions_ms: u64,
+        max_worker_extension_ms: u64,
+        workers_with_extensions: u32,
+    },
+    /// `JobTimeoutReport` (§11.2.2): the cluster's local verdict, resent until acknowledged.
+    Timeout {
+        reason: TimeoutReason,
+        elapsed_ms: u64,
+        fence_token: u64,
+    },
+    /// `JobLeaderTransfer` (§11.2.4): the cluster changed leader; a new fence token.
+    LeaderTransfer { fence_token: u64 },
+}
+
+impl JobReport {
+    pub fn fence_token(&self) -> u64 {
+        match self {
+            JobReport::Progress { fence_token, .. }
+            | JobReport::Timeout { fence_token, .. }
+            | JobReport::LeaderTransfer { fence_token } => *fence_token,
+        }
+    }
+
+    /// `progress`, `timeout`, `leader-transfer`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobReport::Progress { .. } => "progress",
+            JobReport::Timeout { .. } => "timeout",
+            JobReport::LeaderTransfer { .. } => "leader-transfer",
+        }
+    }
 }
 
 /// Counters of the gate.
@@ -179,6 +257,11 @@ pub struct GateCounters {
     pub finished: u64,
     pub failed: u64,
     pub stale_outcomes: u64,
+    /// Timeout reports logged, and refused (the fence rejections among them are also
+    /// in `timeouts.metrics.fence_rejections`).
+    pub reports: u64,
+    pub reports_refused: u64,
+    pub global_timeouts: u64,
 }
 
 /// The replicated state of a gate group.
@@ -190,16 +273,24 @@ pub struct GateState {
     pub requests: BTreeMap<(TenantId, u64), u64>,
     pub next_job: u64,
     pub counters: GateCounters,
+    /// Gate-coordinated timeouts (AD-34 §11.5) of every accepted job, keyed by
+    /// `TaskId(job)` (the gate's job id), in the gate group's cluster time.
+    pub timeouts: GateTracker,
 }
 
 impl GateState {
-    pub fn new(cfg: RouteConfig) -> GateState {
+    /// `timeouts`: the gate group's `Config::timeouts.tracker` (validated with it).
+    pub fn new(cfg: RouteConfig, timeouts: TimeoutConfig) -> GateState {
+        let tracker = GateTracker::new(timeouts)
+            .or_else(|_| GateTracker::new(TimeoutConfig::DEFAULT))
+            .expect("the default timeout config is valid");
         GateState {
             router: Router::new(cfg),
             jobs: HashedMap::new(),
             requests: BTreeMap::new(),
             next_job: 1,
             counters: GateCounters::default(),
+            timeouts: tracker,
         }
     }
 
@@ -211,8 +302,9 @@ impl GateState {
             requests,
             next_job,
             counters,
+            timeouts,
         } = self;
-        crate::hashed::feed_postcard(h, &(router, requests, next_job, counters));
+        crate::hashed::feed_postcard(h, &(router, requests, next_job, counters, timeouts));
         let root = if scratch {
             jobs.root_from_scratch()
         } else {
@@ -343,9 +435,19 @@ impl GateState {
         match result {
             DispatchResult::Accepted { task } => {
                 self.router.record_dispatch_success(cluster);
+                let mut asked = None;
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.status = JobStatus::Accepted { cluster, task };
+                    asked = submission_timeout(&j.submission);
                 }
+                // The gate's own elapsed check uses the timeout the tenant asked for;
+                // without one the cluster's default applies there and its report
+                // carries the verdict. A full tracker leaves the job to the cluster's
+                // fallback (§11.4.3).
+                let timeout_ms = asked.unwrap_or(MAX_TIMEOUT_MS).clamp(1, MAX_TIMEOUT_MS);
+                let _ = self
+                    .timeouts
+                    .start(TaskId(job), timeout_ms, &[cluster], now_ms);
                 GateEvent::Accepted { job, cluster, task }
             }
             DispatchResult::Refused { reason } => {
@@ -409,6 +511,7 @@ impl GateState {
             task,
             outcome: outcome.clone(),
         };
+        self.timeouts.stop(TaskId(job));
         self.counters.finished += 1;
         self.router.record_dispatch_success(cluster);
         GateEvent::Finished {
@@ -419,9 +522,144 @@ impl GateState {
         }
     }
 
+    /// A member cluster's report on `job` (`JobReport` command): fed to the timeout
+    /// tracker when the job runs there as `task`.
+    pub(crate) fn job_report(
+        &mut self,
+        job: u64,
+        cluster: ClusterId,
+        task: TaskId,
+        manager: NodeId,
+        report: JobReport,
+        now_ms: u64,
+    ) -> GateEvent {
+        let fence_token = report.fence_token();
+        let here =
+            self.jobs.get(&job).map(|j| &j.status) == Some(&JobStatus::Accepted { cluster, task });
+        let refused = |s: &mut GateState, reason: String| {
+            s.counters.reports_refused += 1;
+            GateEvent::ReportRefused {
+                job,
+                cluster,
+                fence_token,
+                reason,
+            }
+        };
+        if !here {
+            return refused(
+                self,
+                alloc::format!("job {job} does not run on {cluster} as {task}"),
+            );
+        }
+        let id = TaskId(job);
+        let kind = String::from(report.kind());
+        let r = match report {
+            JobReport::Progress {
+                fence_token,
+                has_recent_progress,
+                total_extensions_ms,
+                max_worker_extension_ms,
+                workers_with_extensions,
+            } => self.timeouts.on_progress(
+                ProgressReport {
+                    job: id,
+                    cluster,
+                    manager,
+                    fence_token,
+                    has_recent_progress,
+                    total_extensions_ms,
+                    max_worker_extension_ms,
+                    workers_with_extensions,
+                },
+                now_ms,
+            ),
+            JobReport::Timeout { fence_token, .. } => {
+                self.timeouts.on_timeout_report(id, cluster, fence_token)
+            }
+            JobReport::LeaderTransfer { fence_token } => {
+                self.timeouts
+                    .on_leader_transfer(id, cluster, manager, fence_token)
+            }
+        };
+        match r {
+            Ok(()) => {
+                self.counters.reports += 1;
+                GateEvent::ReportLogged {
+                    job,
+                    cluster,
+                    task,
+                    manager,
+                    kind,
+                    fence_token,
+                }
+            }
+            Err(TimeoutError::StaleFence { got, current }) => {
+                refused(self, alloc::format!("stale fence {got} < {current}"))
+            }
+            Err(e) => refused(self, alloc::format!("{e:?}")),
+        }
+    }
+
+    /// The gate's periodic timeout check (on each `ClockTick`; the tracker acts every
+    /// gate check interval): one [`GateEvent::GlobalTimeout`] per declared job and
+    /// target cluster it runs on.
+    pub(crate) fn timeout_tick(&mut self, now_ms: u64) -> Vec<GateEvent> {
+        let mut out = Vec::new();
+        for g in self.timeouts.on_tick(now_ms) {
+            for (cluster, fence_token) in g.targets {
+                let job = g.job.0;
+                if let Some(JobStatus::Accepted { cluster: c, task }) =
+                    self.jobs.get(&job).map(|j| &j.status)
+                    && *c == cluster
+                {
+                    self.counters.global_timeouts += 1;
+                    out.push(GateEvent::GlobalTimeout {
+                        job,
+                        cluster,
+                        task: *task,
+                        reason: g.reason,
+                        fence_token,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The verdicts the gate leader (re)sends: every accepted job declared timed out,
+    /// with the fence token last heard from its cluster, in job order.
+    pub fn verdicts(&self) -> Vec<(u64, ClusterId, TaskId, TimeoutReason, u64)> {
+        let mut out = Vec::new();
+        for (id, gj) in self.timeouts.jobs() {
+            let Some(reason) = gj.timeout_reason.filter(|_| gj.globally_timed_out) else {
+                continue;
+            };
+            let Some(JobStatus::Accepted { cluster, task }) =
+                self.jobs.get(&id.0).map(|j| &j.status)
+            else {
+                continue;
+            };
+            if let Some(cp) = gj.clusters.get(cluster) {
+                out.push((id.0, *cluster, *task, reason, cp.fence_token));
+            }
+        }
+        out
+    }
+
     /// Invariants: every request names a retained job of that request, and every job
-    /// is named by its request.
+    /// is named by its request; the timeout tracker follows only accepted jobs.
     pub(crate) fn check(&self) -> Result<(), String> {
+        for (id, _) in self.timeouts.jobs() {
+            if !matches!(
+                self.jobs.get(&id.0).map(|j| &j.status),
+                Some(JobStatus::Accepted { .. })
+            ) {
+                return Err(alloc::format!(
+                    "gate: tracks job {} that is not accepted",
+                    id.0
+                ));
+            }
+        }
         if self.requests.len() != self.jobs.len() {
             return Err("gate: requests and jobs differ in number".into());
         }
@@ -459,6 +697,39 @@ pub enum FedMsg {
         cluster: ClusterId,
         answer: DispatchAnswer,
     },
+    /// A member cluster's leader to every gate node: a timeout report on `job`, its
+    /// task `task` (gate-coordinated timeouts).
+    Report {
+        job: u64,
+        cluster: ClusterId,
+        task: TaskId,
+        report: JobReport,
+    },
+    /// The gate leader to the reporting leader: the report with `fence_token` is logged.
+    ReportAck {
+        job: u64,
+        task: TaskId,
+        fence_token: u64,
+    },
+    /// The gate leader to the cluster's leader (resent every dispatch round until the
+    /// job ends): the gate declared `job` (the cluster's task `task`) timed out.
+    Verdict {
+        job: u64,
+        task: TaskId,
+        reason: TimeoutReason,
+        fence_token: u64,
+    },
+}
+
+/// The timeout a signed submission asks for (`None`: none, or not a submission).
+fn submission_timeout(submission: &[u8]) -> Option<u64> {
+    match crate::mgmt::decode::<crate::mgmt::SignedRequest>(submission)
+        .ok()?
+        .request
+    {
+        crate::mgmt::Request::Submit(s) => s.timeout_ms,
+        _ => None,
+    }
 }
 
 /// A member cluster's answer to a dispatch, from its applied state.

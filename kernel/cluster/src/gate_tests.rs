@@ -270,3 +270,317 @@ fn without_clusters_a_job_fails_and_an_ordinary_cluster_ignores_gate_commands() 
     assert_ne!(plain.hash(), before);
     assert_eq!(plain.data().counters.entries, 3);
 }
+
+// ----- gate-coordinated timeouts (AD-34 §11.2–11.5) -----
+
+use crate::gate::JobReport;
+use xdv_federation::timeout::TimeoutReason;
+
+fn report(job: u64, task: u64, report: JobReport) -> Command {
+    Command::JobReport {
+        job,
+        cluster: ClusterId(1),
+        task: TaskId(task),
+        manager: NodeId(11),
+        report,
+    }
+}
+
+fn progress(fence_token: u64) -> JobReport {
+    JobReport::Progress {
+        fence_token,
+        has_recent_progress: false,
+        total_extensions_ms: 0,
+        max_worker_extension_ms: 0,
+        workers_with_extensions: 0,
+    }
+}
+
+fn gate_events(a: &Applied) -> Vec<GateEvent> {
+    a.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Gate(g) => Some(g.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_gate_logs_reports_refuses_a_stale_fence_and_declares_the_global_timeout() {
+    let mut s = gate_state();
+    let mut log = Log::new();
+    log.push(&mut s, Command::ClockTick);
+    log.push(&mut s, hb(1, 0));
+    let (job, cluster, _) = routed(&log.push(&mut s, route(1)));
+    assert_eq!(cluster, Some(ClusterId(1)));
+    // Not accepted yet: nothing is tracked, a report is refused.
+    let a = log.push(&mut s, report(job, 7, progress(0)));
+    assert!(matches!(
+        gate_events(&a)[..],
+        [GateEvent::ReportRefused { .. }]
+    ));
+    log.push(
+        &mut s,
+        outcome(job, 1, DispatchResult::Accepted { task: TaskId(7) }),
+    );
+    assert!(s.gate().unwrap().timeouts.get(TaskId(job)).is_some());
+    let a = log.push(&mut s, report(job, 7, progress(0)));
+    assert!(matches!(
+        gate_events(&a)[..],
+        [GateEvent::ReportLogged { fence_token: 0, .. }]
+    ));
+    let a = log.push(
+        &mut s,
+        report(job, 7, JobReport::LeaderTransfer { fence_token: 1 }),
+    );
+    assert!(matches!(
+        &gate_events(&a)[..],
+        [GateEvent::ReportLogged { kind, fence_token: 1, .. }] if kind == "leader-transfer"
+    ));
+    // A report from before the leader change: refused and counted.
+    let a = log.push(&mut s, report(job, 7, progress(0)));
+    assert!(matches!(
+        &gate_events(&a)[..],
+        [GateEvent::ReportRefused { reason, .. }] if reason == "stale fence 0 < 1"
+    ));
+    let g = s.gate().unwrap();
+    assert_eq!(g.timeouts.metrics.fence_rejections, 1);
+    assert_eq!(g.counters.reports, 2);
+    assert_eq!(g.counters.reports_refused, 2);
+    // Another task than the one the job runs as: refused.
+    let a = log.push(&mut s, report(job, 8, progress(1)));
+    assert!(matches!(
+        gate_events(&a)[..],
+        [GateEvent::ReportRefused { .. }]
+    ));
+    assert!(s.gate().unwrap().verdicts().is_empty());
+    // The cluster's timeout report; the next gate check declares the job timed out.
+    log.push(
+        &mut s,
+        report(
+            job,
+            7,
+            JobReport::Timeout {
+                reason: TimeoutReason::Stuck,
+                elapsed_ms: 130_000,
+                fence_token: 1,
+            },
+        ),
+    );
+    let mut declared = Vec::new();
+    for _ in 0..20 {
+        let a = log.push(&mut s, Command::ClockTick);
+        declared.extend(gate_events(&a));
+    }
+    assert_eq!(
+        declared,
+        [GateEvent::GlobalTimeout {
+            job,
+            cluster: ClusterId(1),
+            task: TaskId(7),
+            reason: TimeoutReason::ClusterReported(ClusterId(1)),
+            fence_token: 1,
+        }],
+        "declared once"
+    );
+    assert_eq!(
+        s.gate().unwrap().verdicts(),
+        [(
+            job,
+            ClusterId(1),
+            TaskId(7),
+            TimeoutReason::ClusterReported(ClusterId(1)),
+            1
+        )]
+    );
+    // The cluster answers with the outcome: the gate forgets the tracking.
+    log.push(
+        &mut s,
+        Command::JobFinished {
+            job,
+            cluster: ClusterId(1),
+            task: TaskId(7),
+            outcome: Outcome::Timeout("gate verdict".into()),
+        },
+    );
+    let g = s.gate().unwrap();
+    assert!(g.timeouts.is_empty() && g.verdicts().is_empty());
+    assert_eq!(g.counters.global_timeouts, 1);
+    // Replay and snapshot give the same state.
+    let mut r = gate_state();
+    for (i, e) in log.entries.iter().enumerate() {
+        r.apply(i as u64 + 1, e);
+    }
+    assert_eq!(r.hash(), s.hash());
+    let mut t = gate_state();
+    t.restore_image(&s.snapshot_image()).unwrap();
+    assert!(t.data() == s.data());
+}
+
+fn routed_task(seq: u64, job: u64) -> Command {
+    Command::AssignRoutedTask {
+        spec: crate::tests::spec(10, seq),
+        gate_cluster: 100,
+        job,
+    }
+}
+
+fn tick_from(s: &mut ClusterState, log: &mut Log, node: u32) -> Applied {
+    log.index += 1;
+    let bytes = Proposal {
+        time: GlobalTime {
+            lamport: log.index * 10,
+            node: NodeId(node),
+        },
+        command: Command::ClockTick,
+    }
+    .encode()
+    .unwrap();
+    log.entries.push(bytes.clone());
+    s.apply(log.index, &bytes)
+}
+
+fn reports(a: &Applied) -> Vec<JobReport> {
+    a.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GateReport {
+                gate_cluster: 100,
+                report,
+                ..
+            } => Some(report.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_routed_task_reports_to_its_gate_and_only_a_current_verdict_ends_it() {
+    let mut s = crate::tests::cluster();
+    let mut log = Log::new();
+    log.push(&mut s, Command::ClockTick);
+    let h0 = s.hash();
+    log.push(&mut s, routed_task(1, 5));
+    let t = TaskId(1);
+    assert!(matches!(
+        s.task(t).unwrap().status,
+        TaskStatus::Assigned { .. }
+    ));
+    assert_ne!(s.hash(), h0);
+    let st = s.data().timeouts.get(t).unwrap();
+    assert_eq!(st.gate, Some(NodeId(100)), "gate-coordinated");
+    // Progress reports every report interval (10 s), none before.
+    let mut sent = Vec::new();
+    for _ in 0..25 {
+        sent.extend(reports(&log.push(&mut s, Command::ClockTick)));
+    }
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|r| *r == progress(0)));
+    let a = log.push(
+        &mut s,
+        Command::GateAck {
+            task: t,
+            job: 5,
+            fence_token: 0,
+        },
+    );
+    assert!(a.events.is_empty(), "{:?}", a.events);
+    // A new leader: the fence token steps and the gate is told.
+    let a = tick_from(&mut s, &mut log, 2);
+    assert_eq!(reports(&a), [JobReport::LeaderTransfer { fence_token: 1 }]);
+    // A verdict with the old token: refused and counted; the task runs on.
+    let verdict = |fence_token, job| Command::GateVerdict {
+        task: t,
+        job,
+        reason: TimeoutReason::AllClustersStuck,
+        fence_token,
+    };
+    let a = log.push(&mut s, verdict(0, 5));
+    assert!(matches!(
+        &a.events[..],
+        [Event::GateMessageRefused { reason, .. }] if reason == "stale fence 0 < 1"
+    ));
+    assert_eq!(s.data().timeouts.metrics.fence_rejections, 1);
+    let a = log.push(&mut s, verdict(1, 6));
+    assert!(matches!(&a.events[..], [Event::GateMessageRefused { .. }]));
+    assert!(matches!(
+        s.task(t).unwrap().status,
+        TaskStatus::Assigned { .. }
+    ));
+    // The current verdict ends the task on the gate's authority, without a retry.
+    let a = log.push(&mut s, verdict(1, 5));
+    assert!(
+        a.events
+            .iter()
+            .any(|e| matches!(e, Event::GateTimedOut { fence_token: 1, .. }))
+    );
+    assert!(
+        a.events
+            .iter()
+            .any(|e| matches!(e, Event::TaskTimedOut { retry: false, .. }))
+    );
+    let TaskStatus::Completed {
+        outcome: Outcome::Timeout(why),
+        ..
+    } = &s.task(t).unwrap().status
+    else {
+        panic!("{:?}", s.task(t).unwrap().status)
+    };
+    assert!(
+        why.starts_with("gate verdict (no cluster made progress)"),
+        "{why}"
+    );
+    assert!(s.data().routed.is_empty());
+    assert_eq!(s.data().timeouts.metrics.global_timeouts_accepted, 1);
+    // A late verdict for the ended task changes nothing.
+    let before = s.data().counters.tasks_timed_out;
+    let a = log.push(&mut s, verdict(1, 5));
+    assert!(matches!(&a.events[..], [Event::GateMessageRefused { .. }]));
+    assert_eq!(s.data().counters.tasks_timed_out, before);
+    let mut r = crate::tests::cluster();
+    for (i, e) in log.entries.iter().enumerate() {
+        r.apply(i as u64 + 1, e);
+    }
+    assert_eq!(r.hash(), s.hash());
+}
+
+#[test]
+fn a_silent_gate_leaves_the_routed_task_to_the_cluster_after_the_fallback_period() {
+    let mut s = crate::tests::cluster();
+    let mut log = Log::new();
+    log.push(&mut s, Command::ClockTick);
+    log.push(&mut s, routed_task(1, 5));
+    let t = TaskId(1);
+    let mut timeout_reports = 0;
+    let mut fell_back_at = None;
+    for i in 0..400u64 {
+        let a = log.push(&mut s, Command::ClockTick);
+        timeout_reports += reports(&a)
+            .iter()
+            .filter(|r| matches!(r, JobReport::Timeout { .. }))
+            .count();
+        if a.events
+            .iter()
+            .any(|e| matches!(e, Event::GateFellBack { .. }))
+        {
+            fell_back_at = Some(i);
+            let why = a.events.iter().find_map(|e| match e {
+                Event::TaskTimedOut { reason, retry, .. } => Some((reason.clone(), *retry)),
+                _ => None,
+            });
+            let (why, retry) = why.expect("timed out with the fallback");
+            assert!(why.starts_with("gate silent, local fallback"), "{why}");
+            assert!(retry, "attempts remain");
+            break;
+        }
+    }
+    // Stuck after 120 s, reported then resent every 10 s until the fallback at 300 s.
+    assert_eq!(fell_back_at, Some(299));
+    assert!(timeout_reports >= 15, "{timeout_reports}");
+    assert!(s.data().routed[&t].fell_back);
+    // The next attempt is the cluster's own: tracked without a gate.
+    let st = s.data().timeouts.get(t).unwrap();
+    assert_eq!(st.gate, None);
+    assert_eq!(s.data().timeouts.metrics.gate_fallbacks, 1);
+}

@@ -33,13 +33,15 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xdv_audit::FederatedAuditRoot;
-use xdv_federation::timeout::{Decision, JobEnd, JobTimeoutSpec, TimeoutReason, TimeoutTracker};
+use xdv_federation::timeout::{
+    Authority, Decision, JobEnd, JobTimeoutSpec, TimeoutError, TimeoutReason, TimeoutTracker,
+};
 use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 
 /// Domain tag in front of the canonical encoding when hashing the state.
 pub const STATE_HASH_DOMAIN: &[u8] = b"XDV-CLUSTER-STATE-v2\0";
 /// Version byte in front of a snapshot image.
-pub const SNAPSHOT_VERSION: u8 = 4;
+pub const SNAPSHOT_VERSION: u8 = 5;
 /// Most contracts in force at once.
 pub const MAX_CONTRACTS: usize = 1024;
 /// Most Q containers or Φ windows one node may offer (its devices together).
@@ -293,6 +295,24 @@ pub struct StateData {
     /// A gate group's router and job table (`crate::gate`); `None` in an ordinary
     /// cluster, whose state hash is then what it was before gates existed.
     pub gate: Option<crate::gate::GateState>,
+    /// Tasks a gate dispatched here (`AssignRoutedTask`), until they end: their
+    /// timeouts are gate-coordinated. Hashed only when not empty, so a cluster that
+    /// never ran a routed task has the state hash it had before.
+    pub routed: BTreeMap<TaskId, RoutedTask>,
+}
+
+/// A task a gate group dispatched to this cluster (gate-coordinated timeouts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedTask {
+    /// The gate group's cluster id (the tracker's gate is `NodeId(gate_cluster)`).
+    pub gate_cluster: u32,
+    /// The gate's job id.
+    pub job: u64,
+    /// The gate was silent for the fallback period: this cluster is the task's
+    /// timeout authority for good (later attempts are tracked locally).
+    pub fell_back: bool,
+    /// The fence token its last tracking ended with (a re-placed attempt keeps it).
+    pub fence_token: u64,
 }
 
 /// The state hash over `d` (see [`ClusterState::hash`]); `from_scratch` ignores the
@@ -323,6 +343,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         placement,
         discovery,
         gate,
+        routed,
     } = d;
     // `finished` is not hashed: it is exactly the retained tasks whose status is final
     // (an invariant checked after every entry in debug builds and on every snapshot
@@ -354,6 +375,9 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
     }
     if let Some(g) = gate {
         g.feed_hash(&mut h, from_scratch);
+    }
+    if !routed.is_empty() {
+        crate::hashed::feed_postcard(&mut h, routed);
     }
     Hash32(h.finalize().into())
 }
@@ -519,6 +543,37 @@ pub enum Event {
     /// fence token stepped by one and its stuck timer restarted.
     TimeoutLeaderChanged {
         leader: NodeId,
+    },
+    /// A routed task's timeout tracking has a report for its gate group
+    /// (`gate_cluster`, job `job`): the leader sends it (progress, a timeout report —
+    /// resent every report interval until acknowledged — or a leader transfer).
+    GateReport {
+        task: TaskId,
+        gate_cluster: u32,
+        job: u64,
+        report: crate::gate::JobReport,
+    },
+    /// The gate was silent for `silent_ms` (the fallback period): the cluster is the
+    /// routed task's timeout authority from now on.
+    GateFellBack {
+        task: TaskId,
+        job: u64,
+        silent_ms: u64,
+    },
+    /// The gate's timeout verdict for `task` (`GateVerdict`) was applied: the task
+    /// ended `Timeout` on the gate's authority.
+    GateTimedOut {
+        task: TaskId,
+        job: u64,
+        reason: TimeoutReason,
+        fence_token: u64,
+    },
+    /// A gate message (`GateVerdict`, `GateAck`) refused: a fence token older than the
+    /// task's (counted in `timeouts.metrics.fence_rejections`), or a task that is not
+    /// (any more) that job's running attempt.
+    GateMessageRefused {
+        task: TaskId,
+        reason: String,
     },
 }
 
@@ -712,6 +767,7 @@ impl ClusterState {
                 placement: PlacementKind::default(),
                 discovery: crate::discovery::Discovery::default(),
                 gate: None,
+                routed: BTreeMap::new(),
             },
             policy,
             route: RouteCache::default(),
@@ -745,7 +801,8 @@ impl ClusterState {
     /// Makes this the state of a gate group (before its first entry, identically on
     /// every gate replica): the router with `cfg` and an empty job table.
     pub fn enable_gate(&mut self, cfg: xdv_federation::route::RouteConfig) {
-        self.data.gate = Some(crate::gate::GateState::new(cfg));
+        let timeouts = self.data.config.timeouts.tracker;
+        self.data.gate = Some(crate::gate::GateState::new(cfg, timeouts));
     }
 
     /// The gate group's state, in a gate group.
@@ -1002,6 +1059,10 @@ impl ClusterState {
                 if self.data.contracts.len() != before || timed_out {
                     self.place_pending(ev);
                 }
+                let now = self.data.clock_ms;
+                if let Some(g) = self.data.gate.as_mut() {
+                    ev.extend(g.timeout_tick(now).into_iter().map(Event::Gate));
+                }
             }
             Command::StateVote { node, index, hash } => self.state_vote(node, index, hash, ev),
             Command::SetPolicy { seq, .. }
@@ -1099,10 +1160,31 @@ impl ClusterState {
             {
                 ev.push(Event::Ignored(IgnoredReason::Replayed))
             }
+            Command::AssignRoutedTask {
+                spec,
+                gate_cluster,
+                job,
+            } => self.assign_routed_task(spec, gate_cluster, job, ev),
+            Command::GateAck {
+                task,
+                job,
+                fence_token,
+            } => self.gate_ack(task, job, fence_token, ev),
+            Command::GateVerdict {
+                task,
+                job,
+                reason,
+                fence_token,
+            } => {
+                if self.gate_verdict(task, job, reason, fence_token, ev) {
+                    self.place_pending(ev);
+                }
+            }
             Command::ClusterHeartbeat(_)
             | Command::RouteJob { .. }
             | Command::DispatchOutcome { .. }
             | Command::JobFinished { .. }
+            | Command::JobReport { .. }
                 if self.data.gate.is_none() =>
             {
                 ev.push(Event::Ignored(IgnoredReason::NotAGate))
@@ -1144,6 +1226,20 @@ impl ClusterState {
             } => {
                 if let Some(g) = self.data.gate.as_mut() {
                     ev.push(Event::Gate(g.job_finished(job, cluster, task, outcome)));
+                }
+            }
+            Command::JobReport {
+                job,
+                cluster,
+                task,
+                manager,
+                report,
+            } => {
+                let now = self.data.clock_ms;
+                if let Some(g) = self.data.gate.as_mut() {
+                    ev.push(Event::Gate(
+                        g.job_report(job, cluster, task, manager, report, now),
+                    ));
                 }
             }
             Command::AdmitDiscovered { mac, node, seq } => {
@@ -1764,6 +1860,7 @@ impl ClusterState {
 
     /// Marks a task finished and drops the oldest finished tasks over the retention limit.
     fn finish(&mut self, id: TaskId) {
+        self.data.routed.remove(&id);
         self.data.finished.insert(id, ());
         while self.data.finished.len() > self.data.config.max_retained_tasks {
             let Some((old, ())) = self.data.finished.pop_first() else {
@@ -1784,18 +1881,190 @@ impl ClusterState {
         let cfg = self.data.config.timeouts;
         // Validated at submission; a config change cannot reach a running cluster.
         let timeout_ms = cfg.effective(asked).unwrap_or(cfg.default_timeout_ms);
+        // A routed task reports to its gate group, unless the gate was lost before;
+        // a re-placed attempt keeps the fence token its gate heard.
+        let routed = self.data.routed.get(&id);
         let spec = JobTimeoutSpec {
             timeout_ms,
-            gate: None,
+            gate: routed
+                .filter(|r| !r.fell_back)
+                .map(|r| NodeId(r.gate_cluster)),
         };
-        let r = self.data.timeouts.start(id, spec, self.data.clock_ms);
+        let fence = routed.map_or(0, |r| r.fence_token);
+        let r = self
+            .data
+            .timeouts
+            .start_at_fence(id, spec, fence, self.data.clock_ms);
         assert!(r.is_ok(), "tracking {id}: {r:?}");
     }
 
     /// Stops tracking a task leaving `Assigned` (completed, re-placed, cancelled, timed out).
     fn untrack(&mut self, id: TaskId, end: JobEnd) {
+        let fence = self.data.timeouts.get(id).map(|st| st.timeout_fence_token);
+        if let (Some(r), Some(f)) = (self.data.routed.get_mut(&id), fence) {
+            r.fence_token = f;
+        }
+        // The final status of a routed task reaches its gate as the answer to the
+        // gate's poll (`FedMsg::Answer`), from the applied state.
         let r = self.data.timeouts.stop(id, end);
         assert!(r.is_ok(), "untracking {id}: {r:?}");
+    }
+
+    /// `AssignRoutedTask`: the gate group `gate_cluster` dispatched `spec` as its job
+    /// `job`. Applied as `AssignTask`; a new task is recorded as routed first, so its
+    /// tracking starts gate-coordinated.
+    fn assign_routed_task(
+        &mut self,
+        spec: TaskSpec,
+        gate_cluster: u32,
+        job: u64,
+        ev: &mut Vec<Event>,
+    ) {
+        if !self
+            .data
+            .requests
+            .contains_key(&(spec.tenant, spec.request_seq))
+        {
+            let id = TaskId(self.data.next_task);
+            self.data.routed.insert(
+                id,
+                RoutedTask {
+                    gate_cluster,
+                    job,
+                    fell_back: false,
+                    fence_token: 0,
+                },
+            );
+        }
+        self.assign_task(spec, ev);
+    }
+
+    /// The routed task `task` of gate job `job`, if that is what it is.
+    fn routed_job(&self, task: TaskId, job: u64) -> Result<(), String> {
+        match self.data.routed.get(&task) {
+            Some(r) if r.job == job => Ok(()),
+            Some(r) => Err(alloc::format!("{task} is job {}, not {job}", r.job)),
+            None => Err(alloc::format!("{task} is not a running routed task")),
+        }
+    }
+
+    /// `GateAck`: the gate logged the routed task's report with `fence_token`.
+    fn gate_ack(&mut self, task: TaskId, job: u64, fence_token: u64, ev: &mut Vec<Event>) {
+        let now = self.data.clock_ms;
+        let r = self.routed_job(task, job).and_then(|()| {
+            self.data
+                .timeouts
+                .on_gate_ack(task, fence_token, now)
+                .map_err(|e| gate_refusal(&e))
+        });
+        if let Err(reason) = r {
+            ev.push(Event::GateMessageRefused { task, reason });
+        }
+    }
+
+    /// `GateVerdict`: the gate declared job `job` (this cluster's `task`) timed out.
+    /// Accepted, the attempt ends and the task with it (`Outcome::Timeout`, no retry:
+    /// the gate's verdict is global); a stale fence token is refused and counted.
+    fn gate_verdict(
+        &mut self,
+        task: TaskId,
+        job: u64,
+        reason: TimeoutReason,
+        fence_token: u64,
+        ev: &mut Vec<Event>,
+    ) -> bool {
+        let now = self.data.clock_ms;
+        let r = self.routed_job(task, job).and_then(|()| {
+            self.data
+                .timeouts
+                .on_global_timeout(task, reason, fence_token, now)
+                .map_err(|e| gate_refusal(&e))
+        });
+        match r {
+            Ok(Some(Decision::TimeOut {
+                job: id,
+                reason,
+                elapsed_ms,
+                fence_token,
+                authority,
+            })) => {
+                ev.push(Event::GateTimedOut {
+                    task: id,
+                    job,
+                    reason,
+                    fence_token,
+                });
+                self.time_out(id, reason, elapsed_ms, authority, ev);
+                true
+            }
+            Ok(_) => false,
+            Err(reason) => {
+                ev.push(Event::GateMessageRefused { task, reason });
+                false
+            }
+        }
+    }
+
+    /// Events for the tracker's gate decisions (reports, fallback); the timeouts
+    /// themselves are handled by the caller.
+    fn gate_decision(&mut self, d: &Decision, ev: &mut Vec<Event>) {
+        let (task, report) = match *d {
+            Decision::ReportTimeout {
+                job,
+                reason,
+                elapsed_ms,
+                fence_token,
+                ..
+            } => (
+                job,
+                crate::gate::JobReport::Timeout {
+                    reason,
+                    elapsed_ms,
+                    fence_token,
+                },
+            ),
+            Decision::ReportProgress {
+                job,
+                fence_token,
+                has_recent_progress,
+                total_extensions_ms,
+                max_worker_extension_ms,
+                workers_with_extensions,
+                ..
+            } => (
+                job,
+                crate::gate::JobReport::Progress {
+                    fence_token,
+                    has_recent_progress,
+                    total_extensions_ms,
+                    max_worker_extension_ms,
+                    workers_with_extensions,
+                },
+            ),
+            Decision::ReportLeaderTransfer {
+                job, fence_token, ..
+            } => (job, crate::gate::JobReport::LeaderTransfer { fence_token }),
+            Decision::FellBackToLocal { job, silent_ms, .. } => {
+                if let Some(r) = self.data.routed.get_mut(&job) {
+                    r.fell_back = true;
+                    ev.push(Event::GateFellBack {
+                        task: job,
+                        job: r.job,
+                        silent_ms,
+                    });
+                }
+                return;
+            }
+            Decision::TimeOut { .. } | Decision::ReportFinalStatus { .. } => return,
+        };
+        if let Some(r) = self.data.routed.get(&task) {
+            ev.push(Event::GateReport {
+                task,
+                gate_cluster: r.gate_cluster,
+                job: r.job,
+                report,
+            });
+        }
     }
 
     /// A `ClockTick` from `node`: if it is not the node the previous ticks came from,
@@ -1806,9 +2075,11 @@ impl ClusterState {
         }
         if self.data.clock_leader.is_some() {
             let decisions = self.data.timeouts.on_leader_change(self.data.clock_ms);
-            // Inside one cluster no task has a gate to tell.
-            debug_assert!(decisions.is_empty());
             ev.push(Event::TimeoutLeaderChanged { leader: node });
+            // Routed tasks tell their gate the new fence token.
+            for d in &decisions {
+                self.gate_decision(d, ev);
+            }
         }
         self.data.clock_leader = Some(node);
         self.refresh_route(None);
@@ -1823,23 +2094,28 @@ impl ClusterState {
                 job,
                 reason,
                 elapsed_ms,
+                authority,
                 ..
             } = d
             {
-                self.time_out(job, reason, elapsed_ms, ev);
+                self.time_out(job, reason, elapsed_ms, authority, ev);
                 any = true;
+            } else {
+                self.gate_decision(&d, ev);
             }
         }
         any
     }
 
     /// Ends attempt `attempt` of `id` as timed out: re-placed with `attempt + 1` if
-    /// attempts remain (its late completion is then stale), else ended `Timeout`.
+    /// attempts remain (its late completion is then stale), else ended `Timeout`. A
+    /// gate's verdict (`Authority::Gate`) is global: the task ends at once.
     fn time_out(
         &mut self,
         id: TaskId,
         reason: TimeoutReason,
         elapsed_ms: u64,
+        authority: Authority,
         ev: &mut Vec<Event>,
     ) {
         let Some(TaskStatus::Assigned { node, attempt }) = self.task(id).map(|t| t.status.clone())
@@ -1847,7 +2123,12 @@ impl ClusterState {
             unreachable!("only assigned tasks are tracked");
         };
         let st = self.data.timeouts.get(id).cloned();
-        let why = match (reason, st) {
+        // The gate's reason is global; the text says what this cluster saw locally.
+        let local = match (authority, &st) {
+            (Authority::Gate, Some(st)) => st.check(self.data.clock_ms).unwrap_or(reason),
+            _ => reason,
+        };
+        let why = match (local, st) {
             (TimeoutReason::Stuck, Some(st)) => alloc::format!(
                 "no progress for {} ms (stuck threshold {} ms)",
                 self.data.clock_ms - st.last_progress_at_ms,
@@ -1860,10 +2141,23 @@ impl ClusterState {
             ),
             (_, None) => alloc::format!("{elapsed_ms} ms elapsed"),
         };
+        let why = match authority {
+            Authority::Local => why,
+            Authority::Gate => {
+                let g = match reason {
+                    TimeoutReason::ClusterReported(c) => alloc::format!("{c} reported a timeout"),
+                    TimeoutReason::AllClustersStuck => "no cluster made progress".into(),
+                    TimeoutReason::Elapsed => "elapsed".into(),
+                    TimeoutReason::Stuck => "stuck".into(),
+                };
+                alloc::format!("gate verdict ({g}): {why}")
+            }
+            Authority::Fallback => alloc::format!("gate silent, local fallback: {why}"),
+        };
         self.untrack(id, JobEnd::TimedOut);
         self.data.nodes.get_mut(&node).expect("member").assigned -= 1;
         self.data.counters.tasks_timed_out += 1;
-        let retry = attempt < MAX_ATTEMPTS;
+        let retry = attempt < MAX_ATTEMPTS && authority != Authority::Gate;
         ev.push(Event::TaskTimedOut {
             task: id,
             node,
@@ -2706,7 +3000,34 @@ fn invariants(d: &StateData) -> Result<(), alloc::string::String> {
     if d.timeouts.config() != &d.config.timeouts.tracker {
         return Err("timeout tracker config differs from the state config".into());
     }
+    // Routed tasks are retained and not finished; a tracked one follows its gate
+    // unless it fell back.
+    for (id, r) in &d.routed {
+        if d.finished.contains_key(id) || !d.tasks.contains_key(id) {
+            return Err(format!("routed {id} is finished or unknown"));
+        }
+        if let Some(st) = d.timeouts.get(*id) {
+            let ok = if r.fell_back {
+                st.gate.is_none() || st.fell_back
+            } else {
+                st.gate == Some(NodeId(r.gate_cluster)) && !st.fell_back
+            };
+            if !ok {
+                return Err(format!("routed {id}: tracking and fallback disagree"));
+            }
+        }
+    }
     Ok(())
+}
+
+/// A gate message's refusal, as the event says it.
+fn gate_refusal(e: &TimeoutError) -> String {
+    match e {
+        TimeoutError::StaleFence { got, current } => {
+            alloc::format!("stale fence {got} < {current}")
+        }
+        other => alloc::format!("{other:?}"),
+    }
 }
 
 fn check_resource_set(set: &[u16], capacity: u16) -> Result<(), Refusal> {

@@ -796,6 +796,29 @@ impl Router {
         Some(best)
     }
 
+    /// Every eligible manager of `cluster` (live, circuit not open), best first by the
+    /// §13.8 score (ties by node id): what a gate tries in turn when the one it sent a
+    /// job to does not answer. Unlike [`Router::select_manager`] it changes nothing, so
+    /// a gate leader can rank from the replicated router without touching it.
+    pub fn rank_managers(
+        &self,
+        cluster: ClusterId,
+        local: &Coordinate,
+        now_ms: u64,
+    ) -> Vec<NodeId> {
+        let Some(c) = self.clusters.get(&cluster) else {
+            return Vec::new();
+        };
+        let mut ranked: Vec<(u64, NodeId)> = c
+            .managers
+            .iter()
+            .filter(|(_, m)| m.circuit != Circuit::Open && self.manager_live(m, now_ms))
+            .map(|(&id, m)| (self.manager_score(m, local, now_ms), id))
+            .collect();
+        ranked.sort_unstable();
+        ranked.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// A manager's score (§13.8.2).
     pub fn manager_score(&self, m: &ManagerRouting, local: &Coordinate, now_ms: u64) -> u64 {
         let cfg = &self.cfg;

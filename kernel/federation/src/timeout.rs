@@ -142,7 +142,7 @@ pub enum TimeoutReason {
 }
 
 /// How a job's tracking ended (§11.4.10).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobEnd {
     Completed,
     Failed,
@@ -151,7 +151,7 @@ pub enum JobEnd {
 }
 
 /// Who took the timeout decision carried by [`Decision::TimeOut`].
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Authority {
     /// The cluster, under [`Strategy::LocalAuthority`].
     Local,
@@ -414,6 +414,19 @@ impl TimeoutTracker {
         spec: JobTimeoutSpec,
         now_ms: u64,
     ) -> Result<(), TimeoutError> {
+        self.start_at_fence(job, spec, 0, now_ms)
+    }
+
+    /// [`TimeoutTracker::start`] with the fence token the job's previous tracking ended
+    /// with: a job tracked again (a re-placed attempt) keeps its token, so a gate that
+    /// heard the old token never sees it go back.
+    pub fn start_at_fence(
+        &mut self,
+        job: JobId,
+        spec: JobTimeoutSpec,
+        fence_token: u64,
+        now_ms: u64,
+    ) -> Result<(), TimeoutError> {
         if spec.timeout_ms == 0 || spec.timeout_ms > MAX_TIMEOUT_MS {
             return Err(TimeoutError::BadTimeout(spec.timeout_ms));
         }
@@ -426,10 +439,9 @@ impl TimeoutTracker {
                 max: MAX_TRACKED_JOBS,
             });
         }
-        self.jobs.insert(
-            job,
-            TimeoutState::new(spec, self.cfg.stuck_threshold_ms, now_ms),
-        );
+        let mut st = TimeoutState::new(spec, self.cfg.stuck_threshold_ms, now_ms);
+        st.timeout_fence_token = fence_token;
+        self.jobs.insert(job, st);
         Ok(())
     }
 
@@ -770,7 +782,7 @@ fn job_in(
 }
 
 /// Where one target cluster stands with a job, as the gate sees it (§11.5.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterProgress {
     pub timed_out: bool,
     pub final_status: Option<JobEnd>,
@@ -784,7 +796,7 @@ pub struct ClusterProgress {
 }
 
 /// A job the gate tracks (§11.5.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateJob {
     pub submitted_at_ms: u64,
     pub timeout_ms: u64,
@@ -817,7 +829,7 @@ pub struct GlobalTimeout {
 }
 
 /// Counters of §11.8.1 (gate side).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateMetrics {
     pub progress_reports: u64,
     pub timeout_reports: u64,
@@ -826,7 +838,9 @@ pub struct GateMetrics {
 }
 
 /// The gate side (§11.5.2): every job the gate submitted to several clusters.
-#[derive(Clone, Debug)]
+/// Serializable like [`TimeoutTracker`], so a gate group keeps it in its replicated
+/// state (every field a plain value or a `BTreeMap`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateTracker {
     cfg: TimeoutConfig,
     jobs: BTreeMap<JobId, GateJob>,
@@ -847,6 +861,29 @@ impl GateTracker {
 
     pub fn get(&self, job: JobId) -> Option<&GateJob> {
         self.jobs.get(&job)
+    }
+
+    pub fn config(&self) -> &TimeoutConfig {
+        &self.cfg
+    }
+
+    /// Every tracked job, in job-id order.
+    pub fn jobs(&self) -> impl Iterator<Item = (&JobId, &GateJob)> {
+        self.jobs.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Forgets a job whose end the gate learnt otherwise (its cluster answered with
+    /// the outcome); returns whether it was tracked.
+    pub fn stop(&mut self, job: JobId) -> bool {
+        self.jobs.remove(&job).is_some()
     }
 
     /// Starts tracking a job submitted to `targets` (§11.5.11).

@@ -12,8 +12,13 @@
 //!
 //! One tenant submits through the gate ([`FedSim::submit`], signed for the gate
 //! group's cluster id, resent to the next gate node until answered); the chosen
-//! cluster's workers run each task for `task_ms`. Faults: crashing a node for good
-//! ([`FedSim::crash`]; its last state is kept for comparison).
+//! cluster's workers run each task for `task_ms` ([`FedSim::set_task_ms`] changes it
+//! for later runs, e.g. a task that hangs). Faults: crashing a node for good
+//! ([`FedSim::crash`]; its last state is kept for comparison), cutting every link
+//! between the gates and one cluster ([`FedSim::cut_gate_links`]), and a federation
+//! message put on the wire as if a node had sent it ([`FedSim::inject_fed`]: a late
+//! or replayed message). Every group's task timeouts are `TaskTimeouts::DEFAULT`
+//! scaled by `FedOptions::timeout_per_mille`.
 //!
 //! After every step [`FedSim::step`] checks: each running node's own invariants, at
 //! most one leader per term in each group, and one state hash per applied index in
@@ -68,6 +73,9 @@ pub struct FedOptions {
     pub unprovisioned: Option<usize>,
     /// How long each task runs, ms.
     pub task_ms: u64,
+    /// Every group's `TaskTimeouts::DEFAULT` scaled by this / 1000 (50: checks every
+    /// 1.5 s, stuck after 6 s, gate check 750 ms, gate fallback 15 s).
+    pub timeout_per_mille: u64,
 }
 
 impl FedOptions {
@@ -80,6 +88,7 @@ impl FedOptions {
             route_per_mille: 500,
             unprovisioned: None,
             task_ms: 50,
+            timeout_per_mille: 50,
         }
     }
 
@@ -225,6 +234,8 @@ impl FedSim {
                 };
                 let mut cfg = NodeConfig::new(identity, 2);
                 cfg.federation = Some(federation.clone());
+                cfg.state.timeouts =
+                    xdv_cluster::TaskTimeouts::DEFAULT.scaled(opts.timeout_per_mille);
                 let region = crate::durable::TearRegion::new(vec![0; REGION_BYTES]);
                 nodes.push(SimNode {
                     id,
@@ -272,6 +283,55 @@ impl FedSim {
             k + 1
         ));
         set_delay(&mut self.net, &self.opts, k, extra_ms, self.now_ms);
+    }
+
+    /// Tasks started from now on run for `ms` (a very long one hangs).
+    pub fn set_task_ms(&mut self, ms: u64) {
+        self.trace(alloc::format!("tasks now run {ms} ms"));
+        self.opts.task_ms = ms;
+    }
+
+    /// Cuts (`true`) or heals every link between the gate nodes and cluster `k`'s nodes.
+    pub fn cut_gate_links(&mut self, k: usize, cut: bool) {
+        self.trace(alloc::format!(
+            "links gate <-> c{} {}",
+            k + 1,
+            if cut { "cut" } else { "healed" }
+        ));
+        for g in group_ids(&self.opts, 0) {
+            for c in group_ids(&self.opts, k as u32 + 1) {
+                for (a, b) in [(g, c), (c, g)] {
+                    if cut {
+                        self.net.cut(a, b);
+                    } else {
+                        self.net.heal(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts (`true`) or heals the link between nodes `a` and `b`, both ways.
+    pub fn cut_link(&mut self, a: u32, b: u32, cut: bool) {
+        self.trace(alloc::format!(
+            "link n{a} <-> n{b} {}",
+            if cut { "cut" } else { "healed" }
+        ));
+        for (x, y) in [(a, b), (b, a)] {
+            if cut {
+                self.net.cut(x, y);
+            } else {
+                self.net.heal(x, y);
+            }
+        }
+    }
+
+    /// Puts federation message `m` on the wire from `from` to `to`, as `from` would
+    /// send it (a late or replayed message).
+    pub fn inject_fed(&mut self, from: u32, to: u32, m: xdv_cluster::gate::FedMsg) {
+        self.trace(alloc::format!("inject n{from} -> n{to}: {m:?}"));
+        let b = mgmt::encode(&mgmt::PeerForward::Federation(m));
+        self.net.send(self.now_ms, from, to, Msg::Forward(b));
     }
 
     /// Crashes node `id` for good (its state is kept for [`FedSim::crashed_node`]).

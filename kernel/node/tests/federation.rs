@@ -363,3 +363,368 @@ fn gate_leader_crash_another_gate_takes_over_and_decisions_are_identical() {
     let b = gate_crash(3);
     assert_eq!(a, b, "same seed, same run");
 }
+
+// ----- gate-coordinated timeouts (AD-34, seed §11.2–11.5) -----
+
+use xdv_cluster::Outcome;
+use xdv_cluster::gate::{FedMsg, JobReport};
+use xdv_types::TaskId;
+
+/// Far beyond every test: a task that never finishes on its own.
+const HANG_MS: u64 = 100_000_000;
+
+/// One gate node and one member cluster of `nodes` nodes (ids 11..): every job goes
+/// there. Tasks hang from the start.
+fn one_cluster(seed: u64, nodes: u32) -> FedSim {
+    let mut opts = FedOptions::new(seed);
+    opts.gates = 1;
+    opts.clusters = vec![nodes];
+    opts.link_ms = vec![4];
+    opts.task_ms = HANG_MS;
+    let mut sim = FedSim::new(opts);
+    wait_for_clusters(&mut sim, 1);
+    sim
+}
+
+/// Submits one job and waits until cluster c1 accepted it; returns (job, task).
+fn submit_accepted(sim: &mut FedSim) -> (u64, TaskId) {
+    let seq = sim.submit();
+    let accepted = |s: &FedSim| {
+        s.routed(seq)
+            .and_then(|(job, _)| match s.gate_state()?.jobs.get(&job)?.status {
+                JobStatus::Accepted { task, .. } => Some((job, task)),
+                _ => None,
+            })
+    };
+    let ok = sim.run_until(10_000, |s| accepted(s).is_some()).unwrap();
+    assert!(ok, "never accepted:\n{}", sim.trace_text());
+    accepted(sim).unwrap()
+}
+
+/// The gate's final outcome of `job` (None while open).
+fn gate_outcome(sim: &FedSim, job: u64) -> Option<Outcome> {
+    match &sim.gate_state()?.jobs.get(&job)?.status {
+        JobStatus::Finished { outcome, .. } => Some(outcome.clone()),
+        _ => None,
+    }
+}
+
+/// The member cluster's view of `task` on its leader (else any running node of it).
+fn member_state(sim: &FedSim, nodes: u32) -> &xdv_cluster::ClusterState {
+    let id = sim
+        .leader(1)
+        .or_else(|| (11..11 + nodes).find(|&i| sim.node(i).is_some()))
+        .unwrap();
+    sim.node(id).unwrap().state()
+}
+
+fn member_outcome(sim: &FedSim, nodes: u32, task: TaskId) -> Option<Outcome> {
+    match &member_state(sim, nodes).task(task)?.status {
+        xdv_cluster::TaskStatus::Completed { outcome, .. } => Some(outcome.clone()),
+        _ => None,
+    }
+}
+
+/// Seed §11.9 in the federation: a routed task that makes no progress is reported by
+/// its cluster (progress reports, then a timeout report, acknowledged), and ended by
+/// the gate's global timeout (authority Gate, no retry).
+fn gate_verdict(seed: u64) -> (xdv_types::Hash32, String) {
+    let mut sim = one_cluster(seed, 2);
+    let (job, task) = submit_accepted(&mut sim);
+    let done = sim
+        .run_until(30_000, |s| gate_outcome(s, job).is_some())
+        .unwrap();
+    assert!(done, "the job never ended:\n{}", sim.trace_text());
+    let Some(Outcome::Timeout(why)) = gate_outcome(&sim, job) else {
+        panic!("{:?}\n{}", gate_outcome(&sim, job), sim.trace_text())
+    };
+    assert!(
+        why.starts_with("gate verdict (c1 reported a timeout): no progress for"),
+        "{why}"
+    );
+    assert_eq!(
+        member_outcome(&sim, 2, task),
+        Some(Outcome::Timeout(why.clone()))
+    );
+    let m = member_state(&sim, 2).data();
+    assert_eq!(m.timeouts.metrics.global_timeouts_accepted, 1);
+    assert_eq!(m.timeouts.metrics.gate_fallbacks, 0);
+    assert!(
+        m.timeouts.metrics.reports_sent >= 1,
+        "{:?}",
+        m.timeouts.metrics
+    );
+    assert_eq!(m.counters.tasks_timed_out, 1, "one verdict, no retry");
+    assert!(m.routed.is_empty(), "a finished task is no longer routed");
+    let g = sim.gate_state().unwrap();
+    assert!(g.counters.reports >= 2, "{:?}", g.counters);
+    assert_eq!(g.counters.global_timeouts, 1);
+    assert_eq!(g.counters.reports_refused, 0);
+    assert!(g.timeouts.is_empty(), "the gate forgot the finished job");
+    (sim.digest(), why)
+}
+
+#[test]
+fn t11_gate_verdict_times_out_a_routed_stuck_task() {
+    let a = gate_verdict(11);
+    let b = gate_verdict(11);
+    assert_eq!(a, b, "same seed, same run");
+}
+
+/// Seed §11.4.3: the gate is unreachable (every link to the cluster cut) — the cluster
+/// reports its local timeout in vain, and after the fallback period (15 s here) of
+/// silence it takes the authority and times the task out itself.
+fn gate_fallback(seed: u64) -> (xdv_types::Hash32, u64) {
+    let mut sim = one_cluster(seed, 1);
+    let (job, task) = submit_accepted(&mut sim);
+    sim.run_for(1_000).unwrap();
+    sim.cut_gate_links(0, true);
+    let cut_at = sim.now_ms();
+    let fell_back = |s: &FedSim| member_state(s, 1).data().timeouts.metrics.gate_fallbacks >= 1;
+    let ok = sim.run_until(40_000, fell_back).unwrap();
+    assert!(ok, "never fell back:\n{}", sim.trace_text());
+    let after = sim.now_ms() - cut_at;
+    // 15 s of silence since the last gate contact (before the cut), on 1 s ticks.
+    assert!(
+        (13_000..=18_000).contains(&after),
+        "fell back {after} ms after the cut"
+    );
+    let m = member_state(&sim, 1).data();
+    assert_eq!(m.timeouts.metrics.global_timeouts_accepted, 0);
+    assert!(
+        m.timeouts.metrics.reports_resent >= 1,
+        "{:?}",
+        m.timeouts.metrics
+    );
+    assert!(m.counters.tasks_timed_out >= 1, "timed out on the fallback");
+    // The task was re-placed (attempts remain) and its next attempts are local.
+    if let Some(r) = m.routed.get(&task) {
+        assert!(r.fell_back);
+    }
+    // The gate still holds the job open; once healed it learns how it ended.
+    let open = sim.gate_state().unwrap().jobs[&job].status.clone();
+    assert!(matches!(open, JobStatus::Accepted { .. }), "{open:?}");
+    sim.cut_gate_links(0, false);
+    let done = sim
+        .run_until(40_000, |s| gate_outcome(s, job).is_some())
+        .unwrap();
+    assert!(done, "never ended:\n{}", sim.trace_text());
+    let Some(Outcome::Timeout(why)) = gate_outcome(&sim, job) else {
+        panic!("{:?}", gate_outcome(&sim, job))
+    };
+    assert!(!why.starts_with("gate verdict"), "{why}");
+    assert_eq!(member_outcome(&sim, 1, task), Some(Outcome::Timeout(why)));
+    (sim.digest(), after)
+}
+
+#[test]
+fn t11_unreachable_gate_the_cluster_falls_back_to_local_authority() {
+    let a = gate_fallback(12);
+    let b = gate_fallback(12);
+    assert_eq!(a, b, "same seed, same run");
+}
+
+/// Seed §11.4.5 and §11.5.9: the member cluster's leader crashes; the new leader
+/// steps the fence token and reports the transfer; a report still carrying the old
+/// token (a late message) is refused by the gate and counted; the gate's verdict
+/// carries the new token and is accepted.
+fn member_leader_crash(seed: u64) -> (xdv_types::Hash32, u64) {
+    let mut sim = one_cluster(seed, 3);
+    let (job, task) = submit_accepted(&mut sim);
+    let reported = |s: &FedSim| s.gate_state().is_some_and(|g| g.counters.reports >= 1);
+    assert!(
+        sim.run_until(5_000, reported).unwrap(),
+        "{}",
+        sim.trace_text()
+    );
+    let fence = |s: &FedSim| {
+        s.gate_state()
+            .and_then(|g| g.timeouts.get(TaskId(job)))
+            .map(|gj| gj.clusters[&ClusterId(1)].fence_token)
+    };
+    assert_eq!(fence(&sim), Some(0));
+    let old = sim.leader(1).unwrap();
+    sim.crash(old);
+    let moved = sim
+        .run_until(10_000, |s| fence(s).is_some_and(|f| f >= 1))
+        .unwrap();
+    assert!(
+        moved,
+        "no leader transfer reached the gate:\n{}",
+        sim.trace_text()
+    );
+    let new_fence = fence(&sim).unwrap();
+    let survivor = (11..14).find(|&i| i != old).unwrap();
+    let stale = FedMsg::Report {
+        job,
+        cluster: ClusterId(1),
+        task,
+        report: JobReport::Progress {
+            fence_token: 0,
+            has_recent_progress: true,
+            total_extensions_ms: 0,
+            max_worker_extension_ms: 0,
+            workers_with_extensions: 0,
+        },
+    };
+    sim.inject_fed(survivor, sim.leader(0).unwrap(), stale);
+    let refused = |s: &FedSim| {
+        s.gate_state()
+            .is_some_and(|g| g.counters.reports_refused >= 1)
+    };
+    assert!(
+        sim.run_until(2_000, refused).unwrap(),
+        "{}",
+        sim.trace_text()
+    );
+    let g = sim.gate_state().unwrap();
+    assert_eq!(g.timeouts.metrics.fence_rejections, 1, "counted");
+    assert_eq!(
+        fence(&sim),
+        Some(new_fence),
+        "the stale report changed nothing"
+    );
+    // `route explain` shows the gate's timeout tracking of the running job.
+    let id = sim.query(1, Request::RouteExplain { job });
+    assert!(sim.run_until(1_000, |s| s.answer(id).is_some()).unwrap());
+    let Some(Response::RouteExplained { text, .. }) = sim.answer(id) else {
+        panic!("{:?}", sim.answer(id))
+    };
+    assert!(
+        text.contains(&format!("timeouts: c1 fence {new_fence}, last progress at")),
+        "{text}"
+    );
+    let done = sim
+        .run_until(30_000, |s| gate_outcome(s, job).is_some())
+        .unwrap();
+    assert!(done, "never ended:\n{}", sim.trace_text());
+    let Some(Outcome::Timeout(why)) = gate_outcome(&sim, job) else {
+        panic!("{:?}", gate_outcome(&sim, job))
+    };
+    assert!(why.starts_with("gate verdict"), "{why}");
+    let m = member_state(&sim, 3).data();
+    assert!(m.timeouts.metrics.leader_transfers >= 1);
+    assert_eq!(m.timeouts.metrics.global_timeouts_accepted, 1);
+    (sim.digest(), new_fence)
+}
+
+#[test]
+fn t11_member_leader_crash_new_fence_token_and_a_stale_report_is_refused() {
+    let a = member_leader_crash(13);
+    let b = member_leader_crash(13);
+    assert_eq!(a, b, "same seed, same run");
+}
+
+/// A job that finishes while its timeout is on the way (seed §11.4.10): with task
+/// lengths around the moment the gate's verdict lands, each run ends exactly one way —
+/// the gate and the cluster record the same outcome, either the task's own completion
+/// (the late verdict is not logged or refused) or the gate's timeout (the late
+/// completion is stale). Returns the outcomes by task length.
+fn timeout_race(seed: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let lengths = (5_000..7_000)
+        .step_by(1_000)
+        .chain((7_000..=8_500).step_by(50))
+        .chain([10_000]);
+    for task_ms in lengths {
+        let mut sim = one_cluster(seed, 1);
+        sim.set_task_ms(task_ms);
+        let (job, task) = submit_accepted(&mut sim);
+        let done = sim
+            .run_until(30_000, |s| gate_outcome(s, job).is_some())
+            .unwrap();
+        assert!(done, "{task_ms} ms: never ended:\n{}", sim.trace_text());
+        // Let late messages (verdict resends, completions) arrive.
+        sim.run_for(3_000).unwrap();
+        let at_gate = gate_outcome(&sim, job).unwrap();
+        assert_eq!(
+            member_outcome(&sim, 1, task).as_ref(),
+            Some(&at_gate),
+            "{task_ms} ms: the gate and the cluster disagree"
+        );
+        let m = member_state(&sim, 1).data();
+        let declared = sim.gate_state().unwrap().counters.global_timeouts;
+        let label = match &at_gate {
+            Outcome::Executed => {
+                assert_eq!(m.timeouts.metrics.global_timeouts_accepted, 0);
+                assert_eq!(m.counters.tasks_timed_out, 0);
+                // The gate may have declared the timeout already: its verdict came
+                // too late and ended nothing.
+                if declared == 1 {
+                    "executed, verdict too late"
+                } else {
+                    "executed"
+                }
+            }
+            Outcome::Timeout(why) if why.starts_with("gate verdict") => {
+                assert_eq!(m.timeouts.metrics.global_timeouts_accepted, 1);
+                assert_eq!(m.counters.tasks_timed_out, 1);
+                assert_eq!(declared, 1);
+                "gate-timeout"
+            }
+            other => panic!("{task_ms} ms: {other:?}"),
+        };
+        let tenant = &m.tenants[&xdv_node::fedsim::TENANT];
+        assert_eq!(tenant.in_flight, 0, "{task_ms} ms: freed once");
+        assert!(m.routed.is_empty() && m.timeouts.is_empty());
+        let g = sim.gate_state().unwrap();
+        assert_eq!(
+            g.counters.finished, 1,
+            "{task_ms} ms: finished once at the gate"
+        );
+        assert!(g.timeouts.is_empty());
+        out.push((task_ms, String::from(label)));
+    }
+    out
+}
+
+#[test]
+fn t11_a_job_finishing_during_the_timeout_race_ends_one_way() {
+    let a = timeout_race(14);
+    let b = timeout_race(14);
+    assert_eq!(a, b, "same seed, same runs");
+    eprintln!("{a:?}");
+    let kinds: std::collections::BTreeSet<&str> = a.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds.len(), 3, "every ending occurs: {a:?}");
+    // Short tasks finish, long ones are timed out, with one switch between.
+    let timed_out = |k: &str| k == "gate-timeout";
+    let switches = a
+        .windows(2)
+        .filter(|w| timed_out(&w[0].1) != timed_out(&w[1].1))
+        .count();
+    assert_eq!(switches, 1, "{a:?}");
+}
+
+/// Seed §13.8 in the federation: the gate cannot reach the member cluster's leader
+/// (that one link is cut both ways) but the cluster is healthy: after unanswered
+/// rounds the gate sends the job to another node of the cluster, which forwards it to
+/// its leader and answers, and the job runs and finishes there.
+fn manager_selection(seed: u64) -> (xdv_types::Hash32, u64) {
+    let mut opts = FedOptions::new(seed);
+    opts.gates = 1;
+    opts.clusters = vec![3];
+    opts.link_ms = vec![4];
+    let mut sim = FedSim::new(opts);
+    wait_for_clusters(&mut sim, 1);
+    let leader = sim.leader(1).unwrap();
+    sim.cut_link(1, leader, true);
+    let jobs = submit_and_finish(&mut sim, 2, 200);
+    let g = sim.gate_state().unwrap();
+    for &(_, job) in &jobs {
+        let JobStatus::Finished { cluster, .. } = g.jobs[&job].status else {
+            panic!("{:?}", g.jobs[&job].status)
+        };
+        assert_eq!(cluster, ClusterId(1));
+    }
+    assert_eq!(sim.leader(1), Some(leader), "the cluster kept its leader");
+    let c = sim.node(1).unwrap().federation_counters();
+    assert!(c.dispatch_redirects >= 1, "{c:?}");
+    (sim.digest(), c.dispatch_redirects)
+}
+
+#[test]
+fn t13_8_the_leader_unreachable_from_the_gate_another_node_takes_the_job() {
+    let a = manager_selection(15);
+    let b = manager_selection(15);
+    assert_eq!(a, b, "same seed, same run");
+}

@@ -392,6 +392,15 @@ fn t13_13_9_manager_selection_within_dc() {
     let s3 = r.manager_score(&r.cluster(C1).unwrap().managers[&NodeId(3)], &g, 40_000);
     assert!(s2 < s3, "{s2} vs {s3}");
     assert_eq!(r.select_manager(C1, TaskId(1), &g, 40_000), Some(NodeId(2)));
+    // The gate's try order: every eligible manager by score, the open and the stale
+    // one left out; ranking changes nothing.
+    let before = r.clone();
+    assert_eq!(r.rank_managers(C1, &g, 40_000), [NodeId(2), NodeId(3)]);
+    assert_eq!(r, before);
+    assert!(
+        r.rank_managers(C2, &g, 40_000).is_empty(),
+        "unknown cluster"
+    );
     // Sticky per job: m3 becomes better, job 1 stays, job 2 goes to m3.
     r.on_heartbeat(&mk(2, Circuit::Closed, 500, 0, 10_000), 41_000)
         .unwrap();

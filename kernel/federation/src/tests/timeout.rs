@@ -649,3 +649,31 @@ fn t11_9_12_network_partition_isolation() {
     let ds = t.on_tick(600_000 + 150_000);
     assert_eq!(timeouts(&ds), [(TimeoutReason::Stuck, Authority::Fallback)]);
 }
+
+/// A job tracked again (a re-placed attempt) keeps the fence token its gate heard, so
+/// the gate never sees the token go back; leader changes step it from there.
+#[test]
+fn a_job_tracked_again_keeps_its_fence_token() {
+    let mut t = TimeoutTracker::new(TimeoutConfig::DEFAULT).unwrap();
+    let job = TaskId(1);
+    t.start_at_fence(job, gated(60_000), 3, 0).unwrap();
+    assert_eq!(t.get(job).unwrap().timeout_fence_token, 3);
+    let d = t.on_leader_change(1_000);
+    assert_eq!(
+        d,
+        [Decision::ReportLeaderTransfer {
+            job,
+            gate: GATE,
+            fence_token: 4
+        }]
+    );
+    // A gate message with the token before the restart is refused and counted.
+    assert_eq!(
+        t.on_gate_ack(job, 2, 2_000),
+        Err(TimeoutError::StaleFence { got: 2, current: 4 })
+    );
+    assert_eq!(t.metrics.fence_rejections, 1);
+    // `start` is `start_at_fence` at 0.
+    t.start(TaskId(2), gated(60_000), 0).unwrap();
+    assert_eq!(t.get(TaskId(2)).unwrap().timeout_fence_token, 0);
+}

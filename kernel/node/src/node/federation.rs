@@ -15,9 +15,20 @@
 //!   ([`AUDIT_TAG_ROUTE`]) on every gate replica and the client is answered with the
 //!   job and the chosen cluster. The gate leader proposes every heartbeat it hears
 //!   (`ClusterHeartbeat`), dispatches each open job to the chosen cluster's leader (as
-//!   the latest heartbeat names it) every `dispatch_every_ms`, and logs the answers
+//!   the latest heartbeat names it) every `dispatch_every_ms` — after
+//!   [`UNANSWERED_ROUNDS`] unanswered rounds to the next of the cluster's live managers
+//!   by score and its other nodes (manager selection, §13.8) — and logs the answers
 //!   (`DispatchOutcome`, `JobFinished`). A refusal cools the cluster down and the job
 //!   goes to its next fallback (applied in the state, identically everywhere).
+//!
+//! Gate-coordinated timeouts (AD-34 §11.2–11.5): a dispatched submission enters the
+//! member's log as `AssignRoutedTask`, so its task's tracking reports to the gate. The
+//! member leader sends every report the applied state produces
+//! ([`xdv_cluster::Event::GateReport`]) as [`FedMsg::Report`] to the gate nodes; the
+//! gate leader logs it (`JobReport`) and acknowledges it ([`FedMsg::ReportAck`], which
+//! the member leader logs as `GateAck`). The gate's `ClockTick`s run its tracker; a
+//! global timeout is sent as [`FedMsg::Verdict`] with every dispatch round until the
+//! job ends, and the member leader logs it (`GateVerdict`), fence token checked there.
 //!
 //! Vivaldi across the federation: [`Node::on_fed_rtt`] takes RTT samples to the other
 //! side's nodes ([`Node::federation_peers`]) into the node's coordinate (not into the
@@ -28,6 +39,7 @@
 use super::{Node, Parked, Wait};
 use crate::config::FederationConfig;
 use crate::durable::Region;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_audit::RecordBody;
@@ -43,6 +55,9 @@ use xdv_types::{NodeId, TaskId, TenantId};
 pub const AUDIT_TAG_ROUTE: u16 = 0xC8;
 /// Most open jobs the gate leader dispatches (or polls) per round.
 pub const MAX_DISPATCH_PER_ROUND: usize = 64;
+/// Dispatch rounds without an answer after which the gate leader sends a job to the
+/// next candidate node of its cluster (manager selection, seed §13.8).
+pub const UNANSWERED_ROUNDS: u32 = 2;
 
 /// What a routing audit record holds ([`AUDIT_TAG_ROUTE`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,6 +79,10 @@ pub struct RouteRecordBody {
 pub struct FedLocal {
     last_heartbeat_ms: Option<u64>,
     last_dispatch_ms: Option<u64>,
+    /// Gate leader, per open job: which of its cluster's candidate nodes it is sent to
+    /// (an index into [`Node::dispatch_candidates`]) and how many rounds went
+    /// unanswered there. Only where to send; nothing decided from it is replicated.
+    via: BTreeMap<u64, (usize, u32)>,
     pub counters: FedCounters,
 }
 
@@ -76,6 +95,14 @@ pub struct FedCounters {
     pub dispatches_handled: u64,
     pub answers_sent: u64,
     pub answers_proposed: u64,
+    /// Dispatches moved to the next candidate node after unanswered rounds.
+    pub dispatch_redirects: u64,
+    pub reports_sent: u64,
+    pub reports_proposed: u64,
+    pub acks_sent: u64,
+    pub acks_proposed: u64,
+    pub verdicts_sent: u64,
+    pub verdicts_proposed: u64,
     /// Federation messages from a node not configured for them, or not applicable.
     pub dropped: u64,
     pub rtt_samples: u64,
@@ -219,43 +246,113 @@ impl<R: Region> Node<R> {
         }
     }
 
-    /// The gate leader sends every open job's submission to the node of its cluster
-    /// the latest heartbeat names as leader (or the cluster's first configured node).
+    /// The nodes of `cluster` (configured as `nodes`) a gate sends its jobs to, in the
+    /// order it tries them (seed §13.8): the leader its latest heartbeat names, then the
+    /// router's live managers by score ([`Router::rank_managers`]), then the cluster's
+    /// other nodes — a follower forwards a dispatch to its leader and answers itself.
+    ///
+    /// [`Router::rank_managers`]: xdv_federation::route::Router::rank_managers
+    pub fn dispatch_candidates(&self, cluster: ClusterId, nodes: &[NodeId]) -> Vec<NodeId> {
+        let Some(g) = self.state.gate() else {
+            return Vec::new();
+        };
+        let mut v: Vec<NodeId> = Vec::new();
+        let leader = g.router.cluster(cluster).and_then(|c| c.leader);
+        let local = *self.health.vivaldi.local_coordinate();
+        let ranked = g
+            .router
+            .rank_managers(cluster, &local, self.state.data().clock_ms);
+        for n in leader
+            .into_iter()
+            .chain(ranked)
+            .chain(nodes.iter().copied())
+        {
+            if nodes.contains(&n) && !v.contains(&n) {
+                v.push(n);
+            }
+        }
+        v
+    }
+
+    /// The gate leader sends every open job's submission to a node of its cluster: the
+    /// first of [`Node::dispatch_candidates`], the next one after
+    /// [`UNANSWERED_ROUNDS`] rounds without an answer (and so on, round robin).
     fn dispatch_round(&mut self) {
-        let Some(FederationConfig::Gate { clusters, .. }) = &self.cfg.federation else {
+        let Some(FederationConfig::Gate { clusters, .. }) = self.cfg.federation.clone() else {
             return;
         };
         let Some(g) = self.state.gate() else { return };
-        let mut sends = Vec::new();
+        let mut open = Vec::new();
         for (job, j) in g.open_jobs().take(MAX_DISPATCH_PER_ROUND) {
             let Some(cluster) = j.status.cluster() else {
                 continue;
             };
-            let Some((_, nodes)) = clusters.iter().find(|(c, _)| *c == cluster) else {
-                continue;
-            };
-            let to = g
-                .router
-                .cluster(cluster)
-                .and_then(|c| c.leader)
-                .filter(|l| nodes.contains(l))
-                .or_else(|| nodes.first().copied());
             let Ok(submission) = mgmt::decode::<SignedRequest>(&j.submission) else {
                 continue;
             };
-            if let Some(to) = to {
-                sends.push((
+            open.push((job, cluster, submission));
+        }
+        let verdicts = g.verdicts();
+        let mut sends = Vec::new();
+        for (job, cluster, submission) in open {
+            let Some((_, nodes)) = clusters.iter().find(|(c, _)| *c == cluster) else {
+                continue;
+            };
+            let cands = self.dispatch_candidates(cluster, nodes);
+            if cands.is_empty() {
+                continue;
+            }
+            let e = self.fed.via.entry(job).or_insert((0, 0));
+            if e.1 >= UNANSWERED_ROUNDS {
+                e.0 = (e.0 + 1) % cands.len();
+                e.1 = 0;
+                self.fed.counters.dispatch_redirects += 1;
+            }
+            e.1 += 1;
+            sends.push((
+                cands[e.0 % cands.len()],
+                FedMsg::Dispatch {
+                    job,
+                    gate_cluster: self.cfg.identity.cluster,
+                    submission,
+                },
+            ));
+        }
+        let sent: Vec<u64> = sends
+            .iter()
+            .filter_map(|(_, m)| match m {
+                FedMsg::Dispatch { job, .. } => Some(*job),
+                _ => None,
+            })
+            .collect();
+        self.fed.via.retain(|job, _| sent.contains(job));
+        let mut verdict_sends = Vec::new();
+        for (job, cluster, task, reason, fence_token) in
+            verdicts.into_iter().take(MAX_DISPATCH_PER_ROUND)
+        {
+            let Some((_, nodes)) = clusters.iter().find(|(c, _)| *c == cluster) else {
+                continue;
+            };
+            let cands = self.dispatch_candidates(cluster, nodes);
+            let at = self.fed.via.get(&job).map_or(0, |e| e.0);
+            if let Some(&to) = cands.get(at % cands.len().max(1)) {
+                verdict_sends.push((
                     to,
-                    FedMsg::Dispatch {
+                    FedMsg::Verdict {
                         job,
-                        gate_cluster: self.cfg.identity.cluster,
-                        submission,
+                        task,
+                        reason,
+                        fence_token,
                     },
                 ));
             }
         }
         for (to, m) in sends {
             self.fed.counters.dispatches_sent += 1;
+            self.send_fed(to, &m);
+        }
+        for (to, m) in verdict_sends {
+            self.fed.counters.verdicts_sent += 1;
             self.send_fed(to, &m);
         }
     }
@@ -284,6 +381,10 @@ impl<R: Region> Node<R> {
                 if self.cluster_of(from) != Some(cluster) {
                     self.fed.counters.dropped += 1;
                     return;
+                }
+                // The node the job is sent to answers: keep sending there.
+                if let Some(e) = self.fed.via.get_mut(&job) {
+                    e.1 = 0;
                 }
                 if !self.is_leader() {
                     return;
@@ -325,7 +426,164 @@ impl<R: Region> Node<R> {
                     }
                 }
             }
+            (
+                Some(FederationConfig::Gate { .. }),
+                FedMsg::Report {
+                    job,
+                    cluster,
+                    task,
+                    report,
+                },
+            ) => {
+                if self.cluster_of(from) != Some(cluster) {
+                    self.fed.counters.dropped += 1;
+                    return;
+                }
+                // Only the leader logs; the state refuses a stale fence token.
+                if self.is_leader()
+                    && self
+                        .propose(Command::JobReport {
+                            job,
+                            cluster,
+                            task,
+                            manager: from,
+                            report,
+                        })
+                        .is_ok()
+                {
+                    self.fed.counters.reports_proposed += 1;
+                }
+            }
+            (
+                Some(FederationConfig::Member { gates, .. }),
+                FedMsg::ReportAck {
+                    job,
+                    task,
+                    fence_token,
+                },
+            ) => {
+                if !gates.contains(&from) {
+                    self.fed.counters.dropped += 1;
+                    return;
+                }
+                if self.is_leader()
+                    && self.routed_task(task, job)
+                    && self
+                        .propose(Command::GateAck {
+                            task,
+                            job,
+                            fence_token,
+                        })
+                        .is_ok()
+                {
+                    self.fed.counters.acks_proposed += 1;
+                }
+            }
+            (
+                Some(FederationConfig::Member { gates, .. }),
+                FedMsg::Verdict {
+                    job,
+                    task,
+                    reason,
+                    fence_token,
+                },
+            ) => {
+                let from_member = from != self.me && self.knows(from);
+                if !(gates.contains(&from) || from_member) {
+                    self.fed.counters.dropped += 1;
+                    return;
+                }
+                // A follower the gate reached forwards the verdict to its leader.
+                if !self.is_leader() {
+                    if gates.contains(&from)
+                        && let Some(l) = self.leader().filter(|&l| l != self.me)
+                    {
+                        let m = FedMsg::Verdict {
+                            job,
+                            task,
+                            reason,
+                            fence_token,
+                        };
+                        self.send_fed(l, &m);
+                    }
+                    return;
+                }
+                // A stale verdict is logged too: the state refuses and counts it.
+                if self.is_leader()
+                    && self.routed_task(task, job)
+                    && self
+                        .propose(Command::GateVerdict {
+                            task,
+                            job,
+                            reason,
+                            fence_token,
+                        })
+                        .is_ok()
+                {
+                    self.fed.counters.verdicts_proposed += 1;
+                }
+            }
             _ => self.fed.counters.dropped += 1,
+        }
+    }
+
+    /// Whether `task` is the running routed task of gate job `job` (else a gate
+    /// message about it is not worth a log entry).
+    fn routed_task(&self, task: TaskId, job: u64) -> bool {
+        self.state
+            .data()
+            .routed
+            .get(&task)
+            .is_some_and(|r| r.job == job)
+            && self.state.data().timeouts.get(task).is_some()
+    }
+
+    /// A member cluster's part of gate-coordinated timeouts for an applied entry: the
+    /// leader sends the tracker's reports to every gate node; fallbacks, verdicts and
+    /// refusals become notes.
+    fn member_timeout_events(&mut self, events: &[xdv_cluster::Event]) {
+        let Some(FederationConfig::Member { gates, .. }) = self.cfg.federation.clone() else {
+            return;
+        };
+        for ev in events {
+            match ev {
+                xdv_cluster::Event::GateReport {
+                    task, job, report, ..
+                } => {
+                    if !self.is_leader() {
+                        continue;
+                    }
+                    let m = FedMsg::Report {
+                        job: *job,
+                        cluster: ClusterId(self.cfg.identity.cluster),
+                        task: *task,
+                        report: report.clone(),
+                    };
+                    for &g in &gates {
+                        self.fed.counters.reports_sent += 1;
+                        self.send_fed(g, &m);
+                    }
+                }
+                xdv_cluster::Event::GateFellBack {
+                    task,
+                    job,
+                    silent_ms,
+                } => self.note(alloc::format!(
+                    "timeouts: gate silent {silent_ms} ms, {task} (job {job}) falls back to local authority"
+                )),
+                xdv_cluster::Event::GateTimedOut {
+                    task,
+                    job,
+                    reason,
+                    fence_token,
+                } => self.note(alloc::format!(
+                    "timeouts: gate verdict {reason:?} for {task} (job {job}), fence {fence_token}"
+                )),
+                xdv_cluster::Event::GateMessageRefused { task, reason } => {
+                    self.note(alloc::format!("timeouts: gate message for {task} refused: {reason}"))
+                }
+                _ => {}
+            }
         }
     }
 
@@ -338,7 +596,12 @@ impl<R: Region> Node<R> {
         req: SignedRequest,
     ) -> Option<DispatchAnswer> {
         match self.gate.authorize_routed(&self.state, &req, gate_cluster) {
-            Ok(Some(command @ Command::AssignTask(_))) => {
+            Ok(Some(Command::AssignTask(spec))) => {
+                let command = Command::AssignRoutedTask {
+                    spec,
+                    gate_cluster,
+                    job,
+                };
                 if self.is_leader() {
                     let _ = self.propose(command);
                 } else if let Some(l) = self.leader().filter(|&l| l != self.me) {
@@ -456,7 +719,8 @@ impl<R: Region> Node<R> {
 
     /// `RouteExplain`: the decision's text (authorized before).
     pub(super) fn route_explain(&self, job: u64) -> Response {
-        let text = self.state.gate().and_then(|g| g.jobs.get(&job)).map(|j| {
+        let g = self.state.gate();
+        let text = g.and_then(|g| g.jobs.get(&job)).map(|j| {
             let mut t = j
                 .decision()
                 .map_or_else(|| String::from("(no decision)"), |d| d.explain());
@@ -464,6 +728,20 @@ impl<R: Region> Node<R> {
                 t.push_str(&alloc::format!("\nrefused by {c}: {why}"));
             }
             t.push_str(&alloc::format!("\nstatus: {}", j.status));
+            // Gate-coordinated timeouts while the job runs.
+            if let Some(gj) = g.and_then(|g| g.timeouts.get(TaskId(job))) {
+                for (c, cp) in &gj.clusters {
+                    t.push_str(&alloc::format!(
+                        "\ntimeouts: {c} fence {}, last progress at {} ms, reported timeout {}",
+                        cp.fence_token,
+                        cp.last_progress_ms,
+                        if cp.timed_out { "yes" } else { "no" }
+                    ));
+                }
+                if let Some(r) = gj.timeout_reason.filter(|_| gj.globally_timed_out) {
+                    t.push_str(&alloc::format!("\ntimeouts: declared timed out ({r:?})"));
+                }
+            }
             (t, j.status.clone())
         });
         match text {
@@ -475,6 +753,7 @@ impl<R: Region> Node<R> {
     /// Gate events of an applied entry: audit records (every gate replica) and a
     /// dispatch right away after a new decision (the leader).
     pub(super) fn gate_events(&mut self, index: u64, events: &[xdv_cluster::Event], audit: bool) {
+        self.member_timeout_events(events);
         for ev in events {
             let xdv_cluster::Event::Gate(g) = ev else {
                 continue;
@@ -538,6 +817,63 @@ impl<R: Region> Node<R> {
                     decision: Vec::new(),
                     detail: alloc::format!("{task}: {outcome:?}"),
                 },
+                GateEvent::ReportLogged {
+                    job,
+                    cluster,
+                    task,
+                    manager,
+                    kind,
+                    fence_token,
+                } => {
+                    if self.is_leader() {
+                        let m = FedMsg::ReportAck {
+                            job: *job,
+                            task: *task,
+                            fence_token: *fence_token,
+                        };
+                        self.fed.counters.acks_sent += 1;
+                        self.send_fed(*manager, &m);
+                    }
+                    RouteRecordBody {
+                        index,
+                        job: *job,
+                        event: alloc::format!("report-{kind}"),
+                        cluster: Some(*cluster),
+                        decision: Vec::new(),
+                        detail: alloc::format!("{task} from {manager}, fence {fence_token}"),
+                    }
+                }
+                GateEvent::ReportRefused {
+                    job,
+                    cluster,
+                    fence_token,
+                    reason,
+                } => RouteRecordBody {
+                    index,
+                    job: *job,
+                    event: "report-refused".into(),
+                    cluster: Some(*cluster),
+                    decision: Vec::new(),
+                    detail: alloc::format!("fence {fence_token}: {reason}"),
+                },
+                GateEvent::GlobalTimeout {
+                    job,
+                    cluster,
+                    task,
+                    reason,
+                    fence_token,
+                } => {
+                    // The verdict goes out at the next timer, not a round later.
+                    self.fed.last_dispatch_ms = None;
+                    RouteRecordBody {
+                        index,
+                        job: *job,
+                        event: "global-timeout".into(),
+                        cluster: Some(*cluster),
+                        decision: Vec::new(),
+                        detail: alloc::format!("{task}: {reason:?}, fence {fence_token}"),
+                    }
+                }
                 _ => continue,
             };
             if audit {
