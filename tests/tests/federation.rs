@@ -7,6 +7,13 @@
 //! jobs stay on it until the hold-down after its selection has passed, then move to the
 //! other cluster.
 //!
+//! Then, in the same boot, what AD-34 asks of a routed job: a hung task (a spin with
+//! a 2 s timeout) is reported by its cluster to the gate group, the gate declares the
+//! global timeout and its verdict ends the task `Timeout` with the gate's reason (no
+//! retry: the verdict is global), and a long task the tenant cancels on the cluster
+//! that runs it ends `Cancelled`, the gate's job with it. Every node boots with
+//! `timeouts=100` (task timeouts at 1/10: the gate checks every 1.5 s).
+//!
 //! Test factor: the router's hold-down, degrade confirmation and cooldown are scaled
 //! by `ROUTE_PER_MILLE` / 1000 (the provisioning module's route scale, `up
 //! --route-scale`): hold-down 30 s → 12 s. Both links start at +20 ms so the gate's
@@ -16,8 +23,9 @@
 use std::time::{Duration, Instant};
 use xdv::mgmt::{self, Client};
 use xdv::testbed::Testbed;
-use xdv_cluster::mgmt::{Principal, Request, Response, Submit};
-use xdv_cluster::{Domain, Work};
+use xdv_cluster::gate::JobStatus;
+use xdv_cluster::mgmt::{Principal, Request, Response, SignedRequest, Submit};
+use xdv_cluster::{Domain, Outcome, Work};
 use xdv_types::{Priority, TenantId};
 
 const ROUTE_PER_MILLE: u32 = 400;
@@ -25,10 +33,9 @@ const HOLD_DOWN_MS: u64 = 30_000 * ROUTE_PER_MILLE as u64 / 1000;
 const T: Duration = Duration::from_secs(60);
 
 fn submit(tb: &Testbed) -> (u64, u32) {
-    let req = mgmt::signed(
-        &tb.keys,
-        Principal::Tenant(TenantId(1)),
-        Request::Submit(Submit {
+    route(
+        tb,
+        Submit {
             work: Work::Builtin("hash".into()),
             input: b"federation".to_vec(),
             budget_ticks: 100,
@@ -39,7 +46,34 @@ fn submit(tb: &Testbed) -> (u64, u32) {
             pin: None,
             contract: None,
             timeout_ms: None,
-        }),
+        },
+    )
+}
+
+/// `examples/spin.wat` with a budget it never reaches under QEMU.
+fn spin(timeout_ms: Option<u64>) -> Submit {
+    let wat = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/spin.wat"))
+        .unwrap();
+    Submit {
+        work: Work::Wasm(wat::parse_str(&wat).unwrap()),
+        input: vec![],
+        budget_ticks: 1 << 28,
+        priority: Priority::Normal,
+        guards: vec![],
+        needs: vec![],
+        domain: Domain::K,
+        pin: None,
+        contract: None,
+        timeout_ms,
+    }
+}
+
+/// Sends `submit` to the gate (node 1) until it is routed: (job, cluster).
+fn route(tb: &Testbed, submit: Submit) -> (u64, u32) {
+    let req = mgmt::signed(
+        &tb.keys,
+        Principal::Tenant(TenantId(1)),
+        Request::Submit(submit),
     )
     .unwrap();
     let end = Instant::now() + T;
@@ -58,13 +92,47 @@ fn submit(tb: &Testbed) -> (u64, u32) {
 }
 
 fn explain(tb: &Testbed, job: u64) -> String {
+    explained(tb, job).0
+}
+
+/// The gate's explanation of `job` and its status.
+fn explained(tb: &Testbed, job: u64) -> (String, JobStatus) {
     let req = mgmt::signed(&tb.keys, Principal::Operator, Request::RouteExplain { job }).unwrap();
     match Client::connect(tb.port(1), Duration::from_secs(2))
         .and_then(|mut c| c.call(&req, Duration::from_secs(10)))
     {
-        Ok(Response::RouteExplained { text, .. }) => text,
+        Ok(Response::RouteExplained { text, status, .. }) => (text, status),
         other => panic!("no explanation of job {job}: {other:?}"),
     }
+}
+
+/// Polls the gate until `job`'s status satisfies `done`.
+fn wait_status(
+    tb: &Testbed,
+    job: u64,
+    what: &str,
+    done: impl Fn(&JobStatus) -> bool,
+) -> (String, JobStatus) {
+    let end = Instant::now() + T;
+    loop {
+        let (text, status) = explained(tb, job);
+        if done(&status) {
+            return (text, status);
+        }
+        assert!(
+            Instant::now() < end,
+            "job {job} never {what}:\n{text}\n{}",
+            tb.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn call(port: u16, req: &SignedRequest) -> Response {
+    Client::connect(port, Duration::from_secs(5))
+        .unwrap()
+        .call(req, Duration::from_secs(15))
+        .unwrap()
 }
 
 /// The decision's cluster time (`route decision for context 1 at 47000 ms`).
@@ -88,6 +156,7 @@ fn reason(text: &str) -> String {
 fn gate_routes_jobs_explains_and_moves_new_jobs_after_a_delay_and_the_hold_down() {
     let started = Instant::now();
     let mut tb = Testbed::prepare_federation("federation", (1, 2, 1), ROUTE_PER_MILLE, 5).unwrap();
+    tb.cmdline = "timeouts=100".into();
     for id in 1..=3 {
         tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov")).unwrap());
     }
@@ -183,6 +252,71 @@ fn gate_routes_jobs_explains_and_moves_new_jobs_after_a_delay_and_the_hold_down(
     // And the next one stays there.
     let (_, c) = submit(&tb);
     assert_eq!(c, other);
+
+    // A hung routed task: its cluster reports the timeout to the gate group, the gate
+    // declares it, and the verdict ends the task (no retry: the verdict is global).
+    let (hung, on) = route(&tb, spin(Some(2_000)));
+    let (text, status) = wait_status(&tb, hung, "timed out", |s| {
+        matches!(s, JobStatus::Finished { .. })
+    });
+    println!("hung job {hung}:\n{text}");
+    match &status {
+        JobStatus::Finished {
+            cluster,
+            outcome: Outcome::Timeout(why),
+            ..
+        } => {
+            assert_eq!(cluster.0, on);
+            assert!(
+                why.contains("gate verdict"),
+                "not the gate's verdict: {why}\n{text}"
+            );
+        }
+        other => panic!("hung job {hung} ended {other}\n{text}"),
+    }
+
+    // A long routed task cancelled by its tenant on the cluster running it.
+    let (long, on) = route(&tb, spin(None));
+    let (_, status) = wait_status(&tb, long, "accepted", |s| {
+        matches!(s, JobStatus::Accepted { .. })
+    });
+    let JobStatus::Accepted { cluster, task } = status else {
+        unreachable!()
+    };
+    assert_eq!(cluster.0, on);
+    // The tenant signs for the member cluster (each cluster has its own id).
+    let member = port_of(on) as usize;
+    let cancel = mgmt::signed(
+        &tb.keys.for_node(member as u32),
+        Principal::Tenant(TenantId(1)),
+        Request::Cancel { task },
+    )
+    .unwrap();
+    let end = Instant::now() + T;
+    loop {
+        match call(tb.port(member), &cancel) {
+            Response::Cancelled { .. } => break,
+            other => assert!(
+                Instant::now() < end,
+                "cancel of {task} on node {member}: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (text, status) = wait_status(&tb, long, "finished", |s| {
+        matches!(s, JobStatus::Finished { .. })
+    });
+    println!("cancelled job {long}:\n{text}");
+    assert!(
+        matches!(
+            status,
+            JobStatus::Finished {
+                outcome: Outcome::Cancelled,
+                ..
+            }
+        ),
+        "{status}\n{text}"
+    );
     println!("federation test took {:?}", started.elapsed());
     for id in 1..=3 {
         tb.kill(id);
