@@ -46,6 +46,7 @@ fn submit(tb: &Testbed) -> (u64, u32) {
             pin: None,
             contract: None,
             timeout_ms: None,
+            prefer: Vec::new(),
         },
     )
 }
@@ -65,6 +66,7 @@ fn spin(timeout_ms: Option<u64>) -> Submit {
         pin: None,
         contract: None,
         timeout_ms,
+        prefer: Vec::new(),
     }
 }
 

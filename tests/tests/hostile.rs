@@ -434,6 +434,7 @@ fn submission(
             pin: pin.map(|n| NodeId(n as u32)),
             contract: None,
             timeout_ms: None,
+            prefer: Vec::new(),
         }),
     )
     .unwrap()
@@ -638,6 +639,7 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
                         pin: Some(NodeId(targets[k as usize % 2] as u32)),
                         contract: None,
                         timeout_ms: None,
+                        prefer: Vec::new(),
                     }),
                 )
                 .unwrap();

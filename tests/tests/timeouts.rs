@@ -40,6 +40,7 @@ fn spin(tb: &Testbed, timeout_ms: Option<u64>) -> SignedRequest {
             pin: None,
             contract: None,
             timeout_ms,
+            prefer: Vec::new(),
         }),
     )
     .unwrap()

@@ -108,6 +108,7 @@ mod tests {
             pin: None,
             contract: None,
             timeout_ms: Some(5),
+            prefer: Vec::new(),
         };
         let who = crate::mgmt::Principal::Tenant(super::TenantId(1));
         let reqs = [

@@ -365,7 +365,19 @@ impl GateState {
         let local = local
             .filter(|c| c.validate(&vcfg).is_ok())
             .unwrap_or_else(|| Coordinate::origin(&vcfg));
-        let d = self.router.route(u64::from(tenant.0), &[], &local, now_ms);
+        // The tenant's preference is part of what it signed: read from the submission
+        // itself (undecodable bytes, or anything but a `Submit`, prefer nothing).
+        let prefer = match crate::mgmt::decode::<crate::mgmt::SignedRequest>(&submission) {
+            Ok(crate::mgmt::SignedRequest {
+                request: crate::mgmt::Request::Submit(s),
+                ..
+            }) => s.prefer,
+            _ => Vec::new(),
+        };
+        let prefer = &prefer[..prefer.len().min(crate::mgmt::MAX_PREFERRED)];
+        let d = self
+            .router
+            .route(u64::from(tenant.0), prefer, &local, now_ms);
         let job = self.next_job;
         self.next_job += 1;
         let status = match d.primary {

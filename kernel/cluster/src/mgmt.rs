@@ -70,7 +70,14 @@ pub struct Submit {
     pub contract: Option<u64>,
     /// Cluster-time limit of one attempt in ms (`None`: the cluster's default).
     pub timeout_ms: Option<u64>,
+    /// Through a gate: member clusters the tenant prefers (seed §13.4: a preferred
+    /// cluster's score is multiplied by `preference_mult` within the primary health
+    /// bucket; the first [`MAX_PREFERRED`] count). A cluster ignores it.
+    pub prefer: Vec<xdv_federation::ClusterId>,
 }
+
+/// Preferred clusters a gate reads from one submission.
+pub const MAX_PREFERRED: usize = 8;
 
 /// A tenant's reservation of resources on a target node (seed 000 §4). The node the
 /// request reaches is the requesting node: it builds the contract, signs it with its

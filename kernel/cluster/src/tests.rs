@@ -1175,6 +1175,7 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
         pin: None,
         contract: None,
         timeout_ms: None,
+        prefer: Vec::new(),
     });
     let t10 = Principal::Tenant(TenantId(10));
     let ok = SignedRequest::sign(5, t10, 1, submit.clone(), &tenant_seed);
@@ -1912,6 +1913,7 @@ fn submit_batch_one_signature_many_tasks_never_twice() {
         pin: None,
         contract: None,
         timeout_ms: None,
+        prefer: Vec::new(),
     };
     let t10 = Principal::Tenant(TenantId(10));
     let batch = |seq: u64, n: usize| {

@@ -443,6 +443,7 @@ impl FedSim {
                 pin: None,
                 contract: None,
                 timeout_ms: None,
+                prefer: Vec::new(),
             }),
             &self.client_seed,
         );

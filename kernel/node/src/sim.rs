@@ -1361,6 +1361,7 @@ impl Sim {
                     pin: None,
                     contract,
                     timeout_ms: None,
+                    prefer: Vec::new(),
                 })
             };
             let req = SignedRequest::sign(

@@ -392,5 +392,6 @@ fn bell_under(c: u64) -> Request {
         pin: None,
         contract: Some(c),
         timeout_ms: None,
+        prefer: Vec::new(),
     })
 }

@@ -45,6 +45,7 @@ fn submit(seq: u64) -> Vec<u8> {
             pin: None,
             contract: None,
             timeout_ms: None,
+            prefer: Vec::new(),
         }),
         &TENANT_SEED,
     ))
@@ -289,6 +290,7 @@ fn restart_does_not_re_audit_and_unknown_builtins_never_enter_the_log() {
             pin: None,
             contract: None,
             timeout_ms: None,
+            prefer: Vec::new(),
         }),
         &TENANT_SEED,
     ));
@@ -543,6 +545,7 @@ fn batch(seq: u64, n: usize) -> Vec<u8> {
         pin: None,
         contract: None,
         timeout_ms: None,
+        prefer: Vec::new(),
     };
     mgmt::encode(&SignedRequest::sign(
         CLUSTER,

@@ -186,6 +186,7 @@ impl Pipe {
             pin: None,
             contract: None,
             timeout_ms: None,
+            prefer: Vec::new(),
         };
         let tenant = Principal::Tenant(TenantId(1));
         let req = if self.batch == 0 {

@@ -1023,6 +1023,7 @@ mod batch_tests {
             pin: None,
             contract: None,
             timeout_ms: None,
+            prefer: Vec::new(),
         };
         let end = Instant::now() + Duration::from_secs(20);
         let done = submit_many(port, &keys, TenantId(1), &submit, 70, end, &mut |_, _| {}).unwrap();

@@ -302,6 +302,7 @@ impl Testbed {
                 pin: None,
                 contract,
                 timeout_ms: None,
+                prefer: Vec::new(),
             }),
         )
     }

@@ -2072,6 +2072,45 @@ fn join_and_remove_refuse_a_federation() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `submit --prefer` needs `--via-gate`, and names clusters the federation has.
+#[test]
+fn submit_prefer_refusals_are_specific() {
+    let dir = temp("prefer");
+    fake_cluster(&dir, &[(1, None, 0), (2, None, 0), (3, None, 0)]);
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--prefer",
+        "1",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("--via-gate"), "{o:?}");
+    let keys = Keys::generate_federation(1, 2, 1, 2, (500, 1000, 100)).unwrap();
+    keys.save(&dir).unwrap();
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--via-gate",
+        "--prefer",
+        "2,5",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("--prefer 5: the federation has clusters 1..=2"),
+        "{o:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Discovered machines through the CLI against a fake member: `nodes --discovered`
 /// prints the table (and JSON), `join --mac` refuses a malformed MAC, a cluster that
 /// does not boot by PXE, a member's MAC and a MAC that never reported itself, and

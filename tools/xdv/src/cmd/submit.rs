@@ -52,6 +52,12 @@ pub struct SubmitArgs {
     /// then waits for the job's outcome (polling the gate) unless --no-wait.
     #[arg(long, conflicts_with_all = ["count", "contract"])]
     via_gate: bool,
+    /// With --via-gate: member clusters (1-based, as `up` numbers them) the gate should
+    /// prefer; comma-separated or repeated, at most 8. A preferred cluster's score is
+    /// multiplied by the router's preference factor inside the best health bucket
+    /// (docs/federation.md); it never lifts a cluster out of a worse bucket.
+    #[arg(long, requires = "via_gate", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=64))]
+    prefer: Vec<u32>,
     /// Return once the cluster accepted the task (prints its id) without waiting for
     /// its outcome.
     #[arg(long)]
@@ -142,6 +148,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
         pin: None,
         contract: a.contract,
         timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
+        prefer: Vec::new(),
     };
     if a.via_gate {
         // (clap refuses --contract with --via-gate: a reservation is on one node.)
@@ -221,6 +228,36 @@ fn submit_many(
 /// `--via-gate`: the submission, signed for the gate group, to a gate node; the job id
 /// and chosen cluster; then (unless `--no-wait`) the job's outcome from the gate and
 /// the task's report from the cluster that ran it.
+/// `--prefer` numbers as the federation's cluster ids.
+fn preferred(keys: &Keys, numbers: &[u32]) -> Result<Vec<xdv_federation::ClusterId>> {
+    if numbers.len() > xdv_cluster::mgmt::MAX_PREFERRED {
+        anyhow::bail!(
+            "--prefer names {} clusters; at most {}",
+            numbers.len(),
+            xdv_cluster::mgmt::MAX_PREFERRED
+        );
+    }
+    let Some(f) = keys.federation.as_ref() else {
+        anyhow::bail!("--prefer needs a federation (`cargo xdv up --clusters C --gates G`)");
+    };
+    let clusters: Vec<(usize, u32)> = f.clusters().map(|(n, g)| (n, g.cluster)).collect();
+    numbers
+        .iter()
+        .map(|&n| {
+            clusters
+                .iter()
+                .find(|(k, _)| *k == n as usize)
+                .map(|(_, id)| xdv_federation::ClusterId(*id))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--prefer {n}: the federation has clusters 1..={}",
+                        clusters.len()
+                    )
+                })
+        })
+        .collect()
+}
+
 fn via_gate(
     a: &SubmitArgs,
     st: &ClusterState,
@@ -229,6 +266,8 @@ fn via_gate(
     submit: Submit,
 ) -> Result<i32> {
     let (node, gate_keys) = super::route::gate_node(keys, a.node)?;
+    let mut submit = submit;
+    submit.prefer = preferred(keys, &a.prefer)?;
     let port = st.running_node_port(node)?;
     let start = Instant::now();
     let end = start + Duration::from_secs(a.timeout);

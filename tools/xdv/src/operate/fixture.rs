@@ -184,6 +184,7 @@ fn submit_bytes(keys: &Keys, seq: u64) -> Result<Vec<u8>> {
             pin: None,
             contract: None,
             timeout_ms: None,
+            prefer: Vec::new(),
         }),
         &keys.tenant_seed(1)?,
     );
