@@ -64,6 +64,8 @@ struct Opts {
     five: bool,
     /// Submissions per request (0: single `Submit`/`AwaitTask` requests).
     batch: usize,
+    /// Cluster sizes to run (`--nodes 1`: the 1-node cluster only, no ratios).
+    sizes: Vec<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -73,6 +75,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         max_inflight: 1024,
         five: false,
         batch: DEFAULT_BATCH,
+        sizes: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -87,6 +90,14 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--seconds" => o.moderate = Duration::from_secs_f64(num("--seconds")?),
             "--max-inflight" => o.max_inflight = num("--max-inflight")? as usize,
             "--five" => o.five = true,
+            "--nodes" => {
+                let n = it
+                    .next()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|n| matches!(n, 1 | 3 | 5))
+                    .ok_or_else(|| anyhow!("--nodes needs 1, 3 or 5"))?;
+                o.sizes.push(n);
+            }
             "--batch" => {
                 o.batch = it
                     .next()
@@ -100,7 +111,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                     })?
             }
             other => bail!(
-                "unknown argument `{other}` (have --rate TASKS_PER_S, --seconds S, --max-inflight N, --batch N, --five)"
+                "unknown argument `{other}` (have --rate TASKS_PER_S, --seconds S, --max-inflight N, --batch N, --five, --nodes N (repeatable: only these cluster sizes, no ratios))"
             ),
         }
     }
@@ -762,6 +773,19 @@ fn print_run(r: &Run) {
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     let verify_us = verify_cost_us()?;
+    if !o.sizes.is_empty() {
+        // Only the sizes asked for: each printed as it ends, no ratios, no JSON line.
+        for &n in &o.sizes {
+            let r = one(n, &o)?;
+            print_run(&r);
+            if r.levels.is_empty() {
+                bail!("the {n}-node cluster answered no saturation level");
+            }
+        }
+        println!("one Ed25519 request verification: {verify_us:.1} us on the host (not under TCG)");
+        println!("(QEMU under TCG; the emulated nodes share the host's cores)");
+        return Ok(());
+    }
     let runs_1 = one(1, &o)?;
     print_run(&runs_1);
     let mut runs = vec![runs_1, one(3, &o)?];
