@@ -131,7 +131,13 @@ macro_rules! postcard_item_hash {
     )*};
 }
 
-postcard_item_hash!((), u64, TaskId, BTreeMap<NodeId, Hash32>);
+postcard_item_hash!(
+    (),
+    u64,
+    TaskId,
+    BTreeMap<NodeId, Hash32>,
+    xdv_federation::timeout::TimeoutState
+);
 
 /// A `BTreeMap` with an incrementally maintained content hash (see the module doc).
 /// Reads go through `Deref`; writes only through the methods here, which mark what
@@ -383,6 +389,80 @@ impl postcard::ser_flavors::Flavor for HashFlavor<'_> {
     }
 }
 
+/// The root of a `BTreeMap` that another crate owns as a plain map (the task timeout
+/// tracker's jobs), kept at the cost of what changed: a shadow [`HashedMap`] is made
+/// equal to the content by comparing values (no hashing), and only the items that
+/// differ are hashed again. The root is the one a `HashedMap` holding the same content
+/// has (content-defined; [`ShadowRoot::root_from_scratch`] is that reference). The
+/// shadow is a cache: never serialized nor compared; a stale one (a restored snapshot)
+/// is simply brought up to date by the next comparison.
+pub struct ShadowRoot<K, V> {
+    shadow: RefCell<HashedMap<K, V>>,
+}
+
+impl<K, V> ShadowRoot<K, V>
+where
+    K: Ord + Clone + Serialize + BucketKey,
+    V: ItemHash + Clone + PartialEq,
+{
+    pub fn new() -> Self {
+        ShadowRoot {
+            shadow: RefCell::new(HashedMap::new()),
+        }
+    }
+
+    /// The root of `content` (key order, each key once, as a `BTreeMap` iterates).
+    pub fn root<'a>(&self, content: impl Iterator<Item = (&'a K, &'a V)>) -> Hash32
+    where
+        K: 'a,
+        V: 'a,
+    {
+        let mut shadow = self.shadow.borrow_mut();
+        let mut changed: Vec<(K, V)> = Vec::new();
+        let mut gone: Vec<K> = Vec::new();
+        {
+            let mut old = shadow.map.iter().peekable();
+            for (k, v) in content {
+                while let Some((ok, _)) = old.next_if(|(ok, _)| *ok < k) {
+                    gone.push(ok.clone());
+                }
+                match old.next_if(|(ok, _)| *ok == k) {
+                    Some((_, ov)) if ov == v => {}
+                    _ => changed.push((k.clone(), v.clone())),
+                }
+            }
+            gone.extend(old.map(|(k, _)| k.clone()));
+        }
+        for k in &gone {
+            shadow.remove(k);
+        }
+        for (k, v) in changed {
+            shadow.insert(k, v);
+        }
+        shadow.root()
+    }
+
+    /// The same root from nothing but `content` (tests and the from-scratch hash).
+    pub fn root_from_scratch<'a>(content: impl Iterator<Item = (&'a K, &'a V)>) -> Hash32
+    where
+        K: 'a,
+        V: 'a,
+    {
+        let m: HashedMap<K, V> = content.map(|(k, v)| (k.clone(), v.clone())).collect();
+        m.root_from_scratch()
+    }
+}
+
+impl<K, V> Default for ShadowRoot<K, V>
+where
+    K: Ord + Clone + Serialize + BucketKey,
+    V: ItemHash + Clone + PartialEq,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A map's root behind a trait object (the state hash walks maps of several types).
 pub trait MapRoot {
     fn root(&self) -> Hash32;
@@ -567,5 +647,56 @@ mod tests {
         }
         assert_ne!(m.root(), before);
         assert_eq!(m.root(), m.root_from_scratch());
+    }
+
+    #[test]
+    fn a_shadow_root_follows_a_plain_map_as_a_hashed_map_would() {
+        let mut rng = SplitMix64::new(11);
+        let mut plain: BTreeMap<u64, u64> = BTreeMap::new();
+        let shadow: ShadowRoot<u64, u64> = ShadowRoot::new();
+        let mut roots = BTreeSet::new();
+        for step in 0..2000u64 {
+            // The plain map changes freely (no marks): inserts, value changes,
+            // removals at the front, the back and the middle, several between roots.
+            let k = rng.next_u64() % if step < 600 { 20 } else { 400 };
+            match rng.next_u64() % 4 {
+                0 | 1 => {
+                    plain.insert(k, step);
+                }
+                2 => {
+                    plain.remove(&k);
+                }
+                _ => {
+                    if step % 2 == 0 {
+                        plain.pop_first();
+                    } else {
+                        plain.pop_last();
+                    }
+                }
+            }
+            if step % 3 == 0 {
+                let r = shadow.root(plain.iter());
+                assert_eq!(
+                    r,
+                    ShadowRoot::root_from_scratch(plain.iter()),
+                    "step {step}"
+                );
+                let same: HashedMap<u64, u64> = plain.iter().map(|(k, v)| (*k, *v)).collect();
+                assert_eq!(r, same.root_from_scratch(), "step {step}");
+                roots.insert(r);
+            }
+        }
+        assert!(roots.len() > 600, "{}", roots.len());
+        // A changed value alone changes the root; emptied, it is the empty map's.
+        let before = shadow.root(plain.iter());
+        if let Some(v) = plain.values_mut().next() {
+            *v += 1;
+        }
+        assert_ne!(shadow.root(plain.iter()), before);
+        plain.clear();
+        assert_eq!(
+            shadow.root(plain.iter()),
+            HashedMap::<u64, u64>::new().root()
+        );
     }
 }

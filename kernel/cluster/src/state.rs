@@ -20,7 +20,7 @@ use crate::command::{Command, DecodeError, Proposal};
 use crate::contract::{
     ContractEnd, ContractRecord, ContractState, EndedContract, MAX_ENDED_CONTRACTS, SignedContract,
 };
-use crate::hashed::{HashedMap, HashedSet, MapRoot};
+use crate::hashed::{HashedMap, HashedSet, MapRoot, ShadowRoot};
 use crate::placement::{
     Candidate, PlacementContext, PlacementKind, PlacementPolicy, RouteCache, RouteInputs,
 };
@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xdv_audit::FederatedAuditRoot;
 use xdv_federation::timeout::{
-    Authority, Decision, JobEnd, JobTimeoutSpec, TimeoutError, TimeoutReason, TimeoutTracker,
+    Authority, Decision, JobEnd, JobTimeoutSpec, TimeoutError, TimeoutReason, TimeoutState,
+    TimeoutTracker,
 };
 use xdv_types::{Hash32, NodeId, Priority, TaskId, TenantId};
 
@@ -318,7 +319,14 @@ pub struct RoutedTask {
 /// The state hash over `d` (see [`ClusterState::hash`]); `from_scratch` ignores the
 /// maps' caches.
 /// Every field is named, so a new field cannot be left out of the hash unnoticed.
-fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
+/// The timeout tracker enters as its small fields and the root of its jobs
+/// (`timeout_jobs`: [`crate::hashed::ShadowRoot`]'s, or from scratch when `None`), so an
+/// entry costs the jobs it changed, not every task in flight.
+fn state_hash(
+    d: &StateData,
+    from_scratch: bool,
+    timeout_jobs: Option<&ShadowRoot<TaskId, TimeoutState>>,
+) -> Hash32 {
     let StateData {
         config,
         applied_index,
@@ -352,8 +360,21 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
     let small = (
         (config, applied_index, time, next_task, pending),
         (shards, counters, operator_seqs, clock_ms, policies),
-        (timeouts, clock_leader, placement, discovery),
+        (
+            (
+                timeouts.config(),
+                timeouts.next_check_ms(),
+                &timeouts.metrics,
+            ),
+            clock_leader,
+            placement,
+            discovery,
+        ),
     );
+    let timeout_jobs_root = match timeout_jobs {
+        Some(shadow) if !from_scratch => shadow.root(timeouts.jobs()),
+        _ => ShadowRoot::root_from_scratch(timeouts.jobs()),
+    };
     let mut h = Sha256::new();
     h.update(STATE_HASH_DOMAIN);
     crate::hashed::feed_postcard(&mut h, &small);
@@ -373,6 +394,7 @@ fn state_hash(d: &StateData, from_scratch: bool) -> Hash32 {
         };
         h.update(r.0);
     }
+    h.update(timeout_jobs_root.0);
     if let Some(g) = gate {
         g.feed_hash(&mut h, from_scratch);
     }
@@ -716,6 +738,9 @@ pub struct ClusterState {
     /// (never serialized nor hashed): refreshed when a load heartbeat, the membership
     /// or the leader changes, rebuilt on restore.
     route: RouteCache,
+    /// The timeout tracker's jobs as the state hash sees them (a cache, never
+    /// serialized nor hashed itself: see [`state_hash`]).
+    timeout_jobs: ShadowRoot<TaskId, TimeoutState>,
     /// Snapshot images that did not decode (kept out of the hashed state).
     pub restore_errors: u64,
 }
@@ -771,6 +796,7 @@ impl ClusterState {
             },
             policy,
             route: RouteCache::default(),
+            timeout_jobs: ShadowRoot::new(),
             restore_errors: 0,
         })
     }
@@ -840,12 +866,12 @@ impl ClusterState {
     /// ([`HashedMap`]), so this costs what changed since the last hash, not what the
     /// state holds.
     pub fn hash(&self) -> Hash32 {
-        state_hash(&self.data, false)
+        state_hash(&self.data, false, Some(&self.timeout_jobs))
     }
 
     /// The same hash computed with no cached part (tests: must equal [`Self::hash`]).
     pub fn hash_from_scratch(&self) -> Hash32 {
-        state_hash(&self.data, true)
+        state_hash(&self.data, true, None)
     }
 
     /// The snapshot image: version byte + canonical encoding.

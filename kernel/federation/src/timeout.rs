@@ -390,6 +390,11 @@ impl TimeoutTracker {
         &self.cfg
     }
 
+    /// When the next periodic check is due (logical ms; the cluster hashes it).
+    pub fn next_check_ms(&self) -> u64 {
+        self.next_check_ms
+    }
+
     pub fn get(&self, job: JobId) -> Option<&TimeoutState> {
         self.jobs.get(&job)
     }

@@ -54,6 +54,8 @@ const CONNS_PER_NODE: usize = 20;
 const DEFAULT_BATCH: usize = 32;
 /// A level of the saturation sweep runs this long (after its first answers).
 const LEVEL: Duration = Duration::from_secs(4);
+/// How long a connection is tried again when QEMU's forward does not accept it.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
 /// No answer on a connection for this long fails the benchmark.
 const STALL: Duration = Duration::from_secs(20);
 
@@ -64,6 +66,8 @@ struct Opts {
     five: bool,
     /// Submissions per request (0: single `Submit`/`AwaitTask` requests).
     batch: usize,
+    /// Cluster sizes to run (`--nodes 1`: the 1-node cluster only, no ratios).
+    sizes: Vec<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -73,6 +77,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         max_inflight: 1024,
         five: false,
         batch: DEFAULT_BATCH,
+        sizes: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -87,6 +92,14 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--seconds" => o.moderate = Duration::from_secs_f64(num("--seconds")?),
             "--max-inflight" => o.max_inflight = num("--max-inflight")? as usize,
             "--five" => o.five = true,
+            "--nodes" => {
+                let n = it
+                    .next()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|n| matches!(n, 1 | 3 | 5))
+                    .ok_or_else(|| anyhow!("--nodes needs 1, 3 or 5"))?;
+                o.sizes.push(n);
+            }
             "--batch" => {
                 o.batch = it
                     .next()
@@ -100,7 +113,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                     })?
             }
             other => bail!(
-                "unknown argument `{other}` (have --rate TASKS_PER_S, --seconds S, --max-inflight N, --batch N, --five)"
+                "unknown argument `{other}` (have --rate TASKS_PER_S, --seconds S, --max-inflight N, --batch N, --five, --nodes N (repeatable: only these cluster sizes, no ratios))"
             ),
         }
     }
@@ -137,8 +150,21 @@ pub(crate) struct Tally {
 impl Pipe {
     fn connect(port: u16, batch: usize) -> Result<Pipe> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+        // QEMU's user-network forward sometimes accepts nothing for seconds on a busy
+        // host (the node never sees the SYN): try again before calling it a failure.
+        let first = Instant::now();
+        let stream = loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(s) => break s,
+                Err(e) if first.elapsed() < CONNECT_PATIENCE => {
+                    eprintln!("  connecting to 127.0.0.1:{port}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("connecting to 127.0.0.1:{port}"));
+                }
+            }
+        };
         stream.set_nodelay(true)?;
         Ok(Pipe {
             stream,
@@ -414,11 +440,68 @@ fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace, batch: usize) 
             done_before = done;
             last_progress = Instant::now();
         } else if last_progress.elapsed() > STALL {
-            bail!(
-                "no task finished for {} s ({} in flight)",
-                STALL.as_secs(),
-                p.in_flight()
+            let mut tasks: Vec<TaskId> = p.waiting.keys().copied().collect();
+            tasks.sort();
+            return Err(Stall {
+                port,
+                in_flight: p.in_flight(),
+                submits: p.submits.len(),
+                tasks,
+            }
+            .into());
+        }
+    }
+}
+
+/// No task finished on a connection for [`STALL`]: what it still waited for.
+#[derive(Debug)]
+struct Stall {
+    port: u16,
+    in_flight: usize,
+    /// Submit requests not answered.
+    submits: usize,
+    /// Placed tasks not reported finished.
+    tasks: Vec<TaskId>,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no task finished for {} s ({} in flight: {} submit requests unanswered, tasks {:?})",
+            STALL.as_secs(),
+            self.in_flight,
+            self.submits,
+            self.tasks.iter().map(|t| t.0).collect::<Vec<_>>()
+        )
+    }
+}
+
+impl std::error::Error for Stall {}
+
+/// After a stall: what the node says about the tasks the connection waited for.
+fn explain_stall(tb: &Testbed, all: &[usize], s: &Stall) {
+    for &i in all {
+        if let Ok(v) = tb.view(i) {
+            eprintln!(
+                "  node {}: {} tasks, {} completed, {} pending, applied {}",
+                v.node, v.tasks, v.completed, v.pending, v.applied
             );
+        }
+    }
+    for &task in s.tasks.iter().take(8) {
+        let answer = mgmt::signed(
+            &tb.keys,
+            Principal::Tenant(TenantId(1)),
+            Request::TaskStatus { task },
+        )
+        .and_then(|req| {
+            mgmt::call_until_decided(s.port, &req, Instant::now() + Duration::from_secs(15))
+        });
+        match answer {
+            Ok(Response::Task { status, .. }) => eprintln!("  task {}: {status:?}", task.0),
+            Ok(other) => eprintln!("  task {}: {}", task.0, mgmt::response_kind(&other)),
+            Err(e) => eprintln!("  task {}: no answer: {e:#}", task.0),
         }
     }
 }
@@ -516,6 +599,8 @@ fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases, u64)> {
 
 struct Run {
     nodes: usize,
+    /// The leader's `cluster cost` line before the load.
+    cost: String,
     moderate_rate: f64,
     moderate_tasks: usize,
     p50_ms: f64,
@@ -551,9 +636,11 @@ impl Run {
 
 fn one(nodes: usize, o: &Opts) -> Result<Run> {
     eprintln!("bench cluster: booting {nodes} node(s)...");
-    let tb = Testbed::launch_with("bench-cluster", nodes, Faults::default(), 1, MGMT_CMDLINE)?;
+    let mut tb = Testbed::launch_with("bench-cluster", nodes, Faults::default(), 1, MGMT_CMDLINE)?;
     let all: Vec<usize> = (1..=nodes).collect();
     let leader = tb.leader(&all, BOOT)?;
+    let cost = guest_cost(&mut tb, leader);
+    eprintln!("bench cluster: {nodes} node(s): {cost}");
     let via = all.iter().copied().find(|&i| i != leader).unwrap_or(leader);
     let module = wat::parse_str(TRIVIAL_WAT)?;
     // Warm-up: caches, first heartbeats, the leader's first entry of its term.
@@ -626,6 +713,9 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             Err(e) => {
                 // Past what the cluster can answer in its reply timeout: the sweep ends.
                 eprintln!("  overloaded at {inflight} in flight: {e:#}; sweep ends");
+                if let Some(stall) = e.downcast_ref::<Stall>() {
+                    explain_stall(&tb, &all, stall);
+                }
                 break;
             }
         };
@@ -678,6 +768,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
     }
     Ok(Run {
         nodes,
+        cost,
         moderate_rate: o.rate,
         moderate_tasks: m.total_ms.len(),
         p50_ms: pct(&m.total_ms, 0.5),
@@ -687,6 +778,25 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         levels,
         commit_p50_us,
     })
+}
+
+/// The node's own `cluster cost` line (Ed25519 check, state hash, SHA-256 per block,
+/// measured in the guest while the cluster is idle), or why there is none.
+fn guest_cost(tb: &mut Testbed, node: usize) -> String {
+    const NEEDLE: &str = "cluster cost:";
+    match tb
+        .vm(node)
+        .command("cluster cost", NEEDLE, Duration::from_secs(30))
+    {
+        Ok(out) => out
+            .rfind(NEEDLE)
+            .and_then(|at| out[at..].lines().next())
+            .map_or_else(
+                || "no cost line".to_string(),
+                |l| format!("in the guest: {l}"),
+            ),
+        Err(e) => format!("no cost line: {e:#}"),
+    }
 }
 
 /// Host cost of checking one signed request (Ed25519 over its signing bytes), µs.
@@ -721,6 +831,7 @@ fn print_run(r: &Run) {
         r.submit_p50_ms,
         r.commit_p50_us
     );
+    println!("  {}", r.cost);
     for l in &r.levels {
         println!(
             "  saturation sweep: {:>4} in flight over {:>2} connections: {:>7.1} tasks/s, p50 {:.1} ms p99 {:.1} ms; node loop busy {:.0} us/task (all nodes), busiest node {:.0}% busy",
@@ -763,6 +874,19 @@ fn print_run(r: &Run) {
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     let verify_us = verify_cost_us()?;
+    if !o.sizes.is_empty() {
+        // Only the sizes asked for: each printed as it ends, no ratios, no JSON line.
+        for &n in &o.sizes {
+            let r = one(n, &o)?;
+            print_run(&r);
+            if r.levels.is_empty() {
+                bail!("the {n}-node cluster answered no saturation level");
+            }
+        }
+        println!("one Ed25519 request verification: {verify_us:.1} us on the host (not under TCG)");
+        println!("(QEMU under TCG; the emulated nodes share the host's cores)");
+        return Ok(());
+    }
     let runs_1 = one(1, &o)?;
     print_run(&runs_1);
     let mut runs = vec![runs_1, one(3, &o)?];
