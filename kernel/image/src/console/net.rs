@@ -110,8 +110,18 @@ pub fn bulk_send(s: &mut Services, peer: u32, bytes: u64) -> Result<(), String> 
     let pattern = xdv_net::bulk::Pattern::new(16 * 1024);
     let deadline_ms = now_ms() + 120_000;
     let mut progress_ms = now_ms() + 1000;
+    // The whole node loop (consensus, peers, the management port) runs at least every
+    // millisecond; in between only the peer interface is polled, so acknowledgements
+    // free the window and new segments go out without a full iteration each time.
+    let mut full_poll_us = 0;
     loop {
-        s.poll(false);
+        let now_us = time::uptime_us();
+        if now_us >= full_poll_us {
+            s.poll(false);
+            full_poll_us = now_us + 1000;
+        } else if let Some(p) = s.net.peer.as_mut() {
+            p.poll();
+        }
         let i = s.net.peer.as_mut().ok_or("no peer interface")?;
         let sock = i.sockets.get_mut::<tcp::Socket>(handle);
         if now_ms() >= progress_ms {
