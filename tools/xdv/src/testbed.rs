@@ -148,8 +148,13 @@ impl Testbed {
     /// Boots node `id` on its RAM file with the provisioning module file `module`.
     pub fn boot(&self, id: usize, module: &str) -> Result<Vm> {
         // Two CPUs: the boot CPU serves the network and consensus, the AP runs tasks.
+        self.boot_smp(id, module, 2)
+    }
+
+    /// [`Testbed::boot`] with `smp` CPUs (`smp - 1` run tasks).
+    pub fn boot_smp(&self, id: usize, module: &str, smp: u32) -> Result<Vm> {
         let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 {}", self.cmdline))?
-            .smp(2)
+            .smp(smp)
             .ram_file(self.dir.join(format!("node{id}.ram")))
             .with_nics_of(self.nic, &self.dir, id as u16, Some(self.port(id)));
         for sock in self.accels.get(&id).into_iter().flatten() {
