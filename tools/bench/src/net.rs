@@ -146,14 +146,21 @@ fn show(v: &[f64]) -> String {
 }
 
 /// `bench net --bulk-only`: one virtio-net pair and one e1000e pair, one bulk transfer
-/// each (a quick look while changing the TCP path; no baselines, no ratios).
+/// each, and their ratio (a quick look while changing the TCP path; the full run adds
+/// the switch's limit and the Linux guests as baselines).
 fn bulk_only() -> Result<()> {
+    let mut rates = Vec::new();
     for nic in [NicModel::Virtio, NicModel::E1000e] {
         let mut p = Pair::boot(nic)?;
         let mbps = bulk(&mut p.n1)?;
         p.halt()?;
         println!("TCP bulk node1 -> node2, {}: {mbps:.2} MB/s", nic.name());
+        rates.push(mbps);
     }
+    println!(
+        "ratio e1000e / virtio-net TCP bulk: {:.2}x (one transfer each)",
+        rates[1] / rates[0]
+    );
     Ok(())
 }
 

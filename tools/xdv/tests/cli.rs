@@ -2108,6 +2108,22 @@ fn submit_prefer_refusals_are_specific() {
             .contains("--prefer 5: the federation has clusters 1..=2"),
         "{o:?}"
     );
+    let o = xdv(&[
+        "submit",
+        "hash",
+        "--tenant",
+        "1",
+        "--via-gate",
+        "--prefer",
+        "1,2,1,2,1,2,1,2,1",
+        "--dir",
+        s(&dir),
+    ]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains("--prefer names 9 clusters; at most 8"),
+        "{o:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
