@@ -11,8 +11,12 @@
 //! a 2 s timeout) is reported by its cluster to the gate group, the gate declares the
 //! global timeout and its verdict ends the task `Timeout` with the gate's reason (no
 //! retry: the verdict is global), and a long task the tenant cancels on the cluster
-//! that runs it ends `Cancelled`, the gate's job with it. Every node boots with
-//! `timeouts=100` (task timeouts at 1/10: the gate checks every 1.5 s).
+//! that runs it ends `Cancelled`, the gate's job with it. Last, a hung task inside a
+//! cluster (local authority): its completion is held past its timeout (the `fault
+//! late-completion` console hook), the log re-places it as attempt 2 (a new fence
+//! token), which completes, and the held completion of attempt 1 is refused as stale.
+//! Every node boots with `timeouts=100` (task timeouts at 1/10: the gate checks every
+//! 1.5 s, a cluster every 3 s).
 //!
 //! Test factor: the router's hold-down, degrade confirmation and cooldown are scaled
 //! by `ROUTE_PER_MILLE` / 1000 (the provisioning module's route scale, `up
@@ -325,6 +329,57 @@ fn gate_routes_jobs_explains_and_moves_new_jobs_after_a_delay_and_the_hold_down(
         ),
         "{status}\n{text}"
     );
+    // A hung task inside a cluster (local authority: submitted to the cluster, not the
+    // gate): its node holds the completion 8 s (the `fault late-completion` test hook,
+    // a completion delayed as a slow network would). The log times attempt 1 out and
+    // re-places it as attempt 2 (its fence token), which completes; the held
+    // completion of attempt 1, proposed afterwards as it was, is refused as stale.
+    let member = port_of(other) as usize;
+    let armed = tb
+        .vm(member)
+        .command("fault late-completion 8000", "test hook armed", T)
+        .unwrap();
+    assert!(armed.contains("held 8000 ms"), "{armed}");
+    let keys = tb.keys.for_node(member as u32);
+    let signed = |request| mgmt::signed(&keys, Principal::Tenant(TenantId(1)), request).unwrap();
+    let mut hash = spin(Some(2_000));
+    hash.work = Work::Builtin("hash".into());
+    hash.input = b"late".to_vec();
+    hash.budget_ticks = 100;
+    let late = mgmt::submit_until_placed(
+        tb.port(member),
+        &signed(Request::Submit(hash)),
+        Instant::now() + T,
+    )
+    .unwrap();
+    let stale = format!("{late} attempt 1: completion refused, stale fence token");
+    tb.vm(member)
+        .wait_for(&stale, T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", tb.vm(member).output()));
+    let out = tb.vm(member).output();
+    assert!(
+        out.contains(&format!(
+            "fault: {late} attempt 1 finished; its completion is held"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{stale} (it ended at attempt 2)")),
+        "{out}"
+    );
+    match call(tb.port(member), &signed(Request::TaskStatus { task: late })) {
+        Response::Task {
+            status:
+                xdv_cluster::TaskStatus::Completed {
+                    attempt,
+                    outcome: Outcome::Executed,
+                    ..
+                },
+            ..
+        } => assert_eq!(attempt, 2),
+        other => panic!("{late}: {other:?}\n{out}"),
+    }
+
     println!("federation test took {:?}", started.elapsed());
     for id in 1..=3 {
         tb.kill(id);

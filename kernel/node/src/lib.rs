@@ -28,6 +28,6 @@ pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region, TearR
 pub use metrics::{LocalMetrics, NicMetrics, check_exposition};
 pub use node::{
     AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, AUDIT_TAG_PEER,
-    ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt, Node, NodeCounters, Outbox,
-    PeerRecordBody, RunTask, genesis,
+    AUDIT_TAG_RTT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt, Node, NodeCounters,
+    Outbox, PeerRecordBody, RttRecordBody, RunTask, genesis, replay_coordinate,
 };

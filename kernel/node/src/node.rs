@@ -62,6 +62,10 @@ pub const EVENT_PROPOSED: &str = "proposed";
 /// ([`PeerRecordBody`]): confirmed, removed, suspected (with the adaptive timeout and
 /// its factors), refuted, dead. The leader's `NodeDown` follows a `dead` or `removed`.
 pub const AUDIT_TAG_PEER: u16 = 0xC6;
+/// Audit `Custom` tag of an RTT sample this node was given (its Vivaldi input log):
+/// postcard ([`RttRecordBody`]). Replaying a boot's samples in order through
+/// [`replay_coordinate`] gives the coordinate the node had.
+pub const AUDIT_TAG_RTT: u16 = 0xC9;
 /// Contract answers kept for parked reservations (the most recent ones).
 const MAX_CONTRACT_ANSWERS: usize = 256;
 
@@ -89,6 +93,45 @@ pub struct PeerRecordBody {
     pub at_ms: u64,
     /// For `suspected`: (timeout ms, latency ppm, load ppm, confidence ppm).
     pub timeout: Option<(u64, u64, u64, u64)>,
+}
+
+/// What an RTT-sample audit record holds ([`AUDIT_TAG_RTT`]): the whole input of one
+/// [`Node::on_peer_rtt`] call and whether the node took it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RttRecordBody {
+    pub peer: NodeId,
+    pub rtt_us: u64,
+    pub at_ms: u64,
+    /// The peer's coordinate, in its wire form, as it arrived.
+    pub coordinate: Vec<u8>,
+    /// The sample moved the coordinate (else it was refused and counted).
+    pub accepted: bool,
+}
+
+/// Replays one boot's RTT samples (in record order) from a fresh coordinate, as node
+/// `me` with configuration `cfg` ran them: the coordinate's wire form at the end, or
+/// the first sample whose verdict differs from the node's (replay diverged).
+pub fn replay_coordinate(
+    me: NodeId,
+    cfg: &NodeConfig,
+    samples: &[RttRecordBody],
+) -> Result<Vec<u8>, String> {
+    let mut h = peers::PeerHealth::new(me, cfg.vivaldi, cfg.confirm)?;
+    for (i, r) in samples.iter().enumerate() {
+        let took = h
+            .rtt_sample(r.peer, r.rtt_us, &r.coordinate, r.at_ms)
+            .is_ok();
+        if took != r.accepted {
+            return Err(alloc::format!(
+                "sample {i} (from {} at {} ms): the node {} it, the replay {}",
+                r.peer,
+                r.at_ms,
+                if r.accepted { "took" } else { "refused" },
+                if took { "took" } else { "refused" }
+            ));
+        }
+    }
+    Ok(h.coordinate_bytes())
 }
 
 /// A load heartbeat differs materially from the one the log holds: another queue
@@ -339,6 +382,10 @@ pub struct Node<R: Region> {
     unconfirmed: BTreeMap<(TaskId, u32), (Completion, u64)>,
     /// Running attempts the driver was asked to stop (a subset of `running`).
     stopping: BTreeSet<(TaskId, u32)>,
+    /// The late-completion test hook: hold the next completion this long (ms).
+    late_hook: Option<u64>,
+    /// Completions the hook holds: when each is proposed, as it was.
+    late: Vec<(u64, Completion)>,
     /// Progress of running attempts: (progress seen since the last report, when the
     /// last report was sent).
     progress: BTreeMap<(TaskId, u32), (bool, u64)>,
@@ -474,6 +521,8 @@ impl<R: Region> Node<R> {
             running: BTreeSet::new(),
             unconfirmed: BTreeMap::new(),
             stopping: BTreeSet::new(),
+            late_hook: None,
+            late: Vec::new(),
             progress: BTreeMap::new(),
             parked: Vec::new(),
             heard_ms: BTreeMap::new(),
@@ -642,9 +691,22 @@ impl<R: Region> Node<R> {
             return;
         }
         self.on_peer_heard(peer);
-        let _ = self
+        let accepted = self
             .health
-            .rtt_sample(peer, rtt_us, coordinate, self.now_ms);
+            .rtt_sample(peer, rtt_us, coordinate, self.now_ms)
+            .is_ok();
+        // The measured input, logged: replay reproduces the coordinate from these.
+        let body = RttRecordBody {
+            peer,
+            rtt_us,
+            at_ms: self.now_ms,
+            coordinate: coordinate.to_vec(),
+            accepted,
+        };
+        self.out.audit.push(RecordBody::Custom {
+            tag: AUDIT_TAG_RTT,
+            bytes: mgmt::encode(&body),
+        });
     }
 
     /// This node's coordinate in its wire form, for the driver to piggy-back on its
@@ -729,11 +791,59 @@ impl<R: Region> Node<R> {
         c.output.truncate(xdv_cluster::MAX_OUTPUT_BYTES);
         self.stages.stamp(c.task, Moment::Finished, self.now_us);
         if self.still_mine(c.task, c.attempt) {
-            self.unconfirmed.insert(key, (c.clone(), self.now_ms));
+            if let Some(hold) = self.late_hook.take() {
+                // Held, not resent (`u64::MAX`: never due) and not run again.
+                self.out.notes.push(alloc::format!(
+                    "fault: {} attempt {} finished; its completion is held {hold} ms (test hook)",
+                    c.task,
+                    c.attempt
+                ));
+                self.unconfirmed.insert(key, (c.clone(), u64::MAX));
+                self.late.push((self.now_ms.saturating_add(hold), c));
+            } else {
+                self.unconfirmed.insert(key, (c.clone(), self.now_ms));
+                self.counters.completions_proposed += 1;
+                self.submit_own(Command::TaskCompleted(c));
+            }
+        }
+        self.process();
+    }
+
+    /// Test-only fault hook: the next completion this node reports is held `hold_ms`
+    /// and then proposed as it was, whatever the log decided meanwhile — a completion
+    /// delayed in the network. If the task timed out and was re-placed in between,
+    /// the log must refuse it by its stale attempt (fence token).
+    #[cfg(feature = "fault-hooks")]
+    pub fn delay_next_completion_for_test(&mut self, hold_ms: u64) {
+        self.late_hook = Some(hold_ms);
+    }
+
+    /// Proposes the held completions that are due (the late-completion hook).
+    fn release_late(&mut self) {
+        let now = self.now_ms;
+        let (due, kept): (Vec<_>, Vec<_>) = core::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.late = kept;
+        for (_, c) in due {
+            let key = (c.task, c.attempt);
+            let mine = self.still_mine(c.task, c.attempt);
+            self.out.notes.push(alloc::format!(
+                "fault: held completion of {} attempt {} proposed now (the log {})",
+                c.task,
+                c.attempt,
+                if mine {
+                    "still assigns that attempt here"
+                } else {
+                    "moved the task on"
+                }
+            ));
+            if let Some(u) = self.unconfirmed.get_mut(&key) {
+                u.1 = now;
+            }
             self.counters.completions_proposed += 1;
             self.submit_own(Command::TaskCompleted(c));
         }
-        self.process();
     }
 
     /// A running task reported progress (the sandbox's `progress` host call). The
@@ -1053,6 +1163,24 @@ impl<R: Region> Node<R> {
                     self.stages
                         .stamp(*task, Moment::CompletionApplied, self.now_us);
                 }
+                xdv_cluster::Event::StaleCompletion {
+                    task,
+                    node,
+                    attempt,
+                } if *node == self.me => {
+                    let now = match self.state.task(*task).map(|t| &t.status) {
+                        Some(TaskStatus::Assigned { node, attempt }) => {
+                            alloc::format!("attempt {attempt} runs on {node}")
+                        }
+                        Some(TaskStatus::Completed { attempt, .. }) => {
+                            alloc::format!("it ended at attempt {attempt}")
+                        }
+                        _ => "it is no longer assigned".into(),
+                    };
+                    self.out.notes.push(alloc::format!(
+                        "cluster: {task} attempt {attempt}: completion refused, stale fence token ({now})"
+                    ));
+                }
                 _ => {}
             }
         }
@@ -1294,6 +1422,9 @@ impl<R: Region> Node<R> {
             .collect();
         for c in due {
             self.submit_own(Command::TaskCompleted(c));
+        }
+        if !self.late.is_empty() {
+            self.release_late();
         }
         self.report_progress();
         let me = self.me;

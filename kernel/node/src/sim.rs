@@ -108,6 +108,9 @@ pub struct SimOptions {
     /// Corrupt this node's replica of the state at this time (hash voting must find
     /// it): `(node, at_ms)`. Its state hash is then exempt from the cross-node check.
     pub corrupt: Option<(u32, u64)>,
+    /// The late-completion hook: at `at_ms` this node holds its next completion
+    /// `hold_ms` before proposing it as it was: `(node, at_ms, hold_ms)`.
+    pub late_completion: Option<(u32, u64, u64)>,
     /// Clients also reserve devices and submit Q/Φ jobs (else K tasks only).
     pub device_jobs: bool,
     /// Membership changes while the faults run: the operator admits `joins` new
@@ -152,6 +155,7 @@ impl SimOptions {
             faults: 2,
             trace_lines: TRACE_LINES,
             corrupt: None,
+            late_completion: None,
             device_jobs: true,
             joins: 0,
             observer: false,
@@ -779,6 +783,18 @@ impl Sim {
         {
             node.corrupt_state_for_test();
             self.trace(alloc::format!("n{n}: state replica corrupted (test fault)"));
+        }
+        if let Some((n, at, hold)) = self.opts.late_completion
+            && at == self.now_ms
+            && let Some(node) = self
+                .nodes
+                .get_mut(n as usize - 1)
+                .and_then(|x| x.node.as_mut())
+        {
+            node.delay_next_completion_for_test(hold);
+            self.trace(alloc::format!(
+                "n{n}: its next completion is held {hold} ms (test fault)"
+            ));
         }
         if faulty && self.opts.faults > 0 {
             self.faults();

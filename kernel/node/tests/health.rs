@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 use xdv_audit::RecordBody;
-use xdv_node::{AUDIT_TAG_PEER, Identity, Node, NodeConfig, PeerRecordBody};
+use xdv_node::{
+    AUDIT_TAG_PEER, AUDIT_TAG_RTT, Identity, Node, NodeConfig, PeerRecordBody, RttRecordBody,
+};
 use xdv_types::NodeId;
 
 const CLUSTER: u32 = 6;
@@ -28,6 +30,7 @@ enum Frame {
 
 struct Net {
     nodes: Vec<Node<Vec<u8>>>,
+    cfgs: Vec<NodeConfig>,
     /// How many of the configured members really run (the others never answer).
     running: usize,
     now_ms: u64,
@@ -38,6 +41,8 @@ struct Net {
     cut: Vec<u32>,
     /// Peer records each node wrote: (at, peer, event, timeout).
     records: Vec<Vec<PeerRecordBody>>,
+    /// RTT-sample records each node wrote (its Vivaldi input log).
+    rtts: Vec<Vec<RttRecordBody>>,
 }
 
 /// One-way latency of a link, ms: 1–2 near, anything with node 3 far.
@@ -63,17 +68,20 @@ impl Net {
                     },
                     2,
                 );
-                Node::new(c, vec![0u8; 256 * 1024], 0)
+                (c.clone(), Node::new(c, vec![0u8; 256 * 1024], 0))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let (cfgs, nodes) = nodes.into_iter().unzip();
         Net {
             nodes,
+            cfgs,
             running,
             now_ms: 0,
             wire: BTreeMap::new(),
             sent: 0,
             cut: Vec::new(),
             records: (0..running).map(|_| Vec::new()).collect(),
+            rtts: (0..running).map(|_| Vec::new()).collect(),
         }
     }
 
@@ -142,10 +150,14 @@ impl Net {
                 self.send(me, to.0, Frame::Forward(b));
             }
             for r in o.audit {
-                if let RecordBody::Custom { tag, bytes } = r
-                    && tag == AUDIT_TAG_PEER
-                {
-                    self.records[i].push(xdv_cluster::mgmt::decode(&bytes).unwrap());
+                match r {
+                    RecordBody::Custom { tag, bytes } if tag == AUDIT_TAG_PEER => {
+                        self.records[i].push(xdv_cluster::mgmt::decode(&bytes).unwrap());
+                    }
+                    RecordBody::Custom { tag, bytes } if tag == AUDIT_TAG_RTT => {
+                        self.rtts[i].push(xdv_cluster::mgmt::decode(&bytes).unwrap());
+                    }
+                    _ => {}
                 }
             }
         }
@@ -210,6 +222,23 @@ fn rtt_samples_move_the_coordinates_towards_the_links_rtts() {
         for peer in (1..=3).filter(|&p| p != i as u32 + 1) {
             assert!(net.when(i, peer, "confirmed", 0).is_some());
         }
+        // Every sample is in the node's audit log (its input log), and replaying them
+        // gives the node's coordinate bit for bit.
+        let me = NodeId(i as u32 + 1);
+        let rtts = &net.rtts[i];
+        assert_eq!(rtts.len(), h.samples as usize, "node {me}");
+        let replayed = xdv_node::replay_coordinate(me, &net.cfgs[i], rtts).unwrap();
+        assert_eq!(replayed, n.coordinate_payload(), "node {me}");
+        // A changed input gives another coordinate.
+        let mut changed = rtts.clone();
+        changed[rtts.len() / 2].rtt_us += 7_000;
+        let other = xdv_node::replay_coordinate(me, &net.cfgs[i], &changed).unwrap();
+        assert_ne!(other, replayed, "node {me}");
+        // A sample the node took but the replay refuses is a divergence.
+        let mut bad = rtts.clone();
+        bad[3].coordinate.truncate(2);
+        let e = xdv_node::replay_coordinate(me, &net.cfgs[i], &bad).unwrap_err();
+        assert!(e.starts_with("sample 3 "), "{e}");
     }
 }
 

@@ -149,6 +149,37 @@ fn hung_tasks_time_out_and_cancelled_tasks_stop_under_faults() {
     assert!(sums.extensions >= 8, "{sums:?}");
 }
 
+/// Seed 003 §11.9.6 (fence token rejection) through the node: a node's completion is
+/// held past its task's stuck threshold (the late-completion test hook, as a delayed
+/// message would be). The log times the attempt out and re-places it with the next
+/// attempt (its fence token); the held completion, proposed afterwards as it was, is
+/// refused as stale, and the task ends once, from its later attempt.
+#[test]
+fn t11_9_6_a_late_completion_after_re_placement_is_refused_by_its_fence_token() {
+    for seed in 0..4 {
+        let mut o = SimOptions::new(seed);
+        o.faults = 0;
+        o.cancels = false;
+        o.hangs = false;
+        o.device_jobs = false;
+        // Stuck after 3 s (timeouts at 25/1000, checked every 750 ms): a 4.5 s hold is
+        // past it, and released before the run ends.
+        o.late_completion = Some((2, 1_500, 4_500));
+        let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
+        assert_eq!(r.stale_completions, 1, "seed {seed}: {r:?}");
+        assert_eq!(r.timed_out, 1, "seed {seed}: {r:?}");
+        assert_eq!(r.ended_timeout, 0, "seed {seed}: {r:?}");
+    }
+    // Without the hook nothing is stale or timed out.
+    let mut o = SimOptions::new(0);
+    o.faults = 0;
+    o.cancels = false;
+    o.hangs = false;
+    o.device_jobs = false;
+    let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
+    assert_eq!((r.stale_completions, r.timed_out), (0, 0), "{r:?}");
+}
+
 /// Without faults, a long task that reports progress is never timed out, and nothing
 /// but the hung tasks (and attempts the clients cancelled) ends early.
 #[test]

@@ -115,6 +115,12 @@ pub static COMMANDS: &[Command] = &[
         run: cluster_cmd,
     },
     Command {
+        name: "fault",
+        args: "late-completion <ms>",
+        summary: "test hook: hold this node's next task completion <ms> ms, then propose it as it was (the log refuses it if the task moved on)",
+        run: fault_cmd,
+    },
+    Command {
         name: "contracts",
         args: "",
         summary: "remote allocation contracts in force",
@@ -425,6 +431,24 @@ fn raft_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
         }
         _ => Err(usage("raft")),
     }
+}
+
+/// `fault late-completion <ms>`: the late-completion test hook (a completion delayed
+/// as a slow network would; the task's timeout and fence token are what it tests).
+fn fault_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
+    let ["late-completion", ms] = args else {
+        return Err(usage("fault"));
+    };
+    let ms: u64 = ms
+        .parse()
+        .ok()
+        .filter(|ms| (1..=600_000).contains(ms))
+        .ok_or_else(|| {
+            CmdError::Usage(format!("fault late-completion <1..600000 ms> (got `{ms}`)"))
+        })?;
+    s.node.delay_next_completion_for_test(ms);
+    println!("fault: test hook armed: this node's next task completion is held {ms} ms");
+    Ok(())
 }
 
 fn cluster_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {

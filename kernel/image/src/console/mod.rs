@@ -87,6 +87,7 @@ const STATE_CHANGING: &[&str] = &[
     "raft propose",
     "audit stress",
     "audit bench",
+    "fault ",
 ];
 
 /// Commands that do not return once they ran.
