@@ -29,8 +29,8 @@ use xdv::mgmt::{self, Client};
 use xdv::testbed::Testbed;
 use xdv_cluster::gate::JobStatus;
 use xdv_cluster::mgmt::{Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{Domain, Outcome, Work};
-use xdv_types::{Priority, TenantId};
+use xdv_cluster::{Outcome, Work};
+use xdv_types::TenantId;
 
 const ROUTE_PER_MILLE: u32 = 400;
 const HOLD_DOWN_MS: u64 = 30_000 * ROUTE_PER_MILLE as u64 / 1000;
@@ -39,19 +39,7 @@ const T: Duration = Duration::from_secs(60);
 fn submit(tb: &Testbed) -> (u64, u32) {
     route(
         tb,
-        Submit {
-            work: Work::Builtin("hash".into()),
-            input: b"federation".to_vec(),
-            budget_ticks: 100,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
-            pin: None,
-            contract: None,
-            timeout_ms: None,
-            prefer: Vec::new(),
-        },
+        Submit::new(Work::Builtin("hash".into()), b"federation".to_vec(), 100),
     )
 }
 
@@ -60,17 +48,8 @@ fn spin(timeout_ms: Option<u64>) -> Submit {
     let wat = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/spin.wat"))
         .unwrap();
     Submit {
-        work: Work::Wasm(wat::parse_str(&wat).unwrap()),
-        input: vec![],
-        budget_ticks: 1 << 28,
-        priority: Priority::Normal,
-        guards: vec![],
-        needs: vec![],
-        domain: Domain::K,
-        pin: None,
-        contract: None,
         timeout_ms,
-        prefer: Vec::new(),
+        ..Submit::new(Work::Wasm(wat::parse_str(&wat).unwrap()), vec![], 1 << 28)
     }
 }
 

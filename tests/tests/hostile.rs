@@ -32,9 +32,9 @@ use xdv::switch::Faults;
 use xdv::testbed::Testbed;
 use xdv_audit::RecordBody;
 use xdv_cluster::mgmt::{ClusterView, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{DEFAULT_TASK_BUDGET_CEILING_TICKS, Domain, Outcome, Refusal, TaskStatus, Work};
+use xdv_cluster::{DEFAULT_TASK_BUDGET_CEILING_TICKS, Outcome, Refusal, TaskStatus, Work};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader};
-use xdv_types::{NodeId, Priority, TaskId, TenantId};
+use xdv_types::{NodeId, TaskId, TenantId};
 
 const T: Duration = Duration::from_secs(180);
 
@@ -424,17 +424,8 @@ fn submission(
         keys,
         Principal::Tenant(TenantId(tenant)),
         Request::Submit(Submit {
-            work,
-            input: Vec::new(),
-            budget_ticks,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
             pin: pin.map(|n| NodeId(n as u32)),
-            contract: None,
-            timeout_ms: None,
-            prefer: Vec::new(),
+            ..Submit::new(work, Vec::new(), budget_ticks)
         }),
     )
     .unwrap()
@@ -629,17 +620,12 @@ fn three_nodes_keep_consensus_through_a_loop_task_and_long_console_commands() {
                     &keys,
                     Principal::Tenant(TenantId(2)),
                     Request::Submit(Submit {
-                        work: Work::Builtin("hash".into()),
-                        input: format!("during {k}").into_bytes(),
-                        budget_ticks: 100,
-                        priority: Priority::Normal,
-                        guards: vec![],
-                        needs: vec![],
-                        domain: Domain::K,
                         pin: Some(NodeId(targets[k as usize % 2] as u32)),
-                        contract: None,
-                        timeout_ms: None,
-                        prefer: Vec::new(),
+                        ..Submit::new(
+                            Work::Builtin("hash".into()),
+                            format!("during {k}").into_bytes(),
+                            100,
+                        )
                     }),
                 )
                 .unwrap();

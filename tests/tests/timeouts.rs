@@ -10,8 +10,8 @@ use xdv::mgmt::{self, Client};
 use xdv::switch::Faults;
 use xdv::testbed::Testbed;
 use xdv_cluster::mgmt::{Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{Domain, Outcome, TaskStatus, Work};
-use xdv_types::{NodeId, Priority, TaskId, TenantId};
+use xdv_cluster::{Outcome, TaskStatus, Work};
+use xdv_types::{NodeId, TaskId, TenantId};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -29,18 +29,9 @@ fn spin(tb: &Testbed, timeout_ms: Option<u64>) -> SignedRequest {
         &tb.keys,
         Principal::Tenant(TenantId(1)),
         Request::Submit(Submit {
-            work: Work::Wasm(wat::parse_str(&wat).unwrap()),
-            input: vec![],
-            // 2^28 ticks: hours under QEMU — it never ends on its own here.
-            budget_ticks: 1 << 28,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
-            pin: None,
-            contract: None,
             timeout_ms,
-            prefer: Vec::new(),
+            // 2^28 ticks: hours under QEMU — it never ends on its own here.
+            ..Submit::new(Work::Wasm(wat::parse_str(&wat).unwrap()), vec![], 1 << 28)
         }),
     )
     .unwrap()

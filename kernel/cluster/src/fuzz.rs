@@ -93,22 +93,13 @@ mod tests {
     #[test]
     fn batch_requests_mutated_never_panic() {
         use crate::mgmt::{Request, Submit, TaskReport};
-        use crate::types::{Domain, Work};
+        use crate::types::Work;
         let seed = [7u8; 32];
         let key = crate::public_key(&seed);
         let state = super::replica_with(key);
         let one = Submit {
-            work: Work::Builtin("hash".into()),
-            input: alloc::vec![1, 2, 3],
-            budget_ticks: 10,
-            priority: xdv_types::Priority::Normal,
-            guards: alloc::vec![],
-            needs: alloc::vec![],
-            domain: Domain::K,
-            pin: None,
-            contract: None,
             timeout_ms: Some(5),
-            prefer: Vec::new(),
+            ..Submit::new(Work::Builtin("hash".into()), alloc::vec![1, 2, 3], 10)
         };
         let who = crate::mgmt::Principal::Tenant(super::TenantId(1));
         let reqs = [

@@ -592,17 +592,8 @@ fn route_preferring(seq: u64, prefer: &[u32]) -> Command {
         crate::mgmt::Principal::Tenant(TenantId(10)),
         seq,
         crate::mgmt::Request::Submit(crate::mgmt::Submit {
-            work: Work::Builtin("hash".into()),
-            input: Vec::new(),
-            budget_ticks: 10,
-            priority: xdv_types::Priority::Normal,
-            guards: Vec::new(),
-            needs: Vec::new(),
-            domain: Domain::K,
-            pin: None,
-            contract: None,
-            timeout_ms: None,
             prefer: prefer.iter().map(|&c| ClusterId(c)).collect(),
+            ..crate::mgmt::Submit::new(Work::Builtin("hash".into()), Vec::new(), 10)
         }),
         &[1; 32],
     );

@@ -76,6 +76,28 @@ pub struct Submit {
     pub prefer: Vec<xdv_federation::ClusterId>,
 }
 
+impl Submit {
+    /// A plain submission: `work` on `input` within `budget_ticks`, a K task at normal
+    /// priority with no guards, needs, pin, contract or preferred clusters, under the
+    /// cluster's default timeout. Other fields by struct update:
+    /// `Submit { timeout_ms: Some(2_000), ..Submit::new(work, input, budget) }`.
+    pub fn new(work: Work, input: Vec<u8>, budget_ticks: u64) -> Submit {
+        Submit {
+            work,
+            input,
+            budget_ticks,
+            priority: Priority::Normal,
+            guards: Vec::new(),
+            needs: Vec::new(),
+            domain: Domain::K,
+            pin: None,
+            contract: None,
+            timeout_ms: None,
+            prefer: Vec::new(),
+        }
+    }
+}
+
 /// Preferred clusters a gate reads from one submission.
 pub const MAX_PREFERRED: usize = 8;
 

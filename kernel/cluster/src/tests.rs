@@ -1164,19 +1164,7 @@ fn management_requests_are_authenticated_scoped_and_never_replayed() {
     ];
     let mut s = ClusterState::genesis(Config::default(), &workers, &tenants).unwrap();
     let mut gate = Gate::new(5, public_key(&op_seed));
-    let submit = Request::Submit(Submit {
-        work: Work::Builtin("hash".into()),
-        input: vec![],
-        budget_ticks: 10,
-        priority: Priority::Normal,
-        guards: vec![],
-        needs: vec![],
-        domain: Domain::K,
-        pin: None,
-        contract: None,
-        timeout_ms: None,
-        prefer: Vec::new(),
-    });
+    let submit = Request::Submit(Submit::new(Work::Builtin("hash".into()), vec![], 10));
     let t10 = Principal::Tenant(TenantId(10));
     let ok = SignedRequest::sign(5, t10, 1, submit.clone(), &tenant_seed);
     let Some(Command::AssignTask(spec)) = gate.authorize(&s, &ok).unwrap() else {
@@ -1902,19 +1890,7 @@ fn submit_batch_one_signature_many_tasks_never_twice() {
     ];
     let mut s = ClusterState::genesis(Config::default(), &workers, &tenants).unwrap();
     let mut gate = Gate::new(5, public_key(&[3u8; 32]));
-    let one = Submit {
-        work: Work::Builtin("hash".into()),
-        input: vec![],
-        budget_ticks: 10,
-        priority: Priority::Normal,
-        guards: vec![],
-        needs: vec![],
-        domain: Domain::K,
-        pin: None,
-        contract: None,
-        timeout_ms: None,
-        prefer: Vec::new(),
-    };
+    let one = Submit::new(Work::Builtin("hash".into()), vec![], 10);
     let t10 = Principal::Tenant(TenantId(10));
     let batch = |seq: u64, n: usize| {
         SignedRequest::sign(

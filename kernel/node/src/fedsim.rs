@@ -34,13 +34,13 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 use xdv_cluster::gate::GateState;
 use xdv_cluster::mgmt::{self, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{Completion, Domain, Outcome, Work};
+use xdv_cluster::{Completion, Outcome, Work};
 use xdv_federation::ClusterId;
 use xdv_federation::route::RouteConfig;
 use xdv_raft::Role;
 use xdv_testkit::{NetFaults, PacketSim};
 use xdv_types::rng::SplitMix64;
-use xdv_types::{Hash32, NodeId, Priority, TenantId};
+use xdv_types::{Hash32, NodeId, TenantId};
 
 /// The gate group's cluster id.
 pub const GATE_CLUSTER: u32 = 100;
@@ -432,19 +432,11 @@ impl FedSim {
             GATE_CLUSTER,
             Principal::Tenant(TENANT),
             seq,
-            Request::Submit(Submit {
-                work: Work::Builtin("hash".into()),
-                input: seq.to_le_bytes().to_vec(),
-                budget_ticks: 1_000,
-                priority: Priority::Normal,
-                guards: vec![],
-                needs: vec![],
-                domain: Domain::K,
-                pin: None,
-                contract: None,
-                timeout_ms: None,
-                prefer: Vec::new(),
-            }),
+            Request::Submit(Submit::new(
+                Work::Builtin("hash".into()),
+                seq.to_le_bytes().to_vec(),
+                1_000,
+            )),
             &self.client_seed,
         );
         let bytes = mgmt::encode(&req);

@@ -1367,17 +1367,9 @@ impl Sim {
                 })
             } else {
                 Request::Submit(Submit {
-                    work,
-                    input: seq.to_le_bytes().to_vec(),
-                    budget_ticks: 1_000,
-                    priority: Priority::Normal,
-                    guards: vec![],
-                    needs: vec![],
                     domain,
-                    pin: None,
                     contract,
-                    timeout_ms: None,
-                    prefer: Vec::new(),
+                    ..Submit::new(work, seq.to_le_bytes().to_vec(), 1_000)
                 })
             };
             let req = SignedRequest::sign(

@@ -13,7 +13,7 @@ use xdv_cluster::{Completion, ContractEnd, Domain, Outcome, Refusal, TaskStatus,
 use xdv_node::{
     AUDIT_TAG_CONTRACT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Identity, Node, NodeConfig,
 };
-use xdv_types::{CapabilityId, NodeId, Priority, TenantId};
+use xdv_types::{CapabilityId, NodeId, TenantId};
 
 const CLUSTER: u32 = 5;
 const T1: [u8; 32] = [11; 32];
@@ -382,16 +382,8 @@ fn a_job_over_budget_under_a_contract_ends_budget_exceeded_and_keeps_the_contrac
 /// A Bell job (budget 100 ticks) under contract `c`.
 fn bell_under(c: u64) -> Request {
     Request::Submit(Submit {
-        work: bell(),
-        input: vec![],
-        budget_ticks: 100,
-        priority: Priority::Normal,
-        guards: vec![],
-        needs: vec![],
         domain: Domain::Q,
-        pin: None,
         contract: Some(c),
-        timeout_ms: None,
-        prefer: Vec::new(),
+        ..Submit::new(bell(), vec![], 100)
     })
 }

@@ -3,9 +3,9 @@
 
 use xdv_audit::RecordBody;
 use xdv_cluster::mgmt::{self, Denied, Principal, Request, Response, SignedRequest, Submit};
-use xdv_cluster::{Completion, Domain, Outcome, TaskStatus, Work};
+use xdv_cluster::{Completion, Outcome, TaskStatus, Work};
 use xdv_node::{ClientConn, Halt, Identity, Node, NodeConfig, Outbox};
-use xdv_types::{Hash32, NodeId, Priority, TenantId};
+use xdv_types::{Hash32, NodeId, TenantId};
 
 const CLUSTER: u32 = 9;
 const TENANT_SEED: [u8; 32] = [7; 32];
@@ -34,19 +34,11 @@ fn submit(seq: u64) -> Vec<u8> {
         CLUSTER,
         Principal::Tenant(TenantId(1)),
         seq,
-        Request::Submit(Submit {
-            work: Work::Builtin("hash".into()),
-            input: vec![seq as u8],
-            budget_ticks: 100,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
-            pin: None,
-            contract: None,
-            timeout_ms: None,
-            prefer: Vec::new(),
-        }),
+        Request::Submit(Submit::new(
+            Work::Builtin("hash".into()),
+            vec![seq as u8],
+            100,
+        )),
         &TENANT_SEED,
     ))
 }
@@ -279,19 +271,11 @@ fn restart_does_not_re_audit_and_unknown_builtins_never_enter_the_log() {
         CLUSTER,
         Principal::Tenant(TenantId(1)),
         99,
-        Request::Submit(Submit {
-            work: Work::Builtin("no-such-task".into()),
-            input: vec![],
-            budget_ticks: 100,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
-            pin: None,
-            contract: None,
-            timeout_ms: None,
-            prefer: Vec::new(),
-        }),
+        Request::Submit(Submit::new(
+            Work::Builtin("no-such-task".into()),
+            vec![],
+            100,
+        )),
         &TENANT_SEED,
     ));
     back.on_client(conn, &bad);
@@ -534,19 +518,7 @@ fn task_log_lines_and_metrics() {
 }
 
 fn batch(seq: u64, n: usize) -> Vec<u8> {
-    let one = Submit {
-        work: Work::Builtin("hash".into()),
-        input: vec![1],
-        budget_ticks: 100,
-        priority: Priority::Normal,
-        guards: vec![],
-        needs: vec![],
-        domain: Domain::K,
-        pin: None,
-        contract: None,
-        timeout_ms: None,
-        prefer: Vec::new(),
-    };
+    let one = Submit::new(Work::Builtin("hash".into()), vec![1], 100);
     mgmt::encode(&SignedRequest::sign(
         CLUSTER,
         Principal::Tenant(TenantId(1)),

@@ -38,9 +38,9 @@ use xdv_cluster::mgmt::{
     ClusterView, Denied, MAX_AWAIT_TASKS, Principal, Request, Response, SignedRequest, StageStat,
     Submit,
 };
-use xdv_cluster::{Domain, TaskStatus, Work};
+use xdv_cluster::{TaskStatus, Work};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
-use xdv_types::{NodeId, Priority, TaskId, TenantId, Timestamp};
+use xdv_types::{NodeId, TaskId, TenantId, Timestamp};
 
 const BOOT: Duration = Duration::from_secs(180);
 pub(crate) const TRIVIAL_WAT: &str = r#"(module (func (export "run")))"#;
@@ -201,19 +201,7 @@ impl Pipe {
     /// Submits tasks due at `due` (one request: a `Submit`, or a `SubmitBatch` of
     /// `due.len()` under one signature).
     fn submit(&mut self, keys: &mgmt::Keys, module: &[u8], due: Vec<Instant>) -> Result<()> {
-        let one = Submit {
-            work: Work::Wasm(module.to_vec()),
-            input: Vec::new(),
-            budget_ticks: 10,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
-            pin: None,
-            contract: None,
-            timeout_ms: None,
-            prefer: Vec::new(),
-        };
+        let one = Submit::new(Work::Wasm(module.to_vec()), Vec::new(), 10);
         let tenant = Principal::Tenant(TenantId(1));
         let req = if self.batch == 0 {
             assert_eq!(due.len(), 1, "single requests carry one task");

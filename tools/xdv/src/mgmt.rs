@@ -1012,19 +1012,7 @@ mod batch_tests {
             }
         });
         let keys = Keys::generate(1, 1).unwrap();
-        let submit = Submit {
-            work: xdv_cluster::Work::Builtin("hash".into()),
-            input: Vec::new(),
-            budget_ticks: 10,
-            priority: xdv_types::Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: xdv_cluster::Domain::K,
-            pin: None,
-            contract: None,
-            timeout_ms: None,
-            prefer: Vec::new(),
-        };
+        let submit = Submit::new(xdv_cluster::Work::Builtin("hash".into()), Vec::new(), 10);
         let end = Instant::now() + Duration::from_secs(20);
         let done = submit_many(port, &keys, TenantId(1), &submit, 70, end, &mut |_, _| {}).unwrap();
         let tasks: Vec<u64> = done.iter().map(|(t, _)| t.0).collect();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xdv_cluster::mgmt::{ClusterView, Principal, Request, SignedRequest, Submit};
 use xdv_cluster::{Domain, Work};
-use xdv_types::{Priority, TaskId, TenantId};
+use xdv_types::{TaskId, TenantId};
 
 /// Boot and wait limit for one node.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -297,17 +297,9 @@ impl Testbed {
             &self.keys,
             Principal::Tenant(TenantId(tenant)),
             Request::Submit(Submit {
-                work,
-                input,
-                budget_ticks,
-                priority: Priority::Normal,
-                guards: vec![],
-                needs: vec![],
                 domain,
-                pin: None,
                 contract,
-                timeout_ms: None,
-                prefer: Vec::new(),
+                ..Submit::new(work, input, budget_ticks)
             }),
         )
     }

@@ -138,17 +138,11 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
     let priority = xdv_types::Priority::parse(&a.priority).context("--priority")?;
     let tenant = Principal::Tenant(xdv_types::TenantId(a.tenant));
     let submit = Submit {
-        work,
-        input,
-        budget_ticks: a.budget,
         priority,
-        guards: vec![],
-        needs: vec![],
         domain,
-        pin: None,
         contract: a.contract,
         timeout_ms: a.task_timeout.map(|s| s.saturating_mul(1000)),
-        prefer: Vec::new(),
+        ..Submit::new(work, input, a.budget)
     };
     if a.via_gate {
         // (clap refuses --contract with --via-gate: a reservation is on one node.)

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use xdv_audit::{AuditLog, RecordBody};
 use xdv_boot::cmdline::{DEFAULT_AUDIT_REGION, DEFAULT_RAFT_REGION};
 use xdv_cluster::mgmt::{Principal, Request, SignedRequest, Submit};
-use xdv_cluster::{Completion, Domain, Outcome, Work};
+use xdv_cluster::{Completion, Outcome, Work};
 use xdv_node::{ClientConn, Node, NodeConfig};
-use xdv_types::{CoreId, Hash32, NodeId, Priority, TenantId, Timestamp};
+use xdv_types::{CoreId, Hash32, NodeId, TenantId, Timestamp};
 
 /// RAM per fixture node (the smallest `up` allows; the file is sparse).
 pub const FIXTURE_MEM_MIB: u32 = 128;
@@ -173,19 +173,11 @@ fn submit_bytes(keys: &Keys, seq: u64) -> Result<Vec<u8>> {
         keys.cluster,
         Principal::Tenant(TenantId(1)),
         seq,
-        Request::Submit(Submit {
-            work: Work::Builtin("hash".into()),
-            input: seq.to_le_bytes().to_vec(),
-            budget_ticks: 10_000,
-            priority: Priority::Normal,
-            guards: vec![],
-            needs: vec![],
-            domain: Domain::K,
-            pin: None,
-            contract: None,
-            timeout_ms: None,
-            prefer: Vec::new(),
-        }),
+        Request::Submit(Submit::new(
+            Work::Builtin("hash".into()),
+            seq.to_le_bytes().to_vec(),
+            10_000,
+        )),
         &keys.tenant_seed(1)?,
     );
     Ok(xdv_cluster::mgmt::encode(&req))
