@@ -83,15 +83,42 @@ fn roots_match_known_answers_computed_in_python() {
         "c91097f7292b0eb89ab29013f9e19c2974496a16d5f2f407c7259a0a75f33fcb"
     );
     let known = [
-        (0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-        (1, "21207f16497f909e049151a57fb6bdd961759a2a031ee883c3d9a3aad45207c6"),
-        (2, "c91097f7292b0eb89ab29013f9e19c2974496a16d5f2f407c7259a0a75f33fcb"),
-        (3, "d08546793bcaa6898e3d6900e7b0603f34735298a0e09354aad296b7f5b40aab"),
-        (5, "d7b73c0bfb88f73fc7e7c8798dff9498803d00d2d1a42844443c1bc50934de20"),
-        (8, "7c30ebf1a8dc0a686499ab7213f40c4209225cb2a579ddeff3822e97cc114f0a"),
-        (13, "663b24ba41d01d8e1df1f0ccde668257ec97503c790e28c2e6d7b8824aec2527"),
-        (40, "0387bfb781bd3b6e946556dce2ac427b80ad893054313b7167286176603abb44"),
-        (70, "fc1895a43c999db58db09cd5b29b2115e909af32478bad3682e9b46b7b12e23d"),
+        (
+            0,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ),
+        (
+            1,
+            "21207f16497f909e049151a57fb6bdd961759a2a031ee883c3d9a3aad45207c6",
+        ),
+        (
+            2,
+            "c91097f7292b0eb89ab29013f9e19c2974496a16d5f2f407c7259a0a75f33fcb",
+        ),
+        (
+            3,
+            "d08546793bcaa6898e3d6900e7b0603f34735298a0e09354aad296b7f5b40aab",
+        ),
+        (
+            5,
+            "d7b73c0bfb88f73fc7e7c8798dff9498803d00d2d1a42844443c1bc50934de20",
+        ),
+        (
+            8,
+            "7c30ebf1a8dc0a686499ab7213f40c4209225cb2a579ddeff3822e97cc114f0a",
+        ),
+        (
+            13,
+            "663b24ba41d01d8e1df1f0ccde668257ec97503c790e28c2e6d7b8824aec2527",
+        ),
+        (
+            40,
+            "0387bfb781bd3b6e946556dce2ac427b80ad893054313b7167286176603abb44",
+        ),
+        (
+            70,
+            "fc1895a43c999db58db09cd5b29b2115e909af32478bad3682e9b46b7b12e23d",
+        ),
     ];
     for (n, want) in known {
         assert_eq!(hex(&merkle_root(&d, n).unwrap()), want, "n={n}");

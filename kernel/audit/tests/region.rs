@@ -74,7 +74,10 @@ fn a_region_of_another_format_version_is_refused_untouched() {
         let before = old.clone();
         let want = Damage::OtherVersion { found: version };
         assert_eq!(verify_region(&old).unwrap_err().what, want);
-        assert_eq!(xdv_audit::inspect_region(&old).verdict.unwrap_err().what, want);
+        assert_eq!(
+            xdv_audit::inspect_region(&old).verdict.unwrap_err().what,
+            want
+        );
         assert!(matches!(
             AuditLog::open(&mut old, NODE),
             Err(xdv_audit::RegionError::OtherVersion { found }) if found == version
