@@ -31,8 +31,10 @@
 //!     node 1) against 2.1 for its raw bytes. Side by side with the format-1 build
 //!     (main at 3ed54f5), alternating, 5 runs each, load 5 on the 2 shared cores
 //!     (Intel Xeon): one thread 0.23–0.24 → 0.30–0.31 (288–305 → 368–384 MiB/s, 1.28×);
-//!     two threads 0.24–0.29 → 0.28–0.31. Not the goal on this shared machine: in a
-//!     profile of one thread the lanes take about 95 of the read's ~170 ms, at 58–68
+//!     two threads 0.24–0.29 → 0.28–0.31. Load 1.2–1.5, the same way (8 runs each of
+//!     the two binaries on 2 threads, 3 on one): two threads 0.36–0.54 → 0.52–0.75
+//!     (473–687 → 676–959 MiB/s), one thread 0.28–0.32 → 0.41–0.44. In a
+//!     loaded profile of one thread the lanes take about 95 of the read's ~170 ms, at 58–68
 //!     ns a block against 49 for raw `sha2` in the same runs, so 3 blocks against 2.1
 //!     bound one thread near 0.7 before the walk, the checks and page faults; the
 //!     goal needs the second core free (`docs/operate.md`, Performance).
