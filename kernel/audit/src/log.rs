@@ -109,7 +109,8 @@ impl fmt::Display for RegionError {
             ),
             RegionError::OtherVersion { found } => write!(
                 f,
-                "audit region in format version {found}, this build writes version {FORMAT_VERSION}; refusing to overwrite"
+                "audit region in format version {found}, this build writes version \
+                 {FORMAT_VERSION}; refusing to overwrite"
             ),
         }
     }

@@ -83,6 +83,22 @@ fn a_region_of_another_format_version_is_refused_untouched() {
             Err(xdv_audit::RegionError::OtherVersion { found }) if found == version
         ));
         assert_eq!(old, before, "a refused region is left untouched");
+        let said = xdv_audit::RegionError::OtherVersion { found: version }.to_string();
+        assert_eq!(
+            said,
+            format!(
+                "audit region in format version {version}, this build writes version 2; \
+                 refusing to overwrite"
+            )
+        );
+        assert!(
+            verify_region(&old)
+                .unwrap_err()
+                .to_string()
+                .contains(&format!(
+                    "audit format version {version}: this build reads version 2 only"
+                ))
+        );
         // One copy of this version in force: read as usual (the other copy is
         // damaged, not of another version).
         let mut mixed = old.clone();

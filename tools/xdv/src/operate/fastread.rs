@@ -18,8 +18,8 @@
 //!    when every record checks.
 //! 3. Merkle: as each group of four aligned subtrees of [`MerkleIndex::BASE_HEIGHT`]
 //!    is hashed, its nodes are hashed in lanes while the record hashes (the
-//!    leaves, audit format 2) are in cache; then the levels above. The accumulator of the node's scan is
-//!    made of the same subtree roots.
+//!    leaves, audit format 2) are in cache; then the levels above. The
+//!    accumulator of the node's scan is made of the same subtree roots.
 //! 4. The units' findings are folded in region order; the verdict is the kernel's
 //!    [`ScanPlan::finish`] with the [`CleanChain`] scan.
 //!
@@ -571,8 +571,9 @@ fn varint(b: &[u8], bits: u32) -> Option<(u64, &[u8])> {
     None
 }
 
-/// The Merkle tree over a region's record hashes (as [`xdv_audit::merkle`]): the roots of every aligned perfect subtree of at least
-/// `2^BASE_HEIGHT` leaves, so the root of any prefix takes a few hashes.
+/// The Merkle tree over a region's record hashes (as [`xdv_audit::merkle`]): the
+/// roots of every aligned perfect subtree of at least `2^BASE_HEIGHT` leaves, so the
+/// root of any prefix takes a few hashes.
 #[derive(Clone, Debug, Default)]
 pub struct MerkleIndex {
     /// `levels[k][j]`: root of leaves `j·2^(B+k) .. (j+1)·2^(B+k)`.
