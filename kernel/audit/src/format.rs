@@ -31,8 +31,11 @@ pub const DEFAULT_REGION_SIZE: u64 = 0x0040_0000;
 
 /// Superblock magic.
 pub const MAGIC: [u8; 8] = *b"XDVAUDIT";
-/// Format version of superblock and records.
-pub const FORMAT_VERSION: u8 = 1;
+/// Format version of superblock and records. 2: the Merkle tree's leaf is the
+/// record hash and its node one compression from a distinct IV (`merkle`); the
+/// record and superblock layouts are version 1's. A version-1 region is refused,
+/// not read (`docs/audit.md`, "Merkle tree").
+pub const FORMAT_VERSION: u8 = 2;
 /// Offsets of the two superblock copies.
 pub const SUPERBLOCK_OFFSETS: [usize; 2] = [0, 2048];
 /// Bytes of one superblock copy.
@@ -221,6 +224,22 @@ impl Superblock {
         })
     }
 
+    /// The format version of an intact copy (magic, checksum) of another format
+    /// version, when no copy of this version is valid: the region was written by
+    /// another build and must be refused, not formatted or judged damaged.
+    pub fn other_version(region: &[u8]) -> Option<u16> {
+        if Superblock::current(&Superblock::read_both(region)).is_some() {
+            return None;
+        }
+        SUPERBLOCK_OFFSETS.into_iter().find_map(|at| {
+            let b = region.get(at..at.checked_add(SUPERBLOCK_BYTES)?)?;
+            let version = le_u16(b, 8)?;
+            let intact =
+                b[0..8] == MAGIC && le_u64(b, SB_CHECKSUM_AT)? == checksum64(&b[..SB_CHECKSUM_AT]);
+            (intact && version != u16::from(FORMAT_VERSION)).then_some(version)
+        })
+    }
+
     /// Both copies, decoded (`None` where invalid).
     pub fn read_both(region: &[u8]) -> [Option<Superblock>; 2] {
         SUPERBLOCK_OFFSETS.map(|at| Superblock::decode(region, at))
@@ -296,6 +315,11 @@ pub struct RecordView {
 pub enum Damage {
     /// Neither superblock copy is valid (magic, version, checksum).
     NoSuperblock,
+    /// No superblock copy of this format version, but one of another (`found`),
+    /// intact (magic and checksum): a region written by another build.
+    OtherVersion {
+        found: u16,
+    },
     /// The superblock's region size is not usable with these bytes.
     BadRegionSize {
         claimed: u64,
@@ -340,6 +364,10 @@ impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Damage::NoSuperblock => write!(f, "no valid superblock copy"),
+            Damage::OtherVersion { found } => write!(
+                f,
+                "audit format version {found}: this build reads version {FORMAT_VERSION} only"
+            ),
             Damage::BadRegionSize { claimed, available } => {
                 write!(
                     f,

@@ -1,5 +1,6 @@
 //! The XDV audit log: hash-chained records in a reserved memory region, Merkle
-//! proofs over them (RFC 6962 / RFC 9162 hashing) and the federated audit root.
+//! proofs over them (RFC 6962 trees with format 2's leaf and node hashes, RFC 9162
+//! proofs: see `merkle`) and the federated audit root.
 //!
 //! Invariants owned here:
 //! - A record is fully written (and fenced) before a superblock points past it, so

@@ -21,7 +21,10 @@
 //! is kept as it is and recorded by a `Damaged` record; appends continue after the
 //! last readable record or damaged byte, never over either. Unreadable superblocks
 //! are rebuilt from the scan; only a region with no superblock and no recognisable
-//! record is formatted, and a `Formatted` record says what that discarded.
+//! record is formatted, and a `Formatted` record says what that discarded. A region
+//! whose intact superblock names another format version is refused
+//! ([`RegionError::OtherVersion`]), never formatted: its history stays readable by
+//! the build that wrote it.
 //!
 //! Space policy: bulk records ([`RecordBody::is_bulk`], what an unauthenticated
 //! sender can cause) may fill the region only up to its high-water mark
@@ -82,6 +85,9 @@ pub enum RegionError {
     ForeignNode { found: NodeId },
     /// The superblock records a different region size; not overwritten.
     SizeMismatch { recorded: u64, actual: u64 },
+    /// The region was written in another audit format version (an intact
+    /// superblock copy says `found`, none says this build's); not overwritten.
+    OtherVersion { found: u16 },
 }
 
 impl fmt::Display for RegionError {
@@ -100,6 +106,11 @@ impl fmt::Display for RegionError {
             RegionError::SizeMismatch { recorded, actual } => write!(
                 f,
                 "audit region recorded as {recorded} bytes but is {actual}; refusing to overwrite"
+            ),
+            RegionError::OtherVersion { found } => write!(
+                f,
+                "audit region in format version {found}, this build writes version \
+                 {FORMAT_VERSION}; refusing to overwrite"
             ),
         }
     }
@@ -352,6 +363,9 @@ impl<'a> AuditLog<'a> {
             }
             Some(_) => {}
             None => {
+                if let Some(found) = Superblock::other_version(region) {
+                    return Err(RegionError::OtherVersion { found });
+                }
                 let dirty = nonzero_end(region);
                 match find_record(region, DATA_START, dirty, None, 0) {
                     None => return Ok(Self::format_discarding(region, node, dirty)),
@@ -470,7 +484,7 @@ impl<'a> AuditLog<'a> {
 
     /// Formats `region` for `node` unconditionally (zeroes it, boot count 1): for an
     /// operator who decided to discard a region `open` refused (`ForeignNode`,
-    /// `SizeMismatch`) or could not use. `open` formats by itself only a region
+    /// `SizeMismatch`, `OtherVersion`) or could not use. `open` formats by itself only a region
     /// without a valid superblock and without any recognisable record.
     pub fn format(
         region: &'a mut [u8],
@@ -776,7 +790,7 @@ impl<'a> AuditLog<'a> {
         }
     }
 
-    /// RFC 6962 root over all readable record hashes, in region order. Folds in
+    /// Merkle root ([`crate::merkle`]) over all readable record hashes, in region order. Folds in
     /// records appended since the last call (O(new records)); state is O(log n).
     pub fn merkle_root(&mut self) -> Hash32 {
         let mut off = self.merkle_end;

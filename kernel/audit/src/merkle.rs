@@ -1,13 +1,43 @@
-//! Merkle trees over audit records with RFC 6962 / RFC 9162 hashing, and the
+//! Merkle trees over audit records (audit format 2), with RFC 9162 proofs, and the
 //! federated audit root of a cluster.
 //!
-//! An entry is a record hash; `leaf = SHA-256(0x00 || entry)`,
-//! `node = SHA-256(0x01 || left || right)`; a tree of `n > 1` leaves splits at the
-//! largest power of two `k < n`; the root of the empty tree is `SHA-256("")`.
-//! Proof generation and verification follow RFC 9162 §2.1.3 and §2.1.4.
+//! An entry is a record hash. The tree is RFC 6962's (a tree of `n > 1` leaves
+//! splits at the largest power of two `k < n`; the root of the empty tree is
+//! `SHA-256("")`) with two hashes made cheaper, each by one SHA-256 block:
+//!
+//! - **leaf = the entry itself** (no `SHA-256(0x00 || entry)`);
+//! - **node = one SHA-256 compression of `left || right`** (64 bytes: exactly one
+//!   block, no padding, no length) **from [`NODE_IV`]** = `SHA-256("xdv-merkle-node-v2")`
+//!   read as eight big-endian words, instead of `SHA-256(0x01 || left || right)`
+//!   (65 bytes: two blocks).
+//!
+//! A record then costs its own hash (about two blocks) and one node block, not five.
+//!
+//! Why leaves and nodes stay apart (the job of RFC 6962's 0x00/0x01 prefixes): a
+//! leaf is a full SHA-256 digest, a Merkle–Damgård chain of compressions that starts
+//! at the standard IV with a first block that starts with the record's version
+//! byte (`FORMAT_VERSION` = 2), ends with a padded block, and covers at least
+//! `MIN_RECORD_BYTES - 32` = 62 bytes. A node is one compression from `NODE_IV` —
+//! the chain of the message `pad("xdv-merkle-node-v2") || left || right`, whose
+//! first block starts with `x` (0x78). Tracing two equal outputs back call by call,
+//! they are equal only if (a) two different compression calls collide, (b) a chain
+//! of compressions reaches the standard IV (a preimage), or (c) the two chains are
+//! the same calls, which needs a record whose first block is the domain's padded
+//! block — impossible, its first byte is the version. So a leaf equals a node only
+//! through a collision or preimage of the SHA-256 compression function, the
+//! assumption SHA-256's own collision resistance rests on; likewise two different
+//! trees of one size have one root only through such a collision, and proofs bind
+//! (index, size) to the path length as RFC 9162 does. The empty root `SHA-256("")`
+//! is a one-block chain from the standard IV, apart from both (a record is never
+//! empty). The entries must therefore be digests of messages that do not start
+//! with `pad("xdv-merkle-node-v2")`: record hashes are.
+//!
+//! Proof generation and verification follow RFC 9162 §2.1.3 and §2.1.4 (those
+//! algorithms do not depend on the hash of a leaf or a node).
 
 use alloc::vec::Vec;
 use core::fmt;
+use sha2::digest::generic_array::GenericArray;
 use sha2::{Digest, Sha256};
 use xdv_types::{Hash32, NodeId};
 
@@ -18,21 +48,41 @@ pub const MAX_FEDERATED_NODES: usize = 4096;
 
 const FEDERATION_DOMAIN: &[u8] = b"xdv-federated-root-v1";
 
-/// `SHA-256(0x00 || entry)`.
+/// The string whose SHA-256 is [`NODE_IV`].
+pub const NODE_DOMAIN: &[u8] = b"xdv-merkle-node-v2";
+
+/// The chaining value a node's compression starts from: `SHA-256("xdv-merkle-node-v2")`
+/// as eight big-endian words (a test recomputes it).
+pub const NODE_IV: [u32; 8] = [
+    0xda2f_1c43,
+    0x65b8_338e,
+    0x09c6_df59,
+    0xbcfe_2042,
+    0x5e6b_5191,
+    0xafad_dfb9,
+    0x1c3e_348d,
+    0xdee9_8cbc,
+];
+
+/// The leaf of an entry: the entry (a record hash) itself (see the module doc).
+#[inline]
 pub fn leaf_hash(entry: &Hash32) -> Hash32 {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(entry.0);
-    Hash32(h.finalize().into())
+    *entry
 }
 
-/// `SHA-256(0x01 || left || right)`.
+/// One SHA-256 compression of the block `left || right` from [`NODE_IV`]; the
+/// state as 32 big-endian bytes.
 pub fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left.0);
-    h.update(right.0);
-    Hash32(h.finalize().into())
+    let mut block = GenericArray::default();
+    block[..32].copy_from_slice(&left.0);
+    block[32..].copy_from_slice(&right.0);
+    let mut state = NODE_IV;
+    sha2::compress256(&mut state, core::slice::from_ref(&block));
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    Hash32(out)
 }
 
 /// Root of the empty tree: `SHA-256("")`.
@@ -310,7 +360,7 @@ impl MerkleAccumulator {
         &self.stack
     }
 
-    /// The RFC 6962 root of the leaves pushed so far.
+    /// The root of the leaves pushed so far.
     pub fn root(&self) -> Hash32 {
         let mut it = self.stack.iter().rev();
         let Some(&(_, mut r)) = it.next() else {

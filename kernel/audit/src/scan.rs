@@ -235,7 +235,7 @@ pub struct RegionScan {
 }
 
 impl RegionScan {
-    /// RFC 6962 root over the readable records' hashes, in region order.
+    /// Merkle root ([`crate::merkle`]) over the readable records' hashes, in region order.
     pub fn merkle_root(&self) -> Hash32 {
         self.merkle.root()
     }
@@ -507,7 +507,7 @@ impl ScanPlan {
             .as_ref()
             .and_then(|s| torn_tail(&copies, s))
             .map(|t| (t.offset, t.bytes));
-        let verdict = judge(bytes.len(), &copies, scan.as_ref(), torn);
+        let verdict = judge(bytes, &copies, scan.as_ref(), torn);
         Inspection {
             superblocks: copies,
             scan,
@@ -578,14 +578,27 @@ impl CleanChain {
     }
 }
 
+/// Why a region has no superblock copy in force: one of another format version, or
+/// none at all.
+fn no_superblock(bytes: &[u8]) -> VerifyError {
+    let what = Superblock::other_version(bytes)
+        .map_or(Damage::NoSuperblock, |found| Damage::OtherVersion { found });
+    VerifyError {
+        seq: 0,
+        offset: 0,
+        what,
+    }
+}
+
 fn judge(
-    avail: usize,
+    bytes: &[u8],
     copies: &[Option<Superblock>; 2],
     scan: Option<&RegionScan>,
     torn: Option<(u64, u64)>,
 ) -> Result<VerifyReport, VerifyError> {
     let err = |seq, offset, what| VerifyError { seq, offset, what };
-    let (_, sb) = Superblock::current(copies).ok_or(err(0, 0, Damage::NoSuperblock))?;
+    let avail = bytes.len();
+    let (_, sb) = Superblock::current(copies).ok_or_else(|| no_superblock(bytes))?;
     let claimed = sb.region_bytes;
     let avail = avail as u64;
     if claimed < MIN_REGION_BYTES as u64 || claimed > MAX_REGION_BYTES as u64 {
@@ -646,11 +659,7 @@ fn judge(
 pub fn verify_region(bytes: &[u8]) -> Result<VerifyReport, VerifyError> {
     let copies = Superblock::read_both(bytes);
     if Superblock::current(&copies).is_none() {
-        return Err(VerifyError {
-            seq: 0,
-            offset: 0,
-            what: Damage::NoSuperblock,
-        });
+        return Err(no_superblock(bytes));
     }
     inspect_region(bytes).verdict
 }

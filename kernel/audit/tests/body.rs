@@ -255,7 +255,7 @@ fn superblock_encoding_is_the_documented_layout() {
     let b = sb.encode();
     assert_eq!(b.len(), SUPERBLOCK_BYTES);
     assert_eq!(&b[0..8], b"XDVAUDIT");
-    assert_eq!(u16::from_le_bytes([b[8], b[9]]), 1);
+    assert_eq!(u16::from_le_bytes([b[8], b[9]]), 2);
     assert_eq!(&b[10..12], &[0, 0]);
     assert_eq!(&b[12..16], &0x0102_0304u32.to_le_bytes());
     assert_eq!(&b[16..24], &0x0040_0000u64.to_le_bytes());

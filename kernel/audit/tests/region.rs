@@ -45,6 +45,76 @@ fn clean_region_verifies_and_reopens() {
     assert_eq!(log.verify_in_place().unwrap(), rep2);
 }
 
+/// `region` as a build of format version `version` would have written its
+/// superblocks: the version word changed, the checksum (written out here from its
+/// definition in `format.rs`) computed again.
+fn with_superblock_version(region: &[u8], version: u16) -> Vec<u8> {
+    let mut r = region.to_vec();
+    for at in SUPERBLOCK_OFFSETS {
+        let sb = &mut r[at..at + SUPERBLOCK_BYTES];
+        sb[8..10].copy_from_slice(&version.to_le_bytes());
+        let h = sb[..88]
+            .chunks_exact(8)
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+                (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        sb[88..96].copy_from_slice(&(h ^ (h >> 32)).to_le_bytes());
+    }
+    r
+}
+
+#[test]
+fn a_region_of_another_format_version_is_refused_untouched() {
+    let region = small_region(RECORDS);
+    assert_eq!(xdv_audit::format::FORMAT_VERSION, 2);
+    // The rewrite itself is right: version 2 again gives back the same bytes.
+    assert_eq!(with_superblock_version(&region, 2), region);
+    for version in [1u16, 3, 0xFFFF] {
+        let mut old = with_superblock_version(&region, version);
+        let before = old.clone();
+        let want = Damage::OtherVersion { found: version };
+        assert_eq!(verify_region(&old).unwrap_err().what, want);
+        assert_eq!(
+            xdv_audit::inspect_region(&old).verdict.unwrap_err().what,
+            want
+        );
+        assert!(matches!(
+            AuditLog::open(&mut old, NODE),
+            Err(xdv_audit::RegionError::OtherVersion { found }) if found == version
+        ));
+        assert_eq!(old, before, "a refused region is left untouched");
+        let said = xdv_audit::RegionError::OtherVersion { found: version }.to_string();
+        assert_eq!(
+            said,
+            format!(
+                "audit region in format version {version}, this build writes version 2; \
+                 refusing to overwrite"
+            )
+        );
+        assert!(
+            verify_region(&old)
+                .unwrap_err()
+                .to_string()
+                .contains(&format!(
+                    "audit format version {version}: this build reads version 2 only"
+                ))
+        );
+        // One copy of this version in force: read as usual (the other copy is
+        // damaged, not of another version).
+        let mut mixed = old.clone();
+        mixed[SUPERBLOCK_OFFSETS[1]..SUPERBLOCK_OFFSETS[1] + SUPERBLOCK_BYTES].copy_from_slice(
+            &region[SUPERBLOCK_OFFSETS[1]..SUPERBLOCK_OFFSETS[1] + SUPERBLOCK_BYTES],
+        );
+        assert!(AuditLog::open(&mut mixed, NODE).is_ok());
+    }
+    // A damaged superblock of another version is just damage: no valid copy.
+    let mut torn = with_superblock_version(&region, 1);
+    for at in SUPERBLOCK_OFFSETS {
+        torn[at + 40] ^= 1;
+    }
+    assert_eq!(verify_region(&torn).unwrap_err().what, Damage::NoSuperblock);
+}
+
 #[test]
 fn foreign_node_is_refused_and_find_region_works() {
     let mut region = small_region(3);

@@ -25,12 +25,19 @@
 //!     0.20–0.25 (main before: 0.13–0.17, side by side); after the unit pipeline
 //!     (`fastread.rs`: walk overlapped with hashing, records checked in place,
 //!     Merkle subtrees per unit, unrolled lanes, huge-page outputs), load 6–7:
-//!     0.26–0.45 (one thread: 0.29–0.32). Not the goal on this shared machine: a
-//!     record costs 5 SHA-256 blocks (record 2, Merkle leaf 1, node 2) against 2.1
-//!     for its raw bytes; the four streams hash a block in 19 ns in cache against
-//!     35 for one `sha2` stream, which bounds the ratio near 0.78 on one free core
-//!     and 1.5 on two, but under the load the read's hashing ran at about half that
-//!     speed and two threads rarely had two cores (`docs/operate.md`, Performance).
+//!     0.26–0.45 (one thread: 0.29–0.32). Audit format 2 (`docs/audit.md`, Merkle
+//!     tree: leaf = the record hash, node = one compression from its own IV) cuts a
+//!     record from 5 SHA-256 blocks (record 2, Merkle leaf 1, node 2) to 3 (record 2,
+//!     node 1) against 2.1 for its raw bytes. Side by side with the format-1 build
+//!     (main at 3ed54f5), alternating, 5 runs each, load 5 on the 2 shared cores
+//!     (Intel Xeon): one thread 0.23–0.24 → 0.30–0.31 (288–305 → 368–384 MiB/s, 1.28×);
+//!     two threads 0.24–0.29 → 0.28–0.31. Load 1.2–1.5, the same way (8 runs each of
+//!     the two binaries on 2 threads, 3 on one): two threads 0.36–0.54 → 0.52–0.75
+//!     (473–687 → 676–959 MiB/s), one thread 0.28–0.32 → 0.41–0.44. In a
+//!     loaded profile of one thread the lanes take about 95 of the read's ~170 ms, at 58–68
+//!     ns a block against 49 for raw `sha2` in the same runs, so 3 blocks against 2.1
+//!     bound one thread near 0.7 before the walk, the checks and page faults; the
+//!     goal needs the second core free (`docs/operate.md`, Performance).
 //!
 //! Usage: `cargo xdv bench replay [runs] [--verify-only] [--no-qemu]` (default 5 runs; medians;
 //! `--verify-only`: part (b) alone; `--no-qemu`: without (a')).

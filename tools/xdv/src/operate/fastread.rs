@@ -17,9 +17,9 @@
 //!    stored hash is checked by the thread holding it, so the chain holds exactly
 //!    when every record checks.
 //! 3. Merkle: as each group of four aligned subtrees of [`MerkleIndex::BASE_HEIGHT`]
-//!    is hashed, its leaves and nodes are hashed in lanes while the record hashes
-//!    are in cache; then the levels above. The accumulator of the node's scan is
-//!    made of the same subtree roots.
+//!    is hashed, its nodes are hashed in lanes while the record hashes (the
+//!    leaves, audit format 2) are in cache; then the levels above. The
+//!    accumulator of the node's scan is made of the same subtree roots.
 //! 4. The units' findings are folded in region order; the verdict is the kernel's
 //!    [`ScanPlan::finish`] with the [`CleanChain`] scan.
 //!
@@ -571,9 +571,9 @@ fn varint(b: &[u8], bits: u32) -> Option<(u64, &[u8])> {
     None
 }
 
-/// The Merkle tree over a region's record hashes (RFC 6962, as
-/// [`xdv_audit::merkle`]): the roots of every aligned perfect subtree of at least
-/// `2^BASE_HEIGHT` leaves, so the root of any prefix takes a few hashes.
+/// The Merkle tree over a region's record hashes (as [`xdv_audit::merkle`]): the
+/// roots of every aligned perfect subtree of at least `2^BASE_HEIGHT` leaves, so the
+/// root of any prefix takes a few hashes.
 #[derive(Clone, Debug, Default)]
 pub struct MerkleIndex {
     /// `levels[k][j]`: root of leaves `j·2^(B+k) .. (j+1)·2^(B+k)`.
@@ -636,24 +636,25 @@ impl MerkleIndex {
         MerkleAccumulator::from_subtrees(size, stack)
     }
 
-    /// RFC 6962 root of the first `size` leaves (`None` past the end).
+    /// Merkle root of the first `size` leaves (`None` past the end).
     pub fn root(&self, hashes: &[Hash32], size: u64) -> Option<Hash32> {
         Some(self.accumulator(hashes, size)?.root())
     }
 }
 
-/// Roots of four perfect subtrees of `2^BASE_HEIGHT` leaves each, hashed in lanes
-/// (leaves and nodes as fixed-shape blocks, [`lanes::leaves4`], [`lanes::nodes4`]).
+/// Roots of four perfect subtrees of `2^BASE_HEIGHT` leaves each (a leaf is its
+/// record hash), their nodes hashed in lanes ([`lanes::nodes4`]: one block each).
 fn subtree_roots4(leaves: [&[Hash32]; 4]) -> [Hash32; 4] {
     const W: usize = 1 << MerkleIndex::BASE_HEIGHT;
-    let mut cur = [[Hash32([0; 32]); W]; 4];
-    for i in 0..W {
-        let d = lanes::leaves4(leaves.map(|l| &l[i]));
+    // The lowest nodes straight from the leaves, the levels above in `cur`.
+    let mut cur = [[Hash32([0; 32]); W / 2]; 4];
+    for i in 0..W / 2 {
+        let d = lanes::nodes4([0, 1, 2, 3].map(|k| (&leaves[k][2 * i], &leaves[k][2 * i + 1])));
         for (c, h) in cur.iter_mut().zip(d) {
             c[i] = h;
         }
     }
-    let mut width = W;
+    let mut width = W / 2;
     while width > 1 {
         width /= 2;
         for i in 0..width {

@@ -3,14 +3,15 @@
 //!
 //! One SHA-256 stream is bound by the latency of `sha256rnds2` (each round pair
 //! needs the previous one's result); four independent streams keep the unit busy,
-//! so a core hashes ~1.5× more short messages (record bytes, Merkle leaves and
-//! nodes) per second than through `sha2` one message at a time. Plain SHA-256,
-//! FIPS 180-4 padding: every digest equals `Sha256::digest` of the same bytes (the
-//! tests check it over many lengths). Without SHA-NI (or off x86-64) each message
-//! is hashed by `sha2`.
+//! so a core hashes ~1.5× more short messages (record bytes, Merkle nodes) per
+//! second than through `sha2` one message at a time. Plain SHA-256, FIPS 180-4
+//! padding: every digest equals `Sha256::digest` of the same bytes (the tests check
+//! it over many lengths); a Merkle node is audit format 2's one compression from
+//! `NODE_IV` ([`xdv_audit::merkle::node_hash`]). Without SHA-NI (or off x86-64)
+//! each message is hashed by `sha2`.
 
 use sha2::{Digest, Sha256};
-use xdv_audit::merkle::{leaf_hash, node_hash};
+use xdv_audit::merkle::node_hash;
 use xdv_types::Hash32;
 
 /// SHA-256 of each of the four messages.
@@ -35,19 +36,8 @@ pub fn digest4_in(buf: &[u8], ranges: [(usize, usize); 4]) -> [Hash32; 4] {
     ranges.map(|(a, b)| Hash32(Sha256::digest(&buf[a..b]).into()))
 }
 
-/// RFC 6962 leaf hashes `SHA-256(0x00 || entry)` of four entries (one block each,
-/// built in place: no general padding per message).
-pub fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if shani::available() {
-        // SAFETY: `available()` found the CPU features `shani` is compiled for.
-        return unsafe { shani::leaves4(entries) };
-    }
-    entries.map(leaf_hash)
-}
-
-/// RFC 6962 node hashes `SHA-256(0x01 || left || right)` of four pairs (two blocks
-/// each, built in place).
+/// Merkle node hashes ([`node_hash`]: one compression of `left || right` from
+/// `NODE_IV`, no padding) of four pairs.
 pub fn nodes4(pairs: [(&Hash32, &Hash32); 4]) -> [Hash32; 4] {
     #[cfg(target_arch = "x86_64")]
     if shani::available() {
@@ -74,6 +64,7 @@ pub fn digest_all(msgs: &[&[u8]], out: &mut [Hash32]) {
 mod shani {
     use core::arch::x86_64::*;
     use std::sync::OnceLock;
+    use xdv_audit::merkle::NODE_IV;
     use xdv_types::Hash32;
 
     const H0: [u32; 8] = [
@@ -324,77 +315,28 @@ mod shani {
         unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) }
     }
 
-    /// Four one-block leaves: `0x00 || entry`, `0x80`, zeros, the length (264
-    /// bits), built in registers.
-    ///
-    /// # Safety
-    /// As [`digest4`].
-    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub unsafe fn leaves4(entries: [&Hash32; 4]) -> [Hash32; 4] {
-        let mask = swap_mask();
-        let mut w = [[_mm_setzero_si128(); 4]; 4];
-        for k in 0..4 {
-            // SAFETY: as this function.
-            let (lo, hi) = unsafe { halves(entries[k]) };
-            w[k] = [
-                _mm_shuffle_epi8(_mm_slli_si128(lo, 1), mask),
-                _mm_shuffle_epi8(_mm_alignr_epi8(hi, lo, 15), mask),
-                _mm_shuffle_epi8(
-                    _mm_or_si128(_mm_srli_si128(hi, 15), _mm_cvtsi32_si128(0x8000)),
-                    mask,
-                ),
-                _mm_set_epi32(33 * 8, 0, 0, 0),
-            ];
-        }
-        let mut states = [H0; 4];
-        // SAFETY: as this function.
-        unsafe { compress4w(&mut states, w) };
-        let mut out = [Hash32([0; 32]); 4];
-        for k in 0..4 {
-            out[k] = to_hash(states[k]);
-        }
-        out
-    }
-
-    /// Four two-block nodes: `0x01 || left || right[..31]`, then `right[31]`,
-    /// `0x80`, zeros, the length (520 bits), built in registers.
+    /// Four nodes: the block `left || right` (each 32-bit word big-endian), one
+    /// compression from `NODE_IV`, built in registers.
     ///
     /// # Safety
     /// As [`digest4`].
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub unsafe fn nodes4(pairs: [(&Hash32, &Hash32); 4]) -> [Hash32; 4] {
         let mask = swap_mask();
-        let z = _mm_setzero_si128();
-        let mut first = [[z; 4]; 4];
-        let mut second = [[z; 4]; 4];
+        let mut w = [[_mm_setzero_si128(); 4]; 4];
         for k in 0..4 {
             // SAFETY: as this function.
             let ((l_lo, l_hi), (r_lo, r_hi)) = unsafe { (halves(pairs[k].0), halves(pairs[k].1)) };
-            first[k] = [
-                _mm_shuffle_epi8(
-                    _mm_or_si128(_mm_slli_si128(l_lo, 1), _mm_cvtsi32_si128(1)),
-                    mask,
-                ),
-                _mm_shuffle_epi8(_mm_alignr_epi8(l_hi, l_lo, 15), mask),
-                _mm_shuffle_epi8(_mm_alignr_epi8(r_lo, l_hi, 15), mask),
-                _mm_shuffle_epi8(_mm_alignr_epi8(r_hi, r_lo, 15), mask),
-            ];
-            second[k] = [
-                _mm_shuffle_epi8(
-                    _mm_or_si128(_mm_srli_si128(r_hi, 15), _mm_cvtsi32_si128(0x8000)),
-                    mask,
-                ),
-                z,
-                z,
-                _mm_set_epi32(65 * 8, 0, 0, 0),
+            w[k] = [
+                _mm_shuffle_epi8(l_lo, mask),
+                _mm_shuffle_epi8(l_hi, mask),
+                _mm_shuffle_epi8(r_lo, mask),
+                _mm_shuffle_epi8(r_hi, mask),
             ];
         }
-        let mut states = [H0; 4];
+        let mut states = [NODE_IV; 4];
         // SAFETY: as this function.
-        unsafe {
-            compress4w(&mut states, first);
-            compress4w(&mut states, second);
-        }
+        unsafe { compress4w(&mut states, w) };
         let mut out = [Hash32([0; 32]); 4];
         for k in 0..4 {
             out[k] = to_hash(states[k]);
@@ -537,12 +479,10 @@ mod tests {
                 }
             }
         }
-        // The Merkle shapes: leaves and nodes built in place.
+        // The Merkle node built in place.
         let h = |i: usize| Hash32(Sha256::digest(&data[i..i + 7]).into());
         for round in 0..64 {
             let e = [0, 1, 2, 3].map(|k| h(round * 4 + k));
-            let l = e.each_ref();
-            assert_eq!(leaves4(l), e.map(|x| leaf_hash(&x)), "leaves {round}");
             let f = [0, 1, 2, 3].map(|k| h(round * 4 + k + 1000));
             let pairs = [0, 1, 2, 3].map(|k| (&e[k], &f[k]));
             assert_eq!(

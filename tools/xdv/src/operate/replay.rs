@@ -64,7 +64,8 @@ pub struct AuditRead {
 }
 
 impl AuditRead {
-    /// RFC 6962 root over the first `size` record hashes (`None` past the end).
+    /// Merkle root ([`xdv_audit::merkle`]) over the first `size` record hashes
+    /// (`None` past the end).
     pub fn root_at(&self, size: u64) -> Option<Hash32> {
         self.merkle.root(&self.hashes, size)
     }
