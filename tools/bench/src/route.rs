@@ -448,12 +448,17 @@ pub fn run(args: &[String]) -> Result<()> {
     let p64 = placement_cost(64, per_batch)?;
     let p256 = placement_cost(256, per_batch)?;
     let ratio = large.ours_ns / large.rank_ns;
+    let small_ratio = small.ours_ns / small.rank_ns;
     let p_ratio =
         (p64.state_routed_ns / p64.state_least_ns).max(p256.state_routed_ns / p256.state_least_ns);
     let policy_ratio = (p64.routed_ns / p64.least_ns).max(p256.routed_ns / p256.least_ns);
     println!(
-        "goal: routing <= 2x least-loaded ranking at 256 clusters: {} ({ratio:.2}x); vivaldi median error <= 15 %: {}",
-        if ratio <= 2.0 { "met" } else { "NOT met" },
+        "goal: routing <= 2x least-loaded ranking at 16 and 256 clusters: {} ({small_ratio:.2}x at 16, {ratio:.2}x at 256); vivaldi median error <= 15 %: {}",
+        if ratio.max(small_ratio) <= 2.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
         if viv.median_pct <= 15.0 {
             "met"
         } else {
