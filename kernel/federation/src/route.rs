@@ -177,9 +177,11 @@ pub struct ClusterRouting {
     /// circuit is not open (a cluster with none live is excluded).
     cached_load_factor_ppm: u64,
     newest_usable_manager_ms: Option<u64>,
-    /// The last (local coordinate, RTT estimate, sigma) computed against the leader's
-    /// coordinate: a gate routes many requests between two moves of its coordinate, and
-    /// the square root is the costliest step. Cleared by every heartbeat. A pure
+    /// The last (local coordinate's epoch, RTT estimate, sigma) computed against the
+    /// leader's coordinate: a gate routes many requests between two moves of its
+    /// coordinate, and the square root is the costliest step. The epoch
+    /// ([`Router`]'s `local_memo`) names the local coordinate, so a decision compares
+    /// that coordinate once, not once per cluster. Cleared by every heartbeat. A pure
     /// memo: the same inputs give the same bits with or without it.
     #[serde(skip)]
     distance_memo: DistanceMemo,
@@ -187,7 +189,7 @@ pub struct ClusterRouting {
 
 /// [`ClusterRouting::distance_memo`]: a cache, so not part of a cluster's equality.
 #[derive(Clone, Debug, Default)]
-struct DistanceMemo(core::cell::Cell<Option<(Coordinate, u64, u64)>>);
+struct DistanceMemo(core::cell::Cell<Option<(u64, u64, u64)>>);
 
 impl PartialEq for DistanceMemo {
     fn eq(&self, _: &Self) -> bool {
@@ -196,6 +198,23 @@ impl PartialEq for DistanceMemo {
 }
 
 impl Eq for DistanceMemo {}
+
+/// The local coordinate of the last decision and its epoch (counting from 1, one more
+/// each time the coordinate changes): what [`ClusterRouting::distance_memo`] entries
+/// are keyed by. A cache, so not part of the router's equality nor its encoding.
+#[derive(Clone, Debug, Default)]
+struct LocalMemo {
+    local: Option<Coordinate>,
+    epoch: u64,
+}
+
+impl PartialEq for LocalMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LocalMemo {}
 
 /// A manager's heartbeat as the gate receives it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -359,6 +378,8 @@ pub struct Router {
     cooldowns: BTreeMap<ClusterId, u64>,
     sticky_managers: BTreeMap<(ClusterId, JobId), NodeId>,
     pub metrics: RouteMetrics,
+    #[serde(skip)]
+    local_memo: LocalMemo,
 }
 
 impl Router {
@@ -370,6 +391,7 @@ impl Router {
             cooldowns: BTreeMap::new(),
             sticky_managers: BTreeMap::new(),
             metrics: RouteMetrics::default(),
+            local_memo: LocalMemo::default(),
         }
     }
 
@@ -558,7 +580,7 @@ impl Router {
         id: ClusterId,
         c: &ClusterRouting,
         bucket: Health,
-        local: &Coordinate,
+        (local, epoch): (&Coordinate, u64),
         mode: Mode,
         now_ms: u64,
     ) -> ScoreLine {
@@ -572,10 +594,10 @@ impl Router {
                 let v = &self.cfg.vivaldi;
                 let remote = c.leader_coordinate.as_ref();
                 let (est, sigma) = match c.distance_memo.0.get() {
-                    Some((at, est, sigma)) if at == *local => (est, sigma),
+                    Some((at, est, sigma)) if at == epoch => (est, sigma),
                     _ => {
                         let (est, sigma) = estimate_and_sigma_us(v, local, remote);
-                        c.distance_memo.0.set(Some((*local, est, sigma)));
+                        c.distance_memo.0.set(Some((epoch, est, sigma)));
                         (est, sigma)
                     }
                 };
@@ -625,10 +647,17 @@ impl Router {
         } else {
             Mode::Bootstrap
         };
+        if self.local_memo.local != Some(*local) {
+            self.local_memo = LocalMemo {
+                local: Some(*local),
+                epoch: self.local_memo.epoch + 1,
+            };
+        }
+        let epoch = self.local_memo.epoch;
         let mut scores: Vec<ScoreLine> = Vec::with_capacity(self.clusters.len());
         for (&id, c) in &self.clusters {
             if let Some(bucket) = self.bucket_of(c, now_ms) {
-                scores.push(self.score_line(id, c, bucket, local, mode, now_ms));
+                scores.push(self.score_line(id, c, bucket, (local, epoch), mode, now_ms));
             }
         }
         let bucket = scores.iter().map(|s| s.bucket).min();
