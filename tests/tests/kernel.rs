@@ -167,13 +167,17 @@ fn console_round_trip() {
     vm.wait_for("xdv> ", T).unwrap();
     vm.send_line("help").unwrap();
     vm.wait_for("halt — stop the node", T).unwrap();
+    // The help text arrives over the serial line: wait for each line, not only the
+    // first one named.
     for cmd in [
         "mem —",
         "cpus —",
         "runq —",
         "log <error|warn|info|debug|trace> —",
+        "fault late-completion <ms> —",
     ] {
-        assert!(vm.output().contains(cmd), "help lacks {cmd}");
+        vm.wait_for(cmd, T)
+            .unwrap_or_else(|e| panic!("help lacks {cmd}: {e}"));
     }
     vm.send_line("mem").unwrap();
     vm.wait_for("heap: used=", T).unwrap();
