@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use xdv::qemu::{Config, Exit, Vm, temp_dir};
 use xdv::switch::{Faults, SwitchConfig};
+use xdv::testbed::free_port;
 
 const T: Duration = Duration::from_secs(120);
 
@@ -34,14 +35,6 @@ fn wait_peer_state(vm: &mut Vm, state: &str) {
         assert!(Instant::now() < end, "peer never {state}:\n{out}");
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Bytes of the TCP stream sent through the faulty switch.

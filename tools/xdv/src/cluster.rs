@@ -428,6 +428,21 @@ pub fn stop_accels(st: &mut ClusterState) -> Result<Vec<u32>> {
     Ok(stopped)
 }
 
+/// Refuses when `n`'s management port cannot be bound on 127.0.0.1 (QEMU would exit
+/// at once with a bare "could not set up host forwarding rule").
+pub fn check_port(n: &NodeSpec) -> Result<()> {
+    let port = n.mgmt_port();
+    if !crate::testbed::port_free(port) {
+        bail!(
+            "node {}'s management port 127.0.0.1:{port} is in use by another program \
+             (another cluster?); pick other ports with `cargo xdv up --fresh \
+             --mgmt-port-base <P>` (node N listens on P + N)",
+            n.id
+        );
+    }
+    Ok(())
+}
+
 /// Starts node `id` (detached, own process group) on its existing RAM file. The switch
 /// must be running ([`ensure_switch`]).
 pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
@@ -439,6 +454,7 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
     for ext in ["sock", "qmp"] {
         let _ = std::fs::remove_file(st.path(id, ext));
     }
+    check_port(&n)?;
     ensure_accel(st, id)?;
     let log_offset = std::fs::metadata(st.path(id, "log")).map_or(0, |m| m.len());
     let args = qemu_args(st, &n)?;
@@ -466,6 +482,19 @@ pub fn start_node(st: &mut ClusterState, id: u32) -> Result<u32> {
         crate::bridge::attach(b, &tap, pid).with_context(|| format!("node {id}'s peer NIC"))?;
     }
     Ok(pid)
+}
+
+/// Why node `id`'s QEMU exited, from its `qemu.err`: its last non-empty lines
+/// (at most 3), or `None` when it wrote nothing.
+pub fn exit_reason(st: &ClusterState, id: u32) -> Option<String> {
+    let err = std::fs::read_to_string(st.path(id, "qemu.err")).ok()?;
+    let lines: Vec<&str> = err
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    (!tail.is_empty()).then_some(tail)
 }
 
 /// How long `down` waits for QEMU to quit after the QMP `quit` before SIGTERM.

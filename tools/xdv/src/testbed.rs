@@ -31,11 +31,47 @@ pub struct Testbed {
     pub nic: NicModel,
 }
 
+/// Ports the tests hand out: below Linux's ephemeral range (32768–60999), so the
+/// kernel never gives one of them to an outgoing connection between the check here and
+/// QEMU's bind.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next port to try in this process; starts at an offset from the process id so
+/// test processes that run side by side start apart.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Whether 127.0.0.1:`port` can be bound now.
+pub fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The first of `n` consecutive TCP ports on 127.0.0.1 that are free now and that no
+/// other call in this process has returned (for nodes' management forwards).
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::Ordering;
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT_PORT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let off = NEXT_PORT.fetch_add(u32::from(n), Ordering::Relaxed) % span;
+        let first = TEST_PORTS.start + off as u16;
+        let Some(last) = first.checked_add(n - 1).filter(|l| *l < TEST_PORTS.end) else {
+            continue;
+        };
+        if (first..=last).all(port_free) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports in {TEST_PORTS:?} on 127.0.0.1");
+}
+
 /// A free TCP port on 127.0.0.1 (for a node's management forward).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
+    free_ports(1)
 }
 
 impl Testbed {

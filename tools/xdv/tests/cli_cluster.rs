@@ -75,6 +75,33 @@ fn up_submit_down_resume_fresh() {
         xdv(&a)
     };
 
+    // A management port held by another program: a specific refusal before anything
+    // starts (QEMU alone would exit with a bare host-forwarding error).
+    {
+        let busy_dir = xdv::qemu::temp_dir("cli-cluster-busy").unwrap();
+        let _down = Down(busy_dir.clone());
+        let port = base.parse::<u16>().unwrap() + 1;
+        let _held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let o = xdv(&[
+            "up",
+            "--dir",
+            busy_dir.to_str().unwrap(),
+            "--detach",
+            "--nodes",
+            "1",
+            "--mgmt-port-base",
+            &base,
+        ]);
+        assert_eq!(o.code, 1, "{o:?}");
+        assert!(
+            o.stderr.contains(&format!(
+                "node 1's management port 127.0.0.1:{port} is in use"
+            )),
+            "{o:?}"
+        );
+        assert!(!o.stderr.contains("started"), "nothing started: {o:?}");
+    }
+
     let o = up(&["--nodes", "1", "--tenants", "1", "--mgmt-port-base", &base]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("1 nodes ready"), "{o:?}");

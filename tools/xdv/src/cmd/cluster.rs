@@ -402,6 +402,9 @@ pub fn up(mut a: UpArgs) -> Result<()> {
     }
     write_pxe_tree(&st, &keys)?;
     st.save()?;
+    for n in &st.nodes {
+        cluster::check_port(n)?;
+    }
     cluster::start_switch(&mut st)?;
     let ids: Vec<u32> = st.nodes.iter().map(|n| n.id).collect();
     for id in ids {
@@ -698,9 +701,19 @@ fn wait_ready(st: &ClusterState, timeout: Duration) -> Result<()> {
         if states.iter().all(|s| matches!(s, NodeState::Ready(_))) {
             return Ok(());
         }
-        if states.contains(&NodeState::Stopped) {
+        if let Some(n) = st
+            .nodes
+            .iter()
+            .zip(&states)
+            .find_map(|(n, s)| (*s == NodeState::Stopped).then_some(n))
+        {
+            let why = cluster::exit_reason(st, n.id)
+                .map_or_else(String::new, |r| format!(" (QEMU said: {r})"));
             bail!(
-                "a node exited during boot; see its log (and node<N>.qemu.err) in {}",
+                "node {} exited during boot{why}; see node{}.log and node{}.qemu.err in {}",
+                n.id,
+                n.id,
+                n.id,
                 st.dir.display()
             );
         }

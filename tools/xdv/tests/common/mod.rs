@@ -44,8 +44,8 @@ impl Drop for Down {
     }
 }
 
-/// A `--mgmt-port-base` for a cluster in a test: node `n` listens on base + n, so the
-/// free port found is node 1's.
+/// A `--mgmt-port-base` for a cluster in a test: node `n` listens on base + n, and
+/// nodes 1..=8 (joins included) find their ports free.
 pub fn mgmt_port_base() -> String {
-    (xdv::testbed::free_port() - 1).to_string()
+    (xdv::testbed::free_ports(8) - 1).to_string()
 }
