@@ -84,7 +84,7 @@ fn a_job_is_routed_by_load_accepted_and_finished_with_its_decision_kept() {
     assert_eq!(cluster, Some(ClusterId(2)));
     let d = RouteDecision::decode(&bytes).unwrap();
     assert_eq!(d.primary, Some(ClusterId(2)));
-    assert_eq!(d.fallbacks, [ClusterId(1)]);
+    assert_eq!(d.fallbacks(), [ClusterId(1)]);
     assert_eq!(d.reason, Reason::Initial);
     assert!(d.explain().contains("c2"), "{}", d.explain());
     let g = s.gate().unwrap();

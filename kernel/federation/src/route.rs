@@ -33,8 +33,8 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use crate::vivaldi::{
-    Coordinate, VivaldiConfig, coordinate_quality, estimate_and_sigma_us, rtt_ucb_us, sigma_us,
-    ucb_of_us,
+    Coordinate, VivaldiConfig, coordinate_quality, estimate_and_sigma_us, fresh_quality,
+    rtt_ucb_us, sigma_us, ucb_of_us, with_staleness,
 };
 use crate::{ClusterId, JobId, NodeId, PPM, mul_ppm};
 
@@ -177,9 +177,9 @@ pub struct ClusterRouting {
     /// circuit is not open (a cluster with none live is excluded).
     cached_load_factor_ppm: u64,
     newest_usable_manager_ms: Option<u64>,
-    /// The last (local coordinate's epoch, RTT estimate, sigma) computed against the
-    /// leader's coordinate: a gate routes many requests between two moves of its
-    /// coordinate, and the square root is the costliest step. The epoch
+    /// The last [`Distance`] (RTT upper bound and the quality's fresh part) computed
+    /// against the leader's coordinate: a gate routes many requests between two moves
+    /// of its coordinate, and the square root and divisions are the costliest steps. The epoch
     /// ([`Router`]'s `local_memo`) names the local coordinate, so a decision compares
     /// that coordinate once, not once per cluster. Cleared by every heartbeat. A pure
     /// memo: the same inputs give the same bits with or without it.
@@ -189,7 +189,18 @@ pub struct ClusterRouting {
 
 /// [`ClusterRouting::distance_memo`]: a cache, so not part of a cluster's equality.
 #[derive(Clone, Debug, Default)]
-struct DistanceMemo(core::cell::Cell<Option<(u64, u64, u64)>>);
+struct DistanceMemo(core::cell::Cell<Option<Distance>>);
+
+/// What a decision needs of one cluster's coordinate against the local one (the
+/// staleness part of the quality is applied per decision: it moves with the clock).
+#[derive(Copy, Clone, Debug)]
+struct Distance {
+    /// The local coordinate's epoch these were computed for.
+    epoch: u64,
+    rtt_ucb_us: u64,
+    /// [`fresh_quality`]; `None` without a leader coordinate (quality 0).
+    fresh_quality_ppm: Option<u64>,
+}
 
 impl PartialEq for DistanceMemo {
     fn eq(&self, _: &Self) -> bool {
@@ -341,8 +352,6 @@ pub struct RouteDecision {
     /// The primary bucket; `None` when no cluster is eligible.
     pub bucket: Option<Health>,
     pub primary: Option<ClusterId>,
-    /// The rest of the chain (§13.7): the primary bucket by score, then worse buckets.
-    pub fallbacks: Vec<ClusterId>,
     /// Every candidate, in chain order (sorted by bucket, score, id).
     pub scores: Vec<ScoreLine>,
 }
@@ -593,20 +602,23 @@ impl Router {
                 // same bits as `rtt_ucb_us` and `quality_penalty_ppm`).
                 let v = &self.cfg.vivaldi;
                 let remote = c.leader_coordinate.as_ref();
-                let (est, sigma) = match c.distance_memo.0.get() {
-                    Some((at, est, sigma)) if at == epoch => (est, sigma),
+                let (rtt, fresh) = match c.distance_memo.0.get() {
+                    Some(m) if m.epoch == epoch => (m.rtt_ucb_us, m.fresh_quality_ppm),
                     _ => {
                         let (est, sigma) = estimate_and_sigma_us(v, local, remote);
-                        c.distance_memo.0.set(Some((epoch, est, sigma)));
-                        (est, sigma)
+                        let m = Distance {
+                            epoch,
+                            rtt_ucb_us: ucb_of_us(v, est, sigma),
+                            fresh_quality_ppm: remote.map(|r| {
+                                fresh_quality(v, local.sample_count.min(r.sample_count), sigma)
+                            }),
+                        };
+                        c.distance_memo.0.set(Some(m));
+                        (m.rtt_ucb_us, m.fresh_quality_ppm)
                     }
                 };
-                debug_assert_eq!((est, sigma), estimate_and_sigma_us(v, local, remote));
-                let rtt = ucb_of_us(v, est, sigma);
                 let stale = now_ms.saturating_sub(c.coordinate_updated_at_ms);
-                let qp = self.penalty_of(remote.map_or(0, |r| {
-                    coordinate_quality(v, local.sample_count.min(r.sample_count), sigma, stale)
-                }));
+                let qp = self.penalty_of(fresh.map_or(0, |q| with_staleness(v, q, stale)));
                 debug_assert_eq!(rtt, rtt_ucb_us(v, local, remote));
                 debug_assert_eq!(
                     qp,
@@ -695,11 +707,6 @@ impl Router {
                 (Some(p), r)
             }
         };
-        let fallbacks = scores
-            .iter()
-            .map(|s| s.cluster)
-            .filter(|c| Some(*c) != primary)
-            .collect();
         RouteDecision {
             context,
             at_ms: now_ms,
@@ -707,7 +714,6 @@ impl Router {
             reason,
             bucket,
             primary,
-            fallbacks,
             scores,
         }
     }
@@ -975,13 +981,26 @@ impl<'a> Reader<'a> {
 const NO_BUCKET: u8 = 0xFF;
 
 impl RouteDecision {
+    /// The rest of the chain (§13.7): every candidate but the primary, in chain order
+    /// (the primary bucket by score, then worse buckets).
+    pub fn fallbacks(&self) -> Vec<ClusterId> {
+        self.rest().collect()
+    }
+
+    fn rest(&self) -> impl Iterator<Item = ClusterId> + '_ {
+        self.scores
+            .iter()
+            .map(|s| s.cluster)
+            .filter(|c| Some(*c) != self.primary)
+    }
+
     /// The canonical encoding (little endian):
     /// `version u8 · context u64 · at_ms u64 · mode u8 · reason u8 · bucket u8 (0xFF none) ·
     /// has_primary u8 · primary u32 (0 when none) · n u16 · n × cluster u32 ·
     /// m u16 · m × (cluster u32 · bucket u8 · rtt_ucb_us u64 · load_ppm u64 ·
     /// quality_penalty_ppm u64 · flags u8 (1 preferred, 2 cooldown) · score u64)`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(32 + 4 * self.fallbacks.len() + 42 * self.scores.len());
+        let mut v = Vec::with_capacity(32 + 46 * self.scores.len());
         v.push(DECISION_VERSION);
         v.extend_from_slice(&self.context.to_le_bytes());
         v.extend_from_slice(&self.at_ms.to_le_bytes());
@@ -993,9 +1012,9 @@ impl RouteDecision {
         v.push(self.bucket.map_or(NO_BUCKET, Health::tag));
         v.push(u8::from(self.primary.is_some()));
         v.extend_from_slice(&self.primary.map_or(0, |c| c.0).to_le_bytes());
-        let n = self.fallbacks.len().min(MAX_CLUSTERS);
+        let n = self.rest().count().min(MAX_CLUSTERS);
         v.extend_from_slice(&(n as u16).to_le_bytes());
-        for c in &self.fallbacks[..n] {
+        for c in self.rest().take(n) {
             v.extend_from_slice(&c.0.to_le_bytes());
         }
         let m = self.scores.len().min(MAX_CLUSTERS);
@@ -1075,16 +1094,20 @@ impl RouteDecision {
         if r.at != bytes.len() {
             return Err(DecodeError::TrailingBytes(bytes.len() - r.at));
         }
-        Ok(RouteDecision {
+        let d = RouteDecision {
             context,
             at_ms,
             mode,
             reason,
             bucket,
             primary,
-            fallbacks,
             scores,
-        })
+        };
+        // The chain is written twice (fallbacks, then with the scores): they must agree.
+        if !d.rest().eq(fallbacks.iter().copied()) {
+            return Err(DecodeError::NonCanonical("fallbacks"));
+        }
+        Ok(d)
     }
 
     fn decode_line(r: &mut Reader<'_>) -> Result<ScoreLine, DecodeError> {
@@ -1115,7 +1138,7 @@ impl RouteDecision {
     pub fn next_fallback(&self, failed: &[ClusterId]) -> Option<ClusterId> {
         self.primary
             .into_iter()
-            .chain(self.fallbacks.iter().copied())
+            .chain(self.rest())
             .find(|c| !failed.contains(c))
     }
 
@@ -1144,11 +1167,7 @@ impl RouteDecision {
                 let _ = writeln!(s, "primary: none (reason: {})", self.reason.name());
             }
         }
-        let chain: Vec<String> = self
-            .fallbacks
-            .iter()
-            .map(|c| alloc::format!("{c}"))
-            .collect();
+        let chain: Vec<String> = self.rest().map(|c| alloc::format!("{c}")).collect();
         let _ = writeln!(
             s,
             "fallbacks: {}",

@@ -317,18 +317,36 @@ pub fn coordinate_quality(
     error_us: u64,
     staleness_ms: u64,
 ) -> u64 {
+    with_staleness(
+        cfg,
+        fresh_quality(cfg, sample_count, error_us),
+        staleness_ms,
+    )
+}
+
+/// [`coordinate_quality`] without its staleness part (the sample and error qualities'
+/// product): it depends on the two coordinates only, so a router can keep it between
+/// decisions.
+#[inline]
+pub fn fresh_quality(cfg: &VivaldiConfig, sample_count: u32, error_us: u64) -> u64 {
     let samples = (u64::from(sample_count) * PPM / u64::from(cfg.min_samples_for_routing)).min(PPM);
     let error = if error_us <= cfg.error_good_us {
         PPM
     } else {
         cfg.error_good_us * PPM / error_us
     };
+    mul_ppm(samples, error)
+}
+
+/// A [`fresh_quality`] aged by `staleness_ms`: `coordinate_quality` exactly.
+#[inline]
+pub fn with_staleness(cfg: &VivaldiConfig, fresh: u64, staleness_ms: u64) -> u64 {
     let stale = if staleness_ms <= cfg.coord_ttl_ms {
         PPM
     } else {
         cfg.coord_ttl_ms * PPM / staleness_ms
     };
-    mul_ppm(mul_ppm(samples, error), stale)
+    mul_ppm(fresh, stale)
 }
 
 /// A deterministic direction for two coincident coordinates: four components in

@@ -246,7 +246,7 @@ fn refusal(seed: u64) -> (xdv_types::Hash32, Vec<(u64, u32, &'static str)>) {
     let (j1, j2) = (jobs[0].1, jobs[1].1);
     let d1 = decision(g, j1);
     assert_eq!(d1.primary, Some(ClusterId(1)), "{}", d1.explain());
-    assert_eq!(d1.fallbacks, [ClusterId(2)]);
+    assert_eq!(d1.fallbacks(), [ClusterId(2)]);
     assert_eq!(sim.routed(jobs[0].0).unwrap().1, Some(ClusterId(1)));
     let r = &g.jobs[&j1].refused;
     assert_eq!(r.len(), 1, "{r:?}");

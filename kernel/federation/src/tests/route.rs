@@ -86,7 +86,7 @@ fn t13_13_1_routing_respects_health_buckets() {
         (Some(C1), Some(Health::Healthy), Reason::Initial)
     );
     assert_eq!(
-        d.fallbacks,
+        d.fallbacks(),
         [C2, C3],
         "buckets in order, unhealthy never listed"
     );
@@ -282,7 +282,7 @@ fn t13_13_6_cooldown_after_dispatch_failure() {
         "safety beats the hold-down"
     );
     assert!(line(&d, C1).cooldown);
-    assert_eq!(d.fallbacks, [C1], "a cooling cluster stays in the chain");
+    assert_eq!(d.fallbacks(), [C1], "a cooling cluster stays in the chain");
     assert!(r.in_cooldown(C1, 120_999) && !r.in_cooldown(C1, 121_000));
     for hb in [
         leader(C1, Health::Healthy, 100, 0, None),
@@ -351,7 +351,7 @@ fn t13_13_8_fallback_chain_construction() {
     let mut r = router_with(&hbs, 0);
     let d = r.route(1, &[], &gate_coord(), 0);
     assert_eq!(d.primary, Some(ClusterId(2)));
-    assert_eq!(d.fallbacks, [1, 4, 3, 5].map(ClusterId));
+    assert_eq!(d.fallbacks(), [1, 4, 3, 5].map(ClusterId));
     assert_eq!(d.next_fallback(&[ClusterId(2)]), Some(ClusterId(1)));
     assert_eq!(
         d.next_fallback(&[1, 2, 3, 4].map(ClusterId)),
@@ -445,7 +445,7 @@ fn t13_13_10_preferred_dc_multiplier() {
         "the multiplier applies inside the primary bucket only"
     );
     assert_eq!(line(&d, C3).score, line(&plain, C3).score);
-    assert_eq!(d.fallbacks, [C1, C3]);
+    assert_eq!(d.fallbacks(), [C1, C3]);
     let text = d.explain();
     assert!(
         text.contains("primary: c2 (bucket healthy, reason: initial)"),
@@ -524,7 +524,7 @@ fn determinism_same_inputs_same_decisions_and_bytes() {
             assert!(d.scores.windows(2).all(|w| w[0].bucket <= w[1].bucket));
             if let Some(p) = d.primary {
                 assert_eq!(Some(line(d, p).bucket), d.bucket);
-                assert_eq!(d.fallbacks.len() + 1, d.scores.len());
+                assert_eq!(d.fallbacks().len() + 1, d.scores.len());
             }
         }
     }
@@ -586,6 +586,12 @@ fn decoder_refuses_bad_input_with_clear_errors() {
     assert_eq!(
         RouteDecision::decode(&v),
         Err(DecodeError::NonCanonical("primary"))
+    );
+    let mut v = good.clone();
+    v[27] ^= 0x80; // the first fallback no longer the chain's second cluster
+    assert_eq!(
+        RouteDecision::decode(&v),
+        Err(DecodeError::NonCanonical("fallbacks"))
     );
     let mut v = vec![DECISION_VERSION];
     v.extend_from_slice(&[0; 24]);
