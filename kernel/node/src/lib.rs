@@ -30,4 +30,5 @@ pub use node::{
     AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, AUDIT_TAG_PEER,
     AUDIT_TAG_RTT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt, Node, NodeCounters,
     Outbox, PeerRecordBody, RttRecordBody, RunTask, genesis, replay_coordinate,
+    replay_coordinate_with,
 };

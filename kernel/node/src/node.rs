@@ -116,6 +116,17 @@ pub fn replay_coordinate(
     cfg: &NodeConfig,
     samples: &[RttRecordBody],
 ) -> Result<Vec<u8>, String> {
+    replay_coordinate_with(me, cfg, samples, |_, _| {})
+}
+
+/// [`replay_coordinate`], calling `each(i, coordinate)` after every sample `i` the node
+/// took, with the coordinate it then had (what its load heartbeats report).
+pub fn replay_coordinate_with(
+    me: NodeId,
+    cfg: &NodeConfig,
+    samples: &[RttRecordBody],
+    mut each: impl FnMut(usize, &xdv_federation::vivaldi::Coordinate),
+) -> Result<Vec<u8>, String> {
     let mut h = peers::PeerHealth::new(me, cfg.vivaldi, cfg.confirm)?;
     for (i, r) in samples.iter().enumerate() {
         let took = h
@@ -129,6 +140,9 @@ pub fn replay_coordinate(
                 if r.accepted { "took" } else { "refused" },
                 if took { "took" } else { "refused" }
             ));
+        }
+        if took {
+            each(i, h.vivaldi.local_coordinate());
         }
     }
     Ok(h.coordinate_bytes())

@@ -175,4 +175,20 @@ fn three_to_five_nodes_then_one_leaves_while_clients_commit() {
         "tasks committed meanwhile: {}",
         done.load(Ordering::Relaxed)
     );
+
+    // Off-line replay of a real node that stayed throughout: its log re-applied on the
+    // host matches its state hashes, and its RTT samples (pings to 2–4 peers) replay
+    // to every coordinate its load heartbeats reported.
+    let o = xdv(&["down", "--dir", &d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let ram = format!("{d}/node{}.ram", stay[0]);
+    let o = xdv(&["replay", &ram, "--json"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["verdict"]["result"], "ExactMatch", "{v}");
+    let rtt = &v["rtt"];
+    assert_eq!(rtt["ok"], true, "{rtt}");
+    assert!(rtt["taken"].as_u64().unwrap() >= 20, "{rtt}");
+    assert!(rtt["heartbeats"].as_u64().unwrap() >= 1, "{rtt}");
+    assert_eq!(rtt["matched"], rtt["heartbeats"], "{rtt}");
 }

@@ -134,6 +134,29 @@ fn every_fixture_node_replays_to_an_exact_match() {
             Verdict::ExactMatch { checked } => assert!(checked >= 20, "node {n}: {checked}"),
             ref other => panic!("node {n}: {other:?}"),
         }
+        // The RTT samples (two peers every 500 ms) replay through the node's code to
+        // the coordinates its load heartbeats reported; node 1 crashed, so two boots.
+        let rtt = &r.rtt;
+        assert!(rtt.ok(), "node {n}: {rtt:?}");
+        assert!(rtt.samples >= 60 && rtt.taken >= 60, "node {n}: {rtt:?}");
+        assert!(rtt.heartbeats >= 2, "node {n}: {rtt:?}");
+        assert_eq!(rtt.matched, rtt.heartbeats, "node {n}");
+        assert_eq!(rtt.boots, if n == 1 { 2 } else { 1 }, "node {n}");
+        // Another Vivaldi configuration gives other coordinates: the heartbeats no
+        // longer match (the check can fail).
+        let mut other = load_node(&ram(&run.dir, n), &LoadOptions::default()).unwrap();
+        other
+            .config
+            .as_mut()
+            .unwrap()
+            .vivaldi
+            .coordinate_adjustment_ppm += 50_000;
+        let bad = replay(&other).unwrap();
+        let p = bad.rtt.problem.clone().unwrap_or_default();
+        assert!(
+            p.contains("load heartbeat at index") && p.contains("never reach"),
+            "node {n}: {p}"
+        );
         let assigned = r.steps.iter().filter(|s| s.command == "AssignTask").count();
         assert!(assigned >= 10, "node {n} replayed {assigned} placements");
         let events: Vec<&Event> = r.steps.iter().flat_map(|s| &s.events).collect();
@@ -217,12 +240,18 @@ fn replay_cli_prints_exact_match_trace_and_json() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("ExactMatch: "), "{out}");
+    assert!(
+        out.contains("rtt samples: ") && out.contains("coordinate replayed: ("),
+        "{out}"
+    );
     assert!(out.contains("TaskAssigned"), "{out}");
     assert!(out.contains("NodeDown"), "{out}");
     let o = xdv(&["replay", s(&ram(dir, 3)), "--json", "--trace"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["verdict"]["result"], "ExactMatch");
     assert!(v["verdict"]["checked"].as_u64().unwrap() >= 20);
+    assert_eq!(v["rtt"]["ok"], true, "{v}");
+    assert_eq!(v["rtt"]["matched"], v["rtt"]["heartbeats"], "{v}");
     assert_eq!(v["node"], 3);
     let trace = v["trace"].as_array().unwrap();
     assert!(trace.iter().any(|s| s["command"] == "PublishAuditRoot"));

@@ -146,7 +146,28 @@ pub fn run(a: Args) -> Result<i32> {
     } else {
         print_text(&r, a.trace);
     }
-    Ok(if r.verdict.ok() { xdv::exit::OK } else { 1 })
+    Ok(if r.verdict.ok() && r.rtt.ok() {
+        xdv::exit::OK
+    } else {
+        1
+    })
+}
+
+/// The RTT samples' replay in one line.
+fn rtt_line(r: &Replay) -> String {
+    let c = &r.rtt;
+    let head = format!(
+        "rtt samples: {} recorded ({} taken) in {} boots; {} of the node's {} coordinate heartbeats reached",
+        c.samples, c.taken, c.boots, c.matched, c.heartbeats
+    );
+    match (&c.problem, &c.last) {
+        (Some(p), _) => format!("{head}; DIVERGED: {p}"),
+        (None, Some(l)) => format!(
+            "{head}; coordinate replayed: {}",
+            xdv::operate::replay::coordinate_text(l)
+        ),
+        (None, None) => head,
+    }
 }
 
 fn step_line(s: &Step) -> String {
@@ -218,6 +239,7 @@ fn print_text(r: &Replay, trace: bool) {
         r.before_snapshot,
         r.past_commit
     );
+    println!("{}", rtt_line(r));
     match &r.verdict {
         Verdict::ExactMatch { checked } => {
             println!("ExactMatch: {checked} entries checked against the node's state hashes")
@@ -291,6 +313,15 @@ fn replay_json(r: &Replay, trace: bool) -> Value {
         "audit_chain_ok": r.audit.verdict.is_ok(),
         "final_hash": r.final_state.hash().to_string(),
         "verdict": verdict_json(&r.verdict),
+        "rtt": {
+            "samples": r.rtt.samples, "taken": r.rtt.taken, "boots": r.rtt.boots,
+            "heartbeats": r.rtt.heartbeats, "matched": r.rtt.matched,
+            "ok": r.rtt.ok(), "problem": r.rtt.problem,
+            "last": r.rtt.last.map(|c| json!({
+                "position_us": c.position_us, "height_us": c.height_us,
+                "error_ppm": c.error_ppm, "sample_count": c.sample_count,
+            })),
+        },
     });
     if trace {
         v["trace"] = r

@@ -541,7 +541,7 @@ fn quick_check<'a>(
             }
             match tag as u16 {
                 xdv_node::AUDIT_TAG_APPLIED => Quick::Applied(rest),
-                xdv_node::AUDIT_TAG_NODE => return None,
+                xdv_node::AUDIT_TAG_NODE | xdv_node::AUDIT_TAG_RTT => return None,
                 _ => Quick::Other,
             }
         }
@@ -722,6 +722,7 @@ mod tests {
             "{what}: raft_applied"
         );
         assert_eq!(fast.marks, simple.marks, "{what}: marks");
+        assert_eq!(fast.rtt, simple.rtt, "{what}: RTT samples");
         let mut acc = MerkleAccumulator::new();
         for size in 0..=simple.hashes.len() as u64 {
             if size > 0 {

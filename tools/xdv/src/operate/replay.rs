@@ -17,7 +17,10 @@ use std::sync::Arc;
 use xdv_audit::{RecordBody, RecordView, VerifyError, VerifyReport, inspect_region_with};
 use xdv_cluster::mgmt;
 use xdv_cluster::{ClusterState, Command, Event, GlobalTime, Proposal};
-use xdv_node::{AUDIT_TAG_APPLIED, AUDIT_TAG_NODE, DurableStorage, OpenError};
+use xdv_federation::vivaldi::Coordinate;
+use xdv_node::{
+    AUDIT_TAG_APPLIED, AUDIT_TAG_NODE, AUDIT_TAG_RTT, DurableStorage, OpenError, RttRecordBody,
+};
 use xdv_raft::{EntryKind, Storage};
 use xdv_types::{Hash32, NodeId};
 
@@ -61,6 +64,9 @@ pub struct AuditRead {
     /// (seq, Raft index, Raft term) of every `RaftApplied` record.
     pub raft_applied: Vec<(u64, u64, u64)>,
     pub marks: Vec<AuditMark>,
+    /// (seq, sample) of every RTT-sample record ([`xdv_node::AUDIT_TAG_RTT`]); `None`
+    /// when its bytes do not decode.
+    pub rtt: Vec<(u64, Option<RttRecordBody>)>,
 }
 
 impl AuditRead {
@@ -78,6 +84,7 @@ pub(crate) struct Collected {
     undecodable: Vec<u64>,
     raft_applied: Vec<(u64, u64, u64)>,
     marks: Vec<AuditMark>,
+    rtt: Vec<(u64, Option<RttRecordBody>)>,
     /// Command names seen so far, each allocated once (at most [`MAX_NAMES`]).
     names: Vec<Arc<str>>,
 }
@@ -139,6 +146,9 @@ impl Collected {
                     self.marks.push(mark("halt", line));
                 }
             }
+            RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_RTT => self
+                .rtt
+                .push((seq, mgmt::decode::<RttRecordBody>(bytes).ok())),
             RecordBody::RaftApplied { index, term, .. } => self.raft_applied(seq, *index, *term),
             RecordBody::Boot { count } => self.marks.push(mark("boot", format!("boot {count}"))),
             RecordBody::AuditAlarm {
@@ -221,6 +231,7 @@ impl Collected {
         self.undecodable.append(&mut later.undecodable);
         self.raft_applied.append(&mut later.raft_applied);
         self.marks.append(&mut later.marks);
+        self.rtt.append(&mut later.rtt);
     }
 
     pub(crate) fn into_read(
@@ -239,6 +250,7 @@ impl Collected {
             undecodable: self.undecodable,
             raft_applied: self.raft_applied,
             marks: self.marks,
+            rtt: self.rtt,
         }
     }
 }
@@ -442,6 +454,8 @@ pub struct Replay {
     pub final_state: ClusterState,
     pub audit: AuditRead,
     pub genesis_from: String,
+    /// The RTT samples' replay ([`check_rtt`]).
+    pub rtt: RttCheck,
 }
 
 fn raft_identity(img: &NodeImage) -> Result<(u32, u32), ReplayError> {
@@ -523,6 +537,7 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
         })?;
     let mut steps = Vec::new();
     let mut unrecorded = Vec::new();
+    let mut own_coordinates = Vec::new();
     let mut checked = 0u64;
     let mut verdict = None;
     if let Some((host, Some(node_hash))) = snapshot_check
@@ -543,8 +558,9 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
         if e.index <= state.data().applied_index || verdict.is_some() {
             continue;
         }
-        let published = match Proposal::decode(data) {
-            Ok(Proposal {
+        let proposal = Proposal::decode(data).ok();
+        let published = match &proposal {
+            Some(Proposal {
                 command:
                     Command::PublishAuditRoot {
                         node,
@@ -552,9 +568,18 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
                         root,
                     },
                 ..
-            }) => Some((node, records, root)),
+            }) => Some((*node, *records, *root)),
             _ => None,
         };
+        if let Some(Proposal {
+            command: Command::LoadHeartbeat(r),
+            ..
+        }) = &proposal
+            && r.node.0 == node
+            && let Some(c) = r.coordinate
+        {
+            own_coordinates.push((e.index, c));
+        }
         let applied = state.apply(e.index, data);
         let hash = state.hash();
         let command = applied.command.unwrap_or("invalid");
@@ -608,6 +633,7 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
         .range(commit + 1..)
         .map(|(_, v)| v.len() as u64)
         .sum();
+    let rtt = check_rtt(img, NodeId(node), &audit, &own_coordinates);
     Ok(Replay {
         node,
         cluster,
@@ -625,7 +651,120 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
         final_state: state,
         audit,
         genesis_from,
+        rtt,
     })
+}
+
+/// What the replay of the node's RTT samples found (its Vivaldi input log, audit
+/// records [`AUDIT_TAG_RTT`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RttCheck {
+    /// Samples recorded, and how many of them the node took.
+    pub samples: usize,
+    pub taken: usize,
+    /// Boots whose samples were replayed (each from a fresh coordinate).
+    pub boots: usize,
+    /// The node's own load heartbeats among the replayed entries that carry its
+    /// coordinate, and how many of those coordinates the replay reached.
+    pub heartbeats: usize,
+    pub matched: usize,
+    /// The coordinate after the last sample replayed.
+    pub last: Option<Coordinate>,
+    /// The first thing that did not replay; `None` when everything did.
+    pub problem: Option<String>,
+}
+
+impl RttCheck {
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Replays the node's RTT samples boot by boot through the node's own code
+/// ([`xdv_node::replay_coordinate_with`]): every take/refuse verdict must be the
+/// node's, and every coordinate the node reported in a load heartbeat (`own`, log
+/// order) must be one the replay reaches (bit for bit).
+fn check_rtt(
+    img: &NodeImage,
+    me: NodeId,
+    audit: &AuditRead,
+    own: &[(u64, Coordinate)],
+) -> RttCheck {
+    let mut c = RttCheck {
+        samples: audit.rtt.len(),
+        heartbeats: own.len(),
+        ..RttCheck::default()
+    };
+    if let Some((seq, _)) = audit.rtt.iter().find(|(_, r)| r.is_none()) {
+        c.problem = Some(format!("RTT record {seq} does not decode"));
+        return c;
+    }
+    if audit.rtt.is_empty() {
+        if !own.is_empty() {
+            c.problem = Some(format!(
+                "the node reported a coordinate in {} load heartbeats but its audit region holds no RTT sample",
+                own.len()
+            ));
+        }
+        return c;
+    }
+    let Some(cfg) = img.config.as_ref() else {
+        c.problem = Some(format!(
+            "no node configuration ({}) to replay the RTT samples with",
+            img.config_from
+        ));
+        return c;
+    };
+    // Each boot starts from a fresh coordinate: split the samples at the boot records.
+    let boots: Vec<u64> = audit
+        .marks
+        .iter()
+        .filter(|m| m.kind == "boot")
+        .map(|m| m.seq)
+        .collect();
+    let mut groups: Vec<(usize, Vec<RttRecordBody>)> = Vec::new();
+    for (seq, r) in &audit.rtt {
+        let boot = boots.partition_point(|b| b < seq);
+        match groups.last_mut() {
+            Some((b, v)) if *b == boot => v.push(r.clone().expect("checked above")),
+            _ => groups.push((boot, vec![r.clone().expect("checked above")])),
+        }
+    }
+    c.boots = groups.len();
+    let mut reached: Vec<Coordinate> = Vec::new();
+    for (boot, samples) in &groups {
+        let r = xdv_node::replay_coordinate_with(me, cfg, samples, |_, co| reached.push(*co));
+        if let Err(e) = r {
+            c.problem = Some(format!("boot {boot}: {e}"));
+            return c;
+        }
+    }
+    c.taken = reached.len();
+    c.last = reached.last().copied();
+    for (index, want) in own {
+        if !reached.contains(want) {
+            c.problem = Some(format!(
+                "the node's load heartbeat at index {index} reports coordinate {} that the replayed samples never reach ({} heartbeats before it matched)",
+                coordinate_text(want),
+                c.matched
+            ));
+            return c;
+        }
+        c.matched += 1;
+    }
+    c
+}
+
+/// A coordinate for people: position and height in ms, error, samples.
+pub fn coordinate_text(c: &Coordinate) -> String {
+    let ms = |us: i64| format!("{:.3}", us as f64 / 1000.0);
+    format!(
+        "({}; h {} ms; error {:.1} %; {} samples)",
+        c.position_us.map(ms).join(", "),
+        ms(c.height_us),
+        c.error_ppm as f64 / 10_000.0,
+        c.sample_count
+    )
 }
 
 /// The state the node's log starts from: the snapshot image, or the genesis state of
