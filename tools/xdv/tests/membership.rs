@@ -187,6 +187,7 @@ fn three_to_five_nodes_then_one_leaves_while_clients_commit() {
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["verdict"]["result"], "ExactMatch", "{v}");
     let rtt = &v["rtt"];
+    eprintln!("replay of node {}: {} rtt {rtt}", stay[0], v["verdict"]);
     assert_eq!(rtt["ok"], true, "{rtt}");
     assert!(rtt["taken"].as_u64().unwrap() >= 20, "{rtt}");
     assert!(rtt["heartbeats"].as_u64().unwrap() >= 1, "{rtt}");
