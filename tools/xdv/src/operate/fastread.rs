@@ -145,6 +145,7 @@ fn read_clean_units(bytes: &[u8], threads: usize, unit: usize) -> Option<AuditRe
         pending: BTreeMap::new(),
         collected: Collected::with_capacity(room / 2, true),
         part: Part::default(),
+        pool: Vec::new(),
     });
     let (ok, at, n) = {
         let mut spare_h = hashes.spare_capacity_mut();
@@ -158,7 +159,8 @@ fn read_clean_units(bytes: &[u8], threads: usize, unit: usize) -> Option<AuditRe
                 if failed.load(Ordering::Relaxed) {
                     break;
                 }
-                let Some(part) = ctx.unit(&mut u) else {
+                let spare = fold.lock().expect("fold").pool.pop();
+                let Some(part) = ctx.unit(&mut u, spare) else {
                     failed.store(true, Ordering::Relaxed);
                     break;
                 };
@@ -312,6 +314,10 @@ struct Fold {
     pending: BTreeMap<usize, (usize, Part)>,
     collected: Collected,
     part: Part,
+    /// Units' collections, emptied into `collected` with their capacity kept, for
+    /// the next units: a fresh one per unit cost a page fault (and the kernel
+    /// zeroing the page) every 4 KiB it grew to.
+    pool: Vec<Collected>,
 }
 
 impl Fold {
@@ -325,7 +331,9 @@ impl Fold {
             me.last_boot_count = p.last_boot_count.or(me.last_boot_count);
             me.alarm_recorded |= p.alarm_recorded;
             me.probe_hit = p.probe_hit.or(me.probe_hit);
-            self.collected.append(p.collected);
+            let mut emptied = p.collected;
+            self.collected.append_from(&mut emptied);
+            self.pool.push(emptied);
         }
     }
 }
@@ -346,14 +354,14 @@ impl Ctx<'_> {
 
     /// Checks the records of `u`, writes every slot of its `hashes` and `level0`;
     /// what they say, `None` if one record does not check.
-    fn unit(&self, u: &mut Unit) -> Option<Part> {
+    fn unit(&self, u: &mut Unit, spare: Option<Collected>) -> Option<Part> {
         const W: usize = 1 << MerkleIndex::BASE_HEIGHT;
         let n = u.bounds.len() - 1;
         if u.hashes.len() != n || u.level0.len() != n >> MerkleIndex::BASE_HEIGHT {
             return None;
         }
         let mut p = Part {
-            collected: Collected::with_capacity(n / 2, false),
+            collected: spare.unwrap_or_else(|| Collected::with_capacity(n / 2, false)),
             ..Part::default()
         };
         let last = n - 1;

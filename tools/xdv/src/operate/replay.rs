@@ -226,7 +226,9 @@ impl Collected {
         n
     }
 
-    pub(crate) fn append(&mut self, mut later: Collected) {
+    /// Moves everything `later` collected to the end of this, leaving `later` empty
+    /// with its capacity (and its command names) kept for reuse.
+    pub(crate) fn append_from(&mut self, later: &mut Collected) {
         self.applied.append(&mut later.applied);
         self.undecodable.append(&mut later.undecodable);
         self.raft_applied.append(&mut later.raft_applied);
