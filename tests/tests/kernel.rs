@@ -206,9 +206,20 @@ fn console_round_trip() {
         T,
     )
     .unwrap();
-    // The prompt comes back after each of the 6 commands (plus the first one).
+    // The test hook refuses what it cannot hold, before arming anything.
+    vm.send_line("fault late-completion 0").unwrap();
+    vm.wait_for(
+        "error: usage: fault late-completion <1..600000 ms> (got `0`)",
+        T,
+    )
+    .unwrap();
+    vm.send_line("fault slow-disk 5").unwrap();
+    vm.wait_for("error: usage: fault late-completion <ms>", T)
+        .unwrap();
+    assert!(!vm.output().contains("test hook armed"), "{}", vm.output());
+    // The prompt comes back after each of the 8 commands (plus the first one).
     let deadline = std::time::Instant::now() + T;
-    while vm.count("xdv> ") < 7 {
+    while vm.count("xdv> ") < 9 {
         assert!(
             std::time::Instant::now() < deadline,
             "prompt not returned: {}",

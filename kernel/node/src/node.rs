@@ -116,19 +116,19 @@ pub fn replay_coordinate(
     cfg: &NodeConfig,
     samples: &[RttRecordBody],
 ) -> Result<Vec<u8>, String> {
-    replay_coordinate_with(me, cfg, samples, |_, _| {})
+    replay_coordinate_with(me, cfg, samples, |_| {})
 }
 
-/// [`replay_coordinate`], calling `each(i, coordinate)` after every sample `i` the node
-/// took, with the coordinate it then had (what its load heartbeats report).
-pub fn replay_coordinate_with(
+/// [`replay_coordinate`], calling `each(coordinate)` after every sample the node took,
+/// with the coordinate it then had (what its load heartbeats report).
+pub fn replay_coordinate_with<'a>(
     me: NodeId,
     cfg: &NodeConfig,
-    samples: &[RttRecordBody],
-    mut each: impl FnMut(usize, &xdv_federation::vivaldi::Coordinate),
+    samples: impl IntoIterator<Item = &'a RttRecordBody>,
+    mut each: impl FnMut(&xdv_federation::vivaldi::Coordinate),
 ) -> Result<Vec<u8>, String> {
     let mut h = peers::PeerHealth::new(me, cfg.vivaldi, cfg.confirm)?;
-    for (i, r) in samples.iter().enumerate() {
+    for (i, r) in samples.into_iter().enumerate() {
         let took = h
             .rtt_sample(r.peer, r.rtt_us, &r.coordinate, r.at_ms)
             .is_ok();
@@ -142,7 +142,7 @@ pub fn replay_coordinate_with(
             ));
         }
         if took {
-            each(i, h.vivaldi.local_coordinate());
+            each(h.vivaldi.local_coordinate());
         }
     }
     Ok(h.coordinate_bytes())

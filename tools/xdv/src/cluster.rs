@@ -428,11 +428,16 @@ pub fn stop_accels(st: &mut ClusterState) -> Result<Vec<u32>> {
     Ok(stopped)
 }
 
+/// Whether 127.0.0.1:`port` can be bound now.
+pub fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
 /// Refuses when `n`'s management port cannot be bound on 127.0.0.1 (QEMU would exit
 /// at once with a bare "could not set up host forwarding rule").
 pub fn check_port(n: &NodeSpec) -> Result<()> {
     let port = n.mgmt_port();
-    if !crate::testbed::port_free(port) {
+    if !port_free(port) {
         bail!(
             "node {}'s management port 127.0.0.1:{port} is in use by another program \
              (another cluster?); pick other ports with `cargo xdv up --fresh \

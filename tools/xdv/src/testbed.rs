@@ -40,11 +40,6 @@ const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// test processes that run side by side start apart.
 static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
 
-/// Whether 127.0.0.1:`port` can be bound now.
-pub fn port_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
 /// The first of `n` consecutive TCP ports on 127.0.0.1 that are free now and that no
 /// other call in this process has returned (for nodes' management forwards).
 pub fn free_ports(n: u16) -> u16 {
@@ -62,7 +57,7 @@ pub fn free_ports(n: u16) -> u16 {
         let Some(last) = first.checked_add(n - 1).filter(|l| *l < TEST_PORTS.end) else {
             continue;
         };
-        if (first..=last).all(port_free) {
+        if (first..=last).all(crate::cluster::port_free) {
             return first;
         }
     }
@@ -355,5 +350,26 @@ impl Testbed {
                     .map_err(|e| anyhow::anyhow!("{tag} {k}: {e:#}\n{}", self.logs()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn free_ports_are_free_outside_the_ephemeral_range_and_never_handed_out_twice() {
+        let a = super::free_ports(8);
+        let b = super::free_ports(8);
+        let c = super::free_port();
+        for (first, n) in [(a, 8), (b, 8), (c, 1)] {
+            assert!(super::TEST_PORTS.contains(&first));
+            assert!(super::TEST_PORTS.contains(&(first + n - 1)));
+            assert!((first..first + n).all(crate::cluster::port_free));
+        }
+        let (ra, rb) = (a..a + 8, b..b + 8);
+        assert!(!ra.contains(&b) && !rb.contains(&a) && !ra.contains(&c) && !rb.contains(&c));
+        // A port held by a listener is not free.
+        let held = std::net::TcpListener::bind(("127.0.0.1", c)).unwrap();
+        assert!(!crate::cluster::port_free(c));
+        drop(held);
     }
 }

@@ -157,6 +157,18 @@ fn every_fixture_node_replays_to_an_exact_match() {
             p.contains("load heartbeat at index") && p.contains("never reach"),
             "node {n}: {p}"
         );
+        // A configuration that refuses the samples the node took (RTTs above 0.9 ms):
+        // the first sample's verdict differs.
+        let mut other = load_node(&ram(&run.dir, n), &LoadOptions::default()).unwrap();
+        let v = &mut other.config.as_mut().unwrap().vivaldi;
+        (v.rtt_min_us, v.rtt_default_us, v.rtt_max_us) = (500, 900, 900);
+        let p = replay(&other).unwrap().rtt.problem.unwrap_or_default();
+        assert!(
+            p.starts_with("boot 1: sample 0 (from ")
+                && p.contains("the node took it, the replay refused"),
+            "node {n}: {p}"
+        );
+
         let assigned = r.steps.iter().filter(|s| s.command == "AssignTask").count();
         assert!(assigned >= 10, "node {n} replayed {assigned} placements");
         let events: Vec<&Event> = r.steps.iter().flat_map(|s| &s.events).collect();
@@ -209,6 +221,16 @@ fn replay_from_a_snapshot_image_matches_and_checks_the_snapshot() {
         r.verdict
     );
     assert!(r.before_snapshot > 0);
+    assert!(r.rtt.ok() && r.rtt.taken > 0, "{:?}", r.rtt);
+    // Without the node's configuration a snapshot still replays, but the RTT samples
+    // cannot: said, not guessed.
+    let mut bare = load_node(&ram(&dir, 2), &LoadOptions::default()).unwrap();
+    bare.config = None;
+    let p = replay(&bare).unwrap().rtt.problem.unwrap_or_default();
+    assert!(
+        p.starts_with("no node configuration (") && p.ends_with("to replay the RTT samples with"),
+        "{p}"
+    );
 
     // An audit region that holds only a boot record: the snapshot is newer than it.
     let mut fresh = vec![0u8; DEFAULT_AUDIT_REGION.1 as usize];

@@ -707,13 +707,11 @@ fn wait_ready(st: &ClusterState, timeout: Duration) -> Result<()> {
             .zip(&states)
             .find_map(|(n, s)| (*s == NodeState::Stopped).then_some(n))
         {
-            let why = cluster::exit_reason(st, n.id)
+            let id = n.id;
+            let why = cluster::exit_reason(st, id)
                 .map_or_else(String::new, |r| format!(" (QEMU said: {r})"));
             bail!(
-                "node {} exited during boot{why}; see node{}.log and node{}.qemu.err in {}",
-                n.id,
-                n.id,
-                n.id,
+                "node {id} exited during boot{why}; see node{id}.log and node{id}.qemu.err in {}",
                 st.dir.display()
             );
         }

@@ -717,25 +717,25 @@ fn check_rtt(
         ));
         return c;
     };
-    // Each boot starts from a fresh coordinate: split the samples at the boot records.
+    // Each boot starts from a fresh coordinate: split the samples at the boot records
+    // (both lists are in record order).
     let boots: Vec<u64> = audit
         .marks
         .iter()
         .filter(|m| m.kind == "boot")
         .map(|m| m.seq)
         .collect();
-    let mut groups: Vec<(usize, Vec<RttRecordBody>)> = Vec::new();
-    for (seq, r) in &audit.rtt {
-        let boot = boots.partition_point(|b| b < seq);
-        match groups.last_mut() {
-            Some((b, v)) if *b == boot => v.push(r.clone().expect("checked above")),
-            _ => groups.push((boot, vec![r.clone().expect("checked above")])),
-        }
-    }
-    c.boots = groups.len();
+    let boot_of = |seq: &u64| boots.partition_point(|b| b < seq);
     let mut reached: Vec<Coordinate> = Vec::new();
-    for (boot, samples) in &groups {
-        let r = xdv_node::replay_coordinate_with(me, cfg, samples, |_, co| reached.push(*co));
+    let mut rest = &audit.rtt[..];
+    while let Some((first, _)) = rest.first() {
+        let boot = boot_of(first);
+        let len = rest.partition_point(|(seq, _)| boot_of(seq) == boot);
+        let (this, later) = rest.split_at(len);
+        rest = later;
+        c.boots += 1;
+        let samples = this.iter().filter_map(|(_, r)| r.as_ref());
+        let r = xdv_node::replay_coordinate_with(me, cfg, samples, |co| reached.push(*co));
         if let Err(e) = r {
             c.problem = Some(format!("boot {boot}: {e}"));
             return c;
@@ -789,4 +789,62 @@ fn start_state(img: &NodeImage, image: &[u8]) -> Result<(ClusterState, String), 
     s.restore_image(image)
         .map_err(|e| ReplayError::BadSnapshot(e.to_string()))?;
     Ok((s, "the snapshot image in the Raft region".into()))
+}
+
+#[cfg(test)]
+mod rtt_tests {
+    use super::*;
+    use xdv_audit::AuditLog;
+    use xdv_federation::vivaldi::VivaldiConfig;
+    use xdv_types::{CoreId, Timestamp};
+
+    /// An audit region holding one boot record, read.
+    fn one_boot() -> AuditRead {
+        let mut region = vec![0u8; 1 << 16];
+        let (mut log, _) = AuditLog::open(&mut region, NodeId(2)).unwrap();
+        log.append(Timestamp(1), CoreId(0), &RecordBody::Boot { count: 1 })
+            .unwrap();
+        drop(log);
+        read_audit(&region)
+    }
+
+    fn image() -> NodeImage {
+        let place = RegionPlace {
+            offset: 0,
+            bytes: 0,
+        };
+        NodeImage {
+            path: "node2.ram".into(),
+            file_node: Some(2),
+            raft_at: place,
+            raft: Vec::new(),
+            audit_at: place,
+            audit: Vec::new(),
+            config: None,
+            config_from: "test".into(),
+        }
+    }
+
+    #[test]
+    fn rtt_records_that_do_not_decode_or_are_missing_are_named() {
+        let coord = Coordinate::origin(&VivaldiConfig::default());
+        let mut a = one_boot();
+        a.rtt = vec![(1, None)];
+        let c = check_rtt(&image(), NodeId(2), &a, &[]);
+        assert_eq!(c.problem.as_deref(), Some("RTT record 1 does not decode"));
+        assert!(!c.ok());
+
+        let a = one_boot();
+        let c = check_rtt(&image(), NodeId(2), &a, &[(12, coord), (15, coord)]);
+        assert_eq!(
+            c.problem.as_deref(),
+            Some(
+                "the node reported a coordinate in 2 load heartbeats but its audit region \
+                 holds no RTT sample"
+            )
+        );
+        // Nothing measured and nothing reported: nothing to check, and no problem.
+        let c = check_rtt(&image(), NodeId(2), &a, &[]);
+        assert!(c.ok() && c.samples == 0 && c.boots == 0, "{c:?}");
+    }
 }
