@@ -9,6 +9,18 @@ use xdv_sched::{DeterministicScheduler, MaskPlacement};
 
 const T: Duration = Duration::from_secs(120);
 
+/// The last `up S.UUUUUU s` the console printed, in microseconds.
+fn last_uptime_us(out: &str) -> u64 {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("up ") && l.contains("(tsc "))
+        .unwrap_or_else(|| panic!("no uptime line: {out}"));
+    let secs = line.split_whitespace().nth(1).unwrap();
+    let (s, us) = secs.split_once('.').unwrap();
+    s.parse::<u64>().unwrap() * 1_000_000 + us.parse::<u64>().unwrap()
+}
+
 fn ready_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|l| l.starts_with("xdv: ready"))
@@ -27,6 +39,24 @@ fn boots_via_pvh_to_exactly_one_ready_line() {
     );
     assert!(log.contains("booted via PVH"), "{log}");
     assert!(log.contains("xdv-test: pass boot"));
+    // Both timers are calibrated over windows that overlap the boot's own work: the
+    // windows are at least their minimum, and QEMU's LAPIC timer (a 1 GHz bus divided
+    // by 16) comes out at its known rate.
+    let timers = log
+        .lines()
+        .find(|l| l.contains("timers: TSC "))
+        .unwrap_or_else(|| panic!("no timer calibration line: {log}"));
+    let num_after = |key: &str| -> u64 {
+        let rest = &timers[timers
+            .find(key)
+            .unwrap_or_else(|| panic!("{key}: {timers}"))
+            + key.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(num_after("kHz over ") >= 1_999, "{timers}");
+    assert!(num_after("ticks/ms over ") >= 2_000, "{timers}");
+    let per_ms = num_after("LAPIC timer ");
+    assert!((61_250..=63_750).contains(&per_ms), "{timers}");
 }
 
 #[test]
@@ -235,6 +265,9 @@ fn console_round_trip() {
     // recalls the last line.
     vm.send_line("\x1b[D\x1b[1;5Cuptime\x1bOH").unwrap();
     vm.wait_for("(tsc ", T).unwrap();
+    let host0 = std::time::Instant::now();
+    let guest0 = last_uptime_us(&vm.output());
+    std::thread::sleep(Duration::from_secs(1));
     vm.send_line("\x1b[A").unwrap();
     let deadline = std::time::Instant::now() + T;
     while vm.count("(tsc ") < 2 {
@@ -245,6 +278,16 @@ fn console_round_trip() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The calibrated TSC keeps the host's time: the two uptimes are as far apart as
+    // the host saw them (within the serial line's latency; the gap includes a wait).
+    let (host, guest) = (
+        host0.elapsed().as_micros() as f64,
+        (last_uptime_us(&vm.output()) - guest0) as f64,
+    );
+    assert!(
+        host > 0.0 && (guest / host - 1.0).abs() < 0.2,
+        "guest {guest} us against host {host} us"
+    );
     // A line over the limit is refused whole, not cut and run.
     vm.send_line(&"x".repeat(300)).unwrap();
     vm.wait_for("error: line longer than 256 bytes; not run", T)

@@ -192,6 +192,7 @@ impl core::fmt::Display for BootPhases {
 /// Entered from `boot/entry.s` in long mode on the boot stack.
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
+    time::begin_calibration();
     let mut phases = BootPhases::start();
     serial::init();
     phases.mark("serial");
@@ -235,17 +236,17 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     let (ident, fed) = identity(info, opts);
     let node = ident.node;
     phases.mark("identity");
-    audit::init(node);
-    phases.mark("audit");
     let acpi = acpi::read();
     phases.mark("acpi");
-    match &acpi {
-        Some(a) if !a.apic_ids.is_empty() => {
-            smp::start_aps(a.lapic_base, &a.apic_ids, executor::ap_main)
-        }
-        _ => {
+    let madt = acpi.as_ref().filter(|a| !a.apic_ids.is_empty());
+    smp::prepare(madt.map_or(0xfee0_0000, |a| a.lapic_base));
+    audit::init(node);
+    phases.mark("audit");
+    match madt {
+        Some(a) => smp::start_aps(&a.apic_ids, executor::ap_main),
+        None => {
             log::warn!("acpi: no MADT; running on the boot CPU only");
-            smp::start_aps(0xfee0_0000, &[], executor::ap_main);
+            smp::start_aps(&[], executor::ap_main);
         }
     }
     phases.mark("smp");

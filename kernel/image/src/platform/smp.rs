@@ -134,12 +134,18 @@ fn delay_us(us: u64) {
     }
 }
 
-/// Starts every AP in `apic_ids` (the MADT's enabled processors, BSP included).
-/// Starts the application processors; each runs `entry(cpu)` once online.
-pub fn start_aps(lapic_base: u64, apic_ids: &[u32], entry: fn(usize) -> !) {
-    AP_MAIN.call_once(|| entry);
+/// Enables the boot CPU's LAPIC at `lapic_base` and starts measuring its timer, which
+/// [`start_aps`] finishes: the boot's work in between is the calibration window.
+pub fn prepare(lapic_base: u64) {
     lapic::init(lapic_base);
-    lapic::calibrate_timer();
+    lapic::begin_calibration();
+}
+
+/// Starts every AP in `apic_ids` (the MADT's enabled processors, BSP included), after
+/// [`prepare`]; each runs `entry(cpu)` once online.
+pub fn start_aps(apic_ids: &[u32], entry: fn(usize) -> !) {
+    AP_MAIN.call_once(|| entry);
+    lapic::finish_calibration();
     lapic::start_timer();
     let bsp = lapic::id();
     APIC_ID[0].store(bsp, Ordering::Relaxed);

@@ -45,22 +45,47 @@ pub fn max_sleep_us() -> u64 {
     MAX_SLEEP_US.load(Ordering::Relaxed)
 }
 
-/// Measures the LAPIC timer against the TSC (BSP, after `time::init`).
-pub fn calibrate_timer() {
+/// Calibration window of the LAPIC timer against the TSC. The timer only ends `hlt`,
+/// so a per-mille error is harmless.
+const CALIBRATION_MS: u64 = 2;
+/// TSC when the calibration count was loaded (0: not begun).
+static CAL_START_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the LAPIC timer counting down, masked, for [`finish_calibration`] to measure
+/// (BSP, after `time::init` and [`init`]). Boot work goes on meanwhile, so the window
+/// costs boot time only when that work took less than [`CALIBRATION_MS`].
+pub fn begin_calibration() {
     write(reg::TIMER_DIVIDE, 0x3);
     write(reg::LVT_TIMER, 1 << 16); // masked, one-shot
     write(reg::TIMER_INITIAL, u32::MAX);
-    // Against the TSC (already calibrated) over CALIBRATION_MS: the timer only ends
-    // `hlt`, so a per-mille error is harmless, and every millisecond here is boot time.
-    const CALIBRATION_MS: u64 = 2;
-    let start = crate::arch::rdtsc();
+    CAL_START_TSC.store(crate::arch::rdtsc(), Ordering::Relaxed);
+}
+
+/// Measures the LAPIC timer's rate over the window [`begin_calibration`] opened (at
+/// least [`CALIBRATION_MS`] of TSC time; it begins one now if none was).
+pub fn finish_calibration() {
+    if CAL_START_TSC.load(Ordering::Relaxed) == 0 {
+        begin_calibration();
+    }
+    let start = CAL_START_TSC.load(Ordering::Relaxed);
     let window = crate::time::tsc_hz() / 1000 * CALIBRATION_MS;
     while crate::arch::rdtsc() - start < window {
         core::hint::spin_loop();
     }
-    let elapsed = u64::from(u32::MAX - read(reg::TIMER_CURRENT));
+    let (t1, current) = (crate::arch::rdtsc(), read(reg::TIMER_CURRENT));
     write(reg::TIMER_INITIAL, 0);
-    TICKS_PER_MS.store((elapsed / CALIBRATION_MS).max(1), Ordering::Relaxed);
+    let elapsed = u128::from(u32::MAX - current);
+    // Ticks per millisecond of TSC time over the whole window.
+    let cycles = u128::from((t1 - start).max(1));
+    let per_ms = elapsed * u128::from(crate::time::tsc_hz()) / (cycles * 1000);
+    TICKS_PER_MS.store((per_ms as u64).max(1), Ordering::Relaxed);
+    log::info!(
+        "timers: TSC {} kHz over {} us of PIT ticks; LAPIC timer {} ticks/ms over {} us",
+        crate::time::tsc_hz() / 1000,
+        crate::time::calibration_window_us(),
+        per_ms,
+        crate::time::cycles_to_ns(t1 - start) / 1000
+    );
 }
 
 /// Puts this CPU's timer in one-shot mode (unmasked) and arms its first wake-up. From
