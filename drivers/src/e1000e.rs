@@ -428,11 +428,12 @@ pub fn probe(
         return Err(E1000eError::NotE1000e);
     }
     let bar = dev.bar(0).ok_or(E1000eError::BadBar)?;
-    if bar.kind == BarKind::Io || bar.size < reg::WINDOW_BYTES as u64 {
+    let size = bar.size.ok_or(E1000eError::BadBar)?;
+    if bar.kind == BarKind::Io || size < reg::WINDOW_BYTES as u64 {
         return Err(E1000eError::BadBar);
     }
     let base = platform
-        .map_mmio(bar.addr, bar.size)
+        .map_mmio(bar.addr, size)
         .ok_or(E1000eError::MapFailed(bar.addr))?;
     let base = NonNull::new(base as *mut u8).ok_or(E1000eError::MapFailed(bar.addr))?;
     // SAFETY: BAR0 is a memory BAR of at least the register window (checked) that the

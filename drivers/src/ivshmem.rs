@@ -148,10 +148,11 @@ impl Ivshmem {
     ) -> Result<Ivshmem, IvshmemError> {
         let map = |i: u8| -> Result<(usize, u64), IvshmemError> {
             let b = dev.bar(i).ok_or(IvshmemError::MissingBar(i))?;
+            let size = b.size.ok_or(IvshmemError::MissingBar(i))?;
             let v = platform
-                .map_mmio(b.addr, b.size)
+                .map_mmio(b.addr, size)
                 .ok_or(IvshmemError::MapFailed(b.addr))?;
-            Ok((v, b.size))
+            Ok((v, size))
         };
         let (r0, r0_len) = map(0)?;
         let (shm, shm_len) = map(2)?;

@@ -140,13 +140,15 @@ pub enum BarKind {
     Io,
 }
 
-/// A decoded, sized base address register.
+/// A decoded base address register.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Bar {
     pub index: u8,
     pub kind: BarKind,
     pub addr: u64,
-    pub size: u64,
+    /// Bytes decoded: `None` until [`size_bars`] measured it (only for a function a
+    /// driver claims; sizing writes the BARs).
+    pub size: Option<u64>,
     pub prefetchable: bool,
 }
 
@@ -223,7 +225,11 @@ impl fmt::Display for PciDevice {
                 if b.prefetchable { ",pf" } else { "" },
                 b.addr
             )?;
-            size_label(f, b.size)?;
+            if let Some(size) = b.size {
+                size_label(f, size)?;
+            } else {
+                f.write_str("?")?;
+            }
         }
         if !self.caps.is_empty() {
             f.write_str(" caps=")?;
@@ -246,8 +252,56 @@ const CMD_IO: u32 = 1;
 const CMD_MEM: u32 = 1 << 1;
 const CMD_BUS_MASTER: u32 = 1 << 2;
 
-/// Decodes and sizes the BARs of a type-0 function (decoding disabled meanwhile).
+/// How many BARs a function with `header_type` has.
+fn bar_count(header_type: u8) -> u8 {
+    match header_type & 0x7f {
+        0 => 6,
+        1 => 2,
+        _ => 0,
+    }
+}
+
+/// Decodes the BARs of a function from their values alone: no writes, so nothing the
+/// platform maps moves (under emulation every change of a function's decoding is a
+/// rebuild of the machine's memory map). A BAR that reads zero is not listed.
 fn read_bars(cfg: &dyn ConfigSpace, bdf: Bdf, count: u8) -> Vec<Bar> {
+    let mut bars = Vec::new();
+    let mut i = 0u8;
+    while i < count {
+        let off = 0x10 + u16::from(i) * 4;
+        let orig = cfg.read32(bdf, off);
+        let (kind, addr, step) = if orig & 1 == 1 {
+            (BarKind::Io, u64::from(orig & !0x3), 1)
+        } else if (orig >> 1) & 0x3 == 0x2 && i + 1 < count {
+            let hi = cfg.read32(bdf, off + 4);
+            (
+                BarKind::Mem64,
+                (u64::from(hi) << 32) | u64::from(orig & !0xf),
+                2,
+            )
+        } else {
+            (BarKind::Mem32, u64::from(orig & !0xf), 1)
+        };
+        if addr != 0 {
+            bars.push(Bar {
+                index: i,
+                kind,
+                addr,
+                size: None,
+                prefetchable: kind != BarKind::Io && orig & 0x8 != 0,
+            });
+        }
+        i += step;
+    }
+    bars
+}
+
+/// Sizes `dev`'s BARs (decoding disabled meanwhile): what a driver does before it
+/// maps them. [`enumerate`] leaves sizes unknown, so only functions a driver claims
+/// pay for the writes.
+pub fn size_bars(cfg: &dyn ConfigSpace, dev: &mut PciDevice) {
+    let bdf = dev.bdf;
+    let count = bar_count(dev.header_type);
     let cmd = cfg.read32(bdf, COMMAND);
     cfg.write32(bdf, COMMAND, cmd & !(CMD_IO | CMD_MEM));
     let mut bars = Vec::new();
@@ -266,7 +320,7 @@ fn read_bars(cfg: &dyn ConfigSpace, bdf: Bdf, count: u8) -> Vec<Bar> {
                     index: i,
                     kind: BarKind::Io,
                     addr: u64::from(orig & !0x3),
-                    size,
+                    size: Some(size),
                     prefetchable: false,
                 });
             }
@@ -287,7 +341,7 @@ fn read_bars(cfg: &dyn ConfigSpace, bdf: Bdf, count: u8) -> Vec<Bar> {
                     index: i,
                     kind: BarKind::Mem64,
                     addr,
-                    size: (!mask).wrapping_add(1),
+                    size: Some((!mask).wrapping_add(1)),
                     prefetchable,
                 });
             }
@@ -300,7 +354,7 @@ fn read_bars(cfg: &dyn ConfigSpace, bdf: Bdf, count: u8) -> Vec<Bar> {
                     index: i,
                     kind: BarKind::Mem32,
                     addr: u64::from(orig & !0xf),
-                    size,
+                    size: Some(size),
                     prefetchable,
                 });
             }
@@ -308,7 +362,7 @@ fn read_bars(cfg: &dyn ConfigSpace, bdf: Bdf, count: u8) -> Vec<Bar> {
         }
     }
     cfg.write32(bdf, COMMAND, cmd);
-    bars
+    dev.bars = bars;
 }
 
 fn read_caps(cfg: &dyn ConfigSpace, bdf: Bdf) -> Vec<Capability> {
@@ -334,11 +388,6 @@ fn probe(cfg: &dyn ConfigSpace, bdf: Bdf) -> Option<PciDevice> {
     }
     let class = cfg.read32(bdf, 0x08);
     let header_type = cfg.read8(bdf, 0x0e);
-    let bar_count = match header_type & 0x7f {
-        0 => 6,
-        1 => 2,
-        _ => 0,
-    };
     Some(PciDevice {
         bdf,
         vendor,
@@ -347,7 +396,7 @@ fn probe(cfg: &dyn ConfigSpace, bdf: Bdf) -> Option<PciDevice> {
         subclass: (class >> 16) as u8,
         prog_if: (class >> 8) as u8,
         header_type,
-        bars: read_bars(cfg, bdf, bar_count),
+        bars: read_bars(cfg, bdf, bar_count(header_type)),
         caps: read_caps(cfg, bdf),
     })
 }
@@ -461,12 +510,13 @@ pub fn program_msix(
         return Err(MsixError::TooFewVectors(t.entries));
     }
     let bar = dev.bar(t.bar).ok_or(MsixError::MissingBar(t.bar))?;
+    let size = bar.size.ok_or(MsixError::MissingBar(t.bar))?;
     let need = u64::from(t.offset) + u64::from(t.entries) * 16;
-    if need > bar.size {
+    if need > size {
         return Err(MsixError::BadTable);
     }
     let base = platform
-        .map_mmio(bar.addr, bar.size)
+        .map_mmio(bar.addr, size)
         .ok_or(MsixError::MapFailed(bar.addr))?;
     // SAFETY: the table lies inside the BAR (checked above) that `map_mmio` just mapped
     // uncached for the kernel's lifetime.
@@ -563,12 +613,31 @@ mod tests {
     }
 
     #[test]
-    fn enumerates_sizes_bars_and_walks_caps() {
+    fn enumerates_without_writes_then_sizes_bars_and_walks_caps() {
         let f = fake();
+        let before = f.regs.borrow().clone();
         let devs = enumerate(&f, 0, 0);
+        // Enumeration only reads: nothing the platform decodes moved.
+        assert_eq!(
+            *f.regs.borrow(),
+            before,
+            "enumerate wrote configuration space"
+        );
         assert_eq!(devs.len(), 1);
-        let d = &devs[0];
+        let mut d = devs[0].clone();
         assert_eq!((d.vendor, d.device, d.class), (0x1af4, 0x1041, 0x02));
+        assert_eq!(
+            d.bars
+                .iter()
+                .map(|b| (b.index, b.kind, b.addr, b.size))
+                .collect::<Vec<_>>(),
+            [
+                (0, BarKind::Mem32, 0xfebd_1000, None),
+                (4, BarKind::Mem64, 0xfe00_0000, None)
+            ]
+        );
+        assert!(d.to_string().contains("bar0=mem32@0xfebd1000/?"), "{d}");
+        size_bars(&f, &mut d);
         assert_eq!(d.bars.len(), 2, "{:?}", d.bars);
         assert_eq!(
             d.bars[0],
@@ -576,28 +645,47 @@ mod tests {
                 index: 0,
                 kind: BarKind::Mem32,
                 addr: 0xfebd_1000,
-                size: 4096,
+                size: Some(4096),
                 prefetchable: false
             }
         );
         assert_eq!(d.bars[1].kind, BarKind::Mem64);
         assert_eq!(
             (d.bars[1].addr, d.bars[1].size, d.bars[1].prefetchable),
-            (0xfe00_0000, 16 << 10, true)
+            (0xfe00_0000, Some(16 << 10), true)
         );
         assert_eq!(
             d.caps.iter().map(|c| c.name()).collect::<Vec<_>>(),
             ["msix", "vendor"]
         );
-        // Sizing restored the original BAR values.
+        // Sizing restored the original BAR values and the command register.
         assert_eq!(f.read32(d.bdf, 0x10), 0xfebd_1000);
+        assert_eq!(f.read32(d.bdf, 0x04), 0x0010_0000);
         let text = d.to_string();
         assert!(
             text.contains("1af4:1041") && text.contains("bar4=mem64,pf@0xfe000000/16K"),
             "{text}"
         );
-        enable(&f, d, true);
+        // A driver given an unsized function refuses it instead of mapping nothing.
+        let unsized_dev = devs[0].clone();
+        assert!(matches!(
+            program_msix(&f, &unsized_dev, &NoPlatform, 0, &[0x40]),
+            Err(MsixError::MissingBar(_))
+        ));
+        enable(&f, &d, true);
         assert_eq!(f.read32(d.bdf, 0x04) & 0x7, 0x7);
+    }
+
+    /// A platform that maps and allocates nothing.
+    struct NoPlatform;
+
+    impl crate::virtio::Platform for NoPlatform {
+        fn dma_alloc(&self, _bytes: usize) -> Option<(u64, *mut u8)> {
+            None
+        }
+        fn map_mmio(&self, _phys: u64, _len: u64) -> Option<usize> {
+            None
+        }
     }
 
     #[test]

@@ -309,11 +309,12 @@ fn map_cap(
     let (bar, off, len, extra) =
         virtio_cap(cfg, dev, cfg_type).ok_or(VirtioError::MissingCapability(name))?;
     let b = dev.bar(bar).ok_or(VirtioError::BadBar(bar))?;
-    if u64::from(off) + u64::from(len) > b.size {
+    let size = b.size.ok_or(VirtioError::BadBar(bar))?;
+    if u64::from(off) + u64::from(len) > size {
         return Err(VirtioError::BadBar(bar));
     }
     let base = platform
-        .map_mmio(b.addr, b.size)
+        .map_mmio(b.addr, size)
         .ok_or(VirtioError::MapFailed(b.addr))?;
     // SAFETY: the window lies inside BAR `bar` (checked against its size) which the
     // platform just mapped uncached for the kernel's lifetime.

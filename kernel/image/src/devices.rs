@@ -43,9 +43,18 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<KernelNic>, V
     let mut accels = Vec::new();
     let mut functions = Vec::new();
     let apic = crate::arch::lapic::id();
-    for d in found {
+    for mut d in found {
         let mut claim = None;
-        if d.vendor == virtio::VIRTIO_VENDOR && virtio::NET_DEVICE_IDS.contains(&d.device) {
+        let is_virtio_net =
+            d.vendor == virtio::VIRTIO_VENDOR && virtio::NET_DEVICE_IDS.contains(&d.device);
+        let is_e1000e = d.vendor == e1000e::VENDOR && e1000e::DEVICE_IDS.contains(&d.device);
+        let is_accel = d.vendor == ivshmem::VENDOR && d.device == ivshmem::DEVICE;
+        // Only what a driver claims is sized (sizing rewrites the BARs, and under
+        // emulation each change of a function's decoding rebuilds the memory map).
+        if is_virtio_net || is_e1000e || is_accel {
+            pci::size_bars(cfg.space(), &mut d);
+        }
+        if is_virtio_net {
             pci::enable(cfg.space(), &d, true);
             let msix = nic_msix(&cfg, &d, apic, nics.len());
             match VirtioNet::new(cfg.space(), &d, &KernelPlatform, msix.is_some()) {
@@ -69,10 +78,10 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<KernelNic>, V
                 Err(e) => log::error!("net: virtio-net {} refused: {e}", d.bdf),
             }
         }
-        if d.vendor == e1000e::VENDOR && e1000e::DEVICE_IDS.contains(&d.device) {
+        if is_e1000e {
             claim = Some(claim_e1000e(&cfg, &d, apic, &mut nics));
         }
-        if d.vendor == ivshmem::VENDOR && d.device == ivshmem::DEVICE {
+        if is_accel {
             claim = Some(claim_accel(&cfg, &d, apic, &mut accels));
         }
         functions.push((d, claim));

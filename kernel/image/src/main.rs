@@ -179,7 +179,14 @@ impl core::fmt::Display for BootPhases {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let ms = |cycles: u64| time::cycles_to_ns(cycles) as f64 / 1e6;
         let end = self.marks[..self.len].last().map_or(self.start, |m| m.1);
-        write!(f, "{:.1} ms in the kernel:", ms(end - self.start))?;
+        // The TSC counts from the machine's reset: its value at entry is the firmware's
+        // and loader's time.
+        write!(
+            f,
+            "{:.1} ms in the kernel, entered {:.1} ms after reset:",
+            ms(end - self.start),
+            ms(self.start)
+        )?;
         let mut prev = self.start;
         for (name, t) in &self.marks[..self.len] {
             write!(f, " {name} {:.1}", ms(t - prev))?;

@@ -118,11 +118,25 @@ pub fn init(info: &BootInfo, reserved: &[Reserved]) {
 
 /// Allocates `count` physically contiguous frames; returns the physical address.
 pub fn alloc(count: usize) -> Option<u64> {
+    take(count, true)
+}
+
+/// Like [`alloc`], for one large range taken once at boot (the heap): the search hint
+/// stays where it was, so later small allocations keep packing the low frames next to
+/// the kernel image instead of starting past the range. Under emulation every 2 MiB
+/// of guest memory first touched is a host page fault and a 2 MiB clear.
+pub fn alloc_apart(count: usize) -> Option<u64> {
+    take(count, false)
+}
+
+fn take(count: usize, move_hint: bool) -> Option<u64> {
     assert!(count > 0, "frame allocation of zero frames");
     let mut m = FRAMES_MAP.lock();
     let f = m.find(count)?;
     m.set_range(f, count, true);
-    m.hint = (f + count) / 64;
+    if move_hint {
+        m.hint = (f + count) / 64;
+    }
     Some(f as u64 * FRAME_BYTES)
 }
 
