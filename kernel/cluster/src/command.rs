@@ -214,6 +214,11 @@ pub enum Command {
         manager: NodeId,
         report: crate::gate::JobReport,
     },
+    /// Completions a node reported together (one loop iteration's): applied as that
+    /// many `TaskCompleted`s in order, in one entry (one Raft append, one apply, one
+    /// state hash, one audit record for the group). Each is checked on its own: a
+    /// stale attempt among them is refused alone.
+    TasksCompleted(Vec<Completion>),
 }
 
 impl Command {
@@ -255,6 +260,7 @@ impl Command {
             Command::GateAck { .. } => "GateAck",
             Command::GateVerdict { .. } => "GateVerdict",
             Command::JobReport { .. } => "JobReport",
+            Command::TasksCompleted(_) => "TasksCompleted",
         }
     }
 }

@@ -752,6 +752,12 @@ impl PeerForward {
     pub fn own_is_allowed(from: NodeId, command: &Command) -> bool {
         let about = match command {
             Command::TaskCompleted(c) => c.node,
+            // A group only of the sender's own completions, within the batch limit.
+            Command::TasksCompleted(cs) => {
+                return !cs.is_empty()
+                    && cs.len() <= MAX_BATCH_SUBMISSIONS
+                    && cs.iter().all(|c| c.node == from);
+            }
             Command::Heartbeat(h) => h.node,
             Command::LoadHeartbeat(l) => l.node,
             Command::PublishAuditRoot { node, .. } => *node,

@@ -135,6 +135,7 @@ fn new_commands_are_appended_so_older_entries_decode_unchanged() {
     assert_eq!(tag(Command::ClockTick), 10);
     assert_eq!(tag(Command::AssignTasks(Vec::new())), 23);
     assert_eq!(tag(load(1, 0, 0, None)), 24);
+    assert_eq!(tag(Command::TasksCompleted(Vec::new())), 36);
     let p = Proposal {
         time: GlobalTime::default(),
         command: load(1, 2, 3, Some(coord(1_000, 5))),

@@ -1035,6 +1035,11 @@ impl ClusterState {
                 }
             }
             Command::TaskCompleted(c) => self.task_completed(c, ev),
+            Command::TasksCompleted(cs) => {
+                for c in cs {
+                    self.task_completed(c, ev);
+                }
+            }
             Command::Heartbeat(h) => self.heartbeat(h, ev),
             Command::LoadHeartbeat(l) => self.load_heartbeat(l, ev),
             Command::SetPlacementPolicy { seq, .. }

@@ -1313,6 +1313,31 @@ fn a_node_may_forward_only_reports_about_itself() {
         root: Hash32::ZERO,
     };
     assert!(!PeerForward::own_is_allowed(NodeId(2), &root));
+    // A group of completions: only the sender's own, never empty, never over the limit.
+    let group = |nodes: &[u32]| {
+        Command::TasksCompleted(
+            nodes
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, &n)| match complete(TaskId(i as u64 + 1), NodeId(n), 1) {
+                        Command::TaskCompleted(c) => c,
+                        _ => unreachable!(),
+                    },
+                )
+                .collect(),
+        )
+    };
+    assert!(PeerForward::own_is_allowed(NodeId(2), &group(&[2, 2, 2])));
+    assert!(
+        !PeerForward::own_is_allowed(NodeId(2), &group(&[2, 3, 2])),
+        "a group with someone else's report"
+    );
+    assert!(!PeerForward::own_is_allowed(NodeId(2), &group(&[])));
+    assert!(!PeerForward::own_is_allowed(
+        NodeId(2),
+        &group(&[2; crate::mgmt::MAX_BATCH_SUBMISSIONS + 1])
+    ));
     // Leader-only and client commands are never a node's own to forward.
     for c in [
         Command::NodeDown { node: NodeId(2) },
@@ -2016,4 +2041,54 @@ fn submit_batch_one_signature_many_tasks_never_twice() {
         ),
         Err(Denied::UnknownTask(TaskId(99)))
     );
+}
+
+/// A group of completions in one entry decides exactly what the same completions in
+/// as many entries decide: the same events in order (a stale attempt refused alone)
+/// and the same state, apart from the entry count the state keeps.
+#[test]
+fn completions_grouped_in_one_entry_apply_as_one_at_a_time() {
+    let (mut one, mut grouped) = (cluster(), cluster());
+    let (mut log1, mut log2) = (Log::new(), Log::new());
+    let mut done = Vec::new();
+    for seq in 1..=6 {
+        let a = log1.push(&mut one, Command::AssignTask(spec(10, seq)));
+        log2.push(&mut grouped, Command::AssignTask(spec(10, seq)));
+        done.extend(assigned(&a));
+    }
+    let mut completions: Vec<Completion> = done
+        .iter()
+        .map(|&(t, n, att)| match complete(t, n, att) {
+            Command::TaskCompleted(c) => c,
+            _ => unreachable!(),
+        })
+        .collect();
+    // A stale attempt in the middle: refused, the others applied.
+    completions[2].attempt += 7;
+    let mut events_one = Vec::new();
+    for c in &completions {
+        events_one.extend(
+            log1.push(&mut one, Command::TaskCompleted(c.clone()))
+                .events,
+        );
+    }
+    let a = log2.push(&mut grouped, Command::TasksCompleted(completions.clone()));
+    assert_eq!(a.events, events_one);
+    for &(t, _, _) in &done {
+        assert_eq!(
+            one.task(t).map(|x| &x.status),
+            grouped.task(t).map(|x| &x.status),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        done.iter()
+            .filter(|(t, ..)| matches!(
+                grouped.task(*t).unwrap().status,
+                TaskStatus::Completed { .. }
+            ))
+            .count(),
+        5
+    );
+    assert_eq!(grouped.hash(), grouped.hash_from_scratch());
 }

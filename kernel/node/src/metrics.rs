@@ -450,6 +450,12 @@ pub fn render<R: Region>(node: &Node<R>, local: &LocalMetrics) -> String {
         c.completions_proposed,
     );
     e.one(
+        "xdv_node_completion_groups_proposed_total",
+        Counter,
+        "Entries that carried more than one of this node's completions since boot.",
+        c.completion_groups_proposed,
+    );
+    e.one(
         "xdv_node_tasks_unconfirmed",
         Gauge,
         "Completions reported and not yet applied.",

@@ -68,6 +68,8 @@ pub const AUDIT_TAG_PEER: u16 = 0xC6;
 pub const AUDIT_TAG_RTT: u16 = 0xC9;
 /// Contract answers kept for parked reservations (the most recent ones).
 const MAX_CONTRACT_ANSWERS: usize = 256;
+/// Completions in one `TasksCompleted` entry at most (as a `SubmitBatch`'s tasks).
+pub const MAX_COMPLETIONS_PER_ENTRY: usize = xdv_cluster::mgmt::MAX_BATCH_SUBMISSIONS;
 
 /// What a contract audit record holds.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -275,6 +277,8 @@ pub struct NodeCounters {
     pub outbox_dropped: u64,
     pub tasks_dispatched: u64,
     pub completions_proposed: u64,
+    /// `TasksCompleted` entries proposed: completions reported together, one entry.
+    pub completion_groups_proposed: u64,
     /// Running attempts the driver was asked to stop.
     pub tasks_stopped: u64,
     /// `TaskProgress` and `RequestExtension` commands sent.
@@ -400,6 +404,9 @@ pub struct Node<R: Region> {
     late_hook: Option<u64>,
     /// Completions the hook holds: when each is proposed, as it was.
     late: Vec<(u64, Completion)>,
+    /// Completions reported since the last proposal: proposed together at the next
+    /// [`Node::process`] (the end of a [`Node::hold`]), one entry for the group.
+    completions: Vec<Completion>,
     /// Progress of running attempts: (progress seen since the last report, when the
     /// last report was sent).
     progress: BTreeMap<(TaskId, u32), (bool, u64)>,
@@ -537,6 +544,7 @@ impl<R: Region> Node<R> {
             stopping: BTreeSet::new(),
             late_hook: None,
             late: Vec::new(),
+            completions: Vec::new(),
             progress: BTreeMap::new(),
             parked: Vec::new(),
             heard_ms: BTreeMap::new(),
@@ -817,10 +825,49 @@ impl<R: Region> Node<R> {
             } else {
                 self.unconfirmed.insert(key, (c.clone(), self.now_ms));
                 self.counters.completions_proposed += 1;
-                self.submit_own(Command::TaskCompleted(c));
+                self.completions.push(c);
             }
         }
         self.process();
+    }
+
+    /// Proposes the completions reported since the last call: a single one as
+    /// `TaskCompleted`, more as `TasksCompleted` entries of at most
+    /// [`MAX_COMPLETIONS_PER_ENTRY`] that fit an entry. Under TCG most of an entry's
+    /// cost is its state hash (the roots of the maps it changed), so a group shares it.
+    fn propose_completions(&mut self) {
+        if self.completions.is_empty() {
+            return;
+        }
+        let mut batch: Vec<Completion> = Vec::new();
+        let mut bytes = 0usize;
+        for c in core::mem::take(&mut self.completions) {
+            let size = postcard::to_allocvec(&c).map_or(usize::MAX, |v| v.len());
+            if !batch.is_empty()
+                && (batch.len() == MAX_COMPLETIONS_PER_ENTRY
+                    || bytes.saturating_add(size) > xdv_cluster::mgmt::MAX_BATCH_ENTRY_BYTES)
+            {
+                self.propose_completion_group(core::mem::take(&mut batch));
+                bytes = 0;
+            }
+            bytes = bytes.saturating_add(size);
+            batch.push(c);
+        }
+        self.propose_completion_group(batch);
+    }
+
+    fn propose_completion_group(&mut self, mut group: Vec<Completion>) {
+        match group.len() {
+            0 => {}
+            1 => {
+                let c = group.remove(0);
+                self.submit_own(Command::TaskCompleted(c));
+            }
+            _ => {
+                self.counters.completion_groups_proposed += 1;
+                self.submit_own(Command::TasksCompleted(group));
+            }
+        }
     }
 
     /// Test-only fault hook: the next completion this node reports is held `hold_ms`
@@ -1051,6 +1098,7 @@ impl<R: Region> Node<R> {
         if self.held {
             return;
         }
+        self.propose_completions();
         let mut restored = false;
         loop {
             let Some(r) = self.raft.as_mut() else { return };

@@ -181,6 +181,8 @@ pub struct SimReport {
     pub partitions: u64,
     pub elections: u64,
     pub snapshots_restored: u64,
+    /// `TasksCompleted` entries proposed (the most any one node proposed).
+    pub completion_groups: u64,
     /// Members seen marked down in some node's applied state (times, summed).
     pub node_downs: u64,
     /// Device jobs that ended, by outcome: executed, device-failed, unstable.
@@ -1802,6 +1804,10 @@ impl Sim {
                 .report
                 .snapshots_restored
                 .max(node.counters().snapshots_restored);
+            self.report.completion_groups = self
+                .report
+                .completion_groups
+                .max(node.counters().completion_groups_proposed);
         }
         self.net.invariants();
         Ok(())

@@ -23,7 +23,12 @@ fn check_sweep(seeds: std::ops::Range<u64>) {
     let torn: u64 = reports.iter().map(|r| r.1.torn_writes).sum();
     let restored: u64 = reports.iter().map(|r| r.1.snapshots_restored).sum();
     let accepted: u64 = reports.iter().map(|r| r.1.accepted).sum();
+    let groups: u64 = reports.iter().map(|r| r.1.completion_groups).sum();
     assert!(crashes > n / 2, "faults really happen: {crashes} crashes");
+    assert!(
+        groups > 0,
+        "completions finished together are proposed as one entry"
+    );
     assert!(torn > n / 20, "torn writes really happen: {torn}");
     assert!(
         restored > n / 20,
