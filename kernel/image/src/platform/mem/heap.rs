@@ -133,7 +133,8 @@ pub fn size_for(usable_bytes: u64) -> u64 {
 /// Gives the heap its memory. Called once at boot.
 pub fn init(size: u64) -> Result<u64, &'static str> {
     let frames = (size / super::frames::FRAME_BYTES) as usize;
-    let base = super::frames::alloc_apart(frames).ok_or("no contiguous physical range for the heap")?;
+    let base =
+        super::frames::alloc_apart(frames).ok_or("no contiguous physical range for the heap")?;
     // SAFETY: [base, base+size) was just taken from the frame allocator, is identity-
     // mapped RAM, and is handed to the heap exclusively, once.
     unsafe { HEAP.inner.lock().heap.init(base as *mut u8, size as usize) };
