@@ -676,6 +676,46 @@ mod tests {
         assert_eq!(f.read32(d.bdf, 0x04) & 0x7, 0x7);
     }
 
+    /// Every driver refuses a function whose BARs were never sized (the caller forgot
+    /// [`size_bars`]) with its own error, before mapping anything.
+    #[test]
+    fn drivers_refuse_unsized_bars() {
+        let f = fake();
+        let function = |vendor, device| PciDevice {
+            bdf: Bdf {
+                bus: 0,
+                dev: 2,
+                func: 0,
+            },
+            vendor,
+            device,
+            class: 2,
+            subclass: 0,
+            prog_if: 0,
+            header_type: 0,
+            bars: [0u8, 2]
+                .map(|index| Bar {
+                    index,
+                    kind: BarKind::Mem32,
+                    addr: 0xfeb0_0000 + u64::from(index) * 0x1_0000,
+                    size: None,
+                    prefetchable: false,
+                })
+                .to_vec(),
+            caps: Vec::new(),
+        };
+        let nic = function(crate::e1000e::VENDOR, crate::e1000e::DEVICE_IDS[0]);
+        assert!(matches!(
+            crate::e1000e::probe(&nic, &f, &NoPlatform),
+            Err(crate::e1000e::E1000eError::BadBar)
+        ));
+        let shm = function(crate::ivshmem::VENDOR, crate::ivshmem::DEVICE);
+        assert!(matches!(
+            crate::ivshmem::Ivshmem::new(&f, &shm, &NoPlatform, 0, &[0x40, 0x41]),
+            Err(crate::ivshmem::IvshmemError::MissingBar(0))
+        ));
+    }
+
     /// A platform that maps and allocates nothing.
     struct NoPlatform;
 

@@ -856,14 +856,11 @@ impl<R: Region> Node<R> {
         self.propose_completion_group(batch);
     }
 
-    fn propose_completion_group(&mut self, mut group: Vec<Completion>) {
-        match group.len() {
-            0 => {}
-            1 => {
-                let c = group.remove(0);
-                self.submit_own(Command::TaskCompleted(c));
-            }
-            _ => {
+    /// One completion stays `TaskCompleted` (the form older logs hold); more are a group.
+    fn propose_completion_group(&mut self, group: Vec<Completion>) {
+        match <[Completion; 1]>::try_from(group) {
+            Ok([c]) => self.submit_own(Command::TaskCompleted(c)),
+            Err(group) => {
                 self.counters.completion_groups_proposed += 1;
                 self.submit_own(Command::TasksCompleted(group));
             }
