@@ -122,34 +122,51 @@ def stacks(args):
     stacks = []
     end = time.time() + secs
     while time.time() < end:
-        mon.cmd("stop")
-        out = mon.cmd("info registers")
-        rip = re.search(r"RIP=([0-9a-f]+)", out)
-        rbp = re.search(r"RBP=([0-9a-f]+)", out)
-        if not rip or not rbp:
-            mon.cmd("cont")
-            continue
-        st = [int(rip.group(1), 16)]
-        fp = int(rbp.group(1), 16)
-        for _ in range(depth):
-            # Kernel stacks live in identity-mapped RAM above 1 MiB, below 4 GiB.
-            if fp < 0x100000 or fp > 0xFFFF_FFFF:
-                break
-            words = re.findall(r"0x([0-9a-f]{16})", mon.cmd(f"x /2gx {fp:#x}").split(":", 1)[-1])
-            if len(words) < 2:
-                break
-            caller_fp, ret = int(words[0], 16), int(words[1], 16)
-            if ret == 0:
-                break
-            st.append(ret)
-            if caller_fp <= fp:
-                break
-            fp = caller_fp
-        mon.cmd("cont")
-        stacks.append(st)
+        try:
+            st = sample_stack(mon, depth)
+        except (OSError, SystemExit) as e:
+            # The VM ended (a benchmark finished): report what was sampled.
+            print(f"sampling stopped: {e}", file=sys.stderr)
+            break
+        if st:
+            stacks.append(st)
         time.sleep(0.01)
     if not stacks:
         sys.exit("no samples")
+    report_stacks(stacks, elf, secs)
+
+
+def sample_stack(mon, depth):
+    """One stack of the boot CPU: RIP, then the return addresses up the RBP chain."""
+    mon.cmd("stop")
+    out = mon.cmd("info registers")
+    rip = re.search(r"RIP=([0-9a-f]+)", out)
+    rbp = re.search(r"RBP=([0-9a-f]+)", out)
+    if not rip or not rbp:
+        mon.cmd("cont")
+        return None
+    st = [int(rip.group(1), 16)]
+    fp = int(rbp.group(1), 16)
+    for _ in range(depth):
+        # Kernel stacks live in identity-mapped RAM above 1 MiB, below 4 GiB.
+        if fp < 0x100000 or fp > 0xFFFF_FFFF:
+            break
+        words = re.findall(r"0x([0-9a-f]{16})", mon.cmd(f"x /2gx {fp:#x}").split(":", 1)[-1])
+        if len(words) < 2:
+            break
+        caller_fp, ret = int(words[0], 16), int(words[1], 16)
+        if ret == 0:
+            break
+        st.append(ret)
+        if caller_fp <= fp:
+            break
+        fp = caller_fp
+    mon.cmd("cont")
+    return st
+
+
+def report_stacks(stacks, elf, secs):
+    """Resolves the sampled addresses and prints the inclusive and SHA-256 tables."""
     addrs = sorted({a for st in stacks for a in st})
     lines = subprocess.run(["addr2line", "-f", "-C", "-e", elf] + [hex(a) for a in addrs],
                            capture_output=True, text=True).stdout.splitlines()

@@ -86,7 +86,7 @@ mod tests {
         ]);
     }
 
-    /// Batch requests (`SubmitBatch`, `AwaitTasks`) and their answers, signed and
+    /// Batch requests (`SubmitBatch`, `AwaitTasks`, `RunBatch`) and their answers, signed and
     /// valid, then every single-byte change and every truncation of them: decoding
     /// and the gate refuse or accept, never panic; a changed request that still
     /// decodes never passes the signature check unless it is the original.
@@ -103,7 +103,8 @@ mod tests {
         };
         let who = crate::mgmt::Principal::Tenant(super::TenantId(1));
         let reqs = [
-            Request::SubmitBatch(alloc::vec![one; 3]),
+            Request::SubmitBatch(alloc::vec![one.clone(); 3]),
+            Request::RunBatch(alloc::vec![one; 2]),
             Request::AwaitTasks {
                 tasks: alloc::vec![xdv_types::TaskId(1), xdv_types::TaskId(2)],
             },

@@ -251,6 +251,14 @@ pub enum Request {
     RouteExplain {
         job: u64,
     },
+    /// Tenant: [`Request::SubmitBatch`] and [`Request::AwaitTasks`] in one request
+    /// (one signature, one round trip): the same submissions under the same rules
+    /// (`seq + i` each, a retry gets the tasks it already has), answered
+    /// [`Response::TaskReports`] in submission order once every task finished, or
+    /// with their statuses then when the node's reply timeout passes first (a
+    /// `NotReady` refusal if the log had not placed them all by then: retry with the
+    /// same seq).
+    RunBatch(Vec<Submit>),
 }
 
 /// Most submissions one [`Request::SubmitBatch`] carries.
@@ -261,6 +269,8 @@ pub const MAX_BATCH_SUBMISSIONS: usize = 64;
 pub const MAX_AWAIT_TASKS: usize = 64;
 const _: () = assert!(MAX_AWAIT_TASKS * (crate::MAX_OUTPUT_BYTES + 512) < MAX_MGMT_BYTES);
 const _: () = assert!(MAX_BATCH_SUBMISSIONS <= crate::types::MAX_WINDOW_SEQS / 4);
+// A `RunBatch` is answered with one report per submission.
+const _: () = assert!(MAX_BATCH_SUBMISSIONS <= MAX_AWAIT_TASKS);
 
 /// One task in a [`Response::TaskReports`]: its status as in [`Response::Task`],
 /// without the module's log lines (ask [`Request::TaskStatus`] for those).
@@ -732,6 +742,13 @@ pub enum Response {
         /// Where the job is now (the text's last line says the same in words).
         status: crate::gate::JobStatus,
     },
+    /// Answer to [`Request::RunBatch`] with first sequence number `seq` (so a client
+    /// with several batches in flight on one connection knows which one this is):
+    /// submission `i`'s task and status in `reports[i]`.
+    BatchRan {
+        seq: u64,
+        reports: Vec<TaskReport>,
+    },
 }
 
 /// What nodes send each other in `MgmtRequest` frames on peer connections.
@@ -1024,7 +1041,9 @@ impl Gate {
                     seq: req.seq,
                 }))
             }
-            Request::SubmitBatch(items) => self.authorize_batch(state, req, items),
+            Request::SubmitBatch(items) | Request::RunBatch(items) => {
+                self.authorize_batch(state, req, items)
+            }
             Request::AwaitTasks { tasks } => {
                 check_await_list(tasks)?;
                 self.check_query_seq(req)?;

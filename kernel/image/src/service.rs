@@ -488,6 +488,8 @@ impl Services {
             tasks_running: self.tasks.running() as u64,
             tasks_started: self.tasks.started,
             tasks_finished: self.tasks.finished,
+            modules_compiled: self.tasks.modules.misses,
+            modules_reused: self.tasks.modules.hits,
             heap_used_bytes: heap_used as u64,
             heap_bytes: heap_size as u64,
         }

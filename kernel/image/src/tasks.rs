@@ -18,7 +18,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use xdv_cluster::{Completion, Outcome, Work};
 use xdv_node::RunTask;
-use xdv_sandbox::{Limits, RunControl, SandboxWork, TaskModule, builtin, validate_with};
+use xdv_sandbox::{
+    Limits, ModuleCache, RunControl, SandboxWork, TaskModule, builtin, validate_cached,
+};
 use xdv_sched::{CoreEvent, Guards, ReplayEvent, TaskSpec};
 use xdv_types::{Hash32, NodeId, TaskId};
 
@@ -46,6 +48,9 @@ pub struct Tasks {
     pub finished: u64,
     /// (task, attempt) of the batch started since [`Tasks::take_started`].
     just_started: Vec<(TaskId, u32)>,
+    /// Modules compiled for earlier tasks: a module submitted again is not compiled
+    /// again (under TCG, compiling even a trivial module took about 1 ms).
+    pub modules: ModuleCache,
 }
 
 fn module_of(run: &RunTask) -> Result<TaskModule, String> {
@@ -83,6 +88,7 @@ impl Tasks {
             started: 0,
             finished: 0,
             just_started: Vec::new(),
+            modules: ModuleCache::new(ModuleCache::DEFAULT_CAPACITY),
         }
     }
 
@@ -180,7 +186,7 @@ impl Tasks {
             && let Some(run) = self.queued.pop_front()
         {
             let control = RunControl::default();
-            match spec_of(&run, control.clone()) {
+            match spec_of(&mut self.modules, &run, control.clone()) {
                 Ok(spec) => {
                     self.running
                         .push((run.task, run.attempt, spec.id, control, 0));
@@ -253,13 +259,17 @@ impl Tasks {
     }
 }
 
-fn spec_of(run: &RunTask, control: RunControl) -> Result<TaskSpec<TaskWork>, String> {
+fn spec_of(
+    modules: &mut ModuleCache,
+    run: &RunTask,
+    control: RunControl,
+) -> Result<TaskSpec<TaskWork>, String> {
     let limits = Limits {
         memory_pages: run.memory_pages as usize,
         table_elements: run.table_elements as usize,
     };
     let v = module_of(run)
-        .and_then(|m| validate_with(&m, limits).map_err(|e| alloc::format!("{e}")))?;
+        .and_then(|m| validate_cached(modules, &m, limits).map_err(|e| alloc::format!("{e}")))?;
     let guards = Guards::new(&run.spec.guards).map_err(|e| alloc::format!("{e:?}"))?;
     let id = local_id(run.task, run.attempt);
     Ok(TaskSpec {

@@ -41,6 +41,10 @@ pub struct LocalMetrics {
     /// Cluster task batches' tasks started and finished on this node since boot.
     pub tasks_started: u64,
     pub tasks_finished: u64,
+    /// Task modules compiled, and validations that reused a compiled module (the
+    /// sandbox's module cache).
+    pub modules_compiled: u64,
+    pub modules_reused: u64,
     /// Heap bytes in use and in total.
     pub heap_used_bytes: u64,
     pub heap_bytes: u64,
@@ -484,6 +488,18 @@ pub fn render<R: Region>(node: &Node<R>, local: &LocalMetrics) -> String {
         Counter,
         "Cluster tasks finished on the run queues since boot.",
         local.tasks_finished,
+    );
+    e.one(
+        "xdv_node_task_modules_compiled_total",
+        Counter,
+        "Task modules compiled since boot (a module the cache holds is not compiled again).",
+        local.modules_compiled,
+    );
+    e.one(
+        "xdv_node_task_modules_reused_total",
+        Counter,
+        "Task validations that reused a module compiled for an earlier task.",
+        local.modules_reused,
     );
 
     // ---- audit ----

@@ -195,10 +195,11 @@ fn specs_of(command: &Command) -> &[TaskSpec] {
     }
 }
 
-/// How many submissions a `SubmitBatch` request carries (0 for anything else).
+/// How many submissions a `SubmitBatch` or `RunBatch` request carries (0 for
+/// anything else).
 fn batch_len(request: &Request) -> u64 {
     match request {
-        Request::SubmitBatch(items) => items.len() as u64,
+        Request::SubmitBatch(items) | Request::RunBatch(items) => items.len() as u64,
         _ => 0,
     }
 }
@@ -345,11 +346,13 @@ enum Wait {
     Done {
         task: TaskId,
     },
-    /// `SubmitBatch`: every one of `tenant`'s numbers `first .. first + count` placed.
+    /// `SubmitBatch`: every one of `tenant`'s numbers `first .. first + count` placed;
+    /// `RunBatch` (`then_await`): and then every one of those tasks finished.
     Batch {
         tenant: TenantId,
         first: u64,
         count: u64,
+        then_await: bool,
     },
     /// `AwaitTasks`: every task's outcome.
     AllDone {
@@ -1736,6 +1739,7 @@ impl<R: Region> Node<R> {
                         tenant: specs.first().map_or(TenantId(0), |s| s.tenant),
                         first: req.seq,
                         count: batch_len(&req.request),
+                        then_await: matches!(req.request, Request::RunBatch(_)),
                     },
                     Command::SetQuota { tenant, quota, .. } => Wait::Quota {
                         tenant: *tenant,
@@ -1819,6 +1823,37 @@ impl<R: Region> Node<R> {
                 };
                 self.await_tasks(conn, principal, tasks)
             }
+            // Every submission of the batch was accepted before (a retry): wait for
+            // them as an `AwaitTasks` would once the log placed them all.
+            Ok(None) if matches!(req.request, Request::RunBatch(_)) => {
+                let Principal::Tenant(tenant) = principal else {
+                    unreachable!("the gate lets only tenants submit")
+                };
+                let (first, count) = (req.seq, batch_len(&req.request));
+                if self.batch_tasks(tenant, first, count).is_none() {
+                    return Some(Response::Refused(Denied::NotReady(
+                        "batch not placed yet; retry with the same seq".into(),
+                    )));
+                }
+                if let Some(r) = self.batch_ran(tenant, first, count) {
+                    return Some(r);
+                }
+                if self.parked.len() >= MAX_PARKED {
+                    let d = Denied::NotReady("too many requests waiting".into());
+                    return Some(self.refuse(Some(principal), d));
+                }
+                self.parked.push(Parked {
+                    conn,
+                    wait: Wait::Batch {
+                        tenant,
+                        first,
+                        count,
+                        then_await: true,
+                    },
+                    deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
+                });
+                None
+            }
             // Every submission of the batch was accepted before (a retry).
             Ok(None) if matches!(req.request, Request::SubmitBatch(_)) => {
                 let Principal::Tenant(tenant) = principal else {
@@ -1866,6 +1901,7 @@ impl<R: Region> Node<R> {
                 | Request::Cancel { .. }
                 | Request::AwaitTask { .. }
                 | Request::SubmitBatch(_)
+                | Request::RunBatch(_)
                 | Request::AwaitTasks { .. }
                 | Request::SetPolicy { .. }
                 | Request::SetPlacementPolicy { .. } => {
@@ -1920,20 +1956,38 @@ impl<R: Region> Node<R> {
     /// `Response::TaskReports` for `tasks` if every one finished (stamping the
     /// replies), else `None`.
     fn all_finished(&mut self, tasks: &[TaskId]) -> Option<Response> {
-        let done = tasks.iter().all(|t| {
-            self.state.task(*t).is_none_or(|r| {
-                matches!(
-                    r.status,
-                    TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
-                )
-            })
-        });
+        let done = tasks.iter().all(|t| self.finished(*t));
         done.then(|| self.task_reports(tasks))
+    }
+
+    /// `Response::BatchRan` for `RunBatch` `first .. first + count` once every
+    /// submission has its task and every one of those finished, else `None`.
+    fn batch_ran(&mut self, tenant: TenantId, first: u64, count: u64) -> Option<Response> {
+        let tasks = self.batch_tasks(tenant, first, count)?;
+        let done = tasks.iter().all(|t| self.finished(*t));
+        done.then(|| Response::BatchRan {
+            seq: first,
+            reports: self.reports_now(&tasks),
+        })
+    }
+
+    /// Whether `task` finished (completed or refused), or is no longer retained.
+    fn finished(&self, task: TaskId) -> bool {
+        self.state.task(task).is_none_or(|r| {
+            matches!(
+                r.status,
+                TaskStatus::Completed { .. } | TaskStatus::Rejected(_)
+            )
+        })
     }
 
     /// The reports on `tasks` as they are now (a task the state no longer retains
     /// is left out); stamps each finished one replied.
     fn task_reports(&mut self, tasks: &[TaskId]) -> Response {
+        Response::TaskReports(self.reports_now(tasks))
+    }
+
+    fn reports_now(&mut self, tasks: &[TaskId]) -> Vec<mgmt::TaskReport> {
         let mut out = Vec::with_capacity(tasks.len());
         for &task in tasks {
             let Some(t) = self.state.task(task) else {
@@ -1952,15 +2006,21 @@ impl<R: Region> Node<R> {
                 status: t.status.clone(),
             });
         }
-        Response::TaskReports(out)
+        out
     }
 
     /// `SubmittedBatch` once every number of the batch has its task.
     fn batch_answer(&self, tenant: TenantId, first: u64, count: u64) -> Option<Response> {
-        let tasks: Option<Vec<TaskId>> = (first..first.saturating_add(count))
+        self.batch_tasks(tenant, first, count)
+            .map(|tasks| Response::SubmittedBatch { tasks })
+    }
+
+    /// The tasks of `tenant`'s numbers `first .. first + count`, once every one has
+    /// its task.
+    fn batch_tasks(&self, tenant: TenantId, first: u64, count: u64) -> Option<Vec<TaskId>> {
+        (first..first.saturating_add(count))
             .map(|seq| self.state.task_for_request(tenant, seq))
-            .collect();
-        tasks.map(|tasks| Response::SubmittedBatch { tasks })
+            .collect()
     }
 
     /// `Response::Task` for `task` if it finished (completed or refused).
@@ -2199,7 +2259,14 @@ impl<R: Region> Node<R> {
                     tenant,
                     first,
                     count,
+                    then_await: false,
                 } => self.batch_answer(*tenant, *first, *count),
+                Wait::Batch {
+                    tenant,
+                    first,
+                    count,
+                    then_await: true,
+                } => self.batch_ran(*tenant, *first, *count),
                 Wait::AllDone { tasks } => self.all_finished(tasks),
                 Wait::Routed { tenant, seq } => self.routed_answer(*tenant, *seq),
                 Wait::Admitted { mac, node } => (self.state.data().discovery.admitted_as(mac)
@@ -2213,6 +2280,24 @@ impl<R: Region> Node<R> {
                 (Some(r), _) => Some(r),
                 (None, Wait::AllDone { tasks }) if now >= p.deadline_ms => {
                     Some(self.task_reports(tasks))
+                }
+                // Placed but not all finished: the reports as they are now (not all
+                // placed: refused below, to be retried with the same seq).
+                (
+                    None,
+                    Wait::Batch {
+                        tenant,
+                        first,
+                        count,
+                        then_await: true,
+                    },
+                ) if now >= p.deadline_ms
+                    && let Some(tasks) = self.batch_tasks(*tenant, *first, *count) =>
+                {
+                    Some(Response::BatchRan {
+                        seq: *first,
+                        reports: self.reports_now(&tasks),
+                    })
                 }
                 // Waited long enough: the status as it is now.
                 (None, Wait::Done { task }) if now >= p.deadline_ms => {

@@ -183,6 +183,9 @@ pub struct SimReport {
     pub snapshots_restored: u64,
     /// `TasksCompleted` entries proposed (the most any one node proposed).
     pub completion_groups: u64,
+    /// Submissions sent as a `RunBatch` (submit and await in one request) that were
+    /// answered with their task's report.
+    pub run_batches_answered: u64,
     /// Members seen marked down in some node's applied state (times, summed).
     pub node_downs: u64,
     /// Device jobs that ended, by outcome: executed, device-failed, unstable.
@@ -467,6 +470,13 @@ fn seed_bytes(rng: &mut SplitMix64) -> [u8; 32] {
 
 /// A device job of `domain` for request `seq`: a Bell circuit or a small envelope,
 /// in their wire forms (the state machine decodes them before accepting the task).
+/// Whether a client's request `seq` is a `RunBatch` of one: every third plain task
+/// (never one the client later cancels, `seq % 3 == 0`; with device jobs, plain
+/// tasks are the even numbers).
+fn is_run_batch(device_jobs: bool, seq: u64) -> bool {
+    seq % 3 == 2 && (!device_jobs || seq.is_multiple_of(2))
+}
+
 fn sim_job(domain: Domain, seq: u64) -> Vec<u8> {
     use xdv_accel::job::{Circuit, Envelope};
     match domain {
@@ -1368,11 +1378,19 @@ impl Sim {
                     capability: xdv_types::CapabilityId(1),
                 })
             } else {
-                Request::Submit(Submit {
+                let submit = Submit {
                     domain,
                     contract,
                     ..Submit::new(work, seq.to_le_bytes().to_vec(), 1_000)
-                })
+                };
+                // Every third plain task is a `RunBatch` of one: answered once it
+                // finished (or its status at the reply timeout), with the same
+                // retry rules as a `Submit`.
+                if is_run_batch(self.opts.device_jobs, seq) {
+                    Request::RunBatch(alloc::vec![submit])
+                } else {
+                    Request::Submit(submit)
+                }
             };
             let req = SignedRequest::sign(
                 self.cluster,
@@ -1637,8 +1655,23 @@ impl Sim {
             return;
         }
         let task = match reply {
-            Ok(Response::Submitted { task }) => Some(task),
-            Ok(Response::Refused(Denied::Duplicate { task })) => Some(task),
+            Ok(Response::Submitted { task }) if !self.run_batch(seq) => Some(task),
+            Ok(Response::Refused(Denied::Duplicate { task })) if !self.run_batch(seq) => Some(task),
+            Ok(Response::BatchRan { seq: s, reports }) if self.run_batch(seq) && s == seq => {
+                match reports.as_slice() {
+                    [r] if r.tenant == tenant => {
+                        self.report.run_batches_answered += 1;
+                        Some(r.task)
+                    }
+                    other => {
+                        self.trace(alloc::format!(
+                            "{tenant} seq {seq}: a RunBatch of one answered with {} reports",
+                            other.len()
+                        ));
+                        None
+                    }
+                }
+            }
             // No leader yet, not committed in time: retry after the back-off.
             _ => None,
         };
@@ -1659,6 +1692,11 @@ impl Sim {
                 self.clients[c].to_cancel.push_back(task);
             }
         }
+    }
+
+    /// [`is_run_batch`] under this run's options.
+    fn run_batch(&self, seq: u64) -> bool {
+        is_run_batch(self.opts.device_jobs, seq)
     }
 
     /// Cross-node safety, checked after every step.

@@ -491,6 +491,8 @@ fn task_log_lines_and_metrics() {
             None,
         ],
         tasks_running: 1,
+        modules_compiled: 3,
+        modules_reused: 40,
         ..Default::default()
     });
     let op = Principal::Operator;
@@ -508,6 +510,8 @@ fn task_log_lines_and_metrics() {
         "xdv_tenant_tasks{tenant=\"1\",state=\"running\"} 1",
         "xdv_tenant_tasks_in_flight{tenant=\"1\"} 1",
         "xdv_cluster_member_up{node=\"1\"} 1",
+        "xdv_node_task_modules_compiled_total 3",
+        "xdv_node_task_modules_reused_total 40",
         "xdv_net_rx_frames_total{nic=\"peer\"} 42",
         "xdv_node_tasks_running 1",
         "xdv_audit_enabled 1",
@@ -624,6 +628,95 @@ fn submit_batch_group_commit_and_await_tasks() {
     assert_eq!(n.view().applied, applied);
     // Limits are refused by name.
     n.on_client(b, &batch(4000, 65));
+    assert!(matches!(
+        replies_to(&n.drain(), b).as_slice(),
+        [Response::Refused(Denied::Malformed(m))] if m.contains("1 to 64")
+    ));
+}
+
+fn run_batch(seq: u64, n: usize) -> Vec<u8> {
+    let one = Submit::new(Work::Builtin("hash".into()), vec![1], 100);
+    mgmt::encode(&SignedRequest::sign(
+        CLUSTER,
+        Principal::Tenant(TenantId(1)),
+        seq,
+        Request::RunBatch(vec![one; n]),
+        &TENANT_SEED,
+    ))
+}
+
+/// `RunBatch`: submit and await in one request. Answered once (`BatchRan`, naming
+/// the batch's first seq), with every task's report in submission order, only when
+/// the last one finished; a retry waits for
+/// the same tasks and runs nothing twice; at the reply timeout the reports say
+/// where the tasks are; the batch limit is refused by name.
+#[test]
+fn run_batch_answers_once_every_task_finished() {
+    let mut n = leader_node();
+    let a = ClientConn {
+        slot: 1,
+        generation: 1,
+    };
+    n.on_client(a, &run_batch(1000, 4));
+    let out = n.drain();
+    assert!(replies_to(&out, a).is_empty(), "answered before done");
+    assert_eq!(out.run.len(), 4, "placed and dispatched");
+    let order: Vec<xdv_types::TaskId> = out.run.iter().map(|r| r.task).collect();
+    for (i, r) in out.run.iter().enumerate() {
+        n.on_task_done(done(r));
+        n.tick(2000 + i as u64);
+        let got = replies_to(&n.drain(), a);
+        if i + 1 < out.run.len() {
+            assert!(got.is_empty(), "answered with {} of 4 done", i + 1);
+        } else {
+            let [Response::BatchRan { seq: 1000, reports }] = got.as_slice() else {
+                panic!("RunBatch answer: {got:?}");
+            };
+            let ids: Vec<xdv_types::TaskId> = reports.iter().map(|r| r.task).collect();
+            assert_eq!(ids, order, "in submission order");
+            assert!(reports.iter().all(
+                |r| r.tenant == TenantId(1) && matches!(r.status, TaskStatus::Completed { .. })
+            ));
+        }
+    }
+    // The same request again: the same reports at once, nothing proposed or run.
+    let applied = n.view().applied;
+    let b = ClientConn {
+        slot: 2,
+        generation: 1,
+    };
+    n.on_client(b, &run_batch(1000, 4));
+    let out = n.drain();
+    let got = replies_to(&out, b);
+    let [Response::BatchRan { seq: 1000, reports }] = got.as_slice() else {
+        panic!("retry answer: {got:?}");
+    };
+    assert_eq!(reports.iter().map(|r| r.task).collect::<Vec<_>>(), order);
+    assert!(out.run.is_empty());
+    assert_eq!(n.view().applied, applied);
+    // Tasks that never finish: at the reply timeout, the reports as they are.
+    n.on_client(a, &run_batch(2000, 2));
+    let out = n.drain();
+    assert_eq!(out.run.len(), 2);
+    let mut now = 3000;
+    let reports = loop {
+        now += 500;
+        n.tick(now);
+        if let [Response::BatchRan { seq: 2000, reports }] = replies_to(&n.drain(), a).as_slice() {
+            break reports.clone();
+        }
+        assert!(now < 3000 + 60_000, "no answer at the reply timeout");
+    };
+    assert!(now >= 3000 + 5_000, "not before the timeout ({now} ms)");
+    assert_eq!(reports.len(), 2);
+    assert!(
+        reports
+            .iter()
+            .all(|r| matches!(r.status, TaskStatus::Assigned { .. })),
+        "{reports:?}"
+    );
+    // Limits are refused by name.
+    n.on_client(b, &run_batch(4000, 65));
     assert!(matches!(
         replies_to(&n.drain(), b).as_slice(),
         [Response::Refused(Denied::Malformed(m))] if m.contains("1 to 64")

@@ -29,6 +29,11 @@ fn check_sweep(seeds: std::ops::Range<u64>) {
         groups > 0,
         "completions finished together are proposed as one entry"
     );
+    let run_batches: u64 = reports.iter().map(|r| r.1.run_batches_answered).sum();
+    assert!(
+        run_batches > n,
+        "RunBatch requests are answered with their reports: {run_batches}"
+    );
     assert!(torn > n / 20, "torn writes really happen: {torn}");
     assert!(
         restored > n / 20,

@@ -24,6 +24,7 @@
 
 extern crate alloc;
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -354,6 +355,107 @@ pub fn validate(task: &TaskModule) -> Result<ValidatedTask, ValidationError> {
 
 /// Validates a task under a tenant's `limits` (refused if they exceed the maxima).
 pub fn validate_with(task: &TaskModule, limits: Limits) -> Result<ValidatedTask, ValidationError> {
+    check_task(task, limits)?;
+    let (engine, module) = compile(&task.module)?;
+    Ok(validated(
+        task,
+        limits,
+        engine,
+        module,
+        module_hash(&task.module),
+    ))
+}
+
+/// [`validate_with`], compiling each distinct module once: `cache` keeps the compiled
+/// modules of the most recently used module hashes. The result is the one
+/// [`validate_with`] gives (same checks in the same order, same errors, and a run of
+/// it gives the same result: compiling is a pure function of the module's bytes and
+/// the sandbox's fixed engine configuration). Refused modules are not kept.
+pub fn validate_cached(
+    cache: &mut ModuleCache,
+    task: &TaskModule,
+    limits: Limits,
+) -> Result<ValidatedTask, ValidationError> {
+    check_task(task, limits)?;
+    let hash = module_hash(&task.module);
+    let (engine, module) = cache.get_or_compile(hash, &task.module)?;
+    Ok(validated(task, limits, engine, module, hash))
+}
+
+/// Compiled modules by the SHA-256 of their bytes, at most `capacity`, the least
+/// recently used one dropped first. What it holds never changes a result, only
+/// whether a module is compiled again; hits and misses are counted.
+pub struct ModuleCache {
+    capacity: usize,
+    /// hash -> (engine, module, last use).
+    entries: BTreeMap<Hash32, (Engine, Module, u64)>,
+    uses: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl ModuleCache {
+    /// Modules a node keeps compiled by default.
+    pub const DEFAULT_CAPACITY: usize = 32;
+
+    pub fn new(capacity: usize) -> ModuleCache {
+        ModuleCache {
+            capacity: capacity.max(1),
+            entries: BTreeMap::new(),
+            uses: 0,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, hash: &Hash32) -> bool {
+        self.entries.contains_key(hash)
+    }
+
+    fn get_or_compile(
+        &mut self,
+        hash: Hash32,
+        bytes: &[u8],
+    ) -> Result<(Engine, Module), ValidationError> {
+        self.uses += 1;
+        if let Some((engine, module, used)) = self.entries.get_mut(&hash) {
+            *used = self.uses;
+            self.hits += 1;
+            return Ok((engine.clone(), module.clone()));
+        }
+        self.misses += 1;
+        let (engine, module) = compile(bytes)?;
+        if self.entries.len() >= self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(h, _)| *h);
+            if let Some(h) = oldest {
+                self.entries.remove(&h);
+            }
+        }
+        self.entries
+            .insert(hash, (engine.clone(), module.clone(), self.uses));
+        Ok((engine, module))
+    }
+}
+
+fn module_hash(bytes: &[u8]) -> Hash32 {
+    Hash32(Sha256::digest(bytes).into())
+}
+
+/// The checks of a task that do not need its module compiled, in the order
+/// [`validate_with`] makes them.
+fn check_task(task: &TaskModule, limits: Limits) -> Result<(), ValidationError> {
     if limits.memory_pages > MAX_MEMORY_PAGES || limits.table_elements > MAX_TABLE_ELEMENTS {
         return Err(ValidationError::LimitsOverMaximum {
             memory_pages: limits.memory_pages,
@@ -387,8 +489,15 @@ pub fn validate_with(task: &TaskModule, limits: Limits) -> Result<ValidatedTask,
             limit: MAX_GUARDS,
         });
     }
+    Ok(())
+}
+
+/// Compiles `bytes` with the sandbox's engine and checks its interface: only the
+/// offered host imports with their exact signatures, a memory export if a host call
+/// needs one, and an exported `run: [] -> []`.
+fn compile(bytes: &[u8]) -> Result<(Engine, Module), ValidationError> {
     let engine = engine();
-    let module = Module::new(&engine, &task.module[..])
+    let module = Module::new(&engine, bytes)
         .map_err(|e| ValidationError::Malformed(alloc::format!("{e}")))?;
     for import in module.imports() {
         let (m, n) = (import.module(), import.name());
@@ -421,7 +530,17 @@ pub fn validate_with(task: &TaskModule, limits: Limits) -> Result<ValidatedTask,
         Some(wasmi::ExternType::Func(f)) if f.params().is_empty() && f.results().is_empty() => {}
         _ => return Err(ValidationError::NoEntryPoint),
     }
-    Ok(ValidatedTask {
+    Ok((engine, module))
+}
+
+fn validated(
+    task: &TaskModule,
+    limits: Limits,
+    engine: Engine,
+    module: Module,
+    module_hash: Hash32,
+) -> ValidatedTask {
+    ValidatedTask {
         engine,
         module,
         tenant: task.tenant,
@@ -429,10 +548,10 @@ pub fn validate_with(task: &TaskModule, limits: Limits) -> Result<ValidatedTask,
         budget_ticks: task.budget_ticks,
         priority: task.priority,
         guards: task.guards.clone(),
-        module_hash: Hash32(Sha256::digest(&task.module).into()),
+        module_hash,
         module_bytes: task.module.len(),
         limits,
-    })
+    }
 }
 
 /// The result of one run.

@@ -378,3 +378,103 @@ fn progress_calls_are_counted() {
         Err(ValidationError::ImportSignatureMismatch { .. })
     ));
 }
+
+fn module_task(module: Vec<u8>, input: Vec<u8>, budget_ticks: u64) -> TaskModule {
+    TaskModule {
+        tenant: TenantId(1),
+        module,
+        input,
+        budget_ticks,
+        priority: Priority::Normal,
+        guards: vec![],
+    }
+}
+
+/// A cached validation is the uncached one: same runs (every builtin, twice: the
+/// second from the cache), same errors in the same order, refused modules not kept.
+#[test]
+fn the_module_cache_compiles_once_and_changes_no_result() {
+    let mut cache = ModuleCache::new(ModuleCache::DEFAULT_CAPACITY);
+    for round in 0..2 {
+        for b in BUILTINS {
+            let t = module_task(b.wasm.to_vec(), b.default_input.to_vec(), b.default_budget);
+            let cached = validate_cached(&mut cache, &t, Limits::MAX).unwrap();
+            let fresh = validate_with(&t, Limits::MAX).unwrap();
+            assert_eq!(cached.module_hash, fresh.module_hash);
+            assert_eq!(
+                run(&cached, t.budget_ticks, 3),
+                run(&fresh, t.budget_ticks, 3),
+                "{} (round {round})",
+                b.name
+            );
+        }
+    }
+    let n = BUILTINS.len() as u64;
+    assert_eq!((cache.misses, cache.hits), (n, n));
+    // A module's per-task checks still apply to a cached module.
+    let first = BUILTINS[0].wasm.to_vec();
+    assert_eq!(
+        validate_cached(
+            &mut cache,
+            &module_task(first.clone(), vec![], 0),
+            Limits::MAX
+        )
+        .unwrap_err(),
+        ValidationError::ZeroBudget
+    );
+    let over = Limits {
+        memory_pages: MAX_MEMORY_PAGES + 1,
+        ..Limits::MAX
+    };
+    assert!(matches!(
+        validate_cached(&mut cache, &module_task(first, vec![], 1), over),
+        Err(ValidationError::LimitsOverMaximum { .. })
+    ));
+    // Refused modules: the same error as uncached, and nothing kept.
+    let before = cache.len();
+    for bad in [
+        vec![0, 1, 2, 3],
+        wat::parse_str(r#"(module (func (export "go")))"#).unwrap(),
+    ] {
+        let t = module_task(bad, vec![], 1);
+        for _ in 0..2 {
+            assert_eq!(
+                validate_cached(&mut cache, &t, Limits::MAX).unwrap_err(),
+                validate_with(&t, Limits::MAX).unwrap_err()
+            );
+        }
+    }
+    assert_eq!(cache.len(), before);
+}
+
+/// The cache holds at most its capacity; the least recently used module goes first.
+#[test]
+fn the_module_cache_drops_the_least_recently_used() {
+    let modules: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            wat::parse_str(alloc::format!(
+                r#"(module (func (export "run")) (func (export "f{i}")))"#
+            ))
+            .unwrap()
+        })
+        .collect();
+    let hash = |m: &[u8]| Hash32(Sha256::digest(m).into());
+    let mut cache = ModuleCache::new(2);
+    let use_module = |cache: &mut ModuleCache, i: usize| {
+        validate_cached(
+            cache,
+            &module_task(modules[i].clone(), vec![], 1),
+            Limits::MAX,
+        )
+        .unwrap();
+    };
+    use_module(&mut cache, 0);
+    use_module(&mut cache, 1);
+    use_module(&mut cache, 0); // 1 is now the least recently used
+    use_module(&mut cache, 2);
+    assert_eq!(cache.len(), 2);
+    assert!(cache.contains(&hash(&modules[0])));
+    assert!(!cache.contains(&hash(&modules[1])));
+    assert!(cache.contains(&hash(&modules[2])));
+    assert_eq!((cache.misses, cache.hits), (3, 1));
+}

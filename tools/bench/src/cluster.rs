@@ -2,11 +2,12 @@
 //! 3-node cluster (and 5 with `--five`) in the same run.
 //!
 //! A task is a trivial WebAssembly module, tenant-signed. By default (`--batch 32`) a
-//! connection sends `SubmitBatch`es of up to 32 submissions under one signature
-//! (answered `SubmittedBatch` once the log placed them, as one `AssignTasks` entry)
-//! and one `AwaitTasks` per answered batch (answered once all of them completed);
-//! `--batch 0` sends the single `Submit` + `AwaitTask` per task instead, for the
-//! comparison. Requests are pipelined: a connection keeps many tasks in flight and
+//! connection sends `RunBatch`es of up to 32 submissions under one signature: one
+//! request per batch, placed as one `AssignTasks` entry and answered `BatchRan` once
+//! all of them completed. `--split` sends each batch as a `SubmitBatch` (answered
+//! `SubmittedBatch` once placed) and then an `AwaitTasks` for its tasks — two
+//! signatures and two round trips a batch; `--batch 0` sends the single `Submit` +
+//! `AwaitTask` per task instead, for the comparison. Requests are pipelined: a connection keeps many tasks in flight and
 //! matches the answers (submissions in order, reports by task id). The nodes boot
 //! with `mgmt=24,20`: every host connection arrives from 10.0.2.2 (QEMU user
 //! networking), and the default per-source share (4 of 8 slots, at most 6) would cap
@@ -27,7 +28,7 @@
 
 use crate::report::print_json;
 use anyhow::{Context, Result, anyhow, bail};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -36,7 +37,7 @@ use xdv::switch::Faults;
 use xdv::testbed::Testbed;
 use xdv_cluster::mgmt::{
     ClusterView, Denied, MAX_AWAIT_TASKS, Principal, Request, Response, SignedRequest, StageStat,
-    Submit,
+    Submit, TaskReport,
 };
 use xdv_cluster::{TaskStatus, Work};
 use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
@@ -64,8 +65,8 @@ struct Opts {
     moderate: Duration,
     max_inflight: usize,
     five: bool,
-    /// Submissions per request (0: single `Submit`/`AwaitTask` requests).
-    batch: usize,
+    /// Submissions per request (0: single `Submit`/`AwaitTask` requests), and how.
+    batch: Batching,
     /// Cluster sizes to run (`--nodes 1`: the 1-node cluster only, no ratios).
     sizes: Vec<usize>,
 }
@@ -76,7 +77,10 @@ fn parse(args: &[String]) -> Result<Opts> {
         moderate: Duration::from_secs(5),
         max_inflight: 1024,
         five: false,
-        batch: DEFAULT_BATCH,
+        batch: Batching {
+            size: DEFAULT_BATCH,
+            split: false,
+        },
         sizes: Vec::new(),
     };
     let mut it = args.iter();
@@ -100,8 +104,9 @@ fn parse(args: &[String]) -> Result<Opts> {
                     .ok_or_else(|| anyhow!("--nodes needs 1, 3 or 5"))?;
                 o.sizes.push(n);
             }
+            "--split" => o.batch.split = true,
             "--batch" => {
-                o.batch = it
+                o.batch.size = it
                     .next()
                     .and_then(|v| v.parse::<usize>().ok())
                     .filter(|&v| v <= xdv_cluster::mgmt::MAX_BATCH_SUBMISSIONS)
@@ -113,11 +118,37 @@ fn parse(args: &[String]) -> Result<Opts> {
                     })?
             }
             other => bail!(
-                "unknown argument `{other}` (have --rate TASKS_PER_S, --seconds S, --max-inflight N, --batch N, --five, --nodes N (repeatable: only these cluster sizes, no ratios))"
+                "unknown argument `{other}` (have --rate TASKS_PER_S, --seconds S, --max-inflight N, --batch N, --split, --five, --nodes N (repeatable: only these cluster sizes, no ratios))"
             ),
         }
     }
     Ok(o)
+}
+
+/// How a connection sends its tasks.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Batching {
+    /// Submissions per request: 0 sends single `Submit`/`AwaitTask` requests.
+    pub(crate) size: usize,
+    /// A batch as `SubmitBatch` + `AwaitTasks` (two requests) instead of one
+    /// `RunBatch`.
+    pub(crate) split: bool,
+}
+
+impl Batching {
+    /// One `Submit` and one `AwaitTask` per task.
+    pub(crate) const SINGLE: Batching = Batching {
+        size: 0,
+        split: false,
+    };
+
+    fn describe(self) -> String {
+        match (self.size, self.split) {
+            (0, _) => "two per task (Submit, AwaitTask)".into(),
+            (n, true) => format!("two per batch of up to {n} tasks (SubmitBatch, AwaitTasks)"),
+            (n, false) => format!("one per batch of up to {n} tasks (RunBatch)"),
+        }
+    }
 }
 
 /// One pipelined management connection.
@@ -125,15 +156,18 @@ struct Pipe {
     stream: TcpStream,
     decoder: FrameDecoder,
     msg_id: u64,
-    /// Submissions per request: 0 sends single `Submit`/`AwaitTask` requests, N sends
-    /// `SubmitBatch`es of up to N and one `AwaitTasks` per answered batch.
-    batch: usize,
+    batch: Batching,
     /// Submit requests sent and not yet answered: when each of their tasks was due.
     submits: VecDeque<Vec<Instant>>,
+    /// `RunBatch`es sent and not yet answered, by first sequence number: when each
+    /// of their tasks was due.
+    runs: BTreeMap<u64, Vec<Instant>>,
     /// Submit answered: (task's start, when the submit was answered).
     waiting: HashMap<TaskId, (Instant, Instant)>,
     /// Answers received on this connection.
     answers: u64,
+    /// When it was opened.
+    opened: Instant,
 }
 
 /// What one connection measured.
@@ -145,10 +179,12 @@ pub(crate) struct Tally {
     submit_ms: Vec<f64>,
     /// When each task completed.
     pub(crate) done_at: Vec<Instant>,
+    /// When the paces started (every connection open).
+    pub(crate) start: Option<Instant>,
 }
 
 impl Pipe {
-    fn connect(port: u16, batch: usize) -> Result<Pipe> {
+    fn connect(port: u16, batch: Batching) -> Result<Pipe> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         // QEMU's user-network forward sometimes accepts nothing for seconds on a busy
         // host (the node never sees the SYN): try again before calling it a failure.
@@ -172,13 +208,60 @@ impl Pipe {
             msg_id: 0,
             batch,
             submits: VecDeque::new(),
+            runs: BTreeMap::new(),
+            opened: Instant::now(),
             waiting: HashMap::new(),
             answers: 0,
         })
     }
 
     fn in_flight(&self) -> usize {
-        self.submits.iter().map(Vec::len).sum::<usize>() + self.waiting.len()
+        self.submits.iter().map(Vec::len).sum::<usize>()
+            + self.runs.values().map(Vec::len).sum::<usize>()
+            + self.waiting.len()
+    }
+
+    /// Requests sent and not answered (submissions and runs).
+    fn unanswered(&self) -> usize {
+        self.submits.len() + self.runs.len()
+    }
+
+    /// The same connection opened again, with what was sent and not answered sent
+    /// again: `RunBatch`es under their own sequence numbers (a batch the node had
+    /// already taken is answered, not run twice), other submissions as new ones.
+    /// Only for a connection that had no answer yet (nothing is awaited on it).
+    fn reopen(mut self, port: u16, keys: &mgmt::Keys, module: &[u8]) -> Result<Pipe> {
+        debug_assert!(self.waiting.is_empty());
+        let runs = std::mem::take(&mut self.runs);
+        let due: Vec<Instant> = self.submits.drain(..).flatten().collect();
+        let mut p = Pipe::connect(port, self.batch)?;
+        for (first, due) in runs {
+            p.send_run(keys, module, first, due)?;
+        }
+        for chunk in due.chunks(self.batch.size.max(1)) {
+            p.submit(keys, module, chunk.to_vec())?;
+        }
+        Ok(p)
+    }
+
+    fn send_run(
+        &mut self,
+        keys: &mgmt::Keys,
+        module: &[u8],
+        first: u64,
+        due: Vec<Instant>,
+    ) -> Result<()> {
+        let one = Submit::new(Work::Wasm(module.to_vec()), Vec::new(), 10);
+        let items = vec![one; due.len()];
+        let tenant = Principal::Tenant(TenantId(1));
+        self.send(&mgmt::signed_at(
+            keys,
+            tenant,
+            first,
+            Request::RunBatch(items),
+        )?)?;
+        self.runs.insert(first, due);
+        Ok(())
     }
 
     fn send(&mut self, req: &SignedRequest) -> Result<()> {
@@ -198,20 +281,29 @@ impl Pipe {
         Ok(())
     }
 
-    /// Submits tasks due at `due` (one request: a `Submit`, or a `SubmitBatch` of
-    /// `due.len()` under one signature).
+    /// Submits tasks due at `due` (one request: a `Submit`, or a `RunBatch` or
+    /// `SubmitBatch` of `due.len()` under one signature).
     fn submit(&mut self, keys: &mgmt::Keys, module: &[u8], due: Vec<Instant>) -> Result<()> {
         let one = Submit::new(Work::Wasm(module.to_vec()), Vec::new(), 10);
         let tenant = Principal::Tenant(TenantId(1));
-        let req = if self.batch == 0 {
+        if self.batch.size == 0 {
             assert_eq!(due.len(), 1, "single requests carry one task");
-            mgmt::signed(keys, tenant, Request::Submit(one))?
-        } else {
-            let n = due.len();
-            let first = mgmt::next_seqs(n as u64);
-            mgmt::signed_at(keys, tenant, first, Request::SubmitBatch(vec![one; n]))?
-        };
-        self.send(&req)?;
+            self.send(&mgmt::signed(keys, tenant, Request::Submit(one))?)?;
+            self.submits.push_back(due);
+            return Ok(());
+        }
+        let n = due.len();
+        let first = mgmt::next_seqs(n as u64);
+        if !self.batch.split {
+            return self.send_run(keys, module, first, due);
+        }
+        let items = vec![one; n];
+        self.send(&mgmt::signed_at(
+            keys,
+            tenant,
+            first,
+            Request::SubmitBatch(items),
+        )?)?;
         self.submits.push_back(due);
         Ok(())
     }
@@ -220,7 +312,7 @@ impl Pipe {
         let tenant = Principal::Tenant(TenantId(1));
         for chunk in tasks.chunks(MAX_AWAIT_TASKS) {
             let req = match chunk {
-                [task] if self.batch == 0 => Request::AwaitTask { task: *task },
+                [task] if self.batch.size == 0 => Request::AwaitTask { task: *task },
                 _ => Request::AwaitTasks {
                     tasks: chunk.to_vec(),
                 },
@@ -308,6 +400,21 @@ impl Pipe {
         }
     }
 
+    /// Reports on awaited tasks: the finished ones counted, the others awaited again
+    /// (the node's reply timeout passed first).
+    fn reports(&mut self, keys: &mgmt::Keys, reports: &[TaskReport], t: &mut Tally) -> Result<()> {
+        let mut again = Vec::new();
+        for r in reports {
+            if !self.report(r.task, Some(&r.status), t)? {
+                again.push(r.task);
+            }
+        }
+        if !again.is_empty() {
+            self.await_tasks(keys, again)?;
+        }
+        Ok(())
+    }
+
     fn answer(&mut self, keys: &mgmt::Keys, r: Response, t: &mut Tally) -> Result<()> {
         self.answers += 1;
         match r {
@@ -321,21 +428,24 @@ impl Pipe {
                 }
                 Ok(())
             }
-            Response::TaskReports(reports) => {
-                let mut again = Vec::new();
-                for r in &reports {
-                    if !self.report(r.task, Some(&r.status), t)? {
-                        again.push(r.task);
-                    }
+            Response::TaskReports(reports) => self.reports(keys, &reports, t),
+            Response::BatchRan { seq, reports } => {
+                let now = Instant::now();
+                let due = self
+                    .runs
+                    .remove(&seq)
+                    .ok_or_else(|| anyhow!("an answer to no RunBatch (seq {seq})"))?;
+                if due.len() != reports.len() {
+                    bail!("{} reports for {} submissions", reports.len(), due.len());
                 }
-                if !again.is_empty() {
-                    self.await_tasks(keys, again)?;
+                for (r, d) in reports.iter().zip(due) {
+                    self.waiting.insert(r.task, (d, now));
                 }
-                Ok(())
+                self.reports(keys, &reports, t)
             }
             other => bail!(
                 "unexpected answer {other:?} ({} submit requests in flight)",
-                self.submits.len()
+                self.unanswered()
             ),
         }
     }
@@ -345,23 +455,38 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// How a connection paces its submissions.
+/// How a connection paces its submissions, from the load's start (once every
+/// connection of the load is open).
 #[derive(Copy, Clone)]
 pub(crate) enum Pace {
-    /// Keep `window` tasks in flight until `until`.
-    Closed { window: usize, until: Instant },
-    /// One task every `every`, from `start`, `count` in all.
+    /// Keep `window` tasks in flight for `run`.
+    Closed { window: usize, run: Duration },
+    /// One task every `every`, from `offset`, `count` in all.
     Open {
         every: Duration,
-        start: Instant,
+        offset: Duration,
         count: usize,
     },
 }
 
-/// Drives one connection; returns what it measured.
-fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace, batch: usize) -> Result<Tally> {
-    let mut p = Pipe::connect(port, batch)?;
-    let most = batch.max(1);
+/// A connection that has had no answer this long, with requests out, is opened
+/// again and its `RunBatch`es sent again with the same sequence numbers (the node
+/// answers a retried batch without running anything twice). Seen on a busy host:
+/// QEMU's user network accepted a connection on the host side and never passed it
+/// to the guest.
+const SILENT: Duration = Duration::from_secs(5);
+
+/// Drives one connection (`p`, open) from `start`; returns what it measured.
+fn drive(
+    mut p: Pipe,
+    port: u16,
+    keys: &mgmt::Keys,
+    module: &[u8],
+    pace: Pace,
+    start: Instant,
+) -> Result<Tally> {
+    let batch = p.batch;
+    let most = batch.size.max(1);
     let mut reopened = 0;
     let mut t = Tally::default();
     let mut sent = 0usize;
@@ -370,7 +495,8 @@ fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace, batch: usize) 
     loop {
         let now = Instant::now();
         let wait = match pace {
-            Pace::Closed { window, until } => {
+            Pace::Closed { window, run } => {
+                let until = start + run;
                 while now < until && p.in_flight() < window {
                     let n = (window - p.in_flight()).min(most);
                     p.submit(keys, module, vec![Instant::now(); n])?;
@@ -383,9 +509,10 @@ fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace, batch: usize) 
             }
             Pace::Open {
                 every,
-                start,
+                offset,
                 count,
             } => {
+                let start = start + offset;
                 let mut due = Vec::new();
                 while sent < count && start + every * sent as u32 <= now {
                     due.push(start + every * sent as u32);
@@ -415,15 +542,24 @@ fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace, batch: usize) 
             Err(e) if p.answers == 0 && reopened < MAX_REOPEN && refused(&e) => {
                 reopened += 1;
                 std::thread::sleep(Duration::from_millis(300));
-                let due: Vec<Instant> = p.submits.drain(..).flatten().collect();
-                p = Pipe::connect(port, batch)?;
-                for chunk in due.chunks(most) {
-                    p.submit(keys, module, chunk.to_vec())?;
-                }
+                p = p.reopen(port, keys, module)?;
                 continue;
             }
             Err(e) => return Err(e),
         };
+        if p.answers == 0
+            && p.unanswered() > 0
+            && p.opened.elapsed() > SILENT
+            && reopened < MAX_REOPEN
+        {
+            reopened += 1;
+            eprintln!(
+                "  127.0.0.1:{port}: no answer on a new connection for {} s; opening it again",
+                SILENT.as_secs()
+            );
+            p = p.reopen(port, keys, module)?;
+            continue;
+        }
         if done != done_before || p.in_flight() == 0 {
             done_before = done;
             last_progress = Instant::now();
@@ -433,7 +569,7 @@ fn drive(port: u16, keys: &mgmt::Keys, module: &[u8], pace: Pace, batch: usize) 
             return Err(Stall {
                 port,
                 in_flight: p.in_flight(),
-                submits: p.submits.len(),
+                submits: p.unanswered(),
                 tasks,
             }
             .into());
@@ -510,22 +646,36 @@ fn refused(e: &anyhow::Error) -> bool {
 }
 
 /// Runs `paces` (port, pace) on one thread each; merges their tallies.
+///
+/// The connections are opened one after another first, and the paces start together
+/// once all are open (`Tally::start`): QEMU's user network listens with a backlog of
+/// one, so connections opened all at once lose SYNs and wait out the host's
+/// retransmission (1 s, then 3 s) — time that would count as the load's.
 pub(crate) fn load(
     keys: &mgmt::Keys,
     module: &[u8],
     paces: &[(u16, Pace)],
-    batch: usize,
+    batch: Batching,
 ) -> Result<Tally> {
+    let pipes = paces
+        .iter()
+        .map(|&(port, _)| Pipe::connect(port, batch))
+        .collect::<Result<Vec<Pipe>>>()?;
+    let start = Instant::now();
     let results: Vec<Result<Tally>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = paces
-            .iter()
-            .map(|&(port, pace)| sc.spawn(move || drive(port, keys, module, pace, batch)))
+        let hs: Vec<_> = pipes
+            .into_iter()
+            .zip(paces)
+            .map(|(p, &(port, pace))| sc.spawn(move || drive(p, port, keys, module, pace, start)))
             .collect();
         hs.into_iter()
             .map(|h| h.join().map_err(|_| anyhow!("a client thread panicked"))?)
             .collect()
     });
-    let mut all = Tally::default();
+    let mut all = Tally {
+        start: Some(start),
+        ..Tally::default()
+    };
     for r in results {
         let r = r?;
         all.total_ms.extend(r.total_ms);
@@ -634,7 +784,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
     // Warm-up: caches, first heartbeats, the leader's first entry of its term.
     let warm = Pace::Closed {
         window: 1,
-        until: Instant::now() + Duration::from_secs(1),
+        run: Duration::from_secs(1),
     };
     load(&tb.keys, &module, &[(tb.port(via), warm)], o.batch)?;
 
@@ -642,10 +792,9 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
     let count = (o.rate * o.moderate.as_secs_f64()).ceil() as usize;
     let per = count.div_ceil(2);
     let every = Duration::from_secs_f64(2.0 / o.rate);
-    let start = Instant::now() + Duration::from_millis(50);
     let open = |offset: Duration| Pace::Open {
         every,
-        start: start + offset,
+        offset,
         count: per,
     };
     eprintln!(
@@ -690,9 +839,11 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         );
         // The last level's connections close on the node first.
         std::thread::sleep(Duration::from_secs(1));
-        let until = Instant::now() + LEVEL;
         let paces: Vec<(u16, Pace)> = (0..conns)
-            .map(|k| (tb.port(all[k % nodes]), Pace::Closed { window, until }))
+            .map(|k| {
+                let run = LEVEL;
+                (tb.port(all[k % nodes]), Pace::Closed { window, run })
+            })
             .collect();
         let (busy0, phases0, iter0) = busy_us(&tb, &all)?;
         let t0 = Instant::now();
@@ -708,6 +859,8 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             }
         };
         let level_s = t0.elapsed().as_secs_f64();
+        let start = t.start.unwrap_or(t0);
+        let until = start + LEVEL;
         let (busy1, phases1, iter1) = busy_us(&tb, &all)?;
         let busy: Vec<u64> = busy1
             .iter()
@@ -724,7 +877,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             .collect();
         // Throughput over the middle of the level: after the first second (ramp-up),
         // up to the load's end (the drain after it is not saturation).
-        let from = t0 + Duration::from_secs(1);
+        let from = start + Duration::from_secs(1);
         let counted = t
             .done_at
             .iter()
@@ -809,15 +962,15 @@ fn verify_cost_us() -> Result<f64> {
 
 fn print_run(r: &Run) {
     let s = r.saturation();
+    // A `RunBatch` has no separate placement answer.
+    let placed = if r.submit_p50_ms.is_nan() {
+        String::new()
+    } else {
+        format!(" (submit->Submitted p50 {:.1} ms)", r.submit_p50_ms)
+    };
     println!(
-        "{} node(s): moderate load {:.0} tasks/s ({} tasks, open loop): submit->completed p50 {:.1} ms p99 {:.1} ms (submit->Submitted p50 {:.1} ms); leader propose->apply p50 {} us",
-        r.nodes,
-        r.moderate_rate,
-        r.moderate_tasks,
-        r.p50_ms,
-        r.p99_ms,
-        r.submit_p50_ms,
-        r.commit_p50_us
+        "{} node(s): moderate load {:.0} tasks/s ({} tasks, open loop): submit->completed p50 {:.1} ms p99 {:.1} ms{placed}; leader propose->apply p50 {} us",
+        r.nodes, r.moderate_rate, r.moderate_tasks, r.p50_ms, r.p99_ms, r.commit_p50_us
     );
     println!("  {}", r.cost);
     for l in &r.levels {
@@ -896,14 +1049,7 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     println!(
         "one Ed25519 request verification: {verify_us:.1} us on the host (not under TCG); {}",
-        if o.batch == 0 {
-            "two per task (Submit, AwaitTask)".to_string()
-        } else {
-            format!(
-                "two per batch of up to {} tasks (SubmitBatch, AwaitTasks)",
-                o.batch
-            )
-        }
+        o.batch.describe()
     );
     println!("(QEMU under TCG; the emulated nodes share the host's cores)");
     let detail = |r: &Run| {
@@ -930,7 +1076,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut extra = serde_json::json!({
         "baseline_is": "the same benchmark on a 1-node cluster (saturation tasks/s)",
         "one_node": detail(one_node), "three_nodes": detail(three),
-        "verify_us_host": verify_us, "batch": o.batch,
+        "verify_us_host": verify_us, "batch": o.batch.size, "split": o.batch.split,
     });
     if let Some(five) = runs.get(2) {
         extra["five_nodes"] = detail(five);

@@ -113,16 +113,23 @@ fn time_replay(ram: &std::path::Path, runs: usize) -> Result<(f64, usize)> {
 
 /// (a'): a real node's apply rate vs the host's replay of its RAM file.
 fn replay_real(runs: usize) -> Result<(f64, f64, usize)> {
-    use crate::cluster::{Pace, TRIVIAL_WAT, load};
+    use crate::cluster::{Batching, Pace, TRIVIAL_WAT, load};
     let mut tb =
         xdv::testbed::Testbed::launch("bench-replay", 1, xdv::switch::Faults::default(), 1)?;
     tb.leader(&[1], Duration::from_secs(180))?;
     let module = wat::parse_str(TRIVIAL_WAT)?;
-    let until = Instant::now() + Duration::from_secs(6);
     let paces: Vec<(u16, Pace)> = (0..6)
-        .map(|_| (tb.port(1), Pace::Closed { window: 3, until }))
+        .map(|_| {
+            (
+                tb.port(1),
+                Pace::Closed {
+                    window: 3,
+                    run: Duration::from_secs(6),
+                },
+            )
+        })
         .collect();
-    let tally = load(&tb.keys, &module, &paces, 0)?;
+    let tally = load(&tb.keys, &module, &paces, Batching::SINGLE)?;
     let v = tb.view(1)?;
     let node_rate = v.applied as f64 / (v.loop_busy_us.max(1) as f64 / 1e6);
     println!(

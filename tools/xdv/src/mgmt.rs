@@ -612,6 +612,7 @@ pub fn response_kind(r: &Response) -> &'static str {
         Response::DiscoveredAdmitted { .. } => "discovered machine admitted",
         Response::Routed { .. } => "job routed",
         Response::RouteExplained { .. } => "route explained",
+        Response::BatchRan { .. } => "batch ran",
     }
 }
 

@@ -309,6 +309,12 @@ impl Config {
                 "-device".into(),
                 model.device_arg("mgmt", &mgmt_mac(id), ""),
             ]);
+            if let Ok(dir) = std::env::var("XDV_PCAP_DIR") {
+                self.extra.extend([
+                    "-object".into(),
+                    format!("filter-dump,id=dump,netdev=mgmt,file={dir}/mgmt-{id}.pcap"),
+                ]);
+            }
         }
         self
     }

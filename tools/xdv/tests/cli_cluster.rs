@@ -139,6 +139,8 @@ fn up_submit_down_resume_fresh() {
         "xdv_tenant_tasks{tenant=\"1\",state=\"done\"} 1",
         "xdv_audit_enabled 1",
         "xdv_node_tasks_finished_total 1",
+        "xdv_node_task_modules_compiled_total 1",
+        "xdv_node_task_modules_reused_total 0",
     ] {
         assert!(
             o.stdout.lines().any(|l| l == line),
@@ -261,4 +263,17 @@ fn up_submit_down_resume_fresh() {
     assert!(o.stdout.contains("hello from xdv"), "{o:?}");
     let v = status(d);
     assert_eq!(v["nodes"][0]["view"]["tasks"], 70, "each ran once: {v}");
+    // One module, compiled once on this fresh boot: node 1's other tasks reused it.
+    let o = xdv(&["metrics", "1", "--dir", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let value = |name: &str| -> u64 {
+        o.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}:\n{}", o.stdout))
+    };
+    let started = value("xdv_node_tasks_started_total");
+    assert!(started > 1, "node 1 ran several of the 70:\n{}", o.stdout);
+    assert_eq!(value("xdv_node_task_modules_compiled_total"), 1);
+    assert_eq!(value("xdv_node_task_modules_reused_total"), started - 1);
 }
