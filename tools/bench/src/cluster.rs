@@ -166,8 +166,9 @@ struct Pipe {
     waiting: HashMap<TaskId, (Instant, Instant)>,
     /// Answers received on this connection.
     answers: u64,
-    /// When it was opened.
-    opened: Instant,
+    /// Since when requests have been out on this connection with no answer yet
+    /// (`None` until one is sent).
+    first_unanswered: Option<Instant>,
 }
 
 /// What one connection measured.
@@ -202,17 +203,77 @@ impl Pipe {
             }
         };
         stream.set_nodelay(true)?;
-        Ok(Pipe {
+        let mut p = Pipe {
             stream,
             decoder: FrameDecoder::new(),
             msg_id: 0,
             batch,
             submits: VecDeque::new(),
             runs: BTreeMap::new(),
-            opened: Instant::now(),
             waiting: HashMap::new(),
             answers: 0,
-        })
+            first_unanswered: None,
+        };
+        p.ping(port)?;
+        Ok(p)
+    }
+
+    /// One `Ping` answered: the guest has the connection. QEMU's user network
+    /// listens on the host with a backlog of one and passes a connection on only
+    /// when its loop gets to it, so a client that opens the next connection before
+    /// the node has this one loses that SYN to a full backlog and waits out the
+    /// host's retransmission (1 s, then 3 s).
+    fn ping(&mut self, port: u16) -> Result<()> {
+        self.msg_id += 1;
+        let hdr = FrameHeader {
+            source: HOST_NODE,
+            target: NodeId(0),
+            timestamp: Timestamp(self.msg_id),
+            message_id: self.msg_id,
+        };
+        let ping = wire::Ping {
+            seq: self.msg_id,
+            payload: Vec::new(),
+        };
+        let frame = wire::encode_frame(&hdr, &ClusterMessage::Ping(ping))
+            .map_err(|e| anyhow!("encoding a ping: {e}"))?;
+        self.stream.write_all(&frame)?;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))?;
+        let until = Instant::now() + CONNECT_PATIENCE;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match self.stream.read(&mut buf) {
+                Ok(0) => bail!("127.0.0.1:{port} closed the connection before its first pong"),
+                Ok(n) => {
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        let used = self.decoder.push(rest);
+                        if used == 0 {
+                            bail!("answer larger than a frame");
+                        }
+                        rest = &rest[used..];
+                        while let Some(f) =
+                            self.decoder.pop().map_err(|e| anyhow!("bad frame: {e}"))?
+                        {
+                            if matches!(f.message, ClusterMessage::Pong(_)) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!(
+            "127.0.0.1:{port}: no pong within {} s of connecting",
+            CONNECT_PATIENCE.as_secs()
+        )
     }
 
     fn in_flight(&self) -> usize {
@@ -278,6 +339,9 @@ impl Pipe {
         )
         .map_err(|e| anyhow!("encoding a request: {e}"))?;
         self.stream.write_all(&frame)?;
+        if self.answers == 0 && self.first_unanswered.is_none() {
+            self.first_unanswered = Some(Instant::now());
+        }
         Ok(())
     }
 
@@ -548,8 +612,7 @@ fn drive(
             Err(e) => return Err(e),
         };
         if p.answers == 0
-            && p.unanswered() > 0
-            && p.opened.elapsed() > SILENT
+            && p.first_unanswered.is_some_and(|t| t.elapsed() > SILENT)
             && reopened < MAX_REOPEN
         {
             reopened += 1;
