@@ -218,12 +218,22 @@ impl Pipe {
         Ok(p)
     }
 
+    /// Round trips of `n` `Ping`s, one at a time, sorted (ms).
+    fn rtts(&mut self, port: u16, n: usize) -> Result<Vec<f64>> {
+        let mut v = (0..n)
+            .map(|_| self.ping(port).map(ms))
+            .collect::<Result<Vec<f64>>>()?;
+        v.sort_by(f64::total_cmp);
+        Ok(v)
+    }
+
     /// One `Ping` answered: the guest has the connection. QEMU's user network
     /// listens on the host with a backlog of one and passes a connection on only
     /// when its loop gets to it, so a client that opens the next connection before
     /// the node has this one loses that SYN to a full backlog and waits out the
     /// host's retransmission (1 s, then 3 s).
-    fn ping(&mut self, port: u16) -> Result<()> {
+    fn ping(&mut self, port: u16) -> Result<Duration> {
+        let sent = Instant::now();
         self.msg_id += 1;
         let hdr = FrameHeader {
             source: HOST_NODE,
@@ -257,7 +267,7 @@ impl Pipe {
                             self.decoder.pop().map_err(|e| anyhow!("bad frame: {e}"))?
                         {
                             if matches!(f.message, ClusterMessage::Pong(_)) {
-                                return Ok(());
+                                return Ok(sent.elapsed());
                             }
                         }
                     }
@@ -389,8 +399,9 @@ impl Pipe {
     /// Reads what arrived within `wait` and handles every answer in it.
     fn receive(&mut self, keys: &mgmt::Keys, wait: Duration, t: &mut Tally) -> Result<usize> {
         let mut buf = [0u8; 16 * 1024];
-        self.stream
-            .set_read_timeout(Some(wait.max(Duration::from_micros(200))))?;
+        if !readable_within(&self.stream, wait.max(Duration::from_micros(50)))? {
+            return Ok(t.done_at.len());
+        }
         match self.stream.read(&mut buf) {
             Ok(0) => bail!("the node closed the connection"),
             Ok(n) => {
@@ -513,6 +524,36 @@ impl Pipe {
             ),
         }
     }
+}
+
+/// Waits until `stream` has something to read (or was closed) or `wait` passed.
+/// `ppoll` sleeps on a high-resolution timer; a socket read timeout
+/// (`SO_RCVTIMEO`) counts in kernel ticks instead — on this host (HZ=250) a 0.5 ms
+/// timeout slept 8 ms, which made open-loop clients send late and counted the
+/// lateness as latency.
+fn readable_within(stream: &TcpStream, wait: Duration) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `fd` is one valid pollfd and `ts` a valid timespec, both live for the
+    // call; a null signal mask leaves the thread's mask unchanged; the descriptor
+    // belongs to `stream`, borrowed for the call.
+    let n = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e.into());
+    }
+    Ok(n > 0)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -807,6 +848,9 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     submit_p50_ms: f64,
+    /// `Ping` round trips host -> node -> host on a management connection, p50/p99
+    /// (ms): the client-to-node part of the latency, QEMU's user network included.
+    mgmt_rtt_ms: (f64, f64),
     /// (node, its stages) after the moderate phase.
     stages: Vec<(NodeId, String, Vec<StageStat>)>,
     levels: Vec<Level>,
@@ -850,6 +894,10 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         run: Duration::from_secs(1),
     };
     load(&tb.keys, &module, &[(tb.port(via), warm)], o.batch)?;
+    // The client-to-node part of a request's latency: Ping round trips on a
+    // management connection to `via`, one at a time.
+    let rtt = Pipe::connect(tb.port(via), o.batch)?.rtts(tb.port(via), 100)?;
+    let mgmt_rtt_ms = (pct(&rtt, 0.5), pct(&rtt, 0.99));
 
     // Moderate load: open loop, 2 connections through `via`.
     let count = (o.rate * o.moderate.as_secs_f64()).ceil() as usize;
@@ -978,6 +1026,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         p50_ms: pct(&m.total_ms, 0.5),
         p99_ms: pct(&m.total_ms, 0.99),
         submit_p50_ms: pct(&m.submit_ms, 0.5),
+        mgmt_rtt_ms,
         stages,
         levels,
         commit_p50_us,
@@ -1032,8 +1081,15 @@ fn print_run(r: &Run) {
         format!(" (submit->Submitted p50 {:.1} ms)", r.submit_p50_ms)
     };
     println!(
-        "{} node(s): moderate load {:.0} tasks/s ({} tasks, open loop): submit->completed p50 {:.1} ms p99 {:.1} ms{placed}; leader propose->apply p50 {} us",
-        r.nodes, r.moderate_rate, r.moderate_tasks, r.p50_ms, r.p99_ms, r.commit_p50_us
+        "{} node(s): moderate load {:.0} tasks/s ({} tasks, open loop): submit->completed p50 {:.1} ms p99 {:.1} ms{placed}; leader propose->apply p50 {} us; management Ping round trip (host -> node -> host, QEMU user network) p50 {:.2} ms p99 {:.2} ms",
+        r.nodes,
+        r.moderate_rate,
+        r.moderate_tasks,
+        r.p50_ms,
+        r.p99_ms,
+        r.commit_p50_us,
+        r.mgmt_rtt_ms.0,
+        r.mgmt_rtt_ms.1
     );
     println!("  {}", r.cost);
     for l in &r.levels {
@@ -1121,6 +1177,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "saturation_tasks_per_s": s.tasks_per_s, "saturation_inflight": s.inflight,
             "moderate_rate": r.moderate_rate, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
             "commit_p50_us": r.commit_p50_us,
+            "mgmt_rtt_p50_ms": r.mgmt_rtt_ms.0, "mgmt_rtt_p99_ms": r.mgmt_rtt_ms.1,
             "levels": r.levels.iter().map(|l| serde_json::json!({
                 "inflight": l.inflight, "conns": l.conns, "tasks_per_s": l.tasks_per_s,
                 "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "busy_us_per_task": l.busy_us_per_task,
