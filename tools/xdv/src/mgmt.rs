@@ -361,10 +361,13 @@ pub fn signed_at(
 }
 
 /// `count` copies of `submit` as `tenant`, pipelined over one connection in
-/// `SubmitBatch`es of at most [`MAX_BATCH_SUBMISSIONS`] (each under one signature),
-/// then awaited with `AwaitTasks`. A batch the node cannot take yet (no leader, not
-/// committed in time) is sent again with the same numbers (never twice in the log)
-/// until `end`. Returns every task and its final status, in submission order.
+/// `RunBatch`es of at most [`MAX_BATCH_SUBMISSIONS`] (each under one signature, each
+/// answered once its tasks finished, naming its first sequence number). Batches the
+/// node cannot take yet (no leader, not committed in time) are sent again, with the
+/// same numbers (never twice in the log), once every request out has its answer,
+/// until `end`; tasks still running when a batch was answered (the node's reply
+/// timeout) are awaited with `AwaitTasks`. Returns every task and its final status,
+/// in submission order.
 pub fn submit_many(
     port: u16,
     keys: &Keys,
@@ -375,50 +378,80 @@ pub fn submit_many(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<(TaskId, TaskStatus)>> {
     let who = Principal::Tenant(tenant);
-    let mut batches: Vec<SignedRequest> = Vec::new();
+    let mut batches: Vec<(u64, SignedRequest)> = Vec::new();
     let mut left = count;
     while left > 0 {
         let n = left.min(MAX_BATCH_SUBMISSIONS);
         let first = next_seqs(n as u64);
-        let req = Request::SubmitBatch(vec![submit.clone(); n]);
-        batches.push(signed_at(keys, who, first, req)?);
+        let req = Request::RunBatch(vec![submit.clone(); n]);
+        batches.push((first, signed_at(keys, who, first, req)?));
         left -= n;
     }
     let mut c = Client::connect(port, Duration::from_secs(2))?;
-    let mut tasks: Vec<TaskId> = Vec::with_capacity(count);
-    // One batch in flight at a time: answers carry no request id, so a batch that
-    // must be sent again ("not committed in time; retry with the same seq") while
-    // another is in flight would take the other's answer. A batch is up to 64 tasks,
-    // so this costs one round trip per 64.
-    for (i, b) in batches.iter().enumerate() {
+    // Answers by first sequence number; a batch sent twice may be answered twice.
+    let mut ran: std::collections::BTreeMap<u64, Vec<xdv_cluster::mgmt::TaskReport>> =
+        Default::default();
+    let mut out = 0usize;
+    let mut retry = false;
+    for (_, b) in &batches {
         c.send(b)?;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!(
-                    "{} of {count} tasks accepted before the timeout",
-                    tasks.len()
-                );
-            }
-            match c.recv(left)? {
-                Response::SubmittedBatch { tasks: t } => {
-                    tasks.extend(t);
-                    progress(tasks.len(), 0);
-                    break;
-                }
-                Response::Refused(Denied::NoLeader | Denied::NotReady(_)) => {
-                    std::thread::sleep(Duration::from_millis(200));
+        out += 1;
+    }
+    while ran.len() < batches.len() {
+        if out == 0 && retry {
+            // Every answer is in and some batch was refused for now: send again
+            // what has no answer.
+            std::thread::sleep(Duration::from_millis(200));
+            retry = false;
+            for (first, b) in &batches {
+                if !ran.contains_key(first) {
                     c.send(b)?;
+                    out += 1;
                 }
-                Response::Refused(d) => {
-                    bail!("batch {} of {} refused: {d}", i + 1, batches.len())
-                }
-                other => bail!("unexpected answer to a batch: {}", response_kind(&other)),
             }
         }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let accepted: usize = ran.values().map(Vec::len).sum();
+            bail!("{accepted} of {count} tasks accepted before the timeout");
+        }
+        let answer = c.recv(left)?;
+        out = out.saturating_sub(1);
+        match answer {
+            Response::BatchRan { seq, reports } => {
+                if batches.iter().any(|(first, _)| *first == seq) {
+                    ran.entry(seq).or_insert(reports);
+                }
+                let accepted = ran.values().map(Vec::len).sum();
+                let finished_now = ran
+                    .values()
+                    .flatten()
+                    .filter(|r| finished(&r.status))
+                    .count();
+                progress(accepted, finished_now);
+            }
+            Response::Refused(Denied::NoLeader | Denied::NotReady(_)) => retry = true,
+            Response::Refused(d) => bail!("a batch of {count} tasks was refused: {d}"),
+            other => bail!("unexpected answer to a batch: {}", response_kind(&other)),
+        }
     }
+    let reports: Vec<xdv_cluster::mgmt::TaskReport> = batches
+        .iter()
+        .flat_map(|(first, _)| ran.remove(first).unwrap_or_default())
+        .collect();
+    if reports.len() != count {
+        bail!("{} reports for {count} tasks", reports.len());
+    }
+    let tasks: Vec<TaskId> = reports.iter().map(|r| r.task).collect();
     let mut done: std::collections::BTreeMap<TaskId, TaskStatus> = Default::default();
-    let mut open: Vec<TaskId> = tasks.clone();
+    let mut open: Vec<TaskId> = Vec::new();
+    for r in reports {
+        if finished(&r.status) {
+            done.insert(r.task, r.status);
+        } else {
+            open.push(r.task);
+        }
+    }
     while !open.is_empty() {
         let chunks: Vec<Vec<TaskId>> = open.chunks(MAX_AWAIT_TASKS).map(<[_]>::to_vec).collect();
         for ch in &chunks {
@@ -911,14 +944,13 @@ mod batch_tests {
     use std::collections::BTreeMap;
     use std::net::TcpListener;
 
-    /// A fake node proposes the first copy of every batch but answers it "not committed
-    /// in time", answers a batch sent again with its task ids (as the node's replay
-    /// window does), and answers the `AwaitTasks` requests last one first (a parked
-    /// answer goes out when its tasks finished, whatever the order of the requests). Every task must be counted once:
-    /// with both batches in flight, the second batch's answer used to be taken for the
-    /// first's, and the first's repeated answer for the second's (64 ids twice, the
-    /// last 6 tasks never awaited: CI's `cli_cluster` failure); and the answer to the
-    /// second `AwaitTasks` used to be read as the first's ("t1 is no longer retained").
+    /// A fake node proposes the first copy of every `RunBatch` but answers it "not
+    /// committed in time"; answers the batches sent again (as the node's replay
+    /// window does) last one first, each naming its first seq (answers come when the
+    /// tasks finish, whatever the order of the requests), with one task not finished
+    /// yet (the node's reply timeout), which the client must then `AwaitTasks`. Every
+    /// task must be counted once, in submission order (earlier, answers without a
+    /// request id were matched to the wrong batch: CI's `cli_cluster` failure).
     #[test]
     fn batches_and_awaits_are_matched_to_their_own_answers() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -928,27 +960,22 @@ mod batch_tests {
             let mut dec = FrameDecoder::new();
             let mut buf = [0u8; 65536];
             let mut next = 1u64;
-            let mut waiting: Vec<(Vec<TaskId>, u64)> = Vec::new();
-            let reports = |tasks: Vec<TaskId>| {
-                Response::TaskReports(
-                    tasks
-                        .into_iter()
-                        .map(|task| xdv_cluster::mgmt::TaskReport {
-                            task,
-                            tenant: TenantId(1),
-                            status: TaskStatus::Completed {
-                                node: NodeId(1),
-                                attempt: 1,
-                                outcome: Outcome::Executed,
-                                ticks: 1,
-                                output_hash: xdv_types::Hash32([0; 32]),
-                                output: Vec::new(),
-                            },
-                        })
-                        .collect(),
-                )
+            let done = TaskStatus::Completed {
+                node: NodeId(1),
+                attempt: 1,
+                outcome: Outcome::Executed,
+                ticks: 1,
+                output_hash: xdv_types::Hash32([0; 32]),
+                output: Vec::new(),
+            };
+            let report = |task, status: &TaskStatus| xdv_cluster::mgmt::TaskReport {
+                task,
+                tenant: TenantId(1),
+                status: status.clone(),
             };
             let mut ids: BTreeMap<u64, Vec<TaskId>> = BTreeMap::new();
+            // Batches sent again, held until both are in.
+            let mut again: Vec<(u64, u64)> = Vec::new();
             let reply = |s: &mut TcpStream, r: &Response, id: u64| {
                 let hdr = FrameHeader {
                     source: NodeId(1),
@@ -975,10 +1002,9 @@ mod batch_tests {
                             continue;
                         };
                         let req: SignedRequest = mgmt::decode(&b).unwrap();
+                        let id = f.header.message_id;
                         let answer = match req.request {
-                            // The first copy of every batch is proposed (its ids are
-                            // taken) but answered "not committed in time".
-                            Request::SubmitBatch(v) => match ids.entry(req.seq) {
+                            Request::RunBatch(v) => match ids.entry(req.seq) {
                                 std::collections::btree_map::Entry::Vacant(e) => {
                                     e.insert((next..next + v.len() as u64).map(TaskId).collect());
                                     next += v.len() as u64;
@@ -986,28 +1012,39 @@ mod batch_tests {
                                         "not committed in time; retry with the same seq".into(),
                                     ))
                                 }
-                                std::collections::btree_map::Entry::Occupied(e) => {
-                                    Response::SubmittedBatch {
-                                        tasks: e.get().clone(),
+                                std::collections::btree_map::Entry::Occupied(_) => {
+                                    again.push((req.seq, id));
+                                    if again.len() < 2 {
+                                        continue;
                                     }
+                                    for (seq, id) in again.drain(..).rev() {
+                                        let tasks = &ids[&seq];
+                                        let reports = tasks
+                                            .iter()
+                                            .map(|&t| {
+                                                // Task 70 is still running at the
+                                                // reply timeout.
+                                                if t == TaskId(70) {
+                                                    report(t, &TaskStatus::Pending)
+                                                } else {
+                                                    report(t, &done)
+                                                }
+                                            })
+                                            .collect();
+                                        reply(&mut s, &Response::BatchRan { seq, reports }, id);
+                                    }
+                                    continue;
                                 }
                             },
                             Request::AwaitTasks { tasks } => {
-                                // Held until every task is awaited, then answered last
-                                // request first (as parked answers may come).
-                                waiting.push((tasks, f.header.message_id));
-                                if waiting.iter().map(|w| w.0.len() as u64).sum::<u64>() < next - 1
-                                {
-                                    continue;
-                                }
-                                for (tasks, id) in waiting.drain(..).rev() {
-                                    reply(&mut s, &reports(tasks), id);
-                                }
-                                continue;
+                                assert_eq!(tasks, vec![TaskId(70)], "only the unfinished one");
+                                Response::TaskReports(
+                                    tasks.iter().map(|&t| report(t, &done)).collect(),
+                                )
                             }
                             _ => Response::Refused(Denied::Malformed("unexpected".into())),
                         };
-                        reply(&mut s, &answer, f.header.message_id);
+                        reply(&mut s, &answer, id);
                     }
                 }
             }

@@ -63,8 +63,8 @@ pub struct SubmitArgs {
     #[arg(long)]
     no_wait: bool,
     /// Submit this many copies, pipelined over one connection in signed batches
-    /// (`SubmitBatch`, up to 64 a request, one signature each) and awaited together
-    /// (`AwaitTasks`): one line per task, then a summary with tasks/s. The exit code
+    /// (`RunBatch`, up to 64 a request, one signature each, answered once its tasks
+    /// finished): one line per task, then a summary with tasks/s. The exit code
     /// is the worst task's.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     count: u64,
@@ -177,7 +177,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
     ))
 }
 
-/// `--count N`: N copies through `SubmitBatch` + `AwaitTasks`; a line per task and a
+/// `--count N`: N copies through pipelined `RunBatch`es; a line per task and a
 /// summary; the worst exit code.
 fn submit_many(
     a: &SubmitArgs,
