@@ -1838,21 +1838,13 @@ impl<R: Region> Node<R> {
                 if let Some(r) = self.batch_ran(tenant, first, count) {
                     return Some(r);
                 }
-                if self.parked.len() >= MAX_PARKED {
-                    let d = Denied::NotReady("too many requests waiting".into());
-                    return Some(self.refuse(Some(principal), d));
-                }
-                self.parked.push(Parked {
-                    conn,
-                    wait: Wait::Batch {
-                        tenant,
-                        first,
-                        count,
-                        then_await: true,
-                    },
-                    deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
-                });
-                None
+                let wait = Wait::Batch {
+                    tenant,
+                    first,
+                    count,
+                    then_await: true,
+                };
+                self.park(conn, principal, wait)
             }
             // Every submission of the batch was accepted before (a retry).
             Ok(None) if matches!(req.request, Request::SubmitBatch(_)) => {
@@ -1918,13 +1910,19 @@ impl<R: Region> Node<R> {
             self.stages.replied(task, self.now_us);
             return Some(r);
         }
+        self.park(conn, who, Wait::Done { task })
+    }
+
+    /// Parks a request until `wait` is met or the reply timeout passes; refused at
+    /// once when [`MAX_PARKED`] requests already wait.
+    fn park(&mut self, conn: ClientConn, who: Principal, wait: Wait) -> Option<Response> {
         if self.parked.len() >= MAX_PARKED {
             let d = Denied::NotReady("too many requests waiting".into());
             return Some(self.refuse(Some(who), d));
         }
         self.parked.push(Parked {
             conn,
-            wait: Wait::Done { task },
+            wait,
             deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
         });
         None
@@ -1941,16 +1939,7 @@ impl<R: Region> Node<R> {
         if let Some(r) = self.all_finished(&tasks) {
             return Some(r);
         }
-        if self.parked.len() >= MAX_PARKED {
-            let d = Denied::NotReady("too many requests waiting".into());
-            return Some(self.refuse(Some(who), d));
-        }
-        self.parked.push(Parked {
-            conn,
-            wait: Wait::AllDone { tasks },
-            deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
-        });
-        None
+        self.park(conn, who, Wait::AllDone { tasks })
     }
 
     /// `Response::TaskReports` for `tasks` if every one finished (stamping the

@@ -521,15 +521,27 @@ fn task_log_lines_and_metrics() {
     assert_eq!(text, n.metrics(), "the same state gives the same bytes");
 }
 
-fn batch(seq: u64, n: usize) -> Vec<u8> {
-    let one = Submit::new(Work::Builtin("hash".into()), vec![1], 100);
+/// `n` copies of a `hash` task from tenant 1, numbered from `seq`, as `SubmitBatch`
+/// (or `RunBatch` with `run`).
+fn batch_of(seq: u64, n: usize, run: bool) -> Vec<u8> {
+    let items = vec![Submit::new(Work::Builtin("hash".into()), vec![1], 100); n];
+    let request = if run {
+        Request::RunBatch(items)
+    } else {
+        Request::SubmitBatch(items)
+    };
+    let who = Principal::Tenant(TenantId(1));
     mgmt::encode(&SignedRequest::sign(
         CLUSTER,
-        Principal::Tenant(TenantId(1)),
+        who,
         seq,
-        Request::SubmitBatch(vec![one; n]),
+        request,
         &TENANT_SEED,
     ))
+}
+
+fn batch(seq: u64, n: usize) -> Vec<u8> {
+    batch_of(seq, n, false)
 }
 
 fn replies_to(out: &Outbox, conn: ClientConn) -> Vec<Response> {
@@ -635,14 +647,7 @@ fn submit_batch_group_commit_and_await_tasks() {
 }
 
 fn run_batch(seq: u64, n: usize) -> Vec<u8> {
-    let one = Submit::new(Work::Builtin("hash".into()), vec![1], 100);
-    mgmt::encode(&SignedRequest::sign(
-        CLUSTER,
-        Principal::Tenant(TenantId(1)),
-        seq,
-        Request::RunBatch(vec![one; n]),
-        &TENANT_SEED,
-    ))
+    batch_of(seq, n, true)
 }
 
 /// `RunBatch`: submit and await in one request. Answered once (`BatchRan`, naming

@@ -40,8 +40,8 @@ use xdv_cluster::mgmt::{
     Submit, TaskReport,
 };
 use xdv_cluster::{TaskStatus, Work};
-use xdv_net::wire::{self, ClusterMessage, FrameDecoder, FrameHeader, HOST_NODE};
-use xdv_types::{NodeId, TaskId, TenantId, Timestamp};
+use xdv_net::wire::{self, ClusterMessage, FrameDecoder};
+use xdv_types::{NodeId, TaskId, TenantId};
 
 const BOOT: Duration = Duration::from_secs(180);
 pub(crate) const TRIVIAL_WAT: &str = r#"(module (func (export "run")))"#;
@@ -235,50 +235,23 @@ impl Pipe {
     fn ping(&mut self, port: u16) -> Result<Duration> {
         let sent = Instant::now();
         self.msg_id += 1;
-        let hdr = FrameHeader {
-            source: HOST_NODE,
-            target: NodeId(0),
-            timestamp: Timestamp(self.msg_id),
-            message_id: self.msg_id,
-        };
         let ping = wire::Ping {
             seq: self.msg_id,
             payload: Vec::new(),
         };
-        let frame = wire::encode_frame(&hdr, &ClusterMessage::Ping(ping))
-            .map_err(|e| anyhow!("encoding a ping: {e}"))?;
+        let frame = mgmt::host_frame(self.msg_id, &ClusterMessage::Ping(ping))?;
         self.stream.write_all(&frame)?;
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(200)))?;
         let until = Instant::now() + CONNECT_PATIENCE;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < until {
-            match self.stream.read(&mut buf) {
-                Ok(0) => bail!("127.0.0.1:{port} closed the connection before its first pong"),
-                Ok(n) => {
-                    let mut rest = &buf[..n];
-                    while !rest.is_empty() {
-                        let used = self.decoder.push(rest);
-                        if used == 0 {
-                            bail!("answer larger than a frame");
-                        }
-                        rest = &rest[used..];
-                        while let Some(f) =
-                            self.decoder.pop().map_err(|e| anyhow!("bad frame: {e}"))?
-                        {
-                            if matches!(f.message, ClusterMessage::Pong(_)) {
-                                return Ok(sent.elapsed());
-                            }
-                        }
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e.into()),
-            }
+        let mut ponged = false;
+        while !ponged && Instant::now() < until {
+            self.read_frames(Duration::from_millis(200), |f| {
+                ponged |= matches!(f.message, ClusterMessage::Pong(_));
+                Ok(())
+            })
+            .with_context(|| format!("127.0.0.1:{port} before its first pong"))?;
+        }
+        if ponged {
+            return Ok(sent.elapsed());
         }
         bail!(
             "127.0.0.1:{port}: no pong within {} s of connecting",
@@ -337,17 +310,10 @@ impl Pipe {
 
     fn send(&mut self, req: &SignedRequest) -> Result<()> {
         self.msg_id += 1;
-        let hdr = FrameHeader {
-            source: HOST_NODE,
-            target: NodeId(0),
-            timestamp: Timestamp(self.msg_id),
-            message_id: self.msg_id,
-        };
-        let frame = wire::encode_frame(
-            &hdr,
+        let frame = mgmt::host_frame(
+            self.msg_id,
             &ClusterMessage::MgmtRequest(xdv_cluster::mgmt::encode(req)),
-        )
-        .map_err(|e| anyhow!("encoding a request: {e}"))?;
+        )?;
         self.stream.write_all(&frame)?;
         if self.answers == 0 && self.first_unanswered.is_none() {
             self.first_unanswered = Some(Instant::now());
@@ -396,11 +362,16 @@ impl Pipe {
         Ok(())
     }
 
-    /// Reads what arrived within `wait` and handles every answer in it.
-    fn receive(&mut self, keys: &mgmt::Keys, wait: Duration, t: &mut Tally) -> Result<usize> {
+    /// Reads what arrived within `wait` and hands every whole frame in it to
+    /// `frame`, in order.
+    fn read_frames(
+        &mut self,
+        wait: Duration,
+        mut frame: impl FnMut(wire::FrameRepr) -> Result<()>,
+    ) -> Result<()> {
         let mut buf = [0u8; 16 * 1024];
         if !readable_within(&self.stream, wait.max(Duration::from_micros(50)))? {
-            return Ok(t.done_at.len());
+            return Ok(());
         }
         match self.stream.read(&mut buf) {
             Ok(0) => bail!("the node closed the connection"),
@@ -412,31 +383,41 @@ impl Pipe {
                         bail!("answer larger than a frame");
                     }
                     rest = &rest[used..];
-                    self.drain(keys, t)?;
+                    while let Some(f) = self.decoder.pop().map_err(|e| anyhow!("bad frame: {e}"))? {
+                        frame(f)?;
+                    }
                 }
+                Ok(())
             }
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e.into()),
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(t.done_at.len())
     }
 
-    fn drain(&mut self, keys: &mgmt::Keys, t: &mut Tally) -> Result<()> {
-        while let Some(f) = self.decoder.pop().map_err(|e| anyhow!("bad frame: {e}"))? {
-            let bytes = match f.message {
-                ClusterMessage::MgmtResponse(b) => b,
+    /// Reads what arrived within `wait` and handles every answer in it.
+    fn receive(&mut self, keys: &mgmt::Keys, wait: Duration, t: &mut Tally) -> Result<usize> {
+        let mut answers = Vec::new();
+        self.read_frames(wait, |f| {
+            match f.message {
+                ClusterMessage::MgmtResponse(b) => answers.push(b),
                 ClusterMessage::Error(e) => bail!("node error {}: {}", e.code, e.text),
-                _ => continue,
-            };
+                _ => {}
+            }
+            Ok(())
+        })?;
+        for bytes in answers {
             let r: Response =
                 xdv_cluster::mgmt::decode(&bytes).map_err(|e| anyhow!("bad answer: {e}"))?;
             self.answer(keys, r, t)?;
         }
-        Ok(())
+        Ok(t.done_at.len())
     }
 
     /// The tasks of the oldest submit request were placed.

@@ -550,14 +550,7 @@ impl Client {
     /// Sends `req` without waiting for its answer.
     pub fn send(&mut self, req: &SignedRequest) -> Result<()> {
         self.msg_id += 1;
-        let hdr = FrameHeader {
-            source: HOST_NODE,
-            target: NodeId(0),
-            timestamp: Timestamp(self.msg_id),
-            message_id: self.msg_id,
-        };
-        let frame = wire::encode_frame(&hdr, &ClusterMessage::MgmtRequest(mgmt::encode(req)))
-            .map_err(|e| anyhow!("encoding the request: {e}"))?;
+        let frame = host_frame(self.msg_id, &ClusterMessage::MgmtRequest(mgmt::encode(req)))?;
         self.stream.write_all(&frame)?;
         Ok(())
     }
@@ -621,6 +614,17 @@ pub fn cluster_view(port: u16, keys: &Keys) -> Result<ClusterView> {
         Response::Refused(d) => bail!("refused: {d}"),
         other => bail!("unexpected answer: {}", response_kind(&other)),
     }
+}
+
+/// A frame from the host (`HOST_NODE`) to a node's management port, numbered `msg_id`.
+pub fn host_frame(msg_id: u64, message: &ClusterMessage) -> Result<Vec<u8>> {
+    let hdr = FrameHeader {
+        source: HOST_NODE,
+        target: NodeId(0),
+        timestamp: Timestamp(msg_id),
+        message_id: msg_id,
+    };
+    wire::encode_frame(&hdr, message).map_err(|e| anyhow!("encoding a frame: {e}"))
 }
 
 /// A response's kind in words (never its Rust `Debug` text).
