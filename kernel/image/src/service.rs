@@ -371,6 +371,9 @@ impl Services {
             let events = t.poll(&mut self.net);
             self.phases.charge(Phase::Transport, &mut mark);
             for e in events {
+                // The node's stage stamps read this clock: each event at its own time
+                // (a request's signature check must not fall outside every stage).
+                self.node.set_time_us(time::uptime_us());
                 let phase = match e {
                     Event::Raft { from, bytes } => {
                         self.node.on_peer_raft(from, &bytes);
@@ -443,6 +446,7 @@ impl Services {
             self.node.on_task_progress(task, attempt);
         }
         self.phases.charge(Phase::Tasks, &mut mark);
+        self.node.set_time_us(time::uptime_us());
         self.node.release();
         self.phases.charge(Phase::Raft, &mut mark);
         let out = self.node.drain();
@@ -594,6 +598,7 @@ impl Services {
         if run_tasks && self.tasks.queued() > 0 {
             self.poll_tasks();
         }
+        self.node.set_time_us(time::uptime_us());
         self.node.release();
         self.phases.charge(Phase::Tasks, mark);
     }
