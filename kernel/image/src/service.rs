@@ -545,19 +545,6 @@ impl Services {
         for line in out.notes {
             println!("{line}");
         }
-        for body in &out.audit {
-            match body {
-                // The rate limiter's summary is the node's own record (written past
-                // the high-water mark, counting what the region itself refused).
-                RecordBody::RefusalSummary {
-                    refused,
-                    first_reason,
-                    ..
-                } => audit::record_refusal_summary(*refused, first_reason),
-                other => audit::record(CoreId(0), other),
-            };
-        }
-        self.phases.charge(Phase::Audit, mark);
         if let Some(t) = self.transport.as_mut() {
             if let Some(members) = &out.members {
                 t.set_members(&mut self.net, members);
@@ -572,7 +559,25 @@ impl Services {
                 t.reply(&mut self.net, conn, bytes);
             }
         }
+        // Out on the wire before the audit records are written: the records hash
+        // (software SHA-256 under TCG) and nothing sent depends on them. A restart
+        // records again what the audit region does not hold yet (the node's
+        // `audited_through`), so a crash in between loses no record.
+        self.net.poll();
         self.phases.charge(Phase::Send, mark);
+        for body in &out.audit {
+            match body {
+                // The rate limiter's summary is the node's own record (written past
+                // the high-water mark, counting what the region itself refused).
+                RecordBody::RefusalSummary {
+                    refused,
+                    first_reason,
+                    ..
+                } => audit::record_refusal_summary(*refused, first_reason),
+                other => audit::record(CoreId(0), other),
+            };
+        }
+        self.phases.charge(Phase::Audit, mark);
         let now_ms = time::uptime_us() / 1000;
         // What the tasks report now is proposed together (group commit); its outbox
         // leaves with the next iteration's.

@@ -800,6 +800,17 @@ struct Level {
 /// Loop phase names and µs.
 type Phases = Vec<(String, u64)>;
 
+/// The loop's µs per task by phase between two [`busy_us`] readings, `done` tasks apart.
+fn per_task(before: &Phases, after: &Phases, done: f64) -> Vec<(String, f64)> {
+    after
+        .iter()
+        .map(|(n, us)| {
+            let b = before.iter().find(|(m, _)| m == n).map_or(0, |p| p.1);
+            (n.clone(), us.saturating_sub(b) as f64 / done)
+        })
+        .collect()
+}
+
 /// Each node's `loop_busy_us` now, its loop phases (summed over the nodes) and the
 /// nodes' loop iterations (summed).
 fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases, u64)> {
@@ -834,6 +845,10 @@ struct Run {
     mgmt_rtt_ms: (f64, f64),
     /// (node, its stages) after the moderate phase.
     stages: Vec<(NodeId, String, Vec<StageStat>)>,
+    /// The loop's work per task at moderate load, summed over the nodes: in all (µs)
+    /// and by phase.
+    moderate_busy_us: f64,
+    moderate_phases: Vec<(String, f64)>,
     levels: Vec<Level>,
     commit_p50_us: u64,
 }
@@ -893,6 +908,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         "bench cluster: {nodes} node(s): moderate load {} tasks/s...",
         o.rate
     );
+    let (busy0, phases0, _) = busy_us(&tb, &all)?;
     let m = load(
         &tb.keys,
         &module,
@@ -902,6 +918,10 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         ],
         o.batch,
     )?;
+    let (busy1, phases1, _) = busy_us(&tb, &all)?;
+    let done = m.total_ms.len().max(1) as f64;
+    let moderate_phases = per_task(&phases0, &phases1, done);
+    let moderate_busy_us = (busy1.iter().sum::<u64>() - busy0.iter().sum::<u64>()) as f64 / done;
     let mut stages = Vec::new();
     let mut commit_p50_us = 0;
     for &i in &all {
@@ -960,13 +980,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             .map(|(b, a)| b.saturating_sub(*a))
             .collect();
         let done = t.done_at.len().max(1) as f64;
-        let phases_us_per_task = phases1
-            .iter()
-            .map(|(n, us)| {
-                let before = phases0.iter().find(|(m, _)| m == n).map_or(0, |p| p.1);
-                (n.clone(), us.saturating_sub(before) as f64 / done)
-            })
-            .collect();
+        let phases_us_per_task = per_task(&phases0, &phases1, done);
         // Throughput over the middle of the level: after the first second (ramp-up),
         // up to the load's end (the drain after it is not saturation).
         let from = start + Duration::from_secs(1);
@@ -1009,6 +1023,8 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         submit_p50_ms: pct(&m.submit_ms, 0.5),
         mgmt_rtt_ms,
         stages,
+        moderate_busy_us,
+        moderate_phases,
         levels,
         commit_p50_us,
     })
@@ -1053,6 +1069,15 @@ fn verify_cost_us() -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e6 / f64::from(n))
 }
 
+/// "name µs, name µs, …".
+fn phase_list(phases: &[(String, f64)]) -> String {
+    let parts: Vec<String> = phases
+        .iter()
+        .map(|(n, us)| format!("{n} {us:.0}"))
+        .collect();
+    parts.join(", ")
+}
+
 fn print_run(r: &Run) {
     let s = r.saturation();
     // A `RunBatch` has no separate placement answer.
@@ -1073,6 +1098,11 @@ fn print_run(r: &Run) {
         r.mgmt_rtt_ms.1
     );
     println!("  {}", r.cost);
+    println!(
+        "  moderate load: node loop busy {:.0} us/task (all nodes); by phase: {}",
+        r.moderate_busy_us,
+        phase_list(&r.moderate_phases)
+    );
     for l in &r.levels {
         println!(
             "  saturation sweep: {:>4} in flight over {:>2} connections: {:>7.1} tasks/s, p50 {:.1} ms p99 {:.1} ms; node loop busy {:.0} us/task (all nodes), busiest node {:.0}% busy",
@@ -1085,14 +1115,9 @@ fn print_run(r: &Run) {
             l.busiest_fraction * 100.0
         );
         if !l.phases_us_per_task.is_empty() {
-            let parts: Vec<String> = l
-                .phases_us_per_task
-                .iter()
-                .map(|(n, us)| format!("{n} {us:.0}"))
-                .collect();
             println!(
                 "    loop us/task by phase: {}; {:.1} loop iterations/task ({:.0} us each)",
-                parts.join(", "),
+                phase_list(&l.phases_us_per_task),
                 l.iterations_per_task,
                 l.busy_us_per_task / l.iterations_per_task.max(1e-9)
             );
@@ -1159,6 +1184,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "moderate_rate": r.moderate_rate, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
             "commit_p50_us": r.commit_p50_us,
             "mgmt_rtt_p50_ms": r.mgmt_rtt_ms.0, "mgmt_rtt_p99_ms": r.mgmt_rtt_ms.1,
+            "moderate_busy_us_per_task": r.moderate_busy_us,
+            "moderate_phases_us_per_task": r.moderate_phases.iter()
+                .map(|(n, us)| (n.clone(), serde_json::json!(us)))
+                .collect::<serde_json::Map<_, _>>(),
             "levels": r.levels.iter().map(|l| serde_json::json!({
                 "inflight": l.inflight, "conns": l.conns, "tasks_per_s": l.tasks_per_s,
                 "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "busy_us_per_task": l.busy_us_per_task,
