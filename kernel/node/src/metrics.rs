@@ -460,6 +460,12 @@ pub fn render<R: Region>(node: &Node<R>, local: &LocalMetrics) -> String {
         c.completion_groups_proposed,
     );
     e.one(
+        "xdv_node_submission_groups_proposed_total",
+        Counter,
+        "Entries this node proposed as leader that carried more than one request's submissions since boot.",
+        c.submission_groups_proposed,
+    );
+    e.one(
         "xdv_node_tasks_unconfirmed",
         Gauge,
         "Completions reported and not yet applied.",

@@ -70,6 +70,8 @@ pub const AUDIT_TAG_RTT: u16 = 0xC9;
 const MAX_CONTRACT_ANSWERS: usize = 256;
 /// Completions in one `TasksCompleted` entry at most (as a `SubmitBatch`'s tasks).
 pub const MAX_COMPLETIONS_PER_ENTRY: usize = xdv_cluster::mgmt::MAX_BATCH_SUBMISSIONS;
+/// Task specs in one merged `AssignTasks` entry at most (four full batches).
+pub const MAX_SPECS_PER_ENTRY: usize = 4 * xdv_cluster::mgmt::MAX_BATCH_SUBMISSIONS;
 
 /// What a contract audit record holds.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -280,6 +282,9 @@ pub struct NodeCounters {
     pub completions_proposed: u64,
     /// `TasksCompleted` entries proposed: completions reported together, one entry.
     pub completion_groups_proposed: u64,
+    /// `AssignTasks` entries the leader proposed for more than one request: the
+    /// submissions of one loop iteration, one entry.
+    pub submission_groups_proposed: u64,
     /// Running attempts the driver was asked to stop.
     pub tasks_stopped: u64,
     /// `TaskProgress` and `RequestExtension` commands sent.
@@ -410,6 +415,10 @@ pub struct Node<R: Region> {
     /// Completions reported since the last proposal: proposed together at the next
     /// [`Node::process`] (the end of a [`Node::hold`]), one entry for the group.
     completions: Vec<Completion>,
+    /// Submissions (`AssignTask`, `AssignTasks`) this leader accepted while held:
+    /// proposed together at the release, the whole requests of the iteration in as
+    /// few entries as fit ([`Node::propose_submissions`]).
+    submissions: Vec<Command>,
     /// Progress of running attempts: (progress seen since the last report, when the
     /// last report was sent).
     progress: BTreeMap<(TaskId, u32), (bool, u64)>,
@@ -548,6 +557,7 @@ impl<R: Region> Node<R> {
             late_hook: None,
             late: Vec::new(),
             completions: Vec::new(),
+            submissions: Vec::new(),
             progress: BTreeMap::new(),
             parked: Vec::new(),
             heard_ms: BTreeMap::new(),
@@ -1037,12 +1047,22 @@ impl<R: Region> Node<R> {
         }
     }
 
-    /// Proposes `command` (leader only), stamped now.
-    fn propose(&mut self, command: Command) -> Result<u64, Denied> {
+    /// Proposes `command` (leader only), stamped now; a submission while held waits
+    /// for the release, to share an entry with the iteration's other submissions.
+    fn propose(&mut self, command: Command) -> Result<(), Denied> {
         for spec in specs_of(&command) {
             self.stages
                 .proposed(spec.tenant, spec.request_seq, self.now_us);
         }
+        if self.held && !specs_of(&command).is_empty() && self.is_leader() {
+            self.submissions.push(command);
+            return Ok(());
+        }
+        self.propose_now(command)
+    }
+
+    /// Appends `command` to the log now (leader only), stamped now.
+    fn propose_now(&mut self, command: Command) -> Result<(), Denied> {
         let p = Proposal {
             time: self.stamp(),
             command,
@@ -1059,7 +1079,92 @@ impl<R: Region> Node<R> {
         }
         let term = r.term();
         self.proposed.push_back((index, term, self.now_ms));
-        Ok(index)
+        Ok(())
+    }
+
+    /// Proposes the submissions accepted while held. One request stays its own entry
+    /// as it came; more are merged, whole requests in order, into `AssignTasks`
+    /// entries of at most [`MAX_SPECS_PER_ENTRY`] specs that fit an entry. Applying
+    /// the merged entry is applying the requests' entries one after the other; what
+    /// changes is that they share one Raft entry, one apply, one state hash and one
+    /// audit record on every node. A request whose entry the log refuses (this node
+    /// lost its leadership meanwhile) is answered with the refusal.
+    fn propose_submissions(&mut self) {
+        let held = core::mem::take(&mut self.submissions);
+        if let [_] = held.as_slice() {
+            for command in held {
+                self.propose_group(command);
+            }
+            return;
+        }
+        let mut group: Vec<TaskSpec> = Vec::new();
+        let mut bytes = 0usize;
+        let mut requests = 0usize;
+        for command in held {
+            let specs = match command {
+                Command::AssignTask(spec) => alloc::vec![spec],
+                Command::AssignTasks(specs) => specs,
+                other => unreachable!("only submissions are held, not {}", other.name()),
+            };
+            let size = mgmt::encode(&specs).len();
+            if !group.is_empty()
+                && (group.len() + specs.len() > MAX_SPECS_PER_ENTRY
+                    || bytes.saturating_add(size) > xdv_cluster::mgmt::MAX_BATCH_ENTRY_BYTES)
+            {
+                self.propose_merged(core::mem::take(&mut group), requests);
+                (bytes, requests) = (0, 0);
+            }
+            bytes = bytes.saturating_add(size);
+            requests += 1;
+            group.extend(specs);
+        }
+        self.propose_merged(group, requests);
+    }
+
+    /// One entry for the specs of `requests` held requests.
+    fn propose_merged(&mut self, group: Vec<TaskSpec>, requests: usize) {
+        if requests > 1 {
+            self.counters.submission_groups_proposed += 1;
+        }
+        if !group.is_empty() {
+            self.propose_group(Command::AssignTasks(group));
+        }
+    }
+
+    /// Proposes a held submission entry; if the log refuses it, the requests
+    /// waiting on its specs here get the refusal now.
+    fn propose_group(&mut self, command: Command) {
+        let keys: Vec<(TenantId, u64)> = specs_of(&command)
+            .iter()
+            .map(|s| (s.tenant, s.request_seq))
+            .collect();
+        if let Err(d) = self.propose_now(command) {
+            self.refuse_waiting(&keys, d);
+        }
+    }
+
+    /// Answers every parked request waiting on one of `keys` (tenant, request seq)
+    /// with `d`.
+    fn refuse_waiting(&mut self, keys: &[(TenantId, u64)], d: Denied) {
+        let covers = |w: &Wait| match *w {
+            Wait::Task { tenant, seq } => keys.contains(&(tenant, seq)),
+            Wait::Batch {
+                tenant,
+                first,
+                count,
+                ..
+            } => keys
+                .iter()
+                .any(|&(t, s)| t == tenant && s >= first && s - first < count),
+            _ => false,
+        };
+        let (refused, keep): (Vec<Parked>, Vec<Parked>) = core::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| covers(&p.wait));
+        self.parked = keep;
+        for p in refused {
+            self.reply(p.conn, &Response::Refused(d.clone()));
+        }
     }
 
     /// Proposes `command` if this node leads; otherwise sends `forward(proposal)` to
@@ -1070,7 +1175,7 @@ impl<R: Region> Node<R> {
         forward: impl FnOnce(Proposal) -> PeerForward,
     ) -> Result<(), Denied> {
         if self.is_leader() {
-            return self.propose(command).map(|_| ());
+            return self.propose(command);
         }
         let Some(l) = self.leader().filter(|&l| l != self.me) else {
             return Err(Denied::NoLeader);
@@ -1098,6 +1203,7 @@ impl<R: Region> Node<R> {
         if self.held {
             return;
         }
+        self.propose_submissions();
         self.propose_completions();
         let mut restored = false;
         loop {

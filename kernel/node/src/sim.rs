@@ -183,6 +183,9 @@ pub struct SimReport {
     pub snapshots_restored: u64,
     /// `TasksCompleted` entries proposed (the most any one node proposed).
     pub completion_groups: u64,
+    /// `AssignTasks` entries a leader proposed for more than one request (the most
+    /// any one node proposed).
+    pub submission_groups: u64,
     /// Submissions sent as a `RunBatch` (submit and await in one request) that were
     /// answered with their task's report.
     pub run_batches_answered: u64,
@@ -1846,6 +1849,10 @@ impl Sim {
                 .report
                 .completion_groups
                 .max(node.counters().completion_groups_proposed);
+            self.report.submission_groups = self
+                .report
+                .submission_groups
+                .max(node.counters().submission_groups_proposed);
         }
         self.net.invariants();
         Ok(())

@@ -576,10 +576,14 @@ fn submit_batch_group_commit_and_await_tasks() {
     let applied_held = n.view().applied;
     n.release();
     let out = n.drain();
-    assert!(
-        n.view().applied >= applied_held + 2,
-        "applied at the release"
+    // The two requests share one entry: one apply, one state hash, one record.
+    assert_eq!(
+        n.view().applied,
+        applied_held + 1,
+        "applied at the release, in one entry"
     );
+    assert_eq!(applied_commands(&out), ["AssignTasks"]);
+    assert_eq!(n.counters().submission_groups_proposed, 1);
     let tasks = match replies_to(&out, a).as_slice() {
         [Response::SubmittedBatch { tasks }] => tasks.clone(),
         other => panic!("batch answer: {other:?}"),

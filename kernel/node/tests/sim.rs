@@ -29,6 +29,11 @@ fn check_sweep(seeds: std::ops::Range<u64>) {
         groups > 0,
         "completions finished together are proposed as one entry"
     );
+    let merged: u64 = reports.iter().map(|r| r.1.submission_groups).sum();
+    assert!(
+        merged > 0,
+        "requests a leader accepted in one iteration are proposed as one entry"
+    );
     let run_batches: u64 = reports.iter().map(|r| r.1.run_batches_answered).sum();
     assert!(
         run_batches > n,
