@@ -1123,23 +1123,24 @@ impl<R: Region> Node<R> {
 
     /// One entry for the specs of `requests` held requests.
     fn propose_merged(&mut self, group: Vec<TaskSpec>, requests: usize) {
-        if requests > 1 {
+        if !group.is_empty() && self.propose_group(Command::AssignTasks(group)) && requests > 1 {
             self.counters.submission_groups_proposed += 1;
-        }
-        if !group.is_empty() {
-            self.propose_group(Command::AssignTasks(group));
         }
     }
 
-    /// Proposes a held submission entry; if the log refuses it, the requests
-    /// waiting on its specs here get the refusal now.
-    fn propose_group(&mut self, command: Command) {
+    /// Proposes a held submission entry (true if the log took it); if the log
+    /// refuses it, the requests waiting on its specs here get the refusal now.
+    fn propose_group(&mut self, command: Command) -> bool {
         let keys: Vec<(TenantId, u64)> = specs_of(&command)
             .iter()
             .map(|s| (s.tenant, s.request_seq))
             .collect();
-        if let Err(d) = self.propose_now(command) {
-            self.refuse_waiting(&keys, d);
+        match self.propose_now(command) {
+            Ok(()) => true,
+            Err(d) => {
+                self.refuse_waiting(&keys, d);
+                false
+            }
         }
     }
 

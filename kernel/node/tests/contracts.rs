@@ -387,3 +387,105 @@ fn bell_under(c: u64) -> Request {
         ..Submit::new(bell(), vec![], 100)
     })
 }
+
+/// Submissions a leader accepts in one held iteration share one entry at the
+/// release, and both are answered once it commits; if the leader loses its
+/// leadership before the release, every request waiting on the held entry gets the
+/// log's refusal at once instead of waiting out the reply timeout.
+#[test]
+fn held_submissions_share_an_entry_or_are_refused_together() {
+    let mut net = Net::new();
+    let l = net.leader().expect("a leader");
+    let leader = l as u32 + 1;
+    let submit = |seq: u64| {
+        mgmt::encode(&SignedRequest::sign(
+            CLUSTER,
+            Principal::Tenant(TenantId(1)),
+            seq,
+            Request::Submit(Submit::new(Work::Builtin("hash".into()), vec![1], 100)),
+            &T1,
+        ))
+    };
+    let conn = |slot: u32| ClientConn {
+        slot,
+        generation: 1,
+    };
+    let n = &mut net.nodes[l];
+    n.hold();
+    n.on_client(conn(1), &submit(101));
+    n.on_client(conn(2), &submit(102));
+    n.release();
+    assert_eq!(n.counters().submission_groups_proposed, 1);
+    let out = n.drain();
+    // What the followers are sent: one new entry, holding both requests' specs.
+    let mut sent = std::collections::BTreeMap::new();
+    for (_, b) in &out.raft {
+        let m: xdv_raft::Message = postcard::from_bytes(b).unwrap();
+        if let xdv_raft::MessageBody::Append { entries, .. } = m.body {
+            for e in entries {
+                sent.insert(e.index, e.kind);
+            }
+        }
+    }
+    let submissions: Vec<Vec<u64>> = sent
+        .into_values()
+        .filter_map(|k| match k {
+            xdv_raft::EntryKind::Normal(b) => Some(xdv_cluster::Proposal::decode(&b).unwrap()),
+            _ => None,
+        })
+        .filter_map(|p| match p.command {
+            xdv_cluster::Command::AssignTask(s) => Some(vec![s.request_seq]),
+            xdv_cluster::Command::AssignTasks(specs) => {
+                Some(specs.iter().map(|s| s.request_seq).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(submissions, [vec![101, 102]], "one entry for both requests");
+    for (to, b) in out.raft {
+        net.wire.push_back((leader, to.0, false, b));
+    }
+    net.run(200);
+    for c in [conn(1), conn(2)] {
+        let got: Vec<Response> = net
+            .replies
+            .iter()
+            .filter(|(n, rc, _)| *n == leader && *rc == c)
+            .map(|(_, _, b)| mgmt::decode(b).unwrap())
+            .collect();
+        assert!(
+            matches!(got.as_slice(), [Response::Submitted { .. }]),
+            "{c:?}: {got:?}"
+        );
+    }
+    // Held again; a peer's higher term arrives before the release: the leader steps
+    // down, and the held entry is refused to both requests in that same release.
+    let n = &mut net.nodes[l];
+    let follower = (leader % 3) + 1;
+    let newer = xdv_raft::Message {
+        from: NodeId(follower),
+        to: NodeId(leader),
+        term: n.view().term + 1,
+        body: xdv_raft::MessageBody::VoteResp { granted: false },
+    };
+    n.hold();
+    n.on_client(conn(3), &submit(103));
+    n.on_client(conn(4), &submit(104));
+    n.on_peer_raft(NodeId(follower), &postcard::to_allocvec(&newer).unwrap());
+    n.release();
+    assert_ne!(n.view().role, "Leader");
+    let out = n.drain();
+    for c in [conn(3), conn(4)] {
+        let got: Vec<Response> = out
+            .replies
+            .iter()
+            .filter(|(rc, _)| *rc == c)
+            .map(|(_, b)| mgmt::decode(b).unwrap())
+            .collect();
+        assert!(
+            matches!(got.as_slice(), [Response::Refused(mgmt::Denied::NotReady(m))] if m.contains("NotLeader")),
+            "{c:?}: {got:?}"
+        );
+    }
+    assert_eq!(n.counters().submission_groups_proposed, 1, "none proposed");
+}
