@@ -489,3 +489,76 @@ fn held_submissions_share_an_entry_or_are_refused_together() {
     }
     assert_eq!(n.counters().submission_groups_proposed, 1, "none proposed");
 }
+
+/// The completion groups a leader's followers forward while it is held join the
+/// leader's own completions of that iteration: one `TasksCompleted` entry.
+#[test]
+fn forwarded_completions_join_the_leaders_own_in_one_entry() {
+    let mut net = Net::new();
+    let l = net.leader().expect("a leader");
+    let leader = l as u32 + 1;
+    for _ in 0..6 {
+        let r = net.call(
+            leader,
+            Principal::Tenant(TenantId(1)),
+            Request::Submit(Submit::new(Work::Builtin("hash".into()), vec![1], 100)),
+        );
+        assert!(matches!(r, Response::Submitted { .. }), "{r:?}");
+    }
+    net.run(50);
+    let f = (0..3)
+        .find(|&i| i != l && !net.runs[i].is_empty())
+        .expect("a follower ran one");
+    assert!(
+        !net.runs[l].is_empty(),
+        "the leader ran one: {:?}",
+        net.runs
+    );
+    let done = |r: &xdv_node::RunTask, node: u32| Completion {
+        task: r.task,
+        node: NodeId(node),
+        attempt: r.attempt,
+        outcome: Outcome::Executed,
+        ticks: 5,
+        output_hash: xdv_types::Hash32([1; 32]),
+        output: vec![],
+        log: vec![],
+    };
+    let (run_f, run_l) = (net.runs[f][0].clone(), net.runs[l][0].clone());
+    net.nodes[f].on_task_done(done(&run_f, f as u32 + 1));
+    let forwarded: Vec<Vec<u8>> = net.nodes[f]
+        .drain()
+        .forwards
+        .into_iter()
+        .filter(|(to, _)| to.0 == leader)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(forwarded.len(), 1, "the follower forwards its completion");
+    let n = &mut net.nodes[l];
+    let before = n.counters().completion_groups_proposed;
+    n.hold();
+    n.on_task_done(done(&run_l, leader));
+    n.on_peer_forward(NodeId(f as u32 + 1), &forwarded[0]);
+    n.release();
+    assert_eq!(n.counters().completion_groups_proposed, before + 1);
+    let mut groups = Vec::new();
+    for (_, b) in n.drain().raft {
+        let m: xdv_raft::Message = postcard::from_bytes(&b).unwrap();
+        if let xdv_raft::MessageBody::Append { entries, .. } = m.body {
+            for e in entries {
+                if let xdv_raft::EntryKind::Normal(b) = e.kind
+                    && let xdv_cluster::Command::TasksCompleted(cs) =
+                        xdv_cluster::Proposal::decode(&b).unwrap().command
+                {
+                    groups.push((e.index, cs.iter().map(|c| c.task).collect::<Vec<_>>()));
+                }
+            }
+        }
+    }
+    groups.dedup();
+    assert_eq!(
+        groups.iter().map(|g| g.1.clone()).collect::<Vec<_>>(),
+        [vec![run_l.task, run_f.task]],
+        "one entry, the leader's completion first"
+    );
+}
