@@ -456,7 +456,7 @@ pub fn render<R: Region>(node: &Node<R>, local: &LocalMetrics) -> String {
     e.one(
         "xdv_node_completion_groups_proposed_total",
         Counter,
-        "Entries this node proposed that carried more than one completion (its own; as leader, with those its followers forwarded) since boot.",
+        "Entries that carried more than one of this node's completions since boot.",
         c.completion_groups_proposed,
     );
     e.one(

@@ -280,8 +280,7 @@ pub struct NodeCounters {
     pub outbox_dropped: u64,
     pub tasks_dispatched: u64,
     pub completions_proposed: u64,
-    /// `TasksCompleted` entries proposed: completions reported together (as leader,
-    /// with those its followers forwarded meanwhile), one entry.
+    /// `TasksCompleted` entries proposed: completions reported together, one entry.
     pub completion_groups_proposed: u64,
     /// `AssignTasks` entries the leader proposed for more than one request: the
     /// submissions of one loop iteration, one entry.
@@ -413,8 +412,7 @@ pub struct Node<R: Region> {
     late_hook: Option<u64>,
     /// Completions the hook holds: when each is proposed, as it was.
     late: Vec<(u64, Completion)>,
-    /// Completions reported since the last proposal (and, on the leader, those its
-    /// followers forwarded while held): proposed together at the next
+    /// Completions reported since the last proposal: proposed together at the next
     /// [`Node::process`] (the end of a [`Node::hold`]), one entry for the group.
     completions: Vec<Completion>,
     /// Submissions (`AssignTask`, `AssignTasks`) this leader accepted while held:
@@ -1056,23 +1054,9 @@ impl<R: Region> Node<R> {
             self.stages
                 .proposed(spec.tenant, spec.request_seq, self.now_us);
         }
-        if self.held && self.is_leader() {
-            match command {
-                Command::AssignTask(_) | Command::AssignTasks(_) => {
-                    self.submissions.push(command);
-                    return Ok(());
-                }
-                // Its followers' completions join the leader's own: one entry.
-                Command::TaskCompleted(c) => {
-                    self.completions.push(c);
-                    return Ok(());
-                }
-                Command::TasksCompleted(cs) => {
-                    self.completions.extend(cs);
-                    return Ok(());
-                }
-                _ => {}
-            }
+        if self.held && !specs_of(&command).is_empty() && self.is_leader() {
+            self.submissions.push(command);
+            return Ok(());
         }
         self.propose_now(command)
     }
