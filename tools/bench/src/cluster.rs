@@ -795,6 +795,8 @@ struct Level {
     phases_us_per_task: Vec<(String, f64)>,
     /// Loop iterations per completed task, summed over the nodes.
     iterations_per_task: f64,
+    /// Log entries applied per completed task (submissions, completions, timers).
+    entries_per_task: f64,
 }
 
 /// Loop phase names and µs.
@@ -811,16 +813,18 @@ fn per_task(before: &Phases, after: &Phases, done: f64) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Each node's `loop_busy_us` now, its loop phases (summed over the nodes) and the
-/// nodes' loop iterations (summed).
-fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases, u64)> {
+/// Each node's `loop_busy_us` now, its loop phases (summed over the nodes), the
+/// nodes' loop iterations (summed) and the most log entries a node has applied.
+fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases, u64, u64)> {
     let mut busy = Vec::new();
     let mut phases: Phases = Vec::new();
     let mut iterations = 0;
+    let mut applied = 0;
     for &i in all {
         let v = tb.view(i)?;
         busy.push(v.loop_busy_us);
         iterations += v.loop_iterations;
+        applied = applied.max(v.applied);
         for (name, us) in v.loop_phases_us {
             match phases.iter_mut().find(|(n, _)| *n == name) {
                 Some(p) => p.1 += us,
@@ -828,7 +832,7 @@ fn busy_us(tb: &Testbed, all: &[usize]) -> Result<(Vec<u64>, Phases, u64)> {
             }
         }
     }
-    Ok((busy, phases, iterations))
+    Ok((busy, phases, iterations, applied))
 }
 
 struct Run {
@@ -869,6 +873,7 @@ impl Run {
                     busiest_fraction: f64::NAN,
                     phases_us_per_task: Vec::new(),
                     iterations_per_task: f64::NAN,
+                    entries_per_task: f64::NAN,
                 },
                 |l| l.clone(),
             )
@@ -908,7 +913,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         "bench cluster: {nodes} node(s): moderate load {} tasks/s...",
         o.rate
     );
-    let (busy0, phases0, _) = busy_us(&tb, &all)?;
+    let (busy0, phases0, _, _) = busy_us(&tb, &all)?;
     let m = load(
         &tb.keys,
         &module,
@@ -918,7 +923,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         ],
         o.batch,
     )?;
-    let (busy1, phases1, _) = busy_us(&tb, &all)?;
+    let (busy1, phases1, _, _) = busy_us(&tb, &all)?;
     let done = m.total_ms.len().max(1) as f64;
     let moderate_phases = per_task(&phases0, &phases1, done);
     let moderate_busy_us = (busy1.iter().sum::<u64>() - busy0.iter().sum::<u64>()) as f64 / done;
@@ -957,7 +962,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
                 (tb.port(all[k % nodes]), Pace::Closed { window, run })
             })
             .collect();
-        let (busy0, phases0, iter0) = busy_us(&tb, &all)?;
+        let (busy0, phases0, iter0, applied0) = busy_us(&tb, &all)?;
         let t0 = Instant::now();
         let t = match load(&tb.keys, &module, &paces, o.batch) {
             Ok(t) => t,
@@ -973,7 +978,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
         let level_s = t0.elapsed().as_secs_f64();
         let start = t.start.unwrap_or(t0);
         let until = start + LEVEL;
-        let (busy1, phases1, iter1) = busy_us(&tb, &all)?;
+        let (busy1, phases1, iter1, applied1) = busy_us(&tb, &all)?;
         let busy: Vec<u64> = busy1
             .iter()
             .zip(&busy0)
@@ -1000,6 +1005,7 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
             busiest_fraction: busy.iter().copied().max().unwrap_or(0) as f64 / (level_s * 1e6),
             phases_us_per_task,
             iterations_per_task: iter1.saturating_sub(iter0) as f64 / done,
+            entries_per_task: applied1.saturating_sub(applied0) as f64 / done,
         };
         eprintln!(
             "  {:.1} tasks/s, p50 {:.1} ms p99 {:.1} ms",
@@ -1116,10 +1122,11 @@ fn print_run(r: &Run) {
         );
         if !l.phases_us_per_task.is_empty() {
             println!(
-                "    loop us/task by phase: {}; {:.1} loop iterations/task ({:.0} us each)",
+                "    loop us/task by phase: {}; {:.1} loop iterations/task ({:.0} us each); {:.3} log entries/task",
                 phase_list(&l.phases_us_per_task),
                 l.iterations_per_task,
-                l.busy_us_per_task / l.iterations_per_task.max(1e-9)
+                l.busy_us_per_task / l.iterations_per_task.max(1e-9),
+                l.entries_per_task
             );
         }
     }
@@ -1193,6 +1200,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "busy_us_per_task": l.busy_us_per_task,
                 "busiest_fraction": l.busiest_fraction,
                 "iterations_per_task": l.iterations_per_task,
+                "entries_per_task": l.entries_per_task,
                 "phases_us_per_task": l.phases_us_per_task.iter()
                     .map(|(n, us)| (n.clone(), serde_json::json!(us)))
                     .collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),
