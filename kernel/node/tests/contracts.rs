@@ -489,3 +489,94 @@ fn held_submissions_share_an_entry_or_are_refused_together() {
     }
     assert_eq!(n.counters().submission_groups_proposed, 1, "none proposed");
 }
+
+/// A `RunBatch` the log could not place before the reply timeout (sent to a node cut
+/// off from the others) is refused `NotReady`, to be retried with the same seq; once
+/// the node is back, the retry under that seq runs the batch once and answers it.
+#[test]
+fn a_run_batch_not_placed_in_time_is_refused_not_ready_then_retried() {
+    let mut net = Net::new();
+    net.cut_2 = true;
+    let items = vec![Submit::new(Work::Builtin("hash".into()), vec![2], 100); 3];
+    let req = mgmt::encode(&SignedRequest::sign(
+        CLUSTER,
+        Principal::Tenant(TenantId(1)),
+        500,
+        Request::RunBatch(items),
+        &T1,
+    ));
+    let conn = ClientConn {
+        slot: 9,
+        generation: 1,
+    };
+    let answer = |net: &mut Net, ms: u64| {
+        for _ in 0..ms {
+            net.step();
+            if let Some(p) = net
+                .replies
+                .iter()
+                .position(|(n, c, _)| *n == 2 && *c == conn)
+            {
+                let (_, _, b) = net.replies.remove(p);
+                return Some((net.now_ms, mgmt::decode::<Response>(&b).unwrap()));
+            }
+        }
+        None
+    };
+    let sent_ms = net.now_ms;
+    net.nodes[1].on_client(conn, &req);
+    let (at, got) = answer(&mut net, 20_000).expect("an answer by the reply timeout");
+    assert!(
+        matches!(&got, Response::Refused(mgmt::Denied::NotReady(m)) if m.contains("retry with the same seq")),
+        "{got:?}"
+    );
+    assert!(
+        at - sent_ms >= 10_000,
+        "not before the reply timeout ({} ms)",
+        at - sent_ms
+    );
+    // Healed: the same request again places the batch and answers with its reports.
+    net.cut_2 = false;
+    net.run(3_000);
+    net.nodes[1].on_client(conn, &req);
+    let mut reports = None;
+    for _ in 0..20_000 {
+        net.step();
+        // The tasks run where they were placed: report each as done.
+        for i in 0..3 {
+            for r in std::mem::take(&mut net.runs[i]) {
+                net.nodes[i].on_task_done(Completion {
+                    task: r.task,
+                    node: NodeId(i as u32 + 1),
+                    attempt: r.attempt,
+                    outcome: Outcome::Executed,
+                    ticks: 5,
+                    output_hash: xdv_types::Hash32([1; 32]),
+                    output: vec![],
+                    log: vec![],
+                });
+            }
+        }
+        if let Some(p) = net
+            .replies
+            .iter()
+            .position(|(n, c, _)| *n == 2 && *c == conn)
+        {
+            let (_, _, b) = net.replies.remove(p);
+            reports = Some(mgmt::decode::<Response>(&b).unwrap());
+            break;
+        }
+    }
+    match reports {
+        Some(Response::BatchRan { seq: 500, reports }) => {
+            assert_eq!(reports.len(), 3);
+            assert!(
+                reports
+                    .iter()
+                    .all(|r| matches!(r.status, TaskStatus::Completed { .. })),
+                "{reports:?}"
+            );
+        }
+        other => panic!("retry answer: {other:?}"),
+    }
+}
