@@ -540,11 +540,13 @@ fn a_run_batch_not_placed_in_time_is_refused_not_ready_then_retried() {
     net.run(3_000);
     net.nodes[1].on_client(conn, &req);
     let mut reports = None;
+    let mut ran = 0;
     for _ in 0..20_000 {
         net.step();
         // The tasks run where they were placed: report each as done.
         for i in 0..3 {
             for r in std::mem::take(&mut net.runs[i]) {
+                ran += usize::from((500..503).contains(&r.spec.request_seq));
                 net.nodes[i].on_task_done(Completion {
                     task: r.task,
                     node: NodeId(i as u32 + 1),
@@ -570,6 +572,7 @@ fn a_run_batch_not_placed_in_time_is_refused_not_ready_then_retried() {
     match reports {
         Some(Response::BatchRan { seq: 500, reports }) => {
             assert_eq!(reports.len(), 3);
+            assert_eq!(ran, 3, "each of the batch's tasks ran once");
             assert!(
                 reports
                     .iter()
