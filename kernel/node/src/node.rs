@@ -1101,10 +1101,11 @@ impl<R: Region> Node<R> {
         let mut bytes = 0usize;
         let mut requests = 0usize;
         for command in held {
+            // Only submissions are held (see `propose`).
             let specs = match command {
                 Command::AssignTask(spec) => alloc::vec![spec],
                 Command::AssignTasks(specs) => specs,
-                other => unreachable!("only submissions are held, not {}", other.name()),
+                other => specs_of(&other).to_vec(),
             };
             let size = mgmt::encode(&specs).len();
             if !group.is_empty()
