@@ -130,9 +130,11 @@ pub enum Command {
         task: TaskId,
         tenant: TenantId,
     },
-    /// A tenant's batch of tasks under one signed request (`Request::SubmitBatch`):
-    /// applied as that many `AssignTask`s in order, in one entry (one Raft append,
-    /// one apply, one state hash, one audit record for the batch).
+    /// A tenant's batch of tasks under one signed request (`Request::SubmitBatch`,
+    /// `RunBatch`), or the whole submissions a leader accepted in one loop iteration
+    /// (several requests, possibly of several tenants): applied as that many
+    /// `AssignTask`s in order, in one entry (one Raft append, one apply, one state
+    /// hash, one audit record).
     AssignTasks(Vec<TaskSpec>),
     /// A member's periodic load heartbeat: its run-queue depth, utilisation and own
     /// Vivaldi coordinate, for `Routed` placement. A variant of its own (appended, so
