@@ -561,8 +561,10 @@ impl Services {
         }
         // Out on the wire before the audit records are written: the records hash
         // (software SHA-256 under TCG) and nothing sent depends on them. A restart
-        // records again what the audit region does not hold yet (the node's
-        // `audited_through`), so a crash in between loses no record.
+        // records applied entries again from the first one the audit region does not
+        // hold (the node's `audited_through`); the iteration's other records (a
+        // refusal, a peer's health) are lost to a crash right here as they were to
+        // one just before their write.
         self.net.poll();
         self.phases.charge(Phase::Send, mark);
         for body in &out.audit {

@@ -28,7 +28,7 @@ pub use durable::{DurableStats, DurableStorage, OpenError, Opened, Region, TearR
 pub use metrics::{LocalMetrics, NicMetrics, check_exposition};
 pub use node::{
     AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, AUDIT_TAG_PEER,
-    AUDIT_TAG_RTT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt, Node, NodeCounters,
-    Outbox, PeerRecordBody, RttRecordBody, RunTask, genesis, replay_coordinate,
+    AUDIT_TAG_RTT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt, MAX_SPECS_PER_ENTRY, Node,
+    NodeCounters, Outbox, PeerRecordBody, RttRecordBody, RunTask, genesis, replay_coordinate,
     replay_coordinate_with,
 };

@@ -650,6 +650,37 @@ fn submit_batch_group_commit_and_await_tasks() {
     ));
 }
 
+/// Held requests past one entry's limit: merged whole, in order, into as many
+/// entries as it takes (a request's specs never split), every request answered.
+#[test]
+fn held_submissions_past_an_entrys_limit_take_more_entries_whole() {
+    let mut n = leader_node();
+    let per = xdv_cluster::mgmt::MAX_BATCH_SUBMISSIONS;
+    let requests = xdv_node::MAX_SPECS_PER_ENTRY / per + 1;
+    let conn = |i: usize| ClientConn {
+        slot: 10 + i as u32,
+        generation: 1,
+    };
+    let applied_before = n.view().applied;
+    n.hold();
+    for i in 0..requests {
+        n.on_client(conn(i), &batch(10_000 + (i * per) as u64, per));
+    }
+    n.release();
+    let out = n.drain();
+    // Four full batches fill the first entry; the fifth takes a second one alone.
+    assert_eq!(applied_commands(&out), ["AssignTasks", "AssignTasks"]);
+    assert_eq!(n.view().applied, applied_before + 2);
+    assert_eq!(n.counters().submission_groups_proposed, 1);
+    for i in 0..requests {
+        let got = replies_to(&out, conn(i));
+        let [Response::SubmittedBatch { tasks }] = got.as_slice() else {
+            panic!("request {i}: {got:?}");
+        };
+        assert_eq!(tasks.len(), per);
+    }
+}
+
 fn run_batch(seq: u64, n: usize) -> Vec<u8> {
     batch_of(seq, n, true)
 }

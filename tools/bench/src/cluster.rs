@@ -926,7 +926,11 @@ fn one(nodes: usize, o: &Opts) -> Result<Run> {
     let (busy1, phases1, _, _) = busy_us(&tb, &all)?;
     let done = m.total_ms.len().max(1) as f64;
     let moderate_phases = per_task(&phases0, &phases1, done);
-    let moderate_busy_us = (busy1.iter().sum::<u64>() - busy0.iter().sum::<u64>()) as f64 / done;
+    let moderate_busy_us = busy1
+        .iter()
+        .sum::<u64>()
+        .saturating_sub(busy0.iter().sum::<u64>()) as f64
+        / done;
     let mut stages = Vec::new();
     let mut commit_p50_us = 0;
     for &i in &all {
@@ -1084,6 +1088,14 @@ fn phase_list(phases: &[(String, f64)]) -> String {
     parts.join(", ")
 }
 
+/// {"name": µs, …} for the JSON line.
+fn phase_json(phases: &[(String, f64)]) -> serde_json::Map<String, serde_json::Value> {
+    phases
+        .iter()
+        .map(|(n, us)| (n.clone(), serde_json::json!(us)))
+        .collect()
+}
+
 fn print_run(r: &Run) {
     let s = r.saturation();
     // A `RunBatch` has no separate placement answer.
@@ -1192,18 +1204,14 @@ pub fn run(args: &[String]) -> Result<()> {
             "commit_p50_us": r.commit_p50_us,
             "mgmt_rtt_p50_ms": r.mgmt_rtt_ms.0, "mgmt_rtt_p99_ms": r.mgmt_rtt_ms.1,
             "moderate_busy_us_per_task": r.moderate_busy_us,
-            "moderate_phases_us_per_task": r.moderate_phases.iter()
-                .map(|(n, us)| (n.clone(), serde_json::json!(us)))
-                .collect::<serde_json::Map<_, _>>(),
+            "moderate_phases_us_per_task": phase_json(&r.moderate_phases),
             "levels": r.levels.iter().map(|l| serde_json::json!({
                 "inflight": l.inflight, "conns": l.conns, "tasks_per_s": l.tasks_per_s,
                 "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "busy_us_per_task": l.busy_us_per_task,
                 "busiest_fraction": l.busiest_fraction,
                 "iterations_per_task": l.iterations_per_task,
                 "entries_per_task": l.entries_per_task,
-                "phases_us_per_task": l.phases_us_per_task.iter()
-                    .map(|(n, us)| (n.clone(), serde_json::json!(us)))
-                    .collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),
+                "phases_us_per_task": phase_json(&l.phases_us_per_task)})).collect::<Vec<_>>(),
             "stages": r.stages.iter().map(|(n, role, st)| serde_json::json!({
                 "node": n.0, "role": role,
                 "stages": st.iter().map(|x| serde_json::json!({
