@@ -66,13 +66,39 @@ fn a_corrupted_replica_is_outvoted_quarantined_and_recorded_everywhere() {
             "node {n} printed no alarm:\n{out}"
         );
     }
-    // The operator sees it in status.
-    let v = tb.view(1).unwrap();
-    assert!(
-        v.members
-            .iter()
-            .any(|m| m.node == NodeId(3) && m.quarantined)
+    // The operator sees it in status: `cargo xdv status`'s health clause from the
+    // nodes' own views, and each node's console `cluster` table (node 3's included),
+    // where only node 3's row says so.
+    let views: Vec<_> = (1..=3).map(|n| tb.view(n).unwrap()).collect();
+    let refs: Vec<_> = views.iter().collect();
+    let (quarantined, clause) = xdv::cluster::quarantine_summary(&refs);
+    assert_eq!(quarantined, vec![3]);
+    assert_eq!(
+        clause,
+        "; QUARANTINED node 3 (state hash disagreed with the majority)"
     );
+    for n in 1..=3 {
+        let start = tb.vm(n).output().len();
+        // The table is whole once the next prompt follows it.
+        let out = tb
+            .vm(n)
+            .command("cluster", "\nxdv> ", Duration::from_secs(20))
+            .unwrap();
+        let table = &out[start..];
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("  n") && l.contains(" assigned "))
+            .take(3)
+            .collect();
+        assert_eq!(rows.len(), 3, "node {n}'s member table:\n{table}");
+        for row in rows {
+            assert_eq!(
+                row.contains("QUARANTINED (state hash disagreed with the majority)"),
+                row.starts_with("  n3 "),
+                "node {n}'s row: {row}"
+            );
+        }
+    }
 
     // The cluster goes on; node 3 takes no placements.
     let tasks = tb.submit(2, 10, "after", Duration::from_secs(30)).unwrap();

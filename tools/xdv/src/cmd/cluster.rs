@@ -845,22 +845,7 @@ fn health(st: &ClusterState, views: &[(u32, Result<ClusterView>)]) -> (Value, St
         (false, true) => "state hashes agree",
         (false, false) => "STATE HASHES DIFFER at the same applied index",
     };
-    // Hash voting's verdict, as any answering node's state has it.
-    let quarantined: Vec<u32> = ok
-        .iter()
-        .flat_map(|v| v.members.iter().filter(|m| m.quarantined).map(|m| m.node.0))
-        .collect::<std::collections::BTreeSet<u32>>()
-        .into_iter()
-        .collect();
-    let q_line = if quarantined.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = quarantined.iter().map(|n| n.to_string()).collect();
-        format!(
-            "; QUARANTINED node {} (state hash disagreed with the majority)",
-            list.join(", ")
-        )
-    };
+    let (quarantined, q_line) = cluster::quarantine_summary(&ok);
     let line = format!(
         "{}; {}, {up} of {total} members up; {} of {total} nodes running, {} answering; {hashes}{q_line}",
         leader.map_or("no leader".to_string(), |v| format!(
