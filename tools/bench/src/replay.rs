@@ -67,6 +67,8 @@ fn replay_speed(runs: usize) -> Result<(f64, f64, usize)> {
         silent: None,
         crash: None,
         snapshot_threshold: None,
+        partition: None,
+        corrupt: None,
     };
     let run = fixture::build(&dir, &opts)?;
     let node_busy = run.busy[0].as_secs_f64();

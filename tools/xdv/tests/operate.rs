@@ -544,18 +544,56 @@ fn headless(bin: &str, args: &[&str]) -> Output {
         .expect("running chromium")
 }
 
+/// The timeline's fixture: the default run, but node 3 partitioned from the others
+/// (still running) instead of silent, and node 2's replica corrupted early so that
+/// hash voting raises an alarm; node 1 still crashes and restarts.
+fn faulty_cluster() -> PathBuf {
+    let dir = tmp("timeline-run");
+    let opts = FixtureOptions {
+        silent: None,
+        partition: Some((3, 9_000, 15_000)),
+        corrupt: Some((2, 3_000)),
+        ..FixtureOptions::default()
+    };
+    fixture::build(&dir, &opts).unwrap();
+    dir
+}
+
+/// Chromium, which the timeline test needs (CI installs it); only with
+/// `XDV_SKIP_CHROMIUM=1` may the test do without (structural checks only).
+fn chromium_or_skip() -> Option<&'static str> {
+    let bin = chromium();
+    if bin.is_none() {
+        assert_eq!(
+            std::env::var("XDV_SKIP_CHROMIUM").as_deref(),
+            Ok("1"),
+            "chromium (Debian `chromium`) is not installed: the timeline test renders the \
+             page in it (XDV_SKIP_CHROMIUM=1 to check the page structurally only)"
+        );
+        eprintln!(
+            "chromium not installed, XDV_SKIP_CHROMIUM=1: checked the page structurally only"
+        );
+    }
+    bin
+}
+
+/// The HTML fetches nothing and runs nothing.
+fn assert_self_contained(html: &str) {
+    for bad in [
+        "http://", "https://", "url(", "<link", "<script", "@import", "<iframe", "<img",
+    ] {
+        assert!(!html.contains(bad), "the page holds {bad:?}");
+    }
+}
+
 #[test]
 fn timeline_draws_lanes_and_marks() {
-    let dir = &cluster().dir;
+    let dir = &faulty_cluster();
     let out = tmp("timeline").join("run.html");
     let o = xdv(&["timeline", s(dir), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let html = std::fs::read_to_string(&out).unwrap();
-    assert!(
-        !html.contains("http://") || html.matches("http://").count() == 1,
-        "only the SVG namespace"
-    );
-    assert!(!html.contains("<script"));
+    assert_self_contained(&html);
     for lane in ["lane-cluster", "lane-node-1", "lane-node-2", "lane-node-3"] {
         assert!(html.contains(&format!("id=\"{lane}\"")), "{lane}");
     }
@@ -566,13 +604,52 @@ fn timeline_draws_lanes_and_marks() {
         "mark up",
         "mark applied",
         "mark boot",
+        "mark alarm hash",
+        "mark fault kill",
+        "mark fault partition",
         "class=\"leader\"",
         "class=\"term\"",
         "down-span",
+        "kill-span",
     ] {
         assert!(html.contains(class), "no {class}");
     }
     assert!(html.matches("mark placed").count() >= 10);
+    // The hash-vote alarm: in every node's audit region (each on its own lane, naming
+    // node 2), and the log's decision on the cluster lane.
+    for n in 1..=3 {
+        let alarm = format!("node {n}: hash-vote alarm: node 2 diverged");
+        assert!(html.contains(&alarm), "no {alarm:?}");
+    }
+    assert!(html.contains("diverged: its state hash at index"));
+    assert!(
+        html.contains("quarantined (this node)"),
+        "node 2's own alarm"
+    );
+    assert!(html.contains("differs from the majority's"));
+    assert!(
+        html.contains(": node 2 quarantined"),
+        "the log's HashMismatch"
+    );
+    // The kill: node 1's second boot; the partition: node 3 declared down while it ran
+    // (its own peer-health records say it lost the others).
+    assert!(
+        html.contains("node 1 stopped after applying index") && html.contains("boot 2"),
+        "node 1's restart"
+    );
+    assert_eq!(html.matches("mark fault kill").count(), 1);
+    assert!(
+        html.contains("node 3 declared down at index")
+            && html.contains("cut off while running: after applying index")
+            && html.contains("its own audit records node 1 dead"),
+        "node 3's partition"
+    );
+    assert!(
+        !html.contains("node 1 declared down"),
+        "a kill is not a partition"
+    );
+    // Nothing in the fixture has a device.
+    assert!(!html.contains("mark fault device"));
     // A range: only entries 10..=20 are drawn.
     let o = xdv(&[
         "timeline",
@@ -589,18 +666,25 @@ fn timeline_draws_lanes_and_marks() {
     assert!(ranged.matches("mark applied").count() <= 3 * 11);
     assert!(ranged.matches("mark applied").count() >= 3 * 8);
 
-    let Some(bin) = chromium() else {
-        eprintln!("chromium not installed: checked the SVG structurally only");
+    let Some(bin) = chromium_or_skip() else {
         return;
     };
     std::fs::write(&out, &html).unwrap();
     let url = format!("file://{}", out.display());
     let dom = headless(bin, &["--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        dom.contains("lane-node-3") && dom.contains("mark completed"),
-        "rendered DOM: {dom:.400}"
-    );
+    for want in [
+        "lane-node-3",
+        "mark completed",
+        "mark alarm hash",
+        "mark fault kill",
+        "mark fault partition",
+    ] {
+        assert!(
+            dom.contains(want),
+            "{want} not in the rendered DOM: {dom:.400}"
+        );
+    }
     // Not blank: the screenshot of the page is far richer than one of an empty page.
     let shot = |page: &Path, png: &Path| {
         let o = headless(

@@ -1,12 +1,12 @@
 //! `cargo xdv timeline <cluster dir> -o run.html`: one self-contained HTML page (inline
 //! SVG, no network fetches) with a lane per node, drawn from the replayed logs and the
-//! audit records (`xdv::operate::timeline`).
+//! audit records (`xdv::operate::timeline`: what each mark is derived from).
 
 use super::operate_args::{Place, ram_files};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use xdv::operate::image::load_node;
-use xdv::operate::replay;
+use xdv::operate::{replay, timeline};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,12 +34,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     let opts = a.place.options()?;
     let mut replays = Vec::new();
+    let mut faults = Vec::new();
     for f in ram_files(&a.inputs)? {
         let img = load_node(&f, &opts)?;
         let r = replay(&img).with_context(|| format!("replaying {}", f.display()))?;
         replays.push(r);
+        faults.push(timeline::read_faults(&img.audit));
     }
-    let t = xdv::operate::timeline::render(&replays, a.from, a.to);
+    let t = timeline::render(&replays, &faults, a.from, a.to);
     std::fs::write(&a.output, &t.html)
         .with_context(|| format!("writing {}", a.output.display()))?;
     println!(

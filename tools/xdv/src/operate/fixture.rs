@@ -10,7 +10,9 @@
 //! Faults: one node silent for a while (declared down, then up again) and one node
 //! (by default the first leader) crashed and, a second later, restarted from its
 //! regions (audit log reopened, `audited_through` from its `RaftApplied` records, as
-//! the kernel does).
+//! the kernel does). Optional, off by default: one node cut off from every other while
+//! it keeps running (a partition), and one node's replica corrupted (the test-only
+//! fault hook `Node::corrupt_state_for_test`) so that hash voting raises an alarm.
 //!
 //! The output directory looks like `cargo xdv up`'s: `keys.json`, `cluster.json`,
 //! `node<N>.prov`, and `node<N>.ram` (a sparse RAM file with both regions at the
@@ -57,6 +59,12 @@ pub struct FixtureOptions {
     pub crash: Option<(u32, u64)>,
     /// Raft snapshot threshold (small: the log is replayed from a snapshot image).
     pub snapshot_threshold: Option<u64>,
+    /// (node, from ms, to ms): the node keeps running but no message crosses between
+    /// it and any other node meanwhile (a partition).
+    pub partition: Option<(u32, u64, u64)>,
+    /// (node, at ms): the node's replica of the state is corrupted (only its hash
+    /// changes); hash voting finds it, every node records the alarm.
+    pub corrupt: Option<(u32, u64)>,
 }
 
 impl Default for FixtureOptions {
@@ -68,6 +76,8 @@ impl Default for FixtureOptions {
             silent: Some((3, 9_000, 15_000)),
             crash: Some((1, 17_000)),
             snapshot_threshold: None,
+            partition: None,
+            corrupt: None,
         }
     }
 }
@@ -291,6 +301,12 @@ fn silent(opts: &FixtureOptions, id: u32, t: u64) -> bool {
             .is_some_and(|(n, from, to)| n == id && (from..to).contains(&t))
 }
 
+/// Whether the partition keeps messages between nodes `a` and `b` apart at `t`.
+fn cut(opts: &FixtureOptions, a: u32, b: u32, t: u64) -> bool {
+    opts.partition
+        .is_some_and(|(n, from, to)| (n == a) != (n == b) && (from..to).contains(&t))
+}
+
 /// Every live member pings every other live one this often.
 const PING_MS: u64 = 500;
 
@@ -316,7 +332,7 @@ fn ping_round(members: &mut [Member], opts: &FixtureOptions, t: u64) {
         let start = Instant::now();
         for (k, c) in coords.iter().enumerate() {
             let peer = k as u32 + 1;
-            if peer != m.id && !silent(opts, peer, t) {
+            if peer != m.id && !silent(opts, peer, t) && !cut(opts, m.id, peer, t) {
                 m.node
                     .on_peer_rtt(NodeId(peer), fixture_rtt_us(m.id, peer, t), c);
             }
@@ -337,9 +353,14 @@ fn drive(members: &mut [Member], keys: &Keys, opts: &FixtureOptions) -> Result<u
         {
             members[n as usize - 1].crash_and_restart(t)?;
         }
+        if let Some((n, at)) = opts.corrupt
+            && at == t
+        {
+            members[n as usize - 1].node.corrupt_state_for_test();
+        }
         let due = std::mem::take(&mut wire);
         for (from, to, w) in due {
-            if silent(opts, from, t) || silent(opts, to, t) {
+            if silent(opts, from, t) || silent(opts, to, t) || cut(opts, from, to, t) {
                 continue;
             }
             let m = &mut members[to as usize - 1];
