@@ -583,3 +583,88 @@ fn a_run_batch_not_placed_in_time_is_refused_not_ready_then_retried() {
         other => panic!("retry answer: {other:?}"),
     }
 }
+
+/// Raft's voters and learners and the log's members, as node `n` sees them.
+fn membership_of(net: &Net, n: usize) -> (Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
+    let node = &net.nodes[n];
+    let conf = node.raft().expect("a running node").status().conf;
+    let members = node.state().data().nodes.keys().copied().collect();
+    (members, conf.voters, conf.learners)
+}
+
+/// `QuorumWouldBeLost` from the node's own count of up voters: node 2 is cut off
+/// until the log marks it down. Removing node 1 or node 3 would leave two voters, one
+/// of them up, under a quorum of two: refused by the leader and by the follower alike,
+/// carrying those numbers, and nothing changes. Removing the down node 2 leaves two
+/// voters, both up: accepted, and the configuration follows.
+#[test]
+fn removing_a_voter_is_refused_when_too_few_voters_would_be_up() {
+    use mgmt::{Denied, MembershipDenied};
+    let mut net = Net::new();
+    net.cut_2 = true;
+    let down = |net: &Net| {
+        [0, 2]
+            .iter()
+            .all(|&i| !net.nodes[i].state().data().nodes[&NodeId(2)].up)
+    };
+    for _ in 0..30 {
+        if down(&net) {
+            break;
+        }
+        net.run(1_000);
+    }
+    assert!(down(&net), "node 2 is down in nodes 1 and 3's state");
+    let l = net.leader().expect("a leader without node 2");
+    assert_ne!(l as u32 + 1, 2, "node 2 is cut off");
+    let (leader, follower) = (l as u32 + 1, 4 - (l as u32 + 1));
+    let all = vec![NodeId(1), NodeId(2), NodeId(3)];
+    let before = (all.clone(), all.clone(), vec![]);
+    for i in [0, 2] {
+        assert_eq!(membership_of(&net, i), before, "node {}", i + 1);
+    }
+    for via in [leader, follower] {
+        for node in [1, 3] {
+            let r = net.call(
+                via,
+                Principal::Operator,
+                Request::RemoveWorker { node: NodeId(node) },
+            );
+            let lost = MembershipDenied::QuorumWouldBeLost {
+                node: NodeId(node),
+                up: 1,
+                quorum: 2,
+            };
+            assert_eq!(
+                r,
+                Response::Refused(Denied::Membership(lost)),
+                "removing {node} via {via}"
+            );
+        }
+    }
+    net.run(2_000);
+    for i in [0, 2] {
+        assert_eq!(membership_of(&net, i), before, "node {}", i + 1);
+    }
+    // The down voter itself may leave: the two left are both up.
+    let r = net.call(
+        leader,
+        Principal::Operator,
+        Request::RemoveWorker { node: NodeId(2) },
+    );
+    assert_eq!(
+        r,
+        Response::Member {
+            node: NodeId(2),
+            member: false
+        }
+    );
+    net.run(2_000);
+    let after = (
+        vec![NodeId(1), NodeId(3)],
+        vec![NodeId(1), NodeId(3)],
+        vec![],
+    );
+    for i in [0, 2] {
+        assert_eq!(membership_of(&net, i), after, "node {}", i + 1);
+    }
+}

@@ -919,3 +919,397 @@ fn an_unknown_mac_is_reported_listed_and_admitted_only_through_the_log() {
         })
     );
 }
+
+// ---- membership refusals and roles, through the node's own checks -----------------
+
+const MEMBER_OPERATOR_SEED: [u8; 32] = [5; 32];
+const OBSERVER_SEED: [u8; 32] = [21; 32];
+const WORKER_SEED: [u8; 32] = [22; 32];
+
+/// `config()` with an operator key, so the node takes membership requests.
+fn operator_config() -> NodeConfig {
+    let mut c = config();
+    c.identity.operator_key = xdv_cluster::public_key(&MEMBER_OPERATOR_SEED);
+    c
+}
+
+fn operator(seq: u64, request: Request) -> Vec<u8> {
+    query(seq, Principal::Operator, &MEMBER_OPERATOR_SEED, request)
+}
+
+fn add_worker(node: u32, seed: &[u8; 32], observer: bool) -> Request {
+    Request::AddWorker {
+        node: NodeId(node),
+        public_key: xdv_cluster::public_key(seed),
+        observer,
+    }
+}
+
+/// What a membership refusal must leave as it was: the members the log says, and
+/// Raft's voters and learners.
+fn membership(n: &Node<Vec<u8>>) -> (Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
+    let conf = n.raft().expect("a running node").status().conf;
+    let members = n.state().data().nodes.keys().copied().collect();
+    (members, conf.voters, conf.learners)
+}
+
+fn refused(d: mgmt::MembershipDenied) -> Response {
+    Response::Refused(Denied::Membership(d))
+}
+
+/// `LastVoter`: the only voter may not leave. Refused at the edge, nothing proposed,
+/// and the node is still the member, voter and leader it was.
+#[test]
+fn the_last_voter_is_refused_leaving() {
+    let mut n = Node::new(operator_config(), vec![0u8; 256 * 1024], 0);
+    run_for(&mut n, 0, 1000);
+    assert_eq!(n.view().role, "Leader");
+    let before = membership(&n);
+    assert_eq!(before, (vec![NodeId(1)], vec![NodeId(1)], vec![]));
+    let last = n.raft().unwrap().status().last_index;
+    let leave = Request::RemoveWorker { node: NodeId(1) };
+    assert_eq!(
+        ask(&mut n, &operator(1, leave)),
+        refused(mgmt::MembershipDenied::LastVoter(NodeId(1)))
+    );
+    assert_eq!(
+        n.raft().unwrap().status().last_index,
+        last,
+        "nothing proposed"
+    );
+    run_for(&mut n, 1000, 500);
+    assert_eq!(membership(&n), before);
+    assert_eq!(n.view().role, "Leader");
+}
+
+/// `ChangeInProgress`: node 2 is admitted (the log has it) but never starts, so it
+/// stays a learner that is not caught up and the change is unfinished. Every further
+/// change — another join as a worker or an observer, removing node 1 (which would
+/// otherwise be `LastVoter`) — is refused naming node 2, nothing is proposed, and the
+/// membership stays as it was.
+#[test]
+fn a_change_is_refused_while_another_is_in_progress_and_a_stuck_join_backs_out() {
+    let mut n = Node::new(operator_config(), vec![0u8; 256 * 1024], 0);
+    run_for(&mut n, 0, 1000);
+    assert_eq!(n.view().role, "Leader");
+    assert_eq!(n.membership_pending(), None);
+    let conn = ClientConn {
+        slot: 4,
+        generation: 1,
+    };
+    n.on_client(conn, &operator(1, add_worker(2, &WORKER_SEED, false)));
+    let out = run_for(&mut n, 1000, 500);
+    assert_eq!(
+        replies_to(&out, conn),
+        vec![Response::Member {
+            node: NodeId(2),
+            member: true
+        }]
+    );
+    let before = membership(&n);
+    assert_eq!(
+        before,
+        (vec![NodeId(1), NodeId(2)], vec![NodeId(1)], vec![NodeId(2)]),
+        "node 2 is a learner, never promoted (it is not running)"
+    );
+    assert_eq!(n.membership_pending(), Some(NodeId(2)));
+    let last = n.raft().unwrap().status().last_index;
+    let busy = refused(mgmt::MembershipDenied::ChangeInProgress { node: NodeId(2) });
+    for (seq, request) in [
+        (2, add_worker(3, &OBSERVER_SEED, false)),
+        (3, add_worker(3, &OBSERVER_SEED, true)),
+        (5, Request::RemoveWorker { node: NodeId(1) }),
+    ] {
+        let what = format!("{request:?}");
+        assert_eq!(ask(&mut n, &operator(seq, request)), busy, "{what}");
+    }
+    assert_eq!(
+        n.raft().unwrap().status().last_index,
+        last,
+        "nothing proposed"
+    );
+    let out = run_for(&mut n, 1500, 2000);
+    assert!(
+        !applied_commands(&out)
+            .iter()
+            .any(|c| c == "AddMember" || c == "RemoveMember"),
+        "{:?}",
+        applied_commands(&out)
+    );
+    assert_eq!(membership(&n), before);
+    assert_eq!(n.membership_pending(), Some(NodeId(2)));
+    // The join that never finished is backed out: removing node 2 itself is the one
+    // change allowed, and the configuration is node 1 alone again.
+    let conn = ClientConn {
+        slot: 5,
+        generation: 1,
+    };
+    n.on_client(
+        conn,
+        &operator(6, Request::RemoveWorker { node: NodeId(2) }),
+    );
+    let out = run_for(&mut n, 3500, 1000);
+    assert_eq!(
+        replies_to(&out, conn),
+        vec![Response::Member {
+            node: NodeId(2),
+            member: false
+        }]
+    );
+    assert_eq!(
+        membership(&n),
+        (vec![NodeId(1)], vec![NodeId(1)], vec![]),
+        "the half-joined learner is gone from the state and the configuration"
+    );
+    assert_eq!(n.membership_pending(), None);
+}
+
+/// `AddWorker` and `RemoveWorker` are the operator's: signed by a tenant they are
+/// refused `OperatorOnly`, and a tenant's key claiming to be the operator fails its
+/// signature. Nothing is proposed and the membership is unchanged; the operator's own
+/// request is then accepted (the refusal is the principal's, not the request's).
+#[test]
+fn tenant_signed_membership_requests_are_refused() {
+    let mut n = Node::new(operator_config(), vec![0u8; 256 * 1024], 0);
+    run_for(&mut n, 0, 1000);
+    assert_eq!(n.view().role, "Leader");
+    let before = membership(&n);
+    let last = n.raft().unwrap().status().last_index;
+    let tenant = Principal::Tenant(TenantId(1));
+    let join = || add_worker(2, &WORKER_SEED, false);
+    let leave = || Request::RemoveWorker { node: NodeId(1) };
+    let observe = || add_worker(2, &OBSERVER_SEED, true);
+    for (seq, request) in [(1, join()), (2, leave()), (3, observe())] {
+        let what = format!("{request:?}");
+        assert_eq!(
+            ask(&mut n, &query(seq, tenant, &TENANT_SEED, request)),
+            Response::Refused(Denied::OperatorOnly),
+            "{what}"
+        );
+    }
+    for (seq, request) in [(4, join()), (5, leave())] {
+        let forged = query(seq, Principal::Operator, &TENANT_SEED, request);
+        assert_eq!(
+            ask(&mut n, &forged),
+            Response::Refused(Denied::BadSignature)
+        );
+    }
+    assert_eq!(
+        n.raft().unwrap().status().last_index,
+        last,
+        "nothing proposed"
+    );
+    run_for(&mut n, 1000, 500);
+    assert_eq!(membership(&n), before);
+    // The operator's own `AddWorker` goes through.
+    let conn = ClientConn {
+        slot: 4,
+        generation: 1,
+    };
+    n.on_client(conn, &operator(1, join()));
+    let out = run_for(&mut n, 1500, 500);
+    assert_eq!(
+        replies_to(&out, conn),
+        vec![Response::Member {
+            node: NodeId(2),
+            member: true
+        }]
+    );
+}
+
+/// Nodes wired to each other by hand: what one sends arrives on the next
+/// millisecond. `nodes[i]` is node `i + 1`; a joining node is pushed when it boots.
+struct Wired {
+    nodes: Vec<Node<Vec<u8>>>,
+    now_ms: u64,
+    /// (from, to, is_forward, bytes).
+    wire: Vec<(u32, u32, bool, Vec<u8>)>,
+    /// Tasks each node was told to run.
+    runs: Vec<Vec<xdv_node::RunTask>>,
+    replies: Vec<(u32, ClientConn, Vec<u8>)>,
+}
+
+impl Wired {
+    fn step(&mut self) {
+        self.now_ms += 1;
+        for (from, to, fwd, bytes) in std::mem::take(&mut self.wire) {
+            let Some(n) = self.nodes.get_mut(to as usize - 1) else {
+                continue;
+            };
+            n.on_peer_heard(NodeId(from));
+            if fwd {
+                n.on_peer_forward(NodeId(from), &bytes);
+            } else {
+                n.on_peer_raft(NodeId(from), &bytes);
+            }
+        }
+        self.runs.resize(self.nodes.len(), Vec::new());
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let me = i as u32 + 1;
+            n.tick(self.now_ms);
+            let o = n.drain();
+            let raft = o.raft.into_iter().map(|(to, b)| (me, to.0, false, b));
+            let fwd = o.forwards.into_iter().map(|(to, b)| (me, to.0, true, b));
+            self.wire.extend(raft.chain(fwd));
+            self.runs[i].extend(o.run);
+            self.replies
+                .extend(o.replies.into_iter().map(|(c, b)| (me, c, b)));
+        }
+    }
+
+    /// Sends `req` to node `via` and steps (up to 5 s) until it is answered.
+    fn call(&mut self, via: u32, req: &[u8]) -> Response {
+        let conn = ClientConn {
+            slot: 8,
+            generation: self.now_ms,
+        };
+        self.nodes[via as usize - 1].on_client(conn, req);
+        for _ in 0..5_000 {
+            self.step();
+            if let Some(p) = self
+                .replies
+                .iter()
+                .position(|(n, c, _)| *n == via && *c == conn)
+            {
+                return mgmt::decode(&self.replies.remove(p).2).unwrap();
+            }
+        }
+        panic!("no answer from node {via}");
+    }
+}
+
+/// A node booting to join: the genesis is node 1 alone, as `config()` has it.
+fn joiner(node: u32, seed: [u8; 32], now_ms: u64) -> Node<Vec<u8>> {
+    let mut c = operator_config();
+    c.identity.node = node;
+    c.identity.seed = Some(seed);
+    c.identity.peers = vec![
+        (1, xdv_cluster::public_key(&NODE_SEED)),
+        (node, xdv_cluster::public_key(&seed)),
+    ];
+    c.genesis_members = Some(vec![1]);
+    Node::new(c, vec![0u8; 256 * 1024], now_ms)
+}
+
+/// An observer (seed 001 roles) through real nodes: node 2 joins as an observer and
+/// follows the log, node 3 joins as a worker the same way. Node 2 is never a voter in
+/// any node's configuration at any step and never blocks a later change; it is never
+/// placed a task, though the worker is and node 1's two cores are not enough for the
+/// load; it applies the same entries to the same state hash.
+#[test]
+fn an_observer_follows_the_log_but_never_votes_nor_is_placed_a_task() {
+    let mut w = Wired {
+        nodes: vec![Node::new(operator_config(), vec![0u8; 256 * 1024], 0)],
+        now_ms: 0,
+        wire: Vec::new(),
+        runs: Vec::new(),
+        replies: Vec::new(),
+    };
+    // After every step: no node has the observer among its voters.
+    let never_voter = |w: &Wired| {
+        for n in &w.nodes {
+            let conf = n.raft().unwrap().status().conf;
+            assert!(
+                !conf.is_voter(NodeId(2)),
+                "node {} has the observer voting at {} ms: {conf:?}",
+                n.view().node,
+                w.now_ms
+            );
+        }
+    };
+    let run = |w: &mut Wired, ms: u64| {
+        for _ in 0..ms {
+            w.step();
+            never_voter(w);
+        }
+    };
+    run(&mut w, 1000);
+    assert_eq!(w.nodes[0].view().role, "Leader");
+    w.nodes.push(joiner(2, OBSERVER_SEED, w.now_ms));
+    let r = w.call(1, &operator(1, add_worker(2, &OBSERVER_SEED, true)));
+    assert_eq!(
+        r,
+        Response::Member {
+            node: NodeId(2),
+            member: true
+        }
+    );
+    run(&mut w, 2000);
+    let leader = &w.nodes[0];
+    assert_eq!(
+        membership(leader),
+        (vec![NodeId(1), NodeId(2)], vec![NodeId(1)], vec![NodeId(2)])
+    );
+    // An observer that is a learner is a finished change: the next one may start.
+    assert_eq!(leader.membership_pending(), None);
+    assert!(
+        w.nodes[1].view().applied + 1 >= leader.view().applied,
+        "caught up (but for the entry whose commit it has not heard yet)"
+    );
+    w.nodes.push(joiner(3, WORKER_SEED, w.now_ms));
+    let r = w.call(1, &operator(2, add_worker(3, &WORKER_SEED, false)));
+    assert_eq!(
+        r,
+        Response::Member {
+            node: NodeId(3),
+            member: true
+        }
+    );
+    run(&mut w, 3000);
+    let full = (
+        vec![NodeId(1), NodeId(2), NodeId(3)],
+        vec![NodeId(1), NodeId(3)],
+        vec![NodeId(2)],
+    );
+    assert_eq!(membership(&w.nodes[0]), full, "the worker is promoted");
+    assert_eq!(w.nodes[0].membership_pending(), None);
+
+    // More tasks than node 1's two cores: the worker takes some, the observer none.
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    for seq in 1..=12 {
+        w.nodes[0].on_client(conn, &submit(seq));
+    }
+    run(&mut w, 500);
+    let told = |i: usize| w.runs[i].iter().map(|r| r.task).collect::<Vec<_>>();
+    assert!(
+        told(1).is_empty(),
+        "the observer was told to run {:?}",
+        told(1)
+    );
+    assert!(!w.runs[2].is_empty(), "the worker ran nothing");
+    for n in &w.nodes {
+        let d = n.state().data();
+        let placed: Vec<NodeId> = d
+            .tasks
+            .values()
+            .filter_map(|t| match &t.status {
+                TaskStatus::Assigned { node, .. } | TaskStatus::Completed { node, .. } => {
+                    Some(*node)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(d.tasks.len(), 12);
+        assert!(placed.contains(&NodeId(3)), "{placed:?}");
+        assert!(!placed.contains(&NodeId(2)), "{placed:?}");
+        assert_eq!(d.nodes[&NodeId(2)].assigned, 0);
+        assert!(d.nodes[&NodeId(2)].info.observer);
+        assert_eq!(membership(n), full, "node {}", n.view().node);
+    }
+    // The observer verifies: the same entries, the same state hash (once it heard
+    // the commit of the leader's latest entry).
+    for _ in 0..1000 {
+        if w.nodes[0].view().applied == w.nodes[1].view().applied {
+            break;
+        }
+        run(&mut w, 1);
+    }
+    let (a, b) = (w.nodes[0].view(), w.nodes[1].view());
+    assert_eq!(a.applied, b.applied);
+    assert_eq!(a.state_hash, b.state_hash);
+    let me = b.members.iter().find(|m| m.node == NodeId(2)).unwrap();
+    assert!(me.observer && me.raft == "learner", "{me:?}");
+}

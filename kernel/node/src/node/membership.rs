@@ -79,7 +79,16 @@ impl<R: Region> Node<R> {
             return Ok(());
         }
         if let Some(busy) = self.membership_pending() {
-            return refuse(MembershipDenied::ChangeInProgress { node: busy });
+            // A join that never finished (its node never booted, or never caught up)
+            // can be backed out: removing that very node, while it is still no voter,
+            // is the one change allowed meanwhile.
+            let backs_out = matches!(command, Command::RemoveMember { node, .. }
+                if *node == busy
+                    && self.state.data().nodes.contains_key(node)
+                    && !self.conf().is_voter(*node));
+            if !backs_out {
+                return refuse(MembershipDenied::ChangeInProgress { node: busy });
+            }
         }
         if let Command::RemoveMember { node, .. } = command {
             let conf = self.conf();
