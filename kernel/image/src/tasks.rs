@@ -24,18 +24,10 @@ use xdv_sandbox::{
 use xdv_sched::{CoreEvent, Guards, ReplayEvent, TaskSpec};
 use xdv_types::{Hash32, NodeId, TaskId};
 
-/// Local run-queue ids of cluster tasks: bit 62 set, attempt in bits 40..62.
-const LOCAL_ID_BASE: u64 = 1 << 62;
-
 // The cluster's idea of the sandbox maxima is the sandbox's.
 const _: () = assert!(xdv_cluster::MAX_TASK_MEMORY_PAGES as usize == xdv_sandbox::MAX_MEMORY_PAGES);
 const _: () =
     assert!(xdv_cluster::MAX_TASK_TABLE_ELEMENTS as usize == xdv_sandbox::MAX_TABLE_ELEMENTS);
-
-/// The run-queue id of attempt `attempt` of cluster task `task`.
-pub fn local_id(task: TaskId, attempt: u32) -> TaskId {
-    TaskId(LOCAL_ID_BASE | (u64::from(attempt & 0x3f_ffff) << 40) | (task.0 & 0xff_ffff_ffff))
-}
 
 /// Cluster tasks waiting for the APs and running on them.
 pub struct Tasks {
@@ -271,7 +263,7 @@ fn spec_of(
     let v = module_of(run)
         .and_then(|m| validate_cached(modules, &m, limits).map_err(|e| alloc::format!("{e}")))?;
     let guards = Guards::new(&run.spec.guards).map_err(|e| alloc::format!("{e:?}"))?;
-    let id = local_id(run.task, run.attempt);
+    let id = xdv_node::local_run_id(run.task, run.attempt);
     Ok(TaskSpec {
         id,
         tenant: run.spec.tenant,

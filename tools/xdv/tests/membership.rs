@@ -192,4 +192,38 @@ fn three_to_five_nodes_then_one_leaves_while_clients_commit() {
     assert!(rtt["taken"].as_u64().unwrap() >= 20, "{rtt}");
     assert!(rtt["heartbeats"].as_u64().unwrap() >= 1, "{rtt}");
     assert_eq!(rtt["matched"], rtt["heartbeats"], "{rtt}");
+
+    // The scheduler replay logs of these real nodes: an export compares ExactMatch
+    // with its RAM file (exit 0), and two nodes that ran different tasks are Diverged
+    // (exit 1) at the first event, naming a task only one of them ran.
+    let slog = format!("{d}/node{}.slog", stay[0]);
+    let o = xdv(&["replay", "export", &ram, "-o", &slog]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let events: u64 = o
+        .stdout
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no event count: {o:?}"));
+    assert!(
+        events > 0,
+        "node {} logged no scheduler events: {o:?}",
+        stay[0]
+    );
+    let o = xdv(&["replay", "compare", &ram, &slog]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.starts_with("ExactMatch"), "{o:?}");
+    let other = format!("{d}/node{}.ram", stay[1]);
+    let o = xdv(&["replay", "compare", &ram, &other, "--json"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["result"], "Diverged", "{v}");
+    // The task is named as the cluster knows it, not by its run-queue id.
+    assert!(
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("(attempt ")),
+        "{v}"
+    );
+    eprintln!("replay compare of nodes {} and {}: {v}", stay[0], stay[1]);
 }

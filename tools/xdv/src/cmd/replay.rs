@@ -51,7 +51,8 @@ enum Sub {
         place: Place,
     },
     /// Compare two scheduler replay logs (RAM files or exported logs): ExactMatch,
-    /// MinorDifference or Diverged; exit 0 unless diverged.
+    /// MinorDifference or Diverged; exit 0 for ExactMatch and MinorDifference, 1 for
+    /// Diverged or a log that cannot be read.
     Compare {
         /// The first log (a RAM file or an exported log).
         a: PathBuf,
@@ -97,9 +98,12 @@ fn sub(s: Sub) -> Result<i32> {
                 } => {
                     use xdv_sched::DivergenceReason as R;
                     let why = match reason {
-                        R::TaskOutcome { task } => format!("{task}'s outcome differs"),
+                        R::TaskOutcome { task } => format!("{}'s outcome differs", run_name(*task)),
                         R::TaskEnqueued { task } => {
-                            format!("{task} was enqueued a different number of times")
+                            format!(
+                                "{} was enqueued a different number of times",
+                                run_name(*task)
+                            )
                         }
                         R::StateOrInput => "the state changes or external inputs differ".into(),
                     };
@@ -128,6 +132,15 @@ fn sub(s: Sub) -> Result<i32> {
             }
             Ok(if word == "Diverged" { 1 } else { xdv::exit::OK })
         }
+    }
+}
+
+/// A run-queue task as the operator knows it: a cluster task's run as the cluster
+/// task and its attempt, any other (a console batch's) by its own id.
+fn run_name(t: xdv_types::TaskId) -> String {
+    match xdv_node::cluster_run_of(t) {
+        Some((task, attempt)) => format!("{task} (attempt {attempt})"),
+        None => t.to_string(),
     }
 }
 
