@@ -20,7 +20,7 @@ use xdv::testbed::Testbed;
 use xdv_accel::job::QResult;
 use xdv_accel::regs::Kind;
 use xdv_cluster::mgmt::{ContractView, Principal, Request, Reserve, Response};
-use xdv_cluster::{Domain, Outcome, Refusal, TaskStatus, Work};
+use xdv_cluster::{ContractChange, Domain, Event, Outcome, Refusal, TaskStatus, Work};
 use xdv_types::{CapabilityId, NodeId, Priority, TenantId};
 
 const BELL: &str = "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n";
@@ -365,6 +365,49 @@ fn contracts_reserve_run_conflict_contain_faults_and_are_recorded_on_both_nodes(
         report.nodes[0].contracts_compared >= 4,
         "{}",
         report.nodes[0].contracts_compared
+    );
+    // The host replay of node 1 (what `cargo xdv replay --trace` prints) matches the
+    // node and holds each decision of this run in log order: the conflict refused,
+    // every contract's outcome, and the failover when node 2 went down.
+    let r = xdv::operate::replay(&images[0]).unwrap();
+    assert!(r.verdict.ok(), "{:?}", r.verdict);
+    let mut decisions: Vec<String> = Vec::new();
+    for s in &r.steps {
+        for e in &s.events {
+            match e {
+                Event::Contract(c) => {
+                    decisions.push(format!("{} {}", c.id, c.change.name()));
+                    if let ContractChange::Rejected(why) = &c.change {
+                        decisions.push(format!("{} rejected because {why:?}", c.id));
+                    }
+                }
+                Event::NodeDown { node } => decisions.push(format!("{node} down")),
+                _ => {}
+            }
+        }
+    }
+    let at = |what: &str| {
+        decisions
+            .iter()
+            .position(|d| d == what)
+            .unwrap_or_else(|| panic!("no {what:?} in the replay: {decisions:?}"))
+    };
+    assert!(at(&format!("{a} accepted")) < at(&format!("{a} preempted")));
+    assert!(at(&format!("{a} preempted")) <= at(&format!("{b} accepted")));
+    assert!(at(&format!("{b} accepted")) < at(&format!("{b} aborted")));
+    assert!(at(&format!("{p} accepted")) < at(&format!("{p} terminated")));
+    // Node 2's failure and the suspension of the contract on it come with one
+    // entry (the failure detector's), after the contract was accepted.
+    assert!(at(&format!("{c} accepted")) < at(&format!("{c} suspended")));
+    assert!(at(&format!("{c} accepted")) < at("n2 down"));
+    assert_eq!(
+        r.steps
+            .iter()
+            .position(|s| s.events.iter().any(|e| matches!(e, Event::NodeDown { node } if *node == NodeId(2)))),
+        r.steps.iter().position(|s| s.events.iter().any(
+            |e| matches!(e, Event::Contract(x) if x.id == c && x.change == ContractChange::Suspended)
+        )),
+        "{decisions:?}"
     );
     // Every node's audit chain verifies on the host.
     for n in 1..=3u32 {
