@@ -807,6 +807,28 @@ pub fn node_line(st: &ClusterState, n: &NodeSpec) -> String {
     )
 }
 
+/// Hash voting's verdict as any answering node's state has it, for `status`: the
+/// quarantined nodes (ascending) and the health line's clause naming them (empty when
+/// none is).
+pub fn quarantine_summary(views: &[&xdv_cluster::mgmt::ClusterView]) -> (Vec<u32>, String) {
+    let quarantined: Vec<u32> = views
+        .iter()
+        .flat_map(|v| v.members.iter().filter(|m| m.quarantined).map(|m| m.node.0))
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let line = if quarantined.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = quarantined.iter().map(|n| n.to_string()).collect();
+        format!(
+            "; QUARANTINED node {} (state hash disagreed with the majority)",
+            list.join(", ")
+        )
+    };
+    (quarantined, line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,26 +886,4 @@ mod tests {
             "the device's files are the cluster's"
         );
     }
-}
-
-/// Hash voting's verdict as any answering node's state has it, for `status`: the
-/// quarantined nodes (ascending) and the health line's clause naming them (empty when
-/// none is).
-pub fn quarantine_summary(views: &[&xdv_cluster::mgmt::ClusterView]) -> (Vec<u32>, String) {
-    let quarantined: Vec<u32> = views
-        .iter()
-        .flat_map(|v| v.members.iter().filter(|m| m.quarantined).map(|m| m.node.0))
-        .collect::<std::collections::BTreeSet<u32>>()
-        .into_iter()
-        .collect();
-    let line = if quarantined.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = quarantined.iter().map(|n| n.to_string()).collect();
-        format!(
-            "; QUARANTINED node {} (state hash disagreed with the majority)",
-            list.join(", ")
-        )
-    };
-    (quarantined, line)
 }
