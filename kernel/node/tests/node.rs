@@ -1225,15 +1225,19 @@ fn an_observer_follows_the_log_but_never_votes_nor_is_placed_a_task() {
     };
     run(&mut w, 1000);
     assert_eq!(w.nodes[0].view().role, "Leader");
-    w.nodes.push(joiner(2, OBSERVER_SEED, w.now_ms));
-    let r = w.call(1, &operator(1, add_worker(2, &OBSERVER_SEED, true)));
-    assert_eq!(
-        r,
-        Response::Member {
-            node: NodeId(2),
-            member: true
-        }
-    );
+    // A new node boots and the operator admits it (the leader answers once applied).
+    let join = |w: &mut Wired, id: u32, seed: &[u8; 32], observer: bool| {
+        w.nodes.push(joiner(id, *seed, w.now_ms));
+        let r = w.call(1, &operator(u64::from(id), add_worker(id, seed, observer)));
+        assert_eq!(
+            r,
+            Response::Member {
+                node: NodeId(id),
+                member: true
+            }
+        );
+    };
+    join(&mut w, 2, &OBSERVER_SEED, true);
     run(&mut w, 2000);
     let leader = &w.nodes[0];
     assert_eq!(
@@ -1246,15 +1250,7 @@ fn an_observer_follows_the_log_but_never_votes_nor_is_placed_a_task() {
         w.nodes[1].view().applied + 1 >= leader.view().applied,
         "caught up (but for the entry whose commit it has not heard yet)"
     );
-    w.nodes.push(joiner(3, WORKER_SEED, w.now_ms));
-    let r = w.call(1, &operator(2, add_worker(3, &WORKER_SEED, false)));
-    assert_eq!(
-        r,
-        Response::Member {
-            node: NodeId(3),
-            member: true
-        }
-    );
+    join(&mut w, 3, &WORKER_SEED, false);
     run(&mut w, 3000);
     let full = (
         vec![NodeId(1), NodeId(2), NodeId(3)],

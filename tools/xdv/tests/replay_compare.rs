@@ -14,8 +14,12 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+// Shared by the CLI test binaries; this one runs `xdv` only.
+#[allow(dead_code)]
+mod common;
+use common::{Out, xdv};
 use xdv::operate::fixture::{self, FixtureOptions};
 use xdv::operate::image::{LoadOptions, load_node};
 use xdv::operate::replay;
@@ -58,19 +62,8 @@ fn build(tag: &str, opts: &FixtureOptions) -> PathBuf {
     dir
 }
 
-fn xdv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xdv"))
-        .args(args)
-        .output()
-        .expect("running xdv")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+fn text(o: &Out) -> String {
+    format!("{}{}", o.stdout, o.stderr)
 }
 
 fn ram(dir: &Path, n: u32) -> PathBuf {
@@ -81,7 +74,7 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn compare(a: &Path, b: &Path) -> Output {
+fn compare(a: &Path, b: &Path) -> Out {
     xdv(&["replay", "compare", s(a), s(b)])
 }
 
@@ -217,7 +210,7 @@ fn the_same_node_of_two_identical_runs_is_an_exact_match() {
         );
     }
     let o = compare(&ram(&raw, 1), &ram(&second, 1));
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(Some(o.code), Some(0), "{}", text(&o));
     assert_eq!(text(&o).trim(), "ExactMatch (0 and 0 events)");
 
     for n in 1..=3 {
@@ -225,7 +218,7 @@ fn the_same_node_of_two_identical_runs_is_an_exact_match() {
         assert_eq!(&again, &recs[n as usize - 1], "node {n}");
         assert!(!again.is_empty(), "node {n} ran tasks");
         let o = compare(&ram(first, n), &ram(&second, n));
-        assert_eq!(o.status.code(), Some(0), "node {n}: {}", text(&o));
+        assert_eq!(Some(o.code), Some(0), "node {n}: {}", text(&o));
         let k = again.len();
         assert_eq!(
             text(&o).trim(),
@@ -239,7 +232,7 @@ fn the_same_node_of_two_identical_runs_is_an_exact_match() {
             s(&ram(&second, n)),
             "--json",
         ]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
         assert_eq!(v["result"], "ExactMatch", "{v}");
         assert_eq!(v["detail"], "", "{v}");
         assert_eq!(v["events"], serde_json::json!([k, k]), "{v}");
@@ -253,7 +246,7 @@ fn an_exported_log_matches_its_ram_file() {
     let (dir, recs) = base();
     let out = tmp("export").join("node2.slog");
     let o = xdv(&["replay", "export", s(&ram(dir, 2)), "-o", s(&out)]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(Some(o.code), Some(0), "{}", text(&o));
     let k = recs[1].len();
     assert!(
         text(&o).starts_with(&format!("{k} scheduler events of ")),
@@ -263,7 +256,7 @@ fn an_exported_log_matches_its_ram_file() {
     assert_eq!(&std::fs::read(&out).unwrap()[..8], b"XDVSLOG1");
     for (a, b) in [(&out, &ram(dir, 2)), (&ram(dir, 2), &out), (&out, &out)] {
         let o = compare(a, b);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_eq!(Some(o.code), Some(0), "{}", text(&o));
         assert_eq!(text(&o).trim(), format!("ExactMatch ({k} and {k} events)"));
     }
 }
@@ -280,7 +273,7 @@ fn the_same_tasks_on_other_cores_are_a_minor_difference() {
         assert_eq!(mine.len(), k);
         assert!(mine.iter().any(|r| r.1 == CoreId(2)), "node {n}");
         let o = compare(&ram(first, n), &ram(&two, n));
-        assert_eq!(o.status.code(), Some(0), "node {n}: {}", text(&o));
+        assert_eq!(Some(o.code), Some(0), "node {n}: {}", text(&o));
         assert_eq!(
             text(&o).trim(),
             format!(
@@ -302,7 +295,7 @@ fn two_nodes_of_one_run_diverge_on_their_own_tasks() {
         let want = expected_outcome_divergence(ra, rb);
         assert!(want.contains("first differing event #0;"), "{want}");
         let o = compare(&ram(dir, a), &ram(dir, b));
-        assert_eq!(o.status.code(), Some(1), "{a} vs {b}: {}", text(&o));
+        assert_eq!(Some(o.code), Some(1), "{a} vs {b}: {}", text(&o));
         assert_eq!(text(&o).trim(), want, "{a} vs {b}");
         let o = xdv(&[
             "replay",
@@ -311,8 +304,8 @@ fn two_nodes_of_one_run_diverge_on_their_own_tasks() {
             s(&ram(dir, b)),
             "--json",
         ]);
-        assert_eq!(o.status.code(), Some(1));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(Some(o.code), Some(1));
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
         assert_eq!(v["result"], "Diverged", "{v}");
         assert_eq!(v["events"], serde_json::json!([ra.len(), rb.len()]), "{v}");
     }
@@ -325,7 +318,7 @@ fn a_damaged_export_is_refused_with_its_damage() {
     let d = tmp("damaged");
     let good = d.join("good.slog");
     let o = xdv(&["replay", "export", s(&ram(dir, 1)), "-o", s(&good)]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(Some(o.code), Some(0), "{}", text(&o));
     let bytes = std::fs::read(&good).unwrap();
     let k = recs[0].len();
     assert!(k >= 2);
@@ -360,7 +353,7 @@ fn a_damaged_export_is_refused_with_its_damage() {
         std::fs::write(&p, b).unwrap();
         let o = compare(&p, &ram(dir, 1));
         let t = text(&o);
-        assert_eq!(o.status.code(), Some(1), "{name}: {t}");
+        assert_eq!(Some(o.code), Some(1), "{name}: {t}");
         assert!(
             t.contains(&format!("{}: not a scheduler log: ", p.display())) && t.contains(kind),
             "{name}: {t}"
@@ -371,7 +364,7 @@ fn a_damaged_export_is_refused_with_its_damage() {
     let p = d.join("tiny.slog");
     std::fs::write(&p, &bytes[..5]).unwrap();
     let o = compare(&p, &ram(dir, 1));
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(Some(o.code), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("is 5 bytes and ends before the Raft region"),
         "{}",
@@ -397,7 +390,7 @@ fn a_run_with_other_options_diverges() {
         assert!(outcomes(&mine) != outcomes(theirs), "node {n}");
         let want = expected_outcome_divergence(theirs, &mine);
         let o = compare(&ram(first, n), &ram(&other, n));
-        assert_eq!(o.status.code(), Some(1), "node {n}: {}", text(&o));
+        assert_eq!(Some(o.code), Some(1), "node {n}: {}", text(&o));
         assert_eq!(text(&o).trim(), want, "node {n}");
     }
 }
@@ -406,7 +399,7 @@ fn a_run_with_other_options_diverges() {
 #[test]
 fn compare_help_states_the_exit_codes() {
     let o = xdv(&["replay", "compare", "--help"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(Some(o.code), Some(0));
     let t = text(&o).split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
         t.contains(
