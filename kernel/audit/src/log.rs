@@ -307,6 +307,9 @@ impl Plan {
 }
 
 /// An open audit log over a region.
+/// Sizes whose Merkle accumulators an [`AuditLog`] keeps for consistency proofs.
+const PROOF_SNAPSHOTS: usize = 8;
+
 pub struct AuditLog<'a> {
     region: &'a mut [u8],
     node: NodeId,
@@ -331,6 +334,10 @@ pub struct AuditLog<'a> {
     /// Merkle accumulator, folded forward lazily by `merkle_root`.
     merkle: MerkleAccumulator,
     merkle_end: usize,
+    /// (records, accumulator, end offset) at the sizes [`AuditLog::merkle_root`]
+    /// reported last, newest last: the sizes a node publishes roots over, kept to
+    /// prove its next root extends the last one the cluster holds.
+    snaps: Vec<(u64, MerkleAccumulator, usize)>,
     /// The superblock words fixed while the log is open, and their checksum state.
     sb_prefix: SuperblockPrefix,
 }
@@ -420,6 +427,7 @@ impl<'a> AuditLog<'a> {
             bulk_unsummarised: 0,
             merkle: scan.merkle.clone(),
             merkle_end: plan.append_at,
+            snaps: Vec::new(),
             sb_prefix: SuperblockPrefix::new(node, len as u64, boot_count),
             region,
         };
@@ -546,6 +554,7 @@ impl<'a> AuditLog<'a> {
             bulk_unsummarised: 0,
             merkle: MerkleAccumulator::new(),
             merkle_end: DATA_START,
+            snaps: Vec::new(),
             sb_prefix: SuperblockPrefix::new(node, len as u64, 1),
             region,
         };
@@ -803,7 +812,89 @@ impl<'a> AuditLog<'a> {
             off += h.0;
         }
         self.merkle_end = off;
+        let n = self.merkle.len();
+        if self.snaps.last().is_none_or(|s| s.0 != n) {
+            if self.snaps.len() == PROOF_SNAPSHOTS {
+                self.snaps.remove(0);
+            }
+            self.snaps.push((n, self.merkle.clone(), off));
+        }
         self.merkle.root()
+    }
+
+    /// What a node publishes ([`crate::merkle`]): `(records, root, from, proof)`, the
+    /// root over every readable record now and the proof that it extends the root over
+    /// `published` records the cluster holds for this node (`from` 0 and no proof
+    /// when it holds none). When no proof can be made from there (the region was
+    /// reset, or rewritten) the proof is empty: the log does not take the root.
+    pub fn root_for_publication(
+        &mut self,
+        published: Option<u64>,
+    ) -> (u64, Hash32, u64, Vec<Hash32>) {
+        let root = self.merkle_root();
+        let records = self.merkle.len();
+        match published {
+            Some(m) if m > 0 => {
+                let proof = self.consistency_proof_from(m).unwrap_or_default();
+                (records, root, m, proof)
+            }
+            _ => (records, root, 0, Vec::new()),
+        }
+    }
+
+    /// The consistency proof ([`crate::merkle::consistency_proof`]) from the tree of
+    /// the first `m` readable records to the tree of all of them (the size and root
+    /// [`AuditLog::merkle_root`] reports now): what a node publishes with its new root
+    /// so that every node can check it extends the root over `m` it published before.
+    /// From a size `merkle_root` reported since this log was opened it costs the
+    /// records since; otherwise (after a restart) one pass over the readable records.
+    /// `None` if `m` is 0 or past the end, or a record cannot be read.
+    pub fn consistency_proof_from(&mut self, m: u64) -> Option<Vec<Hash32>> {
+        self.merkle_root();
+        let n = self.merkle.len();
+        if m == 0 || m > n {
+            return None;
+        }
+        let (acc, new) = match self.snaps.iter().position(|s| s.0 == m) {
+            Some(i) => {
+                // The cluster holds the root over `m`: older sizes are of no more use.
+                self.snaps.drain(..i);
+                let (_, acc, mut off) = self.snaps[0].clone();
+                let mut new = Vec::with_capacity((n - m) as usize);
+                while off < self.merkle_end {
+                    let (len, h) = read_record_extent(self.region, off)?;
+                    new.push(h);
+                    off += len;
+                }
+                (acc, new)
+            }
+            None => {
+                let mut acc = MerkleAccumulator::new();
+                let mut new = Vec::new();
+                let mut at = self.merkle_end;
+                for r in self.records() {
+                    let r = r.ok()?;
+                    if acc.len() < m {
+                        acc.push(&r.hash);
+                    } else {
+                        if new.is_empty() {
+                            at = r.offset as usize;
+                        }
+                        new.push(r.hash);
+                    }
+                }
+                let pos = self.snaps.partition_point(|s| s.0 < m);
+                self.snaps.insert(pos, (m, acc.clone(), at));
+                while self.snaps.len() > PROOF_SNAPSHOTS {
+                    self.snaps.remove(0);
+                }
+                (acc, new)
+            }
+        };
+        if acc.len() + new.len() as u64 != n {
+            return None;
+        }
+        acc.consistency_proof_to(&new).ok()
     }
 
     /// The readable records in region order (across damaged ranges), verified as

@@ -223,6 +223,34 @@ fn subproof(m: usize, d: &[Hash32], complete: bool, out: &mut Vec<Hash32>) {
     }
 }
 
+/// [`subproof`] over entries `lo..lo + n` of a tree whose first `m` (local) entries
+/// are known only by the roots `root(lo, hi)` gives (`None`: a range it cannot
+/// give, which a consistency proof never asks for).
+fn frontier_subproof(
+    m: u64,
+    lo: u64,
+    n: u64,
+    complete: bool,
+    root: &impl Fn(u64, u64) -> Option<Hash32>,
+    out: &mut Vec<Hash32>,
+) -> Option<()> {
+    if m == n {
+        if !complete {
+            out.push(root(lo, lo + n)?);
+        }
+        return Some(());
+    }
+    let k = split(n as usize) as u64;
+    if m <= k {
+        frontier_subproof(m, lo, k, complete, root, out)?;
+        out.push(root(lo + k, lo + n)?);
+    } else {
+        frontier_subproof(m - k, lo + k, n - k, false, root, out)?;
+        out.push(root(lo, lo + k)?);
+    }
+    Some(())
+}
+
 /// Consistency proof between the trees of the first `old` and first `new` entries
 /// (RFC 9162 §2.1.4.1). Empty when `old == new`.
 pub fn consistency_proof(
@@ -358,6 +386,43 @@ impl MerkleAccumulator {
     /// The `(height, root)` subtrees, largest first (see [`Self::from_subtrees`]).
     pub fn subtrees(&self) -> &[(u32, Hash32)] {
         &self.stack
+    }
+
+    /// The consistency proof ([`consistency_proof`], RFC 9162 §2.1.4.1) from the tree
+    /// of the leaves pushed so far (`m` = [`Self::len`]) to the tree of those and
+    /// `new` after them — the same hashes `consistency_proof(all, m, m + new.len())`
+    /// gives, from this accumulator and the new entries alone: every hash of such a
+    /// proof is either one of the old tree's perfect subtrees kept here or a root over
+    /// new entries only. So a node that keeps the accumulator of the size it last
+    /// published, and the record hashes since, proves its new root extends that one.
+    pub fn consistency_proof_to(&self, new: &[Hash32]) -> Result<Vec<Hash32>, ProofError> {
+        let m = self.len;
+        let n = m + new.len() as u64;
+        if m == 0 || n > MAX_TREE_SIZE {
+            return Err(ProofError::OutOfRange);
+        }
+        let mut out = Vec::new();
+        if m < n {
+            // The old tree's perfect subtrees as [start, end) ranges.
+            let mut pieces = Vec::with_capacity(self.stack.len());
+            let mut start = 0u64;
+            for &(h, r) in &self.stack {
+                let end = start + (1u64 << h);
+                pieces.push((start, end, r));
+                start = end;
+            }
+            let root = |lo: u64, hi: u64| -> Option<Hash32> {
+                if hi <= m {
+                    pieces.iter().find(|p| p.0 == lo && p.1 == hi).map(|p| p.2)
+                } else if lo >= m {
+                    Some(root_of(&new[(lo - m) as usize..(hi - m) as usize]))
+                } else {
+                    None
+                }
+            };
+            frontier_subproof(m, 0, n, true, &root, &mut out).ok_or(ProofError::OutOfRange)?;
+        }
+        Ok(out)
     }
 
     /// The root of the leaves pushed so far.

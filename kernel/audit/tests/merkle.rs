@@ -251,3 +251,29 @@ fn federated_root_is_ordered_and_checked() {
         Err(FederationError::DuplicateNode(NodeId(2)))
     );
 }
+
+/// The proof from an accumulator and the new entries alone is the proof from all the
+/// entries, for every pair of sizes up to 70, and it verifies.
+#[test]
+fn consistency_proofs_from_an_accumulator_equal_the_full_ones() {
+    let d: Vec<Hash32> = (0..70u8)
+        .map(|i| Hash32([i.wrapping_mul(37); 32]))
+        .collect();
+    for m in 1..=d.len() {
+        let mut acc = MerkleAccumulator::new();
+        for e in &d[..m] {
+            acc.push(e);
+        }
+        let old_root = acc.root();
+        for n in m..=d.len() {
+            let p = acc.consistency_proof_to(&d[m..n]).unwrap();
+            assert_eq!(p, consistency_proof(&d, m, n).unwrap(), "{m} -> {n}");
+            let new_root = merkle_root(&d, n).unwrap();
+            verify_consistency(m as u64, n as u64, &old_root, &new_root, &p).unwrap();
+        }
+    }
+    assert_eq!(
+        MerkleAccumulator::new().consistency_proof_to(&d[..3]),
+        Err(ProofError::OutOfRange)
+    );
+}

@@ -89,11 +89,15 @@ pub enum Command {
         tenant: TenantId,
         public_key: [u8; 32],
     },
-    /// A node's audit Merkle root over its first `records` records.
+    /// A node's audit Merkle root over its first `records` records, with the
+    /// consistency proof (RFC 9162) that it extends the node's root over `from`
+    /// records, the last one the cluster holds (`from` 0, no proof: its first).
     PublishAuditRoot {
         node: NodeId,
         records: u64,
         root: Hash32,
+        from: u64,
+        proof: Vec<Hash32>,
     },
     /// Operator (`AddWorker` request): a new member. The leader then adds it to Raft
     /// as a learner and, once it caught up, promotes it to voter (not an observer).

@@ -597,6 +597,14 @@ pub enum Event {
         task: TaskId,
         reason: String,
     },
+    /// `node` published a root over `records` records that does not extend its root
+    /// over `held` records the cluster holds (its consistency proof fails): its audit
+    /// history differs from what it published. Not taken; every node records it.
+    AuditRootInconsistent {
+        node: NodeId,
+        held: u64,
+        records: u64,
+    },
 }
 
 /// Something that happened to a contract, with what both of its nodes need to record it.
@@ -717,6 +725,9 @@ pub enum IgnoredReason {
     /// A gate command (`ClusterHeartbeat`, `RouteJob`, …) in a cluster that is not a
     /// gate group.
     NotAGate,
+    /// A published root's proof starts from another size than the cluster holds
+    /// (an earlier root of the node was applied after the proof was made).
+    StaleRootProof,
 }
 
 /// The result of applying one entry.
@@ -1144,7 +1155,9 @@ impl ClusterState {
                 node,
                 records,
                 root,
-            } => self.publish_root(node, records, root, ev),
+                from,
+                proof,
+            } => self.publish_root(node, records, root, from, &proof, ev),
             Command::AddMember { seq, .. } | Command::RemoveMember { seq, .. }
                 if self.data.operator_seqs.check(seq).is_err()
                     || self.data.operator_seqs.check_range(seq).is_err() =>
@@ -1374,16 +1387,44 @@ impl ClusterState {
         ev.push(Event::TenantRegistered { tenant });
     }
 
-    fn publish_root(&mut self, node: NodeId, records: u64, root: Hash32, ev: &mut Vec<Event>) {
+    /// Every node checks a published root against the one the cluster holds for that
+    /// node: the new root must extend it (its consistency proof verifies), so a node
+    /// cannot rewrite audit history it already published. A root that does not is
+    /// not taken, and every node records the alarm ([`Event::AuditRootInconsistent`]).
+    fn publish_root(
+        &mut self,
+        node: NodeId,
+        records: u64,
+        root: Hash32,
+        from: u64,
+        proof: &[Hash32],
+        ev: &mut Vec<Event>,
+    ) {
         let Some(r) = self.data.nodes.get_mut(&node) else {
             ev.push(Event::Ignored(IgnoredReason::UnknownNode));
             return;
         };
-        // A restarted node may publish an older size only if its region was reset; a
-        // root over fewer records than already published is not an advance.
-        if r.audit.is_some_and(|(n, _)| records < n) {
-            ev.push(Event::Ignored(IgnoredReason::OlderRoot));
-            return;
+        if let Some((held, held_root)) = r.audit {
+            // A root over fewer records than already published is not an advance.
+            if records < held {
+                ev.push(Event::Ignored(IgnoredReason::OlderRoot));
+                return;
+            }
+            // A proof from another size (an earlier publication applied meanwhile).
+            if from != held {
+                ev.push(Event::Ignored(IgnoredReason::StaleRootProof));
+                return;
+            }
+            if xdv_audit::merkle::verify_consistency(held, records, &held_root, &root, proof)
+                .is_err()
+            {
+                ev.push(Event::AuditRootInconsistent {
+                    node,
+                    held,
+                    records,
+                });
+                return;
+            }
         }
         r.audit = Some((records, root));
         ev.push(Event::RootPublished { node, records });

@@ -1048,6 +1048,8 @@ fn federated_root_covers_published_roots_in_node_order() {
                 node: NodeId(n),
                 records: 5,
                 root: Hash32([n as u8; 32]),
+                from: 0,
+                proof: vec![],
             },
         );
     }
@@ -1060,10 +1062,81 @@ fn federated_root_covers_published_roots_in_node_order() {
             node: NodeId(1),
             records: 4,
             root: Hash32([9; 32]),
+            from: 5,
+            proof: vec![],
         },
     );
     assert_eq!(a.events, vec![Event::Ignored(IgnoredReason::OlderRoot)]);
     assert_eq!(s.federated_root().unwrap().global_root, f.global_root);
+}
+
+/// A node's next root is taken only with a proof that it extends the root the
+/// cluster holds for it: a proof from another size is stale (ignored), a root of
+/// another history (or a bad proof) raises `AuditRootInconsistent` and is not taken.
+#[test]
+fn a_published_root_must_extend_the_last_one() {
+    use xdv_audit::merkle::{MerkleAccumulator, merkle_root};
+    let mut s = cluster();
+    let mut log = Log::new();
+    let hashes: Vec<Hash32> = (0..30u8).map(|i| Hash32([i; 32])).collect();
+    let publish =
+        |records: usize, root: Hash32, from: u64, proof: Vec<Hash32>| Command::PublishAuditRoot {
+            node: NodeId(2),
+            records: records as u64,
+            root,
+            from,
+            proof,
+        };
+    let root = |n: usize| merkle_root(&hashes, n).unwrap();
+    let a = log.push(&mut s, publish(10, root(10), 0, vec![]));
+    assert_eq!(
+        a.events,
+        vec![Event::RootPublished {
+            node: NodeId(2),
+            records: 10
+        }]
+    );
+    let mut acc = MerkleAccumulator::new();
+    for h in &hashes[..10] {
+        acc.push(h);
+    }
+    let proof = acc.consistency_proof_to(&hashes[10..25]).unwrap();
+    // From a size the cluster does not hold: stale, nothing changes.
+    let a = log.push(&mut s, publish(25, root(25), 9, proof.clone()));
+    assert_eq!(
+        a.events,
+        vec![Event::Ignored(IgnoredReason::StaleRootProof)]
+    );
+    // Another history of the same 25 records: the proof fails, the alarm is raised.
+    let mut other = hashes.clone();
+    other[3] = Hash32([0xEE; 32]);
+    let forged = merkle_root(&other, 25).unwrap();
+    let a = log.push(&mut s, publish(25, forged, 10, proof.clone()));
+    assert_eq!(
+        a.events,
+        vec![Event::AuditRootInconsistent {
+            node: NodeId(2),
+            held: 10,
+            records: 25
+        }]
+    );
+    assert_eq!(s.data().nodes[&NodeId(2)].audit, Some((10, root(10))));
+    // No proof at all is no better.
+    let a = log.push(&mut s, publish(25, root(25), 10, vec![]));
+    assert!(matches!(
+        a.events[..],
+        [Event::AuditRootInconsistent { .. }]
+    ));
+    // The true extension is taken.
+    let a = log.push(&mut s, publish(25, root(25), 10, proof));
+    assert_eq!(
+        a.events,
+        vec![Event::RootPublished {
+            node: NodeId(2),
+            records: 25
+        }]
+    );
+    assert_eq!(s.data().nodes[&NodeId(2)].audit, Some((25, root(25))));
 }
 
 #[test]
@@ -1311,6 +1384,8 @@ fn a_node_may_forward_only_reports_about_itself() {
         node: NodeId(1),
         records: 1,
         root: Hash32::ZERO,
+        from: 0,
+        proof: vec![],
     };
     assert!(!PeerForward::own_is_allowed(NodeId(2), &root));
     // A group of completions: only the sender's own, never empty, never over the limit.

@@ -345,12 +345,15 @@ pub fn head() -> (u64, Hash32) {
         .map_or((0, Hash32::ZERO), |l| (l.len(), l.head_hash()))
 }
 
-/// (records, Merkle root over them), for publication through the log.
-pub fn merkle() -> (u64, Hash32) {
+/// The root to publish and its proof from the size the cluster holds
+/// ([`xdv_audit::AuditLog::root_for_publication`]); `None` when the region is unusable.
+pub fn root_for_publication(
+    published: Option<u64>,
+) -> Option<(u64, Hash32, u64, alloc::vec::Vec<Hash32>)> {
     AUDIT
         .lock()
         .as_mut()
-        .map_or((0, Hash32::ZERO), |l| (l.len(), l.merkle_root()))
+        .map(|l| l.root_for_publication(published))
 }
 
 /// The highest log index a `RaftApplied` record in this node's audit log covers (0 when

@@ -426,9 +426,11 @@ impl Services {
         let now_ms = time::uptime_us() / 1000;
         let (records, head) = audit::head();
         self.node.set_audit_head(records, head);
-        if self.node.audit_root_due(now_ms) {
-            let (records, root) = audit::merkle();
-            self.node.set_audit_root(records, root);
+        if self.node.audit_root_due(now_ms)
+            && let Some((records, root, from, proof)) =
+                audit::root_for_publication(self.node.audit_published())
+        {
+            self.node.set_audit_root(records, root, from, proof);
         }
         self.phases.charge(Phase::Audit, &mut mark);
         if self.corrupt_at_ms.is_some_and(|at| now_ms >= at) {

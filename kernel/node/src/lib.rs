@@ -49,9 +49,9 @@ pub fn cluster_run_of(local: xdv_types::TaskId) -> Option<(xdv_types::TaskId, u3
 
 pub use node::{
     AUDIT_TAG_APPLIED, AUDIT_TAG_CONTRACT, AUDIT_TAG_HASH_ALARM, AUDIT_TAG_NODE, AUDIT_TAG_PEER,
-    AUDIT_TAG_RTT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt, MAX_SPECS_PER_ENTRY, Node,
-    NodeCounters, Outbox, PeerRecordBody, RttRecordBody, RunTask, genesis, replay_coordinate,
-    replay_coordinate_with,
+    AUDIT_TAG_ROOT_ALARM, AUDIT_TAG_RTT, ClientConn, ContractRecordBody, EVENT_PROPOSED, Halt,
+    MAX_SPECS_PER_ENTRY, Node, NodeCounters, Outbox, PeerRecordBody, RttRecordBody, RunTask,
+    genesis, replay_coordinate, replay_coordinate_with,
 };
 
 #[cfg(test)]

@@ -66,6 +66,10 @@ pub const AUDIT_TAG_PEER: u16 = 0xC6;
 /// postcard ([`RttRecordBody`]). Replaying a boot's samples in order through
 /// [`replay_coordinate`] gives the coordinate the node had.
 pub const AUDIT_TAG_RTT: u16 = 0xC9;
+/// Audit `Custom` tag of an audit-root alarm: postcard (node, records held, records
+/// claimed): a node published a root that does not extend the one the cluster held for
+/// it. Every node (an observer too) records it.
+pub const AUDIT_TAG_ROOT_ALARM: u16 = 0xCA;
 /// Contract answers kept for parked reservations (the most recent ones).
 const MAX_CONTRACT_ANSWERS: usize = 256;
 /// Completions in one `TasksCompleted` entry at most (as a `SubmitBatch`'s tasks).
@@ -285,6 +289,9 @@ pub struct NodeCounters {
     /// `AssignTasks` entries the leader proposed for more than one request: the
     /// submissions of one loop iteration, one entry.
     pub submission_groups_proposed: u64,
+    /// Audit roots the log took (any node's; after a node's first, each with a
+    /// verified consistency proof).
+    pub audit_roots_taken: u64,
     /// Running attempts the driver was asked to stop.
     pub tasks_stopped: u64,
     /// `TaskProgress` and `RequestExtension` commands sent.
@@ -440,7 +447,7 @@ pub struct Node<R: Region> {
     /// (records, chain head) of this node's audit log, from the driver.
     audit_head: (u64, Hash32),
     /// (records, Merkle root) to publish, when the driver computed it.
-    audit_root: Option<(u64, Hash32)>,
+    audit_root: Option<(u64, Hash32, u64, Vec<Hash32>)>,
     /// (index, term, ms) of own proposals not yet applied.
     proposed: VecDeque<(u64, u64, u64)>,
     latencies_ms: VecDeque<u64>,
@@ -988,9 +995,23 @@ impl<R: Region> Node<R> {
             && now_ms.saturating_sub(self.last_publish_ms) >= self.cfg.timing.publish_ms
     }
 
-    /// The audit log's Merkle root over `records` records, for publication.
-    pub fn set_audit_root(&mut self, records: u64, root: Hash32) {
-        self.audit_root = Some((records, root));
+    /// The size of this node's audit root the cluster holds (the last one it took),
+    /// which the driver proves the next root extends ([`Node::set_audit_root`]).
+    pub fn audit_published(&self) -> Option<u64> {
+        self.state
+            .data()
+            .nodes
+            .get(&self.me)
+            .and_then(|r| r.audit)
+            .map(|(records, _)| records)
+    }
+
+    /// The audit log's Merkle root over `records` records, for publication, with the
+    /// consistency proof from the size [`Node::audit_published`] gave (`from`; 0 and
+    /// no proof when none was published yet). A proof from a size the cluster no
+    /// longer holds is ignored by the log, and the next publication tries again.
+    pub fn set_audit_root(&mut self, records: u64, root: Hash32, from: u64, proof: Vec<Hash32>) {
+        self.audit_root = Some((records, root, from, proof));
     }
 
     /// Proposes opaque bytes (the operator's `raft propose`, a diagnostic): the state
@@ -1370,6 +1391,26 @@ impl<R: Region> Node<R> {
             });
         }
         for ev in events {
+            if let xdv_cluster::Event::RootPublished { .. } = ev {
+                self.counters.audit_roots_taken += 1;
+            }
+            if let xdv_cluster::Event::AuditRootInconsistent {
+                node,
+                held,
+                records,
+            } = ev
+            {
+                let me = if *node == self.me { " (this node)" } else { "" };
+                self.note(alloc::format!(
+                    "ALARM: audit root of {node}{me} over {records} records does not extend its root over {held} (consistency proof fails): its audit history differs from what it published"
+                ));
+                if audit {
+                    self.out.audit.push(RecordBody::Custom {
+                        tag: AUDIT_TAG_ROOT_ALARM,
+                        bytes: mgmt::encode(&(*node, *held, *records)),
+                    });
+                }
+            }
             if let xdv_cluster::Event::HashMismatch {
                 index: at,
                 node,
@@ -1623,7 +1664,7 @@ impl<R: Region> Node<R> {
         self.report_load(now);
         if now.saturating_sub(self.last_publish_ms) >= t.publish_ms {
             self.last_publish_ms = now;
-            if let Some((records, root)) = self.audit_root.take()
+            if let Some((records, root, from, proof)) = self.audit_root.take()
                 && records != published
                 && records > 0
                 && self.leader().is_some()
@@ -1632,6 +1673,8 @@ impl<R: Region> Node<R> {
                     node: me,
                     records,
                     root,
+                    from,
+                    proof,
                 });
             }
         }

@@ -108,6 +108,10 @@ pub struct SimOptions {
     /// Corrupt this node's replica of the state at this time (hash voting must find
     /// it): `(node, at_ms)`. Its state hash is then exempt from the cross-node check.
     pub corrupt: Option<(u32, u64)>,
+    /// Rewrite this node's audit history at this time (its first record changes, as
+    /// a node rewriting what it already published would): `(node, at_ms)`. Its next
+    /// published root must fail its consistency proof on every node.
+    pub rewrite_audit: Option<(u32, u64)>,
     /// The late-completion hook: at `at_ms` this node holds its next completion
     /// `hold_ms` before proposing it as it was: `(node, at_ms, hold_ms)`.
     pub late_completion: Option<(u32, u64, u64)>,
@@ -155,6 +159,7 @@ impl SimOptions {
             faults: 2,
             trace_lines: TRACE_LINES,
             corrupt: None,
+            rewrite_audit: None,
             late_completion: None,
             device_jobs: true,
             joins: 0,
@@ -211,6 +216,11 @@ pub struct SimReport {
     pub contract_decisions_agreed: u64,
     /// Hash-voting alarms raised (summed over nodes).
     pub hash_alarms: u64,
+    /// Audit-root alarms raised (summed over nodes): a published root that does not
+    /// extend the node's last one.
+    pub root_alarms: u64,
+    /// Audit roots the log took (the most any node counted).
+    pub roots_published: u64,
     /// Membership changes the operator saw done (admitted, removed).
     pub members_added: u64,
     pub members_removed: u64,
@@ -290,6 +300,11 @@ struct SimNode {
     hung: alloc::collections::BTreeSet<(TaskId, u32)>,
     audit_records: u64,
     audit_head: Hash32,
+    /// Every record's hash, the Merkle accumulator over them, and the accumulators at
+    /// the sizes offered for publication (the driver's proofs, as the kernel's log).
+    audit_hashes: Vec<Hash32>,
+    audit_acc: xdv_audit::merkle::MerkleAccumulator,
+    audit_snaps: BTreeMap<u64, xdv_audit::merkle::MerkleAccumulator>,
     /// The node's accelerator hardware (outlives the node's crashes) and the node's
     /// driver pool over it (rebuilt at restart).
     device: Option<SimDevice>,
@@ -598,6 +613,9 @@ impl Sim {
                     hung: alloc::collections::BTreeSet::new(),
                     audit_records: 0,
                     audit_head: Hash32::ZERO,
+                    audit_hashes: Vec::new(),
+                    audit_acc: xdv_audit::merkle::MerkleAccumulator::new(),
+                    audit_snaps: BTreeMap::new(),
                     device: None,
                     pool: None,
                 }
@@ -799,6 +817,12 @@ impl Sim {
             node.corrupt_state_for_test();
             self.trace(alloc::format!("n{n}: state replica corrupted (test fault)"));
         }
+        if let Some((n, at)) = self.opts.rewrite_audit
+            && at == self.now_ms
+        {
+            self.rewrite_audit(n as usize - 1);
+            self.trace(alloc::format!("n{n}: audit history rewritten (test fault)"));
+        }
         if let Some((n, at, hold)) = self.opts.late_completion
             && at == self.now_ms
             && let Some(node) = self
@@ -856,8 +880,10 @@ impl Sim {
             ..Default::default()
         });
         if node.audit_root_due(local) {
-            node.set_audit_root(n.audit_records, n.audit_head);
+            self.offer_audit_root(i);
         }
+        let n = &mut self.nodes[i];
+        let Some(node) = n.node.as_mut() else { return };
         // One step is one iteration of the kernel's loop: group commit as there.
         node.hold();
         node.tick(local);
@@ -954,7 +980,9 @@ impl Sim {
             return;
         }
         for line in out.notes {
-            if line.starts_with("ALARM") {
+            if line.starts_with("ALARM: audit root") {
+                self.report.root_alarms += 1;
+            } else if line.starts_with("ALARM") {
                 self.report.hash_alarms += 1;
             }
             self.trace(alloc::format!("n{me}: {line}"));
@@ -1016,6 +1044,48 @@ impl Sim {
         h.update(&bytes);
         n.audit_head = Hash32(h.finalize().into());
         n.audit_records += 1;
+        n.audit_hashes.push(n.audit_head);
+        n.audit_acc.push(&n.audit_head);
+    }
+
+    /// The audit root of node `i` now, with the proof from the size the cluster holds
+    /// (as the kernel's driver does with its audit log).
+    fn offer_audit_root(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let Some(node) = n.node.as_mut() else { return };
+        let records = n.audit_records;
+        n.audit_snaps.insert(records, n.audit_acc.clone());
+        let (from, proof) = match node.audit_published() {
+            Some(m) if m > 0 && m <= records => {
+                n.audit_snaps.retain(|&k, _| k >= m);
+                let proof = match n.audit_snaps.get(&m) {
+                    Some(acc) => acc.consistency_proof_to(&n.audit_hashes[m as usize..]),
+                    None => xdv_audit::merkle::consistency_proof(
+                        &n.audit_hashes,
+                        m as usize,
+                        records as usize,
+                    ),
+                };
+                (m, proof.unwrap_or_default())
+            }
+            Some(m) => (m, Vec::new()),
+            None => (0, Vec::new()),
+        };
+        node.set_audit_root(records, n.audit_acc.root(), from, proof);
+    }
+
+    /// The rewrite fault: node `i`'s first record is replaced (its chain and tree
+    /// computed again), as if it rewrote history it already published.
+    fn rewrite_audit(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if let Some(first) = n.audit_hashes.first_mut() {
+            first.0[0] ^= 0xFF;
+        }
+        n.audit_acc = xdv_audit::merkle::MerkleAccumulator::new();
+        for h in &n.audit_hashes {
+            n.audit_acc.push(h);
+        }
+        n.audit_snaps.clear();
     }
 
     /// The node asked its worker to stop `(task, attempt)` (cancelled, timed out,
@@ -1704,6 +1774,14 @@ impl Sim {
 
     /// Cross-node safety, checked after every step.
     pub fn invariants(&mut self) -> Result<(), String> {
+        // Every published root extends the node's last one (its proof verifies on
+        // every node), unless the test rewrote a node's audit history.
+        if self.opts.rewrite_audit.is_none() && self.report.root_alarms > 0 {
+            return Err(alloc::format!(
+                "{} audit-root alarms without a rewritten audit history",
+                self.report.root_alarms
+            ));
+        }
         for i in 0..self.nodes.len() {
             let Some(node) = self.nodes[i].node.as_ref() else {
                 continue;
@@ -1853,6 +1931,10 @@ impl Sim {
                 .report
                 .submission_groups
                 .max(node.counters().submission_groups_proposed);
+            self.report.roots_published = self
+                .report
+                .roots_published
+                .max(node.counters().audit_roots_taken);
         }
         self.net.invariants();
         Ok(())

@@ -241,6 +241,34 @@ fn a_corrupted_replica_is_found_by_hash_voting_and_quarantined() {
     assert!(r.quarantined.is_empty() && r.hash_alarms == 0);
 }
 
+/// Audit roots are verified at run time: every published root carries the proof
+/// that it extends the node's last one, and every node (observers too) checks it.
+/// A node that rewrites audit history it already published is caught on every node
+/// at its next publication, and its root is not taken; without the fault no alarm is
+/// raised (the sweep checks that after every step).
+#[test]
+fn a_rewritten_audit_history_is_refused_and_recorded_everywhere() {
+    for seed in 0..3 {
+        let mut o = SimOptions::new(seed);
+        o.faults = 0;
+        o.requests = 40;
+        o.rewrite_audit = Some((2, 2_500));
+        let r = Sim::new(o).run().unwrap_or_else(|t| panic!("{t}"));
+        assert!(
+            r.root_alarms >= 3,
+            "seed {seed}: every node records the alarm: {}",
+            r.root_alarms
+        );
+        assert!(r.roots_published > 0, "seed {seed}");
+    }
+    let mut o = SimOptions::new(0);
+    o.faults = 0;
+    o.requests = 40;
+    let r = Sim::new(o).run().unwrap();
+    assert_eq!(r.root_alarms, 0);
+    assert!(r.roots_published >= 6, "{}", r.roots_published);
+}
+
 /// Membership while the cluster runs (issue 17), under crashes, torn writes and
 /// partitions: two nodes join (the first, in every other seed, as an observer), then
 /// node 1 leaves — often the leader, which hands leadership on first. Safety holds

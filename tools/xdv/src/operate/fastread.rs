@@ -549,7 +549,9 @@ fn quick_check<'a>(
             }
             match tag as u16 {
                 xdv_node::AUDIT_TAG_APPLIED => Quick::Applied(rest),
-                xdv_node::AUDIT_TAG_NODE | xdv_node::AUDIT_TAG_RTT => return None,
+                xdv_node::AUDIT_TAG_NODE
+                | xdv_node::AUDIT_TAG_RTT
+                | xdv_node::AUDIT_TAG_ROOT_ALARM => return None,
                 _ => Quick::Other,
             }
         }

@@ -408,8 +408,9 @@ fn drive(members: &mut [Member], keys: &Keys, opts: &FixtureOptions) -> Result<u
             }
             let start = Instant::now();
             if m.node.audit_root_due(t) {
-                let (records, root) = (m.audit.len(), m.audit.merkle_root());
-                m.node.set_audit_root(records, root);
+                let published = m.node.audit_published();
+                let (records, root, from, proof) = m.audit.root_for_publication(published);
+                m.node.set_audit_root(records, root, from, proof);
             }
             m.node.set_audit_head(m.audit.len(), m.audit.head_hash());
             m.node.tick(t);

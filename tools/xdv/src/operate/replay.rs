@@ -146,6 +146,15 @@ impl Collected {
                     self.marks.push(mark("halt", line));
                 }
             }
+            RecordBody::Custom { tag, bytes } if *tag == xdv_node::AUDIT_TAG_ROOT_ALARM => {
+                let text = match mgmt::decode::<(NodeId, u64, u64)>(bytes) {
+                    Ok((node, held, records)) => format!(
+                        "audit-root alarm: {node}'s root over {records} records does not extend its root over {held}"
+                    ),
+                    Err(_) => "audit-root alarm (undecodable)".into(),
+                };
+                self.marks.push(mark("root-alarm", text));
+            }
             RecordBody::Custom { tag, bytes } if *tag == AUDIT_TAG_RTT => self
                 .rtt
                 .push((seq, mgmt::decode::<RttRecordBody>(bytes).ok())),
@@ -568,6 +577,7 @@ pub fn replay(img: &NodeImage) -> Result<Replay, ReplayError> {
                         node,
                         records,
                         root,
+                        ..
                     },
                 ..
             }) => Some((*node, *records, *root)),

@@ -742,7 +742,7 @@ body {{ font-family: sans-serif; margin: 16px; background: #fff; color: #222; }}
 <body>
 <h1>XDV run timeline</h1>
 <p>Log indices {from}..={to}; {lanes} node lanes; {marks} marks. {summary}</p>
-<p class="legend"><span>▲ placed</span><span>● completed</span><span>✕ re-placed</span><span>▼ down / ▲ up (shaded: down)</span><span>◆ contract</span><span>■ root published</span><span>| applied (red: replay disagrees)</span><span>B boot · ! audit region alarm · D damage · F full · H halt</span><span>bands: term (colour), leader (dark bar)</span></p>
+<p class="legend"><span>▲ placed</span><span>● completed</span><span>✕ re-placed</span><span>▼ down / ▲ up (shaded: down)</span><span>◆ contract</span><span>■ root published</span><span>| applied (red: replay disagrees)</span><span>B boot · ! audit region alarm · D damage · F full · H halt · R audit-root alarm</span><span>bands: term (colour), leader (dark bar)</span></p>
 {LEGEND_FAULTS}
 {svg}
 </body></html>
@@ -858,6 +858,7 @@ fn mark_svg(m: &Mark, cx: u64, top: u64) -> String {
                 "alarm" => "!",
                 "damage" => "D",
                 "full" => "F",
+                "root-alarm" => "R",
                 _ => "H",
             };
             format!(

@@ -158,6 +158,11 @@ fn chain_summary(a: &AuditRead, c: &mut NodeCheck) {
             a.undecodable[0]
         ));
     }
+    // The node recorded that a member published a root that does not extend its
+    // last one (the log refused it): audit history was rewritten somewhere.
+    for m in a.marks.iter().filter(|m| m.kind == "root-alarm") {
+        c.problems.push(format!("{} (audit seq {})", m.text, m.seq));
+    }
 }
 
 /// Verifies the nodes (see the module doc).
@@ -415,6 +420,65 @@ fn compare_applied<'a>(
             c.problems.push(
                 "its recorded state hashes differ from the other nodes' (see the cluster lines)"
                     .into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xdv_audit::{AuditLog, RecordBody};
+    use xdv_types::{CoreId, Timestamp};
+
+    /// A node's record of an audit-root alarm (a member's root refused as not
+    /// extending its last one) is a problem of that node in the verification view,
+    /// on the fast reader and on the node's own scanner alike.
+    #[test]
+    fn a_recorded_audit_root_alarm_is_a_problem() {
+        let mut region = vec![0u8; 1 << 20];
+        {
+            let (mut log, _) = AuditLog::open(&mut region, NodeId(1)).unwrap();
+            for i in 0..300u64 {
+                let body = RecordBody::RaftApplied {
+                    index: i + 1,
+                    term: 1,
+                    entry_hash: Hash32([i as u8; 32]),
+                };
+                log.append(Timestamp(i + 1), CoreId(0), &body).unwrap();
+            }
+            let alarm = RecordBody::Custom {
+                tag: xdv_node::AUDIT_TAG_ROOT_ALARM,
+                bytes: xdv_cluster::mgmt::encode(&(NodeId(2), 40u64, 90u64)),
+            };
+            log.append(Timestamp(400), CoreId(0), &alarm).unwrap();
+        }
+        for a in [
+            read_audit(&region),
+            super::super::replay::read_audit_simple(&region),
+        ] {
+            let mut c = NodeCheck {
+                path: "node1.ram".into(),
+                node: Some(1),
+                chain: String::new(),
+                chain_ok: false,
+                records: 0,
+                roots_checked: 0,
+                consistency_checked: 0,
+                applied_compared: 0,
+                contracts_compared: 0,
+                replay: None,
+                problems: Vec::new(),
+            };
+            chain_summary(&a, &mut c);
+            assert!(c.chain_ok, "{}", c.chain);
+            assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+            assert!(
+                c.problems[0].starts_with(
+                    "audit-root alarm: n2's root over 90 records does not extend its root over 40"
+                ),
+                "{:?}",
+                c.problems
             );
         }
     }
