@@ -371,19 +371,7 @@ fn whole_cluster_scenario(tag: &str, seed: u64, nic: NicModel) {
     // log took more than one from each, so each later root's consistency proof held
     // at run time — the restarted leader's too, proved from one pass over its region
     // — and no node recorded an audit-root alarm.
-    let images: Vec<_> = all
-        .iter()
-        .map(|id| {
-            xdv::operate::load_node(
-                &cl.dir.join(format!("node{id}.ram")),
-                &xdv::operate::image::LoadOptions {
-                    prov: Some(cl.dir.join(format!("node{id}.prov"))),
-                    ..Default::default()
-                },
-            )
-            .unwrap()
-        })
-        .collect();
+    let images = cl.node_images(&all).unwrap();
     let report = xdv::operate::verify_nodes(&images);
     for c in &report.nodes {
         assert!(c.ok(), "node {:?}: {:?}", c.node, c.problems);

@@ -345,18 +345,7 @@ fn contracts_reserve_run_conflict_contain_faults_and_are_recorded_on_both_nodes(
     assert_eq!(h1, h2);
     // One verification view: chains, published roots, replays, state hashes across
     // nodes, and every contract record present on both of its nodes.
-    let images: Vec<_> = (1..=3u32)
-        .map(|n| {
-            load_node(
-                &tb.dir.join(format!("node{n}.ram")),
-                &LoadOptions {
-                    prov: Some(tb.dir.join(format!("node{n}.prov"))),
-                    ..LoadOptions::default()
-                },
-            )
-            .unwrap()
-        })
-        .collect();
+    let images = tb.node_images(&[1, 2, 3]).unwrap();
     let report = xdv::operate::verify_nodes(&images);
     for c in &report.nodes {
         assert!(c.ok(), "node {:?}: {:?}", c.node, c.problems);

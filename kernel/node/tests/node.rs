@@ -953,6 +953,22 @@ fn membership(n: &Node<Vec<u8>>) -> (Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
     (members, conf.voters, conf.learners)
 }
 
+/// A refused membership request proposed nothing (the log's last index is still
+/// `last`) and, half a second later, changed nothing.
+fn nothing_changed(
+    n: &mut Node<Vec<u8>>,
+    last: u64,
+    before: &(Vec<NodeId>, Vec<NodeId>, Vec<NodeId>),
+) {
+    assert_eq!(
+        n.raft().unwrap().status().last_index,
+        last,
+        "nothing proposed"
+    );
+    run_for(n, 1000, 500);
+    assert_eq!(&membership(n), before);
+}
+
 fn refused(d: mgmt::MembershipDenied) -> Response {
     Response::Refused(Denied::Membership(d))
 }
@@ -972,13 +988,7 @@ fn the_last_voter_is_refused_leaving() {
         ask(&mut n, &operator(1, leave)),
         refused(mgmt::MembershipDenied::LastVoter(NodeId(1)))
     );
-    assert_eq!(
-        n.raft().unwrap().status().last_index,
-        last,
-        "nothing proposed"
-    );
-    run_for(&mut n, 1000, 500);
-    assert_eq!(membership(&n), before);
+    nothing_changed(&mut n, last, &before);
     assert_eq!(n.view().role, "Leader");
 }
 
@@ -1094,13 +1104,7 @@ fn tenant_signed_membership_requests_are_refused() {
             Response::Refused(Denied::BadSignature)
         );
     }
-    assert_eq!(
-        n.raft().unwrap().status().last_index,
-        last,
-        "nothing proposed"
-    );
-    run_for(&mut n, 1000, 500);
-    assert_eq!(membership(&n), before);
+    nothing_changed(&mut n, last, &before);
     // The operator's own `AddWorker` goes through.
     let conn = ClientConn {
         slot: 4,

@@ -204,6 +204,22 @@ impl Testbed {
         self.ports[id - 1]
     }
 
+    /// The RAM files of nodes `ids` as the host's operating commands read them (with
+    /// their provisioning modules), for `verify`, `replay`, audit checks.
+    pub fn node_images(&self, ids: &[usize]) -> Result<Vec<crate::operate::NodeImage>> {
+        ids.iter()
+            .map(|id| {
+                crate::operate::load_node(
+                    &self.dir.join(format!("node{id}.ram")),
+                    &crate::operate::image::LoadOptions {
+                        prov: Some(self.dir.join(format!("node{id}.prov"))),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
     pub fn view(&self, id: usize) -> Result<ClusterView> {
         mgmt::cluster_view(self.port(id), &self.keys.for_node(id as u32))
     }

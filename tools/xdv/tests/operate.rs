@@ -7,6 +7,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+mod common;
 use xdv::operate::fixture::{self, FixtureOptions, FixtureRun};
 use xdv::operate::image::{LoadOptions, load_node};
 use xdv::operate::replay::ReplayError;
@@ -16,31 +18,8 @@ use xdv_boot::cmdline::{DEFAULT_AUDIT_REGION, DEFAULT_RAFT_REGION};
 use xdv_cluster::{Event, mgmt};
 use xdv_types::{Hash32, NodeId};
 
-/// This process's directory for `tag`. The copies of the fixture are large (RAM
-/// files), so the first call also removes what earlier, finished runs left behind.
 fn tmp(tag: &str) -> PathBuf {
-    static SWEPT: OnceLock<()> = OnceLock::new();
-    SWEPT.get_or_init(|| {
-        let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let pid = name
-                .strip_prefix("xdv-operate-")
-                .and_then(|r| r.rsplit('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|p| {
-                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
-            }) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    });
-    let d = std::env::temp_dir().join(format!("xdv-operate-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp_dir("xdv-operate", tag)
 }
 
 /// The default fixture (3 nodes; node 3 silent for 6 s and declared down; node 1, the

@@ -16,8 +16,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-// Shared by the CLI test binaries; this one runs `xdv` only.
-#[allow(dead_code)]
 mod common;
 use common::{Out, xdv};
 use xdv::operate::fixture::{self, FixtureOptions};
@@ -28,31 +26,8 @@ use xdv_boot::cmdline::DEFAULT_AUDIT_REGION;
 use xdv_cluster::{Event, Outcome};
 use xdv_types::{CoreId, Hash32, NodeId, TaskId, Timestamp};
 
-/// This process's directory for `tag`; the first call removes what earlier, finished
-/// test processes left behind (the RAM files are sparse, but many).
 fn tmp(tag: &str) -> PathBuf {
-    static SWEPT: OnceLock<()> = OnceLock::new();
-    SWEPT.get_or_init(|| {
-        let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let pid = name
-                .strip_prefix("xdv-rcompare-")
-                .and_then(|r| r.rsplit('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|p| {
-                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
-            }) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    });
-    let d = std::env::temp_dir().join(format!("xdv-rcompare-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp_dir("xdv-rcompare", tag)
 }
 
 /// A fixture run with `opts` in its own directory.

@@ -37,6 +37,23 @@ pub struct NodeCheck {
 }
 
 impl NodeCheck {
+    /// Nothing checked yet for the node in the file at `path`.
+    fn new(path: String, node: Option<u32>) -> NodeCheck {
+        NodeCheck {
+            path,
+            node,
+            chain: String::new(),
+            chain_ok: false,
+            records: 0,
+            roots_checked: 0,
+            consistency_checked: 0,
+            applied_compared: 0,
+            contracts_compared: 0,
+            replay: None,
+            problems: Vec::new(),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
@@ -171,19 +188,7 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
     let mut replays: Vec<Option<Replay>> = Vec::new();
     let mut audits: Vec<Option<AuditRead>> = Vec::new();
     for img in images {
-        let mut c = NodeCheck {
-            path: img.path.display().to_string(),
-            node: img.file_node,
-            chain: String::new(),
-            chain_ok: false,
-            records: 0,
-            roots_checked: 0,
-            consistency_checked: 0,
-            applied_compared: 0,
-            contracts_compared: 0,
-            replay: None,
-            problems: Vec::new(),
-        };
+        let mut c = NodeCheck::new(img.path.display().to_string(), img.file_node);
         match replay(img) {
             Ok(r) => {
                 c.node = Some(r.node);
@@ -457,19 +462,7 @@ mod tests {
             read_audit(&region),
             super::super::replay::read_audit_simple(&region),
         ] {
-            let mut c = NodeCheck {
-                path: "node1.ram".into(),
-                node: Some(1),
-                chain: String::new(),
-                chain_ok: false,
-                records: 0,
-                roots_checked: 0,
-                consistency_checked: 0,
-                applied_compared: 0,
-                contracts_compared: 0,
-                replay: None,
-                problems: Vec::new(),
-            };
+            let mut c = NodeCheck::new("node1.ram".into(), Some(1));
             chain_summary(&a, &mut c);
             assert!(c.chain_ok, "{}", c.chain);
             assert_eq!(c.problems.len(), 1, "{:?}", c.problems);

@@ -1,8 +1,11 @@
 //! What the CLI tests that boot real clusters share: running `xdv` and stopping a
-//! cluster (even when an assertion fails).
+//! cluster (even when an assertion fails), and a temp directory per test process.
+// Each test binary includes this module and uses a part of it.
+#![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// One `xdv` run: exit code and both outputs.
 pub struct Out {
@@ -48,4 +51,32 @@ impl Drop for Down {
 /// nodes 1..=8 (joins included) find their ports free.
 pub fn mgmt_port_base() -> String {
     (xdv::testbed::free_ports(8) - 1).to_string()
+}
+
+/// This test process's directory `<prefix>-<tag>-<pid>` in the temp dir, empty. The
+/// first call also removes what earlier, finished test processes with this prefix left
+/// behind (their RAM files are sparse, but many).
+pub fn tmp_dir(prefix: &str, tag: &str) -> PathBuf {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(|| {
+        let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pid = name
+                .strip_prefix(&format!("{prefix}-"))
+                .and_then(|r| r.rsplit('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| {
+                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+            }) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
+    let d = std::env::temp_dir().join(format!("{prefix}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
