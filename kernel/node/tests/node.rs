@@ -992,6 +992,29 @@ fn the_last_voter_is_refused_leaving() {
     assert_eq!(n.view().role, "Leader");
 }
 
+/// Adding a member twice is refused `AlreadyMember`, removing a node that is none
+/// `NotMember`: by the node's gate, nothing proposed, membership unchanged.
+#[test]
+fn adding_a_member_twice_or_removing_a_stranger_is_refused() {
+    let mut n = Node::new(operator_config(), vec![0u8; 256 * 1024], 0);
+    run_for(&mut n, 0, 1000);
+    assert_eq!(n.view().role, "Leader");
+    let before = membership(&n);
+    let last = n.raft().unwrap().status().last_index;
+    assert_eq!(
+        ask(&mut n, &operator(1, add_worker(1, &WORKER_SEED, false))),
+        refused(mgmt::MembershipDenied::AlreadyMember(NodeId(1)))
+    );
+    assert_eq!(
+        ask(
+            &mut n,
+            &operator(2, Request::RemoveWorker { node: NodeId(9) })
+        ),
+        refused(mgmt::MembershipDenied::NotMember(NodeId(9)))
+    );
+    nothing_changed(&mut n, last, &before);
+}
+
 /// `ChangeInProgress`: node 2 is admitted (the log has it) but never starts, so it
 /// stays a learner that is not caught up and the change is unfinished. Every further
 /// change — another join as a worker or an observer, removing node 1 (which would
