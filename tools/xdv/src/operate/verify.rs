@@ -436,6 +436,98 @@ mod tests {
     use xdv_audit::{AuditLog, RecordBody};
     use xdv_types::{CoreId, Timestamp};
 
+    /// The audit region of node `node` with the applied-entry records of indices
+    /// 1..=10 and the contract records `contracts` (as the node writes them).
+    fn region_with(node: u32, contracts: &[xdv_node::ContractRecordBody]) -> Vec<u8> {
+        let mut region = vec![0u8; 1 << 20];
+        let (mut log, _) = AuditLog::open(&mut region, NodeId(node)).unwrap();
+        for i in 1..=10u64 {
+            let applied = RecordBody::Custom {
+                tag: xdv_node::AUDIT_TAG_APPLIED,
+                bytes: xdv_cluster::mgmt::encode(&(i, "ProposeContract", Hash32([i as u8; 32]))),
+            };
+            log.append(Timestamp(i), CoreId(0), &applied).unwrap();
+            for c in contracts.iter().filter(|c| c.index == i) {
+                let rec = RecordBody::Custom {
+                    tag: xdv_node::AUDIT_TAG_CONTRACT,
+                    bytes: xdv_cluster::mgmt::encode(c),
+                };
+                log.append(Timestamp(i), CoreId(0), &rec).unwrap();
+            }
+        }
+        drop(log);
+        region
+    }
+
+    fn image(node: u32, audit: Vec<u8>) -> NodeImage {
+        let place = super::super::image::RegionPlace {
+            offset: 0,
+            bytes: audit.len() as u64,
+        };
+        NodeImage {
+            path: format!("node{node}.ram").into(),
+            file_node: Some(node),
+            raft_at: place,
+            raft: Vec::new(),
+            audit_at: place,
+            audit,
+            config: None,
+            config_from: String::new(),
+        }
+    }
+
+    /// Both parties of a contract record each of its events: a record the other
+    /// party lacks, or one naming another contract hash, is a problem of the node
+    /// that lacks it; matching records are counted as compared.
+    #[test]
+    fn contract_records_are_compared_across_their_two_nodes() {
+        let rec = |event: &str, index: u64, hash: u8| xdv_node::ContractRecordBody {
+            index,
+            contract: 77,
+            hash: Hash32([hash; 32]),
+            event: event.into(),
+            tenant: xdv_types::TenantId(1),
+            requester: NodeId(1),
+            target: NodeId(2),
+            job: None,
+            detail: String::new(),
+        };
+        let one = [
+            rec("accepted", 3, 9),
+            rec("released", 6, 9),
+            rec("expired", 8, 9),
+        ];
+        // Node 2 has the acceptance, lacks the release, and names another hash for
+        // the expiry.
+        let two = [rec("accepted", 3, 9), rec("expired", 8, 5)];
+        let images = [
+            image(1, region_with(1, &one)),
+            image(2, region_with(2, &two)),
+        ];
+        let audits: Vec<AuditRead> = images.iter().map(|i| read_audit(&i.audit)).collect();
+        let mut checks = vec![
+            NodeCheck::new("node1.ram".into(), Some(1)),
+            NodeCheck::new("node2.ram".into(), Some(2)),
+        ];
+        compare_contracts(&images, &mut checks, &|i| &audits[i]);
+        assert_eq!(checks[0].contracts_compared, 3);
+        assert_eq!(checks[1].contracts_compared, 2);
+        assert_eq!(
+            checks[1].problems,
+            vec![
+                "contract 77: its expired record at index 8 names another contract hash than node 1's",
+                "contract 77: no released record at index 6, which node 1 (the other party) has",
+            ]
+        );
+        // Node 1 in turn names node 2's expiry hash as another than its own.
+        assert_eq!(
+            checks[0].problems,
+            vec![
+                "contract 77: its expired record at index 8 names another contract hash than node 2's"
+            ]
+        );
+    }
+
     /// A node's record of an audit-root alarm (a member's root refused as not
     /// extending its last one) is a problem of that node in the verification view,
     /// on the fast reader and on the node's own scanner alike.
