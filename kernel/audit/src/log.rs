@@ -310,6 +310,10 @@ impl Plan {
 /// Sizes whose Merkle accumulators an [`AuditLog`] keeps for consistency proofs.
 const PROOF_SNAPSHOTS: usize = 8;
 
+/// Most records one published root goes past the last one
+/// ([`AuditLog::root_for_publication`]): about 2 × this many SHA-256 compressions.
+pub const MAX_PUBLISH_STEP: u64 = 4096;
+
 pub struct AuditLog<'a> {
     region: &'a mut [u8],
     node: NodeId,
@@ -812,34 +816,87 @@ impl<'a> AuditLog<'a> {
             off += h.0;
         }
         self.merkle_end = off;
-        let n = self.merkle.len();
-        if self.snaps.last().is_none_or(|s| s.0 != n) {
-            if self.snaps.len() == PROOF_SNAPSHOTS {
-                self.snaps.remove(0);
-            }
-            self.snaps.push((n, self.merkle.clone(), off));
-        }
         self.merkle.root()
     }
 
-    /// What a node publishes ([`crate::merkle`]): `(records, root, from, proof)`, the
-    /// root over every readable record now and the proof that it extends the root over
-    /// `published` records the cluster holds for this node (`from` 0 and no proof
-    /// when it holds none). When no proof can be made from there (the region was
-    /// reset, or rewritten) the proof is empty: the log does not take the root.
+    /// Keeps the accumulator at `records` (ending at `end`) for later proofs.
+    fn snapshot(&mut self, records: u64, acc: MerkleAccumulator, end: usize) {
+        if self.snaps.last().is_some_and(|s| s.0 >= records) {
+            return;
+        }
+        if self.snaps.len() == PROOF_SNAPSHOTS {
+            self.snaps.remove(0);
+        }
+        self.snaps.push((records, acc, end));
+    }
+
+    /// The accumulator over the first `m` readable records and the offset after the
+    /// last of them: from a size published since this log was opened, else (after a
+    /// restart) from one pass over the readable records. Older sizes are dropped:
+    /// the cluster holds the root over `m` now.
+    fn frontier_at(&mut self, m: u64) -> Option<(MerkleAccumulator, usize)> {
+        if let Some(i) = self.snaps.iter().position(|s| s.0 == m) {
+            self.snaps.drain(..i);
+            let (_, acc, end) = self.snaps[0].clone();
+            return Some((acc, end));
+        }
+        let mut acc = MerkleAccumulator::new();
+        let mut end = DATA_START;
+        for r in self.records() {
+            if acc.len() == m {
+                break;
+            }
+            let r = r.ok()?;
+            acc.push(&r.hash);
+            end = r.offset as usize + read_record_extent(self.region, r.offset as usize)?.0;
+        }
+        (acc.len() == m).then_some((acc, end))
+    }
+
+    /// What a node publishes ([`crate::merkle`]): `(records, root, from, proof)`, a
+    /// root and the proof that it extends the root over `published` records the
+    /// cluster holds for this node (`from` 0 and no proof when it holds none). The
+    /// root covers at most [`MAX_PUBLISH_STEP`] records more than `published` (all of
+    /// them when fewer): its cost in one loop iteration stays bounded after a burst
+    /// of records, and the next publications catch up. When no proof can be made
+    /// from there (the region was reset or rewritten) the proof is empty: the log
+    /// does not take the root.
     pub fn root_for_publication(
         &mut self,
         published: Option<u64>,
     ) -> (u64, Hash32, u64, Vec<Hash32>) {
         let root = self.merkle_root();
-        let records = self.merkle.len();
-        match published {
-            Some(m) if m > 0 => {
-                let proof = self.consistency_proof_from(m).unwrap_or_default();
-                (records, root, m, proof)
+        let n = self.merkle.len();
+        let m = match published {
+            Some(m) if m > 0 => m,
+            _ => {
+                let (acc, end) = (self.merkle.clone(), self.merkle_end);
+                self.snapshot(n, acc, end);
+                return (n, root, 0, Vec::new());
             }
-            _ => (records, root, 0, Vec::new()),
+        };
+        let Some((acc, mut off)) = (m <= n).then(|| self.frontier_at(m)).flatten() else {
+            return (n, root, m, Vec::new());
+        };
+        let mut new = Vec::new();
+        while off < self.merkle_end && (new.len() as u64) < MAX_PUBLISH_STEP {
+            let Some((len, h)) = read_record_extent(self.region, off) else {
+                return (n, root, m, Vec::new());
+            };
+            new.push(h);
+            off += len;
         }
+        let Ok(proof) = acc.consistency_proof_to(&new) else {
+            return (n, root, m, Vec::new());
+        };
+        let mut to = acc;
+        for h in &new {
+            to.push(h);
+        }
+        let records = to.len();
+        let root = to.root();
+        self.snapshot(records, to, off);
+        (records, root, m, proof)
     }
 
     /// The consistency proof ([`crate::merkle::consistency_proof`]) from the tree of
@@ -855,42 +912,13 @@ impl<'a> AuditLog<'a> {
         if m == 0 || m > n {
             return None;
         }
-        let (acc, new) = match self.snaps.iter().position(|s| s.0 == m) {
-            Some(i) => {
-                // The cluster holds the root over `m`: older sizes are of no more use.
-                self.snaps.drain(..i);
-                let (_, acc, mut off) = self.snaps[0].clone();
-                let mut new = Vec::with_capacity((n - m) as usize);
-                while off < self.merkle_end {
-                    let (len, h) = read_record_extent(self.region, off)?;
-                    new.push(h);
-                    off += len;
-                }
-                (acc, new)
-            }
-            None => {
-                let mut acc = MerkleAccumulator::new();
-                let mut new = Vec::new();
-                let mut at = self.merkle_end;
-                for r in self.records() {
-                    let r = r.ok()?;
-                    if acc.len() < m {
-                        acc.push(&r.hash);
-                    } else {
-                        if new.is_empty() {
-                            at = r.offset as usize;
-                        }
-                        new.push(r.hash);
-                    }
-                }
-                let pos = self.snaps.partition_point(|s| s.0 < m);
-                self.snaps.insert(pos, (m, acc.clone(), at));
-                while self.snaps.len() > PROOF_SNAPSHOTS {
-                    self.snaps.remove(0);
-                }
-                (acc, new)
-            }
-        };
+        let (acc, mut off) = self.frontier_at(m)?;
+        let mut new = Vec::with_capacity((n - m) as usize);
+        while off < self.merkle_end {
+            let (len, h) = read_record_extent(self.region, off)?;
+            new.push(h);
+            off += len;
+        }
         if acc.len() + new.len() as u64 != n {
             return None;
         }

@@ -477,3 +477,38 @@ fn the_log_proves_its_new_roots_extend_its_earlier_ones() {
         assert!(verify_consistency(m, n, &other, &root, &p).is_err());
     }
 }
+
+/// A node's publications: the first root has no proof; each later one extends the
+/// last by at most `MAX_PUBLISH_STEP` records, with a proof that verifies, so a burst
+/// of records is published over several roots; a proof from a size the log never
+/// reached gives no proof (the cluster then refuses the root).
+#[test]
+fn publications_step_through_a_burst_with_proofs() {
+    use xdv_audit::log::MAX_PUBLISH_STEP;
+    use xdv_audit::merkle::verify_consistency;
+    let mut region = region_with(0, 8 << 20);
+    let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
+    for i in 0..10u64 {
+        log.append(Timestamp(i + 1), CoreId(0), &body(i)).unwrap();
+    }
+    let (mut held, mut held_root, from, proof) = log.root_for_publication(None);
+    assert_eq!((held, from, proof.len()), (log.len(), 0, 0));
+    let burst = 2 * MAX_PUBLISH_STEP + 100;
+    for i in 0..burst {
+        log.append(Timestamp(100 + i), CoreId(0), &body(i)).unwrap();
+    }
+    let total = log.len();
+    let mut steps = 0;
+    while held < total {
+        let (records, root, from, proof) = log.root_for_publication(Some(held));
+        assert_eq!(from, held);
+        assert_eq!(records, (held + MAX_PUBLISH_STEP).min(total));
+        verify_consistency(held, records, &held_root, &root, &proof).unwrap();
+        (held, held_root) = (records, root);
+        steps += 1;
+    }
+    assert_eq!(steps, 3);
+    assert_eq!(held_root, log.merkle_root());
+    let (_, _, from, proof) = log.root_for_publication(Some(total + 5));
+    assert_eq!((from, proof.len()), (total + 5, 0));
+}
