@@ -306,7 +306,6 @@ impl Plan {
     }
 }
 
-/// An open audit log over a region.
 /// Sizes whose Merkle accumulators an [`AuditLog`] keeps for consistency proofs.
 const PROOF_SNAPSHOTS: usize = 8;
 
@@ -314,6 +313,7 @@ const PROOF_SNAPSHOTS: usize = 8;
 /// ([`AuditLog::root_for_publication`]): about 2 × this many SHA-256 compressions.
 pub const MAX_PUBLISH_STEP: u64 = 4096;
 
+/// An open audit log over a region.
 pub struct AuditLog<'a> {
     region: &'a mut [u8],
     node: NodeId,
@@ -338,9 +338,9 @@ pub struct AuditLog<'a> {
     /// Merkle accumulator, folded forward lazily by `merkle_root`.
     merkle: MerkleAccumulator,
     merkle_end: usize,
-    /// (records, accumulator, end offset) at the sizes [`AuditLog::merkle_root`]
-    /// reported last, newest last: the sizes a node publishes roots over, kept to
-    /// prove its next root extends the last one the cluster holds.
+    /// (records, accumulator, end offset) at the last [`PROOF_SNAPSHOTS`] sizes
+    /// [`AuditLog::root_for_publication`] published a root over, newest last: kept to
+    /// prove the node's next root extends the last one the cluster holds.
     snaps: Vec<(u64, MerkleAccumulator, usize)>,
     /// The superblock words fixed while the log is open, and their checksum state.
     sb_prefix: SuperblockPrefix,
@@ -903,8 +903,9 @@ impl<'a> AuditLog<'a> {
     /// the first `m` readable records to the tree of all of them (the size and root
     /// [`AuditLog::merkle_root`] reports now): what a node publishes with its new root
     /// so that every node can check it extends the root over `m` it published before.
-    /// From a size `merkle_root` reported since this log was opened it costs the
-    /// records since; otherwise (after a restart) one pass over the readable records.
+    /// From a size [`AuditLog::root_for_publication`] published a root over (one of
+    /// the last [`PROOF_SNAPSHOTS`]) it costs the records since; from any other size
+    /// (and after a restart) one pass over the readable records.
     /// `None` if `m` is 0 or past the end, or a record cannot be read.
     pub fn consistency_proof_from(&mut self, m: u64) -> Option<Vec<Hash32>> {
         self.merkle_root();
