@@ -161,7 +161,14 @@ fn connect_once(port: u16) -> std::io::Result<TcpStream> {
 
 /// Reads management responses from `s` until `n` arrived or `limit` passed.
 fn read_responses(s: &mut TcpStream, n: usize, limit: Duration) -> Vec<Response> {
-    let end = Instant::now() + limit;
+    read_responses_ended(s, n, limit).0
+}
+
+/// [`read_responses`], also saying how the reading ended (for a failure's message).
+fn read_responses_ended(s: &mut TcpStream, n: usize, limit: Duration) -> (Vec<Response>, String) {
+    let start = Instant::now();
+    let end = start + limit;
+    let mut ended = String::from("all read");
     let mut dec = FrameDecoder::new();
     let mut got = Vec::new();
     let mut buf = [0u8; 16384];
@@ -174,7 +181,10 @@ fn read_responses(s: &mut TcpStream, n: usize, limit: Duration) -> Vec<Response>
             }
         }
         match s.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                ended = format!("closed by the other end after {:?}", start.elapsed());
+                break;
+            }
             Ok(k) => {
                 let mut rest = &buf[..k];
                 while !rest.is_empty() {
@@ -190,7 +200,10 @@ fn read_responses(s: &mut TcpStream, n: usize, limit: Duration) -> Vec<Response>
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => break,
+            Err(e) => {
+                ended = format!("{e} after {:?}", start.elapsed());
+                break;
+            }
         }
     }
     while let Ok(Some(f)) = dec.pop() {
@@ -198,7 +211,10 @@ fn read_responses(s: &mut TcpStream, n: usize, limit: Duration) -> Vec<Response>
             got.push(xdv_cluster::mgmt::decode(&b).unwrap());
         }
     }
-    got
+    if got.len() < n && Instant::now() >= end {
+        ended = format!("nothing more within {limit:?}");
+    }
+    (got, ended)
 }
 
 /// A slow client until `stop`: connects, then either sends one byte of a valid-looking
@@ -236,6 +252,16 @@ fn slow_client(port: u16, trickle: bool, bytes: Vec<u8>, stop: Arc<AtomicBool>) 
 
 /// `peers`' management line: (busy slots, closes by reason in the printed order:
 /// handshake, read-deadline, idle, reply-wait, source-share, evicted).
+/// The management frames the node received so far (the `peers` command's `mgmt:` line).
+fn mgmt_frames_received(vm: &mut Vm) -> u64 {
+    let out = vm.command("peers", "evicted ", T).unwrap();
+    out.lines()
+        .rfind(|l| l.starts_with("mgmt: "))
+        .and_then(|l| l["mgmt: ".len()..].split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no mgmt frame count in {out}"))
+}
+
 fn mgmt_slots(vm: &mut Vm) -> (u64, [u64; 6]) {
     let out = vm.command("peers", "evicted ", T).unwrap();
     let line = out
@@ -289,29 +315,69 @@ fn one_node_keeps_serving_through_garbage_floods_and_slow_clients() {
     let garbage: Vec<u8> = (0..PER_CONN)
         .flat_map(|k| frame(&ClusterMessage::MgmtRequest(vec![0xEE; 64]), k as u64 + 1))
         .collect();
+    let frames_before = mgmt_frames_received(cl.vm(1));
     let burst = Instant::now();
     let senders: Vec<_> = (0..CONNS)
         .map(|_| {
             let bytes = garbage.clone();
             std::thread::spawn(move || {
-                let mut s = connect(port).unwrap();
-                s.write_all(&bytes).unwrap();
-                read_responses(&mut s, PER_CONN, Duration::from_secs(60))
+                let mut tries = Vec::new();
+                loop {
+                    let mut s = connect(port).unwrap();
+                    let local = s.local_addr().unwrap();
+                    let wrote = s.write_all(&bytes);
+                    let (got, ended) =
+                        read_responses_ended(&mut s, PER_CONN, Duration::from_secs(60));
+                    tries.push(format!(
+                        "{local}: wrote {wrote:?}, {} answers, {ended}",
+                        got.len()
+                    ));
+                    // QEMU's forward sometimes accepts a host connection and resets it
+                    // without ever opening it to the guest (captured with XDV_PCAP_DIR:
+                    // no SYN reached the node). Such a connection is sent again; that
+                    // the node saw no frame of it is checked below from its own count.
+                    if got.is_empty() && ended.starts_with("Connection reset") && tries.len() < 3 {
+                        continue;
+                    }
+                    return (got, tries);
+                }
             })
         })
         .collect();
-    let replies: Vec<Response> = senders
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let mut replies: Vec<Response> = Vec::new();
+    let mut per_conn = Vec::new();
+    for h in senders {
+        let (got, tries) = h.join().unwrap();
+        if tries.len() > 1 {
+            eprintln!("flood connection sent again: {tries:#?}");
+        }
+        per_conn.extend(tries);
+        replies.extend(got);
+    }
     let burst_s = burst.elapsed().as_secs_f64();
-    if replies.len() != CONNS * PER_CONN {
+    let frames_seen = mgmt_frames_received(cl.vm(1)) - frames_before;
+    if replies.len() != CONNS * PER_CONN || frames_seen != replies.len() as u64 {
+        eprintln!("the node received {frames_seen} flood frames");
+        eprintln!("per connection: {per_conn:#?}");
         eprintln!(
             "management slots and closes by reason: {:?}",
             mgmt_slots(cl.vm(1))
         );
+        let out = cl.vm(1).output();
+        let tail: Vec<&str> = out.lines().rev().take(60).collect();
+        eprintln!("node console, last lines:");
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
+        }
     }
     assert_eq!(replies.len(), CONNS * PER_CONN, "some frames got no answer");
+    // Every frame the node received was answered once: a connection sent again had
+    // reached the node with nothing.
+    assert_eq!(
+        frames_seen,
+        replies.len() as u64,
+        "frames received vs answered"
+    );
     assert!(
         replies.iter().all(|r| matches!(
             r,

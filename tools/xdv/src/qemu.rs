@@ -312,7 +312,7 @@ impl Config {
             if let Ok(dir) = std::env::var("XDV_PCAP_DIR") {
                 self.extra.extend([
                     "-object".into(),
-                    format!("filter-dump,id=dump,netdev=mgmt,file={dir}/mgmt-{id}.pcap"),
+                    format!("filter-dump,id=dump,netdev=mgmt,file={dir}/mgmt-{id}-{port}.pcap"),
                 ]);
             }
         }
