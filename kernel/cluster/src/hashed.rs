@@ -212,6 +212,13 @@ impl<K: Ord + Clone + Serialize + BucketKey, V: ItemHash> HashedMap<K, V> {
             return r;
         }
         let c = &mut *c;
+        if c.cold && self.map.is_empty() {
+            // Nothing to cache: an empty map stays cold (no bucket tables) until it
+            // holds something.
+            let r = flat_hash::<K>(core::iter::empty());
+            c.root = Some(r);
+            return r;
+        }
         let mut dirty_buckets = BTreeSet::new();
         if c.cold {
             c.items = (0..BUCKETS).map(|_| BTreeMap::new()).collect();
