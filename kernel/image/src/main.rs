@@ -291,19 +291,22 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
 
     let usable_mib = info.usable_bytes() >> 20;
     let (stack_bottom, stack_top) = arch::paging::boot_stack();
-    log::info!(
-        "boot stack: {} KiB of {} KiB used so far",
-        arch::paging::boot_stack_used() / 1024,
-        (stack_top - stack_bottom) / 1024
-    );
+    let stack_used = arch::paging::boot_stack_used();
     phases.mark("stack");
-    log::info!("boot: {phases}");
     println!(
         "xdv: ready node={} cores={} mem={}MiB",
         node,
         smp::online(),
         usable_mib
     );
+    // After the ready line: every serial byte costs the boot under QEMU (one write by
+    // the emulator per byte), and these two only describe the boot that just ended.
+    log::info!(
+        "boot stack: {} KiB of {} KiB used so far",
+        stack_used / 1024,
+        (stack_top - stack_bottom) / 1024
+    );
+    log::info!("boot: {phases}");
     if let Some(test) = opts.test() {
         ktest::run(test, selftest::TESTS);
     }
