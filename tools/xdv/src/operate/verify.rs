@@ -261,14 +261,8 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
         .max_by_key(|(_, r)| r.final_state.data().applied_index)
     {
         let logged = best.final_state.federated_root().map(|f| f.global_root);
-        if logged != federated.as_ref().map(|f| f.global_root) {
-            cluster_problems.push(format!(
-                "the federated root in node {}'s replayed state ({}) differs from the one recomputed from the published roots ({})",
-                best.node,
-                logged.map_or("none".into(), |h| h.short().to_string()),
-                federated.as_ref().map_or("none".into(), |f| f.global_root.short().to_string())
-            ));
-        }
+        let recomputed = federated.as_ref().map(|f| f.global_root);
+        cluster_problems.extend(federated_root_problem(best.node, logged, recomputed));
     }
     for node in published.keys() {
         if !checks.iter().any(|c| c.node == Some(node.0)) {
@@ -284,6 +278,23 @@ pub fn verify_nodes(images: &[NodeImage]) -> VerifyReport {
         federated,
         cluster_problems,
     }
+}
+
+/// The problem when the federated root in `node`'s replayed state is not the one
+/// recomputed from every node's latest published root (`None`: no root).
+fn federated_root_problem(
+    node: u32,
+    logged: Option<Hash32>,
+    recomputed: Option<Hash32>,
+) -> Option<String> {
+    let show = |h: Option<Hash32>| h.map_or("none".into(), |h| h.short().to_string());
+    (logged != recomputed).then(|| {
+        format!(
+            "the federated root in node {node}'s replayed state ({}) differs from the one recomputed from the published roots ({})",
+            show(logged),
+            show(recomputed)
+        )
+    })
 }
 
 /// Both parties of a contract record each of its events (seed 000 §7): for every
@@ -566,5 +577,23 @@ mod tests {
                 c.problems
             );
         }
+    }
+
+    /// The federated root in the most advanced replayed state must be the one the
+    /// published roots give: equal is no problem; a different or missing one is named
+    /// with both roots.
+    #[test]
+    fn a_federated_root_differing_from_the_published_roots_is_a_problem() {
+        let (a, b) = (Hash32([1; 32]), Hash32([2; 32]));
+        assert_eq!(federated_root_problem(2, Some(a), Some(a)), None);
+        assert_eq!(federated_root_problem(2, None, None), None);
+        let p = federated_root_problem(2, Some(a), Some(b)).unwrap();
+        assert!(p.contains("node 2's replayed state"), "{p}");
+        assert!(
+            p.contains(&a.short().to_string()) && p.contains(&b.short().to_string()),
+            "{p}"
+        );
+        let p = federated_root_problem(3, None, Some(b)).unwrap();
+        assert!(p.contains("(none)"), "{p}");
     }
 }
