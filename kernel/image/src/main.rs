@@ -300,7 +300,8 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
         usable_mib
     );
     // After the ready line: every serial byte costs the boot under QEMU (one write by
-    // the emulator per byte), and these two only describe the boot that just ended.
+    // the emulator per byte), and these only describe the boot that just ended.
+    println!("{}", services.describe());
     log::info!(
         "boot stack: {} KiB of {} KiB used so far",
         stack_used / 1024,
