@@ -67,7 +67,8 @@ pub fn empty_pvh_image() -> Vec<u8> {
 /// Wall time from starting QEMU with `cfg` to the first serial line containing
 /// `needle`, read as it arrives (no polling interval: the times compared are about
 /// 100 ms, a 20 ms poll would round them to its steps); then QEMU must exit `want`.
-fn time_to_line(cfg: &Config, needle: &str, want: Exit) -> Result<Duration> {
+/// Also returns everything QEMU printed after that line.
+fn time_to_line(cfg: &Config, needle: &str, want: Exit) -> Result<(Duration, String)> {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let start = Instant::now();
@@ -96,7 +97,11 @@ fn time_to_line(cfg: &Config, needle: &str, want: Exit) -> Result<Duration> {
         seen.extend_from_slice(&line);
     };
     // Drain the rest so QEMU never blocks on a full pipe, then check how it ended.
-    let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let drain = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = std::io::copy(&mut out, &mut rest);
+        rest
+    });
     let end = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.try_wait()? {
@@ -108,20 +113,48 @@ fn time_to_line(cfg: &Config, needle: &str, want: Exit) -> Result<Duration> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let _ = drain.join();
+    let rest = drain.join().unwrap_or_default();
     let got = Exit::from_status(status.code());
     if got != want {
         bail!("QEMU exited {got:?} after {needle:?}, expected {want:?}");
     }
-    Ok(took)
+    Ok((took, String::from_utf8_lossy(&rest).replace('\r', "")))
 }
 
-fn time_kernel() -> Result<Duration> {
-    time_to_line(&Config::kernel("test=boot")?, "xdv: ready", Exit::Pass)
+/// Named durations in ms, in the order printed.
+type Phases = Vec<(String, f64)>;
+
+/// The kernel's own account of a boot (its `boot:` line, printed after the ready
+/// line): (name, ms) for "in the kernel", "before entry" and each phase in order.
+pub fn boot_phases(out: &str) -> Option<Phases> {
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("boot: ").map(|(_, r)| r))?;
+    let (head, phases) = line.split_once(':')?;
+    let num = |s: &str| s.trim().parse::<f64>().ok();
+    let kernel = num(head.split(" ms in the kernel").next()?)?;
+    let entered = num(head.split("entered ").nth(1)?.split(" ms").next()?)?;
+    let mut v = vec![
+        ("in the kernel".to_string(), kernel),
+        ("before entry".to_string(), entered),
+    ];
+    let words: Vec<&str> = phases.split_whitespace().collect();
+    for pair in words.chunks(2) {
+        match pair {
+            [name, ms] => v.push((name.to_string(), num(ms)?)),
+            _ => return None,
+        }
+    }
+    Some(v)
+}
+
+fn time_kernel() -> Result<(Duration, Option<Phases>)> {
+    let (t, rest) = time_to_line(&Config::kernel("test=boot")?, "xdv: ready", Exit::Pass)?;
+    Ok((t, boot_phases(&rest)))
 }
 
 fn time_empty(path: &std::path::Path) -> Result<Duration> {
-    time_to_line(&Config::kernel_at(path.to_path_buf(), ""), "E", Exit::Pass)
+    Ok(time_to_line(&Config::kernel_at(path.to_path_buf(), ""), "E", Exit::Pass)?.0)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -163,7 +196,7 @@ fn pxe_vs_kernel(runs: usize) -> Result<serde_json::Value> {
     let mut by_fw: Vec<(Firmware, Vec<Duration>)> =
         tree.firmwares.iter().map(|f| (*f, Vec::new())).collect();
     for i in 0..runs {
-        direct.push(time_kernel()?);
+        direct.push(time_kernel()?.0);
         for (fw, v) in by_fw.iter_mut() {
             v.push(time_pxe(&tree.dir, *fw, &dir.join("vars.fd"))?);
         }
@@ -209,10 +242,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let empty = temp_dir("bench-boot")?.join("empty.elf");
     std::fs::write(&empty, empty_pvh_image())?;
     let (mut k, mut e) = (Vec::new(), Vec::new());
+    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
     for i in 0..runs {
         // Interleaved so machine load affects both alike.
         e.push(time_empty(&empty)?);
-        k.push(time_kernel()?);
+        let (t, p) = time_kernel()?;
+        k.push(t);
+        for (name, ms) in p.unwrap_or_default() {
+            match phases.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(ms),
+                None => phases.push((name, vec![ms])),
+            }
+        }
         eprintln!(
             "boot bench: run {}/{runs}: kernel {:.1} ms, empty {:.1} ms",
             i + 1,
@@ -237,7 +278,26 @@ pub fn run(args: &[String]) -> Result<()> {
         "ratio kernel/empty (medians): {:.2} (goal <= 1.2, issue 19)",
         km / em
     );
+    // Where the kernel's time went, from its own `boot:` lines (TSC), medians.
+    if !phases.is_empty() {
+        let shown: Vec<String> = phases
+            .iter_mut()
+            .map(|(name, v)| {
+                v.sort_by(f64::total_cmp);
+                format!("{name} {:.1}", v[v.len() / 2])
+            })
+            .collect();
+        println!("kernel's own account (medians, ms): {}", shown.join(", "));
+    }
     let mut extra = serde_json::json!({ "runs": runs, "goal": 1.2 });
+    if let Some(o) = extra.as_object_mut() {
+        for (name, v) in &phases {
+            o.insert(
+                format!("kernel_{}_ms", name.replace(' ', "_")),
+                v[v.len() / 2].into(),
+            );
+        }
+    }
     if pxe_runs > 0
         && let (Some(o), serde_json::Value::Object(p)) =
             (extra.as_object_mut(), pxe_vs_kernel(pxe_runs)?)
@@ -246,4 +306,32 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     print_json("boot", "ms", km, em, extra);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boot_phases;
+
+    #[test]
+    fn the_kernels_boot_line_is_read_into_phases() {
+        let out = "xdv: ready node=0\n[INFO ] boot stack: 69 KiB\n[INFO ] boot: 19.7 ms in the kernel, entered 59.8 ms after reset: serial 0.0 parse 0.8 audit 4.1\nxdv-test: pass boot\n";
+        let p = boot_phases(out).unwrap();
+        let names: Vec<&str> = p.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["in the kernel", "before entry", "serial", "parse", "audit"]
+        );
+        assert_eq!(p[0].1, 19.7);
+        assert_eq!(p[1].1, 59.8);
+        assert_eq!(p[4].1, 4.1);
+        assert_eq!(boot_phases("no such line"), None);
+        assert_eq!(
+            boot_phases("boot: x ms in the kernel, entered 1 ms after reset: a 1"),
+            None
+        );
+        assert_eq!(
+            boot_phases("boot: 1 ms in the kernel, entered 1 ms after reset: a"),
+            None
+        );
+    }
 }
