@@ -5,6 +5,7 @@ pub mod accel;
 pub mod bridge;
 pub mod cluster;
 pub mod console;
+pub mod elf;
 pub mod exit;
 pub mod fakepeer;
 pub mod harness;

@@ -122,15 +122,44 @@ pub fn build_kernel_with(release: bool, progress: bool) -> Result<PathBuf> {
             );
         }
     }
-    Ok(kernel_path(release))
+    let (elf, boot) = (kernel_path(release), boot_image_path(release));
+    write_boot_image(&elf, &boot)?;
+    Ok(boot)
 }
 
-/// Where the kernel build puts the image.
+/// Where the kernel build puts the ELF (with debug information: for `addr2line`
+/// and `tools/profile-guest.py`).
 pub fn kernel_path(release: bool) -> PathBuf {
     repo_root()
         .join("target/kernel")
         .join(if release { "release" } else { "debug" })
         .join("xdv-kernel")
+}
+
+/// The image every boot uses (QEMU `-kernel`, ISO, PXE): the ELF at [`kernel_path`]
+/// without the sections no loader reads ([`crate::elf::boot_image`]), written next
+/// to it by [`build_kernel`].
+pub fn boot_image_path(release: bool) -> PathBuf {
+    kernel_path(release).with_extension("boot")
+}
+
+/// Writes `boot` from `elf` unless it is already newer (atomically: a concurrent
+/// test process never boots half a file).
+fn write_boot_image(elf: &Path, boot: &Path) -> Result<()> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(e), Some(b)) = (modified(elf), modified(boot))
+        && b >= e
+    {
+        return Ok(());
+    }
+    let bytes =
+        std::fs::read(elf).with_context(|| format!("reading the kernel {}", elf.display()))?;
+    let image = crate::elf::boot_image(&bytes)
+        .with_context(|| format!("making the boot image of {}", elf.display()))?;
+    let tmp = boot.with_extension(format!("boot.{}", std::process::id()));
+    std::fs::write(&tmp, &image).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, boot).with_context(|| format!("writing {}", boot.display()))?;
+    Ok(())
 }
 
 /// Checks that QEMU is installed: installs it as root (once per process), otherwise

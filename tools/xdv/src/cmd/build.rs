@@ -1,4 +1,5 @@
-//! `cargo xdv build`: build the kernel image and print its path.
+//! `cargo xdv build`: build the kernel and print the path of its boot image (the ELF
+//! with debug information is next to it, without the `.boot` extension).
 
 use xdv::qemu;
 

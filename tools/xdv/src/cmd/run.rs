@@ -68,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mem_mib = parse_mem_mib(&args.mem)?;
     let node = node_id(&args.cmdline)?;
     let image = if args.dry_run {
-        qemu::kernel_path(!args.debug)
+        qemu::boot_image_path(!args.debug)
     } else {
         qemu::check_qemu()?;
         qemu::build_kernel_with(!args.debug, true)?
