@@ -250,8 +250,6 @@ fn slow_client(port: u16, trickle: bool, bytes: Vec<u8>, stop: Arc<AtomicBool>) 
     connections
 }
 
-/// `peers`' management line: (busy slots, closes by reason in the printed order:
-/// handshake, read-deadline, idle, reply-wait, source-share, evicted).
 /// The management frames the node received so far (the `peers` command's `mgmt:` line).
 fn mgmt_frames_received(vm: &mut Vm) -> u64 {
     let out = vm.command("peers", "evicted ", T).unwrap();
@@ -262,6 +260,8 @@ fn mgmt_frames_received(vm: &mut Vm) -> u64 {
         .unwrap_or_else(|| panic!("no mgmt frame count in {out}"))
 }
 
+/// `peers`' management line: (busy slots, closes by reason in the printed order:
+/// handshake, read-deadline, idle, reply-wait, source-share, evicted).
 fn mgmt_slots(vm: &mut Vm) -> (u64, [u64; 6]) {
     let out = vm.command("peers", "evicted ", T).unwrap();
     let line = out

@@ -899,33 +899,6 @@ impl<'a> AuditLog<'a> {
         (records, root, m, proof)
     }
 
-    /// The consistency proof ([`crate::merkle::consistency_proof`]) from the tree of
-    /// the first `m` readable records to the tree of all of them (the size and root
-    /// [`AuditLog::merkle_root`] reports now): what a node publishes with its new root
-    /// so that every node can check it extends the root over `m` it published before.
-    /// From a size [`AuditLog::root_for_publication`] published a root over (one of
-    /// the last [`PROOF_SNAPSHOTS`]) it costs the records since; from any other size
-    /// (and after a restart) one pass over the readable records.
-    /// `None` if `m` is 0 or past the end, or a record cannot be read.
-    pub fn consistency_proof_from(&mut self, m: u64) -> Option<Vec<Hash32>> {
-        self.merkle_root();
-        let n = self.merkle.len();
-        if m == 0 || m > n {
-            return None;
-        }
-        let (acc, mut off) = self.frontier_at(m)?;
-        let mut new = Vec::with_capacity((n - m) as usize);
-        while off < self.merkle_end {
-            let (len, h) = read_record_extent(self.region, off)?;
-            new.push(h);
-            off += len;
-        }
-        if acc.len() + new.len() as u64 != n {
-            return None;
-        }
-        acc.consistency_proof_to(&new).ok()
-    }
-
     /// The readable records in region order (across damaged ranges), verified as
     /// they are read.
     pub fn records(&self) -> impl Iterator<Item = Result<RecordView, VerifyError>> + '_ {

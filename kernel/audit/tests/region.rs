@@ -7,7 +7,7 @@ use common::*;
 use proptest::prelude::*;
 use xdv_audit::format::{DATA_START, MIN_REGION_BYTES, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS};
 use xdv_audit::{AuditError, AuditLog, Damage, RecordBody, find_region, fuzz_check, verify_region};
-use xdv_types::{CoreId, NodeId, Timestamp};
+use xdv_types::{CoreId, Hash32, NodeId, Timestamp};
 
 const RECORDS: u64 = 24;
 
@@ -438,38 +438,41 @@ fn open_formats_blank_and_counts_stray_bytes() {
     assert_eq!(stray[DATA_START + 4_000], 0);
 }
 
-/// A log proves each root it reports extends any earlier one: from a size it
-/// reported since it was opened (the records since), and after a reopen (one pass
+/// A log proves each root it publishes extends its earlier ones: while open from the
+/// size it published last (kept), and after a reopen from any earlier size (one pass
 /// over the region); the proofs verify against the two roots, and a root of another
 /// history does not.
 #[test]
 fn the_log_proves_its_new_roots_extend_its_earlier_ones() {
     use xdv_audit::merkle::verify_consistency;
     let mut region = small_region(0);
-    let mut roots = Vec::new();
+    let mut roots: Vec<(u64, Hash32)> = Vec::new();
     {
         let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
         for i in 0..40u64 {
             log.append(Timestamp(i + 1), CoreId(0), &body(i)).unwrap();
             if i % 7 == 3 {
-                roots.push((log.len(), log.merkle_root()));
+                let held = roots.last().copied();
+                let (records, root, from, proof) = log.root_for_publication(held.map(|h| h.0));
+                assert_eq!((records, root), (log.len(), log.merkle_root()));
+                match held {
+                    Some((m, old)) => {
+                        assert_eq!(from, m);
+                        verify_consistency(m, records, &old, &root, &proof).unwrap();
+                    }
+                    None => assert_eq!((from, proof.len()), (0, 0)),
+                }
+                roots.push((records, root));
             }
         }
-        let (n, root) = (log.len(), log.merkle_root());
-        for &(m, old) in &roots {
-            let p = log.consistency_proof_from(m).unwrap();
-            verify_consistency(m, n, &old, &root, &p).unwrap();
-        }
-        assert_eq!(log.consistency_proof_from(0), None);
-        assert_eq!(log.consistency_proof_from(n + 1), None);
-        assert_eq!(log.consistency_proof_from(n), Some(vec![]));
     }
-    // Reopened (a restart): the snapshots are gone, the proof comes from the region.
+    // Reopened (a restart): the kept sizes are gone, the proof comes from the region.
     let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
     log.append(Timestamp(99), CoreId(0), &body(99)).unwrap();
     let (n, root) = (log.len(), log.merkle_root());
     for &(m, old) in &roots {
-        let p = log.consistency_proof_from(m).unwrap();
+        let (records, new_root, from, p) = log.root_for_publication(Some(m));
+        assert_eq!((records, new_root, from), (n, root, m));
         verify_consistency(m, n, &old, &root, &p).unwrap();
         // Another history of the first `m` records is not extended by this root.
         let mut other = old;

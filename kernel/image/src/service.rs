@@ -514,8 +514,6 @@ impl Services {
         }
     }
 
-    /// Reports a finished batch of cluster tasks to the node without starting the
-    /// next (a console command is about to use the run queues).
     /// The node and its genesis (or restored) state, for the boot log: printed after
     /// the ready line, as the state hash's first computation costs about 2 ms of
     /// code translation under TCG and nothing before the ready line needs it.
@@ -531,6 +529,8 @@ impl Services {
         )
     }
 
+    /// Reports a finished batch of cluster tasks to the node without starting the
+    /// next (a console command is about to use the run queues).
     pub fn collect_tasks(&mut self) {
         for c in self.tasks.collect() {
             self.node.on_task_done(c);

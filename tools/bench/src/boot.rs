@@ -279,22 +279,26 @@ pub fn run(args: &[String]) -> Result<()> {
         km / em
     );
     // Where the kernel's time went, from its own `boot:` lines (TSC), medians.
-    if !phases.is_empty() {
-        let shown: Vec<String> = phases
-            .iter_mut()
-            .map(|(name, v)| {
-                v.sort_by(f64::total_cmp);
-                format!("{name} {:.1}", v[v.len() / 2])
-            })
+    let medians: Vec<(String, f64)> = phases
+        .into_iter()
+        .map(|(name, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (name, v[v.len() / 2])
+        })
+        .collect();
+    if !medians.is_empty() {
+        let shown: Vec<String> = medians
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.1}"))
             .collect();
         println!("kernel's own account (medians, ms): {}", shown.join(", "));
     }
     let mut extra = serde_json::json!({ "runs": runs, "goal": 1.2 });
     if let Some(o) = extra.as_object_mut() {
-        for (name, v) in &phases {
+        for (name, ms) in &medians {
             o.insert(
                 format!("kernel_{}_ms", name.replace(' ', "_")),
-                v[v.len() / 2].into(),
+                (*ms).into(),
             );
         }
     }

@@ -3,8 +3,9 @@
 //! The kernel is built with debug information (about 38 MB, for `addr2line` and
 //! `tools/profile-guest.py`), but a loader needs only the ELF header, the program
 //! headers and the bytes the segments name: about 4 MB. QEMU's `-kernel` took 4–5 ms
-//! longer to reach the kernel's ready line with the full file (it reads the file and
-//! its symbol table before the guest runs), and a PXE boot moves the file over TFTP.
+//! longer to reach the kernel's ready line with the full file (the same kernel, debug
+//! sections stripped or not, alternating runs), and a PXE boot moves the file over
+//! TFTP.
 //! [`boot_image`] keeps the file up to the end of the last segment and drops the
 //! section header table (`e_shoff`, `e_shnum`, `e_shstrndx` zero: "no sections"),
 //! so every byte a loader reads is unchanged.
