@@ -91,7 +91,9 @@ pub struct KernelOptions {
     genesis_count: usize,
     /// `fault=corrupt-state@MS`: the test-only fault hook of hash voting — at MS ms of
     /// uptime the node corrupts its own replica of the cluster state (only its hash
-    /// changes), so the cluster must find and quarantine it (docs/operate.md).
+    /// changes), so the cluster must find and quarantine it (docs/operate.md). Only a
+    /// kernel built with the `fault-hooks` feature acts on it; the image users run
+    /// refuses it.
     pub fault_corrupt_at_ms: Option<u64>,
     /// `timeouts=<per_mille>`: the cluster's task timeouts (docs/tasks.md) scaled by
     /// per_mille / 1000 (1..=1000000). Default 1000: the seed's values. Every node of a

@@ -142,6 +142,8 @@ fn gate_routes_jobs_explains_and_moves_new_jobs_after_a_delay_and_the_hold_down(
     let started = Instant::now();
     let mut tb = Testbed::prepare_federation("federation", (1, 2, 1), ROUTE_PER_MILLE, 5).unwrap();
     tb.cmdline = "timeouts=100".into();
+    // The hung task below uses the `fault late-completion` console hook.
+    tb.test_hooks = true;
     // The clusters' nodes run tasks on two cores: a 1-node cluster with one task core
     // reports itself `busy` while any task is assigned (busy >= total), and a heartbeat
     // sent while a job of the hold-down phase ran moved the next job at once by bucket

@@ -35,6 +35,7 @@ fn a_corrupted_replica_is_outvoted_quarantined_and_recorded_everywhere() {
         tb.vms[id - 1] = Some(tb.boot(id, &format!("node{id}.prov")).unwrap());
     }
     tb.cmdline = format!("fault=corrupt-state@{CORRUPT_AT_MS}");
+    tb.test_hooks = true;
     tb.vms[2] = Some(tb.boot(3, "node3.prov").unwrap());
     tb.leader(&[1, 2, 3], Duration::from_secs(30)).unwrap();
     // Entries until the votes after the corruption are in (tasks give two entries each).

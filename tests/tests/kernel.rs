@@ -246,10 +246,14 @@ fn console_round_trip() {
     vm.send_line("fault slow-disk 5").unwrap();
     vm.wait_for("error: usage: fault late-completion <ms>", T)
         .unwrap();
+    // A valid one is refused too: this image (the one users run) has no test hooks.
+    vm.send_line("fault late-completion 5000").unwrap();
+    vm.wait_for("error: fault: this kernel has no test hooks", T)
+        .unwrap();
     assert!(!vm.output().contains("test hook armed"), "{}", vm.output());
-    // The prompt comes back after each of the 8 commands (plus the first one).
+    // The prompt comes back after each of the 9 commands (plus the first one).
     let deadline = std::time::Instant::now() + T;
-    while vm.count("xdv> ") < 9 {
+    while vm.count("xdv> ") < 10 {
         assert!(
             std::time::Instant::now() < deadline,
             "prompt not returned: {}",
@@ -319,7 +323,9 @@ fn console_round_trip() {
 
 #[test]
 fn bad_command_line_values_are_reported_and_defaults_used() {
-    let mut vm = Vm::spawn(&Config::kernel("log=loud bogus=1 node=7").unwrap()).unwrap();
+    let mut vm =
+        Vm::spawn(&Config::kernel("log=loud bogus=1 node=7 fault=corrupt-state@100").unwrap())
+            .unwrap();
     vm.wait_for("xdv: ready", T).unwrap();
     vm.send_line("halt").unwrap();
     let log = vm.expect_exit(Exit::Halted, T).unwrap();
@@ -335,6 +341,12 @@ fn bad_command_line_values_are_reported_and_defaults_used() {
         ready_lines(&log)[0].starts_with("xdv: ready node=7"),
         "{log}"
     );
+    // The image users run has no test hooks: the hash-voting hook is refused aloud.
+    assert!(
+        log.contains("fault: `fault=corrupt-state@MS` refused: this kernel has no test hooks"),
+        "{log}"
+    );
+    assert!(!log.contains("test hook armed"), "{log}");
     // Default level (info) in force: info lines are printed, debug lines are not.
     assert!(log.contains("[INFO ]") && !log.contains("[DEBUG]"), "{log}");
 }

@@ -211,7 +211,33 @@ fn federation_config(ident: &Identity, f: &FedSection) -> FederationConfig {
     }
 }
 
+/// The time of the `fault=corrupt-state@MS` hook, if this kernel has its test hooks.
+/// Without them (the image users run) the option is refused aloud: nothing on a boot
+/// command line can make a production node corrupt its own state.
+fn corrupt_hook(at: Option<u64>) -> Option<u64> {
+    if at.is_some() && !cfg!(feature = "fault-hooks") {
+        println!(
+            "fault: `fault=corrupt-state@MS` refused: this kernel has no test hooks (built without the `fault-hooks` feature)"
+        );
+        return None;
+    }
+    at
+}
+
 impl Services {
+    /// The hash-voting test hook fires: this node's replica of the state is corrupted.
+    #[cfg(feature = "fault-hooks")]
+    fn corrupt_state(&mut self) {
+        self.node.corrupt_state_for_test();
+        println!("fault: state replica corrupted (test hook); hash voting must find it");
+    }
+
+    /// Without test hooks [`corrupt_hook`] never arms the hook.
+    #[cfg(not(feature = "fault-hooks"))]
+    fn corrupt_state(&mut self) {
+        unreachable!("corrupt_hook refuses fault= without the fault-hooks feature");
+    }
+
     /// Builds the services: the node over the Raft region (or an empty one, which
     /// halts it with the reason), the transport over the peer NIC.
     pub fn new(
@@ -223,7 +249,7 @@ impl Services {
         cores_online: usize,
         opts: &xdv_boot::KernelOptions,
     ) -> Services {
-        let (genesis, corrupt_at_ms) = (opts.genesis(), opts.fault_corrupt_at_ms);
+        let (genesis, corrupt_at_ms) = (opts.genesis(), corrupt_hook(opts.fault_corrupt_at_ms));
         let timeouts_per_mille = opts.timeouts_per_mille;
         let region: RaftRegion = match crate::mem::regions::raft() {
             Ok(r) => r,
@@ -427,8 +453,7 @@ impl Services {
         self.phases.charge(Phase::Audit, &mut mark);
         if self.corrupt_at_ms.is_some_and(|at| now_ms >= at) {
             self.corrupt_at_ms = None;
-            self.node.corrupt_state_for_test();
-            println!("fault: state replica corrupted (test hook); hash voting must find it");
+            self.corrupt_state();
         }
         self.node.tick(now_ms);
         self.phases.charge(Phase::Tick, &mut mark);

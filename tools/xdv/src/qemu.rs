@@ -64,11 +64,23 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or(here)
 }
 
-/// Builds the kernel (release) once per process and returns the ELF path.
+/// Builds the kernel (release) once per process and returns the boot image's path.
 pub fn kernel_image() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| build_kernel(true).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+/// The release kernel built with its test hooks (feature `fault-hooks`: the
+/// `fault=corrupt-state@MS` boot option and the `fault late-completion` console
+/// command), once per process: for the tests of hash voting and of late completions.
+/// The image users run ([`kernel_image`]) has no hooks and refuses both.
+pub fn kernel_image_with_test_hooks() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_kernel_variant(true, false, true).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
 }
@@ -80,10 +92,58 @@ pub fn build_kernel(release: bool) -> Result<PathBuf> {
 }
 
 /// As [`build_kernel`]; with `progress`, says so first and lets cargo's progress
-/// through to this terminal (the first build takes minutes).
+/// through to stderr (interactive commands: the first build takes minutes).
 pub fn build_kernel_with(release: bool, progress: bool) -> Result<PathBuf> {
+    build_kernel_variant(release, progress, false)
+}
+
+/// Builds the kernel without (`hooks` false: what users run) or with its test hooks
+/// and writes its boot image; returns the image's path ([`boot_image_path`] or
+/// [`hooks_image_path`]). Both variants share `target/kernel` (only the kernel crate
+/// and `xdv-node` differ), so the cargo run and the copy of its output are one step
+/// under a lock file: another process building the other variant cannot swap the ELF
+/// between them. After a hooks build the plain kernel is linked again (no compile),
+/// so [`kernel_path`] is always the image users run (the profiler reads it).
+pub fn build_kernel_variant(release: bool, progress: bool, hooks: bool) -> Result<PathBuf> {
     let root = repo_root();
     let target = root.join("target/kernel");
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    let lock_path = target.join(".xdv-build.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let (elf, boot) = (kernel_path(release), boot_image_path(release));
+    if hooks {
+        run_cargo_build(&target, release, progress, true)?;
+        let (hooks_elf, hooks_boot) = (
+            elf.with_file_name("xdv-kernel-hooks"),
+            hooks_image_path(release),
+        );
+        std::fs::copy(&elf, &hooks_elf)
+            .with_context(|| format!("copying {} to {}", elf.display(), hooks_elf.display()))?;
+        write_boot_image(&hooks_elf, &hooks_boot)?;
+        run_cargo_build(&target, release, false, false)?;
+        // Cargo links its output again even when nothing is compiled; if it ever did
+        // not, the plain image would be made from the hooks kernel: refuse that.
+        if std::fs::read(&elf)? == std::fs::read(&hooks_elf)? {
+            bail!(
+                "{} is still the test-hooks kernel after building the plain one",
+                elf.display()
+            );
+        }
+        write_boot_image(&elf, &boot)?;
+        return Ok(hooks_boot);
+    }
+    run_cargo_build(&target, release, progress, false)?;
+    write_boot_image(&elf, &boot)?;
+    Ok(boot)
+}
+
+/// One `cargo build` of the kernel workspace into `target` (with `--features
+/// fault-hooks` when `hooks`).
+fn run_cargo_build(target: &Path, release: bool, progress: bool, hooks: bool) -> Result<()> {
+    let root = repo_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&root)
         .args([
@@ -92,7 +152,7 @@ pub fn build_kernel_with(release: bool, progress: bool) -> Result<PathBuf> {
             "kernel/image/Cargo.toml",
             "--target-dir",
         ])
-        .arg(&target)
+        .arg(target)
         // The kernel has its own feature resolution; host RUSTFLAGS (coverage, loom
         // cfgs) must not leak into it.
         .env_remove("RUSTFLAGS")
@@ -100,10 +160,14 @@ pub fn build_kernel_with(release: bool, progress: bool) -> Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
+    if hooks {
+        cmd.args(["--features", "fault-hooks"]);
+    }
     if progress {
         eprintln!(
-            "xdv: building the kernel ({}; the first build takes a few minutes)...",
-            if release { "release" } else { "debug" }
+            "xdv: building the kernel ({}{}; the first build takes a few minutes)...",
+            if release { "release" } else { "debug" },
+            if hooks { ", with test hooks" } else { "" }
         );
         let status = cmd
             .stdout(Stdio::null())
@@ -122,9 +186,7 @@ pub fn build_kernel_with(release: bool, progress: bool) -> Result<PathBuf> {
             );
         }
     }
-    let (elf, boot) = (kernel_path(release), boot_image_path(release));
-    write_boot_image(&elf, &boot)?;
-    Ok(boot)
+    Ok(())
 }
 
 /// Where the kernel build puts the ELF (with debug information: for `addr2line`
@@ -141,6 +203,11 @@ pub fn kernel_path(release: bool) -> PathBuf {
 /// to it by [`build_kernel`].
 pub fn boot_image_path(release: bool) -> PathBuf {
     kernel_path(release).with_extension("boot")
+}
+
+/// The boot image of the kernel with its test hooks ([`kernel_image_with_test_hooks`]).
+pub fn hooks_image_path(release: bool) -> PathBuf {
+    kernel_path(release).with_file_name("xdv-kernel-hooks.boot")
 }
 
 /// Writes `boot` from `elf` unless it is already newer (atomically: a concurrent
@@ -260,6 +327,12 @@ pub struct Config {
 impl Config {
     pub fn kernel(cmdline: &str) -> Result<Config> {
         Ok(Config::kernel_at(kernel_image()?, cmdline))
+    }
+
+    /// [`Config::kernel`] booting the kernel with its test hooks
+    /// ([`kernel_image_with_test_hooks`]).
+    pub fn kernel_with_test_hooks(cmdline: &str) -> Result<Config> {
+        Ok(Config::kernel_at(kernel_image_with_test_hooks()?, cmdline))
     }
 
     /// A configuration booting `image` (already built) with `cmdline`.

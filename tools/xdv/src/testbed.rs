@@ -29,6 +29,9 @@ pub struct Testbed {
     pub accels: std::collections::BTreeMap<usize, Vec<PathBuf>>,
     /// NIC model of every node booted from now on (default virtio-net).
     pub nic: NicModel,
+    /// Nodes booted from now on run the kernel with its test hooks
+    /// ([`crate::qemu::kernel_image_with_test_hooks`]); default false: the image users run.
+    pub test_hooks: bool,
 }
 
 /// Ports the tests hand out: below Linux's ephemeral range (32768–60999), so the
@@ -134,6 +137,7 @@ impl Testbed {
             cmdline: cmdline.to_string(),
             accels: std::collections::BTreeMap::new(),
             nic: NicModel::default(),
+            test_hooks: false,
         })
     }
 
@@ -173,6 +177,7 @@ impl Testbed {
             cmdline: String::new(),
             accels: std::collections::BTreeMap::new(),
             nic: NicModel::default(),
+            test_hooks: false,
         })
     }
 
@@ -184,7 +189,13 @@ impl Testbed {
 
     /// [`Testbed::boot`] with `smp` CPUs (`smp - 1` run tasks).
     pub fn boot_smp(&self, id: usize, module: &str, smp: u32) -> Result<Vm> {
-        let mut cfg = Config::kernel(&format!("node={id} ip=10.0.0.{id}/24 {}", self.cmdline))?
+        let cmdline = format!("node={id} ip=10.0.0.{id}/24 {}", self.cmdline);
+        let cfg = if self.test_hooks {
+            Config::kernel_with_test_hooks(&cmdline)?
+        } else {
+            Config::kernel(&cmdline)?
+        };
+        let mut cfg = cfg
             .smp(smp)
             .ram_file(self.dir.join(format!("node{id}.ram")))
             .with_nics_of(self.nic, &self.dir, id as u16, Some(self.port(id)));

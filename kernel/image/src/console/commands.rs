@@ -446,9 +446,22 @@ fn fault_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
         .ok_or_else(|| {
             CmdError::Usage(format!("fault late-completion <1..600000 ms> (got `{ms}`)"))
         })?;
+    late_completion_hook(s, ms)
+}
+
+#[cfg(feature = "fault-hooks")]
+fn late_completion_hook(s: &mut Services, ms: u64) -> Result<(), CmdError> {
     s.node.delay_next_completion_for_test(ms);
     println!("fault: test hook armed: this node's next task completion is held {ms} ms");
     Ok(())
+}
+
+/// The image users run has no test hooks: the command is refused, nothing is armed.
+#[cfg(not(feature = "fault-hooks"))]
+fn late_completion_hook(_: &mut Services, _: u64) -> Result<(), CmdError> {
+    Err(CmdError::Failed(
+        "fault: this kernel has no test hooks (built without the `fault-hooks` feature)".into(),
+    ))
 }
 
 fn cluster_cmd(s: &mut Services, args: &[&str]) -> Result<(), CmdError> {
