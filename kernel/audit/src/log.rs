@@ -33,6 +33,17 @@
 //! written. The node's own records may use the rest; [`REGIONFULL_RESERVE_BYTES`]
 //! at the end are kept for one final `RegionFull` record, after which every append
 //! fails with [`AuditError::Full`]. Nothing is ever overwritten.
+//!
+//! Proofs ([`AuditLog::root_for_publication`]): a published root comes with the
+//! consistency proof from the size the cluster holds, built from the Merkle
+//! accumulator at that size. The log keeps the accumulators of the sizes it
+//! published since open; after a restart, the scan at open keeps checkpoints of
+//! the accumulator every [`CHECKPOINT_INTERVAL`] readable records (at most
+//! [`MAX_CHECKPOINTS`], about 92 KiB at most, see `scan::Checkpoints`), so the
+//! first proof after a restart walks and verifies fewer than one interval of
+//! records from the checkpoint before the held size, not every record from the
+//! first. Checkpoints are taken across damaged ranges, except after a record the
+//! log's own later walks could not find again (see `scan::Checkpoints`).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -51,8 +62,8 @@ use crate::format::{
 };
 use crate::merkle::MerkleAccumulator;
 use crate::scan::{
-    DamagedRange, Inspection, RegionScan, Scanned, Scanner, VerifyReport, inspect_region,
-    scan_region, torn_tail,
+    CHECKPOINT_INTERVAL, Checkpoints, DamagedRange, Inspection, MAX_CHECKPOINTS, RegionScan,
+    Scanned, Scanner, VerifyReport, inspect_region, scan_checkpointed, torn_tail,
 };
 
 /// Bytes kept free for the final `RegionFull` record (its postcard payload is at
@@ -342,6 +353,14 @@ pub struct AuditLog<'a> {
     /// [`AuditLog::root_for_publication`] published a root over, newest last: kept to
     /// prove the node's next root extends the last one the cluster holds.
     snaps: Vec<(u64, MerkleAccumulator, usize)>,
+    /// Checkpoints of the accumulator taken by the scan at open (every
+    /// [`CHECKPOINT_INTERVAL`] readable records, at most [`MAX_CHECKPOINTS`]): where
+    /// `frontier_at` starts after a restart. Nothing invalidates them while the log
+    /// is open: appends write only after `end`, and a region is formatted or reopened
+    /// only by building a new log (whose checkpoints come from its own scan).
+    checkpoints: Checkpoints,
+    /// Records `frontier_at` read walking the region (not from `snaps`) since open.
+    frontier_walked: u64,
     /// The superblock words fixed while the log is open, and their checksum state.
     sb_prefix: SuperblockPrefix,
 }
@@ -356,6 +375,16 @@ impl<'a> AuditLog<'a> {
     pub fn open(
         region: &'a mut [u8],
         node: NodeId,
+    ) -> Result<(AuditLog<'a>, OpenReport), RegionError> {
+        let checkpoints = Checkpoints::new(CHECKPOINT_INTERVAL, MAX_CHECKPOINTS);
+        Self::open_checkpointed(region, node, checkpoints)
+    }
+
+    /// [`Self::open`], its scan keeping `checkpoints` (tests choose small intervals).
+    fn open_checkpointed(
+        region: &'a mut [u8],
+        node: NodeId,
+        checkpoints: Checkpoints,
     ) -> Result<(AuditLog<'a>, OpenReport), RegionError> {
         let len = region.len();
         if !(MIN_REGION_BYTES..=MAX_REGION_BYTES).contains(&len) {
@@ -390,7 +419,7 @@ impl<'a> AuditLog<'a> {
             }
         }
         let probe = Superblock::current(&copies).map(|(_, sb)| sb.end_offset);
-        let scan = scan_region(region, node, probe);
+        let scan = scan_checkpointed(region, node, probe, &mut |_| {}, checkpoints);
         Ok(Self::recover(region, node, &copies, scan))
     }
 
@@ -400,7 +429,7 @@ impl<'a> AuditLog<'a> {
         region: &'a mut [u8],
         node: NodeId,
         copies: &[Option<Superblock>; 2],
-        scan: RegionScan,
+        mut scan: RegionScan,
     ) -> (AuditLog<'a>, OpenReport) {
         let len = region.len();
         let current = Superblock::current(copies);
@@ -432,6 +461,10 @@ impl<'a> AuditLog<'a> {
             merkle: scan.merkle.clone(),
             merkle_end: plan.append_at,
             snaps: Vec::new(),
+            // Taken from the scan of the bytes this log keeps: the torn tail zeroed
+            // above lies after every readable record, so after every checkpoint.
+            checkpoints: core::mem::take(&mut scan.checkpoints),
+            frontier_walked: 0,
             sb_prefix: SuperblockPrefix::new(node, len as u64, boot_count),
             region,
         };
@@ -559,6 +592,10 @@ impl<'a> AuditLog<'a> {
             merkle: MerkleAccumulator::new(),
             merkle_end: DATA_START,
             snaps: Vec::new(),
+            // Empty: every record of this log is appended by it, and the sizes it
+            // publishes are kept in `snaps`; a walk starts at `DATA_START`.
+            checkpoints: Checkpoints::disabled(),
+            frontier_walked: 0,
             sb_prefix: SuperblockPrefix::new(node, len as u64, 1),
             region,
         };
@@ -831,26 +868,59 @@ impl<'a> AuditLog<'a> {
     }
 
     /// The accumulator over the first `m` readable records and the offset after the
-    /// last of them: from a size published since this log was opened, else (after a
-    /// restart) from one pass over the readable records. Older sizes are dropped:
-    /// the cluster holds the root over `m` now.
+    /// last of them (`None` when there are fewer): from a size published since this
+    /// log was opened (older sizes are dropped: the cluster holds the root over `m`
+    /// now), else — after a restart — by a walk over the readable records, verified
+    /// as [`Self::records`] reads them, that starts at the last checkpoint the scan at
+    /// open kept at or before `m` (see `Checkpoints`) instead of at the first record:
+    /// it reads fewer than the checkpoint interval ([`CHECKPOINT_INTERVAL`] up to a
+    /// 64 MiB region) records when `m` is at most the readable records at open and
+    /// no damaged range before `m` closed the checkpoints, and yields exactly what
+    /// the walk from the first record would.
     fn frontier_at(&mut self, m: u64) -> Option<(MerkleAccumulator, usize)> {
         if let Some(i) = self.snaps.iter().position(|s| s.0 == m) {
             self.snaps.drain(..i);
             let (_, acc, end) = self.snaps[0].clone();
             return Some((acc, end));
         }
-        let mut acc = MerkleAccumulator::new();
-        let mut end = DATA_START;
-        for r in self.records() {
-            if acc.len() == m {
-                break;
+        let region = &self.region[..self.end];
+        let (mut acc, mut end, mut scan) = match self.checkpoints.at_or_before(m) {
+            Some(c) => (
+                c.acc.clone(),
+                c.end,
+                Scanner::resume(region, self.node, c.end, c.last),
+            ),
+            None => (
+                MerkleAccumulator::new(),
+                DATA_START,
+                Scanner::new(region, self.node),
+            ),
+        };
+        let mut walked = 0u64;
+        while acc.len() < m {
+            match scan.next() {
+                Some(Scanned::Record { view, .. }) => {
+                    walked += 1;
+                    acc.push(&view.hash);
+                    let Some((len, _)) = read_record_extent(region, view.offset as usize) else {
+                        self.frontier_walked += walked;
+                        return None;
+                    };
+                    end = view.offset as usize + len;
+                }
+                Some(Scanned::Damaged(_)) => {}
+                None => break,
             }
-            let r = r.ok()?;
-            acc.push(&r.hash);
-            end = r.offset as usize + read_record_extent(self.region, r.offset as usize)?.0;
         }
+        self.frontier_walked += walked;
         (acc.len() == m).then_some((acc, end))
+    }
+
+    /// Records the proof walks after a restart read (`frontier_at`; not the records
+    /// a publication adds): for tests of the checkpoints' bound.
+    #[doc(hidden)]
+    pub fn proof_records_walked(&self) -> u64 {
+        self.frontier_walked
     }
 
     /// What a node publishes ([`crate::merkle`]): `(records, root, from, proof)`, a
@@ -1015,8 +1085,11 @@ fn read_record_extent(region: &[u8], off: usize) -> Option<(usize, Hash32)> {
 
 #[cfg(test)]
 mod tests {
-    use super::record_hash;
+    use super::*;
+    use crate::scan::Checkpoint;
+    use alloc::vec;
     use sha2::{Digest, Sha256};
+    use xdv_types::rng::SplitMix64;
 
     #[test]
     fn record_hash_is_sha256() {
@@ -1027,5 +1100,256 @@ mod tests {
             let want: [u8; 32] = Sha256::digest(&msg[..len]).into();
             assert_eq!(record_hash(&msg[..len]), want, "length {len}");
         }
+    }
+
+    const NODE: NodeId = NodeId(7);
+
+    /// Records of varying sizes (none bulk).
+    fn body(i: u64) -> RecordBody {
+        match i % 3 {
+            0 => RecordBody::Boot { count: i },
+            1 => RecordBody::ConsoleCommand {
+                line: "x".repeat((i % 70) as usize),
+            },
+            _ => RecordBody::Custom {
+                tag: 3,
+                bytes: vec![i as u8; (i * 7 % 90) as usize],
+            },
+        }
+    }
+
+    fn region_with(n: u64, size: usize) -> Vec<u8> {
+        let mut region = vec![0u8; size];
+        let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
+        for i in 0..n {
+            log.append(Timestamp(i + 1), CoreId(0), &body(i)).unwrap();
+        }
+        drop(log);
+        region
+    }
+
+    /// (offset, length) of every record of a clean region.
+    fn extents(region: &[u8]) -> Vec<(usize, usize)> {
+        Scanner::new(region, NODE)
+            .map(|item| match item {
+                Scanned::Record { view, .. } => (view.offset as usize, view.header.record_bytes()),
+                Scanned::Damaged(d) => panic!("damaged: {d:?}"),
+            })
+            .collect()
+    }
+
+    /// `frontier_at`'s walk before checkpoints: every readable record from the
+    /// first (the reference the checkpointed walk must equal).
+    fn full_walk(log: &AuditLog<'_>, m: u64) -> Option<(MerkleAccumulator, usize)> {
+        let mut acc = MerkleAccumulator::new();
+        let mut end = DATA_START;
+        for r in log.records() {
+            if acc.len() == m {
+                break;
+            }
+            let r = r.ok()?;
+            acc.push(&r.hash);
+            end = r.offset as usize + read_record_extent(log.region, r.offset as usize)?.0;
+        }
+        (acc.len() == m).then_some((acc, end))
+    }
+
+    /// Opens copies of `region` with checkpoints every `interval` records (at most
+    /// `max`) and without any, and checks for sizes up to past the end (around every
+    /// possible checkpoint and more), before and after appends: `frontier_at` equals
+    /// the full walk and reads only the records after its checkpoint (fewer than the
+    /// interval, unless the list was closed), and `root_for_publication` gives what
+    /// the log without checkpoints gives. Returns (checkpoints kept, interval,
+    /// closed).
+    fn check_region(region: &[u8], interval: u64, max: usize) -> (usize, u64, bool) {
+        let (mut a_bytes, mut b_bytes) = (region.to_vec(), region.to_vec());
+        let cps = Checkpoints::new(interval, max);
+        let (mut a, rep) = AuditLog::open_checkpointed(&mut a_bytes, NODE, cps).unwrap();
+        let (mut b, _) =
+            AuditLog::open_checkpointed(&mut b_bytes, NODE, Checkpoints::disabled()).unwrap();
+        let kept = (a.checkpoints.len(), a.checkpoints.interval());
+        let closed = a.checkpoints.is_closed();
+        for round in 0..2 {
+            let n = a.len();
+            // The first sizes, those around every checkpoint, some between, the last.
+            let sizes = (0..=n + 2).filter(|&m| {
+                m < 40
+                    || matches!(m % interval, 0 | 1)
+                    || m % interval == interval - 1
+                    || m % 37 == 0
+                    || m + 3 >= n
+            });
+            for m in sizes {
+                a.snaps.clear();
+                let before = a.frontier_walked;
+                let got = a.frontier_at(m);
+                assert_eq!(got, full_walk(&a, m), "size {m} of {n}, round {round}");
+                let walked = a.frontier_walked - before;
+                let from = a.checkpoints.at_or_before(m).map_or(0, |c| c.acc.len());
+                if m <= n {
+                    assert_eq!(walked, m - from, "size {m}");
+                    if !closed && m <= rep.records {
+                        assert!(walked < a.checkpoints.interval(), "size {m}");
+                    }
+                }
+                a.snaps.clear();
+                b.snaps.clear();
+                assert_eq!(
+                    a.root_for_publication(Some(m)),
+                    b.root_for_publication(Some(m)),
+                    "size {m} of {n}, round {round}"
+                );
+            }
+            // Appends after open are not checkpointed and change none kept.
+            for i in 0..40 {
+                a.append(Timestamp(9000 + i), CoreId(1), &body(i)).unwrap();
+                b.append(Timestamp(9000 + i), CoreId(1), &body(i)).unwrap();
+            }
+            assert_eq!((a.checkpoints.len(), a.checkpoints.interval()), kept);
+        }
+        (kept.0, kept.1, closed)
+    }
+
+    /// The checkpointed walk equals the full one on a clean region and on regions
+    /// damaged in every way `open` keeps (a flipped byte, wiped records, damage
+    /// across a checkpoint and before the first record, lost last records, a torn
+    /// tail, random damage), with the list thinned several times; a record of a
+    /// higher number copied to an earlier place closes the list there.
+    #[test]
+    fn checkpointed_walks_equal_the_full_walk_on_damaged_regions() {
+        const N: u64 = 1000;
+        const SIZE: usize = 512 << 10;
+        let clean = region_with(N, SIZE);
+        let ext = extents(&clean);
+        let used = ext[ext.len() - 1].0 + ext[ext.len() - 1].1;
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![("clean", clean.clone())];
+        let mut r = clean.clone();
+        r[ext[100].0 + 40] ^= 0x04;
+        cases.push(("flipped byte", r));
+        let mut r = clean.clone();
+        r[ext[300].0..ext[340].0].fill(0);
+        cases.push(("wiped records", r));
+        let mut r = clean.clone();
+        r[ext[127].0 + 50..ext[129].0 + 50].fill(0x5a);
+        cases.push(("across a checkpoint", r));
+        let mut r = clean.clone();
+        r[DATA_START] ^= 0xff;
+        cases.push(("before the first record", r));
+        let mut r = clean.clone();
+        r[ext[990].0..used].fill(0);
+        cases.push(("last records lost", r));
+        let mut r = clean.clone();
+        r[used + 10..used + 300].fill(0x33);
+        cases.push(("torn tail", r));
+        let mut rng = SplitMix64(0xc4ec);
+        for _ in 0..6 {
+            let mut r = clean.clone();
+            for _ in 0..3 {
+                let at = rng.range(DATA_START as u64..used as u64) as usize;
+                match rng.below(3) {
+                    0 => r[at] ^= 1 << rng.below(8),
+                    1 => r[at..(at + rng.below(600) as usize).min(used)].fill(0),
+                    _ => {
+                        // A record copied elsewhere (a lower or higher number).
+                        let (o, l) = ext[rng.below(N) as usize];
+                        let rec = r[o..o + l].to_vec();
+                        r[at..at + l].copy_from_slice(&rec);
+                    }
+                }
+            }
+            cases.push(("random", r));
+        }
+        for (name, region) in &cases {
+            let (kept, interval, closed) = check_region(region, 16, 8);
+            if *name != "random" {
+                assert!(kept >= 5 && interval >= 128 && !closed, "{name}");
+            }
+        }
+        // Records 1700..=1760 of a longer chain pasted just after record 20's start:
+        // the scan at open reads them after the damage (their numbers are within
+        // `max_seq` of the whole region; it would checkpoint at 32, 48, 64 and 80
+        // records), a later walk over the log's bytes does not (not within `max_seq`
+        // of those): no checkpoint after them.
+        let long = region_with(1800, SIZE);
+        let ext_long = extents(&long);
+        let (o, _) = ext_long[1700];
+        let (o_end, l_end) = ext_long[1760];
+        let run = &long[o..o_end + l_end];
+        let mut r = region_with(300, SIZE);
+        let at = extents(&r)[20].0 + 1;
+        r[at..at + run.len()].copy_from_slice(run);
+        let (kept, interval, closed) = check_region(&r, 16, 8);
+        assert_eq!((kept, interval, closed), (1, 16, true));
+        // Why: the scan at open (of the whole region) and the log's walks (of its
+        // bytes) disagree on the 21st readable record.
+        let seq_21 = |s: Scanner<'_>| {
+            s.filter_map(|i| match i {
+                Scanned::Record { view, .. } => Some(view.header.seq),
+                Scanned::Damaged(_) => None,
+            })
+            .nth(20)
+        };
+        assert_eq!(seq_21(Scanner::new(&r, NODE)), Some(1700));
+        let mut bytes = r.clone();
+        let (log, _) = AuditLog::open(&mut bytes, NODE).unwrap();
+        // The first of the region's own records after the pasted ones.
+        assert_eq!(seq_21(Scanner::new(&log.region[..log.end], NODE)), Some(82));
+        // A region formatted again: its new log has no checkpoint of the old one.
+        let mut r = clean.clone();
+        let (mut log, _) = AuditLog::format(&mut r, NODE).unwrap();
+        for i in 0..50 {
+            log.append(Timestamp(i + 1), CoreId(0), &body(i)).unwrap();
+        }
+        assert_eq!(log.checkpoints.len(), 0);
+        for m in 0..=52 {
+            assert_eq!(log.frontier_at(m), full_walk(&log, m), "size {m}");
+        }
+    }
+
+    /// The accumulator of `len` leaves (dummy subtree roots: only the shape matters).
+    fn acc_of_len(len: u64) -> MerkleAccumulator {
+        let stack = (0..64u32)
+            .rev()
+            .filter(|b| len >> b & 1 == 1)
+            .map(|h| (h, Hash32([h as u8; 32])))
+            .collect();
+        MerkleAccumulator::from_subtrees(len, stack).unwrap()
+    }
+
+    /// The documented memory bound: at most `MAX_CHECKPOINTS` checkpoints of 80 bytes
+    /// and at most 8 subtrees each (92 KiB), up to the largest region's records,
+    /// with one checkpoint interval at most 4096 records up to a 64 MiB region; after
+    /// each thinning the kept sizes are consecutive multiples of the interval.
+    #[test]
+    fn checkpoints_stay_within_their_memory_bound() {
+        assert_eq!(core::mem::size_of::<Checkpoint>(), 80);
+        assert_eq!(core::mem::size_of::<(u32, Hash32)>(), 36);
+        let mut c = Checkpoints::new(CHECKPOINT_INTERVAL, MAX_CHECKPOINTS);
+        let most = max_seq(MAX_REGION_BYTES) + 1;
+        let mut n = 0;
+        while n < most {
+            n += 1;
+            // Only sizes at multiples of the interval do anything.
+            if n % CHECKPOINT_INTERVAL != 0 {
+                continue;
+            }
+            c.offer(&acc_of_len(n), n as usize, (n - 1, Hash32([0; 32])));
+            assert!(c.len() <= MAX_CHECKPOINTS);
+            let sizes: Vec<u64> = c.list().iter().map(|k| k.acc.len()).collect();
+            let want: Vec<u64> = (1..=sizes.len() as u64).map(|k| k * c.interval()).collect();
+            assert_eq!(sizes, want);
+            let bytes: usize = c
+                .list()
+                .iter()
+                .map(|k| 80 + 36 * k.acc.subtrees().len())
+                .sum();
+            assert!(c.list().iter().all(|k| k.acc.subtrees().len() <= 8));
+            assert!(bytes <= MAX_CHECKPOINTS * (80 + 8 * 36));
+            if n <= max_seq(64 << 20) + 1 {
+                assert_eq!(c.interval(), CHECKPOINT_INTERVAL, "{n} records");
+            }
+        }
+        assert!(c.interval() > CHECKPOINT_INTERVAL);
+        assert!(max_seq(64 << 20) < (MAX_CHECKPOINTS as u64) * CHECKPOINT_INTERVAL);
     }
 }

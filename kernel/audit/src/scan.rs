@@ -18,6 +18,9 @@
 //!   byte lies in a readable record or in a damaged range: nothing is skipped
 //!   silently.
 //! - Scanning never panics, whatever the bytes; it hashes each record at most twice.
+//! - A scan can be resumed right after any readable record (`Scanner::resume`, from
+//!   the checkpoints `AuditLog::open` keeps): the scanner's whole state there is that
+//!   record's end, sequence number and hash.
 
 use alloc::vec::Vec;
 use xdv_types::{Hash32, NodeId};
@@ -120,6 +123,30 @@ impl<'r> Scanner<'r> {
         }
     }
 
+    /// The scan of `region` for `node` resumed right after the readable record
+    /// `last` = (seq, hash) that ends at `offset`. When [`Scanner::new`] over the same
+    /// bytes yields that record there, this yields exactly what it yields after it:
+    /// the state a scan keeps after a record is that record's end, sequence number
+    /// and hash (the cached [`nonzero_end`] is a function of `region`).
+    pub(crate) fn resume(
+        region: &'r [u8],
+        node: NodeId,
+        offset: usize,
+        last: (u64, Hash32),
+    ) -> Scanner<'r> {
+        Scanner {
+            region,
+            node,
+            offset,
+            // Bounded by max_seq (a readable record's): cannot overflow.
+            expect: (last.0 + 1, last.1),
+            last: Some(last),
+            new_segment: false,
+            nonzero_end: None,
+            done: false,
+        }
+    }
+
     fn nonzero_end(&mut self) -> usize {
         *self
             .nonzero_end
@@ -185,6 +212,152 @@ impl Iterator for Scanner<'_> {
     }
 }
 
+/// Readable records between two checkpoints [`AuditLog::open`] keeps at first.
+///
+/// [`AuditLog::open`]: crate::AuditLog::open
+pub const CHECKPOINT_INTERVAL: u64 = 4096;
+
+/// Most checkpoints kept; past this the list is thinned (every other one kept) and
+/// the interval doubled. 256 × [`CHECKPOINT_INTERVAL`] is 1 Mi records, more than a
+/// 64 MiB region holds (`max_seq` of 64 MiB is 713 k), so up to that size the interval
+/// stays 4096.
+pub const MAX_CHECKPOINTS: usize = 256;
+
+/// A scan's state right after one readable record, with the Merkle accumulator
+/// there: where a walk over the readable records can start instead of at
+/// `DATA_START` ([`Scanner::resume`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// The accumulator over the readable records up to and including this one (its
+    /// length is their number).
+    pub(crate) acc: MerkleAccumulator,
+    /// Region offset just past the record.
+    pub(crate) end: usize,
+    /// The record's (seq, hash).
+    pub(crate) last: (u64, Hash32),
+}
+
+/// Checkpoints of a scan every `interval` readable records (the accumulator at
+/// `interval`, `2 × interval`, …), so that the accumulator and end offset of any
+/// prefix of the readable records can later be found by walking fewer than
+/// `interval` records from the last checkpoint at or before it.
+///
+/// Memory bound: at most `max` checkpoints (when one more would not fit, every
+/// other one is dropped and `interval` doubles). Each is 80 bytes plus its
+/// accumulator's perfect subtrees, 36 bytes each, one per set bit of its record
+/// count; the counts are `k × interval` with `k ≤ max` and `interval` a power of
+/// two times [`CHECKPOINT_INTERVAL`], so at most `log2(max)` bits are set (`max` a
+/// power of two: 8 for [`MAX_CHECKPOINTS`]). With the defaults: at most 256 × (80 + 8 × 36) bytes =
+/// 92 KiB whatever the region size (about 3 KiB for the 4 MiB default region).
+///
+/// Which checkpoints are exact: a walk later starts at a checkpoint with a
+/// [`Scanner`] over `region[..end]` of the open log (shorter than the region the
+/// scan at open read, and with a torn tail zeroed after it), and must yield what a
+/// scan over those bytes from `DATA_START` yields after that record. Bytes up to a
+/// checkpoint never change while the log is open (appends go after its end). A
+/// record that continues its chain is read the same from both (its bytes lie below
+/// the log's end). The first record after a damaged range is found by
+/// [`find_record`], whose sequence-number bound is [`max_seq`] of the bytes
+/// scanned: a shorter slice only refuses more candidates (and its search still
+/// reaches the record, whose first byte, the version, is not zero), so the later
+/// scan finds the same record if that record passes the bound of the shorter
+/// slice — which is at least [`max_seq`] of the record's own end. A record that
+/// does not (a record
+/// of a higher number copied to an earlier place) closes the list: no checkpoint
+/// after it, and walks to sizes past the last checkpoint start there, as before.
+/// Records an open log appends are not checkpointed (the sizes it publishes are
+/// kept by the log).
+#[derive(Clone, Debug)]
+pub(crate) struct Checkpoints {
+    /// Record counts `interval`, `2 × interval`, … in order.
+    list: Vec<Checkpoint>,
+    interval: u64,
+    max: usize,
+    closed: bool,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Checkpoints {
+        Checkpoints::disabled()
+    }
+}
+
+impl Checkpoints {
+    /// An empty list taking a checkpoint every `interval` (≥ 1) records, at most
+    /// `max` (≥ 2) kept.
+    pub(crate) fn new(interval: u64, max: usize) -> Checkpoints {
+        Checkpoints {
+            list: Vec::new(),
+            interval: interval.max(1),
+            max: max.max(2),
+            closed: false,
+        }
+    }
+
+    /// A list that stays empty (walks start at `DATA_START`).
+    pub(crate) fn disabled() -> Checkpoints {
+        Checkpoints {
+            closed: true,
+            ..Checkpoints::new(CHECKPOINT_INTERVAL, MAX_CHECKPOINTS)
+        }
+    }
+
+    /// No checkpoint is taken after this.
+    fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Takes a checkpoint at `acc` (the accumulator after the readable record
+    /// `last` = (seq, hash), which ends at `end`) if its size is due.
+    pub(crate) fn offer(&mut self, acc: &MerkleAccumulator, end: usize, last: (u64, Hash32)) {
+        let n = acc.len();
+        if self.closed || !n.is_multiple_of(self.interval) {
+            return;
+        }
+        if self.list.len() >= self.max {
+            let wider = self.interval.saturating_mul(2);
+            self.list.retain(|c| c.acc.len().is_multiple_of(wider));
+            self.interval = wider;
+            if !n.is_multiple_of(wider) {
+                return;
+            }
+        }
+        self.list.push(Checkpoint {
+            acc: acc.clone(),
+            end,
+            last,
+        });
+    }
+
+    /// The last checkpoint over at most `m` records.
+    pub(crate) fn at_or_before(&self, m: u64) -> Option<&Checkpoint> {
+        let i = self.list.partition_point(|c| c.acc.len() <= m);
+        i.checked_sub(1).map(|i| &self.list[i])
+    }
+
+    /// Records between checkpoints now.
+    #[cfg(test)]
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// No checkpoint is taken any more (see [`Checkpoints`]).
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    #[cfg(test)]
+    pub(crate) fn list(&self) -> &[Checkpoint] {
+        &self.list
+    }
+}
+
 /// A run of readable records that chain to each other.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -232,6 +405,8 @@ pub struct RegionScan {
     /// (seq, hash) of the readable record ending exactly at the probe offset.
     pub probe_hit: Option<(u64, Hash32)>,
     pub(crate) merkle: MerkleAccumulator,
+    /// Checkpoints of [`Self::merkle`] (kept by `AuditLog::open` only).
+    pub(crate) checkpoints: Checkpoints,
 }
 
 impl RegionScan {
@@ -286,6 +461,12 @@ impl RegionScan {
         self.next_seq = v.header.seq + 1;
         self.head = v.hash;
         self.merkle.push(&v.hash);
+        // See `Checkpoints` for why a record found after damage must pass this bound.
+        if new_segment && self.damaged_total > 0 && v.header.seq > max_seq(end as usize) {
+            self.checkpoints.close();
+        }
+        self.checkpoints
+            .offer(&self.merkle, end as usize, (v.header.seq, v.hash));
         self.last_kind = Some(v.header.kind);
         self.max_stamp = self.max_stamp.max(v.header.stamp.0);
         if probe == Some(end) {
@@ -334,6 +515,17 @@ pub fn scan_region_with(
     probe: Option<u64>,
     visit: &mut dyn FnMut(&RecordView),
 ) -> RegionScan {
+    scan_checkpointed(region, node, probe, visit, Checkpoints::disabled())
+}
+
+/// [`scan_region_with`], keeping `checkpoints` of the Merkle accumulator.
+pub(crate) fn scan_checkpointed(
+    region: &[u8],
+    node: NodeId,
+    probe: Option<u64>,
+    visit: &mut dyn FnMut(&RecordView),
+    checkpoints: Checkpoints,
+) -> RegionScan {
     let mut s = RegionScan {
         node,
         records: 0,
@@ -352,6 +544,7 @@ pub fn scan_region_with(
         alarm_recorded: false,
         probe_hit: None,
         merkle: MerkleAccumulator::new(),
+        checkpoints,
     };
     for item in Scanner::new(region, node) {
         match item {
@@ -574,6 +767,7 @@ impl CleanChain {
             alarm_recorded: self.alarm_recorded,
             probe_hit: self.probe_hit,
             merkle: self.merkle,
+            checkpoints: Checkpoints::disabled(),
         }
     }
 }

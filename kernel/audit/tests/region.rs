@@ -439,9 +439,9 @@ fn open_formats_blank_and_counts_stray_bytes() {
 }
 
 /// A log proves each root it publishes extends its earlier ones: while open from the
-/// size it published last (kept), and after a reopen from any earlier size (one pass
-/// over the region); the proofs verify against the two roots, and a root of another
-/// history does not.
+/// size it published last (kept), and after a reopen from any earlier size (a walk
+/// over the region from the checkpoint the scan at open kept before it); the proofs
+/// verify against the two roots, and a root of another history does not.
 #[test]
 fn the_log_proves_its_new_roots_extend_its_earlier_ones() {
     use xdv_audit::merkle::verify_consistency;
@@ -514,4 +514,72 @@ fn publications_step_through_a_burst_with_proofs() {
     assert_eq!(held_root, log.merkle_root());
     let (_, _, from, proof) = log.root_for_publication(Some(total + 5));
     assert_eq!((from, proof.len()), (total + 5, 0));
+}
+
+/// What `root_for_publication(Some(m))` gives over readable records `hashes` (RFC
+/// 9162, from the whole list): at most `MAX_PUBLISH_STEP` records past `m`, and no
+/// proof from a size the log does not have.
+fn expected_publication(hashes: &[Hash32], m: u64) -> (u64, Hash32, u64, Vec<Hash32>) {
+    use xdv_audit::log::MAX_PUBLISH_STEP;
+    use xdv_audit::merkle::{consistency_proof, merkle_root};
+    let n = hashes.len() as u64;
+    if m == 0 || m > n {
+        let root = merkle_root(hashes, n as usize).unwrap();
+        return (n, root, m, Vec::new());
+    }
+    let records = (m + MAX_PUBLISH_STEP).min(n);
+    let root = merkle_root(hashes, records as usize).unwrap();
+    let proof = consistency_proof(hashes, m as usize, records as usize).unwrap();
+    (records, root, m, proof)
+}
+
+/// The sizes a proof after a reopen is asked from: around every checkpoint, the
+/// first and last records, beyond the end, and some in between.
+fn sizes_to_prove(n: u64, interval: u64, seed: u64) -> Vec<u64> {
+    let mut sizes = vec![0, 1, 2, n - 1, n, n + 1, n + 1000];
+    for k in 0..=n / interval {
+        for d in [-1i64, 0, 1] {
+            sizes.push((k * interval).saturating_add_signed(d));
+        }
+    }
+    let mut rng = SplitMix64(seed);
+    sizes.extend((0..16).map(|_| rng.range(1..n + 1)));
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// The first proof after a reopen (no published size kept) starts at the last
+/// checkpoint the scan at open kept at or before the size the cluster holds: for
+/// every size — on and off checkpoint boundaries, the first and last record, beyond
+/// the end — it gives exactly the records, root, from and proof computed from the
+/// whole list of record hashes, the proof verifies, and it read fewer records than
+/// one checkpoint interval of a region holding ten.
+#[test]
+fn the_first_proof_after_a_reopen_reads_one_checkpoint_interval() {
+    use xdv_audit::merkle::{merkle_root, verify_consistency};
+    use xdv_audit::scan::CHECKPOINT_INTERVAL;
+    let n = 10 * CHECKPOINT_INTERVAL + 123;
+    let region = region_with(n, 8 << 20);
+    let hashes: Vec<Hash32> = {
+        let mut copy = region.clone();
+        let (log, _) = AuditLog::open(&mut copy, NODE).unwrap();
+        log.records().map(|r| r.unwrap().hash).collect()
+    };
+    assert_eq!(hashes.len() as u64, n);
+    for m in sizes_to_prove(n, CHECKPOINT_INTERVAL, 0x5eed) {
+        let mut copy = region.clone();
+        let (mut log, rep) = AuditLog::open(&mut copy, NODE).unwrap();
+        assert_eq!((rep.records, rep.recovery_records), (n, 0));
+        let got = log.root_for_publication(Some(m));
+        let want = expected_publication(&hashes, m);
+        assert_eq!(got, want, "size {m}");
+        let walked = log.proof_records_walked();
+        assert!(walked < CHECKPOINT_INTERVAL, "size {m}: walked {walked}");
+        let (records, root, from, proof) = got;
+        if (1..=n).contains(&m) {
+            let old = merkle_root(&hashes, m as usize).unwrap();
+            verify_consistency(from, records, &old, &root, &proof).unwrap();
+        }
+    }
 }
