@@ -43,7 +43,12 @@
 //! first proof after a restart walks and verifies fewer than one interval of
 //! records from the checkpoint before the held size, not every record from the
 //! first. Checkpoints are taken across damaged ranges, except after a record the
-//! log's own later walks could not find again (see `scan::Checkpoints`).
+//! log's own later walks could not find again (see `scan::Checkpoints`). The records
+//! a root adds past the held size are exactly the readable records: those the
+//! region held at open are found by the same verifying scan, resumed after the held
+//! size and stepping over damaged ranges as at open (damage found at open may lie
+//! after a size published before it); those the log appended since are read as
+//! written, as [`AuditLog::merkle_root`] reads them.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -320,8 +325,24 @@ impl Plan {
 /// Sizes whose Merkle accumulators an [`AuditLog`] keeps for consistency proofs.
 const PROOF_SNAPSHOTS: usize = 8;
 
+/// The Merkle accumulator over the first readable records, where they end, and where
+/// a verifying scan of the records after them resumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Frontier {
+    /// The accumulator over those records (its length is their number).
+    acc: MerkleAccumulator,
+    /// Region offset just past the last of them (`DATA_START` for none).
+    end: usize,
+    /// The last one's (seq, hash), where a verifying scan resumes
+    /// ([`Scanner::resume`]). `None` when there is none, or when it was read as
+    /// written: at or after `own_start`, where no scan is needed.
+    last: Option<(u64, Hash32)>,
+}
+
 /// Most records one published root goes past the last one
-/// ([`AuditLog::root_for_publication`]): about 2 × this many SHA-256 compressions.
+/// ([`AuditLog::root_for_publication`]): about 2 × this many SHA-256 compressions;
+/// records the region held at open (the first publications after a restart) are
+/// also verified as they are read (one more SHA-256 over each, its payload decoded).
 pub const MAX_PUBLISH_STEP: u64 = 4096;
 
 /// An open audit log over a region.
@@ -346,13 +367,20 @@ pub struct AuditLog<'a> {
     /// Bulk records refused since open, and since the last refusal summary.
     bulk_refused: u64,
     bulk_unsummarised: u64,
-    /// Merkle accumulator, folded forward lazily by `merkle_root`.
+    /// Merkle accumulator, folded forward lazily by `merkle_root`: at open the scan's
+    /// (every readable record before `own_start`), then this log's own records.
     merkle: MerkleAccumulator,
     merkle_end: usize,
-    /// (records, accumulator, end offset) at the last [`PROOF_SNAPSHOTS`] sizes
+    /// Where this log's own appends began: the end `open` chose, past every readable
+    /// record and kept damaged byte of the region it found (`DATA_START` for a
+    /// formatted region). Everything from here to `end` is records this log wrote,
+    /// back to back, read as written; before it, the readable records are those a
+    /// verifying scan finds.
+    own_start: usize,
+    /// The frontiers at the last [`PROOF_SNAPSHOTS`] sizes
     /// [`AuditLog::root_for_publication`] published a root over, newest last: kept to
     /// prove the node's next root extends the last one the cluster holds.
-    snaps: Vec<(u64, MerkleAccumulator, usize)>,
+    snaps: Vec<Frontier>,
     /// Checkpoints of the accumulator taken by the scan at open (every
     /// [`CHECKPOINT_INTERVAL`] readable records, at most [`MAX_CHECKPOINTS`]): where
     /// `frontier_at` starts after a restart. Nothing invalidates them while the log
@@ -460,6 +488,7 @@ impl<'a> AuditLog<'a> {
             bulk_unsummarised: 0,
             merkle: scan.merkle.clone(),
             merkle_end: plan.append_at,
+            own_start: plan.append_at,
             snaps: Vec::new(),
             // Taken from the scan of the bytes this log keeps: the torn tail zeroed
             // above lies after every readable record, so after every checkpoint.
@@ -591,6 +620,7 @@ impl<'a> AuditLog<'a> {
             bulk_unsummarised: 0,
             merkle: MerkleAccumulator::new(),
             merkle_end: DATA_START,
+            own_start: DATA_START,
             snaps: Vec::new(),
             // Empty: every record of this log is appended by it, and the sizes it
             // publishes are kept in `snaps`; a walk starts at `DATA_START`.
@@ -856,64 +886,70 @@ impl<'a> AuditLog<'a> {
         self.merkle.root()
     }
 
-    /// Keeps the accumulator at `records` (ending at `end`) for later proofs.
-    fn snapshot(&mut self, records: u64, acc: MerkleAccumulator, end: usize) {
-        if self.snaps.last().is_some_and(|s| s.0 >= records) {
+    /// Keeps `f` (a size just published) for later proofs.
+    fn snapshot(&mut self, f: Frontier) {
+        if self
+            .snaps
+            .last()
+            .is_some_and(|s| s.acc.len() >= f.acc.len())
+        {
             return;
         }
         if self.snaps.len() == PROOF_SNAPSHOTS {
             self.snaps.remove(0);
         }
-        self.snaps.push((records, acc, end));
+        self.snaps.push(f);
     }
 
-    /// The accumulator over the first `m` readable records and the offset after the
-    /// last of them (`None` when there are fewer): from a size published since this
-    /// log was opened (older sizes are dropped: the cluster holds the root over `m`
-    /// now), else — after a restart — by a walk over the readable records, verified
-    /// as [`Self::records`] reads them, that starts at the last checkpoint the scan at
-    /// open kept at or before `m` (see `Checkpoints`) instead of at the first record:
-    /// it reads fewer than the checkpoint interval ([`CHECKPOINT_INTERVAL`] up to a
-    /// 64 MiB region) records when `m` is at most the readable records at open and
-    /// no damaged range before `m` closed the checkpoints, and yields exactly what
-    /// the walk from the first record would.
-    fn frontier_at(&mut self, m: u64) -> Option<(MerkleAccumulator, usize)> {
-        if let Some(i) = self.snaps.iter().position(|s| s.0 == m) {
+    /// The frontier after the first `m` readable records (`None` when there are
+    /// fewer): from a size published since this log was opened (older sizes are
+    /// dropped: the cluster holds the root over `m` now), else — after a restart — by
+    /// a walk over the readable records, verified as [`Self::records`] reads them,
+    /// that starts at the last checkpoint the scan at open kept at or before `m` (see
+    /// `Checkpoints`) instead of at the first record: it reads fewer than the
+    /// checkpoint interval ([`CHECKPOINT_INTERVAL`] up to a 64 MiB region) records
+    /// when `m` is at most the readable records at open and no damaged range before
+    /// `m` closed the checkpoints, and yields exactly what the walk from the first
+    /// record would.
+    fn frontier_at(&mut self, m: u64) -> Option<Frontier> {
+        if let Some(i) = self.snaps.iter().position(|s| s.acc.len() == m) {
             self.snaps.drain(..i);
-            let (_, acc, end) = self.snaps[0].clone();
-            return Some((acc, end));
+            return Some(self.snaps[0].clone());
         }
         let region = &self.region[..self.end];
-        let (mut acc, mut end, mut scan) = match self.checkpoints.at_or_before(m) {
+        let (mut f, mut scan) = match self.checkpoints.at_or_before(m) {
             Some(c) => (
-                c.acc.clone(),
-                c.end,
+                Frontier {
+                    acc: c.acc.clone(),
+                    end: c.end,
+                    last: Some(c.last),
+                },
                 Scanner::resume(region, self.node, c.end, c.last),
             ),
             None => (
-                MerkleAccumulator::new(),
-                DATA_START,
+                Frontier {
+                    acc: MerkleAccumulator::new(),
+                    end: DATA_START,
+                    last: None,
+                },
                 Scanner::new(region, self.node),
             ),
         };
         let mut walked = 0u64;
-        while acc.len() < m {
+        while f.acc.len() < m {
             match scan.next() {
                 Some(Scanned::Record { view, .. }) => {
                     walked += 1;
-                    acc.push(&view.hash);
-                    let Some((len, _)) = read_record_extent(region, view.offset as usize) else {
-                        self.frontier_walked += walked;
-                        return None;
-                    };
-                    end = view.offset as usize + len;
+                    f.acc.push(&view.hash);
+                    f.end = view.offset as usize + view.header.record_bytes();
+                    f.last = Some((view.header.seq, view.hash));
                 }
                 Some(Scanned::Damaged(_)) => {}
                 None => break,
             }
         }
         self.frontier_walked += walked;
-        (acc.len() == m).then_some((acc, end))
+        (f.acc.len() == m).then_some(f)
     }
 
     /// Records the proof walks after a restart read (`frontier_at`; not the records
@@ -931,6 +967,17 @@ impl<'a> AuditLog<'a> {
     /// of records, and the next publications catch up. When no proof can be made
     /// from there (the region was reset or rewritten) the proof is empty: the log
     /// does not take the root.
+    ///
+    /// The records past `published` are exactly the readable records (those
+    /// [`Self::records`] yields and [`Self::merkle_root`] covers), in order, so a
+    /// root over all of them is `merkle_root()`, the root the host verifier computes
+    /// from the region. (Except where a record of a higher number was copied to an
+    /// earlier place: the scan at open, of the whole region, and the log's walks, of
+    /// its bytes, may then read different records; see `Checkpoints`.) Those the
+    /// region held at open are found by the verifying scan resumed after record
+    /// `published`, across damaged ranges as at open (one more SHA-256 over each
+    /// record); those this log appended since are read as written, as `merkle_root`
+    /// reads them.
     pub fn root_for_publication(
         &mut self,
         published: Option<u64>,
@@ -940,21 +987,54 @@ impl<'a> AuditLog<'a> {
         let m = match published {
             Some(m) if m > 0 => m,
             _ => {
-                let (acc, end) = (self.merkle.clone(), self.merkle_end);
-                self.snapshot(n, acc, end);
+                let f = Frontier {
+                    acc: self.merkle.clone(),
+                    end: self.merkle_end,
+                    last: None,
+                };
+                self.snapshot(f);
                 return (n, root, 0, Vec::new());
             }
         };
-        let Some((acc, mut off)) = (m <= n).then(|| self.frontier_at(m)).flatten() else {
+        let Some(Frontier {
+            acc,
+            end: mut off,
+            mut last,
+        }) = (m <= n).then(|| self.frontier_at(m)).flatten()
+        else {
             return (n, root, m, Vec::new());
         };
         let mut new = Vec::new();
-        while off < self.merkle_end && (new.len() as u64) < MAX_PUBLISH_STEP {
+        let mut scanned_out = false;
+        if off < self.own_start {
+            // Resumed by `frontier_at` or a snapshot before `own_start`: always known.
+            let Some(after) = last else {
+                return (n, root, m, Vec::new());
+            };
+            let mut scan = Scanner::resume(&self.region[..self.end], self.node, off, after);
+            while off < self.own_start && (new.len() as u64) < MAX_PUBLISH_STEP {
+                match scan.next() {
+                    Some(Scanned::Record { view, .. }) => {
+                        new.push(view.hash);
+                        off = view.offset as usize + view.header.record_bytes();
+                        last = Some((view.header.seq, view.hash));
+                    }
+                    Some(Scanned::Damaged(_)) => {}
+                    None => {
+                        scanned_out = true;
+                        break;
+                    }
+                }
+            }
+        }
+        while !scanned_out && off < self.merkle_end && (new.len() as u64) < MAX_PUBLISH_STEP {
+            // At or after `own_start`: records this log wrote, back to back.
             let Some((len, h)) = read_record_extent(self.region, off) else {
                 return (n, root, m, Vec::new());
             };
             new.push(h);
             off += len;
+            last = None;
         }
         let Ok(proof) = acc.consistency_proof_to(&new) else {
             return (n, root, m, Vec::new());
@@ -965,7 +1045,11 @@ impl<'a> AuditLog<'a> {
         }
         let records = to.len();
         let root = to.root();
-        self.snapshot(records, to, off);
+        self.snapshot(Frontier {
+            acc: to,
+            end: off,
+            last,
+        });
         (records, root, m, proof)
     }
 
@@ -1086,6 +1170,7 @@ fn read_record_extent(region: &[u8], off: usize) -> Option<(usize, Hash32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::merkle;
     use crate::scan::Checkpoint;
     use alloc::vec;
     use sha2::{Digest, Sha256};
@@ -1140,18 +1225,22 @@ mod tests {
 
     /// `frontier_at`'s walk before checkpoints: every readable record from the
     /// first (the reference the checkpointed walk must equal).
-    fn full_walk(log: &AuditLog<'_>, m: u64) -> Option<(MerkleAccumulator, usize)> {
-        let mut acc = MerkleAccumulator::new();
-        let mut end = DATA_START;
+    fn full_walk(log: &AuditLog<'_>, m: u64) -> Option<Frontier> {
+        let mut f = Frontier {
+            acc: MerkleAccumulator::new(),
+            end: DATA_START,
+            last: None,
+        };
         for r in log.records() {
-            if acc.len() == m {
+            if f.acc.len() == m {
                 break;
             }
             let r = r.ok()?;
-            acc.push(&r.hash);
-            end = r.offset as usize + read_record_extent(log.region, r.offset as usize)?.0;
+            f.acc.push(&r.hash);
+            f.end = r.offset as usize + read_record_extent(log.region, r.offset as usize)?.0;
+            f.last = Some((r.header.seq, r.hash));
         }
-        (acc.len() == m).then_some((acc, end))
+        (f.acc.len() == m).then_some(f)
     }
 
     /// Opens copies of `region` with checkpoints every `interval` records (at most
@@ -1159,9 +1248,11 @@ mod tests {
     /// possible checkpoint and more), before and after appends: `frontier_at` equals
     /// the full walk and reads only the records after its checkpoint (fewer than the
     /// interval, unless the list was closed), and `root_for_publication` gives what
-    /// the log without checkpoints gives. Returns (checkpoints kept, interval,
-    /// closed).
-    fn check_region(region: &[u8], interval: u64, max: usize) -> (usize, u64, bool) {
+    /// the log without checkpoints gives, and — when the log's walks read as many
+    /// records as the scan at open — the root and proof RFC 9162 gives over the
+    /// readable records' hashes. Returns (checkpoints kept, interval, closed, the
+    /// walks and the scan agreed).
+    fn check_region(region: &[u8], interval: u64, max: usize) -> (usize, u64, bool, bool) {
         let (mut a_bytes, mut b_bytes) = (region.to_vec(), region.to_vec());
         let cps = Checkpoints::new(interval, max);
         let (mut a, rep) = AuditLog::open_checkpointed(&mut a_bytes, NODE, cps).unwrap();
@@ -1169,8 +1260,15 @@ mod tests {
             AuditLog::open_checkpointed(&mut b_bytes, NODE, Checkpoints::disabled()).unwrap();
         let kept = (a.checkpoints.len(), a.checkpoints.interval());
         let closed = a.checkpoints.is_closed();
+        let mut agreed = true;
         for round in 0..2 {
             let n = a.len();
+            let hashes: Vec<Hash32> = a.records().filter_map(Result::ok).map(|v| v.hash).collect();
+            // Not when a record of a higher number was copied to an earlier place
+            // (the scan at open, of the whole region, and the walks, of the log's
+            // bytes, may then read different records: see `Checkpoints`).
+            let agree = hashes.len() as u64 == n;
+            agreed &= agree;
             // The first sizes, those around every checkpoint, some between, the last.
             let sizes = (0..=n + 2).filter(|&m| {
                 m < 40
@@ -1194,11 +1292,22 @@ mod tests {
                 }
                 a.snaps.clear();
                 b.snaps.clear();
+                let published = a.root_for_publication(Some(m));
                 assert_eq!(
-                    a.root_for_publication(Some(m)),
+                    published,
                     b.root_for_publication(Some(m)),
                     "size {m} of {n}, round {round}"
                 );
+                if agree && (1..=n).contains(&m) {
+                    let records = (m + MAX_PUBLISH_STEP).min(n);
+                    let want = (
+                        records,
+                        merkle::merkle_root(&hashes, records as usize).unwrap(),
+                        m,
+                        merkle::consistency_proof(&hashes, m as usize, records as usize).unwrap(),
+                    );
+                    assert_eq!(published, want, "size {m} of {n}, round {round}");
+                }
             }
             // Appends after open are not checkpointed and change none kept.
             for i in 0..40 {
@@ -1207,7 +1316,7 @@ mod tests {
             }
             assert_eq!((a.checkpoints.len(), a.checkpoints.interval()), kept);
         }
-        (kept.0, kept.1, closed)
+        (kept.0, kept.1, closed, agreed)
     }
 
     /// The checkpointed walk equals the full one on a clean region and on regions
@@ -1260,9 +1369,9 @@ mod tests {
             cases.push(("random", r));
         }
         for (name, region) in &cases {
-            let (kept, interval, closed) = check_region(region, 16, 8);
+            let (kept, interval, closed, agreed) = check_region(region, 16, 8);
             if *name != "random" {
-                assert!(kept >= 5 && interval >= 128 && !closed, "{name}");
+                assert!(kept >= 5 && interval >= 128 && !closed && agreed, "{name}");
             }
         }
         // Records 1700..=1760 of a longer chain pasted just after record 20's start:
@@ -1278,7 +1387,7 @@ mod tests {
         let mut r = region_with(300, SIZE);
         let at = extents(&r)[20].0 + 1;
         r[at..at + run.len()].copy_from_slice(run);
-        let (kept, interval, closed) = check_region(&r, 16, 8);
+        let (kept, interval, closed, _) = check_region(&r, 16, 8);
         assert_eq!((kept, interval, closed), (1, 16, true));
         // Why: the scan at open (of the whole region) and the log's walks (of its
         // bytes) disagree on the 21st readable record.

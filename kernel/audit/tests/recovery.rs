@@ -538,3 +538,132 @@ fn proofs_after_a_reopen_past_damage_start_at_a_checkpoint() {
         assert!(log.proof_records_walked() < CHECKPOINT_INTERVAL, "size {m}");
     }
 }
+
+/// A region of `size` bytes whose log published a root over its first `m` records
+/// and then appended `k` more: (region, root over `m`).
+fn published_then_appended(m: u64, k: u64, size: usize) -> (Vec<u8>, Hash32) {
+    let mut region = vec![0u8; size];
+    let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
+    for i in 0..m {
+        log.append(Timestamp(i + 1), CoreId(0), &body(i)).unwrap();
+    }
+    let (records, root, from, proof) = log.root_for_publication(None);
+    assert_eq!((records, from, proof.len()), (m, 0, 0));
+    for i in m..m + k {
+        log.append(Timestamp(i + 1), CoreId(0), &body(i)).unwrap();
+    }
+    drop(log);
+    (region, root)
+}
+
+/// Reopens `region` (whose log published `root_m` over its first `m` records, and
+/// which was damaged after them), appends a few records, and publishes from `m` until
+/// the end: every root is the RFC 9162 root over exactly the readable records'
+/// hashes up to its size (at most `MAX_PUBLISH_STEP` past the last), every proof is
+/// the RFC 9162 proof between them and verifies from the held root, the last root is
+/// `merkle_root()` and the host verifier's. Returns (readable records, roots, the
+/// open found damage or a torn tail).
+fn publish_past_damage(
+    name: &str,
+    mut region: Vec<u8>,
+    m: u64,
+    root_m: Hash32,
+) -> (u64, u64, bool) {
+    use xdv_audit::log::MAX_PUBLISH_STEP;
+    use xdv_audit::merkle::{consistency_proof, merkle_root, verify_consistency};
+    let (mut log, open) = AuditLog::open(&mut region, NODE).unwrap();
+    let found = !open.damaged.is_empty() || open.dropped_bytes > 0;
+    for i in 0..3 {
+        log.append(Timestamp(90_000 + i), CoreId(1), &body(i))
+            .unwrap();
+    }
+    let hashes: Vec<Hash32> = readable(&log).iter().map(|v| v.hash).collect();
+    let n = hashes.len() as u64;
+    assert_eq!(log.len(), n, "{name}");
+    assert_eq!(merkle_root(&hashes, m as usize).unwrap(), root_m, "{name}");
+    let (mut held, mut held_root, mut roots) = (m, root_m, 0);
+    while held < n {
+        let (records, root, from, proof) = log.root_for_publication(Some(held));
+        let want = (held + MAX_PUBLISH_STEP).min(n);
+        assert_eq!((records, from), (want, held), "{name}: from {held}");
+        assert_eq!(
+            root,
+            merkle_root(&hashes, want as usize).unwrap(),
+            "{name}: root over {want} from {held}"
+        );
+        assert_eq!(
+            proof,
+            consistency_proof(&hashes, held as usize, want as usize).unwrap(),
+            "{name}: proof {held} -> {want}"
+        );
+        verify_consistency(held, records, &held_root, &root, &proof).unwrap();
+        (held, held_root) = (records, root);
+        roots += 1;
+    }
+    assert_eq!(held_root, log.merkle_root(), "{name}");
+    let rep = log.verify_in_place().unwrap();
+    assert_eq!((rep.records, rep.merkle_root), (n, held_root), "{name}");
+    (n, roots, found)
+}
+
+/// The records a root published after a reopen adds past the size the cluster holds
+/// are exactly the readable records, whatever damage lies after that size: a flipped
+/// byte a few records after it, damage at the very first record after it, wiped
+/// records, the last records lost, a torn tail (cut) and a tail kept as damage (one
+/// superblock copy unreadable), and damage past the first publication step (the
+/// next publication continues from the size the log kept).
+#[test]
+fn roots_published_past_damage_cover_exactly_the_readable_records() {
+    use xdv_audit::log::MAX_PUBLISH_STEP;
+    const M: u64 = 300;
+    const K: u64 = 200;
+    let (clean, root_m) = published_then_appended(M, K, 1 << 20);
+    let ext = extents(&clean);
+    let end = nonzero_end(&clean);
+    let at = |i: u64| ext[i as usize].0;
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    cases.push(("clean", clean.clone()));
+    let mut r = clean.clone();
+    r[at(M + 5) + 40] ^= 0x04;
+    cases.push(("flipped byte after the held size", r));
+    let mut r = clean.clone();
+    r[at(M) + 40] ^= 0x04;
+    cases.push(("the first record after the held size", r));
+    let mut r = clean.clone();
+    r[at(M)] ^= 0xff;
+    cases.push(("the version byte of the first record after it", r));
+    let mut r = clean.clone();
+    r[at(M + 20)..at(M + 60)].fill(0);
+    cases.push(("wiped records", r));
+    let mut r = clean.clone();
+    r[at(M + 50) + 10..at(M + 52) + 10].fill(0x5a);
+    cases.push(("garbage across records", r));
+    let mut r = clean.clone();
+    r[at(M + K - 10)..end].fill(0);
+    cases.push(("last records lost", r));
+    let mut r = clean.clone();
+    r[end + 5..end + 45].fill(0x5a);
+    cases.push(("torn tail", r));
+    let mut r = clean.clone();
+    r[end + 5..end + 45].fill(0x5a);
+    let copies = Superblock::read_both(&r);
+    let older = usize::from(
+        copies[0].as_ref().unwrap().generation > copies[1].as_ref().unwrap().generation,
+    );
+    r[SUPERBLOCK_OFFSETS[older] + 50] ^= 0x10;
+    cases.push(("tail kept as damage", r));
+    for (name, region) in cases {
+        let (_, _, found) = publish_past_damage(name, region, M, root_m);
+        assert_eq!(found, name != "clean", "{name}");
+    }
+    // More than one step past the held size: damage in the first and second steps.
+    let k = 2 * MAX_PUBLISH_STEP + 100;
+    let (clean, root_m) = published_then_appended(M, k, 8 << 20);
+    let ext = extents(&clean);
+    let mut r = clean.clone();
+    r[ext[(M + 7) as usize].0 + 40] ^= 0x01;
+    let second = ext[(M + MAX_PUBLISH_STEP + 9) as usize].0;
+    r[second..second + 500].fill(0);
+    let (n, roots, found) = publish_past_damage("damage in two steps", r, M, root_m);
+    assert!(n > M + 2 * MAX_PUBLISH_STEP && roots == 3 && found);
+}
