@@ -44,6 +44,8 @@ fn boot(dir: &Path, firmware: Firmware, nic: NicModel, id: u16) -> Vm {
 
 fn assert_booted(vm: &mut Vm, nic: &str) {
     vm.wait_for("xdv: ready node=1", T).unwrap();
+    // The boot's own lines follow the ready line; the prompt follows them.
+    vm.wait_for("xdv> ", T).unwrap();
     let out = vm.output();
     for want in [
         "xdv: pxe: GRUB booted from MAC 52:54:00:00:01:01",

@@ -213,6 +213,14 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     let info = BOOT_INFO.call_once(|| info);
     let parsed = xdv_boot::cmdline::parse(info.cmdline());
     serial::init_logger(parsed.options.log);
+    // What the boot prints follows the ready line (serial.rs), unless a debug level
+    // asks for every line as it happens.
+    if matches!(
+        parsed.options.log,
+        xdv_boot::LogLevel::Error | xdv_boot::LogLevel::Warn | xdv_boot::LogLevel::Info
+    ) {
+        serial::hold_boot_output();
+    }
     for d in parsed.diags() {
         println!("xdv: cmdline: {d}");
     }
@@ -276,6 +284,7 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     // An unknown MAC (GRUB's `discover=`): report to the cluster, join nothing.
     if let Some(d) = opts.discover {
         let _ = (devices, accels);
+        serial::release_boot_output();
         let net = net::Net::new(nics, Some(discover::link_local(&d.mac)));
         discover::run(d, net, smp::online(), info.usable_bytes() >> 20);
     }
@@ -293,14 +302,16 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     let (stack_bottom, stack_top) = arch::paging::boot_stack();
     let stack_used = arch::paging::boot_stack_used();
     phases.mark("stack");
-    println!(
-        "xdv: ready node={} cores={} mem={}MiB",
+    serial::_print_first(format_args!(
+        "xdv: ready node={} cores={} mem={}MiB\n",
         node,
         smp::online(),
         usable_mib
-    );
+    ));
     // After the ready line: every serial byte costs the boot under QEMU (one write by
-    // the emulator per byte), and these only describe the boot that just ended.
+    // the emulator per byte), and the boot's own lines only describe the boot that
+    // just ended (serial.rs).
+    serial::release_boot_output();
     println!("{}", services.describe());
     log::info!(
         "boot stack: {} KiB of {} KiB used so far",
@@ -381,6 +392,7 @@ fn init_memory(info: &BootInfo, opts: &KernelOptions, proto: u32, info_addr: u32
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    serial::write_held_for_report();
     let mut w = serial::Emergency;
     let _ = writeln!(w, "\nxdv: panic: {} (cpu {})", info, smp::cpu_index());
     smp::stop_others();

@@ -289,6 +289,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
 fn fatal_exception(f: &TrapFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     let name = NAMES[f.vector as usize];
+    crate::serial::write_held_for_report();
     let mut w = crate::serial::Emergency;
     let _ = writeln!(
         w,

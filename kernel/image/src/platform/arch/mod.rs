@@ -24,6 +24,8 @@ pub mod exit_code {
 /// Asks QEMU's isa-debug-exit device to end the VM with `code`; if the device is not
 /// present (real hardware, GRUB ISO without it) the CPU halts instead.
 pub fn exit_qemu(code: u32) -> ! {
+    // Boot output held for after the ready line is written out first.
+    crate::serial::write_held_for_report();
     // SAFETY: port 0xf4 is the isa-debug-exit device in our QEMU configuration; on a
     // machine without it the write is ignored by the chipset.
     unsafe { Port::<u32>::new(0xf4).write(code) };
