@@ -67,13 +67,32 @@ const _: () = assert!(SB_CHECKSUM_AT + 8 == SUPERBLOCK_BYTES);
 const _: () = assert!(DEFAULT_REGION_SIZE as usize >= MIN_REGION_BYTES);
 const _: () = assert!(MIN_REGION_BYTES - DATA_START > MAX_RECORD_BYTES);
 
-/// Highest sequence number a record in the first `region_bytes` of a region can
-/// carry. Sequence numbers are issued densely, one per record written, and a
-/// region is never wrapped, so every number ever issued belongs to a record
-/// written into the region; a record whose number is above this bound was never
-/// written by an `AuditLog` (this also keeps `seq + 1` from overflowing).
+/// Highest sequence number a record in a region of `region_bytes` can carry.
+/// Sequence numbers are issued densely, one per record written, and a region is
+/// never wrapped, so every number ever issued belongs to a record written into the
+/// region; a record whose number is above this bound was never written by an
+/// `AuditLog` (this also keeps `seq + 1` from overflowing).
+///
+/// The bound is the region's, not that of the bytes a reader happens to scan: a
+/// reader of a prefix of a region (the log's walks read its bytes up to its end)
+/// must accept exactly the records a reader of the whole region accepts, or the
+/// two would find different records after a damaged range ([`find_record`]) and
+/// compute different Merkle roots. [`region_max_seq`] gives it for a region's bytes.
 pub fn max_seq(region_bytes: usize) -> u64 {
     (region_bytes.saturating_sub(DATA_START) / MIN_RECORD_BYTES) as u64
+}
+
+/// [`max_seq`] of the region whose first bytes (at least its superblocks, or all of
+/// it) are `bytes`: of the region size its superblock in force names when that size
+/// is usable (`MIN_REGION_BYTES..=MAX_REGION_BYTES`), else of `bytes.len()`. The
+/// scan at open (of the whole region, whose valid superblock must name its size),
+/// the log's walks over its bytes up to its end, and the host verifier (which cuts
+/// the bytes it reads to the superblock's region size) all get the same bound.
+pub fn region_max_seq(bytes: &[u8]) -> u64 {
+    let claimed = Superblock::current(&Superblock::read_both(bytes))
+        .map(|(_, sb)| sb.region_bytes)
+        .filter(|c| (MIN_REGION_BYTES as u64..=MAX_REGION_BYTES as u64).contains(c));
+    max_seq(claimed.map_or(bytes.len(), |c| c as usize))
 }
 
 /// The first `prev` hash of node `node`'s chain: SHA-256("xdv-audit-genesis-v1" || node LE).
@@ -495,16 +514,31 @@ pub fn header_is_blank(region: &[u8], at: usize) -> bool {
 /// payload length and bounds, own hash, payload, kind and field limits — and, with
 /// `expect = Some((seq, prev))`, that it continues a chain: sequence number `seq`
 /// and previous hash `prev`. Without `expect` the sequence number must be
-/// plausible ([`max_seq`]). Never panics, whatever the bytes.
+/// plausible: at most [`max_seq`] of `region`'s length (a reader of part of a region
+/// uses [`check_record_alone`] with the region's bound). Never panics, whatever the
+/// bytes.
 pub(crate) fn check_record(
     region: &[u8],
     off: usize,
     node: Option<NodeId>,
     expect: Option<(u64, Hash32)>,
 ) -> Result<RecordView, Damage> {
-    check_record_using(region, off, node, expect, &mut |b| {
-        Hash32(Sha256::digest(b).into())
-    })
+    check_record_using(region, off, node, expect, &mut sha256)
+}
+
+/// [`check_record`] without a chain, the sequence number at most `seq_bound` (the
+/// region's [`max_seq`], whatever part of the region `region` is).
+pub(crate) fn check_record_alone(
+    region: &[u8],
+    off: usize,
+    node: Option<NodeId>,
+    seq_bound: u64,
+) -> Result<RecordView, Damage> {
+    verify_record(region, off, node, None, seq_bound, &mut sha256)
+}
+
+fn sha256(b: &[u8]) -> Hash32 {
+    Hash32(Sha256::digest(b).into())
 }
 
 /// [`check_record`] with the SHA-256 of the record's hashed bytes supplied by
@@ -517,6 +551,18 @@ pub fn check_record_using(
     off: usize,
     node: Option<NodeId>,
     expect: Option<(u64, Hash32)>,
+    sha256: &mut dyn FnMut(&[u8]) -> Hash32,
+) -> Result<RecordView, Damage> {
+    verify_record(region, off, node, expect, max_seq(region.len()), sha256)
+}
+
+/// [`check_record_using`]; without `expect`, the sequence number at most `seq_bound`.
+fn verify_record(
+    region: &[u8],
+    off: usize,
+    node: Option<NodeId>,
+    expect: Option<(u64, Hash32)>,
+    seq_bound: u64,
     sha256: &mut dyn FnMut(&[u8]) -> Hash32,
 ) -> Result<RecordView, Damage> {
     let r = region;
@@ -533,7 +579,7 @@ pub fn check_record_using(
         Some((seq, _)) if header.seq != seq => {
             return Err(Damage::SeqMismatch { found: header.seq });
         }
-        None if header.seq > max_seq(r.len()) => {
+        None if header.seq > seq_bound => {
             return Err(Damage::SeqMismatch { found: header.seq });
         }
         _ => {}
@@ -578,8 +624,14 @@ pub fn check_record_using(
 }
 
 /// A cheap test (no hashing) that a record of `node` (any if `None`) with a
-/// sequence number of at least `min_seq` could start at `off`.
-fn plausible_start(region: &[u8], off: usize, node: Option<NodeId>, min_seq: u64) -> bool {
+/// sequence number in `min_seq..=seq_bound` could start at `off`.
+fn plausible_start(
+    region: &[u8],
+    off: usize,
+    node: Option<NodeId>,
+    min_seq: u64,
+    seq_bound: u64,
+) -> bool {
     if region.get(off) != Some(&FORMAT_VERSION) {
         return false;
     }
@@ -593,15 +645,15 @@ fn plausible_start(region: &[u8], off: usize, node: Option<NodeId>, min_seq: u64
         && h.kind < RecordBody::KIND_COUNT
         && node.is_none_or(|n| h.node == n)
         && h.seq >= min_seq
-        && h.seq <= max_seq(region.len())
+        && h.seq <= seq_bound
         && off.saturating_add(h.record_bytes()) <= region.len()
 }
 
 /// The first record at an offset in `from..to` that verifies on its own
 /// ([`check_record`] without a chain) for `node` (any node if `None`) and has a
-/// sequence number of at least `min_seq`. This is how a reader finds its way back
-/// into a region after a damaged range: records are self-delimiting and carry
-/// their own hash.
+/// sequence number of at least `min_seq` (and at most [`max_seq`] of
+/// `region.len()`). This is how a reader finds its way back into a region after a
+/// damaged range: records are self-delimiting and carry their own hash.
 pub fn find_record(
     region: &[u8],
     from: usize,
@@ -609,10 +661,24 @@ pub fn find_record(
     node: Option<NodeId>,
     min_seq: u64,
 ) -> Option<RecordView> {
+    find_record_within(region, from, to, node, min_seq, max_seq(region.len()))
+}
+
+/// [`find_record`] with sequence numbers up to `seq_bound`: the bound of the whole
+/// region when `region` is only its first bytes ([`region_max_seq`]), so that the
+/// record found does not depend on how much of the region is read.
+pub(crate) fn find_record_within(
+    region: &[u8],
+    from: usize,
+    to: usize,
+    node: Option<NodeId>,
+    min_seq: u64,
+    seq_bound: u64,
+) -> Option<RecordView> {
     let to = to.min(region.len());
     (from..to)
-        .filter(|&off| plausible_start(region, off, node, min_seq))
-        .find_map(|off| check_record(region, off, node, None).ok())
+        .filter(|&off| plausible_start(region, off, node, min_seq, seq_bound))
+        .find_map(|off| check_record_alone(region, off, node, seq_bound).ok())
 }
 
 /// Offset just past the last non-zero byte of `region` (0 if all zero).

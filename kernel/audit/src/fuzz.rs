@@ -16,7 +16,11 @@
 //! - no non-zero byte of the damaged region is changed by `open`, except a torn
 //!   tail `open` reported cutting (and the superblocks);
 //! - unless `open` reported damage it could not record, the region then verifies,
-//!   an append after recovery verifies, and a second open finds nothing new.
+//!   an append after recovery verifies, and a second open finds nothing new;
+//! - every walk of the opened log reads exactly the records the scan at open and
+//!   the host verifier read: `records()` yields the host scan's records, in order,
+//!   as many as `len()`, and a root published from the first record over all of
+//!   them is `merkle_root()` and the host's root (after open and after an append).
 
 use alloc::string::String;
 use alloc::vec;
@@ -26,8 +30,8 @@ use xdv_types::{CapabilityId, CoreId, Hash32, NodeId, TaskId, Timestamp};
 use crate::body::RecordBody;
 use crate::format::{DATA_START, MIN_REGION_BYTES, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS};
 use crate::format::{find_region, nonzero_end};
-use crate::log::{AuditError, AuditLog, OpenReport};
-use crate::scan::{region_node, verify_region};
+use crate::log::{AuditError, AuditLog, MAX_PUBLISH_STEP, OpenReport};
+use crate::scan::{inspect_region_with, region_node, verify_region};
 
 /// Largest region the check builds from fuzz input (bounds memory and time).
 pub const FUZZ_MAX_REGION_BYTES: usize = 4 * MIN_REGION_BYTES;
@@ -237,6 +241,7 @@ fn reopen_damaged(clean: &[u8], region: &mut [u8], node: NodeId, written: &Writt
         }
     }
     assert_kept(&damaged, log.region(), &report);
+    assert_walks_agree(&mut log, &report);
     if report.damage_unrecorded > 0 {
         return;
     }
@@ -251,6 +256,7 @@ fn reopen_damaged(clean: &[u8], region: &mut [u8], node: NodeId, written: &Writt
     if appended.is_ok() && verify_region(log.region()).is_err() {
         panic!("an append after recovery does not verify; {report:?}");
     }
+    assert_walks_agree(&mut log, &report);
     let records = log.len();
     drop(log);
     let (again, second) = match AuditLog::open(region, node) {
@@ -265,6 +271,40 @@ fn reopen_damaged(clean: &[u8], region: &mut [u8], node: NodeId, written: &Writt
             && again.len() == records,
         "a second open finds something new: {second:?} after {report:?}"
     );
+}
+
+/// The log's walks read exactly the records the host verifier's scan of the whole
+/// region reads (and the scan at open: `len()`): `records()` yields them in order,
+/// and a root published from the first record over all of them (when one step
+/// reaches the end) is `merkle_root()` and the host's.
+fn assert_walks_agree(log: &mut AuditLog<'_>, report: &OpenReport) {
+    let mut host = Vec::new();
+    let insp = inspect_region_with(log.region(), &mut |v| host.push((v.offset, v.hash)));
+    let walked: Vec<(u64, Hash32)> = log
+        .records()
+        .map(|r| r.map(|v| (v.offset, v.hash)))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("a walk of the log fails: {e}; {report:?}"));
+    assert!(
+        walked == host && walked.len() as u64 == log.len(),
+        "the log's walk reads {} records, the host {}, open {}; {report:?}",
+        walked.len(),
+        host.len(),
+        log.len()
+    );
+    let root = log.merkle_root();
+    if let Some(scan) = insp.scan.as_ref() {
+        assert_eq!(scan.merkle_root(), root, "host root; {report:?}");
+    }
+    let n = log.len();
+    if (1..=MAX_PUBLISH_STEP + 1).contains(&n) {
+        let (records, published, _, _) = log.root_for_publication(Some(1));
+        assert_eq!(
+            (records, published),
+            (n, root),
+            "published root; {report:?}"
+        );
+    }
 }
 
 /// `open` changed no non-zero byte of the record area except the torn tail it
@@ -298,7 +338,9 @@ fn check_bytes(data: &[u8]) {
     let node = region_node(&region).unwrap_or(NodeId(0));
     if let Ok((mut log, report)) = AuditLog::open(&mut region, node) {
         assert_kept(&before, log.region(), &report);
+        assert_walks_agree(&mut log, &report);
         let _ = log.append(Timestamp(1), CoreId(0), &RecordBody::Boot { count: 1 });
+        assert_walks_agree(&mut log, &report);
         if report.damage_unrecorded > 0 {
             return;
         }

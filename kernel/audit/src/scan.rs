@@ -17,6 +17,12 @@
 //!   found starts a new segment. Every byte from `DATA_START` to the last non-zero
 //!   byte lies in a readable record or in a damaged range: nothing is skipped
 //!   silently.
+//! - The records found after a damaged range do not depend on how much of the
+//!   region is scanned: the bound on their sequence numbers is the region's
+//!   ([`region_max_seq`], from its superblock), not that of the bytes given. A scan
+//!   of the log's bytes up to its end (`AuditLog::records`, its proof walks) reads
+//!   exactly the records the scan of the whole region at open and the host
+//!   verifier read.
 //! - Scanning never panics, whatever the bytes; it hashes each record at most twice.
 //! - A scan can be resumed right after any readable record (`Scanner::resume`, from
 //!   the checkpoints `AuditLog::open` keeps): the scanner's whole state there is that
@@ -28,7 +34,8 @@ use xdv_types::{Hash32, NodeId};
 use crate::body::RecordBody;
 use crate::format::{
     DATA_START, Damage, MAX_REGION_BYTES, MIN_REGION_BYTES, RecordView, Superblock, VerifyError,
-    check_record, find_record, genesis_hash, header_is_blank, max_seq, nonzero_end,
+    check_record, find_record, find_record_within, genesis_hash, header_is_blank, nonzero_end,
+    region_max_seq,
 };
 use crate::merkle::MerkleAccumulator;
 
@@ -98,6 +105,9 @@ pub enum Scanned {
 pub struct Scanner<'r> {
     region: &'r [u8],
     node: NodeId,
+    /// The region's bound on sequence numbers ([`crate::format::max_seq`]): a record
+    /// found after a damaged range has at most this number.
+    seq_bound: u64,
     offset: usize,
     /// (seq, prev hash) the record at `offset` must have.
     expect: (u64, Hash32),
@@ -109,11 +119,22 @@ pub struct Scanner<'r> {
 }
 
 impl<'r> Scanner<'r> {
-    /// Scans `region` (cut to the region size) for the chain of `node`.
+    /// Scans `region` for the chain of `node`: a region from its first byte, cut to
+    /// the region size or — when a valid superblock names that size — to any end at
+    /// or past its last readable record (the bytes up to a log's end, say). Both
+    /// yield the same records: the bound on sequence numbers is the region's either
+    /// way ([`region_max_seq`]).
     pub fn new(region: &'r [u8], node: NodeId) -> Scanner<'r> {
+        Scanner::within(region, node, region_max_seq(region))
+    }
+
+    /// [`Scanner::new`] with the region's bound on sequence numbers given
+    /// (`max_seq` of its size).
+    pub(crate) fn within(region: &'r [u8], node: NodeId, seq_bound: u64) -> Scanner<'r> {
         Scanner {
             region,
             node,
+            seq_bound,
             offset: DATA_START,
             expect: (0, genesis_hash(node)),
             last: None,
@@ -123,22 +144,25 @@ impl<'r> Scanner<'r> {
         }
     }
 
-    /// The scan of `region` for `node` resumed right after the readable record
-    /// `last` = (seq, hash) that ends at `offset`. When [`Scanner::new`] over the same
-    /// bytes yields that record there, this yields exactly what it yields after it:
-    /// the state a scan keeps after a record is that record's end, sequence number
-    /// and hash (the cached [`nonzero_end`] is a function of `region`).
+    /// The scan of `region` for `node` (with the region's bound `seq_bound`) resumed
+    /// right after the readable record `last` = (seq, hash) that ends at `offset`.
+    /// When [`Scanner::within`] over the same bytes with the same bound yields that
+    /// record there, this yields exactly what it yields after it: the state a scan
+    /// keeps after a record is that record's end, sequence number and hash (the
+    /// cached [`nonzero_end`] is a function of `region`).
     pub(crate) fn resume(
         region: &'r [u8],
         node: NodeId,
+        seq_bound: u64,
         offset: usize,
         last: (u64, Hash32),
     ) -> Scanner<'r> {
         Scanner {
             region,
             node,
+            seq_bound,
             offset,
-            // Bounded by max_seq (a readable record's): cannot overflow.
+            // Bounded by the region's max_seq (a readable record's): cannot overflow.
             expect: (last.0 + 1, last.1),
             last: Some(last),
             new_segment: false,
@@ -158,7 +182,14 @@ impl<'r> Scanner<'r> {
     fn resync(&mut self, w: usize, what: Damage) -> DamagedRange {
         let nz = self.nonzero_end().max(w + 1);
         let min_seq = self.last.map_or(0, |(s, _)| s + 1);
-        let found = find_record(self.region, w + 1, nz, Some(self.node), min_seq);
+        let found = find_record_within(
+            self.region,
+            w + 1,
+            nz,
+            Some(self.node),
+            min_seq,
+            self.seq_bound,
+        );
         let mut range = DamagedRange {
             offset: w as u64,
             bytes: (nz - w) as u64,
@@ -200,7 +231,7 @@ impl Iterator for Scanner<'_> {
                 Ok(view) => {
                     self.offset += view.header.record_bytes();
                     self.last = Some((view.header.seq, view.hash));
-                    // Bounded by max_seq: cannot overflow.
+                    // Bounded by the region's max_seq: cannot overflow.
                     self.expect = (view.header.seq + 1, view.hash);
                     let new_segment = core::mem::take(&mut self.new_segment);
                     return Some(Scanned::Record { view, new_segment });
@@ -250,29 +281,26 @@ pub(crate) struct Checkpoint {
 /// power of two: 8 for [`MAX_CHECKPOINTS`]). With the defaults: at most 256 × (80 + 8 × 36) bytes =
 /// 92 KiB whatever the region size (about 3 KiB for the 4 MiB default region).
 ///
-/// Which checkpoints are exact: a walk later starts at a checkpoint with a
+/// Why checkpoints are exact: a walk later starts at a checkpoint with a
 /// [`Scanner`] over `region[..end]` of the open log (shorter than the region the
-/// scan at open read, and with a torn tail zeroed after it), and must yield what a
-/// scan over those bytes from `DATA_START` yields after that record. Bytes up to a
-/// checkpoint never change while the log is open (appends go after its end). A
-/// record that continues its chain is read the same from both (its bytes lie below
-/// the log's end). The first record after a damaged range is found by
-/// [`find_record`], whose sequence-number bound is [`max_seq`] of the bytes
-/// scanned: a shorter slice only refuses more candidates (and its search still
-/// reaches the record, whose first byte, the version, is not zero), so the later
-/// scan finds the same record if that record passes the bound of the shorter
-/// slice — which is at least [`max_seq`] of the record's own end. A record that
-/// does not (a record
-/// of a higher number copied to an earlier place) closes the list: no checkpoint
-/// after it, and walks to sizes past the last checkpoint start there, as before.
-/// Records an open log appends are not checkpointed (the sizes it publishes are
-/// kept by the log).
+/// scan at open read, and with a torn tail zeroed after it) and the region's bound
+/// on sequence numbers, and must yield what a scan over those bytes from
+/// `DATA_START` yields after that record, which is what the scan at open yielded.
+/// Bytes up to a checkpoint never change while the log is open (appends go after
+/// its end). A record that continues its chain is read the same from both (its
+/// bytes lie below the log's end). The first record after a damaged range is
+/// found by [`find_record`] with the same sequence-number bound in both (the
+/// region's, whatever bytes are scanned): it is the first offset where a record
+/// verifies on its own, and every candidate before it that fails in the whole
+/// region fails in its prefix. Records an open log appends are not checkpointed
+/// (the sizes it publishes are kept by the log).
 #[derive(Clone, Debug)]
 pub(crate) struct Checkpoints {
     /// Record counts `interval`, `2 × interval`, … in order.
     list: Vec<Checkpoint>,
     interval: u64,
     max: usize,
+    /// Disabled: no checkpoint is ever taken.
     closed: bool,
 }
 
@@ -300,11 +328,6 @@ impl Checkpoints {
             closed: true,
             ..Checkpoints::new(CHECKPOINT_INTERVAL, MAX_CHECKPOINTS)
         }
-    }
-
-    /// No checkpoint is taken after this.
-    fn close(&mut self) {
-        self.closed = true;
     }
 
     /// Takes a checkpoint at `acc` (the accumulator after the readable record
@@ -346,7 +369,7 @@ impl Checkpoints {
         self.list.len()
     }
 
-    /// No checkpoint is taken any more (see [`Checkpoints`]).
+    /// No checkpoint is taken ([`Checkpoints::disabled`]).
     #[cfg(test)]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed
@@ -461,10 +484,6 @@ impl RegionScan {
         self.next_seq = v.header.seq + 1;
         self.head = v.hash;
         self.merkle.push(&v.hash);
-        // See `Checkpoints` for why a record found after damage must pass this bound.
-        if new_segment && self.damaged_total > 0 && v.header.seq > max_seq(end as usize) {
-            self.checkpoints.close();
-        }
         self.checkpoints
             .offer(&self.merkle, end as usize, (v.header.seq, v.hash));
         self.last_kind = Some(v.header.kind);
@@ -515,13 +534,23 @@ pub fn scan_region_with(
     probe: Option<u64>,
     visit: &mut dyn FnMut(&RecordView),
 ) -> RegionScan {
-    scan_checkpointed(region, node, probe, visit, Checkpoints::disabled())
+    let seq_bound = region_max_seq(region);
+    scan_checkpointed(
+        region,
+        node,
+        seq_bound,
+        probe,
+        visit,
+        Checkpoints::disabled(),
+    )
 }
 
-/// [`scan_region_with`], keeping `checkpoints` of the Merkle accumulator.
+/// [`scan_region_with`] with the region's bound on sequence numbers given
+/// ([`Scanner::within`]), keeping `checkpoints` of the Merkle accumulator.
 pub(crate) fn scan_checkpointed(
     region: &[u8],
     node: NodeId,
+    seq_bound: u64,
     probe: Option<u64>,
     visit: &mut dyn FnMut(&RecordView),
     checkpoints: Checkpoints,
@@ -546,7 +575,7 @@ pub(crate) fn scan_checkpointed(
         merkle: MerkleAccumulator::new(),
         checkpoints,
     };
-    for item in Scanner::new(region, node) {
+    for item in Scanner::within(region, node, seq_bound) {
         match item {
             Scanned::Record { view, new_segment } => {
                 s.add_record(&view, new_segment, probe);
@@ -555,7 +584,7 @@ pub(crate) fn scan_checkpointed(
             Scanned::Damaged(d) => s.add_damage(d),
         }
     }
-    debug_assert!(s.records <= s.next_seq && s.next_seq <= max_seq(region.len()) + 1);
+    debug_assert!(s.records <= s.next_seq && s.next_seq <= seq_bound + 1);
     s
 }
 
