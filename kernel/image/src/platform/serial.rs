@@ -15,7 +15,7 @@
 //! writes out what is held first ([`write_held_for_report`]).
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use spin::Mutex;
 use uart_16550::SerialPort;
 
@@ -83,6 +83,7 @@ fn write_held(held: &mut Held) {
         return;
     }
     if let Some(port) = COM1.lock().as_mut() {
+        LIVE.store(true, Ordering::Relaxed);
         // The buffer holds whole `write_str` pieces of UTF-8 text.
         let text = core::str::from_utf8(&held.buf[..held.len]).unwrap_or("");
         let _ = CrLf(port).write_str(text);
@@ -115,8 +116,12 @@ pub fn write_held_for_report() {
     }
 }
 
+/// Something was written to COM1 (not only held).
+static LIVE: AtomicBool = AtomicBool::new(false);
+
 fn print_live(args: fmt::Arguments) {
     if let Some(port) = COM1.lock().as_mut() {
+        LIVE.store(true, Ordering::Relaxed);
         let _ = CrLf(port).write_fmt(args);
     }
 }
@@ -148,10 +153,16 @@ pub fn _print_now(args: fmt::Arguments) {
     });
 }
 
-/// Prints before anything held: the ready line, which held boot output follows.
+/// Prints before anything held: the ready line, which held boot output follows. On a
+/// line of its own: when it is the kernel's first output, the firmware's or GRUB's
+/// last line may still be open (`Booting from ROM..`), and tools look for lines that
+/// start with `xdv: ready`.
 pub fn _print_first(args: fmt::Arguments) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let _held = HELD.lock();
+        if !LIVE.load(Ordering::Relaxed) {
+            print_live(format_args!("\n"));
+        }
         print_live(args);
     });
 }
