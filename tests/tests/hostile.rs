@@ -250,24 +250,29 @@ fn slow_client(port: u16, trickle: bool, bytes: Vec<u8>, stop: Arc<AtomicBool>) 
     connections
 }
 
-/// The management frames the node received so far (the `peers` command's `mgmt:` line).
-fn mgmt_frames_received(vm: &mut Vm) -> u64 {
+/// The `peers` command's management line (`mgmt: N frames …, slots busy …`).
+fn mgmt_line(vm: &mut Vm) -> String {
     let out = vm.command("peers", "evicted ", T).unwrap();
     out.lines()
         .rfind(|l| l.starts_with("mgmt: "))
-        .and_then(|l| l["mgmt: ".len()..].split(' ').next())
+        .unwrap_or_else(|| panic!("no mgmt line: {out}"))
+        .to_string()
+}
+
+/// The management frames the node received so far (the number opening `mgmt_line`).
+fn mgmt_frames_received(vm: &mut Vm) -> u64 {
+    let line = mgmt_line(vm);
+    line["mgmt: ".len()..]
+        .split(' ')
+        .next()
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no mgmt frame count in {out}"))
+        .unwrap_or_else(|| panic!("no mgmt frame count in {line}"))
 }
 
 /// `peers`' management line: (busy slots, closes by reason in the printed order:
 /// handshake, read-deadline, idle, reply-wait, source-share, evicted).
 fn mgmt_slots(vm: &mut Vm) -> (u64, [u64; 6]) {
-    let out = vm.command("peers", "evicted ", T).unwrap();
-    let line = out
-        .lines()
-        .rfind(|l| l.starts_with("mgmt: "))
-        .unwrap_or_else(|| panic!("no mgmt line: {out}"));
+    let line = mgmt_line(vm);
     let after = |key: &str| -> u64 {
         line.split(key)
             .nth(1)

@@ -37,7 +37,8 @@ fn boots_via_pvh_to_exactly_one_ready_line() {
         "{}",
         ready[0]
     );
-    assert!(log.contains("booted via PVH"), "{log}");
+    // The boot's own lines follow the ready line (held at the default log level).
+    assert!(log.find("xdv: ready") < log.find("booted via PVH"), "{log}");
     assert!(log.contains("xdv-test: pass boot"));
     // Both timers are calibrated over windows that overlap the boot's own work: the
     // windows are at least their minimum, and QEMU's LAPIC timer (a 1 GHz bus divided
@@ -319,6 +320,59 @@ fn console_round_trip() {
     );
     vm.send_line("halt").unwrap();
     vm.expect_exit(Exit::Halted, T).unwrap();
+}
+
+/// Where `needle` first starts in `log` (panics with the log if it is not there).
+fn at(log: &str, needle: &str) -> usize {
+    log.find(needle)
+        .unwrap_or_else(|| panic!("no `{needle}` in:\n{log}"))
+}
+
+/// At the default log level the boot's own lines are held and follow the ready line,
+/// in order; a warning during the boot writes out what is held and then itself at
+/// once, before the ready line (here: a third NIC, which gets no interrupt vector);
+/// with `log=debug` every line comes as it happens, before the ready line; a boot
+/// that halts before its ready line writes out what it held.
+#[test]
+fn boot_lines_follow_the_ready_line_but_warnings_come_at_once() {
+    let mut cfg = Config::kernel("test=boot").unwrap();
+    for _ in 0..3 {
+        cfg.extra
+            .extend(["-nic".to_string(), "user,model=e1000e".to_string()]);
+    }
+    let log = Vm::spawn(&cfg).unwrap().expect_exit(Exit::Pass, T).unwrap();
+    let ready = at(&log, "\nxdv: ready node=0");
+    let booted = at(&log, "booted via PVH");
+    let warning = at(
+        &log,
+        "[WARN ] net: 00:04.0 polled: at most 2 NICs interrupt",
+    );
+    assert!(booted < warning && warning < ready, "{log}");
+    // Held before the warning (in order), held after it (after the ready line).
+    assert!(at(&log, "net: e1000e 00:03.0") < warning, "{log}");
+    assert!(ready < at(&log, "net: e1000e 00:04.0"), "{log}");
+    assert!(ready < at(&log, "loop: sleeps until"), "{log}");
+    assert_eq!(ready_lines(&log).len(), 1, "{log}");
+
+    let log = Vm::spawn(&Config::kernel("test=boot log=debug").unwrap())
+        .unwrap()
+        .expect_exit(Exit::Pass, T)
+        .unwrap();
+    let ready = at(&log, "\nxdv: ready node=0");
+    assert!(at(&log, "booted via PVH") < ready, "{log}");
+    assert!(at(&log, "loop: sleeps until") < ready, "{log}");
+
+    // A boot that stops before its ready line still writes out what it held.
+    let log = Vm::spawn(&Config::kernel("raft=0x4000000,0x800000").unwrap())
+        .unwrap()
+        .expect_exit(Exit::Fail, T)
+        .unwrap();
+    let halting = at(
+        &log,
+        "xdv: boot: the audit region overlaps the raft region; halting",
+    );
+    assert!(at(&log, "booted via PVH") < halting, "{log}");
+    assert!(ready_lines(&log).is_empty(), "{log}");
 }
 
 #[test]

@@ -302,16 +302,15 @@ pub extern "C" fn kernel_entry(proto: u32, info_addr: u32) -> ! {
     let (stack_bottom, stack_top) = arch::paging::boot_stack();
     let stack_used = arch::paging::boot_stack_used();
     phases.mark("stack");
-    serial::_print_first(format_args!(
+    // The boot's own lines follow the ready line: every serial byte costs the boot
+    // under QEMU (one write by the emulator per byte), and they only describe the boot
+    // that just ended (serial.rs).
+    serial::ready_line(format_args!(
         "xdv: ready node={} cores={} mem={}MiB\n",
         node,
         smp::online(),
         usable_mib
     ));
-    // After the ready line: every serial byte costs the boot under QEMU (one write by
-    // the emulator per byte), and the boot's own lines only describe the boot that
-    // just ended (serial.rs).
-    serial::release_boot_output();
     println!("{}", services.describe());
     log::info!(
         "boot stack: {} KiB of {} KiB used so far",

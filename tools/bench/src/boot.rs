@@ -283,7 +283,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .into_iter()
         .map(|(name, mut v)| {
             v.sort_by(f64::total_cmp);
-            (name, v[v.len() / 2])
+            (name, median(&v))
         })
         .collect();
     if !medians.is_empty() {

@@ -17,7 +17,7 @@ pub fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
 }
 
 /// Median of a sorted slice.
-pub fn median(sorted: &[Duration]) -> Duration {
+pub fn median<T: Copy>(sorted: &[T]) -> T {
     assert!(!sorted.is_empty(), "median of no samples");
     sorted[sorted.len() / 2]
 }

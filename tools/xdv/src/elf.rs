@@ -140,22 +140,18 @@ mod tests {
     fn malformed_images_are_refused_with_what_is_wrong() {
         let (elf, end) = sample();
         let err = |b: &[u8]| boot_image(b).unwrap_err().to_string();
+        // The error for `elf` with byte `at` set to `v`.
+        let with = |at: usize, v: u8| {
+            let mut m = elf.clone();
+            m[at] = v;
+            err(&m)
+        };
         assert!(err(&elf[..10]).contains("a header is 64"));
-        let mut m = elf.clone();
-        m[1] = b'X';
-        assert!(err(&m).contains("bad magic"));
-        let mut m = elf.clone();
-        m[4] = 1;
-        assert!(err(&m).contains("ELF64"));
-        let mut m = elf.clone();
-        m[0x38] = 0;
-        assert!(err(&m).contains("no program headers"));
-        let mut m = elf.clone();
-        m[0x36] = 32;
-        assert!(err(&m).contains("entries of 32 bytes"));
-        let mut m = elf.clone();
-        m[0x38] = 200;
-        assert!(err(&m).contains("runs past the file"));
+        assert!(with(1, b'X').contains("bad magic"));
+        assert!(with(4, 1).contains("ELF64"));
+        assert!(with(0x38, 0).contains("no program headers"));
+        assert!(with(0x36, 32).contains("entries of 32 bytes"));
+        assert!(with(0x38, 200).contains("runs past the file"));
         // A segment past the end of the file.
         assert!(err(&elf[..end - 1]).contains("program header 0"));
     }

@@ -67,10 +67,7 @@ pub fn repo_root() -> PathBuf {
 /// Builds the kernel (release) once per process and returns the boot image's path.
 pub fn kernel_image() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build_kernel(true).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    release_once(&BUILT, false)
 }
 
 /// The release kernel built with its test hooks (feature `fault-hooks`: the
@@ -79,8 +76,16 @@ pub fn kernel_image() -> Result<PathBuf> {
 /// The image users run ([`kernel_image`]) has no hooks and refuses both.
 pub fn kernel_image_with_test_hooks() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build_kernel_variant(true, false, true).map_err(|e| format!("{e:#}")))
+    release_once(&BUILT, true)
+}
+
+/// The release build of one variant, made the first time `built` is asked.
+fn release_once(
+    built: &OnceLock<std::result::Result<PathBuf, String>>,
+    hooks: bool,
+) -> Result<PathBuf> {
+    built
+        .get_or_init(|| build_kernel_variant(true, false, hooks).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
 }
@@ -104,7 +109,7 @@ pub fn build_kernel_with(release: bool, progress: bool) -> Result<PathBuf> {
 /// under a lock file: another process building the other variant cannot swap the ELF
 /// between them. After a hooks build the plain kernel is linked again (no compile),
 /// so [`kernel_path`] is always the image users run (the profiler reads it).
-pub fn build_kernel_variant(release: bool, progress: bool, hooks: bool) -> Result<PathBuf> {
+fn build_kernel_variant(release: bool, progress: bool, hooks: bool) -> Result<PathBuf> {
     let root = repo_root();
     let target = root.join("target/kernel");
     std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
