@@ -300,9 +300,28 @@ fn read_bars(cfg: &dyn ConfigSpace, bdf: Bdf, count: u8) -> Vec<Bar> {
 /// maps them. [`enumerate`] leaves sizes unknown, so only functions a driver claims
 /// pay for the writes.
 pub fn size_bars(cfg: &dyn ConfigSpace, dev: &mut PciDevice) {
+    size_bars_then(cfg, dev, |cmd| cmd);
+}
+
+/// [`size_bars`], then decoding of memory and I/O (and bus mastering) on as
+/// [`enable`] turns them on, in the one write that ends the sizing: under emulation
+/// each change of a function's decoding rebuilds the machine's memory map, so a driver
+/// claiming a function pays for two changes instead of three.
+pub fn size_bars_then_enable(cfg: &dyn ConfigSpace, dev: &mut PciDevice, bus_master: bool) {
+    size_bars_then(cfg, dev, |cmd| enabled(cmd, bus_master));
+}
+
+/// The command word with decoding (and bus mastering) on.
+fn enabled(cmd: u32, bus_master: bool) -> u32 {
+    cmd | CMD_MEM | CMD_IO | if bus_master { CMD_BUS_MASTER } else { 0 }
+}
+
+/// Sizes the BARs with decoding off, then writes `restore(command)` (the status half
+/// masked off: its bits clear when written as 1).
+fn size_bars_then(cfg: &dyn ConfigSpace, dev: &mut PciDevice, restore: impl FnOnce(u32) -> u32) {
     let bdf = dev.bdf;
     let count = bar_count(dev.header_type);
-    let cmd = cfg.read32(bdf, COMMAND);
+    let cmd = cfg.read32(bdf, COMMAND) & 0xffff;
     cfg.write32(bdf, COMMAND, cmd & !(CMD_IO | CMD_MEM));
     let mut bars = Vec::new();
     let mut i = 0u8;
@@ -361,7 +380,7 @@ pub fn size_bars(cfg: &dyn ConfigSpace, dev: &mut PciDevice) {
             i += 1;
         }
     }
-    cfg.write32(bdf, COMMAND, cmd);
+    cfg.write32(bdf, COMMAND, restore(cmd));
     dev.bars = bars;
 }
 
@@ -549,8 +568,7 @@ pub fn disable_intx(cfg: &dyn ConfigSpace, dev: &PciDevice) {
 /// Enables memory decoding and, if asked, bus mastering (DMA).
 pub fn enable(cfg: &dyn ConfigSpace, dev: &PciDevice, bus_master: bool) {
     let cmd = cfg.read32(dev.bdf, COMMAND) & 0xffff;
-    let want = cmd | CMD_MEM | CMD_IO | if bus_master { CMD_BUS_MASTER } else { 0 };
-    cfg.write32(dev.bdf, COMMAND, want);
+    cfg.write32(dev.bdf, COMMAND, enabled(cmd, bus_master));
 }
 
 #[cfg(test)]
@@ -563,6 +581,8 @@ mod tests {
     struct Fake {
         regs: RefCell<BTreeMap<(Bdf, u16), u32>>,
         masks: BTreeMap<(Bdf, u16), u32>,
+        /// Values written to the command register, in order.
+        commands: RefCell<Vec<u32>>,
     }
 
     impl ConfigSpace for Fake {
@@ -576,6 +596,11 @@ mod tests {
         fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
             let v = match self.masks.get(&(bdf, offset)) {
                 Some(m) => (value & m) | (self.read32(bdf, offset) & !m & 0xf),
+                // The status half is the device's (its error bits clear when written as 1).
+                None if offset == COMMAND => {
+                    self.commands.borrow_mut().push(value);
+                    (value & 0xffff) | (self.read32(bdf, offset) & 0xffff_0000)
+                }
                 None => value,
             };
             self.regs.borrow_mut().insert((bdf, offset), v);
@@ -609,6 +634,7 @@ mod tests {
         Fake {
             regs: RefCell::new(regs),
             masks,
+            commands: RefCell::new(Vec::new()),
         }
     }
 
@@ -674,6 +700,35 @@ mod tests {
         ));
         enable(&f, &d, true);
         assert_eq!(f.read32(d.bdf, 0x04) & 0x7, 0x7);
+    }
+
+    /// Sizing then enabling writes the command register twice (decoding off, then the
+    /// final word), never with a status bit set, and sizes as `size_bars` does.
+    #[test]
+    fn sizing_for_a_driver_ends_with_decoding_and_bus_mastering_on() {
+        let f = fake();
+        let mut d = enumerate(&f, 0, 0).remove(0);
+        let mut plain = d.clone();
+        size_bars_then_enable(&f, &mut d, true);
+        let writes = f.commands.borrow().clone();
+        assert_eq!(writes.len(), 2, "{writes:x?}");
+        assert_eq!(
+            writes[0] & (CMD_MEM | CMD_IO),
+            0,
+            "decoding stays on while sizing"
+        );
+        assert_eq!(writes[1], CMD_MEM | CMD_IO | CMD_BUS_MASTER);
+        assert!(writes.iter().all(|w| w >> 16 == 0), "{writes:x?}");
+        assert_eq!(f.read32(d.bdf, 0x04), 0x0010_0007);
+        assert_eq!(f.read32(d.bdf, 0x10), 0xfebd_1000, "BAR0 restored");
+        let g = fake();
+        size_bars(&g, &mut plain);
+        assert_eq!(plain.bars, d.bars);
+        assert_eq!(
+            g.read32(d.bdf, 0x04),
+            0x0010_0000,
+            "size_bars leaves decoding as it was"
+        );
     }
 
     /// Every driver refuses a function whose BARs were never sized (the caller forgot

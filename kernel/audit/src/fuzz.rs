@@ -292,6 +292,15 @@ fn assert_walks_agree(log: &mut AuditLog<'_>, report: &OpenReport) {
         host.len(),
         log.len()
     );
+    let applied = log
+        .records()
+        .filter_map(|r| match r.ok()?.body {
+            RecordBody::RaftApplied { index, .. } => Some(index),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    assert_eq!(log.max_raft_applied(), applied, "{report:?}");
     let root = log.merkle_root();
     if let Some(scan) = insp.scan.as_ref() {
         assert_eq!(scan.merkle_root(), root, "host root; {report:?}");

@@ -369,6 +369,8 @@ pub struct AuditLog<'a> {
     /// Bulk records must end at or before this offset.
     high_water: usize,
     alarm_recorded: bool,
+    /// The highest `index` of a readable `RaftApplied` record (0 if none).
+    max_raft_applied: u64,
     /// Bulk records refused since open, and since the last refusal summary.
     bulk_refused: u64,
     bulk_unsummarised: u64,
@@ -491,6 +493,7 @@ impl<'a> AuditLog<'a> {
             full: scan.last_kind == Some(REGION_FULL_KIND),
             high_water: high_water_mark(len),
             alarm_recorded: scan.alarm_recorded,
+            max_raft_applied: scan.max_raft_applied,
             bulk_refused: 0,
             bulk_unsummarised: 0,
             merkle: scan.merkle.clone(),
@@ -623,6 +626,7 @@ impl<'a> AuditLog<'a> {
             full: false,
             high_water: high_water_mark(len),
             alarm_recorded: false,
+            max_raft_applied: 0,
             bulk_refused: 0,
             bulk_unsummarised: 0,
             merkle: MerkleAccumulator::new(),
@@ -817,7 +821,16 @@ impl<'a> AuditLog<'a> {
         let hash = Hash32(hash);
         self.head = hash;
         self.write_superblock(&hash);
+        if let RecordBody::RaftApplied { index, .. } = body {
+            self.max_raft_applied = self.max_raft_applied.max(*index);
+        }
         Some(seq)
+    }
+
+    /// The highest `index` of a readable `RaftApplied` record (0 if none): what a walk
+    /// of [`Self::records`] finds, kept by `open`'s scan and by every append.
+    pub fn max_raft_applied(&self) -> u64 {
+        self.max_raft_applied
     }
 
     pub fn node(&self) -> NodeId {
@@ -1426,6 +1439,56 @@ mod tests {
     /// the same node pasted just after record 20's start: after the damage, the
     /// scan finds records whose numbers are far above the region's own (yet within
     /// `max_seq` of the region), then the region's records after them.
+    /// The highest `RaftApplied` index of a walk of the log's readable records.
+    fn walked_max_applied(log: &AuditLog<'_>) -> u64 {
+        log.records()
+            .filter_map(|r| match r.unwrap().body {
+                RecordBody::RaftApplied { index, .. } => Some(index),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_highest_applied_index_is_kept_without_a_walk() {
+        let mut region = vec![0u8; 64 * 1024];
+        let (mut log, _) = AuditLog::open(&mut region, NODE).unwrap();
+        assert_eq!(log.max_raft_applied(), 0);
+        // Indices out of order (a restart re-records from a lower index), other
+        // records between them.
+        let indices = [3u64, 9, 4, 12, 7, 11];
+        for (i, &index) in indices.iter().enumerate() {
+            let applied = RecordBody::RaftApplied {
+                index,
+                term: 1,
+                entry_hash: Hash32([index as u8; 32]),
+            };
+            log.append(Timestamp(2 * i as u64 + 1), CoreId(0), &applied)
+                .unwrap();
+            log.append(Timestamp(2 * i as u64 + 2), CoreId(0), &body(i as u64))
+                .unwrap();
+            assert_eq!(log.max_raft_applied(), walked_max_applied(&log));
+        }
+        assert_eq!(log.max_raft_applied(), 12);
+        drop(log);
+        let (log, _) = AuditLog::open(&mut region, NODE).unwrap();
+        assert_eq!(log.max_raft_applied(), 12, "after a reopen");
+        // The record holding 12 damaged: open finds the highest readable one.
+        let at = log
+            .records()
+            .map(|r| r.unwrap())
+            .find(|v| matches!(v.body, RecordBody::RaftApplied { index: 12, .. }))
+            .unwrap()
+            .offset as usize;
+        drop(log);
+        region[at + HEADER_BYTES + 1] ^= 0xff;
+        let (log, rep) = AuditLog::open(&mut region, NODE).unwrap();
+        assert_eq!(rep.damaged.len(), 1, "{rep:?}");
+        assert_eq!(log.max_raft_applied(), 11);
+        assert_eq!(walked_max_applied(&log), 11);
+    }
+
     fn pasted_records_region() -> Vec<u8> {
         const SIZE: usize = 512 << 10;
         let long = region_with(1800, SIZE);

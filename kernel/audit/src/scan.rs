@@ -425,6 +425,8 @@ pub struct RegionScan {
     pub last_boot_count: Option<u64>,
     /// A readable `AuditAlarm` record exists.
     pub alarm_recorded: bool,
+    /// The highest `index` of a readable `RaftApplied` record (0 if none).
+    pub max_raft_applied: u64,
     /// (seq, hash) of the readable record ending exactly at the probe offset.
     pub probe_hit: Option<(u64, Hash32)>,
     pub(crate) merkle: MerkleAccumulator,
@@ -494,6 +496,9 @@ impl RegionScan {
         match v.body {
             RecordBody::Boot { count } => self.last_boot_count = Some(count),
             RecordBody::AuditAlarm { .. } => self.alarm_recorded = true,
+            RecordBody::RaftApplied { index, .. } => {
+                self.max_raft_applied = self.max_raft_applied.max(index)
+            }
             RecordBody::Damaged { offset, bytes, .. } => {
                 let ack_end = offset.saturating_add(bytes);
                 for d in &mut self.damaged {
@@ -571,6 +576,7 @@ pub(crate) fn scan_checkpointed(
         max_stamp: 0,
         last_boot_count: None,
         alarm_recorded: false,
+        max_raft_applied: 0,
         probe_hit: None,
         merkle: MerkleAccumulator::new(),
         checkpoints,
@@ -758,6 +764,8 @@ pub struct CleanChain {
     /// `count` of the last `Boot` record.
     pub last_boot_count: Option<u64>,
     pub alarm_recorded: bool,
+    /// The highest `index` of a `RaftApplied` record (0 if none).
+    pub max_raft_applied: u64,
     /// (seq, hash) of the record ending exactly at the plan's probe offset.
     pub probe_hit: Option<(u64, Hash32)>,
     /// The Merkle accumulator over the record hashes.
@@ -794,6 +802,7 @@ impl CleanChain {
             max_stamp: self.max_stamp,
             last_boot_count: self.last_boot_count,
             alarm_recorded: self.alarm_recorded,
+            max_raft_applied: self.max_raft_applied,
             probe_hit: self.probe_hit,
             merkle: self.merkle,
             checkpoints: Checkpoints::disabled(),

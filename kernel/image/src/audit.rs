@@ -357,16 +357,8 @@ pub fn root_for_publication(
 }
 
 /// The highest log index a `RaftApplied` record in this node's audit log covers (0 when
-/// none): after a restart the node does not record those entries again.
+/// none): after a restart the node does not record those entries again. Kept by the
+/// log (open's scan, then every append): no walk of the region.
 pub fn last_raft_applied() -> u64 {
-    AUDIT.lock().as_ref().map_or(0, |l| {
-        l.records()
-            .filter_map(Result::ok)
-            .filter_map(|r| match r.body {
-                RecordBody::RaftApplied { index, .. } => Some(index),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0)
-    })
+    AUDIT.lock().as_ref().map_or(0, |l| l.max_raft_applied())
 }

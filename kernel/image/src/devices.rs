@@ -51,11 +51,13 @@ pub fn discover(ecam: Option<(u64, u16, u8, u8)>) -> (Devices, Vec<KernelNic>, V
         let is_accel = d.vendor == ivshmem::VENDOR && d.device == ivshmem::DEVICE;
         // Only what a driver claims is sized (sizing rewrites the BARs, and under
         // emulation each change of a function's decoding rebuilds the memory map).
-        if is_virtio_net || is_e1000e || is_accel {
+        // A NIC's decoding and bus mastering go on in the write that ends the sizing.
+        if is_virtio_net || is_e1000e {
+            pci::size_bars_then_enable(cfg.space(), &mut d, true);
+        } else if is_accel {
             pci::size_bars(cfg.space(), &mut d);
         }
         if is_virtio_net {
-            pci::enable(cfg.space(), &d, true);
             let msix = nic_msix(&cfg, &d, apic, nics.len());
             match VirtioNet::new(cfg.space(), &d, &KernelPlatform, msix.is_some()) {
                 Ok(nic) => {
@@ -111,7 +113,6 @@ fn nic_msix(cfg: &Cfg, d: &PciDevice, apic: u32, index: usize) -> Option<u8> {
 }
 
 fn claim_e1000e(cfg: &Cfg, d: &PciDevice, apic: u32, nics: &mut Vec<KernelNic>) -> String {
-    pci::enable(cfg.space(), d, true);
     match e1000e::probe(d, cfg.space(), &KernelPlatform) {
         Ok(mut nic) => {
             let mac = EthernetAddress(nic.mac());

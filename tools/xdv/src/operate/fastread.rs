@@ -96,6 +96,7 @@ struct Part {
     max_stamp: u64,
     last_boot_count: Option<u64>,
     alarm_recorded: bool,
+    max_raft_applied: u64,
     probe_hit: Option<(u64, Hash32)>,
 }
 
@@ -261,6 +262,7 @@ fn read_clean_units(bytes: &[u8], threads: usize, unit: usize) -> Option<AuditRe
         max_stamp: part.max_stamp,
         last_boot_count: part.last_boot_count,
         alarm_recorded: part.alarm_recorded,
+        max_raft_applied: part.max_raft_applied,
         probe_hit: part.probe_hit,
         merkle: accumulator,
     };
@@ -330,6 +332,7 @@ impl Fold {
             me.max_stamp = me.max_stamp.max(p.max_stamp);
             me.last_boot_count = p.last_boot_count.or(me.last_boot_count);
             me.alarm_recorded |= p.alarm_recorded;
+            me.max_raft_applied = me.max_raft_applied.max(p.max_raft_applied);
             me.probe_hit = p.probe_hit.or(me.probe_hit);
             let mut emptied = p.collected;
             self.collected.append_from(&mut emptied);
@@ -461,6 +464,9 @@ impl Ctx<'_> {
                 match v.body {
                     RecordBody::Boot { count } => p.last_boot_count = Some(count),
                     RecordBody::AuditAlarm { .. } => p.alarm_recorded = true,
+                    RecordBody::RaftApplied { index, .. } => {
+                        p.max_raft_applied = p.max_raft_applied.max(index)
+                    }
                     _ => {}
                 }
                 (stamp, kind, hash) = (v.header.stamp.0, v.header.kind, v.hash);
