@@ -213,6 +213,41 @@ fn mem_routines() -> Result<(), String> {
     Ok(())
 }
 
+/// `frames::set_bits` (a word at a time) against setting the bits one by one: random
+/// ranges over a small map, both directions, the counts and every word compared.
+fn set_bits_as_bit_by_bit() -> Result<(), String> {
+    let mut rng = SplitMix64::new(0x5e7_b175);
+    let (mut fast, mut slow) = ([0u64; 8], [0u64; 8]);
+    for i in 0..2000 {
+        let a = (rng.next_u64() % 512) as usize;
+        let b = (rng.next_u64() % 512) as usize;
+        let (first, end) = (a.min(b), a.max(b) + (i % 3));
+        let end = end.min(512);
+        let used = rng.next_u64() & 1 == 1;
+        let got = frames::set_bits(&mut fast, first, end, used);
+        let mut want = (0, 0);
+        for f in first..end {
+            let bit = 1u64 << (f % 64);
+            let was = slow[f / 64] & bit != 0;
+            match (used, was) {
+                (true, false) => want.1 += 1,
+                (false, true) => want.0 += 1,
+                _ => {}
+            }
+            if used {
+                slow[f / 64] |= bit;
+            } else {
+                slow[f / 64] &= !bit;
+            }
+        }
+        check!(
+            got == want && fast == slow,
+            "set_bits({first}, {end}, {used}) gave {got:?}, bit by bit {want:?}"
+        );
+    }
+    Ok(())
+}
+
 fn heap_stress() -> Result<(), String> {
     // Memory map and frame allocator.
     let info = crate::boot_info();
@@ -241,6 +276,7 @@ fn heap_stress() -> Result<(), String> {
         frames::stats().0
     );
     println!("heap test: frame allocator ok ({free0} of {total} frames free)");
+    set_bits_as_bit_by_bit()?;
 
     // Heap: many sizes and alignments, three free patterns, contents verified.
     let (used0, _, size) = heap::usage();

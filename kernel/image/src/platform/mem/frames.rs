@@ -35,17 +35,12 @@ unsafe extern "C" {
 
 impl Bitmap {
     fn set_range(&mut self, first: usize, count: usize, used: bool) {
-        for f in first..(first + count).min(FRAMES) {
-            let (w, b) = (f / 64, f % 64);
-            let was_used = self.words[w] & (1 << b) != 0;
-            if used && !was_used {
-                self.words[w] |= 1 << b;
-                self.free -= 1;
-            } else if !used && was_used {
-                self.words[w] &= !(1 << b);
-                self.free += 1;
-            }
+        let end = first.saturating_add(count).min(FRAMES);
+        if first >= end {
+            return;
         }
+        let (freed, taken) = set_bits(&mut self.words, first, end, used);
+        self.free = self.free + freed - taken;
     }
 
     fn is_free(&self, f: usize) -> bool {
@@ -72,6 +67,29 @@ impl Bitmap {
         }
         None
     }
+}
+
+/// Sets bits `first..end` of `words` (`used`) or clears them; returns (bits cleared,
+/// bits set) that were not so before. A word at a time: marking the boot memory map
+/// (tens of thousands of frames) bit by bit cost about 0.3 ms of the boot under TCG.
+pub fn set_bits(words: &mut [u64], first: usize, end: usize, used: bool) -> (usize, usize) {
+    let (mut freed, mut taken) = (0, 0);
+    let mut f = first;
+    while f < end {
+        let (w, b) = (f / 64, f % 64);
+        let n = (64 - b).min(end - f);
+        let mask = if n == 64 { !0 } else { ((1u64 << n) - 1) << b };
+        let old = words[w];
+        if used {
+            taken += (mask & !old).count_ones() as usize;
+            words[w] = old | mask;
+        } else {
+            freed += (mask & old).count_ones() as usize;
+            words[w] = old & !mask;
+        }
+        f += n;
+    }
+    (freed, taken)
 }
 
 /// Reserved ranges besides the memory map's own: `(base, len, what)`.
