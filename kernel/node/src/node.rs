@@ -299,6 +299,9 @@ pub struct NodeCounters {
     pub extension_requests: u64,
     pub snapshots_restored: u64,
     pub snapshot_images_refused: u64,
+    /// Walks of the tasks assigned in the cluster ([`Node::dispatch`]): one per
+    /// iteration that applied an entry or restored a snapshot, none otherwise.
+    pub dispatch_walks: u64,
 }
 
 /// Why the node does not take part in consensus.
@@ -472,6 +475,11 @@ pub struct Node<R: Region> {
     health: peers::PeerHealth,
     /// Group commit ([`Node::hold`]): Raft's output waits for [`Node::release`].
     held: bool,
+    /// The state changed (an entry applied, a snapshot restored) since the last
+    /// [`Node::dispatch`]: only then can the tasks assigned here differ from what it
+    /// dispatched. Its walk covers every task in flight in the cluster, so running it on
+    /// every loop iteration made each iteration cost grow with the load.
+    dispatch_due: bool,
     /// Federation timers and counters ([`federation`]); idle without a federation.
     fed: federation::FedLocal,
 }
@@ -587,6 +595,7 @@ impl<R: Region> Node<R> {
             local_metrics: crate::metrics::LocalMetrics::default(),
             health,
             held: false,
+            dispatch_due: true,
             fed: federation::FedLocal::default(),
             cfg,
         };
@@ -1269,7 +1278,9 @@ impl<R: Region> Node<R> {
             self.counters.snapshots_restored += 1;
         }
         self.publish_members();
-        self.dispatch();
+        if self.dispatch_due {
+            self.dispatch();
+        }
     }
 
     fn restore(&mut self, image: &[u8]) -> bool {
@@ -1278,7 +1289,10 @@ impl<R: Region> Node<R> {
             return false;
         }
         match self.state.restore_image(image) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.dispatch_due = true;
+                true
+            }
             Err(e) => {
                 self.counters.snapshot_images_refused += 1;
                 self.note(alloc::format!(
@@ -1320,6 +1334,7 @@ impl<R: Region> Node<R> {
             return;
         }
         let applied = self.state.apply(e.index, data);
+        self.dispatch_due = true;
         self.counters.applied_entries += 1;
         // The log's time never reaches u64::MAX from honest leaders; a saturated one
         // must not panic the clock.
@@ -1439,6 +1454,7 @@ impl<R: Region> Node<R> {
     #[cfg(feature = "fault-hooks")]
     pub fn corrupt_state_for_test(&mut self) {
         self.state.corrupt_for_test();
+        self.dispatch_due = true;
     }
 
     /// Contract events: remembered for parked reservations; recorded in the audit log
@@ -1543,6 +1559,8 @@ impl<R: Region> Node<R> {
     /// Tasks the applied state assigns here that are neither running nor reported are
     /// dispatched; bookkeeping for tasks no longer assigned here is dropped.
     fn dispatch(&mut self) {
+        self.dispatch_due = false;
+        self.counters.dispatch_walks += 1;
         let me = self.me;
         let assigned: BTreeSet<(TaskId, u32)> = self
             .state

@@ -127,6 +127,46 @@ fn restart_from_snapshot_runs_assigned_tasks_and_only_those() {
     );
 }
 
+/// The walk of the tasks assigned in the cluster runs after a change of the state
+/// only: iterations that apply nothing (a loaded node's most) do not repeat it, and a
+/// task assigned by the next entry is still dispatched, once.
+#[test]
+fn dispatch_walks_only_after_the_state_changed() {
+    let mut n = leader_node();
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    n.on_client(conn, &submit(1));
+    let out = run_for(&mut n, 1000, 50);
+    assert_eq!(out.run.len(), 1);
+    let walks = n.counters().dispatch_walks;
+    let applied = n.counters().applied_entries;
+    // Ticks with nothing to commit between the leader's clock ticks.
+    for t in 1050..1060 {
+        n.tick(t);
+        n.hold();
+        n.release();
+        let o = n.drain();
+        assert!(o.run.is_empty());
+    }
+    let (walks_now, applied_now) = (n.counters().dispatch_walks, n.counters().applied_entries);
+    assert!(
+        walks_now - walks <= applied_now - applied,
+        "{} walks for {} entries applied",
+        walks_now - walks,
+        applied_now - applied
+    );
+    // The running task finishing (not yet committed) is not dispatched again, and the
+    // next submission is.
+    n.on_task_done(done(&out.run[0]));
+    n.on_client(conn, &submit(2));
+    let out2 = run_for(&mut n, 1060, 50);
+    assert_eq!(out2.run.len(), 1, "{:?}", out2.run);
+    assert_ne!(out2.run[0].task, out.run[0].task);
+    assert!(n.counters().dispatch_walks > walks_now);
+}
+
 /// Case 2: both header copies damaged — the node halts, says why, refuses clients;
 /// it never starts fresh.
 #[test]
