@@ -302,6 +302,9 @@ pub struct NodeCounters {
     /// Walks of the tasks assigned in the cluster ([`Node::dispatch`]): one per
     /// iteration that applied an entry or restored a snapshot, none otherwise.
     pub dispatch_walks: u64,
+    /// Walks of the parked requests ([`Node::answer_parked`]): after a change of the
+    /// state, a new parked request or a parked request's deadline only.
+    pub parked_walks: u64,
 }
 
 /// Why the node does not take part in consensus.
@@ -475,11 +478,20 @@ pub struct Node<R: Region> {
     health: peers::PeerHealth,
     /// Group commit ([`Node::hold`]): Raft's output waits for [`Node::release`].
     held: bool,
-    /// The state changed (an entry applied, a snapshot restored) since the last
-    /// [`Node::dispatch`]: only then can the tasks assigned here differ from what it
-    /// dispatched. Its walk covers every task in flight in the cluster, so running it on
-    /// every loop iteration made each iteration cost grow with the load.
-    dispatch_due: bool,
+    /// Counts changes of the state (entries applied, snapshots restored). The tasks
+    /// assigned here and the answers to parked requests can differ only after one, so
+    /// [`Node::dispatch`] and [`Node::answer_parked`] walk (every task in flight, every
+    /// parked request) only when it moved since their last walk, or a parked request's
+    /// deadline came: walking on every loop iteration made each iteration's cost grow
+    /// with the load.
+    state_changes: u64,
+    /// `state_changes` at the last [`Node::dispatch`] walk (`u64::MAX`: never walked).
+    dispatched_at: u64,
+    /// `state_changes` at the last [`Node::answer_parked`] walk (`u64::MAX` after a
+    /// request was parked: the next call walks).
+    answered_at: u64,
+    /// The earliest deadline of a parked request (`u64::MAX`: none).
+    parked_deadline_ms: u64,
     /// Federation timers and counters ([`federation`]); idle without a federation.
     fed: federation::FedLocal,
 }
@@ -595,7 +607,10 @@ impl<R: Region> Node<R> {
             local_metrics: crate::metrics::LocalMetrics::default(),
             health,
             held: false,
-            dispatch_due: true,
+            state_changes: 0,
+            dispatched_at: u64::MAX,
+            answered_at: u64::MAX,
+            parked_deadline_ms: u64::MAX,
             fed: federation::FedLocal::default(),
             cfg,
         };
@@ -1278,7 +1293,7 @@ impl<R: Region> Node<R> {
             self.counters.snapshots_restored += 1;
         }
         self.publish_members();
-        if self.dispatch_due {
+        if self.dispatched_at != self.state_changes {
             self.dispatch();
         }
     }
@@ -1290,7 +1305,7 @@ impl<R: Region> Node<R> {
         }
         match self.state.restore_image(image) {
             Ok(()) => {
-                self.dispatch_due = true;
+                self.state_changes += 1;
                 true
             }
             Err(e) => {
@@ -1334,7 +1349,7 @@ impl<R: Region> Node<R> {
             return;
         }
         let applied = self.state.apply(e.index, data);
-        self.dispatch_due = true;
+        self.state_changes += 1;
         self.counters.applied_entries += 1;
         // The log's time never reaches u64::MAX from honest leaders; a saturated one
         // must not panic the clock.
@@ -1454,7 +1469,7 @@ impl<R: Region> Node<R> {
     #[cfg(feature = "fault-hooks")]
     pub fn corrupt_state_for_test(&mut self) {
         self.state.corrupt_for_test();
-        self.dispatch_due = true;
+        self.state_changes += 1;
     }
 
     /// Contract events: remembered for parked reservations; recorded in the audit log
@@ -1559,7 +1574,7 @@ impl<R: Region> Node<R> {
     /// Tasks the applied state assigns here that are neither running nor reported are
     /// dispatched; bookkeeping for tasks no longer assigned here is dropped.
     fn dispatch(&mut self) {
-        self.dispatch_due = false;
+        self.dispatched_at = self.state_changes;
         self.counters.dispatch_walks += 1;
         let me = self.me;
         let assigned: BTreeSet<(TaskId, u32)> = self
@@ -1973,11 +1988,7 @@ impl<R: Region> Node<R> {
                 if let Err(d) = sent {
                     return Some(self.refuse(Some(principal), d));
                 }
-                self.parked.push(Parked {
-                    conn,
-                    wait,
-                    deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
-                });
+                self.push_parked(conn, wait);
                 None
             }
             Ok(None) if matches!(req.request, Request::AwaitTask { .. }) => {
@@ -2089,12 +2100,20 @@ impl<R: Region> Node<R> {
             let d = Denied::NotReady("too many requests waiting".into());
             return Some(self.refuse(Some(who), d));
         }
+        self.push_parked(conn, wait);
+        None
+    }
+
+    /// Parks `wait` until the reply timeout; the next [`Node::answer_parked`] walks.
+    fn push_parked(&mut self, conn: ClientConn, wait: Wait) {
+        let deadline_ms = self.now_ms + self.cfg.timing.reply_timeout_ms;
         self.parked.push(Parked {
             conn,
             wait,
-            deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
+            deadline_ms,
         });
-        None
+        self.parked_deadline_ms = self.parked_deadline_ms.min(deadline_ms);
+        self.answered_at = u64::MAX;
     }
 
     /// `AwaitTasks` (the gate allowed it): the answer now if every task finished,
@@ -2374,7 +2393,12 @@ impl<R: Region> Node<R> {
     /// Answers parked requests that were applied (or timed out).
     fn answer_parked(&mut self) {
         let now = self.now_ms;
-        let mut keep = Vec::new();
+        if self.answered_at == self.state_changes && now < self.parked_deadline_ms {
+            return;
+        }
+        self.answered_at = self.state_changes;
+        self.counters.parked_walks += 1;
+        let mut keep: Vec<Parked> = Vec::new();
         for p in core::mem::take(&mut self.parked) {
             let done = match &p.wait {
                 Wait::Task { tenant, seq } => self
@@ -2471,6 +2495,7 @@ impl<R: Region> Node<R> {
                 None => keep.push(p),
             }
         }
+        self.parked_deadline_ms = keep.iter().map(|p| p.deadline_ms).min().unwrap_or(u64::MAX);
         self.parked = keep;
     }
 

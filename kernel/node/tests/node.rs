@@ -127,11 +127,13 @@ fn restart_from_snapshot_runs_assigned_tasks_and_only_those() {
     );
 }
 
-/// The walk of the tasks assigned in the cluster runs after a change of the state
-/// only: iterations that apply nothing (a loaded node's most) do not repeat it, and a
-/// task assigned by the next entry is still dispatched, once.
+/// The walks of the tasks assigned in the cluster and of the parked requests run after
+/// a change of the state (or a new parked request) only: iterations that apply nothing
+/// (a loaded node's most) do not repeat them; a task assigned by the next entry is
+/// still dispatched, once, and a parked `AwaitTask` is answered when its task's
+/// completion commits.
 #[test]
-fn dispatch_walks_only_after_the_state_changed() {
+fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
     let mut n = leader_node();
     let conn = ClientConn {
         slot: 0,
@@ -140,31 +142,57 @@ fn dispatch_walks_only_after_the_state_changed() {
     n.on_client(conn, &submit(1));
     let out = run_for(&mut n, 1000, 50);
     assert_eq!(out.run.len(), 1);
-    let walks = n.counters().dispatch_walks;
-    let applied = n.counters().applied_entries;
+    let task = out.run[0].task;
+    let waiter = ClientConn {
+        slot: 3,
+        generation: 1,
+    };
+    let await_task = query(
+        50,
+        Principal::Tenant(TenantId(1)),
+        &TENANT_SEED,
+        Request::AwaitTask { task },
+    );
+    n.on_client(waiter, &await_task);
+    assert!(n.drain().replies.is_empty(), "parked: the task runs");
+    let c0 = n.counters();
     // Ticks with nothing to commit between the leader's clock ticks.
     for t in 1050..1060 {
         n.tick(t);
         n.hold();
         n.release();
         let o = n.drain();
-        assert!(o.run.is_empty());
+        assert!(o.run.is_empty() && o.replies.is_empty());
     }
-    let (walks_now, applied_now) = (n.counters().dispatch_walks, n.counters().applied_entries);
+    let c1 = n.counters();
+    let applied = c1.applied_entries - c0.applied_entries;
     assert!(
-        walks_now - walks <= applied_now - applied,
-        "{} walks for {} entries applied",
-        walks_now - walks,
-        applied_now - applied
+        c1.dispatch_walks - c0.dispatch_walks <= applied,
+        "{} dispatch walks for {applied} entries applied",
+        c1.dispatch_walks - c0.dispatch_walks
     );
-    // The running task finishing (not yet committed) is not dispatched again, and the
-    // next submission is.
+    // One walk for the request parked just before, then one per change at most.
+    assert!(
+        c1.parked_walks - c0.parked_walks <= applied + 1,
+        "{} walks of the parked requests for {applied} entries applied",
+        c1.parked_walks - c0.parked_walks
+    );
+    // The running task finishing (not yet committed) is not dispatched again; its
+    // completion answers the waiter; the next submission is dispatched.
     n.on_task_done(done(&out.run[0]));
     n.on_client(conn, &submit(2));
     let out2 = run_for(&mut n, 1060, 50);
     assert_eq!(out2.run.len(), 1, "{:?}", out2.run);
-    assert_ne!(out2.run[0].task, out.run[0].task);
-    assert!(n.counters().dispatch_walks > walks_now);
+    assert_ne!(out2.run[0].task, task);
+    assert!(n.counters().dispatch_walks > c1.dispatch_walks);
+    let answers: Vec<Response> = replies_to(&out2, waiter);
+    assert!(
+        matches!(
+            answers.as_slice(),
+            [Response::Task { task: t, status: TaskStatus::Completed { .. }, .. }] if *t == task
+        ),
+        "{answers:?}"
+    );
 }
 
 /// Case 2: both header copies damaged — the node halts, says why, refuses clients;

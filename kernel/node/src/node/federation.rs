@@ -36,7 +36,7 @@
 //!
 //! [`NodeConfig::federation`]: crate::config::NodeConfig::federation
 
-use super::{Node, Parked, Wait};
+use super::{Node, Wait};
 use crate::config::FederationConfig;
 use crate::durable::Region;
 use alloc::collections::BTreeMap;
@@ -709,11 +709,7 @@ impl<R: Region> Node<R> {
         if let Err(d) = self.propose_or_forward(command, |_| PeerForward::Client(req)) {
             return Some(self.refuse(Some(principal), d));
         }
-        self.parked.push(Parked {
-            conn,
-            wait: Wait::Routed { tenant, seq },
-            deadline_ms: self.now_ms + self.cfg.timing.reply_timeout_ms,
-        });
+        self.push_parked(conn, Wait::Routed { tenant, seq });
         None
     }
 
