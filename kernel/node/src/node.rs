@@ -1092,16 +1092,31 @@ impl<R: Region> Node<R> {
         }
     }
 
-    /// Proposes `command` (leader only), stamped now; a submission while held waits
-    /// for the release, to share an entry with the iteration's other submissions.
+    /// Proposes `command` (leader only), stamped now. While held, a submission waits
+    /// for the release, to share an entry with the iteration's other submissions, and
+    /// completions (a follower's, forwarded) join this node's own: one entry for the
+    /// completions of every node that reported in the iteration, not one per node.
     fn propose(&mut self, command: Command) -> Result<(), Denied> {
         for spec in specs_of(&command) {
             self.stages
                 .proposed(spec.tenant, spec.request_seq, self.now_us);
         }
-        if self.held && !specs_of(&command).is_empty() && self.is_leader() {
-            self.submissions.push(command);
-            return Ok(());
+        if self.held && self.is_leader() {
+            match command {
+                Command::TaskCompleted(c) => {
+                    self.completions.push(c);
+                    return Ok(());
+                }
+                Command::TasksCompleted(cs) => {
+                    self.completions.extend(cs);
+                    return Ok(());
+                }
+                command if !specs_of(&command).is_empty() => {
+                    self.submissions.push(command);
+                    return Ok(());
+                }
+                command => return self.propose_now(command),
+            }
         }
         self.propose_now(command)
     }

@@ -195,6 +195,49 @@ fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
     );
 }
 
+/// On the leader, a completion a follower forwards during a loop iteration joins the
+/// leader's own completions of that iteration: one `TasksCompleted` entry, not one
+/// entry per node (each entry costs every node an apply, a state hash and audit
+/// records).
+#[test]
+fn forwarded_completions_share_the_leaders_entry() {
+    let mut n = leader_node();
+    let conn = ClientConn {
+        slot: 0,
+        generation: 1,
+    };
+    n.on_client(conn, &submit(1));
+    let out = run_for(&mut n, 1000, 50);
+    assert_eq!(out.run.len(), 1);
+    let theirs = Completion {
+        task: xdv_types::TaskId(999_999),
+        node: NodeId(2),
+        ..done(&out.run[0])
+    };
+    let forward = mgmt::encode(&mgmt::PeerForward::Own(xdv_cluster::Proposal {
+        time: xdv_cluster::GlobalTime {
+            lamport: 1,
+            node: NodeId(2),
+        },
+        command: xdv_cluster::Command::TaskCompleted(theirs),
+    }));
+    n.tick(1050);
+    n.hold();
+    n.on_task_done(done(&out.run[0]));
+    n.on_peer_forward(NodeId(2), &forward);
+    n.release();
+    let mut all = n.drain();
+    let rest = run_for(&mut n, 1051, 20);
+    all.audit.extend(rest.audit);
+    let applied = applied_commands(&all);
+    let completions: Vec<&String> = applied.iter().filter(|c| c.contains("Completed")).collect();
+    assert_eq!(completions, ["TasksCompleted"], "{applied:?}");
+    assert!(matches!(
+        n.state().task(out.run[0].task).unwrap().status,
+        TaskStatus::Completed { .. }
+    ));
+}
+
 /// Case 2: both header copies damaged — the node halts, says why, refuses clients;
 /// it never starts fresh.
 #[test]
