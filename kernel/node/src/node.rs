@@ -186,6 +186,9 @@ pub fn load_changed(old: &LoadReport, new: &LoadReport) -> bool {
 /// Most parked client requests (submissions waiting for the log, `AwaitTask`s
 /// waiting for an outcome): enough for a few hundred pipelined tasks in flight.
 pub const MAX_PARKED: usize = 1024;
+/// Tasks named since the last dispatch past which it walks every assigned task instead
+/// (a burst of entries: the walk is then the cheaper).
+const MAX_DISPATCH_TASKS: usize = 4096;
 /// Most queued outbound items of one kind before the driver drains (beyond: dropped
 /// and counted; Raft and clients retry).
 pub const MAX_OUTBOX: usize = 4096;
@@ -299,8 +302,9 @@ pub struct NodeCounters {
     pub extension_requests: u64,
     pub snapshots_restored: u64,
     pub snapshot_images_refused: u64,
-    /// Walks of the tasks assigned in the cluster ([`Node::dispatch`]): one per
-    /// iteration that applied an entry or restored a snapshot, none otherwise.
+    /// Walks of every task assigned in the cluster ([`Node::dispatch`]): the first
+    /// dispatch, after a snapshot restore, or after an event that moves tasks without
+    /// naming them; ordinary entries dispatch the tasks their events name.
     pub dispatch_walks: u64,
     /// Walks of the parked requests ([`Node::answer_parked`]): after a change of the
     /// state, a new parked request or a parked request's deadline only.
@@ -485,8 +489,16 @@ pub struct Node<R: Region> {
     /// deadline came: walking on every loop iteration made each iteration's cost grow
     /// with the load.
     state_changes: u64,
-    /// `state_changes` at the last [`Node::dispatch`] walk (`u64::MAX`: never walked).
+    /// `state_changes` at the last [`Node::dispatch`] (`u64::MAX`: never).
     dispatched_at: u64,
+    /// The tasks the entries applied since the last [`Node::dispatch`] named in their
+    /// events: only their assignments here can have changed, so dispatch looks at
+    /// them alone, unless `dispatch_all` says otherwise.
+    dispatch_tasks: BTreeSet<TaskId>,
+    /// Dispatch walks every task assigned in the cluster: nothing dispatched yet, a
+    /// snapshot restored, or an applied event that can move tasks without naming them
+    /// (a node down or removed, contracts, quarantine, a gate's events).
+    dispatch_all: bool,
     /// `state_changes` at the last [`Node::answer_parked`] walk (`u64::MAX` after a
     /// request was parked: the next call walks).
     answered_at: u64,
@@ -609,6 +621,8 @@ impl<R: Region> Node<R> {
             held: false,
             state_changes: 0,
             dispatched_at: u64::MAX,
+            dispatch_tasks: BTreeSet::new(),
+            dispatch_all: true,
             answered_at: u64::MAX,
             parked_deadline_ms: u64::MAX,
             fed: federation::FedLocal::default(),
@@ -1321,6 +1335,7 @@ impl<R: Region> Node<R> {
         match self.state.restore_image(image) {
             Ok(()) => {
                 self.state_changes += 1;
+                self.dispatch_all = true;
                 true
             }
             Err(e) => {
@@ -1365,6 +1380,7 @@ impl<R: Region> Node<R> {
         }
         let applied = self.state.apply(e.index, data);
         self.state_changes += 1;
+        self.note_dispatch(&applied.events);
         self.counters.applied_entries += 1;
         // The log's time never reaches u64::MAX from honest leaders; a saturated one
         // must not panic the clock.
@@ -1485,6 +1501,7 @@ impl<R: Region> Node<R> {
     pub fn corrupt_state_for_test(&mut self) {
         self.state.corrupt_for_test();
         self.state_changes += 1;
+        self.dispatch_all = true;
     }
 
     /// Contract events: remembered for parked reservations; recorded in the audit log
@@ -1588,8 +1605,72 @@ impl<R: Region> Node<R> {
 
     /// Tasks the applied state assigns here that are neither running nor reported are
     /// dispatched; bookkeeping for tasks no longer assigned here is dropped.
+    /// What an applied entry's events tell [`Node::dispatch`]: the tasks they name, or
+    /// that it must walk them all.
+    fn note_dispatch(&mut self, events: &[xdv_cluster::Event]) {
+        use xdv_cluster::Event as E;
+        for e in events {
+            match e {
+                E::TaskAssigned { task, .. }
+                | E::TaskQueued { task }
+                | E::TaskRejected { task, .. }
+                | E::DuplicateRequest { task }
+                | E::TaskCompleted { task, .. }
+                | E::StaleCompletion { task, .. }
+                | E::TaskReplaced { task, .. }
+                | E::TaskProgress { task, .. }
+                | E::ExtensionGranted { task, .. }
+                | E::StaleReport { task, .. }
+                | E::TaskTimedOut { task, .. }
+                | E::TaskCancelled { task, .. }
+                | E::GateReport { task, .. }
+                | E::GateFellBack { task, .. }
+                | E::GateTimedOut { task, .. }
+                | E::GateMessageRefused { task, .. } => {
+                    self.dispatch_tasks.insert(*task);
+                }
+                // Events that assign nothing and take nothing away.
+                E::WorkerAdded { .. }
+                | E::WorkerRefused { .. }
+                | E::Heartbeat { .. }
+                | E::LoadReported { .. }
+                | E::PlacementPolicySet { .. }
+                | E::NodeUp { .. }
+                | E::ShardMigrated(_)
+                | E::PolicySet { .. }
+                | E::Voted { .. }
+                | E::ClockTick { .. }
+                | E::QuotaSet { .. }
+                | E::TenantRegistered { .. }
+                | E::RootPublished { .. }
+                | E::SnapshotMarked { .. }
+                | E::Invalid(_)
+                | E::Ignored(_)
+                | E::Discovered { .. }
+                | E::DiscoveredAdmitted { .. }
+                | E::TimeoutLeaderChanged { .. }
+                | E::AuditRootInconsistent { .. } => {}
+                // Anything else may move tasks it does not name.
+                _ => self.dispatch_all = true,
+            }
+        }
+        if self.dispatch_tasks.len() > MAX_DISPATCH_TASKS {
+            self.dispatch_all = true;
+        }
+    }
+
+    /// Runs what the log assigned here and has not run yet; stops what it took away.
+    /// After ordinary entries only the tasks their events named are looked at (their
+    /// cost is what the entries changed); otherwise every task assigned in the cluster
+    /// ([`Node::dispatch_all`]). Either way the outcome is the full walk's:
+    /// [`Node::invariants`] checks it after every step of the simulator.
     fn dispatch(&mut self) {
         self.dispatched_at = self.state_changes;
+        let tasks = core::mem::take(&mut self.dispatch_tasks);
+        if !core::mem::take(&mut self.dispatch_all) {
+            self.dispatch_named(&tasks);
+            return;
+        }
         self.counters.dispatch_walks += 1;
         let me = self.me;
         let assigned: BTreeSet<(TaskId, u32)> = self
@@ -1614,34 +1695,136 @@ impl<R: Region> Node<R> {
             self.out.stop.push(key);
         }
         for key in assigned {
-            if self.running.contains(&key) || self.unconfirmed.contains_key(&key) {
-                continue;
-            }
-            let Some(rec) = self.state.task(key.0) else {
-                continue;
-            };
-            let quota = self
-                .state
-                .data()
-                .tenants
-                .get(&rec.spec.tenant)
-                .and_then(|t| t.quota);
-            let (pages, elements) = xdv_cluster::Quota::task_limits(quota.as_ref());
-            let slots = self.slots_for(&rec.spec);
-            let run = RunTask {
-                task: key.0,
-                attempt: key.1,
-                spec: rec.spec.clone(),
-                submitted_lamport: rec.submitted.lamport,
-                memory_pages: pages,
-                table_elements: elements,
-                slots,
-            };
-            self.running.insert(key);
-            self.stages.stamp(key.0, Moment::Queued, self.now_us);
-            self.counters.tasks_dispatched += 1;
-            self.out.run.push(run);
+            self.run_assigned(key);
         }
+    }
+
+    /// [`Node::dispatch`] for `tasks` only: their attempts here that the log no longer
+    /// assigns are stopped (running) or forgotten (reported, progress), and the attempt
+    /// it assigns here now runs unless it already did.
+    fn dispatch_named(&mut self, tasks: &BTreeSet<TaskId>) {
+        let me = self.me;
+        let mut now: Vec<(TaskId, Option<u32>)> = Vec::with_capacity(tasks.len());
+        for &t in tasks {
+            let attempt = match self.state.task(t).map(|r| &r.status) {
+                Some(TaskStatus::Assigned { node, attempt }) if *node == me => Some(*attempt),
+                _ => None,
+            };
+            now.push((t, attempt));
+        }
+        let stale = |keys: &mut dyn Iterator<Item = (TaskId, u32)>, t: TaskId, a: Option<u32>| {
+            keys.filter(|k| k.0 == t && Some(k.1) != a)
+                .collect::<Vec<_>>()
+        };
+        for &(t, a) in &now {
+            let range = (t, 0)..=(t, u32::MAX);
+            for key in stale(
+                &mut self.unconfirmed.range(range.clone()).map(|(k, _)| *k),
+                t,
+                a,
+            ) {
+                self.unconfirmed.remove(&key);
+            }
+            for key in stale(
+                &mut self.progress.range(range.clone()).map(|(k, _)| *k),
+                t,
+                a,
+            ) {
+                self.progress.remove(&key);
+            }
+            for key in stale(&mut self.running.range(range).copied(), t, a) {
+                if self.stopping.insert(key) {
+                    self.counters.tasks_stopped += 1;
+                    self.out.stop.push(key);
+                }
+            }
+        }
+        for (t, a) in now {
+            if let Some(a) = a {
+                self.run_assigned((t, a));
+            }
+        }
+    }
+
+    /// Once dispatch has seen the current state, what the full walk guarantees: every
+    /// attempt assigned here runs or was reported; every running attempt is assigned
+    /// here or being stopped; nothing else is remembered as reported or progressing.
+    fn dispatch_invariants(&self) -> Result<(), String> {
+        if self.raft.is_none() || self.held || self.dispatched_at != self.state_changes {
+            return Ok(());
+        }
+        let mine = |k: &(TaskId, u32)| {
+            matches!(self.state.task(k.0).map(|r| &r.status),
+                Some(TaskStatus::Assigned { node, attempt }) if *node == self.me && *attempt == k.1)
+        };
+        for (t, attempt) in self.state.assigned_to(self.me) {
+            let key = (t.id, attempt);
+            if !self.running.contains(&key) && !self.unconfirmed.contains_key(&key) {
+                return Err(alloc::format!(
+                    "{}: {} attempt {} assigned here but never dispatched",
+                    self.me,
+                    key.0,
+                    key.1
+                ));
+            }
+        }
+        if let Some(k) = self
+            .running
+            .iter()
+            .find(|k| !mine(k) && !self.stopping.contains(k))
+        {
+            return Err(alloc::format!(
+                "{}: {} attempt {} runs but is not assigned here and not being stopped",
+                self.me,
+                k.0,
+                k.1
+            ));
+        }
+        if let Some(k) = self
+            .unconfirmed
+            .keys()
+            .chain(self.progress.keys())
+            .find(|k| !mine(k))
+        {
+            return Err(alloc::format!(
+                "{}: {} attempt {} remembered but not assigned here",
+                self.me,
+                k.0,
+                k.1
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs attempt `key`, assigned here, unless it runs or ran already.
+    fn run_assigned(&mut self, key: (TaskId, u32)) {
+        if self.running.contains(&key) || self.unconfirmed.contains_key(&key) {
+            return;
+        }
+        let Some(rec) = self.state.task(key.0) else {
+            return;
+        };
+        let quota = self
+            .state
+            .data()
+            .tenants
+            .get(&rec.spec.tenant)
+            .and_then(|t| t.quota);
+        let (pages, elements) = xdv_cluster::Quota::task_limits(quota.as_ref());
+        let slots = self.slots_for(&rec.spec);
+        let run = RunTask {
+            task: key.0,
+            attempt: key.1,
+            spec: rec.spec.clone(),
+            submitted_lamport: rec.submitted.lamport,
+            memory_pages: pages,
+            table_elements: elements,
+            slots,
+        };
+        self.running.insert(key);
+        self.stages.stamp(key.0, Moment::Queued, self.now_us);
+        self.counters.tasks_dispatched += 1;
+        self.out.run.push(run);
     }
 
     /// The device units a task may use here (see [`RunTask::slots`]).
@@ -2788,6 +2971,7 @@ impl<R: Region> Node<R> {
                 ));
             }
         }
+        self.dispatch_invariants()?;
         Ok(())
     }
 }
