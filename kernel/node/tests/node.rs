@@ -127,13 +127,9 @@ fn restart_from_snapshot_runs_assigned_tasks_and_only_those() {
     );
 }
 
-/// The walks of the tasks assigned in the cluster and of the parked requests run after
-/// a change of the state (or a new parked request) only: iterations that apply nothing
-/// (a loaded node's most) do not repeat them; a task assigned by the next entry is
-/// still dispatched, once, and a parked `AwaitTask` is answered when its task's
-/// completion commits.
-#[test]
-fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
+/// A 1-node leader that accepted one submission on `conn` and dispatched its task (the
+/// outbox that did).
+fn leader_running_one_task() -> (Node<Vec<u8>>, ClientConn, Outbox) {
     let mut n = leader_node();
     let conn = ClientConn {
         slot: 0,
@@ -142,6 +138,17 @@ fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
     n.on_client(conn, &submit(1));
     let out = run_for(&mut n, 1000, 50);
     assert_eq!(out.run.len(), 1);
+    (n, conn, out)
+}
+
+/// The walks of the tasks assigned in the cluster and of the parked requests run after
+/// a change of the state (or a new parked request) only: iterations that apply nothing
+/// (a loaded node's most) do not repeat them; a task assigned by the next entry is
+/// still dispatched, once, and a parked `AwaitTask` is answered when its task's
+/// completion commits.
+#[test]
+fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
+    let (mut n, conn, out) = leader_running_one_task();
     let task = out.run[0].task;
     let waiter = ClientConn {
         slot: 3,
@@ -202,14 +209,7 @@ fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
 /// records).
 #[test]
 fn forwarded_completions_share_the_leaders_entry() {
-    let mut n = leader_node();
-    let conn = ClientConn {
-        slot: 0,
-        generation: 1,
-    };
-    n.on_client(conn, &submit(1));
-    let out = run_for(&mut n, 1000, 50);
-    assert_eq!(out.run.len(), 1);
+    let (mut n, conn, out) = leader_running_one_task();
     let theirs = Completion {
         task: xdv_types::TaskId(999_999),
         node: NodeId(2),
