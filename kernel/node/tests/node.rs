@@ -209,7 +209,7 @@ fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
 /// records).
 #[test]
 fn forwarded_completions_share_the_leaders_entry() {
-    let (mut n, conn, out) = leader_running_one_task();
+    let (mut n, _, out) = leader_running_one_task();
     let theirs = Completion {
         task: xdv_types::TaskId(999_999),
         node: NodeId(2),
