@@ -87,14 +87,18 @@ serial_puts32:
 3:  ret
 
 start32:
-    /* Zero .bss (page tables and the boot stack live there); keep edi/esi. */
+    /* Zero .bss (page tables and the boot stack live there); keep edi/esi. Four
+     * bytes per step: both ends are 4 KiB-aligned (linker.ld), and under QEMU's TCG
+     * each step of a `rep stos` costs the same whatever its width (1 MiB: `stosb`
+     * 1 040 us, `stosl` 265 us), so the boot's 708 KiB take about 0.55 ms less. */
     mov %edi, %ebp
     mov %esi, %ebx
     mov $__bss_start, %edi
     mov $__bss_end, %ecx
     sub %edi, %ecx
+    shr $2, %ecx
     xor %eax, %eax
-    rep stosb
+    rep stosl
     mov %ebp, %edi
     mov %ebx, %esi
     mov $boot_stack_top, %esp
