@@ -489,6 +489,9 @@ pub struct Node<R: Region> {
     /// deadline came: walking on every loop iteration made each iteration's cost grow
     /// with the load.
     state_changes: u64,
+    /// The leader's `ClockTick` of a held iteration, proposed at its release after the
+    /// iteration's completions and submissions.
+    tick_held: bool,
     /// `state_changes` at the last [`Node::dispatch`] (`u64::MAX`: never).
     dispatched_at: u64,
     /// The tasks the entries applied since the last [`Node::dispatch`] named in their
@@ -620,6 +623,7 @@ impl<R: Region> Node<R> {
             health,
             held: false,
             state_changes: 0,
+            tick_held: false,
             dispatched_at: u64::MAX,
             dispatch_tasks: BTreeSet::new(),
             dispatch_all: true,
@@ -896,6 +900,14 @@ impl<R: Region> Node<R> {
     fn propose_completions(&mut self) {
         if self.completions.is_empty() {
             return;
+        }
+        // Followers' completions merged here while this node led (`propose`) cannot be
+        // forwarded as its own once it no longer leads: the new leader would refuse the
+        // whole group (`PeerForward::own_is_allowed`). They are dropped; each follower
+        // sends its own again after `Timing::resend_ms`.
+        if !self.is_leader() {
+            let me = self.me;
+            self.completions.retain(|c| c.node == me);
         }
         let mut batch: Vec<Completion> = Vec::new();
         let mut bytes = 0usize;
@@ -1281,6 +1293,9 @@ impl<R: Region> Node<R> {
         }
         self.propose_submissions();
         self.propose_completions();
+        if core::mem::take(&mut self.tick_held) && self.is_leader() {
+            let _ = self.propose_now(Command::ClockTick);
+        }
         let mut restored = false;
         loop {
             let Some(r) = self.raft.as_mut() else { return };
@@ -1609,6 +1624,9 @@ impl<R: Region> Node<R> {
     /// that it must walk them all.
     fn note_dispatch(&mut self, events: &[xdv_cluster::Event]) {
         use xdv_cluster::Event as E;
+        if self.dispatch_all {
+            return;
+        }
         for e in events {
             match e {
                 E::TaskAssigned { task, .. }
@@ -1654,8 +1672,11 @@ impl<R: Region> Node<R> {
                 _ => self.dispatch_all = true,
             }
         }
-        if self.dispatch_tasks.len() > MAX_DISPATCH_TASKS {
+        if self.dispatch_all || self.dispatch_tasks.len() > MAX_DISPATCH_TASKS {
+            // The walk covers them all: the named set is not needed (a restart or a
+            // lagging follower applies many entries in one pass).
             self.dispatch_all = true;
+            self.dispatch_tasks.clear();
         }
     }
 
@@ -1917,7 +1938,14 @@ impl<R: Region> Node<R> {
             && now.saturating_sub(self.last_clock_tick_ms) >= xdv_cluster::CLOCK_TICK_MS
         {
             self.last_clock_tick_ms = now;
-            let _ = self.propose(Command::ClockTick);
+            if self.held {
+                // After the iteration's completions and submissions (`process`): a
+                // report that reached the leader in this iteration is ordered before
+                // the tick that could time its task out.
+                self.tick_held = true;
+            } else {
+                let _ = self.propose(Command::ClockTick);
+            }
         }
     }
 

@@ -239,6 +239,90 @@ fn forwarded_completions_share_the_leaders_entry() {
     ));
 }
 
+/// A leader that merged a follower's completion and steps down before its iteration
+/// ends forwards only its own completions to the new leader (a group with another
+/// node's completion would be refused whole: `PeerForward::own_is_allowed`); the
+/// follower sends its own again. (Found in review.)
+#[test]
+fn merged_completions_survive_a_step_down_before_release() {
+    let (mut n, _, out) = leader_running_one_task();
+    let theirs = Completion {
+        task: xdv_types::TaskId(999_999),
+        node: NodeId(2),
+        ..done(&out.run[0])
+    };
+    let forward = mgmt::encode(&mgmt::PeerForward::Own(xdv_cluster::Proposal {
+        time: xdv_cluster::GlobalTime {
+            lamport: 1,
+            node: NodeId(2),
+        },
+        command: xdv_cluster::Command::TaskCompleted(theirs),
+    }));
+    let term = n.raft().unwrap().status().term;
+    n.tick(1050);
+    let _ = n.drain();
+    n.hold();
+    n.on_task_done(done(&out.run[0]));
+    n.on_peer_forward(NodeId(2), &forward);
+    // A newer leader (node 2) is heard in the same loop iteration.
+    let hb = xdv_raft::Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: term + 1,
+        body: xdv_raft::MessageBody::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        },
+    };
+    n.on_peer_raft(NodeId(2), &postcard::to_allocvec(&hb).unwrap());
+    n.release();
+    let out2 = n.drain();
+    assert_ne!(n.view().role, "Leader");
+    let own: Vec<xdv_cluster::Command> = out2
+        .forwards
+        .iter()
+        .filter_map(
+            |(_, b)| match mgmt::decode::<mgmt::PeerForward>(b).unwrap() {
+                mgmt::PeerForward::Own(p) => Some(p.command),
+                _ => None,
+            },
+        )
+        .collect();
+    assert!(
+        own.iter()
+            .all(|c| mgmt::PeerForward::own_is_allowed(NodeId(1), c)),
+        "node 1 forwards an Own command the new leader refuses: {own:?}"
+    );
+    assert!(
+        own.iter().any(|c| matches!(c,
+            xdv_cluster::Command::TaskCompleted(c) if c.task == out.run[0].task)),
+        "its own completion still goes to the new leader: {own:?}"
+    );
+}
+
+/// The leader's clock tick of a held iteration is proposed after the completions
+/// reported in that iteration: a completion that reached the leader is ordered before
+/// the tick that could time its task out. (Found in review: merging completions had
+/// put followers' completions after the tick.)
+#[test]
+fn a_held_iterations_completions_go_before_its_clock_tick() {
+    let (mut n, _, out) = leader_running_one_task();
+    let t = 1050 + xdv_cluster::CLOCK_TICK_MS;
+    n.hold();
+    n.tick(t);
+    n.on_task_done(done(&out.run[0]));
+    n.release();
+    let mut all = n.drain();
+    all.audit.extend(run_for(&mut n, t + 1, 20).audit);
+    let applied = applied_commands(&all);
+    let order: Vec<&str> = applied
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c == "ClockTick" || c.contains("Completed"))
+        .collect();
+    assert_eq!(order, ["TaskCompleted", "ClockTick"], "{applied:?}");
+}
+
 /// Case 2: both header copies damaged — the node halts, says why, refuses clients;
 /// it never starts fresh.
 #[test]
