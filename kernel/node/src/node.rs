@@ -1127,24 +1127,22 @@ impl<R: Region> Node<R> {
             self.stages
                 .proposed(spec.tenant, spec.request_seq, self.now_us);
         }
-        if self.held && self.is_leader() {
-            match command {
-                Command::TaskCompleted(c) => {
-                    self.completions.push(c);
-                    return Ok(());
-                }
-                Command::TasksCompleted(cs) => {
-                    self.completions.extend(cs);
-                    return Ok(());
-                }
-                command if !specs_of(&command).is_empty() => {
-                    self.submissions.push(command);
-                    return Ok(());
-                }
-                command => return self.propose_now(command),
+        let held = self.held && self.is_leader();
+        match command {
+            Command::TaskCompleted(c) if held => {
+                self.completions.push(c);
+                Ok(())
             }
+            Command::TasksCompleted(cs) if held => {
+                self.completions.extend(cs);
+                Ok(())
+            }
+            command if held && !specs_of(&command).is_empty() => {
+                self.submissions.push(command);
+                Ok(())
+            }
+            command => self.propose_now(command),
         }
-        self.propose_now(command)
     }
 
     /// Appends `command` to the log now (leader only), stamped now.
@@ -1614,12 +1612,17 @@ impl<R: Region> Node<R> {
     // ---- tasks -------------------------------------------------------------------
 
     fn still_mine(&self, task: TaskId, attempt: u32) -> bool {
-        matches!(self.state.task(task).map(|t| &t.status),
-            Some(TaskStatus::Assigned { node, attempt: a }) if *node == self.me && *a == attempt)
+        self.attempt_here(task) == Some(attempt)
     }
 
-    /// Tasks the applied state assigns here that are neither running nor reported are
-    /// dispatched; bookkeeping for tasks no longer assigned here is dropped.
+    /// The attempt of `task` the applied state assigns to this node, if any.
+    fn attempt_here(&self, task: TaskId) -> Option<u32> {
+        match self.state.task(task).map(|t| &t.status) {
+            Some(TaskStatus::Assigned { node, attempt }) if *node == self.me => Some(*attempt),
+            _ => None,
+        }
+    }
+
     /// What an applied entry's events tell [`Node::dispatch`]: the tasks they name, or
     /// that it must walk them all.
     fn note_dispatch(&mut self, events: &[xdv_cluster::Event]) {
@@ -1724,36 +1727,24 @@ impl<R: Region> Node<R> {
     /// assigns are stopped (running) or forgotten (reported, progress), and the attempt
     /// it assigns here now runs unless it already did.
     fn dispatch_named(&mut self, tasks: &BTreeSet<TaskId>) {
-        let me = self.me;
-        let mut now: Vec<(TaskId, Option<u32>)> = Vec::with_capacity(tasks.len());
-        for &t in tasks {
-            let attempt = match self.state.task(t).map(|r| &r.status) {
-                Some(TaskStatus::Assigned { node, attempt }) if *node == me => Some(*attempt),
-                _ => None,
-            };
-            now.push((t, attempt));
-        }
-        let stale = |keys: &mut dyn Iterator<Item = (TaskId, u32)>, t: TaskId, a: Option<u32>| {
-            keys.filter(|k| k.0 == t && Some(k.1) != a)
-                .collect::<Vec<_>>()
-        };
+        let now: Vec<(TaskId, Option<u32>)> =
+            tasks.iter().map(|&t| (t, self.attempt_here(t))).collect();
         for &(t, a) in &now {
             let range = (t, 0)..=(t, u32::MAX);
-            for key in stale(
-                &mut self.unconfirmed.range(range.clone()).map(|(k, _)| *k),
-                t,
-                a,
-            ) {
-                self.unconfirmed.remove(&key);
-            }
-            for key in stale(
-                &mut self.progress.range(range.clone()).map(|(k, _)| *k),
-                t,
-                a,
-            ) {
-                self.progress.remove(&key);
-            }
-            for key in stale(&mut self.running.range(range).copied(), t, a) {
+            let stale = |k: &(TaskId, u32)| Some(k.1) != a;
+            self.unconfirmed
+                .extract_if(range.clone(), |k, _| stale(k))
+                .for_each(drop);
+            self.progress
+                .extract_if(range.clone(), |k, _| stale(k))
+                .for_each(drop);
+            let stop: Vec<(TaskId, u32)> = self
+                .running
+                .range(range)
+                .filter(|k| stale(k))
+                .copied()
+                .collect();
+            for key in stop {
                 if self.stopping.insert(key) {
                     self.counters.tasks_stopped += 1;
                     self.out.stop.push(key);
@@ -1774,10 +1765,7 @@ impl<R: Region> Node<R> {
         if self.raft.is_none() || self.held || self.dispatched_at != self.state_changes {
             return Ok(());
         }
-        let mine = |k: &(TaskId, u32)| {
-            matches!(self.state.task(k.0).map(|r| &r.status),
-                Some(TaskStatus::Assigned { node, attempt }) if *node == self.me && *attempt == k.1)
-        };
+        let mine = |k: &(TaskId, u32)| self.still_mine(k.0, k.1);
         for (t, attempt) in self.state.assigned_to(self.me) {
             let key = (t.id, attempt);
             if !self.running.contains(&key) && !self.unconfirmed.contains_key(&key) {

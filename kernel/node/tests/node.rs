@@ -203,6 +203,23 @@ fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
     );
 }
 
+/// The frame node 2 forwards to report a completion of its own (a task of its own,
+/// shaped like `like`).
+fn node_2_completion_frame(like: &xdv_node::RunTask) -> Vec<u8> {
+    let theirs = Completion {
+        task: xdv_types::TaskId(999_999),
+        node: NodeId(2),
+        ..done(like)
+    };
+    mgmt::encode(&mgmt::PeerForward::Own(xdv_cluster::Proposal {
+        time: xdv_cluster::GlobalTime {
+            lamport: 1,
+            node: NodeId(2),
+        },
+        command: xdv_cluster::Command::TaskCompleted(theirs),
+    }))
+}
+
 /// On the leader, a completion a follower forwards during a loop iteration joins the
 /// leader's own completions of that iteration: one `TasksCompleted` entry, not one
 /// entry per node (each entry costs every node an apply, a state hash and audit
@@ -210,18 +227,7 @@ fn dispatch_and_parked_requests_walk_only_after_the_state_changed() {
 #[test]
 fn forwarded_completions_share_the_leaders_entry() {
     let (mut n, _, out) = leader_running_one_task();
-    let theirs = Completion {
-        task: xdv_types::TaskId(999_999),
-        node: NodeId(2),
-        ..done(&out.run[0])
-    };
-    let forward = mgmt::encode(&mgmt::PeerForward::Own(xdv_cluster::Proposal {
-        time: xdv_cluster::GlobalTime {
-            lamport: 1,
-            node: NodeId(2),
-        },
-        command: xdv_cluster::Command::TaskCompleted(theirs),
-    }));
+    let forward = node_2_completion_frame(&out.run[0]);
     n.tick(1050);
     n.hold();
     n.on_task_done(done(&out.run[0]));
@@ -246,18 +252,7 @@ fn forwarded_completions_share_the_leaders_entry() {
 #[test]
 fn merged_completions_survive_a_step_down_before_release() {
     let (mut n, _, out) = leader_running_one_task();
-    let theirs = Completion {
-        task: xdv_types::TaskId(999_999),
-        node: NodeId(2),
-        ..done(&out.run[0])
-    };
-    let forward = mgmt::encode(&mgmt::PeerForward::Own(xdv_cluster::Proposal {
-        time: xdv_cluster::GlobalTime {
-            lamport: 1,
-            node: NodeId(2),
-        },
-        command: xdv_cluster::Command::TaskCompleted(theirs),
-    }));
+    let forward = node_2_completion_frame(&out.run[0]);
     let term = n.raft().unwrap().status().term;
     n.tick(1050);
     let _ = n.drain();
